@@ -1,0 +1,90 @@
+"""Who is calling: a client with an API key, or a running job with its job credential.
+
+Both are bearer tokens in the `authorization` metadata. Only SHA-256 digests are stored in Redis:
+  sp:apikey:{sha256}  -> principal                (client keys, `scriptpool apikey create`)
+  sp:cred:{sha256}    -> {job_id, principal, session_id}  (one job; deleted when the job ends)
+A job credential is valid only while its job runs, and only for that job's principal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import grpc
+from redis import Redis
+
+from scriptpool.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from workers.job_records import credential_hash, credential_key
+
+API_KEY_PREFIX = "spk_"
+JOB_CREDENTIAL_PREFIX = "spj_"
+PRINCIPAL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    principal: str
+    job_id: str = ""
+    """Set when the caller is a running job (its credential), empty for clients."""
+    session_id: str = ""
+    """The job's session, for job callers."""
+
+    @property
+    def is_job(self) -> bool:
+        return bool(self.job_id)
+
+    def require_client(self, what: str) -> None:
+        if self.is_job:
+            raise PermissionDenied(f"{what} needs a client API key; a job credential cannot call it")
+
+
+def _apikey_key(digest: str) -> str:
+    return f"sp:apikey:{digest}"
+
+
+def new_job_credential() -> str:
+    return JOB_CREDENTIAL_PREFIX + secrets.token_urlsafe(32)
+
+
+class Authenticator:
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    def create_api_key(self, principal: str) -> str:
+        if not PRINCIPAL_PATTERN.match(principal):
+            raise InvalidArgument("principal: 1-128 characters of letters, digits and . _ @ -, starting alphanumeric")
+        key = API_KEY_PREFIX + secrets.token_urlsafe(32)
+        self.redis.set(_apikey_key(hashlib.sha256(key.encode()).hexdigest()), principal)
+        return key
+
+    def caller(self, context: grpc.ServicerContext) -> Caller:
+        return self.authenticate(context.invocation_metadata())
+
+    def authenticate(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> Caller:
+        token = ""
+        for key, value in metadata or ():
+            if key == "authorization":
+                text = value.decode() if isinstance(value, bytes) else value
+                scheme, _, rest = text.partition(" ")
+                if scheme.lower() == "bearer":
+                    token = rest.strip()
+        if not token:
+            raise Unauthenticated(
+                "missing credentials: send 'authorization: Bearer <API key>' "
+                "(create one with `scriptpool apikey create PRINCIPAL`)"
+            )
+        if token.startswith(JOB_CREDENTIAL_PREFIX):
+            fields = self.redis.hmget(credential_key(credential_hash(token)), "job_id", "principal", "session_id")
+            if fields[0] is None:
+                raise Unauthenticated("job credential is not valid (unknown, forged, or its job has ended)")
+            job_id, principal, session_id = (f.decode() if f is not None else "" for f in fields)
+            return Caller(principal=principal, job_id=job_id, session_id=session_id)
+        if token.startswith(API_KEY_PREFIX):
+            principal_raw = self.redis.get(_apikey_key(hashlib.sha256(token.encode()).hexdigest()))
+            if principal_raw is not None:
+                return Caller(principal=principal_raw.decode())
+        raise Unauthenticated("API key is not valid")

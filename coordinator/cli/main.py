@@ -1,0 +1,293 @@
+"""`scriptpool` — every subcommand parses its flags into Settings and calls one function."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import socket
+import sys
+import tempfile
+from pathlib import Path
+
+from coordinator.settings import Settings
+from scriptpool.errors import InvalidArgument, ScriptpoolError
+from sandbox.languages import Language
+
+EXIT_OK = 0
+EXIT_JOB_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env().with_overrides(
+        redis_url=getattr(args, "redis_url", None),
+        coordinator=getattr(args, "coordinator", None),
+        listen=getattr(args, "listen", None),
+        api_key=getattr(args, "api_key", None),
+    )
+
+
+def _api_key(settings: Settings) -> str:
+    if settings.api_key:
+        return settings.api_key
+    if settings.api_key_file.exists():
+        return settings.api_key_file.read_text().strip()
+    raise InvalidArgument(
+        f"no API key: pass --api-key, set SCRIPTPOOL_API_KEY, or start `scriptpool up` (writes {settings.api_key_file})"
+    )
+
+
+def _client(args: argparse.Namespace) -> tuple[Settings, object]:
+    from coordinator.client import ScriptpoolClient
+
+    settings = _settings(args)
+    return settings, ScriptpoolClient(settings.coordinator, _api_key(settings))
+
+
+# ------------------------------------------------------------------ commands
+def cmd_up(args: argparse.Namespace) -> int:
+    from coordinator.embedded import run_up
+
+    return run_up(_settings(args), args.workers)
+
+
+def cmd_coordinator(args: argparse.Namespace) -> int:
+    from coordinator.server import serve_forever
+
+    serve_forever(_settings(args))
+    return EXIT_OK
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from workers.settings import WorkerSettings
+    from workers.worker import run_worker
+
+    settings = WorkerSettings.from_env(
+        redis_url=args.redis_url or "", coordinator=args.coordinator or "", name=args.name or ""
+    )
+    run_worker(settings, burst=args.burst)
+    return EXIT_OK
+
+
+def _language_for(path: Path, explicit: str | None) -> Language:
+    if explicit:
+        return Language.parse(explicit)
+    if not path.suffix:
+        raise InvalidArgument(f"cannot tell the language of {path}: use a .lua/.js/.py name or --lang")
+    return Language.parse(path.suffix)
+
+
+def run_file(client: object, path: Path, args: argparse.Namespace) -> int:
+    from coordinator.cli.output import failure_line, job_to_json, outcome_of, to_json
+    from coordinator.client import ScriptpoolClient
+    from sandbox.outcomes import Outcome
+    from scriptpool.values import from_value
+
+    assert isinstance(client, ScriptpoolClient)
+    language = _language_for(path, args.lang)
+    try:
+        source = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read {path}: {exc.strerror}") from exc
+    limits = {k: v for k, v in (("cpu_time_ms", args.cpu_ms), ("wall_time_ms", args.wall_ms),
+                                ("memory_bytes", args.memory_bytes)) if v}  # fmt: skip
+    job = client.run(language, source, session_id=args.session or "", limits=limits, timeout=args.timeout)
+    if args.json:
+        print(job_to_json(job))
+    else:
+        sys.stdout.write(job.result.output)
+        if job.result.output_truncated:
+            print("[output truncated at the job's output limit]")
+        if outcome_of(job) is Outcome.OK:
+            print(to_json(from_value(job.result.result)))
+    if outcome_of(job) is not Outcome.OK:
+        print(failure_line(job), file=sys.stderr)
+        return EXIT_JOB_FAILED
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    _, client = _client(args)
+    return run_file(client, Path(args.file), args)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Start a throwaway embedded stack, run one file, stop everything."""
+    from coordinator.client import ScriptpoolClient
+    from coordinator.embedded import EmbeddedStack
+
+    with tempfile.TemporaryDirectory(prefix="scriptpool-demo-") as state:
+        address = f"127.0.0.1:{_free_port()}"
+        settings = _settings(args).with_overrides(listen=address, coordinator=address, state_dir=Path(state))
+        print(f"starting scriptpool (coordinator {address}, {args.workers} workers, private redis-server)...")
+        stack = EmbeddedStack(settings, workers=args.workers).start()
+        try:
+            with ScriptpoolClient(address, stack.api_key) as client:
+                print(f"running {args.file}:")
+                return run_file(client, Path(args.file), args)
+        finally:
+            stack.stop()
+            print("scriptpool stopped.")
+
+
+def cmd_session(args: argparse.Namespace) -> int:
+    from coordinator.client import ScriptpoolClient
+    from scriptpool.v1 import sessions_pb2
+    from workers.session_values import session_to_plain
+
+    from coordinator.cli.output import to_json
+
+    _, client = _client(args)
+    assert isinstance(client, ScriptpoolClient)
+    if args.session_command == "create":
+        metadata = json.loads(args.metadata) if args.metadata else {}
+        if not isinstance(metadata, dict):
+            raise InvalidArgument("--metadata must be a JSON object")
+        session = client.create_session(args.name or "", description=args.description or "", tags=args.tag or [],
+                                        metadata=metadata)  # fmt: skip
+        print(to_json(session_to_plain(session), indent=2) if args.json else session.id)
+    elif args.session_command == "get":
+        print(to_json(session_to_plain(client.get_session(args.session_id)), indent=2))
+    else:
+        request = sessions_pb2.ListSessionsRequest(tags=args.tag or [], name=args.name or "")
+        request.page.limit = args.limit
+        sessions = [session_to_plain(s) for s in client.list_sessions(request).sessions]
+        if args.json:
+            print(to_json(sessions, indent=2))
+        else:
+            print(f"{'ID':36}  {'STATE':9}  {'NAME':24}  TAGS")
+            for s in sessions:
+                print(f"{s['id']!s:36}  {s['state']!s:9}  {str(s['name'])[:24]:24}  {','.join(s['tags'])}")  # type: ignore[arg-type]
+    return EXIT_OK
+
+
+def cmd_apikey(args: argparse.Namespace) -> int:
+    from redis import Redis
+
+    from coordinator.auth import Authenticator
+
+    settings = _settings(args)
+    if not settings.redis_url:
+        raise InvalidArgument("REDIS_URL (or --redis-url) must name the coordinator's Redis")
+    print(Authenticator(Redis.from_url(settings.redis_url)).create_api_key(args.principal))
+    return EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from sandbox.jail import probe_host
+
+    report = probe_host()
+    for layer in report.applied:
+        print(f"ok           {layer}")
+    for layer, why in report.unavailable.items():
+        print(f"UNAVAILABLE  {layer}: {why}")
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------ parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scriptpool", description="Sandboxed script worker pool.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_redis(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--redis-url", help="Redis URL (default: $REDIS_URL)")
+
+    def with_client(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--coordinator", help="coordinator address (default: $SCRIPTPOOL_COORDINATOR or 127.0.0.1:50051)")
+        p.add_argument("--api-key", help="API key (default: $SCRIPTPOOL_API_KEY or the one `scriptpool up` wrote)")
+
+    def with_run(p: argparse.ArgumentParser) -> None:
+        p.add_argument("file", help="script file: .lua, .js or .py")
+        p.add_argument("--lang", help="language, when the extension does not say")
+        p.add_argument("--session", help="run in this session (default: a new one)")
+        p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the result")
+        p.add_argument("--cpu-ms", type=int, help="CPU time limit (ms)")
+        p.add_argument("--wall-ms", type=int, help="wall time limit (ms)")
+        p.add_argument("--memory-bytes", type=int, help="memory limit (bytes)")
+        p.add_argument("--json", action="store_true", help="print the whole job as JSON")
+
+    p = sub.add_parser("up", help="start redis (unless REDIS_URL), the coordinator and workers in the foreground")
+    with_redis(p)
+    p.add_argument("--listen", help="coordinator listen address (default 127.0.0.1:50051)")
+    p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("coordinator", help="run the gRPC coordinator")
+    with_redis(p)
+    p.add_argument("--listen", help="listen address (default $SCRIPTPOOL_LISTEN or 127.0.0.1:50051)")
+    p.set_defaults(func=cmd_coordinator)
+
+    p = sub.add_parser("worker", help="run one RQ worker process")
+    with_redis(p)
+    p.add_argument("--coordinator", help="coordinator address for the scripts' global calls")
+    p.add_argument("--name", help="worker name (default host-pid)")
+    p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("run", help="submit a script, wait, print its output and result")
+    with_client(p)
+    with_run(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="start a throwaway stack, run one script, stop (used by `make demo`)")
+    with_redis(p)
+    with_run(p)
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("session", help="manage sessions")
+    with_client(p)
+    ssub = p.add_subparsers(dest="session_command", required=True)
+    sp = ssub.add_parser("create", help="create a session and print its id")
+    sp.add_argument("--name")
+    sp.add_argument("--description")
+    sp.add_argument("--tag", action="append", help="a tag (repeatable)")
+    sp.add_argument("--metadata", help="metadata as a JSON object")
+    sp.add_argument("--json", action="store_true")
+    sp = ssub.add_parser("get", help="show one session as JSON")
+    sp.add_argument("session_id")
+    sp = ssub.add_parser("list", help="list your sessions")
+    sp.add_argument("--tag", action="append")
+    sp.add_argument("--name")
+    sp.add_argument("--limit", type=int, default=100)
+    sp.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_session)
+
+    p = sub.add_parser("apikey", help="create client API keys (talks to Redis directly)")
+    with_redis(p)
+    asub = p.add_subparsers(dest="apikey_command", required=True)
+    ap = asub.add_parser("create", help="create a key for PRINCIPAL and print it")
+    ap.add_argument("principal")
+    p.set_defaults(func=cmd_apikey)
+
+    p = sub.add_parser("doctor", help="report which sandbox layers this host provides")
+    p.set_defaults(func=cmd_doctor)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    try:
+        code: int = args.func(args)
+        return code
+    except ScriptpoolError as exc:
+        print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
+        return EXIT_UNAVAILABLE if exc.code in ("UNAVAILABLE", "DEADLINE_EXCEEDED") else EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""A small Python client for the coordinator, used by the CLI (and usable by programs).
+
+Raises ScriptpoolError subclasses, never grpc.RpcError.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import grpc
+
+from scriptpool.errors import DeadlineExceeded
+from scriptpool.v1 import jobs_pb2, jobs_pb2_grpc, sessions_pb2, sessions_pb2_grpc
+from scriptpool.values import PlainValue, to_value_map
+from sandbox.languages import Language
+from workers.rpc_errors import from_rpc_error
+
+T = TypeVar("T")
+
+
+class ScriptpoolClient:
+    def __init__(self, address: str, api_key: str, *, timeout: float = 30.0) -> None:
+        self.channel = grpc.insecure_channel(address)
+        self._metadata = (("authorization", f"Bearer {api_key}"),)
+        self._timeout = timeout
+        self._jobs = jobs_pb2_grpc.JobServiceStub(self.channel)
+        self._sessions = sessions_pb2_grpc.SessionServiceStub(self.channel)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> ScriptpoolClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: Callable[..., T], request: Any, timeout: float | None = None) -> T:
+        try:
+            return method(request, metadata=self._metadata, timeout=timeout or self._timeout)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    # ---------------------------------------------------------------- jobs
+    def submit(
+        self,
+        language: Language,
+        source: str,
+        *,
+        session_id: str = "",
+        limits: Mapping[str, int] | None = None,
+        inputs: Mapping[str, PlainValue] | None = None,
+    ) -> jobs_pb2.Job:
+        request = jobs_pb2.SubmitJobRequest(
+            language=language.to_proto(),
+            source=source,
+            session_id=session_id,
+            limits=jobs_pb2.JobLimits(**dict(limits or {})),
+            inputs=to_value_map(dict(inputs or {})),
+        )
+        return self._call(self._jobs.SubmitJob, request).job
+
+    def get_job(self, job_id: str) -> jobs_pb2.Job:
+        return self._call(self._jobs.GetJob, jobs_pb2.GetJobRequest(job_id=job_id))
+
+    def wait(self, job_id: str, timeout: float = 300.0) -> jobs_pb2.Job:
+        """Wait until the job finishes; DeadlineExceeded if it has not after `timeout` seconds."""
+        give_up = time.monotonic() + timeout
+        while True:
+            left = give_up - time.monotonic()
+            if left <= 0:
+                raise DeadlineExceeded(f"job {job_id} did not finish within {timeout:g}s (it is still queued/running)")
+            slice_s = min(left, 30.0)
+            response = self._call(
+                self._jobs.WaitJob, jobs_pb2.WaitJobRequest(job_id=job_id, timeout_seconds=slice_s), slice_s + 5
+            )
+            if response.finished:
+                return response.job
+
+    def cancel(self, job_id: str) -> jobs_pb2.Job:
+        return self._call(self._jobs.CancelJob, jobs_pb2.CancelJobRequest(job_id=job_id))
+
+    def run(self, language: Language, source: str, *, timeout: float = 300.0, **kwargs: Any) -> jobs_pb2.Job:
+        return self.wait(self.submit(language, source, **kwargs).id, timeout)
+
+    # ---------------------------------------------------------------- sessions
+    def create_session(
+        self, name: str = "", *, description: str = "", tags: list[str] | None = None, metadata: Mapping[str, Any] | None = None
+    ) -> sessions_pb2.Session:
+        request = sessions_pb2.CreateSessionRequest(
+            name=name, description=description, tags=tags or [], metadata=to_value_map(dict(metadata or {}))
+        )
+        return self._call(self._sessions.Create, request)
+
+    def get_session(self, session_id: str) -> sessions_pb2.Session:
+        return self._call(self._sessions.Get, sessions_pb2.SessionRef(session_id=session_id))
+
+    def list_sessions(self, request: sessions_pb2.ListSessionsRequest | None = None) -> sessions_pb2.ListSessionsResponse:
+        return self._call(self._sessions.List, request or sessions_pb2.ListSessionsRequest())

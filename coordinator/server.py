@@ -1,0 +1,121 @@
+"""Build and run the coordinator's gRPC server: all services, health checking and reflection."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from redis import Redis
+
+from coordinator.auth import Authenticator
+from coordinator.services.jobs import JobServicer
+from coordinator.services.placeholders import ArtifactServicer, EventServicer, HookServicer, StateServicer
+from coordinator.services.sessions import SessionServicer
+from coordinator.settings import Settings
+from coordinator.stores.jobs import JobStore
+from coordinator.stores.sessions import SessionStore
+from coordinator.sweeper import LeaseSweeper
+from coordinator.waiters import JobWaiters
+from scriptpool.errors import InvalidArgument
+from scriptpool.v1 import (
+    artifacts_pb2,
+    artifacts_pb2_grpc,
+    events_pb2,
+    events_pb2_grpc,
+    jobs_pb2,
+    jobs_pb2_grpc,
+    sessions_pb2,
+    sessions_pb2_grpc,
+    state_pb2,
+    state_pb2_grpc,
+)
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    jobs_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
+    sessions_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
+    artifacts_pb2.DESCRIPTOR.services_by_name["ArtifactService"].full_name,
+    state_pb2.DESCRIPTOR.services_by_name["StateService"].full_name,
+    events_pb2.DESCRIPTOR.services_by_name["HookService"].full_name,
+    events_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,
+)
+
+
+@dataclass
+class RunningCoordinator:
+    server: grpc.Server
+    port: int
+    waiters: JobWaiters
+    sweeper: LeaseSweeper
+    health: health.HealthServicer
+    auth: Authenticator
+
+    def stop(self, grace: float = 5.0) -> None:
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+        self.waiters.stop()
+        self.sweeper.stop()
+
+
+def start_coordinator(settings: Settings, redis: Redis | None = None) -> RunningCoordinator:
+    """Start serving on `settings.listen` (port 0 picks a free port). Returns once listening."""
+    if redis is None:
+        if not settings.redis_url:
+            raise InvalidArgument("REDIS_URL is not set: the coordinator needs Redis (or use `scriptpool up`)")
+        redis = Redis.from_url(settings.redis_url)
+    redis.ping()
+    auth = Authenticator(redis)
+    sessions = SessionStore(redis, settings.max_sessions_per_principal)
+    jobs = JobStore(
+        redis,
+        sessions,
+        queue=settings.queue,
+        policy=settings.limits,
+        max_source_bytes=settings.max_source_bytes,
+        queue_ttl_seconds=settings.queue_ttl_seconds,
+        result_ttl_seconds=settings.result_ttl_seconds,
+    )
+    waiters = JobWaiters(redis)
+    sweeper = LeaseSweeper(jobs.records, settings.result_ttl_seconds)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=settings.grpc_threads, thread_name_prefix="grpc"),
+        options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
+    )
+    jobs_pb2_grpc.add_JobServiceServicer_to_server(
+        JobServicer(auth, jobs, waiters, settings.max_wait_seconds), server
+    )
+    sessions_pb2_grpc.add_SessionServiceServicer_to_server(SessionServicer(auth, sessions), server)
+    artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server(ArtifactServicer(), server)
+    state_pb2_grpc.add_StateServiceServicer_to_server(StateServicer(), server)
+    events_pb2_grpc.add_HookServiceServicer_to_server(HookServicer(), server)
+    events_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME), server)
+    port = server.add_insecure_port(settings.listen)
+    if port == 0:
+        raise InvalidArgument(f"cannot listen on {settings.listen!r} (address in use or invalid)")
+    waiters.start()
+    sweeper.start()
+    server.start()
+    for name in ("", *SERVICE_NAMES):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return RunningCoordinator(server, port, waiters, sweeper, health_servicer, auth)
+
+
+def serve_forever(settings: Settings) -> None:
+    """`scriptpool coordinator`: serve until SIGINT/SIGTERM, then drain for a few seconds and exit 0."""
+    running = start_coordinator(settings)
+    log.warning("scriptpool coordinator listening on %s (port %d)", settings.listen, running.port)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    running.stop()

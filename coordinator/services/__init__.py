@@ -1,0 +1,1 @@
+"""gRPC servicers. Each is thin: authenticate, call a store, return the message."""

@@ -1,0 +1,34 @@
+"""Services of the API that this version does not implement yet: every RPC answers UNIMPLEMENTED
+with the method's name (the wire contract is complete; see proto/scriptpool/v1)."""
+
+from __future__ import annotations
+
+from coordinator.status import grpc_service
+from scriptpool.v1 import (
+    artifacts_pb2,
+    artifacts_pb2_grpc,
+    events_pb2,
+    events_pb2_grpc,
+    state_pb2,
+    state_pb2_grpc,
+)
+
+
+@grpc_service(artifacts_pb2.DESCRIPTOR.services_by_name["ArtifactService"])
+class ArtifactServicer(artifacts_pb2_grpc.ArtifactServiceServicer):
+    pass
+
+
+@grpc_service(state_pb2.DESCRIPTOR.services_by_name["StateService"])
+class StateServicer(state_pb2_grpc.StateServiceServicer):
+    pass
+
+
+@grpc_service(events_pb2.DESCRIPTOR.services_by_name["HookService"])
+class HookServicer(events_pb2_grpc.HookServiceServicer):
+    pass
+
+
+@grpc_service(events_pb2.DESCRIPTOR.services_by_name["EventService"])
+class EventServicer(events_pb2_grpc.EventServiceServicer):
+    pass

@@ -1,0 +1,72 @@
+"""Coordinator (and CLI) settings: one frozen object, parsed from the environment only at the edge."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from sandbox.limits import LimitPolicy
+from workers.settings import DEFAULT_COORDINATOR, DEFAULT_QUEUE
+
+DEFAULT_LISTEN = DEFAULT_COORDINATOR
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "scriptpool"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Settings:
+    redis_url: str = ""
+    """Redis, the system of record (REDIS_URL). Empty: `scriptpool up` starts a private redis-server."""
+    listen: str = DEFAULT_LISTEN
+    """Address the coordinator's gRPC server binds (SCRIPTPOOL_LISTEN)."""
+    coordinator: str = DEFAULT_COORDINATOR
+    """Address clients and workers dial (SCRIPTPOOL_COORDINATOR)."""
+    queue: str = DEFAULT_QUEUE
+    """RQ queue jobs go to (SCRIPTPOOL_QUEUE)."""
+    state_dir: Path = field(default_factory=default_state_dir)
+    """Where `scriptpool up` keeps its private Redis data and the local API key (SCRIPTPOOL_STATE_DIR)."""
+    api_key: str = ""
+    """Client API key (SCRIPTPOOL_API_KEY); default: the one `scriptpool up` wrote to state_dir."""
+    limits: LimitPolicy = field(default_factory=LimitPolicy)
+    """Per-job limit defaults and server maximums."""
+    max_source_bytes: int = 1024 * 1024
+    """Largest script source a job may submit."""
+    max_wait_seconds: float = 60.0
+    """Longest single WaitJob call; clients loop for longer waits."""
+    grpc_threads: int = 64
+    """Worker threads of the coordinator's gRPC server (each waiting WaitJob holds one)."""
+    max_sessions_per_principal: int = 100_000
+    """Live sessions one principal may hold."""
+    queue_ttl_seconds: int = 24 * 3600
+    """How long a job may wait in the queue before its credential expires."""
+    result_ttl_seconds: int = 7 * 24 * 3600
+    """How long finished job records stay."""
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        env = os.environ
+        values: dict[str, object] = {}
+        for name, var in (
+            ("redis_url", "REDIS_URL"),
+            ("listen", "SCRIPTPOOL_LISTEN"),
+            ("coordinator", "SCRIPTPOOL_COORDINATOR"),
+            ("queue", "SCRIPTPOOL_QUEUE"),
+            ("api_key", "SCRIPTPOOL_API_KEY"),
+        ):
+            if env.get(var):
+                values[name] = env[var]
+        if env.get("SCRIPTPOOL_STATE_DIR"):
+            values["state_dir"] = Path(env["SCRIPTPOOL_STATE_DIR"])
+        return cls(**values)  # type: ignore[arg-type]
+
+    def with_overrides(self, **overrides: object) -> Settings:
+        """A copy with every non-empty override applied (CLI flags win over the environment)."""
+        return replace(self, **{k: v for k, v in overrides.items() if v not in (None, "")})  # type: ignore[arg-type]
+
+    @property
+    def api_key_file(self) -> Path:
+        return self.state_dir / "api-key"

@@ -1,0 +1,90 @@
+"""The one place domain errors become gRPC statuses.
+
+`grpc_service` wraps every RPC method of a servicer class: a ScriptpoolError aborts with its code and
+message; anything else is logged with a reference and answered INTERNAL without host details.
+Methods of the service that the class does not implement answer UNIMPLEMENTED, naming the method.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.descriptor import ServiceDescriptor
+
+from scriptpool.errors import ScriptpoolError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def abort_for(context: grpc.ServicerContext, exc: BaseException) -> None:
+    if isinstance(exc, ScriptpoolError):
+        context.abort(grpc.StatusCode[exc.code], exc.message)
+    ref = uuid.uuid4().hex[:12]
+    log.error("internal error ref=%s", ref, exc_info=exc)
+    context.abort(grpc.StatusCode.INTERNAL, f"internal error in the coordinator (ref {ref}); see its log")
+
+
+def _already_aborted(context: grpc.ServicerContext) -> bool:
+    code = context.code()  # type: ignore[attr-defined]
+    return code is not None and code != grpc.StatusCode.OK
+
+
+def _wrap_unary(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except Exception as exc:  # noqa: BLE001 - mapped to a status, never leaked
+            if _already_aborted(context):
+                raise
+            abort_for(context, exc)
+
+    return wrapper
+
+
+def _wrap_stream(method: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+    @functools.wraps(method)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        try:
+            yield from method(self, request, context)
+        except Exception as exc:  # noqa: BLE001
+            if _already_aborted(context):
+                raise
+            abort_for(context, exc)
+
+    return wrapper
+
+
+def _unimplemented(full_name: str) -> Callable[..., Any]:
+    def method(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        context.abort(
+            grpc.StatusCode.UNIMPLEMENTED,
+            f"{full_name} is part of the scriptpool API but not implemented by this coordinator version yet",
+        )
+
+    return method
+
+
+def grpc_service(descriptor: ServiceDescriptor) -> Callable[[type[T]], type[T]]:
+    """Class decorator: error mapping on every RPC the class defines, UNIMPLEMENTED for the rest."""
+
+    def decorate(cls: type[T]) -> type[T]:
+        for method in descriptor.methods:
+            own = cls.__dict__.get(method.name)
+            full_name = f"{descriptor.name}.{method.name}"
+            if own is None:
+                setattr(cls, method.name, _unimplemented(full_name))
+            elif method.server_streaming:
+                setattr(cls, method.name, _wrap_stream(own))
+            else:
+                setattr(cls, method.name, _wrap_unary(own))
+        return cls
+
+    return decorate

@@ -1,0 +1,1 @@
+"""Redis-backed stores: the coordinator's system of record."""

@@ -1,0 +1,186 @@
+"""Job submission and job records, on top of `workers.job_records` (the shared schema).
+
+Submitting writes the job record, the job's credential and the RQ job in one Redis transaction,
+so a job is either fully enqueued or not at all.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from redis import Redis
+from rq import Queue
+from rq.job import Job as RQJob
+
+from coordinator.auth import Caller, new_job_credential
+from coordinator.stores.sessions import SessionStore
+from coordinator.stores.validation import check_uuid
+from scriptpool.errors import InvalidArgument, NotFound
+from scriptpool.v1 import jobs_pb2, sandbox_pb2, sessions_pb2
+from sandbox.languages import Language
+from sandbox.limits import LIMIT_FIELDS, LimitPolicy
+from sandbox.outcomes import Outcome
+from workers.job_records import (
+    JobRecords,
+    JobState,
+    credential_hash,
+    credential_key,
+    job_key,
+    session_jobs_key,
+)
+
+RQ_FUNCTION = "workers.rq_entry.execute_job"
+RQ_TIMEOUT_MARGIN_SECONDS = 60
+_STATUS = {
+    JobState.QUEUED: jobs_pb2.JOB_STATUS_QUEUED,
+    JobState.RUNNING: jobs_pb2.JOB_STATUS_RUNNING,
+    JobState.FINISHED: jobs_pb2.JOB_STATUS_FINISHED,
+}
+
+
+class JobStore:
+    def __init__(
+        self,
+        redis: Redis,
+        sessions: SessionStore,
+        *,
+        queue: str,
+        policy: LimitPolicy,
+        max_source_bytes: int,
+        queue_ttl_seconds: int,
+        result_ttl_seconds: int,
+    ) -> None:
+        self.redis = redis
+        self.records = JobRecords(redis)
+        self.sessions = sessions
+        self.queue = Queue(queue, connection=redis)
+        self.policy = policy
+        self.max_source_bytes = max_source_bytes
+        self.queue_ttl_seconds = queue_ttl_seconds
+        self.result_ttl_seconds = result_ttl_seconds
+
+    def _validate(self, request: jobs_pb2.SubmitJobRequest) -> tuple[Language, sandbox_pb2.ChildJob]:
+        language = Language.from_proto(request.language)
+        if not request.source.strip():
+            raise InvalidArgument("source: the script is empty")
+        size = len(request.source.encode("utf-8"))
+        if size > self.max_source_bytes:
+            raise InvalidArgument(f"source: {size} bytes is above the maximum of {self.max_source_bytes} bytes")
+        limits = self.policy.resolve({name: getattr(request.limits, name) for name in LIMIT_FIELDS})
+        spec = sandbox_pb2.ChildJob(language=language.to_proto(), source=request.source, inputs=request.inputs)
+        for name in LIMIT_FIELDS:
+            setattr(spec.limits, name, getattr(limits, name))
+        return language, spec
+
+    def submit(self, caller: Caller, request: jobs_pb2.SubmitJobRequest) -> jobs_pb2.Job:
+        caller.require_client("JobService.SubmitJob")
+        language, spec = self._validate(request)
+        if request.session_id:
+            session = self.sessions.get(caller, request.session_id)
+        else:
+            session = self.sessions.create(caller, sessions_pb2.CreateSessionRequest(name=f"{language.value} job"))
+        job_id = str(uuid.uuid4())
+        spec.job_id = job_id
+        spec.session_id = session.id
+        credential = new_job_credential()
+        cred_hash = credential_hash(credential)
+        now = time.time()
+        wall_s = spec.limits.wall_time_ms / 1000.0
+        # RQ starts the MULTI itself, so it goes first; the rest joins the same transaction.
+        pipe = self.redis.pipeline(transaction=True)
+        self.queue.enqueue_call(
+            RQ_FUNCTION,
+            args=(job_id,),
+            job_id=job_id,
+            timeout=int(wall_s + RQ_TIMEOUT_MARGIN_SECONDS),
+            ttl=self.queue_ttl_seconds,
+            result_ttl=self.result_ttl_seconds,
+            failure_ttl=self.result_ttl_seconds,
+            description=f"scriptpool {language.value} job {job_id} (session {session.id})",
+            pipeline=pipe,
+        )
+        pipe.hset(
+            job_key(job_id),
+            mapping={
+                "spec": spec.SerializeToString(),
+                "principal": caller.principal,
+                "status": JobState.QUEUED.value,
+                "credential": credential,
+                "cred_hash": cred_hash,
+                "created_at": repr(now),
+            },
+        )
+        pipe.hset(
+            credential_key(cred_hash),
+            mapping={"job_id": job_id, "principal": caller.principal, "session_id": session.id},
+        )
+        pipe.expire(credential_key(cred_hash), int(self.queue_ttl_seconds + wall_s + RQ_TIMEOUT_MARGIN_SECONDS))
+        pipe.zadd(session_jobs_key(session.id), {job_id: now})
+        pipe.execute()
+        return self.get(caller, job_id)
+
+    def _raw(self, job_id: str) -> dict[str, bytes]:
+        check_uuid(job_id, "job id")
+        raw = self.redis.hgetall(job_key(job_id))
+        if not raw:
+            raise NotFound(f"job {job_id} not found (unknown, or its record expired)")
+        return {k.decode(): v for k, v in raw.items()}
+
+    def get(self, caller: Caller, job_id: str) -> jobs_pb2.Job:
+        raw = self._raw(job_id)
+        if raw["principal"].decode() != caller.principal:
+            raise NotFound(f"job {job_id} not found (unknown, or its record expired)")
+        return _to_job(job_id, raw)
+
+    def is_finished(self, job_id: str) -> bool:
+        return self.redis.hget(job_key(job_id), "status") == JobState.FINISHED.value.encode()
+
+    def cancel(self, caller: Caller, job_id: str) -> jobs_pb2.Job:
+        caller.require_client("JobService.CancelJob")
+        self.get(caller, job_id)
+        state = self.records.request_cancel(job_id)
+        if state is JobState.QUEUED:
+            result = jobs_pb2.JobResult(
+                outcome=Outcome.CANCELLED.to_proto(), message="the job was cancelled before it started"
+            )
+            applied = self.records.finish(
+                job_id, result.SerializeToString(), time.time(), self.result_ttl_seconds, only_if=JobState.QUEUED
+            )
+            if applied:
+                rq_job = RQJob.fetch(job_id, connection=self.redis)
+                rq_job.cancel()
+        return self.get(caller, job_id)
+
+    def list_for_session(self, caller: Caller, request: jobs_pb2.ListJobsRequest) -> jobs_pb2.ListJobsResponse:
+        self.sessions.get(caller, request.session_id)
+        ids = [i.decode() for i in self.redis.zrevrange(session_jobs_key(request.session_id), 0, -1)]
+        offset = int(request.page.cursor) if request.page.cursor.isdigit() else 0
+        limit = min(request.page.limit or 100, 1000)
+        response = jobs_pb2.ListJobsResponse()
+        for job_id in ids[offset : offset + limit]:
+            raw = self.redis.hgetall(job_key(job_id))
+            if raw:
+                response.jobs.append(_to_job(job_id, {k.decode(): v for k, v in raw.items()}))
+        if offset + limit < len(ids):
+            response.next_cursor = str(offset + limit)
+        return response
+
+
+def _to_job(job_id: str, raw: dict[str, bytes]) -> jobs_pb2.Job:
+    spec = sandbox_pb2.ChildJob.FromString(raw["spec"])
+    job = jobs_pb2.Job(
+        id=job_id,
+        session_id=spec.session_id,
+        language=spec.language,
+        status=_STATUS[JobState(raw["status"].decode())],
+        limits=spec.limits,
+        principal=raw["principal"].decode(),
+        created_at=float(raw.get("created_at", b"0")),
+        started_at=float(raw.get("started_at", b"0")),
+        finished_at=float(raw.get("finished_at", b"0")),
+        worker=raw.get("worker", b"").decode(),
+    )
+    if "result" in raw:
+        job.result.ParseFromString(raw["result"])
+    return job

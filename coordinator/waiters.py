@@ -1,0 +1,79 @@
+"""Wake WaitJob calls when their job finishes, from one Redis pub/sub listener thread.
+
+Waiters also re-read the record every `RECHECK_SECONDS`, so a missed message (Redis reconnect)
+delays a wake-up but never loses it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+from redis import Redis
+
+from workers.job_records import FINISHED_CHANNEL
+
+log = logging.getLogger(__name__)
+RECHECK_SECONDS = 1.0
+
+
+class JobWaiters:
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._lock = threading.Lock()
+        self._events: dict[str, set[threading.Event]] = defaultdict(set)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._listen, name="job-waiters", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=5)
+
+    def _listen(self) -> None:
+        while not self._stopping.is_set():
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(FINISHED_CHANNEL)
+                while not self._stopping.is_set():
+                    message = pubsub.get_message(timeout=0.5)
+                    if message and message["type"] == "message":
+                        self._wake(message["data"].decode())
+            except Exception as exc:  # noqa: BLE001 - reconnect; waiters fall back to polling meanwhile
+                log.warning("job-finished listener lost Redis (%s); reconnecting", exc)
+                self._stopping.wait(0.5)
+            finally:
+                pubsub.close()
+
+    def _wake(self, job_id: str) -> None:
+        with self._lock:
+            for event in self._events.pop(job_id, ()):
+                event.set()
+
+    def wait(self, job_id: str, is_finished: Callable[[], bool], timeout: float) -> bool:
+        """Block until `is_finished()` is true or `timeout` passes. Returns the final answer."""
+        event = threading.Event()
+        with self._lock:
+            self._events[job_id].add(event)
+        try:
+            give_up = time.monotonic() + timeout
+            while True:
+                if is_finished():
+                    return True
+                left = give_up - time.monotonic()
+                if left <= 0:
+                    return False
+                event.wait(min(left, RECHECK_SECONDS))
+                event.clear()
+        finally:
+            with self._lock:
+                waiting = self._events.get(job_id)
+                if waiting is not None:
+                    waiting.discard(event)
+                    if not waiting:
+                        del self._events[job_id]

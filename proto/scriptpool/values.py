@@ -1,0 +1,89 @@
+"""Marshalling between plain Python values and `scriptpool.v1.Value`.
+
+Plain values are what every engine binding converts to and from: None, bool, int, float, str,
+bytes, list, dict[str, ...]. Integers stay integers and floats stay floats; bytes stay bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TypeAlias, Union
+
+from scriptpool.errors import InvalidArgument
+from scriptpool.v1 import common_pb2
+
+PlainValue: TypeAlias = Union[None, bool, int, float, str, bytes, list["PlainValue"], dict[str, "PlainValue"]]
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+MAX_DEPTH = 64
+
+
+def to_value(obj: object, *, _depth: int = 0) -> common_pb2.Value:
+    """Convert a plain Python value to a Value message; anything else is InvalidArgument."""
+    out = common_pb2.Value()
+    _fill(out, obj, _depth)
+    return out
+
+
+def _fill(out: common_pb2.Value, obj: object, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise InvalidArgument(f"value is nested deeper than {MAX_DEPTH} levels")
+    if obj is None:
+        out.null_value = True
+    elif isinstance(obj, bool):
+        out.bool_value = obj
+    elif isinstance(obj, int):
+        if not INT64_MIN <= obj <= INT64_MAX:
+            raise InvalidArgument(f"integer {obj} does not fit in 64 bits")
+        out.int_value = obj
+    elif isinstance(obj, float):
+        out.float_value = obj
+    elif isinstance(obj, str):
+        out.string_value = obj
+    elif isinstance(obj, (bytes, bytearray, memoryview)):
+        out.bytes_value = bytes(obj)
+    elif isinstance(obj, Mapping):
+        fields = out.map_value.fields
+        out.map_value.SetInParent()
+        for key, item in obj.items():
+            if not isinstance(key, str):
+                raise InvalidArgument(f"map keys must be strings, got {type(key).__name__}")
+            _fill(fields[key], item, depth + 1)
+    elif isinstance(obj, Sequence):
+        items = out.list_value.items
+        out.list_value.SetInParent()
+        for item in obj:
+            _fill(items.add(), item, depth + 1)
+    else:
+        raise InvalidArgument(f"a {type(obj).__name__} cannot be passed as a value")
+
+
+def from_value(value: common_pb2.Value) -> PlainValue:
+    """Convert a Value message back to a plain Python value (unset Value = None)."""
+    kind = value.WhichOneof("kind")
+    if kind is None or kind == "null_value":
+        return None
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "int_value":
+        return value.int_value
+    if kind == "float_value":
+        return value.float_value
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bytes_value":
+        return value.bytes_value
+    if kind == "list_value":
+        return [from_value(v) for v in value.list_value.items]
+    return {k: from_value(v) for k, v in value.map_value.fields.items()}
+
+
+def to_value_map(obj: Mapping[str, object]) -> common_pb2.ValueMap:
+    value = to_value(obj)
+    return value.map_value
+
+
+def from_value_map(value_map: common_pb2.ValueMap) -> dict[str, PlainValue]:
+    return {k: from_value(v) for k, v in value_map.fields.items()}
+

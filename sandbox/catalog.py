@@ -1,0 +1,83 @@
+"""The script globals and their operations: the one list every engine and the bridge build from.
+
+Names are the spec's camelCase; `snake_aliases` adds the rs-llmspell snake_case spellings that
+semantics.md asks for. Operations taking callbacks (Hook.register, Event.on) are listed too: an
+engine runs the callback locally and only the registration crosses the wire.
+"""
+
+from __future__ import annotations
+
+import re
+
+GLOBAL_OPS: dict[str, tuple[str, ...]] = {
+    "Session": (
+        "create",
+        "get",
+        "list",
+        "getCurrent",
+        "setCurrent",
+        "suspend",
+        "resume",
+        "complete",
+        "delete",
+        "getMetadata",
+        "updateMetadata",
+        "getTags",
+        "setTags",
+        "save",
+        "load",
+        "saveAll",
+        "restoreRecent",
+        "canReplay",
+        "replay",
+        "getTimeline",
+        "getReplayMetadata",
+    ),
+    "Artifact": (
+        "store",
+        "get",
+        "getContent",
+        "list",
+        "delete",
+        "update",
+        "query",
+        "findByType",
+        "findByTag",
+        "search",
+        "storeFile",
+        "saveToFile",
+        "grantPermission",
+        "revokePermission",
+        "getPermissions",
+        "checkAccess",
+        "getAuditLog",
+    ),
+    "State": ("get", "set", "delete", "list", "increment", "compareAndSet"),
+    "Hook": ("register", "unregister", "list"),
+    "Event": ("emit", "on", "subscribe", "receive", "unsubscribe"),
+}
+
+# Older spellings that mean another operation of the same global.
+EXTRA_ALIASES: dict[str, dict[str, str]] = {
+    "State": {"save": "set", "load": "get", "list_keys": "list"},
+    "Event": {"publish": "emit"},
+}
+
+_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])([A-Z])")
+
+
+def snake_case(name: str) -> str:
+    return _CAMEL_BOUNDARY.sub(r"_\1", name).lower()
+
+
+def aliases(global_name: str) -> dict[str, str]:
+    """Every extra spelling of a global's operations, mapped to the canonical operation name."""
+    found = {snake_case(op): op for op in GLOBAL_OPS[global_name] if snake_case(op) != op}
+    found.update(EXTRA_ALIASES.get(global_name, {}))
+    return found
+
+
+def canonical_op(global_name: str, name: str) -> str | None:
+    if name in GLOBAL_OPS.get(global_name, ()):
+        return name
+    return aliases(global_name).get(name) if global_name in GLOBAL_OPS else None

@@ -1,0 +1,134 @@
+"""The sandbox child: runs exactly one script in a jailed process and exits.
+
+The worker forks this process ahead of time with one end of a socketpair. The child waits for its
+`ChildJob`, jails itself, runs the script with a fresh engine, streams print output, asks the worker
+to make each global call, sends one `ChildResult`, and `_exit`s. It holds no credentials, no Redis
+and no gRPC connection: everything outside the process goes through the socket.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from typing import NoReturn
+
+from scriptpool.errors import InvalidArgument, error_for_code
+from scriptpool.v1 import sandbox_pb2
+from scriptpool.values import PlainValue, from_value, from_value_map, to_value
+from sandbox import framing
+from sandbox.errors import LimitExceeded, MemoryExceeded, SandboxError, ScriptError
+from sandbox.host import OutputSink
+from sandbox.jail import apply_jail
+from sandbox.languages import Language
+from sandbox.limits import JobLimits
+from sandbox.outcomes import Outcome
+from sandbox.runner import ScriptJob, runner_for
+
+
+class SocketHost:
+    """GlobalHost that asks the worker, over the socket, to make each call."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._next_id = 0
+        self.calls = 0
+
+    def call(self, op: str, args: list[PlainValue]) -> PlainValue:
+        self._next_id += 1
+        self.calls += 1
+        frame = sandbox_pb2.ChildFrame()
+        frame.call.call_id = self._next_id
+        frame.call.op = op
+        for arg in args:
+            frame.call.args.append(to_value(arg))
+        framing.send(self._sock, frame)
+        reply = framing.recv(self._sock, sandbox_pb2.WorkerFrame).reply
+        if reply.WhichOneof("body") == "error":
+            raise error_for_code(reply.error.code, reply.error.message)
+        return from_value(reply.value)
+
+
+class SocketOutput(OutputSink):
+    """OutputSink that streams each accepted chunk to the worker, so nothing is lost if killed."""
+
+    def __init__(self, sock: socket.socket, limit_bytes: int) -> None:
+        super().__init__(limit_bytes)
+        self._sock = sock
+
+    def _emit(self, text: str) -> None:
+        frame = sandbox_pb2.ChildFrame()
+        frame.output = text
+        framing.send(self._sock, frame)
+
+
+def script_job_from_frame(frame: sandbox_pb2.ChildJob) -> ScriptJob:
+    limits = JobLimits(
+        cpu_time_ms=frame.limits.cpu_time_ms,
+        wall_time_ms=frame.limits.wall_time_ms,
+        memory_bytes=frame.limits.memory_bytes,
+        output_bytes=frame.limits.output_bytes,
+        max_global_calls=frame.limits.max_global_calls,
+        artifact_bytes=frame.limits.artifact_bytes,
+    )
+    return ScriptJob(
+        language=Language.from_proto(frame.language),
+        source=frame.source,
+        limits=limits,
+        job_id=frame.job_id,
+        session_id=frame.session_id,
+        inputs=from_value_map(frame.inputs),
+    )
+
+
+def run_job(job: ScriptJob, sock: socket.socket) -> sandbox_pb2.ChildResult:
+    """Run the script and describe how it ended. Never raises."""
+    result = sandbox_pb2.ChildResult()
+    host = SocketHost(sock)
+    try:
+        value = runner_for(job.language).run(job, host, SocketOutput(sock, job.limits.output_bytes))
+        try:
+            result.result.CopyFrom(to_value(value))
+        except InvalidArgument as exc:
+            raise ScriptError(job.language.value, f"the script's result cannot be returned: {exc.message}") from exc
+        result.outcome = Outcome.OK.to_proto()
+    except ScriptError as exc:
+        result.outcome = exc.outcome.to_proto()
+        result.message = exc.message
+        result.error.message = exc.message
+        result.error.line = exc.line
+        result.error.traceback = exc.guest_traceback
+    except (SandboxError, LimitExceeded) as exc:
+        result.outcome = exc.outcome.to_proto()
+        result.message = exc.message
+    except MemoryError:
+        result.outcome = Outcome.MEMORY_EXCEEDED.to_proto()
+        result.message = f"the script used more than {job.limits.memory_bytes} bytes of memory"
+    except Exception as exc:  # noqa: BLE001 - anything else is our bug, reported without host details
+        result.outcome = Outcome.INTERNAL_ERROR.to_proto()
+        result.message = f"internal sandbox error ({type(exc).__name__})"
+    result.global_calls = host.calls
+    return result
+
+
+def child_main(sock: socket.socket) -> NoReturn:
+    """Entry point in the forked child. Never returns: the process always ends with `os._exit`."""
+    code = 0
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker owns Ctrl-C
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        frame = framing.recv(sock, sandbox_pb2.WorkerFrame)
+        job = script_job_from_frame(frame.job)
+        apply_jail(job.limits, sock.fileno())
+        out = sandbox_pb2.ChildFrame()
+        out.result.CopyFrom(run_job(job, sock))
+        framing.send(sock, out)
+    except MemoryError:
+        code = 3
+    except BaseException:  # noqa: BLE001 - the worker reports a child that ends without a result
+        code = 2
+    os._exit(code)
+
+
+__all__ = ["child_main", "run_job", "script_job_from_frame"]

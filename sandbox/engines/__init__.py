@@ -1,0 +1,1 @@
+"""Script engines. Each module implements `sandbox.runner.Runner` for one language."""

@@ -1,0 +1,175 @@
+"""Lua scripts on lupa (Lua 5.4), one fresh runtime per job.
+
+Defence in depth, under the OS jail: no `python` bridge and an attribute filter that denies every
+Python attribute, an allowlisted environment (no io/os/package/require/debug/dofile/loadfile,
+text-only load, no string.dump), `max_memory`, and a CPU budget checked by a count hook that also
+runs inside coroutines, pcall and __gc finalizers. See lua_prelude.lua.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from typing import Any
+
+import lupa.lua54 as lupa
+
+from scriptpool.errors import ScriptpoolError
+from scriptpool.values import MAX_DEPTH, PlainValue
+from sandbox.catalog import GLOBAL_OPS, aliases
+from sandbox.errors import LIMIT_ERRORS, LimitExceeded, MemoryExceeded, ScriptError
+from sandbox.host import GlobalHost, OutputSink
+from sandbox.runner import ScriptJob
+
+PRELUDE = resources.files(__package__).joinpath("lua_prelude.lua").read_bytes()
+HOOK_EVERY_INSTRUCTIONS = 10_000
+_LINE_PREFIX = re.compile(r"^script:(\d+): ")
+
+
+def _deny_attributes(obj: object, name: object, is_setting: bool) -> object:
+    raise AttributeError("Python attributes are not reachable from the sandbox")
+
+
+class _Marshal:
+    """Converts between Lua values and plain Python values for one runtime."""
+
+    def __init__(self, runtime: Any) -> None:
+        self.runtime = runtime
+
+    def to_lua(self, value: PlainValue, depth: int = 0) -> Any:
+        if depth > MAX_DEPTH:
+            raise ScriptError("lua", f"value is nested deeper than {MAX_DEPTH} levels")
+        if isinstance(value, str):
+            return value.encode("utf-8")
+        if isinstance(value, dict):
+            table = self.runtime.table()
+            for key, item in value.items():
+                table[key.encode("utf-8")] = self.to_lua(item, depth + 1)
+            return table
+        if isinstance(value, list):
+            table = self.runtime.table()
+            for index, item in enumerate(value, start=1):
+                table[index] = self.to_lua(item, depth + 1)
+            return table
+        return value  # None, bool, int, float, bytes
+
+    def to_plain(self, value: Any, depth: int = 0, seen: frozenset[int] = frozenset()) -> PlainValue:
+        if value is None or isinstance(value, (bool, int, float)):
+            return value
+        if isinstance(value, bytes):
+            try:
+                return value.decode("utf-8")
+            except UnicodeDecodeError:
+                return value
+        kind = lupa.lua_type(value)
+        if kind != "table":
+            raise ScriptError("lua", f"a Lua {kind or type(value).__name__} cannot be passed or returned as a value")
+        if depth > MAX_DEPTH or id(value) in seen:
+            raise ScriptError("lua", "a table that contains itself (or is nested too deep) cannot be passed")
+        seen = seen | {id(value)}
+        items = list(value.items())
+        if all(isinstance(k, int) and not isinstance(k, bool) for k, _ in items) and items:
+            keys = sorted(k for k, _ in items)
+            if keys == list(range(1, len(keys) + 1)):
+                by_key = dict(items)
+                return [self.to_plain(by_key[k], depth + 1, seen) for k in keys]
+        out: dict[str, PlainValue] = {}
+        for key, item in items:
+            if not isinstance(key, bytes):
+                raise ScriptError(
+                    "lua", "table keys must be all strings (a map) or the integers 1..n (a list)"
+                )
+            out[key.decode("utf-8", "replace")] = self.to_plain(item, depth + 1, seen)
+        return out
+
+
+class LuaRunner:
+    """Runs Lua 5.4 source in a fresh lupa runtime."""
+
+    def run(self, job: ScriptJob, host: GlobalHost, output: OutputSink) -> PlainValue:
+        runtime = lupa.LuaRuntime(
+            encoding=None,
+            register_eval=False,
+            register_builtins=False,
+            unpack_returned_tuples=True,
+            attribute_filter=_deny_attributes,
+            max_memory=job.limits.memory_bytes,
+        )
+        marshal = _Marshal(runtime)
+        calls = 0
+
+        def host_call(op: bytes, packed_args: Any) -> tuple[Any, ...]:
+            nonlocal calls
+            calls += 1
+            if calls > job.limits.max_global_calls:
+                return (b"limit", b"calls")
+            try:
+                count = packed_args[b"n"] or 0
+                args = [marshal.to_plain(packed_args[i + 1]) for i in range(count)]
+                result = host.call(op.decode("utf-8"), args)
+                return (b"ok", marshal.to_lua(result))
+            except LimitExceeded as exc:
+                return (b"limit", _limit_kind(exc).encode())
+            except ScriptpoolError as exc:
+                return (b"err", exc.code.encode(), exc.message.encode("utf-8"))
+
+        def host_print(text: bytes) -> bool:
+            try:
+                output.write(text.decode("utf-8", "replace"))
+            except LimitExceeded:
+                return False
+            return True
+
+        catalog = marshal.to_lua({name: list(ops) for name, ops in GLOBAL_OPS.items()})
+        alias_table = marshal.to_lua({name: aliases(name) for name in GLOBAL_OPS})
+        try:
+            run = runtime.execute(
+                PRELUDE,
+                host_call,
+                host_print,
+                catalog,
+                alias_table,
+                marshal.to_lua(job.inputs),
+                job.limits.cpu_time_ms / 1000.0,
+                HOOK_EVERY_INSTRUCTIONS,
+            )
+            status, *rest = run(job.source.encode("utf-8"))
+        except lupa.LuaMemoryError as exc:
+            raise MemoryExceeded(f"the script used more than {job.limits.memory_bytes} bytes of memory") from exc
+        return _finish(marshal, job, status, rest)
+
+
+def _limit_kind(exc: LimitExceeded) -> str:
+    return next(kind for kind, cls in LIMIT_ERRORS.items() if isinstance(exc, cls))
+
+
+def _finish(marshal: _Marshal, job: ScriptJob, status: bytes, rest: list[Any]) -> PlainValue:
+    if status == b"ok":
+        count, values = rest[0], rest[1:]
+        if count == 0:
+            return None
+        if count == 1:
+            return marshal.to_plain(values[0])
+        return [marshal.to_plain(v) for v in values[:count]]
+    if status == b"limit":
+        kind = rest[0].decode()
+        raise LIMIT_ERRORS[kind](_LIMIT_MESSAGES[kind].format(limits=job.limits))
+    message = rest[0].decode("utf-8", "replace") if isinstance(rest[0], bytes) else str(rest[0])
+    guest_traceback = rest[1].decode("utf-8", "replace") if len(rest) > 1 and isinstance(rest[1], bytes) else ""
+    line = 0
+    match = _LINE_PREFIX.match(message)
+    if match:
+        line = int(match.group(1))
+        message = message[match.end() :]
+    if status == b"syntax":
+        message = f"syntax error: {message}"
+    raise ScriptError("lua", message, line, guest_traceback)
+
+
+_LIMIT_MESSAGES = {
+    "cpu": "the script used more than {limits.cpu_time_ms} ms of CPU time",
+    "wall": "the script ran longer than {limits.wall_time_ms} ms",
+    "memory": "the script used more than {limits.memory_bytes} bytes of memory",
+    "output": "the script printed more than {limits.output_bytes} bytes",
+    "calls": "the script made more than {limits.max_global_calls} global calls",
+}

@@ -1,0 +1,252 @@
+-- The Lua side of the sandbox. Loaded once per job into a fresh lupa runtime, it receives the host
+-- functions as arguments (never as globals), builds the script's environment from an allowlist,
+-- installs the CPU budget hook and returns `run(source)`.
+--
+-- Limits: any limit hit sets `limit_hit` and raises SENTINEL. The pcall/xpcall/coroutine wrappers
+-- re-raise while `limit_hit` is set, so a script cannot swallow a limit by catching errors.
+local host_call, host_print, catalog, aliases, inputs, cpu_budget_s, hook_every = ...
+
+local raw_pcall, raw_xpcall, raw_error, raw_load = pcall, xpcall, error, load
+local raw_select, raw_type, raw_tostring, raw_setmetatable = select, type, tostring, setmetatable
+local raw_pairs, raw_ipairs, raw_getmetatable = pairs, ipairs, getmetatable
+local co_create, co_resume, co_close = coroutine.create, coroutine.resume, coroutine.close
+local tpack, tunpack, tconcat = table.pack, table.unpack, table.concat
+local clock = os.clock
+local sethook, traceback = debug.sethook, debug.traceback
+local str_find, str_sub = string.find, string.sub
+
+python = nil -- lupa's bridge to Python objects: never reachable, not even from the prelude's _G
+package.loaded.python = nil
+
+local limit_hit = nil
+local SENTINEL = raw_setmetatable({}, { __tostring = function() return "limit exceeded" end })
+local MEMORY_MESSAGE = "not enough memory"
+
+local function hit(kind)
+  limit_hit = limit_hit or kind
+  raw_error(SENTINEL, 0)
+end
+
+-- The CPU budget hook. Lua keeps a debug.sethook function per coroutine, so every coroutine the
+-- script creates gets it installed too (see new_coroutine).
+local deadline = math.huge
+local function budget_hook()
+  if limit_hit or clock() > deadline then hit(limit_hit or "cpu") end
+end
+
+local function new_coroutine(f)
+  local co = co_create(f)
+  sethook(co, budget_hook, "", hook_every)
+  return co
+end
+
+-- Re-raise after any protected call while a limit is set; treat an out-of-memory error as the limit.
+local function recheck(ok, ...)
+  if limit_hit then raw_error(SENTINEL, 0) end
+  if not ok and (...) == MEMORY_MESSAGE then hit("memory") end
+  return ok, ...
+end
+
+-- Errors from global calls: a table with `code` and `message`, printing as "CODE: message".
+local ERROR_MT = {
+  __tostring = function(e) return e.code .. ": " .. e.message end,
+}
+
+local function raise_call_error(code, message)
+  raw_error(raw_setmetatable({ code = code, message = message }, ERROR_MT), 0)
+end
+
+-- ------------------------------------------------------------------ the environment
+local env = {}
+local function copy(src, names)
+  local t = {}
+  for _, name in raw_ipairs(names) do t[name] = src[name] end
+  return t
+end
+
+for _, name in raw_ipairs({
+  "assert", "error", "ipairs", "next", "pairs", "select", "tonumber", "tostring", "type",
+  "rawequal", "rawget", "rawlen", "rawset", "setmetatable", "getmetatable",
+}) do
+  env[name] = _G[name]
+end
+env._VERSION = _VERSION
+
+string.dump = nil -- the real string table is every string's __index: remove it there, not in a copy
+env.string = string
+env.table = copy(table, { "concat", "insert", "move", "pack", "remove", "sort", "unpack" })
+env.math = copy(math, {
+  "abs", "ceil", "cos", "deg", "exp", "floor", "fmod", "huge", "log", "max", "maxinteger", "min",
+  "mininteger", "modf", "pi", "rad", "random", "randomseed", "sin", "sqrt", "tan", "tointeger",
+  "type", "ult", "atan", "asin", "acos",
+})
+env.utf8 = copy(utf8, { "char", "charpattern", "codepoint", "codes", "len", "offset" })
+env.os = copy(os, { "clock", "date", "difftime", "time" })
+env.unpack = tunpack
+
+env.pcall = function(f, ...) return recheck(raw_pcall(f, ...)) end
+env.xpcall = function(f, handler, ...)
+  local guarded = function(e)
+    if limit_hit or e == MEMORY_MESSAGE then return e end
+    return handler(e)
+  end
+  return recheck(raw_xpcall(f, guarded, ...))
+end
+
+env.coroutine = copy(coroutine, { "isyieldable", "running", "status", "yield" })
+env.coroutine.create = new_coroutine
+env.coroutine.resume = function(co, ...) return recheck(co_resume(co, ...)) end
+env.coroutine.close = function(co) return recheck(co_close(co)) end
+env.coroutine.wrap = function(f)
+  local co = new_coroutine(f)
+  return function(...)
+    local r = tpack(recheck(co_resume(co, ...)))
+    if not r[1] then raw_error(r[2], 0) end
+    return tunpack(r, 2, r.n)
+  end
+end
+
+env.collectgarbage = function(opt, ...)
+  opt = opt or "collect"
+  if opt ~= "collect" and opt ~= "count" and opt ~= "step" then
+    raw_error("collectgarbage: only 'collect', 'count' and 'step' are allowed in the sandbox", 2)
+  end
+  return collectgarbage(opt, ...)
+end
+
+env.load = function(chunk, name, mode, chunk_env)
+  if raw_type(chunk) ~= "string" then
+    return nil, "load: only source strings are allowed in the sandbox"
+  end
+  if mode ~= nil and mode ~= "t" then
+    return nil, "load: only text chunks are allowed in the sandbox (mode 't')"
+  end
+  return raw_load(chunk, "=load", "t", chunk_env or env)
+end
+
+env.print = function(...)
+  local n = raw_select("#", ...)
+  local parts = {}
+  for i = 1, n do parts[i] = raw_tostring((raw_select(i, ...))) end
+  if not host_print(tconcat(parts, "\t") .. "\n") then hit("output") end
+end
+
+env.INPUT = inputs
+env._G = env
+
+-- ------------------------------------------------------------------ globals
+local function finish_call(status, a, b)
+  if status == "ok" then return a end
+  if status == "limit" then hit(a) end
+  raise_call_error(a, b)
+end
+
+local function call(op, ...)
+  return finish_call(host_call(op, tpack(...)))
+end
+
+local SessionObject = {}
+SessionObject.__index = SessionObject
+
+local function to_session(t)
+  if raw_type(t) ~= "table" then return t end
+  return raw_setmetatable(t, SessionObject)
+end
+
+local function to_session_list(list)
+  if raw_type(list) ~= "table" then return list end
+  for i, s in raw_ipairs(list) do list[i] = to_session(s) end
+  return list
+end
+
+local post = {
+  ["Session.get"] = to_session,
+  ["Session.list"] = to_session_list,
+  ["Session.load"] = to_session,
+}
+
+for global_name, ops in raw_pairs(catalog) do
+  local g = {}
+  for _, op in raw_ipairs(ops) do
+    local full = global_name .. "." .. op
+    local after = post[full]
+    if after then
+      g[op] = function(...) return after(call(full, ...)) end
+    else
+      g[op] = function(...) return call(full, ...) end
+    end
+  end
+  for alias, op in raw_pairs(aliases[global_name] or {}) do g[alias] = g[op] end
+  env[global_name] = g
+end
+
+local Session = env.Session
+function SessionObject:suspend() return Session.suspend(self.id) end
+function SessionObject:resume() return Session.resume(self.id) end
+function SessionObject:complete() return Session.complete(self.id) end
+function SessionObject:save() return Session.save(self.id) end
+function SessionObject:hasTag(tag)
+  for _, t in raw_ipairs(self.tags or {}) do
+    if t == tag then return true end
+  end
+  return false
+end
+function SessionObject:addTag(tag)
+  if self:hasTag(tag) then return self.tags end
+  local tags = { tag }
+  for i, t in raw_ipairs(self.tags or {}) do tags[i + 1] = t end
+  self.tags = Session.setTags(self.id, tags)
+  return self.tags
+end
+function SessionObject:removeTag(tag)
+  local tags = {}
+  for _, t in raw_ipairs(self.tags or {}) do
+    if t ~= tag then tags[#tags + 1] = t end
+  end
+  self.tags = Session.setTags(self.id, tags)
+  return self.tags
+end
+SessionObject.add_tag = SessionObject.addTag
+SessionObject.remove_tag = SessionObject.removeTag
+SessionObject.has_tag = SessionObject.hasTag
+
+-- ------------------------------------------------------------------ running
+local function script_traceback(e)
+  if e == SENTINEL or limit_hit then return e end
+  local tb = traceback("", 2) or ""
+  local kept = {}
+  local start = 1
+  while true do
+    local s, f = str_find(tb, "\n", start, true)
+    local line = str_sub(tb, start, (s or 0) - 1)
+    if str_find(line, "script:", 1, true) then kept[#kept + 1] = line end
+    if not s then break end
+    start = f + 1
+  end
+  return { error = e, traceback = tconcat(kept, "\n") }
+end
+
+-- Returns ("ok", n, values...) | ("error", message_or_value, traceback) | ("limit", kind)
+return function(source)
+  local fn, syntax_error = raw_load(source, "=script", "t", env)
+  if not fn then return "syntax", syntax_error end
+  deadline = clock() + cpu_budget_s
+  sethook(budget_hook, "", hook_every)
+  -- The hook stays on after the script returns: error formatting may run the script's __tostring.
+  local r = tpack(raw_xpcall(fn, script_traceback))
+  if limit_hit then return "limit", limit_hit end
+  if not r[1] then
+    local info = r[2]
+    if info == MEMORY_MESSAGE then return "limit", "memory" end
+    if raw_type(info) == "table" and info.error ~= nil then
+      if info.error == MEMORY_MESSAGE then return "limit", "memory" end
+      local e = info.error
+      if raw_type(e) == "table" and raw_getmetatable(e) == ERROR_MT then
+        return "error", e.code .. ": " .. e.message, info.traceback
+      end
+      return "error", raw_tostring(e), info.traceback
+    end
+    return "error", raw_tostring(info), ""
+  end
+  return "ok", r.n - 1, tunpack(r, 2, r.n)
+end

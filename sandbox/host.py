@@ -1,0 +1,44 @@
+"""What a script's engine needs from the outside world: one way to make a global call and one place
+to write output. In a worker these cross a socket to the parent; in tests they can be local."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from scriptpool.values import PlainValue
+from sandbox.errors import OutputExceeded
+
+
+class GlobalHost(Protocol):
+    def call(self, op: str, args: list[PlainValue]) -> PlainValue:
+        """Perform a global operation such as "Session.create". Raises a ScriptpoolError subclass."""
+        ...
+
+
+class OutputSink:
+    """Collects print output up to a byte limit. The part that fits is always kept."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit_bytes = limit_bytes
+        self.bytes_written = 0
+        self.truncated = False
+        self._chunks: list[str] = []
+
+    def write(self, text: str) -> None:
+        data = text.encode("utf-8", "replace")
+        room = self.limit_bytes - self.bytes_written
+        if len(data) > room:
+            kept = data[: max(room, 0)].decode("utf-8", "ignore")
+            if kept:
+                self._emit(kept)
+            self.bytes_written = self.limit_bytes
+            self.truncated = True
+            raise OutputExceeded(f"output passed the limit of {self.limit_bytes} bytes")
+        self.bytes_written += len(data)
+        self._emit(text)
+
+    def _emit(self, text: str) -> None:
+        self._chunks.append(text)
+
+    def text(self) -> str:
+        return "".join(self._chunks)

@@ -1,0 +1,68 @@
+"""Execute one queued job: claim it, run it in a sandbox child, record the result.
+
+This is what the RQ job function calls inside the worker process.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import grpc
+from redis import Redis
+
+from scriptpool.v1 import sandbox_pb2
+from sandbox.outcomes import Outcome
+from workers.bridge import CoordinatorBridge
+from workers.job_records import JobRecords
+from workers.settings import WorkerSettings
+from workers.supervisor import ChildRun, SparePool, supervise
+
+log = logging.getLogger(__name__)
+
+
+class JobExecutor:
+    """Owns a worker's Redis connection, coordinator channel and spare sandbox child."""
+
+    def __init__(self, settings: WorkerSettings, redis: Redis | None = None) -> None:
+        self.settings = settings
+        self.redis = redis if redis is not None else Redis.from_url(settings.redis_url)
+        self.records = JobRecords(self.redis)
+        self.channel = grpc.insecure_channel(settings.coordinator)
+        self.pool = SparePool()
+
+    def execute(self, job_id: str) -> dict[str, Any]:
+        claimed = self.records.start(job_id, self.settings.name, time.time())
+        if claimed is None:
+            return {"job_id": job_id, "outcome": None, "note": "not queued any more (cancelled or already run)"}
+        spec_bytes, credential = claimed
+        spec = sandbox_pb2.ChildJob.FromString(spec_bytes)
+        run = self._run(job_id, spec, credential)
+        applied = self.records.finish(
+            job_id, run.to_job_result().SerializeToString(), time.time(), self.settings.result_ttl_seconds
+        )
+        if not applied:
+            log.info("job %s already finished elsewhere (cancelled or lease expired)", job_id)
+        self.pool.refill()
+        return {"job_id": job_id, "outcome": run.outcome.value, "message": run.message}
+
+    def _run(self, job_id: str, spec: sandbox_pb2.ChildJob, credential: str) -> ChildRun:
+        deadline = time.monotonic() + spec.limits.wall_time_ms / 1000.0
+        bridge = CoordinatorBridge(
+            self.channel, credential, spec.session_id, deadline, self.settings.call_timeout_seconds
+        )
+
+        def on_tick() -> bool:
+            answer = self.records.heartbeat(job_id, time.time())
+            return answer is None or answer
+
+        try:
+            return supervise(self.pool.take(), spec, bridge, on_tick)
+        except Exception:
+            log.exception("job %s: supervising the sandbox failed", job_id)
+            return ChildRun(outcome=Outcome.INTERNAL_ERROR, message="the worker failed while supervising the job")
+
+    def close(self) -> None:
+        self.pool.close()
+        self.channel.close()

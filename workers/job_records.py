@@ -1,0 +1,123 @@
+"""The job record in Redis: the one schema the coordinator writes and the worker advances.
+
+Keys (all under the `sp:` prefix):
+  sp:job:{id}            hash: spec (ChildJob bytes), principal, status, credential, cred_hash,
+                         created_at, started_at, finished_at, worker, result (JobResult bytes),
+                         cancel_requested
+  sp:cred:{sha256}       hash: job_id, principal, session_id -- a job credential, deleted when the job ends
+  sp:jobs:leases         zset: running job id -> lease expiry (epoch s); an expired lease = worker lost
+  sp:session:{id}:jobs   zset: job id -> created_at
+  channel sp:job-finished  job ids as they finish
+
+Every status change is one Lua script, so a job finishes exactly once whoever races
+(worker result, cancel, lease sweeper).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+
+from redis import Redis
+
+PREFIX = "sp:"
+LEASES_KEY = PREFIX + "jobs:leases"
+FINISHED_CHANNEL = PREFIX + "job-finished"
+LEASE_SECONDS = 15.0
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+def job_key(job_id: str) -> str:
+    return f"{PREFIX}job:{job_id}"
+
+
+def credential_hash(credential: str) -> str:
+    return hashlib.sha256(credential.encode("utf-8")).hexdigest()
+
+
+def credential_key(cred_hash: str) -> str:
+    return f"{PREFIX}cred:{cred_hash}"
+
+
+def session_jobs_key(session_id: str) -> str:
+    return f"{PREFIX}session:{session_id}:jobs"
+
+
+_START = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return false end
+redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[1], 'started_at', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+return redis.call('HMGET', KEYS[1], 'spec', 'credential')
+"""
+
+_FINISH = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status or status == 'finished' then return 0 end
+if ARGV[6] ~= '' and status ~= ARGV[6] then return 0 end
+local cred_hash = redis.call('HGET', KEYS[1], 'cred_hash')
+if cred_hash then redis.call('DEL', 'sp:cred:' .. cred_hash) end
+redis.call('HSET', KEYS[1], 'status', 'finished', 'result', ARGV[1], 'finished_at', ARGV[2])
+redis.call('HDEL', KEYS[1], 'credential', 'cancel_requested')
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('ZREM', KEYS[2], ARGV[4])
+redis.call('PUBLISH', ARGV[5], ARGV[4])
+return 1
+"""
+
+_REQUEST_CANCEL = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'running' then redis.call('HSET', KEYS[1], 'cancel_requested', '1') end
+return status
+"""
+
+_HEARTBEAT = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return -1 end
+redis.call('ZADD', KEYS[2], 'XX', ARGV[1], ARGV[2])
+if redis.call('HGET', KEYS[1], 'cancel_requested') then return 1 end
+return 0
+"""
+
+
+class JobRecords:
+    """Atomic transitions of job records. Shared by the coordinator and the workers."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._start = redis.register_script(_START)
+        self._finish = redis.register_script(_FINISH)
+        self._request_cancel = redis.register_script(_REQUEST_CANCEL)
+        self._heartbeat = redis.register_script(_HEARTBEAT)
+
+    def start(self, job_id: str, worker: str, now: float) -> tuple[bytes, str] | None:
+        """Claim a queued job. Returns (spec, credential), or None if it is no longer queued."""
+        found = self._start(keys=[job_key(job_id), LEASES_KEY], args=[worker, now, now + LEASE_SECONDS, job_id])
+        if not found:
+            return None
+        spec, credential = found
+        return bytes(spec), bytes(credential).decode()
+
+    def finish(self, job_id: str, result: bytes, now: float, ttl_seconds: int, only_if: JobState | None = None) -> bool:
+        """Record the result of a job that has not finished yet. True if this call finished it."""
+        applied = self._finish(
+            keys=[job_key(job_id), LEASES_KEY],
+            args=[result, now, ttl_seconds, job_id, FINISHED_CHANNEL, only_if.value if only_if else ""],
+        )
+        return bool(applied)
+
+    def request_cancel(self, job_id: str) -> JobState | None:
+        status = self._request_cancel(keys=[job_key(job_id)])
+        return JobState(status.decode()) if status else None
+
+    def heartbeat(self, job_id: str, now: float) -> bool | None:
+        """Extend a running job's lease. Returns True if cancel was requested, None if not running."""
+        answer = int(self._heartbeat(keys=[job_key(job_id), LEASES_KEY], args=[now + LEASE_SECONDS, job_id]))
+        return None if answer < 0 else answer == 1
+
+    def expired_leases(self, now: float, limit: int = 100) -> list[str]:
+        ids = self.redis.zrangebyscore(LEASES_KEY, "-inf", now, start=0, num=limit)
+        return [i.decode() for i in ids]

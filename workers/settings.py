@@ -1,0 +1,44 @@
+"""Worker settings: one frozen object, read from the environment only at the edge."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+DEFAULT_COORDINATOR = "127.0.0.1:50051"
+DEFAULT_QUEUE = "scriptpool"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WorkerSettings:
+    redis_url: str
+    """Redis holding the RQ queue and the job records (REDIS_URL)."""
+    coordinator: str = DEFAULT_COORDINATOR
+    """host:port (or unix:PATH) of the coordinator the sandbox's global calls go to."""
+    queue: str = DEFAULT_QUEUE
+    """RQ queue name."""
+    name: str = ""
+    """Worker name shown in `rq info`; default host-pid."""
+    result_ttl_seconds: int = 7 * 24 * 3600
+    """How long finished job records stay in Redis."""
+    call_timeout_seconds: float = 30.0
+    """Upper bound on one global call to the coordinator (also capped by the job's wall time)."""
+
+    @classmethod
+    def from_env(cls, **overrides: str) -> WorkerSettings:
+        env = os.environ
+        values = {
+            "redis_url": env.get("REDIS_URL", ""),
+            "coordinator": env.get("SCRIPTPOOL_COORDINATOR", DEFAULT_COORDINATOR),
+            "queue": env.get("SCRIPTPOOL_QUEUE", DEFAULT_QUEUE),
+            "name": env.get("SCRIPTPOOL_WORKER_NAME", ""),
+        }
+        values.update({k: v for k, v in overrides.items() if v})
+        if not values["redis_url"]:
+            from scriptpool.errors import InvalidArgument
+
+            raise InvalidArgument("REDIS_URL is not set: a worker needs the Redis its coordinator uses")
+        if not values["name"]:
+            values["name"] = f"{socket.gethostname()}-{os.getpid()}"
+        return cls(**values)

@@ -1,0 +1,42 @@
+"""`scriptpool worker`: an RQ worker whose jobs run in sandbox children.
+
+It is an RQ `SimpleWorker` (the job function runs in the worker process, no fork per job by RQ):
+the job function itself hands the script to a pre-forked, jailed sandbox child and supervises it.
+Signals follow RQ: the first SIGINT/SIGTERM finishes the current job then exits (warm), a second
+one kills the running child and exits at once (cold). Exit codes: 0 after a clean stop, 1 when
+start-up fails (bad settings, Redis unreachable).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from redis import Redis
+from rq import Queue, SimpleWorker
+
+from sandbox.jail import probe_host
+from workers import rq_entry
+from workers.execution import JobExecutor
+from workers.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+
+class ScriptpoolWorker(SimpleWorker):
+    """An RQ SimpleWorker; kept as its own class so `rq info` shows what runs the queue."""
+
+
+def run_worker(settings: WorkerSettings, *, burst: bool = False, logging_level: str = "WARNING") -> None:
+    redis = Redis.from_url(settings.redis_url)
+    redis.ping()
+    report = probe_host()
+    log.warning("scriptpool worker %s: sandbox jail %s", settings.name, report.summary())
+    executor = JobExecutor(settings, redis)
+    rq_entry.install_executor(executor)
+    executor.pool.refill()
+    try:
+        worker = ScriptpoolWorker([Queue(settings.queue, connection=redis)], connection=redis, name=settings.name)
+        worker.work(burst=burst, logging_level=logging_level, with_scheduler=False)
+    finally:
+        rq_entry.install_executor(None)
+        executor.close()
