@@ -66,11 +66,22 @@ end
 
 for _, name in raw_ipairs({
   "assert", "error", "ipairs", "next", "pairs", "select", "tonumber", "tostring", "type",
-  "rawequal", "rawget", "rawlen", "rawset", "setmetatable", "getmetatable",
+  "rawequal", "rawget", "rawlen", "rawset", "getmetatable",
 }) do
   env[name] = _G[name]
 end
 env._VERSION = _VERSION
+
+-- Lua 5.4 runs __gc finalizers with debug hooks switched off, so no budget could stop a loop in
+-- one. An object is only finalized if its metatable had __gc when setmetatable was called, so
+-- refusing such metatables here means script code never runs unhooked.
+local raw_rawget = rawget
+env.setmetatable = function(t, mt)
+  if raw_type(mt) == "table" and raw_rawget(mt, "__gc") ~= nil then
+    raw_error("setmetatable: __gc finalizers are not allowed in the sandbox", 2)
+  end
+  return raw_setmetatable(t, mt)
+end
 
 string.dump = nil -- the real string table is every string's __index: remove it there, not in a copy
 env.string = string

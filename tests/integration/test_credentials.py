@@ -1,0 +1,118 @@
+"""Every global call is authorised by a credential valid only for its own job."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import pytest
+from redis import Redis
+
+from coordinator.client import ScriptpoolClient
+from scriptpool.v1 import jobs_pb2, jobs_pb2_grpc, sessions_pb2, sessions_pb2_grpc
+from sandbox.languages import Language
+from tests.conftest import Stack
+
+from .helpers import assert_worker_healthy, outcome, result_of
+
+SPIN_2S = "local t = os.clock() while os.clock() - t < 2 do end return 'done'"
+
+
+def _session_get(stack: Stack, token: str, session_id: str) -> grpc.RpcError | sessions_pb2.Session:
+    with grpc.insecure_channel(stack.address) as channel:
+        stub = sessions_pb2_grpc.SessionServiceStub(channel)
+        try:
+            return stub.Get(
+                sessions_pb2.SessionRef(session_id=session_id), metadata=(("authorization", f"Bearer {token}"),), timeout=5
+            )
+        except grpc.RpcError as exc:
+            return exc
+
+
+def _running_job_credential(client: ScriptpoolClient, redis: Redis) -> tuple[str, str]:
+    job = client.submit(Language.LUA, SPIN_2S, limits={"cpu_time_ms": 10000})
+    give_up = time.monotonic() + 10
+    while time.monotonic() < give_up:
+        credential = redis.hget(f"sp:job:{job.id}", "credential")
+        if credential and client.get_job(job.id).status == jobs_pb2.JOB_STATUS_RUNNING:
+            return job.id, credential.decode()
+        time.sleep(0.02)
+    raise AssertionError("job did not start")
+
+
+def test_missing_credentials_are_unauthenticated(stack: Stack) -> None:
+    with grpc.insecure_channel(stack.address) as channel:
+        with pytest.raises(grpc.RpcError) as caught:
+            sessions_pb2_grpc.SessionServiceStub(channel).Create(sessions_pb2.CreateSessionRequest(), timeout=5)
+    assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert "apikey create" in (caught.value.details() or "")
+
+
+def test_forged_job_credential_is_refused(stack: Stack, client: ScriptpoolClient) -> None:
+    session = client.create_session("target")
+    answer = _session_get(stack, "spj_" + "A" * 43, session.id)
+    assert isinstance(answer, grpc.RpcError) and answer.code() is grpc.StatusCode.UNAUTHENTICATED
+    forged_key = _session_get(stack, "spk_forged", session.id)
+    assert isinstance(forged_key, grpc.RpcError) and forged_key.code() is grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_job_credential_works_only_while_its_job_runs(
+    stack: Stack, client: ScriptpoolClient, redis_client: Redis
+) -> None:
+    job_id, credential = _running_job_credential(client, redis_client)
+    own_session = client.get_job(job_id).session_id
+    during = _session_get(stack, credential, own_session)
+    assert isinstance(during, sessions_pb2.Session) and during.id == own_session
+    assert outcome(client.wait(job_id, timeout=30)).value == "ok"
+    after = _session_get(stack, credential, own_session)
+    assert isinstance(after, grpc.RpcError) and after.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert redis_client.hget(f"sp:job:{job_id}", "credential") is None
+
+
+def test_another_principals_job_credential_cannot_reach_my_sessions(
+    stack: Stack, client: ScriptpoolClient, redis_client: Redis
+) -> None:
+    mine = client.create_session("private", metadata={"secret": "s3cr3t"})
+    _, other_key = stack.new_api_key()
+    with ScriptpoolClient(stack.address, other_key) as other:
+        job_id, credential = _running_job_credential(other, redis_client)
+        answer = _session_get(stack, credential, mine.id)
+        assert isinstance(answer, grpc.RpcError) and answer.code() is grpc.StatusCode.NOT_FOUND
+        assert "s3cr3t" not in (answer.details() or "")
+        other.wait(job_id, timeout=30)
+        # and from inside a script of the other principal
+        leaked = other.run(Language.LUA, f"local ok, e = pcall(Session.get, '{mine.id}') return e.code")
+        assert result_of(leaked) == "NOT_FOUND"
+        listed = other.run(Language.LUA, "local n = 0 for _, s in ipairs(Session.list()) do n = n + 1 end return n")
+        assert result_of(listed) >= 1
+        names = other.run(Language.LUA, "local t = {} for _, s in ipairs(Session.list()) do t[#t+1] = s.name end return t")
+        assert "private" not in (result_of(names) or [])
+
+
+def test_a_job_credential_cannot_submit_or_cancel_jobs(
+    stack: Stack, client: ScriptpoolClient, redis_client: Redis
+) -> None:
+    job_id, credential = _running_job_credential(client, redis_client)
+    with grpc.insecure_channel(stack.address) as channel:
+        stub = jobs_pb2_grpc.JobServiceStub(channel)
+        metadata = (("authorization", f"Bearer {credential}"),)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.SubmitJob(jobs_pb2.SubmitJobRequest(language=1, source="return 1"), metadata=metadata, timeout=5)
+        assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.CancelJob(jobs_pb2.CancelJobRequest(job_id=job_id), metadata=metadata, timeout=5)
+        assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    client.wait(job_id, timeout=30)
+    assert_worker_healthy(client)
+
+
+def test_a_client_cannot_see_another_principals_job(stack: Stack, client: ScriptpoolClient) -> None:
+    job = client.run(Language.LUA, "return 1")
+    _, other_key = stack.new_api_key()
+    with ScriptpoolClient(stack.address, other_key) as other:
+        from scriptpool.errors import NotFound
+
+        with pytest.raises(NotFound):
+            other.get_job(job.id)
+        with pytest.raises(NotFound):
+            other.cancel(job.id)

@@ -1,0 +1,69 @@
+"""The wire contract: every service is served, health and reflection work, unimplemented RPCs say so."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from coordinator.server import SERVICE_NAMES
+from scriptpool.v1 import artifacts_pb2, artifacts_pb2_grpc, sessions_pb2, sessions_pb2_grpc, state_pb2, state_pb2_grpc
+from sandbox.catalog import GLOBAL_OPS
+from tests.conftest import REPO, Stack
+
+
+def test_generated_code_matches_the_proto_sources() -> None:
+    result = subprocess.run([sys.executable, str(REPO / "proto" / "generate.py"), "--check"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_health_reports_serving_for_every_service(stack: Stack) -> None:
+    with grpc.insecure_channel(stack.address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for name in ("", *SERVICE_NAMES):
+            answer = stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+            assert answer.status == health_pb2.HealthCheckResponse.SERVING, name
+
+
+def test_reflection_lists_every_service(stack: Stack) -> None:
+    with grpc.insecure_channel(stack.address) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
+        listed = {s.name for r in responses for s in r.list_services_response.service}
+    assert set(SERVICE_NAMES) <= listed
+
+
+def test_unimplemented_rpcs_answer_unimplemented_naming_the_method(stack: Stack) -> None:
+    _, key = stack.new_api_key()
+    metadata = (("authorization", f"Bearer {key}"),)
+    with grpc.insecure_channel(stack.address) as channel:
+        with pytest.raises(grpc.RpcError) as caught:
+            state_pb2_grpc.StateServiceStub(channel).Get(state_pb2.StateKey(scope="global", key="k"), metadata=metadata)
+        assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
+        assert "StateService.Get" in (caught.value.details() or "")
+        with pytest.raises(grpc.RpcError) as caught:
+            sessions_pb2_grpc.SessionServiceStub(channel).Suspend(sessions_pb2.SessionRef(), metadata=metadata)
+        assert "SessionService.Suspend" in (caught.value.details() or "")
+        with pytest.raises(grpc.RpcError) as caught:
+            list(artifacts_pb2_grpc.ArtifactServiceStub(channel).Get(artifacts_pb2.GetArtifactRequest(), metadata=metadata))
+        assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_every_spec_operation_has_an_rpc() -> None:
+    """Each Session/Artifact/State/Hook/Event operation a script can call is declared on the wire."""
+    services = {
+        "Session": sessions_pb2.DESCRIPTOR.services_by_name["SessionService"],
+        "Artifact": artifacts_pb2.DESCRIPTOR.services_by_name["ArtifactService"],
+        "State": state_pb2.DESCRIPTOR.services_by_name["StateService"],
+    }
+    client_side = {"Artifact": {"storeFile", "saveToFile"}}  # compose Store/GetContent with a local file
+    for global_name, service in services.items():
+        rpcs = {m.name.lower() for m in service.methods}
+        for op in GLOBAL_OPS[global_name]:
+            if op in client_side.get(global_name, set()):
+                continue
+            assert op.lower() in rpcs, f"{global_name}.{op} has no RPC on {service.name}"

@@ -1,0 +1,132 @@
+"""The Lua engine in-process (no fork, no jail): the language layer of the sandbox."""
+
+from __future__ import annotations
+
+import pytest
+
+from scriptpool.errors import NotFound
+from scriptpool.values import PlainValue
+from sandbox.errors import CallLimitExceeded, CpuTimeExceeded, MemoryExceeded, OutputExceeded, ScriptError
+from sandbox.host import OutputSink
+from sandbox.languages import Language
+from sandbox.limits import JobLimits
+from sandbox.runner import ScriptJob, runner_for
+
+
+class RecordingHost:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[PlainValue]]] = []
+
+    def call(self, op: str, args: list[PlainValue]) -> PlainValue:
+        self.calls.append((op, args))
+        if op == "Session.get":
+            raise NotFound(f"session {args[0]} not found")
+        return {"echo": args}
+
+
+def run(source: str, host: RecordingHost | None = None, **limits: int) -> tuple[PlainValue, str]:
+    out = OutputSink(limits.get("output_bytes", 10_000))
+    job = ScriptJob(language=Language.LUA, source=source, limits=JobLimits(**limits))
+    return runner_for(Language.LUA).run(job, host or RecordingHost(), out), out.text()
+
+
+def test_values_cross_with_their_types() -> None:
+    host = RecordingHost()
+    result, _ = run('return Session.create{name="n", tags={"a","b"}, metadata={x=1, y=1.5, z={}}}', host)
+    assert host.calls == [("Session.create", [{"name": "n", "tags": ["a", "b"], "metadata": {"x": 1, "y": 1.5, "z": {}}}])]
+    assert result == {"echo": [{"name": "n", "tags": ["a", "b"], "metadata": {"x": 1, "y": 1.5, "z": {}}}]}
+
+
+def test_binary_strings_stay_bytes() -> None:
+    result, _ = run(r'return "\255\0\1"')
+    assert result == b"\xff\x00\x01"
+
+
+def test_snake_case_aliases_exist() -> None:
+    host = RecordingHost()
+    run("Session.get_current() Session.set_current('x') State.list_keys('global') Event.publish('e', 1)", host)
+    assert [op for op, _ in host.calls] == ["Session.getCurrent", "Session.setCurrent", "State.list", "Event.emit"]
+
+
+@pytest.mark.parametrize(
+    "name", ["io", "os.execute", "os.getenv", "package", "require", "debug", "dofile", "loadfile", "python",
+             "string.dump", "collectgarbage and nil", "_G.io"],
+)  # fmt: skip
+def test_dangerous_globals_are_absent(name: str) -> None:
+    result, _ = run(f"return {name} == nil")
+    assert result is True
+
+
+def test_string_dump_is_gone_from_the_string_metatable_too() -> None:
+    result, _ = run('return getmetatable("").__index.dump == nil and ("x").dump == nil')
+    assert result is True
+
+
+def test_binary_chunks_cannot_be_loaded() -> None:
+    result, _ = run('local f, err = load("\\27Lua") return {f == nil, err}')
+    assert result == [True, "load: only text chunks are allowed in the sandbox (mode 't')"] or result[0] is True  # type: ignore[index]
+
+
+def test_host_callbacks_expose_no_python_attributes() -> None:
+    with pytest.raises(ScriptError):
+        run("return Session.create.__globals__")
+
+
+def test_pcall_cannot_swallow_the_cpu_limit() -> None:
+    with pytest.raises(CpuTimeExceeded):
+        run("while true do pcall(function() while true do end end) end", cpu_time_ms=200)
+
+
+def test_coroutines_get_the_cpu_budget_too() -> None:
+    with pytest.raises(CpuTimeExceeded):
+        run("coroutine.wrap(function() while true do end end)()", cpu_time_ms=200)
+
+
+def test_gc_finalizers_are_refused_because_lua_runs_them_unhooked() -> None:
+    source = "setmetatable({}, {__gc = function() while true do end end}) collectgarbage()"
+    with pytest.raises(ScriptError, match="__gc finalizers are not allowed"):
+        run(source, cpu_time_ms=200)
+    # a __gc added after setmetatable is never called by Lua 5.4, so it cannot run unhooked either
+    result, _ = run("local mt = {} setmetatable({}, mt) mt.__gc = function() while true do end end collectgarbage() return 1")
+    assert result == 1
+
+
+def test_memory_errors_cannot_be_caught() -> None:
+    with pytest.raises(MemoryExceeded):
+        run('while true do pcall(string.rep, "x", 1e9) end', memory_bytes=8_000_000, cpu_time_ms=2000)
+
+
+def test_output_limit_keeps_the_first_bytes() -> None:
+    out = OutputSink(25)
+    job = ScriptJob(language=Language.LUA, source='for i = 1, 100 do print("abcdefghij") end')
+    with pytest.raises(OutputExceeded):
+        runner_for(Language.LUA).run(job, RecordingHost(), out)
+    assert out.text() == "abcdefghij\nabcdefghij\nabc"
+
+
+def test_call_limit() -> None:
+    with pytest.raises(CallLimitExceeded):
+        run("for i = 1, 100 do Session.getCurrent() end", max_global_calls=5)
+
+
+def test_call_errors_are_tables_with_code_and_message() -> None:
+    result, _ = run('local ok, e = pcall(Session.get, "x") return {ok, e.code, e.message, tostring(e)}')
+    assert result == [False, "NOT_FOUND", "session x not found", "NOT_FOUND: session x not found"]
+
+
+def test_session_objects_have_methods() -> None:
+    class Host(RecordingHost):
+        def call(self, op: str, args: list[PlainValue]) -> PlainValue:
+            if op == "Session.get":
+                return {"id": "s1", "tags": ["a"], "state": "active"}
+            return super().call(op, args)
+
+    host = Host()
+    result, _ = run('local s = Session.get("s1") s:suspend() return {s:hasTag("a"), s:has_tag("b")}', host)
+    assert result == [True, False]
+    assert host.calls[-1] == ("Session.suspend", ["s1"])
+
+
+def test_self_referencing_table_is_a_clear_error() -> None:
+    with pytest.raises(ScriptError, match="contains itself"):
+        run("local t = {} t.t = t return t")

@@ -1,0 +1,57 @@
+"""Marshalling and limit resolution."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from scriptpool.errors import InvalidArgument
+from scriptpool.values import from_value, to_value
+from sandbox.catalog import canonical_op, snake_case
+from sandbox.limits import MAX_LIMITS, LimitPolicy
+
+plain_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=False)
+    | st.text()
+    | st.binary(),
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5),
+    max_leaves=25,
+)
+
+
+@given(plain_values)
+def test_values_round_trip_through_protobuf(value: object) -> None:
+    back = from_value(type(to_value(value)).FromString(to_value(value).SerializeToString()))
+    assert back == value
+    assert type(back) is type(value)
+
+
+def test_nan_survives() -> None:
+    assert math.isnan(from_value(to_value(float("nan"))))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", [2**64, object(), {1: "x"}])
+def test_unrepresentable_values_are_invalid_argument(bad: object) -> None:
+    with pytest.raises(InvalidArgument):
+        to_value(bad)
+
+
+def test_limits_fill_defaults_and_refuse_above_maximum() -> None:
+    policy = LimitPolicy()
+    resolved = policy.resolve({"cpu_time_ms": 100})
+    assert resolved.cpu_time_ms == 100 and resolved.memory_bytes == policy.defaults.memory_bytes
+    with pytest.raises(InvalidArgument, match="limits.wall_time_ms"):
+        policy.resolve({"wall_time_ms": MAX_LIMITS.wall_time_ms + 1})
+
+
+def test_catalog_aliases() -> None:
+    assert snake_case("getReplayMetadata") == "get_replay_metadata"
+    assert canonical_op("Artifact", "store_file") == "storeFile"
+    assert canonical_op("State", "save") == "set"
+    assert canonical_op("Session", "nope") is None
