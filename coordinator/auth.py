@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import grpc
 from redis import Redis
-
 from scriptpool.errors import InvalidArgument, PermissionDenied, Unauthenticated
-from workers.job_records import credential_hash, credential_key
+
+from workers.job_records import credential_hash, credential_key, text
 
 API_KEY_PREFIX = "spk_"
 JOB_CREDENTIAL_PREFIX = "spj_"
@@ -68,8 +68,8 @@ class Authenticator:
         token = ""
         for key, value in metadata or ():
             if key == "authorization":
-                text = value.decode() if isinstance(value, bytes) else value
-                scheme, _, rest = text.partition(" ")
+                header = value.decode() if isinstance(value, bytes) else value
+                scheme, _, rest = header.partition(" ")
                 if scheme.lower() == "bearer":
                     token = rest.strip()
         if not token:
@@ -81,10 +81,10 @@ class Authenticator:
             fields = self.redis.hmget(credential_key(credential_hash(token)), "job_id", "principal", "session_id")
             if fields[0] is None:
                 raise Unauthenticated("job credential is not valid (unknown, forged, or its job has ended)")
-            job_id, principal, session_id = (f.decode() if f is not None else "" for f in fields)
+            job_id, principal, session_id = (text(f) if f is not None else "" for f in fields)
             return Caller(principal=principal, job_id=job_id, session_id=session_id)
         if token.startswith(API_KEY_PREFIX):
             principal_raw = self.redis.get(_apikey_key(hashlib.sha256(token.encode()).hexdigest()))
             if principal_raw is not None:
-                return Caller(principal=principal_raw.decode())
+                return Caller(principal=text(principal_raw))
         raise Unauthenticated("API key is not valid")

@@ -10,10 +10,10 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import grpc
-
 from scriptpool.errors import DeadlineExceeded
 from scriptpool.v1 import jobs_pb2, jobs_pb2_grpc, sessions_pb2, sessions_pb2_grpc
 from scriptpool.values import PlainValue, to_value_map
+
 from sandbox.languages import Language
 from workers.rpc_errors import from_rpc_error
 
@@ -87,7 +87,12 @@ class ScriptpoolClient:
 
     # ---------------------------------------------------------------- sessions
     def create_session(
-        self, name: str = "", *, description: str = "", tags: list[str] | None = None, metadata: Mapping[str, Any] | None = None
+        self,
+        name: str = "",
+        *,
+        description: str = "",
+        tags: list[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> sessions_pb2.Session:
         request = sessions_pb2.CreateSessionRequest(
             name=name, description=description, tags=tags or [], metadata=to_value_map(dict(metadata or {}))
@@ -97,5 +102,7 @@ class ScriptpoolClient:
     def get_session(self, session_id: str) -> sessions_pb2.Session:
         return self._call(self._sessions.Get, sessions_pb2.SessionRef(session_id=session_id))
 
-    def list_sessions(self, request: sessions_pb2.ListSessionsRequest | None = None) -> sessions_pb2.ListSessionsResponse:
+    def list_sessions(
+        self, request: sessions_pb2.ListSessionsRequest | None = None
+    ) -> sessions_pb2.ListSessionsResponse:
         return self._call(self._sessions.List, request or sessions_pb2.ListSessionsRequest())

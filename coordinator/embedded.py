@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from redis import Redis
+from scriptpool.errors import Unavailable
 
 from coordinator.auth import Authenticator
 from coordinator.redis_server import PrivateRedis
 from coordinator.settings import Settings
-from scriptpool.errors import Unavailable
 
 log = logging.getLogger(__name__)
 STOP_GRACE_SECONDS = 10.0
@@ -102,7 +102,7 @@ class EmbeddedStack:
                 try:
                     auth.authenticate([("authorization", f"Bearer {key}")])
                     return key
-                except Exception:  # noqa: BLE001 - stale key from another Redis: make a new one
+                except Exception:
                     pass
             key = auth.create_api_key("local")
             path.parent.mkdir(parents=True, exist_ok=True)

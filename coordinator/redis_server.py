@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 from redis import Redis
-
 from scriptpool.errors import Unavailable
 
 
@@ -71,7 +70,7 @@ class PrivateRedis:
                 client.ping()
                 client.close()
                 return self
-            except Exception:  # noqa: BLE001 - not up yet
+            except Exception:
                 time.sleep(0.02)
         self.stop()
         raise Unavailable(f"redis-server did not start within {timeout:.0f}s")

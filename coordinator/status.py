@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
-
 from scriptpool.errors import ScriptpoolError
 
 log = logging.getLogger(__name__)
@@ -41,7 +40,7 @@ def _wrap_unary(method: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
         try:
             return method(self, request, context)
-        except Exception as exc:  # noqa: BLE001 - mapped to a status, never leaked
+        except Exception as exc:
             if _already_aborted(context):
                 raise
             abort_for(context, exc)
@@ -54,7 +53,7 @@ def _wrap_stream(method: Callable[..., Iterator[Any]]) -> Callable[..., Iterator
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         try:
             yield from method(self, request, context)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if _already_aborted(context):
                 raise
             abort_for(context, exc)

@@ -7,6 +7,7 @@ import threading
 import time
 
 from scriptpool.v1 import jobs_pb2
+
 from sandbox.outcomes import Outcome
 from workers.job_records import LEASES_KEY, JobRecords, JobState
 
@@ -49,5 +50,5 @@ class LeaseSweeper:
         while not self._stopping.wait(SWEEP_SECONDS):
             try:
                 self.sweep_once()
-            except Exception as exc:  # noqa: BLE001 - try again next round
+            except Exception as exc:
                 log.warning("lease sweep failed: %s", exc)

@@ -37,14 +37,14 @@ class JobWaiters:
 
     def _listen(self) -> None:
         while not self._stopping.is_set():
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
             try:
                 pubsub.subscribe(FINISHED_CHANNEL)
                 while not self._stopping.is_set():
                     message = pubsub.get_message(timeout=0.5)
                     if message and message["type"] == "message":
                         self._wake(message["data"].decode())
-            except Exception as exc:  # noqa: BLE001 - reconnect; waiters fall back to polling meanwhile
+            except Exception as exc:
                 log.warning("job-finished listener lost Redis (%s); reconnecting", exc)
                 self._stopping.wait(0.5)
             finally:

@@ -16,8 +16,9 @@ from typing import NoReturn
 from scriptpool.errors import InvalidArgument, error_for_code
 from scriptpool.v1 import sandbox_pb2
 from scriptpool.values import PlainValue, from_value, from_value_map, to_value
+
 from sandbox import framing
-from sandbox.errors import LimitExceeded, MemoryExceeded, SandboxError, ScriptError
+from sandbox.errors import LimitExceeded, SandboxError, ScriptError
 from sandbox.host import OutputSink
 from sandbox.jail import apply_jail
 from sandbox.languages import Language
@@ -104,7 +105,7 @@ def run_job(job: ScriptJob, sock: socket.socket) -> sandbox_pb2.ChildResult:
     except MemoryError:
         result.outcome = Outcome.MEMORY_EXCEEDED.to_proto()
         result.message = f"the script used more than {job.limits.memory_bytes} bytes of memory"
-    except Exception as exc:  # noqa: BLE001 - anything else is our bug, reported without host details
+    except Exception as exc:
         result.outcome = Outcome.INTERNAL_ERROR.to_proto()
         result.message = f"internal sandbox error ({type(exc).__name__})"
     result.global_calls = host.calls
@@ -126,7 +127,7 @@ def child_main(sock: socket.socket) -> NoReturn:
         framing.send(sock, out)
     except MemoryError:
         code = 3
-    except BaseException:  # noqa: BLE001 - the worker reports a child that ends without a result
+    except BaseException:
         code = 2
     os._exit(code)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from scriptpool.values import PlainValue
+
 from sandbox.errors import OutputExceeded
 
 

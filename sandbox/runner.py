@@ -7,6 +7,7 @@ from typing import Protocol
 
 from scriptpool.errors import Unimplemented
 from scriptpool.values import PlainValue
+
 from sandbox.host import GlobalHost, OutputSink
 from sandbox.languages import Language
 from sandbox.limits import DEFAULT_LIMITS, JobLimits

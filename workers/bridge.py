@@ -11,10 +11,10 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
-
 from scriptpool.errors import InvalidArgument, Unimplemented
 from scriptpool.v1 import common_pb2, sessions_pb2, sessions_pb2_grpc
 from scriptpool.values import PlainValue, to_value_map
+
 from workers.rpc_errors import from_rpc_error
 from workers.session_values import session_to_plain
 

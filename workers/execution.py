@@ -11,8 +11,8 @@ from typing import Any
 
 import grpc
 from redis import Redis
-
 from scriptpool.v1 import sandbox_pb2
+
 from sandbox.outcomes import Outcome
 from workers.bridge import CoordinatorBridge
 from workers.job_records import JobRecords

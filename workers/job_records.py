@@ -32,6 +32,22 @@ class JobState(enum.StrEnum):
     FINISHED = "finished"
 
 
+def text(value: object) -> str:
+    """A Redis reply (bytes with decode_responses off) as text."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def texts(values: object) -> list[str]:
+    assert isinstance(values, list)
+    return [text(v) for v in values]
+
+
+def hash_fields(raw: object) -> dict[str, bytes]:
+    """An HGETALL reply with text field names and raw byte values."""
+    assert isinstance(raw, dict)
+    return {text(k): v if isinstance(v, bytes) else str(v).encode() for k, v in raw.items()}
+
+
 def job_key(job_id: str) -> str:
     return f"{PREFIX}job:{job_id}"
 
@@ -119,5 +135,4 @@ class JobRecords:
         return None if answer < 0 else answer == 1
 
     def expired_leases(self, now: float, limit: int = 100) -> list[str]:
-        ids = self.redis.zrangebyscore(LEASES_KEY, "-inf", now, start=0, num=limit)
-        return [i.decode() for i in ids]
+        return texts(self.redis.zrangebyscore(LEASES_KEY, "-inf", now, start=0, num=limit))

@@ -6,7 +6,6 @@ Nothing above this module sees a raw grpc.RpcError.
 from __future__ import annotations
 
 import grpc
-
 from scriptpool.errors import ScriptpoolError, Unavailable, error_for_code
 
 

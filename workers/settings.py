@@ -41,4 +41,4 @@ class WorkerSettings:
             raise InvalidArgument("REDIS_URL is not set: a worker needs the Redis its coordinator uses")
         if not values["name"]:
             values["name"] = f"{socket.gethostname()}-{os.getpid()}"
-        return cls(**values)
+        return cls(**values)  # type: ignore[arg-type]

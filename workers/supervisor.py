@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import resource
 import select
 import signal
 import socket
@@ -20,10 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from google.protobuf.message import Message
-
 from scriptpool.errors import ScriptpoolError
 from scriptpool.v1 import jobs_pb2, sandbox_pb2
 from scriptpool.values import PlainValue, from_value, to_value
+
 from sandbox import framing
 from sandbox.child import child_main
 from sandbox.host import GlobalHost
@@ -262,7 +263,7 @@ class _Supervision:
         return Outcome.INTERNAL_ERROR, f"the sandbox process exited ({code}) without a result"
 
 
-def _reap(child: SandboxChild, kill_first: bool) -> tuple[int, os.struct_rusage | None]:
+def _reap(child: SandboxChild, kill_first: bool) -> tuple[int, resource.struct_rusage | None]:
     """Wait for the child (killing it if it lingers) and return its wait status and rusage."""
     if kill_first:
         try:

@@ -10,8 +10,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from coordinator.settings import Settings
 from scriptpool.errors import InvalidArgument, ScriptpoolError
+from scriptpool.values import PlainValue
+
+from coordinator.settings import Settings
 from sandbox.languages import Language
 
 EXIT_OK = 0
@@ -80,10 +82,11 @@ def _language_for(path: Path, explicit: str | None) -> Language:
 
 
 def run_file(client: object, path: Path, args: argparse.Namespace) -> int:
+    from scriptpool.values import from_value
+
     from coordinator.cli.output import failure_line, job_to_json, outcome_of, to_json
     from coordinator.client import ScriptpoolClient
     from sandbox.outcomes import Outcome
-    from scriptpool.values import from_value
 
     assert isinstance(client, ScriptpoolClient)
     language = _language_for(path, args.lang)
@@ -139,11 +142,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_session(args: argparse.Namespace) -> int:
-    from coordinator.client import ScriptpoolClient
     from scriptpool.v1 import sessions_pb2
-    from workers.session_values import session_to_plain
 
     from coordinator.cli.output import to_json
+    from coordinator.client import ScriptpoolClient
+    from workers.session_values import session_to_plain
 
     _, client = _client(args)
     assert isinstance(client, ScriptpoolClient)
@@ -159,13 +162,15 @@ def cmd_session(args: argparse.Namespace) -> int:
     else:
         request = sessions_pb2.ListSessionsRequest(tags=args.tag or [], name=args.name or "")
         request.page.limit = args.limit
-        sessions = [session_to_plain(s) for s in client.list_sessions(request).sessions]
+        found = client.list_sessions(request).sessions
         if args.json:
+            sessions: list[PlainValue] = [session_to_plain(s) for s in found]
             print(to_json(sessions, indent=2))
         else:
             print(f"{'ID':36}  {'STATE':9}  {'NAME':24}  TAGS")
-            for s in sessions:
-                print(f"{s['id']!s:36}  {s['state']!s:9}  {str(s['name'])[:24]:24}  {','.join(s['tags'])}")  # type: ignore[arg-type]
+            for s in found:
+                state = session_to_plain(s)["state"]
+                print(f"{s.id:36}  {state!s:9}  {s.name[:24]:24}  {','.join(s.tags)}")
     return EXIT_OK
 
 
@@ -202,7 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--redis-url", help="Redis URL (default: $REDIS_URL)")
 
     def with_client(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--coordinator", help="coordinator address (default: $SCRIPTPOOL_COORDINATOR or 127.0.0.1:50051)")
+        p.add_argument(
+            "--coordinator", help="coordinator address (default: $SCRIPTPOOL_COORDINATOR or 127.0.0.1:50051)"
+        )
         p.add_argument("--api-key", help="API key (default: $SCRIPTPOOL_API_KEY or the one `scriptpool up` wrote)")
 
     def with_run(p: argparse.ArgumentParser) -> None:

@@ -7,9 +7,9 @@ import json
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
-
 from scriptpool.v1 import jobs_pb2
 from scriptpool.values import PlainValue, from_value
+
 from sandbox.outcomes import Outcome
 
 

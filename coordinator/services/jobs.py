@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import grpc
+from scriptpool.errors import InvalidArgument
+from scriptpool.v1 import jobs_pb2, jobs_pb2_grpc
 
 from coordinator.auth import Authenticator
 from coordinator.status import grpc_service
 from coordinator.stores.jobs import JobStore
 from coordinator.waiters import JobWaiters
-from scriptpool.errors import InvalidArgument
-from scriptpool.v1 import jobs_pb2, jobs_pb2_grpc
 
 
 @grpc_service(jobs_pb2.DESCRIPTOR.services_by_name["JobService"])
@@ -20,7 +20,9 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         self.waiters = waiters
         self.max_wait_seconds = max_wait_seconds
 
-    def SubmitJob(self, request: jobs_pb2.SubmitJobRequest, context: grpc.ServicerContext) -> jobs_pb2.SubmitJobResponse:
+    def SubmitJob(
+        self, request: jobs_pb2.SubmitJobRequest, context: grpc.ServicerContext
+    ) -> jobs_pb2.SubmitJobResponse:
         return jobs_pb2.SubmitJobResponse(job=self.jobs.submit(self.auth.caller(context), request))
 
     def GetJob(self, request: jobs_pb2.GetJobRequest, context: grpc.ServicerContext) -> jobs_pb2.Job:

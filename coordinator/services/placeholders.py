@@ -3,7 +3,6 @@ with the method's name (the wire contract is complete; see proto/scriptpool/v1).
 
 from __future__ import annotations
 
-from coordinator.status import grpc_service
 from scriptpool.v1 import (
     artifacts_pb2,
     artifacts_pb2_grpc,
@@ -12,6 +11,8 @@ from scriptpool.v1 import (
     state_pb2,
     state_pb2_grpc,
 )
+
+from coordinator.status import grpc_service
 
 
 @grpc_service(artifacts_pb2.DESCRIPTOR.services_by_name["ArtifactService"])

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import grpc
+from scriptpool.v1 import sessions_pb2, sessions_pb2_grpc
 
 from coordinator.auth import Authenticator
 from coordinator.status import grpc_service
 from coordinator.stores.sessions import SessionStore
-from scriptpool.v1 import sessions_pb2, sessions_pb2_grpc
 
 
 @grpc_service(sessions_pb2.DESCRIPTOR.services_by_name["SessionService"])

@@ -12,12 +12,12 @@ import uuid
 from redis import Redis
 from rq import Queue
 from rq.job import Job as RQJob
+from scriptpool.errors import InvalidArgument, NotFound
+from scriptpool.v1 import jobs_pb2, sandbox_pb2, sessions_pb2
 
 from coordinator.auth import Caller, new_job_credential
 from coordinator.stores.sessions import SessionStore
 from coordinator.stores.validation import check_uuid
-from scriptpool.errors import InvalidArgument, NotFound
-from scriptpool.v1 import jobs_pb2, sandbox_pb2, sessions_pb2
 from sandbox.languages import Language
 from sandbox.limits import LIMIT_FIELDS, LimitPolicy
 from sandbox.outcomes import Outcome
@@ -26,8 +26,10 @@ from workers.job_records import (
     JobState,
     credential_hash,
     credential_key,
+    hash_fields,
     job_key,
     session_jobs_key,
+    texts,
 )
 
 RQ_FUNCTION = "workers.rq_entry.execute_job"
@@ -125,7 +127,7 @@ class JobStore:
         raw = self.redis.hgetall(job_key(job_id))
         if not raw:
             raise NotFound(f"job {job_id} not found (unknown, or its record expired)")
-        return {k.decode(): v for k, v in raw.items()}
+        return hash_fields(raw)
 
     def get(self, caller: Caller, job_id: str) -> jobs_pb2.Job:
         raw = self._raw(job_id)
@@ -154,14 +156,14 @@ class JobStore:
 
     def list_for_session(self, caller: Caller, request: jobs_pb2.ListJobsRequest) -> jobs_pb2.ListJobsResponse:
         self.sessions.get(caller, request.session_id)
-        ids = [i.decode() for i in self.redis.zrevrange(session_jobs_key(request.session_id), 0, -1)]
+        ids = texts(self.redis.zrevrange(session_jobs_key(request.session_id), 0, -1))
         offset = int(request.page.cursor) if request.page.cursor.isdigit() else 0
         limit = min(request.page.limit or 100, 1000)
         response = jobs_pb2.ListJobsResponse()
         for job_id in ids[offset : offset + limit]:
             raw = self.redis.hgetall(job_key(job_id))
             if raw:
-                response.jobs.append(_to_job(job_id, {k.decode(): v for k, v in raw.items()}))
+                response.jobs.append(_to_job(job_id, hash_fields(raw)))
         if offset + limit < len(ids):
             response.next_cursor = str(offset + limit)
         return response

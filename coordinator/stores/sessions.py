@@ -1,8 +1,8 @@
 """Sessions in Redis.
 
-  sp:session:{id}               hash: id principal name description state tags(json) metadata(ValueMap)
-                                      parent created_at updated_at
-  sp:principal:{p}:sessions     zset: session id -> updated_at
+sp:session:{id}               hash: id principal name description state tags(json) metadata(ValueMap)
+                                    parent created_at updated_at
+sp:principal:{p}:sessions     zset: session id -> updated_at
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import time
 import uuid
 
 from redis import Redis
+from scriptpool.errors import InvalidArgument, NotFound, ResourceExhausted
+from scriptpool.v1 import common_pb2, sessions_pb2
 
 from coordinator.auth import Caller
 from coordinator.stores.validation import (
@@ -22,8 +24,7 @@ from coordinator.stores.validation import (
     check_text,
     check_uuid,
 )
-from scriptpool.errors import InvalidArgument, NotFound, ResourceExhausted
-from scriptpool.v1 import common_pb2, sessions_pb2
+from workers.job_records import hash_fields, texts
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
@@ -38,8 +39,8 @@ def principal_sessions_key(principal: str) -> str:
     return f"sp:principal:{principal}:sessions"
 
 
-def _decode(raw: dict[bytes, bytes]) -> sessions_pb2.Session:
-    text = {k.decode(): v for k, v in raw.items()}
+def _decode(raw: object) -> sessions_pb2.Session:
+    text = hash_fields(raw)
     session = sessions_pb2.Session(
         id=text["id"].decode(),
         name=text.get("name", b"").decode(),
@@ -117,7 +118,7 @@ class SessionStore:
             raise InvalidArgument(f"sort must be one of {', '.join(SORT_FIELDS)} (prefix '-' for descending)")
         if request.parent_session_id:
             check_uuid(request.parent_session_id, "parent_session_id")
-        ids = [i.decode() for i in self.redis.zrevrange(principal_sessions_key(caller.principal), 0, -1)]
+        ids = texts(self.redis.zrevrange(principal_sessions_key(caller.principal), 0, -1))
         pipe = self.redis.pipeline(transaction=False)
         for session_id in ids:
             pipe.hgetall(session_key(session_id))

@@ -7,12 +7,12 @@ bytes, list, dict[str, ...]. Integers stay integers and floats stay floats; byte
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TypeAlias, Union
+from typing import TypeAlias
 
 from scriptpool.errors import InvalidArgument
 from scriptpool.v1 import common_pb2
 
-PlainValue: TypeAlias = Union[None, bool, int, float, str, bytes, list["PlainValue"], dict[str, "PlainValue"]]
+PlainValue: TypeAlias = None | bool | int | float | str | bytes | list["PlainValue"] | dict[str, "PlainValue"]
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -43,18 +43,21 @@ def _fill(out: common_pb2.Value, obj: object, depth: int) -> None:
         out.string_value = obj
     elif isinstance(obj, (bytes, bytearray, memoryview)):
         out.bytes_value = bytes(obj)
-    elif isinstance(obj, Mapping):
-        fields = out.map_value.fields
+    else:
+        _fill_container(out, obj, depth)
+
+
+def _fill_container(out: common_pb2.Value, obj: object, depth: int) -> None:
+    if isinstance(obj, Mapping):
         out.map_value.SetInParent()
         for key, item in obj.items():
             if not isinstance(key, str):
                 raise InvalidArgument(f"map keys must be strings, got {type(key).__name__}")
-            _fill(fields[key], item, depth + 1)
+            _fill(out.map_value.fields[key], item, depth + 1)
     elif isinstance(obj, Sequence):
-        items = out.list_value.items
         out.list_value.SetInParent()
         for item in obj:
-            _fill(items.add(), item, depth + 1)
+            _fill(out.list_value.items.add(), item, depth + 1)
     else:
         raise InvalidArgument(f"a {type(obj).__name__} cannot be passed as a value")
 
@@ -86,4 +89,3 @@ def to_value_map(obj: Mapping[str, object]) -> common_pb2.ValueMap:
 
 def from_value_map(value_map: common_pb2.ValueMap) -> dict[str, PlainValue]:
     return {k: from_value(v) for k, v in value_map.fields.items()}
-

@@ -13,9 +13,9 @@ from importlib import resources
 from typing import Any
 
 import lupa.lua54 as lupa
-
 from scriptpool.errors import ScriptpoolError
 from scriptpool.values import MAX_DEPTH, PlainValue
+
 from sandbox.catalog import GLOBAL_OPS, aliases
 from sandbox.errors import LIMIT_ERRORS, LimitExceeded, MemoryExceeded, ScriptError
 from sandbox.host import GlobalHost, OutputSink
@@ -76,9 +76,7 @@ class _Marshal:
         out: dict[str, PlainValue] = {}
         for key, item in items:
             if not isinstance(key, bytes):
-                raise ScriptError(
-                    "lua", "table keys must be all strings (a map) or the integers 1..n (a list)"
-                )
+                raise ScriptError("lua", "table keys must be all strings (a map) or the integers 1..n (a list)")
             out[key.decode("utf-8", "replace")] = self.to_plain(item, depth + 1, seen)
         return out
 
@@ -121,7 +119,7 @@ class LuaRunner:
             return True
 
         catalog = marshal.to_lua({name: list(ops) for name, ops in GLOBAL_OPS.items()})
-        alias_table = marshal.to_lua({name: aliases(name) for name in GLOBAL_OPS})
+        alias_table = marshal.to_lua({name: dict(aliases(name)) for name in GLOBAL_OPS})
         try:
             run = runtime.execute(
                 PRELUDE,

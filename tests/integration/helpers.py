@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from coordinator.client import ScriptpoolClient
 from scriptpool.v1 import jobs_pb2
 from scriptpool.values import PlainValue, from_value
+
+from coordinator.client import ScriptpoolClient
 from sandbox.languages import Language
 from sandbox.outcomes import Outcome
 

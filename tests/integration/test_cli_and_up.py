@@ -48,7 +48,9 @@ def test_up_runs_jobs_from_the_cli_and_stops_without_orphans(tmp_path: Path) -> 
     address = f"127.0.0.1:{_free_port()}"
     state_dir = tmp_path / "state"
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "SCRIPTPOOL_API_KEY")}
-    env.update({"SCRIPTPOOL_STATE_DIR": str(state_dir), "SCRIPTPOOL_COORDINATOR": address, "SCRIPTPOOL_LISTEN": address})
+    env.update(
+        {"SCRIPTPOOL_STATE_DIR": str(state_dir), "SCRIPTPOOL_COORDINATOR": address, "SCRIPTPOOL_LISTEN": address}
+    )
     with open(tmp_path / "up.log", "wb") as log:
         up = subprocess.Popen(
             [sys.executable, "-m", "coordinator.cli.main", "up", "--workers", "2"],

@@ -7,11 +7,12 @@ import time
 import grpc
 import pytest
 from redis import Redis
+from scriptpool.v1 import jobs_pb2, jobs_pb2_grpc, sessions_pb2, sessions_pb2_grpc
 
 from coordinator.client import ScriptpoolClient
-from scriptpool.v1 import jobs_pb2, jobs_pb2_grpc, sessions_pb2, sessions_pb2_grpc
 from sandbox.languages import Language
 from tests.conftest import Stack
+from workers.job_records import text
 
 from .helpers import assert_worker_healthy, outcome, result_of
 
@@ -23,7 +24,9 @@ def _session_get(stack: Stack, token: str, session_id: str) -> grpc.RpcError | s
         stub = sessions_pb2_grpc.SessionServiceStub(channel)
         try:
             return stub.Get(
-                sessions_pb2.SessionRef(session_id=session_id), metadata=(("authorization", f"Bearer {token}"),), timeout=5
+                sessions_pb2.SessionRef(session_id=session_id),
+                metadata=(("authorization", f"Bearer {token}"),),
+                timeout=5,
             )
         except grpc.RpcError as exc:
             return exc
@@ -35,7 +38,7 @@ def _running_job_credential(client: ScriptpoolClient, redis: Redis) -> tuple[str
     while time.monotonic() < give_up:
         credential = redis.hget(f"sp:job:{job.id}", "credential")
         if credential and client.get_job(job.id).status == jobs_pb2.JOB_STATUS_RUNNING:
-            return job.id, credential.decode()
+            return job.id, text(credential)
         time.sleep(0.02)
     raise AssertionError("job did not start")
 
@@ -84,9 +87,11 @@ def test_another_principals_job_credential_cannot_reach_my_sessions(
         leaked = other.run(Language.LUA, f"local ok, e = pcall(Session.get, '{mine.id}') return e.code")
         assert result_of(leaked) == "NOT_FOUND"
         listed = other.run(Language.LUA, "local n = 0 for _, s in ipairs(Session.list()) do n = n + 1 end return n")
-        assert result_of(listed) >= 1
-        names = other.run(Language.LUA, "local t = {} for _, s in ipairs(Session.list()) do t[#t+1] = s.name end return t")
-        assert "private" not in (result_of(names) or [])
+        assert isinstance(count := result_of(listed), int) and count >= 1
+        names = other.run(
+            Language.LUA, "local t = {} for _, s in ipairs(Session.list()) do t[#t+1] = s.name end return t"
+        )
+        assert isinstance(seen := result_of(names), (list, dict)) and "private" not in seen
 
 
 def test_a_job_credential_cannot_submit_or_cancel_jobs(
@@ -97,7 +102,11 @@ def test_a_job_credential_cannot_submit_or_cancel_jobs(
         stub = jobs_pb2_grpc.JobServiceStub(channel)
         metadata = (("authorization", f"Bearer {credential}"),)
         with pytest.raises(grpc.RpcError) as caught:
-            stub.SubmitJob(jobs_pb2.SubmitJobRequest(language=1, source="return 1"), metadata=metadata, timeout=5)
+            stub.SubmitJob(
+                jobs_pb2.SubmitJobRequest(language=jobs_pb2.LANGUAGE_LUA, source="return 1"),
+                metadata=metadata,
+                timeout=5,
+            )
         assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
         with pytest.raises(grpc.RpcError) as caught:
             stub.CancelJob(jobs_pb2.CancelJobRequest(job_id=job_id), metadata=metadata, timeout=5)

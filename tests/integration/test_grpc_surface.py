@@ -9,15 +9,17 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from scriptpool.v1 import artifacts_pb2, artifacts_pb2_grpc, sessions_pb2, sessions_pb2_grpc, state_pb2, state_pb2_grpc
 
 from coordinator.server import SERVICE_NAMES
-from scriptpool.v1 import artifacts_pb2, artifacts_pb2_grpc, sessions_pb2, sessions_pb2_grpc, state_pb2, state_pb2_grpc
 from sandbox.catalog import GLOBAL_OPS
 from tests.conftest import REPO, Stack
 
 
 def test_generated_code_matches_the_proto_sources() -> None:
-    result = subprocess.run([sys.executable, str(REPO / "proto" / "generate.py"), "--check"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "proto" / "generate.py"), "--check"], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -32,7 +34,9 @@ def test_health_reports_serving_for_every_service(stack: Stack) -> None:
 def test_reflection_lists_every_service(stack: Stack) -> None:
     with grpc.insecure_channel(stack.address) as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-        responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
+        responses = stub.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+        )
         listed = {s.name for r in responses for s in r.list_services_response.service}
     assert set(SERVICE_NAMES) <= listed
 
@@ -49,7 +53,11 @@ def test_unimplemented_rpcs_answer_unimplemented_naming_the_method(stack: Stack)
             sessions_pb2_grpc.SessionServiceStub(channel).Suspend(sessions_pb2.SessionRef(), metadata=metadata)
         assert "SessionService.Suspend" in (caught.value.details() or "")
         with pytest.raises(grpc.RpcError) as caught:
-            list(artifacts_pb2_grpc.ArtifactServiceStub(channel).Get(artifacts_pb2.GetArtifactRequest(), metadata=metadata))
+            list(
+                artifacts_pb2_grpc.ArtifactServiceStub(channel).Get(
+                    artifacts_pb2.GetArtifactRequest(), metadata=metadata
+                )
+            )
         assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
 
 

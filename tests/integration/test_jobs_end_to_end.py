@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 from redis import Redis
-
-from coordinator.client import ScriptpoolClient
 from scriptpool.errors import InvalidArgument, NotFound
 from scriptpool.v1 import jobs_pb2
+
+from coordinator.client import ScriptpoolClient
 from sandbox.languages import Language
 from sandbox.limits import MAX_LIMITS
 from sandbox.outcomes import Outcome
@@ -25,7 +25,7 @@ def test_quickstart_example_creates_and_lists_a_session(client: ScriptpoolClient
     assert result["name"] == "quickstart"
     assert result["metadata"] == {"project": "scriptpool", "answer": 42}
     assert result["listed"] == 1
-    assert f"created session {result['session_id']}" in job.result.output
+    assert f"created session {result['session_id']!s}" in job.result.output
     assert "has tag demo: true" in job.result.output
     # the session the script created is real and belongs to the client's principal
     session = client.get_session(str(result["session_id"]))
@@ -166,7 +166,10 @@ def test_cancel_a_running_job(client: ScriptpoolClient) -> None:
         ({"language": 1, "source": "   \n"}, "source"),
         ({"language": 1, "source": "x" * (1024 * 1024 + 1)}, "source"),
         ({"language": 1, "source": "return 1", "limits": {"cpu_time_ms": MAX_LIMITS.cpu_time_ms + 1}}, "cpu_time_ms"),
-        ({"language": 1, "source": "return 1", "limits": {"memory_bytes": MAX_LIMITS.memory_bytes * 2}}, "memory_bytes"),
+        (
+            {"language": 1, "source": "return 1", "limits": {"memory_bytes": MAX_LIMITS.memory_bytes * 2}},
+            "memory_bytes",
+        ),
     ],
 )
 def test_bad_submissions_are_invalid_argument_and_enqueue_nothing(

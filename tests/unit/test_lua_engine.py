@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
 from scriptpool.errors import NotFound
 from scriptpool.values import PlainValue
+
 from sandbox.errors import CallLimitExceeded, CpuTimeExceeded, MemoryExceeded, OutputExceeded, ScriptError
 from sandbox.host import OutputSink
 from sandbox.languages import Language
@@ -20,7 +20,7 @@ class RecordingHost:
     def call(self, op: str, args: list[PlainValue]) -> PlainValue:
         self.calls.append((op, args))
         if op == "Session.get":
-            raise NotFound(f"session {args[0]} not found")
+            raise NotFound(f"session {args[0]!s} not found")
         return {"echo": args}
 
 
@@ -33,7 +33,9 @@ def run(source: str, host: RecordingHost | None = None, **limits: int) -> tuple[
 def test_values_cross_with_their_types() -> None:
     host = RecordingHost()
     result, _ = run('return Session.create{name="n", tags={"a","b"}, metadata={x=1, y=1.5, z={}}}', host)
-    assert host.calls == [("Session.create", [{"name": "n", "tags": ["a", "b"], "metadata": {"x": 1, "y": 1.5, "z": {}}}])]
+    assert host.calls == [
+        ("Session.create", [{"name": "n", "tags": ["a", "b"], "metadata": {"x": 1, "y": 1.5, "z": {}}}])
+    ]
     assert result == {"echo": [{"name": "n", "tags": ["a", "b"], "metadata": {"x": 1, "y": 1.5, "z": {}}}]}
 
 
@@ -87,7 +89,9 @@ def test_gc_finalizers_are_refused_because_lua_runs_them_unhooked() -> None:
     with pytest.raises(ScriptError, match="__gc finalizers are not allowed"):
         run(source, cpu_time_ms=200)
     # a __gc added after setmetatable is never called by Lua 5.4, so it cannot run unhooked either
-    result, _ = run("local mt = {} setmetatable({}, mt) mt.__gc = function() while true do end end collectgarbage() return 1")
+    result, _ = run(
+        "local mt = {} setmetatable({}, mt) mt.__gc = function() while true do end end collectgarbage() return 1"
+    )
     assert result == 1
 
 

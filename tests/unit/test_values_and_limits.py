@@ -7,9 +7,9 @@ import math
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from scriptpool.errors import InvalidArgument
 from scriptpool.values import from_value, to_value
+
 from sandbox.catalog import canonical_op, snake_case
 from sandbox.limits import MAX_LIMITS, LimitPolicy
 
