@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -35,9 +36,41 @@ class Runner(Protocol):
     def run(self, job: ScriptJob, host: GlobalHost, output: OutputSink) -> PlainValue: ...
 
 
-def runner_for(language: Language) -> Runner:
-    if language is Language.LUA:
-        from sandbox.engines.lua import LuaRunner
+# language -> (module, class). Each engine module may also define `prewarm()`, called once in the
+# worker before it forks sandbox children, to do expensive one-time work (imports, compiling).
+ENGINES: dict[Language, tuple[str, str]] = {
+    Language.LUA: ("sandbox.engines.lua", "LuaRunner"),
+    Language.JAVASCRIPT: ("sandbox.engines.javascript", "JavaScriptRunner"),
+    Language.PYTHON: ("sandbox.engines.python", "PythonRunner"),
+}
 
-        return LuaRunner()
-    raise Unimplemented(f"language {language.value!r} is not available in this version yet; use lua")
+
+def _engine_module(language: Language) -> object:
+    module_name, _ = ENGINES[language]
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        raise Unimplemented(f"language {language.value!r} is not available in this version yet") from exc
+
+
+def runner_for(language: Language) -> Runner:
+    module = _engine_module(language)
+    runner: Runner = getattr(module, ENGINES[language][1])()
+    return runner
+
+
+def prewarm() -> list[str]:
+    """Import every available engine and run its `prewarm()`; returns the languages ready."""
+    ready = []
+    for language in ENGINES:
+        try:
+            module = _engine_module(language)
+        except Unimplemented:
+            continue
+        warm = getattr(module, "prewarm", None)
+        if callable(warm):
+            warm()
+        ready.append(language.value)
+    return ready

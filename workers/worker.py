@@ -15,6 +15,7 @@ from redis import Redis
 from rq import Queue, SimpleWorker
 
 from sandbox.jail import probe_host
+from sandbox.runner import prewarm
 from workers import rq_entry
 from workers.execution import JobExecutor
 from workers.settings import WorkerSettings
@@ -31,6 +32,7 @@ def run_worker(settings: WorkerSettings, *, burst: bool = False, logging_level: 
     redis.ping()
     report = probe_host()
     log.warning("scriptpool worker %s: sandbox jail %s", settings.name, report.summary())
+    log.info("scriptpool worker %s: engines ready: %s", settings.name, ", ".join(prewarm()))
     executor = JobExecutor(settings, redis)
     rq_entry.install_executor(executor)
     executor.pool.refill()
