@@ -32,7 +32,9 @@ from coordinator.services.placeholders import ArtifactServicer, EventServicer, H
 from coordinator.services.sessions import SessionServicer
 from coordinator.settings import Settings
 from coordinator.stores.jobs import JobStore
+from coordinator.stores.replay import ReplayStore
 from coordinator.stores.sessions import SessionStore
+from coordinator.stores.snapshots import SnapshotStore
 from coordinator.sweeper import LeaseSweeper
 from coordinator.waiters import JobWaiters
 
@@ -82,6 +84,8 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
         queue_ttl_seconds=settings.queue_ttl_seconds,
         result_ttl_seconds=settings.result_ttl_seconds,
     )
+    snapshots = SnapshotStore(sessions)
+    replays = ReplayStore(sessions, jobs)
     waiters = JobWaiters(redis)
     sweeper = LeaseSweeper(jobs.records, settings.result_ttl_seconds)
     server = grpc.server(
@@ -91,7 +95,7 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
     jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(auth, jobs, waiters, settings.max_wait_seconds), server)
     # These servicers are completed by @grpc_service (UNIMPLEMENTED for what they do not define),
     # which mypy cannot see: hence the abstract-class ignores.
-    sessions_pb2_grpc.add_SessionServiceServicer_to_server(SessionServicer(auth, sessions), server)  # type: ignore[abstract]
+    sessions_pb2_grpc.add_SessionServiceServicer_to_server(SessionServicer(auth, sessions, snapshots, replays), server)
     artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server(ArtifactServicer(), server)  # type: ignore[abstract]
     state_pb2_grpc.add_StateServiceServicer_to_server(StateServicer(), server)  # type: ignore[abstract]
     events_pb2_grpc.add_HookServiceServicer_to_server(HookServicer(), server)  # type: ignore[abstract]

@@ -38,7 +38,12 @@ class LeaseSweeper:
                 message="the worker running this job stopped responding; the job did not finish",
             )
             if self.records.finish(
-                job_id, result.SerializeToString(), now, self.result_ttl_seconds, only_if=JobState.RUNNING
+                job_id,
+                result.SerializeToString(),
+                now,
+                self.result_ttl_seconds,
+                only_if=JobState.RUNNING,
+                outcome=Outcome.WORKER_LOST.value,
             ):
                 log.warning("job %s: worker lost", job_id)
                 swept += 1

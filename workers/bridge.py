@@ -13,13 +13,14 @@ from typing import Any
 import grpc
 from scriptpool.errors import InvalidArgument, Unimplemented
 from scriptpool.v1 import common_pb2, sessions_pb2, sessions_pb2_grpc
-from scriptpool.values import PlainValue, to_value_map
+from scriptpool.values import PlainValue, from_value_map, to_value, to_value_map
 
 from workers.rpc_errors import from_rpc_error
 from workers.session_values import session_to_plain
 
 CREATE_FIELDS = ("name", "description", "tags", "metadata", "parent_session_id")
-LIST_FIELDS = ("state", "tags", "name", "metadata", "parent_session_id", "limit", "cursor", "sort")
+TIME_FILTERS = ("created_after", "created_before", "updated_after", "updated_before")
+LIST_FIELDS = ("state", "tags", "name", "metadata", "parent_session_id", "limit", "cursor", "sort", *TIME_FILTERS)
 
 
 def _options(args: list[PlainValue], op: str, allowed: tuple[str, ...]) -> dict[str, PlainValue]:
@@ -125,6 +126,9 @@ class CoordinatorBridge:
             parent_session_id=_string(opts.get("parent_session_id"), f"{op}: parent_session_id"),
             sort=_string(opts.get("sort"), f"{op}: sort"),
         )
+        for name in TIME_FILTERS:
+            if opts.get(name) is not None:
+                getattr(request, name).CopyFrom(to_value(opts[name]))
         state = opts.get("state")
         if state is not None:
             name = "SESSION_STATE_" + _string(state, f"{op}: state").upper()
@@ -139,6 +143,101 @@ class CoordinatorBridge:
         request.page.cursor = _string(opts.get("cursor"), f"{op}: cursor")
         response: sessions_pb2.ListSessionsResponse = self._rpc(self._sessions.List, request)
         return [session_to_plain(s) for s in response.sessions]
+
+    def _target(self, args: list[PlainValue], op: str) -> str:
+        """The session an operation acts on: its first argument, else the job's current session."""
+        if args and args[0] is not None:
+            return _session_id(args, op)
+        if not self.current_session:
+            raise InvalidArgument(f"{op}: a session id is required (this job has no current session)")
+        return self.current_session
+
+    def _ref(self, args: list[PlainValue], op: str) -> sessions_pb2.SessionRef:
+        return sessions_pb2.SessionRef(session_id=self._target(args, op))
+
+    def session_transition(self, op: str, args: list[PlainValue]) -> PlainValue:
+        method = {"Session.suspend": self._sessions.Suspend, "Session.resume": self._sessions.Resume,
+                  "Session.complete": self._sessions.Complete}[op]  # fmt: skip
+        return session_to_plain(self._rpc(method, self._ref(args, op)))
+
+    def session_delete(self, op: str, args: list[PlainValue]) -> PlainValue:
+        self._rpc(self._sessions.Delete, self._ref(args, op))
+        return True
+
+    def session_get_metadata(self, op: str, args: list[PlainValue]) -> PlainValue:
+        return from_value_map(self._rpc(self._sessions.GetMetadata, self._ref(args, op)))
+
+    def session_update_metadata(self, op: str, args: list[PlainValue]) -> PlainValue:
+        updates = args[1] if len(args) > 1 else None
+        if not isinstance(updates, dict):
+            raise InvalidArgument(f"{op}: updates must be a table/map of metadata keys")
+        request = sessions_pb2.UpdateMetadataRequest(session_id=self._target(args, op), updates=_map(updates, op))
+        return from_value_map(self._rpc(self._sessions.UpdateMetadata, request))
+
+    def session_get_tags(self, op: str, args: list[PlainValue]) -> PlainValue:
+        return list(self._rpc(self._sessions.GetTags, self._ref(args, op)).tags)
+
+    def session_set_tags(self, op: str, args: list[PlainValue]) -> PlainValue:
+        tags = _strings(args[1] if len(args) > 1 else None, f"{op}: tags")
+        request = sessions_pb2.SetTagsRequest(session_id=self._target(args, op), tags=tags)
+        return list(self._rpc(self._sessions.SetTags, request).tags)
+
+    def session_save(self, op: str, args: list[PlainValue]) -> PlainValue:
+        return int(self._rpc(self._sessions.Save, self._ref(args, op)).snapshot)
+
+    def session_load(self, op: str, args: list[PlainValue]) -> PlainValue:
+        snapshot = args[1] if len(args) > 1 and args[1] is not None else 0
+        if not isinstance(snapshot, int) or isinstance(snapshot, bool) or snapshot < 0:
+            raise InvalidArgument(f"{op}: snapshot must be a positive integer (or nil for the latest)")
+        request = sessions_pb2.LoadSessionRequest(session_id=self._target(args, op), snapshot=snapshot)
+        return session_to_plain(self._rpc(self._sessions.Load, request))
+
+    def session_save_all(self, op: str, args: list[PlainValue]) -> PlainValue:
+        return dict(self._rpc(self._sessions.SaveAll, common_pb2.Empty()).snapshots)
+
+    def session_restore_recent(self, op: str, args: list[PlainValue]) -> PlainValue:
+        count = args[0] if args else None
+        if not isinstance(count, int) or isinstance(count, bool):
+            raise InvalidArgument(f"{op}: count must be an integer")
+        request = sessions_pb2.RestoreRecentRequest(count=count)
+        return list(self._rpc(self._sessions.RestoreRecent, request).session_ids)
+
+    def session_can_replay(self, op: str, args: list[PlainValue]) -> PlainValue:
+        return bool(self._rpc(self._sessions.CanReplay, self._ref(args, op)).replayable)
+
+    def session_replay(self, op: str, args: list[PlainValue]) -> PlainValue:
+        opts = _options(args[1:], op, ("speed",))
+        speed = opts.get("speed", 1.0)
+        if not isinstance(speed, (int, float)) or isinstance(speed, bool):
+            raise InvalidArgument(f"{op}: speed must be a number")
+        request = sessions_pb2.ReplayRequest(session_id=self._target(args, op), speed=float(speed))
+        return str(self._rpc(self._sessions.Replay, request).replay_session_id)
+
+    def session_get_timeline(self, op: str, args: list[PlainValue]) -> PlainValue:
+        opts = _options(args[1:], op, ("after", "limit", "types"))
+        limit = opts.get("limit", 0)
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+            raise InvalidArgument(f"{op}: limit must be a non-negative integer")
+        request = sessions_pb2.GetTimelineRequest(
+            session_id=self._target(args, op),
+            after=_string(opts.get("after"), f"{op}: after"),
+            limit=limit,
+            types=_strings(opts.get("types"), f"{op}: types"),
+        )
+        timeline = self._rpc(self._sessions.GetTimeline, request)
+        return [
+            {"id": e.id, "timestamp": e.timestamp, "type": e.type, "description": e.description,
+             "job_id": e.job_id or None, "data": from_value_map(e.data)}
+            for e in timeline.entries
+        ]  # fmt: skip
+
+    def session_get_replay_metadata(self, op: str, args: list[PlainValue]) -> PlainValue:
+        meta = self._rpc(self._sessions.GetReplayMetadata, self._ref(args, op))
+        return {
+            "replayable": meta.replayable, "job_count": meta.job_count, "event_count": meta.event_count,
+            "first_event": meta.first_event, "last_event": meta.last_event, "duration": meta.duration,
+            "replays": list(meta.replays),
+        }  # fmt: skip
 
     def session_get_current(self, op: str, args: list[PlainValue]) -> PlainValue:
         return self.current_session or None
@@ -159,6 +258,22 @@ _HANDLERS: dict[str, Callable[[CoordinatorBridge, str, list[PlainValue]], PlainV
     "Session.list": CoordinatorBridge.session_list,
     "Session.getCurrent": CoordinatorBridge.session_get_current,
     "Session.setCurrent": CoordinatorBridge.session_set_current,
+    "Session.suspend": CoordinatorBridge.session_transition,
+    "Session.resume": CoordinatorBridge.session_transition,
+    "Session.complete": CoordinatorBridge.session_transition,
+    "Session.delete": CoordinatorBridge.session_delete,
+    "Session.getMetadata": CoordinatorBridge.session_get_metadata,
+    "Session.updateMetadata": CoordinatorBridge.session_update_metadata,
+    "Session.getTags": CoordinatorBridge.session_get_tags,
+    "Session.setTags": CoordinatorBridge.session_set_tags,
+    "Session.save": CoordinatorBridge.session_save,
+    "Session.load": CoordinatorBridge.session_load,
+    "Session.saveAll": CoordinatorBridge.session_save_all,
+    "Session.restoreRecent": CoordinatorBridge.session_restore_recent,
+    "Session.canReplay": CoordinatorBridge.session_can_replay,
+    "Session.replay": CoordinatorBridge.session_replay,
+    "Session.getTimeline": CoordinatorBridge.session_get_timeline,
+    "Session.getReplayMetadata": CoordinatorBridge.session_get_replay_metadata,
 }
 
 __all__ = ["CoordinatorBridge"]

@@ -40,7 +40,11 @@ class JobExecutor:
         spec = sandbox_pb2.ChildJob.FromString(spec_bytes)
         run = self._run(job_id, spec, credential)
         applied = self.records.finish(
-            job_id, run.to_job_result().SerializeToString(), time.time(), self.settings.result_ttl_seconds
+            job_id,
+            run.to_job_result().SerializeToString(),
+            time.time(),
+            self.settings.result_ttl_seconds,
+            outcome=run.outcome.value,
         )
         if not applied:
             log.info("job %s already finished elsewhere (cancelled or lease expired)", job_id)

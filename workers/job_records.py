@@ -1,7 +1,7 @@
 """The job record in Redis: the one schema the coordinator writes and the worker advances.
 
 Keys (all under the `sp:` prefix):
-  sp:job:{id}            hash: spec (ChildJob bytes), principal, status, credential, cred_hash,
+  sp:job:{id}            hash: spec (ChildJob bytes), principal, session_id, status, credential, cred_hash,
                          created_at, started_at, finished_at, worker, result (JobResult bytes),
                          cancel_requested
   sp:cred:{sha256}       hash: job_id, principal, session_id -- a job credential, deleted when the job ends
@@ -64,14 +64,32 @@ def session_jobs_key(session_id: str) -> str:
     return f"{PREFIX}session:{session_id}:jobs"
 
 
-_START = """
+# Appends a job lifecycle entry to the job's session timeline and to the event stream.
+_LOG_JOB = """
+local function log_job(job_key, kind, description, job_id, now)
+  local sid = redis.call('HGET', job_key, 'session_id')
+  if not sid then return end
+  redis.call('XADD', 'sp:session:' .. sid .. ':timeline', 'MAXLEN', '~', '100000', '*',
+    'type', kind, 'description', description, 'job_id', job_id, 'ts', now, 'data', '')
+  redis.call('XADD', 'sp:events', 'MAXLEN', '~', '100000', '*',
+    'type', kind, 'description', description, 'job_id', job_id, 'ts', now, 'data', '', 'session_id', sid)
+end
+"""
+
+_START = (
+    _LOG_JOB
+    + """
 if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return false end
 redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[1], 'started_at', ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+log_job(KEYS[1], 'job.started', 'job ' .. ARGV[4] .. ' started on ' .. ARGV[1], ARGV[4], ARGV[2])
 return redis.call('HMGET', KEYS[1], 'spec', 'credential')
 """
+)
 
-_FINISH = """
+_FINISH = (
+    _LOG_JOB
+    + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status or status == 'finished' then return 0 end
 if ARGV[6] ~= '' and status ~= ARGV[6] then return 0 end
@@ -82,8 +100,10 @@ redis.call('HDEL', KEYS[1], 'credential', 'cancel_requested')
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('ZREM', KEYS[2], ARGV[4])
 redis.call('PUBLISH', ARGV[5], ARGV[4])
+log_job(KEYS[1], 'job.finished', 'job ' .. ARGV[4] .. ' finished: ' .. ARGV[7], ARGV[4], ARGV[2])
 return 1
 """
+)
 
 _REQUEST_CANCEL = """
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -117,11 +137,19 @@ class JobRecords:
         spec, credential = found
         return bytes(spec), bytes(credential).decode()
 
-    def finish(self, job_id: str, result: bytes, now: float, ttl_seconds: int, only_if: JobState | None = None) -> bool:
+    def finish(
+        self,
+        job_id: str,
+        result: bytes,
+        now: float,
+        ttl_seconds: int,
+        only_if: JobState | None = None,
+        outcome: str = "",
+    ) -> bool:
         """Record the result of a job that has not finished yet. True if this call finished it."""
         applied = self._finish(
             keys=[job_key(job_id), LEASES_KEY],
-            args=[result, now, ttl_seconds, job_id, FINISHED_CHANNEL, only_if.value if only_if else ""],
+            args=[result, now, ttl_seconds, job_id, FINISHED_CHANNEL, only_if.value if only_if else "", outcome],
         )
         return bool(applied)
 

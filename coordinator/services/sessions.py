@@ -1,28 +1,169 @@
-"""SessionService. Implemented: Create, Get, List. The rest answer UNIMPLEMENTED (see status.py)."""
+"""SessionService: every Session operation of the spec.
+
+Every call a running job makes is also appended to its session's timeline with its outcome.
+"""
 
 from __future__ import annotations
 
-import grpc
-from scriptpool.v1 import sessions_pb2, sessions_pb2_grpc
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from coordinator.auth import Authenticator
+import grpc
+from scriptpool.errors import ScriptpoolError
+from scriptpool.v1 import common_pb2, sessions_pb2, sessions_pb2_grpc
+
+from coordinator.auth import Authenticator, Caller
 from coordinator.status import grpc_service
+from coordinator.stores import timeline
+from coordinator.stores.replay import ReplayStore
 from coordinator.stores.sessions import SessionStore
+from coordinator.stores.snapshots import SnapshotStore
+
+R = TypeVar("R")
+
+
+def recorded(op: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
+    """Authenticate, run, and (for job callers) append the call and its outcome to the job's timeline."""
+
+    def decorate(method: Callable[..., R]) -> Callable[..., R]:
+        @functools.wraps(method)
+        def wrapper(self: SessionServicer, request: Any, context: grpc.ServicerContext) -> R:
+            caller = self.auth.caller(context)
+            try:
+                result = method(self, caller, request)
+            except ScriptpoolError as exc:
+                self._record(caller, op, exc.code)
+                raise
+            self._record(caller, op, "OK")
+            return result
+
+        return wrapper
+
+    return decorate
 
 
 @grpc_service(sessions_pb2.DESCRIPTOR.services_by_name["SessionService"])
 class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
-    def __init__(self, auth: Authenticator, sessions: SessionStore) -> None:
+    def __init__(
+        self, auth: Authenticator, sessions: SessionStore, snapshots: SnapshotStore, replays: ReplayStore
+    ) -> None:
         self.auth = auth
         self.sessions = sessions
+        self.snapshots = snapshots
+        self.replays = replays
 
-    def Create(self, request: sessions_pb2.CreateSessionRequest, context: grpc.ServicerContext) -> sessions_pb2.Session:
-        return self.sessions.create(self.auth.caller(context), request)
+    def _record(self, caller: Caller, op: str, outcome: str) -> None:
+        if caller.is_job and caller.session_id:
+            timeline.append(
+                self.sessions.redis, caller.session_id, "global_call", f"{op} -> {outcome}", job_id=caller.job_id,
+                data={"op": op, "outcome": outcome},
+            )  # fmt: skip
 
-    def Get(self, request: sessions_pb2.SessionRef, context: grpc.ServicerContext) -> sessions_pb2.Session:
-        return self.sessions.get(self.auth.caller(context), request.session_id)
+    @recorded("Session.create")
+    def Create(self, caller: Caller, request: sessions_pb2.CreateSessionRequest) -> sessions_pb2.Session:
+        return self.sessions.create(caller, request)
 
-    def List(
-        self, request: sessions_pb2.ListSessionsRequest, context: grpc.ServicerContext
-    ) -> sessions_pb2.ListSessionsResponse:
-        return self.sessions.list(self.auth.caller(context), request)
+    @recorded("Session.get")
+    def Get(self, caller: Caller, request: sessions_pb2.SessionRef) -> sessions_pb2.Session:
+        return self.sessions.get(caller, request.session_id)
+
+    @recorded("Session.list")
+    def List(self, caller: Caller, request: sessions_pb2.ListSessionsRequest) -> sessions_pb2.ListSessionsResponse:
+        return self.sessions.list(caller, request)
+
+    @recorded("Session.getCurrent")
+    def GetCurrent(self, caller: Caller, request: common_pb2.Empty) -> sessions_pb2.CurrentSession:
+        if caller.is_job:
+            return sessions_pb2.CurrentSession(session_id=caller.session_id)
+        current = self.sessions.redis.get(_client_current_key(caller))
+        session_id = current.decode() if isinstance(current, bytes) else ""
+        if session_id and not self.sessions.exists_for(caller, session_id):
+            session_id = ""
+        return sessions_pb2.CurrentSession(session_id=session_id)
+
+    @recorded("Session.setCurrent")
+    def SetCurrent(self, caller: Caller, request: sessions_pb2.SetCurrentSessionRequest) -> sessions_pb2.CurrentSession:
+        """For clients the current session is kept per principal; a job's is kept by its worker."""
+        if request.session_id:
+            self.sessions.get(caller, request.session_id)
+        if not caller.is_job:
+            if request.session_id:
+                self.sessions.redis.set(_client_current_key(caller), request.session_id)
+            else:
+                self.sessions.redis.delete(_client_current_key(caller))
+        return sessions_pb2.CurrentSession(session_id=request.session_id)
+
+    @recorded("Session.suspend")
+    def Suspend(self, caller: Caller, request: sessions_pb2.SessionRef) -> sessions_pb2.Session:
+        return self.sessions.transition(caller, request.session_id, "suspend")
+
+    @recorded("Session.resume")
+    def Resume(self, caller: Caller, request: sessions_pb2.SessionRef) -> sessions_pb2.Session:
+        return self.sessions.transition(caller, request.session_id, "resume")
+
+    @recorded("Session.complete")
+    def Complete(self, caller: Caller, request: sessions_pb2.SessionRef) -> sessions_pb2.Session:
+        return self.sessions.transition(caller, request.session_id, "complete")
+
+    @recorded("Session.delete")
+    def Delete(self, caller: Caller, request: sessions_pb2.SessionRef) -> common_pb2.Empty:
+        self.sessions.delete(caller, request.session_id)
+        return common_pb2.Empty()
+
+    @recorded("Session.getMetadata")
+    def GetMetadata(self, caller: Caller, request: sessions_pb2.SessionRef) -> common_pb2.ValueMap:
+        return self.sessions.get(caller, request.session_id).metadata
+
+    @recorded("Session.updateMetadata")
+    def UpdateMetadata(self, caller: Caller, request: sessions_pb2.UpdateMetadataRequest) -> common_pb2.ValueMap:
+        return self.sessions.update_metadata(caller, request.session_id, request.updates)
+
+    @recorded("Session.getTags")
+    def GetTags(self, caller: Caller, request: sessions_pb2.SessionRef) -> sessions_pb2.Tags:
+        return sessions_pb2.Tags(tags=self.sessions.get(caller, request.session_id).tags)
+
+    @recorded("Session.setTags")
+    def SetTags(self, caller: Caller, request: sessions_pb2.SetTagsRequest) -> sessions_pb2.Tags:
+        return sessions_pb2.Tags(tags=self.sessions.set_tags(caller, request.session_id, list(request.tags)))
+
+    @recorded("Session.save")
+    def Save(self, caller: Caller, request: sessions_pb2.SessionRef) -> sessions_pb2.SaveSessionResponse:
+        return sessions_pb2.SaveSessionResponse(snapshot=self.snapshots.save(caller, request.session_id))
+
+    @recorded("Session.load")
+    def Load(self, caller: Caller, request: sessions_pb2.LoadSessionRequest) -> sessions_pb2.Session:
+        return self.snapshots.load(caller, request.session_id, request.snapshot)
+
+    @recorded("Session.saveAll")
+    def SaveAll(self, caller: Caller, request: common_pb2.Empty) -> sessions_pb2.SaveAllResponse:
+        return sessions_pb2.SaveAllResponse(snapshots=self.snapshots.save_all(caller))
+
+    @recorded("Session.restoreRecent")
+    def RestoreRecent(
+        self, caller: Caller, request: sessions_pb2.RestoreRecentRequest
+    ) -> sessions_pb2.RestoreRecentResponse:
+        return sessions_pb2.RestoreRecentResponse(session_ids=self.snapshots.restore_recent(caller, request.count))
+
+    @recorded("Session.canReplay")
+    def CanReplay(self, caller: Caller, request: sessions_pb2.SessionRef) -> sessions_pb2.CanReplayResponse:
+        return sessions_pb2.CanReplayResponse(replayable=self.replays.can_replay(caller, request.session_id))
+
+    @recorded("Session.replay")
+    def Replay(self, caller: Caller, request: sessions_pb2.ReplayRequest) -> sessions_pb2.ReplayResponse:
+        return sessions_pb2.ReplayResponse(
+            replay_session_id=self.replays.start(caller, request.session_id, request.speed)
+        )
+
+    @recorded("Session.getTimeline")
+    def GetTimeline(self, caller: Caller, request: sessions_pb2.GetTimelineRequest) -> sessions_pb2.Timeline:
+        self.sessions.get(caller, request.session_id)
+        return timeline.read(self.sessions.redis, request.session_id, request)
+
+    @recorded("Session.getReplayMetadata")
+    def GetReplayMetadata(self, caller: Caller, request: sessions_pb2.SessionRef) -> sessions_pb2.ReplayMetadata:
+        return self.replays.metadata(caller, request.session_id)
+
+
+def _client_current_key(caller: Caller) -> str:
+    return f"sp:principal:{caller.principal}:current"

@@ -107,6 +107,7 @@ class JobStore:
             mapping={
                 "spec": spec.SerializeToString(),
                 "principal": caller.principal,
+                "session_id": session.id,
                 "status": JobState.QUEUED.value,
                 "credential": credential,
                 "cred_hash": cred_hash,
@@ -147,7 +148,12 @@ class JobStore:
                 outcome=Outcome.CANCELLED.to_proto(), message="the job was cancelled before it started"
             )
             applied = self.records.finish(
-                job_id, result.SerializeToString(), time.time(), self.result_ttl_seconds, only_if=JobState.QUEUED
+                job_id,
+                result.SerializeToString(),
+                time.time(),
+                self.result_ttl_seconds,
+                only_if=JobState.QUEUED,
+                outcome=Outcome.CANCELLED.value,
             )
             if applied:
                 rq_job = RQJob.fetch(job_id, connection=self.redis)

@@ -10,12 +10,16 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from datetime import datetime
 
 from redis import Redis
-from scriptpool.errors import InvalidArgument, NotFound, ResourceExhausted
+from redis.exceptions import WatchError
+from scriptpool.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from scriptpool.v1 import common_pb2, sessions_pb2
+from scriptpool.values import PlainValue
 
 from coordinator.auth import Caller
+from coordinator.stores import timeline
 from coordinator.stores.validation import (
     MAX_DESCRIPTION,
     MAX_NAME,
@@ -29,6 +33,26 @@ from workers.job_records import hash_fields, texts
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 SORT_FIELDS = ("updated_at", "created_at", "name")
+
+# transition name -> (states it may start from, state it leads to, hook point)
+TRANSITIONS: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "suspend": (("active",), "suspended", "session.suspended"),
+    "resume": (("suspended",), "active", "session.resumed"),
+    "complete": (("active", "suspended"), "completed", "session.completed"),
+}
+
+_TRANSITION = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state or redis.call('HGET', KEYS[1], 'principal') ~= ARGV[1] then return {'missing'} end
+for i = 4, #ARGV do
+  if state == ARGV[i] then
+    redis.call('HSET', KEYS[1], 'state', ARGV[2], 'updated_at', ARGV[3])
+    redis.call('ZADD', KEYS[2], ARGV[3], KEYS[3])
+    return {'ok', state}
+  end
+end
+return {'refused', state}
+"""
 
 
 def session_key(session_id: str) -> str:
@@ -60,6 +84,7 @@ class SessionStore:
     def __init__(self, redis: Redis, max_sessions_per_principal: int) -> None:
         self.redis = redis
         self.max_sessions = max_sessions_per_principal
+        self._transition = redis.register_script(_TRANSITION)
 
     def create(self, caller: Caller, request: sessions_pb2.CreateSessionRequest) -> sessions_pb2.Session:
         name = check_text(request.name, "name", MAX_NAME)
@@ -90,6 +115,8 @@ class SessionStore:
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(session_key(session_id), mapping=fields)  # type: ignore[arg-type]
         pipe.zadd(principal_sessions_key(caller.principal), {session_id: now})
+        timeline.append(pipe, session_id, "session.created", f"session created: {name}", job_id=caller.job_id)
+        timeline.emit_event(pipe, "session.created", session_id, caller.job_id)
         pipe.execute()
         return self._load(session_id)
 
@@ -105,6 +132,90 @@ class SessionStore:
         if session.principal != caller.principal:
             raise NotFound(f"session {session_id} not found")  # never confirm another principal's session
         return session
+
+    def exists_for(self, caller: Caller, session_id: str) -> bool:
+        return self.redis.hget(session_key(session_id), "principal") == caller.principal.encode()
+
+    def transition(self, caller: Caller, session_id: str, name: str) -> sessions_pb2.Session:
+        """suspend / resume / complete, atomically; FAILED_PRECONDITION names both states."""
+        allowed, target, hook_point = TRANSITIONS[name]
+        check_uuid(session_id, "session id")
+        now = time.time()
+        answer = self._transition(
+            keys=[session_key(session_id), principal_sessions_key(caller.principal), session_id],
+            args=[caller.principal, target, repr(now), *allowed],
+        )
+        verdict, *rest = [a.decode() if isinstance(a, bytes) else a for a in answer]
+        if verdict == "missing":
+            raise NotFound(f"session {session_id} not found")
+        old = rest[0]
+        if verdict == "refused":
+            raise FailedPrecondition(
+                f"cannot {name} session {session_id}: it is {old}; {name} needs {' or '.join(allowed)}"
+            )
+        data: dict[str, PlainValue] = {"old_state": old, "new_state": target}
+        pipe = self.redis.pipeline(transaction=False)
+        timeline.append(
+            pipe, session_id, "session.state_changed", f"{old} -> {target}", job_id=caller.job_id, data=data
+        )
+        timeline.emit_event(pipe, "session.state_changed", session_id, caller.job_id, data)
+        timeline.emit_event(pipe, hook_point, session_id, caller.job_id, data)
+        pipe.execute()
+        return self._load(session_id)
+
+    def delete(self, caller: Caller, session_id: str) -> None:
+        """Delete in any state, with its timeline, snapshots and job index."""
+        session = self.get(caller, session_id)
+        keys = [session_key(session_id), timeline.timeline_key(session_id), f"sp:session:{session_id}:jobs"]
+        keys += [k.decode() for k in self.redis.scan_iter(f"sp:session:{session_id}:*", count=1000)]
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(*keys)
+        pipe.zrem(principal_sessions_key(session.principal), session_id)
+        pipe.zrem(f"sp:principal:{session.principal}:saved", session_id)
+        timeline.emit_event(pipe, "session.deleted", session_id, caller.job_id)
+        pipe.execute()
+
+    def update_metadata(self, caller: Caller, session_id: str, updates: common_pb2.ValueMap) -> common_pb2.ValueMap:
+        """Merge top-level keys; a null value removes its key. Optimistic (WATCH) so merges never lose."""
+        self.get(caller, session_id)
+        key = session_key(session_id)
+        while True:
+            with self.redis.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(key)  # type: ignore[no-untyped-call]
+                    raw = pipe.hget(key, "metadata")
+                    if raw is None:
+                        raise NotFound(f"session {session_id} not found")
+                    merged = common_pb2.ValueMap.FromString(raw)  # type: ignore[arg-type]
+                    for name, value in updates.fields.items():
+                        if value.WhichOneof("kind") in (None, "null_value"):
+                            merged.fields.pop(name, None)
+                        else:
+                            merged.fields[name].CopyFrom(value)
+                    data = check_metadata(merged)
+                    now = time.time()
+                    pipe.multi()
+                    pipe.hset(key, mapping={"metadata": data, "updated_at": repr(now)})
+                    pipe.zadd(principal_sessions_key(caller.principal), {session_id: now})
+                    timeline.append(
+                        pipe, session_id, "session.metadata_updated", "metadata updated", job_id=caller.job_id,
+                        data={"keys": list[PlainValue](sorted(updates.fields))},
+                    )  # fmt: skip
+                    pipe.execute()
+                    return merged
+                except WatchError:
+                    continue
+
+    def set_tags(self, caller: Caller, session_id: str, tags: list[str]) -> list[str]:
+        self.get(caller, session_id)
+        clean = check_tags(tags)
+        now = time.time()
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(session_key(session_id), mapping={"tags": json.dumps(clean), "updated_at": repr(now)})
+        pipe.zadd(principal_sessions_key(caller.principal), {session_id: now})
+        timeline.append(pipe, session_id, "session.tags_set", ",".join(clean), job_id=caller.job_id)
+        pipe.execute()
+        return clean
 
     def list(self, caller: Caller, request: sessions_pb2.ListSessionsRequest) -> sessions_pb2.ListSessionsResponse:
         limit = request.page.limit or DEFAULT_PAGE
@@ -123,6 +234,16 @@ class SessionStore:
         for session_id in ids:
             pipe.hgetall(session_key(session_id))
         sessions = [_decode(raw) for raw in pipe.execute() if raw]
+        ranges = [
+            (field_name, _epoch(getattr(request, attr), attr), after)
+            for attr, field_name, after in (
+                ("created_after", "created_at", True),
+                ("created_before", "created_at", False),
+                ("updated_after", "updated_at", True),
+                ("updated_before", "updated_at", False),
+            )
+            if request.HasField(attr)  # type: ignore[arg-type]
+        ]
         wanted_tags = set(request.tags)
         matched = [
             s
@@ -132,6 +253,7 @@ class SessionStore:
             and (not request.name or request.name.lower() in s.name.lower())
             and (not request.parent_session_id or s.parent_session_id == request.parent_session_id)
             and all(s.metadata.fields.get(k) == v for k, v in request.metadata.fields.items())
+            and all((getattr(s, f) > t) if after else (getattr(s, f) < t) for f, t, after in ranges)
         ]
         matched.sort(key=lambda s: getattr(s, field), reverse=descending)
         page = matched[offset : offset + limit]
@@ -139,6 +261,23 @@ class SessionStore:
         if offset + limit < len(matched):
             response.next_cursor = str(offset + limit)
         return response
+
+
+def _epoch(value: common_pb2.Value, what: str) -> float:
+    """RFC 3339 string or epoch seconds; anything else is INVALID_ARGUMENT, never ignored."""
+    kind = value.WhichOneof("kind")
+    if kind == "int_value":
+        return float(value.int_value)
+    if kind == "float_value":
+        return value.float_value
+    if kind == "string_value":
+        try:
+            parsed = datetime.fromisoformat(value.string_value)
+        except ValueError:
+            parsed = None
+        if parsed is not None and parsed.tzinfo is not None:
+            return parsed.timestamp()
+    raise InvalidArgument(f"{what}: expected an RFC 3339 time with a zone (2026-01-31T12:00:00Z) or epoch seconds")
 
 
 def _parse_cursor(cursor: str) -> int:

@@ -68,6 +68,8 @@ class _Marshal:
             raise ScriptError("lua", "a table that contains itself (or is nested too deep) cannot be passed")
         seen = seen | {id(value)}
         items = list(value.items())
+        if items == [(b"__scriptpool_null", True)]:
+            return None
         if all(isinstance(k, int) and not isinstance(k, bool) for k, _ in items) and items:
             keys = sorted(k for k, _ in items)
             if keys == list(range(1, len(keys) + 1)):

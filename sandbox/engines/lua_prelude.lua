@@ -143,6 +143,13 @@ env.print = function(...)
 end
 
 env.INPUT = inputs
+-- A Lua table cannot hold nil, so `null` stands for "no value" where one must be passed
+-- (e.g. Session.updateMetadata(id, {key = null}) removes key). It crosses the bridge as null/None.
+env.null = raw_setmetatable({ __scriptpool_null = true }, {
+  __newindex = function() raw_error("null is read-only", 2) end,
+  __tostring = function() return "null" end,
+  __metatable = false,
+})
 env._G = env
 
 -- ------------------------------------------------------------------ globals
@@ -204,8 +211,9 @@ function SessionObject:hasTag(tag)
 end
 function SessionObject:addTag(tag)
   if self:hasTag(tag) then return self.tags end
-  local tags = { tag }
-  for i, t in raw_ipairs(self.tags or {}) do tags[i + 1] = t end
+  local tags = {}
+  for i, t in raw_ipairs(self.tags or {}) do tags[i] = t end
+  tags[#tags + 1] = tag
   self.tags = Session.setTags(self.id, tags)
   return self.tags
 end

@@ -9,7 +9,15 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from scriptpool.v1 import artifacts_pb2, artifacts_pb2_grpc, sessions_pb2, sessions_pb2_grpc, state_pb2, state_pb2_grpc
+from scriptpool.v1 import (
+    artifacts_pb2,
+    artifacts_pb2_grpc,
+    events_pb2,
+    events_pb2_grpc,
+    sessions_pb2,
+    state_pb2,
+    state_pb2_grpc,
+)
 
 from coordinator.server import SERVICE_NAMES
 from sandbox.catalog import GLOBAL_OPS
@@ -50,8 +58,9 @@ def test_unimplemented_rpcs_answer_unimplemented_naming_the_method(stack: Stack)
         assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
         assert "StateService.Get" in (caught.value.details() or "")
         with pytest.raises(grpc.RpcError) as caught:
-            sessions_pb2_grpc.SessionServiceStub(channel).Suspend(sessions_pb2.SessionRef(), metadata=metadata)
-        assert "SessionService.Suspend" in (caught.value.details() or "")
+            events_pb2_grpc.EventServiceStub(channel).Emit(events_pb2.EmitEventRequest(name="x"), metadata=metadata)
+        assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
+        assert "EventService.Emit" in (caught.value.details() or "")
         with pytest.raises(grpc.RpcError) as caught:
             list(
                 artifacts_pb2_grpc.ArtifactServiceStub(channel).Get(

@@ -134,3 +134,11 @@ def test_session_objects_have_methods() -> None:
 def test_self_referencing_table_is_a_clear_error() -> None:
     with pytest.raises(ScriptError, match="contains itself"):
         run("local t = {} t.t = t return t")
+
+
+def test_null_stands_for_a_missing_value() -> None:
+    host = RecordingHost()
+    result, _ = run("Session.updateMetadata('s', {gone = null, kept = 1}) return {null, tostring(null)}", host)
+    assert host.calls == [("Session.updateMetadata", ["s", {"gone": None, "kept": 1}])]
+    # {null, "null"} is a list whose first item is null
+    assert result == [None, "null"]

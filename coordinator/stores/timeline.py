@@ -1,0 +1,102 @@
+"""A session's timeline: an ordered log in a Redis Stream, `sp:session:{id}:timeline`.
+
+Entries: lifecycle transitions, jobs started/finished, every global operation a job performs (name,
+outcome), saves and loads. Each has an id (the stream id), timestamp, type, description, job_id and
+a data map. Lifecycle changes are also appended to the `sp:events` stream under their hook-point
+names, for the Event/Hook services to deliver.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+from redis import Redis
+from redis.client import Pipeline
+from scriptpool.errors import InvalidArgument
+from scriptpool.v1 import common_pb2, sessions_pb2
+from scriptpool.values import PlainValue, to_value_map
+
+from workers.job_records import hash_fields, text
+
+TIMELINE_MAX = 100_000
+EVENTS_KEY = "sp:events"
+EVENTS_MAX = 100_000
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+
+
+def timeline_key(session_id: str) -> str:
+    return f"sp:session:{session_id}:timeline"
+
+
+def entry_fields(
+    kind: str, description: str, job_id: str = "", data: Mapping[str, PlainValue] | None = None
+) -> dict[str, bytes | str]:
+    return {
+        "type": kind,
+        "description": description,
+        "job_id": job_id,
+        "ts": repr(time.time()),
+        "data": to_value_map(dict(data or {})).SerializeToString(),
+    }
+
+
+def append(
+    target: Redis | Pipeline,
+    session_id: str,
+    kind: str,
+    description: str,
+    *,
+    job_id: str = "",
+    data: Mapping[str, PlainValue] | None = None,
+) -> None:
+    target.xadd(timeline_key(session_id), entry_fields(kind, description, job_id, data), maxlen=TIMELINE_MAX)  # type: ignore[arg-type]
+
+
+def emit_event(
+    target: Redis | Pipeline, name: str, session_id: str, job_id: str = "", data: Mapping[str, PlainValue] | None = None
+) -> None:
+    fields = entry_fields(name, name, job_id, data)
+    fields["session_id"] = session_id
+    target.xadd(EVENTS_KEY, fields, maxlen=EVENTS_MAX)  # type: ignore[arg-type]
+
+
+def read(redis: Redis, session_id: str, request: sessions_pb2.GetTimelineRequest) -> sessions_pb2.Timeline:
+    limit = request.limit or DEFAULT_PAGE
+    if limit > MAX_PAGE:
+        raise InvalidArgument(f"limit {limit} is above the maximum {MAX_PAGE}")
+    start = f"({request.after}" if request.after else "-"
+    wanted = set(request.types)
+    timeline = sessions_pb2.Timeline()
+    # Filtering by type may skip entries: read in batches until the page is full or the stream ends.
+    while len(timeline.entries) < limit:
+        try:
+            batch = redis.xrange(timeline_key(session_id), min=start, max="+", count=limit)
+        except Exception as exc:  # a malformed `after` id
+            raise InvalidArgument(f"after: {request.after!r} is not a timeline entry id") from exc
+        if not batch:
+            break
+        for entry_id, raw in batch:
+            start = f"({text(entry_id)}"
+            fields = hash_fields(raw)
+            kind = fields["type"].decode()
+            if wanted and kind not in wanted:
+                continue
+            timeline.entries.append(
+                sessions_pb2.TimelineEntry(
+                    id=text(entry_id),
+                    timestamp=float(fields["ts"]),
+                    type=kind,
+                    description=fields["description"].decode(),
+                    job_id=fields["job_id"].decode(),
+                    data=common_pb2.ValueMap.FromString(fields["data"]),
+                )
+            )
+            if len(timeline.entries) == limit:
+                break
+        if len(batch) < limit:
+            break
+    if len(timeline.entries) == limit:
+        timeline.next_after = timeline.entries[-1].id
+    return timeline
