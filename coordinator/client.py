@@ -93,11 +93,20 @@ class ScriptpoolClient:
         description: str = "",
         tags: list[str] | None = None,
         metadata: Mapping[str, Any] | None = None,
+        parent_session_id: str = "",
     ) -> sessions_pb2.Session:
         request = sessions_pb2.CreateSessionRequest(
-            name=name, description=description, tags=tags or [], metadata=to_value_map(dict(metadata or {}))
+            name=name,
+            description=description,
+            tags=tags or [],
+            metadata=to_value_map(dict(metadata or {})),
+            parent_session_id=parent_session_id,
         )
         return self._call(self._sessions.Create, request)
+
+    def session_call(self, method: str, request: Any) -> Any:
+        """Call any SessionService RPC by name, e.g. session_call("Suspend", SessionRef(...))."""
+        return self._call(getattr(self._sessions, method), request)
 
     def get_session(self, session_id: str) -> sessions_pb2.Session:
         return self._call(self._sessions.Get, sessions_pb2.SessionRef(session_id=session_id))

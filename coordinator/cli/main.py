@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import socket
 import sys
@@ -11,8 +10,8 @@ import tempfile
 from pathlib import Path
 
 from scriptpool.errors import InvalidArgument, ScriptpoolError
-from scriptpool.values import PlainValue
 
+from coordinator.cli import session_cmd
 from coordinator.settings import Settings
 from sandbox.languages import Language
 
@@ -142,36 +141,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_session(args: argparse.Namespace) -> int:
-    from scriptpool.v1 import sessions_pb2
-
-    from coordinator.cli.output import to_json
+    from coordinator.cli import session_cmd
     from coordinator.client import ScriptpoolClient
-    from workers.session_values import session_to_plain
 
     _, client = _client(args)
     assert isinstance(client, ScriptpoolClient)
-    if args.session_command == "create":
-        metadata = json.loads(args.metadata) if args.metadata else {}
-        if not isinstance(metadata, dict):
-            raise InvalidArgument("--metadata must be a JSON object")
-        session = client.create_session(args.name or "", description=args.description or "", tags=args.tag or [],
-                                        metadata=metadata)  # fmt: skip
-        print(to_json(session_to_plain(session), indent=2) if args.json else session.id)
-    elif args.session_command == "get":
-        print(to_json(session_to_plain(client.get_session(args.session_id)), indent=2))
-    else:
-        request = sessions_pb2.ListSessionsRequest(tags=args.tag or [], name=args.name or "")
-        request.page.limit = args.limit
-        found = client.list_sessions(request).sessions
-        if args.json:
-            sessions: list[PlainValue] = [session_to_plain(s) for s in found]
-            print(to_json(sessions, indent=2))
-        else:
-            print(f"{'ID':36}  {'STATE':9}  {'NAME':24}  TAGS")
-            for s in found:
-                state = session_to_plain(s)["state"]
-                print(f"{s.id:36}  {state!s:9}  {s.name[:24]:24}  {','.join(s.tags)}")
-    return EXIT_OK
+    return session_cmd.run(client, args)
 
 
 def cmd_apikey(args: argparse.Namespace) -> int:
@@ -251,23 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("session", help="manage sessions")
-    with_client(p)
-    ssub = p.add_subparsers(dest="session_command", required=True)
-    sp = ssub.add_parser("create", help="create a session and print its id")
-    sp.add_argument("--name")
-    sp.add_argument("--description")
-    sp.add_argument("--tag", action="append", help="a tag (repeatable)")
-    sp.add_argument("--metadata", help="metadata as a JSON object")
-    sp.add_argument("--json", action="store_true")
-    sp = ssub.add_parser("get", help="show one session as JSON")
-    sp.add_argument("session_id")
-    sp = ssub.add_parser("list", help="list your sessions")
-    sp.add_argument("--tag", action="append")
-    sp.add_argument("--name")
-    sp.add_argument("--limit", type=int, default=100)
-    sp.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_session)
+    session_cmd.add_parser(sub, with_client)
+    sub.choices["session"].set_defaults(func=cmd_session)
 
     p = sub.add_parser("apikey", help="create client API keys (talks to Redis directly)")
     with_redis(p)

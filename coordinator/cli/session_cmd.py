@@ -1,0 +1,162 @@
+"""`scriptpool session ...`: the Session API for people at a terminal (`--json` for scripts)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from datetime import UTC, datetime
+
+from scriptpool.errors import DeadlineExceeded, InvalidArgument
+from scriptpool.v1 import sessions_pb2
+from scriptpool.values import PlainValue, from_value_map
+
+from coordinator.cli.output import to_json
+from coordinator.client import ScriptpoolClient
+from workers.session_values import session_to_plain
+
+S = sessions_pb2
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], with_client: object) -> None:
+    p = sub.add_parser("session", help="manage sessions")
+    assert callable(with_client)
+    with_client(p)
+    ssub = p.add_subparsers(dest="session_command", required=True)
+    sp = ssub.add_parser("create", help="create a session and print its id")
+    sp.add_argument("--name")
+    sp.add_argument("--description")
+    sp.add_argument("--tag", action="append", help="a tag (repeatable)")
+    sp.add_argument("--metadata", help="metadata as a JSON object")
+    sp.add_argument("--parent", help="parent session id")
+    sp.add_argument("--json", action="store_true")
+    sp = ssub.add_parser("list", help="list your sessions, most recently updated first")
+    sp.add_argument("--tag", action="append", help="only sessions with this tag (repeatable: all of)")
+    sp.add_argument("--name", help="name contains")
+    sp.add_argument("--state", choices=["active", "suspended", "completed", "failed"])
+    sp.add_argument("--limit", type=int, default=100)
+    sp.add_argument("--json", action="store_true")
+    for name, text in (("get", "show one session"), ("suspend", "suspend a session"), ("resume", "resume it"),
+                       ("complete", "mark it completed"), ("delete", "delete it with its timeline"),
+                       ("save", "write a numbered snapshot")):  # fmt: skip
+        sp = ssub.add_parser(name, help=text)
+        sp.add_argument("session_id")
+        sp.add_argument("--json", action="store_true")
+    sp = ssub.add_parser("load", help="restore a snapshot (default: the latest) and make the session active")
+    sp.add_argument("session_id")
+    sp.add_argument("--snapshot", type=int, default=0)
+    sp.add_argument("--json", action="store_true")
+    sp = ssub.add_parser("timeline", help="show a session's timeline")
+    sp.add_argument("session_id")
+    sp.add_argument("--after", default="", help="entry id to continue after")
+    sp.add_argument("--limit", type=int, default=100)
+    sp.add_argument("--type", action="append", help="only entries of this type (repeatable)")
+    sp.add_argument("--json", action="store_true")
+    sp = ssub.add_parser("replay", help="re-run a session's jobs in a new replay session")
+    sp.add_argument("session_id")
+    sp.add_argument("--speed", type=float, default=0.0, help="scale of the recorded gaps (0 = no waiting)")
+    sp.add_argument("--wait", action="store_true", help="wait for the replay and print its summary")
+    sp.add_argument("--json", action="store_true")
+
+
+def _when(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _print_session(session: S.Session, as_json: bool) -> None:
+    plain = session_to_plain(session)
+    if as_json:
+        print(to_json(plain, indent=2))
+        return
+    for key in ("id", "name", "state", "description", "tags", "metadata", "parent_session_id"):
+        value = plain[key]
+        shown = ", ".join(value) if key == "tags" and isinstance(value, list) else value  # type: ignore[arg-type]
+        if key == "metadata":
+            shown = to_json(value)
+        print(f"{key + ':':19}{shown if shown not in (None, '') else '-'!s}")
+    print(f"{'created:':19}{_when(session.created_at)}")
+    print(f"{'updated:':19}{_when(session.updated_at)}")
+
+
+def run(client: ScriptpoolClient, args: argparse.Namespace) -> int:
+    command = args.session_command
+    call = client.session_call
+    if command == "create":
+        metadata = json.loads(args.metadata) if args.metadata else {}
+        if not isinstance(metadata, dict):
+            raise InvalidArgument("--metadata must be a JSON object")
+        session = client.create_session(args.name or "", description=args.description or "", tags=args.tag or [],
+                                        metadata=metadata, parent_session_id=args.parent or "")  # fmt: skip
+        print(to_json(session_to_plain(session), indent=2) if args.json else session.id)
+    elif command == "list":
+        _list(client, args)
+    elif command in ("get", "suspend", "resume", "complete"):
+        method = {"get": "Get", "suspend": "Suspend", "resume": "Resume", "complete": "Complete"}[command]
+        _print_session(call(method, S.SessionRef(session_id=args.session_id)), args.json)
+    elif command == "delete":
+        call("Delete", S.SessionRef(session_id=args.session_id))
+        print(to_json({"deleted": args.session_id}) if args.json else f"deleted {args.session_id}")
+    elif command == "save":
+        number = call("Save", S.SessionRef(session_id=args.session_id)).snapshot
+        print(to_json({"snapshot": number}) if args.json else f"saved snapshot {number}")
+    elif command == "load":
+        request = S.LoadSessionRequest(session_id=args.session_id, snapshot=args.snapshot)
+        _print_session(call("Load", request), args.json)
+    elif command == "timeline":
+        _timeline(client, args)
+    else:
+        return _replay(client, args)
+    return 0
+
+
+def _list(client: ScriptpoolClient, args: argparse.Namespace) -> None:
+    request = S.ListSessionsRequest(tags=args.tag or [], name=args.name or "")
+    if args.state:
+        request.state = S.SessionState.Value("SESSION_STATE_" + args.state.upper())
+    request.page.limit = args.limit
+    found = client.list_sessions(request).sessions
+    if args.json:
+        sessions: list[PlainValue] = [session_to_plain(s) for s in found]
+        print(to_json(sessions, indent=2))
+        return
+    print(f"{'ID':36}  {'STATE':9}  {'UPDATED':19}  {'NAME':24}  TAGS")
+    for s in found:
+        state = session_to_plain(s)["state"]
+        print(f"{s.id:36}  {state!s:9}  {_when(s.updated_at)}  {s.name[:24]:24}  {','.join(s.tags)}")
+
+
+def _timeline(client: ScriptpoolClient, args: argparse.Namespace) -> None:
+    request = S.GetTimelineRequest(
+        session_id=args.session_id, after=args.after, limit=args.limit, types=args.type or []
+    )
+    timeline = client.session_call("GetTimeline", request)
+    if args.json:
+        entries: list[PlainValue] = [
+            {"id": e.id, "timestamp": e.timestamp, "type": e.type, "description": e.description,
+             "job_id": e.job_id or None, "data": from_value_map(e.data)}
+            for e in timeline.entries
+        ]  # fmt: skip
+        print(to_json({"entries": entries, "next_after": timeline.next_after or None}, indent=2))
+        return
+    print(f"{'TIME':19}  {'TYPE':22}  {'JOB':8}  DESCRIPTION")
+    for e in timeline.entries:
+        print(f"{_when(e.timestamp)}  {e.type[:22]:22}  {e.job_id[:8]:8}  {e.description}")
+    if timeline.next_after:
+        print(f"(more: --after {timeline.next_after})")
+
+
+def _replay(client: ScriptpoolClient, args: argparse.Namespace) -> int:
+    replay_id = client.session_call("Replay", S.ReplayRequest(session_id=args.session_id, speed=args.speed))
+    replay_id = replay_id.replay_session_id
+    if not args.wait:
+        print(to_json({"replay_session_id": replay_id}) if args.json else replay_id)
+        return 0
+    give_up = time.monotonic() + 3600
+    while time.monotonic() < give_up:
+        metadata = from_value_map(client.get_session(replay_id).metadata)
+        if metadata.get("status") != "running":
+            summary = {"replay_session_id": replay_id, **metadata}
+            print(to_json(summary, indent=None if not args.json else 2))
+            return 0 if metadata.get("status") == "finished" and not metadata.get("diverged") else 1
+        time.sleep(0.2)
+    raise DeadlineExceeded(f"replay {replay_id} is still running after an hour")
