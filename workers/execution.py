@@ -48,7 +48,7 @@ class JobExecutor:
         )
         if not applied:
             log.info("job %s already finished elsewhere (cancelled or lease expired)", job_id)
-        self.pool.refill()
+        self.pool.refill()  # normally already done while the child ran
         return {"job_id": job_id, "outcome": run.outcome.value, "message": run.message}
 
     def _run(self, job_id: str, spec: sandbox_pb2.ChildJob, credential: str) -> ChildRun:
@@ -62,7 +62,7 @@ class JobExecutor:
             return answer is None or answer
 
         try:
-            return supervise(self.pool.take(), spec, bridge, on_tick)
+            return supervise(self.pool.take(), spec, bridge, on_tick, on_handed_over=self.pool.refill)
         except Exception:
             log.exception("job %s: supervising the sandbox failed", job_id)
             return ChildRun(outcome=Outcome.INTERNAL_ERROR, message="the worker failed while supervising the job")

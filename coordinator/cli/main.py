@@ -11,7 +11,7 @@ from pathlib import Path
 
 from scriptpool.errors import InvalidArgument, ScriptpoolError
 
-from coordinator.cli import session_cmd
+from coordinator.cli import bench_cmd, session_cmd
 from coordinator.settings import Settings
 from sandbox.languages import Language
 
@@ -161,6 +161,10 @@ def cmd_apikey(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    return bench_cmd.run(args)
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from sandbox.jail import probe_host
 
@@ -235,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap = asub.add_parser("create", help="create a key for PRINCIPAL and print it")
     ap.add_argument("principal")
     p.set_defaults(func=cmd_apikey)
+
+    bench_cmd.add_parser(sub).set_defaults(func=cmd_bench)
 
     p = sub.add_parser("doctor", help="report which sandbox layers this host provides")
     p.set_defaults(func=cmd_doctor)

@@ -1,0 +1,1 @@
+"""`scriptpool bench`: measured figures, each beside a baseline measured in the same run."""

@@ -1,0 +1,250 @@
+"""The benchmark cases. Each returns a JSON-able dict with our figures, the baseline measured in the
+same run, and their ratio. No case weakens isolation: every job still runs in a fresh jailed child."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from rq import Queue
+
+from coordinator.bench.stack import BASELINE_QUEUE, BenchStack, rss_bytes
+from coordinator.bench.stats import ratio, summarize
+from coordinator.client import ScriptpoolClient
+from sandbox.languages import Language
+from sandbox.outcomes import Outcome
+
+TRIVIAL = {Language.LUA: "return 1", Language.JAVASCRIPT: "1", Language.PYTHON: "1"}
+Case = Callable[[BenchStack, "Options"], dict[str, Any]]
+
+
+class Options:
+    def __init__(self, *, jobs: int = 200, repeat: int = 3, workers: int = 2, calls: int = 200) -> None:
+        self.jobs = jobs
+        self.repeat = repeat
+        self.workers = workers
+        self.calls = calls
+
+
+def _available(language: Language) -> bool:
+    import importlib.util
+
+    from sandbox.runner import ENGINES
+
+    return importlib.util.find_spec(ENGINES[language][0]) is not None
+
+
+def _run_batch(client: ScriptpoolClient, language: Language, count: int) -> float:
+    """Submit `count` trivial jobs concurrently and wait for all; returns jobs per second."""
+    source = TRIVIAL[language]
+
+    def one(_: int) -> None:
+        job = client.run(language, source, timeout=120)
+        if Outcome.from_proto(job.result.outcome) is not Outcome.OK:
+            raise RuntimeError(f"benchmark job failed: {job.result.message}")
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(one, range(count)))
+    return count / (time.perf_counter() - started)
+
+
+def _rq_batch(stack: BenchStack, count: int) -> float:
+    queue = Queue(BASELINE_QUEUE, connection=stack.redis)
+    started = time.perf_counter()
+    jobs = [queue.enqueue("coordinator.bench.noop.noop", result_ttl=600) for _ in range(count)]
+    last = jobs[-1]
+    while True:
+        finished = queue.finished_job_registry.count
+        if finished >= count or last.get_status(refresh=True) == "finished" and finished >= count:
+            break
+        time.sleep(0.002)
+    elapsed = time.perf_counter() - started
+    queue.finished_job_registry.remove_jobs() if hasattr(queue.finished_job_registry, "remove_jobs") else None
+    for job in jobs:
+        job.delete()
+    return count / elapsed
+
+
+def _rq_throughput(stack: BenchStack, options: Options, worker_class: str) -> list[float]:
+    stack.start_baseline(options.workers, worker_class)
+    _rq_batch(stack, max(20, options.jobs // 5))  # warm-up
+    runs = [_rq_batch(stack, options.jobs) for _ in range(options.repeat)]
+    stack.stop_baseline()
+    return runs
+
+
+def throughput(stack: BenchStack, options: Options) -> dict[str, Any]:
+    stack.scale_workers(options.workers)
+    out: dict[str, Any] = {"workers": options.workers, "jobs_per_run": options.jobs}
+    with ScriptpoolClient(stack.address, stack.api_key) as client:
+        for language in Language:
+            if not _available(language):
+                continue
+            _run_batch(client, language, max(20, options.jobs // 5))
+            runs = [_run_batch(client, language, options.jobs) for _ in range(options.repeat)]
+            out[f"{language.value}_jobs_per_s"] = summarize(runs).as_dict(1)
+    fork = summarize(_rq_throughput(stack, options, "rq.Worker"))
+    simple = summarize(_rq_throughput(stack, options, "rq.SimpleWorker"))
+    ours = out["lua_jobs_per_s"]["median"]
+    out.update(
+        jobs_per_s=ours,
+        rq_fork_jobs_per_s=round(fork.median, 1),
+        rq_simple_jobs_per_s=round(simple.median, 1),
+        ratio_vs_rq_fork=ratio(ours, fork.median),
+        ratio_vs_rq_simple=ratio(ours, simple.median),
+    )
+    return out
+
+
+def latency(stack: BenchStack, options: Options) -> dict[str, Any]:
+    stack.scale_workers(1)
+    out: dict[str, Any] = {}
+    with ScriptpoolClient(stack.address, stack.api_key) as client:
+        for language in Language:
+            if not _available(language):
+                continue
+            samples = []
+            for index in range(options.jobs // 2 + 10):
+                started = time.perf_counter()
+                client.run(language, TRIVIAL[language], timeout=60)
+                if index >= 10:
+                    samples.append((time.perf_counter() - started) * 1000)
+            out[f"{language.value}_submit_to_result_ms"] = summarize(samples).as_dict()
+    stack.start_baseline(1, "rq.Worker")
+    queue = Queue(BASELINE_QUEUE, connection=stack.redis)
+    samples = []
+    for index in range(options.jobs // 2 + 10):
+        started = time.perf_counter()
+        job = queue.enqueue("coordinator.bench.noop.noop", result_ttl=60)
+        while job.get_status(refresh=True) != "finished":
+            time.sleep(0.0005)
+        if index >= 10:
+            samples.append((time.perf_counter() - started) * 1000)
+    stack.stop_baseline()
+    baseline = summarize(samples)
+    out["rq_fork_enqueue_to_result_ms"] = baseline.as_dict()
+    out["ratio_p50_vs_rq_fork"] = ratio(out["lua_submit_to_result_ms"]["median"], baseline.median)
+    return out
+
+
+def callbacks(stack: BenchStack, options: Options) -> dict[str, Any]:
+    """One global call from inside a script (Session.get: a real gRPC round trip with auth and a
+    Redis read), from (job with N calls - job with 0 calls) / N, vs a raw grpcio unary call."""
+    stack.scale_workers(1)
+    n = options.calls
+    with ScriptpoolClient(stack.address, stack.api_key) as client:
+        session_id = client.create_session("bench").id
+        loop = f"local id = '{session_id}' for i = 1, {n} do Session.get(id) end return 1"
+        empty = f"local id = '{session_id}' for i = 1, {n} do end return 1"
+        per_call = []
+        for _ in range(options.repeat + 1):
+            with_calls = client.run(Language.LUA, loop, session_id=session_id).result.usage.wall_time_ms
+            without = client.run(Language.LUA, empty, session_id=session_id).result.usage.wall_time_ms
+            per_call.append((with_calls - without) / n * 1000)
+    ours = summarize(per_call[1:])
+    raw = []
+    with grpc.insecure_channel(stack.address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        request = health_pb2.HealthCheckRequest(service="")
+        for index in range(n * 2):
+            started = time.perf_counter()
+            stub.Check(request)
+            if index >= n // 2:
+                raw.append((time.perf_counter() - started) * 1_000_000)
+    baseline = summarize(raw)
+    return {
+        "global_call_us": ours.as_dict(1),
+        "raw_grpc_unary_us": baseline.as_dict(1),
+        "ratio_vs_raw_grpc": ratio(ours.median, baseline.median),
+        "note": "global call measured from the job's wall time (ms resolution) over many calls",
+    }
+
+
+def sandbox(stack: BenchStack, options: Options) -> dict[str, Any]:
+    """Per language: a trivial script end to end inside the worker (fork handed over, jail, engine,
+    result), vs the bare engine measured in this process."""
+    from scriptpool.v1 import sandbox_pb2
+
+    from sandbox.host import OutputSink
+    from sandbox.limits import DEFAULT_LIMITS, LIMIT_FIELDS
+    from sandbox.runner import ScriptJob, prewarm, runner_for
+    from workers.supervisor import fork_child, supervise
+
+    class NoHost:
+        def call(self, op: str, args: list[Any]) -> Any:
+            return None
+
+    prewarm()
+    out: dict[str, Any] = {}
+    for language in Language:
+        if not _available(language):
+            continue
+        spec = sandbox_pb2.ChildJob(language=language.to_proto(), source=TRIVIAL[language])
+        for name in LIMIT_FIELDS:
+            setattr(spec.limits, name, getattr(DEFAULT_LIMITS, name))
+        handed = []
+        for _ in range(options.jobs // 4 + 5):
+            child = fork_child()  # the worker forks its spare ahead of time: not part of the job's cost
+            time.sleep(0.002)
+            started = time.perf_counter()
+            run = supervise(child, spec, NoHost())
+            handed.append((time.perf_counter() - started) * 1000)
+            if run.outcome is not Outcome.OK:
+                raise RuntimeError(f"{language.value} benchmark job failed: {run.message}")
+        bare = []
+        job = ScriptJob(language=language, source=TRIVIAL[language])
+        for _ in range(options.jobs // 4 + 5):
+            started = time.perf_counter()
+            runner_for(language).run(job, NoHost(), OutputSink(1024))
+            bare.append((time.perf_counter() - started) * 1000)
+        ours, baseline = summarize(handed[5:]), summarize(bare[5:])
+        out[language.value] = {
+            "in_child_ms": ours.as_dict(),
+            "bare_engine_ms": baseline.as_dict(),
+            "ratio_vs_bare": ratio(ours.median, baseline.median),
+        }
+    return out
+
+
+def scale(stack: BenchStack, options: Options) -> dict[str, Any]:
+    figures = {}
+    with ScriptpoolClient(stack.address, stack.api_key) as client:
+        for count in (1, 2):
+            stack.scale_workers(count)
+            _run_batch(client, Language.LUA, max(20, options.jobs // 5))
+            figures[count] = summarize([_run_batch(client, Language.LUA, options.jobs) for _ in range(options.repeat)])
+    return {
+        "lua_jobs_per_s_1_worker": figures[1].as_dict(1),
+        "lua_jobs_per_s_2_workers": figures[2].as_dict(1),
+        "scaling_1_to_2": ratio(figures[2].median, figures[1].median),
+    }
+
+
+def memory(stack: BenchStack, options: Options) -> dict[str, Any]:
+    stack.scale_workers(1)
+    time.sleep(0.5)
+    worker = stack.workers[0].pid
+    coordinator = stack.coordinator.pid if stack.coordinator is not None else os.getpid()
+    return {"idle_worker_rss_mb": round(rss_bytes(worker) / 2**20, 1),
+            "coordinator_rss_mb": round(rss_bytes(coordinator) / 2**20, 1)}  # fmt: skip
+
+
+def artifacts(stack: BenchStack, options: Options) -> dict[str, Any]:
+    return {"status": "not measured: the Artifact service is not implemented in this version"}
+
+
+CASES: dict[str, Case] = {
+    "throughput": throughput,
+    "latency": latency,
+    "callbacks": callbacks,
+    "sandbox": sandbox,
+    "scale": scale,
+    "memory": memory,
+    "artifacts": artifacts,
+}

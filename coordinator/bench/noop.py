@@ -1,0 +1,5 @@
+"""The baseline job for plain RQ: a function that does nothing."""
+
+
+def noop() -> None:
+    return None

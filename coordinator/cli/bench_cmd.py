@@ -1,0 +1,41 @@
+"""`scriptpool bench [throughput|latency|callbacks|sandbox|artifacts|scale|memory|all]`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from typing import Any
+
+from coordinator.bench.cases import CASES, Options
+from coordinator.bench.stack import BenchStack
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    p = sub.add_parser("bench", help="benchmarks, each with a baseline measured in the same run")
+    p.add_argument("case", choices=[*CASES, "all"], nargs="?", default="all")
+    p.add_argument("--redis-url", help="use this Redis instead of a private redis-server")
+    p.add_argument("--coordinator", help="use this coordinator instead of starting one")
+    p.add_argument("--jobs", type=int, default=200, help="jobs per measured run (default 200)")
+    p.add_argument("--repeat", type=int, default=3, help="measured runs after the warm-up (default 3)")
+    p.add_argument("--workers", type=int, default=2, help="worker processes for throughput (default 2)")
+    p.add_argument("--calls", type=int, default=200, help="global calls per job in `callbacks` (default 200)")
+    p.add_argument("--json", action="store_true", help="one JSON object per case")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    options = Options(jobs=args.jobs, repeat=args.repeat, workers=args.workers, calls=args.calls)
+    names = list(CASES) if args.case == "all" else [args.case]
+    machine = f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}"
+    with BenchStack(args.redis_url or "", args.coordinator or "") as stack:
+        for name in names:
+            result: dict[str, Any] = {"case": name, "machine": machine, **CASES[name](stack, options)}
+            if args.json:
+                print(json.dumps(result), flush=True)
+            else:
+                print(f"== {name}")
+                for key, value in result.items():
+                    if key not in ("case", "machine"):
+                        print(f"  {key:32} {value}")
+    return 0
