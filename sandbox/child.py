@@ -20,7 +20,7 @@ from scriptpool.values import PlainValue, from_value, from_value_map, to_value
 from sandbox import framing
 from sandbox.errors import LimitExceeded, SandboxError, ScriptError
 from sandbox.host import OutputSink
-from sandbox.jail import apply_jail
+from sandbox.jail import apply_jail, prepare_spare, release_scratch
 from sandbox.languages import Language
 from sandbox.limits import JobLimits
 from sandbox.outcomes import Outcome
@@ -82,6 +82,16 @@ def script_job_from_frame(frame: sandbox_pb2.ChildJob) -> ScriptJob:
     )
 
 
+MAX_MESSAGE_CHARS = 8192
+
+
+def _clip(text: str) -> str:
+    """A script controls its error messages: keep them to a size a person (and Redis) can use."""
+    if len(text) <= MAX_MESSAGE_CHARS:
+        return text
+    return text[:MAX_MESSAGE_CHARS] + f"... [{len(text) - MAX_MESSAGE_CHARS} more characters cut]"
+
+
 def run_job(job: ScriptJob, sock: socket.socket) -> sandbox_pb2.ChildResult:
     """Run the script and describe how it ended. Never raises."""
     result = sandbox_pb2.ChildResult()
@@ -95,10 +105,10 @@ def run_job(job: ScriptJob, sock: socket.socket) -> sandbox_pb2.ChildResult:
         result.outcome = Outcome.OK.to_proto()
     except ScriptError as exc:
         result.outcome = exc.outcome.to_proto()
-        result.message = exc.message
-        result.error.message = exc.message
+        result.message = _clip(exc.message)
+        result.error.message = _clip(exc.message)
         result.error.line = exc.line
-        result.error.traceback = exc.guest_traceback
+        result.error.traceback = _clip(exc.guest_traceback)
     except (SandboxError, LimitExceeded) as exc:
         result.outcome = exc.outcome.to_proto()
         result.message = exc.message
@@ -119,12 +129,14 @@ def child_main(sock: socket.socket) -> NoReturn:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker owns Ctrl-C
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        prepare_spare()  # same for every job (network namespace): done while the spare waits
         frame = framing.recv(sock, sandbox_pb2.WorkerFrame)
         job = script_job_from_frame(frame.job)
-        apply_jail(job.limits, sock.fileno())
+        jail = apply_jail(job.limits, sock.fileno())
         out = sandbox_pb2.ChildFrame()
         out.result.CopyFrom(run_job(job, sock))
         framing.send(sock, out)
+        release_scratch(jail)
     except MemoryError:
         code = 3
     except BaseException:

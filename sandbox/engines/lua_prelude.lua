@@ -245,6 +245,19 @@ local function script_traceback(e)
   return { error = e, traceback = tconcat(kept, "\n") }
 end
 
+local function describe_error(info)
+  if info == MEMORY_MESSAGE then return "limit", "memory" end
+  if raw_type(info) == "table" and info.error ~= nil then
+    if info.error == MEMORY_MESSAGE then return "limit", "memory" end
+    local e = info.error
+    if raw_type(e) == "table" and raw_getmetatable(e) == ERROR_MT then
+      return "error", e.code .. ": " .. e.message, info.traceback
+    end
+    return "error", raw_tostring(e), info.traceback
+  end
+  return "error", raw_tostring(info), ""
+end
+
 -- Returns ("ok", n, values...) | ("error", message_or_value, traceback) | ("limit", kind)
 return function(source)
   local fn, syntax_error = raw_load(source, "=script", "t", env)
@@ -255,17 +268,14 @@ return function(source)
   local r = tpack(raw_xpcall(fn, script_traceback))
   if limit_hit then return "limit", limit_hit end
   if not r[1] then
-    local info = r[2]
-    if info == MEMORY_MESSAGE then return "limit", "memory" end
-    if raw_type(info) == "table" and info.error ~= nil then
-      if info.error == MEMORY_MESSAGE then return "limit", "memory" end
-      local e = info.error
-      if raw_type(e) == "table" and raw_getmetatable(e) == ERROR_MT then
-        return "error", e.code .. ": " .. e.message, info.traceback
-      end
-      return "error", raw_tostring(e), info.traceback
+    -- Formatting runs the script's own __tostring: protect it, and re-check the limits after.
+    local formatted = tpack(raw_pcall(describe_error, r[2]))
+    if limit_hit then return "limit", limit_hit end
+    if not formatted[1] then
+      if formatted[2] == MEMORY_MESSAGE then return "limit", "memory" end
+      return "error", "error object could not be converted to a string", ""
     end
-    return "error", raw_tostring(info), ""
+    return tunpack(formatted, 2, formatted.n)
   end
   return "ok", r.n - 1, tunpack(r, 2, r.n)
 end

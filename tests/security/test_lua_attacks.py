@@ -1,0 +1,196 @@
+"""Attacks on the Lua sandbox, through the real stack: each names one vector, asserts the exact
+outcome category, and that the worker then runs a normal job correctly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from coordinator.client import ScriptpoolClient
+from sandbox.outcomes import Outcome
+from tests.integration.helpers import assert_worker_healthy, outcome, run_lua
+
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Attack:
+    source: str
+    expected: Outcome
+    message: str = ""
+    limits: dict[str, int] = field(default_factory=dict)
+
+
+CPU = {"cpu_time_ms": 400, "wall_time_ms": 20_000}
+SMALL_MEMORY = {"memory_bytes": 16 * MB}
+
+ATTACKS: dict[str, Attack] = {
+    # --- escapes to the host: bridge objects, bytecode, metatables, host callback internals
+    "python_bridge_global": Attack("return python.eval('1')", Outcome.SCRIPT_ERROR, "python"),
+    "python_builtins_via_package": Attack("return package.loaded.python", Outcome.SCRIPT_ERROR, "package"),
+    "python_via_require": Attack("return require('python')", Outcome.SCRIPT_ERROR, "require"),
+    "host_callback_attribute": Attack("return Session.create.__globals__", Outcome.SCRIPT_ERROR, "index a function"),
+    "host_callback_upvalues_via_debug": Attack(
+        "return debug.getupvalue(Session.create, 1)", Outcome.SCRIPT_ERROR, "debug"
+    ),  # fmt: skip
+    "string_dump_bytecode": Attack("return string.dump(function() end)", Outcome.SCRIPT_ERROR, "dump"),
+    "string_dump_via_metatable": Attack("return ('').dump(print)", Outcome.SCRIPT_ERROR, "dump"),
+    "binary_chunk_load": Attack("local f, e = load('\\27LuaT') assert(f, e)", Outcome.SCRIPT_ERROR, "binary chunk"),
+    "load_reaches_real_globals": Attack(
+        "return assert(load('return io.open'))()('/etc/passwd')", Outcome.SCRIPT_ERROR, "io"
+    ),  # fmt: skip
+    "load_with_function_reader": Attack(
+        "return assert(load(function() return nil end))", Outcome.SCRIPT_ERROR, "source strings"
+    ),  # fmt: skip
+    "dofile_host_file": Attack("return dofile('/etc/passwd')", Outcome.SCRIPT_ERROR, "dofile"),
+    "loadfile_host_file": Attack("return loadfile('/etc/passwd')", Outcome.SCRIPT_ERROR, "loadfile"),
+    "io_open_host_file": Attack("return io.open('/etc/passwd'):read('a')", Outcome.SCRIPT_ERROR, "io"),
+    "os_execute": Attack("return os.execute('id')", Outcome.SCRIPT_ERROR, "execute"),
+    "io_popen": Attack("return io.popen('id')", Outcome.SCRIPT_ERROR, "io"),
+    "os_exit_kills_worker": Attack("os.exit(1)", Outcome.SCRIPT_ERROR, "exit"),
+    "os_getenv_secrets": Attack("return os.getenv('REDIS_URL')", Outcome.SCRIPT_ERROR, "getenv"),
+    "os_remove_file": Attack("return os.remove('/tmp/x')", Outcome.SCRIPT_ERROR, "remove"),
+    "collectgarbage_stop": Attack("collectgarbage('stop')", Outcome.SCRIPT_ERROR, "only 'collect'"),
+    "gc_finalizer_runs_unhooked": Attack(
+        "setmetatable({}, {__gc = function() while true do end end})", Outcome.SCRIPT_ERROR, "__gc"
+    ),  # fmt: skip
+    "null_sentinel_is_read_only": Attack("null.x = 1", Outcome.SCRIPT_ERROR, "read-only"),
+    # --- CPU spin in every construct
+    "spin_while": Attack("while true do end", Outcome.CPU_TIME_EXCEEDED, limits=CPU),
+    "spin_repeat": Attack("repeat until false", Outcome.CPU_TIME_EXCEEDED, limits=CPU),
+    "spin_numeric_for": Attack("for i = 1, math.huge do end", Outcome.CPU_TIME_EXCEEDED, limits=CPU),
+    "spin_goto": Attack("::top:: goto top", Outcome.CPU_TIME_EXCEEDED, limits=CPU),
+    "spin_tail_call": Attack("local function f() return f() end return f()", Outcome.CPU_TIME_EXCEEDED, limits=CPU),
+    "spin_in_pcall_swallowing_errors": Attack(
+        "while true do pcall(function() while true do end end) end", Outcome.CPU_TIME_EXCEEDED, limits=CPU
+    ),  # fmt: skip
+    "spin_in_xpcall_handler": Attack(
+        "xpcall(error, function() while true do end end)", Outcome.CPU_TIME_EXCEEDED, limits=CPU
+    ),  # fmt: skip
+    "spin_in_coroutine": Attack(
+        "coroutine.resume(coroutine.create(function() while true do end end))", Outcome.CPU_TIME_EXCEEDED, limits=CPU
+    ),  # fmt: skip
+    "spin_in_coroutine_wrap_inside_pcall": Attack(
+        "while true do pcall(coroutine.wrap(function() while true do end end)) end",
+        Outcome.CPU_TIME_EXCEEDED,
+        limits=CPU,
+    ),  # fmt: skip
+    "spin_in_gsub_callback": Attack(
+        "string.gsub(string.rep('a', 100), '.', function() while true do end end)",
+        Outcome.CPU_TIME_EXCEEDED,
+        limits=CPU,
+    ),  # fmt: skip
+    "spin_in_sort_comparator": Attack(
+        "table.sort({3, 2, 1}, function() while true do end end)", Outcome.CPU_TIME_EXCEEDED, limits=CPU
+    ),  # fmt: skip
+    "spin_in_tostring_metamethod": Attack(
+        "print(setmetatable({}, {__tostring = function() while true do end end}))",
+        Outcome.CPU_TIME_EXCEEDED,
+        limits=CPU,
+    ),  # fmt: skip
+    "spin_in_error_value_tostring": Attack(
+        "error(setmetatable({}, {__tostring = function() while true do end end}))",
+        Outcome.CPU_TIME_EXCEEDED,
+        limits=CPU,
+    ),  # fmt: skip
+    "spin_in_index_metamethod": Attack(
+        "local t = setmetatable({}, {__index = function(t, k) return t[k] end}) return t.x",
+        Outcome.SCRIPT_ERROR,
+        "stack overflow",
+        limits=CPU,
+    ),  # fmt: skip
+    "pattern_matching_bomb_in_c": Attack(
+        "return string.find(string.rep('a', 40000), '.-.-.-.-.-.-.-.-b')",
+        Outcome.CPU_TIME_EXCEEDED,
+        limits={"cpu_time_ms": 1000},
+    ),  # fmt: skip
+    "wall_clock_hog_below_cpu_limit": Attack(
+        "while true do end", Outcome.WALL_TIME_EXCEEDED, limits={"cpu_time_ms": 20_000, "wall_time_ms": 300}
+    ),  # fmt: skip
+    # --- memory bombs
+    "table_growth": Attack(
+        "local t = {} for i = 1, 1e9 do t[i] = i end", Outcome.MEMORY_EXCEEDED, limits=SMALL_MEMORY
+    ),  # fmt: skip
+    "string_doubling": Attack(
+        "local s = 'x' while true do s = s .. s end", Outcome.MEMORY_EXCEEDED, limits=SMALL_MEMORY
+    ),  # fmt: skip
+    "string_rep_huge": Attack("return #string.rep('x', 2^30)", Outcome.MEMORY_EXCEEDED, limits=SMALL_MEMORY),
+    "string_rep_beyond_lua_size": Attack("return #string.rep('x', 2^62)", Outcome.SCRIPT_ERROR, "too large"),
+    "memory_error_swallowed_by_pcall": Attack(
+        "while true do pcall(string.rep, 'x', 1e9) end",
+        Outcome.MEMORY_EXCEEDED,
+        limits={**SMALL_MEMORY, "cpu_time_ms": 5000},
+    ),  # fmt: skip
+    "table_concat_huge": Attack(
+        "local t = {} for i = 1, 1e7 do t[i] = 'abcdefgh' end return #table.concat(t)",
+        Outcome.MEMORY_EXCEEDED,
+        limits=SMALL_MEMORY,
+    ),  # fmt: skip
+    "coroutine_flood": Attack(
+        "local t = {} while true do t[#t + 1] = coroutine.create(print) end",
+        Outcome.MEMORY_EXCEEDED,
+        limits=SMALL_MEMORY,
+    ),  # fmt: skip
+    "closure_flood": Attack(
+        "local t = {} while true do local n = #t t[n + 1] = function() return n end end",
+        Outcome.MEMORY_EXCEEDED,
+        limits=SMALL_MEMORY,
+    ),  # fmt: skip
+    # --- recursion
+    "deep_recursion": Attack(
+        "local function f(n) return 1 + f(n + 1) end return f(1)", Outcome.SCRIPT_ERROR, "stack overflow"
+    ),  # fmt: skip
+    "deep_coroutine_nesting": Attack(
+        "local function f() return coroutine.wrap(f)() end return f()", Outcome.SCRIPT_ERROR, "C stack overflow"
+    ),
+    # --- output floods
+    "print_flood": Attack("while true do print('spam') end", Outcome.OUTPUT_EXCEEDED, limits={"output_bytes": 4096}),
+    "single_huge_print": Attack(
+        "print(string.rep('x', 5 * 1024 * 1024))", Outcome.OUTPUT_EXCEEDED, limits={"output_bytes": 4096}
+    ),  # fmt: skip
+    "huge_error_message": Attack(
+        "error(string.rep('x', 4 * 1024 * 1024))", Outcome.SCRIPT_ERROR, "more characters cut"
+    ),
+    # --- global-call floods and hostile arguments
+    "global_call_flood": Attack(
+        "while true do Session.getCurrent() end", Outcome.CALL_LIMIT_EXCEEDED, limits={"max_global_calls": 50}
+    ),  # fmt: skip
+    "global_call_flood_in_pcall": Attack(
+        "while true do pcall(Session.list) end", Outcome.CALL_LIMIT_EXCEEDED, limits={"max_global_calls": 50}
+    ),  # fmt: skip
+    "huge_argument_to_global": Attack(
+        "Session.create{name = string.rep('x', 8 * 1024 * 1024)}", Outcome.SCRIPT_ERROR, "maximum is 255"
+    ),  # fmt: skip
+    "deeply_nested_argument": Attack(
+        "local t = {} local c = t for i = 1, 200 do c.x = {} c = c.x end Session.create{metadata = t}",
+        Outcome.SCRIPT_ERROR,
+        "nested",
+    ),  # fmt: skip
+    "self_referencing_argument": Attack(
+        "local t = {} t.t = t Session.create{metadata = t}", Outcome.SCRIPT_ERROR, "contains itself"
+    ),  # fmt: skip
+    "function_as_argument": Attack("Session.create{name = print}", Outcome.SCRIPT_ERROR, "cannot be passed"),
+    "mixed_key_table_argument": Attack("Session.create{metadata = {1, 2, x = 3}}", Outcome.SCRIPT_ERROR, "keys"),
+    "forged_session_id_path": Attack(
+        "return Session.get('../../etc/passwd')", Outcome.SCRIPT_ERROR, "INVALID_ARGUMENT"
+    ),  # fmt: skip
+    "other_principals_session": Attack(
+        "return Session.get('7f1f5b1e-4f7e-4b7a-9a51-0f6a3c1d2e3f')", Outcome.SCRIPT_ERROR, "NOT_FOUND"
+    ),  # fmt: skip
+    "format_string_width_bomb": Attack("return string.format('%99999999d', 1)", Outcome.SCRIPT_ERROR, "invalid"),
+    "unreturnable_result_coroutine": Attack(
+        "return coroutine.create(print)", Outcome.SCRIPT_ERROR, "cannot be passed"
+    ),  # fmt: skip
+}
+
+
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+def test_lua_attack(client: ScriptpoolClient, name: str) -> None:
+    attack = ATTACKS[name]
+    job = run_lua(client, attack.source, limits=attack.limits)
+    assert outcome(job) is attack.expected, f"{name}: {outcome(job)}: {job.result.message}"
+    if attack.message:
+        assert attack.message in job.result.message, job.result.message
+    assert "/work/" not in job.result.message and "Traceback (most recent" not in job.result.message
+    assert_worker_healthy(client)
