@@ -1,0 +1,492 @@
+"""What a restricted Python script can see: builtins, guards, importable modules and the globals.
+
+Everything here is an allowlist. RestrictedPython rewrites `a.b`, `a[b]`, `a.b = c`, iteration and
+`print` into calls of the guard names (`_getattr_`, `_getitem_`, `_write_`, `_getiter_`, `_print_`,
+...); this module supplies those guards, the builtins, module stand-ins that carry only their listed
+public names, and `Session`/`Artifact`/`State`/`Hook`/`Event` built from `sandbox.catalog`.
+"""
+
+from __future__ import annotations
+
+import base64
+import bisect
+import collections
+import datetime
+import functools
+import hashlib
+import heapq
+import itertools
+import json
+import math
+import operator
+import random
+import re
+import string
+import types
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NoReturn
+
+from RestrictedPython.Guards import (
+    guarded_iter_unpack_sequence,
+    guarded_unpack_sequence,
+    raise_,
+    safe_builtins,
+    safer_getattr,
+)
+from scriptpool import errors as host_errors
+from scriptpool.values import MAX_DEPTH, PlainValue
+
+from sandbox.catalog import GLOBAL_OPS, aliases
+
+# ------------------------------------------------------------------ errors scripts can catch
+
+
+class GuestError(Exception):
+    """The error a failed global call raises in a script: `.code`, `.message`, str "CODE: message"."""
+
+    code = "INTERNAL"
+
+    def __init__(self, message: str = "", code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+GuestError.__name__ = GuestError.__qualname__ = "ScriptpoolError"
+GuestError.__module__ = "scriptpool"
+
+_HOST_ERROR_CLASSES = (
+    host_errors.InvalidArgument,
+    host_errors.NotFound,
+    host_errors.AlreadyExists,
+    host_errors.PermissionDenied,
+    host_errors.Unauthenticated,
+    host_errors.FailedPrecondition,
+    host_errors.ResourceExhausted,
+    host_errors.Unavailable,
+    host_errors.Unimplemented,
+    host_errors.DeadlineExceeded,
+    host_errors.DataLoss,
+    host_errors.Internal,
+)
+GUEST_ERRORS: dict[str, type[GuestError]] = {
+    cls.code: type(cls.__name__, (GuestError,), {"code": cls.code, "__module__": "scriptpool"})
+    for cls in _HOST_ERROR_CLASSES
+}
+
+
+def guest_error(code: str, message: str) -> GuestError:
+    cls = GUEST_ERRORS.get(code)
+    return cls(message) if cls is not None else GuestError(message, code)
+
+
+# ------------------------------------------------------------------ values across the bridge
+
+
+def to_plain(value: object, depth: int = 0, seen: frozenset[int] = frozenset()) -> PlainValue:
+    """Copy a script value into plain data without running any script code; TypeError if not JSON-like.
+
+    Subclasses are read through the base type's own methods (`dict.items(v)`, `str.__str__(v)`),
+    so a script class cannot run code in a host frame by overriding them.
+    """
+    if value is None or type(value) in (bool, int, float, str, bytes):
+        return value  # type: ignore[return-value]
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int.__int__(value)
+    if isinstance(value, float):
+        return float.__float__(value)
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if not isinstance(value, (dict, list, tuple)):
+        raise TypeError(f"a {type(value).__name__} cannot be passed or returned as a value (JSON-like values only)")
+    if depth > MAX_DEPTH or id(value) in seen:
+        raise TypeError("a value that contains itself (or is nested too deep) cannot be passed or returned")
+    seen = seen | {id(value)}
+    if isinstance(value, dict):
+        out: dict[str, PlainValue] = {}
+        for key, item in dict.items(value):
+            if not isinstance(key, str):
+                raise TypeError(f"map keys must be strings, got a {type(key).__name__}")
+            out[str.__str__(key)] = to_plain(item, depth + 1, seen)
+        return out
+    items = list.__iter__(value) if isinstance(value, list) else tuple.__iter__(value)
+    return [to_plain(item, depth + 1, seen) for item in items]
+
+
+# ------------------------------------------------------------------ modules
+
+
+def _public(module: types.ModuleType) -> tuple[str, ...]:
+    names = getattr(module, "__all__", None) or [n for n in dir(module) if not n.startswith("_")]
+    return tuple(n for n in names if not isinstance(getattr(module, n, None), types.ModuleType))
+
+
+# name -> the attributes a script may use. Modules that would hand out other modules, file or
+# process access, attribute getters that skip the guard (operator.attrgetter), code evaluation
+# (functools.singledispatch evaluates annotation strings) or str.format machinery are left out.
+MODULE_ALLOWLIST: dict[str, tuple[str, ...]] = {
+    "math": _public(math),
+    "itertools": _public(itertools),
+    "bisect": _public(bisect),
+    "heapq": _public(heapq),
+    "json": ("dumps", "loads", "JSONDecodeError"),
+    "re": ("compile", "match", "search", "fullmatch", "split", "findall", "finditer", "sub", "subn", "escape",
+           "error", "Pattern", "Match", "IGNORECASE", "I", "MULTILINE", "M", "DOTALL", "S", "VERBOSE", "X",
+           "ASCII", "A", "UNICODE", "U"),
+    "datetime": ("date", "datetime", "time", "timedelta", "timezone", "tzinfo", "MINYEAR", "MAXYEAR"),
+    "string": ("ascii_letters", "ascii_lowercase", "ascii_uppercase", "digits", "hexdigits", "octdigits",
+               "punctuation", "printable", "whitespace", "capwords", "Template"),
+    "functools": ("reduce", "partial", "lru_cache", "cache", "cmp_to_key"),
+    "collections": ("OrderedDict", "defaultdict", "Counter", "deque", "namedtuple", "ChainMap"),
+    "base64": ("b64encode", "b64decode", "urlsafe_b64encode", "urlsafe_b64decode", "b16encode", "b16decode",
+               "b32encode", "b32decode"),
+    "hashlib": ("md5", "sha1", "sha256", "sha512", "blake2b", "sha3_256"),
+    "random": ("random", "randint", "randrange", "choice", "choices", "shuffle", "sample", "uniform", "gauss",
+               "seed", "getrandbits", "randbytes", "triangular", "normalvariate", "expovariate", "betavariate",
+               "gammavariate", "lognormvariate", "vonmisesvariate", "paretovariate", "weibullvariate", "Random"),
+}  # fmt: skip
+
+_REAL_MODULES: dict[str, types.ModuleType] = {
+    m.__name__: m
+    for m in (math, itertools, bisect, heapq, json, re, datetime, string, functools, collections, base64, hashlib)
+}
+
+
+class GuestModule:
+    """What `import json` gives a script: only the allowlisted names, no `__name__`, no host path.
+
+    Not a real module on purpose: `from json import decoder` falls back to
+    `sys.modules[module.__name__ + ".decoder"]` for real modules, which would hand out submodules.
+    """
+
+    __slots__ = ("_module_name", "_members")
+
+    def __init__(self, name: str, members: dict[str, Any]) -> None:
+        self._module_name = name
+        self._members = members
+
+    def __getattr__(self, attr: str) -> Any:
+        try:
+            return self._members[attr]
+        except KeyError:
+            raise AttributeError(f"module {self._module_name!r} has no attribute {attr!r}") from None
+
+    def __repr__(self) -> str:
+        return f"<module {self._module_name!r}>"
+
+
+GuestModule.__name__ = GuestModule.__qualname__ = "module"
+_SHARED_MODULES: dict[str, GuestModule] = {}
+
+
+def _stand_in(name: str, source: object) -> GuestModule:
+    members = {a: random.Random if a == "Random" else getattr(source, a) for a in MODULE_ALLOWLIST[name]}
+    return GuestModule(name, members)
+
+
+def shared_module(name: str) -> GuestModule:
+    """Stand-ins without state are built once per process; scripts cannot write to modules."""
+    module = _SHARED_MODULES.get(name)
+    if module is None:
+        module = _SHARED_MODULES[name] = _stand_in(name, _REAL_MODULES[name])
+    return module
+
+
+def prepare_modules() -> None:
+    for name in _REAL_MODULES:
+        shared_module(name)
+    # datetime.strptime imports _strptime on first use: do it before any jail narrows file access.
+    datetime.datetime.strptime("2000", "%Y")
+
+
+# ------------------------------------------------------------------ guards
+
+
+_OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
+    "+=": operator.iadd, "-=": operator.isub, "*=": operator.imul, "/=": operator.itruediv,
+    "//=": operator.ifloordiv, "%=": operator.imod, "**=": operator.ipow, "<<=": operator.ilshift,
+    ">>=": operator.irshift, "|=": operator.ior, "^=": operator.ixor, "&=": operator.iand,
+    "@=": operator.imatmul,
+}  # fmt: skip
+_WRITABLE_TYPES = (dict, list, set, bytearray, collections.deque)
+
+
+def _check_name(name: object) -> str:
+    if type(name) is not str:
+        raise TypeError("attribute names must be strings")
+    if name.startswith("_"):
+        raise AttributeError(f'"{name}" is not accessible in the sandbox because it starts with "_"')
+    return name
+
+
+def guarded_getattr(obj: object, name: str, default: object = raise_) -> Any:
+    """`a.b` and `getattr`: no `_` names, no str.format/Formatter, no frames, no real modules."""
+    value = safer_getattr(obj, _check_name(name), default)  # type: ignore[no-untyped-call]
+    if isinstance(value, types.ModuleType) and value is not default:
+        raise AttributeError(f"module attributes of {type(obj).__name__} are not accessible in the sandbox")
+    return value
+
+
+def guarded_hasattr(obj: object, name: str) -> bool:
+    try:
+        guarded_getattr(obj, name)
+    except AttributeError:
+        return False
+    return True
+
+
+def guarded_getitem(obj: Any, key: Any) -> Any:
+    return obj[key]
+
+
+def inplace_var(op: str, target: Any, value: Any) -> Any:
+    return _OPERATORS[op](target, value)
+
+
+def apply_call(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    return func(*args, **kwargs)
+
+
+class _Printer:
+    """`print` in the script. One per module/function scope (RestrictedPython's `_print_` protocol)."""
+
+    __slots__ = ("_out", "_text")
+
+    def __init__(self, write: Callable[[str], None]) -> None:
+        self._out = write
+        self._text: list[str] = []
+
+    def _call_print(self, *objects: object, sep: str | None = " ", end: str | None = "\n", file: None = None,
+                    flush: bool = False) -> None:  # fmt: skip
+        if file is not None:
+            raise TypeError("print(file=...) is not available in the sandbox")
+        if not isinstance(sep, (str, type(None))) or not isinstance(end, (str, type(None))):
+            raise TypeError("sep and end must be None or a string")
+        text = (" " if sep is None else sep).join(map(str, objects)) + ("\n" if end is None else end)
+        self._text.append(text)
+        self._out(text)
+
+    def __call__(self) -> str:  # the `printed` name
+        return "".join(self._text)
+
+
+# ------------------------------------------------------------------ the script's globals
+
+
+class Namespace:
+    """`Session`, `Artifact`, ...: one subclass per global, built once from the catalog; an instance
+    per job holds that job's `call`. Scripts can call the operations but not change them."""
+
+    __slots__ = ("_call",)
+    _global_name = ""
+
+    def __init__(self, call: Callable[[str, list[PlainValue]], PlainValue]) -> None:
+        self._call = call
+
+    def __repr__(self) -> str:
+        return f"<{self._global_name}>"
+
+
+def _operation(global_name: str, op: str) -> Callable[..., Any]:
+    full_name = f"{global_name}.{op}"
+    wrap = {"Session.get": "one", "Session.load": "one", "Session.list": "list"}.get(full_name)
+
+    def operation(self: Namespace, *args: Any, **options: Any) -> Any:
+        plain = [to_plain(a) for a in args]
+        if options:  # keyword arguments are the trailing options map: Session.create(name="x")
+            plain.append(to_plain(options))
+        result = self._call(full_name, plain)
+        if wrap == "one" and isinstance(result, dict):
+            return SessionRecord(result, self)
+        if wrap == "list" and isinstance(result, list):
+            return [SessionRecord(r, self) if isinstance(r, dict) else r for r in result]
+        return result
+
+    operation.__name__ = op
+    operation.__qualname__ = full_name
+    return operation
+
+
+def _namespace_class(global_name: str) -> type[Namespace]:
+    members: dict[str, Any] = {op: _operation(global_name, op) for op in GLOBAL_OPS[global_name]}
+    for alias, op in aliases(global_name).items():
+        members[alias] = members[op]
+    return type(global_name, (Namespace,), {"__slots__": (), "_global_name": global_name, **members})
+
+
+NAMESPACES: dict[str, type[Namespace]] = {name: _namespace_class(name) for name in GLOBAL_OPS}
+
+
+class SessionRecord(dict[str, Any]):
+    """A session as scripts see it: a dict whose fields are also attributes, plus the spec's methods."""
+
+    __slots__ = ("_session",)
+
+    def __init__(self, record: Mapping[str, Any], session: Any) -> None:
+        super().__init__(record)
+        object.__setattr__(self, "_session", session)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"session has no field {name!r}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self[name] = value
+
+    def suspend(self) -> Any:
+        return self._session.suspend(self.get("id"))
+
+    def resume(self) -> Any:
+        return self._session.resume(self.get("id"))
+
+    def complete(self) -> Any:
+        return self._session.complete(self.get("id"))
+
+    def save(self) -> Any:
+        return self._session.save(self.get("id"))
+
+    def hasTag(self, tag: str) -> bool:
+        return tag in (self.get("tags") or [])
+
+    def addTag(self, tag: str) -> Any:
+        if not self.hasTag(tag):  # the new tag goes first, as in the Lua engine
+            self["tags"] = self._session.setTags(self.get("id"), [tag, *(self.get("tags") or [])])
+        return self["tags"]
+
+    def removeTag(self, tag: str) -> Any:
+        tags = [t for t in (self.get("tags") or []) if t != tag]
+        self["tags"] = self._session.setTags(self.get("id"), tags)
+        return self["tags"]
+
+    has_tag = hasTag
+    add_tag = addTag
+    remove_tag = removeTag
+
+
+class Environment:
+    """Builds one job's globals. `call` performs a global op (counting, limits and errors are the
+    runner's business); `write` prints; `recheck` re-raises a limit the script tried to catch."""
+
+    def __init__(
+        self,
+        call: Callable[[str, list[PlainValue]], PlainValue],
+        write: Callable[[str], None],
+        recheck: Callable[[], None],
+        inputs: Mapping[str, PlainValue],
+    ) -> None:
+        self._call = call
+        self._write = write
+        self._random: GuestModule | None = None
+        self._script_classes: weakref.WeakSet[type] = weakref.WeakSet()
+        self.globals = self._build(recheck, inputs)
+
+    def _build(self, recheck: Callable[[], None], inputs: Mapping[str, PlainValue]) -> dict[str, Any]:
+        builtins = dict(SAFE_BUILTINS)
+        builtins.update(
+            __import__=self._import,
+            __metaclass__=self._make_class,
+            _getattr_=guarded_getattr,
+            _getitem_=guarded_getitem,
+            _write_=self._guard_write,
+            _getiter_=iter,
+            _iter_unpack_sequence_=guarded_iter_unpack_sequence,
+            _unpack_sequence_=guarded_unpack_sequence,
+            _inplacevar_=inplace_var,
+            _apply_=apply_call,
+            _print_=self._printer,
+            _limit_check_=recheck,
+            setattr=self._setattr,
+            delattr=self._delattr,
+        )
+        env: dict[str, Any] = {"__builtins__": builtins, "__name__": "script", "INPUT": to_plain(dict(inputs))}
+        for name, namespace in NAMESPACES.items():
+            env[name] = namespace(self._call)
+        return env
+
+    def _printer(self, _getattr: object = None) -> _Printer:
+        return _Printer(self._write)
+
+    def _import(
+        self, name: str, globals: object = None, locals: object = None, fromlist: object = (), level: int = 0
+    ) -> GuestModule:
+        if level != 0 or name not in MODULE_ALLOWLIST:
+            allowed = ", ".join(sorted(MODULE_ALLOWLIST))
+            raise ImportError(f"module {name!r} is not available in the sandbox (available: {allowed})")
+        if name == "random":  # a generator per job, never the process-wide one
+            if self._random is None:
+                self._random = _stand_in("random", random.Random())
+            return self._random
+        return shared_module(name)
+
+    def _make_class(self, name: str, bases: tuple[type, ...], namespace: dict[str, Any]) -> type:
+        cls = type(name, bases, namespace)
+        self._script_classes.add(cls)
+        return cls
+
+    def _guard_write(self, obj: Any) -> Any:
+        """Scripts may change containers and their own classes and instances, nothing else."""
+        if isinstance(obj, _WRITABLE_TYPES) or type(obj) in self._script_classes:
+            return obj
+        if isinstance(obj, type) and obj in self._script_classes:
+            return obj
+        return _ReadOnly(obj)
+
+    def _setattr(self, obj: Any, name: str, value: Any) -> None:
+        setattr(self._guard_write(obj), _check_name(name), value)
+
+    def _delattr(self, obj: Any, name: str) -> None:
+        delattr(self._guard_write(obj), _check_name(name))
+
+
+class _ReadOnly:
+    """What `_write_` hands back for an object the script may not change: every write is refused."""
+
+    __slots__ = ("_kind",)
+    _kind: str
+
+    def __init__(self, obj: object) -> None:
+        object.__setattr__(self, "_kind", type(obj).__name__)
+
+    def _refuse(self, *args: object) -> NoReturn:
+        raise TypeError(f"a {self._kind} object cannot be changed in the sandbox")
+
+    __setattr__ = __delattr__ = __setitem__ = __delitem__ = _refuse
+
+
+def _unavailable(name: str) -> Callable[..., NoReturn]:
+    def refuse(*args: object, **kwargs: object) -> NoReturn:
+        raise NameError(f"{name}() is not available in the sandbox")
+
+    return refuse
+
+
+def _safe_builtins() -> dict[str, Any]:
+    names = dict(safe_builtins)
+    for gone in ("_getattr_", "setattr", "delattr"):
+        names.pop(gone, None)
+    extra: Iterable[Callable[..., Any] | type] = (
+        all, any, ascii, bin, bytearray, bytes, classmethod, dict, enumerate, filter, frozenset, iter, list,
+        map, max, min, next, property, reversed, set, sorted, staticmethod, sum, tuple, zip,
+    )  # fmt: skip
+    names.update({f.__name__: f for f in extra})
+    names.update(RecursionError=RecursionError, StopIteration=StopIteration, ZeroDivisionError=ZeroDivisionError)
+    names.update(getattr=guarded_getattr, hasattr=guarded_hasattr, ScriptpoolError=GuestError)
+    names.update({cls.__name__: cls for cls in GUEST_ERRORS.values()})
+    for name in ("open", "exec", "eval", "compile", "globals", "locals", "vars", "dir", "input", "breakpoint",
+                 "type", "object", "super", "memoryview", "help", "exit", "quit"):  # fmt: skip
+        names[name] = _unavailable(name)
+    return names
+
+
+SAFE_BUILTINS = _safe_builtins()
