@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -50,9 +51,15 @@ def new_job_credential() -> str:
     return JOB_CREDENTIAL_PREFIX + secrets.token_urlsafe(32)
 
 
+# API keys cannot be revoked in this version, so a short-lived cache of verified keys is safe and
+# saves a Redis round trip per client call. Job credentials are never cached: they end with their job.
+API_KEY_CACHE_SECONDS = 30.0
+
+
 class Authenticator:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
+        self._api_keys: dict[str, tuple[str, float]] = {}
 
     def create_api_key(self, principal: str) -> str:
         if not PRINCIPAL_PATTERN.match(principal):
@@ -84,7 +91,15 @@ class Authenticator:
             job_id, principal, session_id = (text(f) if f is not None else "" for f in fields)
             return Caller(principal=principal, job_id=job_id, session_id=session_id)
         if token.startswith(API_KEY_PREFIX):
-            principal_raw = self.redis.get(_apikey_key(hashlib.sha256(token.encode()).hexdigest()))
+            digest = hashlib.sha256(token.encode()).hexdigest()
+            cached = self._api_keys.get(digest)
+            if cached is not None and cached[1] > time.monotonic():
+                return Caller(principal=cached[0])
+            principal_raw = self.redis.get(_apikey_key(digest))
             if principal_raw is not None:
-                return Caller(principal=text(principal_raw))
+                principal = text(principal_raw)
+                if len(self._api_keys) > 10_000:
+                    self._api_keys.clear()
+                self._api_keys[digest] = (principal, time.monotonic() + API_KEY_CACHE_SECONDS)
+                return Caller(principal=principal)
         raise Unauthenticated("API key is not valid")

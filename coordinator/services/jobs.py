@@ -36,7 +36,9 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         remaining = context.time_remaining()
         if remaining is not None:
             timeout = min(timeout, max(0.0, remaining - 0.05))
-        self.jobs.get(caller, request.job_id)  # access check before waiting
+        job = self.jobs.get(caller, request.job_id)  # access check before waiting
+        if job.status == jobs_pb2.JOB_STATUS_FINISHED:
+            return jobs_pb2.WaitJobResponse(job=job, finished=True)
         finished = self.waiters.wait(request.job_id, lambda: self.jobs.is_finished(request.job_id), timeout)
         return jobs_pb2.WaitJobResponse(job=self.jobs.get(caller, request.job_id), finished=finished)
 

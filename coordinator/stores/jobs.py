@@ -121,7 +121,16 @@ class JobStore:
         pipe.expire(credential_key(cred_hash), int(self.queue_ttl_seconds + wall_s + RQ_TIMEOUT_MARGIN_SECONDS))
         pipe.zadd(session_jobs_key(session.id), {job_id: now})
         pipe.execute()
-        return self.get(caller, job_id)
+        # Built from what was just written: no second round trip to read it back.
+        return jobs_pb2.Job(
+            id=job_id,
+            session_id=session.id,
+            language=spec.language,
+            status=jobs_pb2.JOB_STATUS_QUEUED,
+            limits=spec.limits,
+            principal=caller.principal,
+            created_at=now,
+        )
 
     def _raw(self, job_id: str) -> dict[str, bytes]:
         check_uuid(job_id, "job id")

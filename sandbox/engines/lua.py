@@ -8,6 +8,7 @@ runs inside coroutines, pcall and __gc finalizers. See lua_prelude.lua.
 
 from __future__ import annotations
 
+import os
 import re
 from importlib import resources
 from typing import Any
@@ -132,6 +133,7 @@ class LuaRunner:
                 marshal.to_lua(job.inputs),
                 job.limits.cpu_time_ms / 1000.0,
                 HOOK_EVERY_INSTRUCTIONS,
+                int.from_bytes(os.urandom(7), "big"),
             )
             status, *rest = run(job.source.encode("utf-8"))
         except lupa.LuaMemoryError as exc:

@@ -4,7 +4,10 @@
 --
 -- Limits: any limit hit sets `limit_hit` and raises SENTINEL. The pcall/xpcall/coroutine wrappers
 -- re-raise while `limit_hit` is set, so a script cannot swallow a limit by catching errors.
-local host_call, host_print, catalog, aliases, inputs, cpu_budget_s, hook_every = ...
+local host_call, host_print, catalog, aliases, inputs, cpu_budget_s, hook_every, random_seed = ...
+
+-- Forked children share the parent's state: seed each job's generator from fresh entropy.
+math.randomseed(random_seed)
 
 local raw_pcall, raw_xpcall, raw_error, raw_load = pcall, xpcall, error, load
 local raw_select, raw_type, raw_tostring, raw_setmetatable = select, type, tostring, setmetatable

@@ -142,3 +142,8 @@ def test_null_stands_for_a_missing_value() -> None:
     assert host.calls == [("Session.updateMetadata", ["s", {"gone": None, "kept": 1}])]
     # {null, "null"} is a list whose first item is null
     assert result == [None, "null"]
+
+
+def test_each_runtime_gets_its_own_random_seed() -> None:
+    values = {run("return math.random(1, 1 << 40)")[0] for _ in range(5)}
+    assert len(values) == 5
