@@ -14,6 +14,10 @@ def run_lua(client: ScriptpoolClient, source: str, timeout: float = 60, **kwargs
     return client.run(Language.LUA, source, timeout=timeout, **kwargs)
 
 
+def run_js(client: ScriptpoolClient, source: str, timeout: float = 60, **kwargs: object) -> jobs_pb2.Job:
+    return client.run(Language.JAVASCRIPT, source, timeout=timeout, **kwargs)
+
+
 def outcome(job: jobs_pb2.Job) -> Outcome:
     return Outcome.from_proto(job.result.outcome)
 

@@ -1,0 +1,318 @@
+"""JavaScript scripts on QuickJS compiled to WebAssembly (quickjs-rs on wasmtime), one fresh instance per job.
+
+Defence in depth, under the OS jail: the script runs inside a wasm linear memory with no WASI
+capabilities reachable from JS (no `std`/`os` modules, no module loader), a QuickJS heap limit plus a
+hard cap on the linear memory (the store's limit), the wasm stack limit (deep recursion traps the
+instance), and a CPU budget checked by QuickJS's interrupt poll. Every job builds its own wasmtime
+store and QuickJS runtime from the compiled module and closes them afterwards.
+
+The expensive part, compiling the 700 KB guest module with Cranelift, happens once per process:
+`prewarm()` does it in the worker before it forks, so each child only instantiates (well under a
+millisecond). The engine is created with parallel compilation off so no compiler thread pool exists
+when the worker forks, and with no up-front address-space reservation for linear memories, so an
+instance fits under the child's RLIMIT_AS (wasmtime's default reserves 4 GiB per memory), and
+without copy-on-write memory images (they keep a memfd open, which the jail closes).
+
+quickjs-rs is pinned (pyproject.toml); the few private attributes this module reaches into are all in
+`_Guest`, and the unit tests fail if the pinned version changes them.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from importlib import resources
+from typing import Any
+
+import quickjs_rs
+import quickjs_rs._engine as qjs_engine
+import quickjs_rs._wasmtime as qjs_wasmtime
+import wasmtime
+from scriptpool.errors import ScriptpoolError
+from scriptpool.values import MAX_DEPTH, PlainValue
+
+from sandbox.catalog import GLOBAL_OPS, aliases
+from sandbox.errors import LIMIT_ERRORS, LimitExceeded, MemoryExceeded, SandboxError, ScriptError
+from sandbox.host import GlobalHost, OutputSink
+from sandbox.languages import Language
+from sandbox.limits import MIB
+from sandbox.runner import ScriptJob
+
+PRELUDE = resources.files(__package__).joinpath("js_prelude.js").read_text(encoding="utf-8")
+STACK_LIMIT_BYTES = 256 * 1024
+"""QuickJS's own stack limit. Inside wasm its check rarely fires first: the wasm stack (wasmtime's
+default 512 KiB) traps the instance on deep recursion, which ends the job as a script error."""
+GROWTH_RESERVATION = 128 * MIB
+"""Address space reserved past a linear memory each time it has to move to grow. Without it every
+allocator step (64 KiB) would copy the whole memory, making a 64 MiB heap cost seconds of CPU;
+with it a job under the default limits moves its memory once, and the reservation still fits the
+jail's address-space margin."""
+NEAR_MEMORY_CAP = 1 * MIB
+"""Linear memory this close to its cap means an allocation has failed (or is about to)."""
+
+_LINE = re.compile(r"eval_script:(\d+)")
+_PENDING, _FULFILLED = 0, 1
+
+_ENGINE_LOCK = threading.Lock()
+_ENGINE: wasmtime.Engine | None = None
+
+
+def _engine_config() -> wasmtime.Config:
+    config = wasmtime.Config()
+    # No compiler threads: the worker forks sandbox children after compiling, and a forked child
+    # must not depend on threads that did not survive the fork.
+    config.parallel_compilation = False
+    # Linear memory grows by moving instead of living in a 4 GiB reservation: the child's address
+    # space is capped at a few hundred MiB above the job's memory limit. The explicit bounds checks
+    # this needs cost nothing measurable on the interpreter loop.
+    config.memory_reservation = 0
+    config.memory_guard_size = 0
+    config.memory_reservation_for_growth = GROWTH_RESERVATION
+    # Copy-on-write memory images live in a memfd opened when the module is compiled; the jail
+    # closes every inherited descriptor, so instances copy their initial memory instead.
+    config.memory_init_cow = False
+    return config
+
+
+def install_engine() -> wasmtime.Engine:
+    """Make quickjs-rs build every instance on our engine. Must run before quickjs-rs makes its own."""
+    global _ENGINE
+    with _ENGINE_LOCK:
+        if _ENGINE is None:
+            with qjs_wasmtime._SHARED_ENGINE_LOCK:
+                if qjs_wasmtime._SHARED_ENGINE is not None:
+                    raise RuntimeError("quickjs-rs already created its wasmtime engine; import sandbox first")
+                _ENGINE = wasmtime.Engine(_engine_config())
+                qjs_wasmtime._SHARED_ENGINE = _ENGINE
+        return _ENGINE
+
+
+def prewarm() -> None:
+    """Compile the guest module and run one trivial job, so forked children only instantiate."""
+    install_engine()
+    qjs_engine._quickjs_artifact()
+    JavaScriptRunner().run(ScriptJob(language=Language.JAVASCRIPT, source="1"), _NoCalls(), OutputSink(0))
+
+
+class _NoCalls:
+    def call(self, op: str, args: list[PlainValue]) -> PlainValue:
+        raise ScriptpoolError(f"{op} is not available while warming up")
+
+
+class _Budget:
+    """The interrupt poll: stops the script once its CPU time is spent or a limit was hit."""
+
+    def __init__(self, guest: _Guest) -> None:
+        self.guest = guest
+        self.deadline = float("inf")
+        self.limit: str | None = None
+
+    def start(self, cpu_time_ms: int) -> None:
+        self.deadline = time.process_time() + cpu_time_ms / 1000.0
+
+    def poll(self) -> bool:
+        if self.limit is None:
+            if time.process_time() > self.deadline:
+                self.limit = "cpu"
+            elif self.guest.memory_exhausted():
+                self.limit = "memory"
+        return self.limit is not None
+
+
+class _Guest:
+    """One QuickJS instance: runtime, context, wasm store and memory cap. Used once, then closed."""
+
+    def __init__(self, memory_bytes: int) -> None:
+        install_engine()
+        self.runtime = quickjs_rs.Runtime(memory_limit=memory_bytes, stack_limit=STACK_LIMIT_BYTES)
+        self.context = self.runtime.new_context(timeout=float("inf"))
+        self.engine_ctx: Any = self.context._engine_ctx
+        instance = self.engine_ctx._inst
+        self._store: wasmtime.Store = instance.store
+        self._memory: wasmtime.Memory = instance.mem
+        self.memory_cap = self.linear_memory() + memory_bytes
+        self._store.set_limits(memory_size=self.memory_cap)
+        self.budget = _Budget(self)
+        # Replaces quickjs-rs's wall-clock handler: our budget is CPU time.
+        self.runtime._engine_rt.set_interrupt_handler(self.budget.poll)
+
+    def linear_memory(self) -> int:
+        return int(self._memory.data_len(self._store))
+
+    def memory_exhausted(self) -> bool:
+        return self.linear_memory() + NEAR_MEMORY_CAP > self.memory_cap
+
+    def register(self, name: str, fn: Any) -> None:
+        self.context.register(name, fn, is_async=False)
+
+    def set_global(self, name: str, value: Any) -> None:
+        self.context.globals[name] = value
+
+    def eval(self, source: str, *, promise: bool = False) -> Any:
+        return self.engine_ctx.eval_handle(source, promise=promise, filename="script")
+
+    def settle(self, promise: Any) -> tuple[bool, Any]:
+        """Run microtasks until `promise` settles; returns (fulfilled, value or reason)."""
+        while self.engine_ctx.promise_state(promise) == _PENDING:
+            if self.budget.poll() or self.engine_ctx.run_pending_jobs() <= 0:
+                break
+        state = self.engine_ctx.promise_state(promise)
+        if state == _PENDING:
+            if self.budget.limit:
+                raise _Stopped
+            raise ScriptError("javascript", "the script's result is a promise that never settles")
+        return state == _FULFILLED, self.engine_ctx.promise_result(promise)
+
+    def drain(self) -> None:
+        """Run the microtasks left after the result settled (a `.then` that prints, say)."""
+        while not self.budget.poll() and self.engine_ctx.run_pending_jobs() > 0:
+            pass
+
+    def host_exception(self) -> BaseException | None:
+        exc: BaseException | None = self.context._last_host_exception
+        return exc
+
+    def close(self) -> None:
+        self.context.close()
+        self.runtime.close()
+
+
+class _Stopped(Exception):
+    """The script was stopped by the budget; the limit recorded there says why."""
+
+
+class JavaScriptRunner:
+    """Runs JavaScript source in a fresh QuickJS-in-wasm instance."""
+
+    def run(self, job: ScriptJob, host: GlobalHost, output: OutputSink) -> PlainValue:
+        guest = _Guest(job.limits.memory_bytes)
+        try:
+            return _Job(job, host, output, guest).run()
+        finally:
+            guest.close()
+
+
+class _Job:
+    def __init__(self, job: ScriptJob, host: GlobalHost, output: OutputSink, guest: _Guest) -> None:
+        self.job = job
+        self.host = host
+        self.output = output
+        self.guest = guest
+        self.budget = guest.budget
+        self.calls = 0
+
+    def host_call(self, op: str, args: list[PlainValue]) -> list[PlainValue]:
+        if self.budget.limit:
+            return ["limit", self.budget.limit]
+        self.calls += 1
+        if self.calls > self.job.limits.max_global_calls:
+            self.budget.limit = "calls"
+            return ["limit", "calls"]
+        try:
+            return ["ok", self.host.call(op, list(args))]
+        except LimitExceeded as exc:
+            self.budget.limit = _limit_kind(exc)
+            return ["limit", self.budget.limit]
+        except ScriptpoolError as exc:
+            return ["err", exc.code, exc.message]
+
+    def host_print(self, text: str) -> bool:
+        if self.budget.limit:
+            return False
+        try:
+            self.output.write(text)
+        except LimitExceeded as exc:
+            self.budget.limit = _limit_kind(exc)
+            return False
+        return True
+
+    def run(self) -> PlainValue:
+        guest = self.guest
+        try:
+            guest.register("__scriptpool_host_call", self.host_call)
+            guest.register("__scriptpool_host_print", self.host_print)
+            guest.set_global(
+                "__scriptpool_setup",
+                {
+                    "catalog": {name: list(ops) for name, ops in GLOBAL_OPS.items()},
+                    "aliases": {name: aliases(name) for name in GLOBAL_OPS},
+                    "inputs": self.job.inputs,
+                    "maxDepth": MAX_DEPTH,
+                },
+            )
+            guest.set_global("__scriptpool_prelude", PRELUDE)
+            api = guest.eval("(0, eval)(globalThis.__scriptpool_prelude)")
+            self.budget.start(self.job.limits.cpu_time_ms)
+            value = self._evaluate(api)
+        except _Stopped:
+            self._check_limits()
+            raise SandboxError("the script was stopped with no limit recorded") from None
+        except qjs_engine.JSError as exc:
+            name, message, stack = exc.args
+            self._raise_failure(f"{name}: {message}", stack or "")
+        except wasmtime.Trap as exc:
+            self._raise_trap(exc)
+        except qjs_engine.MarshalError as exc:
+            self._check_limits()
+            raise ScriptError("javascript", f"the script's result cannot be returned: {exc}") from None
+        self._check_limits()
+        return value
+
+    def _evaluate(self, api: Any) -> PlainValue:
+        guest = self.guest
+        fulfilled, envelope = guest.settle(guest.eval(self.job.source, promise=True))
+        if fulfilled:
+            value = envelope.get("value")
+            if value.is_promise():
+                fulfilled, value = guest.settle(value)
+        else:
+            value = envelope
+        guest.drain()
+        if not fulfilled:
+            self._check_limits()
+            described = api.call_method("describe", value).to_python()
+            self._raise_failure(str(described["message"]), str(described["stack"]))
+        self._check_limits()
+        result: PlainValue = api.call_method("finish", value).to_python()
+        return result
+
+    def _check_limits(self) -> None:
+        host_exception = self.guest.host_exception()
+        if host_exception is not None:
+            raise host_exception
+        if self.budget.limit is None and self.guest.memory_exhausted():
+            self.budget.limit = "memory"
+        if self.budget.limit is not None:
+            kind = self.budget.limit
+            raise LIMIT_ERRORS[kind](_LIMIT_MESSAGES[kind].format(limits=self.job.limits))
+
+    def _raise_failure(self, message: str, stack: str) -> None:
+        self._check_limits()
+        # QuickJS's own heap limit, or linear memory that could not grow (the jail's RLIMIT_AS).
+        if message == "InternalError: out of memory":
+            raise MemoryExceeded(_LIMIT_MESSAGES["memory"].format(limits=self.job.limits))
+        frames = [
+            line.strip().replace("eval_script", "script") for line in stack.splitlines() if "eval_script:" in line
+        ]
+        match = _LINE.search(stack)
+        raise ScriptError("javascript", message, int(match.group(1)) if match else 0, "\n".join(frames))
+
+    def _raise_trap(self, exc: wasmtime.Trap) -> None:
+        self._check_limits()
+        if exc.trap_code == wasmtime.TrapCode.STACK_OVERFLOW:
+            raise ScriptError("javascript", "RangeError: stack overflow (the script recursed too deeply)") from None
+        raise SandboxError(f"the JavaScript engine stopped with a wasm trap ({exc.trap_code})") from None
+
+
+def _limit_kind(exc: LimitExceeded) -> str:
+    return next(kind for kind, cls in LIMIT_ERRORS.items() if isinstance(exc, cls))
+
+
+_LIMIT_MESSAGES = {
+    "cpu": "the script used more than {limits.cpu_time_ms} ms of CPU time",
+    "wall": "the script ran longer than {limits.wall_time_ms} ms",
+    "memory": "the script used more than {limits.memory_bytes} bytes of memory",
+    "output": "the script printed more than {limits.output_bytes} bytes",
+    "calls": "the script made more than {limits.max_global_calls} global calls",
+}

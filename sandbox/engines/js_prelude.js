@@ -1,0 +1,225 @@
+// The JavaScript side of the sandbox. Evaluated once per job in a fresh QuickJS instance by an
+// indirect eval, so its stack frames read "<input>" and never pass for the script's own lines
+// (the script's frames read "eval_script"). It takes the host functions and its configuration
+// from globalThis, removes them from there, builds the script's globals and returns the two
+// helpers the Python side needs: `finish(value)` and `describe(error)`.
+//
+// Limits: a limit hit inside a host function is remembered on the Python side, which also makes
+// QuickJS's interrupt poll stop the script at its next check; throwing here only unwinds faster.
+// A script that catches that error cannot continue past the next poll, and its result is ignored.
+(function () {
+  "use strict";
+  const G = globalThis;
+  const hostCall = G.__scriptpool_host_call;
+  const hostPrint = G.__scriptpool_host_print;
+  const setup = G.__scriptpool_setup;
+  delete G.__scriptpool_host_call;
+  delete G.__scriptpool_host_print;
+  delete G.__scriptpool_setup;
+  delete G.__scriptpool_prelude;
+
+  const { catalog, aliases, inputs, maxDepth } = setup;
+  const ObjectProto = Object.prototype;
+  const getProto = Object.getPrototypeOf;
+  const isArray = Array.isArray;
+  const ownKeys = Object.keys;
+  const freeze = Object.freeze;
+  const defineProperty = Object.defineProperty;
+  const JSONstringify = JSON.stringify;
+  const StringCtor = String;
+  const ErrorCtor = Error;
+  const Uint8ArrayCtor = Uint8Array;
+  const ArrayBufferCtor = ArrayBuffer;
+
+  // ---------------------------------------------------------------- values
+  // Plain values only: null, booleans, numbers, bigints, strings, Uint8Array/ArrayBuffer (bytes),
+  // arrays and plain objects. `undefined` is null in arrays and an absent key in objects.
+  const SessionProto = {};
+
+  function kindOf(value) {
+    if (typeof value === "function") return "function";
+    if (typeof value === "symbol") return "symbol";
+    let name = "object";
+    try {
+      const ctor = value.constructor;
+      if (typeof ctor === "function" && typeof ctor.name === "string" && ctor.name) name = ctor.name;
+    } catch (_) {
+      // a throwing getter tells us nothing: keep "object"
+    }
+    return name;
+  }
+
+  function notPlain(value) {
+    return new TypeError("a JS " + kindOf(value) + " cannot be passed or returned as a value");
+  }
+
+  function toPlain(value, depth, seen) {
+    if (value === null || value === undefined) return null;
+    const type = typeof value;
+    if (type === "boolean" || type === "number" || type === "string" || type === "bigint") return value;
+    if (type !== "object") throw notPlain(value);
+    if (value instanceof Uint8ArrayCtor || value instanceof ArrayBufferCtor) return value;
+    if (depth > maxDepth || seen.has(value)) {
+      throw new TypeError("a value that contains itself (or is nested deeper than " + maxDepth +
+        " levels) cannot be passed or returned");
+    }
+    seen.add(value);
+    try {
+      if (isArray(value)) {
+        const out = [];
+        for (let i = 0; i < value.length; i++) out.push(toPlain(value[i], depth + 1, seen));
+        return out;
+      }
+      const proto = getProto(value);
+      if (proto !== ObjectProto && proto !== null && proto !== SessionProto) throw notPlain(value);
+      const out = {};
+      for (const key of ownKeys(value)) {
+        const item = value[key];
+        if (item !== undefined) out[key] = toPlain(item, depth + 1, seen);
+      }
+      return out;
+    } finally {
+      seen.delete(value);
+    }
+  }
+
+  function plain(value) {
+    return toPlain(value, 0, new Set());
+  }
+
+  // ---------------------------------------------------------------- errors
+  function callError(code, message) {
+    const e = new ErrorCtor(code + ": " + message);
+    defineProperty(e, "code", { value: code, enumerable: true });
+    return e;
+  }
+
+  function limitError() {
+    return new ErrorCtor("limit exceeded");
+  }
+
+  // ---------------------------------------------------------------- output
+  function show(value, depth, seen) {
+    const type = typeof value;
+    if (type === "string") return depth === 0 ? value : JSONstringify(value);
+    if (type === "bigint") return StringCtor(value) + "n";
+    if (type === "function") return "[Function" + (value.name ? ": " + value.name : " (anonymous)") + "]";
+    if (type === "symbol") return value.toString();
+    if (value === null || type !== "object") return StringCtor(value);
+    if (value instanceof ErrorCtor) return value.stack ? StringCtor(value) + "\n" + value.stack : StringCtor(value);
+    if (seen.has(value)) return "[Circular]";
+    if (depth > 4) return isArray(value) ? "[Array]" : "[Object]";
+    seen.add(value);
+    try {
+      if (value instanceof Uint8ArrayCtor) {
+        return "Uint8Array(" + value.length + ") [" + Array.prototype.join.call(value, ", ") + "]";
+      }
+      if (isArray(value)) {
+        const parts = [];
+        for (let i = 0; i < value.length; i++) parts.push(show(value[i], depth + 1, seen));
+        return "[" + parts.join(", ") + "]";
+      }
+      const parts = [];
+      for (const key of ownKeys(value)) parts.push(key + ": " + show(value[key], depth + 1, seen));
+      return parts.length ? "{ " + parts.join(", ") + " }" : "{}";
+    } finally {
+      seen.delete(value);
+    }
+  }
+
+  function log(...args) {
+    const parts = [];
+    for (const arg of args) parts.push(show(arg, 0, new Set()));
+    if (!hostPrint(parts.join(" ") + "\n")) throw limitError();
+  }
+
+  G.print = log;
+  G.console = freeze({ log: log, info: log, warn: log, error: log, debug: log });
+
+  // ---------------------------------------------------------------- globals
+  function call(op, args) {
+    let packed;
+    try {
+      packed = plain(args);
+    } catch (e) {
+      throw callError("INVALID_ARGUMENT", e.message);
+    }
+    const reply = hostCall(op, packed);
+    if (reply[0] === "ok") return reply[1];
+    if (reply[0] === "err") throw callError(reply[1], reply[2]);
+    throw limitError();
+  }
+
+  function toSession(value) {
+    if (value === null || typeof value !== "object" || isArray(value)) return value;
+    const session = Object.create(SessionProto);
+    for (const key of ownKeys(value)) session[key] = value[key];
+    return session;
+  }
+
+  function toSessionList(list) {
+    return isArray(list) ? list.map(toSession) : list;
+  }
+
+  const post = {
+    "Session.get": toSession,
+    "Session.list": toSessionList,
+    "Session.load": toSession,
+  };
+
+  for (const globalName of ownKeys(catalog)) {
+    const g = {};
+    for (const op of catalog[globalName]) {
+      const full = globalName + "." + op;
+      const after = post[full];
+      g[op] = after ? (...args) => after(call(full, args)) : (...args) => call(full, args);
+    }
+    const extra = aliases[globalName] || {};
+    for (const alias of ownKeys(extra)) g[alias] = g[extra[alias]];
+    G[globalName] = freeze(g);
+  }
+
+  const Session = G.Session;
+  SessionProto.suspend = function () { return Session.suspend(this.id); };
+  SessionProto.resume = function () { return Session.resume(this.id); };
+  SessionProto.complete = function () { return Session.complete(this.id); };
+  SessionProto.save = function () { return Session.save(this.id); };
+  SessionProto.hasTag = function (tag) {
+    return isArray(this.tags) && this.tags.includes(tag);
+  };
+  SessionProto.addTag = function (tag) {
+    if (this.hasTag(tag)) return this.tags;
+    this.tags = Session.setTags(this.id, [tag, ...(isArray(this.tags) ? this.tags : [])]);
+    return this.tags;
+  };
+  SessionProto.removeTag = function (tag) {
+    const kept = (isArray(this.tags) ? this.tags : []).filter((t) => t !== tag);
+    this.tags = Session.setTags(this.id, kept);
+    return this.tags;
+  };
+  SessionProto.add_tag = SessionProto.addTag;
+  SessionProto.remove_tag = SessionProto.removeTag;
+  SessionProto.has_tag = SessionProto.hasTag;
+  freeze(SessionProto);
+
+  G.INPUT = inputs;
+
+  // ---------------------------------------------------------------- for the host
+  function describe(e) {
+    try {
+      if (e !== null && typeof e === "object" && typeof e.message === "string") {
+        const code = typeof e.code === "string" ? e.code : "";
+        const name = typeof e.name === "string" && e.name ? e.name : "Error";
+        return {
+          message: code ? e.message : name + ": " + e.message,
+          stack: typeof e.stack === "string" ? e.stack : "",
+        };
+      }
+      return { message: StringCtor(e), stack: "" };
+    } catch (_) {
+      return { message: "the script threw a value that cannot be shown", stack: "" };
+    }
+  }
+
+  return freeze({ finish: plain, describe: describe });
+})();
