@@ -122,8 +122,9 @@ return 0
 class JobRecords:
     """Atomic transitions of job records. Shared by the coordinator and the workers."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, lease_seconds: float = LEASE_SECONDS) -> None:
         self.redis = redis
+        self.lease_seconds = lease_seconds
         self._start = redis.register_script(_START)
         self._finish = redis.register_script(_FINISH)
         self._request_cancel = redis.register_script(_REQUEST_CANCEL)
@@ -131,7 +132,7 @@ class JobRecords:
 
     def start(self, job_id: str, worker: str, now: float) -> tuple[bytes, str] | None:
         """Claim a queued job. Returns (spec, credential), or None if it is no longer queued."""
-        found = self._start(keys=[job_key(job_id), LEASES_KEY], args=[worker, now, now + LEASE_SECONDS, job_id])
+        found = self._start(keys=[job_key(job_id), LEASES_KEY], args=[worker, now, now + self.lease_seconds, job_id])
         if not found:
             return None
         spec, credential = found
@@ -159,7 +160,7 @@ class JobRecords:
 
     def heartbeat(self, job_id: str, now: float) -> bool | None:
         """Extend a running job's lease. Returns True if cancel was requested, None if not running."""
-        answer = int(self._heartbeat(keys=[job_key(job_id), LEASES_KEY], args=[now + LEASE_SECONDS, job_id]))
+        answer = int(self._heartbeat(keys=[job_key(job_id), LEASES_KEY], args=[now + self.lease_seconds, job_id]))
         return None if answer < 0 else answer == 1
 
     def expired_leases(self, now: float, limit: int = 100) -> list[str]:

@@ -24,17 +24,22 @@ class WorkerSettings:
     """How long finished job records stay in Redis."""
     call_timeout_seconds: float = 30.0
     """Upper bound on one global call to the coordinator (also capped by the job's wall time)."""
+    lease_seconds: float = 15.0
+    """A running job's lease, renewed every 0.25 s; when a worker dies the coordinator ends its job as
+    worker_lost once the lease expires (SCRIPTPOOL_LEASE_SECONDS)."""
 
     @classmethod
     def from_env(cls, **overrides: str) -> WorkerSettings:
         env = os.environ
-        values = {
+        values: dict[str, object] = {
             "redis_url": env.get("REDIS_URL", ""),
             "coordinator": env.get("SCRIPTPOOL_COORDINATOR", DEFAULT_COORDINATOR),
             "queue": env.get("SCRIPTPOOL_QUEUE", DEFAULT_QUEUE),
             "name": env.get("SCRIPTPOOL_WORKER_NAME", ""),
         }
         values.update({k: v for k, v in overrides.items() if v})
+        if env.get("SCRIPTPOOL_LEASE_SECONDS"):
+            values["lease_seconds"] = float(env["SCRIPTPOOL_LEASE_SECONDS"])
         if not values["redis_url"]:
             from scriptpool.errors import InvalidArgument
 

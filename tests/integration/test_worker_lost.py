@@ -1,0 +1,60 @@
+"""Nothing is lost: a worker that dies mid-job leaves a `worker_lost` result, not a job stuck running."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from scriptpool.v1 import jobs_pb2, sessions_pb2
+
+from coordinator.client import ScriptpoolClient
+from sandbox.languages import Language
+from sandbox.outcomes import Outcome
+from tests.conftest import Stack, stop_process
+
+from .helpers import assert_worker_healthy, outcome
+
+LOST_QUEUE = "scriptpool-lost-test"
+
+
+def test_killed_worker_ends_its_job_as_worker_lost(stack: Stack, tmp_path: Path) -> None:
+    from coordinator.server import start_coordinator
+    from coordinator.settings import Settings
+
+    # A coordinator and a worker of their own, on a queue no other worker serves.
+    settings = Settings(redis_url=stack.redis_url, listen="127.0.0.1:0", queue=LOST_QUEUE)
+    coordinator = start_coordinator(settings)
+    address = f"127.0.0.1:{coordinator.port}"
+    env = {**os.environ, "REDIS_URL": stack.redis_url, "SCRIPTPOOL_COORDINATOR": address,
+           "SCRIPTPOOL_QUEUE": LOST_QUEUE, "SCRIPTPOOL_LEASE_SECONDS": "1"}  # fmt: skip
+    with open(tmp_path / "worker.log", "wb") as log:
+        worker = subprocess.Popen([sys.executable, "-m", "coordinator.cli.main", "worker"], env=env, stdout=log,
+                                  stderr=subprocess.STDOUT, process_group=0)  # fmt: skip
+    key = coordinator.auth.create_api_key("lost")
+    try:
+        with ScriptpoolClient(address, key) as client:
+            job = client.submit(
+                Language.LUA, "while true do end", limits={"cpu_time_ms": 60_000, "wall_time_ms": 60_000}
+            )
+            give_up = time.monotonic() + 20
+            while client.get_job(job.id).status != jobs_pb2.JOB_STATUS_RUNNING:
+                assert time.monotonic() < give_up, "the job never started"
+                time.sleep(0.05)
+            os.killpg(worker.pid, signal.SIGKILL)  # the worker and its sandbox child, without warning
+            worker.wait()
+            done = client.wait(job.id, timeout=30)
+            assert outcome(done) is Outcome.WORKER_LOST
+            assert "stopped responding" in done.result.message
+            timeline = client.session_call("GetTimeline", sessions_pb2.GetTimelineRequest(session_id=done.session_id))
+            assert [e.description for e in timeline.entries][-1] == f"job {job.id} finished: worker_lost"
+    finally:
+        stop_process(worker)
+        coordinator.stop(grace=0)
+
+
+def test_other_workers_keep_serving(client: ScriptpoolClient) -> None:
+    assert_worker_healthy(client)
