@@ -301,9 +301,10 @@ def _result(value: object) -> PlainValue:
 # ------------------------------------------------------------------ error reports
 
 
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _HOST_PREFIXES = tuple(
     sorted(
-        {p for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.dirname(__file__))) if p},
+        {p for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, _REPO_ROOT) if len(p) > 1},
         key=len,
         reverse=True,
     )
