@@ -189,7 +189,7 @@
   };
   SessionProto.addTag = function (tag) {
     if (this.hasTag(tag)) return this.tags;
-    this.tags = Session.setTags(this.id, [tag, ...(isArray(this.tags) ? this.tags : [])]);
+    this.tags = Session.setTags(this.id, [...(isArray(this.tags) ? this.tags : []), tag]);
     return this.tags;
   };
   SessionProto.removeTag = function (tag) {

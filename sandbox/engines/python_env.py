@@ -360,8 +360,8 @@ class SessionRecord(dict[str, Any]):
         return tag in (self.get("tags") or [])
 
     def addTag(self, tag: str) -> Any:
-        if not self.hasTag(tag):  # the new tag goes first, as in the Lua engine
-            self["tags"] = self._session.setTags(self.get("id"), [tag, *(self.get("tags") or [])])
+        if not self.hasTag(tag):  # appended, as in the Lua and JS engines
+            self["tags"] = self._session.setTags(self.get("id"), [*(self.get("tags") or []), tag])
         return self["tags"]
 
     def removeTag(self, tag: str) -> Any:

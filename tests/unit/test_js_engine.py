@@ -139,7 +139,7 @@ def test_session_objects_have_methods() -> None:
         host,
     )
     stringified = json.dumps({"id": "s1", "tags": ["b"], "state": "active"}, separators=(",", ":"))
-    assert result == [True, False, ["b", "a"], ["b"], stringified]
+    assert result == [True, False, ["a", "b"], ["b"], stringified]
     assert ("Session.suspend", ["s1"]) in host.calls
     assert host.calls[-1] == ("Session.setTags", ["s1", ["b"]])
 

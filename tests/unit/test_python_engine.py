@@ -166,9 +166,9 @@ tags = s.addTag("b")
 [s.id, s.name, s.state, s.metadata, s.hasTag("a"), s.has_tag("zz"), tags, s["name"], Session.list()[0].id]
 """
     result, _ = run(source, host)
-    assert result == ["s1", "n", "active", {"k": 1}, True, False, ["b", "a"], "n", "s1"]
+    assert result == ["s1", "n", "active", {"k": 1}, True, False, ["a", "b"], "n", "s1"]
     assert ("Session.suspend", ["s1"]) in host.calls
-    assert ("Session.setTags", ["s1", ["b", "a"]]) in host.calls
+    assert ("Session.setTags", ["s1", ["a", "b"]]) in host.calls
 
 
 def test_call_limit() -> None:
