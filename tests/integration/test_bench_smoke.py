@@ -1,0 +1,35 @@
+"""`scriptpool bench` runs and produces sane numbers (figures themselves are not asserted: no timed tests)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.slow
+def test_bench_all_runs_and_reports_every_figure_with_its_baseline() -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "SCRIPTPOOL_COORDINATOR")}
+    result = subprocess.run(
+        [sys.executable, "-m", "coordinator.cli.main", "bench", "all", "--jobs", "12", "--repeat", "1",
+         "--calls", "20", "--json"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    cases = {c["case"]: c for c in map(json.loads, result.stdout.splitlines())}
+    assert set(cases) == {"throughput", "latency", "callbacks", "sandbox", "scale", "memory", "artifacts"}
+    throughput = cases["throughput"]
+    for key in ("workers", "jobs_per_s", "rq_fork_jobs_per_s", "rq_simple_jobs_per_s", "ratio_vs_rq_fork",
+                "ratio_vs_rq_simple"):  # fmt: skip
+        assert throughput[key] > 0, key
+    assert throughput["ratio_vs_rq_fork"] == pytest.approx(
+        throughput["jobs_per_s"] / throughput["rq_fork_jobs_per_s"], rel=0.01
+    )
+    assert 0 < cases["latency"]["lua_submit_to_result_ms"]["median"] < 10_000
+    assert cases["callbacks"]["raw_grpc_unary_us"]["median"] > 0
+    assert cases["sandbox"]["lua"]["bare_engine_ms"]["median"] > 0
+    assert cases["scale"]["scaling_1_to_2"] > 0
+    assert cases["memory"]["idle_worker_rss_mb"] > 1 and cases["memory"]["coordinator_rss_mb"] > 1
