@@ -3,6 +3,7 @@ same run, and their ratio. No case weakens isolation: every job still runs in a 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from coordinator.bench.stats import ratio, summarize
 from coordinator.client import ScriptpoolClient
 from sandbox.languages import Language
 from sandbox.outcomes import Outcome
+from sandbox.runner import ENGINES
 
 TRIVIAL = {Language.LUA: "return 1", Language.JAVASCRIPT: "1", Language.PYTHON: "1"}
 Case = Callable[[BenchStack, "Options"], dict[str, Any]]
@@ -32,9 +34,7 @@ class Options:
 
 
 def _available(language: Language) -> bool:
-    import importlib.util
 
-    from sandbox.runner import ENGINES
 
     return importlib.util.find_spec(ENGINES[language][0]) is not None
 
@@ -55,17 +55,15 @@ def _run_batch(client: ScriptpoolClient, language: Language, count: int) -> floa
 
 
 def _rq_batch(stack: BenchStack, count: int) -> float:
+    """Enqueue `count` no-op jobs to plain RQ workers already running; returns jobs per second."""
     queue = Queue(BASELINE_QUEUE, connection=stack.redis)
+    registry = queue.finished_job_registry
+    done_before = registry.count
     started = time.perf_counter()
     jobs = [queue.enqueue("coordinator.bench.noop.noop", result_ttl=600) for _ in range(count)]
-    last = jobs[-1]
-    while True:
-        finished = queue.finished_job_registry.count
-        if finished >= count or last.get_status(refresh=True) == "finished" and finished >= count:
-            break
+    while registry.count < done_before + count:
         time.sleep(0.002)
     elapsed = time.perf_counter() - started
-    queue.finished_job_registry.remove_jobs() if hasattr(queue.finished_job_registry, "remove_jobs") else None
     for job in jobs:
         job.delete()
     return count / elapsed
