@@ -12,12 +12,15 @@ from typing import Any
 
 import grpc
 from scriptpool.errors import InvalidArgument, Unimplemented
-from scriptpool.v1 import common_pb2, sessions_pb2, sessions_pb2_grpc
+from scriptpool.v1 import artifacts_pb2_grpc, common_pb2, sessions_pb2, sessions_pb2_grpc
 from scriptpool.values import PlainValue, from_value_map, to_value, to_value_map
 
+from workers import bridge_artifacts
 from workers.rpc_errors import from_rpc_error
 from workers.session_values import session_to_plain
 
+AWAIT_REPLAY_OP = "Session.awaitReplay"  # not a script global: used by the engines' replay callbacks
+AWAIT_REPLAY_SECONDS = 1.0
 CREATE_FIELDS = ("name", "description", "tags", "metadata", "parent_session_id")
 TIME_FILTERS = ("created_after", "created_before", "updated_after", "updated_before")
 LIST_FIELDS = ("state", "tags", "name", "metadata", "parent_session_id", "limit", "cursor", "sort", *TIME_FILTERS)
@@ -83,6 +86,7 @@ class CoordinatorBridge:
     ) -> None:
         self._metadata = (("authorization", f"Bearer {credential}"),)
         self._sessions = sessions_pb2_grpc.SessionServiceStub(channel)
+        self.artifacts = artifacts_pb2_grpc.ArtifactServiceStub(channel)
         self._deadline = deadline
         self._call_timeout = call_timeout_seconds
         self.current_session = session_id
@@ -231,6 +235,27 @@ class CoordinatorBridge:
             for e in timeline.entries
         ]  # fmt: skip
 
+    def session_await_replay(self, op: str, args: list[PlainValue]) -> PlainValue:
+        """Internal to the engines' Session.replay callbacks: the replay's timeline entries after
+        `after`, waiting up to ~1 s for new ones; `finished` once the replay has ended."""
+        replay_id = _string(args[0] if args else None, f"{op}: replay id")
+        after = _string(args[1] if len(args) > 1 else None, f"{op}: after")
+        give_up = time.monotonic() + AWAIT_REPLAY_SECONDS
+        while True:
+            request = sessions_pb2.GetTimelineRequest(session_id=replay_id, after=after, limit=100)
+            entries = self._rpc(self._sessions.GetTimeline, request).entries
+            if entries or time.monotonic() >= give_up or time.monotonic() >= self._deadline:
+                break
+            time.sleep(0.05)
+        return {
+            "entries": [
+                {"id": e.id, "timestamp": e.timestamp, "type": e.type, "job_id": e.job_id or None,
+                 "data": from_value_map(e.data)}
+                for e in entries
+            ],
+            "finished": any(e.type == "replay.finished" for e in entries),
+        }  # fmt: skip
+
     def session_get_replay_metadata(self, op: str, args: list[PlainValue]) -> PlainValue:
         meta = self._rpc(self._sessions.GetReplayMetadata, self._ref(args, op))
         return {
@@ -274,6 +299,8 @@ _HANDLERS: dict[str, Callable[[CoordinatorBridge, str, list[PlainValue]], PlainV
     "Session.replay": CoordinatorBridge.session_replay,
     "Session.getTimeline": CoordinatorBridge.session_get_timeline,
     "Session.getReplayMetadata": CoordinatorBridge.session_get_replay_metadata,
+    AWAIT_REPLAY_OP: CoordinatorBridge.session_await_replay,
 }
+_HANDLERS.update(bridge_artifacts.HANDLERS)
 
 __all__ = ["CoordinatorBridge"]

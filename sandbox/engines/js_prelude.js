@@ -167,12 +167,46 @@
     "Session.load": toSession,
   };
 
+  // Session.replay(id, {speed, on_progress, on_hook}): the callbacks run here, in the calling
+  // script, as the replay advances (the worker waits for new replay timeline entries between calls).
+  function replay(id, opts) {
+    const plainOpts = {};
+    let onProgress = null;
+    let onHook = null;
+    if (opts !== null && typeof opts === "object") {
+      for (const key of ownKeys(opts)) {
+        if (key === "on_progress" || key === "onProgress") onProgress = opts[key];
+        else if (key === "on_hook" || key === "onHook") onHook = opts[key];
+        else plainOpts[key] = opts[key];
+      }
+    }
+    const replayId = call("Session.replay", [id, plainOpts]);
+    if (onProgress || onHook) {
+      let after = "";
+      for (;;) {
+        const batch = call("Session.awaitReplay", [replayId, after]);
+        for (const e of batch.entries) {
+          after = e.id;
+          if (e.type === "replay.progress") {
+            if (onProgress) onProgress(e.data.progress);
+          } else if (e.type !== "replay.finished" && onHook) {
+            onHook({ hook_point: e.type, session_id: replayId, job_id: e.job_id, data: e.data,
+                     timestamp: e.timestamp });
+          }
+        }
+        if (batch.finished) break;
+      }
+    }
+    return replayId;
+  }
+
   for (const globalName of ownKeys(catalog)) {
     const g = {};
     for (const op of catalog[globalName]) {
       const full = globalName + "." + op;
       const after = post[full];
-      g[op] = after ? (...args) => after(call(full, args)) : (...args) => call(full, args);
+      if (full === "Session.replay") g[op] = replay;
+      else g[op] = after ? (...args) => after(call(full, args)) : (...args) => call(full, args);
     }
     const extra = aliases[globalName] || {};
     for (const alias of ownKeys(extra)) g[alias] = g[extra[alias]];

@@ -180,10 +180,26 @@ local function to_session_list(list)
   return list
 end
 
+-- Artifact.store/update return {id, content_hash, session_id, version}: a value usable as the id
+-- string (tostring, .., == between two of them) that also exposes those fields. Every Artifact op
+-- accepts it where an id is expected (it crosses the bridge as a map with `id`).
+local ArtifactRef = {
+  __tostring = function(r) return r.id end,
+  __concat = function(a, b) return raw_tostring(a) .. raw_tostring(b) end,
+  __eq = function(a, b) return a.id == b.id end,
+}
+
+local function to_artifact_ref(t)
+  if raw_type(t) ~= "table" then return t end
+  return raw_setmetatable(t, ArtifactRef)
+end
+
 local post = {
   ["Session.get"] = to_session,
   ["Session.list"] = to_session_list,
   ["Session.load"] = to_session,
+  ["Artifact.store"] = to_artifact_ref,
+  ["Artifact.update"] = to_artifact_ref,
 }
 
 for global_name, ops in raw_pairs(catalog) do
@@ -202,6 +218,37 @@ for global_name, ops in raw_pairs(catalog) do
 end
 
 local Session = env.Session
+
+-- Session.replay(id, {speed, on_progress = fn, on_hook = fn}): the callbacks run here, in the calling
+-- script, as the replay advances (the worker waits for new replay timeline entries between calls).
+local function follow_replay(replay_id, on_progress, on_hook)
+  local after = ""
+  while true do
+    local batch = call("Session.awaitReplay", replay_id, after)
+    for _, e in raw_ipairs(batch.entries) do
+      after = e.id
+      if e.type == "replay.progress" then
+        if on_progress then on_progress(e.data.progress) end
+      elseif e.type ~= "replay.finished" and on_hook then
+        on_hook({ hook_point = e.type, session_id = replay_id, job_id = e.job_id, data = e.data,
+                  timestamp = e.timestamp })
+      end
+    end
+    if batch.finished then return end
+  end
+end
+
+Session.replay = function(id, opts)
+  local plain, on_progress, on_hook = {}, nil, nil
+  if raw_type(opts) == "table" then
+    for k, v in raw_pairs(opts) do
+      if k == "on_progress" then on_progress = v elseif k == "on_hook" then on_hook = v else plain[k] = v end
+    end
+  end
+  local replay_id = call("Session.replay", id, plain)
+  if on_progress or on_hook then follow_replay(replay_id, on_progress, on_hook) end
+  return replay_id
+end
 function SessionObject:suspend() return Session.suspend(self.id) end
 function SessionObject:resume() return Session.resume(self.id) end
 function SessionObject:complete() return Session.complete(self.id) end

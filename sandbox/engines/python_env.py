@@ -301,6 +301,8 @@ def _operation(global_name: str, op: str) -> Callable[..., Any]:
     wrap = {"Session.get": "one", "Session.load": "one", "Session.list": "list"}.get(full_name)
 
     def operation(self: Namespace, *args: Any, **options: Any) -> Any:
+        if full_name == "Session.replay":
+            return _replay(self, args, options)
         plain = [to_plain(a) for a in args]
         if options:  # keyword arguments are the trailing options map: Session.create(name="x")
             plain.append(to_plain(options))
@@ -314,6 +316,31 @@ def _operation(global_name: str, op: str) -> Callable[..., Any]:
     operation.__name__ = op
     operation.__qualname__ = full_name
     return operation
+
+
+def _replay(self: Namespace, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
+    """Session.replay(id, {speed, on_progress, on_hook}): the callbacks run here, in the calling
+    script, as the replay advances (the worker waits for new replay timeline entries between calls)."""
+    opts: dict[str, Any] = dict(args[1]) if len(args) > 1 and isinstance(args[1], dict) else {}
+    opts.update(options)
+    on_progress = opts.pop("on_progress", None)
+    on_hook = opts.pop("on_hook", None)
+    replay_id = self._call("Session.replay", [to_plain(args[0]) if args else None, to_plain(opts)])
+    if on_progress is None and on_hook is None:
+        return replay_id
+    after = ""
+    while True:
+        batch: Any = self._call("Session.awaitReplay", [replay_id, after])
+        for entry in batch["entries"]:
+            after = entry["id"]
+            if entry["type"] == "replay.progress":
+                if on_progress is not None:
+                    on_progress(entry["data"]["progress"])
+            elif entry["type"] != "replay.finished" and on_hook is not None:
+                on_hook({"hook_point": entry["type"], "session_id": replay_id, "job_id": entry["job_id"],
+                         "data": entry["data"], "timestamp": entry["timestamp"]})  # fmt: skip
+        if batch["finished"]:
+            return replay_id
 
 
 def _namespace_class(global_name: str) -> type[Namespace]:

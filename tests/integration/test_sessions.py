@@ -358,3 +358,34 @@ def test_unauthenticated_session_rpc(stack: Stack) -> None:
 
             sessions_pb2_grpc.SessionServiceStub(channel).Suspend(S.SessionRef(session_id="x"), timeout=5)
     assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
+
+
+@pytest.mark.parametrize("language", [Language.LUA, Language.JAVASCRIPT, Language.PYTHON])
+def test_replay_callbacks_run_in_the_calling_script(client: ScriptpoolClient, language: Language) -> None:
+    session_id = client.create_session("callbacks").id
+    for _ in range(2):
+        assert outcome(run_lua(client, "return 1", session_id=session_id)).value == "ok"
+    source = {
+        Language.LUA: f"""
+            local progress, hooks = {{}}, {{}}
+            local id = Session.replay('{session_id}', {{speed = 0,
+                on_progress = function(p) progress[#progress + 1] = p end,
+                on_hook = function(h) hooks[#hooks + 1] = h.hook_point end}})
+            return {{progress = progress, hooks = hooks, id = id}}""",
+        Language.JAVASCRIPT: f"""
+            const progress = [], hooks = [];
+            const id = Session.replay('{session_id}', {{speed: 0, on_progress: (p) => progress.push(p),
+                                                       on_hook: (h) => hooks.push(h.hook_point)}});
+            ({{progress, hooks, id}})""",
+        Language.PYTHON: f"""
+progress, hooks = [], []
+rid = Session.replay('{session_id}', {{'speed': 0, 'on_progress': progress.append,
+                                     'on_hook': lambda h: hooks.append(h['hook_point'])}})
+{{'progress': progress, 'hooks': hooks, 'id': rid}}""",
+    }[language]
+    result = result_of(client.run(language, source, timeout=60))
+    assert isinstance(result, dict)
+    assert result["progress"] == [0.5, 1.0]
+    hooks = result["hooks"]
+    assert isinstance(hooks, list) and hooks.count("job.finished") == 2 and "session.created" in hooks
+    assert client.get_session(str(result["id"])).parent_session_id == session_id
