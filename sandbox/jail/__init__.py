@@ -1,9 +1,13 @@
 """The OS layer under every engine, applied inside the job's child process before any script code.
 
-Each layer reports whether it was applied; a layer the host cannot provide is reported, never
-silently skipped (see `JailReport` and `scriptpool doctor`).
+Layers: an empty environment, inherited descriptors closed, a fresh network namespace, a private
+scratch directory, rlimits, no-new-privs, Landlock, no capabilities, and a seccomp filter. Each layer
+reports whether it was applied; a layer the host cannot provide is reported, never silently skipped
+(see `JailReport`, the worker's startup log and `scriptpool doctor`). See docs/THREAT_MODEL.md.
 """
 
-from sandbox.jail._apply import JailReport, apply_jail, probe_host
+from sandbox.jail._apply import JailReport, apply_jail, prepare_spare, release_scratch
+from sandbox.jail._probe import probe_host
+from sandbox.jail._scratch import DEFAULT_SCRATCH_BASE
 
-__all__ = ["JailReport", "apply_jail", "probe_host"]
+__all__ = ["DEFAULT_SCRATCH_BASE", "JailReport", "apply_jail", "prepare_spare", "probe_host", "release_scratch"]
