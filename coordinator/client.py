@@ -6,12 +6,12 @@ Raises ScriptpoolError subclasses, never grpc.RpcError.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import grpc
 from scriptpool.errors import DeadlineExceeded
-from scriptpool.v1 import jobs_pb2, jobs_pb2_grpc, sessions_pb2, sessions_pb2_grpc
+from scriptpool.v1 import artifacts_pb2, artifacts_pb2_grpc, jobs_pb2, jobs_pb2_grpc, sessions_pb2, sessions_pb2_grpc
 from scriptpool.values import PlainValue, to_value_map
 
 from sandbox.languages import Language
@@ -27,6 +27,7 @@ class ScriptpoolClient:
         self._timeout = timeout
         self._jobs = jobs_pb2_grpc.JobServiceStub(self.channel)
         self._sessions = sessions_pb2_grpc.SessionServiceStub(self.channel)
+        self._artifacts = artifacts_pb2_grpc.ArtifactServiceStub(self.channel)
 
     def close(self) -> None:
         self.channel.close()
@@ -115,3 +116,44 @@ class ScriptpoolClient:
         self, request: sessions_pb2.ListSessionsRequest | None = None
     ) -> sessions_pb2.ListSessionsResponse:
         return self._call(self._sessions.List, request or sessions_pb2.ListSessionsRequest())
+
+    # ---------------------------------------------------------------- artifacts
+    def store_artifact(
+        self,
+        header: artifacts_pb2.StoreArtifactChunk,
+        content: Iterable[bytes],
+        *,
+        timeout: float = 3600.0,
+    ) -> artifacts_pb2.ArtifactRef:
+        """Store (or, with header.artifact_id, Update) streaming `content` pieces; nothing is held whole."""
+
+        def messages() -> Iterator[artifacts_pb2.StoreArtifactChunk]:
+            yield header
+            for piece in content:
+                for start in range(0, len(piece), ARTIFACT_CHUNK_BYTES):
+                    yield artifacts_pb2.StoreArtifactChunk(content=piece[start : start + ARTIFACT_CHUNK_BYTES])
+
+        method = self._artifacts.Update if header.artifact_id else self._artifacts.Store
+        return self._call(method, messages(), timeout)
+
+    def read_artifact(
+        self, session_id: str, artifact_id: str, version: int = 0, *, timeout: float = 3600.0
+    ) -> tuple[artifacts_pb2.ArtifactInfo, Iterator[bytes]]:
+        """The artifact's info and an iterator over its content chunks (the content is read lazily)."""
+        request = artifacts_pb2.GetArtifactRequest(session_id=session_id, artifact_id=artifact_id, version=version)
+        stream = self._call(self._artifacts.Get, request, timeout)
+        first = next(self._guard(stream))
+        return first.info, (chunk.content for chunk in self._guard(stream))
+
+    def _guard(self, stream: Iterable[artifacts_pb2.ArtifactChunk]) -> Iterator[artifacts_pb2.ArtifactChunk]:
+        try:
+            yield from stream
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    def artifact_call(self, method: str, request: Any) -> Any:
+        """Call any unary ArtifactService RPC by name, e.g. artifact_call("List", ListArtifactsRequest(...))."""
+        return self._call(getattr(self._artifacts, method), request)
+
+
+ARTIFACT_CHUNK_BYTES = 256 * 1024

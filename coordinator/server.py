@@ -27,10 +27,12 @@ from scriptpool.v1 import (
 )
 
 from coordinator.auth import Authenticator
+from coordinator.services.artifacts import ArtifactServicer
 from coordinator.services.jobs import JobServicer
-from coordinator.services.placeholders import ArtifactServicer, EventServicer, HookServicer, StateServicer
+from coordinator.services.placeholders import EventServicer, HookServicer, StateServicer
 from coordinator.services.sessions import SessionServicer
 from coordinator.settings import Settings
+from coordinator.stores.artifacts import ArtifactStore
 from coordinator.stores.jobs import JobStore
 from coordinator.stores.replay import ReplayStore
 from coordinator.stores.sessions import SessionStore
@@ -84,6 +86,13 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
         queue_ttl_seconds=settings.queue_ttl_seconds,
         result_ttl_seconds=settings.result_ttl_seconds,
     )
+    artifacts = ArtifactStore(
+        redis,
+        max_artifact_bytes=settings.max_artifact_bytes,
+        max_session_bytes=settings.max_session_artifact_bytes,
+        max_principal_bytes=settings.max_principal_artifact_bytes,
+    )
+    sessions.delete_hooks.append(artifacts.delete_session_artifacts)
     snapshots = SnapshotStore(sessions)
     replays = ReplayStore(sessions, jobs)
     waiters = JobWaiters(redis)
@@ -96,7 +105,7 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
     # These servicers are completed by @grpc_service (UNIMPLEMENTED for what they do not define),
     # which mypy cannot see: hence the abstract-class ignores.
     sessions_pb2_grpc.add_SessionServiceServicer_to_server(SessionServicer(auth, sessions, snapshots, replays), server)
-    artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server(ArtifactServicer(), server)  # type: ignore[abstract]
+    artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server(ArtifactServicer(auth, artifacts), server)
     state_pb2_grpc.add_StateServiceServicer_to_server(StateServicer(), server)  # type: ignore[abstract]
     events_pb2_grpc.add_HookServiceServicer_to_server(HookServicer(), server)  # type: ignore[abstract]
     events_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(), server)  # type: ignore[abstract]

@@ -45,6 +45,12 @@ class Settings:
     """How long a job may wait in the queue before its credential expires."""
     result_ttl_seconds: int = 7 * 24 * 3600
     """How long finished job records stay."""
+    max_artifact_bytes: int = 100 * 1024 * 1024
+    """Largest artifact content (one version), SCRIPTPOOL_MAX_ARTIFACT_BYTES; refused as it streams in."""
+    max_session_artifact_bytes: int = 10 * 1024**3
+    """Artifact content one session may hold, all versions counted."""
+    max_principal_artifact_bytes: int = 100 * 1024**3
+    """Artifact content one principal may hold across its sessions, all versions counted."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -59,6 +65,8 @@ class Settings:
         ):
             if env.get(var):
                 values[name] = env[var]
+        if env.get("SCRIPTPOOL_MAX_ARTIFACT_BYTES"):
+            values["max_artifact_bytes"] = int(env["SCRIPTPOOL_MAX_ARTIFACT_BYTES"])
         if env.get("SCRIPTPOOL_STATE_DIR"):
             values["state_dir"] = Path(env["SCRIPTPOOL_STATE_DIR"])
         return cls(**values)  # type: ignore[arg-type]

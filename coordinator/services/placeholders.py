@@ -4,8 +4,6 @@ with the method's name (the wire contract is complete; see proto/scriptpool/v1).
 from __future__ import annotations
 
 from scriptpool.v1 import (
-    artifacts_pb2,
-    artifacts_pb2_grpc,
     events_pb2,
     events_pb2_grpc,
     state_pb2,
@@ -13,11 +11,6 @@ from scriptpool.v1 import (
 )
 
 from coordinator.status import grpc_service
-
-
-@grpc_service(artifacts_pb2.DESCRIPTOR.services_by_name["ArtifactService"])
-class ArtifactServicer(artifacts_pb2_grpc.ArtifactServiceServicer):
-    pass
 
 
 @grpc_service(state_pb2.DESCRIPTOR.services_by_name["StateService"])

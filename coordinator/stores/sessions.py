@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 
 from redis import Redis
@@ -85,6 +86,8 @@ class SessionStore:
         self.redis = redis
         self.max_sessions = max_sessions_per_principal
         self._transition = redis.register_script(_TRANSITION)
+        self.delete_hooks: list[Callable[[str], None]] = []
+        """Called with the session id before a session is deleted (its artifacts go first)."""
 
     def create(self, caller: Caller, request: sessions_pb2.CreateSessionRequest) -> sessions_pb2.Session:
         name = check_text(request.name, "name", MAX_NAME)
@@ -166,6 +169,8 @@ class SessionStore:
     def delete(self, caller: Caller, session_id: str) -> None:
         """Delete in any state, with its timeline, snapshots and job index."""
         session = self.get(caller, session_id)
+        for hook in self.delete_hooks:
+            hook(session_id)
         keys = [session_key(session_id), timeline.timeline_key(session_id), f"sp:session:{session_id}:jobs"]
         keys += [k.decode() for k in self.redis.scan_iter(f"sp:session:{session_id}:*", count=1000)]
         pipe = self.redis.pipeline(transaction=True)

@@ -1,0 +1,156 @@
+"""ArtifactService: every Artifact operation of the spec, content streamed in CHUNK_BYTES pieces.
+
+Store/Update read the request stream one message at a time and write each piece to Redis as it
+arrives; Get/GetContent send one stored chunk at a time. Neither ever holds a whole artifact.
+Every call a running job makes is also appended to its session's timeline with its outcome.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import grpc
+from scriptpool.errors import InvalidArgument, ScriptpoolError
+from scriptpool.v1 import artifacts_pb2, artifacts_pb2_grpc, common_pb2
+
+from coordinator.auth import Authenticator, Caller
+from coordinator.status import grpc_service
+from coordinator.stores import timeline
+from coordinator.stores.artifacts import ArtifactStore
+
+A = artifacts_pb2
+R = TypeVar("R")
+
+
+def recorded(op: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
+    """Authenticate, run, and (for job callers) append the call and its outcome to the job's timeline."""
+
+    def decorate(method: Callable[..., R]) -> Callable[..., R]:
+        @functools.wraps(method)
+        def wrapper(self: ArtifactServicer, request: Any, context: grpc.ServicerContext) -> R:
+            caller = self.auth.caller(context)
+            try:
+                result = method(self, caller, request)
+            except ScriptpoolError as exc:
+                self._record(caller, op, exc.code)
+                raise
+            self._record(caller, op, "OK")
+            return result
+
+        return wrapper
+
+    return decorate
+
+
+def _header(request_iterator: Iterator[A.StoreArtifactChunk]) -> A.StoreArtifactChunk:
+    first = next(request_iterator, None)
+    if first is None:
+        raise InvalidArgument("empty request stream: the first message must carry the artifact's header")
+    return first
+
+
+@grpc_service(A.DESCRIPTOR.services_by_name["ArtifactService"])
+class ArtifactServicer(artifacts_pb2_grpc.ArtifactServiceServicer):
+    def __init__(self, auth: Authenticator, store: ArtifactStore) -> None:
+        self.auth = auth
+        self.store = store
+
+    def _record(self, caller: Caller, op: str, outcome: str) -> None:
+        if caller.is_job and caller.session_id:
+            timeline.append(
+                self.store.redis, caller.session_id, "global_call", f"{op} -> {outcome}", job_id=caller.job_id,
+                data={"op": op, "outcome": outcome},
+            )  # fmt: skip
+
+    @recorded("Artifact.store")
+    def Store(self, caller: Caller, request_iterator: Iterator[A.StoreArtifactChunk]) -> A.ArtifactRef:
+        header = _header(request_iterator)
+        if header.artifact_id:
+            raise InvalidArgument("Store creates artifacts (or a new version by name); use Update with an artifact id")
+        return self.store.store(caller, header, (m.content for m in request_iterator))
+
+    @recorded("Artifact.update")
+    def Update(self, caller: Caller, request_iterator: Iterator[A.StoreArtifactChunk]) -> A.ArtifactRef:
+        header = _header(request_iterator)
+        if not header.artifact_id:
+            raise InvalidArgument("Update needs artifact_id in its first message")
+        return self.store.store(caller, header, (m.content for m in request_iterator))
+
+    @recorded("Artifact.get")
+    def Get(self, caller: Caller, request: A.GetArtifactRequest) -> Iterator[A.ArtifactChunk]:
+        info, chunks = self.store.read(caller, request, "get")
+        return _stream(chunks, info)
+
+    @recorded("Artifact.getContent")
+    def GetContent(self, caller: Caller, request: A.GetArtifactRequest) -> Iterator[A.ArtifactChunk]:
+        _, chunks = self.store.read(caller, request, "getContent")
+        return _stream(chunks, None)
+
+    @recorded("Artifact.list")
+    def List(self, caller: Caller, request: A.ListArtifactsRequest) -> A.ArtifactList:
+        return self.store.list(caller, request.session_id, request.page)
+
+    @recorded("Artifact.delete")
+    def Delete(self, caller: Caller, request: A.ArtifactKey) -> common_pb2.Empty:
+        self.store.delete(caller, request.session_id, request.artifact_id)
+        return common_pb2.Empty()
+
+    @recorded("Artifact.query")
+    def Query(self, caller: Caller, request: A.ArtifactQuery) -> A.ArtifactList:
+        return self.store.query(caller, request)
+
+    @recorded("Artifact.findByType")
+    def FindByType(self, caller: Caller, request: A.FindByTypeRequest) -> A.ArtifactList:
+        if not request.type:
+            raise InvalidArgument("findByType needs a type")
+        return self._in_session(caller, request.session_id, A.ArtifactQuery(type=request.type))
+
+    @recorded("Artifact.findByTag")
+    def FindByTag(self, caller: Caller, request: A.FindByTagRequest) -> A.ArtifactList:
+        if not request.tag:
+            raise InvalidArgument("findByTag needs a tag")
+        return self._in_session(caller, request.session_id, A.ArtifactQuery(tags=[request.tag]))
+
+    @recorded("Artifact.search")
+    def Search(self, caller: Caller, request: A.SearchArtifactsRequest) -> A.ArtifactList:
+        if not request.text.strip():
+            raise InvalidArgument("search needs some text to look for")
+        query = A.ArtifactQuery(session_id=request.session_id)
+        query.page.limit = 1000
+        return self.store.query(caller, query, request.text)
+
+    def _in_session(self, caller: Caller, session_id: str, query: A.ArtifactQuery) -> A.ArtifactList:
+        if not session_id:
+            raise InvalidArgument("a session id is required")
+        query.session_id = session_id
+        query.page.limit = 1000
+        return self.store.query(caller, query)
+
+    @recorded("Artifact.grantPermission")
+    def GrantPermission(self, caller: Caller, request: A.PermissionChange) -> A.Permissions:
+        return self.store.change_permission(caller, request, "grant")
+
+    @recorded("Artifact.revokePermission")
+    def RevokePermission(self, caller: Caller, request: A.PermissionChange) -> A.Permissions:
+        return self.store.change_permission(caller, request, "revoke")
+
+    @recorded("Artifact.getPermissions")
+    def GetPermissions(self, caller: Caller, request: A.ArtifactKey) -> A.Permissions:
+        return self.store.permissions(caller, request)
+
+    @recorded("Artifact.checkAccess")
+    def CheckAccess(self, caller: Caller, request: A.CheckAccessRequest) -> A.CheckAccessResponse:
+        return A.CheckAccessResponse(allowed=self.store.check_access(caller, request))
+
+    @recorded("Artifact.getAuditLog")
+    def GetAuditLog(self, caller: Caller, request: A.GetAuditLogRequest) -> A.AuditLog:
+        return self.store.audit_log(caller, request)
+
+
+def _stream(chunks: Iterator[bytes], info: A.ArtifactInfo | None) -> Iterator[A.ArtifactChunk]:
+    if info is not None:
+        yield A.ArtifactChunk(info=info)
+    for chunk in chunks:
+        yield A.ArtifactChunk(content=chunk)

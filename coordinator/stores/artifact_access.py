@@ -1,0 +1,133 @@
+"""Who may do what to an artifact, and the record of every attempt.
+
+  sp:artifact:{id}:grants            hash    principal -> level (1 read, 2 write, 3 delete, 4 admin)
+  sp:principal:{p}:artifact-grants   set     artifact ids granted to p (for queries across sessions)
+  sp:artifact:{id}:audit             stream  ts user job_id action allowed(1/0) reason
+
+The session's principal (the owner) has `admin` on its artifacts without a grant and cannot lose
+it. Levels are ordered: each one includes the ones below it.
+"""
+
+from __future__ import annotations
+
+import time
+
+from redis import Redis
+from redis.client import Pipeline
+from scriptpool.errors import InvalidArgument
+from scriptpool.v1 import artifacts_pb2, common_pb2
+
+from coordinator.auth import PRINCIPAL_PATTERN, Caller
+from workers.job_records import hash_fields, text
+
+LEVELS = ("read", "write", "delete", "admin")
+READ, WRITE, DELETE, ADMIN = 1, 2, 3, 4
+AUDIT_MAX = 100_000
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+
+# KEYS: grants, principal's grant set, artifact; ARGV: principal, level, artifact id, grant|revoke
+_CHANGE = """
+if redis.call('EXISTS', KEYS[3]) == 0 then return -1 end
+local level = tonumber(ARGV[2])
+local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+if ARGV[4] == 'grant' then
+  if current < level then redis.call('HSET', KEYS[1], ARGV[1], level) end
+  redis.call('SADD', KEYS[2], ARGV[3])
+  return math.max(current, level)
+end
+if current >= level then
+  if level <= 1 then
+    redis.call('HDEL', KEYS[1], ARGV[1])
+    redis.call('SREM', KEYS[2], ARGV[3])
+    return 0
+  end
+  redis.call('HSET', KEYS[1], ARGV[1], level - 1)
+  return level - 1
+end
+return current
+"""
+
+
+def grants_key(artifact_id: str) -> str:
+    return f"sp:artifact:{artifact_id}:grants"
+
+
+def audit_key(artifact_id: str) -> str:
+    return f"sp:artifact:{artifact_id}:audit"
+
+
+def principal_grants_key(principal: str) -> str:
+    return f"sp:principal:{principal}:artifact-grants"
+
+
+def parse_level(name: str) -> int:
+    if name not in LEVELS:
+        raise InvalidArgument(f"unknown permission {name!r}: use one of {', '.join(LEVELS)}")
+    return LEVELS.index(name) + 1
+
+
+def check_principal(user: str) -> str:
+    if not PRINCIPAL_PATTERN.match(user or ""):
+        raise InvalidArgument(f"invalid user {user!r}: a principal is 1-128 letters, digits and . _ @ -")
+    return user
+
+
+class AccessControl:
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._change = redis.register_script(_CHANGE)
+
+    def level(self, artifact_id: str, owner: str, principal: str) -> int:
+        if principal == owner:
+            return ADMIN
+        raw = self.redis.hget(grants_key(artifact_id), principal)
+        return int(raw) if raw is not None else 0
+
+    def audit(
+        self,
+        target: Redis | Pipeline,
+        artifact_id: str,
+        caller: Caller,
+        action: str,
+        allowed: bool,
+        reason: str = "",
+    ) -> None:
+        fields = {"ts": repr(time.time()), "user": caller.principal, "job_id": caller.job_id,
+                  "action": action, "allowed": "1" if allowed else "0", "reason": reason}  # fmt: skip
+        target.xadd(audit_key(artifact_id), fields, maxlen=AUDIT_MAX, approximate=True)  # type: ignore[arg-type]
+
+    def change(self, artifact_id: str, user: str, level: int, mode: str) -> int:
+        """grant (raise to at least `level`) or revoke (drop below `level`); -1 if the artifact is gone."""
+        keys = [grants_key(artifact_id), principal_grants_key(user), f"sp:artifact:{artifact_id}"]
+        return int(self._change(keys=keys, args=[user, level, artifact_id, mode]))
+
+    def permissions(self, artifact_id: str, owner: str) -> artifacts_pb2.Permissions:
+        raw = self.redis.hgetall(grants_key(artifact_id))
+        grants = {text(k): LEVELS[int(v) - 1] for k, v in raw.items()}
+        grants[owner] = "admin"
+        return artifacts_pb2.Permissions(grants=grants, owner=owner)
+
+    def read_audit(self, artifact_id: str, page: common_pb2.PageRequest) -> artifacts_pb2.AuditLog:
+        limit = page.limit or DEFAULT_PAGE
+        if limit > MAX_PAGE:
+            raise InvalidArgument(f"page.limit {limit} is above the maximum {MAX_PAGE}")
+        start = f"({page.cursor}" if page.cursor else "-"
+        try:
+            batch = self.redis.xrange(audit_key(artifact_id), min=start, max="+", count=limit) or []
+        except Exception as exc:  # a malformed cursor
+            raise InvalidArgument(f"invalid cursor {page.cursor!r}: pass back the previous next_cursor") from exc
+        log = artifacts_pb2.AuditLog()
+        for entry_id, raw_fields in batch:
+            fields = hash_fields(raw_fields)
+            log.entries.append(
+                artifacts_pb2.AuditEntry(
+                    timestamp=float(fields["ts"]), user=fields["user"].decode(), job_id=fields["job_id"].decode(),
+                    action=fields["action"].decode(), allowed=fields["allowed"] == b"1",
+                    reason=fields["reason"].decode(),
+                )
+            )  # fmt: skip
+            last = text(entry_id)
+        if len(batch) == limit:
+            log.next_cursor = last
+        return log

@@ -1,0 +1,240 @@
+"""Artifact records and the indexes that answer list, query and search without a scan.
+
+  sp:artifact:{id}                      hash  id session_id owner name created_at updated_at latest
+                                              type tags(JSON) size  (the latest version's fields)
+  sp:artifact:{id}:v:{n}                hash  type name description tags(JSON) custom(ValueMap bytes)
+                                              sha size created_at  (version n, immutable)
+  sp:artifact:{id}:words                set   the words the latest version put in the word index
+  sp:session:{sid}:artifact-names       hash  name -> artifact id
+  sp:session:{sid}:artifacts            zset  id -> updated_at
+  sp:session:{sid}:artifacts:created    zset  id -> created_at
+  sp:session:{sid}:artifacts:size       zset  id -> latest size
+  sp:session:{sid}:artifacts:type:{t}   set   ids of type t
+  sp:session:{sid}:artifacts:tag:{t}    set   ids tagged t
+  sp:session:{sid}:artifacts:word:{w}   set   ids whose name, description or text content has word w
+
+Every filter that has an index narrows the candidates in Redis first; only the candidates are
+loaded, to apply the name glob and metadata equality and to sort.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from redis import Redis
+from scriptpool.errors import InvalidArgument
+from scriptpool.v1 import artifacts_pb2, common_pb2
+
+from coordinator.stores.sessions import _epoch as epoch  # one parser for time filters everywhere
+from coordinator.stores.validation import check_tags
+from workers.job_records import hash_fields, texts
+
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+SORT_FIELDS = ("created_at", "updated_at", "name", "size", "type")
+TEXT_SAMPLE_BYTES = 1024 * 1024
+"""How much of an artifact's content goes into the word index."""
+MAX_WORDS = 5000
+_WORD = re.compile(r"\w{2,64}")
+
+
+def artifact_key(artifact_id: str) -> str:
+    return f"sp:artifact:{artifact_id}"
+
+
+def version_key(artifact_id: str, version: int) -> str:
+    return f"sp:artifact:{artifact_id}:v:{version}"
+
+
+def session_index(session_id: str, suffix: str = "") -> str:
+    return f"sp:session:{session_id}:artifacts{suffix}"
+
+
+def words_of(*texts_: str) -> list[str]:
+    found: dict[str, None] = {}
+    for chunk in texts_:
+        for word in _WORD.findall(chunk.lower()):
+            found[word] = None
+            if len(found) >= MAX_WORDS:
+                return list(found)
+    return list(found)
+
+
+def sample_text(sample: bytes, complete: bool) -> str:
+    """The sample as text, or "" when the content is not UTF-8 (a cut multi-byte tail is allowed)."""
+    try:
+        return sample.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if not complete and exc.start >= len(sample) - 3 and exc.reason == "unexpected end of data":
+            return sample[: exc.start].decode("utf-8", "ignore")
+        return ""
+
+
+def decode_info(artifact: dict[str, bytes], version: dict[str, bytes], number: int) -> artifacts_pb2.ArtifactInfo:
+    return artifacts_pb2.ArtifactInfo(
+        id=artifact["id"].decode(),
+        session_id=artifact["session_id"].decode(),
+        type=version["type"].decode(),
+        metadata=artifacts_pb2.ArtifactMetadata(
+            name=version["name"].decode(),
+            description=version["description"].decode(),
+            tags=json.loads(version["tags"]),
+            custom=common_pb2.ValueMap.FromString(version["custom"]),
+        ),
+        content_hash=version["sha"].decode(),
+        size=int(version["size"]),
+        created_at=float(artifact["created_at"]),
+        updated_at=float(version["created_at"]),
+        version=number,
+    )
+
+
+def load_infos(redis: Redis, ids: Iterable[str]) -> list[tuple[artifacts_pb2.ArtifactInfo, str]]:
+    """Latest versions of the artifacts that still exist, in order, each with its owner."""
+    ids = list(ids)
+    pipe = redis.pipeline(transaction=False)
+    for artifact_id in ids:
+        pipe.hgetall(artifact_key(artifact_id))
+    records = [hash_fields(raw) for raw in pipe.execute()]
+    present = [(i, r) for i, r in zip(ids, records, strict=True) if r.get("latest") and r.get("owner")]
+    for artifact_id, record in present:
+        pipe.hgetall(version_key(artifact_id, int(record["latest"])))
+    out = []
+    for (_, record), raw in zip(present, pipe.execute(), strict=True):
+        version = hash_fields(raw)
+        if version:
+            out.append((decode_info(record, version, int(record["latest"])), record["owner"].decode()))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Where a query may look: whole sessions (the caller's own), and single granted artifacts."""
+
+    sessions: list[str]
+    granted: set[str]
+    """Artifact ids granted to the caller in sessions that are not its own."""
+
+
+def _range(value: common_pb2.Value, what: str) -> float | None:
+    kind = value.WhichOneof("kind")
+    if kind is None or kind == "null_value":
+        return None
+    return epoch(value, what)
+
+
+class ArtifactIndex:
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    def page_of_session(
+        self, session_id: str, page: common_pb2.PageRequest, only: set[str] | None
+    ) -> artifacts_pb2.ArtifactList:
+        """A session's artifacts, newest first; `only` restricts them to a set of ids (grants)."""
+        limit, offset = _page(page)
+        if only is None:
+            ids = texts(self.redis.zrevrange(session_index(session_id, ":created"), offset, offset + limit))
+            more = len(ids) > limit
+            ids = ids[:limit]
+        else:
+            ordered = texts(self.redis.zrevrange(session_index(session_id, ":created"), 0, -1))
+            mine = [i for i in ordered if i in only]
+            more = len(mine) > offset + limit
+            ids = mine[offset : offset + limit]
+        answer = artifacts_pb2.ArtifactList(artifacts=[info for info, _ in load_infos(self.redis, ids)])
+        if more:
+            answer.next_cursor = str(offset + limit)
+        return answer
+
+    def query(self, scope: Scope, q: artifacts_pb2.ArtifactQuery, words: list[str]) -> artifacts_pb2.ArtifactList:
+        limit, offset = _page(q.page)
+        sort = q.sort or "-created_at"
+        field = sort.lstrip("-+")
+        if field not in SORT_FIELDS:
+            raise InvalidArgument(f"sort must be one of {', '.join(SORT_FIELDS)} (prefix '-' for descending)")
+        tags = check_tags(list(q.tags))
+        tags_any = check_tags(list(q.tags_any), "tags_any")
+        after = _range(q.created_after, "created_after")
+        before = _range(q.created_before, "created_before")
+        if q.max_size and q.min_size > q.max_size:
+            raise InvalidArgument(f"min_size {q.min_size} is larger than max_size {q.max_size}")
+        candidates: list[str] = []
+        for session_id in scope.sessions:
+            candidates += self._candidates(session_id, q.type, tags, tags_any, words, after, before, q)
+        granted = _with_words(self.redis, [i for i in scope.granted if i not in set(candidates)], words)
+        infos = load_infos(self.redis, candidates + granted)
+        wanted_meta = dict(q.metadata.fields.items())
+        matched = [
+            info
+            for info, _ in infos
+            if (not q.type or info.type == q.type)
+            and set(tags).issubset(info.metadata.tags)
+            and (not tags_any or set(tags_any) & set(info.metadata.tags))
+            and (not q.name_pattern or fnmatch.fnmatchcase(info.metadata.name, q.name_pattern))
+            and all(info.metadata.custom.fields.get(k) == v for k, v in wanted_meta.items())
+            and (after is None or info.created_at > after)
+            and (before is None or info.created_at < before)
+            and info.size >= q.min_size
+            and (not q.max_size or info.size <= q.max_size)
+        ]
+        key = {"name": lambda i: i.metadata.name, "size": lambda i: i.size, "type": lambda i: i.type,
+               "created_at": lambda i: i.created_at, "updated_at": lambda i: i.updated_at}[field]  # fmt: skip
+        matched.sort(key=key, reverse=sort.startswith("-"))
+        answer = artifacts_pb2.ArtifactList(artifacts=matched[offset : offset + limit])
+        if offset + limit < len(matched):
+            answer.next_cursor = str(offset + limit)
+        return answer
+
+    def _candidates(
+        self,
+        session_id: str,
+        kind: str,
+        tags: list[str],
+        tags_any: list[str],
+        words: list[str],
+        after: float | None,
+        before: float | None,
+        q: artifacts_pb2.ArtifactQuery,
+    ) -> list[str]:
+        sets = [session_index(session_id, f":type:{kind}")] if kind else []
+        sets += [session_index(session_id, f":tag:{t}") for t in tags]
+        sets += [session_index(session_id, f":word:{w}") for w in words]
+        pipe = self.redis.pipeline(transaction=False)
+        if sets:
+            pipe.sinter(sets)
+        if tags_any:
+            pipe.sunion([session_index(session_id, f":tag:{t}") for t in tags_any])
+        if after is not None or before is not None or not (sets or tags_any):
+            low = f"({after}" if after is not None else "-inf"
+            high = f"({before}" if before is not None else "+inf"
+            pipe.zrangebyscore(session_index(session_id, ":created"), low, high)
+        if q.min_size or q.max_size:
+            pipe.zrangebyscore(session_index(session_id, ":size"), q.min_size, q.max_size or "+inf")
+        found: set[str] | None = None
+        for reply in pipe.execute():
+            ids = set(texts(list(reply)))
+            found = ids if found is None else found & ids
+        return sorted(found or ())
+
+
+def _with_words(redis: Redis, ids: list[str], words: list[str]) -> list[str]:
+    """Granted artifacts of other sessions did not go through the word sets: check their own."""
+    if not words or not ids:
+        return ids
+    pipe = redis.pipeline(transaction=False)
+    for artifact_id in ids:
+        pipe.smismember(f"{artifact_key(artifact_id)}:words", words)
+    return [i for i, found in zip(ids, pipe.execute(), strict=True) if all(found)]
+
+
+def _page(page: common_pb2.PageRequest) -> tuple[int, int]:
+    limit = page.limit or DEFAULT_PAGE
+    if limit > MAX_PAGE:
+        raise InvalidArgument(f"page.limit {limit} is above the maximum {MAX_PAGE}")
+    if page.cursor and not page.cursor.isdigit():
+        raise InvalidArgument(f"invalid cursor {page.cursor!r}: pass back the next_cursor of the previous page")
+    return limit, int(page.cursor or 0)

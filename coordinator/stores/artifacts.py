@@ -1,0 +1,415 @@
+"""Artifacts: versioned, content-addressed, permissioned and audited. Keys: artifact_index.py,
+artifact_blobs.py and artifact_access.py; plus the storage counters
+  sp:session:{sid}:artifact-bytes   string  content bytes of all versions in the session
+  sp:principal:{p}:artifact-bytes   string  the same across the principal's sessions
+
+A store streams content into upload chunks, then one Lua script (COMMIT) checks the session and the
+quotas, moves the chunks to the blob (or adds a reference to an existing one), and writes the
+version, the record and every index. Nothing is visible before that script runs, and it runs whole
+or not at all. DELETE likewise releases every version's blob reference and index entry at once.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+
+from redis import Redis
+from scriptpool.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
+from scriptpool.v1 import artifacts_pb2, common_pb2
+from scriptpool.values import PlainValue
+
+from coordinator.auth import Caller
+from coordinator.stores import timeline
+from coordinator.stores.artifact_access import (
+    ADMIN,
+    DELETE,
+    LEVELS,
+    READ,
+    WRITE,
+    AccessControl,
+    check_principal,
+    parse_level,
+    principal_grants_key,
+)
+from coordinator.stores.artifact_blobs import Upload, read_chunks
+from coordinator.stores.artifact_index import (
+    TEXT_SAMPLE_BYTES,
+    ArtifactIndex,
+    Scope,
+    artifact_key,
+    decode_info,
+    sample_text,
+    session_index,
+    version_key,
+    words_of,
+)
+from coordinator.stores.sessions import principal_sessions_key, session_key
+from coordinator.stores.validation import MAX_DESCRIPTION, MAX_NAME, check_metadata, check_tags, check_text, check_uuid
+from workers.job_records import hash_fields, texts
+
+TYPE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/+-]{0,63}$")
+
+_COMMIT = """
+local h = cjson.decode(ARGV[1])
+local sess = 'sp:session:' .. h.session_id
+local state = redis.call('HGET', sess, 'state')
+if not state then return {'no_session'} end
+if state ~= 'active' then return {'inactive', state} end
+local id = h.update_id
+if id ~= '' then
+  if redis.call('HGET', 'sp:artifact:' .. id, 'session_id') ~= h.session_id then return {'missing'} end
+else
+  id = redis.call('HGET', sess .. ':artifact-names', h.name) or h.new_id
+end
+local size = tonumber(h.size)
+local used = tonumber(redis.call('GET', sess .. ':artifact-bytes') or '0')
+if used + size > tonumber(h.max_session) then return {'session_quota', tostring(used)} end
+local owner_bytes = 'sp:principal:' .. h.owner .. ':artifact-bytes'
+used = tonumber(redis.call('GET', owner_bytes) or '0')
+if used + size > tonumber(h.max_principal) then return {'principal_quota', tostring(used)} end
+local chunks = tonumber(h.chunks)
+local blob = 'sp:blob:' .. h.sha
+if redis.call('EXISTS', blob) == 1 then
+  redis.call('HINCRBY', blob, 'refs', 1)
+  for i = 0, chunks - 1 do redis.call('UNLINK', h.upload .. i) end
+else
+  for i = 0, chunks - 1 do
+    if redis.call('EXISTS', h.upload .. i) == 0 then return {'upload_lost'} end
+  end
+  for i = 0, chunks - 1 do
+    redis.call('RENAME', h.upload .. i, blob .. ':' .. i)
+    redis.call('PERSIST', blob .. ':' .. i)
+  end
+  redis.call('HSET', blob, 'size', h.size, 'chunks', h.chunks, 'refs', 1)
+end
+local akey = 'sp:artifact:' .. id
+local index = sess .. ':artifacts'
+local version = redis.call('HINCRBY', akey, 'latest', 1)
+if version == 1 then
+  redis.call('HSET', akey, 'id', id, 'session_id', h.session_id, 'owner', h.owner, 'name', h.name,
+             'created_at', h.now)
+  redis.call('HSET', sess .. ':artifact-names', h.name, id)
+  redis.call('ZADD', index .. ':created', h.now, id)
+else
+  redis.call('SREM', index .. ':type:' .. redis.call('HGET', akey, 'type'), id)
+  for _, t in ipairs(cjson.decode(redis.call('HGET', akey, 'tags'))) do
+    redis.call('SREM', index .. ':tag:' .. t, id)
+  end
+  for _, w in ipairs(redis.call('SMEMBERS', akey .. ':words')) do
+    redis.call('SREM', index .. ':word:' .. w, id)
+  end
+  redis.call('DEL', akey .. ':words')
+end
+redis.call('HSET', akey, 'type', h.type, 'tags', h.tags, 'updated_at', h.now, 'size', h.size)
+redis.call('HSET', akey .. ':v:' .. version, 'type', h.type, 'name', h.name, 'description', h.description,
+           'tags', h.tags, 'custom', ARGV[2], 'sha', h.sha, 'size', h.size, 'created_at', h.now)
+redis.call('ZADD', index, h.now, id)
+redis.call('ZADD', index .. ':size', h.size, id)
+redis.call('SADD', index .. ':type:' .. h.type, id)
+for _, t in ipairs(cjson.decode(h.tags)) do redis.call('SADD', index .. ':tag:' .. t, id) end
+for _, w in ipairs(h.words) do
+  redis.call('SADD', index .. ':word:' .. w, id)
+  redis.call('SADD', akey .. ':words', w)
+end
+redis.call('INCRBY', sess .. ':artifact-bytes', h.size)
+redis.call('INCRBY', owner_bytes, h.size)
+return {'ok', id, version}
+"""
+
+_DELETE = """
+local id = ARGV[1]
+local akey = 'sp:artifact:' .. id
+local sid = redis.call('HGET', akey, 'session_id')
+if not sid then return 0 end
+local sess = 'sp:session:' .. sid
+local owner = redis.call('HGET', akey, 'owner')
+local index = sess .. ':artifacts'
+local freed = 0
+for v = 1, tonumber(redis.call('HGET', akey, 'latest') or '0') do
+  local vk = akey .. ':v:' .. v
+  local sha = redis.call('HGET', vk, 'sha')
+  if sha then
+    freed = freed + tonumber(redis.call('HGET', vk, 'size'))
+    local blob = 'sp:blob:' .. sha
+    if redis.call('EXISTS', blob) == 1 and redis.call('HINCRBY', blob, 'refs', -1) <= 0 then
+      for i = 0, tonumber(redis.call('HGET', blob, 'chunks')) - 1 do redis.call('UNLINK', blob .. ':' .. i) end
+      redis.call('DEL', blob)
+    end
+    redis.call('DEL', vk)
+  end
+end
+redis.call('HDEL', sess .. ':artifact-names', redis.call('HGET', akey, 'name'))
+redis.call('ZREM', index, id)
+redis.call('ZREM', index .. ':created', id)
+redis.call('ZREM', index .. ':size', id)
+redis.call('SREM', index .. ':type:' .. redis.call('HGET', akey, 'type'), id)
+for _, t in ipairs(cjson.decode(redis.call('HGET', akey, 'tags'))) do redis.call('SREM', index .. ':tag:' .. t, id) end
+for _, w in ipairs(redis.call('SMEMBERS', akey .. ':words')) do redis.call('SREM', index .. ':word:' .. w, id) end
+for _, p in ipairs(redis.call('HKEYS', akey .. ':grants')) do
+  redis.call('SREM', 'sp:principal:' .. p .. ':artifact-grants', id)
+end
+redis.call('DEL', akey, akey .. ':words', akey .. ':grants', akey .. ':audit')
+redis.call('DECRBY', sess .. ':artifact-bytes', freed)
+redis.call('DECRBY', 'sp:principal:' .. owner .. ':artifact-bytes', freed)
+return 1
+"""
+
+
+def _check_type(kind: str) -> str:
+    if not TYPE_PATTERN.match(kind):
+        raise InvalidArgument(
+            f"invalid artifact type {kind!r}: text, code, data, model, binary, agent_output, tool_result, "
+            "user_input, system_generated, or a custom name of 1-64 letters, digits and _ . : / + -"
+        )
+    return kind
+
+
+class ArtifactStore:
+    def __init__(
+        self, redis: Redis, *, max_artifact_bytes: int, max_session_bytes: int, max_principal_bytes: int
+    ) -> None:
+        self.redis = redis
+        self.max_artifact_bytes = max_artifact_bytes
+        self.max_session_bytes = max_session_bytes
+        self.max_principal_bytes = max_principal_bytes
+        self.access = AccessControl(redis)
+        self.index = ArtifactIndex(redis)
+        self._commit = redis.register_script(_COMMIT)
+        self._delete = redis.register_script(_DELETE)
+
+    # ---------------------------------------------------------------- checks
+    def _session(self, session_id: str) -> tuple[str, str]:
+        """(owner, state) of a session; NOT_FOUND if it does not exist."""
+        check_uuid(session_id, "session id")
+        owner, state = self.redis.hmget(session_key(session_id), "principal", "state")
+        if owner is None or state is None:
+            raise NotFound(f"session {session_id} not found")
+        return owner.decode(), state.decode()  # type: ignore[union-attr]
+
+    def _own_active_session(self, caller: Caller, session_id: str, action: str) -> None:
+        owner, state = self._session(session_id)
+        if owner != caller.principal:
+            raise NotFound(f"session {session_id} not found")  # never confirm another principal's session
+        _require_active(session_id, state, action)
+
+    def _owner_of(self, session_id: str, artifact_id: str) -> str:
+        check_uuid(session_id, "session id")
+        check_uuid(artifact_id, "artifact id")
+        stored_session, owner = self.redis.hmget(artifact_key(artifact_id), "session_id", "owner")
+        if not isinstance(owner, bytes) or stored_session != session_id.encode():
+            raise NotFound(f"artifact {artifact_id} not found in session {session_id}")
+        return owner.decode()
+
+    def authorize(self, caller: Caller, session_id: str, artifact_id: str, action: str, need: int) -> str:
+        """Check `caller` may do `action` (needs level `need`) and audit the answer. Returns the owner."""
+        owner_name = self._owner_of(session_id, artifact_id)
+        level = self.access.level(artifact_id, owner_name, caller.principal)
+        allowed = level >= need
+        reason = "owner" if caller.principal == owner_name else (f"granted {LEVELS[level - 1]}" if level else "")
+        if not allowed:
+            reason = f"needs {LEVELS[need - 1]}; has {LEVELS[level - 1] if level else 'no permission'}"
+        self.access.audit(self.redis, artifact_id, caller, action, allowed, reason)
+        if not allowed:
+            raise PermissionDenied(f"{caller.principal} may not {action} artifact {artifact_id}: {reason}")
+        return owner_name
+
+    # ---------------------------------------------------------------- writing
+    def store(
+        self, caller: Caller, header: artifacts_pb2.StoreArtifactChunk, rest: Iterable[bytes]
+    ) -> artifacts_pb2.ArtifactRef:
+        """Store (header.artifact_id empty) or update: a new version, streamed from header.content + rest."""
+        session_id = header.session_id
+        if header.artifact_id:
+            self.authorize(caller, session_id, header.artifact_id, "update", WRITE)
+            _require_active(session_id, self._session(session_id)[1], "update")
+            previous = self.info(header.artifact_id, 0)
+            name = previous.metadata.name
+            if header.HasField("metadata") and header.metadata.name not in ("", name):
+                raise InvalidArgument(f"update cannot rename artifact {name!r}; store a new one instead")
+            kind = _check_type(header.type) if header.type else previous.type
+            meta = header.metadata if header.HasField("metadata") else previous.metadata
+            new_id = header.artifact_id
+        else:
+            self._own_active_session(caller, session_id, "store")
+            if not header.type:
+                raise InvalidArgument("type is required (text, code, data, model, binary, ... or a custom name)")
+            kind = _check_type(header.type)
+            meta = header.metadata
+            new_id = str(uuid.uuid4())
+            name = meta.name or new_id
+            if len(name) > MAX_NAME:
+                raise InvalidArgument(f"name is {len(name)} characters; the maximum is {MAX_NAME}")
+        description = check_text(meta.description, "description", MAX_DESCRIPTION)
+        tags = check_tags(list(meta.tags))
+        custom = check_metadata(meta.custom, "metadata.custom")
+        upload = Upload(self.redis, self.max_artifact_bytes, TEXT_SAMPLE_BYTES)
+        try:
+            upload.write(header.content)
+            for data in rest:
+                upload.write(data)
+            sha = upload.finish()
+            text = sample_text(bytes(upload.text_sample), upload.size <= TEXT_SAMPLE_BYTES)
+            head = {
+                "session_id": session_id, "update_id": header.artifact_id, "new_id": new_id, "name": name,
+                "type": kind, "description": description, "tags": json.dumps(tags),
+                "words": words_of(name, description, text), "sha": sha, "size": str(upload.size),
+                "chunks": str(upload.chunks), "upload": upload.prefix, "now": repr(time.time()),
+                "owner": _text(self.redis.hget(session_key(session_id), "principal")),
+                "max_session": str(self.max_session_bytes), "max_principal": str(self.max_principal_bytes),
+            }  # fmt: skip
+            answer = [_text(a) if isinstance(a, bytes) else a for a in self._commit(args=[json.dumps(head), custom])]
+        except BaseException:
+            upload.abort()
+            raise
+        if answer[0] != "ok":
+            upload.abort()
+            raise _commit_error(answer, session_id, upload.size, self)
+        artifact_id, version = str(answer[1]), int(answer[2])
+        action = "update" if header.artifact_id else "store"
+        if not header.artifact_id:
+            self.access.audit(self.redis, artifact_id, caller, action, True, "owner")
+        hook = "artifact.updated" if version > 1 else "artifact.stored"
+        self._log(caller, session_id, hook, f"{name} v{version} ({upload.size} bytes)", artifact_id, version)
+        return artifacts_pb2.ArtifactRef(id=artifact_id, session_id=session_id, content_hash=sha, version=version)
+
+    def delete(self, caller: Caller, session_id: str, artifact_id: str) -> None:
+        self.authorize(caller, session_id, artifact_id, "delete", DELETE)
+        _require_active(session_id, self._session(session_id)[1], "delete")
+        name = _text(self.redis.hget(artifact_key(artifact_id), "name"))
+        self._delete(args=[artifact_id])
+        self._log(caller, session_id, "artifact.deleted", f"{name} deleted", artifact_id, 0)
+
+    def delete_session_artifacts(self, session_id: str) -> None:
+        """Called when a session is deleted: release every artifact's content and grants."""
+        for artifact_id in texts(self.redis.zrange(session_index(session_id), 0, -1)):
+            self._delete(args=[artifact_id])
+
+    def _log(self, caller: Caller, session_id: str, kind: str, text: str, artifact_id: str, version: int) -> None:
+        data: dict[str, PlainValue] = {"artifact_id": artifact_id, "version": version}
+        pipe = self.redis.pipeline(transaction=False)
+        timeline.append(pipe, session_id, kind, text, job_id=caller.job_id, data=data)
+        timeline.emit_event(pipe, kind, session_id, caller.job_id, data)
+        pipe.execute()
+
+    # ---------------------------------------------------------------- reading
+    def info(self, artifact_id: str, version: int) -> artifacts_pb2.ArtifactInfo:
+        record = hash_fields(self.redis.hgetall(artifact_key(artifact_id)))
+        if not record.get("latest"):
+            raise NotFound(f"artifact {artifact_id} not found")
+        latest = int(record["latest"])
+        number = version or latest
+        raw = hash_fields(self.redis.hgetall(version_key(artifact_id, number))) if number <= latest else {}
+        if not raw:
+            raise NotFound(f"artifact {artifact_id} has no version {number} (latest is {latest})")
+        return decode_info(record, raw, number)
+
+    def read(
+        self, caller: Caller, request: artifacts_pb2.GetArtifactRequest, action: str
+    ) -> tuple[artifacts_pb2.ArtifactInfo, Iterator[bytes]]:
+        self.authorize(caller, request.session_id, request.artifact_id, action, READ)
+        info = self.info(request.artifact_id, request.version)
+        self._log(caller, request.session_id, "artifact.accessed", f"{action} {info.metadata.name} v{info.version}",
+                  info.id, info.version)  # fmt: skip
+        what = f"artifact {info.id} version {info.version}"
+        return info, read_chunks(self.redis, info.content_hash, what)
+
+    def list(self, caller: Caller, session_id: str, page: common_pb2.PageRequest) -> artifacts_pb2.ArtifactList:
+        owner, _ = self._session(session_id)
+        only = (
+            None
+            if owner == caller.principal
+            else set(texts(list(self.redis.smembers(principal_grants_key(caller.principal)))))
+        )
+        return self.index.page_of_session(session_id, page, only)
+
+    def query(self, caller: Caller, q: artifacts_pb2.ArtifactQuery, text: str = "") -> artifacts_pb2.ArtifactList:
+        words = words_of(text)
+        if text.strip() and not words:
+            raise InvalidArgument("search text has no words to look for (2-64 letters or digits each)")
+        if q.type:
+            _check_type(q.type)
+        granted = set(texts(list(self.redis.smembers(principal_grants_key(caller.principal)))))
+        if q.session_id:
+            owner, _ = self._session(q.session_id)
+            if owner == caller.principal:
+                scope = Scope([q.session_id], set())
+            else:
+                ids = set(texts(self.redis.zrange(session_index(q.session_id), 0, -1))) & granted
+                scope = Scope([], ids)
+        else:
+            mine = texts(self.redis.zrange(principal_sessions_key(caller.principal), 0, -1))
+            scope = Scope(mine, granted)
+        return self.index.query(scope, q, words)
+
+    # ---------------------------------------------------------------- permissions
+    def change_permission(
+        self, caller: Caller, change: artifacts_pb2.PermissionChange, mode: str
+    ) -> artifacts_pb2.Permissions:
+        level = parse_level(change.permission)
+        user = check_principal(change.user)
+        owner = self.authorize(caller, change.session_id, change.artifact_id, mode, ADMIN)
+        if user == owner and mode == "revoke":
+            self.access.audit(self.redis, change.artifact_id, caller, "revoke", False, "the owner cannot be revoked")
+            raise FailedPrecondition(f"{user} owns session {change.session_id}: the owner's rights cannot be revoked")
+        if user != owner and self.access.change(change.artifact_id, user, level, mode) < 0:
+            raise NotFound(f"artifact {change.artifact_id} not found")
+        return self.access.permissions(change.artifact_id, owner)
+
+    def permissions(self, caller: Caller, key: artifacts_pb2.ArtifactKey) -> artifacts_pb2.Permissions:
+        owner = self.authorize(caller, key.session_id, key.artifact_id, "getPermissions", READ)
+        return self.access.permissions(key.artifact_id, owner)
+
+    def check_access(self, caller: Caller, request: artifacts_pb2.CheckAccessRequest) -> bool:
+        """Anyone may ask about themselves; asking about another user needs read. One audit entry."""
+        need = parse_level(request.permission)
+        user = check_principal(request.user or caller.principal)
+        owner = self._owner_of(request.session_id, request.artifact_id)
+        asked = f"asked whether {user} has {request.permission}"
+        if user != caller.principal and self.access.level(request.artifact_id, owner, caller.principal) < READ:
+            self.access.audit(self.redis, request.artifact_id, caller, "checkAccess", False, f"{asked}; needs read")
+            raise PermissionDenied(
+                f"{caller.principal} may not ask about other users of artifact {request.artifact_id}"
+            )
+        allowed = self.access.level(request.artifact_id, owner, user) >= need
+        self.access.audit(self.redis, request.artifact_id, caller, "checkAccess", True, f"{asked}: {allowed}")
+        return allowed
+
+    def audit_log(self, caller: Caller, request: artifacts_pb2.GetAuditLogRequest) -> artifacts_pb2.AuditLog:
+        self.authorize(caller, request.session_id, request.artifact_id, "getAuditLog", ADMIN)
+        return self.access.read_audit(request.artifact_id, request.page)
+
+
+def _text(raw: object) -> str:
+    return raw.decode() if isinstance(raw, bytes) else ""
+
+
+def _require_active(session_id: str, state: str, action: str) -> None:
+    if state != "active":
+        raise FailedPrecondition(f"cannot {action} artifacts in session {session_id}: it is {state}; that needs active")
+
+
+def _commit_error(answer: list[object], session_id: str, size: int, store: ArtifactStore) -> Exception:
+    verdict = answer[0]
+    if verdict == "no_session":
+        return NotFound(f"session {session_id} not found")
+    if verdict == "inactive":
+        return FailedPrecondition(
+            f"cannot store artifacts in session {session_id}: it is {answer[1]}; that needs active"
+        )
+    if verdict == "missing":
+        return NotFound(f"artifact not found in session {session_id}")
+    if verdict == "session_quota":
+        return ResourceExhausted(
+            f"session {session_id} holds {answer[1]} bytes of artifacts; {size} more would pass its limit of "
+            f"{store.max_session_bytes}"
+        )
+    if verdict == "principal_quota":
+        return ResourceExhausted(
+            f"this principal holds {answer[1]} bytes of artifacts; {size} more would pass its quota of "
+            f"{store.max_principal_bytes}"
+        )
+    return FailedPrecondition("the upload expired before it was committed; store the artifact again")

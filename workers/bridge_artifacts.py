@@ -1,0 +1,352 @@
+"""The script-side Artifact.* operations: script values in, ArtifactService calls out.
+
+Registered into the bridge's handler table by workers/bridge.py. An artifact id may be given as its
+string or as the value `store`/`update` returned (a map with `id`). Content crosses as bytes: a
+script string is stored as UTF-8; content comes back as a string for `text`/`code` artifacts that
+are valid UTF-8 and as bytes otherwise (in Lua both are strings, byte-exact).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from scriptpool.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from scriptpool.v1 import artifacts_pb2
+from scriptpool.values import PlainValue, from_value_map, to_value, to_value_map
+
+if TYPE_CHECKING:
+    from workers.bridge import CoordinatorBridge
+
+A = artifacts_pb2
+CHUNK_BYTES = 256 * 1024
+TEXT_TYPES = ("text", "code")
+QUERY_FIELDS = ("session_id", "type", "tags", "tags_any", "name_pattern", "metadata", "created_after",
+                "created_before", "min_size", "max_size", "sort", "limit", "cursor")  # fmt: skip
+META_FIELDS = ("name", "description", "tags", "custom")
+LIST_LIMIT = 1000
+
+
+def _string(value: PlainValue, what: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{what} must be a string, got {type(value).__name__}")
+    return value
+
+
+def _count(value: PlainValue, what: str) -> int:
+    if value is None:
+        return 0
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise InvalidArgument(f"{what} must be a non-negative integer")
+    return value
+
+
+def _strings(value: PlainValue, what: str) -> list[str]:
+    if value is None or value == {}:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidArgument(f"{what} must be a list of strings")
+    return [str(v) for v in value]
+
+
+def _table(value: PlainValue, what: str) -> dict[str, PlainValue]:
+    if value is None or value == []:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidArgument(f"{what} must be a table/map, got {type(value).__name__}")
+    return value
+
+
+def _content(value: PlainValue, op: str) -> bytes:
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, bytes):
+        return value
+    raise InvalidArgument(f"{op}: content must be a string or bytes, got {type(value).__name__}")
+
+
+def _artifact_id(value: PlainValue, op: str) -> str:
+    if isinstance(value, dict) and isinstance(value.get("id"), str):
+        return str(value["id"])
+    if not isinstance(value, str) or not value:
+        raise InvalidArgument(f"{op}: an artifact id is required (the string or the value store returned)")
+    return value
+
+
+def _arg(args: list[PlainValue], index: int) -> PlainValue:
+    return args[index] if len(args) > index else None
+
+
+def _session(bridge: CoordinatorBridge, args: list[PlainValue], op: str) -> str:
+    """The first argument; "" or nil means the job's current session."""
+    first = _arg(args, 0)
+    if isinstance(first, dict) and isinstance(first.get("id"), str):
+        return str(first["id"])
+    session_id = _string(first, f"{op}: session id")
+    if session_id:
+        return session_id
+    if not bridge.current_session:
+        raise InvalidArgument(f"{op}: a session id is required (this job has no current session)")
+    return bridge.current_session
+
+
+def _metadata(value: PlainValue, op: str) -> A.ArtifactMetadata:
+    """{name, description, tags, custom, ...}: keys other than the first three go into custom."""
+    meta = _table(value, f"{op}: metadata")
+    custom = dict(_table(meta.get("custom"), f"{op}: metadata.custom"))
+    custom.update({k: v for k, v in meta.items() if k not in META_FIELDS})
+    return A.ArtifactMetadata(
+        name=_string(meta.get("name"), f"{op}: metadata.name"),
+        description=_string(meta.get("description"), f"{op}: metadata.description"),
+        tags=_strings(meta.get("tags"), f"{op}: metadata.tags"),
+        custom=to_value_map(custom),
+    )
+
+
+def info_to_plain(info: A.ArtifactInfo, content: bytes | None = None) -> dict[str, PlainValue]:
+    plain: dict[str, PlainValue] = {
+        "id": info.id,
+        "session_id": info.session_id,
+        "type": info.type,
+        "metadata": {"name": info.metadata.name, "description": info.metadata.description,
+                     "tags": list(info.metadata.tags), "custom": from_value_map(info.metadata.custom)},
+        "content_hash": info.content_hash,
+        "size": info.size,
+        "created_at": info.created_at,
+        "updated_at": info.updated_at,
+        "version": info.version,
+    }  # fmt: skip
+    if content is not None:
+        plain["content"] = content_value(info.type, content)
+    return plain
+
+
+def content_value(kind: str, content: bytes) -> PlainValue:
+    if kind in TEXT_TYPES:
+        try:
+            return content.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    return content
+
+
+def _ref(ref: A.ArtifactRef) -> PlainValue:
+    return {"id": ref.id, "content_hash": ref.content_hash, "session_id": ref.session_id, "version": ref.version}
+
+
+def _send(bridge: CoordinatorBridge, header: A.StoreArtifactChunk, content: bytes) -> PlainValue:
+    def messages() -> Iterator[A.StoreArtifactChunk]:
+        header.content = content[:CHUNK_BYTES]
+        yield header
+        for start in range(CHUNK_BYTES, len(content), CHUNK_BYTES):
+            yield A.StoreArtifactChunk(content=content[start : start + CHUNK_BYTES])
+
+    method = bridge.artifacts.Update if header.artifact_id else bridge.artifacts.Store
+    return _ref(bridge._rpc(method, messages()))
+
+
+def _read(bridge: CoordinatorBridge, args: list[PlainValue], op: str) -> tuple[A.ArtifactInfo | None, bytes]:
+    version = _count(_arg(args, 2), f"{op}: version")
+    request = A.GetArtifactRequest(
+        session_id=_session(bridge, args, op), artifact_id=_artifact_id(_arg(args, 1), op), version=version
+    )
+    method = bridge.artifacts.Get if op == "Artifact.get" else bridge.artifacts.GetContent
+    info = None
+    parts = []
+    for chunk in bridge._rpc(method, request):
+        if chunk.HasField("info"):
+            info = chunk.info
+        parts.append(chunk.content)
+    return info, b"".join(parts)
+
+
+# ---------------------------------------------------------------------------- handlers
+def store(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
+    """store(session_id, {content, type, metadata}) or store(session_id, type, name, content, metadata)."""
+    session_id = _session(bridge, args, op)
+    if isinstance(_arg(args, 1), dict):
+        spec = _table(args[1], f"{op}: artifact")
+        unknown = sorted(set(spec) - {"content", "type", "metadata"})
+        if unknown:
+            raise InvalidArgument(f"{op}: unknown artifact field {unknown[0]!r}; use content, type and metadata")
+        raw, kind, meta = spec.get("content"), spec.get("type"), _metadata(spec.get("metadata"), op)
+    else:
+        kind, raw = _arg(args, 1), _arg(args, 3)
+        meta = _metadata(_arg(args, 4), op)
+        meta.name = _string(_arg(args, 2), f"{op}: name")
+    content = _content(raw, op)
+    kind = _string(kind, f"{op}: type") or ("text" if isinstance(raw, str) else "binary")
+    return _send(bridge, A.StoreArtifactChunk(session_id=session_id, type=kind, metadata=meta), content)
+
+
+def update(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
+    """update(session_id, artifact_id, content [, metadata]) or update(session_id, id, {content, type, metadata})."""
+    header = A.StoreArtifactChunk(session_id=_session(bridge, args, op), artifact_id=_artifact_id(_arg(args, 1), op))
+    third = _arg(args, 2)
+    if isinstance(third, dict):
+        raw = third.get("content")
+        header.type = _string(third.get("type"), f"{op}: type")
+        if third.get("metadata") is not None:
+            header.metadata.CopyFrom(_metadata(third["metadata"], op))
+    else:
+        raw = third
+        if _arg(args, 3) is not None:
+            header.metadata.CopyFrom(_metadata(args[3], op))
+    return _send(bridge, header, _content(raw, op))
+
+
+def get(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
+    info, content = _read(bridge, args, op)
+    assert info is not None, "Get always sends the info first"
+    return info_to_plain(info, content)
+
+
+def get_content(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
+    """The raw bytes (GetContent sends no info, so no type to decide on text)."""
+    return _read(bridge, args, op)[1]
+
+
+def _listing(answer: A.ArtifactList) -> PlainValue:
+    return [info_to_plain(info) for info in answer.artifacts]
+
+
+def list_(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
+    request = A.ListArtifactsRequest(session_id=_session(bridge, args, op))
+    request.page.limit = LIST_LIMIT
+    return _listing(bridge._rpc(bridge.artifacts.List, request))
+
+
+def delete(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
+    key = A.ArtifactKey(session_id=_session(bridge, args, op), artifact_id=_artifact_id(_arg(args, 1), op))
+    bridge._rpc(bridge.artifacts.Delete, key)
+    return True
+
+
+def query(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
+    q = _table(_arg(args, 0), f"{op}: query")
+    unknown = sorted(set(q) - set(QUERY_FIELDS))
+    if unknown:
+        raise InvalidArgument(f"{op}: unknown query field {unknown[0]!r}; allowed: {', '.join(QUERY_FIELDS)}")
+    request = A.ArtifactQuery(
+        session_id=_string(q.get("session_id"), f"{op}: session_id"),
+        type=_string(q.get("type"), f"{op}: type"),
+        tags=_strings(q.get("tags"), f"{op}: tags"),
+        tags_any=_strings(q.get("tags_any"), f"{op}: tags_any"),
+        name_pattern=_string(q.get("name_pattern"), f"{op}: name_pattern"),
+        metadata=to_value_map(_table(q.get("metadata"), f"{op}: metadata")),
+        min_size=_count(q.get("min_size"), f"{op}: min_size"),
+        max_size=_count(q.get("max_size"), f"{op}: max_size"),
+        sort=_string(q.get("sort"), f"{op}: sort"),
+    )
+    for name in ("created_after", "created_before"):
+        if q.get(name) is not None:
+            getattr(request, name).CopyFrom(to_value(q[name]))
+    request.page.limit = _count(q.get("limit"), f"{op}: limit")
+    request.page.cursor = _string(q.get("cursor"), f"{op}: cursor")
+    return _listing(bridge._rpc(bridge.artifacts.Query, request))
+
+
+def find_by_type(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
+    request = A.FindByTypeRequest(session_id=_session(bridge, args, op), type=_string(_arg(args, 1), f"{op}: type"))
+    return _listing(bridge._rpc(bridge.artifacts.FindByType, request))
+
+
+def find_by_tag(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
+    request = A.FindByTagRequest(session_id=_session(bridge, args, op), tag=_string(_arg(args, 1), f"{op}: tag"))
+    return _listing(bridge._rpc(bridge.artifacts.FindByTag, request))
+
+
+def search(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
+    request = A.SearchArtifactsRequest(
+        session_id=_session(bridge, args, op), text=_string(_arg(args, 1), f"{op}: text")
+    )
+    return _listing(bridge._rpc(bridge.artifacts.Search, request))
+
+
+def _permission_change(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> A.PermissionChange:
+    return A.PermissionChange(
+        session_id=_session(bridge, args, op),
+        artifact_id=_artifact_id(_arg(args, 1), op),
+        user=_string(_arg(args, 2), f"{op}: user"),
+        permission=_string(_arg(args, 3), f"{op}: permission"),
+    )
+
+
+def _permissions(answer: A.Permissions) -> PlainValue:
+    return {"owner": answer.owner, "grants": dict(answer.grants)}
+
+
+def grant_permission(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
+    bridge._rpc(bridge.artifacts.GrantPermission, _permission_change(bridge, op, args))
+    return True
+
+
+def revoke_permission(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
+    bridge._rpc(bridge.artifacts.RevokePermission, _permission_change(bridge, op, args))
+    return True
+
+
+def get_permissions(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
+    key = A.ArtifactKey(session_id=_session(bridge, args, op), artifact_id=_artifact_id(_arg(args, 1), op))
+    return _permissions(bridge._rpc(bridge.artifacts.GetPermissions, key))
+
+
+def check_access(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
+    change = _permission_change(bridge, op, args)
+    request = A.CheckAccessRequest(session_id=change.session_id, artifact_id=change.artifact_id, user=change.user,
+                                   permission=change.permission)  # fmt: skip
+    return bool(bridge._rpc(bridge.artifacts.CheckAccess, request).allowed)
+
+
+def get_audit_log(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
+    request = A.GetAuditLogRequest(session_id=_session(bridge, args, op), artifact_id=_artifact_id(_arg(args, 1), op))
+    request.page.limit = LIST_LIMIT
+    log = bridge._rpc(bridge.artifacts.GetAuditLog, request)
+    return [
+        {"timestamp": e.timestamp, "user": e.user, "job_id": e.job_id or None, "action": e.action,
+         "allowed": e.allowed, "reason": e.reason}
+        for e in log.entries
+    ]  # fmt: skip
+
+
+def check_scratch_path(path: PlainValue, op: str) -> str:
+    """A path relative to the job's scratch directory; anything that could leave it is refused."""
+    if not isinstance(path, str) or not path:
+        raise InvalidArgument(f"{op}: path must be a non-empty string")
+    parts = path.replace("\\", "/").split("/")
+    if "\x00" in path or path.startswith("/") or ".." in parts or path.startswith("~"):
+        raise PermissionDenied(f"{op}: path {path!r} leaves the job's scratch directory; use a relative path inside it")
+    return path
+
+
+def file_op(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
+    check_scratch_path(_arg(args, 1 if op == "Artifact.storeFile" else 2), op)
+    raise FailedPrecondition(
+        f"{op} needs the job's private scratch directory, which this worker version does not provide yet; "
+        "pass the content to Artifact.store / read it with Artifact.getContent instead"
+    )
+
+
+HANDLERS: dict[str, Callable[[Any, str, list[PlainValue]], PlainValue]] = {
+    "Artifact.store": store,
+    "Artifact.update": update,
+    "Artifact.get": get,
+    "Artifact.getContent": get_content,
+    "Artifact.list": list_,
+    "Artifact.delete": delete,
+    "Artifact.query": query,
+    "Artifact.findByType": find_by_type,
+    "Artifact.findByTag": find_by_tag,
+    "Artifact.search": search,
+    "Artifact.storeFile": file_op,
+    "Artifact.saveToFile": file_op,
+    "Artifact.grantPermission": grant_permission,
+    "Artifact.revokePermission": revoke_permission,
+    "Artifact.getPermissions": get_permissions,
+    "Artifact.checkAccess": check_access,
+    "Artifact.getAuditLog": get_audit_log,
+}
+
+__all__ = ["HANDLERS", "check_scratch_path", "content_value", "info_to_plain"]
