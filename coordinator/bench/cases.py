@@ -35,7 +35,6 @@ class Options:
 
 def _available(language: Language) -> bool:
 
-
     return importlib.util.find_spec(ENGINES[language][0]) is not None
 
 

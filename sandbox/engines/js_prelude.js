@@ -161,7 +161,12 @@
     return isArray(list) ? list.map(toSession) : list;
   }
 
+  // Artifact.store/update answer {id, content_hash, session_id, version}; scripts get the id string.
+  const artifactId = (r) => (r !== null && typeof r === "object" && typeof r.id === "string" ? r.id : r);
+
   const post = {
+    "Artifact.store": artifactId,
+    "Artifact.update": artifactId,
     "Session.get": toSession,
     "Session.list": toSessionList,
     "Session.load": toSession,
@@ -221,14 +226,14 @@
   SessionProto.hasTag = function (tag) {
     return isArray(this.tags) && this.tags.includes(tag);
   };
+  // addTag/removeTag start from the session's current tags (not this object's possibly stale copy).
   SessionProto.addTag = function (tag) {
-    if (this.hasTag(tag)) return this.tags;
-    this.tags = Session.setTags(this.id, [...(isArray(this.tags) ? this.tags : []), tag]);
+    const current = Session.getTags(this.id);
+    this.tags = current.includes(tag) ? current : Session.setTags(this.id, [...current, tag]);
     return this.tags;
   };
   SessionProto.removeTag = function (tag) {
-    const kept = (isArray(this.tags) ? this.tags : []).filter((t) => t !== tag);
-    this.tags = Session.setTags(this.id, kept);
+    this.tags = Session.setTags(this.id, Session.getTags(this.id).filter((t) => t !== tag));
     return this.tags;
   };
   SessionProto.add_tag = SessionProto.addTag;

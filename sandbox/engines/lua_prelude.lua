@@ -259,17 +259,19 @@ function SessionObject:hasTag(tag)
   end
   return false
 end
+-- addTag/removeTag start from the session's current tags (not this object's possibly stale copy).
 function SessionObject:addTag(tag)
-  if self:hasTag(tag) then return self.tags end
-  local tags = {}
-  for i, t in raw_ipairs(self.tags or {}) do tags[i] = t end
+  local tags = Session.getTags(self.id)
+  for _, t in raw_ipairs(tags) do
+    if t == tag then self.tags = tags return tags end
+  end
   tags[#tags + 1] = tag
   self.tags = Session.setTags(self.id, tags)
   return self.tags
 end
 function SessionObject:removeTag(tag)
   local tags = {}
-  for _, t in raw_ipairs(self.tags or {}) do
+  for _, t in raw_ipairs(Session.getTags(self.id)) do
     if t ~= tag then tags[#tags + 1] = t end
   end
   self.tags = Session.setTags(self.id, tags)

@@ -298,7 +298,9 @@ class Namespace:
 
 def _operation(global_name: str, op: str) -> Callable[..., Any]:
     full_name = f"{global_name}.{op}"
-    wrap = {"Session.get": "one", "Session.load": "one", "Session.list": "list"}.get(full_name)
+    wrap = {"Session.get": "one", "Session.load": "one", "Session.suspend": "one", "Session.resume": "one",
+            "Session.complete": "one", "Session.list": "list", "Artifact.store": "id",
+            "Artifact.update": "id"}.get(full_name)  # fmt: skip
 
     def operation(self: Namespace, *args: Any, **options: Any) -> Any:
         if full_name == "Session.replay":
@@ -307,6 +309,8 @@ def _operation(global_name: str, op: str) -> Callable[..., Any]:
         if options:  # keyword arguments are the trailing options map: Session.create(name="x")
             plain.append(to_plain(options))
         result = self._call(full_name, plain)
+        if wrap == "id" and isinstance(result, dict):  # Artifact.store/update: scripts get the id string
+            return result.get("id")
         if wrap == "one" and isinstance(result, dict):
             return SessionRecord(result, self)
         if wrap == "list" and isinstance(result, list):
@@ -386,14 +390,16 @@ class SessionRecord(dict[str, Any]):
     def hasTag(self, tag: str) -> bool:
         return tag in (self.get("tags") or [])
 
+    # addTag/removeTag start from the session's current tags (not this object's possibly stale copy),
+    # and append, as in the Lua and JS engines.
     def addTag(self, tag: str) -> Any:
-        if not self.hasTag(tag):  # appended, as in the Lua and JS engines
-            self["tags"] = self._session.setTags(self.get("id"), [*(self.get("tags") or []), tag])
+        current = list(self._session.getTags(self.get("id")) or [])
+        self["tags"] = current if tag in current else self._session.setTags(self.get("id"), [*current, tag])
         return self["tags"]
 
     def removeTag(self, tag: str) -> Any:
-        tags = [t for t in (self.get("tags") or []) if t != tag]
-        self["tags"] = self._session.setTags(self.get("id"), tags)
+        current = list(self._session.getTags(self.get("id")) or [])
+        self["tags"] = self._session.setTags(self.get("id"), [t for t in current if t != tag])
         return self["tags"]
 
     has_tag = hasTag

@@ -124,15 +124,22 @@ def test_uncaught_call_error_is_a_script_error_with_its_line() -> None:
 
 def test_session_objects_have_methods() -> None:
     class Host(RecordingHost):
+        tags: list[str]
+
         def call(self, op: str, args: list[PlainValue]) -> PlainValue:
             self.calls.append((op, args))
             if op == "Session.get":
                 return {"id": "s1", "tags": ["a"], "state": "active"}
+            if op == "Session.getTags":
+                return list(self.tags)
             if op == "Session.setTags":
+                assert isinstance(args[1], list)
+                self.tags = [str(t) for t in args[1]]
                 return args[1]
             return None
 
     host = Host()
+    host.tags = ["a"]
     result, _ = run(
         "const s = Session.get('s1');\ns.suspend();\nconst tags = s.addTag('b');\n"
         "[s.hasTag('a'), s.hasTag('c'), tags, s.removeTag('a'), JSON.stringify(s)]",

@@ -21,6 +21,7 @@ MIB = 1024 * 1024
 class RecordingHost:
     def __init__(self) -> None:
         self.calls: list[tuple[str, list[PlainValue]]] = []
+        self.tags: list[PlainValue] = ["a"]
 
     def call(self, op: str, args: list[PlainValue]) -> PlainValue:
         self.calls.append((op, args))
@@ -35,7 +36,11 @@ class RecordingHost:
                 "metadata": {"k": 1},
             }
             return record if op == "Session.get" else [record]
+        if op == "Session.getTags":
+            return list(self.tags)
         if op == "Session.setTags":
+            assert isinstance(args[1], list)
+            self.tags = list(args[1])
             return args[1]
         return {"echo": args}
 

@@ -1,0 +1,168 @@
+"""Every Session operation of the spec from Lua, JavaScript and Python, against the real stack.
+
+The three scripts do the same steps and return the same summary, so one expected value checks all.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from coordinator.client import ScriptpoolClient
+from sandbox.languages import Language
+
+from .helpers import result_of
+
+LUA = """
+local id = Session.create{name = "all-ops", tags = {"a"}, metadata = {k = 1}}
+local s = Session.get(id)
+local listed = 0
+for _, x in ipairs(Session.list{tags = {"a"}}) do if x.id == id then listed = listed + 1 end end
+local job_session = Session.getCurrent()
+Session.setCurrent(id)
+local current = Session.getCurrent()
+Session.setCurrent(job_session)
+local suspended = Session.suspend(id).state
+local resumed = Session.resume(id).state
+local md = Session.updateMetadata(id, {k = 2, extra = "x"})
+local md2 = Session.getMetadata(id)
+Session.setTags(id, {"a", "b"})
+s:addTag("c")
+s:removeTag("a")
+local tags = Session.getTags(id)
+local snap = s:save()
+Session.updateMetadata(id, {k = 3})
+local loaded = Session.load(id, snap)
+local all = Session.saveAll()
+local restored = Session.restoreRecent(1)
+local timeline = Session.getTimeline(id, {types = {"session.saved"}})
+local rmeta = Session.getReplayMetadata(id)
+local can = Session.canReplay(id)
+local completed = Session.complete(id).state
+local ok, err = pcall(Session.resume, id)
+Session.delete(id)
+local gone_ok, gone = pcall(Session.get, id)
+return {listed = listed, current_switched = current == id, suspended = suspended, resumed = resumed,
+        md = md, md2 = md2, tags = tags, snap = snap, loaded_k = loaded.metadata.k, saved_this = all[id] ~= nil,
+        restored = #restored, saved_entries = #timeline, events = rmeta.event_count > 0, can = can,
+        completed = completed, resume_code = err.code, gone = gone.code, has_b = s:hasTag("b")}
+"""
+
+JS = """
+const id = Session.create({name: "all-ops", tags: ["a"], metadata: {k: 1}});
+const s = Session.get(id);
+const listed = Session.list({tags: ["a"]}).filter((x) => x.id === id).length;
+const jobSession = Session.getCurrent();
+Session.setCurrent(id);
+const current = Session.getCurrent();
+Session.setCurrent(jobSession);
+const suspended = Session.suspend(id).state;
+const resumed = Session.resume(id).state;
+const md = Session.updateMetadata(id, {k: 2, extra: "x"});
+const md2 = Session.getMetadata(id);
+Session.setTags(id, ["a", "b"]);
+s.tags = Session.getTags(id);
+s.addTag("c");
+s.removeTag("a");
+const tags = Session.getTags(id);
+const snap = s.save();
+Session.updateMetadata(id, {k: 3});
+const loaded = Session.load(id, snap);
+const all = Session.saveAll();
+const restored = Session.restoreRecent(1);
+const timeline = Session.getTimeline(id, {types: ["session.saved"]});
+const rmeta = Session.getReplayMetadata(id);
+const can = Session.canReplay(id);
+const completed = Session.complete(id).state;
+let resumeCode = null;
+try { Session.resume(id); } catch (e) { resumeCode = e.code; }
+Session.delete(id);
+let gone = null;
+try { Session.get(id); } catch (e) { gone = e.code; }
+({listed, current_switched: current === id, suspended, resumed, md, md2, tags, snap, loaded_k: loaded.metadata.k,
+  saved_this: id in all, restored: restored.length, saved_entries: timeline.length, events: rmeta.event_count > 0,
+  can, completed, resume_code: resumeCode, gone, has_b: s.hasTag("b")})
+"""
+
+PY = """
+sid = Session.create(name="all-ops", tags=["a"], metadata={"k": 1})
+s = Session.get(sid)
+listed = len([x for x in Session.list(tags=["a"]) if x.id == sid])
+job_session = Session.getCurrent()
+Session.setCurrent(sid)
+current = Session.getCurrent()
+Session.set_current(job_session)
+suspended = Session.suspend(sid).state
+resumed = Session.resume(sid).state
+md = Session.updateMetadata(sid, {"k": 2, "extra": "x"})
+md2 = Session.get_metadata(sid)
+Session.setTags(sid, ["a", "b"])
+s["tags"] = Session.getTags(sid)
+s.addTag("c")
+s.remove_tag("a")
+tags = Session.getTags(sid)
+snap = s.save()
+Session.updateMetadata(sid, {"k": 3})
+loaded = Session.load(sid, snap)
+saved = Session.saveAll()
+restored = Session.restore_recent(1)
+timeline = Session.getTimeline(sid, {"types": ["session.saved"]})
+rmeta = Session.getReplayMetadata(sid)
+can = Session.can_replay(sid)
+completed = Session.complete(sid).state
+resume_code = None
+try:
+    Session.resume(sid)
+except ScriptpoolError as e:
+    resume_code = e.code
+Session.delete(sid)
+gone = None
+try:
+    Session.get(sid)
+except ScriptpoolError as e:
+    gone = e.code
+{"listed": listed, "current_switched": current == sid, "suspended": suspended, "resumed": resumed, "md": md,
+ "md2": md2, "tags": tags, "snap": snap, "loaded_k": loaded.metadata["k"], "saved_this": sid in saved,
+ "restored": len(restored), "saved_entries": len(timeline), "events": rmeta["event_count"] > 0, "can": can,
+ "completed": completed, "resume_code": resume_code, "gone": gone, "has_b": s.hasTag("b")}
+"""
+
+EXPECTED = {
+    "listed": 1,
+    "current_switched": True,
+    "suspended": "suspended",
+    "resumed": "active",
+    "md": {"k": 2, "extra": "x"},
+    "md2": {"k": 2, "extra": "x"},
+    "tags": ["b", "c"],
+    "snap": 1,
+    "loaded_k": 2,
+    "saved_this": True,
+    "restored": 1,
+    "saved_entries": 2,
+    "events": True,
+    "can": False,
+    "completed": "completed",
+    "resume_code": "FAILED_PRECONDITION",
+    "gone": "NOT_FOUND",
+    "has_b": True,
+}
+
+
+@pytest.mark.parametrize(
+    ("language", "source"), [(Language.LUA, LUA), (Language.JAVASCRIPT, JS), (Language.PYTHON, PY)]
+)
+def test_every_session_operation(client: ScriptpoolClient, language: Language, source: str) -> None:
+    assert result_of(client.run(language, source, timeout=60)) == EXPECTED
+
+
+@pytest.mark.parametrize(
+    ("language", "source"),
+    [
+        (Language.JAVASCRIPT, "const id = Artifact.store('', {content: 'hi', type: 'text', metadata: {name: 'a'}});"
+                              "[typeof id, Artifact.getContent('', id)]"),
+        (Language.PYTHON, "aid = Artifact.store('', {'content': 'hi', 'type': 'text', 'metadata': {'name': 'a'}})\n"
+                          "[isinstance(aid, str) and 'string', Artifact.getContent('', aid)]"),
+    ],
+)  # fmt: skip
+def test_artifact_store_returns_the_id_string(client: ScriptpoolClient, language: Language, source: str) -> None:
+    assert result_of(client.run(language, source, timeout=60)) == ["string", b"hi"]
