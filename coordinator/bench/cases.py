@@ -232,8 +232,52 @@ def memory(stack: BenchStack, options: Options) -> dict[str, Any]:
             "coordinator_rss_mb": round(rss_bytes(coordinator) / 2**20, 1)}  # fmt: skip
 
 
+def _store_get(client: ScriptpoolClient, session_id: str, payload: bytes, index: int) -> None:
+    from scriptpool.v1 import artifacts_pb2
+
+    header = artifacts_pb2.StoreArtifactChunk(
+        session_id=session_id, type="binary", metadata=artifacts_pb2.ArtifactMetadata(name=f"bench-{index}")
+    )
+    ref = client.store_artifact(header, [payload])
+    _, chunks = client.read_artifact(session_id, ref.id)
+    if sum(len(c) for c in chunks) != len(payload):
+        raise RuntimeError("artifact read back with the wrong size")
+
+
+def _raw_set_get(stack: BenchStack, payload: bytes, index: int) -> None:
+    key = f"bench:raw:{index}"
+    stack.redis.set(key, payload)
+    if len(stack.redis.get(key) or b"") != len(payload):
+        raise RuntimeError("raw GET returned the wrong size")
+    stack.redis.delete(key)
+
+
 def artifacts(stack: BenchStack, options: Options) -> dict[str, Any]:
-    return {"status": "not measured: the Artifact service is not implemented in this version"}
+    """Store + get round trips from the gRPC client, vs raw Redis SET + GET of the same bytes."""
+    out: dict[str, Any] = {}
+    with ScriptpoolClient(stack.address, stack.api_key) as client:
+        session_id = client.create_session("bench-artifacts").id
+        for label, size, count in (("1KB", 1024, max(20, options.jobs)), ("10MB", 10 * 2**20, 5)):
+            ours, raw = [], []
+            for run in range(options.repeat + 1):
+                payloads = [os.urandom(size) for _ in range(count)]  # distinct content: no dedup shortcut
+                started = time.perf_counter()
+                for index, payload in enumerate(payloads):
+                    _store_get(client, session_id, payload, run * count + index)
+                ours_s = time.perf_counter() - started
+                started = time.perf_counter()
+                for index, payload in enumerate(payloads):
+                    _raw_set_get(stack, payload, index)
+                raw_s = time.perf_counter() - started
+                if run:  # the first run is the warm-up
+                    ours.append(count / ours_s if size < 2**20 else count * size / 2**20 / ours_s)
+                    raw.append(count / raw_s if size < 2**20 else count * size / 2**20 / raw_s)
+            unit = "round_trips_per_s" if size < 2**20 else "mb_per_s"
+            ours_s_summary, raw_summary = summarize(ours), summarize(raw)
+            out[f"{label}_{unit}"] = ours_s_summary.as_dict(1)
+            out[f"{label}_raw_redis_{unit}"] = raw_summary.as_dict(1)
+            out[f"{label}_ratio_vs_raw_redis"] = ratio(ours_s_summary.median, raw_summary.median)
+    return out
 
 
 CASES: dict[str, Case] = {
