@@ -25,6 +25,7 @@ from sandbox.languages import Language
 from sandbox.limits import JobLimits
 from sandbox.outcomes import Outcome
 from sandbox.runner import ScriptJob, runner_for
+from sandbox.scratch_files import ScratchFileHost
 
 
 class SocketHost:
@@ -92,12 +93,13 @@ def _clip(text: str) -> str:
     return text[:MAX_MESSAGE_CHARS] + f"... [{len(text) - MAX_MESSAGE_CHARS} more characters cut]"
 
 
-def run_job(job: ScriptJob, sock: socket.socket) -> sandbox_pb2.ChildResult:
+def run_job(job: ScriptJob, sock: socket.socket, scratch_dir: str | None = None) -> sandbox_pb2.ChildResult:
     """Run the script and describe how it ended. Never raises."""
     result = sandbox_pb2.ChildResult()
     host = SocketHost(sock)
+    files = ScratchFileHost(host, scratch_dir, job.limits.artifact_bytes)
     try:
-        value = runner_for(job.language).run(job, host, SocketOutput(sock, job.limits.output_bytes))
+        value = runner_for(job.language).run(job, files, SocketOutput(sock, job.limits.output_bytes))
         try:
             result.result.CopyFrom(to_value(value))
         except InvalidArgument as exc:
@@ -134,7 +136,7 @@ def child_main(sock: socket.socket) -> NoReturn:
         job = script_job_from_frame(frame.job)
         jail = apply_jail(job.limits, sock.fileno())
         out = sandbox_pb2.ChildFrame()
-        out.result.CopyFrom(run_job(job, sock))
+        out.result.CopyFrom(run_job(job, sock, jail.scratch_dir))
         framing.send(sock, out)
         release_scratch(jail)
     except MemoryError:

@@ -322,11 +322,11 @@ def check_scratch_path(path: PlainValue, op: str) -> str:
 
 
 def file_op(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
+    """The sandbox child performs file operations itself, jailed (sandbox/scratch_files.py); one that
+    reaches the worker came from a child that skipped that layer, and the worker never opens a path a
+    script chose."""
     check_scratch_path(_arg(args, 1 if op == "Artifact.storeFile" else 2), op)
-    raise FailedPrecondition(
-        f"{op} needs the job's private scratch directory, which this worker version does not provide yet; "
-        "pass the content to Artifact.store / read it with Artifact.getContent instead"
-    )
+    raise FailedPrecondition(f"{op} is performed inside the sandbox, in the job's scratch directory")
 
 
 HANDLERS: dict[str, Callable[[Any, str, list[PlainValue]], PlainValue]] = {

@@ -167,6 +167,7 @@
   const post = {
     "Artifact.store": artifactId,
     "Artifact.update": artifactId,
+    "Artifact.storeFile": artifactId,
     "Session.get": toSession,
     "Session.list": toSessionList,
     "Session.load": toSession,

@@ -200,6 +200,7 @@ local post = {
   ["Session.load"] = to_session,
   ["Artifact.store"] = to_artifact_ref,
   ["Artifact.update"] = to_artifact_ref,
+  ["Artifact.storeFile"] = to_artifact_ref,
 }
 
 for global_name, ops in raw_pairs(catalog) do

@@ -300,7 +300,7 @@ def _operation(global_name: str, op: str) -> Callable[..., Any]:
     full_name = f"{global_name}.{op}"
     wrap = {"Session.get": "one", "Session.load": "one", "Session.suspend": "one", "Session.resume": "one",
             "Session.complete": "one", "Session.list": "list", "Artifact.store": "id",
-            "Artifact.update": "id"}.get(full_name)  # fmt: skip
+            "Artifact.update": "id", "Artifact.storeFile": "id"}.get(full_name)  # fmt: skip
 
     def operation(self: Namespace, *args: Any, **options: Any) -> Any:
         if full_name == "Session.replay":

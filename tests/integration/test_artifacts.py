@@ -411,7 +411,7 @@ def test_every_artifact_operation_from_lua(client: ScriptpoolClient, session_id:
     ok, e = pcall(Artifact.save_to_file, sid, ref, "/abs")
     out.escape_abs = e.code
     ok, e = pcall(Artifact.storeFile, sid, "inside.txt", {})
-    out.no_scratch = e.code
+    out.missing_file = e.code
     ok, e = pcall(Artifact.get, sid, "not-an-id")
     out.bad_id = e.code
     ok, e = pcall(Artifact.store, sid, {content = {}, type = "x"})
@@ -434,8 +434,8 @@ def test_every_artifact_operation_from_lua(client: ScriptpoolClient, session_id:
         True, False, True, "read", "admin",
     )  # fmt: skip
     assert isinstance(out["audit"], int) and out["audit"] >= 8
-    assert (out["escape"], out["escape_abs"], out["no_scratch"]) == (
-        "PERMISSION_DENIED", "PERMISSION_DENIED", "FAILED_PRECONDITION",
+    assert (out["escape"], out["escape_abs"], out["missing_file"]) == (
+        "PERMISSION_DENIED", "PERMISSION_DENIED", "NOT_FOUND",
     )  # fmt: skip
     assert (out["bad_id"], out["bad_content"]) == ("INVALID_ARGUMENT", "INVALID_ARGUMENT")
     assert (out["deleted"], out["after_delete"]) == (True, 1)

@@ -166,3 +166,33 @@ def test_every_session_operation(client: ScriptpoolClient, language: Language, s
 )  # fmt: skip
 def test_artifact_store_returns_the_id_string(client: ScriptpoolClient, language: Language, source: str) -> None:
     assert result_of(client.run(language, source, timeout=60)) == ["string", b"hi"]
+
+
+FILE_ROUND_TRIP = {
+    Language.LUA: """
+        local id = Artifact.store('', {content = 'bytes \\0 here', type = 'data', metadata = {name = 'orig'}})
+        local saved = Artifact.saveToFile('', id, 'dir/copy.dat')
+        local copy = Artifact.storeFile('', 'dir/copy.dat', {name = 'copy', type = 'data'})
+        local ok, err = pcall(Artifact.storeFile, '', '../../etc/passwd')
+        return {saved, Artifact.getContent('', copy), err.code}""",
+    Language.PYTHON: """
+aid = Artifact.store('', {'content': 'bytes \\0 here', 'type': 'data', 'metadata': {'name': 'orig'}})
+saved = Artifact.save_to_file('', aid, 'dir/copy.dat')
+copy = Artifact.store_file('', 'dir/copy.dat', {'name': 'copy', 'type': 'data'})
+try:
+    Artifact.storeFile('', '/etc/passwd')
+    code = None
+except ScriptpoolError as e:
+    code = e.code
+[saved, Artifact.getContent('', copy), code]""",
+}
+
+
+@pytest.mark.parametrize("language", list(FILE_ROUND_TRIP))
+def test_store_file_and_save_to_file_use_the_jobs_scratch_directory(
+    client: ScriptpoolClient, language: Language
+) -> None:
+    result = result_of(client.run(language, FILE_ROUND_TRIP[language], timeout=60))
+    # a Lua string that is valid UTF-8 comes back as text (docs/architecture.md, "Values")
+    content = "bytes \x00 here" if language is Language.LUA else b"bytes \x00 here"
+    assert result == ["dir/copy.dat", content, "PERMISSION_DENIED"]
