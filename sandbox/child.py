@@ -9,6 +9,7 @@ and no gRPC connection: everything outside the process goes through the socket.
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 from typing import NoReturn
@@ -121,6 +122,9 @@ def run_job(job: ScriptJob, sock: socket.socket, scratch_dir: str | None = None)
         result.outcome = Outcome.INTERNAL_ERROR.to_proto()
         result.message = f"internal sandbox error ({type(exc).__name__})"
     result.global_calls = host.calls
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result.cpu_time_ms = int((usage.ru_utime + usage.ru_stime) * 1000)
+    result.peak_memory_bytes = usage.ru_maxrss * 1024
     return result
 
 

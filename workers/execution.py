@@ -17,7 +17,7 @@ from sandbox.outcomes import Outcome
 from workers.bridge import CoordinatorBridge
 from workers.job_records import JobRecords
 from workers.settings import WorkerSettings
-from workers.supervisor import ChildRun, SparePool, supervise
+from workers.supervisor import ChildRun, Reaper, SparePool, supervise
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ class JobExecutor:
         self.records = JobRecords(self.redis, settings.lease_seconds)
         self.channel = grpc.insecure_channel(settings.coordinator)
         self.pool = SparePool()
+        self.reaper = Reaper()
 
     def execute(self, job_id: str) -> dict[str, Any]:
         claimed = self.records.start(job_id, self.settings.name, time.time())
@@ -49,6 +50,7 @@ class JobExecutor:
         if not applied:
             log.info("job %s already finished elsewhere (cancelled or lease expired)", job_id)
         self.pool.refill()  # normally already done while the child ran
+        self.reaper.collect()
         return {"job_id": job_id, "outcome": run.outcome.value, "message": run.message}
 
     def _run(self, job_id: str, spec: sandbox_pb2.ChildJob, credential: str) -> ChildRun:
@@ -58,15 +60,19 @@ class JobExecutor:
         )
 
         def on_tick() -> bool:
+            self.reaper.collect()
             answer = self.records.heartbeat(job_id, time.time())
             return answer is None or answer
 
         try:
-            return supervise(self.pool.take(), spec, bridge, on_tick, on_handed_over=self.pool.refill)
+            return supervise(
+                self.pool.take(), spec, bridge, on_tick, on_handed_over=self.pool.refill, reaper=self.reaper
+            )
         except Exception:
             log.exception("job %s: supervising the sandbox failed", job_id)
             return ChildRun(outcome=Outcome.INTERNAL_ERROR, message="the worker failed while supervising the job")
 
     def close(self) -> None:
         self.pool.close()
+        self.reaper.close()
         self.channel.close()

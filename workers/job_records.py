@@ -80,6 +80,8 @@ _START = (
     _LOG_JOB
     + """
 if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return false end
+-- a cancel that arrived while the job was queued wins, even if it has not finished the job yet
+if redis.call('HGET', KEYS[1], 'cancel_requested') then return false end
 redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[1], 'started_at', ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
 log_job(KEYS[1], 'job.started', 'job ' .. ARGV[4] .. ' started on ' .. ARGV[1], ARGV[4], ARGV[2])
@@ -105,9 +107,11 @@ return 1
 """
 )
 
+# The flag is set for queued jobs too: if a worker claims the job between this script and the
+# coordinator finishing it as cancelled, START refuses it (or the worker's first heartbeat kills it).
 _REQUEST_CANCEL = """
 local status = redis.call('HGET', KEYS[1], 'status')
-if status == 'running' then redis.call('HSET', KEYS[1], 'cancel_requested', '1') end
+if status == 'running' or status == 'queued' then redis.call('HSET', KEYS[1], 'cancel_requested', '1') end
 return status
 """
 

@@ -112,8 +112,10 @@ class _Supervision:
         host: GlobalHost,
         on_tick: Callable[[], bool],
         on_handed_over: Callable[[], None] = lambda: None,
+        reaper: Reaper | None = None,
     ) -> None:
         self.on_handed_over = on_handed_over
+        self.reaper = reaper
         self.child = child
         self.job = job
         self.host = host
@@ -228,9 +230,18 @@ class _Supervision:
             self.final = frame.result
 
     def finish(self) -> ChildRun:
+        info = self.run_info
+        if self.final is not None and self.stopped_for is None and self.reaper is not None:
+            # The child sent its result and is exiting: record the job now, reap the child later
+            # (tearing down a forked address space takes a millisecond or two).
+            self.child.sock.close()
+            self.reaper.adopt(self.child)
+            info.cpu_time_ms = self.final.cpu_time_ms
+            info.peak_memory_bytes = self.final.peak_memory_bytes
+            self.take_result(self.final)
+            return info
         status, rusage = _reap(self.child, kill_first=self.final is None and self.stopped_for is None)
         self.child.sock.close()
-        info = self.run_info
         info.cpu_time_ms = int((rusage.ru_utime + rusage.ru_stime) * 1000) if rusage else 0
         info.peak_memory_bytes = rusage.ru_maxrss * 1024 if rusage else 0
         if self.stopped_for is not None:
@@ -317,11 +328,55 @@ def supervise(
     host: GlobalHost,
     on_tick: Callable[[], bool] = lambda: False,
     on_handed_over: Callable[[], None] = lambda: None,
+    reaper: Reaper | None = None,
 ) -> ChildRun:
     """Run `job` in `child` and return how it ended. `on_tick` returning True cancels the job;
     `on_handed_over` runs once the child has the job (the worker forks its next spare there, while
-    the child runs on another core)."""
-    return _Supervision(child, job, host, on_tick, on_handed_over).run()
+    the child runs on another core). With a `reaper`, a child that delivered its result is reaped
+    later instead of before returning."""
+    return _Supervision(child, job, host, on_tick, on_handed_over, reaper).run()
+
+
+class Reaper:
+    """Children that delivered their result and are exiting. `collect()` reaps those that have
+    exited and SIGKILLs any that linger past the grace period; `close()` reaps all of them."""
+
+    def __init__(self, grace_seconds: float = REAP_GRACE_SECONDS) -> None:
+        self.grace_seconds = grace_seconds
+        self._pending: list[tuple[int, float]] = []
+
+    def adopt(self, child: SandboxChild) -> None:
+        self._pending.append((child.pid, time.monotonic() + self.grace_seconds))
+
+    def collect(self) -> None:
+        still: list[tuple[int, float]] = []
+        now = time.monotonic()
+        for pid, give_up in self._pending:
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                continue
+            if done:
+                continue
+            if now >= give_up:
+                log.warning("sandbox child %d kept running after its result; killing it", pid)
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                continue
+            still.append((pid, give_up))
+        self._pending = still
+
+    def close(self) -> None:
+        for pid, _ in self._pending:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+        self._pending = []
+
+    def __len__(self) -> int:
+        return len(self._pending)
 
 
 class SparePool:
@@ -345,4 +400,4 @@ class SparePool:
             _reap(child, kill_first=True)
 
 
-__all__ = ["ChildRun", "SandboxChild", "SparePool", "fork_child", "supervise"]
+__all__ = ["ChildRun", "Reaper", "SandboxChild", "SparePool", "fork_child", "supervise"]

@@ -200,3 +200,20 @@ def test_jobs_are_real_rq_jobs(client: ScriptpoolClient, redis_client: Redis) ->
     # our result is published first; RQ marks its own job finished right after the function returns
     assert wait_for(lambda: rq_job.get_status(refresh=True) == "finished")
     assert rq_job.return_value() == {"job_id": job.id, "outcome": "ok", "message": ""}
+
+
+def test_a_cancel_racing_a_worker_claim_wins(redis_client: Redis) -> None:
+    """request_cancel on a queued job marks it, so a worker claiming it before the coordinator has
+    finished it as cancelled refuses to start it."""
+    import time
+    import uuid
+
+    from workers.job_records import JobRecords, JobState, job_key
+
+    records = JobRecords(redis_client)
+    job_id = str(uuid.uuid4())
+    redis_client.hset(job_key(job_id), mapping={"status": "queued", "spec": b"", "credential": "x"})
+    assert records.request_cancel(job_id) is JobState.QUEUED
+    assert records.start(job_id, "racing-worker", time.time()) is None
+    assert redis_client.hget(job_key(job_id), "status") == b"queued"
+    redis_client.delete(job_key(job_id))

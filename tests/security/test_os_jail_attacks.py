@@ -50,7 +50,9 @@ def _jailed_children(stack: Stack) -> list[tuple[int, int]]:
     for worker in stack.workers:
         for pid in _descendants(worker.pid):
             try:
-                if _status(pid).get("Seccomp") == "2":
+                status = _status(pid)
+                # children of finished jobs are reaped later; skip those already exiting (zombies)
+                if status.get("Seccomp") == "2" and not status.get("State", "").startswith("Z"):
                     jailed.append((_parent(pid), pid))
             except OSError:
                 continue

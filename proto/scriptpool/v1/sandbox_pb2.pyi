@@ -154,9 +154,17 @@ class ChildResult(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     GLOBAL_CALLS_FIELD_NUMBER: _builtins.int
+    CPU_TIME_MS_FIELD_NUMBER: _builtins.int
+    PEAK_MEMORY_BYTES_FIELD_NUMBER: _builtins.int
     outcome: _jobs_pb2.Outcome.ValueType
     message: _builtins.str
     global_calls: _builtins.int
+    cpu_time_ms: _builtins.int
+    """The child's own rusage when it sent this result. The worker uses it so it can record the
+    result before the child has finished exiting; a child that dies without a result is measured
+    by the kernel (wait4) instead.
+    """
+    peak_memory_bytes: _builtins.int
     @_builtins.property
     def result(self) -> _common_pb2.Value: ...
     @_builtins.property
@@ -169,10 +177,12 @@ class ChildResult(_message.Message):
         message: _builtins.str = ...,
         error: _jobs_pb2.ScriptErrorInfo | None = ...,
         global_calls: _builtins.int = ...,
+        cpu_time_ms: _builtins.int = ...,
+        peak_memory_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "global_calls", b"global_calls", "message", b"message", "outcome", b"outcome", "result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_time_ms", b"cpu_time_ms", "error", b"error", "global_calls", b"global_calls", "message", b"message", "outcome", b"outcome", "peak_memory_bytes", b"peak_memory_bytes", "result", b"result"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,91 @@
+"""The supervisor's reaper: children that delivered a result are reaped later, never left behind."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+
+from scriptpool.v1 import sandbox_pb2
+
+from sandbox.languages import Language
+from sandbox.limits import DEFAULT_LIMITS, LIMIT_FIELDS
+from sandbox.outcomes import Outcome
+from workers.supervisor import Reaper, SandboxChild, fork_child, supervise
+
+
+class NoHost:
+    def call(self, op: str, args: list[object]) -> object:
+        return None
+
+
+def _spec(source: str) -> sandbox_pb2.ChildJob:
+    spec = sandbox_pb2.ChildJob(language=Language.LUA.to_proto(), source=source)
+    for name in LIMIT_FIELDS:
+        setattr(spec.limits, name, getattr(DEFAULT_LIMITS, name))
+    return spec
+
+
+_SLEEPERS: list[subprocess.Popen[bytes]] = []
+
+
+def _sleeper() -> int:
+    """A child process of ours that would run for a minute (spawned, not forked from pytest)."""
+    proc = subprocess.Popen(["sleep", "60"])
+    _SLEEPERS.append(proc)
+    return proc.pid
+
+
+def teardown_function() -> None:
+    for proc in _SLEEPERS:  # reaped by the Reaper under test: tell Popen so it does not warn
+        proc.returncode = proc.returncode if proc.returncode is not None else -9
+    _SLEEPERS.clear()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return os.waitpid(pid, os.WNOHANG) == (0, 0)
+    except ChildProcessError:
+        return False
+
+
+def test_result_is_recorded_before_the_child_is_reaped_and_the_child_is_reaped_after() -> None:
+    reaper = Reaper()
+    child = fork_child()
+    run = supervise(child, _spec("return 40 + 2"), NoHost(), reaper=reaper)  # type: ignore[arg-type]
+    assert run.outcome is Outcome.OK and run.result == 42
+    assert run.cpu_time_ms >= 0 and run.peak_memory_bytes > 0  # the child's own rusage
+    assert len(reaper) == 1
+    give_up = time.monotonic() + 5
+    while len(reaper) and time.monotonic() < give_up:
+        reaper.collect()
+        time.sleep(0.01)
+    assert len(reaper) == 0
+    assert not _alive(child.pid)
+
+
+def test_a_child_that_lingers_after_its_result_is_killed() -> None:
+    pid = _sleeper()  # a "child" that never exits
+    a, b = socket.socketpair()
+    a.close()
+    b.close()
+    reaper = Reaper(grace_seconds=0.2)
+    reaper.adopt(SandboxChild(pid=pid, sock=a, forked_at=time.monotonic()))
+    reaper.collect()
+    assert len(reaper) == 1 and _alive(pid)
+    time.sleep(0.3)
+    reaper.collect()
+    assert len(reaper) == 0
+    assert not _alive(pid)
+
+
+def test_close_kills_and_reaps_everything_pending() -> None:
+    pid = _sleeper()
+    reaper = Reaper(grace_seconds=60)
+    a, _ = socket.socketpair()
+    reaper.adopt(SandboxChild(pid=pid, sock=a, forked_at=time.monotonic()))
+    reaper.close()
+    a.close()
+    _.close()
+    assert len(reaper) == 0 and not _alive(pid)
