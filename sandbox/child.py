@@ -25,7 +25,7 @@ from sandbox.jail import apply_jail, prepare_spare, release_scratch
 from sandbox.languages import Language
 from sandbox.limits import JobLimits
 from sandbox.outcomes import Outcome
-from sandbox.runner import ScriptJob, runner_for
+from sandbox.runner import DEFAULT_WARM_UP, ScriptJob, runner_for, warm_up_spare
 from sandbox.scratch_files import ScratchFileHost
 
 
@@ -128,7 +128,7 @@ def run_job(job: ScriptJob, sock: socket.socket, scratch_dir: str | None = None)
     return result
 
 
-def child_main(sock: socket.socket) -> NoReturn:
+def child_main(sock: socket.socket, warm_languages: tuple[Language, ...] = DEFAULT_WARM_UP) -> NoReturn:
     """Entry point in the forked child. Never returns: the process always ends with `os._exit`."""
     code = 0
     try:
@@ -136,6 +136,7 @@ def child_main(sock: socket.socket) -> NoReturn:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
         prepare_spare()  # same for every job (network namespace): done while the spare waits
+        warm_up_spare(warm_languages)  # engine copy-on-write faults, off the job's critical path
         frame = framing.recv(sock, sandbox_pb2.WorkerFrame)
         job = script_job_from_frame(frame.job)
         jail = apply_jail(job.limits, sock.fileno())

@@ -13,6 +13,7 @@ import grpc
 from redis import Redis
 from scriptpool.v1 import sandbox_pb2
 
+from sandbox.languages import Language
 from sandbox.outcomes import Outcome
 from workers.bridge import CoordinatorBridge
 from workers.job_records import JobRecords
@@ -64,6 +65,7 @@ class JobExecutor:
             answer = self.records.heartbeat(job_id, time.time())
             return answer is None or answer
 
+        self.pool.expect(Language.from_proto(spec.language))
         try:
             return supervise(
                 self.pool.take(), spec, bridge, on_tick, on_handed_over=self.pool.refill, reaper=self.reaper

@@ -29,7 +29,9 @@ from scriptpool.values import PlainValue, from_value, to_value
 from sandbox import framing
 from sandbox.child import child_main
 from sandbox.host import GlobalHost
+from sandbox.languages import Language
 from sandbox.outcomes import Outcome
+from sandbox.runner import DEFAULT_WARM_UP
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,7 @@ class SandboxChild:
     forked_at: float
 
 
-def fork_child() -> SandboxChild:
+def fork_child(warm_languages: tuple[Language, ...] = DEFAULT_WARM_UP) -> SandboxChild:
     """Fork a child that waits for one job on a socketpair. Signals are blocked across the fork."""
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     gc.freeze()  # keep the collector off inherited objects: fewer copy-on-write page faults in the child
@@ -58,7 +60,7 @@ def fork_child() -> SandboxChild:
                 parent_sock.close()
                 _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
             finally:
-                child_main(child_sock)
+                child_main(child_sock, warm_languages)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     child_sock.close()
@@ -384,14 +386,19 @@ class SparePool:
 
     def __init__(self) -> None:
         self._spare: SandboxChild | None = None
+        self.warm_languages: tuple[Language, ...] = DEFAULT_WARM_UP
 
     def take(self) -> SandboxChild:
         child, self._spare = self._spare, None
-        return child if child is not None else fork_child()
+        return child if child is not None else fork_child(self.warm_languages)
+
+    def expect(self, language: Language) -> None:
+        """Warm the next spares for the engine the worker is seeing, besides the cheap defaults."""
+        self.warm_languages = tuple(dict.fromkeys((*DEFAULT_WARM_UP, language)))
 
     def refill(self) -> None:
         if self._spare is None:
-            self._spare = fork_child()
+            self._spare = fork_child(self.warm_languages)
 
     def close(self) -> None:
         child, self._spare = self._spare, None
