@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
-from scriptpool.errors import InvalidArgument, Unimplemented
+from scriptpool.errors import InvalidArgument, ResourceExhausted, Unimplemented
 from scriptpool.v1 import artifacts_pb2_grpc, common_pb2, sessions_pb2, sessions_pb2_grpc
 from scriptpool.values import PlainValue, from_value_map, to_value, to_value_map
 
@@ -83,13 +83,25 @@ class CoordinatorBridge:
         session_id: str,
         deadline: float,
         call_timeout_seconds: float = 30.0,
+        artifact_bytes_limit: int | None = None,
     ) -> None:
         self._metadata = (("authorization", f"Bearer {credential}"),)
+        self.artifact_bytes_limit = artifact_bytes_limit
+        self.artifact_bytes_written = 0
         self._sessions = sessions_pb2_grpc.SessionServiceStub(channel)
         self.artifacts = artifacts_pb2_grpc.ArtifactServiceStub(channel)
         self._deadline = deadline
         self._call_timeout = call_timeout_seconds
         self.current_session = session_id
+
+    def charge_artifact_bytes(self, size: int, op: str) -> None:
+        """The job's `artifact_bytes` limit: content bytes it may write in total, checked before sending."""
+        if self.artifact_bytes_limit is not None and self.artifact_bytes_written + size > self.artifact_bytes_limit:
+            raise ResourceExhausted(
+                f"{op}: this job may write {self.artifact_bytes_limit} bytes of artifact content in total "
+                f"({self.artifact_bytes_written} written, {size} more asked)"
+            )
+        self.artifact_bytes_written += size
 
     def call(self, op: str, args: list[PlainValue]) -> PlainValue:
         handler = _HANDLERS.get(op)

@@ -137,6 +137,8 @@ def _ref(ref: A.ArtifactRef) -> PlainValue:
 
 
 def _send(bridge: CoordinatorBridge, header: A.StoreArtifactChunk, content: bytes) -> PlainValue:
+    bridge.charge_artifact_bytes(len(content), "Artifact.update" if header.artifact_id else "Artifact.store")
+
     def messages() -> Iterator[A.StoreArtifactChunk]:
         header.content = content[:CHUNK_BYTES]
         yield header

@@ -57,7 +57,12 @@ class JobExecutor:
     def _run(self, job_id: str, spec: sandbox_pb2.ChildJob, credential: str) -> ChildRun:
         deadline = time.monotonic() + spec.limits.wall_time_ms / 1000.0
         bridge = CoordinatorBridge(
-            self.channel, credential, spec.session_id, deadline, self.settings.call_timeout_seconds
+            self.channel,
+            credential,
+            spec.session_id,
+            deadline,
+            self.settings.call_timeout_seconds,
+            artifact_bytes_limit=spec.limits.artifact_bytes,
         )
 
         def on_tick() -> bool:

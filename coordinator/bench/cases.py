@@ -163,6 +163,39 @@ def callbacks(stack: BenchStack, options: Options) -> dict[str, Any]:
     }
 
 
+def sessions(stack: BenchStack, options: Options) -> dict[str, Any]:
+    """create + get + updateMetadata per second, from the gRPC client and from inside a Lua job."""
+    from scriptpool.v1 import sessions_pb2
+    from scriptpool.values import to_value_map
+
+    stack.scale_workers(1)
+    n = max(20, options.jobs // 2)
+    client_rates, script_rates = [], []
+    with ScriptpoolClient(stack.address, stack.api_key) as client:
+        for run in range(options.repeat + 1):
+            started = time.perf_counter()
+            for i in range(n):
+                sid = client.create_session(f"bench-{i}").id
+                client.get_session(sid)
+                client.session_call(
+                    "UpdateMetadata", sessions_pb2.UpdateMetadataRequest(session_id=sid, updates=to_value_map({"i": i}))
+                )
+            if run:
+                client_rates.append(n / (time.perf_counter() - started))
+            source = (f"for i = 1, {n} do local id = Session.create{{name = 'b' .. i}} Session.get(id) "
+                      "Session.updateMetadata(id, {i = i}) end return 1")  # fmt: skip
+            job = client.run(Language.LUA, source, limits={"max_global_calls": 3 * n + 10})
+            if run:
+                script_rates.append(n / max(job.result.usage.wall_time_ms, 1) * 1000)
+    ours, baseline = summarize(script_rates), summarize(client_rates)
+    return {
+        "iterations_per_run": n,
+        "lua_job_create_get_update_per_s": ours.as_dict(1),
+        "grpc_client_create_get_update_per_s": baseline.as_dict(1),
+        "ratio_lua_vs_client": ratio(ours.median, baseline.median),
+    }
+
+
 def sandbox(stack: BenchStack, options: Options) -> dict[str, Any]:
     """Per language: a trivial script end to end inside the worker (fork handed over, jail, engine,
     result), vs the bare engine measured in this process."""
@@ -171,7 +204,7 @@ def sandbox(stack: BenchStack, options: Options) -> dict[str, Any]:
     from sandbox.host import OutputSink
     from sandbox.limits import DEFAULT_LIMITS, LIMIT_FIELDS
     from sandbox.runner import ScriptJob, prewarm, runner_for
-    from workers.supervisor import fork_child, supervise
+    from workers.supervisor import Reaper, fork_child, supervise
 
     class NoHost:
         def call(self, op: str, args: list[Any]) -> Any:
@@ -186,11 +219,15 @@ def sandbox(stack: BenchStack, options: Options) -> dict[str, Any]:
         for name in LIMIT_FIELDS:
             setattr(spec.limits, name, getattr(DEFAULT_LIMITS, name))
         handed = []
+        reaper = Reaper()
         for _ in range(options.jobs // 4 + 5):
-            child = fork_child()  # the worker forks its spare ahead of time: not part of the job's cost
-            time.sleep(0.002)
+            # The worker forks and prepares its spare while the previous job runs: not part of a job's
+            # cost. 50 ms is ample for that preparation (network namespace, scratch dir, warm-up).
+            child = fork_child((language,))
+            time.sleep(0.05)
             started = time.perf_counter()
-            run = supervise(child, spec, NoHost())
+            run = supervise(child, spec, NoHost(), reaper=reaper)
+            reaper.collect()
             handed.append((time.perf_counter() - started) * 1000)
             if run.outcome is not Outcome.OK:
                 raise RuntimeError(f"{language.value} benchmark job failed: {run.message}")
@@ -200,6 +237,7 @@ def sandbox(stack: BenchStack, options: Options) -> dict[str, Any]:
             started = time.perf_counter()
             runner_for(language).run(job, NoHost(), OutputSink(1024))
             bare.append((time.perf_counter() - started) * 1000)
+        reaper.close()
         ours, baseline = summarize(handed[5:]), summarize(bare[5:])
         out[language.value] = {
             "in_child_ms": ours.as_dict(),
@@ -284,6 +322,7 @@ CASES: dict[str, Case] = {
     "throughput": throughput,
     "latency": latency,
     "callbacks": callbacks,
+    "sessions": sessions,
     "sandbox": sandbox,
     "scale": scale,
     "memory": memory,

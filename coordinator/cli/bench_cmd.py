@@ -1,4 +1,4 @@
-"""`scriptpool bench [throughput|latency|callbacks|sandbox|artifacts|scale|memory|all]`."""
+"""`scriptpool bench [throughput|latency|callbacks|sessions|sandbox|artifacts|scale|memory|all]`."""
 
 from __future__ import annotations
 

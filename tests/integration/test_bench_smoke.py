@@ -20,7 +20,7 @@ def test_bench_all_runs_and_reports_every_figure_with_its_baseline() -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     cases = {c["case"]: c for c in map(json.loads, result.stdout.splitlines())}
-    assert set(cases) == {"throughput", "latency", "callbacks", "sandbox", "scale", "memory", "artifacts"}
+    assert set(cases) == {"throughput", "latency", "callbacks", "sessions", "sandbox", "scale", "memory", "artifacts"}
     throughput = cases["throughput"]
     for key in ("workers", "jobs_per_s", "rq_fork_jobs_per_s", "rq_simple_jobs_per_s", "ratio_vs_rq_fork",
                 "ratio_vs_rq_simple"):  # fmt: skip
@@ -30,6 +30,7 @@ def test_bench_all_runs_and_reports_every_figure_with_its_baseline() -> None:
     )
     assert 0 < cases["latency"]["lua_submit_to_result_ms"]["median"] < 10_000
     assert cases["callbacks"]["raw_grpc_unary_us"]["median"] > 0
+    assert cases["sessions"]["lua_job_create_get_update_per_s"]["median"] > 0
     assert cases["sandbox"]["lua"]["bare_engine_ms"]["median"] > 0
     assert cases["scale"]["scaling_1_to_2"] > 0
     assert cases["memory"]["idle_worker_rss_mb"] > 1 and cases["memory"]["coordinator_rss_mb"] > 1

@@ -194,3 +194,24 @@ def test_lua_attack(client: ScriptpoolClient, name: str) -> None:
         assert attack.message in job.result.message, job.result.message
     assert "/work/" not in job.result.message and "Traceback (most recent" not in job.result.message
     assert_worker_healthy(client)
+
+
+def test_artifact_byte_limit_per_job(client: ScriptpoolClient) -> None:
+    """A job cannot write more artifact content than its `artifact_bytes` limit, even in many small
+    stores; the refusal is a catchable RESOURCE_EXHAUSTED and nothing over the limit is stored."""
+    source = """
+    local stored, code = 0, nil
+    for i = 1, 100 do
+      local ok, err = pcall(Artifact.store, '', {content = string.rep('x', 1000), type = 'data',
+                                                metadata = {name = 'part' .. i}})
+      if not ok then code = err.code break end
+      stored = stored + 1
+    end
+    return {stored, code, #Artifact.list('')}
+    """
+    job = run_lua(client, source, limits={"artifact_bytes": 4500})
+    assert outcome(job) is Outcome.OK, job.result.message
+    from scriptpool.values import from_value
+
+    assert from_value(job.result.result) == [4, "RESOURCE_EXHAUSTED", 4]
+    assert_worker_healthy(client)
