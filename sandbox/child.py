@@ -81,6 +81,7 @@ def script_job_from_frame(frame: sandbox_pb2.ChildJob) -> ScriptJob:
         job_id=frame.job_id,
         session_id=frame.session_id,
         inputs=from_value_map(frame.inputs),
+        random_seed=frame.random_seed,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -24,6 +25,14 @@ class ScriptJob:
     job_id: str = ""
     session_id: str = ""
     inputs: dict[str, PlainValue] = field(default_factory=dict)
+    random_seed: int = 0
+    """Seed for the script's random generator; 0 = fresh entropy (see `seed_for`)."""
+
+
+def seed_for(job: ScriptJob) -> int:
+    """The job's random seed, or fresh entropy when it has none: a forked child must never reuse
+    its parent's generator state."""
+    return job.random_seed or int.from_bytes(os.urandom(6), "big")
 
 
 class Runner(Protocol):

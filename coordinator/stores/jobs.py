@@ -6,6 +6,7 @@ so a job is either fully enqueued or not at all.
 
 from __future__ import annotations
 
+import secrets
 import time
 import uuid
 
@@ -75,9 +76,12 @@ class JobStore:
             setattr(spec.limits, name, getattr(limits, name))
         return language, spec
 
-    def submit(self, caller: Caller, request: jobs_pb2.SubmitJobRequest) -> jobs_pb2.Job:
+    def submit(self, caller: Caller, request: jobs_pb2.SubmitJobRequest, *, random_seed: int = 0) -> jobs_pb2.Job:
+        """Enqueue a job. `random_seed` is for replays (the recorded seed); otherwise a fresh one is
+        drawn and kept in the job's spec."""
         caller.require_client("JobService.SubmitJob")
         language, spec = self._validate(request)
+        spec.random_seed = random_seed or secrets.randbits(48) | 1
         if request.session_id:
             session = self.sessions.get(caller, request.session_id)
         else:

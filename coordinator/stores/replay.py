@@ -6,7 +6,9 @@ their recorded source, inputs and limits; `speed` scales the recorded gaps betwe
 `first_divergence`) are written to the replay session's metadata and timeline. The original
 session, its artifacts and state are never touched.
 
-Not yet: feeding recorded non-deterministic inputs (time, random seed) back into the engines.
+Each replayed job gets the random seed recorded with the original (Lua `math.random`, JS
+`Math.random`, Python `random`), so random choices replay identically. Not yet: the clock (`os.time`,
+`Date.now`, `datetime.now`) is not fed back.
 """
 
 from __future__ import annotations
@@ -116,7 +118,7 @@ class ReplayStore:
                     language=spec.language, source=spec.source, session_id=replay_id, limits=spec.limits,
                     inputs=spec.inputs,
                 )  # fmt: skip
-                job = self.jobs.submit(owner, request)
+                job = self.jobs.submit(owner, request, random_seed=spec.random_seed)
                 while not self.jobs.is_finished(job.id):
                     time.sleep(0.02)
                 result = self.jobs.get(owner, job.id).result

@@ -18,7 +18,17 @@
   delete G.__scriptpool_setup;
   delete G.__scriptpool_prelude;
 
-  const { catalog, aliases, inputs, maxDepth } = setup;
+  const { catalog, aliases, inputs, maxDepth, seed } = setup;
+
+  // Math.random from the job's seed (mulberry32), so a replay can feed the recorded seed back.
+  let rngState = seed >>> 0;
+  Math.random = function random() {
+    rngState = (rngState + 0x6d2b79f5) >>> 0;
+    let t = rngState;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
   const ObjectProto = Object.prototype;
   const getProto = Object.getPrototypeOf;
   const isArray = Array.isArray;

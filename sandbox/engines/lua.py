@@ -8,7 +8,6 @@ runs inside coroutines, pcall and __gc finalizers. See lua_prelude.lua.
 
 from __future__ import annotations
 
-import os
 import re
 from importlib import resources
 from typing import Any
@@ -20,7 +19,7 @@ from scriptpool.values import MAX_DEPTH, PlainValue
 from sandbox.catalog import GLOBAL_OPS, aliases
 from sandbox.errors import LIMIT_ERRORS, LimitExceeded, MemoryExceeded, ScriptError
 from sandbox.host import GlobalHost, OutputSink
-from sandbox.runner import ScriptJob
+from sandbox.runner import ScriptJob, seed_for
 
 PRELUDE = resources.files(__package__).joinpath("lua_prelude.lua").read_bytes()
 HOOK_EVERY_INSTRUCTIONS = 10_000
@@ -133,7 +132,7 @@ class LuaRunner:
                 marshal.to_lua(job.inputs),
                 job.limits.cpu_time_ms / 1000.0,
                 HOOK_EVERY_INSTRUCTIONS,
-                int.from_bytes(os.urandom(7), "big"),
+                seed_for(job),
             )
             status, *rest = run(job.source.encode("utf-8"))
         except lupa.LuaMemoryError as exc:

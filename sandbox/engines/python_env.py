@@ -417,7 +417,9 @@ class Environment:
         write: Callable[[str], None],
         recheck: Callable[[], None],
         inputs: Mapping[str, PlainValue],
+        random_seed: int | None = None,
     ) -> None:
+        self._random_seed = random_seed
         self._call = call
         self._write = write
         self._random: GuestModule | None = None
@@ -458,7 +460,7 @@ class Environment:
             raise ImportError(f"module {name!r} is not available in the sandbox (available: {allowed})")
         if name == "random":  # a generator per job, never the process-wide one
             if self._random is None:
-                self._random = _stand_in("random", random.Random())
+                self._random = _stand_in("random", random.Random(self._random_seed))
             return self._random
         return shared_module(name)
 

@@ -389,3 +389,21 @@ rid = Session.replay('{session_id}', {{'speed': 0, 'on_progress': progress.appen
     hooks = result["hooks"]
     assert isinstance(hooks, list) and hooks.count("job.finished") == 2 and "session.created" in hooks
     assert client.get_session(str(result["id"])).parent_session_id == session_id
+
+
+RANDOM_SOURCES = {
+    Language.LUA: "return math.random()",
+    Language.JAVASCRIPT: "Math.random()",
+    Language.PYTHON: "import random\nrandom.random()",
+}
+
+
+@pytest.mark.parametrize("language", list(RANDOM_SOURCES))
+def test_replay_feeds_the_recorded_random_seed_back(client: ScriptpoolClient, language: Language) -> None:
+    session_id = client.create_session("random").id
+    first = result_of(client.run(language, RANDOM_SOURCES[language], session_id=session_id))
+    second = result_of(client.run(language, RANDOM_SOURCES[language], session_id=session_id))
+    assert isinstance(first, float) and first != second  # each job gets its own seed
+    replay_id = client.session_call("Replay", S.ReplayRequest(session_id=session_id, speed=0)).replay_session_id
+    summary = _wait_replay(client, replay_id)
+    assert (summary["status"], summary["matched"], summary["diverged"]) == ("finished", 2, 0)

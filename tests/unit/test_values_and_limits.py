@@ -55,3 +55,28 @@ def test_catalog_aliases() -> None:
     assert canonical_op("Artifact", "store_file") == "storeFile"
     assert canonical_op("State", "save") == "set"
     assert canonical_op("Session", "nope") is None
+
+
+@pytest.mark.parametrize(
+    ("language", "source"),
+    [("lua", "return math.random()"), ("javascript", "Math.random()"), ("python", "import random\nrandom.random()")],
+)
+def test_a_given_seed_gives_the_same_random_values(language: str, source: str) -> None:
+    from sandbox.host import OutputSink
+    from sandbox.languages import Language
+    from sandbox.runner import ScriptJob, prewarm, runner_for
+
+    class NoHost:
+        def call(self, op: str, args: list[object]) -> object:
+            return None
+
+    prewarm()
+    lang = Language(language)
+
+    def draw(seed: int) -> object:
+        job = ScriptJob(language=lang, source=source, random_seed=seed)
+        return runner_for(lang).run(job, NoHost(), OutputSink(100))  # type: ignore[arg-type]
+
+    assert draw(12345) == draw(12345)
+    assert draw(12345) != draw(54321)
+    assert draw(0) != draw(0)  # no seed: fresh entropy each time

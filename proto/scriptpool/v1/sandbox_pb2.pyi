@@ -37,10 +37,15 @@ class ChildJob(_message.Message):
     SOURCE_FIELD_NUMBER: _builtins.int
     LIMITS_FIELD_NUMBER: _builtins.int
     INPUTS_FIELD_NUMBER: _builtins.int
+    RANDOM_SEED_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     session_id: _builtins.str
     language: _jobs_pb2.Language.ValueType
     source: _builtins.str
+    random_seed: _builtins.int
+    """Seed for the script's random generator (Lua math.random, JS Math.random, Python random), set
+    at submission and kept in the job record so a replay feeds the same one back. 0 = fresh entropy.
+    """
     @_builtins.property
     def limits(self) -> _jobs_pb2.JobLimits: ...
     @_builtins.property
@@ -54,10 +59,11 @@ class ChildJob(_message.Message):
         source: _builtins.str = ...,
         limits: _jobs_pb2.JobLimits | None = ...,
         inputs: _common_pb2.ValueMap | None = ...,
+        random_seed: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["inputs", b"inputs", "limits", b"limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["inputs", b"inputs", "job_id", b"job_id", "language", b"language", "limits", b"limits", "session_id", b"session_id", "source", b"source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["inputs", b"inputs", "job_id", b"job_id", "language", b"language", "limits", b"limits", "random_seed", b"random_seed", "session_id", b"session_id", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
