@@ -84,9 +84,13 @@ class CoordinatorBridge:
         deadline: float,
         call_timeout_seconds: float = 30.0,
         artifact_bytes_limit: int | None = None,
+        content_bytes_limit: int | None = None,
     ) -> None:
         self._metadata = (("authorization", f"Bearer {credential}"),)
         self.artifact_bytes_limit = artifact_bytes_limit
+        # Artifact content handed to the script is bounded by its memory limit: reading stops (and
+        # the stream is cancelled) as soon as more arrives, so neither the worker nor the child holds it.
+        self.content_bytes_limit = content_bytes_limit
         self.artifact_bytes_written = 0
         self._sessions = sessions_pb2_grpc.SessionServiceStub(channel)
         self.artifacts = artifacts_pb2_grpc.ArtifactServiceStub(channel)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from scriptpool.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from scriptpool.errors import FailedPrecondition, InvalidArgument, PermissionDenied, ResourceExhausted
 from scriptpool.v1 import artifacts_pb2
 from scriptpool.values import PlainValue, from_value_map, to_value, to_value_map
 
@@ -157,9 +157,18 @@ def _read(bridge: CoordinatorBridge, args: list[PlainValue], op: str) -> tuple[A
     method = bridge.artifacts.Get if op == "Artifact.get" else bridge.artifacts.GetContent
     info = None
     parts = []
-    for chunk in bridge._rpc(method, request):
+    received = 0
+    stream = bridge._rpc(method, request)
+    for chunk in stream:
         if chunk.HasField("info"):
             info = chunk.info
+        received += len(chunk.content)
+        if bridge.content_bytes_limit is not None and received > bridge.content_bytes_limit:
+            stream.cancel()
+            raise ResourceExhausted(
+                f"{op}: the artifact's content is larger than this job's memory limit "
+                f"({bridge.content_bytes_limit} bytes); read it in a job with a larger memory_bytes limit"
+            )
         parts.append(chunk.content)
     return info, b"".join(parts)
 

@@ -63,6 +63,7 @@ class JobExecutor:
             deadline,
             self.settings.call_timeout_seconds,
             artifact_bytes_limit=spec.limits.artifact_bytes,
+            content_bytes_limit=spec.limits.memory_bytes,
         )
 
         def on_tick() -> bool:

@@ -215,3 +215,24 @@ def test_artifact_byte_limit_per_job(client: ScriptpoolClient) -> None:
 
     assert from_value(job.result.result) == [4, "RESOURCE_EXHAUSTED", 4]
     assert_worker_healthy(client)
+
+
+def test_reading_an_artifact_larger_than_the_jobs_memory_is_refused(client: ScriptpoolClient) -> None:
+    """Artifact content is bounded by the reading job's memory limit before it is held anywhere."""
+    from scriptpool.values import from_value
+
+    store = run_lua(client, "return tostring(Artifact.store('', {content = string.rep('x', 3000000), type = 'data'}))")
+    assert outcome(store) is Outcome.OK, store.result.message
+    artifact_id = from_value(store.result.result)
+    assert isinstance(artifact_id, str)
+    source = f"""
+    local ok, err = pcall(Artifact.getContent, '', '{artifact_id}')
+    local ok2, err2 = pcall(Artifact.get, '', '{artifact_id}')
+    return {{ok, err.code, ok2, err2.code}}
+    """
+    job = run_lua(client, source, session_id=store.session_id, limits={"memory_bytes": 2 * MB})
+    assert outcome(job) is Outcome.OK, job.result.message
+    assert from_value(job.result.result) == [False, "RESOURCE_EXHAUSTED", False, "RESOURCE_EXHAUSTED"]
+    big_enough = run_lua(client, f"return #Artifact.getContent('', '{artifact_id}')", session_id=store.session_id)
+    assert from_value(big_enough.result.result) == 3000000
+    assert_worker_healthy(client)
