@@ -105,6 +105,10 @@ def _metadata(value: PlainValue, op: str) -> A.ArtifactMetadata:
     )
 
 
+INLINE_CONTENT_BYTES = 64 * 1024
+"""Artifact.get returns content up to this size inline; larger content is read on first access."""
+
+
 def info_to_plain(info: A.ArtifactInfo, content: bytes | None = None) -> dict[str, PlainValue]:
     plain: dict[str, PlainValue] = {
         "id": info.id,
@@ -149,7 +153,11 @@ def _send(bridge: CoordinatorBridge, header: A.StoreArtifactChunk, content: byte
     return _ref(bridge._rpc(method, messages()))
 
 
-def _read(bridge: CoordinatorBridge, args: list[PlainValue], op: str) -> tuple[A.ArtifactInfo | None, bytes]:
+def _read(
+    bridge: CoordinatorBridge, args: list[PlainValue], op: str, inline_limit: int | None = None
+) -> tuple[A.ArtifactInfo | None, bytes | None]:
+    """Info (Get only) and content. With `inline_limit`, content larger than it is not read at all
+    (None): the engines fetch it with getContent only if the script touches `.content`."""
     version = _count(_arg(args, 2), f"{op}: version")
     request = A.GetArtifactRequest(
         session_id=_session(bridge, args, op), artifact_id=_artifact_id(_arg(args, 1), op), version=version
@@ -162,6 +170,9 @@ def _read(bridge: CoordinatorBridge, args: list[PlainValue], op: str) -> tuple[A
     for chunk in stream:
         if chunk.HasField("info"):
             info = chunk.info
+            if inline_limit is not None and info.size > inline_limit:
+                stream.cancel()
+                return info, None
         received += len(chunk.content)
         if bridge.content_bytes_limit is not None and received > bridge.content_bytes_limit:
             stream.cancel()
@@ -209,14 +220,16 @@ def update(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainV
 
 
 def get(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
-    info, content = _read(bridge, args, op)
+    """The artifact with its content inline when small; larger content is left out and read lazily
+    by the engine (`.content` calls getContent on first access), so it is never fetched unless used."""
+    info, content = _read(bridge, args, op, inline_limit=INLINE_CONTENT_BYTES)
     assert info is not None, "Get always sends the info first"
     return info_to_plain(info, content)
 
 
 def get_content(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
     """The raw bytes (GetContent sends no info, so no type to decide on text)."""
-    return _read(bridge, args, op)[1]
+    return _read(bridge, args, op)[1] or b""
 
 
 def _listing(answer: A.ArtifactList) -> PlainValue:

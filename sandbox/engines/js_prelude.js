@@ -174,7 +174,26 @@
   // Artifact.store/update answer {id, content_hash, session_id, version}; scripts get the id string.
   const artifactId = (r) => (r !== null && typeof r === "object" && typeof r.id === "string" ? r.id : r);
 
+  // Artifact.get leaves large content out; reading `.content` fetches it once (Artifact.getContent).
+  const lazyArtifact = (r) => {
+    if (r === null || typeof r !== "object" || isArray(r) || "content" in r) return r;
+    let loaded = false;
+    let content;
+    defineProperty(r, "content", {
+      enumerable: true,
+      get() {
+        if (!loaded) {
+          content = call("Artifact.getContent", [r.session_id, r.id, r.version]);
+          loaded = true;
+        }
+        return content;
+      },
+    });
+    return r;
+  };
+
   const post = {
+    "Artifact.get": lazyArtifact,
     "Artifact.store": artifactId,
     "Artifact.update": artifactId,
     "Artifact.storeFile": artifactId,

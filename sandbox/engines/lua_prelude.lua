@@ -194,7 +194,24 @@ local function to_artifact_ref(t)
   return raw_setmetatable(t, ArtifactRef)
 end
 
+-- Artifact.get leaves large content out; reading `.content` fetches it once (Artifact.getContent).
+local raw_rawset = rawset
+local LazyArtifact = {
+  __index = function(self, key)
+    if key ~= "content" then return nil end
+    local content = call("Artifact.getContent", self.session_id, self.id, self.version)
+    raw_rawset(self, "content", content)
+    return content
+  end,
+}
+
+local function to_artifact(t)
+  if raw_type(t) ~= "table" or raw_rawget(t, "content") ~= nil then return t end
+  return raw_setmetatable(t, LazyArtifact)
+end
+
 local post = {
+  ["Artifact.get"] = to_artifact,
   ["Session.get"] = to_session,
   ["Session.list"] = to_session_list,
   ["Session.load"] = to_session,

@@ -300,7 +300,9 @@ def _operation(global_name: str, op: str) -> Callable[..., Any]:
     full_name = f"{global_name}.{op}"
     wrap = {"Session.get": "one", "Session.load": "one", "Session.suspend": "one", "Session.resume": "one",
             "Session.complete": "one", "Session.list": "list", "Artifact.store": "id",
-            "Artifact.update": "id", "Artifact.storeFile": "id"}.get(full_name)  # fmt: skip
+            "Artifact.update": "id", "Artifact.storeFile": "id", "Artifact.get": "artifact",
+            "Artifact.list": "artifacts", "Artifact.query": "artifacts", "Artifact.findByType": "artifacts",
+            "Artifact.findByTag": "artifacts", "Artifact.search": "artifacts"}.get(full_name)  # fmt: skip
 
     def operation(self: Namespace, *args: Any, **options: Any) -> Any:
         if full_name == "Session.replay":
@@ -311,6 +313,10 @@ def _operation(global_name: str, op: str) -> Callable[..., Any]:
         result = self._call(full_name, plain)
         if wrap == "id" and isinstance(result, dict):  # Artifact.store/update: scripts get the id string
             return result.get("id")
+        if wrap == "artifact" and isinstance(result, dict):
+            return ArtifactRecord(result, self)
+        if wrap == "artifacts" and isinstance(result, list):
+            return [ArtifactRecord(r, self) if isinstance(r, dict) else r for r in result]
         if wrap == "one" and isinstance(result, dict):
             return SessionRecord(result, self)
         if wrap == "list" and isinstance(result, list):
@@ -355,6 +361,30 @@ def _namespace_class(global_name: str) -> type[Namespace]:
 
 
 NAMESPACES: dict[str, type[Namespace]] = {name: _namespace_class(name) for name in GLOBAL_OPS}
+
+
+class ArtifactRecord(dict[str, Any]):
+    """An artifact as scripts see it: a dict whose fields are also attributes. Large content is left
+    out by the worker and fetched on first access to `content` (`a.content` or `a["content"]`)."""
+
+    __slots__ = ("_artifact",)
+
+    def __init__(self, record: Mapping[str, Any], artifact: Any) -> None:
+        super().__init__(record)
+        object.__setattr__(self, "_artifact", artifact)
+
+    def __missing__(self, key: str) -> Any:
+        if key != "content":
+            raise KeyError(key)
+        content = self._artifact.getContent(self.get("session_id"), self.get("id"), self.get("version"))
+        self["content"] = content
+        return content
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"artifact has no field {name!r}") from None
 
 
 class SessionRecord(dict[str, Any]):
