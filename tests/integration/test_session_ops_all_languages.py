@@ -196,3 +196,28 @@ def test_store_file_and_save_to_file_use_the_jobs_scratch_directory(
     # a Lua string that is valid UTF-8 comes back as text (docs/architecture.md, "Values")
     content = "bytes \x00 here" if language is Language.LUA else b"bytes \x00 here"
     assert result == ["dir/copy.dat", content, "PERMISSION_DENIED"]
+
+
+EDGE_METADATA = {"safe": 2**53 - 1, "unsafe": 2**53 + 1, "i64min": -(2**63), "i64max": 2**63 - 1, "tiny": 5e-324,
+                 "f": 0.1, "neg0": -0.0, "text": "ünï ✓ \U0001f600", "nested": [1, [2.5, {"k": None}]]}  # fmt: skip
+ROUND_TRIP = {
+    Language.LUA: "local id = Session.getCurrent() Session.updateMetadata(id, Session.getMetadata(INPUT.src)) "
+    "return Session.getMetadata(id)",
+    Language.JAVASCRIPT: "const id = Session.getCurrent(); Session.updateMetadata(id, Session.getMetadata(INPUT.src));"
+    " Session.getMetadata(id)",
+    Language.PYTHON: "sid = Session.getCurrent()\nSession.updateMetadata(sid, Session.getMetadata(INPUT['src']))\n"
+    "Session.getMetadata(sid)",
+}
+
+
+@pytest.mark.parametrize("language", list(ROUND_TRIP))
+def test_numbers_at_the_edges_of_lua_and_js_precision_round_trip(client: ScriptpoolClient, language: Language) -> None:
+    """Metadata read by a script and written back is unchanged: 64-bit integers (BigInt in JS past
+    2**53), floats, unicode. Lua cannot hold a nil inside a table, so `{"k": None}` comes back as {}."""
+    source_id = client.create_session("edges", metadata=EDGE_METADATA).id
+    target = client.create_session("copy").id
+    result = result_of(client.run(language, ROUND_TRIP[language], session_id=target, inputs={"src": source_id}))
+    expected = dict(EDGE_METADATA)
+    if language is Language.LUA:
+        expected["nested"] = [1, [2.5, {}]]
+    assert result == expected
