@@ -17,6 +17,7 @@ from sandbox.languages import Language
 from sandbox.outcomes import Outcome
 from workers.bridge import CoordinatorBridge
 from workers.job_records import JobRecords
+from workers.lease import LeaseKeeper
 from workers.settings import WorkerSettings
 from workers.supervisor import ChildRun, Reaper, SparePool, supervise
 
@@ -66,16 +67,17 @@ class JobExecutor:
             content_bytes_limit=spec.limits.memory_bytes,
         )
 
-        def on_tick() -> bool:
-            self.reaper.collect()
-            answer = self.records.heartbeat(job_id, time.time())
-            return answer is None or answer
-
         self.pool.expect(Language.from_proto(spec.language))
         try:
-            return supervise(
-                self.pool.take(), spec, bridge, on_tick, on_handed_over=self.pool.refill, reaper=self.reaper
-            )
+            with LeaseKeeper(self.records, job_id) as lease:
+
+                def on_tick() -> bool:
+                    self.reaper.collect()
+                    return lease.should_stop
+
+                return supervise(
+                    self.pool.take(), spec, bridge, on_tick, on_handed_over=self.pool.refill, reaper=self.reaper
+                )
         except Exception:
             log.exception("job %s: supervising the sandbox failed", job_id)
             return ChildRun(outcome=Outcome.INTERNAL_ERROR, message="the worker failed while supervising the job")
