@@ -82,6 +82,7 @@ def script_job_from_frame(frame: sandbox_pb2.ChildJob) -> ScriptJob:
         session_id=frame.session_id,
         inputs=from_value_map(frame.inputs),
         random_seed=frame.random_seed,
+        clock_start=frame.clock_start,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -27,6 +28,13 @@ class ScriptJob:
     inputs: dict[str, PlainValue] = field(default_factory=dict)
     random_seed: int = 0
     """Seed for the script's random generator; 0 = fresh entropy (see `seed_for`)."""
+    clock_start: float = 0.0
+    """Epoch seconds the script's wall clock starts at; 0 = the real clock (see `clock_offset`)."""
+
+
+def clock_offset(job: ScriptJob) -> float:
+    """Seconds to add to the real clock for this job's scripts: 0 unless a replay fixed its start."""
+    return job.clock_start - time.time() if job.clock_start else 0.0
 
 
 def seed_for(job: ScriptJob) -> int:

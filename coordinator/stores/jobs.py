@@ -76,12 +76,20 @@ class JobStore:
             setattr(spec.limits, name, getattr(limits, name))
         return language, spec
 
-    def submit(self, caller: Caller, request: jobs_pb2.SubmitJobRequest, *, random_seed: int = 0) -> jobs_pb2.Job:
-        """Enqueue a job. `random_seed` is for replays (the recorded seed); otherwise a fresh one is
-        drawn and kept in the job's spec."""
+    def submit(
+        self,
+        caller: Caller,
+        request: jobs_pb2.SubmitJobRequest,
+        *,
+        random_seed: int = 0,
+        clock_start: float = 0.0,
+    ) -> jobs_pb2.Job:
+        """Enqueue a job. `random_seed` and `clock_start` are for replays (the recorded job's seed and
+        start time); otherwise a fresh seed is drawn and kept in the job's spec, and the clock is real."""
         caller.require_client("JobService.SubmitJob")
         language, spec = self._validate(request)
         spec.random_seed = random_seed or secrets.randbits(48) | 1
+        spec.clock_start = clock_start
         if request.session_id:
             session = self.sessions.get(caller, request.session_id)
         else:

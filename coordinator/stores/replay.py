@@ -6,9 +6,9 @@ their recorded source, inputs and limits; `speed` scales the recorded gaps betwe
 `first_divergence`) are written to the replay session's metadata and timeline. The original
 session, its artifacts and state are never touched.
 
-Each replayed job gets the random seed recorded with the original (Lua `math.random`, JS
-`Math.random`, Python `random`), so random choices replay identically. Not yet: the clock (`os.time`,
-`Date.now`, `datetime.now`) is not fed back.
+Each replayed job gets the random seed and the start time recorded with the original: Lua
+`math.random`/`os.time`/`os.date`, JS `Math.random`/`Date`, Python `random`/`datetime` replay
+identically (the clock then advances in real time from the recorded start).
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from coordinator.stores.sessions import SessionStore
 from workers.job_records import hash_fields, job_key, session_jobs_key, texts
 
 log = logging.getLogger(__name__)
+RecordedJob = tuple[float, sandbox_pb2.ChildJob, jobs_pb2.JobResult | None]
+"""(created_at, spec with the recorded seed and start time, recorded result)"""
 MAX_GAP_SECONDS = 60.0
 
 
@@ -41,7 +43,7 @@ class ReplayStore:
         self.jobs = jobs
         self.redis = sessions.redis
 
-    def recorded_jobs(self, session_id: str) -> list[tuple[float, sandbox_pb2.ChildJob, jobs_pb2.JobResult | None]]:
+    def recorded_jobs(self, session_id: str) -> list[RecordedJob]:
         ids = texts(self.redis.zrange(session_jobs_key(session_id), 0, -1))
         found = []
         for job_id in ids:
@@ -50,7 +52,10 @@ class ReplayStore:
                 continue
             fields = hash_fields(raw)
             result = jobs_pb2.JobResult.FromString(fields["result"]) if "result" in fields else None
-            found.append((float(fields["created_at"]), sandbox_pb2.ChildJob.FromString(fields["spec"]), result))
+            spec = sandbox_pb2.ChildJob.FromString(fields["spec"])
+            # the clock the replayed script sees starts where the recorded job started
+            spec.clock_start = float(fields.get("started_at", b"0")) or float(fields["created_at"])
+            found.append((float(fields["created_at"]), spec, result))
         return found
 
     def can_replay(self, caller: Caller, session_id: str) -> bool:
@@ -103,7 +108,7 @@ class ReplayStore:
         self,
         owner: Caller,
         replay_id: str,
-        jobs: list[tuple[float, sandbox_pb2.ChildJob, jobs_pb2.JobResult | None]],
+        jobs: list[RecordedJob],
         speed: float,
     ) -> None:
         matched = diverged = 0
@@ -118,7 +123,7 @@ class ReplayStore:
                     language=spec.language, source=spec.source, session_id=replay_id, limits=spec.limits,
                     inputs=spec.inputs,
                 )  # fmt: skip
-                job = self.jobs.submit(owner, request, random_seed=spec.random_seed)
+                job = self.jobs.submit(owner, request, random_seed=spec.random_seed, clock_start=spec.clock_start)
                 while not self.jobs.is_finished(job.id):
                     time.sleep(0.02)
                 result = self.jobs.get(owner, job.id).result

@@ -37,7 +37,7 @@ from sandbox.errors import LIMIT_ERRORS, LimitExceeded, MemoryExceeded, SandboxE
 from sandbox.host import GlobalHost, OutputSink
 from sandbox.languages import Language
 from sandbox.limits import MIB
-from sandbox.runner import ScriptJob, seed_for
+from sandbox.runner import ScriptJob, clock_offset, seed_for
 
 PRELUDE = resources.files(__package__).joinpath("js_prelude.js").read_text(encoding="utf-8")
 STACK_LIMIT_BYTES = 256 * 1024
@@ -240,6 +240,7 @@ class _Job:
                     "inputs": self.job.inputs,
                     "maxDepth": MAX_DEPTH,
                     "seed": seed_for(self.job) % 2**32,
+                    "clockOffsetMs": round(clock_offset(self.job) * 1000),
                 },
             )
             guest.set_global("__scriptpool_prelude", PRELUDE)

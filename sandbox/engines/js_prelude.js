@@ -18,7 +18,22 @@
   delete G.__scriptpool_setup;
   delete G.__scriptpool_prelude;
 
-  const { catalog, aliases, inputs, maxDepth, seed } = setup;
+  const { catalog, aliases, inputs, maxDepth, seed, clockOffsetMs } = setup;
+
+  // A replay: the script's clock starts where the recorded job's did (Date.now, new Date(), Date()).
+  if (clockOffsetMs) {
+    const RealDate = Date;
+    const now = () => RealDate.now() + clockOffsetMs;
+    const ReplayDate = function Date(...args) {
+      if (!new.target) return new RealDate(now()).toString();
+      return args.length === 0 ? new RealDate(now()) : new RealDate(...args);
+    };
+    ReplayDate.prototype = RealDate.prototype;
+    ReplayDate.now = now;
+    ReplayDate.UTC = RealDate.UTC;
+    ReplayDate.parse = RealDate.parse;
+    G.Date = ReplayDate;
+  }
 
   // Math.random from the job's seed (mulberry32), so a replay can feed the recorded seed back.
   let rngState = seed >>> 0;

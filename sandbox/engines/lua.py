@@ -19,7 +19,7 @@ from scriptpool.values import MAX_DEPTH, PlainValue
 from sandbox.catalog import GLOBAL_OPS, aliases
 from sandbox.errors import LIMIT_ERRORS, LimitExceeded, MemoryExceeded, ScriptError
 from sandbox.host import GlobalHost, OutputSink
-from sandbox.runner import ScriptJob, seed_for
+from sandbox.runner import ScriptJob, clock_offset, seed_for
 
 PRELUDE = resources.files(__package__).joinpath("lua_prelude.lua").read_bytes()
 HOOK_EVERY_INSTRUCTIONS = 10_000
@@ -133,6 +133,7 @@ class LuaRunner:
                 job.limits.cpu_time_ms / 1000.0,
                 HOOK_EVERY_INSTRUCTIONS,
                 seed_for(job),
+                clock_offset(job),
             )
             status, *rest = run(job.source.encode("utf-8"))
         except lupa.LuaMemoryError as exc:

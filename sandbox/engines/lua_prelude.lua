@@ -4,7 +4,7 @@
 --
 -- Limits: any limit hit sets `limit_hit` and raises SENTINEL. The pcall/xpcall/coroutine wrappers
 -- re-raise while `limit_hit` is set, so a script cannot swallow a limit by catching errors.
-local host_call, host_print, catalog, aliases, inputs, cpu_budget_s, hook_every, random_seed = ...
+local host_call, host_print, catalog, aliases, inputs, cpu_budget_s, hook_every, random_seed, clock_offset = ...
 
 -- Forked children share the parent's state: seed each job's generator from fresh entropy.
 math.randomseed(random_seed)
@@ -96,6 +96,14 @@ env.math = copy(math, {
 })
 env.utf8 = copy(utf8, { "char", "charpattern", "codepoint", "codes", "len", "offset" })
 env.os = copy(os, { "clock", "date", "difftime", "time" })
+if clock_offset ~= 0 then -- a replay: the script's clock starts where the recorded job's did
+  local os_time, os_date, floor = os.time, os.date, math.floor
+  env.os.time = function(t)
+    if t == nil then return floor(os_time() + clock_offset) end
+    return os_time(t)
+  end
+  env.os.date = function(format, t) return os_date(format, t or env.os.time()) end
+end
 env.unpack = tunpack
 
 env.pcall = function(f, ...) return recheck(raw_pcall(f, ...)) end

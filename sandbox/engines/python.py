@@ -49,7 +49,7 @@ from sandbox.engines.python_env import Environment, GuestError, guest_error, to_
 from sandbox.errors import LIMIT_ERRORS, LimitExceeded, ScriptError
 from sandbox.host import GlobalHost, OutputSink
 from sandbox.limits import JobLimits
-from sandbox.runner import ScriptJob, seed_for
+from sandbox.runner import ScriptJob, clock_offset, seed_for
 
 LANGUAGE = "python"
 SCRIPT_FILENAME = "<script>"
@@ -244,7 +244,7 @@ class PythonRunner:
             except LimitExceeded:
                 budget.trip("output")
 
-        env = Environment(call, write, budget.recheck, job.inputs, seed_for(job)).globals
+        env = Environment(call, write, budget.recheck, job.inputs, seed_for(job), clock_offset(job)).globals
         previous_trace, previous_hook = sys.gettrace(), sys.unraisablehook
         sys.unraisablehook = budget.unraisable
         sys.settrace(budget.global_trace)

@@ -22,6 +22,7 @@ import operator
 import random
 import re
 import string
+import time
 import types
 import weakref
 from collections.abc import Callable, Iterable, Mapping
@@ -143,6 +144,9 @@ MODULE_ALLOWLIST: dict[str, tuple[str, ...]] = {
            "error", "Pattern", "Match", "IGNORECASE", "I", "MULTILINE", "M", "DOTALL", "S", "VERBOSE", "X",
            "ASCII", "A", "UNICODE", "U"),
     "datetime": ("date", "datetime", "time", "timedelta", "timezone", "tzinfo", "MINYEAR", "MAXYEAR"),
+    # no sleep; the C datetime module also imports this one (strftime) through the import guard
+    "time": ("time", "time_ns", "monotonic", "perf_counter", "process_time", "strftime", "gmtime", "localtime",
+             "mktime", "struct_time", "timezone", "altzone", "daylight", "tzname"),
     "string": ("ascii_letters", "ascii_lowercase", "ascii_uppercase", "digits", "hexdigits", "octdigits",
                "punctuation", "printable", "whitespace", "capwords", "Template"),
     "functools": ("reduce", "partial", "lru_cache", "cache", "cmp_to_key"),
@@ -437,6 +441,54 @@ class SessionRecord(dict[str, Any]):
     remove_tag = removeTag
 
 
+def _shifted_time(offset: float) -> object:
+    """The `time` module with its wall clock shifted by a replay's offset (0 otherwise)."""
+    names = {a: getattr(time, a) for a in MODULE_ALLOWLIST["time"]}
+
+    def gmtime(secs: float | None = None) -> time.struct_time:
+        return time.gmtime(time.time() + offset if secs is None else secs)
+
+    def localtime(secs: float | None = None) -> time.struct_time:
+        return time.localtime(time.time() + offset if secs is None else secs)
+
+    names.update(
+        time=lambda: time.time() + offset,
+        time_ns=lambda: time.time_ns() + int(offset * 1e9),
+        gmtime=gmtime,
+        localtime=localtime,
+    )
+    return types.SimpleNamespace(**names)
+
+
+def _shifted_datetime(offset: float) -> object:
+    """A `datetime` module whose now()/today() read `time.time() + offset` (offset: a replay's shift
+    to the recorded job's start time, else 0). The C module's own today() imports `time` through the
+    sandbox's import guard, which refuses it, so these are needed even without a replay."""
+
+    class date(datetime.date):
+        @classmethod
+        def today(cls) -> Any:
+            return cls.fromtimestamp(time.time() + offset)
+
+    class datetime_(datetime.datetime):
+        @classmethod
+        def now(cls, tz: datetime.tzinfo | None = None) -> Any:
+            return cls.fromtimestamp(time.time() + offset, tz)
+
+        @classmethod
+        def today(cls) -> Any:
+            return cls.now()
+
+        @classmethod
+        def utcnow(cls) -> Any:
+            return cls.fromtimestamp(time.time() + offset, datetime.UTC).replace(tzinfo=None)
+
+    datetime_.__name__ = datetime_.__qualname__ = "datetime"
+    names = {a: getattr(datetime, a) for a in MODULE_ALLOWLIST["datetime"]}
+    names.update(date=date, datetime=datetime_)
+    return types.SimpleNamespace(**names)
+
+
 class Environment:
     """Builds one job's globals. `call` performs a global op (counting, limits and errors are the
     runner's business); `write` prints; `recheck` re-raises a limit the script tried to catch."""
@@ -448,8 +500,12 @@ class Environment:
         recheck: Callable[[], None],
         inputs: Mapping[str, PlainValue],
         random_seed: int | None = None,
+        clock_offset: float = 0.0,
     ) -> None:
         self._random_seed = random_seed
+        self._clock_offset = clock_offset
+        self._datetime: GuestModule | None = None
+        self._time: GuestModule | None = None
         self._call = call
         self._write = write
         self._random: GuestModule | None = None
@@ -492,6 +548,14 @@ class Environment:
             if self._random is None:
                 self._random = _stand_in("random", random.Random(self._random_seed))
             return self._random
+        if name == "datetime":  # now()/today() from time.time() (+ a replay's offset), per job
+            if self._datetime is None:
+                self._datetime = _stand_in("datetime", _shifted_datetime(self._clock_offset))
+            return self._datetime
+        if name == "time":
+            if self._time is None:
+                self._time = _stand_in("time", _shifted_time(self._clock_offset))
+            return self._time
         return shared_module(name)
 
     def _make_class(self, name: str, bases: tuple[type, ...], namespace: dict[str, Any]) -> type:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import threading
 import time
 
@@ -9,6 +10,7 @@ import grpc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from redis import Redis
 from scriptpool.errors import FailedPrecondition, InvalidArgument, NotFound
 from scriptpool.v1 import common_pb2, sessions_pb2
 from scriptpool.values import PlainValue, from_value_map, to_value_map
@@ -407,3 +409,33 @@ def test_replay_feeds_the_recorded_random_seed_back(client: ScriptpoolClient, la
     replay_id = client.session_call("Replay", S.ReplayRequest(session_id=session_id, speed=0)).replay_session_id
     summary = _wait_replay(client, replay_id)
     assert (summary["status"], summary["matched"], summary["diverged"]) == ("finished", 2, 0)
+
+
+CLOCK_SOURCES = {
+    Language.LUA: "return os.date('!%Y-%m-%d %H', os.time())",
+    Language.JAVASCRIPT: "new Date().toISOString().slice(0, 13)",
+    Language.PYTHON: "import datetime\ndatetime.datetime.utcnow().strftime('%Y-%m-%d %H')",
+}
+
+
+@pytest.mark.parametrize("language", list(CLOCK_SOURCES))
+def test_replay_feeds_the_recorded_start_time_back(
+    client: ScriptpoolClient, language: Language, redis_client: Redis
+) -> None:
+    session_id = client.create_session("clock").id
+    job = client.run(language, CLOCK_SOURCES[language], session_id=session_id)
+    assert result_of(job)
+    # move the recorded start back a day: the replayed script must see that day, not today
+    redis_client.hset(f"sp:job:{job.id}", "started_at", repr(job.started_at - 86400))
+    expected = result_of(client.run(language, CLOCK_SOURCES[language]))  # today, this hour
+    replay_id = client.session_call("Replay", S.ReplayRequest(session_id=session_id, speed=0)).replay_session_id
+    summary = _wait_replay(client, replay_id)
+    assert summary["status"] == "finished" and summary["diverged"] == 1  # the recorded result was "today"
+    replayed_jobs = client._call(
+        client._jobs.ListJobs,
+        __import__("scriptpool.v1.jobs_pb2", fromlist=["x"]).ListJobsRequest(session_id=replay_id),
+    ).jobs
+    replayed = result_of(replayed_jobs[0])
+    assert isinstance(replayed, str) and isinstance(expected, str) and replayed != expected
+    day_before = datetime.datetime.fromtimestamp(job.started_at - 86400, datetime.UTC)
+    assert replayed.startswith(day_before.strftime("%Y-%m-%d"))

@@ -80,3 +80,37 @@ def test_a_given_seed_gives_the_same_random_values(language: str, source: str) -
     assert draw(12345) == draw(12345)
     assert draw(12345) != draw(54321)
     assert draw(0) != draw(0)  # no seed: fresh entropy each time
+
+
+@pytest.mark.parametrize(
+    ("language", "source"),
+    [
+        ("lua", "return {os.time(), os.date('%Y', os.time())}"),
+        ("javascript", "[Math.floor(Date.now() / 1000), String(new Date().getFullYear()), new Date(0).getFullYear()]"),
+        ("python", "import datetime\n[int(datetime.datetime.now().timestamp()), str(datetime.date.today().year)]"),
+    ],
+)
+def test_a_given_clock_start_sets_the_scripts_clock(language: str, source: str) -> None:
+    import time
+
+    from sandbox.host import OutputSink
+    from sandbox.languages import Language
+    from sandbox.runner import ScriptJob, prewarm, runner_for
+
+    class NoHost:
+        def call(self, op: str, args: list[object]) -> object:
+            return None
+
+    prewarm()
+    lang = Language(language)
+    replayed = runner_for(lang).run(
+        ScriptJob(language=lang, source=source, clock_start=1_000_000_000.0),
+        NoHost(),  # type: ignore[arg-type]
+        OutputSink(100),
+    )
+    assert isinstance(replayed, list)
+    assert abs(int(replayed[0]) - 1_000_000_000) <= 2 and replayed[1] == "2001"  # type: ignore[arg-type]
+    real = runner_for(lang).run(ScriptJob(language=lang, source=source), NoHost(), OutputSink(100))  # type: ignore[arg-type]
+    assert isinstance(real, list) and abs(int(real[0]) - time.time()) <= 2  # type: ignore[arg-type]
+    if language == "javascript":
+        assert replayed[2] == 1970  # an explicit date is left alone

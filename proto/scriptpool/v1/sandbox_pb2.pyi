@@ -38,6 +38,7 @@ class ChildJob(_message.Message):
     LIMITS_FIELD_NUMBER: _builtins.int
     INPUTS_FIELD_NUMBER: _builtins.int
     RANDOM_SEED_FIELD_NUMBER: _builtins.int
+    CLOCK_START_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     session_id: _builtins.str
     language: _jobs_pb2.Language.ValueType
@@ -45,6 +46,10 @@ class ChildJob(_message.Message):
     random_seed: _builtins.int
     """Seed for the script's random generator (Lua math.random, JS Math.random, Python random), set
     at submission and kept in the job record so a replay feeds the same one back. 0 = fresh entropy.
+    """
+    clock_start: _builtins.float
+    """Epoch seconds the script's wall clock starts at (Lua os.time/os.date, JS Date, Python datetime);
+    0 = the real clock. A replay sets the recorded job's start time.
     """
     @_builtins.property
     def limits(self) -> _jobs_pb2.JobLimits: ...
@@ -60,10 +65,11 @@ class ChildJob(_message.Message):
         limits: _jobs_pb2.JobLimits | None = ...,
         inputs: _common_pb2.ValueMap | None = ...,
         random_seed: _builtins.int = ...,
+        clock_start: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["inputs", b"inputs", "limits", b"limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["inputs", b"inputs", "job_id", b"job_id", "language", b"language", "limits", b"limits", "random_seed", b"random_seed", "session_id", b"session_id", "source", b"source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clock_start", b"clock_start", "inputs", b"inputs", "job_id", b"job_id", "language", b"language", "limits", b"limits", "random_seed", b"random_seed", "session_id", b"session_id", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
