@@ -13,9 +13,12 @@ from typing import Any
 import grpc
 from scriptpool.errors import InvalidArgument, ResourceExhausted, Unimplemented
 from scriptpool.v1 import artifacts_pb2_grpc, common_pb2, sessions_pb2, sessions_pb2_grpc
-from scriptpool.values import PlainValue, from_value_map, to_value, to_value_map
+from scriptpool.values import PlainValue, from_value_map, to_value
 
 from workers import bridge_artifacts
+from workers.bridge_args import string_arg as _string
+from workers.bridge_args import strings_arg as _strings
+from workers.bridge_args import value_map_arg as _map
 from workers.rpc_errors import from_rpc_error
 from workers.session_values import session_to_plain
 
@@ -38,30 +41,6 @@ def _options(args: list[PlainValue], op: str, allowed: tuple[str, ...]) -> dict[
     if unknown:
         raise InvalidArgument(f"{op}: unknown option {unknown[0]!r}; allowed: {', '.join(allowed)}")
     return first
-
-
-def _string(value: PlainValue, what: str) -> str:
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise InvalidArgument(f"{what} must be a string, got {type(value).__name__}")
-    return value
-
-
-def _strings(value: PlainValue, what: str) -> list[str]:
-    if value is None or value == {}:
-        return []
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise InvalidArgument(f"{what} must be a list of strings")
-    return [str(v) for v in value]
-
-
-def _map(value: PlainValue, what: str) -> common_pb2.ValueMap:
-    if value is None or value == []:
-        return common_pb2.ValueMap()
-    if not isinstance(value, dict):
-        raise InvalidArgument(f"{what} must be a table/map, got {type(value).__name__}")
-    return to_value_map(value)
 
 
 def _session_id(args: list[PlainValue], op: str) -> str:

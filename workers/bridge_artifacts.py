@@ -15,6 +15,11 @@ from scriptpool.errors import FailedPrecondition, InvalidArgument, PermissionDen
 from scriptpool.v1 import artifacts_pb2
 from scriptpool.values import PlainValue, from_value_map, to_value, to_value_map
 
+from workers.bridge_args import count_arg as _count
+from workers.bridge_args import string_arg as _string
+from workers.bridge_args import strings_arg as _strings
+from workers.bridge_args import table_arg as _table
+
 if TYPE_CHECKING:
     from workers.bridge import CoordinatorBridge
 
@@ -25,38 +30,6 @@ QUERY_FIELDS = ("session_id", "type", "tags", "tags_any", "name_pattern", "metad
                 "created_before", "min_size", "max_size", "sort", "limit", "cursor")  # fmt: skip
 META_FIELDS = ("name", "description", "tags", "custom")
 LIST_LIMIT = 1000
-
-
-def _string(value: PlainValue, what: str) -> str:
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise InvalidArgument(f"{what} must be a string, got {type(value).__name__}")
-    return value
-
-
-def _count(value: PlainValue, what: str) -> int:
-    if value is None:
-        return 0
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise InvalidArgument(f"{what} must be a non-negative integer")
-    return value
-
-
-def _strings(value: PlainValue, what: str) -> list[str]:
-    if value is None or value == {}:
-        return []
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise InvalidArgument(f"{what} must be a list of strings")
-    return [str(v) for v in value]
-
-
-def _table(value: PlainValue, what: str) -> dict[str, PlainValue]:
-    if value is None or value == []:
-        return {}
-    if not isinstance(value, dict):
-        raise InvalidArgument(f"{what} must be a table/map, got {type(value).__name__}")
-    return value
 
 
 def _content(value: PlainValue, op: str) -> bytes:

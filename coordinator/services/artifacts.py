@@ -7,41 +7,18 @@ Every call a running job makes is also appended to its session's timeline with i
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
 
-import grpc
-from scriptpool.errors import InvalidArgument, ScriptpoolError
+from redis import Redis
+from scriptpool.errors import InvalidArgument
 from scriptpool.v1 import artifacts_pb2, artifacts_pb2_grpc, common_pb2
 
 from coordinator.auth import Authenticator, Caller
+from coordinator.services.recording import recorded
 from coordinator.status import grpc_service
-from coordinator.stores import timeline
 from coordinator.stores.artifacts import ArtifactStore
 
 A = artifacts_pb2
-R = TypeVar("R")
-
-
-def recorded(op: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
-    """Authenticate, run, and (for job callers) append the call and its outcome to the job's timeline."""
-
-    def decorate(method: Callable[..., R]) -> Callable[..., R]:
-        @functools.wraps(method)
-        def wrapper(self: ArtifactServicer, request: Any, context: grpc.ServicerContext) -> R:
-            caller = self.auth.caller(context)
-            try:
-                result = method(self, caller, request)
-            except ScriptpoolError as exc:
-                self._record(caller, op, exc.code)
-                raise
-            self._record(caller, op, "OK")
-            return result
-
-        return wrapper
-
-    return decorate
 
 
 def _header(request_iterator: Iterator[A.StoreArtifactChunk]) -> A.StoreArtifactChunk:
@@ -57,12 +34,9 @@ class ArtifactServicer(artifacts_pb2_grpc.ArtifactServiceServicer):
         self.auth = auth
         self.store = store
 
-    def _record(self, caller: Caller, op: str, outcome: str) -> None:
-        if caller.is_job and caller.session_id:
-            timeline.append(
-                self.store.redis, caller.session_id, "global_call", f"{op} -> {outcome}", job_id=caller.job_id,
-                data={"op": op, "outcome": outcome},
-            )  # fmt: skip
+    @property
+    def timeline_redis(self) -> Redis:
+        return self.store.redis
 
     @recorded("Artifact.store")
     def Store(self, caller: Caller, request_iterator: Iterator[A.StoreArtifactChunk]) -> A.ArtifactRef:

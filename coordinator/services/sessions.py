@@ -5,42 +5,16 @@ Every call a running job makes is also appended to its session's timeline with i
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import Any, TypeVar
-
-import grpc
-from scriptpool.errors import ScriptpoolError
+from redis import Redis
 from scriptpool.v1 import common_pb2, sessions_pb2, sessions_pb2_grpc
 
 from coordinator.auth import Authenticator, Caller
+from coordinator.services.recording import recorded
 from coordinator.status import grpc_service
 from coordinator.stores import timeline
 from coordinator.stores.replay import ReplayStore
 from coordinator.stores.sessions import SessionStore
 from coordinator.stores.snapshots import SnapshotStore
-
-R = TypeVar("R")
-
-
-def recorded(op: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
-    """Authenticate, run, and (for job callers) append the call and its outcome to the job's timeline."""
-
-    def decorate(method: Callable[..., R]) -> Callable[..., R]:
-        @functools.wraps(method)
-        def wrapper(self: SessionServicer, request: Any, context: grpc.ServicerContext) -> R:
-            caller = self.auth.caller(context)
-            try:
-                result = method(self, caller, request)
-            except ScriptpoolError as exc:
-                self._record(caller, op, exc.code)
-                raise
-            self._record(caller, op, "OK")
-            return result
-
-        return wrapper
-
-    return decorate
 
 
 @grpc_service(sessions_pb2.DESCRIPTOR.services_by_name["SessionService"])
@@ -53,12 +27,9 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
         self.snapshots = snapshots
         self.replays = replays
 
-    def _record(self, caller: Caller, op: str, outcome: str) -> None:
-        if caller.is_job and caller.session_id:
-            timeline.append(
-                self.sessions.redis, caller.session_id, "global_call", f"{op} -> {outcome}", job_id=caller.job_id,
-                data={"op": op, "outcome": outcome},
-            )  # fmt: skip
+    @property
+    def timeline_redis(self) -> Redis:
+        return self.sessions.redis
 
     @recorded("Session.create")
     def Create(self, caller: Caller, request: sessions_pb2.CreateSessionRequest) -> sessions_pb2.Session:

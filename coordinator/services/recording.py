@@ -1,0 +1,47 @@
+"""Every global call a running job makes is appended to its session's timeline, with its outcome.
+
+`@recorded("Session.get")` on a servicer method authenticates the caller, calls the method with the
+`Caller` instead of the gRPC context, and records the call for job callers (clients are not
+recorded). The servicer provides `auth` and `timeline_redis`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+from redis import Redis
+from scriptpool.errors import ScriptpoolError
+
+from coordinator.auth import Caller
+from coordinator.stores import timeline
+
+R = TypeVar("R")
+
+
+def record_job_call(redis: Redis, caller: Caller, op: str, outcome: str) -> None:
+    if caller.is_job and caller.session_id:
+        timeline.append(
+            redis, caller.session_id, "global_call", f"{op} -> {outcome}", job_id=caller.job_id,
+            data={"op": op, "outcome": outcome},
+        )  # fmt: skip
+
+
+def recorded(op: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
+    def decorate(method: Callable[..., R]) -> Callable[..., R]:
+        @functools.wraps(method)
+        def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> R:
+            caller = self.auth.caller(context)
+            try:
+                result = method(self, caller, request)
+            except ScriptpoolError as exc:
+                record_job_call(self.timeline_redis, caller, op, exc.code)
+                raise
+            record_job_call(self.timeline_redis, caller, op, "OK")
+            return result
+
+        return wrapper
+
+    return decorate
