@@ -19,6 +19,7 @@ import grpc
 from redis import Redis
 from scriptpool.errors import InvalidArgument, PermissionDenied, Unauthenticated
 
+from coordinator.credential_cache import CachedCredential, JobCredentialCache
 from workers.job_records import credential_hash, credential_key, text
 
 API_KEY_PREFIX = "spk_"
@@ -52,14 +53,16 @@ def new_job_credential() -> str:
 
 
 # API keys cannot be revoked in this version, so a short-lived cache of verified keys is safe and
-# saves a Redis round trip per client call. Job credentials are never cached: they end with their job.
+# saves a Redis round trip per client call. Job credentials are cached only while the job-finished
+# channel is listened to, and dropped when their job finishes (`coordinator.credential_cache`).
 API_KEY_CACHE_SECONDS = 30.0
 
 
 class Authenticator:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, job_credentials: JobCredentialCache | None = None) -> None:
         self.redis = redis
         self._api_keys: dict[str, tuple[str, float]] = {}
+        self.job_credentials = job_credentials if job_credentials is not None else JobCredentialCache()
 
     def create_api_key(self, principal: str) -> str:
         if not PRINCIPAL_PATTERN.match(principal):
@@ -85,11 +88,7 @@ class Authenticator:
                 "(create one with `scriptpool apikey create PRINCIPAL`)"
             )
         if token.startswith(JOB_CREDENTIAL_PREFIX):
-            fields = self.redis.hmget(credential_key(credential_hash(token)), "job_id", "principal", "session_id")
-            if fields[0] is None:
-                raise Unauthenticated("job credential is not valid (unknown, forged, or its job has ended)")
-            job_id, principal, session_id = (text(f) if f is not None else "" for f in fields)
-            return Caller(principal=principal, job_id=job_id, session_id=session_id)
+            return self._job_caller(credential_hash(token))
         if token.startswith(API_KEY_PREFIX):
             digest = hashlib.sha256(token.encode()).hexdigest()
             cached = self._api_keys.get(digest)
@@ -103,3 +102,14 @@ class Authenticator:
                 self._api_keys[digest] = (principal, time.monotonic() + API_KEY_CACHE_SECONDS)
                 return Caller(principal=principal)
         raise Unauthenticated("API key is not valid")
+
+    def _job_caller(self, digest: str) -> Caller:
+        cached = self.job_credentials.get(digest)
+        if cached is None:
+            fields = self.redis.hmget(credential_key(digest), "job_id", "principal", "session_id")
+            if fields[0] is None:
+                raise Unauthenticated("job credential is not valid (unknown, forged, or its job has ended)")
+            job_id, principal, session_id = (text(f) if f is not None else "" for f in fields)
+            cached = CachedCredential(principal=principal, job_id=job_id, session_id=session_id)
+            self.job_credentials.put(digest, cached)
+        return Caller(principal=cached.principal, job_id=cached.job_id, session_id=cached.session_id)

@@ -95,7 +95,7 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
     sessions.delete_hooks.append(artifacts.delete_session_artifacts)
     snapshots = SnapshotStore(sessions)
     replays = ReplayStore(sessions, jobs)
-    waiters = JobWaiters(redis)
+    waiters = JobWaiters(redis, auth.job_credentials)
     sweeper = LeaseSweeper(jobs.records, settings.result_ttl_seconds)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_threads, thread_name_prefix="grpc"),

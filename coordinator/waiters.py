@@ -1,7 +1,9 @@
 """Wake WaitJob calls when their job finishes, from one Redis pub/sub listener thread.
 
 Waiters also re-read the record every `RECHECK_SECONDS`, so a missed message (Redis reconnect)
-delays a wake-up but never loses it.
+delays a wake-up but never loses it. The same messages end finished jobs' cached credentials
+(`coordinator.credential_cache`): the cache is told when the listener is (not) subscribed, and a
+job's credential is dropped before its waiters are woken.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Callable
 
 from redis import Redis
 
+from coordinator.credential_cache import JobCredentialCache
 from workers.job_records import FINISHED_CHANNEL
 
 log = logging.getLogger(__name__)
@@ -21,8 +24,9 @@ RECHECK_SECONDS = 1.0
 
 
 class JobWaiters:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, credentials: JobCredentialCache | None = None) -> None:
         self.redis = redis
+        self.credentials = credentials if credentials is not None else JobCredentialCache()
         self._lock = threading.Lock()
         self._events: dict[str, set[threading.Event]] = defaultdict(set)
         self._stopping = threading.Event()
@@ -37,20 +41,27 @@ class JobWaiters:
 
     def _listen(self) -> None:
         while not self._stopping.is_set():
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            pubsub = self.redis.pubsub()  # type: ignore[no-untyped-call]
             try:
                 pubsub.subscribe(FINISHED_CHANNEL)
                 while not self._stopping.is_set():
                     message = pubsub.get_message(timeout=0.5)
-                    if message and message["type"] == "message":
+                    if not message:
+                        continue
+                    if message["type"] == "subscribe":
+                        self.credentials.listening(True)
+                    elif message["type"] == "message":
                         self._wake(message["data"].decode())
             except Exception as exc:
                 log.warning("job-finished listener lost Redis (%s); reconnecting", exc)
+                self.credentials.listening(False)
                 self._stopping.wait(0.5)
             finally:
+                self.credentials.listening(False)
                 pubsub.close()
 
     def _wake(self, job_id: str) -> None:
+        self.credentials.forget_job(job_id)
         with self._lock:
             for event in self._events.pop(job_id, ()):
                 event.set()
@@ -64,6 +75,7 @@ class JobWaiters:
             give_up = time.monotonic() + timeout
             while True:
                 if is_finished():
+                    self.credentials.forget_job(job_id)  # in case its message is still on the way
                     return True
                 left = give_up - time.monotonic()
                 if left <= 0:

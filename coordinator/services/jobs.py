@@ -26,7 +26,13 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         return jobs_pb2.SubmitJobResponse(job=self.jobs.submit(self.auth.caller(context), request))
 
     def GetJob(self, request: jobs_pb2.GetJobRequest, context: grpc.ServicerContext) -> jobs_pb2.Job:
-        return self.jobs.get(self.auth.caller(context), request.job_id)
+        return self._seen(self.jobs.get(self.auth.caller(context), request.job_id))
+
+    def _seen(self, job: jobs_pb2.Job) -> jobs_pb2.Job:
+        """Whoever learns that a job finished learns it after its credential stopped working here."""
+        if job.status == jobs_pb2.JOB_STATUS_FINISHED:
+            self.auth.job_credentials.forget_job(job.id)
+        return job
 
     def WaitJob(self, request: jobs_pb2.WaitJobRequest, context: grpc.ServicerContext) -> jobs_pb2.WaitJobResponse:
         caller = self.auth.caller(context)
@@ -36,11 +42,11 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         remaining = context.time_remaining()
         if remaining is not None:
             timeout = min(timeout, max(0.0, remaining - 0.05))
-        job = self.jobs.get(caller, request.job_id)  # access check before waiting
+        job = self._seen(self.jobs.get(caller, request.job_id))  # access check before waiting
         if job.status == jobs_pb2.JOB_STATUS_FINISHED:
             return jobs_pb2.WaitJobResponse(job=job, finished=True)
         finished = self.waiters.wait(request.job_id, lambda: self.jobs.is_finished(request.job_id), timeout)
-        return jobs_pb2.WaitJobResponse(job=self.jobs.get(caller, request.job_id), finished=finished)
+        return jobs_pb2.WaitJobResponse(job=self._seen(self.jobs.get(caller, request.job_id)), finished=finished)
 
     def CancelJob(self, request: jobs_pb2.CancelJobRequest, context: grpc.ServicerContext) -> jobs_pb2.Job:
         return self.jobs.cancel(self.auth.caller(context), request.job_id)

@@ -30,6 +30,9 @@ def test_bench_all_runs_and_reports_every_figure_with_its_baseline() -> None:
     )
     assert 0 < cases["latency"]["lua_submit_to_result_ms"]["median"] < 10_000
     assert cases["callbacks"]["raw_grpc_unary_us"]["median"] > 0
+    callbacks = cases["callbacks"]
+    assert callbacks["global_call_us"]["n"] == 19  # one gap between each of the 20 recorded calls
+    assert 0 < callbacks["global_call_us"]["median"] <= callbacks["global_call_us"]["p99"]
     assert cases["sessions"]["lua_job_create_get_update_per_s"]["median"] > 0
     assert cases["sandbox"]["lua"]["bare_engine_ms"]["median"] > 0
     assert cases["scale"]["scaling_1_to_2"] > 0

@@ -72,6 +72,46 @@ def test_job_credential_works_only_while_its_job_runs(
     assert redis_client.hget(f"sp:job:{job_id}", "credential") is None
 
 
+def test_a_used_credential_stops_working_when_its_job_is_cancelled(
+    stack: Stack, client: ScriptpoolClient, redis_client: Redis
+) -> None:
+    """The coordinator caches verified job credentials: a cancel must end it too, at once."""
+    job_id, credential = _running_job_credential(client, redis_client)
+    own_session = client.get_job(job_id).session_id
+    for _ in range(3):  # used (and so cached) while the job runs
+        assert isinstance(_session_get(stack, credential, own_session), sessions_pb2.Session)
+    client.cancel(job_id)
+    assert outcome(client.wait(job_id, timeout=30)).value == "cancelled"
+    after = _session_get(stack, credential, own_session)
+    assert isinstance(after, grpc.RpcError) and after.code() is grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_a_used_credential_stops_working_without_anyone_waiting_for_the_job(
+    stack: Stack, client: ScriptpoolClient, redis_client: Redis
+) -> None:
+    """Nobody calls WaitJob/GetJob here: only the job-finished message ends the cached credential."""
+    job = client.submit(Language.LUA, "local t = os.clock() while os.clock() - t < 0.5 do end return 1")
+    give_up = time.monotonic() + 10
+    credential = None
+    while credential is None and time.monotonic() < give_up:
+        raw = redis_client.hget(f"sp:job:{job.id}", "credential")
+        credential = text(raw) if raw else None
+        time.sleep(0.01)
+    assert credential is not None
+    while time.monotonic() < give_up and redis_client.hget(f"sp:job:{job.id}", "status") != b"running":
+        time.sleep(0.01)
+    assert isinstance(_session_get(stack, credential, job.session_id), sessions_pb2.Session)
+    while time.monotonic() < give_up and redis_client.hget(f"sp:job:{job.id}", "status") != b"finished":
+        time.sleep(0.01)
+    # the finish message travels Redis -> the coordinator's listener; allow it a moment, never more
+    refused_within = time.monotonic() + 1.0
+    answer = _session_get(stack, credential, job.session_id)
+    while not isinstance(answer, grpc.RpcError) and time.monotonic() < refused_within:
+        time.sleep(0.01)
+        answer = _session_get(stack, credential, job.session_id)
+    assert isinstance(answer, grpc.RpcError) and answer.code() is grpc.StatusCode.UNAUTHENTICATED
+
+
 def test_another_principals_job_credential_cannot_reach_my_sessions(
     stack: Stack, client: ScriptpoolClient, redis_client: Redis
 ) -> None:
