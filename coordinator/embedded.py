@@ -14,9 +14,11 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -55,6 +57,20 @@ def wait_until_serving(address: str, timeout: float = 20.0) -> None:
     raise Unavailable(f"the coordinator did not become healthy at {address} within {timeout:.0f}s")
 
 
+UNIX_PATH_MAX = 100  # sun_path holds 108 bytes; keep a margin
+
+
+def local_socket_address(state_dir: Path) -> str:
+    """The coordinator's Unix socket for workers on this host: cheaper than TCP loopback. In
+    state_dir when its path is short enough for a socket, else in a private temporary directory."""
+    path = state_dir / "coordinator.sock"
+    if len(str(path)) > UNIX_PATH_MAX:
+        path = Path(tempfile.mkdtemp(prefix="scriptpool-")) / "coordinator.sock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)  # left by a coordinator that was killed
+    return f"unix:{path}"
+
+
 @dataclass
 class EmbeddedStack:
     settings: Settings
@@ -78,16 +94,18 @@ class EmbeddedStack:
         if not redis_url:
             self.redis = PrivateRedis(self.settings.state_dir / "redis", persistent=True).start()
             redis_url = self.redis.url
+        local = local_socket_address(self.settings.state_dir)
         self.env = {
             **os.environ,
             "REDIS_URL": redis_url,
-            "SCRIPTPOOL_LISTEN": self.settings.listen,
+            "SCRIPTPOOL_LISTEN": f"{self.settings.listen},{local}",
             "SCRIPTPOOL_COORDINATOR": self.settings.coordinator,
             "SCRIPTPOOL_QUEUE": self.settings.queue,
         }
         self.api_key = self._ensure_api_key(redis_url)
         self.coordinator = _spawn(["coordinator"], self.env)
         wait_until_serving(self.settings.coordinator)
+        self.env["SCRIPTPOOL_COORDINATOR"] = local  # the workers on this host dial the Unix socket
         for _ in range(self.workers):
             self.worker_procs.append(_spawn(["worker"], self.env))
 

@@ -68,6 +68,15 @@ class RunningCoordinator:
         self.sweeper.stop()
 
 
+def listen_addresses(listen: str) -> list[str]:
+    """`host:port`, `unix:PATH`, or several of them separated by commas (e.g. TCP for remote workers
+    and clients plus a Unix socket for the workers on this host)."""
+    addresses = [a.strip() for a in listen.split(",") if a.strip()]
+    if not addresses:
+        raise InvalidArgument("listen address is empty: use host:port, unix:PATH, or a comma-separated list")
+    return addresses
+
+
 def start_coordinator(settings: Settings, redis: Redis | None = None) -> RunningCoordinator:
     """Start serving on `settings.listen` (port 0 picks a free port). Returns once listening."""
     if redis is None:
@@ -112,9 +121,12 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME), server)
-    port = server.add_insecure_port(settings.listen)
-    if port == 0:
-        raise InvalidArgument(f"cannot listen on {settings.listen!r} (address in use or invalid)")
+    port = 0
+    for address in listen_addresses(settings.listen):
+        bound = server.add_insecure_port(address)
+        if bound == 0:
+            raise InvalidArgument(f"cannot listen on {address!r} (address in use or invalid)")
+        port = port or bound
     waiters.start()
     sweeper.start()
     server.start()

@@ -22,7 +22,8 @@ class Settings:
     redis_url: str = ""
     """Redis, the system of record (REDIS_URL). Empty: `scriptpool up` starts a private redis-server."""
     listen: str = DEFAULT_LISTEN
-    """Address the coordinator's gRPC server binds (SCRIPTPOOL_LISTEN)."""
+    """Address(es) the coordinator's gRPC server binds (SCRIPTPOOL_LISTEN): host:port, unix:PATH,
+    or a comma-separated list of them."""
     coordinator: str = DEFAULT_COORDINATOR
     """Address clients and workers dial (SCRIPTPOOL_COORDINATOR)."""
     queue: str = DEFAULT_QUEUE

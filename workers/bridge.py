@@ -260,16 +260,16 @@ class CoordinatorBridge:
         }  # fmt: skip
 
     def session_get_current(self, op: str, args: list[PlainValue]) -> PlainValue:
-        return self.current_session or None
+        current: sessions_pb2.CurrentSession = self._rpc(self._sessions.GetCurrent, common_pb2.Empty())
+        self.current_session = current.session_id
+        return current.session_id or None
 
     def session_set_current(self, op: str, args: list[PlainValue]) -> PlainValue:
-        if not args or args[0] is None:
-            self.current_session = ""
-            return None
-        session_id = _session_id(args, op)
-        self._rpc(self._sessions.Get, sessions_pb2.SessionRef(session_id=session_id))  # must exist and be readable
-        self.current_session = session_id
-        return session_id
+        session_id = "" if not args or args[0] is None else _session_id(args, op)
+        request = sessions_pb2.SetCurrentSessionRequest(session_id=session_id)
+        current: sessions_pb2.CurrentSession = self._rpc(self._sessions.SetCurrent, request)
+        self.current_session = current.session_id
+        return current.session_id or None
 
 
 _HANDLERS: dict[str, Callable[[CoordinatorBridge, str, list[PlainValue]], PlainValue]] = {

@@ -4,9 +4,11 @@ plus plain-RQ worker processes for the baselines. Everything is stopped on exit.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -44,6 +46,9 @@ class BenchStack:
         self.baseline_workers: list[subprocess.Popen[bytes]] = []
         self.api_key = ""
         self.env: dict[str, str] = {}
+        self.local_address = ""
+        """The coordinator's Unix socket, which workers on this host dial ("" with --coordinator)."""
+        self._socket_dir = ""
 
     def start(self) -> BenchStack:
         if not self.redis_url:
@@ -53,10 +58,15 @@ class BenchStack:
         self.env = {**os.environ, "REDIS_URL": self.redis_url, "SCRIPTPOOL_QUEUE": BENCH_QUEUE}
         if not self.address:
             self.address = f"127.0.0.1:{_free_port()}"
-            self.env.update({"SCRIPTPOOL_LISTEN": self.address, "SCRIPTPOOL_COORDINATOR": self.address})
+            self._socket_dir = tempfile.mkdtemp(prefix="scriptpool-bench-")
+            self.local_address = f"unix:{self._socket_dir}/coordinator.sock"
+            listen = f"{self.address},{self.local_address}"
+            self.env.update({"SCRIPTPOOL_LISTEN": listen, "SCRIPTPOOL_COORDINATOR": self.address})
             self.coordinator = self._spawn([sys.executable, "-m", "coordinator.cli.main", "coordinator"])
         self.env["SCRIPTPOOL_COORDINATOR"] = self.address
         wait_until_serving(self.address)
+        if self.local_address:
+            self.env["SCRIPTPOOL_COORDINATOR"] = self.local_address  # workers on this host use the socket
         self.api_key = Authenticator(self.redis).create_api_key("bench")
         return self
 
@@ -122,6 +132,8 @@ class BenchStack:
         self.redis.close()
         if self._redis is not None:
             self._redis.stop()
+        if self._socket_dir:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
 
     def __enter__(self) -> BenchStack:
         return self.start()

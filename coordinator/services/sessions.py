@@ -15,6 +15,10 @@ from coordinator.stores import timeline
 from coordinator.stores.replay import ReplayStore
 from coordinator.stores.sessions import SessionStore
 from coordinator.stores.snapshots import SnapshotStore
+from workers.job_records import job_key, text
+
+JOB_CURRENT_FIELD = "current_session"
+"""Field of a job's record holding the session it chose with setCurrent ("" = none)."""
 
 
 @grpc_service(sessions_pb2.DESCRIPTOR.services_by_name["SessionService"])
@@ -45,8 +49,11 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
 
     @recorded("Session.getCurrent")
     def GetCurrent(self, caller: Caller, request: common_pb2.Empty) -> sessions_pb2.CurrentSession:
+        """A job's current session is the one it was submitted with until it calls setCurrent; a
+        client's is kept per principal."""
         if caller.is_job:
-            return sessions_pb2.CurrentSession(session_id=caller.session_id)
+            chosen = self.sessions.redis.hget(job_key(caller.job_id), JOB_CURRENT_FIELD)
+            return sessions_pb2.CurrentSession(session_id=caller.session_id if chosen is None else text(chosen))
         current = self.sessions.redis.get(_client_current_key(caller))
         session_id = current.decode() if isinstance(current, bytes) else ""
         if session_id and not self.sessions.exists_for(caller, session_id):
@@ -55,14 +62,16 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
 
     @recorded("Session.setCurrent")
     def SetCurrent(self, caller: Caller, request: sessions_pb2.SetCurrentSessionRequest) -> sessions_pb2.CurrentSession:
-        """For clients the current session is kept per principal; a job's is kept by its worker."""
+        """Only for the rest of the calling job (kept in its job record), or per principal for clients."""
         if request.session_id:
-            self.sessions.get(caller, request.session_id)
-        if not caller.is_job:
-            if request.session_id:
-                self.sessions.redis.set(_client_current_key(caller), request.session_id)
-            else:
-                self.sessions.redis.delete(_client_current_key(caller))
+            self.sessions.get(caller, request.session_id)  # must exist and be the caller's
+        redis = self.sessions.redis
+        if caller.is_job:
+            redis.hset(job_key(caller.job_id), JOB_CURRENT_FIELD, request.session_id)
+        elif request.session_id:
+            redis.set(_client_current_key(caller), request.session_id)
+        else:
+            redis.delete(_client_current_key(caller))
         return sessions_pb2.CurrentSession(session_id=request.session_id)
 
     @recorded("Session.suspend")

@@ -195,6 +195,34 @@ def test_job_timeline_records_start_calls_and_finish_with_paging(client: Scriptp
     assert isinstance(only, S.Timeline) and [e.type for e in only.entries] == ["job.finished"]
 
 
+def test_get_and_set_current_are_coordinator_calls_on_the_timeline(client: ScriptpoolClient) -> None:
+    """Every global operation is a gRPC call: the current session is kept by the coordinator (per job)
+    and both operations are recorded, with setCurrent's refusal of a stranger session too."""
+    home = client.create_session("home").id
+    other = client.create_session("other").id
+    source = (
+        f"local before = Session.getCurrent() Session.setCurrent('{other}') local after = Session.getCurrent() "
+        "local ok, e = pcall(Session.setCurrent, '00000000-0000-4000-8000-000000000000') "
+        "local still = Session.getCurrent() Session.setCurrent(nil) local none = Session.getCurrent() "
+        "return {before, after, e.code, still, none == nil}"
+    )
+    job = run_lua(client, source, session_id=home)
+    assert result_of(job) == [home, other, "NOT_FOUND", other, True]
+    entries = call(client, "GetTimeline", S.GetTimelineRequest(session_id=home, types=["global_call"]))
+    assert isinstance(entries, S.Timeline)
+    assert [e.description for e in entries.entries] == [
+        "Session.getCurrent -> OK",
+        "Session.setCurrent -> OK",
+        "Session.getCurrent -> OK",
+        "Session.setCurrent -> NOT_FOUND",
+        "Session.getCurrent -> OK",
+        "Session.setCurrent -> OK",
+        "Session.getCurrent -> OK",
+    ]
+    # the next job of the session starts from its own session again
+    assert result_of(run_lua(client, "return Session.getCurrent()", session_id=home)) == home
+
+
 def _wait_replay(client: ScriptpoolClient, replay_id: str) -> dict[str, PlainValue]:
     give_up = time.monotonic() + 60
     while time.monotonic() < give_up:

@@ -69,7 +69,9 @@ ATTACKS: dict[str, Attack] = {
     "regex_catastrophic_backtracking": Attack(
         "import re\nre.match('(a+)+$', 'a' * 32 + 'b')", Outcome.CPU_TIME_EXCEEDED, limits={"cpu_time_ms": 1000}
     ),  # fmt: skip
-    "pow_bomb": Attack("2 ** 10 ** 10", Outcome.MEMORY_EXCEEDED, limits={"cpu_time_ms": 1000}),
+    "pow_bomb": Attack(
+        "2 ** 10 ** 10", Outcome.MEMORY_EXCEEDED, limits={"cpu_time_ms": 10000, "wall_time_ms": 30000}
+    ),  # the memory limit is reached first, however loaded the machine
     "spin_in_sort_key": Attack(
         "def k(x):\n    while True: pass\nsorted([2, 1], key=k)", Outcome.CPU_TIME_EXCEEDED, limits=CPU
     ),  # fmt: skip
