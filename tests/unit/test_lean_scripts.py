@@ -1,0 +1,84 @@
+"""The hot-path Lua script runner against a real redis-server: replies, errors, NOSCRIPT, reconnects."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from coordinator.redis_server import PrivateRedis
+from coordinator.stores.lean_scripts import LeanPool, LeanScript, pack_command
+
+ECHO = "return ARGV"
+TYPES = """
+if ARGV[1] == 'nil' then return nil end
+if ARGV[1] == 'int' then return tonumber(ARGV[2]) end
+if ARGV[1] == 'status' then return {ok = 'fine'} end
+if ARGV[1] == 'error' then return redis.error_reply('ERR refused: ' .. ARGV[2]) end
+if ARGV[1] == 'nested' then return {1, {KEYS[1], false}, 'x'} end
+return redis.call('GET', KEYS[1])
+"""
+
+
+@pytest.fixture(scope="module")
+def redis() -> Iterator[Redis]:
+    with PrivateRedis() as server:
+        client = Redis.from_url(server.url)
+        yield client
+        client.close()
+
+
+@pytest.fixture
+def pool(redis: Redis) -> Iterator[LeanPool]:
+    lean = LeanPool(redis)
+    yield lean
+    lean.close()
+
+
+def test_replies_of_every_type(redis: Redis, pool: LeanPool) -> None:
+    script = LeanScript(redis, pool, TYPES)
+    assert script.pool.supported
+    redis.set("lean:k", b"\x00\xffbinary\r\n")
+    assert script(["lean:k"], ["get"]) == b"\x00\xffbinary\r\n"
+    assert script(["lean:missing"], ["get"]) is None
+    assert script([], ["nil"]) is None
+    assert script([], ["int", "-42"]) == -42
+    assert script([], ["status"]) == b"fine"
+    assert script(["k"], ["nested"]) == [1, [b"k", None], b"x"]
+    echo = LeanScript(redis, script.pool, ECHO)
+    assert echo([], ["a", b"b", 3, 1.5, "é"]) == [b"a", b"b", b"3", b"1.5", "é".encode()]
+
+
+def test_error_replies_raise_response_error(redis: Redis, pool: LeanPool) -> None:
+    script = LeanScript(redis, pool, TYPES)
+    with pytest.raises(ResponseError, match="refused: no"):
+        script([], ["error", "no"])
+    assert script([], ["int", "7"]) == 7  # the connection is still in step
+
+
+def test_a_flushed_script_is_loaded_again(redis: Redis, pool: LeanPool) -> None:
+    script = LeanScript(redis, pool, ECHO)
+    redis.script_flush()
+    assert script([], ["x"]) == [b"x"]
+    assert redis.script_exists(script.sha) == [True]
+
+
+def test_a_killed_connection_fails_one_call_at_most_then_reconnects(redis: Redis, pool: LeanPool) -> None:
+    script = LeanScript(redis, pool, ECHO)
+    assert script([], ["1"]) == [b"1"]
+    redis.client_kill_filter(_type="normal", skipme=True)
+    try:
+        first = script([], ["2"])
+    except RedisConnectionError:
+        first = None
+    assert first in (None, [b"2"])
+    assert script([], ["3"]) == [b"3"]
+
+
+def test_pack_command_is_binary_safe() -> None:
+    assert pack_command("GET", b"a\r\nb") == b"*2\r\n$3\r\nGET\r\n$4\r\na\r\nb\r\n"
+    with pytest.raises(TypeError):
+        pack_command("SET", "k", True)  # type: ignore[arg-type]
