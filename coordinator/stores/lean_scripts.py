@@ -157,7 +157,7 @@ class LeanScript:
 
     def __call__(self, keys: Sequence[Arg], args: Sequence[Arg]) -> Reply:
         if not self.pool.supported:
-            reply: Reply = self.fallback(keys=list(keys), args=list(args))
+            reply: Reply = self.fallback(keys=[_encode(k) for k in keys], args=[_encode(a) for a in args])
             return reply
         command = ("EVALSHA", self.sha, len(keys), *keys, *args)
         for attempt in (1, 2):

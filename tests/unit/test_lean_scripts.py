@@ -81,4 +81,4 @@ def test_a_killed_connection_fails_one_call_at_most_then_reconnects(redis: Redis
 def test_pack_command_is_binary_safe() -> None:
     assert pack_command("GET", b"a\r\nb") == b"*2\r\n$3\r\nGET\r\n$4\r\na\r\nb\r\n"
     with pytest.raises(TypeError):
-        pack_command("SET", "k", True)  # type: ignore[arg-type]
+        pack_command("SET", "k", True)
