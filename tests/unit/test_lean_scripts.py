@@ -82,3 +82,14 @@ def test_pack_command_is_binary_safe() -> None:
     assert pack_command("GET", b"a\r\nb") == b"*2\r\n$3\r\nGET\r\n$4\r\na\r\nb\r\n"
     with pytest.raises(TypeError):
         pack_command("SET", "k", True)
+
+
+def test_connections_it_cannot_speak_go_through_redis_py(redis: Redis, pool: LeanPool) -> None:
+    """TLS and other custom connection classes: the same script, the same replies, via redis-py."""
+    pool.supported = False
+    script = LeanScript(redis, pool, TYPES)
+    redis.set("lean:k2", b"v")
+    assert script(["lean:k2"], ["get"]) == b"v"
+    assert script(["k"], ["nested"]) == [1, [b"k", None], b"x"]
+    with pytest.raises(ResponseError, match="refused"):
+        script([], ["error", "x"])
