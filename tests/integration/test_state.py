@@ -452,3 +452,22 @@ def test_lua_entries_match_what_record_job_call_writes(client: ScriptpoolClient,
     assert from_lua.keys() == from_python.keys()
     assert {k: v for k, v in from_lua.items() if k != "ts"} == {k: v for k, v in from_python.items() if k != "ts"}
     assert abs(float(from_lua["ts"]) - float(from_python["ts"])) < 5
+
+
+def test_state_cli(stack: Stack, principal_and_key: tuple[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    from coordinator.cli.main import main
+
+    def cli(*args: str) -> tuple[int, str, str]:
+        code = main(["state", "--coordinator", stack.address, "--api-key", principal_and_key[1], *args])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    assert cli("set", "global", "k", '{"a": [1, 2.5, "ü"]}')[0] == 0
+    assert cli("get", "global", "k")[1].strip() == '{"a": [1, 2.5, "ü"]}'
+    assert cli("list", "global")[1].split() == ["k"]
+    assert cli("delete", "global", "k")[1].strip() == "deleted"
+    assert cli("get", "global", "k")[1].strip() == "null"
+    code, _, err = cli("set", "global", "k", "not json")
+    assert code == 2 and "INVALID_ARGUMENT" in err and "not JSON" in err
+    code, _, err = cli("get", "nowhere", "k")
+    assert code == 2 and "unknown scope 'nowhere'" in err
