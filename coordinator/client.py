@@ -11,7 +11,15 @@ from typing import Any, TypeVar
 
 import grpc
 from scriptpool.errors import DeadlineExceeded
-from scriptpool.v1 import artifacts_pb2, artifacts_pb2_grpc, jobs_pb2, jobs_pb2_grpc, sessions_pb2, sessions_pb2_grpc
+from scriptpool.v1 import (
+    artifacts_pb2,
+    artifacts_pb2_grpc,
+    jobs_pb2,
+    jobs_pb2_grpc,
+    sessions_pb2,
+    sessions_pb2_grpc,
+    state_pb2_grpc,
+)
 from scriptpool.values import PlainValue, to_value_map
 
 from sandbox.languages import Language
@@ -28,6 +36,7 @@ class ScriptpoolClient:
         self._jobs = jobs_pb2_grpc.JobServiceStub(self.channel)
         self._sessions = sessions_pb2_grpc.SessionServiceStub(self.channel)
         self._artifacts = artifacts_pb2_grpc.ArtifactServiceStub(self.channel)
+        self._state = state_pb2_grpc.StateServiceStub(self.channel)
 
     def close(self) -> None:
         self.channel.close()
@@ -108,6 +117,10 @@ class ScriptpoolClient:
     def session_call(self, method: str, request: Any) -> Any:
         """Call any SessionService RPC by name, e.g. session_call("Suspend", SessionRef(...))."""
         return self._call(getattr(self._sessions, method), request)
+
+    def state_call(self, method: str, request: Any) -> Any:
+        """Call any StateService RPC by name, e.g. state_call("Get", StateKey(scope="global", key="k"))."""
+        return self._call(getattr(self._state, method), request)
 
     def get_session(self, session_id: str) -> sessions_pb2.Session:
         return self._call(self._sessions.Get, sessions_pb2.SessionRef(session_id=session_id))

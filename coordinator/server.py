@@ -29,14 +29,16 @@ from scriptpool.v1 import (
 from coordinator.auth import Authenticator
 from coordinator.services.artifacts import ArtifactServicer
 from coordinator.services.jobs import JobServicer
-from coordinator.services.placeholders import EventServicer, HookServicer, StateServicer
+from coordinator.services.placeholders import EventServicer, HookServicer
 from coordinator.services.sessions import SessionServicer
+from coordinator.services.state import StateServicer
 from coordinator.settings import Settings
 from coordinator.stores.artifacts import ArtifactStore
 from coordinator.stores.jobs import JobStore
 from coordinator.stores.replay import ReplayStore
 from coordinator.stores.sessions import SessionStore
 from coordinator.stores.snapshots import SnapshotStore
+from coordinator.stores.state import StateStore
 from coordinator.sweeper import LeaseSweeper
 from coordinator.waiters import JobWaiters
 
@@ -115,7 +117,7 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
     # which mypy cannot see: hence the abstract-class ignores.
     sessions_pb2_grpc.add_SessionServiceServicer_to_server(SessionServicer(auth, sessions, snapshots, replays), server)
     artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server(ArtifactServicer(auth, artifacts), server)
-    state_pb2_grpc.add_StateServiceServicer_to_server(StateServicer(), server)  # type: ignore[abstract]
+    state_pb2_grpc.add_StateServiceServicer_to_server(StateServicer(auth, StateStore(redis)), server)
     events_pb2_grpc.add_HookServiceServicer_to_server(HookServicer(), server)  # type: ignore[abstract]
     events_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(), server)  # type: ignore[abstract]
     health_servicer = health.HealthServicer()

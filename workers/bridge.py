@@ -12,10 +12,10 @@ from typing import Any
 
 import grpc
 from scriptpool.errors import InvalidArgument, ResourceExhausted, Unimplemented
-from scriptpool.v1 import artifacts_pb2_grpc, common_pb2, sessions_pb2, sessions_pb2_grpc
+from scriptpool.v1 import artifacts_pb2_grpc, common_pb2, sessions_pb2, sessions_pb2_grpc, state_pb2_grpc
 from scriptpool.values import PlainValue, from_value_map, to_value
 
-from workers import bridge_artifacts
+from workers import bridge_artifacts, bridge_state
 from workers.bridge_args import string_arg as _string
 from workers.bridge_args import strings_arg as _strings
 from workers.bridge_args import value_map_arg as _map
@@ -73,6 +73,7 @@ class CoordinatorBridge:
         self.artifact_bytes_written = 0
         self._sessions = sessions_pb2_grpc.SessionServiceStub(channel)
         self.artifacts = artifacts_pb2_grpc.ArtifactServiceStub(channel)
+        self.state = state_pb2_grpc.StateServiceStub(channel)
         self._deadline = deadline
         self._call_timeout = call_timeout_seconds
         self.current_session = session_id
@@ -297,5 +298,6 @@ _HANDLERS: dict[str, Callable[[CoordinatorBridge, str, list[PlainValue]], PlainV
     AWAIT_REPLAY_OP: CoordinatorBridge.session_await_replay,
 }
 _HANDLERS.update(bridge_artifacts.HANDLERS)
+_HANDLERS.update(bridge_state.HANDLERS)
 
 __all__ = ["CoordinatorBridge"]

@@ -1,6 +1,7 @@
 """The job record in Redis: the one schema the coordinator writes and the worker advances.
 
 Keys (all under the `sp:` prefix):
+  sp:job:{id}:state      hash: the job's `job` State scope (coordinator/stores/state.py), deleted here at finish
   sp:job:{id}            hash: spec (ChildJob bytes), principal, session_id, status, credential, cred_hash,
                          created_at, started_at, finished_at, worker, result (JobResult bytes),
                          cancel_requested
@@ -99,6 +100,7 @@ local cred_hash = redis.call('HGET', KEYS[1], 'cred_hash')
 if cred_hash then redis.call('DEL', 'sp:cred:' .. cred_hash) end
 redis.call('HSET', KEYS[1], 'status', 'finished', 'result', ARGV[1], 'finished_at', ARGV[2])
 redis.call('HDEL', KEYS[1], 'credential', 'cancel_requested')
+redis.call('DEL', KEYS[1] .. ':state')  -- the `job` State scope ends with its job
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('ZREM', KEYS[2], ARGV[4])
 redis.call('PUBLISH', ARGV[5], ARGV[4])

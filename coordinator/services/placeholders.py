@@ -6,16 +6,9 @@ from __future__ import annotations
 from scriptpool.v1 import (
     events_pb2,
     events_pb2_grpc,
-    state_pb2,
-    state_pb2_grpc,
 )
 
 from coordinator.status import grpc_service
-
-
-@grpc_service(state_pb2.DESCRIPTOR.services_by_name["StateService"])
-class StateServicer(state_pb2_grpc.StateServiceServicer):
-    pass
 
 
 @grpc_service(events_pb2.DESCRIPTOR.services_by_name["HookService"])

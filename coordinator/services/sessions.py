@@ -13,7 +13,7 @@ from coordinator.services.recording import recorded
 from coordinator.status import grpc_service
 from coordinator.stores import timeline
 from coordinator.stores.replay import ReplayStore
-from coordinator.stores.sessions import SessionStore
+from coordinator.stores.sessions import SessionStore, current_session_key
 from coordinator.stores.snapshots import SnapshotStore
 from workers.job_records import job_key, text
 
@@ -146,4 +146,4 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
 
 
 def _client_current_key(caller: Caller) -> str:
-    return f"sp:principal:{caller.principal}:current"
+    return current_session_key(caller.principal)

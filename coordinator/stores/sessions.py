@@ -64,6 +64,11 @@ def principal_sessions_key(principal: str) -> str:
     return f"sp:principal:{principal}:sessions"
 
 
+def current_session_key(principal: str) -> str:
+    """A client's current session (`Session.setCurrent`); a job's is kept by its worker's bridge."""
+    return f"sp:principal:{principal}:current"
+
+
 def _decode(raw: object) -> sessions_pb2.Session:
     text = hash_fields(raw)
     session = sessions_pb2.Session(
@@ -171,6 +176,7 @@ class SessionStore:
         session = self.get(caller, session_id)
         for hook in self.delete_hooks:
             hook(session_id)
+        # Everything under sp:session:{id}: goes too: its state, snapshots (and their state), indexes.
         keys = [session_key(session_id), timeline.timeline_key(session_id), f"sp:session:{session_id}:jobs"]
         keys += [k.decode() for k in self.redis.scan_iter(f"sp:session:{session_id}:*", count=1000)]
         pipe = self.redis.pipeline(transaction=True)

@@ -1,10 +1,12 @@
 """Numbered, immutable session snapshots: save, load, saveAll, restoreRecent.
 
   sp:session:{id}:snapshot:{n}   the Session message as it was, plus the timeline position
+  sp:session:{id}:snapshot:{n}:state   a copy of the session's State scope (`state` = 1 in the snapshot)
   sp:principal:{p}:saved         zset: session id -> time of its latest save
 
 Everything is durable regardless of `save`: snapshots are points to return to. Loading restores
-name, description, tags and metadata, makes the session active, and never removes newer snapshots.
+name, description, tags, metadata and State values, makes the session active, and never removes
+newer snapshots. (A snapshot written before State existed leaves the live State as it is.)
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from scriptpool.v1 import sessions_pb2
 from coordinator.auth import Caller
 from coordinator.stores import timeline
 from coordinator.stores.sessions import SessionStore, principal_sessions_key, session_key
+from coordinator.stores.state import session_state_key
 from workers.job_records import text, texts
 
 MAX_RESTORE = 100
@@ -25,6 +28,10 @@ MAX_RESTORE = 100
 
 def snapshot_key(session_id: str, number: int) -> str:
     return f"sp:session:{session_id}:snapshot:{number}"
+
+
+def snapshot_state_key(session_id: str, number: int) -> str:
+    return snapshot_key(session_id, number) + ":state"
 
 
 def saved_key(principal: str) -> str:
@@ -45,8 +52,10 @@ class SnapshotStore:
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(
             snapshot_key(session_id, number),
-            mapping={"session": session.SerializeToString(), "timeline_position": position, "saved_at": repr(now)},
-        )
+            mapping={"session": session.SerializeToString(), "timeline_position": position, "saved_at": repr(now),
+                     "state": "1"},
+        )  # fmt: skip
+        pipe.copy(session_state_key(session_id), snapshot_state_key(session_id, number), replace=True)
         pipe.zadd(saved_key(caller.principal), {session_id: now})
         timeline.append(pipe, session_id, "session.saved", f"snapshot {number}", job_id=caller.job_id,
                         data={"snapshot": number})  # fmt: skip
@@ -61,7 +70,7 @@ class SnapshotStore:
             number = int(latest or 0)
             if number == 0:
                 raise NotFound(f"session {session_id} has no saved snapshot; call save first")
-        raw = self.redis.hget(snapshot_key(session_id, number), "session")
+        raw, has_state = self.redis.hmget(snapshot_key(session_id, number), "session", "state")
         if raw is None:
             raise NotFound(f"session {session_id} has no snapshot {number}")
         saved = sessions_pb2.Session.FromString(raw)  # type: ignore[arg-type]
@@ -78,6 +87,9 @@ class SnapshotStore:
                 "updated_at": repr(now),
             },
         )
+        if has_state:
+            pipe.delete(session_state_key(session_id))
+            pipe.copy(snapshot_state_key(session_id, number), session_state_key(session_id))
         pipe.zadd(principal_sessions_key(caller.principal), {session_id: now})
         timeline.append(pipe, session_id, "session.loaded", f"snapshot {number}", job_id=caller.job_id,
                         data={"snapshot": number})  # fmt: skip

@@ -8,8 +8,9 @@ names, for the Event/Hook services to deliver.
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from redis import Redis
 from redis.client import Pipeline
@@ -42,6 +43,12 @@ def entry_fields(
     }
 
 
+@functools.lru_cache(maxsize=1024)
+def global_call_data(op: str, outcome: str) -> bytes:
+    """The `data` of a `global_call` entry: a serialized ValueMap {op, outcome}."""
+    return to_value_map({"op": op, "outcome": outcome}).SerializeToString()
+
+
 def append(
     target: Redis | Pipeline,
     session_id: str,
@@ -52,6 +59,49 @@ def append(
     data: Mapping[str, PlainValue] | None = None,
 ) -> None:
     target.xadd(timeline_key(session_id), entry_fields(kind, description, job_id, data), maxlen=TIMELINE_MAX)  # type: ignore[arg-type]
+
+
+# A `global_call` entry written by a Lua script, in the same round trip as the operation it records.
+# `record_call(base, outcome)` reads ARGV[base..]: the timeline key ('' = do not record), job id, ts,
+# op name, then (outcome, data) pairs built by `CallRecord.lua_args` for every outcome the script
+# can reach. Its fields are exactly those `append` writes for `record_job_call`.
+LUA_RECORD_CALL = f"""
+local function record_call(base, outcome)
+  local key = ARGV[base]
+  if key == '' then return end
+  local data = ''
+  for i = base + 4, #ARGV - 1, 2 do
+    if ARGV[i] == outcome then data = ARGV[i + 1] end
+  end
+  redis.call('XADD', key, 'MAXLEN', '~', '{TIMELINE_MAX}', '*', 'type', 'global_call',
+    'description', ARGV[base + 3] .. ' -> ' .. outcome, 'job_id', ARGV[base + 1], 'ts', ARGV[base + 2], 'data', data)
+end
+"""
+
+
+class CallRecord:
+    """One global call that an operation records itself, inside its own Lua script.
+
+    `lua_args` gives the arguments `LUA_RECORD_CALL` reads; after the script has run, the operation
+    sets `written` so the `@recorded` wrapper does not append a second entry (even when the script's
+    verdict then becomes an error). Calls by clients, or by jobs without a session, are not recorded.
+    """
+
+    __slots__ = ("job_id", "op", "session_id", "written")
+
+    def __init__(self, op: str, job_id: str, session_id: str) -> None:
+        self.op = op
+        self.job_id = job_id
+        self.session_id = session_id if job_id else ""
+        self.written = False
+
+    def lua_args(self, outcomes: Sequence[str]) -> list[bytes | str]:
+        if not self.session_id:
+            return [""]
+        args: list[bytes | str] = [timeline_key(self.session_id), self.job_id, repr(time.time()), self.op]
+        for outcome in outcomes:
+            args += [outcome, global_call_data(self.op, outcome)]
+        return args
 
 
 def emit_event(

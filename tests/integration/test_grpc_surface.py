@@ -12,11 +12,11 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from scriptpool.v1 import (
     artifacts_pb2,
     artifacts_pb2_grpc,
+    common_pb2,
     events_pb2,
     events_pb2_grpc,
     sessions_pb2,
     state_pb2,
-    state_pb2_grpc,
 )
 
 from coordinator.server import SERVICE_NAMES
@@ -54,9 +54,9 @@ def test_unimplemented_rpcs_answer_unimplemented_naming_the_method(stack: Stack)
     metadata = (("authorization", f"Bearer {key}"),)
     with grpc.insecure_channel(stack.address) as channel:
         with pytest.raises(grpc.RpcError) as caught:
-            state_pb2_grpc.StateServiceStub(channel).Get(state_pb2.StateKey(scope="global", key="k"), metadata=metadata)
+            events_pb2_grpc.HookServiceStub(channel).List(common_pb2.Empty(), metadata=metadata)
         assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
-        assert "StateService.Get" in (caught.value.details() or "")
+        assert "HookService.List" in (caught.value.details() or "")
         with pytest.raises(grpc.RpcError) as caught:
             events_pb2_grpc.EventServiceStub(channel).Emit(events_pb2.EmitEventRequest(name="x"), metadata=metadata)
         assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED

@@ -1,0 +1,326 @@
+"""State: scoped key/value storage, one Redis hash per scope.
+
+  sp:principal:{p}:state    scope `global` (the principal's, whichever job or client asks)
+  sp:session:{id}:state     scope `session:<id>` / `session:current` (deleted and snapshotted with the session)
+  sp:job:{id}:state         scope `job`: the running job only; deleted when it finishes, with a TTL behind
+
+Values are stored as `state_codec` encodes them. Field `""` of each hash holds the bytes the scope
+uses (keys + values); the scripts keep it exact and refuse writes past the scope's key or byte
+budget. Every operation is one Lua script that checks the session's owner, does the work, and
+appends the job's `global_call` timeline entry: one Redis round trip, with the real outcome.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis import Redis
+from redis.commands.core import Script
+from scriptpool.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from scriptpool.v1 import common_pb2, state_pb2
+
+from coordinator.auth import Caller
+from coordinator.stores import state_codec
+from coordinator.stores.sessions import current_session_key, session_key
+from coordinator.stores.timeline import LUA_RECORD_CALL, CallRecord
+from coordinator.stores.validation import check_uuid
+from workers.job_records import job_key, text, texts
+
+MAX_KEY_CHARS = 256
+MAX_VALUE_BYTES = 1024 * 1024
+MAX_SCOPE_KEYS = 10_000
+MAX_SCOPE_BYTES = 16 * 1024 * 1024
+JOB_STATE_TTL_SECONDS = 3600
+SCOPES = "global, session:current, session:<id> or job"
+
+# KEYS[1] the scope's hash, KEYS[2] the session record whose owner must be ARGV[1] ('' = no check).
+# ARGV[2] field, [3] and [4] the operation's values, [5] max keys, [6] max bytes, [7] TTL ('' = none),
+# [8...] the timeline record (`record_call`).
+_PRELUDE = (
+    LUA_RECORD_CALL
+    + """
+local function finish(outcome, a, b)
+  record_call(8, outcome)
+  return {outcome, a, b}
+end
+local function owned()
+  return ARGV[1] == '' or redis.call('HGET', KEYS[2], 'principal') == ARGV[1]
+end
+local function number(v)
+  local tag = string.sub(v, 1, 1)
+  if tag == 'f' then return (struct.unpack('>d', v, 2)) end
+  if tag == 'v' then return nil end
+  return tonumber(v)
+end
+local function touch()
+  if ARGV[7] ~= '' then redis.call('EXPIRE', KEYS[1], ARGV[7]) end
+end
+local function put(field, value)
+  local old = redis.call('HSTRLEN', KEYS[1], field)
+  local grow = #value - old
+  if old == 0 then
+    grow = grow + #field
+    local n = redis.call('HLEN', KEYS[1])
+    if n > 0 and n - 1 >= tonumber(ARGV[5]) then return false end
+  end
+  local used = tonumber(redis.call('HGET', KEYS[1], '') or '0')
+  if grow > 0 and used + grow > tonumber(ARGV[6]) then return false end
+  redis.call('HSET', KEYS[1], field, value, '', used + grow)
+  touch()
+  return true
+end
+local function remove(field)
+  local old = redis.call('HSTRLEN', KEYS[1], field)
+  if old == 0 then return false end
+  if redis.call('HLEN', KEYS[1]) <= 2 then
+    redis.call('DEL', KEYS[1])
+  else
+    redis.call('HDEL', KEYS[1], field)
+    redis.call('HINCRBY', KEYS[1], '', -(old + #field))
+  end
+  return true
+end
+if not owned() then return finish('NOT_FOUND') end
+"""
+)
+
+_GET = "return finish('OK', redis.call('HGET', KEYS[1], ARGV[2]))"
+
+_SET = """
+if ARGV[3] == '' then remove(ARGV[2]) return finish('OK') end
+if not put(ARGV[2], ARGV[3]) then return finish('RESOURCE_EXHAUSTED') end
+return finish('OK')
+"""
+
+_DELETE = """
+local old = redis.call('HGET', KEYS[1], ARGV[2])
+remove(ARGV[2])
+return finish('OK', old)
+"""
+
+_LIST = "return finish('OK', redis.call('HKEYS', KEYS[1]))"
+
+# Integer + integer is HINCRBY (exact, refuses to overflow); anything involving a float is a double.
+_INCREMENT = """
+local field, by = ARGV[2], ARGV[3]
+local cur = redis.call('HGET', KEYS[1], field)
+if not cur then
+  if not put(field, by) then return finish('RESOURCE_EXHAUSTED') end
+  return finish('OK', by)
+end
+if string.sub(cur, 1, 1) == 'v' then return finish('FAILED_PRECONDITION', 'not_a_number', cur) end
+if string.sub(cur, 1, 1) ~= 'f' and string.sub(by, 1, 1) ~= 'f' then
+  local r = redis.pcall('HINCRBY', KEYS[1], field, by)
+  if type(r) == 'table' and r.err then return finish('FAILED_PRECONDITION', 'overflow', cur) end
+  local new = redis.call('HGET', KEYS[1], field)
+  redis.call('HINCRBY', KEYS[1], '', #new - #cur)
+  touch()
+  return finish('OK', new)
+end
+local new = 'f' .. struct.pack('>d', number(cur) + number(by))
+if not put(field, new) then return finish('RESOURCE_EXHAUSTED') end
+return finish('OK', new)
+"""
+
+# Equal = the same encoding, or numerically equal when either side is a float (1 == 1.0).
+_COMPARE_AND_SET = """
+local field, expected, new = ARGV[2], ARGV[3], ARGV[4]
+local cur = redis.call('HGET', KEYS[1], field)
+local equal
+if expected == '' then equal = not cur
+elseif not cur then equal = false
+elseif cur == expected then equal = true
+elseif string.sub(cur, 1, 1) == 'f' or string.sub(expected, 1, 1) == 'f' then
+  local a, b = number(cur), number(expected)
+  equal = a ~= nil and b ~= nil and a == b
+else equal = false end
+if not equal then return finish('OK', 0, cur) end
+if new == '' then
+  remove(field)
+  return finish('OK', 1, false)
+end
+if not put(field, new) then return finish('RESOURCE_EXHAUSTED') end
+return finish('OK', 1, new)
+"""
+
+_READ_OUTCOMES = ("OK", "NOT_FOUND")
+_WRITE_OUTCOMES = ("OK", "NOT_FOUND", "RESOURCE_EXHAUSTED")
+_INCREMENT_OUTCOMES = ("OK", "NOT_FOUND", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION")
+
+
+def global_state_key(principal: str) -> str:
+    return f"sp:principal:{principal}:state"
+
+
+def session_state_key(session_id: str) -> str:
+    return f"sp:session:{session_id}:state"
+
+
+def job_state_key(job_id: str) -> str:
+    return job_key(job_id) + ":state"
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    name: str
+    """As messages show it: `global`, `job` or `session:<id>`."""
+    key: str
+    session_id: str = ""
+    """Set for session scopes: the script checks that the caller's principal owns it."""
+
+
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= 80 else text[:80] + "...")
+
+
+class StateStore:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        max_value_bytes: int = MAX_VALUE_BYTES,
+        max_scope_keys: int = MAX_SCOPE_KEYS,
+        max_scope_bytes: int = MAX_SCOPE_BYTES,
+    ) -> None:
+        self.redis = redis
+        self.max_value_bytes = max_value_bytes
+        self.max_scope_keys = max_scope_keys
+        self.max_scope_bytes = max_scope_bytes
+        self._get = redis.register_script(_PRELUDE + _GET)
+        self._set = redis.register_script(_PRELUDE + _SET)
+        self._delete = redis.register_script(_PRELUDE + _DELETE)
+        self._list = redis.register_script(_PRELUDE + _LIST)
+        self._increment = redis.register_script(_PRELUDE + _INCREMENT)
+        self._compare_and_set = redis.register_script(_PRELUDE + _COMPARE_AND_SET)
+
+    # ------------------------------------------------------------------ checks
+    def scope(self, caller: Caller, scope: str) -> Scope:
+        if scope == "global":
+            return Scope("global", global_state_key(caller.principal))
+        if scope == "job":
+            if not caller.is_job:
+                raise InvalidArgument("scope 'job' exists only inside a running job; use global or session:<id>")
+            return Scope("job", job_state_key(caller.job_id))
+        if scope == "session:current":
+            session_id = caller.session_id if caller.is_job else self._client_current(caller)
+            if not session_id:
+                raise FailedPrecondition(
+                    "scope 'session:current': there is no current session; call Session.setCurrent(id) "
+                    "or name the session as session:<id>"
+                )
+            return Scope(f"session:{session_id}", session_state_key(session_id), session_id)
+        if scope.startswith("session:"):
+            session_id = check_uuid(scope.removeprefix("session:"), "session id in scope")
+            return Scope(scope, session_state_key(session_id), session_id)
+        raise InvalidArgument(f"unknown scope {_shown(scope)}: use {SCOPES}")
+
+    def _client_current(self, caller: Caller) -> str:
+        current = self.redis.get(current_session_key(caller.principal))
+        return text(current) if current is not None else ""
+
+    @staticmethod
+    def check_key(key: str) -> str:
+        if not 1 <= len(key) <= MAX_KEY_CHARS:
+            raise InvalidArgument(f"key must be 1-{MAX_KEY_CHARS} characters (got {len(key)})")
+        return key
+
+    # ------------------------------------------------------------------ operations
+    def get(self, caller: Caller, scope: str, key: str, record: CallRecord | None = None) -> state_pb2.StateValue:
+        where = self.scope(caller, scope)
+        (raw, _) = self._run(self._get, _READ_OUTCOMES, caller, where, record, self.check_key(key))
+        return _state_value(raw)
+
+    def set(self, caller: Caller, request: state_pb2.SetStateRequest, record: CallRecord | None = None) -> None:
+        """Null deletes the key."""
+        where = self.scope(caller, request.scope)
+        key = self.check_key(request.key)
+        value = b"" if state_codec.is_null(request.value) else self._encode(request.value, "value")
+        self._run(self._set, _WRITE_OUTCOMES, caller, where, record, key, value)
+
+    def delete(self, caller: Caller, scope: str, key: str, record: CallRecord | None = None) -> state_pb2.StateValue:
+        """Returns the value the key had (found = whether it existed)."""
+        where = self.scope(caller, scope)
+        (old, _) = self._run(self._delete, _READ_OUTCOMES, caller, where, record, self.check_key(key))
+        return _state_value(old)
+
+    def list(self, caller: Caller, scope: str, record: CallRecord | None = None) -> state_pb2.StateKeys:
+        where = self.scope(caller, scope)
+        (keys, _) = self._run(self._list, _READ_OUTCOMES, caller, where, record)
+        return state_pb2.StateKeys(keys=sorted(k for k in texts(keys) if k))
+
+    def increment(
+        self, caller: Caller, request: state_pb2.IncrementStateRequest, record: CallRecord | None = None
+    ) -> state_pb2.StateValue:
+        where = self.scope(caller, request.scope)
+        key = self.check_key(request.key)
+        by = state_codec.encode_number(request.by, "by")
+        new, current = self._run(self._increment, _INCREMENT_OUTCOMES, caller, where, record, key, by)
+        if new == b"not_a_number":
+            raise FailedPrecondition(
+                f"key {_shown(key)} in scope {where.name} holds {state_codec.kind_name(_raw(current))}, "
+                "not a number: only integers and floats can be incremented"
+            )
+        if new == b"overflow":
+            raise FailedPrecondition(
+                f"incrementing key {_shown(key)} in scope {where.name} would overflow a 64-bit integer"
+            )
+        return _state_value(new)
+
+    def compare_and_set(
+        self, caller: Caller, request: state_pb2.CompareAndSetRequest, record: CallRecord | None = None
+    ) -> state_pb2.CompareAndSetResponse:
+        """Expected null = the key must be absent; new null = delete it when the comparison holds."""
+        where = self.scope(caller, request.scope)
+        key = self.check_key(request.key)
+        expected = b"" if state_codec.is_null(request.expected) else self._encode(request.expected, "expected")
+        new = b"" if state_codec.is_null(request.new_value) else self._encode(request.new_value, "new_value")
+        swapped, current = self._run(self._compare_and_set, _WRITE_OUTCOMES, caller, where, record, key, expected, new)
+        response = state_pb2.CompareAndSetResponse(swapped=bool(swapped))
+        response.current.CopyFrom(_state_value(current).value)
+        return response
+
+    def _encode(self, value: common_pb2.Value, what: str) -> bytes:
+        return state_codec.encode(value, what, self.max_value_bytes)
+
+    # ------------------------------------------------------------------ the scripts
+    def _run(
+        self,
+        script: Script,
+        outcomes: tuple[str, ...],
+        caller: Caller,
+        scope: Scope,
+        record: CallRecord | None,
+        field: str = "",
+        a: bytes = b"",
+        b: bytes = b"",
+    ) -> tuple[object, object]:
+        """Run one operation's script; returns the script's two results after the verdict."""
+        owner = caller.principal if scope.session_id else ""
+        owner_key = session_key(scope.session_id) if scope.session_id else scope.key
+        ttl = str(JOB_STATE_TTL_SECONDS) if scope.name == "job" else ""
+        args: list[bytes | str | int] = [owner, field, a, b, self.max_scope_keys, self.max_scope_bytes, ttl]
+        args += record.lua_args(outcomes) if record else [""]
+        reply = script(keys=[scope.key, owner_key], args=args)
+        if record:
+            record.written = True
+        verdict = text(reply[0])
+        if verdict == "NOT_FOUND":
+            raise NotFound(f"session {scope.session_id} not found")
+        if verdict == "RESOURCE_EXHAUSTED":
+            raise ResourceExhausted(
+                f"scope {scope.name} is full: at most {self.max_scope_keys} keys and {self.max_scope_bytes} bytes "
+                "(keys + values); delete keys first"
+            )
+        rest = list(reply[1:]) + [None, None]
+        return rest[0], rest[1]
+
+
+def _raw(value: object) -> bytes:
+    assert isinstance(value, bytes)
+    return value
+
+
+def _state_value(raw: object) -> state_pb2.StateValue:
+    if raw is None:
+        return state_pb2.StateValue(found=False)
+    return state_pb2.StateValue(value=state_codec.decode(_raw(raw)), found=True)
