@@ -35,6 +35,7 @@ from coordinator.services.state import StateServicer
 from coordinator.settings import Settings
 from coordinator.stores.artifacts import ArtifactStore
 from coordinator.stores.jobs import JobStore
+from coordinator.stores.lean_scripts import LeanPool
 from coordinator.stores.replay import ReplayStore
 from coordinator.stores.sessions import SessionStore
 from coordinator.stores.snapshots import SnapshotStore
@@ -62,12 +63,14 @@ class RunningCoordinator:
     sweeper: LeaseSweeper
     health: health.HealthServicer
     auth: Authenticator
+    lean: LeanPool
 
     def stop(self, grace: float = 5.0) -> None:
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
         self.waiters.stop()
         self.sweeper.stop()
+        self.lean.close()
 
 
 def listen_addresses(listen: str) -> list[str]:
@@ -87,6 +90,7 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
         redis = Redis.from_url(settings.redis_url)
     redis.ping()
     auth = Authenticator(redis)
+    lean = LeanPool(redis)
     sessions = SessionStore(redis, settings.max_sessions_per_principal)
     jobs = JobStore(
         redis,
@@ -117,7 +121,7 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
     # which mypy cannot see: hence the abstract-class ignores.
     sessions_pb2_grpc.add_SessionServiceServicer_to_server(SessionServicer(auth, sessions, snapshots, replays), server)
     artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server(ArtifactServicer(auth, artifacts), server)
-    state_pb2_grpc.add_StateServiceServicer_to_server(StateServicer(auth, StateStore(redis)), server)
+    state_pb2_grpc.add_StateServiceServicer_to_server(StateServicer(auth, StateStore(redis, lean=lean)), server)
     events_pb2_grpc.add_HookServiceServicer_to_server(HookServicer(), server)  # type: ignore[abstract]
     events_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(), server)  # type: ignore[abstract]
     health_servicer = health.HealthServicer()
@@ -134,7 +138,7 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
     server.start()
     for name in ("", *SERVICE_NAMES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningCoordinator(server, port, waiters, sweeper, health_servicer, auth)
+    return RunningCoordinator(server, port, waiters, sweeper, health_servicer, auth, lean)
 
 
 def serve_forever(settings: Settings) -> None:

@@ -1,7 +1,8 @@
 """The one place domain errors become gRPC statuses.
 
 `grpc_service` wraps every RPC method of a servicer class: a ScriptpoolError aborts with its code and
-message; anything else is logged with a reference and answered INTERNAL without host details.
+message; losing Redis is UNAVAILABLE (retryable); anything else is logged with a reference and
+answered INTERNAL without host details.
 Methods of the service that the class does not implement answer UNIMPLEMENTED, naming the method.
 """
 
@@ -15,6 +16,8 @@ from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from scriptpool.errors import ScriptpoolError
 
 log = logging.getLogger(__name__)
@@ -25,6 +28,9 @@ T = TypeVar("T")
 def abort_for(context: grpc.ServicerContext, exc: BaseException) -> None:
     if isinstance(exc, ScriptpoolError):
         context.abort(grpc.StatusCode[exc.code], exc.message)
+    if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
+        log.warning("Redis unreachable: %s", exc)
+        context.abort(grpc.StatusCode.UNAVAILABLE, "the coordinator cannot reach Redis right now; retry shortly")
     ref = uuid.uuid4().hex[:12]
     log.error("internal error ref=%s", ref, exc_info=exc)
     context.abort(grpc.StatusCode.INTERNAL, f"internal error in the coordinator (ref {ref}); see its log")

@@ -1,6 +1,13 @@
 """RQ worker processes: claim jobs, run each in a jailed sandbox child, bridge its global calls to
 the coordinator over gRPC with the job's credential, record the result."""
 
+import os
+
+# A worker forks sandbox children that never use gRPC. gRPC's own fork handlers (pthread_atfork)
+# lose a race when another thread is inside gRPC at fork time and the child then aborts (SIGABRT,
+# "Check failed: next_worker->state == KICKED"). They must be off before gRPC initialises.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
+
 from workers.execution import JobExecutor
 from workers.settings import WorkerSettings
 from workers.worker import ScriptpoolWorker, run_worker

@@ -131,9 +131,9 @@ def latency(stack: BenchStack, options: Options) -> dict[str, Any]:
     return out
 
 
-# The global call `callbacks` times: the issue's `State.get`, one key of the job's session scope.
-CALLBACK_OP = "Session.get"
-CALLBACK_LOOP = "local id = '{session_id}' for i = 1, {n} do Session.get(id) end return 1"
+# The global call `callbacks` times: `State.get` of one key of the job's session scope.
+CALLBACK_OP = "State.get"
+CALLBACK_LOOP = "State.set('k', 1) for i = 1, {n} do State.get('session:current', 'k') end return 1"
 
 
 def _call_gaps_us(client: ScriptpoolClient, session_id: str, job_id: str) -> list[float]:
@@ -146,7 +146,7 @@ def _call_gaps_us(client: ScriptpoolClient, session_id: str, job_id: str) -> lis
             "GetTimeline",
             sessions_pb2.GetTimelineRequest(session_id=session_id, types=["global_call"], after=after, limit=1000),
         )
-        stamps += [e.timestamp for e in page.entries if e.job_id == job_id]
+        stamps += [e.timestamp for e in page.entries if e.job_id == job_id and e.description.startswith(CALLBACK_OP)]
         if len(page.entries) < 1000:
             break
         after = page.entries[-1].id

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
+# Before anything imports gRPC: `scriptpool worker` forks sandbox children, and `up` forks+execs its
+# processes; gRPC's fork handlers must be off for both (see workers/__init__.py).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
+
 import argparse
 import logging
 import socket

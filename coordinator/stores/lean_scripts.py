@@ -53,21 +53,30 @@ class LeanConnection:
 
     def __init__(self, kwargs: dict[str, Any], unix: bool) -> None:
         timeout = kwargs.get("socket_timeout")
+        connect_timeout = kwargs.get("socket_connect_timeout") or timeout
         if unix:
             self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.sock.settimeout(kwargs.get("socket_connect_timeout") or timeout)
-            self.sock.connect(kwargs["path"])
+            try:
+                self.sock.settimeout(connect_timeout)
+                self.sock.connect(kwargs["path"])
+            except OSError:
+                self.sock.close()
+                raise
         else:
             address = (kwargs.get("host", "localhost"), int(kwargs.get("port", 6379)))
-            self.sock = socket.create_connection(address, timeout=kwargs.get("socket_connect_timeout") or timeout)
+            self.sock = socket.create_connection(address, timeout=connect_timeout)
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.settimeout(timeout)
         self.reader = self.sock.makefile("rb")
-        password, username = kwargs.get("password"), kwargs.get("username")
-        if password:
-            self.call(*(("AUTH", username, password) if username else ("AUTH", password)))
-        if kwargs.get("db"):
-            self.call("SELECT", int(kwargs["db"]))
+        try:
+            password, username = kwargs.get("password"), kwargs.get("username")
+            if password:
+                self.call(*(("AUTH", username, password) if username else ("AUTH", password)))
+            if kwargs.get("db"):
+                self.call("SELECT", int(kwargs["db"]))
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
         try:

@@ -15,12 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from redis import Redis
-from redis.commands.core import Script
 from scriptpool.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from scriptpool.v1 import common_pb2, state_pb2
 
 from coordinator.auth import Caller
 from coordinator.stores import state_codec
+from coordinator.stores.lean_scripts import LeanPool, LeanScript
 from coordinator.stores.sessions import current_session_key, session_key
 from coordinator.stores.timeline import LUA_RECORD_CALL, CallRecord
 from coordinator.stores.validation import check_uuid
@@ -181,17 +181,20 @@ class StateStore:
         max_value_bytes: int = MAX_VALUE_BYTES,
         max_scope_keys: int = MAX_SCOPE_KEYS,
         max_scope_bytes: int = MAX_SCOPE_BYTES,
+        lean: LeanPool | None = None,
     ) -> None:
         self.redis = redis
+        # Every State op is one EVALSHA on the gRPC thread's own connection: the per-call hot path.
+        self.lean = lean if lean is not None else LeanPool(redis)
         self.max_value_bytes = max_value_bytes
         self.max_scope_keys = max_scope_keys
         self.max_scope_bytes = max_scope_bytes
-        self._get = redis.register_script(_PRELUDE + _GET)
-        self._set = redis.register_script(_PRELUDE + _SET)
-        self._delete = redis.register_script(_PRELUDE + _DELETE)
-        self._list = redis.register_script(_PRELUDE + _LIST)
-        self._increment = redis.register_script(_PRELUDE + _INCREMENT)
-        self._compare_and_set = redis.register_script(_PRELUDE + _COMPARE_AND_SET)
+        self._get = LeanScript(redis, self.lean, _PRELUDE + _GET)
+        self._set = LeanScript(redis, self.lean, _PRELUDE + _SET)
+        self._delete = LeanScript(redis, self.lean, _PRELUDE + _DELETE)
+        self._list = LeanScript(redis, self.lean, _PRELUDE + _LIST)
+        self._increment = LeanScript(redis, self.lean, _PRELUDE + _INCREMENT)
+        self._compare_and_set = LeanScript(redis, self.lean, _PRELUDE + _COMPARE_AND_SET)
 
     # ------------------------------------------------------------------ checks
     def scope(self, caller: Caller, scope: str) -> Scope:
@@ -285,7 +288,7 @@ class StateStore:
     # ------------------------------------------------------------------ the scripts
     def _run(
         self,
-        script: Script,
+        script: LeanScript,
         outcomes: tuple[str, ...],
         caller: Caller,
         scope: Scope,
@@ -300,7 +303,8 @@ class StateStore:
         ttl = str(JOB_STATE_TTL_SECONDS) if scope.name == "job" else ""
         args: list[bytes | str | int] = [owner, field, a, b, self.max_scope_keys, self.max_scope_bytes, ttl]
         args += record.lua_args(outcomes) if record else [""]
-        reply = script(keys=[scope.key, owner_key], args=args)
+        reply = script([scope.key, owner_key], args)
+        assert isinstance(reply, list)
         if record:
             record.written = True
         verdict = text(reply[0])

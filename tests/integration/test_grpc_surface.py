@@ -84,3 +84,43 @@ def test_every_spec_operation_has_an_rpc() -> None:
             if op in client_side.get(global_name, set()):
                 continue
             assert op.lower() in rpcs, f"{global_name}.{op} has no RPC on {service.name}"
+
+
+def test_losing_redis_is_unavailable_and_recovers() -> None:
+    """A coordinator whose Redis goes away answers UNAVAILABLE (retryable), not INTERNAL, on both the
+    redis-py and the lean hot path, and works again once Redis is back."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from scriptpool.errors import ScriptpoolError
+    from scriptpool.v1 import state_pb2
+    from scriptpool.values import from_value, to_value
+
+    from coordinator.client import ScriptpoolClient
+    from coordinator.redis_server import PrivateRedis
+    from coordinator.server import start_coordinator
+    from coordinator.settings import Settings
+
+    data = Path(tempfile.mkdtemp(prefix="sp-unavail-"))
+    redis_server = PrivateRedis(data, persistent=True).start()
+    coordinator = start_coordinator(Settings(redis_url=redis_server.url, listen="127.0.0.1:0", queue="unused"))
+    try:
+        key = coordinator.auth.create_api_key("unavailable-test")
+        with ScriptpoolClient(f"127.0.0.1:{coordinator.port}", key) as client:
+            client.state_call("Set", state_pb2.SetStateRequest(scope="global", key="k", value=to_value(1)))
+            redis_server.stop()
+            for attempt in (
+                lambda: client.create_session("x"),
+                lambda: client.state_call("Get", state_pb2.StateKey(scope="global", key="k")),
+            ):
+                with pytest.raises(ScriptpoolError) as caught:
+                    attempt()
+                assert caught.value.code == "UNAVAILABLE" and "Redis" in caught.value.message
+            redis_server.start()
+            answer = client.state_call("Get", state_pb2.StateKey(scope="global", key="k"))
+            assert answer.found and from_value(answer.value) == 1
+    finally:
+        coordinator.stop(grace=0)
+        redis_server.stop()
+        shutil.rmtree(data, ignore_errors=True)

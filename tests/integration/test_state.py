@@ -339,7 +339,9 @@ def test_oversized_values_are_refused_and_change_nothing(
 
 @pytest.fixture
 def small_store(redis_client: Redis) -> Iterator[StateStore]:
-    yield StateStore(redis_client, max_value_bytes=100, max_scope_keys=3, max_scope_bytes=100)
+    store = StateStore(redis_client, max_value_bytes=100, max_scope_keys=3, max_scope_bytes=100)
+    yield store
+    store.lean.close()
 
 
 def _set(store: StateStore, caller: Caller, key: str, value: PlainValue) -> None:
@@ -375,21 +377,36 @@ def test_scope_budget_keeps_an_exact_byte_count(small_store: StateStore, redis_c
 
 
 def test_state_get_and_its_timeline_entry_are_one_redis_command(client: ScriptpoolClient, redis_client: Redis) -> None:
+    """The hot path: one EVALSHA on the lean connection, nothing through redis-py."""
+    from coordinator.stores import lean_scripts
+
     session_id = client.create_session("perf").id
     store = StateStore(redis_client)
     caller = Caller(principal="p-one-trip", job_id="job-one-trip", session_id=session_id)
-    store.get(caller, "global", "warm", CallRecord("State.get", caller.job_id, session_id))  # loads the script
-    commands: list[object] = []
-    original: Callable[..., object] = redis_client.execute_command
+    try:
+        store.get(caller, "global", "warm", CallRecord("State.get", caller.job_id, session_id))  # loads the script
+        sent: list[object] = []
+        through_redis_py: list[object] = []
+        pack: Callable[..., bytes] = lean_scripts.pack_command
+        execute: Callable[..., object] = redis_client.execute_command
 
-    def counting(*args: object, **kwargs: object) -> object:
-        commands.append(args[0])
-        return original(*args, **kwargs)
+        def counting_pack(*args: lean_scripts.Arg) -> bytes:
+            sent.append(args[0])
+            return pack(*args)
 
-    record = CallRecord("State.get", caller.job_id, session_id)
-    with patch.object(redis_client, "execute_command", counting):
-        store.get(caller, "global", "k", record)
-    assert commands == ["EVALSHA"] and record.written
+        def counting_execute(*args: object, **kwargs: object) -> object:
+            through_redis_py.append(args[0])
+            return execute(*args, **kwargs)
+
+        record = CallRecord("State.get", caller.job_id, session_id)
+        with (
+            patch.object(lean_scripts, "pack_command", counting_pack),
+            patch.object(redis_client, "execute_command", counting_execute),
+        ):
+            store.get(caller, "global", "k", record)
+        assert sent == ["EVALSHA"] and through_redis_py == [] and record.written
+    finally:
+        store.lean.close()
     timeline = client.session_call("GetTimeline", sessions_pb2.GetTimelineRequest(session_id=session_id))
     assert [e.description for e in timeline.entries][-2:] == ["State.get -> OK", "State.get -> OK"]
 
@@ -444,7 +461,11 @@ def test_lua_entries_match_what_record_job_call_writes(client: ScriptpoolClient,
 
     session_id = client.create_session("same-shape").id
     caller = Caller(principal="p-shape", job_id="job-shape", session_id=session_id)
-    StateStore(redis_client).get(caller, "global", "k", CallRecord("State.get", caller.job_id, session_id))
+    store = StateStore(redis_client)
+    try:
+        store.get(caller, "global", "k", CallRecord("State.get", caller.job_id, session_id))
+    finally:
+        store.lean.close()
     record_job_call(redis_client, caller, "State.get", "OK")
     entries = redis_client.xrange(timeline_key(session_id))
     assert isinstance(entries, list)
