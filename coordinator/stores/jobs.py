@@ -90,10 +90,12 @@ class JobStore:
         language, spec = self._validate(request)
         spec.random_seed = random_seed or secrets.randbits(48) | 1
         spec.clock_start = clock_start
+        new_session = None
         if request.session_id:
             session = self.sessions.get(caller, request.session_id)
-        else:
-            session = self.sessions.create(caller, sessions_pb2.CreateSessionRequest(name=f"{language.value} job"))
+        else:  # written below, in the job's own transaction
+            new_session = self.sessions.prepare(caller, sessions_pb2.CreateSessionRequest(name=f"{language.value} job"))
+            session = new_session.session
         job_id = str(uuid.uuid4())
         spec.job_id = job_id
         spec.session_id = session.id
@@ -114,6 +116,8 @@ class JobStore:
             description=f"scriptpool {language.value} job {job_id} (session {session.id})",
             pipeline=pipe,
         )
+        if new_session is not None:
+            self.sessions.write(pipe, new_session)
         pipe.hset(
             job_key(job_id),
             mapping={

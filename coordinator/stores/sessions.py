@@ -11,9 +11,11 @@ import json
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 from redis import Redis
+from redis.client import Pipeline
 from redis.exceptions import WatchError
 from scriptpool.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from scriptpool.v1 import common_pb2, sessions_pb2
@@ -86,6 +88,14 @@ def _decode(raw: object) -> sessions_pb2.Session:
     return session
 
 
+@dataclass(frozen=True, slots=True)
+class NewSession:
+    """A checked session not yet written: what `create` returns and the hash fields it stores."""
+
+    session: sessions_pb2.Session
+    fields: dict[str, str | bytes]
+
+
 class SessionStore:
     def __init__(self, redis: Redis, max_sessions_per_principal: int) -> None:
         self.redis = redis
@@ -95,6 +105,15 @@ class SessionStore:
         """Called with the session id before a session is deleted (its artifacts go first)."""
 
     def create(self, caller: Caller, request: sessions_pb2.CreateSessionRequest) -> sessions_pb2.Session:
+        new = self.prepare(caller, request)
+        pipe = self.redis.pipeline(transaction=True)
+        self.write(pipe, new, caller.job_id)
+        pipe.execute()
+        return new.session
+
+    def prepare(self, caller: Caller, request: sessions_pb2.CreateSessionRequest) -> NewSession:
+        """Check a new session and build it; `write` stores it, in the caller's transaction (a job
+        submitted without a session gets one in the same MULTI as the job itself)."""
         name = check_text(request.name, "name", MAX_NAME)
         description = check_text(request.description, "description", MAX_DESCRIPTION)
         tags = check_tags(list(request.tags))
@@ -106,10 +125,14 @@ class SessionStore:
             raise ResourceExhausted(
                 f"principal {caller.principal!r} already has {self.max_sessions} sessions; delete some first"
             )
-        session_id = str(uuid.uuid4())
         now = time.time()
-        fields = {
-            "id": session_id,
+        session = sessions_pb2.Session(
+            id=str(uuid.uuid4()), name=name, description=description, state=sessions_pb2.SESSION_STATE_ACTIVE,
+            tags=tags, metadata=common_pb2.ValueMap.FromString(metadata), parent_session_id=parent,
+            principal=caller.principal, created_at=now, updated_at=now,
+        )  # fmt: skip
+        fields: dict[str, str | bytes] = {
+            "id": session.id,
             "principal": caller.principal,
             "name": name,
             "description": description,
@@ -120,13 +143,14 @@ class SessionStore:
             "created_at": repr(now),
             "updated_at": repr(now),
         }
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(session_key(session_id), mapping=fields)  # type: ignore[arg-type]
-        pipe.zadd(principal_sessions_key(caller.principal), {session_id: now})
-        timeline.append(pipe, session_id, "session.created", f"session created: {name}", job_id=caller.job_id)
-        timeline.emit_event(pipe, "session.created", session_id, caller.job_id)
-        pipe.execute()
-        return self._load(session_id)
+        return NewSession(session, fields)
+
+    def write(self, pipe: Pipeline, new: NewSession, job_id: str = "") -> None:
+        session_id, name = new.session.id, new.session.name
+        pipe.hset(session_key(session_id), mapping=new.fields)  # type: ignore[arg-type]
+        pipe.zadd(principal_sessions_key(new.session.principal), {session_id: new.session.created_at})
+        timeline.append(pipe, session_id, "session.created", f"session created: {name}", job_id=job_id)
+        timeline.emit_event(pipe, "session.created", session_id, job_id)
 
     def _load(self, session_id: str) -> sessions_pb2.Session:
         raw = self.redis.hgetall(session_key(session_id))
