@@ -67,7 +67,7 @@ def principal_sessions_key(principal: str) -> str:
 
 
 def current_session_key(principal: str) -> str:
-    """A client's current session (`Session.setCurrent`); a job's is kept by its worker's bridge."""
+    """A client's current session (`Session.setCurrent`); a job's is the `current_session` field of its record."""
     return f"sp:principal:{principal}:current"
 
 
