@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 
+from sandbox.jail import prepare_forking_process
 from sandbox.runner import prewarm
 
 log = logging.getLogger(__name__)
 
 
 def warm_engines() -> None:
+    """Engines first (the JavaScript guest is compiled in a child forked before anything else), then
+    the jail's per-process precomputation; every child inherits both."""
     try:
         from sandbox.engines.js_mapped import prewarm_mapped
 
@@ -17,3 +20,4 @@ def warm_engines() -> None:
     except Exception:  # e.g. a noexec temp directory: compile in-process instead (prewarm below)
         log.warning("zygote: mapping the compiled JavaScript guest failed; compiling it in-process", exc_info=True)
     prewarm()
+    prepare_forking_process()
