@@ -82,9 +82,15 @@ class ZygoteChild:
                 pass
 
     def has_exited(self) -> bool:
+        return self._exit_within(0.0)
+
+    def _exit_within(self, seconds: float) -> bool:
+        """Poll the pidfd (readable once the child has exited, reaped or not)."""
         if self.pidfd < 0:
             return True
-        return bool(select.select([self.pidfd], [], [], 0)[0])
+        waiter = select.poll()
+        waiter.register(self.pidfd, select.POLLIN)
+        return bool(waiter.poll(math.ceil(seconds * 1000)))
 
     def wait(self, grace_seconds: float) -> ChildExit | None:
         found = self.zygote.wait_exit(self.pid, grace_seconds)
@@ -93,8 +99,7 @@ class ZygoteChild:
             found = self.zygote.wait_exit(self.pid, grace_seconds)
         if found is None:  # the zygote is gone (its children get SIGKILL): make sure of this one
             self.kill()
-            if self.pidfd >= 0:
-                select.select([self.pidfd], [], [], grace_seconds)
+            self._exit_within(grace_seconds)
         return found
 
     def release(self) -> None:
