@@ -20,6 +20,7 @@ from workers.job_records import JobRecords
 from workers.lease import LeaseKeeper
 from workers.settings import WorkerSettings
 from workers.supervisor import ChildRun, Reaper, SparePool, supervise
+from workers.zygote import ZygoteSource
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ class JobExecutor:
         self.redis = redis if redis is not None else Redis.from_url(settings.redis_url)
         self.records = JobRecords(self.redis, settings.lease_seconds)
         self.channel = grpc.insecure_channel(settings.coordinator)
-        self.pool = SparePool()
+        self.pool = SparePool(ZygoteSource() if settings.zygote else None)
         self.reaper = Reaper()
 
     def execute(self, job_id: str) -> dict[str, Any]:
@@ -83,6 +84,6 @@ class JobExecutor:
             return ChildRun(outcome=Outcome.INTERNAL_ERROR, message="the worker failed while supervising the job")
 
     def close(self) -> None:
+        self.reaper.close()  # before the pool: a zygote's children are reaped through the zygote
         self.pool.close()
-        self.reaper.close()
         self.channel.close()

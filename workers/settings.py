@@ -27,6 +27,9 @@ class WorkerSettings:
     lease_seconds: float = 15.0
     """A running job's lease, renewed every 0.25 s; when a worker dies the coordinator ends its job as
     worker_lost once the lease expires (SCRIPTPOOL_LEASE_SECONDS)."""
+    zygote: bool = True
+    """Fork sandbox children in a small zygote process that holds only the engines (cheaper forks,
+    off the worker's thread); False forks them from the worker itself (SCRIPTPOOL_ZYGOTE=0)."""
 
     @classmethod
     def from_env(cls, **overrides: str) -> WorkerSettings:
@@ -40,6 +43,8 @@ class WorkerSettings:
         values.update({k: v for k, v in overrides.items() if v})
         if env.get("SCRIPTPOOL_LEASE_SECONDS"):
             values["lease_seconds"] = float(env["SCRIPTPOOL_LEASE_SECONDS"])
+        if env.get("SCRIPTPOOL_ZYGOTE", "").strip().lower() in ("0", "false", "no", "off"):
+            values["zygote"] = False
         if not values["redis_url"]:
             from scriptpool.errors import InvalidArgument
 

@@ -9,14 +9,10 @@ Whatever happens, the child is reaped and its rusage read.
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import logging
 import os
-import resource
 import select
 import signal
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,44 +23,23 @@ from scriptpool.v1 import jobs_pb2, sandbox_pb2
 from scriptpool.values import PlainValue, from_value, to_value
 
 from sandbox import framing
-from sandbox.child import child_main
 from sandbox.host import GlobalHost
 from sandbox.languages import Language
 from sandbox.outcomes import Outcome
 from sandbox.runner import DEFAULT_WARM_UP
+from workers.children import (
+    REAP_GRACE_SECONDS,
+    ChildExit,
+    ChildHandle,
+    ChildSource,
+    LocalForks,
+    SandboxChild,
+    fork_child,
+)
 
 log = logging.getLogger(__name__)
 
 TICK_SECONDS = 0.25
-REAP_GRACE_SECONDS = 2.0
-PR_SET_PDEATHSIG = 1
-_LIBC = ctypes.CDLL(None)
-
-
-@dataclass(slots=True)
-class SandboxChild:
-    pid: int
-    sock: socket.socket
-    forked_at: float
-
-
-def fork_child(warm_languages: tuple[Language, ...] = DEFAULT_WARM_UP) -> SandboxChild:
-    """Fork a child that waits for one job on a socketpair. Signals are blocked across the fork."""
-    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    gc.freeze()  # keep the collector off inherited objects: fewer copy-on-write page faults in the child
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD})
-    try:
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child, which always _exits
-            try:
-                parent_sock.close()
-                _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-            finally:
-                child_main(child_sock, warm_languages)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-    child_sock.close()
-    return SandboxChild(pid=pid, sock=parent_sock, forked_at=time.monotonic())
 
 
 @dataclass(slots=True)
@@ -130,10 +105,7 @@ class _Supervision:
     def kill(self, outcome: Outcome, message: str) -> None:
         if self.stopped_for is None:
             self.stopped_for = (outcome, message)
-        try:
-            os.kill(self.child.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        self.child.handle.kill()
 
     def handle_output(self, text: str) -> None:
         info = self.run_info
@@ -242,16 +214,16 @@ class _Supervision:
             info.peak_memory_bytes = self.final.peak_memory_bytes
             self.take_result(self.final)
             return info
-        status, rusage = _reap(self.child, kill_first=self.final is None and self.stopped_for is None)
+        ended = _reap(self.child, kill_first=self.final is None and self.stopped_for is None)
         self.child.sock.close()
-        info.cpu_time_ms = int((rusage.ru_utime + rusage.ru_stime) * 1000) if rusage else 0
-        info.peak_memory_bytes = rusage.ru_maxrss * 1024 if rusage else 0
+        info.cpu_time_ms = ended.cpu_time_ms if ended else 0
+        info.peak_memory_bytes = ended.peak_memory_bytes if ended else 0
         if self.stopped_for is not None:
             info.outcome, info.message = self.stopped_for
         elif self.final is not None:
             self.take_result(self.final)
         else:
-            info.outcome, info.message = self.classify_death(status)
+            info.outcome, info.message = self.classify_death(ended)
         return info
 
     def take_result(self, final: sandbox_pb2.ChildResult) -> None:
@@ -266,9 +238,12 @@ class _Supervision:
         if info.outcome is Outcome.OUTPUT_EXCEEDED:
             info.output_truncated = True
 
-    def classify_death(self, status: int) -> tuple[Outcome, str]:
+    def classify_death(self, ended: ChildExit | None) -> tuple[Outcome, str]:
         info = self.run_info
         limits = self.limits
+        if ended is None:
+            return Outcome.INTERNAL_ERROR, "the sandbox process was lost (its exit status is unknown)"
+        status = ended.status
         if os.WIFSIGNALED(status):
             sig = os.WTERMSIG(status)
             if sig == signal.SIGXCPU or (sig == signal.SIGKILL and info.cpu_time_ms >= limits.cpu_time_ms):
@@ -282,46 +257,15 @@ class _Supervision:
         return Outcome.INTERNAL_ERROR, f"the sandbox process exited ({code}) without a result"
 
 
-def _reap(child: SandboxChild, kill_first: bool) -> tuple[int, resource.struct_rusage | None]:
-    """Wait for the child (killing it if it lingers) and return its wait status and rusage.
-
-    A pidfd lets us sleep until the child exits instead of polling waitpid.
-    """
+def _reap(child: SandboxChild, kill_first: bool) -> ChildExit | None:
+    """Wait for the child (killing it first, or if it lingers) and return how it ended."""
+    handle = child.handle
     if kill_first:
-        try:
-            os.kill(child.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        handle.kill()
     try:
-        pidfd = os.pidfd_open(child.pid)
-    except (OSError, AttributeError):
-        pidfd = -1
-    try:
-        if pidfd >= 0:
-            waiter = select.poll()
-            waiter.register(pidfd, select.POLLIN)
-            if not waiter.poll(int(REAP_GRACE_SECONDS * 1000)):
-                os.kill(child.pid, signal.SIGKILL)
-        else:
-            give_up = time.monotonic() + REAP_GRACE_SECONDS
-            while not _exited(child.pid) and time.monotonic() < give_up:
-                time.sleep(0.001)
-            if not _exited(child.pid):
-                os.kill(child.pid, signal.SIGKILL)
-        _, status, rusage = os.wait4(child.pid, 0)
-        return status, rusage
-    except ChildProcessError:
-        return 0, None
+        return handle.wait(REAP_GRACE_SECONDS)
     finally:
-        if pidfd >= 0:
-            os.close(pidfd)
-
-
-def _exited(pid: int) -> bool:
-    try:
-        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-    except ChildProcessError:
-        return True
+        handle.release()
 
 
 def supervise(
@@ -345,36 +289,29 @@ class Reaper:
 
     def __init__(self, grace_seconds: float = REAP_GRACE_SECONDS) -> None:
         self.grace_seconds = grace_seconds
-        self._pending: list[tuple[int, float]] = []
+        self._pending: list[tuple[SandboxChild, float]] = []
 
     def adopt(self, child: SandboxChild) -> None:
-        self._pending.append((child.pid, time.monotonic() + self.grace_seconds))
+        self._pending.append((child, time.monotonic() + self.grace_seconds))
 
     def collect(self) -> None:
-        still: list[tuple[int, float]] = []
+        still: list[tuple[SandboxChild, float]] = []
         now = time.monotonic()
-        for pid, give_up in self._pending:
-            try:
-                done, _ = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                continue
-            if done:
+        for child, give_up in self._pending:
+            handle = child.handle
+            if handle.has_exited():
+                handle.release()
                 continue
             if now >= give_up:
-                log.warning("sandbox child %d kept running after its result; killing it", pid)
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
+                log.warning("sandbox child %d kept running after its result; killing it", child.pid)
+                _reap(child, kill_first=True)
                 continue
-            still.append((pid, give_up))
+            still.append((child, give_up))
         self._pending = still
 
     def close(self) -> None:
-        for pid, _ in self._pending:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-            except (ProcessLookupError, ChildProcessError):
-                pass
+        for child, _ in self._pending:
+            _reap(child, kill_first=True)
         self._pending = []
 
     def __len__(self) -> int:
@@ -382,29 +319,25 @@ class Reaper:
 
 
 class SparePool:
-    """Keeps one forked child waiting, so a job never waits for fork()."""
+    """Keeps one child waiting, so a job never waits for fork(). The children come from `source`:
+    the worker's zygote, or (by default) forks of this process."""
 
-    def __init__(self) -> None:
-        self._spare: SandboxChild | None = None
+    def __init__(self, source: ChildSource | None = None) -> None:
+        self.source: ChildSource = source if source is not None else LocalForks()
         self.warm_languages: tuple[Language, ...] = DEFAULT_WARM_UP
 
     def take(self) -> SandboxChild:
-        child, self._spare = self._spare, None
-        return child if child is not None else fork_child(self.warm_languages)
+        return self.source.take(self.warm_languages)
 
     def expect(self, language: Language) -> None:
         """Warm the next spares for the engine the worker is seeing, besides the cheap defaults."""
         self.warm_languages = tuple(dict.fromkeys((*DEFAULT_WARM_UP, language)))
 
     def refill(self) -> None:
-        if self._spare is None:
-            self._spare = fork_child(self.warm_languages)
+        self.source.request(self.warm_languages)
 
     def close(self) -> None:
-        child, self._spare = self._spare, None
-        if child is not None:
-            child.sock.close()  # the child sees EOF and exits
-            _reap(child, kill_first=True)
+        self.source.close()
 
 
-__all__ = ["ChildRun", "Reaper", "SandboxChild", "SparePool", "fork_child", "supervise"]
+__all__ = ["ChildHandle", "ChildRun", "Reaper", "SandboxChild", "SparePool", "fork_child", "supervise"]

@@ -32,7 +32,8 @@ def run_worker(settings: WorkerSettings, *, burst: bool = False, logging_level: 
     redis.ping()
     report = probe_host()
     log.warning("scriptpool worker %s: sandbox jail %s", settings.name, report.summary())
-    log.info("scriptpool worker %s: engines ready: %s", settings.name, ", ".join(prewarm()))
+    if not settings.zygote:  # otherwise the zygote warms the engines, and the worker never runs them
+        log.info("scriptpool worker %s: engines ready: %s", settings.name, ", ".join(prewarm()))
     executor = JobExecutor(settings, redis)
     rq_entry.install_executor(executor)
     executor.pool.refill()

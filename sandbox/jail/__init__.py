@@ -6,8 +6,16 @@ reports whether it was applied; a layer the host cannot provide is reported, nev
 (see `JailReport`, the worker's startup log and `scriptpool doctor`). See docs/THREAT_MODEL.md.
 """
 
-from sandbox.jail._apply import JailReport, apply_jail, prepare_spare, release_scratch
+from sandbox.jail._apply import JailReport, apply_jail, prepare_forking_process, prepare_spare, release_scratch
 from sandbox.jail._probe import probe_host
 from sandbox.jail._scratch import DEFAULT_SCRATCH_BASE
 
-__all__ = ["DEFAULT_SCRATCH_BASE", "JailReport", "apply_jail", "prepare_spare", "probe_host", "release_scratch"]
+__all__ = [
+    "DEFAULT_SCRATCH_BASE",
+    "JailReport",
+    "apply_jail",
+    "prepare_forking_process",
+    "prepare_spare",
+    "probe_host",
+    "release_scratch",
+]

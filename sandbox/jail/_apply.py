@@ -135,6 +135,16 @@ def _job_independent(report: JailReport, scratch_base: str) -> None:
     _scratch_dir(report, scratch_base)
 
 
+def prepare_forking_process() -> None:
+    """What is the same for every child of the calling process, computed once before it forks them:
+    the seccomp program template and the Landlock read paths (cached, inherited by each child; ~2.5 ms
+    of CPU per child otherwise)."""
+    _landlock.interpreter_read_paths()
+    arch = current_arch()
+    if arch is not None:
+        _seccomp.prepare(arch)
+
+
 def prepare_spare(scratch_base: str = _scratch.DEFAULT_SCRATCH_BASE) -> JailReport:
     """The part of the jail that is the same for every job, done in the spare child before a job arrives.
 

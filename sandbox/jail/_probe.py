@@ -16,7 +16,7 @@ import resource
 import signal
 import socket
 
-from sandbox.jail import _landlock, _process, _scratch, _seccomp
+from sandbox.jail import _process, _scratch
 from sandbox.jail._apply import (
     CAPABILITIES,
     ENVIRONMENT,
@@ -30,6 +30,7 @@ from sandbox.jail._apply import (
     JailReport,
     _prctl,
     apply_jail,
+    prepare_forking_process,
     prepare_spare,
 )
 from sandbox.jail._seccomp import PR_GET_SECCOMP
@@ -110,11 +111,7 @@ def _child(write_fd: int, parent_netns: int) -> None:
 
 def probe_host() -> JailReport:
     """Report which layers this host applies, by jailing a throwaway child; the caller is not jailed."""
-    # Computed once here, in the worker, and inherited by every child it forks later.
-    _landlock.interpreter_read_paths()
-    arch = current_arch()
-    if arch is not None:
-        _seccomp.prepare(arch)
+    prepare_forking_process()  # once here, inherited by every child this process forks later
     parent_netns = _process.network_namespace_id()
     read_fd, write_fd = os.pipe()
     pid = os.fork()
