@@ -89,3 +89,38 @@ def test_close_kills_and_reaps_everything_pending() -> None:
     a.close()
     _.close()
     assert len(reaper) == 0 and not _alive(pid)
+
+
+class _RecordingSource:
+    """A ChildSource that records what each spare was asked to warm (no processes)."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[Language, ...]] = []
+
+    def request(self, languages: tuple[Language, ...]) -> None:
+        self.requests.append(languages)
+
+    def take(self, languages: tuple[Language, ...]) -> SandboxChild:
+        raise AssertionError("not used")
+
+    def close(self) -> None:
+        pass
+
+
+def test_spares_warm_the_engines_of_the_recent_jobs_only() -> None:
+    from workers.supervisor import SparePool
+
+    source = _RecordingSource()
+    pool = SparePool(source, recent_jobs=3)
+    pool.refill()
+    assert list(source.requests[-1]) == [Language.LUA, Language.PYTHON]  # nothing seen yet: the cheap defaults
+    pool.expect(Language.LUA)
+    pool.refill()
+    assert list(source.requests[-1]) == [Language.LUA]  # a Lua-only worker stops warming Python
+    pool.expect(Language.JAVASCRIPT)
+    pool.refill()
+    assert set(source.requests[-1]) == {Language.LUA, Language.JAVASCRIPT}
+    for _ in range(3):
+        pool.expect(Language.PYTHON)
+    pool.refill()
+    assert list(source.requests[-1]) == [Language.PYTHON]  # JS and Lua fell out of the window
