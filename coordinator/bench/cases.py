@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -303,12 +304,33 @@ def scale(stack: BenchStack, options: Options) -> dict[str, Any]:
 
 
 def memory(stack: BenchStack, options: Options) -> dict[str, Any]:
+    """RSS of an idle worker, of its zygote and waiting spare child (children of the worker and of
+    the zygote), and of the coordinator."""
     stack.scale_workers(1)
     time.sleep(0.5)
     worker = stack.workers[0].pid
     coordinator = stack.coordinator.pid if stack.coordinator is not None else os.getpid()
-    return {"idle_worker_rss_mb": round(rss_bytes(worker) / 2**20, 1),
-            "coordinator_rss_mb": round(rss_bytes(coordinator) / 2**20, 1)}  # fmt: skip
+    helpers = _descendants(worker)
+    return {
+        "idle_worker_rss_mb": round(rss_bytes(worker) / 2**20, 1),
+        "worker_zygote_and_spare_rss_mb": round(sum(rss_bytes(pid) for pid in helpers) / 2**20, 1),
+        "coordinator_rss_mb": round(rss_bytes(coordinator) / 2**20, 1),
+    }
+
+
+def _descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    for child in _children(pid):
+        found += [child, *_descendants(child)]
+    return found
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
 
 
 def _store_get(client: ScriptpoolClient, session_id: str, payload: bytes, index: int) -> None:

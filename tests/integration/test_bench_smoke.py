@@ -37,4 +37,5 @@ def test_bench_all_runs_and_reports_every_figure_with_its_baseline() -> None:
     assert cases["sandbox"]["lua"]["bare_engine_ms"]["median"] > 0
     assert cases["scale"]["scaling_1_to_2"] > 0
     assert cases["memory"]["idle_worker_rss_mb"] > 1 and cases["memory"]["coordinator_rss_mb"] > 1
+    assert cases["memory"]["worker_zygote_and_spare_rss_mb"] > 1  # the zygote and its waiting spare
     assert cases["artifacts"]["10MB_mb_per_s"]["median"] > 0 and cases["artifacts"]["10MB_ratio_vs_raw_redis"] > 0
