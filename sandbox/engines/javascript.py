@@ -182,24 +182,96 @@ class _Stopped(Exception):
     """The script was stopped by the budget; the limit recorded there says why."""
 
 
+class _Binding:
+    """The host functions an instance is built with, pointing at the job it serves (set once the job
+    has arrived: an instance prepared in a spare child has none until then)."""
+
+    def __init__(self) -> None:
+        self.job: _Job | None = None
+
+    def host_call(self, op: str, args: list[PlainValue]) -> list[PlainValue]:
+        if self.job is None:
+            return ["err", "INTERNAL", "no job is running in this sandbox"]
+        return self.job.host_call(op, args)
+
+    def host_print(self, text: str) -> bool:
+        return self.job.host_print(text) if self.job is not None else False
+
+
+class _Prepared:
+    """A fresh instance with the prelude evaluated, not yet configured for a job: what a spare child
+    builds while it waits, so the job's own instance is ready when the job arrives. It never runs
+    anything but the prelude before its one job; `configure` (seed, clock, INPUT) comes first."""
+
+    def __init__(self, memory_bytes: int) -> None:
+        self.memory_bytes = memory_bytes
+        self.guest = _Guest(memory_bytes)
+        self.binding = _Binding()
+        try:
+            self.guest.register("__scriptpool_host_call", self.binding.host_call)
+            self.guest.register("__scriptpool_host_print", self.binding.host_print)
+            self.guest.set_global(
+                "__scriptpool_setup",
+                {
+                    "catalog": {name: list(ops) for name, ops in GLOBAL_OPS.items()},
+                    "aliases": {name: aliases(name) for name in GLOBAL_OPS},
+                    "maxDepth": MAX_DEPTH,
+                },
+            )
+            self.guest.set_global("__scriptpool_prelude", PRELUDE)
+            self.api = self.guest.eval("(0, eval)(globalThis.__scriptpool_prelude)")
+        except BaseException:
+            self.guest.close()
+            raise
+
+
+_spare_instance: _Prepared | None = None
+"""An instance prepared in this (spare child) process for the job to come."""
+
+
+def prepare_spare_instance(memory_bytes: int) -> None:
+    """Build the next job's instance ahead of it (in a spare child, before the job and the jail).
+    A job whose memory limit differs gets a new instance instead."""
+    global _spare_instance
+    if _spare_instance is None:
+        _spare_instance = _Prepared(memory_bytes)
+
+
+def _take_instance(memory_bytes: int) -> _Prepared:
+    global _spare_instance
+    prepared, _spare_instance = _spare_instance, None
+    if prepared is not None and prepared.memory_bytes == memory_bytes:
+        return prepared
+    if prepared is not None:
+        prepared.guest.close()
+    return _Prepared(memory_bytes)
+
+
 class JavaScriptRunner:
-    """Runs JavaScript source in a fresh QuickJS-in-wasm instance."""
+    """Runs JavaScript source in a fresh QuickJS-in-wasm instance (prepared ahead in a spare child,
+    or built now)."""
 
     def run(self, job: ScriptJob, host: GlobalHost, output: OutputSink) -> PlainValue:
-        guest = _Guest(job.limits.memory_bytes)
         try:
-            return _Job(job, host, output, guest).run()
+            prepared = _take_instance(job.limits.memory_bytes)
+        except qjs_engine.JSError as exc:  # the prelude itself did not fit in the job's memory limit
+            if "out of memory" in str(exc.args):
+                raise MemoryExceeded(_LIMIT_MESSAGES["memory"].format(limits=job.limits)) from None
+            raise SandboxError(f"the JavaScript sandbox could not be set up ({exc.args[0]})") from None
+        try:
+            return _Job(job, host, output, prepared).run()
         finally:
-            guest.close()
+            prepared.guest.close()
 
 
 class _Job:
-    def __init__(self, job: ScriptJob, host: GlobalHost, output: OutputSink, guest: _Guest) -> None:
+    def __init__(self, job: ScriptJob, host: GlobalHost, output: OutputSink, prepared: _Prepared) -> None:
         self.job = job
         self.host = host
         self.output = output
-        self.guest = guest
-        self.budget = guest.budget
+        self.prepared = prepared
+        self.guest = prepared.guest
+        self.budget = prepared.guest.budget
         self.calls = 0
 
     def host_call(self, op: str, args: list[PlainValue]) -> list[PlainValue]:
@@ -228,23 +300,15 @@ class _Job:
         return True
 
     def run(self) -> PlainValue:
-        guest = self.guest
+        api = self.prepared.api
         try:
-            guest.register("__scriptpool_host_call", self.host_call)
-            guest.register("__scriptpool_host_print", self.host_print)
-            guest.set_global(
-                "__scriptpool_setup",
-                {
-                    "catalog": {name: list(ops) for name, ops in GLOBAL_OPS.items()},
-                    "aliases": {name: aliases(name) for name in GLOBAL_OPS},
-                    "inputs": self.job.inputs,
-                    "maxDepth": MAX_DEPTH,
-                    "seed": seed_for(self.job) % 2**32,
-                    "clockOffsetMs": round(clock_offset(self.job) * 1000),
-                },
-            )
-            guest.set_global("__scriptpool_prelude", PRELUDE)
-            api = guest.eval("(0, eval)(globalThis.__scriptpool_prelude)")
+            self.prepared.binding.job = self
+            configuration = {
+                "inputs": self.job.inputs,
+                "seed": seed_for(self.job) % 2**32,
+                "clockOffsetMs": round(clock_offset(self.job) * 1000),
+            }
+            api.call_method("configure", configuration)
             self.budget.start(self.job.limits.cpu_time_ms)
             value = self._evaluate(api)
         except _Stopped:

@@ -1,8 +1,9 @@
 // The JavaScript side of the sandbox. Evaluated once per job in a fresh QuickJS instance by an
 // indirect eval, so its stack frames read "<input>" and never pass for the script's own lines
 // (the script's frames read "eval_script"). It takes the host functions and its configuration
-// from globalThis, removes them from there, builds the script's globals and returns the two
-// helpers the Python side needs: `finish(value)` and `describe(error)`.
+// from globalThis, removes them from there, builds the script's globals and returns the helpers
+// the Python side needs: `configure(job)` (seed, clock, INPUT: once, before the script),
+// `finish(value)` and `describe(error)`.
 //
 // Limits: a limit hit inside a host function is remembered on the Python side, which also makes
 // QuickJS's interrupt poll stop the script at its next check; throwing here only unwinds faster.
@@ -18,10 +19,10 @@
   delete G.__scriptpool_setup;
   delete G.__scriptpool_prelude;
 
-  const { catalog, aliases, inputs, maxDepth, seed, clockOffsetMs } = setup;
+  const { catalog, aliases, maxDepth } = setup;
 
   // A replay: the script's clock starts where the recorded job's did (Date.now, new Date(), Date()).
-  if (clockOffsetMs) {
+  function replayClock(clockOffsetMs) {
     const RealDate = Date;
     const now = () => RealDate.now() + clockOffsetMs;
     const ReplayDate = function Date(...args) {
@@ -36,7 +37,7 @@
   }
 
   // Math.random from the job's seed (mulberry32), so a replay can feed the recorded seed back.
-  let rngState = seed >>> 0;
+  let rngState = 0; // set by configure(), before the script runs
   Math.random = function random() {
     rngState = (rngState + 0x6d2b79f5) >>> 0;
     let t = rngState;
@@ -286,7 +287,16 @@
   SessionProto.has_tag = SessionProto.hasTag;
   freeze(SessionProto);
 
-  G.INPUT = inputs;
+  // The job's own settings, applied by the host once the job has arrived (the instance may have
+  // been prepared before it, in the spare child) and before any of the script's code runs.
+  let configured = false;
+  function configure(job) {
+    if (configured) throw new Error("the sandbox was already configured for a job");
+    configured = true;
+    rngState = job.seed >>> 0;
+    if (job.clockOffsetMs) replayClock(job.clockOffsetMs);
+    G.INPUT = job.inputs;
+  }
 
   // ---------------------------------------------------------------- for the host
   function describe(e) {
@@ -305,5 +315,5 @@
     }
   }
 
-  return freeze({ finish: plain, describe: describe });
+  return freeze({ configure: configure, finish: plain, describe: describe });
 })();

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from quickjs_rs._engine import JSError
 from scriptpool.errors import NotFound
 from scriptpool.values import PlainValue
 
@@ -285,3 +286,60 @@ def test_prewarm_leaves_no_threads_behind_to_break_a_fork() -> None:
     )
     done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "1"
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[PlainValue]]] = []
+
+    def call(self, op: str, args: list[PlainValue]) -> PlainValue:
+        self.calls.append((op, args))
+        return "answer"
+
+
+SEEDED = "[Math.random(), Math.random(), INPUT.x, new Date().getUTCFullYear(), Session.get('s')]"
+
+
+def _seeded_job(limits: JobLimits | None = None) -> ScriptJob:
+    return ScriptJob(
+        language=Language.JAVASCRIPT, source=SEEDED, limits=limits or JobLimits(), inputs={"x": [1, "two"]},
+        random_seed=12345, clock_start=946684800.0,  # 2000-01-01
+    )  # fmt: skip
+
+
+def test_an_instance_prepared_in_the_spare_serves_one_job_configured_like_a_fresh_one() -> None:
+    """The spare child builds the job's instance before the job arrives; seed, clock, INPUT and the
+    host are applied only then, and the result is the same as from an instance built for the job."""
+    fresh_host = _Recorder()
+    fresh = runner_for(Language.JAVASCRIPT).run(_seeded_job(), fresh_host, OutputSink(1000))
+    javascript.prepare_spare_instance(JobLimits().memory_bytes)
+    prepared_instance = javascript._spare_instance
+    assert prepared_instance is not None
+    host = _Recorder()
+    answer = runner_for(Language.JAVASCRIPT).run(_seeded_job(), host, OutputSink(1000))
+    assert javascript._spare_instance is None  # used once, by this job
+    assert answer == fresh
+    assert isinstance(answer, list) and answer[2:] == [[1, "two"], 2000, "answer"]
+    assert host.calls == fresh_host.calls == [("Session.get", ["s"])]
+
+
+def test_a_prepared_instance_with_another_memory_limit_is_not_used() -> None:
+    javascript.prepare_spare_instance(JobLimits().memory_bytes)
+    prepared_instance = javascript._spare_instance
+    limits = JobLimits(memory_bytes=JobLimits().memory_bytes * 2)
+    answer = runner_for(Language.JAVASCRIPT).run(_seeded_job(limits), _Recorder(), OutputSink(1000))
+    assert isinstance(answer, list) and answer[2] == [1, "two"]
+    assert javascript._spare_instance is None and prepared_instance is not None
+    with pytest.raises(JSError, match="closed"):  # closed, not handed to the job
+        prepared_instance.guest.eval("1")
+
+
+def test_the_prepared_instance_refuses_a_second_configuration() -> None:
+    javascript.prepare_spare_instance(JobLimits().memory_bytes)
+    prepared_instance = javascript._take_instance(JobLimits().memory_bytes)
+    try:
+        prepared_instance.api.call_method("configure", {"inputs": {}, "seed": 1, "clockOffsetMs": 0})
+        with pytest.raises(Exception, match="already configured"):
+            prepared_instance.api.call_method("configure", {"inputs": {}, "seed": 2, "clockOffsetMs": 0})
+    finally:
+        prepared_instance.guest.close()
