@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import signal
 from typing import Any
 
 from coordinator.bench.cases import CASES, Options
@@ -24,7 +25,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
     return p
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through BenchStack.__exit__: its processes are stopped
+
+
 def run(args: argparse.Namespace) -> int:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     options = Options(jobs=args.jobs, repeat=args.repeat, workers=args.workers, calls=args.calls)
     names = list(CASES) if args.case == "all" else [args.case]
     machine = f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}"

@@ -83,62 +83,106 @@ class _Marshal:
         return out
 
 
-class LuaRunner:
-    """Runs Lua 5.4 source in a fresh lupa runtime."""
+class _Binding:
+    """The host functions a runtime is built with, pointing at the job it serves (set once the job
+    has arrived: a runtime prepared in a spare child has none until then)."""
 
-    def run(self, job: ScriptJob, host: GlobalHost, output: OutputSink) -> PlainValue:
-        runtime = lupa.LuaRuntime(
+    def __init__(self, marshal: _Marshal) -> None:
+        self.marshal = marshal
+        self.job: ScriptJob | None = None
+        self.host: GlobalHost | None = None
+        self.output: OutputSink | None = None
+        self.calls = 0
+
+    def host_call(self, op: bytes, packed_args: Any) -> tuple[Any, ...]:
+        job, host = self.job, self.host
+        if job is None or host is None:
+            return (b"err", b"INTERNAL", b"no job is running in this sandbox")
+        self.calls += 1
+        if self.calls > job.limits.max_global_calls:
+            return (b"limit", b"calls")
+        try:
+            count = packed_args[b"n"] or 0
+            args = [self.marshal.to_plain(packed_args[i + 1]) for i in range(count)]
+            result = host.call(op.decode("utf-8"), args)
+            return (b"ok", self.marshal.to_lua(result))
+        except LimitExceeded as exc:
+            return (b"limit", _limit_kind(exc).encode())
+        except ScriptpoolError as exc:
+            return (b"err", exc.code.encode(), exc.message.encode("utf-8"))
+
+    def host_print(self, text: bytes) -> bool:
+        if self.output is None:
+            return False
+        try:
+            self.output.write(text.decode("utf-8", "replace"))
+        except LimitExceeded:
+            return False
+        return True
+
+
+class _Prepared:
+    """A fresh runtime with the prelude loaded, not yet given a job: what a spare child builds while
+    it waits. It runs nothing but the prelude before its one job; the job's inputs, seed, clock and
+    CPU budget are passed to the prelude's `run` with the script."""
+
+    def __init__(self, memory_bytes: int) -> None:
+        self.memory_bytes = memory_bytes
+        self.runtime = lupa.LuaRuntime(
             encoding=None,
             register_eval=False,
             register_builtins=False,
             unpack_returned_tuples=True,
             attribute_filter=_deny_attributes,
-            max_memory=job.limits.memory_bytes,
+            max_memory=memory_bytes,
         )
-        marshal = _Marshal(runtime)
-        calls = 0
+        self.marshal = _Marshal(self.runtime)
+        self.binding = _Binding(self.marshal)
+        catalog = self.marshal.to_lua({name: list(ops) for name, ops in GLOBAL_OPS.items()})
+        alias_table = self.marshal.to_lua({name: dict(aliases(name)) for name in GLOBAL_OPS})
+        self.run = self.runtime.execute(
+            PRELUDE, self.binding.host_call, self.binding.host_print, catalog, alias_table, HOOK_EVERY_INSTRUCTIONS
+        )
 
-        def host_call(op: bytes, packed_args: Any) -> tuple[Any, ...]:
-            nonlocal calls
-            calls += 1
-            if calls > job.limits.max_global_calls:
-                return (b"limit", b"calls")
-            try:
-                count = packed_args[b"n"] or 0
-                args = [marshal.to_plain(packed_args[i + 1]) for i in range(count)]
-                result = host.call(op.decode("utf-8"), args)
-                return (b"ok", marshal.to_lua(result))
-            except LimitExceeded as exc:
-                return (b"limit", _limit_kind(exc).encode())
-            except ScriptpoolError as exc:
-                return (b"err", exc.code.encode(), exc.message.encode("utf-8"))
 
-        def host_print(text: bytes) -> bool:
-            try:
-                output.write(text.decode("utf-8", "replace"))
-            except LimitExceeded:
-                return False
-            return True
+_spare_runtime: _Prepared | None = None
+"""A runtime prepared in this (spare child) process for the job to come."""
 
-        catalog = marshal.to_lua({name: list(ops) for name, ops in GLOBAL_OPS.items()})
-        alias_table = marshal.to_lua({name: dict(aliases(name)) for name in GLOBAL_OPS})
+
+def prepare_spare_instance(memory_bytes: int) -> None:
+    """Build the next job's runtime ahead of it (in a spare child, before the job and the jail).
+    A job whose memory limit differs gets a new runtime instead."""
+    global _spare_runtime
+    if _spare_runtime is None:
+        _spare_runtime = _Prepared(memory_bytes)
+
+
+def _take_runtime(memory_bytes: int) -> _Prepared:
+    global _spare_runtime
+    prepared, _spare_runtime = _spare_runtime, None
+    if prepared is not None and prepared.memory_bytes == memory_bytes:
+        return prepared
+    return _Prepared(memory_bytes)
+
+
+class LuaRunner:
+    """Runs Lua 5.4 source in a fresh lupa runtime (prepared ahead in a spare child, or built now)."""
+
+    def run(self, job: ScriptJob, host: GlobalHost, output: OutputSink) -> PlainValue:
         try:
-            run = runtime.execute(
-                PRELUDE,
-                host_call,
-                host_print,
-                catalog,
-                alias_table,
-                marshal.to_lua(job.inputs),
+            prepared = _take_runtime(job.limits.memory_bytes)
+            binding = prepared.binding
+            binding.job, binding.host, binding.output = job, host, output
+            status, *rest = prepared.run(
+                job.source.encode("utf-8"),
+                prepared.marshal.to_lua(job.inputs),
                 job.limits.cpu_time_ms / 1000.0,
-                HOOK_EVERY_INSTRUCTIONS,
                 seed_for(job),
                 clock_offset(job),
             )
-            status, *rest = run(job.source.encode("utf-8"))
         except lupa.LuaMemoryError as exc:
             raise MemoryExceeded(f"the script used more than {job.limits.memory_bytes} bytes of memory") from exc
-        return _finish(marshal, job, status, rest)
+        return _finish(prepared.marshal, job, status, rest)
 
 
 def _limit_kind(exc: LimitExceeded) -> str:

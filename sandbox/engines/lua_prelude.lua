@@ -1,13 +1,12 @@
--- The Lua side of the sandbox. Loaded once per job into a fresh lupa runtime, it receives the host
--- functions as arguments (never as globals), builds the script's environment from an allowlist,
--- installs the CPU budget hook and returns `run(source)`.
+-- The Lua side of the sandbox. Loaded into a fresh lupa runtime (in the spare child, before its job
+-- arrives), it receives the host functions as arguments (never as globals), builds the script's
+-- environment from an allowlist and returns `run(source, inputs, cpu_budget_s, random_seed,
+-- clock_offset)`, which applies the job's settings, installs the CPU budget hook and runs the
+-- script, once.
 --
 -- Limits: any limit hit sets `limit_hit` and raises SENTINEL. The pcall/xpcall/coroutine wrappers
 -- re-raise while `limit_hit` is set, so a script cannot swallow a limit by catching errors.
-local host_call, host_print, catalog, aliases, inputs, cpu_budget_s, hook_every, random_seed, clock_offset = ...
-
--- Forked children share the parent's state: seed each job's generator from fresh entropy.
-math.randomseed(random_seed)
+local host_call, host_print, catalog, aliases, hook_every = ...
 
 local raw_pcall, raw_xpcall, raw_error, raw_load = pcall, xpcall, error, load
 local raw_select, raw_type, raw_tostring, raw_setmetatable = select, type, tostring, setmetatable
@@ -96,7 +95,7 @@ env.math = copy(math, {
 })
 env.utf8 = copy(utf8, { "char", "charpattern", "codepoint", "codes", "len", "offset" })
 env.os = copy(os, { "clock", "date", "difftime", "time" })
-if clock_offset ~= 0 then -- a replay: the script's clock starts where the recorded job's did
+local function replay_clock(clock_offset) -- a replay: the script's clock starts where the recorded job's did
   local os_time, os_date, floor = os.time, os.date, math.floor
   env.os.time = function(t)
     if t == nil then return floor(os_time() + clock_offset) end
@@ -153,7 +152,6 @@ env.print = function(...)
   if not host_print(tconcat(parts, "\t") .. "\n") then hit("output") end
 end
 
-env.INPUT = inputs
 -- A Lua table cannot hold nil, so `null` stands for "no value" where one must be passed
 -- (e.g. Session.updateMetadata(id, {key = null}) removes key). It crosses the bridge as null/None.
 env.null = raw_setmetatable({ __scriptpool_null = true }, {
@@ -337,7 +335,14 @@ local function describe_error(info)
 end
 
 -- Returns ("ok", n, values...) | ("error", message_or_value, traceback) | ("limit", kind)
-return function(source)
+local used = false
+return function(source, inputs, cpu_budget_s, random_seed, clock_offset)
+  if used then return "error", "this sandbox already ran a script", "" end
+  used = true
+  -- Forked children share the parent's state: seed each job's generator from its own seed.
+  math.randomseed(random_seed)
+  if clock_offset ~= 0 then replay_clock(clock_offset) end
+  env.INPUT = inputs
   local fn, syntax_error = raw_load(source, "=script", "t", env)
   if not fn then return "syntax", syntax_error end
   deadline = clock() + cpu_budget_s

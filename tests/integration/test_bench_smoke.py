@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -39,3 +40,50 @@ def test_bench_all_runs_and_reports_every_figure_with_its_baseline() -> None:
     assert cases["memory"]["idle_worker_rss_mb"] > 1 and cases["memory"]["coordinator_rss_mb"] > 1
     assert cases["memory"]["worker_zygote_and_spare_rss_mb"] > 1  # the zygote and its waiting spare
     assert cases["artifacts"]["10MB_mb_per_s"]["median"] > 0 and cases["artifacts"]["10MB_ratio_vs_raw_redis"] > 0
+
+
+def test_a_terminated_bench_stops_the_stack_it_started() -> None:
+    """SIGTERM mid-run: the private redis-server, coordinator and workers go with it."""
+    import signal
+    import time
+
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "SCRIPTPOOL_COORDINATOR")}
+    bench = subprocess.Popen(
+        [sys.executable, "-m", "coordinator.cli.main", "bench", "throughput", "--jobs", "2000", "--repeat", "5"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        give_up = time.monotonic() + 60
+        while time.monotonic() < give_up and len(_descendants(bench.pid)) < 4:  # redis, coordinator, workers
+            time.sleep(0.2)
+        started = _descendants(bench.pid)
+        assert len(started) >= 4
+        bench.send_signal(signal.SIGTERM)
+        bench.wait(timeout=60)
+        gone_by = time.monotonic() + 30
+        while time.monotonic() < gone_by and any(_alive(pid) for pid in started):
+            time.sleep(0.2)
+        assert not [pid for pid in started if _alive(pid)]
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.wait()
+
+
+def _descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        children = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return found
+    for child in children:
+        found += [child, *_descendants(child)]
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
