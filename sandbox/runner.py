@@ -110,7 +110,7 @@ def warm_up_spare(languages: tuple[Language, ...] = DEFAULT_WARM_UP) -> None:
     A forked child pays copy-on-write faults the first time it touches the engine's memory; doing
     that here, while the spare waits, takes them off the job's critical path. The job still gets a
     fresh engine instance of its own: these instances are discarded and never saw a job. An engine
-    with `prepare_spare_instance(memory_bytes)` (JavaScript, whose instance and prelude cost ~3 ms)
+    with `prepare_spare_instance(memory_bytes)` (Lua, JavaScript: see engines/spare_instance.py)
     builds the job's own fresh instance here instead, configured for the job only when it arrives.
     """
     for language in languages:
@@ -119,7 +119,7 @@ def warm_up_spare(languages: tuple[Language, ...] = DEFAULT_WARM_UP) -> None:
         except Unimplemented:
             continue
         prepare = getattr(module, "prepare_spare_instance", None)
-        if callable(prepare):  # the engine builds the job's own instance ahead instead (JavaScript)
+        if callable(prepare):  # the engine builds the job's own instance ahead instead (Lua, JavaScript)
             prepare(DEFAULT_LIMITS.memory_bytes)
             continue
         runner = runner_for(language)

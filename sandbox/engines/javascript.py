@@ -33,6 +33,7 @@ from scriptpool.errors import ScriptpoolError
 from scriptpool.values import MAX_DEPTH, PlainValue
 
 from sandbox.catalog import GLOBAL_OPS, aliases
+from sandbox.engines.spare_instance import SpareInstance
 from sandbox.errors import LIMIT_ERRORS, LimitExceeded, MemoryExceeded, SandboxError, ScriptError
 from sandbox.host import GlobalHost, OutputSink
 from sandbox.languages import Language
@@ -224,27 +225,17 @@ class _Prepared:
             self.guest.close()
             raise
 
+    def discard(self) -> None:
+        self.guest.close()
 
-_spare_instance: _Prepared | None = None
-"""An instance prepared in this (spare child) process for the job to come."""
+
+_spare = SpareInstance(_Prepared)
+"""The instance prepared in this (spare child) process for the job to come."""
 
 
 def prepare_spare_instance(memory_bytes: int) -> None:
-    """Build the next job's instance ahead of it (in a spare child, before the job and the jail).
-    A job whose memory limit differs gets a new instance instead."""
-    global _spare_instance
-    if _spare_instance is None:
-        _spare_instance = _Prepared(memory_bytes)
-
-
-def _take_instance(memory_bytes: int) -> _Prepared:
-    global _spare_instance
-    prepared, _spare_instance = _spare_instance, None
-    if prepared is not None and prepared.memory_bytes == memory_bytes:
-        return prepared
-    if prepared is not None:
-        prepared.guest.close()
-    return _Prepared(memory_bytes)
+    """Build the next job's instance ahead of it (see `sandbox.engines.spare_instance`)."""
+    _spare.prepare(memory_bytes)
 
 
 class JavaScriptRunner:
@@ -253,7 +244,7 @@ class JavaScriptRunner:
 
     def run(self, job: ScriptJob, host: GlobalHost, output: OutputSink) -> PlainValue:
         try:
-            prepared = _take_instance(job.limits.memory_bytes)
+            prepared = _spare.take(job.limits.memory_bytes)
         except qjs_engine.JSError as exc:  # the prelude itself did not fit in the job's memory limit
             if "out of memory" in str(exc.args):
                 raise MemoryExceeded(_LIMIT_MESSAGES["memory"].format(limits=job.limits)) from None
@@ -261,7 +252,7 @@ class JavaScriptRunner:
         try:
             return _Job(job, host, output, prepared).run()
         finally:
-            prepared.guest.close()
+            prepared.discard()
 
 
 class _Job:

@@ -17,6 +17,7 @@ from scriptpool.errors import ScriptpoolError
 from scriptpool.values import MAX_DEPTH, PlainValue
 
 from sandbox.catalog import GLOBAL_OPS, aliases
+from sandbox.engines.spare_instance import SpareInstance
 from sandbox.errors import LIMIT_ERRORS, LimitExceeded, MemoryExceeded, ScriptError
 from sandbox.host import GlobalHost, OutputSink
 from sandbox.runner import ScriptJob, clock_offset, seed_for
@@ -144,25 +145,17 @@ class _Prepared:
             PRELUDE, self.binding.host_call, self.binding.host_print, catalog, alias_table, HOOK_EVERY_INSTRUCTIONS
         )
 
+    def discard(self) -> None:
+        """Lua frees the runtime with its last reference."""
 
-_spare_runtime: _Prepared | None = None
-"""A runtime prepared in this (spare child) process for the job to come."""
+
+_spare = SpareInstance(_Prepared)
+"""The runtime prepared in this (spare child) process for the job to come."""
 
 
 def prepare_spare_instance(memory_bytes: int) -> None:
-    """Build the next job's runtime ahead of it (in a spare child, before the job and the jail).
-    A job whose memory limit differs gets a new runtime instead."""
-    global _spare_runtime
-    if _spare_runtime is None:
-        _spare_runtime = _Prepared(memory_bytes)
-
-
-def _take_runtime(memory_bytes: int) -> _Prepared:
-    global _spare_runtime
-    prepared, _spare_runtime = _spare_runtime, None
-    if prepared is not None and prepared.memory_bytes == memory_bytes:
-        return prepared
-    return _Prepared(memory_bytes)
+    """Build the next job's runtime ahead of it (see `sandbox.engines.spare_instance`)."""
+    _spare.prepare(memory_bytes)
 
 
 class LuaRunner:
@@ -170,7 +163,7 @@ class LuaRunner:
 
     def run(self, job: ScriptJob, host: GlobalHost, output: OutputSink) -> PlainValue:
         try:
-            prepared = _take_runtime(job.limits.memory_bytes)
+            prepared = _spare.take(job.limits.memory_bytes)
             binding = prepared.binding
             binding.job, binding.host, binding.output = job, host, output
             status, *rest = prepared.run(

@@ -20,6 +20,7 @@ from sandbox.languages import Language
 from sandbox.limits import JobLimits
 from sandbox.runner import ScriptJob, runner_for
 from tests.conftest import REPO
+from tests.unit.engine_helpers import AnsweringHost, seeded_job
 
 
 class RecordingHost:
@@ -288,36 +289,20 @@ def test_prewarm_leaves_no_threads_behind_to_break_a_fork() -> None:
     assert done.stdout.strip() == "1"
 
 
-class _Recorder:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, list[PlainValue]]] = []
-
-    def call(self, op: str, args: list[PlainValue]) -> PlainValue:
-        self.calls.append((op, args))
-        return "answer"
-
-
 SEEDED = "[Math.random(), Math.random(), INPUT.x, new Date().getUTCFullYear(), Session.get('s')]"
-
-
-def _seeded_job(limits: JobLimits | None = None) -> ScriptJob:
-    return ScriptJob(
-        language=Language.JAVASCRIPT, source=SEEDED, limits=limits or JobLimits(), inputs={"x": [1, "two"]},
-        random_seed=12345, clock_start=946684800.0,  # 2000-01-01
-    )  # fmt: skip
 
 
 def test_an_instance_prepared_in_the_spare_serves_one_job_configured_like_a_fresh_one() -> None:
     """The spare child builds the job's instance before the job arrives; seed, clock, INPUT and the
     host are applied only then, and the result is the same as from an instance built for the job."""
-    fresh_host = _Recorder()
-    fresh = runner_for(Language.JAVASCRIPT).run(_seeded_job(), fresh_host, OutputSink(1000))
+    fresh_host = AnsweringHost()
+    js = Language.JAVASCRIPT
+    fresh = runner_for(js).run(seeded_job(js, SEEDED), fresh_host, OutputSink(1000))
     javascript.prepare_spare_instance(JobLimits().memory_bytes)
-    prepared_instance = javascript._spare_instance
-    assert prepared_instance is not None
-    host = _Recorder()
-    answer = runner_for(Language.JAVASCRIPT).run(_seeded_job(), host, OutputSink(1000))
-    assert javascript._spare_instance is None  # used once, by this job
+    assert javascript._spare.ready is not None
+    host = AnsweringHost()
+    answer = runner_for(js).run(seeded_job(js, SEEDED), host, OutputSink(1000))
+    assert javascript._spare.ready is None  # used once, by this job
     assert answer == fresh
     assert isinstance(answer, list) and answer[2:] == [[1, "two"], 2000, "answer"]
     assert host.calls == fresh_host.calls == [("Session.get", ["s"])]
@@ -325,21 +310,23 @@ def test_an_instance_prepared_in_the_spare_serves_one_job_configured_like_a_fres
 
 def test_a_prepared_instance_with_another_memory_limit_is_not_used() -> None:
     javascript.prepare_spare_instance(JobLimits().memory_bytes)
-    prepared_instance = javascript._spare_instance
+    prepared_instance = javascript._spare.ready
     limits = JobLimits(memory_bytes=JobLimits().memory_bytes * 2)
-    answer = runner_for(Language.JAVASCRIPT).run(_seeded_job(limits), _Recorder(), OutputSink(1000))
+    answer = runner_for(Language.JAVASCRIPT).run(
+        seeded_job(Language.JAVASCRIPT, SEEDED, limits), AnsweringHost(), OutputSink(1000)
+    )
     assert isinstance(answer, list) and answer[2] == [1, "two"]
-    assert javascript._spare_instance is None and prepared_instance is not None
+    assert javascript._spare.ready is None and prepared_instance is not None
     with pytest.raises(JSError, match="closed"):  # closed, not handed to the job
         prepared_instance.guest.eval("1")
 
 
 def test_the_prepared_instance_refuses_a_second_configuration() -> None:
     javascript.prepare_spare_instance(JobLimits().memory_bytes)
-    prepared_instance = javascript._take_instance(JobLimits().memory_bytes)
+    prepared_instance = javascript._spare.take(JobLimits().memory_bytes)
     try:
         prepared_instance.api.call_method("configure", {"inputs": {}, "seed": 1, "clockOffsetMs": 0})
-        with pytest.raises(Exception, match="already configured"):
+        with pytest.raises(JSError, match="already configured"):
             prepared_instance.api.call_method("configure", {"inputs": {}, "seed": 2, "clockOffsetMs": 0})
     finally:
-        prepared_instance.guest.close()
+        prepared_instance.discard()

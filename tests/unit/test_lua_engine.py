@@ -11,6 +11,7 @@ from sandbox.host import OutputSink
 from sandbox.languages import Language
 from sandbox.limits import JobLimits
 from sandbox.runner import ScriptJob, runner_for
+from tests.unit.engine_helpers import AnsweringHost, seeded_job
 
 
 class RecordingHost:
@@ -154,34 +155,18 @@ SEEDED_LUA = (
 )
 
 
-class _Answering:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, list[PlainValue]]] = []
-
-    def call(self, op: str, args: list[PlainValue]) -> PlainValue:
-        self.calls.append((op, args))
-        return "answer"
-
-
-def _seeded(limits: JobLimits | None = None) -> ScriptJob:
-    return ScriptJob(
-        language=Language.LUA, source=SEEDED_LUA, limits=limits or JobLimits(), inputs={"x": [1, "two"]},
-        random_seed=12345, clock_start=962409600.0,  # 2000-07-01
-    )  # fmt: skip
-
-
 def test_a_runtime_prepared_in_the_spare_serves_one_job_configured_like_a_fresh_one() -> None:
     """The spare child loads the job's runtime and prelude before the job arrives; inputs, seed, clock,
     CPU budget and host come with the job, and the result equals that of a runtime built for the job."""
     from sandbox.engines import lua
 
-    fresh_host = _Answering()
-    fresh = runner_for(Language.LUA).run(_seeded(), fresh_host, OutputSink(1000))
+    fresh_host = AnsweringHost()
+    fresh = runner_for(Language.LUA).run(seeded_job(Language.LUA, SEEDED_LUA), fresh_host, OutputSink(1000))
     lua.prepare_spare_instance(JobLimits().memory_bytes)
-    assert lua._spare_runtime is not None
-    host = _Answering()
-    answer = runner_for(Language.LUA).run(_seeded(), host, OutputSink(1000))
-    assert lua._spare_runtime is None  # used once, by this job
+    assert lua._spare.ready is not None
+    host = AnsweringHost()
+    answer = runner_for(Language.LUA).run(seeded_job(Language.LUA, SEEDED_LUA), host, OutputSink(1000))
+    assert lua._spare.ready is None  # used once, by this job
     assert answer == fresh
     assert isinstance(answer, list) and answer[2:] == [[1, "two"], "2000", "answer"]
     assert host.calls == fresh_host.calls == [("Session.get", ["s"])]
@@ -191,7 +176,7 @@ def test_a_prepared_runtime_runs_one_script_only_and_other_limits_get_their_own(
     from sandbox.engines import lua
 
     lua.prepare_spare_instance(JobLimits().memory_bytes)
-    prepared = lua._take_runtime(JobLimits().memory_bytes)
+    prepared = lua._spare.take(JobLimits().memory_bytes)
     first = prepared.run(b"return 1", prepared.marshal.to_lua({}), 1.0, 1, 0)
     again = prepared.run(b"return 2", prepared.marshal.to_lua({}), 1.0, 1, 0)
     assert tuple(first)[:3] == (b"ok", 1, 1)
@@ -201,6 +186,6 @@ def test_a_prepared_runtime_runs_one_script_only_and_other_limits_get_their_own(
     with pytest.raises(MemoryExceeded):  # the job's own 2 MiB limit holds: not the prepared runtime's
         runner_for(Language.LUA).run(
             ScriptJob(language=Language.LUA, source="local t = {} for i = 1, 10^7 do t[i] = i end", limits=small),
-            _Answering(), OutputSink(100),
+            AnsweringHost(), OutputSink(100),
         )  # fmt: skip
-    assert lua._spare_runtime is None
+    assert lua._spare.ready is None
