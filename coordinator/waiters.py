@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from redis import Redis
 
@@ -66,22 +66,21 @@ class JobWaiters:
             for event in self._events.pop(job_id, ()):
                 event.set()
 
-    def wait(self, job_id: str, is_finished: Callable[[], bool], timeout: float) -> bool:
-        """Block until `is_finished()` is true or `timeout` passes. Returns the final answer."""
+    @contextmanager
+    def watch(self, job_id: str) -> Iterator[Callable[[float], None]]:
+        """Be woken when `job_id` finishes. Read the job *after* entering (so a finish between the read
+        and the wait is not missed), then call the yielded `wait(seconds)` until it is finished; the
+        caller re-reads the job after each wait (every `RECHECK_SECONDS` at the latest)."""
         event = threading.Event()
         with self._lock:
             self._events[job_id].add(event)
+
+        def wait(seconds: float) -> None:
+            event.wait(min(seconds, RECHECK_SECONDS))
+            event.clear()
+
         try:
-            give_up = time.monotonic() + timeout
-            while True:
-                if is_finished():
-                    self.credentials.forget_job(job_id)  # in case its message is still on the way
-                    return True
-                left = give_up - time.monotonic()
-                if left <= 0:
-                    return False
-                event.wait(min(left, RECHECK_SECONDS))
-                event.clear()
+            yield wait
         finally:
             with self._lock:
                 waiting = self._events.get(job_id)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import grpc
 from scriptpool.errors import InvalidArgument
 from scriptpool.v1 import jobs_pb2, jobs_pb2_grpc
@@ -42,11 +44,16 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         remaining = context.time_remaining()
         if remaining is not None:
             timeout = min(timeout, max(0.0, remaining - 0.05))
-        job = self._seen(self.jobs.get(caller, request.job_id))  # access check before waiting
-        if job.status == jobs_pb2.JOB_STATUS_FINISHED:
-            return jobs_pb2.WaitJobResponse(job=job, finished=True)
-        finished = self.waiters.wait(request.job_id, lambda: self.jobs.is_finished(request.job_id), timeout)
-        return jobs_pb2.WaitJobResponse(job=self._seen(self.jobs.get(caller, request.job_id)), finished=finished)
+        give_up = time.monotonic() + timeout
+        with self.waiters.watch(request.job_id) as wait:
+            job = self._seen(self.jobs.get(caller, request.job_id))  # also the access check
+            while job.status != jobs_pb2.JOB_STATUS_FINISHED:
+                left = give_up - time.monotonic()
+                if left <= 0:
+                    return jobs_pb2.WaitJobResponse(job=job, finished=False)
+                wait(left)
+                job = self._seen(self.jobs.get(caller, request.job_id))
+        return jobs_pb2.WaitJobResponse(job=job, finished=True)
 
     def CancelJob(self, request: jobs_pb2.CancelJobRequest, context: grpc.ServicerContext) -> jobs_pb2.Job:
         return self.jobs.cancel(self.auth.caller(context), request.job_id)

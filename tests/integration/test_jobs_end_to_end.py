@@ -3,6 +3,8 @@ jailed sandbox child -> global calls back over gRPC -> result."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from redis import Redis
 from scriptpool.errors import InvalidArgument, NotFound
@@ -217,3 +219,13 @@ def test_a_cancel_racing_a_worker_claim_wins(redis_client: Redis) -> None:
     assert records.start(job_id, "racing-worker", time.time()) is None
     assert redis_client.hget(job_key(job_id), "status") == b"queued"
     redis_client.delete(job_key(job_id))
+
+
+def test_wait_job_returns_unfinished_at_its_timeout_then_finished(client: ScriptpoolClient) -> None:
+    job = client.submit(Language.LUA, "local t = os.clock() while os.clock() - t < 1.5 do end return 'late'")
+    started = time.monotonic()
+    early = client._call(client._jobs.WaitJob, jobs_pb2.WaitJobRequest(job_id=job.id, timeout_seconds=0.3))
+    assert time.monotonic() - started < 1.2
+    assert not early.finished and early.job.status in (jobs_pb2.JOB_STATUS_QUEUED, jobs_pb2.JOB_STATUS_RUNNING)
+    late = client._call(client._jobs.WaitJob, jobs_pb2.WaitJobRequest(job_id=job.id, timeout_seconds=30))
+    assert late.finished and result_of(late.job) == "late"
