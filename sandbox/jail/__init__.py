@@ -6,7 +6,15 @@ reports whether it was applied; a layer the host cannot provide is reported, nev
 (see `JailReport`, the worker's startup log and `scriptpool doctor`). See docs/THREAT_MODEL.md.
 """
 
-from sandbox.jail._apply import JailReport, apply_jail, prepare_forking_process, prepare_spare, release_scratch
+from sandbox.jail._apply import (
+    JailReport,
+    apply_jail,
+    become_cleaning_parent,
+    child_exited,
+    prepare_forking_process,
+    prepare_spare,
+    release_scratch,
+)
 from sandbox.jail._probe import probe_host
 from sandbox.jail._scratch import DEFAULT_SCRATCH_BASE
 
@@ -14,6 +22,8 @@ __all__ = [
     "DEFAULT_SCRATCH_BASE",
     "JailReport",
     "apply_jail",
+    "become_cleaning_parent",
+    "child_exited",
     "prepare_forking_process",
     "prepare_spare",
     "probe_host",

@@ -111,12 +111,38 @@ _prepared: JailReport | None = None
 """What `prepare_spare` did in this (spare child) process, merged into the job's report."""
 
 
+_forked_by_cleaning_parent = False
+"""Set in a zygote (and so inherited by its children): the parent has already emptied its own
+environment, and it removes each child's scratch directory when it reaps the child."""
+
+
 def _environment() -> None:
+    if _forked_by_cleaning_parent:
+        return  # emptied (environ and the block) in the zygote, before it forked this child
     os.environ.clear()
     try:
         _process.wipe_environment_block()
     except (OSError, ValueError, IndexError):
         pass  # os.environ is empty either way; the block is defence in depth
+
+
+def become_cleaning_parent(scratch_base: str = _scratch.DEFAULT_SCRATCH_BASE) -> None:
+    """For a process that only forks sandbox children (the zygote), once, after it read what it needs
+    from its environment: empty that environment here instead of in every child, and take over
+    removing the children's scratch directories (`child_exited`) instead of each spare sweeping."""
+    global _forked_by_cleaning_parent
+    os.environ.clear()
+    try:
+        _process.wipe_environment_block()
+    except (OSError, ValueError, IndexError):
+        pass
+    _scratch.sweep(scratch_base)
+    _forked_by_cleaning_parent = True
+
+
+def child_exited(pid: int, scratch_base: str = _scratch.DEFAULT_SCRATCH_BASE) -> None:
+    """A cleaning parent reaped `pid`: remove its scratch directory (emptied by the child already)."""
+    _scratch.remove(_scratch.path_for(scratch_base, pid))
 
 
 def _scratch_dir(report: JailReport, scratch_base: str) -> None:
@@ -155,7 +181,8 @@ def prepare_spare(scratch_base: str = _scratch.DEFAULT_SCRATCH_BASE) -> JailRepo
     """
     global _prepared
     report = JailReport()
-    _scratch.sweep(scratch_base)
+    if not _forked_by_cleaning_parent:
+        _scratch.sweep(scratch_base)
     _job_independent(report, scratch_base)
     arch = current_arch()
     if arch is not None:

@@ -15,10 +15,14 @@ DEFAULT_SCRATCH_BASE = "/tmp/scriptpool-scratch"
 _PREFIX = "job-"
 
 
+def path_for(base: str, pid: int) -> str:
+    return os.path.join(base, f"{_PREFIX}{pid}")
+
+
 def create(base: str) -> str:
     """Create an empty, private scratch directory for the calling process and return its path."""
     os.makedirs(base, mode=0o700, exist_ok=True)
-    path = os.path.join(base, f"{_PREFIX}{os.getpid()}")
+    path = path_for(base, os.getpid())
     if os.path.lexists(path):  # left by a dead process whose pid we now have
         remove(path)
     os.mkdir(path, 0o700)

@@ -21,6 +21,7 @@ import socket
 from typing import NoReturn
 
 from sandbox.forking import PR_SET_PDEATHSIG, fork_sandbox_child
+from sandbox.jail import become_cleaning_parent, child_exited
 from sandbox.zygote._protocol import CHILD, EXITED, FAILED, SIZE, SPAWN, Message, languages_from_mask
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class Zygote:
                 return
             if pid == 0:
                 return
+            child_exited(pid)
             self._send(
                 Message(
                     EXITED,
@@ -138,5 +140,6 @@ def main(argv: list[str]) -> NoReturn:
         warm_engines()
     except Exception:
         log.exception("zygote: warming the engines failed; children will warm up themselves")
+    become_cleaning_parent()
     Zygote(control).serve()
     os._exit(0)

@@ -45,7 +45,8 @@ def _descendants(pid: int) -> list[int]:
 
 
 def _jailed_children(stack: Stack) -> list[tuple[int, int]]:
-    """(worker pid, child pid) of every sandbox child that has been jailed (seccomp mode 2)."""
+    """(worker pid, child pid) of every sandbox child that has been jailed (seccomp mode 2); the child's
+    parent is the worker's zygote, or the worker itself when it forks its own children."""
     jailed = []
     for worker in stack.workers:
         for pid in _descendants(worker.pid):
@@ -53,7 +54,7 @@ def _jailed_children(stack: Stack) -> list[tuple[int, int]]:
                 status = _status(pid)
                 # children of finished jobs are reaped later; skip those already exiting (zombies)
                 if status.get("Seccomp") == "2" and not status.get("State", "").startswith("Z"):
-                    jailed.append((_parent(pid), pid))
+                    jailed.append((worker.pid, pid))
             except OSError:
                 continue
     return jailed
@@ -101,10 +102,11 @@ def test_job_process_holds_no_capabilities(stack: Stack, client: ScriptpoolClien
 def test_job_cannot_read_the_worker_environment(stack: Stack, client: ScriptpoolClient) -> None:
     with _spinning_job(stack, client) as (worker, child):
         with open(f"/proc/{worker}/environ", "rb") as handle:
-            assert b"PATH=" in handle.read()  # the worker has an environment to steal
-        with open(f"/proc/{child}/environ", "rb") as handle:
-            leftover = handle.read()
-        assert leftover.strip(b"\0") == b""  # emptied, and the inherited block zeroed
+            assert b"REDIS_URL=" in handle.read()  # the worker has an environment to steal
+        for process in (child, _parent(child)):  # the job and the process it was forked from
+            with open(f"/proc/{process}/environ", "rb") as handle:
+                leftover = handle.read()
+            assert leftover.strip(b"\0") == b""  # emptied, and the inherited block zeroed
     assert_worker_healthy(client)
 
 
