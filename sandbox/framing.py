@@ -59,6 +59,11 @@ def _parse(message_type: type[M], body: bytes) -> M:
     return message
 
 
+READ_CHUNK_BYTES = 64 * 1024
+"""Bytes asked per read: a larger request costs an allocation of that size on every read (most
+frames are a few dozen bytes); big frames simply take several reads."""
+
+
 class FrameReader:
     """Accumulates bytes from a non-blocking socket and yields whole frames."""
 
@@ -71,7 +76,7 @@ class FrameReader:
     def feed_from(self, sock: socket.socket) -> list[Message]:
         """Read what is available; return the complete frames. Sets `closed` at EOF."""
         try:
-            chunk = sock.recv(1 << 20)
+            chunk = sock.recv(READ_CHUNK_BYTES)
         except BlockingIOError:
             chunk = None
         except ConnectionResetError:

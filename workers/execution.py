@@ -33,6 +33,7 @@ class JobExecutor:
         self.redis = redis if redis is not None else Redis.from_url(settings.redis_url)
         self.records = JobRecords(self.redis, settings.lease_seconds)
         self.channel = grpc.insecure_channel(settings.coordinator)
+        self.leases = LeaseKeeper(self.records)
         self.pool = SparePool(ZygoteSource() if settings.zygote else None)
         self.reaper = Reaper()
 
@@ -70,7 +71,7 @@ class JobExecutor:
 
         self.pool.expect(Language.from_proto(spec.language))
         try:
-            with LeaseKeeper(self.records, job_id) as lease:
+            with self.leases.hold(job_id) as lease:
 
                 def on_tick() -> bool:
                     self.reaper.collect()
@@ -84,6 +85,7 @@ class JobExecutor:
             return ChildRun(outcome=Outcome.INTERNAL_ERROR, message="the worker failed while supervising the job")
 
     def close(self) -> None:
+        self.leases.close()
         self.reaper.close()  # before the pool: a zygote's children are reaped through the zygote
         self.pool.close()
         self.channel.close()

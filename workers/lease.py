@@ -2,9 +2,10 @@
 
 The supervisor's loop is single-threaded: while it waits on a slow global call it cannot renew the
 lease, and a call slower than the lease would get a healthy job finished as `worker_lost`. The
-keeper renews the lease every third of its length whatever the supervisor is doing, and remembers
-what the last renewal said (cancel requested, or the job no longer running) for the supervisor's
-next tick.
+keeper renews the lease of the job it holds every third of the lease's length whatever the
+supervisor is doing, and remembers what the last renewal said (cancel requested, or the job no
+longer running) for the supervisor's next tick. One keeper thread serves a worker's jobs one after
+another (`hold(job_id)`), so no thread is started per job.
 """
 
 from __future__ import annotations
@@ -12,45 +13,75 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from workers.job_records import JobRecords
 
 log = logging.getLogger(__name__)
 
 
-class LeaseKeeper:
-    def __init__(self, records: JobRecords, job_id: str) -> None:
-        self.records = records
+class Lease:
+    """What the keeper learned about one job's lease."""
+
+    def __init__(self, job_id: str) -> None:
         self.job_id = job_id
-        self.interval = min(0.25, records.lease_seconds / 3)  # also how soon a cancel is seen
         self.cancel_requested = False
         self.not_running = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"lease-{job_id[:8]}", daemon=True)
-
-    def __enter__(self) -> LeaseKeeper:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
     @property
     def should_stop(self) -> bool:
         """True once the job was cancelled or is no longer running (e.g. finished elsewhere)."""
         return self.cancel_requested or self.not_running
 
-    def renew(self) -> None:
-        answer = self.records.heartbeat(self.job_id, time.time())
-        if answer is None:
-            self.not_running = True
-        elif answer:
-            self.cancel_requested = True
+
+class LeaseKeeper:
+    def __init__(self, records: JobRecords) -> None:
+        self.records = records
+        self.interval = min(0.25, records.lease_seconds / 3)  # also how soon a cancel is seen
+        self._lock = threading.Lock()
+        self._current: Lease | None = None
+        self._wake = threading.Event()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def hold(self, job_id: str) -> Iterator[Lease]:
+        """Renew `job_id`'s lease until the block ends."""
+        lease = Lease(job_id)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the lease keeper is closed")
+            self._current = lease
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
+                self._thread.start()
+        try:
+            yield lease
+        finally:
+            with self._lock:
+                self._current = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            thread, self._thread = self._thread, None
+        self._wake.set()
+        if thread is not None:
+            thread.join(timeout=5)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not self._wake.wait(self.interval):
+            with self._lock:
+                lease = self._current
+            if lease is None:
+                continue
             try:
-                self.renew()
+                answer = self.records.heartbeat(lease.job_id, time.time())
             except Exception as exc:
-                log.warning("job %s: lease renewal failed (%s); retrying", self.job_id, exc)
+                log.warning("job %s: lease renewal failed (%s); retrying", lease.job_id, exc)
+                continue
+            if answer is None:
+                lease.not_running = True
+            elif answer:
+                lease.cancel_requested = True

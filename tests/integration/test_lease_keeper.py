@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 
@@ -16,8 +17,9 @@ def test_lease_is_renewed_while_the_caller_is_blocked_and_reports_cancel(redis_c
     job_id = str(uuid.uuid4())
     redis_client.hset(job_key(job_id), mapping={"status": "running"})
     redis_client.zadd(LEASES_KEY, {job_id: time.time() + 0.3})
+    keeper = LeaseKeeper(records)
     try:
-        with LeaseKeeper(records, job_id) as lease:
+        with keeper.hold(job_id) as lease:
             time.sleep(1.0)  # the supervisor "blocked" three lease lengths
             assert job_id not in records.expired_leases(time.time())
             assert not lease.should_stop
@@ -25,9 +27,15 @@ def test_lease_is_renewed_while_the_caller_is_blocked_and_reports_cancel(redis_c
             time.sleep(0.3)
             assert lease.cancel_requested and lease.should_stop
         redis_client.hset(job_key(job_id), "status", "finished")
-        with LeaseKeeper(records, job_id) as lease:
+        with keeper.hold(job_id) as lease:  # the same keeper thread, the next job
             time.sleep(0.3)
             assert lease.not_running
+        threads = [t.name for t in threading.enumerate()].count("lease-keeper")
+        assert threads == 1
+        renewed_until = redis_client.zscore(LEASES_KEY, job_id)
+        time.sleep(0.4)  # no job held: nothing is renewed
+        assert redis_client.zscore(LEASES_KEY, job_id) == renewed_until
     finally:
+        keeper.close()
         redis_client.delete(job_key(job_id))
         redis_client.zrem(LEASES_KEY, job_id)
