@@ -239,14 +239,15 @@ def sessions(stack: BenchStack, options: Options) -> dict[str, Any]:
 
 
 def sandbox(stack: BenchStack, options: Options) -> dict[str, Any]:
-    """Per language: a trivial script end to end inside the worker (fork handed over, jail, engine,
-    result), vs the bare engine measured in this process."""
+    """Per language: a trivial script end to end inside a worker's sandbox (a spare child from a
+    zygote handed the job, jail, engine, result), vs the bare engine measured in this process."""
     from scriptpool.v1 import sandbox_pb2
 
     from sandbox.host import OutputSink
     from sandbox.limits import DEFAULT_LIMITS, LIMIT_FIELDS
     from sandbox.runner import ScriptJob, prewarm, runner_for
-    from workers.supervisor import Reaper, fork_child, supervise
+    from workers.supervisor import Reaper, SparePool, supervise
+    from workers.zygote import ZygoteSource
 
     class NoHost:
         def call(self, op: str, args: list[Any]) -> Any:
@@ -254,38 +255,43 @@ def sandbox(stack: BenchStack, options: Options) -> dict[str, Any]:
 
     prewarm()
     out: dict[str, Any] = {}
-    for language in Language:
-        if not _available(language):
-            continue
-        spec = sandbox_pb2.ChildJob(language=language.to_proto(), source=TRIVIAL[language])
-        for name in LIMIT_FIELDS:
-            setattr(spec.limits, name, getattr(DEFAULT_LIMITS, name))
-        handed = []
-        reaper = Reaper()
-        for _ in range(options.jobs // 4 + 5):
-            # The worker forks and prepares its spare while the previous job runs: not part of a job's
-            # cost. 50 ms is ample for that preparation (network namespace, scratch dir, warm-up).
-            child = fork_child((language,))
-            time.sleep(0.05)
-            started = time.perf_counter()
-            run = supervise(child, spec, NoHost(), reaper=reaper)
-            reaper.collect()
-            handed.append((time.perf_counter() - started) * 1000)
-            if run.outcome is not Outcome.OK:
-                raise RuntimeError(f"{language.value} benchmark job failed: {run.message}")
-        bare = []
-        job = ScriptJob(language=language, source=TRIVIAL[language])
-        for _ in range(options.jobs // 4 + 5):
-            started = time.perf_counter()
-            runner_for(language).run(job, NoHost(), OutputSink(1024))
-            bare.append((time.perf_counter() - started) * 1000)
+    pool = SparePool(ZygoteSource())
+    reaper = Reaper()
+    try:
+        for language in Language:
+            if not _available(language):
+                continue
+            spec = sandbox_pb2.ChildJob(language=language.to_proto(), source=TRIVIAL[language])
+            for name in LIMIT_FIELDS:
+                setattr(spec.limits, name, getattr(DEFAULT_LIMITS, name))
+            handed = []
+            for _ in range(options.jobs // 4 + 5 + 16):  # the first 16 let the spares follow the language
+                pool.expect(language)
+                pool.refill()
+                # A worker's spare is forked and prepared while the previous job runs: not part of a
+                # job's cost. 50 ms is ample for that preparation (network namespace, scratch, warm-up).
+                time.sleep(0.05)
+                started = time.perf_counter()
+                run = supervise(pool.take(), spec, NoHost(), reaper=reaper)
+                reaper.collect()
+                handed.append((time.perf_counter() - started) * 1000)
+                if run.outcome is not Outcome.OK:
+                    raise RuntimeError(f"{language.value} benchmark job failed: {run.message}")
+            bare = []
+            job = ScriptJob(language=language, source=TRIVIAL[language])
+            for _ in range(options.jobs // 4 + 5):
+                started = time.perf_counter()
+                runner_for(language).run(job, NoHost(), OutputSink(1024))
+                bare.append((time.perf_counter() - started) * 1000)
+            ours, baseline = summarize(handed[5 + 16 :]), summarize(bare[5:])
+            out[language.value] = {
+                "in_child_ms": ours.as_dict(),
+                "bare_engine_ms": baseline.as_dict(),
+                "ratio_vs_bare": ratio(ours.median, baseline.median),
+            }
+    finally:
         reaper.close()
-        ours, baseline = summarize(handed[5:]), summarize(bare[5:])
-        out[language.value] = {
-            "in_child_ms": ours.as_dict(),
-            "bare_engine_ms": baseline.as_dict(),
-            "ratio_vs_bare": ratio(ours.median, baseline.median),
-        }
+        pool.close()
     return out
 
 
