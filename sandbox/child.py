@@ -21,7 +21,7 @@ from scriptpool.values import PlainValue, from_value, from_value_map, to_value
 from sandbox import framing
 from sandbox.errors import LimitExceeded, SandboxError, ScriptError
 from sandbox.host import OutputSink
-from sandbox.jail import apply_jail, prepare_spare, release_scratch
+from sandbox.jail import apply_jail, lock_down_spare, prepare_spare, release_scratch
 from sandbox.languages import Language
 from sandbox.limits import JobLimits
 from sandbox.outcomes import Outcome
@@ -139,6 +139,7 @@ def child_main(sock: socket.socket, warm_languages: tuple[Language, ...] = DEFAU
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
         prepare_spare()  # same for every job (network namespace): done while the spare waits
         warm_up_spare(warm_languages)  # engine copy-on-write faults, off the job's critical path
+        lock_down_spare(sock.fileno())  # the job-independent jail layers, also before the job
         frame = framing.recv(sock, sandbox_pb2.WorkerFrame)
         job = script_job_from_frame(frame.job)
         jail = apply_jail(job.limits, sock.fileno())

@@ -49,6 +49,10 @@ class JailReport:
     """The job's private, initially empty directory (also the current directory); None if not created."""
     landlock_abi: int = 0
     """The Landlock ABI the ruleset was built for (0: no Landlock)."""
+    locked_down: bool = False
+    """The job-independent layers are applied (`lock_down_spare`)."""
+    mapped_bytes: int = 0
+    """Address space mapped when the spare was locked down (Landlock then hides /proc/self/statm)."""
 
     def summary(self) -> str:
         parts = ["applied: " + (", ".join(self.applied) or "nothing")]
@@ -82,7 +86,8 @@ def apply_rlimits(limits: JobLimits, report: JailReport) -> None:
     cpu_seconds = math.ceil(limits.cpu_time_ms / 1000) + 1
     # SIGXCPU at the soft limit, SIGKILL at the hard one: the kernel stops a spin the engine missed.
     _set(resource.RLIMIT_CPU, cpu_seconds, cpu_seconds + 1)
-    _set(resource.RLIMIT_AS, _mapped_bytes() + limits.memory_bytes + ADDRESS_SPACE_MARGIN)
+    mapped = report.mapped_bytes or _mapped_bytes()
+    _set(resource.RLIMIT_AS, mapped + limits.memory_bytes + ADDRESS_SPACE_MARGIN)
     _set(resource.RLIMIT_CORE, 0)
     _set(resource.RLIMIT_FSIZE, limits.artifact_bytes)
     _set(resource.RLIMIT_NOFILE, MAX_OPEN_FILES)
@@ -201,6 +206,33 @@ def _apply_landlock(report: JailReport) -> str:
     return f"abi={report.landlock_abi}"
 
 
+def lock_down_spare(keep_fd: int) -> JailReport:
+    """The job-independent layers, applied in the spare child once its engines are warm and before
+    its job arrives: descriptors closed, non-dumpable, no-new-privs, Landlock, capabilities dropped.
+    `apply_jail` then adds only what depends on the job (rlimits) and what must come last (seccomp),
+    which takes them off the job's critical path. Nothing but our own code has run at this point,
+    so the order is as strong as applying everything at once."""
+    global _prepared
+    report = _prepared if _prepared is not None else JailReport()
+    _prepared = report
+    close_inherited_fds(keep_fd)
+    report.applied.append(FDS)
+    _prctl(PR_SET_DUMPABLE, 0)
+    if _prctl(PR_SET_NO_NEW_PRIVS, 1) == 0:
+        report.applied.append(NO_NEW_PRIVS)
+    else:
+        report.unavailable[NO_NEW_PRIVS] = os.strerror(ctypes.get_errno())
+    report.mapped_bytes = _mapped_bytes()  # the job's address-space limit builds on this
+    _attempt(report, LANDLOCK, lambda: _apply_landlock(report))
+    arch = current_arch()
+    if arch is None:
+        report.unavailable[CAPABILITIES] = "no system-call table for this CPU"
+    else:
+        _attempt(report, CAPABILITIES, lambda: _process.drop_capabilities(arch))
+    report.locked_down = True
+    return report
+
+
 def apply_jail(
     limits: JobLimits,
     keep_fd: int,
@@ -210,27 +242,23 @@ def apply_jail(
 
     `keep_fd` is the worker's socketpair: the only descriptor left open besides stdio, and the only
     socket the script's process may use. The scratch directory is created under `scratch_base`
-    (by `prepare_spare`, when it ran in this process, with its own `scratch_base`).
+    (by `prepare_spare`, when it ran in this process, with its own `scratch_base`). The layers
+    `lock_down_spare` applies are applied here unless the spare already did.
     """
     global _prepared
     report, _prepared = _prepared, None
     if report is None:  # no spare preparation (e.g. called directly): do it now
         report = JailReport()
         _job_independent(report, scratch_base)
-    close_inherited_fds(keep_fd)
-    report.applied.append(FDS)
+    if not report.locked_down:
+        _prepared = report
+        report = lock_down_spare(keep_fd)
+        _prepared = None
     apply_rlimits(limits, report)
-    _prctl(PR_SET_DUMPABLE, 0)
-    if _prctl(PR_SET_NO_NEW_PRIVS, 1) == 0:
-        report.applied.append(NO_NEW_PRIVS)
-    else:
-        report.unavailable[NO_NEW_PRIVS] = os.strerror(ctypes.get_errno())
     arch = current_arch()
-    _attempt(report, LANDLOCK, lambda: _apply_landlock(report))
     if arch is None:
-        report.unavailable[CAPABILITIES] = report.unavailable[SECCOMP] = "no system-call table for this CPU"
+        report.unavailable[SECCOMP] = "no system-call table for this CPU"
         return report
-    _attempt(report, CAPABILITIES, lambda: _process.drop_capabilities(arch))
     _attempt(report, SECCOMP, lambda: _seccomp.install(arch, keep_fd, os.getpid()) and None)
     return report
 

@@ -122,15 +122,15 @@ def test_every_layer_is_applied_on_this_host(base: Path) -> None:
 def test_probe_host_verifies_every_layer_in_a_throwaway_child() -> None:
     report = probe_host()
     assert report.unavailable == {}
-    assert [name.split("(")[0] for name in report.applied] == [
+    assert [name.split("(")[0] for name in report.applied] == [  # in the order they are applied
         "empty-environment",
         "network-namespace",
         "inherited-fds-closed",
-        "rlimits",
         "no-new-privs",
         "landlock",
         "capabilities-dropped",
-        "seccomp",
+        "rlimits",  # the job's own limits: applied once the job has arrived
+        "seccomp",  # last
     ]
     assert report.landlock_abi >= 1
     assert not os.path.exists(os.path.join(DEFAULT_SCRATCH_BASE, "probe-outside"))

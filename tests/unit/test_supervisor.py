@@ -124,3 +124,25 @@ def test_spares_warm_the_engines_of_the_recent_jobs_only() -> None:
         pool.expect(Language.PYTHON)
     pool.refill()
     assert list(source.requests[-1]) == [Language.PYTHON]  # JS and Lua fell out of the window
+
+
+def test_a_waiting_spare_is_already_locked_down_and_the_job_adds_its_limits_and_seccomp() -> None:
+    """Job-independent layers are applied while the spare waits (off the job's critical path);
+    rlimits and seccomp, which depend on or must follow the job, come with the job."""
+    child = fork_child((Language.LUA,))
+    reaper = Reaper()
+    try:
+        give_up = time.monotonic() + 10
+        status: dict[str, str] = {}
+        while time.monotonic() < give_up:
+            with open(f"/proc/{child.pid}/status") as handle:
+                status = dict(line.split(":\t", 1) for line in handle.read().splitlines() if ":\t" in line)
+            if status.get("NoNewPrivs", "").strip() == "1" and status.get("CapEff", "").strip() == "0" * 16:
+                break
+            time.sleep(0.01)
+        assert status["NoNewPrivs"].strip() == "1" and status["CapEff"].strip() == "0" * 16
+        assert status["Seccomp"].strip() == "0"  # not before the job
+        run = supervise(child, _spec("return 1"), NoHost(), reaper=reaper)  # type: ignore[arg-type]
+        assert run.outcome is Outcome.OK and run.result == 1
+    finally:
+        reaper.close()
