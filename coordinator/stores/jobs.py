@@ -17,6 +17,7 @@ from scriptpool.errors import InvalidArgument, NotFound
 from scriptpool.v1 import jobs_pb2, sandbox_pb2, sessions_pb2
 
 from coordinator.auth import Caller, new_job_credential
+from coordinator.stores.lean_scripts import LeanPool, transaction
 from coordinator.stores.sessions import SessionStore
 from coordinator.stores.validation import check_uuid
 from sandbox.languages import Language
@@ -53,8 +54,12 @@ class JobStore:
         max_source_bytes: int,
         queue_ttl_seconds: int,
         result_ttl_seconds: int,
+        lean: LeanPool | None = None,
     ) -> None:
         self.redis = redis
+        # The submit transaction (RQ's enqueue plus our records, ~15 commands) is packed and sent on
+        # the gRPC thread's lean connection: redis-py's packing and parsing were half of SubmitJob.
+        self.lean = lean if lean is not None else LeanPool(redis)
         self.records = JobRecords(redis)
         self.sessions = sessions
         self.queue = Queue(queue, connection=redis)
@@ -136,7 +141,11 @@ class JobStore:
         )
         pipe.expire(credential_key(cred_hash), int(self.queue_ttl_seconds + wall_s + RQ_TIMEOUT_MARGIN_SECONDS))
         pipe.zadd(session_jobs_key(session.id), {job_id: now})
-        pipe.execute()
+        if self.lean.supported:
+            transaction(self.lean, [args for args, _ in pipe.command_stack])
+            pipe.reset()
+        else:
+            pipe.execute()
         # Built from what was just written: no second round trip to read it back.
         return jobs_pb2.Job(
             id=job_id,

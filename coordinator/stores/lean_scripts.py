@@ -3,8 +3,9 @@
 A script's global call costs one gRPC round trip plus what the coordinator does; redis-py spends
 ~70 µs of Python per command on this machine (connection pool, retry and observability layers,
 RESP3 parsing) against ~15 µs for the round trip itself. The handful of operations a script calls
-in a loop (`State.get`, `Session.get`, ...) run one `EVALSHA` each through `LeanScript` instead:
-one connection per gRPC thread, blocking I/O, a reply parser for the types scripts return.
+in a loop (`State.*`) run one `EVALSHA` each through `LeanScript` instead, and `SubmitJob`'s
+transaction goes through `transaction`: one connection per gRPC thread, blocking I/O, a reply
+parser for the types scripts return.
 
 Semantics match redis-py's `Script`: NOSCRIPT is answered by loading the script and retrying;
 a Redis error reply raises `redis.exceptions.ResponseError`; a broken connection raises
@@ -86,9 +87,16 @@ class LeanConnection:
 
     def call(self, *args: Arg) -> Reply:
         self.sock.sendall(pack_command(*args))
-        return self.read_reply()
+        return self._reply()
 
-    def read_reply(self) -> Reply:
+    def _reply(self) -> Reply:
+        reply = self.read_reply()
+        assert not isinstance(reply, ResponseError)  # raised at the top level
+        return reply
+
+    def read_reply(self, nested: bool = False) -> Reply | ResponseError:
+        """One reply. An error reply raises, except inside an array (`nested`), where it is returned
+        as a `ResponseError` so the rest of the array is still read and the connection stays in step."""
         line = self.reader.readline()
         if not line.endswith(b"\r\n"):
             raise RedisConnectionError("Redis closed the connection")
@@ -105,14 +113,15 @@ class LeanConnection:
             return int(rest)
         if kind == b"*":
             count = int(rest)
-            return None if count < 0 else [self.read_reply() for _ in range(count)]
+            return None if count < 0 else [self.read_reply(nested=True) for _ in range(count)]  # type: ignore[misc]
         if kind == b"+":
             return rest
         if kind == b"-":
             message = rest.decode("utf-8", "replace")
-            if message.startswith("NOSCRIPT"):
-                raise NoScriptError(message)
-            raise ResponseError(message)
+            error = NoScriptError(message) if message.startswith("NOSCRIPT") else ResponseError(message)
+            if nested:
+                return error
+            raise error
         raise RedisConnectionError(f"unexpected reply from Redis: {line[:40]!r}")
 
 
@@ -182,7 +191,7 @@ class LeanScript:
                     raise RedisConnectionError(f"lost the connection to Redis: {exc}") from exc
                 continue
             try:
-                return conn.read_reply()
+                return conn._reply()
             except NoScriptError:
                 conn.call("SCRIPT", "LOAD", self.source)
                 return conn.call(*command)
@@ -192,3 +201,34 @@ class LeanScript:
                 self.pool.discard()  # the command may have run: never resend it
                 raise RedisConnectionError(f"lost the connection to Redis mid-command: {exc}") from exc
         raise AssertionError("unreachable")
+
+
+def transaction(pool: LeanPool, commands: Sequence[Sequence[Arg]]) -> list[Reply]:
+    """MULTI, `commands`, EXEC in one write on the calling thread's lean connection; the EXEC replies.
+    Any command's error raises (after the whole reply was read). The caller checks `pool.supported`."""
+    payload = b"".join(pack_command(*command) for command in (("MULTI",), *commands, ("EXEC",)))
+    for attempt in (1, 2):
+        conn = pool.connection()
+        try:
+            conn.sock.sendall(payload)
+        except OSError as exc:  # nothing was sent on a connection Redis had closed: safe to retry
+            pool.discard()
+            if attempt == 2:
+                raise RedisConnectionError(f"lost the connection to Redis: {exc}") from exc
+            continue
+        try:
+            queued = [conn.read_reply(nested=True) for _ in range(len(commands) + 1)]  # +OK, +QUEUED...
+            result = conn.read_reply(nested=True)
+        except (OSError, RedisConnectionError) as exc:
+            pool.discard()  # the transaction may have run: never resend it
+            raise RedisConnectionError(f"lost the connection to Redis mid-transaction: {exc}") from exc
+        for reply in (*queued, result):
+            if isinstance(reply, ResponseError):
+                raise reply
+        if not isinstance(result, list):
+            raise ResponseError("the transaction was not executed")
+        for reply in result:
+            if isinstance(reply, ResponseError):
+                raise reply
+        return result
+    raise AssertionError("unreachable")

@@ -10,7 +10,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from coordinator.redis_server import PrivateRedis
-from coordinator.stores.lean_scripts import LeanPool, LeanScript, pack_command
+from coordinator.stores.lean_scripts import LeanPool, LeanScript, pack_command, transaction
 
 ECHO = "return ARGV"
 TYPES = """
@@ -93,3 +93,22 @@ def test_connections_it_cannot_speak_go_through_redis_py(redis: Redis, pool: Lea
     assert script(["k"], ["nested"]) == [1, [b"k", None], b"x"]
     with pytest.raises(ResponseError, match="refused"):
         script([], ["error", "x"])
+
+
+def test_a_transaction_applies_every_command_and_returns_their_replies(redis: Redis, pool: LeanPool) -> None:
+    redis.delete("lean:tx:h", "lean:tx:l")
+    replies = transaction(pool, [("HSET", "lean:tx:h", "a", "1", "b", b"\x00"), ("RPUSH", "lean:tx:l", "x", "y")])
+    assert replies == [2, 2]
+    assert redis.hgetall("lean:tx:h") == {b"a": b"1", b"b": b"\x00"} and redis.llen("lean:tx:l") == 2
+
+
+def test_a_failing_command_raises_and_the_connection_stays_in_step(redis: Redis, pool: LeanPool) -> None:
+    redis.set("lean:tx:s", "a string")
+    with pytest.raises(ResponseError, match="WRONGTYPE"):  # fails when run: the others still ran (Redis)
+        transaction(pool, [("HSET", "lean:tx:s", "f", "v"), ("SET", "lean:tx:after", "1")])
+    assert redis.get("lean:tx:after") == b"1"
+    redis.delete("lean:tx:never")
+    with pytest.raises(ResponseError):  # refused when queued: nothing runs (EXECABORT)
+        transaction(pool, [("SET", "lean:tx:never", "1"), ("NOSUCHCOMMAND", "x")])
+    assert redis.get("lean:tx:never") is None
+    assert transaction(pool, [("PING",)]) == [b"PONG"]  # still in step
