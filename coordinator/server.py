@@ -91,7 +91,7 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
     redis.ping()
     auth = Authenticator(redis)
     lean = LeanPool(redis)
-    sessions = SessionStore(redis, settings.max_sessions_per_principal)
+    sessions = SessionStore(redis, settings.max_sessions_per_principal, lean=lean)
     jobs = JobStore(
         redis,
         sessions,

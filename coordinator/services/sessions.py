@@ -15,6 +15,7 @@ from coordinator.stores import timeline
 from coordinator.stores.replay import ReplayStore
 from coordinator.stores.sessions import SessionStore, current_session_key
 from coordinator.stores.snapshots import SnapshotStore
+from coordinator.stores.timeline import CallRecord
 from workers.job_records import job_key, text
 
 JOB_CURRENT_FIELD = "current_session"
@@ -39,9 +40,9 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
     def Create(self, caller: Caller, request: sessions_pb2.CreateSessionRequest) -> sessions_pb2.Session:
         return self.sessions.create(caller, request)
 
-    @recorded("Session.get")
-    def Get(self, caller: Caller, request: sessions_pb2.SessionRef) -> sessions_pb2.Session:
-        return self.sessions.get(caller, request.session_id)
+    @recorded("Session.get", records_itself=True)
+    def Get(self, caller: Caller, request: sessions_pb2.SessionRef, record: CallRecord) -> sessions_pb2.Session:
+        return self.sessions.get_recorded(caller, request.session_id, record)
 
     @recorded("Session.list")
     def List(self, caller: Caller, request: sessions_pb2.ListSessionsRequest) -> sessions_pb2.ListSessionsResponse:
@@ -91,17 +92,17 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
         self.sessions.delete(caller, request.session_id)
         return common_pb2.Empty()
 
-    @recorded("Session.getMetadata")
-    def GetMetadata(self, caller: Caller, request: sessions_pb2.SessionRef) -> common_pb2.ValueMap:
-        return self.sessions.get(caller, request.session_id).metadata
+    @recorded("Session.getMetadata", records_itself=True)
+    def GetMetadata(self, caller: Caller, request: sessions_pb2.SessionRef, record: CallRecord) -> common_pb2.ValueMap:
+        return self.sessions.get_recorded(caller, request.session_id, record).metadata
 
     @recorded("Session.updateMetadata")
     def UpdateMetadata(self, caller: Caller, request: sessions_pb2.UpdateMetadataRequest) -> common_pb2.ValueMap:
         return self.sessions.update_metadata(caller, request.session_id, request.updates)
 
-    @recorded("Session.getTags")
-    def GetTags(self, caller: Caller, request: sessions_pb2.SessionRef) -> sessions_pb2.Tags:
-        return sessions_pb2.Tags(tags=self.sessions.get(caller, request.session_id).tags)
+    @recorded("Session.getTags", records_itself=True)
+    def GetTags(self, caller: Caller, request: sessions_pb2.SessionRef, record: CallRecord) -> sessions_pb2.Tags:
+        return sessions_pb2.Tags(tags=self.sessions.get_recorded(caller, request.session_id, record).tags)
 
     @recorded("Session.setTags")
     def SetTags(self, caller: Caller, request: sessions_pb2.SetTagsRequest) -> sessions_pb2.Tags:

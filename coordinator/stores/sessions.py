@@ -23,6 +23,8 @@ from scriptpool.values import PlainValue
 
 from coordinator.auth import Caller
 from coordinator.stores import timeline
+from coordinator.stores.lean_scripts import LeanPool, LeanScript
+from coordinator.stores.timeline import LUA_RECORD_CALL, CallRecord
 from coordinator.stores.validation import (
     MAX_DESCRIPTION,
     MAX_NAME,
@@ -96,11 +98,33 @@ class NewSession:
     fields: dict[str, str | bytes]
 
 
+# A job's Session.get (and getMetadata/getTags): the read, the owner check and the call's timeline
+# record in one round trip. Returns the session's fields, or false when it is not the caller's.
+_GET_RECORDED = (
+    LUA_RECORD_CALL
+    + """
+local raw = redis.call('HGETALL', KEYS[1])
+local owner = nil
+for i = 1, #raw, 2 do
+  if raw[i] == 'principal' then owner = raw[i + 1] end
+end
+if owner ~= ARGV[1] then
+  record_call(2, 'NOT_FOUND')
+  return false
+end
+record_call(2, 'OK')
+return raw
+"""
+)
+GET_OUTCOMES = ("OK", "NOT_FOUND")
+
+
 class SessionStore:
-    def __init__(self, redis: Redis, max_sessions_per_principal: int) -> None:
+    def __init__(self, redis: Redis, max_sessions_per_principal: int, lean: LeanPool | None = None) -> None:
         self.redis = redis
         self.max_sessions = max_sessions_per_principal
         self._transition = redis.register_script(_TRANSITION)
+        self._get_recorded = LeanScript(redis, lean if lean is not None else LeanPool(redis), _GET_RECORDED)
         self.delete_hooks: list[Callable[[str], None]] = []
         """Called with the session id before a session is deleted (its artifacts go first)."""
 
@@ -164,6 +188,15 @@ class SessionStore:
         if session.principal != caller.principal:
             raise NotFound(f"session {session_id} not found")  # never confirm another principal's session
         return session
+
+    def get_recorded(self, caller: Caller, session_id: str, record: CallRecord) -> sessions_pb2.Session:
+        """`get`, with a job's timeline record written in the same round trip (see `@recorded`)."""
+        check_uuid(session_id, "session id")
+        reply = self._get_recorded([session_key(session_id)], [caller.principal, *record.lua_args(GET_OUTCOMES)])
+        record.written = True
+        if not isinstance(reply, list):
+            raise NotFound(f"session {session_id} not found")  # never confirm another principal's session
+        return _decode(dict(zip(reply[::2], reply[1::2], strict=True)))
 
     def exists_for(self, caller: Caller, session_id: str) -> bool:
         return self.redis.hget(session_key(session_id), "principal") == caller.principal.encode()

@@ -467,3 +467,58 @@ def test_replay_feeds_the_recorded_start_time_back(
     assert isinstance(replayed, str) and isinstance(expected, str) and replayed != expected
     day_before = datetime.datetime.fromtimestamp(job.started_at - 86400, datetime.UTC)
     assert replayed.startswith(day_before.strftime("%Y-%m-%d"))
+
+
+def test_a_job_reading_a_session_is_one_round_trip_with_its_record(stack: Stack, client: ScriptpoolClient) -> None:
+    """Session.get/getMetadata/getTags from a job: read, owner check and timeline record in one EVALSHA;
+    a stranger's session is NOT_FOUND on the timeline too, and nothing of it comes back."""
+    _, other_key = stack.new_api_key()
+    with ScriptpoolClient(stack.address, other_key) as other:
+        foreign = other.create_session("foreign", metadata={"secret": "s3cr3t"}).id
+    home = client.create_session("home", tags=["t"], metadata={"k": 1}).id
+    source = (
+        f"local s = Session.get('{home}') local m = Session.getMetadata('{home}') local t = Session.getTags('{home}') "
+        f"local ok, e = pcall(Session.get, '{foreign}') return {{s.name, m.k, t[1], e.code, e.message}}"
+    )
+    answer = result_of(run_lua(client, source, session_id=home))
+    assert isinstance(answer, list) and answer[:4] == ["home", 1, "t", "NOT_FOUND"]
+    assert "s3cr3t" not in str(answer)
+    entries = call(client, "GetTimeline", S.GetTimelineRequest(session_id=home, types=["global_call"]))
+    assert isinstance(entries, S.Timeline)
+    assert [e.description for e in entries.entries] == [
+        "Session.get -> OK",
+        "Session.getMetadata -> OK",
+        "Session.getTags -> OK",
+        "Session.get -> NOT_FOUND",
+    ]
+
+
+def test_session_get_sends_one_command(
+    client: ScriptpoolClient, principal_and_key: tuple[str, str], redis_client: Redis
+) -> None:
+    from unittest.mock import patch
+
+    from coordinator.auth import Caller
+    from coordinator.stores import lean_scripts
+    from coordinator.stores.sessions import SessionStore
+    from coordinator.stores.timeline import CallRecord
+
+    home = client.create_session("one trip").id
+    principal = principal_and_key[0]
+    lean = lean_scripts.LeanPool(redis_client)
+    store = SessionStore(redis_client, 1000, lean=lean)
+    caller = Caller(principal=principal, job_id="job-one-trip", session_id=home)
+    try:
+        store.get_recorded(caller, home, CallRecord("Session.get", caller.job_id, home))  # loads the script
+        sent: list[object] = []
+        pack = lean_scripts.pack_command
+
+        def counting(*args: lean_scripts.Arg) -> bytes:
+            sent.append(args[0])
+            return pack(*args)
+
+        with patch.object(lean_scripts, "pack_command", counting):
+            session = store.get_recorded(caller, home, CallRecord("Session.get", caller.job_id, home))
+        assert sent == ["EVALSHA"] and session.name == "one trip"
+    finally:
+        lean.close()
