@@ -208,9 +208,7 @@ def test_get_and_set_current_are_coordinator_calls_on_the_timeline(client: Scrip
     )
     job = run_lua(client, source, session_id=home)
     assert result_of(job) == [home, other, "NOT_FOUND", other, True]
-    entries = call(client, "GetTimeline", S.GetTimelineRequest(session_id=home, types=["global_call"]))
-    assert isinstance(entries, S.Timeline)
-    assert [e.description for e in entries.entries] == [
+    assert _recorded_calls(client, home) == [
         "Session.getCurrent -> OK",
         "Session.setCurrent -> OK",
         "Session.getCurrent -> OK",
@@ -221,6 +219,13 @@ def test_get_and_set_current_are_coordinator_calls_on_the_timeline(client: Scrip
     ]
     # the next job of the session starts from its own session again
     assert result_of(run_lua(client, "return Session.getCurrent()", session_id=home)) == home
+
+
+def _recorded_calls(client: ScriptpoolClient, session_id: str) -> list[str]:
+    """The descriptions of the session's `global_call` timeline entries, oldest first."""
+    entries = call(client, "GetTimeline", S.GetTimelineRequest(session_id=session_id, types=["global_call"]))
+    assert isinstance(entries, S.Timeline)
+    return [e.description for e in entries.entries]
 
 
 def _wait_replay(client: ScriptpoolClient, replay_id: str) -> dict[str, PlainValue]:
@@ -483,9 +488,7 @@ def test_a_job_reading_a_session_is_one_round_trip_with_its_record(stack: Stack,
     answer = result_of(run_lua(client, source, session_id=home))
     assert isinstance(answer, list) and answer[:4] == ["home", 1, "t", "NOT_FOUND"]
     assert "s3cr3t" not in str(answer)
-    entries = call(client, "GetTimeline", S.GetTimelineRequest(session_id=home, types=["global_call"]))
-    assert isinstance(entries, S.Timeline)
-    assert [e.description for e in entries.entries] == [
+    assert _recorded_calls(client, home) == [
         "Session.get -> OK",
         "Session.getMetadata -> OK",
         "Session.getTags -> OK",
