@@ -57,6 +57,9 @@ GLOBAL_OPS: dict[str, tuple[str, ...]] = {
     "Event": ("emit", "on", "subscribe", "receive", "unsubscribe"),
 }
 
+SCRIPT_OPS = frozenset(f"{name}.{op}" for name, ops in GLOBAL_OPS.items() for op in ops)
+"""Every operation's full name, e.g. "Session.get"."""
+
 # Older spellings that mean another operation of the same global.
 EXTRA_ALIASES: dict[str, dict[str, str]] = {
     "State": {"save": "set", "load": "get", "list_keys": "list"},

@@ -6,15 +6,17 @@ which the coordinator checks; the child never sees it.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 import grpc
-from scriptpool.errors import InvalidArgument, ResourceExhausted, Unimplemented
+from scriptpool.errors import InvalidArgument, ResourceExhausted, ScriptpoolError, Unimplemented
 from scriptpool.v1 import artifacts_pb2_grpc, common_pb2, sessions_pb2, sessions_pb2_grpc, state_pb2_grpc
 from scriptpool.values import PlainValue, from_value_map, to_value
 
+from sandbox.catalog import SCRIPT_OPS
 from workers import bridge_artifacts, bridge_state
 from workers.bridge_args import string_arg as _string
 from workers.bridge_args import strings_arg as _strings
@@ -22,6 +24,7 @@ from workers.bridge_args import value_map_arg as _map
 from workers.rpc_errors import from_rpc_error
 from workers.session_values import session_to_plain
 
+log = logging.getLogger(__name__)
 AWAIT_REPLAY_OP = "Session.awaitReplay"  # not a script global: used by the engines' replay callbacks
 AWAIT_REPLAY_SECONDS = 1.0
 CREATE_FIELDS = ("name", "description", "tags", "metadata", "parent_session_id")
@@ -88,13 +91,26 @@ class CoordinatorBridge:
         self.artifact_bytes_written += size
 
     def call(self, op: str, args: list[PlainValue]) -> PlainValue:
-        handler = _HANDLERS.get(op)
-        if handler is None:
-            raise Unimplemented(f"{op} is not available in this version of scriptpool")
         try:
+            handler = _HANDLERS.get(op)
+            if handler is None:
+                raise Unimplemented(f"{op} is not available in this version of scriptpool")
             return handler(self, op, args)
         except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+            raise from_rpc_error(exc) from None  # the coordinator recorded the call and its outcome
+        except ScriptpoolError as exc:
+            self._record_refusal(op, exc.code)
+            raise
+
+    def _record_refusal(self, op: str, code: str) -> None:
+        """A call refused here, before reaching the coordinator, still goes on the session timeline
+        (best effort: the script gets its error whatever happens to the record)."""
+        if op not in SCRIPT_OPS:
+            return
+        try:
+            self._rpc(self._sessions.RecordRefusedCall, sessions_pb2.RefusedCall(op=op, code=code))
+        except grpc.RpcError as exc:
+            log.warning("could not record the refused call %s (%s)", op, exc.code())
 
     def _rpc(self, method: Callable[..., Any], request: Any) -> Any:
         timeout = max(0.001, min(self._call_timeout, self._deadline - time.monotonic()))

@@ -5,17 +5,20 @@ Every call a running job makes is also appended to its session's timeline with i
 
 from __future__ import annotations
 
+import grpc
 from redis import Redis
+from scriptpool.errors import InvalidArgument, PermissionDenied
 from scriptpool.v1 import common_pb2, sessions_pb2, sessions_pb2_grpc
 
 from coordinator.auth import Authenticator, Caller
-from coordinator.services.recording import recorded
+from coordinator.services.recording import record_job_call, recorded
 from coordinator.status import grpc_service
 from coordinator.stores import timeline
 from coordinator.stores.replay import ReplayStore
 from coordinator.stores.sessions import SessionStore, current_session_key
 from coordinator.stores.snapshots import SnapshotStore
 from coordinator.stores.timeline import CallRecord
+from sandbox.catalog import SCRIPT_OPS
 from workers.job_records import job_key, text
 
 JOB_CURRENT_FIELD = "current_session"
@@ -144,6 +147,21 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
     @recorded("Session.getReplayMetadata")
     def GetReplayMetadata(self, caller: Caller, request: sessions_pb2.SessionRef) -> sessions_pb2.ReplayMetadata:
         return self.replays.metadata(caller, request.session_id)
+
+    def RecordRefusedCall(self, request: sessions_pb2.RefusedCall, context: grpc.ServicerContext) -> common_pb2.Empty:
+        """A job's call its worker refused before any RPC: on the job's session timeline like the rest."""
+        caller = self.auth.caller(context)
+        if not caller.is_job:
+            raise PermissionDenied("RecordRefusedCall is for a running job's worker (job credential only)")
+        if request.op not in SCRIPT_OPS:
+            raise InvalidArgument(f"op: {request.op!r} is not a global operation of the script API")
+        if request.code not in ERROR_CODES:
+            raise InvalidArgument(f"code: {request.code!r} is not a gRPC status code name")
+        record_job_call(self.timeline_redis, caller, request.op, request.code)
+        return common_pb2.Empty()
+
+
+ERROR_CODES = frozenset(code.name for code in grpc.StatusCode if code is not grpc.StatusCode.OK)
 
 
 def _client_current_key(caller: Caller) -> str:

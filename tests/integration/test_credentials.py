@@ -165,3 +165,35 @@ def test_a_client_cannot_see_another_principals_job(stack: Stack, client: Script
             other.get_job(job.id)
         with pytest.raises(NotFound):
             other.cancel(job.id)
+
+
+def test_only_a_job_may_record_a_refused_call_and_only_real_operations(
+    stack: Stack, client: ScriptpoolClient, redis_client: Redis
+) -> None:
+    def record(token: str, op: str, code: str) -> grpc.RpcError | None:
+        with grpc.insecure_channel(stack.address) as channel:
+            try:
+                sessions_pb2_grpc.SessionServiceStub(channel).RecordRefusedCall(
+                    sessions_pb2.RefusedCall(op=op, code=code),
+                    metadata=(("authorization", f"Bearer {token}"),),
+                    timeout=5,
+                )
+            except grpc.RpcError as exc:
+                return exc
+        return None
+
+    _, api_key = stack.new_api_key()
+    refused = record(api_key, "Session.get", "INVALID_ARGUMENT")
+    assert refused is not None and refused.code() is grpc.StatusCode.PERMISSION_DENIED
+    job_id, credential = _running_job_credential(client, redis_client)
+    session_id = client.get_job(job_id).session_id
+    for op, code in (("Redis.flushall", "INVALID_ARGUMENT"), ("Session.get", "NOT_A_CODE"), ("", "")):
+        bad = record(credential, op, code)
+        assert bad is not None and bad.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert record(credential, "Session.get", "INVALID_ARGUMENT") is None
+    client.cancel(job_id)
+    client.wait(job_id, timeout=30)
+    entries = client.session_call(
+        "GetTimeline", sessions_pb2.GetTimelineRequest(session_id=session_id, types=["global_call"])
+    )
+    assert [e.description for e in entries.entries] == ["Session.get -> INVALID_ARGUMENT"]

@@ -525,3 +525,12 @@ def test_session_get_sends_one_command(
         assert sent == ["EVALSHA"] and session.name == "one trip"
     finally:
         lean.close()
+
+
+def test_calls_the_worker_refuses_are_on_the_timeline_too(client: ScriptpoolClient) -> None:
+    """Refused before reaching the coordinator (bad arguments, an operation this version lacks): the
+    script gets its error and the session's timeline still records the call with that outcome."""
+    home = client.create_session("refusals").id
+    source = "local a = {pcall(Session.get, 123)} local b = {pcall(Hook.list)} return {a[2].code, b[2].code}"
+    assert result_of(run_lua(client, source, session_id=home)) == ["INVALID_ARGUMENT", "UNIMPLEMENTED"]
+    assert _recorded_calls(client, home) == ["Session.get -> INVALID_ARGUMENT", "Hook.list -> UNIMPLEMENTED"]

@@ -42,6 +42,30 @@ SESSION_STATE_FAILED: SessionState.ValueType  # 4
 Global___SessionState: _TypeAlias = SessionState  # noqa: Y015
 
 @_typing.final
+class RefusedCall(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OP_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    op: _builtins.str
+    """e.g. "Session.get" """
+    code: _builtins.str
+    """the error code the script received, e.g. "INVALID_ARGUMENT" """
+    def __init__(
+        self,
+        *,
+        op: _builtins.str = ...,
+        code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "op", b"op"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RefusedCall: _TypeAlias = RefusedCall  # noqa: Y015
+
+@_typing.final
 class Session(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -141,6 +141,11 @@ class SessionServiceStub:
                 request_serializer=scriptpool_dot_v1_dot_sessions__pb2.SessionRef.SerializeToString,
                 response_deserializer=scriptpool_dot_v1_dot_sessions__pb2.ReplayMetadata.FromString,
                 _registered_method=True)
+        self.RecordRefusedCall = channel.unary_unary(
+                '/scriptpool.v1.SessionService/RecordRefusedCall',
+                request_serializer=scriptpool_dot_v1_dot_sessions__pb2.RefusedCall.SerializeToString,
+                response_deserializer=scriptpool_dot_v1_dot_common__pb2.Empty.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
@@ -273,6 +278,14 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordRefusedCall(self, request, context):
+        """Job credentials only: a global call the job's worker refused before any other RPC (bad
+        arguments, an operation this version lacks), so the session's timeline holds every call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -380,6 +393,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.GetReplayMetadata,
                     request_deserializer=scriptpool_dot_v1_dot_sessions__pb2.SessionRef.FromString,
                     response_serializer=scriptpool_dot_v1_dot_sessions__pb2.ReplayMetadata.SerializeToString,
+            ),
+            'RecordRefusedCall': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordRefusedCall,
+                    request_deserializer=scriptpool_dot_v1_dot_sessions__pb2.RefusedCall.FromString,
+                    response_serializer=scriptpool_dot_v1_dot_common__pb2.Empty.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -950,6 +968,33 @@ class SessionService:
             '/scriptpool.v1.SessionService/GetReplayMetadata',
             scriptpool_dot_v1_dot_sessions__pb2.SessionRef.SerializeToString,
             scriptpool_dot_v1_dot_sessions__pb2.ReplayMetadata.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordRefusedCall(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scriptpool.v1.SessionService/RecordRefusedCall',
+            scriptpool_dot_v1_dot_sessions__pb2.RefusedCall.SerializeToString,
+            scriptpool_dot_v1_dot_common__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

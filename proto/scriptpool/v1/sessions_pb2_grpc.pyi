@@ -55,6 +55,10 @@ class SessionServiceStub:
     Replay: _grpc.UnaryUnaryMultiCallable[_sessions_pb2.ReplayRequest, _sessions_pb2.ReplayResponse]
     GetTimeline: _grpc.UnaryUnaryMultiCallable[_sessions_pb2.GetTimelineRequest, _sessions_pb2.Timeline]
     GetReplayMetadata: _grpc.UnaryUnaryMultiCallable[_sessions_pb2.SessionRef, _sessions_pb2.ReplayMetadata]
+    RecordRefusedCall: _grpc.UnaryUnaryMultiCallable[_sessions_pb2.RefusedCall, _common_pb2.Empty]
+    """Job credentials only: a global call the job's worker refused before any other RPC (bad
+    arguments, an operation this version lacks), so the session's timeline holds every call.
+    """
 
 @_typing.type_check_only
 class SessionServiceAsyncStub(SessionServiceStub):
@@ -82,6 +86,10 @@ class SessionServiceAsyncStub(SessionServiceStub):
     Replay: _aio.UnaryUnaryMultiCallable[_sessions_pb2.ReplayRequest, _sessions_pb2.ReplayResponse]  # type: ignore[assignment]
     GetTimeline: _aio.UnaryUnaryMultiCallable[_sessions_pb2.GetTimelineRequest, _sessions_pb2.Timeline]  # type: ignore[assignment]
     GetReplayMetadata: _aio.UnaryUnaryMultiCallable[_sessions_pb2.SessionRef, _sessions_pb2.ReplayMetadata]  # type: ignore[assignment]
+    RecordRefusedCall: _aio.UnaryUnaryMultiCallable[_sessions_pb2.RefusedCall, _common_pb2.Empty]  # type: ignore[assignment]
+    """Job credentials only: a global call the job's worker refused before any other RPC (bad
+    arguments, an operation this version lacks), so the session's timeline holds every call.
+    """
 
 class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
     """Session.* of the script API. Every RPC is also what a script's global call becomes."""
@@ -232,5 +240,15 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _sessions_pb2.SessionRef,
         context: _ServicerContext,
     ) -> _typing.Union[_sessions_pb2.ReplayMetadata, _abc.Awaitable[_sessions_pb2.ReplayMetadata]]: ...
+
+    @_abc_1.abstractmethod
+    def RecordRefusedCall(
+        self,
+        request: _sessions_pb2.RefusedCall,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Empty, _abc.Awaitable[_common_pb2.Empty]]:
+        """Job credentials only: a global call the job's worker refused before any other RPC (bad
+        arguments, an operation this version lacks), so the session's timeline holds every call.
+        """
 
 def add_SessionServiceServicer_to_server(servicer: SessionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
