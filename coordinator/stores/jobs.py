@@ -17,7 +17,7 @@ from scriptpool.errors import InvalidArgument, NotFound
 from scriptpool.v1 import jobs_pb2, sandbox_pb2, sessions_pb2
 
 from coordinator.auth import Caller, new_job_credential
-from coordinator.stores.lean_scripts import LeanPool, transaction
+from coordinator.stores.lean_scripts import LeanPool, read, transaction
 from coordinator.stores.sessions import SessionStore
 from coordinator.stores.validation import check_uuid
 from sandbox.languages import Language
@@ -159,7 +159,13 @@ class JobStore:
 
     def _raw(self, job_id: str) -> dict[str, bytes]:
         check_uuid(job_id, "job id")
-        raw = self.redis.hgetall(job_key(job_id))
+        raw: object
+        if self.lean.supported:
+            flat = read(self.lean, "HGETALL", job_key(job_id))
+            assert isinstance(flat, list)
+            raw = dict(zip(flat[::2], flat[1::2], strict=True))
+        else:
+            raw = self.redis.hgetall(job_key(job_id))
         if not raw:
             raise NotFound(f"job {job_id} not found (unknown, or its record expired)")
         return hash_fields(raw)

@@ -3,9 +3,9 @@
 A script's global call costs one gRPC round trip plus what the coordinator does; redis-py spends
 ~70 µs of Python per command on this machine (connection pool, retry and observability layers,
 RESP3 parsing) against ~15 µs for the round trip itself. The handful of operations a script calls
-in a loop (`State.*`) run one `EVALSHA` each through `LeanScript` instead, and `SubmitJob`'s
-transaction goes through `transaction`: one connection per gRPC thread, blocking I/O, a reply
-parser for the types scripts return.
+in a loop (`State.*`) run one `EVALSHA` each through `LeanScript` instead, `SubmitJob`'s
+transaction goes through `transaction` and `WaitJob`'s read through `read`: one connection per
+gRPC thread, blocking I/O, a reply parser for the types scripts return.
 
 Semantics match redis-py's `Script`: NOSCRIPT is answered by loading the script and retrying;
 a Redis error reply raises `redis.exceptions.ResponseError`; a broken connection raises
@@ -231,4 +231,19 @@ def transaction(pool: LeanPool, commands: Sequence[Sequence[Arg]]) -> list[Reply
             if isinstance(reply, ResponseError):
                 raise reply
         return result
+    raise AssertionError("unreachable")
+
+
+def read(pool: LeanPool, *command: Arg) -> Reply:
+    """A read-only command on the calling thread's lean connection (retried once on a fresh
+    connection whatever failed: reading twice is harmless). The caller checks `pool.supported`."""
+    for attempt in (1, 2):
+        try:
+            return pool.connection().call(*command)
+        except ResponseError:
+            raise
+        except (OSError, RedisConnectionError) as exc:
+            pool.discard()
+            if attempt == 2:
+                raise RedisConnectionError(f"lost the connection to Redis: {exc}") from exc
     raise AssertionError("unreachable")

@@ -10,7 +10,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from coordinator.redis_server import PrivateRedis
-from coordinator.stores.lean_scripts import LeanPool, LeanScript, pack_command, transaction
+from coordinator.stores.lean_scripts import LeanPool, LeanScript, pack_command, read, transaction
 
 ECHO = "return ARGV"
 TYPES = """
@@ -112,3 +112,12 @@ def test_a_failing_command_raises_and_the_connection_stays_in_step(redis: Redis,
         transaction(pool, [("SET", "lean:tx:never", "1"), ("NOSUCHCOMMAND", "x")])
     assert redis.get("lean:tx:never") is None
     assert transaction(pool, [("PING",)]) == [b"PONG"]  # still in step
+
+
+def test_a_read_survives_a_killed_connection(redis: Redis, pool: LeanPool) -> None:
+    redis.hset("lean:read:h", mapping={"a": "1"})
+    assert read(pool, "HGETALL", "lean:read:h") == [b"a", b"1"]
+    redis.client_kill_filter(_type="normal", skipme=True)
+    assert read(pool, "HGETALL", "lean:read:h") == [b"a", b"1"]  # a read is simply retried
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        read(pool, "GET", "lean:read:h")
