@@ -33,8 +33,8 @@ def test_lease_is_renewed_while_the_caller_is_blocked_and_reports_cancel(redis_c
         threads = [t.name for t in threading.enumerate()].count("lease-keeper")
         assert threads == 1
         renewed_until = redis_client.zscore(LEASES_KEY, job_id)
-        time.sleep(0.4)  # no job held: nothing is renewed
-        assert redis_client.zscore(LEASES_KEY, job_id) == renewed_until
+        time.sleep(0.4)  # no job held: nothing is renewed (the coordinator's sweeper may drop the entry)
+        assert redis_client.zscore(LEASES_KEY, job_id) in (renewed_until, None)
     finally:
         keeper.close()
         redis_client.delete(job_key(job_id))
