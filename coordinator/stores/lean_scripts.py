@@ -147,6 +147,28 @@ class LeanPool:
                 self._open.add(conn)
         return conn
 
+    def send(self, payload: bytes) -> LeanConnection:
+        """Write `payload` on the calling thread's connection. A connection Redis had closed fails the
+        write (so nothing was sent) and is replaced once; the caller then reads the replies."""
+        for attempt in (1, 2):
+            try:
+                conn = self.connection()
+            except OSError as exc:
+                raise RedisConnectionError(f"cannot connect to Redis: {exc}") from exc
+            try:
+                conn.sock.sendall(payload)
+                return conn
+            except OSError as exc:
+                self.discard()
+                if attempt == 2:
+                    raise RedisConnectionError(f"lost the connection to Redis: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    def lost(self, exc: BaseException, during: str) -> RedisConnectionError:
+        """The connection broke while replies were read: drop it (whatever was sent may have run)."""
+        self.discard()
+        return RedisConnectionError(f"lost the connection to Redis mid-{during}: {exc}")
+
     def discard(self) -> None:
         conn: LeanConnection | None = getattr(self._local, "conn", None)
         self._local.conn = None
@@ -178,72 +200,48 @@ class LeanScript:
             reply: Reply = self.fallback(keys=[_encode(k) for k in keys], args=[_encode(a) for a in args])
             return reply
         command = ("EVALSHA", self.sha, len(keys), *keys, *args)
-        for attempt in (1, 2):
-            try:
-                conn = self.pool.connection()
-            except OSError as exc:
-                raise RedisConnectionError(f"cannot connect to Redis: {exc}") from exc
-            try:
-                conn.sock.sendall(pack_command(*command))
-            except OSError as exc:  # nothing was sent on a connection Redis had closed: safe to retry
-                self.pool.discard()
-                if attempt == 2:
-                    raise RedisConnectionError(f"lost the connection to Redis: {exc}") from exc
-                continue
-            try:
-                return conn._reply()
-            except NoScriptError:
-                conn.call("SCRIPT", "LOAD", self.source)
-                return conn.call(*command)
-            except ResponseError:
-                raise
-            except (OSError, RedisConnectionError) as exc:
-                self.pool.discard()  # the command may have run: never resend it
-                raise RedisConnectionError(f"lost the connection to Redis mid-command: {exc}") from exc
-        raise AssertionError("unreachable")
+        conn = self.pool.send(pack_command(*command))
+        try:
+            return conn._reply()
+        except NoScriptError:
+            conn.call("SCRIPT", "LOAD", self.source)
+            return conn.call(*command)
+        except ResponseError:
+            raise
+        except (OSError, RedisConnectionError) as exc:
+            raise self.pool.lost(exc, "command") from exc  # never resend: it may have run
 
 
 def transaction(pool: LeanPool, commands: Sequence[Sequence[Arg]]) -> list[Reply]:
     """MULTI, `commands`, EXEC in one write on the calling thread's lean connection; the EXEC replies.
     Any command's error raises (after the whole reply was read). The caller checks `pool.supported`."""
     payload = b"".join(pack_command(*command) for command in (("MULTI",), *commands, ("EXEC",)))
-    for attempt in (1, 2):
-        conn = pool.connection()
-        try:
-            conn.sock.sendall(payload)
-        except OSError as exc:  # nothing was sent on a connection Redis had closed: safe to retry
-            pool.discard()
-            if attempt == 2:
-                raise RedisConnectionError(f"lost the connection to Redis: {exc}") from exc
-            continue
-        try:
-            queued = [conn.read_reply(nested=True) for _ in range(len(commands) + 1)]  # +OK, +QUEUED...
-            result = conn.read_reply(nested=True)
-        except (OSError, RedisConnectionError) as exc:
-            pool.discard()  # the transaction may have run: never resend it
-            raise RedisConnectionError(f"lost the connection to Redis mid-transaction: {exc}") from exc
-        for reply in (*queued, result):
-            if isinstance(reply, ResponseError):
-                raise reply
-        if not isinstance(result, list):
-            raise ResponseError("the transaction was not executed")
-        for reply in result:
-            if isinstance(reply, ResponseError):
-                raise reply
-        return result
-    raise AssertionError("unreachable")
+    conn = pool.send(payload)
+    try:
+        queued = [conn.read_reply(nested=True) for _ in range(len(commands) + 1)]  # +OK, +QUEUED...
+        result = conn.read_reply(nested=True)
+    except (OSError, RedisConnectionError) as exc:
+        raise pool.lost(exc, "transaction") from exc  # never resend: it may have run
+    for reply in (*queued, result):
+        if isinstance(reply, ResponseError):
+            raise reply
+    if not isinstance(result, list):
+        raise ResponseError("the transaction was not executed")
+    for reply in result:
+        if isinstance(reply, ResponseError):
+            raise reply
+    return result
 
 
 def read(pool: LeanPool, *command: Arg) -> Reply:
     """A read-only command on the calling thread's lean connection (retried once on a fresh
     connection whatever failed: reading twice is harmless). The caller checks `pool.supported`."""
-    for attempt in (1, 2):
-        try:
-            return pool.connection().call(*command)
-        except ResponseError:
-            raise
-        except (OSError, RedisConnectionError) as exc:
-            pool.discard()
-            if attempt == 2:
-                raise RedisConnectionError(f"lost the connection to Redis: {exc}") from exc
-    raise AssertionError("unreachable")
+    try:
+        return pool.send(pack_command(*command))._reply()
+    except (OSError, RedisConnectionError) as exc:
+        pool.discard()
+        first = exc
+    try:
+        return pool.send(pack_command(*command))._reply()
+    except (OSError, RedisConnectionError) as exc:
+        raise pool.lost(exc, "read") from first

@@ -15,6 +15,8 @@ import struct
 from scriptpool.errors import InvalidArgument
 from scriptpool.v1 import common_pb2
 
+from coordinator.stores.validation import value_depth
+
 MAX_DEPTH = 32
 
 _KIND_NAMES = {
@@ -30,15 +32,6 @@ def is_null(value: common_pb2.Value) -> bool:
     return value.WhichOneof("kind") in (None, "null_value")
 
 
-def _depth(value: common_pb2.Value) -> int:
-    kind = value.WhichOneof("kind")
-    if kind == "list_value":
-        return 1 + max((_depth(v) for v in value.list_value.items), default=0)
-    if kind == "map_value":
-        return 1 + max((_depth(v) for v in value.map_value.fields.values()), default=0)
-    return 0
-
-
 def encode(value: common_pb2.Value, what: str, max_bytes: int) -> bytes:
     """A non-null value as stored; INVALID_ARGUMENT if it is too big or too deeply nested."""
     kind = value.WhichOneof("kind")
@@ -46,7 +39,7 @@ def encode(value: common_pb2.Value, what: str, max_bytes: int) -> bytes:
         return str(value.int_value).encode()
     if kind == "float_value":
         return b"f" + struct.pack(">d", value.float_value)
-    depth = _depth(value)
+    depth = value_depth(value)
     if depth > MAX_DEPTH:
         raise InvalidArgument(f"{what} is nested {depth} levels deep; the maximum is {MAX_DEPTH}")
     data = b"v" + value.SerializeToString(deterministic=True)

@@ -40,12 +40,13 @@ def check_tags(tags: list[str], what: str = "tags") -> list[str]:
     return seen
 
 
-def _depth(value: common_pb2.Value) -> int:
+def value_depth(value: common_pb2.Value) -> int:
+    """Nesting levels of lists and maps in a value (0 for a scalar)."""
     kind = value.WhichOneof("kind")
     if kind == "list_value":
-        return 1 + max((_depth(v) for v in value.list_value.items), default=0)
+        return 1 + max((value_depth(v) for v in value.list_value.items), default=0)
     if kind == "map_value":
-        return 1 + max((_depth(v) for v in value.map_value.fields.values()), default=0)
+        return 1 + max((value_depth(v) for v in value.map_value.fields.values()), default=0)
     return 0
 
 
@@ -53,7 +54,7 @@ def check_metadata(metadata: common_pb2.ValueMap, what: str = "metadata") -> byt
     data = metadata.SerializeToString(deterministic=True)
     if len(data) > MAX_METADATA_BYTES:
         raise InvalidArgument(f"{what} is {len(data)} bytes; the maximum is {MAX_METADATA_BYTES}")
-    depth = 1 + max((_depth(v) for v in metadata.fields.values()), default=0)
+    depth = 1 + max((value_depth(v) for v in metadata.fields.values()), default=0)
     if depth > MAX_METADATA_DEPTH:
         raise InvalidArgument(f"{what} is nested {depth} levels deep; the maximum is {MAX_METADATA_DEPTH}")
     return data

@@ -122,8 +122,11 @@ environment, and it removes each child's scratch directory when it reaps the chi
 
 
 def _environment() -> None:
-    if _forked_by_cleaning_parent:
-        return  # emptied (environ and the block) in the zygote, before it forked this child
+    if not _forked_by_cleaning_parent:  # else emptied in the zygote, before it forked this child
+        _empty_environment()
+
+
+def _empty_environment() -> None:
     os.environ.clear()
     try:
         _process.wipe_environment_block()
@@ -136,11 +139,7 @@ def become_cleaning_parent(scratch_base: str = _scratch.DEFAULT_SCRATCH_BASE) ->
     from its environment: empty that environment here instead of in every child, and take over
     removing the children's scratch directories (`child_exited`) instead of each spare sweeping."""
     global _forked_by_cleaning_parent
-    os.environ.clear()
-    try:
-        _process.wipe_environment_block()
-    except (OSError, ValueError, IndexError):
-        pass
+    _empty_environment()
     _scratch.sweep(scratch_base)
     _forked_by_cleaning_parent = True
 
@@ -213,8 +212,13 @@ def lock_down_spare(keep_fd: int) -> JailReport:
     which takes them off the job's critical path. Nothing but our own code has run at this point,
     so the order is as strong as applying everything at once."""
     global _prepared
-    report = _prepared if _prepared is not None else JailReport()
-    _prepared = report
+    if _prepared is None:
+        _prepared = JailReport()
+    _lock_down(_prepared, keep_fd)
+    return _prepared
+
+
+def _lock_down(report: JailReport, keep_fd: int) -> None:
     close_inherited_fds(keep_fd)
     report.applied.append(FDS)
     _prctl(PR_SET_DUMPABLE, 0)
@@ -230,7 +234,6 @@ def lock_down_spare(keep_fd: int) -> JailReport:
     else:
         _attempt(report, CAPABILITIES, lambda: _process.drop_capabilities(arch))
     report.locked_down = True
-    return report
 
 
 def apply_jail(
@@ -251,9 +254,7 @@ def apply_jail(
         report = JailReport()
         _job_independent(report, scratch_base)
     if not report.locked_down:
-        _prepared = report
-        report = lock_down_spare(keep_fd)
-        _prepared = None
+        _lock_down(report, keep_fd)
     apply_rlimits(limits, report)
     arch = current_arch()
     if arch is None:
