@@ -1,9 +1,12 @@
-"""The sandbox child: runs exactly one script in a jailed process and exits.
+"""The sandbox child: runs scripts in a jailed process, each in a fresh engine instance.
 
 The worker forks this process ahead of time with one end of a socketpair. The child waits for its
 `ChildJob`, jails itself, runs the script with a fresh engine, streams print output, asks the worker
-to make each global call, sends one `ChildResult`, and `_exit`s. It holds no credentials, no Redis
-and no gRPC connection: everything outside the process goes through the socket.
+to make each global call, and sends one `ChildResult`. Then it `_exit`s, unless the worker said it
+may give it more jobs (`WorkerFrame.jobs_after`, Lua and JavaScript only, for the same principal and
+limits: see docs/adr/0003-child-reuse-within-a-principal.md): it then builds the next job's fresh engine instance, still
+inside the jail, and waits for that job or for EOF. It holds no credentials, no Redis and no gRPC
+connection: everything outside the process goes through the socket.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from sandbox.jail import apply_jail, lock_down_spare, prepare_spare, release_scr
 from sandbox.languages import Language
 from sandbox.limits import JobLimits
 from sandbox.outcomes import Outcome
-from sandbox.runner import DEFAULT_WARM_UP, ScriptJob, runner_for, warm_up_spare
+from sandbox.runner import DEFAULT_WARM_UP, ScriptJob, prepare_instance, runner_for, warm_up_spare
 from sandbox.scratch_files import ScratchFileHost
 
 
@@ -66,14 +69,7 @@ class SocketOutput(OutputSink):
 
 
 def script_job_from_frame(frame: sandbox_pb2.ChildJob) -> ScriptJob:
-    limits = JobLimits(
-        cpu_time_ms=frame.limits.cpu_time_ms,
-        wall_time_ms=frame.limits.wall_time_ms,
-        memory_bytes=frame.limits.memory_bytes,
-        output_bytes=frame.limits.output_bytes,
-        max_global_calls=frame.limits.max_global_calls,
-        artifact_bytes=frame.limits.artifact_bytes,
-    )
+    limits = JobLimits.from_message(frame.limits)
     return ScriptJob(
         language=Language.from_proto(frame.language),
         source=frame.source,
@@ -96,8 +92,14 @@ def _clip(text: str) -> str:
     return text[:MAX_MESSAGE_CHARS] + f"... [{len(text) - MAX_MESSAGE_CHARS} more characters cut]"
 
 
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_job(job: ScriptJob, sock: socket.socket, scratch_dir: str | None = None) -> sandbox_pb2.ChildResult:
     """Run the script and describe how it ended. Never raises."""
+    cpu_before = _cpu_seconds()
     result = sandbox_pb2.ChildResult()
     host = SocketHost(sock)
     files = ScratchFileHost(host, scratch_dir, job.limits.artifact_bytes)
@@ -125,9 +127,40 @@ def run_job(job: ScriptJob, sock: socket.socket, scratch_dir: str | None = None)
         result.message = f"internal sandbox error ({type(exc).__name__})"
     result.global_calls = host.calls
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    result.cpu_time_ms = int((usage.ru_utime + usage.ru_stime) * 1000)
+    result.cpu_time_ms = int((usage.ru_utime + usage.ru_stime - cpu_before) * 1000)
     result.peak_memory_bytes = usage.ru_maxrss * 1024
     return result
+
+
+def _same_process_limits(first: JobLimits, later: JobLimits) -> bool:
+    """The limits a process keeps for its life (address space, file size) must match the first job's
+    for a later job to run here; the worker only reuses a child for identical limits."""
+    return first.memory_bytes == later.memory_bytes and first.artifact_bytes == later.artifact_bytes
+
+
+def _serve(sock: socket.socket) -> None:
+    """Run the first job, jailing the process for it, then any later jobs the worker gives it."""
+    frame = framing.recv(sock, sandbox_pb2.WorkerFrame)
+    job = script_job_from_frame(frame.job)
+    jobs_after = frame.jobs_after
+    jail = apply_jail(job.limits, sock.fileno(), jobs_in_process=1 + jobs_after)
+    first_limits = job.limits
+    while True:
+        out = sandbox_pb2.ChildFrame()
+        out.result.CopyFrom(run_job(job, sock, jail.scratch_dir))
+        framing.send(sock, out)
+        release_scratch(jail)
+        if jobs_after == 0:
+            return
+        prepare_instance(job.language, job.limits.memory_bytes)  # the next job's, fresh
+        try:
+            frame = framing.recv(sock, sandbox_pb2.WorkerFrame)
+        except EOFError:  # the worker will not give this child another job
+            return
+        job = script_job_from_frame(frame.job)
+        if not _same_process_limits(first_limits, job.limits):
+            raise SandboxError("a reused sandbox process was given a job with different limits")
+        jobs_after = min(jobs_after - 1, frame.jobs_after)
 
 
 def child_main(sock: socket.socket, warm_languages: tuple[Language, ...] = DEFAULT_WARM_UP) -> NoReturn:
@@ -140,13 +173,7 @@ def child_main(sock: socket.socket, warm_languages: tuple[Language, ...] = DEFAU
         prepare_spare()  # same for every job (network namespace): done while the spare waits
         warm_up_spare(warm_languages)  # engine copy-on-write faults, off the job's critical path
         lock_down_spare(sock.fileno())  # the job-independent jail layers, also before the job
-        frame = framing.recv(sock, sandbox_pb2.WorkerFrame)
-        job = script_job_from_frame(frame.job)
-        jail = apply_jail(job.limits, sock.fileno())
-        out = sandbox_pb2.ChildFrame()
-        out.result.CopyFrom(run_job(job, sock, jail.scratch_dir))
-        framing.send(sock, out)
-        release_scratch(jail)
+        _serve(sock)
     except MemoryError:
         code = 3
     except BaseException:

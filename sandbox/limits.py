@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from scriptpool.errors import InvalidArgument
+from scriptpool.v1 import jobs_pb2
 
 MIB = 1024 * 1024
 
@@ -28,6 +29,11 @@ class JobLimits:
     """Calls to Session/Artifact/State/Hook/Event a job may make."""
     artifact_bytes: int = 100 * MIB
     """Artifact content bytes a job may write in total."""
+
+    @classmethod
+    def from_message(cls, message: jobs_pb2.JobLimits) -> JobLimits:
+        """The limits a job's spec carries (every field already resolved by the coordinator)."""
+        return cls(**{name: getattr(message, name) for name in LIMIT_FIELDS})
 
 
 DEFAULT_LIMITS = JobLimits()

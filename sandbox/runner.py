@@ -104,6 +104,13 @@ WARM_UP_SOURCES = {Language.LUA: "return 1", Language.PYTHON: "1", Language.JAVA
 DEFAULT_WARM_UP = (Language.LUA, Language.PYTHON)
 
 
+def prepare_instance(language: Language, memory_bytes: int) -> None:
+    """Build the next job's fresh instance now, for an engine that can (Lua, JavaScript); else nothing."""
+    prepare = getattr(_engine_module(language), "prepare_spare_instance", None)
+    if callable(prepare):
+        prepare(memory_bytes)
+
+
 def warm_up_spare(languages: tuple[Language, ...] = DEFAULT_WARM_UP) -> None:
     """Run a throwaway trivial script in each engine, in a spare child before it gets its job.
 

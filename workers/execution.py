@@ -16,6 +16,7 @@ from scriptpool.v1 import sandbox_pb2
 from sandbox.languages import Language
 from sandbox.outcomes import Outcome
 from workers.bridge import CoordinatorBridge
+from workers.child_reuse import ReuseKey
 from workers.job_records import JobRecords
 from workers.lease import LeaseKeeper
 from workers.settings import WorkerSettings
@@ -34,16 +35,18 @@ class JobExecutor:
         self.records = JobRecords(self.redis, settings.lease_seconds)
         self.channel = grpc.insecure_channel(settings.coordinator)
         self.leases = LeaseKeeper(self.records)
-        self.pool = SparePool(ZygoteSource() if settings.zygote else None)
         self.reaper = Reaper()
+        self.pool = SparePool(
+            ZygoteSource() if settings.zygote else None, jobs_per_child=settings.jobs_per_child, reaper=self.reaper
+        )
 
     def execute(self, job_id: str) -> dict[str, Any]:
         claimed = self.records.start(job_id, self.settings.name, time.time())
         if claimed is None:
             return {"job_id": job_id, "outcome": None, "note": "not queued any more (cancelled or already run)"}
-        spec_bytes, credential = claimed
-        spec = sandbox_pb2.ChildJob.FromString(spec_bytes)
-        run = self._run(job_id, spec, credential)
+        spec = sandbox_pb2.ChildJob.FromString(claimed.spec)
+        reuse = ReuseKey.for_job(claimed.principal, spec, self.settings.jobs_per_child)
+        run = self._run(job_id, spec, claimed.credential, reuse)
         applied = self.records.finish(
             job_id,
             run.to_job_result().SerializeToString(),
@@ -57,7 +60,7 @@ class JobExecutor:
         self.reaper.collect()
         return {"job_id": job_id, "outcome": run.outcome.value, "message": run.message}
 
-    def _run(self, job_id: str, spec: sandbox_pb2.ChildJob, credential: str) -> ChildRun:
+    def _run(self, job_id: str, spec: sandbox_pb2.ChildJob, credential: str, reuse: ReuseKey | None) -> ChildRun:
         deadline = time.monotonic() + spec.limits.wall_time_ms / 1000.0
         bridge = CoordinatorBridge(
             self.channel,
@@ -77,8 +80,16 @@ class JobExecutor:
                     self.reaper.collect()
                     return lease.should_stop
 
+                child, jobs_after = self.pool.take_for(reuse, spec.limits)
                 return supervise(
-                    self.pool.take(), spec, bridge, on_tick, on_handed_over=self.pool.refill, reaper=self.reaper
+                    child,
+                    spec,
+                    bridge,
+                    on_tick,
+                    on_handed_over=self.pool.refill,
+                    reaper=self.reaper,
+                    jobs_after=jobs_after,
+                    keep_child=lambda kept, outcome: self.pool.keep(kept, reuse, jobs_after, outcome),
                 )
         except Exception:
             log.exception("job %s: supervising the sandbox failed", job_id)
@@ -86,6 +97,7 @@ class JobExecutor:
 
     def close(self) -> None:
         self.leases.close()
+        self.pool.retire_kept()
         self.reaper.close()  # before the pool: a zygote's children are reaped through the zygote
         self.pool.close()
         self.channel.close()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+from dataclasses import dataclass
 
 from redis import Redis
 
@@ -86,7 +87,7 @@ if redis.call('HGET', KEYS[1], 'cancel_requested') then return false end
 redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[1], 'started_at', ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
 log_job(KEYS[1], 'job.started', 'job ' .. ARGV[4] .. ' started on ' .. ARGV[1], ARGV[4], ARGV[2])
-return redis.call('HMGET', KEYS[1], 'spec', 'credential')
+return redis.call('HMGET', KEYS[1], 'spec', 'credential', 'principal')
 """
 )
 
@@ -125,6 +126,15 @@ return 0
 """
 
 
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    """A job this worker has claimed: its spec (ChildJob bytes), its credential, whose it is."""
+
+    spec: bytes
+    credential: str
+    principal: str
+
+
 class JobRecords:
     """Atomic transitions of job records. Shared by the coordinator and the workers."""
 
@@ -136,13 +146,13 @@ class JobRecords:
         self._request_cancel = redis.register_script(_REQUEST_CANCEL)
         self._heartbeat = redis.register_script(_HEARTBEAT)
 
-    def start(self, job_id: str, worker: str, now: float) -> tuple[bytes, str] | None:
-        """Claim a queued job. Returns (spec, credential), or None if it is no longer queued."""
+    def start(self, job_id: str, worker: str, now: float) -> ClaimedJob | None:
+        """Claim a queued job. Returns what running it needs, or None if it is no longer queued."""
         found = self._start(keys=[job_key(job_id), LEASES_KEY], args=[worker, now, now + self.lease_seconds, job_id])
         if not found:
             return None
-        spec, credential = found
-        return bytes(spec), bytes(credential).decode()
+        spec, credential, principal = found
+        return ClaimedJob(bytes(spec), bytes(credential).decode(), text(principal or b""))
 
     def finish(
         self,

@@ -31,6 +31,12 @@ class WorkerSettings:
     """Fork sandbox children in a small zygote process that holds only the engines (cheaper forks,
     off the worker's thread); False forks them from the worker itself (SCRIPTPOOL_ZYGOTE=0)."""
 
+    jobs_per_child: int = 64
+    """Most jobs one sandbox child may run, each in a fresh engine instance, when they are Lua or
+    JavaScript jobs of the same principal with the same limits and each ended normally
+    (workers/child_reuse.py, docs/adr/0003-child-reuse-within-a-principal.md); 1 makes every child single-use
+    (SCRIPTPOOL_JOBS_PER_CHILD)."""
+
     @classmethod
     def from_env(cls, **overrides: str) -> WorkerSettings:
         env = os.environ
@@ -45,6 +51,8 @@ class WorkerSettings:
             values["lease_seconds"] = float(env["SCRIPTPOOL_LEASE_SECONDS"])
         if env.get("SCRIPTPOOL_ZYGOTE", "").strip().lower() in ("0", "false", "no", "off"):
             values["zygote"] = False
+        if env.get("SCRIPTPOOL_JOBS_PER_CHILD"):
+            values["jobs_per_child"] = _positive_int("SCRIPTPOOL_JOBS_PER_CHILD", env["SCRIPTPOOL_JOBS_PER_CHILD"])
         if not values["redis_url"]:
             from scriptpool.errors import InvalidArgument
 
@@ -52,3 +60,15 @@ class WorkerSettings:
         if not values["name"]:
             values["name"] = f"{socket.gethostname()}-{os.getpid()}"
         return cls(**values)  # type: ignore[arg-type]
+
+
+def _positive_int(name: str, raw: str) -> int:
+    from scriptpool.errors import InvalidArgument
+
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise InvalidArgument(f"{name} must be a whole number of at least 1 (got {raw!r})")
+    return value

@@ -1,10 +1,12 @@
 """Fork sandbox children and supervise one job in one child, from outside the guest.
 
-The worker keeps one spare child forked ahead of time (fork is off the job's critical path); each
-child runs exactly one job and exits. The supervisor enforces wall time, output bytes and the
-global-call count itself and kills the child when one is passed; CPU time and memory are enforced
-by the kernel (rlimits set in the child) with the engine's own checks as the fast first line.
-Whatever happens, the child is reaped and its rusage read.
+The worker keeps one spare child forked ahead of time (fork is off the job's critical path). A
+child runs one job and exits, or, after a Lua/JavaScript job that ended normally, waits for the
+next job of the same principal with the same limits (`workers/child_reuse.py`). The supervisor
+enforces wall time, output bytes, the global-call count and (from /proc) each job's CPU itself and
+kills the child when one is passed; CPU time and memory are also enforced by the kernel (rlimits
+set in the child) with the engine's own checks as the fast first line. Whatever happens, the child
+is reaped and its rusage read.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from sandbox.host import GlobalHost
 from sandbox.languages import Language
 from sandbox.outcomes import Outcome
 from sandbox.runner import DEFAULT_WARM_UP
+from workers.child_reuse import REUSABLE_OUTCOMES, CpuWatch, KeptChild, ReuseKey, move_cpu_limit
 from workers.children import (
     REAP_GRACE_SECONDS,
     ChildExit,
@@ -91,7 +94,12 @@ class _Supervision:
         on_tick: Callable[[], bool],
         on_handed_over: Callable[[], None] = lambda: None,
         reaper: Reaper | None = None,
+        jobs_after: int = 0,
+        keep_child: Callable[[SandboxChild, Outcome], bool] | None = None,
     ) -> None:
+        self.jobs_after = jobs_after
+        self.keep_child = keep_child
+        self.cpu: CpuWatch | None = None
         self.on_handed_over = on_handed_over
         self.reaper = reaper
         self.child = child
@@ -151,6 +159,9 @@ class _Supervision:
         deadline = started + self.limits.wall_time_ms / 1000.0
         first = sandbox_pb2.WorkerFrame()
         first.job.CopyFrom(self.job)
+        first.jobs_after = self.jobs_after
+        self.cpu = CpuWatch(self.child.pid, self.limits)
+        self.child.sock.setblocking(True)  # a kept child's socket is still non-blocking from its last job
         try:
             framing.send(self.child.sock, first)
         except OSError:
@@ -181,6 +192,11 @@ class _Supervision:
                 if self.on_tick():
                     self.kill(Outcome.CANCELLED, "the job was cancelled")
                     break
+                if self.cpu is not None and self.cpu.exceeded():
+                    self.kill(
+                        Outcome.CPU_TIME_EXCEEDED, f"the script used more than {self.limits.cpu_time_ms} ms of CPU time"
+                    )
+                    break
             wait_ms = max(1, int((min(deadline, next_tick) - now) * 1000))
             if not poller.poll(wait_ms):
                 continue
@@ -206,18 +222,23 @@ class _Supervision:
 
     def finish(self) -> ChildRun:
         info = self.run_info
-        if self.final is not None and self.stopped_for is None and self.reaper is not None:
-            # The child sent its result and is exiting: record the job now, reap the child later
-            # (tearing down a forked address space takes a millisecond or two).
-            self.child.sock.close()
-            self.reaper.adopt(self.child)
-            info.cpu_time_ms = self.final.cpu_time_ms
-            info.peak_memory_bytes = self.final.peak_memory_bytes
-            self.take_result(self.final)
-            return info
+        if self.final is not None and self.stopped_for is None:
+            delivered = Outcome.from_proto(self.final.outcome)
+            kept = self.keep_child is not None and self.keep_child(self.child, delivered)
+            if kept or self.reaper is not None:
+                # The child sent its result and waits for its next job (kept), or is exiting: record
+                # the job now, reap the child later (tearing down an address space takes a ms or two).
+                if not kept and self.reaper is not None:
+                    self.child.sock.close()
+                    self.reaper.adopt(self.child)
+                info.cpu_time_ms = self.final.cpu_time_ms
+                info.peak_memory_bytes = self.final.peak_memory_bytes
+                self.take_result(self.final)
+                return info
         ended = _reap(self.child, kill_first=self.final is None and self.stopped_for is None)
         self.child.sock.close()
-        info.cpu_time_ms = ended.cpu_time_ms if ended else 0
+        started_ms = int(self.cpu.start * 1000) if self.cpu is not None and self.cpu.start is not None else 0
+        info.cpu_time_ms = max(ended.cpu_time_ms - started_ms, 0) if ended else 0
         info.peak_memory_bytes = ended.peak_memory_bytes if ended else 0
         if self.stopped_for is not None:
             info.outcome, info.message = self.stopped_for
@@ -276,12 +297,16 @@ def supervise(
     on_tick: Callable[[], bool] = lambda: False,
     on_handed_over: Callable[[], None] = lambda: None,
     reaper: Reaper | None = None,
+    jobs_after: int = 0,
+    keep_child: Callable[[SandboxChild, Outcome], bool] | None = None,
 ) -> ChildRun:
     """Run `job` in `child` and return how it ended. `on_tick` returning True cancels the job;
     `on_handed_over` runs once the child has the job (the worker forks its next spare there, while
     the child runs on another core). With a `reaper`, a child that delivered its result is reaped
-    later instead of before returning."""
-    return _Supervision(child, job, host, on_tick, on_handed_over, reaper).run()
+    later instead of before returning. `jobs_after` tells the child how many more jobs it may get;
+    `keep_child(child, outcome)` returning True after a delivered result means the caller keeps
+    the child for one of them (its socket stays open)."""
+    return _Supervision(child, job, host, on_tick, on_handed_over, reaper, jobs_after, keep_child).run()
 
 
 class Reaper:
@@ -324,12 +349,22 @@ RECENT_JOBS = 16
 
 
 class SparePool:
-    """Keeps one child waiting, so a job never waits for fork(). The children come from `source`:
-    the worker's zygote, or (by default) forks of this process."""
+    """Keeps one child waiting, so a job never waits for fork(), and the child of the last job when
+    it may run the next one (`workers/child_reuse.py`). The spares come from `source`: the worker's
+    zygote, or (by default) forks of this process."""
 
-    def __init__(self, source: ChildSource | None = None, recent_jobs: int = RECENT_JOBS) -> None:
+    def __init__(
+        self,
+        source: ChildSource | None = None,
+        recent_jobs: int = RECENT_JOBS,
+        jobs_per_child: int = 1,
+        reaper: Reaper | None = None,
+    ) -> None:
         self.source: ChildSource = source if source is not None else LocalForks()
+        self.jobs_per_child = jobs_per_child
+        self.reaper = reaper
         self._recent: deque[Language] = deque(maxlen=recent_jobs)
+        self._kept: KeptChild | None = None
 
     @property
     def warm_languages(self) -> tuple[Language, ...]:
@@ -341,7 +376,36 @@ class SparePool:
         return tuple(language for language in Language if language in self._recent)
 
     def take(self) -> SandboxChild:
+        """A fresh spare child (never used by a job)."""
         return self.source.take(self.warm_languages)
+
+    def take_for(self, key: ReuseKey | None, limits: jobs_pb2.JobLimits) -> tuple[SandboxChild, int]:
+        """The child for a job with this reuse key (None: single-use), and how many more jobs the
+        child may be given after this one. The kept child if it fits, else a fresh spare."""
+        kept, self._kept = self._kept, None
+        if kept is not None:
+            fits = key is not None and kept.key == key and kept.jobs_left > 0
+            if fits and not kept.child.handle.has_exited() and move_cpu_limit(kept.child.pid, limits):
+                return kept.child, kept.jobs_left - 1
+            self._retire(kept.child)
+        jobs_after = self.jobs_per_child - 1 if key is not None else 0
+        return self.take(), jobs_after
+
+    def keep(self, child: SandboxChild, key: ReuseKey | None, jobs_after: int, outcome: Outcome) -> bool:
+        """After `child` delivered a job's result: keep it for the next job with the same key if it
+        may serve more jobs and the job ended normally. False: the caller lets it exit."""
+        if key is None or jobs_after <= 0 or outcome not in REUSABLE_OUTCOMES:
+            return False
+        self._kept = KeptChild(child, key, jobs_after)
+        return True
+
+    def _retire(self, child: SandboxChild) -> None:
+        """Close a kept child's socket: it sees EOF and exits; reap it later (or now, without a reaper)."""
+        if self.reaper is not None:
+            child.sock.close()
+            self.reaper.adopt(child)
+        else:
+            child.discard()
 
     def expect(self, language: Language) -> None:
         """Record the language of the job being run, for the next spares' warm-up."""
@@ -350,7 +414,14 @@ class SparePool:
     def refill(self) -> None:
         self.source.request(self.warm_languages)
 
+    def retire_kept(self) -> None:
+        """Let the kept child (if any) exit."""
+        kept, self._kept = self._kept, None
+        if kept is not None:
+            self._retire(kept.child)
+
     def close(self) -> None:
+        self.retire_kept()
         self.source.close()
 
 

@@ -6,12 +6,14 @@ so a job is either fully enqueued or not at all.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 import uuid
 
 from redis import Redis
 from rq import Queue
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job as RQJob
 from scriptpool.errors import InvalidArgument, NotFound
 from scriptpool.v1 import jobs_pb2, sandbox_pb2, sessions_pb2
@@ -33,6 +35,8 @@ from workers.job_records import (
     session_jobs_key,
     texts,
 )
+
+log = logging.getLogger(__name__)
 
 RQ_FUNCTION = "workers.rq_entry.execute_job"
 RQ_TIMEOUT_MARGIN_SECONDS = 60
@@ -196,9 +200,18 @@ class JobStore:
                 outcome=Outcome.CANCELLED.value,
             )
             if applied:
-                rq_job = RQJob.fetch(job_id, connection=self.redis)
-                rq_job.cancel()
+                self._cancel_rq_job(job_id)
         return self.get(caller, job_id)
+
+    def _cancel_rq_job(self, job_id: str) -> None:
+        """Take a job cancelled while queued out of RQ's queue (so `rq info` agrees). Best effort: a
+        worker may be dequeuing it at this moment, and RQ's cancel then races the worker's own
+        bookkeeping (e.g. "Execution ... not found"). Our record is already finished as cancelled,
+        so that worker's claim is refused and the script never runs either way."""
+        try:
+            RQJob.fetch(job_id, connection=self.redis).cancel()
+        except (NoSuchJobError, InvalidJobOperation, ValueError) as exc:
+            log.info("job %s: RQ's cancel raced a worker (%s); the job record is already cancelled", job_id, exc)
 
     def list_for_session(self, caller: Caller, request: jobs_pb2.ListJobsRequest) -> jobs_pb2.ListJobsResponse:
         self.sessions.get(caller, request.session_id)

@@ -82,10 +82,18 @@ def _set(limit: int, soft: int, hard: int | None = None) -> None:
     resource.setrlimit(limit, (soft, soft if hard is None else hard))
 
 
-def apply_rlimits(limits: JobLimits, report: JailReport) -> None:
-    cpu_seconds = math.ceil(limits.cpu_time_ms / 1000) + 1
+def cpu_limit_seconds(limits: JobLimits) -> int:
+    """One job's CPU rlimit step: its budget rounded up, plus a second for the engine's own check."""
+    return math.ceil(limits.cpu_time_ms / 1000) + 1
+
+
+def apply_rlimits(limits: JobLimits, report: JailReport, jobs_in_process: int = 1) -> None:
+    cpu_seconds = cpu_limit_seconds(limits)
     # SIGXCPU at the soft limit, SIGKILL at the hard one: the kernel stops a spin the engine missed.
-    _set(resource.RLIMIT_CPU, cpu_seconds, cpu_seconds + 1)
+    # A process that may serve several jobs gets a hard limit covering all of them; the worker moves
+    # the soft limit on before each later job (`prlimit` from outside: the filter forbids it here)
+    # and also checks each job's CPU itself (workers/child_reuse.py).
+    _set(resource.RLIMIT_CPU, cpu_seconds, cpu_seconds * max(jobs_in_process, 1) + 1)
     mapped = report.mapped_bytes or _mapped_bytes()
     _set(resource.RLIMIT_AS, mapped + limits.memory_bytes + ADDRESS_SPACE_MARGIN)
     _set(resource.RLIMIT_CORE, 0)
@@ -240,13 +248,15 @@ def apply_jail(
     limits: JobLimits,
     keep_fd: int,
     scratch_base: str = _scratch.DEFAULT_SCRATCH_BASE,
+    jobs_in_process: int = 1,
 ) -> JailReport:
     """Jail the current (child) process. Call once, after fork, before running any script.
 
     `keep_fd` is the worker's socketpair: the only descriptor left open besides stdio, and the only
     socket the script's process may use. The scratch directory is created under `scratch_base`
     (by `prepare_spare`, when it ran in this process, with its own `scratch_base`). The layers
-    `lock_down_spare` applies are applied here unless the spare already did.
+    `lock_down_spare` applies are applied here unless the spare already did. `jobs_in_process` > 1
+    when the worker may give this process more jobs with the same limits (CPU hard limit above).
     """
     global _prepared
     report, _prepared = _prepared, None
@@ -255,7 +265,7 @@ def apply_jail(
         _job_independent(report, scratch_base)
     if not report.locked_down:
         _lock_down(report, keep_fd)
-    apply_rlimits(limits, report)
+    apply_rlimits(limits, report, jobs_in_process)
     arch = current_arch()
     if arch is None:
         report.unavailable[SECCOMP] = "no system-call table for this CPU"

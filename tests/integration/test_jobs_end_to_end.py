@@ -229,3 +229,33 @@ def test_wait_job_returns_unfinished_at_its_timeout_then_finished(client: Script
     assert not early.finished and early.job.status in (jobs_pb2.JOB_STATUS_QUEUED, jobs_pb2.JOB_STATUS_RUNNING)
     late = client._call(client._jobs.WaitJob, jobs_pb2.WaitJobRequest(job_id=job.id, timeout_seconds=30))
     assert late.finished and result_of(late.job) == "late"
+
+
+def test_cancel_of_a_queued_job_survives_rqs_cancel_racing_a_worker(
+    client: ScriptpoolClient, stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RQ's own cancel can fail while a worker dequeues the job at that moment ("Execution ... not
+    found in Redis", seen under load). Our record decides: the caller gets the cancelled job, not
+    INTERNAL, and the worker refuses to run it."""
+    from rq.job import Job as RQJob
+
+    spinners = [
+        client.submit(Language.LUA, "while true do end", limits={"wall_time_ms": 60_000}) for _ in stack.workers
+    ]
+    running = jobs_pb2.JOB_STATUS_RUNNING
+    assert wait_for(lambda: all(client.get_job(s.id).status == running for s in spinners), timeout=30)
+    queued = client.submit(Language.LUA, "return 'must not run'")
+
+    def racing_cancel(self: RQJob, *args: object, **kwargs: object) -> None:
+        raise ValueError(f"Execution {self.id} not found in Redis")
+
+    monkeypatch.setattr(RQJob, "cancel", racing_cancel)
+    try:
+        cancelled = client.cancel(queued.id)
+    finally:
+        for spinner in spinners:
+            client.cancel(spinner.id)
+    assert outcome(cancelled) is Outcome.CANCELLED
+    monkeypatch.undo()
+    assert outcome(client.wait(queued.id, timeout=30)) is Outcome.CANCELLED
+    assert_worker_healthy(client)

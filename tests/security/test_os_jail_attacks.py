@@ -45,15 +45,16 @@ def _descendants(pid: int) -> list[int]:
 
 
 def _jailed_children(stack: Stack) -> list[tuple[int, int]]:
-    """(worker pid, child pid) of every sandbox child that has been jailed (seccomp mode 2); the child's
-    parent is the worker's zygote, or the worker itself when it forks its own children."""
+    """(worker pid, child pid) of every sandbox child that has been jailed (seccomp mode 2) and is
+    running (a spinning job; a child kept for its principal's next job sleeps); the child's parent
+    is the worker's zygote, or the worker itself when it forks its own children."""
     jailed = []
     for worker in stack.workers:
         for pid in _descendants(worker.pid):
             try:
                 status = _status(pid)
                 # children of finished jobs are reaped later; skip those already exiting (zombies)
-                if status.get("Seccomp") == "2" and not status.get("State", "").startswith("Z"):
+                if status.get("Seccomp") == "2" and status.get("State", "").startswith("R"):
                     jailed.append((worker.pid, pid))
             except OSError:
                 continue

@@ -172,9 +172,9 @@ class ChildResult(_message.Message):
     message: _builtins.str
     global_calls: _builtins.int
     cpu_time_ms: _builtins.int
-    """The child's own rusage when it sent this result. The worker uses it so it can record the
-    result before the child has finished exiting; a child that dies without a result is measured
-    by the kernel (wait4) instead.
+    """The child's own rusage for this job (CPU since the job arrived; peak memory of the process) when
+    it sent this result. The worker uses it so it can record the result before the child has
+    finished exiting; a child that dies without a result is measured by the kernel (wait4) instead.
     """
     peak_memory_bytes: _builtins.int
     @_builtins.property
@@ -236,6 +236,12 @@ class WorkerFrame(_message.Message):
 
     JOB_FIELD_NUMBER: _builtins.int
     REPLY_FIELD_NUMBER: _builtins.int
+    JOBS_AFTER_FIELD_NUMBER: _builtins.int
+    jobs_after: _builtins.int
+    """With `job`: how many more jobs the worker may give this child after this one (0: the child
+    exits after its result). A child kept for more jobs builds a fresh engine instance for each
+    (see docs/adr/0003-child-reuse-within-a-principal.md); the worker only reuses it for the same principal and limits.
+    """
     @_builtins.property
     def job(self) -> Global___ChildJob: ...
     @_builtins.property
@@ -245,10 +251,11 @@ class WorkerFrame(_message.Message):
         *,
         job: Global___ChildJob | None = ...,
         reply: Global___GlobalReply | None = ...,
+        jobs_after: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "job", b"job", "reply", b"reply"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "job", b"job", "reply", b"reply"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "job", b"job", "jobs_after", b"jobs_after", "reply", b"reply"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["job", "reply"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015

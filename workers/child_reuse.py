@@ -1,0 +1,115 @@
+"""When a sandbox child may run another job, and the CPU checks that keep each job to its budget.
+
+A child that ran a Lua or JavaScript job to a normal end (its result delivered, nothing killed or
+exceeded) may be given later jobs of the **same principal with identical limits and language**, up
+to `WorkerSettings.jobs_per_child` jobs in all. Each job still gets a fresh engine instance, built
+inside the jail after the previous job ended (`sandbox/child.py`); the process, its jail and its
+scratch directory (emptied between jobs) are what is reused. Python jobs never reuse a child: a
+RestrictedPython script shares the host interpreter's objects, so only a new process is fresh.
+Why this is the boundary, and what it costs in isolation: docs/adr/0003-child-reuse-within-a-principal.md.
+
+CPU: the child's kernel CPU limit is cumulative, so a reusable child is jailed with a hard limit
+covering all its jobs and the worker moves the soft limit on before each later job (`prlimit` from
+outside; the child's seccomp filter forbids raising it). The supervisor also measures each job's
+CPU from `/proc` (`CpuWatch`) and kills a job past its budget, whatever the guest did to its signals.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+from dataclasses import dataclass
+
+from scriptpool.v1 import jobs_pb2, sandbox_pb2
+
+from sandbox.jail import cpu_limit_seconds
+from sandbox.languages import Language
+from sandbox.limits import JobLimits
+from sandbox.outcomes import Outcome
+from workers.children import SandboxChild
+
+REUSABLE_LANGUAGES = frozenset({Language.LUA, Language.JAVASCRIPT})
+REUSABLE_OUTCOMES = frozenset({Outcome.OK, Outcome.SCRIPT_ERROR})
+"""Endings after which the engine instance was dropped in an orderly way. Any limit, kill, crash
+or sandbox violation retires the child."""
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True, slots=True)
+class ReuseKey:
+    """What a later job must share with the child's first job to run in the same process."""
+
+    principal: str
+    language: int
+    limits: bytes
+    """The job's `JobLimits` message, serialized."""
+
+    @classmethod
+    def for_job(cls, principal: str, spec: sandbox_pb2.ChildJob, jobs_per_child: int) -> ReuseKey | None:
+        """The key for a job that may share its child, or None when its child must be single-use."""
+        if jobs_per_child <= 1 or not principal or Language.from_proto(spec.language) not in REUSABLE_LANGUAGES:
+            return None
+        return cls(principal, spec.language, spec.limits.SerializeToString(deterministic=True))
+
+
+@dataclass(slots=True)
+class KeptChild:
+    """A child that finished a job normally and waits for the next one with the same key."""
+
+    child: SandboxChild
+    key: ReuseKey
+    jobs_left: int
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU of a live process, from /proc (None if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            raw = stat.read()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(b")") + 2 :].split()  # the command name may hold spaces
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def move_cpu_limit(pid: int, limits: jobs_pb2.JobLimits) -> bool:
+    """Set a reused child's soft CPU limit to what it has used plus this job's budget. False when the
+    child is gone or its hard limit has no room left for the job (it must not be reused then)."""
+    used = process_cpu_seconds(pid)
+    if used is None:
+        return False
+    try:
+        _, hard = resource.prlimit(pid, resource.RLIMIT_CPU)
+        soft = math.ceil(used) + cpu_limit_seconds(JobLimits.from_message(limits))
+        if hard != resource.RLIM_INFINITY and soft >= hard:
+            return False
+        resource.prlimit(pid, resource.RLIMIT_CPU, (soft, hard))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+class CpuWatch:
+    """One job's CPU, measured from outside the child: `exceeded()` once the job has used more than
+    its budget plus the engine's grace second (the kernel's soft limit, moved per job, is the other
+    guard; this one holds even if the guest caught SIGXCPU)."""
+
+    def __init__(self, pid: int, limits: jobs_pb2.JobLimits) -> None:
+        self.pid = pid
+        self.allowed = float(cpu_limit_seconds(JobLimits.from_message(limits)))
+        self.start = process_cpu_seconds(pid)
+
+    def used_seconds(self) -> float | None:
+        now = process_cpu_seconds(self.pid)
+        if now is None or self.start is None:
+            return None
+        return now - self.start
+
+    def exceeded(self) -> bool:
+        used = self.used_seconds()
+        return used is not None and used > self.allowed
+
+
+__all__ = ["REUSABLE_LANGUAGES", "REUSABLE_OUTCOMES", "CpuWatch", "KeptChild", "ReuseKey", "move_cpu_limit"]
