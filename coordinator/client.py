@@ -63,14 +63,29 @@ class ScriptpoolClient:
         limits: Mapping[str, int] | None = None,
         inputs: Mapping[str, PlainValue] | None = None,
     ) -> jobs_pb2.Job:
+        return self._submit(language, source, session_id, limits, inputs, wait_seconds=0.0).job
+
+    def _submit(
+        self,
+        language: Language,
+        source: str,
+        session_id: str,
+        limits: Mapping[str, int] | None,
+        inputs: Mapping[str, PlainValue] | None,
+        wait_seconds: float,
+    ) -> jobs_pb2.SubmitJobResponse:
         request = jobs_pb2.SubmitJobRequest(
             language=language.to_proto(),
             source=source,
             session_id=session_id,
             limits=jobs_pb2.JobLimits(**dict(limits or {})),
             inputs=to_value_map(dict(inputs or {})),
+            wait_seconds=wait_seconds,
         )
-        return self._call(self._jobs.SubmitJob, request).job
+        response: jobs_pb2.SubmitJobResponse = self._call(
+            self._jobs.SubmitJob, request, wait_seconds + self._timeout if wait_seconds else None
+        )
+        return response
 
     def get_job(self, job_id: str) -> jobs_pb2.Job:
         return self._call(self._jobs.GetJob, jobs_pb2.GetJobRequest(job_id=job_id))
@@ -92,8 +107,23 @@ class ScriptpoolClient:
     def cancel(self, job_id: str) -> jobs_pb2.Job:
         return self._call(self._jobs.CancelJob, jobs_pb2.CancelJobRequest(job_id=job_id))
 
-    def run(self, language: Language, source: str, *, timeout: float = 300.0, **kwargs: Any) -> jobs_pb2.Job:
-        return self.wait(self.submit(language, source, **kwargs).id, timeout)
+    def run(
+        self,
+        language: Language,
+        source: str,
+        *,
+        timeout: float = 300.0,
+        session_id: str = "",
+        limits: Mapping[str, int] | None = None,
+        inputs: Mapping[str, PlainValue] | None = None,
+    ) -> jobs_pb2.Job:
+        """Submit a job and wait for its end: one call (SubmitJob with `wait_seconds`) for a job that
+        ends within 30 s, then WaitJob calls. DeadlineExceeded if it has not ended after `timeout`."""
+        started = time.monotonic()
+        first = self._submit(language, source, session_id, limits, inputs, wait_seconds=min(timeout, 30.0))
+        if first.finished:
+            return first.job
+        return self.wait(first.job.id, max(timeout - (time.monotonic() - started), 0.001))
 
     # ---------------------------------------------------------------- sessions
     def create_session(

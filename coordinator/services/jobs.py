@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+import uuid
+from collections.abc import Callable
 
 import grpc
 from scriptpool.errors import InvalidArgument
 from scriptpool.v1 import jobs_pb2, jobs_pb2_grpc
 
-from coordinator.auth import Authenticator
+from coordinator.auth import Authenticator, Caller
 from coordinator.status import grpc_service
 from coordinator.stores.jobs import JobStore
 from coordinator.waiters import JobWaiters
@@ -25,7 +27,17 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     def SubmitJob(
         self, request: jobs_pb2.SubmitJobRequest, context: grpc.ServicerContext
     ) -> jobs_pb2.SubmitJobResponse:
-        return jobs_pb2.SubmitJobResponse(job=self.jobs.submit(self.auth.caller(context), request))
+        caller = self.auth.caller(context)
+        if request.wait_seconds < 0:
+            raise InvalidArgument("wait_seconds must not be negative (0 answers once the job is queued)")
+        if not request.wait_seconds:
+            return jobs_pb2.SubmitJobResponse(job=self.jobs.submit(caller, request))
+        give_up = time.monotonic() + self._wait_budget(request.wait_seconds, context)
+        job_id = str(uuid.uuid4())
+        with self.waiters.watch(job_id) as wait:  # before the job exists: its end cannot be missed
+            queued = self.jobs.submit(caller, request, job_id=job_id)
+            job, finished = self._until_finished(caller, queued, wait, give_up)
+        return jobs_pb2.SubmitJobResponse(job=job, finished=finished)
 
     def GetJob(self, request: jobs_pb2.GetJobRequest, context: grpc.ServicerContext) -> jobs_pb2.Job:
         return self._seen(self.jobs.get(self.auth.caller(context), request.job_id))
@@ -40,20 +52,33 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         caller = self.auth.caller(context)
         if request.timeout_seconds < 0:
             raise InvalidArgument("timeout_seconds must not be negative")
-        timeout = min(request.timeout_seconds or self.max_wait_seconds, self.max_wait_seconds)
+        give_up = time.monotonic() + self._wait_budget(request.timeout_seconds or self.max_wait_seconds, context)
+        with self.waiters.watch(request.job_id) as wait:
+            job = self._seen(self.jobs.get(caller, request.job_id))  # also the access check
+            job, finished = self._until_finished(caller, job, wait, give_up)
+        return jobs_pb2.WaitJobResponse(job=job, finished=finished)
+
+    def _wait_budget(self, asked_seconds: float, context: grpc.ServicerContext) -> float:
+        """How long a waiting call may wait: what it asked, at most the server's maximum, and ending
+        just before the call's own deadline (so the answer still reaches the caller)."""
+        timeout = min(asked_seconds, self.max_wait_seconds)
         remaining = context.time_remaining()
         if remaining is not None:
             timeout = min(timeout, max(0.0, remaining - 0.05))
-        give_up = time.monotonic() + timeout
-        with self.waiters.watch(request.job_id) as wait:
-            job = self._seen(self.jobs.get(caller, request.job_id))  # also the access check
-            while job.status != jobs_pb2.JOB_STATUS_FINISHED:
-                left = give_up - time.monotonic()
-                if left <= 0:
-                    return jobs_pb2.WaitJobResponse(job=job, finished=False)
-                wait(left)
-                job = self._seen(self.jobs.get(caller, request.job_id))
-        return jobs_pb2.WaitJobResponse(job=job, finished=True)
+        return timeout
+
+    def _until_finished(
+        self, caller: Caller, job: jobs_pb2.Job, wait: Callable[[float], None], give_up: float
+    ) -> tuple[jobs_pb2.Job, bool]:
+        """Re-read the job each time its end may have come (`wait` returns), until it has finished
+        or `give_up` (monotonic) has passed. Returns the job as last read and whether it finished."""
+        while job.status != jobs_pb2.JOB_STATUS_FINISHED:
+            left = give_up - time.monotonic()
+            if left <= 0:
+                return job, False
+            wait(left)
+            job = self._seen(self.jobs.get(caller, job.id))
+        return job, True
 
     def CancelJob(self, request: jobs_pb2.CancelJobRequest, context: grpc.ServicerContext) -> jobs_pb2.Job:
         return self.jobs.cancel(self.auth.caller(context), request.job_id)

@@ -92,9 +92,11 @@ class JobStore:
         *,
         random_seed: int = 0,
         clock_start: float = 0.0,
+        job_id: str = "",
     ) -> jobs_pb2.Job:
         """Enqueue a job. `random_seed` and `clock_start` are for replays (the recorded job's seed and
-        start time); otherwise a fresh seed is drawn and kept in the job's spec, and the clock is real."""
+        start time); otherwise a fresh seed is drawn and kept in the job's spec, and the clock is real.
+        `job_id` is a new UUID the caller drew (to watch for the job's end before it exists)."""
         caller.require_client("JobService.SubmitJob")
         language, spec = self._validate(request)
         spec.random_seed = random_seed or secrets.randbits(48) | 1
@@ -105,7 +107,7 @@ class JobStore:
         else:  # written below, in the job's own transaction
             new_session = self.sessions.prepare(caller, sessions_pb2.CreateSessionRequest(name=f"{language.value} job"))
             session = new_session.session
-        job_id = str(uuid.uuid4())
+        job_id = job_id or str(uuid.uuid4())
         spec.job_id = job_id
         spec.session_id = session.id
         credential = new_job_credential()

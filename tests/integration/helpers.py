@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from scriptpool.v1 import jobs_pb2
 from scriptpool.values import PlainValue, from_value
 
@@ -10,11 +12,11 @@ from sandbox.languages import Language
 from sandbox.outcomes import Outcome
 
 
-def run_lua(client: ScriptpoolClient, source: str, timeout: float = 60, **kwargs: object) -> jobs_pb2.Job:
+def run_lua(client: ScriptpoolClient, source: str, timeout: float = 60, **kwargs: Any) -> jobs_pb2.Job:
     return client.run(Language.LUA, source, timeout=timeout, **kwargs)
 
 
-def run_js(client: ScriptpoolClient, source: str, timeout: float = 60, **kwargs: object) -> jobs_pb2.Job:
+def run_js(client: ScriptpoolClient, source: str, timeout: float = 60, **kwargs: Any) -> jobs_pb2.Job:
     return client.run(Language.JAVASCRIPT, source, timeout=timeout, **kwargs)
 
 

@@ -259,3 +259,40 @@ def test_cancel_of_a_queued_job_survives_rqs_cancel_racing_a_worker(
     monkeypatch.undo()
     assert outcome(client.wait(queued.id, timeout=30)) is Outcome.CANCELLED
     assert_worker_healthy(client)
+
+
+def test_submit_with_wait_answers_with_the_finished_job_in_one_call(client: ScriptpoolClient) -> None:
+    request = jobs_pb2.SubmitJobRequest(language=Language.LUA.to_proto(), source="return 6 * 7", wait_seconds=30)
+    response = client._call(client._jobs.SubmitJob, request)
+    assert response.finished and response.job.status == jobs_pb2.JOB_STATUS_FINISHED
+    assert result_of(response.job) == 42
+    assert result_of(client.get_job(response.job.id)) == 42  # the same job, recorded as usual
+
+
+def test_submit_with_a_short_wait_answers_unfinished_and_the_job_runs_on(client: ScriptpoolClient) -> None:
+    source = "local t = os.clock() while os.clock() - t < 1 do end return 'done'"
+    request = jobs_pb2.SubmitJobRequest(language=Language.LUA.to_proto(), source=source, wait_seconds=0.2)
+    started = time.monotonic()
+    response = client._call(client._jobs.SubmitJob, request)
+    assert time.monotonic() - started < 0.9
+    assert not response.finished
+    assert response.job.status in (jobs_pb2.JOB_STATUS_QUEUED, jobs_pb2.JOB_STATUS_RUNNING)
+    assert result_of(client.wait(response.job.id, timeout=30)) == "done"
+
+
+def test_submit_without_wait_answers_queued(client: ScriptpoolClient) -> None:
+    request = jobs_pb2.SubmitJobRequest(language=Language.LUA.to_proto(), source="return 1")
+    response = client._call(client._jobs.SubmitJob, request)
+    assert not response.finished and response.job.status == jobs_pb2.JOB_STATUS_QUEUED
+    client.wait(response.job.id, timeout=30)
+
+
+def test_a_negative_wait_is_refused_and_nothing_is_queued(client: ScriptpoolClient, redis_client: Redis) -> None:
+    from workers.job_records import PREFIX
+
+    before = len(list(redis_client.scan_iter(f"{PREFIX}job:*", count=1000)))
+    request = jobs_pb2.SubmitJobRequest(language=Language.LUA.to_proto(), source="return 1", wait_seconds=-1)
+    with pytest.raises(InvalidArgument, match="wait_seconds"):
+        client._call(client._jobs.SubmitJob, request)
+    after = len(list(redis_client.scan_iter(f"{PREFIX}job:*", count=1000)))
+    assert after <= before  # (finished jobs of other tests may expire meanwhile, never a new one)

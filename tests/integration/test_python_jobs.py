@@ -3,6 +3,8 @@ jailed sandbox child running RestrictedPython -> global calls back over gRPC -> 
 
 from __future__ import annotations
 
+from typing import Any
+
 from scriptpool.v1 import jobs_pb2
 
 from coordinator.client import ScriptpoolClient
@@ -15,7 +17,7 @@ from .helpers import assert_worker_healthy, outcome, result_of
 MIB = 1024 * 1024
 
 
-def run_py(client: ScriptpoolClient, source: str, timeout: float = 60, **kwargs: object) -> jobs_pb2.Job:
+def run_py(client: ScriptpoolClient, source: str, timeout: float = 60, **kwargs: Any) -> jobs_pb2.Job:
     return client.run(Language.PYTHON, source, timeout=timeout, **kwargs)
 
 

@@ -304,10 +304,16 @@ class SubmitJobRequest(_message.Message):
     SESSION_ID_FIELD_NUMBER: _builtins.int
     LIMITS_FIELD_NUMBER: _builtins.int
     INPUTS_FIELD_NUMBER: _builtins.int
+    WAIT_SECONDS_FIELD_NUMBER: _builtins.int
     language: Global___Language.ValueType
     source: _builtins.str
     session_id: _builtins.str
     """"" = a new session is created for the job"""
+    wait_seconds: _builtins.float
+    """> 0: answer once the job has finished or this many seconds have passed, whichever is first
+    (capped like WaitJob's timeout and by the call's deadline); the job runs on either way.
+    0: answer as soon as the job is queued.
+    """
     @_builtins.property
     def limits(self) -> Global___JobLimits: ...
     @_builtins.property
@@ -322,10 +328,11 @@ class SubmitJobRequest(_message.Message):
         session_id: _builtins.str = ...,
         limits: Global___JobLimits | None = ...,
         inputs: _common_pb2.ValueMap | None = ...,
+        wait_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["inputs", b"inputs", "limits", b"limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["inputs", b"inputs", "language", b"language", "limits", b"limits", "session_id", b"session_id", "source", b"source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["inputs", b"inputs", "language", b"language", "limits", b"limits", "session_id", b"session_id", "source", b"source", "wait_seconds", b"wait_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -336,16 +343,20 @@ class SubmitJobResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_FIELD_NUMBER: _builtins.int
+    FINISHED_FIELD_NUMBER: _builtins.int
+    finished: _builtins.bool
+    """the job had finished when this answer was sent (only with wait_seconds)"""
     @_builtins.property
     def job(self) -> Global___Job: ...
     def __init__(
         self,
         *,
         job: Global___Job | None = ...,
+        finished: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["finished", b"finished", "job", b"job"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
