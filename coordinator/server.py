@@ -16,6 +16,8 @@ from scriptpool.errors import InvalidArgument
 from scriptpool.v1 import (
     artifacts_pb2,
     artifacts_pb2_grpc,
+    calls_pb2,
+    calls_pb2_grpc,
     events_pb2,
     events_pb2_grpc,
     jobs_pb2,
@@ -28,6 +30,7 @@ from scriptpool.v1 import (
 
 from coordinator.auth import Authenticator
 from coordinator.services.artifacts import ArtifactServicer
+from coordinator.services.job_calls import JobCallServicer, unary_routes
 from coordinator.services.jobs import JobServicer
 from coordinator.services.placeholders import EventServicer, HookServicer
 from coordinator.services.sessions import SessionServicer
@@ -50,6 +53,7 @@ SERVICE_NAMES = (
     sessions_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
     artifacts_pb2.DESCRIPTOR.services_by_name["ArtifactService"].full_name,
     state_pb2.DESCRIPTOR.services_by_name["StateService"].full_name,
+    calls_pb2.DESCRIPTOR.services_by_name["JobCallService"].full_name,
     events_pb2.DESCRIPTOR.services_by_name["HookService"].full_name,
     events_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,
 )
@@ -120,11 +124,24 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
     jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(auth, jobs, waiters, settings.max_wait_seconds), server)
     # These servicers are completed by @grpc_service (UNIMPLEMENTED for what they do not define),
     # which mypy cannot see: hence the abstract-class ignores.
-    sessions_pb2_grpc.add_SessionServiceServicer_to_server(SessionServicer(auth, sessions, snapshots, replays), server)
-    artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server(ArtifactServicer(auth, artifacts), server)
-    state_pb2_grpc.add_StateServiceServicer_to_server(StateServicer(auth, StateStore(redis, lean=lean)), server)
+    session_servicer = SessionServicer(auth, sessions, snapshots, replays)
+    artifact_servicer = ArtifactServicer(auth, artifacts)
+    state_servicer = StateServicer(auth, StateStore(redis, lean=lean))
+    sessions_pb2_grpc.add_SessionServiceServicer_to_server(session_servicer, server)
+    artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server(artifact_servicer, server)
+    state_pb2_grpc.add_StateServiceServicer_to_server(state_servicer, server)
     events_pb2_grpc.add_HookServiceServicer_to_server(HookServicer(), server)  # type: ignore[abstract]
     events_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(), server)  # type: ignore[abstract]
+    streamed = unary_routes(
+        [
+            (sessions_pb2.DESCRIPTOR.services_by_name["SessionService"], session_servicer),
+            (artifacts_pb2.DESCRIPTOR.services_by_name["ArtifactService"], artifact_servicer),
+            (state_pb2.DESCRIPTOR.services_by_name["StateService"], state_servicer),
+        ]
+    )
+    calls_pb2_grpc.add_JobCallServiceServicer_to_server(
+        JobCallServicer(auth, streamed, settings.max_call_streams), server
+    )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME), server)

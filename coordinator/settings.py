@@ -38,8 +38,12 @@ class Settings:
     """Largest script source a job may submit."""
     max_wait_seconds: float = 60.0
     """Longest single WaitJob call; clients loop for longer waits."""
-    grpc_threads: int = 64
-    """Worker threads of the coordinator's gRPC server (each waiting WaitJob holds one)."""
+    grpc_threads: int = 128
+    """Worker threads of the coordinator's gRPC server (each waiting WaitJob, each open job call
+    stream holds one)."""
+    max_call_streams: int = 64
+    """Job call streams (JobCallService.Calls) open at once; over it, workers make unary calls.
+    Keep it well under grpc_threads, which the other RPCs need too."""
     max_sessions_per_principal: int = 100_000
     """Live sessions one principal may hold."""
     queue_ttl_seconds: int = 24 * 3600

@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 from scriptpool.errors import InvalidArgument, ResourceExhausted, ScriptpoolError, Unimplemented
-from scriptpool.v1 import artifacts_pb2_grpc, common_pb2, sessions_pb2, sessions_pb2_grpc, state_pb2_grpc
+from scriptpool.v1 import common_pb2, sessions_pb2
 from scriptpool.values import PlainValue, from_value_map, to_value
 
 from sandbox.catalog import SCRIPT_OPS
@@ -21,6 +21,7 @@ from workers import bridge_artifacts, bridge_state
 from workers.bridge_args import string_arg as _string
 from workers.bridge_args import strings_arg as _strings
 from workers.bridge_args import value_map_arg as _map
+from workers.call_stream import CallStream, CoordinatorStubs, StreamRefused
 from workers.rpc_errors import from_rpc_error
 from workers.session_values import session_to_plain
 
@@ -60,13 +61,14 @@ class CoordinatorBridge:
 
     def __init__(
         self,
-        channel: grpc.Channel,
+        stubs: CoordinatorStubs,
         credential: str,
         session_id: str,
         deadline: float,
         call_timeout_seconds: float = 30.0,
         artifact_bytes_limit: int | None = None,
         content_bytes_limit: int | None = None,
+        use_stream: bool = True,
     ) -> None:
         self._metadata = (("authorization", f"Bearer {credential}"),)
         self.artifact_bytes_limit = artifact_bytes_limit
@@ -74,9 +76,13 @@ class CoordinatorBridge:
         # the stream is cancelled) as soon as more arrives, so neither the worker nor the child holds it.
         self.content_bytes_limit = content_bytes_limit
         self.artifact_bytes_written = 0
-        self._sessions = sessions_pb2_grpc.SessionServiceStub(channel)
-        self.artifacts = artifacts_pb2_grpc.ArtifactServiceStub(channel)
-        self.state = state_pb2_grpc.StateServiceStub(channel)
+        self._stubs = stubs
+        self._sessions = stubs.sessions
+        self.artifacts = stubs.artifacts
+        self.state = stubs.state
+        self._use_stream = use_stream
+        self._stream: CallStream | None = None
+        self._unary_calls = 0
         self._deadline = deadline
         self._call_timeout = call_timeout_seconds
         self.current_session = session_id
@@ -113,8 +119,31 @@ class CoordinatorBridge:
             log.warning("could not record the refused call %s (%s)", op, exc.code())
 
     def _rpc(self, method: Callable[..., Any], request: Any) -> Any:
+        """One unary operation: on the job's call stream from its second call on (workers/call_stream.py),
+        else as the unary RPC itself."""
+        route = self._stubs.routes.get(id(method))
+        stream = self._call_stream() if route is not None else None
+        if stream is not None and route is not None:
+            try:
+                return stream.invoke(route[0], request, route[1])
+            except StreamRefused:
+                self._use_stream = False  # nothing ran: make this call and the rest unary
+        self._unary_calls += 1
         timeout = max(0.001, min(self._call_timeout, self._deadline - time.monotonic()))
         return method(request, metadata=self._metadata, timeout=timeout)
+
+    def _call_stream(self) -> CallStream | None:
+        if self._stream is not None:
+            return self._stream if self._stream.usable else None
+        if not self._use_stream or self._unary_calls == 0:  # a job making one call never opens one
+            return None
+        self._stream = CallStream(self._stubs.channel, self._metadata, self._deadline - time.monotonic())
+        return self._stream
+
+    def close(self) -> None:
+        """The job has ended: close its call stream, if it opened one."""
+        if self._stream is not None:
+            self._stream.close()
 
     # ---------------------------------------------------------------- Session
     def session_create(self, op: str, args: list[PlainValue]) -> PlainValue:

@@ -16,6 +16,7 @@ from scriptpool.v1 import sandbox_pb2
 from sandbox.languages import Language
 from sandbox.outcomes import Outcome
 from workers.bridge import CoordinatorBridge
+from workers.call_stream import CoordinatorStubs
 from workers.child_reuse import ReuseKey
 from workers.job_records import JobRecords
 from workers.lease import LeaseKeeper
@@ -34,6 +35,7 @@ class JobExecutor:
         self.redis = redis if redis is not None else Redis.from_url(settings.redis_url)
         self.records = JobRecords(self.redis, settings.lease_seconds)
         self.channel = grpc.insecure_channel(settings.coordinator)
+        self.stubs = CoordinatorStubs(self.channel)
         self.leases = LeaseKeeper(self.records)
         self.reaper = Reaper()
         self.pool = SparePool(
@@ -63,13 +65,14 @@ class JobExecutor:
     def _run(self, job_id: str, spec: sandbox_pb2.ChildJob, credential: str, reuse: ReuseKey | None) -> ChildRun:
         deadline = time.monotonic() + spec.limits.wall_time_ms / 1000.0
         bridge = CoordinatorBridge(
-            self.channel,
+            self.stubs,
             credential,
             spec.session_id,
             deadline,
             self.settings.call_timeout_seconds,
             artifact_bytes_limit=spec.limits.artifact_bytes,
             content_bytes_limit=spec.limits.memory_bytes,
+            use_stream=self.settings.call_stream,
         )
 
         self.pool.expect(Language.from_proto(spec.language))
@@ -94,6 +97,8 @@ class JobExecutor:
         except Exception:
             log.exception("job %s: supervising the sandbox failed", job_id)
             return ChildRun(outcome=Outcome.INTERNAL_ERROR, message="the worker failed while supervising the job")
+        finally:
+            bridge.close()
 
     def close(self) -> None:
         self.leases.close()

@@ -8,10 +8,13 @@ from __future__ import annotations
 import grpc
 from scriptpool.errors import ScriptpoolError, Unavailable, error_for_code
 
+from workers.call_stream import StreamedCallError
+
 
 def from_rpc_error(exc: grpc.RpcError) -> ScriptpoolError:
-    code = exc.code() if isinstance(exc, grpc.Call) else None
-    details = (exc.details() if isinstance(exc, grpc.Call) else None) or str(exc)
+    has_status = isinstance(exc, (grpc.Call, StreamedCallError))
+    code = exc.code() if has_status else None
+    details = (exc.details() if has_status else None) or str(exc)
     if code is None:
         return Unavailable(f"coordinator call failed: {details}")
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):

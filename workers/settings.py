@@ -31,6 +31,10 @@ class WorkerSettings:
     """Fork sandbox children in a small zygote process that holds only the engines (cheaper forks,
     off the worker's thread); False forks them from the worker itself (SCRIPTPOOL_ZYGOTE=0)."""
 
+    call_stream: bool = True
+    """From a job's second global call on, send its calls on one JobCallService stream (cheaper per
+    call than unary RPCs; workers/call_stream.py); False makes every call unary
+    (SCRIPTPOOL_CALL_STREAM=0)."""
     jobs_per_child: int = 64
     """Most jobs one sandbox child may run, each in a fresh engine instance, when they are Lua or
     JavaScript jobs of the same principal with the same limits and each ended normally
@@ -51,6 +55,8 @@ class WorkerSettings:
             values["lease_seconds"] = float(env["SCRIPTPOOL_LEASE_SECONDS"])
         if env.get("SCRIPTPOOL_ZYGOTE", "").strip().lower() in ("0", "false", "no", "off"):
             values["zygote"] = False
+        if env.get("SCRIPTPOOL_CALL_STREAM", "").strip().lower() in ("0", "false", "no", "off"):
+            values["call_stream"] = False
         if env.get("SCRIPTPOOL_JOBS_PER_CHILD"):
             values["jobs_per_child"] = _positive_int("SCRIPTPOOL_JOBS_PER_CHILD", env["SCRIPTPOOL_JOBS_PER_CHILD"])
         if not values["redis_url"]:

@@ -28,3 +28,11 @@ def test_a_worker_without_redis_url_is_refused(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.delenv("REDIS_URL", raising=False)
     with pytest.raises(InvalidArgument, match="REDIS_URL"):
         WorkerSettings.from_env()
+
+
+def test_the_call_stream_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.delenv("SCRIPTPOOL_CALL_STREAM", raising=False)
+    assert WorkerSettings.from_env().call_stream is True
+    monkeypatch.setenv("SCRIPTPOOL_CALL_STREAM", "0")
+    assert WorkerSettings.from_env().call_stream is False
