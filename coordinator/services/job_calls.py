@@ -93,6 +93,10 @@ class JobCallServicer(calls_pb2_grpc.JobCallServiceServicer):
             metadata = tuple(context.invocation_metadata())
             for call in request_iterator:
                 yield self._one(call, context, metadata)
+        except grpc.RpcError:
+            if context.is_active():
+                raise
+            # the worker cancelled the stream or lost its channel (e.g. it was killed): nobody to answer
         finally:
             with self._lock:
                 self._open -= 1

@@ -172,3 +172,37 @@ def test_over_the_stream_cap_workers_fall_back_to_unary_calls_and_nothing_is_los
         channel.close()
         client.cancel(job.id)
         capped.stop(grace=1)
+
+
+def _served_stream(address: str, credential: str, ref: bytes, within: float = 5.0) -> OpenStream:
+    """A stream of the capped coordinator that has answered a call: waits for its one slot to be free."""
+    give_up = time.monotonic() + within
+    while True:
+        stream = OpenStream(address, credential)
+        try:
+            assert stream.call(SESSION_GET, ref).code == 0
+            return stream
+        except grpc.RpcError as exc:
+            stream.close()
+            assert exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED and time.monotonic() < give_up
+            time.sleep(0.05)
+
+
+def test_a_stream_the_worker_drops_frees_its_slot_and_logs_no_error(
+    redis_server: PrivateRedis, client: ScriptpoolClient, redis_client: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(redis_url=redis_server.url, listen="127.0.0.1:0", queue=TEST_QUEUE, max_call_streams=1)
+    capped = start_coordinator(settings)
+    address = f"127.0.0.1:{capped.port}"
+    job, credential = _running_job(client, redis_client, seconds=3)
+    ref = sessions_pb2.SessionRef(session_id=job.session_id).SerializeToString()
+    try:
+        dropped = _served_stream(address, credential, ref)
+        dropped.replies.cancel()
+        lost = _served_stream(address, credential, ref)  # the slot came back after the cancel
+        lost.channel.close()
+        _served_stream(address, credential, ref).close()  # and after the channel went away
+        assert not [r for r in caplog.records if r.levelname == "ERROR" and r.name.startswith("coordinator")]
+    finally:
+        client.cancel(job.id)
+        capped.stop(grace=1)
