@@ -199,6 +199,14 @@ class _Binding:
         return self.job.host_print(text) if self.job is not None else False
 
 
+_SETUP = {
+    "catalog": {name: list(ops) for name, ops in GLOBAL_OPS.items()},
+    "aliases": {name: aliases(name) for name in GLOBAL_OPS},
+    "maxDepth": MAX_DEPTH,
+}
+"""What the prelude is set up with: the same for every instance, so computed once."""
+
+
 class _Prepared:
     """A fresh instance with the prelude evaluated, not yet configured for a job: what a spare child
     builds while it waits, so the job's own instance is ready when the job arrives. It never runs
@@ -211,14 +219,7 @@ class _Prepared:
         try:
             self.guest.register("__scriptpool_host_call", self.binding.host_call)
             self.guest.register("__scriptpool_host_print", self.binding.host_print)
-            self.guest.set_global(
-                "__scriptpool_setup",
-                {
-                    "catalog": {name: list(ops) for name, ops in GLOBAL_OPS.items()},
-                    "aliases": {name: aliases(name) for name in GLOBAL_OPS},
-                    "maxDepth": MAX_DEPTH,
-                },
-            )
+            self.guest.set_global("__scriptpool_setup", _SETUP)
             self.guest.set_global("__scriptpool_prelude", PRELUDE)
             self.api = self.guest.eval("(0, eval)(globalThis.__scriptpool_prelude)")
         except BaseException:

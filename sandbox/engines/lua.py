@@ -23,6 +23,20 @@ from sandbox.host import GlobalHost, OutputSink
 from sandbox.runner import ScriptJob, clock_offset, seed_for
 
 PRELUDE = resources.files(__package__).joinpath("lua_prelude.lua").read_bytes()
+
+
+def _bytecode(source: bytes) -> bytes:
+    """Our prelude compiled to Lua bytecode once per process: loading it costs each fresh runtime
+    ~50 µs instead of ~160 µs to compile the text. Only this, our own source compiled here, is ever
+    loaded as bytecode; the `load` scripts get stays text-only."""
+    compiler = lupa.LuaRuntime(encoding=None)
+    dump = compiler.eval("function(source) return string.dump(assert(load(source, '=lua_prelude.lua', 't'))) end")
+    return bytes(dump(source))
+
+
+PRELUDE_BYTECODE = _bytecode(PRELUDE)
+_CATALOG: PlainValue = {name: list(ops) for name, ops in GLOBAL_OPS.items()}
+_ALIASES: PlainValue = {name: dict(aliases(name)) for name in GLOBAL_OPS}
 HOOK_EVERY_INSTRUCTIONS = 10_000
 _LINE_PREFIX = re.compile(r"^script:(\d+): ")
 
@@ -139,10 +153,15 @@ class _Prepared:
         )
         self.marshal = _Marshal(self.runtime)
         self.binding = _Binding(self.marshal)
-        catalog = self.marshal.to_lua({name: list(ops) for name, ops in GLOBAL_OPS.items()})
-        alias_table = self.marshal.to_lua({name: dict(aliases(name)) for name in GLOBAL_OPS})
+        catalog = self.marshal.to_lua(_CATALOG)
+        alias_table = self.marshal.to_lua(_ALIASES)
         self.run = self.runtime.execute(
-            PRELUDE, self.binding.host_call, self.binding.host_print, catalog, alias_table, HOOK_EVERY_INSTRUCTIONS
+            PRELUDE_BYTECODE,
+            self.binding.host_call,
+            self.binding.host_print,
+            catalog,
+            alias_table,
+            HOOK_EVERY_INSTRUCTIONS,
         )
 
     def discard(self) -> None:
