@@ -43,9 +43,17 @@ def _encode(arg: Arg) -> bytes:
 
 def pack_command(*args: Arg) -> bytes:
     parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = _encode(arg)
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    append = parts.append
+    for arg in args:  # the hot path of every lean command: exact types first, the rest via _encode
+        if type(arg) is bytes:
+            data = arg
+        elif type(arg) is str:
+            data = arg.encode()
+        else:
+            data = _encode(arg)
+        append(b"$%d\r\n" % len(data))
+        append(data)
+        append(b"\r\n")
     return b"".join(parts)
 
 

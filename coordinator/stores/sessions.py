@@ -23,7 +23,7 @@ from scriptpool.values import PlainValue
 
 from coordinator.auth import Caller
 from coordinator.stores import timeline
-from coordinator.stores.lean_scripts import LeanPool, LeanScript
+from coordinator.stores.lean_scripts import LeanPool, LeanScript, read
 from coordinator.stores.timeline import LUA_RECORD_CALL, CallRecord
 from coordinator.stores.validation import (
     MAX_DESCRIPTION,
@@ -124,7 +124,8 @@ class SessionStore:
         self.redis = redis
         self.max_sessions = max_sessions_per_principal
         self._transition = redis.register_script(_TRANSITION)
-        self._get_recorded = LeanScript(redis, lean if lean is not None else LeanPool(redis), _GET_RECORDED)
+        self.lean = lean if lean is not None else LeanPool(redis)
+        self._get_recorded = LeanScript(redis, self.lean, _GET_RECORDED)
         self.delete_hooks: list[Callable[[str], None]] = []
         """Called with the session id before a session is deleted (its artifacts go first)."""
 
@@ -134,6 +135,12 @@ class SessionStore:
         self.write(pipe, new, caller.job_id)
         pipe.execute()
         return new.session
+
+    def _session_count(self, principal: str) -> int:
+        key = principal_sessions_key(principal)
+        count = read(self.lean, "ZCARD", key) if self.lean.supported else self.redis.zcard(key)
+        assert isinstance(count, int)
+        return count
 
     def prepare(self, caller: Caller, request: sessions_pb2.CreateSessionRequest) -> NewSession:
         """Check a new session and build it; `write` stores it, in the caller's transaction (a job
@@ -145,7 +152,7 @@ class SessionStore:
         parent = request.parent_session_id
         if parent:
             self.get(caller, parent)  # must exist and be the caller's
-        if self.redis.zcard(principal_sessions_key(caller.principal)) >= self.max_sessions:
+        if self._session_count(caller.principal) >= self.max_sessions:
             raise ResourceExhausted(
                 f"principal {caller.principal!r} already has {self.max_sessions} sessions; delete some first"
             )
