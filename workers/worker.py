@@ -40,9 +40,13 @@ def run_worker(settings: WorkerSettings, *, burst: bool = False, logging_level: 
     executor = JobExecutor(settings, redis)
     rq_entry.install_executor(executor)
     executor.pool.refill()
+    # RQ's own connection speaks RESP2: redis-py 8's default, RESP3, has a pure-Python parser that
+    # takes about twice as long over the job hash RQ reads for every job (no hiredis here).
+    rq_redis = Redis.from_url(settings.redis_url, protocol=2)
     try:
-        worker = ScriptpoolWorker([Queue(settings.queue, connection=redis)], connection=redis, name=settings.name)
+        worker = ScriptpoolWorker([Queue(settings.queue, connection=rq_redis)], connection=rq_redis, name=settings.name)
         worker.work(burst=burst, logging_level=logging_level, with_scheduler=False)
     finally:
         rq_entry.install_executor(None)
         executor.close()
+        rq_redis.close()
