@@ -27,6 +27,8 @@ shared pipeline, never by writing RQ's keys by hand):
   own `Queue.enqueue_dependents` runs after the commit (what RQ's failure path does). A dependent
   added before the commit is counted; one added after it finds this job finished when it is
   enqueued, so none is lost. Jobs with repeats left go through RQ's method unchanged.
+  The worker's `idle` state reaches Redis in that transaction, a few Python statements before
+  RQ would have written it; in memory (what signal handlers look at) it stays `busy` until then.
 - `heartbeat`, `set_state` and `check_for_suspension` skip a standalone write or read that repeats
   what the finishing transaction has just done: a heartbeat whose key still has nearly the TTL asked
   for (`HEARTBEAT_SLACK_SECONDS`), a state Redis already holds, a suspension check answered by that
@@ -186,6 +188,11 @@ class LeanSimpleWorker(SimpleWorker):
             job.cleanup(result_ttl, pipeline=pipeline, remove_from_queue=False)
             self.cleanup_execution(job, pipeline=pipeline, execution=execution)
             self.set_state(WorkerStatus.IDLE, pipeline=pipeline)
+            # Only Redis hears `idle` now; in memory the worker stays busy until SimpleWorker's
+            # execute_job says idle (a warm-shutdown signal in between must find it busy: RQ's
+            # `_shutdown` raises StopRequested out of an idle worker, and perform_job would take
+            # that for this job failing).
+            self._state = WorkerStatus.BUSY
             self.heartbeat(pipeline=pipeline)
             pipeline.exists(WORKERS_SUSPENDED)
             pipeline.scard(job.dependents_key)

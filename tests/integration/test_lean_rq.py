@@ -98,6 +98,27 @@ def test_while_a_job_runs_rq_sees_it_started_on_a_busy_worker(rq_redis: Redis) -
     assert after.get_current_job_id() is None
 
 
+class _StopRequestedAfterTheFinishingTransaction(LeanSimpleWorker):
+    """A warm-shutdown signal arriving right after the finishing transaction, deterministically."""
+
+    def handle_job_success(self, *args: Any, **kwargs: Any) -> None:
+        super().handle_job_success(*args, **kwargs)
+        self.request_stop(signal.SIGTERM, None)  # type: ignore[no-untyped-call]
+
+
+def test_a_warm_shutdown_just_after_a_job_finished_keeps_it_finished_and_stops(rq_redis: Redis) -> None:
+    queue = Queue("lean-stop", connection=rq_redis)
+    first = queue.enqueue(f"{JOBS}.value", 1)
+    second = queue.enqueue(f"{JOBS}.value", 2)
+    _run(_StopRequestedAfterTheFinishingTransaction, rq_redis, queue, "lean-stop-worker")
+
+    assert Job.fetch(first.id, connection=rq_redis).get_status() == JobStatus.FINISHED
+    assert first.id not in FailedJobRegistry("lean-stop", connection=rq_redis).get_job_ids()
+    assert Job.fetch(second.id, connection=rq_redis).get_status() == JobStatus.QUEUED  # stopped after one
+    worker = _worker(rq_redis, "lean-stop-worker")
+    assert (worker.successful_job_count, worker.failed_job_count) == (1, 0)
+
+
 def test_a_failing_job_lands_in_rqs_failed_registry(rq_redis: Redis) -> None:
     queue = Queue("lean-fail", connection=rq_redis)
     failing = queue.enqueue(f"{JOBS}.fail", "boom")
@@ -238,10 +259,13 @@ def test_the_worker_stops_on_rqs_shutdown_command(stack: Stack, redis_client: Re
         worker = subprocess.Popen([sys.executable, "-m", "coordinator.cli.main", "worker"], env=env, stdout=log,
                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, process_group=0)  # fmt: skip
     try:
-        assert wait_for(lambda: any(w.name == name for w in Worker.all(connection=redis_client)), timeout=60)
+        # `idle` is written once RQ's work loop runs, after it has subscribed to its command channel
+        # and installed its signal handlers (the command is delivered as a SIGINT).
+        key = Worker.redis_worker_namespace_prefix + name
+        assert wait_for(lambda: redis_client.hget(key, "state") == b"idle", timeout=60)
         send_shutdown_command(redis_client, name)
         assert worker.wait(timeout=30) == 0
         assert all(w.name != name for w in Worker.all(connection=redis_client))
-        assert redis_client.hexists(Worker.redis_worker_namespace_prefix + name, "death")
+        assert redis_client.hexists(key, "death")
     finally:
         stop_process(worker)
