@@ -18,6 +18,7 @@ from scriptpool.v1 import sessions_pb2
 
 from coordinator.bench.stack import BASELINE_QUEUE, BenchStack, rss_bytes
 from coordinator.bench.stats import Summary, ratio, summarize
+from coordinator.bench.worker_cpu import worker
 from coordinator.client import ScriptpoolClient
 from sandbox.languages import Language
 from sandbox.outcomes import Outcome
@@ -396,4 +397,5 @@ CASES: dict[str, Case] = {
     "scale": scale,
     "memory": memory,
     "artifacts": artifacts,
+    "worker": worker,
 }

@@ -21,7 +21,9 @@ def test_bench_all_runs_and_reports_every_figure_with_its_baseline() -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     cases = {c["case"]: c for c in map(json.loads, result.stdout.splitlines())}
-    assert set(cases) == {"throughput", "latency", "callbacks", "sessions", "sandbox", "scale", "memory", "artifacts"}
+    assert set(cases) == {
+        "throughput", "latency", "callbacks", "sessions", "sandbox", "scale", "memory", "artifacts", "worker"
+    }  # fmt: skip
     throughput = cases["throughput"]
     for key in ("workers", "jobs_per_s", "rq_fork_jobs_per_s", "rq_simple_jobs_per_s", "ratio_vs_rq_fork",
                 "ratio_vs_rq_simple"):  # fmt: skip
@@ -40,6 +42,9 @@ def test_bench_all_runs_and_reports_every_figure_with_its_baseline() -> None:
     assert cases["memory"]["idle_worker_rss_mb"] > 1 and cases["memory"]["coordinator_rss_mb"] > 1
     assert cases["memory"]["worker_zygote_and_spare_rss_mb"] > 1  # the zygote and its waiting spare
     assert cases["artifacts"]["10MB_mb_per_s"]["median"] > 0 and cases["artifacts"]["10MB_ratio_vs_raw_redis"] > 0
+    worker = cases["worker"]
+    assert worker["rq_bookkeeping_ms_per_job"]["median"] > 0 and worker["bookkeeping_ratio_vs_rq_simple"] > 0
+    assert worker["worker_cpu_ms_per_lua_job"]["n"] == 1
 
 
 def test_a_terminated_bench_stops_the_stack_it_started() -> None:

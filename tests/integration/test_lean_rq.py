@@ -1,0 +1,271 @@
+"""The lean RQ worker (`workers/lean_rq.py`) leaves exactly the state RQ's own `SimpleWorker` leaves:
+job statuses and fields, registries, results, worker counts, as RQ's API reads them."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis import Redis
+from rq import Queue, SimpleWorker
+from rq.command import send_shutdown_command
+from rq.job import Job, JobStatus
+from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
+from rq.suspension import is_suspended, resume
+from rq.worker import BaseWorker, Worker
+
+from coordinator.client import ScriptpoolClient
+from coordinator.redis_server import PrivateRedis
+from tests.conftest import TEST_QUEUE, Stack, stop_process, wait_for
+from workers.lean_rq import LeanSimpleWorker
+
+from .helpers import run_lua
+
+JOBS = "tests.integration.lean_rq_jobs"
+
+
+@pytest.fixture
+def rq_redis(redis_server: PrivateRedis) -> Iterator[Redis]:
+    """A database of its own (`rq:suspended` is per database), emptied before and after; the signal
+    handlers RQ's `work()` installs in this process are put back."""
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)}
+    client = Redis.from_url(redis_server.url, db=7)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
+
+
+def _run(worker_class: type[SimpleWorker], redis: Redis, queue: Queue, name: str) -> SimpleWorker:
+    worker = worker_class([queue], connection=redis, name=name)
+    worker.work(burst=True, logging_level="WARNING")
+    return worker
+
+
+def _worker(redis: Redis, name: str) -> BaseWorker:
+    worker = Worker.find_by_key(Worker.redis_worker_namespace_prefix + name, connection=redis)
+    assert worker is not None
+    return worker
+
+
+def test_a_finished_job_is_finished_in_rq_with_its_result(rq_redis: Redis) -> None:
+    queue = Queue("lean-ok", connection=rq_redis)
+    job = queue.enqueue(f"{JOBS}.value", {"answer": 42}, result_ttl=600)
+    _run(LeanSimpleWorker, rq_redis, queue, "lean-ok-worker")
+
+    fetched = Job.fetch(job.id, connection=rq_redis)
+    assert fetched.get_status() == JobStatus.FINISHED
+    assert fetched.return_value() == {"answer": 42}
+    result = fetched.latest_result()
+    assert result is not None and result.type == result.Type.SUCCESSFUL
+    assert result.worker_name == "lean-ok-worker"
+    assert fetched.worker_name == "lean-ok-worker"
+    assert fetched.started_at is not None and fetched.ended_at is not None and fetched.last_heartbeat is not None
+    assert fetched.ended_at >= fetched.started_at
+    assert 0 < rq_redis.ttl(fetched.key) <= 600
+    assert job.id in FinishedJobRegistry("lean-ok", connection=rq_redis).get_job_ids()
+    assert StartedJobRegistry("lean-ok", connection=rq_redis).get_job_ids() == []
+    assert rq_redis.llen(queue.intermediate_queue_key) == 0
+    assert queue.count == 0
+    worker = _worker(rq_redis, "lean-ok-worker")
+    assert (worker.successful_job_count, worker.failed_job_count) == (1, 0)
+    assert worker.total_working_time > 0
+
+
+def test_while_a_job_runs_rq_sees_it_started_on_a_busy_worker(rq_redis: Redis) -> None:
+    queue = Queue("lean-busy", connection=rq_redis)
+    job = queue.enqueue(f"{JOBS}.observe", job_timeout=100)
+    _run(LeanSimpleWorker, rq_redis, queue, "lean-busy-worker")
+
+    seen = Job.fetch(job.id, connection=rq_redis).return_value()
+    assert seen is not None
+    assert seen["status"] == JobStatus.STARTED
+    assert seen["started_registry"] == [job.id]
+    assert seen["worker_state"] == "busy"
+    assert seen["worker_current_job"] == job.id
+    assert seen["job_ttl"] == -1  # persisted while it runs
+    after = _worker(rq_redis, "lean-busy-worker")
+    assert after.get_state() == "idle"  # the last state written before its death was recorded
+    assert after.get_current_job_id() is None
+
+
+class _StopRequestedAfterTheFinishingTransaction(LeanSimpleWorker):
+    """A warm-shutdown signal arriving right after the finishing transaction, deterministically."""
+
+    def handle_job_success(self, *args: Any, **kwargs: Any) -> None:
+        super().handle_job_success(*args, **kwargs)
+        self.request_stop(signal.SIGTERM, None)  # type: ignore[no-untyped-call]
+
+
+def test_a_warm_shutdown_just_after_a_job_finished_keeps_it_finished_and_stops(rq_redis: Redis) -> None:
+    queue = Queue("lean-stop", connection=rq_redis)
+    first = queue.enqueue(f"{JOBS}.value", 1)
+    second = queue.enqueue(f"{JOBS}.value", 2)
+    _run(_StopRequestedAfterTheFinishingTransaction, rq_redis, queue, "lean-stop-worker")
+
+    assert Job.fetch(first.id, connection=rq_redis).get_status() == JobStatus.FINISHED
+    assert first.id not in FailedJobRegistry("lean-stop", connection=rq_redis).get_job_ids()
+    assert Job.fetch(second.id, connection=rq_redis).get_status() == JobStatus.QUEUED  # stopped after one
+    worker = _worker(rq_redis, "lean-stop-worker")
+    assert (worker.successful_job_count, worker.failed_job_count) == (1, 0)
+
+
+def test_a_failing_job_lands_in_rqs_failed_registry(rq_redis: Redis) -> None:
+    queue = Queue("lean-fail", connection=rq_redis)
+    failing = queue.enqueue(f"{JOBS}.fail", "boom")
+    ok = queue.enqueue(f"{JOBS}.value", 1)
+    _run(LeanSimpleWorker, rq_redis, queue, "lean-fail-worker")
+
+    fetched = Job.fetch(failing.id, connection=rq_redis)
+    assert fetched.get_status() == JobStatus.FAILED
+    result = fetched.latest_result()
+    assert result is not None and result.type == result.Type.FAILED
+    assert result.exc_string is not None and "ValueError: boom" in result.exc_string
+    assert failing.id in FailedJobRegistry("lean-fail", connection=rq_redis).get_job_ids()
+    assert failing.id not in FinishedJobRegistry("lean-fail", connection=rq_redis).get_job_ids()
+    assert StartedJobRegistry("lean-fail", connection=rq_redis).get_job_ids() == []
+    # the worker goes on after a failure, and its next job finishes normally
+    assert Job.fetch(ok.id, connection=rq_redis).get_status() == JobStatus.FINISHED
+    worker = _worker(rq_redis, "lean-fail-worker")
+    assert (worker.successful_job_count, worker.failed_job_count) == (1, 1)
+
+
+def test_a_dependent_job_is_enqueued_and_run_when_its_parent_finishes(rq_redis: Redis) -> None:
+    queue = Queue("lean-deps", connection=rq_redis)
+    parent = queue.enqueue(f"{JOBS}.value", "parent")
+    child = queue.enqueue(f"{JOBS}.value", "child", depends_on=parent)
+    assert child.get_status() == JobStatus.DEFERRED
+    _run(LeanSimpleWorker, rq_redis, queue, "lean-deps-worker")
+
+    assert Job.fetch(child.id, connection=rq_redis).get_status() == JobStatus.FINISHED
+    assert Job.fetch(child.id, connection=rq_redis).return_value() == "child"
+
+
+def test_rq_suspend_during_a_job_stops_the_worker_before_the_next_one(rq_redis: Redis) -> None:
+    queue = Queue("lean-suspend", connection=rq_redis)
+    first = queue.enqueue(f"{JOBS}.suspend_workers")
+    second = queue.enqueue(f"{JOBS}.value", 2)
+    try:
+        _run(LeanSimpleWorker, rq_redis, queue, "lean-suspend-worker")  # burst + suspended: it exits
+        assert is_suspended(rq_redis)
+        assert Job.fetch(first.id, connection=rq_redis).get_status() == JobStatus.FINISHED
+        assert Job.fetch(second.id, connection=rq_redis).get_status() == JobStatus.QUEUED
+    finally:
+        resume(rq_redis)
+    _run(LeanSimpleWorker, rq_redis, queue, "lean-suspend-worker-2")
+    assert Job.fetch(second.id, connection=rq_redis).get_status() == JobStatus.FINISHED
+
+
+def _snapshot(redis: Any, jobs: list[Job]) -> dict[str, Any]:
+    """Every key with its type, whether it expires, and (hashes) its field names and stable values;
+    job ids replaced by the job's place in `jobs`, other ids and the worker's name by placeholders,
+    so two runs compare."""
+    names = {job.id.encode(): f"<job{i}>".encode() for i, job in enumerate(jobs)}
+    uuid_like = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32}")
+
+    def norm(raw: Any) -> str:
+        text = uuid_like.sub(lambda m: names.get(m.group(0), b"<id>"), raw)
+        return re.sub(r"(rq-|lean-)worker", "<worker>", text.decode(errors="replace"))
+
+    stable = {b"status", b"origin", b"worker_name", b"state", b"successful_job_count", b"failed_job_count"}
+    out: dict[str, Any] = {}
+    for key in sorted(redis.keys("*")):
+        kind = redis.type(key).decode()
+        entry: dict[str, Any] = {"type": kind, "expires": redis.ttl(key) > 0}
+        if kind == "hash":
+            fields = redis.hgetall(key)
+            entry["fields"] = sorted(f.decode() for f in fields)
+            entry["values"] = {f.decode(): norm(v) for f, v in sorted(fields.items()) if f in stable}
+        elif kind == "zset":
+            entry["members"] = sorted(norm(m) for m in redis.zrange(key, 0, -1))
+        elif kind in ("set", "list"):
+            members = redis.smembers(key) if kind == "set" else redis.lrange(key, 0, -1)
+            entry["members"] = sorted(norm(m) for m in members)
+        elif kind == "stream":
+            entry["entries"] = [sorted(f.decode() for f in fields) for _, fields in redis.xrange(key)]
+        out[norm(key)] = entry
+    return out
+
+
+def test_it_leaves_exactly_the_keys_rqs_simple_worker_leaves(redis_server: PrivateRedis, rq_redis: Redis) -> None:
+    snapshots = []
+    for db, worker_class in ((8, SimpleWorker), (7, LeanSimpleWorker)):
+        redis = Redis.from_url(redis_server.url, db=db)
+        redis.flushdb()
+        try:
+            queue = Queue("compare", connection=redis)
+            parent = queue.enqueue(f"{JOBS}.value", "a", result_ttl=600)
+            jobs = [
+                parent,
+                queue.enqueue(f"{JOBS}.value", "b", depends_on=parent),
+                queue.enqueue(f"{JOBS}.fail", "c"),
+                queue.enqueue(f"{JOBS}.value", "d", result_ttl=0),
+            ]
+            prefix = "rq-worker" if worker_class is SimpleWorker else "lean-worker"
+            _run(worker_class, redis, queue, prefix)
+            snapshots.append(_snapshot(redis, jobs))
+        finally:
+            redis.flushdb()
+            redis.close()
+    rq_state, lean_state = snapshots
+    assert any(entry.get("values", {}).get("status") == "finished" for entry in lean_state.values())
+    assert lean_state == rq_state
+
+
+def test_a_standalone_heartbeat_after_a_shorter_job_ttl_is_still_sent(rq_redis: Redis) -> None:
+    queue = Queue("lean-heartbeat", connection=rq_redis)
+    worker = LeanSimpleWorker([queue], connection=rq_redis, name="lean-heartbeat-worker")
+    worker.register_birth()  # type: ignore[no-untyped-call]
+    job = Job.fetch(queue.enqueue(f"{JOBS}.value", 1, job_timeout=30).id, connection=rq_redis)
+    worker.prepare_execution(job)  # the start transaction gives the worker key the job's TTL
+    assert rq_redis.ttl(worker.key) <= 30 + 60
+    assert rq_redis.hget(worker.key, "state") == b"busy"
+    assert Job.fetch(job.id, connection=rq_redis).get_status() == JobStatus.STARTED
+    worker.heartbeat()  # idle again: the longer idle TTL must reach Redis
+    assert rq_redis.ttl(worker.key) > worker.worker_ttl
+    worker.set_state("idle")
+    assert rq_redis.hget(worker.key, "state") == b"idle"
+
+
+def test_scriptpool_jobs_are_finished_in_rq_by_the_lean_worker(client: ScriptpoolClient, redis_client: Redis) -> None:
+    ok = run_lua(client, "return 1")
+    script_error = run_lua(client, "error('nope')")
+    for job_id in (ok.id, script_error.id):
+        rq_job = Job.fetch(job_id, connection=redis_client)
+        assert wait_for(lambda rq_job=rq_job: rq_job.get_status(refresh=True) == JobStatus.FINISHED)
+        assert job_id in FinishedJobRegistry(TEST_QUEUE, connection=redis_client).get_job_ids()
+        assert job_id not in StartedJobRegistry(TEST_QUEUE, connection=redis_client).get_job_ids()
+        worker = _worker(redis_client, str(rq_job.worker_name))
+        assert worker.successful_job_count >= 1
+        assert worker.get_state() in ("idle", "busy")
+    reported = Job.fetch(script_error.id, connection=redis_client).return_value()
+    assert reported is not None and reported["outcome"] == "script_error"
+
+
+def test_the_worker_stops_on_rqs_shutdown_command(stack: Stack, redis_client: Redis, tmp_path: Path) -> None:
+    name = f"lean-shutdown-{os.getpid()}"
+    env = {**os.environ, "REDIS_URL": stack.redis_url, "SCRIPTPOOL_COORDINATOR": stack.address,
+           "SCRIPTPOOL_QUEUE": "scriptpool-lean-shutdown", "SCRIPTPOOL_WORKER_NAME": name}  # fmt: skip
+    with open(tmp_path / "worker.log", "wb") as log:
+        worker = subprocess.Popen([sys.executable, "-m", "coordinator.cli.main", "worker"], env=env, stdout=log,
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, process_group=0)  # fmt: skip
+    try:
+        # `idle` is written once RQ's work loop runs, after it has subscribed to its command channel
+        # and installed its signal handlers (the command is delivered as a SIGINT).
+        key = Worker.redis_worker_namespace_prefix + name
+        assert wait_for(lambda: redis_client.hget(key, "state") == b"idle", timeout=60)
+        send_shutdown_command(redis_client, name)
+        assert worker.wait(timeout=30) == 0
+        assert all(w.name != name for w in Worker.all(connection=redis_client))
+        assert redis_client.hexists(key, "death")
+    finally:
+        stop_process(worker)
