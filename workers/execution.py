@@ -32,7 +32,7 @@ class JobExecutor:
 
     def __init__(self, settings: WorkerSettings, redis: Redis | None = None) -> None:
         self.settings = settings
-        self.redis = redis if redis is not None else Redis.from_url(settings.redis_url)
+        self.redis = redis if redis is not None else Redis.from_url(settings.redis_url, protocol=2)
         self.records = JobRecords(self.redis, settings.lease_seconds)
         self.channel = grpc.insecure_channel(settings.coordinator)
         self.stubs = CoordinatorStubs(self.channel)
