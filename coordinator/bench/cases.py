@@ -1,5 +1,7 @@
 """The benchmark cases. Each returns a JSON-able dict with our figures, the baseline measured in the
-same run, and their ratio. No case weakens isolation: every job still runs in a fresh jailed child."""
+same run, and their ratio. No case weakens isolation: every job runs in a fresh engine instance in
+a jailed child, with the worker's default settings (a child serves one principal's Lua/JS jobs:
+docs/adr/0003-child-reuse-within-a-principal.md)."""
 
 from __future__ import annotations
 
