@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rq import Queue
 from scriptpool.v1 import sessions_pb2
 
+from coordinator.bench.cpu_split import cpu
 from coordinator.bench.stack import BASELINE_QUEUE, BenchStack, rss_bytes
 from coordinator.bench.stats import Summary, ratio, summarize
 from coordinator.bench.worker_cpu import worker
@@ -400,4 +401,5 @@ CASES: dict[str, Case] = {
     "memory": memory,
     "artifacts": artifacts,
     "worker": worker,
+    "cpu": cpu,
 }

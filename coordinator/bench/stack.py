@@ -50,6 +50,11 @@ class BenchStack:
         """The coordinator's Unix socket, which workers on this host dial ("" with --coordinator)."""
         self._socket_dir = ""
 
+    @property
+    def redis_pid(self) -> int:
+        """The private redis-server's pid (0 with --redis-url)."""
+        return self._redis.process.pid if self._redis is not None and self._redis.process is not None else 0
+
     def start(self) -> BenchStack:
         if not self.redis_url:
             self._redis = PrivateRedis().start()

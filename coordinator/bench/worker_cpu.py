@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from redis import Redis
 from rq import Queue, SimpleWorker
 
+from coordinator.bench.process_cpu import process_cpu_s
 from coordinator.bench.stats import ratio, summarize
 from coordinator.client import ScriptpoolClient
 from sandbox.languages import Language
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
     from coordinator.bench.stack import BenchStack
 
 BOOKKEEPING_QUEUE = "rq-bookkeeping"
-_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _rq_cpu_ms_per_job(redis: Redis, worker_class: type[SimpleWorker], count: int, run: int) -> float:
@@ -49,12 +49,6 @@ def _rq_cpu_ms_per_job(redis: Redis, worker_class: type[SimpleWorker], count: in
             job.delete(pipeline=pipe)
         pipe.execute()
     return spent * 1000 / count
-
-
-def _proc_cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as handle:
-        fields = handle.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 def worker(stack: BenchStack, options: Options) -> dict[str, Any]:
@@ -79,9 +73,9 @@ def worker(stack: BenchStack, options: Options) -> dict[str, Any]:
     with ScriptpoolClient(stack.address, stack.api_key) as client:
         _run_batch(client, Language.LUA, max(20, options.jobs // 5))
         for _ in range(options.repeat):
-            before = _proc_cpu_s(pid)
+            before = process_cpu_s(pid)
             _run_batch(client, Language.LUA, options.jobs)
-            per_job.append((_proc_cpu_s(pid) - before) * 1000 / options.jobs)
+            per_job.append((process_cpu_s(pid) - before) * 1000 / options.jobs)
     return {
         "rq_bookkeeping_ms_per_job": lean.as_dict(3),
         "rq_simple_worker_bookkeeping_ms_per_job": rq_simple.as_dict(3),

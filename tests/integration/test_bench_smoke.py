@@ -22,7 +22,7 @@ def test_bench_all_runs_and_reports_every_figure_with_its_baseline() -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     cases = {c["case"]: c for c in map(json.loads, result.stdout.splitlines())}
     assert set(cases) == {
-        "throughput", "latency", "callbacks", "sessions", "sandbox", "scale", "memory", "artifacts", "worker"
+        "throughput", "latency", "callbacks", "sessions", "sandbox", "scale", "memory", "artifacts", "worker", "cpu"
     }  # fmt: skip
     throughput = cases["throughput"]
     for key in ("workers", "jobs_per_s", "rq_fork_jobs_per_s", "rq_simple_jobs_per_s", "ratio_vs_rq_fork",
@@ -45,6 +45,12 @@ def test_bench_all_runs_and_reports_every_figure_with_its_baseline() -> None:
     worker = cases["worker"]
     assert worker["rq_bookkeeping_ms_per_job"]["median"] > 0 and worker["bookkeeping_ratio_vs_rq_simple"] > 0
     assert worker["worker_cpu_ms_per_lua_job"]["n"] == 1
+    cpu = cases["cpu"]
+    parts = ("worker", "sandbox_zygote_and_children", "coordinator", "redis", "load_generator")
+    # 12 jobs are below /proc's 10 ms tick for some processes: sane, not necessarily non-zero
+    assert all(cpu[f"{part}_ms_per_job"]["median"] >= 0 for part in parts)
+    total = cpu["total_ms_per_job"]["median"]
+    assert total > 0 and abs(total - sum(cpu[f"{part}_ms_per_job"]["median"] for part in parts)) < 0.1
 
 
 def test_a_terminated_bench_stops_the_stack_it_started() -> None:
