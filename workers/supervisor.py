@@ -383,8 +383,10 @@ class SparePool:
         """The child for a job with this reuse key (None: single-use), and how many more jobs the
         child may be given after this one. The kept child if it fits, else a fresh spare."""
         kept, self._kept = self._kept, None
-        if kept is not None:
-            fits = key is not None and kept.key == key and kept.jobs_left > 0
+        if kept is not None and key is None and not kept.child.handle.has_exited():
+            self._kept = kept  # a single-use job (Python) runs in the spare; the kept child waits on
+        elif kept is not None:
+            fits = kept.key == key and kept.jobs_left > 0
             if fits and not kept.child.handle.has_exited() and move_cpu_limit(kept.child.pid, limits):
                 return kept.child, kept.jobs_left - 1
             self._retire(kept.child)

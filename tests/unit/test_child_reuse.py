@@ -125,6 +125,14 @@ def test_python_jobs_never_share_a_process(worker: Worker) -> None:
     assert first != second
 
 
+def test_a_python_job_between_two_lua_jobs_leaves_the_kept_process_for_the_second(worker: Worker) -> None:
+    _, first = worker.run(_lua("return 1"))
+    python_run, python_pid = worker.run(_spec(Language.PYTHON, "result = 2"))
+    third_run, third = worker.run(_lua("return leftover == nil"))
+    assert python_run.outcome is Outcome.OK and python_pid != first
+    assert third_run.outcome is Outcome.OK and third_run.result is True and third == first
+
+
 def test_a_job_that_hit_a_limit_retires_its_process(worker: Worker) -> None:
     _, before = worker.run(_lua("return 1", cpu_time_ms=300))
     spun, spinner = worker.run(_lua("while true do end", cpu_time_ms=300))
