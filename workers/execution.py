@@ -84,16 +84,26 @@ class JobExecutor:
                     return lease.should_stop
 
                 child, jobs_after = self.pool.take_for(reuse, spec.limits)
-                return supervise(
-                    child,
-                    spec,
-                    bridge,
-                    on_tick,
-                    on_handed_over=self.pool.refill,
-                    reaper=self.reaper,
-                    jobs_after=jobs_after,
-                    keep_child=lambda kept, outcome: self.pool.keep(kept, reuse, jobs_after, outcome),
-                )
+                for attempt in (1, 2):
+                    run = supervise(
+                        child,
+                        spec,
+                        bridge,
+                        on_tick,
+                        on_handed_over=self.pool.refill,
+                        reaper=self.reaper,
+                        jobs_after=jobs_after,
+                        keep_child=lambda kept, outcome: self.pool.keep(kept, reuse, jobs_after, outcome),
+                    )
+                    if run.handed_over or attempt == 2:
+                        return run
+                    # The child died between being chosen and getting the job (killed while it
+                    # waited): nothing ran, so the job goes to a fresh spare instead of failing.
+                    log.warning(
+                        "job %s: sandbox child %d was gone before the handover; using a new one", job_id, child.pid
+                    )
+                    child = self.pool.take()
+                return run
         except Exception:
             log.exception("job %s: supervising the sandbox failed", job_id)
             return ChildRun(outcome=Outcome.INTERNAL_ERROR, message="the worker failed while supervising the job")

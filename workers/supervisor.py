@@ -61,6 +61,8 @@ class ChildRun:
     wall_time_ms: int = 0
     peak_memory_bytes: int = 0
     global_calls: int = 0
+    handed_over: bool = False
+    """The child received the job. False: it was gone first, and nothing of the job ran."""
 
     def to_job_result(self) -> jobs_pb2.JobResult:
         result = jobs_pb2.JobResult(
@@ -164,6 +166,7 @@ class _Supervision:
         self.child.sock.setblocking(True)  # a kept child's socket is still non-blocking from its last job
         try:
             framing.send(self.child.sock, first)
+            self.run_info.handed_over = True
         except OSError:
             self.stopped_for = (Outcome.INTERNAL_ERROR, "the sandbox process was not ready for the job")
         self.child.sock.setblocking(False)
