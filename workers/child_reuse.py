@@ -45,13 +45,16 @@ class ReuseKey:
     language: int
     limits: bytes
     """The job's `JobLimits` message, serialized."""
+    memory_bytes: int
+    """Its memory limit (also in `limits`): how much a kept child may grow before it is retired."""
 
     @classmethod
     def for_job(cls, principal: str, spec: sandbox_pb2.ChildJob, jobs_per_child: int) -> ReuseKey | None:
         """The key for a job that may share its child, or None when its child must be single-use."""
         if jobs_per_child <= 1 or not principal or Language.from_proto(spec.language) not in REUSABLE_LANGUAGES:
             return None
-        return cls(principal, spec.language, spec.limits.SerializeToString(deterministic=True))
+        limits = spec.limits
+        return cls(principal, spec.language, limits.SerializeToString(deterministic=True), limits.memory_bytes)
 
 
 @dataclass(slots=True)
@@ -61,6 +64,25 @@ class KeptChild:
     child: SandboxChild
     key: ReuseKey
     jobs_left: int
+
+
+MIN_GROWTH_BYTES = 32 * 1024 * 1024
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+
+
+def grew_too_much(child: SandboxChild, memory_bytes: int) -> bool:
+    """Whether a child's resident memory has grown, since its first job ended, by more than half its
+    jobs' memory limit (at least 32 MiB). Each job's engine instance is freed after it, so such growth
+    is a leak or fragmentation that would eat into later jobs' address-space limit: retire the child."""
+    try:
+        with open(f"/proc/{child.pid}/statm", "rb") as statm:
+            resident = int(statm.read().split()[1]) * _PAGE_BYTES
+    except (OSError, IndexError, ValueError):
+        return True
+    if not child.resident_after_first_job:
+        child.resident_after_first_job = resident
+        return False
+    return resident - child.resident_after_first_job > max(MIN_GROWTH_BYTES, memory_bytes // 2)
 
 
 def process_cpu_seconds(pid: int) -> float | None:
@@ -112,4 +134,12 @@ class CpuWatch:
         return used is not None and used > self.allowed
 
 
-__all__ = ["REUSABLE_LANGUAGES", "REUSABLE_OUTCOMES", "CpuWatch", "KeptChild", "ReuseKey", "move_cpu_limit"]
+__all__ = [
+    "REUSABLE_LANGUAGES",
+    "REUSABLE_OUTCOMES",
+    "CpuWatch",
+    "KeptChild",
+    "ReuseKey",
+    "grew_too_much",
+    "move_cpu_limit",
+]

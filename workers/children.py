@@ -110,6 +110,8 @@ class SandboxChild:
     forked_at: float
     process: ChildHandle | None = None
     """How to signal and reap it; None means a child of this process (`ForkedChild`)."""
+    resident_after_first_job: int = 0
+    """Its resident memory when it was first kept for another job (workers/child_reuse.py)."""
 
     @property
     def handle(self) -> ChildHandle:

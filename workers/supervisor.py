@@ -30,7 +30,7 @@ from sandbox.host import GlobalHost
 from sandbox.languages import Language
 from sandbox.outcomes import Outcome
 from sandbox.runner import DEFAULT_WARM_UP
-from workers.child_reuse import REUSABLE_OUTCOMES, CpuWatch, KeptChild, ReuseKey, move_cpu_limit
+from workers.child_reuse import REUSABLE_OUTCOMES, CpuWatch, KeptChild, ReuseKey, grew_too_much, move_cpu_limit
 from workers.children import (
     REAP_GRACE_SECONDS,
     ChildExit,
@@ -400,6 +400,8 @@ class SparePool:
         """After `child` delivered a job's result: keep it for the next job with the same key if it
         may serve more jobs and the job ended normally. False: the caller lets it exit."""
         if key is None or jobs_after <= 0 or outcome not in REUSABLE_OUTCOMES:
+            return False
+        if grew_too_much(child, key.memory_bytes):
             return False
         self._kept = KeptChild(child, key, jobs_after)
         return True

@@ -165,7 +165,13 @@ class _Prepared:
         )
 
     def discard(self) -> None:
-        """Lua frees the runtime with its last reference."""
+        """Let the runtime go now. The prelude holds our host functions, which hold the binding, which
+        reaches the runtime: a cycle through the Lua state that Python's collector cannot see, so
+        without this a process that runs another job would keep every earlier job's runtime (and
+        its memory). The job's own objects are dropped too."""
+        self.binding.job = self.binding.host = self.binding.output = None
+        self.marshal.runtime = None
+        self.run = None
 
 
 _spare = SpareInstance(_Prepared)
@@ -183,6 +189,9 @@ class LuaRunner:
     def run(self, job: ScriptJob, host: GlobalHost, output: OutputSink) -> PlainValue:
         try:
             prepared = _spare.take(job.limits.memory_bytes)
+        except lupa.LuaMemoryError as exc:  # the prelude itself did not fit in the job's memory limit
+            raise _memory_exceeded(job) from exc
+        try:
             binding = prepared.binding
             binding.job, binding.host, binding.output = job, host, output
             status, *rest = prepared.run(
@@ -192,9 +201,15 @@ class LuaRunner:
                 seed_for(job),
                 clock_offset(job),
             )
+            return _finish(prepared.marshal, job, status, rest)
         except lupa.LuaMemoryError as exc:
-            raise MemoryExceeded(f"the script used more than {job.limits.memory_bytes} bytes of memory") from exc
-        return _finish(prepared.marshal, job, status, rest)
+            raise _memory_exceeded(job) from exc
+        finally:
+            prepared.discard()
+
+
+def _memory_exceeded(job: ScriptJob) -> MemoryExceeded:
+    return MemoryExceeded(f"the script used more than {job.limits.memory_bytes} bytes of memory")
 
 
 def _limit_kind(exc: LimitExceeded) -> str:

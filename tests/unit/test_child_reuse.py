@@ -253,3 +253,30 @@ def test_a_child_given_a_job_with_other_limits_refuses_it(worker: Worker) -> Non
     exited = child.handle.wait(5)
     assert exited is not None and os.WIFEXITED(exited.status) and os.WEXITSTATUS(exited.status) == 2
     child.sock.close()
+
+
+def _resident_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def test_each_job_frees_its_runtime_so_a_reused_process_does_not_grow(worker: Worker) -> None:
+    big = "local t = {} for i = 1, 400000 do t[i] = tostring(i) .. 'xxxxxxxxxxxxxxxxxxxxxxxx' end return #t"
+    first, pid = worker.run(_lua(big))
+    after_first = _resident_mib(pid)
+    for _ in range(4):  # each allocates ~45 MiB: kept runtimes would add that much each time
+        run, same = worker.run(_lua(big))
+        assert run.outcome is Outcome.OK and same == pid
+    assert first.outcome is Outcome.OK
+    assert _resident_mib(pid) - after_first < 20
+
+
+def test_a_process_that_grew_too_much_is_retired(worker: Worker) -> None:
+    _, pid = worker.run(_lua("return 1"))
+    child = worker.pool._kept.child if worker.pool._kept is not None else None
+    assert child is not None and child.pid == pid and child.resident_after_first_job > 0
+    child.resident_after_first_job -= 200 * 2**20  # as if it had grown by 200 MiB since
+    _, next_pid = worker.run(_lua("return 2"))
+    _, third = worker.run(_lua("return 3"))
+    assert next_pid == pid  # it still ran the job it was kept for...
+    assert third != pid  # ...but was not kept after it
