@@ -14,6 +14,7 @@ from scriptpool.errors import DeadlineExceeded
 from scriptpool.v1 import (
     artifacts_pb2,
     artifacts_pb2_grpc,
+    events_pb2_grpc,
     jobs_pb2,
     jobs_pb2_grpc,
     sessions_pb2,
@@ -37,6 +38,7 @@ class ScriptpoolClient:
         self._sessions = sessions_pb2_grpc.SessionServiceStub(self.channel)
         self._artifacts = artifacts_pb2_grpc.ArtifactServiceStub(self.channel)
         self._state = state_pb2_grpc.StateServiceStub(self.channel)
+        self.events = events_pb2_grpc.EventServiceStub(self.channel)
 
     def close(self) -> None:
         self.channel.close()
@@ -151,6 +153,10 @@ class ScriptpoolClient:
     def state_call(self, method: str, request: Any) -> Any:
         """Call any StateService RPC by name, e.g. state_call("Get", StateKey(scope="global", key="k"))."""
         return self._call(getattr(self._state, method), request)
+
+    def event_call(self, method: str, request: Any) -> Any:
+        """Call any unary EventService RPC by name, e.g. event_call("Subscribe", SubscribeRequest(pattern="job.*"))."""
+        return self._call(getattr(self.events, method), request)
 
     def get_session(self, session_id: str) -> sessions_pb2.Session:
         return self._call(self._sessions.Get, sessions_pb2.SessionRef(session_id=session_id))

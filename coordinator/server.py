@@ -30,13 +30,15 @@ from scriptpool.v1 import (
 
 from coordinator.auth import Authenticator
 from coordinator.services.artifacts import ArtifactServicer
+from coordinator.services.events import EventServicer
 from coordinator.services.job_calls import JobCallServicer, unary_routes
 from coordinator.services.jobs import JobServicer
-from coordinator.services.placeholders import EventServicer, HookServicer
+from coordinator.services.placeholders import HookServicer
 from coordinator.services.sessions import SessionServicer
 from coordinator.services.state import StateServicer
 from coordinator.settings import Settings
 from coordinator.stores.artifacts import ArtifactStore
+from coordinator.stores.events import EventStore
 from coordinator.stores.jobs import JobStore
 from coordinator.stores.lean_scripts import LeanPool
 from coordinator.stores.replay import ReplayStore
@@ -131,12 +133,14 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
     artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server(artifact_servicer, server)
     state_pb2_grpc.add_StateServiceServicer_to_server(state_servicer, server)
     events_pb2_grpc.add_HookServiceServicer_to_server(HookServicer(), server)  # type: ignore[abstract]
-    events_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(), server)  # type: ignore[abstract]
+    event_servicer = EventServicer(auth, EventStore(redis), settings.max_wait_seconds)
+    events_pb2_grpc.add_EventServiceServicer_to_server(event_servicer, server)
     streamed = unary_routes(
         [
             (sessions_pb2.DESCRIPTOR.services_by_name["SessionService"], session_servicer),
             (artifacts_pb2.DESCRIPTOR.services_by_name["ArtifactService"], artifact_servicer),
             (state_pb2.DESCRIPTOR.services_by_name["StateService"], state_servicer),
+            (events_pb2.DESCRIPTOR.services_by_name["EventService"], event_servicer),
         ]
     )
     calls_pb2_grpc.add_JobCallServiceServicer_to_server(

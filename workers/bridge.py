@@ -17,7 +17,7 @@ from scriptpool.v1 import common_pb2, sessions_pb2
 from scriptpool.values import PlainValue, from_value_map, to_value
 
 from sandbox.catalog import SCRIPT_OPS
-from workers import bridge_artifacts, bridge_state
+from workers import bridge_artifacts, bridge_events, bridge_state
 from workers.bridge_args import string_arg as _string
 from workers.bridge_args import strings_arg as _strings
 from workers.bridge_args import value_map_arg as _map
@@ -80,6 +80,7 @@ class CoordinatorBridge:
         self._sessions = stubs.sessions
         self.artifacts = stubs.artifacts
         self.state = stubs.state
+        self.events = stubs.events
         self._use_stream = use_stream
         self._stream: CallStream | None = None
         self._unary_calls = 0
@@ -129,8 +130,11 @@ class CoordinatorBridge:
             except StreamRefused:
                 self._use_stream = False  # nothing ran: make this call and the rest unary
         self._unary_calls += 1
-        timeout = max(0.001, min(self._call_timeout, self._deadline - time.monotonic()))
-        return method(request, metadata=self._metadata, timeout=timeout)
+        return method(request, metadata=self._metadata, timeout=max(0.001, self.call_time_left()))
+
+    def call_time_left(self) -> float:
+        """Seconds one call may take from now: the call timeout, capped by the job's wall deadline."""
+        return min(self._call_timeout, self._deadline - time.monotonic())
 
     def _call_stream(self) -> CallStream | None:
         if self._stream is not None:
@@ -344,5 +348,6 @@ _HANDLERS: dict[str, Callable[[CoordinatorBridge, str, list[PlainValue]], PlainV
 }
 _HANDLERS.update(bridge_artifacts.HANDLERS)
 _HANDLERS.update(bridge_state.HANDLERS)
+_HANDLERS.update(bridge_events.HANDLERS)
 
 __all__ = ["CoordinatorBridge"]

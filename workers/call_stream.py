@@ -26,6 +26,8 @@ from scriptpool.v1 import (
     artifacts_pb2_grpc,
     calls_pb2,
     calls_pb2_grpc,
+    events_pb2,
+    events_pb2_grpc,
     sessions_pb2,
     sessions_pb2_grpc,
     state_pb2,
@@ -122,11 +124,13 @@ class CoordinatorStubs:
         self.sessions = sessions_pb2_grpc.SessionServiceStub(channel)
         self.artifacts = artifacts_pb2_grpc.ArtifactServiceStub(channel)
         self.state = state_pb2_grpc.StateServiceStub(channel)
+        self.events = events_pb2_grpc.EventServiceStub(channel)
         self.routes: dict[int, tuple[str, type[Message]]] = {}
         services = (
             (self.sessions, sessions_pb2.DESCRIPTOR.services_by_name["SessionService"]),
             (self.artifacts, artifacts_pb2.DESCRIPTOR.services_by_name["ArtifactService"]),
             (self.state, state_pb2.DESCRIPTOR.services_by_name["StateService"]),
+            (self.events, events_pb2.DESCRIPTOR.services_by_name["EventService"]),
         )
         for stub, service in services:
             for method in service.methods:

@@ -86,7 +86,7 @@ class JobCallServicer(calls_pb2_grpc.JobCallServiceServicer):
         if not caller.is_job:
             raise PermissionDenied(
                 "JobCallService.Calls carries a running job's global calls and needs its job credential; "
-                "clients call SessionService, ArtifactService and StateService directly"
+                "clients call the Session, Artifact, State and Event services directly"
             )
         self._take_slot()
         try:
@@ -117,7 +117,7 @@ class JobCallServicer(calls_pb2_grpc.JobCallServiceServicer):
         route = self.routes.get(call.method)
         if route is None:
             reply.code = grpc.StatusCode.UNIMPLEMENTED.value[0]
-            reply.message = f"{call.method!r} is not a unary method of the Session, Artifact or State services"
+            reply.message = f"{call.method!r} is not a unary method of the Session, Artifact, State or Event services"
             return reply
         method, request_class = route
         try:

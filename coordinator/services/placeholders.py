@@ -14,8 +14,3 @@ from coordinator.status import grpc_service
 @grpc_service(events_pb2.DESCRIPTOR.services_by_name["HookService"])
 class HookServicer(events_pb2_grpc.HookServiceServicer):
     pass
-
-
-@grpc_service(events_pb2.DESCRIPTOR.services_by_name["EventService"])
-class EventServicer(events_pb2_grpc.EventServiceServicer):
-    pass

@@ -15,13 +15,12 @@ from coordinator.services.recording import record_job_call, recorded
 from coordinator.status import grpc_service
 from coordinator.stores import timeline
 from coordinator.stores.replay import ReplayStore
-from coordinator.stores.sessions import SessionStore, current_session_key
+from coordinator.stores.sessions import JOB_CURRENT_FIELD, SessionStore, current_session_key, job_current_session
 from coordinator.stores.snapshots import SnapshotStore
 from coordinator.stores.timeline import CallRecord
 from sandbox.catalog import SCRIPT_OPS
-from workers.job_records import job_key, text
+from workers.job_records import job_key
 
-JOB_CURRENT_FIELD = "current_session"
 """Field of a job's record holding the session it chose with setCurrent ("" = none)."""
 
 
@@ -56,8 +55,7 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
         """A job's current session is the one it was submitted with until it calls setCurrent; a
         client's is kept per principal."""
         if caller.is_job:
-            chosen = self.sessions.redis.hget(job_key(caller.job_id), JOB_CURRENT_FIELD)
-            return sessions_pb2.CurrentSession(session_id=caller.session_id if chosen is None else text(chosen))
+            return sessions_pb2.CurrentSession(session_id=job_current_session(self.sessions.redis, caller))
         current = self.sessions.redis.get(_client_current_key(caller))
         session_id = current.decode() if isinstance(current, bytes) else ""
         if session_id and not self.sessions.exists_for(caller, session_id):

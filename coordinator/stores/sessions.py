@@ -33,7 +33,7 @@ from coordinator.stores.validation import (
     check_text,
     check_uuid,
 )
-from workers.job_records import hash_fields, texts
+from workers.job_records import hash_fields, job_key, text, texts
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
@@ -66,6 +66,16 @@ def session_key(session_id: str) -> str:
 
 def principal_sessions_key(principal: str) -> str:
     return f"sp:principal:{principal}:sessions"
+
+
+JOB_CURRENT_FIELD = "current_session"
+"""The field of a job's record (`sp:job:{id}`) holding the session it chose with `Session.setCurrent`."""
+
+
+def job_current_session(redis: Redis, caller: Caller) -> str:
+    """A job's current session: the one it was submitted with, until it calls `Session.setCurrent`."""
+    chosen = redis.hget(job_key(caller.job_id), JOB_CURRENT_FIELD)
+    return caller.session_id if chosen is None else text(chosen)
 
 
 def current_session_key(principal: str) -> str:

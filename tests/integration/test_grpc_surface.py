@@ -58,9 +58,11 @@ def test_unimplemented_rpcs_answer_unimplemented_naming_the_method(stack: Stack)
         assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
         assert "HookService.List" in (caught.value.details() or "")
         with pytest.raises(grpc.RpcError) as caught:
-            events_pb2_grpc.EventServiceStub(channel).Emit(events_pb2.EmitEventRequest(name="x"), metadata=metadata)
+            events_pb2_grpc.HookServiceStub(channel).Register(
+                events_pb2.RegisterHookRequest(hook_point="session.created"), metadata=metadata
+            )
         assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
-        assert "EventService.Emit" in (caught.value.details() or "")
+        assert "HookService.Register" in (caught.value.details() or "")
         with pytest.raises(grpc.RpcError) as caught:  # a server-streaming RPC maps errors the same way
             list(
                 artifacts_pb2_grpc.ArtifactServiceStub(channel).Get(

@@ -28,7 +28,7 @@ if _version_not_supported:
 class JobCallServiceStub:
     """A running job's global calls on one stream: the worker's fast path for scripts that make many.
 
-    Each JobCall is one unary operation of SessionService, ArtifactService or StateService, named by
+    Each JobCall is one unary operation of SessionService, ArtifactService, StateService or EventService, named by
     its full gRPC method and carrying that method's request message. The coordinator runs it exactly
     as the unary RPC (same handler, same checks, same timeline record) with the stream's metadata,
     so the job credential in that metadata is checked again for every message: once the job has
@@ -53,7 +53,7 @@ class JobCallServiceStub:
 class JobCallServiceServicer:
     """A running job's global calls on one stream: the worker's fast path for scripts that make many.
 
-    Each JobCall is one unary operation of SessionService, ArtifactService or StateService, named by
+    Each JobCall is one unary operation of SessionService, ArtifactService, StateService or EventService, named by
     its full gRPC method and carrying that method's request message. The coordinator runs it exactly
     as the unary RPC (same handler, same checks, same timeline record) with the stream's metadata,
     so the job credential in that metadata is checked again for every message: once the job has
@@ -87,7 +87,7 @@ def add_JobCallServiceServicer_to_server(servicer, server):
 class JobCallService:
     """A running job's global calls on one stream: the worker's fast path for scripts that make many.
 
-    Each JobCall is one unary operation of SessionService, ArtifactService or StateService, named by
+    Each JobCall is one unary operation of SessionService, ArtifactService, StateService or EventService, named by
     its full gRPC method and carrying that method's request message. The coordinator runs it exactly
     as the unary RPC (same handler, same checks, same timeline record) with the stream's metadata,
     so the job credential in that metadata is checked again for every message: once the job has

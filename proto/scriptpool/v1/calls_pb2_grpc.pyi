@@ -29,7 +29,7 @@ GRPC_VERSION: str
 class JobCallServiceStub:
     """A running job's global calls on one stream: the worker's fast path for scripts that make many.
 
-    Each JobCall is one unary operation of SessionService, ArtifactService or StateService, named by
+    Each JobCall is one unary operation of SessionService, ArtifactService, StateService or EventService, named by
     its full gRPC method and carrying that method's request message. The coordinator runs it exactly
     as the unary RPC (same handler, same checks, same timeline record) with the stream's metadata,
     so the job credential in that metadata is checked again for every message: once the job has
@@ -48,7 +48,7 @@ class JobCallServiceStub:
 class JobCallServiceAsyncStub(JobCallServiceStub):
     """A running job's global calls on one stream: the worker's fast path for scripts that make many.
 
-    Each JobCall is one unary operation of SessionService, ArtifactService or StateService, named by
+    Each JobCall is one unary operation of SessionService, ArtifactService, StateService or EventService, named by
     its full gRPC method and carrying that method's request message. The coordinator runs it exactly
     as the unary RPC (same handler, same checks, same timeline record) with the stream's metadata,
     so the job credential in that metadata is checked again for every message: once the job has
@@ -63,7 +63,7 @@ class JobCallServiceAsyncStub(JobCallServiceStub):
 class JobCallServiceServicer(metaclass=_abc_1.ABCMeta):
     """A running job's global calls on one stream: the worker's fast path for scripts that make many.
 
-    Each JobCall is one unary operation of SessionService, ArtifactService or StateService, named by
+    Each JobCall is one unary operation of SessionService, ArtifactService, StateService or EventService, named by
     its full gRPC method and carrying that method's request message. The coordinator runs it exactly
     as the unary RPC (same handler, same checks, same timeline record) with the stream's metadata,
     so the job credential in that metadata is checked again for every message: once the job has

@@ -1,0 +1,73 @@
+"""EventService: `Event.emit/subscribe/receive/unsubscribe` for scripts and clients, and a live
+stream of events for clients. Each principal sees only its own events (coordinator/stores/events.py).
+
+A job's emitted event carries its current session (the one it was submitted with, or the one it
+chose with `Session.setCurrent`). Every call a job makes is recorded on its session's timeline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+from redis import Redis
+from scriptpool.errors import InvalidArgument
+from scriptpool.v1 import common_pb2, events_pb2, events_pb2_grpc
+
+from coordinator.auth import Authenticator, Caller
+from coordinator.services.recording import recorded
+from coordinator.status import grpc_service
+from coordinator.stores.events import EventStore
+from coordinator.stores.sessions import job_current_session
+
+
+@grpc_service(events_pb2.DESCRIPTOR.services_by_name["EventService"])
+class EventServicer(events_pb2_grpc.EventServiceServicer):
+    def __init__(self, auth: Authenticator, store: EventStore, max_wait_seconds: float) -> None:
+        self.auth = auth
+        self.store = store
+        self.max_wait_seconds = max_wait_seconds
+
+    @property
+    def timeline_redis(self) -> Redis:
+        return self.store.redis
+
+    @recorded("Event.emit")
+    def Emit(self, caller: Caller, request: events_pb2.EmitEventRequest) -> common_pb2.Empty:
+        self.store.emit(caller, request.name, request.data, self._current_session(caller))
+        return common_pb2.Empty()
+
+    @recorded("Event.subscribe")
+    def Subscribe(self, caller: Caller, request: events_pb2.SubscribeRequest) -> events_pb2.Subscription:
+        return self.store.subscribe(caller, request.pattern)
+
+    @recorded("Event.receive")
+    def Receive(self, caller: Caller, request: events_pb2.ReceiveRequest) -> events_pb2.ReceiveResponse:
+        timeout = min(request.timeout_ms / 1000.0, self.max_wait_seconds)
+        event = self.store.receive(caller, request.subscription_id, timeout)
+        if event is None:
+            return events_pb2.ReceiveResponse(received=False)
+        return events_pb2.ReceiveResponse(event=event, received=True)
+
+    @recorded("Event.unsubscribe")
+    def Unsubscribe(self, caller: Caller, request: events_pb2.Subscription) -> common_pb2.Empty:
+        self.store.unsubscribe(caller, request.subscription_id)
+        return common_pb2.Empty()
+
+    def Stream(self, request: events_pb2.SubscribeRequest, context: grpc.ServicerContext) -> Iterator[events_pb2.Event]:
+        caller = self.auth.caller(context)
+        caller.require_client("EventService.Stream")
+        if not request.pattern:
+            raise InvalidArgument("pattern is required, e.g. '*' for every event")
+
+        def still_wanted() -> Iterator[bool]:
+            while True:
+                yield context.is_active()
+
+        yield from self.store.follow(caller, request.pattern, still_wanted())
+
+    def _current_session(self, caller: Caller) -> str:
+        return job_current_session(self.store.redis, caller) if caller.is_job else ""
+
+
+__all__ = ["EventServicer"]

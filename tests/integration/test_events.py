@@ -1,0 +1,150 @@
+"""Event.emit / subscribe / receive / unsubscribe from all three languages and over gRPC, lifecycle
+events, the client stream, and bad input."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import grpc
+import pytest
+from scriptpool.errors import InvalidArgument, NotFound
+from scriptpool.v1 import events_pb2, sessions_pb2
+from scriptpool.values import from_value, to_value
+
+from coordinator.client import ScriptpoolClient
+from tests.conftest import Stack
+
+from .helpers import outcome, result_of, run_js, run_lua
+from .test_python_jobs import run_py
+
+
+def _subscribe(client: ScriptpoolClient, pattern: str) -> str:
+    sub: events_pb2.Subscription = client.event_call("Subscribe", events_pb2.SubscribeRequest(pattern=pattern))
+    return sub.subscription_id
+
+
+def _receive(client: ScriptpoolClient, subscription_id: str, timeout_ms: int = 5000) -> events_pb2.ReceiveResponse:
+    request = events_pb2.ReceiveRequest(subscription_id=subscription_id, timeout_ms=timeout_ms)
+    response: events_pb2.ReceiveResponse = client.event_call("Receive", request)
+    return response
+
+
+def test_a_lua_job_emits_and_a_client_subscription_receives_it_with_the_jobs_session(
+    client: ScriptpoolClient,
+) -> None:
+    sub = _subscribe(client, "order.*")
+    job = run_lua(client, "Event.emit('order.placed', {id = 7, items = {'a', 'b'}}) return true")
+    assert outcome(job).value == "ok"
+    got = _receive(client, sub)
+    assert got.received and got.event.name == "order.placed"
+    assert from_value(got.event.data) == {"id": 7, "items": ["a", "b"]}
+    assert got.event.session_id == job.session_id and got.event.job_id == job.id
+    nothing = _receive(client, sub, timeout_ms=200)  # each event once
+    assert not nothing.received
+
+
+def test_scripts_in_every_language_subscribe_emit_and_receive(client: ScriptpoolClient) -> None:
+    lua = run_lua(client, """
+        local sub = Event.subscribe('ping.*')
+        Event.publish('ping.lua', {n = 1})
+        local e = Event.receive(sub, 2000)
+        Event.unsubscribe(sub)
+        return {e.name, e.data.n}
+    """)  # fmt: skip
+    js = run_js(client, """
+        const sub = Event.subscribe('ping.*');
+        Event.emit('ping.js', {n: 2});
+        const e = Event.receive(sub, 2000);
+        Event.unsubscribe(sub);
+        [e.name, e.data.n]
+    """)  # fmt: skip
+    py = run_py(client, "sub = Event.subscribe('ping.*')\nEvent.emit('ping.py', {'n': 3})\n"
+                "e = Event.receive(sub, 2000)\nEvent.unsubscribe(sub)\n[e['name'], e['data']['n']]")  # fmt: skip
+    assert [result_of(lua), result_of(js), result_of(py)] == [["ping.lua", 1], ["ping.js", 2], ["ping.py", 3]]
+
+
+def test_receive_without_an_event_returns_nil_after_its_timeout(client: ScriptpoolClient) -> None:
+    job = run_lua(client, """
+        local sub = Event.subscribe('never.*')
+        local started = os.clock()
+        local e = Event.receive(sub, 300)
+        return e == nil
+    """)  # fmt: skip
+    assert result_of(job) is True
+
+
+def test_lifecycle_events_of_the_principals_jobs_and_sessions_arrive(client: ScriptpoolClient) -> None:
+    sub = _subscribe(client, "job.*")
+    job = run_lua(client, "return 1")
+    names = []
+    for _ in range(2):
+        got = _receive(client, sub)
+        assert got.received and got.event.job_id == job.id
+        names.append(got.event.name)
+    assert names == ["job.started", "job.finished"]
+
+
+def test_another_principal_sees_none_of_these_events_and_cannot_use_the_subscription(
+    stack: Stack, client: ScriptpoolClient
+) -> None:
+    _, other_key = stack.new_api_key()
+    with ScriptpoolClient(stack.address, other_key) as other:
+        theirs = _subscribe(other, "*")  # everything it may see
+        mine = _subscribe(client, "secret.*")
+        run_lua(client, "Event.emit('secret.thing', {password = 'hunter2'}) return 1")
+        assert _receive(client, mine).event.name == "secret.thing"  # the owner sees its events...
+        assert not _receive(other, theirs, timeout_ms=500).received  # ...nobody else sees any of them
+        with pytest.raises(NotFound):
+            _receive(other, mine, timeout_ms=10)
+        with pytest.raises(NotFound):
+            other.event_call("Unsubscribe", events_pb2.Subscription(subscription_id=mine))
+        assert _receive(client, mine, timeout_ms=10).received is False  # still there, still the owner's
+
+
+def test_bad_event_input_is_refused_with_a_clear_error(client: ScriptpoolClient) -> None:
+    for name in ("", "has space", "x" * 200, "new\nline"):
+        with pytest.raises(InvalidArgument, match="event name"):
+            client.event_call("Emit", events_pb2.EmitEventRequest(name=name, data=to_value(1)))
+    with pytest.raises(InvalidArgument, match="at most"):
+        client.event_call("Emit", events_pb2.EmitEventRequest(name="big", data=to_value("x" * 70_000)))
+    with pytest.raises(InvalidArgument, match="pattern"):
+        client.event_call("Subscribe", events_pb2.SubscribeRequest(pattern="a b"))
+    with pytest.raises(InvalidArgument, match="subscription_id"):
+        _receive(client, "not-a-uuid", timeout_ms=10)
+    with pytest.raises(NotFound):
+        _receive(client, "6f1c2f4e-8b7a-4c1e-9f3a-2b6d5e4c3a21", timeout_ms=10)
+    job = run_lua(client, "local ok, err = pcall(Event.emit, '') return err.code")
+    assert result_of(job) == "INVALID_ARGUMENT"
+
+
+def test_a_client_stream_delivers_matching_events_live(client: ScriptpoolClient) -> None:
+    received: list[events_pb2.Event] = []
+    stream: Any = client.events.Stream(
+        events_pb2.SubscribeRequest(pattern="live.*"), metadata=client._metadata, timeout=30
+    )
+
+    def read() -> None:
+        try:
+            for event in stream:
+                received.append(event)
+                if len(received) == 2:
+                    return
+        except grpc.RpcError:
+            return
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    time.sleep(0.3)  # the stream starts at "now"
+    run_lua(client, "Event.emit('other.x', 0) Event.emit('live.a', 1) Event.emit('live.b', 2) return 1")
+    reader.join(timeout=10)
+    stream.cancel()
+    assert [(e.name, from_value(e.data)) for e in received] == [("live.a", 1), ("live.b", 2)]
+
+
+def test_event_calls_are_on_the_jobs_timeline(client: ScriptpoolClient) -> None:
+    job = run_lua(client, "Event.emit('tl.x', 1) return 1")
+    request = sessions_pb2.GetTimelineRequest(session_id=job.session_id, limit=100)
+    descriptions = [e.description for e in client.session_call("GetTimeline", request).entries]
+    assert "Event.emit -> OK" in descriptions
