@@ -19,7 +19,7 @@ from scriptpool.errors import FailedPrecondition, InvalidArgument, NotFound, Res
 from scriptpool.v1 import common_pb2, state_pb2
 
 from coordinator.auth import Caller
-from coordinator.stores import state_codec
+from coordinator.stores import state_codec, timeline
 from coordinator.stores.lean_scripts import LeanPool, LeanScript
 from coordinator.stores.sessions import current_session_key, session_key
 from coordinator.stores.timeline import LUA_RECORD_CALL, CallRecord
@@ -239,11 +239,14 @@ class StateStore:
         key = self.check_key(request.key)
         value = b"" if state_codec.is_null(request.value) else self._encode(request.value, "value")
         self._run(self._set, _WRITE_OUTCOMES, caller, where, record, key, value)
+        self._changed(caller, where, key, "delete" if not value else "set")
 
     def delete(self, caller: Caller, scope: str, key: str, record: CallRecord | None = None) -> state_pb2.StateValue:
         """Returns the value the key had (found = whether it existed)."""
         where = self.scope(caller, scope)
         (old, _) = self._run(self._delete, _READ_OUTCOMES, caller, where, record, self.check_key(key))
+        if old is not None:
+            self._changed(caller, where, key, "delete")
         return _state_value(old)
 
     def list(self, caller: Caller, scope: str, record: CallRecord | None = None) -> state_pb2.StateKeys:
@@ -267,6 +270,7 @@ class StateStore:
             raise FailedPrecondition(
                 f"incrementing key {_shown(key)} in scope {where.name} would overflow a 64-bit integer"
             )
+        self._changed(caller, where, key, "increment")
         return _state_value(new)
 
     def compare_and_set(
@@ -278,9 +282,20 @@ class StateStore:
         expected = b"" if state_codec.is_null(request.expected) else self._encode(request.expected, "expected")
         new = b"" if state_codec.is_null(request.new_value) else self._encode(request.new_value, "new_value")
         swapped, current = self._run(self._compare_and_set, _WRITE_OUTCOMES, caller, where, record, key, expected, new)
+        if swapped:
+            self._changed(caller, where, key, "compareAndSet")
         response = state_pb2.CompareAndSetResponse(swapped=bool(swapped))
         response.current.CopyFrom(_state_value(current).value)
         return response
+
+    def _changed(self, caller: Caller, where: Scope, key: str, op: str) -> None:
+        """A `state.changed` event (visible to the principal only, coordinator/stores/events.py)."""
+        fields = timeline.entry_fields(
+            "state.changed", "state.changed", caller.job_id, {"scope": where.name, "key": key, "op": op}
+        )
+        fields["principal"] = caller.principal
+        fields["session_id"] = where.session_id
+        self.redis.xadd(timeline.EVENTS_KEY, fields, maxlen=timeline.EVENTS_MAX)  # type: ignore[arg-type]
 
     def _encode(self, value: common_pb2.Value, what: str) -> bytes:
         return state_codec.encode(value, what, self.max_value_bytes)

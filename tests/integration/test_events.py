@@ -148,3 +148,25 @@ def test_event_calls_are_on_the_jobs_timeline(client: ScriptpoolClient) -> None:
     request = sessions_pb2.GetTimelineRequest(session_id=job.session_id, limit=100)
     descriptions = [e.description for e in client.session_call("GetTimeline", request).entries]
     assert "Event.emit -> OK" in descriptions
+
+
+def test_state_writes_emit_state_changed_to_their_principal_only(stack: Stack, client: ScriptpoolClient) -> None:
+    sub = _subscribe(client, "state.changed")
+    _, other_key = stack.new_api_key()
+    with ScriptpoolClient(stack.address, other_key) as other:
+        theirs = _subscribe(other, "state.*")
+        job = run_lua(client, """
+            State.set('global', 'k', 1)
+            State.get('global', 'k')
+            State.increment('global', 'k', 2)
+            State.compareAndSet('global', 'k', 99, 0)
+            State.delete('global', 'k')
+            return 1
+        """)  # fmt: skip
+        ops = []
+        while (got := _receive(client, sub, timeout_ms=500)).received:
+            data = from_value(got.event.data)
+            assert isinstance(data, dict) and data["key"] == "k" and got.event.job_id == job.id
+            ops.append(data["op"])
+        assert ops == ["set", "increment", "delete"]  # reads and a failed compareAndSet change nothing
+        assert not _receive(other, theirs, timeout_ms=300).received
