@@ -14,6 +14,7 @@ from scriptpool.errors import DeadlineExceeded
 from scriptpool.v1 import (
     artifacts_pb2,
     artifacts_pb2_grpc,
+    events_pb2,
     events_pb2_grpc,
     jobs_pb2,
     jobs_pb2_grpc,
@@ -27,6 +28,7 @@ from sandbox.languages import Language
 from workers.rpc_errors import from_rpc_error
 
 T = TypeVar("T")
+M = TypeVar("M")
 
 
 class ScriptpoolClient:
@@ -154,6 +156,14 @@ class ScriptpoolClient:
         """Call any StateService RPC by name, e.g. state_call("Get", StateKey(scope="global", key="k"))."""
         return self._call(getattr(self._state, method), request)
 
+    def follow_events(self, pattern: str) -> Iterator[events_pb2.Event]:
+        """Your events matching `pattern` (a glob over names) as they happen, until you stop iterating."""
+        stream: Any = self.events.Stream(events_pb2.SubscribeRequest(pattern=pattern), metadata=self._metadata)
+        try:
+            yield from self._guard(stream)
+        finally:
+            stream.cancel()
+
     def event_call(self, method: str, request: Any) -> Any:
         """Call any unary EventService RPC by name, e.g. event_call("Subscribe", SubscribeRequest(pattern="job.*"))."""
         return self._call(getattr(self.events, method), request)
@@ -194,7 +204,7 @@ class ScriptpoolClient:
         first = next(self._guard(stream))
         return first.info, (chunk.content for chunk in self._guard(stream))
 
-    def _guard(self, stream: Iterable[artifacts_pb2.ArtifactChunk]) -> Iterator[artifacts_pb2.ArtifactChunk]:
+    def _guard(self, stream: Iterable[M]) -> Iterator[M]:
         try:
             yield from stream
         except grpc.RpcError as exc:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from scriptpool.errors import InvalidArgument, ScriptpoolError
 
-from coordinator.cli import artifact_cmd, bench_cmd, session_cmd, state_cmd
+from coordinator.cli import artifact_cmd, bench_cmd, events_cmd, session_cmd, state_cmd
 from coordinator.settings import Settings
 from sandbox.languages import Language
 
@@ -171,6 +171,14 @@ def cmd_state(args: argparse.Namespace) -> int:
     return state_cmd.run(client, args)
 
 
+def cmd_events(args: argparse.Namespace) -> int:
+    from coordinator.client import ScriptpoolClient
+
+    _, client = _client(args)
+    assert isinstance(client, ScriptpoolClient)
+    return events_cmd.run(client, args)
+
+
 def cmd_apikey(args: argparse.Namespace) -> int:
     from redis import Redis
 
@@ -258,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.choices["artifact"].set_defaults(func=cmd_artifact)
     state_cmd.add_parser(sub, with_client)
     sub.choices["state"].set_defaults(func=cmd_state)
+    events_cmd.add_parser(sub, with_client)
+    sub.choices["events"].set_defaults(func=cmd_events)
 
     p = sub.add_parser("apikey", help="create client API keys (talks to Redis directly)")
     with_redis(p)

@@ -3,6 +3,7 @@ events, the client stream, and bad input."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
@@ -170,3 +171,24 @@ def test_state_writes_emit_state_changed_to_their_principal_only(stack: Stack, c
             ops.append(data["op"])
         assert ops == ["set", "increment", "delete"]  # reads and a failed compareAndSet change nothing
         assert not _receive(other, theirs, timeout_ms=300).received
+
+
+def test_the_events_cli_emits_and_tails(
+    stack: Stack, principal_and_key: tuple[str, str], client: ScriptpoolClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from coordinator.cli.main import main
+
+    base = ["events", "--coordinator", stack.address, "--api-key", principal_and_key[1]]
+    tail_code: list[int] = []
+    tail = threading.Thread(target=lambda: tail_code.append(main([*base, "tail", "cli.*", "--count", "2", "--json"])))
+    tail.start()
+    time.sleep(0.5)  # the tail follows from "now"
+    assert main([*base, "emit", "other.x", "1"]) == 0
+    assert main([*base, "emit", "cli.one", '{"n": 1}']) == 0
+    run_lua(client, "Event.emit('cli.two', 'from a job') return 1")
+    tail.join(timeout=15)
+    assert tail_code == [0]
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [(e["name"], e["data"]) for e in lines] == [("cli.one", {"n": 1}), ("cli.two", "from a job")]
+    assert main([*base, "emit", "bad name", "1"]) == 2  # a refused request: exit 2 with the reason
+    assert "event name" in capsys.readouterr().err
