@@ -133,7 +133,7 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
     artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server(artifact_servicer, server)
     state_pb2_grpc.add_StateServiceServicer_to_server(state_servicer, server)
     events_pb2_grpc.add_HookServiceServicer_to_server(HookServicer(), server)  # type: ignore[abstract]
-    event_servicer = EventServicer(auth, EventStore(redis), settings.max_wait_seconds)
+    event_servicer = EventServicer(auth, EventStore(redis), settings.max_wait_seconds, settings.max_event_streams)
     events_pb2_grpc.add_EventServiceServicer_to_server(event_servicer, server)
     streamed = unary_routes(
         [

@@ -44,6 +44,8 @@ class Settings:
     max_call_streams: int = 64
     """Job call streams (JobCallService.Calls) open at once; over it, workers make unary calls.
     Keep it well under grpc_threads, which the other RPCs need too."""
+    max_event_streams: int = 16
+    """Clients' live event streams (EventService.Stream) open at once; over it, RESOURCE_EXHAUSTED."""
     max_sessions_per_principal: int = 100_000
     """Live sessions one principal may hold."""
     queue_ttl_seconds: int = 24 * 3600

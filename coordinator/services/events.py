@@ -16,6 +16,7 @@ from scriptpool.v1 import common_pb2, events_pb2, events_pb2_grpc
 
 from coordinator.auth import Authenticator, Caller
 from coordinator.services.recording import recorded
+from coordinator.services.slots import Slots
 from coordinator.status import grpc_service
 from coordinator.stores.events import EventStore
 from coordinator.stores.sessions import job_current_session
@@ -23,10 +24,11 @@ from coordinator.stores.sessions import job_current_session
 
 @grpc_service(events_pb2.DESCRIPTOR.services_by_name["EventService"])
 class EventServicer(events_pb2_grpc.EventServiceServicer):
-    def __init__(self, auth: Authenticator, store: EventStore, max_wait_seconds: float) -> None:
+    def __init__(self, auth: Authenticator, store: EventStore, max_wait_seconds: float, max_streams: int) -> None:
         self.auth = auth
         self.store = store
         self.max_wait_seconds = max_wait_seconds
+        self.streams = Slots(max_streams, "event streams", "use Subscribe and Receive, or retry later")
 
     @property
     def timeline_redis(self) -> Redis:
@@ -64,7 +66,8 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
             while True:
                 yield context.is_active()
 
-        yield from self.store.follow(caller, request.pattern, still_wanted())
+        with self.streams.hold():
+            yield from self.store.follow(caller, request.pattern, still_wanted())
 
     def _current_session(self, caller: Caller) -> str:
         return job_current_session(self.store.redis, caller) if caller.is_job else ""

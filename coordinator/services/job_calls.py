@@ -11,7 +11,6 @@ open at once (each holds a server thread while its job runs).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -19,10 +18,11 @@ import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
-from scriptpool.errors import PermissionDenied, ResourceExhausted
+from scriptpool.errors import PermissionDenied
 from scriptpool.v1 import calls_pb2, calls_pb2_grpc
 
 from coordinator.auth import Authenticator
+from coordinator.services.slots import Slots
 from coordinator.status import grpc_service
 
 Route = tuple[Callable[[Any, Any], Message], type[Message]]
@@ -75,9 +75,7 @@ class JobCallServicer(calls_pb2_grpc.JobCallServiceServicer):
     def __init__(self, auth: Authenticator, routes: dict[str, Route], max_streams: int) -> None:
         self.auth = auth
         self.routes = routes
-        self.max_streams = max_streams
-        self._open = 0
-        self._lock = threading.Lock()
+        self.slots = Slots(max_streams, "job call streams", "make unary calls instead (workers do so by themselves)")
 
     def Calls(
         self, request_iterator: Iterator[calls_pb2.JobCall], context: grpc.ServicerContext
@@ -88,27 +86,15 @@ class JobCallServicer(calls_pb2_grpc.JobCallServiceServicer):
                 "JobCallService.Calls carries a running job's global calls and needs its job credential; "
                 "clients call the Session, Artifact, State and Event services directly"
             )
-        self._take_slot()
-        try:
+        with self.slots.hold():
             metadata = tuple(context.invocation_metadata())
-            for call in request_iterator:
-                yield self._one(call, context, metadata)
-        except grpc.RpcError:
-            if context.is_active():
-                raise
-            # the worker cancelled the stream or lost its channel (e.g. it was killed): nobody to answer
-        finally:
-            with self._lock:
-                self._open -= 1
-
-    def _take_slot(self) -> None:
-        with self._lock:
-            if self._open >= self.max_streams:
-                raise ResourceExhausted(
-                    f"this coordinator already serves {self.max_streams} job call streams; "
-                    "make unary calls instead (workers do so by themselves)"
-                )
-            self._open += 1
+            try:
+                for call in request_iterator:
+                    yield self._one(call, context, metadata)
+            except grpc.RpcError:
+                if context.is_active():
+                    raise
+                # the worker cancelled the stream or lost its channel (e.g. it was killed): nobody to answer
 
     def _one(
         self, call: calls_pb2.JobCall, stream: grpc.ServicerContext, metadata: Sequence[tuple[str, str | bytes]]

@@ -10,12 +10,18 @@ from typing import Any
 
 import grpc
 import pytest
-from scriptpool.errors import InvalidArgument, NotFound
-from scriptpool.v1 import events_pb2, sessions_pb2
+from redis import Redis
+from scriptpool.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
+from scriptpool.v1 import events_pb2, jobs_pb2, sessions_pb2
 from scriptpool.values import from_value, to_value
 
 from coordinator.client import ScriptpoolClient
-from tests.conftest import Stack
+from coordinator.redis_server import PrivateRedis
+from coordinator.server import start_coordinator
+from coordinator.settings import Settings
+from sandbox.languages import Language
+from tests.conftest import TEST_QUEUE, Stack, wait_for
+from workers.job_records import text
 
 from .helpers import outcome, result_of, run_js, run_lua
 from .test_python_jobs import run_py
@@ -192,3 +198,43 @@ def test_the_events_cli_emits_and_tails(
     assert [(e["name"], e["data"]) for e in lines] == [("cli.one", {"n": 1}), ("cli.two", "from a job")]
     assert main([*base, "emit", "bad name", "1"]) == 2  # a refused request: exit 2 with the reason
     assert "event name" in capsys.readouterr().err
+
+
+def test_live_streams_are_for_clients_and_capped_and_a_dropped_one_frees_its_slot(
+    redis_server: PrivateRedis, principal_and_key: tuple[str, str], client: ScriptpoolClient, redis_client: Redis
+) -> None:
+    settings = Settings(redis_url=redis_server.url, listen="127.0.0.1:0", queue=TEST_QUEUE, max_event_streams=1)
+    capped = start_coordinator(settings)
+    try:
+        with ScriptpoolClient(f"127.0.0.1:{capped.port}", principal_and_key[1]) as near:
+
+            def opened(name: str) -> Any:
+                stream = near.events.Stream(events_pb2.SubscribeRequest(pattern="slot.*"), metadata=near._metadata)
+                time.sleep(0.3)  # a stream follows from "now": let it start
+                near.event_call("Emit", events_pb2.EmitEventRequest(name=name))
+                return stream
+
+            first = opened("slot.taken")
+            assert next(first).name == "slot.taken"  # the one stream this coordinator allows is open
+            with pytest.raises(ResourceExhausted, match="event streams"):
+                next(near.follow_events("*"))
+            first.cancel()
+            give_up = time.monotonic() + 10
+            while True:  # the slot comes back once the coordinator sees the cancel
+                again = opened("slot.again")
+                try:
+                    assert next(again).name == "slot.again"
+                    break
+                except grpc.RpcError as exc:
+                    assert exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED and time.monotonic() < give_up
+                finally:
+                    again.cancel()
+        job = client.submit(Language.LUA, "local t = os.clock() while os.clock() - t < 3 do end return 1")
+        assert wait_for(lambda: client.get_job(job.id).status == jobs_pb2.JOB_STATUS_RUNNING)
+        credential = text(redis_client.hget(f"sp:job:{job.id}", "credential") or b"")
+        with ScriptpoolClient(f"127.0.0.1:{capped.port}", credential) as as_job:
+            with pytest.raises(PermissionDenied, match="EventService.Stream"):
+                next(as_job.follow_events("*"))
+        client.cancel(job.id)
+    finally:
+        capped.stop(grace=1)
