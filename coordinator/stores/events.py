@@ -131,12 +131,15 @@ class EventStore:
 
     def _next(self, principal: str, pattern: str, last: str, give_up: float) -> tuple[events_pb2.Event | None, str]:
         while True:
+            # Blocks while there is time left; after that, reads on without blocking until it has
+            # seen every entry already there (so a 0 timeout still returns what is waiting).
             left_ms = int((give_up - time.monotonic()) * 1000)
-            if left_ms <= 0:
-                return None, last
+            block = left_ms if left_ms > 0 else None
             batches: list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] = self.redis.xread(  # type: ignore[assignment]
-                {EVENTS_KEY: last}, count=READ_BATCH, block=left_ms
+                {EVENTS_KEY: last}, count=READ_BATCH, block=block
             )
+            if not batches and block is None:
+                return None, last
             for _, entries in batches or ():
                 for entry_id, raw_fields in entries:
                     last = text(entry_id)

@@ -238,3 +238,14 @@ def test_live_streams_are_for_clients_and_capped_and_a_dropped_one_frees_its_slo
         client.cancel(job.id)
     finally:
         capped.stop(grace=1)
+
+
+def test_receive_with_no_wait_returns_what_is_already_there(client: ScriptpoolClient) -> None:
+    job = run_lua(client, """
+        local sub = Event.subscribe('now.*')
+        Event.emit('now.a', 1)
+        Event.emit('now.b', 2)
+        local a, b, c = Event.receive(sub), Event.receive(sub, 0), Event.receive(sub)
+        return {a.name, b.name, c == nil}
+    """)  # fmt: skip
+    assert result_of(job) == ["now.a", "now.b", True]
