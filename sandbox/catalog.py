@@ -57,6 +57,25 @@ GLOBAL_OPS: dict[str, tuple[str, ...]] = {
     "Event": ("emit", "on", "subscribe", "receive", "unsubscribe"),
 }
 
+HOOK_POINTS = (
+    "session.created",
+    "session.state_changed",
+    "session.suspended",
+    "session.resumed",
+    "session.completed",
+    "session.deleted",
+    "session.saved",
+    "session.loaded",
+    "artifact.stored",
+    "artifact.updated",
+    "artifact.deleted",
+    "artifact.accessed",
+    "state.changed",
+    "job.started",
+    "job.finished",
+)
+"""What `Hook.register` accepts (semantics.md); each fires as the event of the same name."""
+
 SCRIPT_OPS = frozenset(f"{name}.{op}" for name, ops in GLOBAL_OPS.items() for op in ops)
 """Every operation's full name, e.g. "Session.get"."""
 

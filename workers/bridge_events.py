@@ -4,7 +4,8 @@
 `receive` waits at most the asked time (default 0: answer at once), never past the job's call
 timeout or its wall deadline, and returns the event as a table/object
 `{id, name, session_id, job_id, timestamp, data}`, or nil when none came. `Event.on(pattern, fn)`
-(callbacks) is not available yet; `subscribe` + `receive` cover the same ground.
+and `Hook.register(point, fn)` arrive here without their function (the engine keeps it and runs it
+after later calls, see docs/architecture.md#events): only the subscription crosses the wire.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from scriptpool.errors import InvalidArgument
 from scriptpool.v1 import events_pb2
 from scriptpool.values import PlainValue, from_value, to_value
 
+from sandbox.catalog import HOOK_POINTS
 from workers.bridge_args import string_arg
 
 if TYPE_CHECKING:
@@ -79,7 +81,19 @@ def _unsubscribe(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> 
     return True
 
 
+def _register_hook(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
+    """The wire half of `Hook.register(point, fn)` (the engine keeps `fn`): a subscription to the
+    hook point's events; its id is the hook id."""
+    point = string_arg(args[0] if args else None, f"{op}: hook point")
+    if point not in HOOK_POINTS:
+        raise InvalidArgument(f"{op}: unknown hook point {point[:60]!r}; one of: {', '.join(HOOK_POINTS)}")
+    return _subscribe(bridge, op, [point])
+
+
 HANDLERS: dict[str, Callable[[CoordinatorBridge, str, list[PlainValue]], PlainValue]] = {
+    "Event.on": _subscribe,  # the wire half of Event.on(pattern, fn): the engine keeps `fn`
+    "Hook.register": _register_hook,
+    "Hook.unregister": _unsubscribe,
     "Event.emit": _emit,
     "Event.subscribe": _subscribe,
     "Event.receive": _receive,

@@ -171,10 +171,57 @@
       throw callError("INVALID_ARGUMENT", e.message);
     }
     const reply = hostCall(op, packed);
-    if (reply[0] === "ok") return reply[1];
+    if (reply[0] === "ok") {
+      if (handlers.length && !delivering) deliver();
+      return reply[1];
+    }
     if (reply[0] === "err") throw callError(reply[1], reply[2]);
     throw limitError();
   }
+
+  // Event.on / Hook.register callbacks: kept here, run after each later global call returns, with
+  // every matching event that has arrived by then (subscription + Event.receive on the wire).
+  const handlers = [];
+  let delivering = false;
+  function deliver() {
+    delivering = true;
+    try {
+      for (const h of handlers.slice()) {
+        while (h.active) {
+          const e = call("Event.receive", [h.id, 0]);
+          if (e === null || e === undefined) break;
+          h.fn(e);
+        }
+      }
+    } finally {
+      delivering = false;
+    }
+  }
+  function addHandler(kind, what, fn, wrap) {
+    if (typeof fn !== "function") throw callError("INVALID_ARGUMENT", kind + ": the callback must be a function");
+    const id = call(kind, [what]);
+    handlers.push({ id: id, what: what, fn: wrap ? (e) => fn(wrap(e)) : fn, hook: kind === "Hook.register", active: true });
+    return id;
+  }
+  function dropHandler(id) {
+    const i = handlers.findIndex((h) => h.id === id);
+    if (i >= 0) {
+      handlers[i].active = false;
+      handlers.splice(i, 1);
+    }
+  }
+  function hookContext(e) {
+    const data = e.data !== null && typeof e.data === "object" ? e.data : {};
+    return { hook_point: e.name, session_id: e.session_id, job_id: e.job_id, timestamp: e.timestamp,
+             artifact_id: data.artifact_id, old_state: data.old_state, new_state: data.new_state, data: e.data };
+  }
+  const callbacks = {
+    "Event.on": (pattern, fn) => addHandler("Event.on", pattern, fn),
+    "Event.unsubscribe": (id) => { dropHandler(id); return call("Event.unsubscribe", [id]); },
+    "Hook.register": (point, fn) => addHandler("Hook.register", point, fn, hookContext),
+    "Hook.unregister": (id) => { dropHandler(id); return call("Hook.unregister", [id]); },
+    "Hook.list": () => handlers.filter((h) => h.hook).map((h) => ({ hook_id: h.id, hook_point: h.what })),
+  };
 
   function toSession(value) {
     if (value === null || typeof value !== "object" || isArray(value)) return value;
@@ -257,6 +304,7 @@
       const full = globalName + "." + op;
       const after = post[full];
       if (full === "Session.replay") g[op] = replay;
+      else if (callbacks[full]) g[op] = callbacks[full];
       else g[op] = after ? (...args) => after(call(full, args)) : (...args) => call(full, args);
     }
     const extra = aliases[globalName] || {};

@@ -12,7 +12,7 @@ local raw_pcall, raw_xpcall, raw_error, raw_load = pcall, xpcall, error, load
 local raw_select, raw_type, raw_tostring, raw_setmetatable = select, type, tostring, setmetatable
 local raw_pairs, raw_ipairs, raw_getmetatable = pairs, ipairs, getmetatable
 local co_create, co_resume, co_close = coroutine.create, coroutine.resume, coroutine.close
-local tpack, tunpack, tconcat = table.pack, table.unpack, table.concat
+local tpack, tunpack, tconcat, tremove = table.pack, table.unpack, table.concat, table.remove
 local clock = os.clock
 local sethook, traceback = debug.sethook, debug.traceback
 local str_find, str_sub = string.find, string.sub
@@ -168,8 +168,28 @@ local function finish_call(status, a, b)
   raise_call_error(a, b)
 end
 
+-- Event.on / Hook.register callbacks: kept here, run after each later global call returns, with
+-- every matching event that has arrived by then (subscription + Event.receive on the wire).
+local handlers = {}
+local delivering = false
+
+local function deliver()
+  delivering = true
+  for _, h in raw_ipairs({ tunpack(handlers) }) do
+    while h.active do
+      local e = finish_call(host_call("Event.receive", tpack(h.id, 0)))
+      if e == nil then break end
+      local ok, err = raw_pcall(h.fn, e)
+      if not ok then delivering = false raw_error(err, 0) end
+    end
+  end
+  delivering = false
+end
+
 local function call(op, ...)
-  return finish_call(host_call(op, tpack(...)))
+  local result = finish_call(host_call(op, tpack(...)))
+  if handlers[1] ~= nil and not delivering then deliver() end
+  return result
 end
 
 local SessionObject = {}
@@ -242,6 +262,51 @@ for global_name, ops in raw_pairs(catalog) do
 end
 
 local Session = env.Session
+local Event, Hook = env.Event, env.Hook
+
+local function add_handler(kind, wire_op, what, fn)
+  if raw_type(fn) ~= "function" then raise_call_error("INVALID_ARGUMENT", kind .. ": the callback must be a function") end
+  local id = call(wire_op, what)
+  handlers[#handlers + 1] = { id = id, what = what, fn = fn, hook = kind == "Hook.register", active = true }
+  return id
+end
+
+local function drop_handler(id)
+  for i, h in raw_ipairs(handlers) do
+    if h.id == id then h.active = false tremove(handlers, i) return true end
+  end
+  return false
+end
+
+local function hook_context(e)
+  local data = raw_type(e.data) == "table" and e.data or {}
+  return { hook_point = e.name, session_id = e.session_id, job_id = e.job_id, timestamp = e.timestamp,
+           artifact_id = data.artifact_id, old_state = data.old_state, new_state = data.new_state, data = e.data }
+end
+
+Event.on = function(pattern, fn) return add_handler("Event.on", "Event.on", pattern, fn) end
+local wire_unsubscribe = Event.unsubscribe
+Event.unsubscribe = function(id)
+  drop_handler(id)
+  return wire_unsubscribe(id)
+end
+Hook.register = function(point, fn)
+  return add_handler("Hook.register", "Hook.register", point, function(e) return fn(hook_context(e)) end)
+end
+local wire_unregister = Hook.unregister
+Hook.unregister = function(id)
+  drop_handler(id)
+  return wire_unregister(id)
+end
+Hook.list = function()
+  local out = {}
+  for _, h in raw_ipairs(handlers) do
+    if h.hook then out[#out + 1] = { hook_id = h.id, hook_point = h.what } end
+  end
+  return out
+end
+for alias, op in raw_pairs(aliases.Event or {}) do Event[alias] = Event[op] end
+for alias, op in raw_pairs(aliases.Hook or {}) do Hook[alias] = Hook[op] end
 
 -- Session.replay(id, {speed, on_progress = fn, on_hook = fn}): the callbacks run here, in the calling
 -- script, as the replay advances (the worker waits for new replay timeline entries between calls).

@@ -300,6 +300,87 @@ class Namespace:
         return f"<{self._global_name}>"
 
 
+class _Handler:
+    __slots__ = ("active", "fn", "hook", "id", "what")
+
+    def __init__(self, handler_id: str, what: str, fn: Callable[[Any], Any], hook: bool) -> None:
+        self.id, self.what, self.fn, self.hook, self.active = handler_id, what, fn, hook, True
+
+
+class Callbacks:
+    """One job's `Event.on` / `Hook.register` callbacks, kept in the script's process and run after
+    each later global call returns, with every matching event that has arrived by then (a
+    subscription and `Event.receive` on the wire). Calling it makes a global call."""
+
+    def __init__(self, call: Callable[[str, list[PlainValue]], PlainValue]) -> None:
+        self._wire = call
+        self._handlers: list[_Handler] = []
+        self._delivering = False
+
+    def __call__(self, op: str, args: list[PlainValue]) -> PlainValue:
+        result = self._wire(op, args)
+        if self._handlers and not self._delivering:
+            self._deliver()
+        return result
+
+    def _deliver(self) -> None:
+        self._delivering = True
+        try:
+            for handler in list(self._handlers):
+                while handler.active:
+                    event = self._wire("Event.receive", [handler.id, 0])
+                    if event is None:
+                        break
+                    handler.fn(event)
+        finally:
+            self._delivering = False
+
+    def add(self, kind: str, args: tuple[Any, ...]) -> PlainValue:
+        what = args[0] if args else None
+        fn = args[1] if len(args) > 1 else None
+        if not callable(fn):
+            raise guest_error("INVALID_ARGUMENT", f"{kind}: the callback must be a function")
+        handler_id = self(kind, [to_plain(what)])
+        hook = kind == "Hook.register"
+        call = (lambda event: fn(_hook_context(event))) if hook else fn
+        self._handlers.append(_Handler(str(handler_id), str(what), call, hook))
+        return handler_id
+
+    def drop(self, op: str, args: tuple[Any, ...]) -> PlainValue:
+        handler_id = to_plain(args[0]) if args else None
+        for handler in self._handlers:
+            if handler.id == handler_id:
+                handler.active = False
+                self._handlers.remove(handler)
+                break
+        return self(op, [handler_id])
+
+    def hooks(self) -> list[dict[str, str]]:
+        return [{"hook_id": h.id, "hook_point": h.what} for h in self._handlers if h.hook]
+
+
+def _hook_context(event: Any) -> dict[str, Any]:
+    data = event.get("data") if isinstance(event.get("data"), dict) else {}
+    context = {key: event.get(key) for key in ("session_id", "job_id", "timestamp", "data")}
+    context.update({key: data.get(key) for key in ("artifact_id", "old_state", "new_state")})
+    context["hook_point"] = event.get("name")
+    return context
+
+
+def _callback_operation(self: Namespace, full_name: str, args: tuple[Any, ...]) -> Any:
+    callbacks = self._call
+    if not isinstance(callbacks, Callbacks):  # pragma: no cover - every Environment wraps its call
+        raise guest_error("UNIMPLEMENTED", f"{full_name} needs callbacks, which this environment lacks")
+    if full_name in ("Event.on", "Hook.register"):
+        return callbacks.add(full_name, args)
+    if full_name == "Hook.list":
+        return callbacks.hooks()
+    return callbacks.drop(full_name, args)
+
+
+CALLBACK_OPS = frozenset({"Event.on", "Event.unsubscribe", "Hook.register", "Hook.unregister", "Hook.list"})
+
+
 def _operation(global_name: str, op: str) -> Callable[..., Any]:
     full_name = f"{global_name}.{op}"
     wrap = {"Session.get": "one", "Session.load": "one", "Session.suspend": "one", "Session.resume": "one",
@@ -311,6 +392,8 @@ def _operation(global_name: str, op: str) -> Callable[..., Any]:
     def operation(self: Namespace, *args: Any, **options: Any) -> Any:
         if full_name == "Session.replay":
             return _replay(self, args, options)
+        if full_name in CALLBACK_OPS:
+            return _callback_operation(self, full_name, args)
         plain = [to_plain(a) for a in args]
         if options:  # keyword arguments are the trailing options map: Session.create(name="x")
             plain.append(to_plain(options))
@@ -506,7 +589,7 @@ class Environment:
         self._clock_offset = clock_offset
         self._datetime: GuestModule | None = None
         self._time: GuestModule | None = None
-        self._call = call
+        self._call = Callbacks(call)
         self._write = write
         self._random: GuestModule | None = None
         self._script_classes: weakref.WeakSet[type] = weakref.WeakSet()

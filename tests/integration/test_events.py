@@ -249,3 +249,74 @@ def test_receive_with_no_wait_returns_what_is_already_there(client: ScriptpoolCl
         return {a.name, b.name, c == nil}
     """)  # fmt: skip
     assert result_of(job) == ["now.a", "now.b", True]
+
+
+LUA_CALLBACKS = """
+local seen = {}
+local hook = Hook.register('state.changed', function(ctx)
+  seen[#seen + 1] = ctx.hook_point .. ':' .. ctx.data.key .. ':' .. ctx.job_id
+end)
+Event.on('cb.*', function(e) seen[#seen + 1] = e.name .. '=' .. tostring(e.data) end)
+State.set('global', 'cbkey', 1)        -- the hook runs after this call returns
+Event.emit('cb.one', 1)                -- Event.on runs after this one
+local listed = Hook.list()
+Hook.unregister(hook)
+State.set('global', 'cbkey', 2)        -- no hook any more
+Event.emit('cb.two', 2)
+return {seen = seen, hooks = #listed, point = listed[1].hook_point}
+"""
+
+
+def test_lua_callbacks_run_after_the_global_call_that_brought_their_event(client: ScriptpoolClient) -> None:
+    job = run_lua(client, LUA_CALLBACKS)
+    result = result_of(job)
+    assert isinstance(result, dict)
+    assert result["seen"] == [f"state.changed:cbkey:{job.id}", "cb.one=1", "cb.two=2"]
+    assert (result["hooks"], result["point"]) == (1, "state.changed")
+
+
+def test_callback_registration_refuses_bad_input(client: ScriptpoolClient) -> None:
+    job = run_lua(client, """
+        local a, e1 = pcall(Hook.register, 'no.such.point', function() end)
+        local b, e2 = pcall(Event.on, 'x.*', 'not a function')
+        return {e1.code, e2.code}
+    """)  # fmt: skip
+    assert result_of(job) == ["INVALID_ARGUMENT", "INVALID_ARGUMENT"]
+
+
+JS_CALLBACKS = """
+const seen = [];
+const hook = Hook.register('state.changed', (ctx) => seen.push(ctx.hook_point + ':' + ctx.data.key + ':' + ctx.job_id));
+Event.on('cb.*', (e) => seen.push(e.name + '=' + e.data));
+State.set('global', 'cbkey', 1);
+Event.emit('cb.one', 1);
+const listed = Hook.list();
+Hook.unregister(hook);
+State.set('global', 'cbkey', 2);
+Event.emit('cb.two', 2);
+({seen: seen, hooks: listed.length, point: listed[0].hook_point})
+"""
+
+PY_CALLBACKS = """
+seen = []
+def on_state(ctx):
+    seen.append(ctx['hook_point'] + ':' + ctx['data']['key'] + ':' + ctx['job_id'])
+hook = Hook.register('state.changed', on_state)
+Event.on('cb.*', lambda e: seen.append(e['name'] + '=' + str(e['data'])))
+State.set('global', 'cbkey', 1)
+Event.emit('cb.one', 1)
+listed = Hook.list()
+Hook.unregister(hook)
+State.set('global', 'cbkey', 2)
+Event.emit('cb.two', 2)
+{'seen': seen, 'hooks': len(listed), 'point': listed[0]['hook_point']}
+"""
+
+
+@pytest.mark.parametrize("language", ["javascript", "python"])
+def test_js_and_python_callbacks_behave_like_luas(client: ScriptpoolClient, language: str) -> None:
+    job = run_js(client, JS_CALLBACKS) if language == "javascript" else run_py(client, PY_CALLBACKS)
+    result = result_of(job)
+    assert isinstance(result, dict), job.result.message
+    assert result["seen"] == [f"state.changed:cbkey:{job.id}", "cb.one=1", "cb.two=2"]
+    assert (result["hooks"], result["point"]) == (1, "state.changed")

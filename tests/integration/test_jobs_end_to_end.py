@@ -136,9 +136,18 @@ def test_global_call_errors_raise_a_table_with_code_and_message(client: Scriptpo
     ]
 
 
-def test_unimplemented_global_answers_unimplemented_naming_the_operation(client: ScriptpoolClient) -> None:
-    result = result_of(run_lua(client, "local ok, e = pcall(Hook.list) return {e.code, e.message}"))
-    assert result == ["UNIMPLEMENTED", "Hook.list is not available in this version of scriptpool"]
+def test_an_operation_this_version_lacks_answers_unimplemented_naming_it() -> None:
+    """Every operation of the catalog has a handler now; one a newer engine might send does not."""
+    import grpc
+    from scriptpool.errors import Unimplemented
+
+    from workers.bridge import CoordinatorBridge
+    from workers.call_stream import CoordinatorStubs
+
+    with grpc.insecure_channel("127.0.0.1:9") as channel:  # never dialled: refused before any RPC
+        bridge = CoordinatorBridge(CoordinatorStubs(channel), "spj_unused", "", time.monotonic() + 5)
+        with pytest.raises(Unimplemented, match="Hook.fireAll is not available in this version of scriptpool"):
+            bridge.call("Hook.fireAll", [])
 
 
 def test_returning_a_function_is_a_script_error(client: ScriptpoolClient) -> None:

@@ -528,9 +528,13 @@ def test_session_get_sends_one_command(
 
 
 def test_calls_the_worker_refuses_are_on_the_timeline_too(client: ScriptpoolClient) -> None:
-    """Refused before reaching the coordinator (bad arguments, an operation this version lacks): the
-    script gets its error and the session's timeline still records the call with that outcome."""
+    """Refused before reaching the coordinator (bad arguments): the script gets its error and the
+    session's timeline still records the call with that outcome."""
     home = client.create_session("refusals").id
-    source = "local a = {pcall(Session.get, 123)} local b = {pcall(Hook.list)} return {a[2].code, b[2].code}"
-    assert result_of(run_lua(client, source, session_id=home)) == ["INVALID_ARGUMENT", "UNIMPLEMENTED"]
-    assert _recorded_calls(client, home) == ["Session.get -> INVALID_ARGUMENT", "Hook.list -> UNIMPLEMENTED"]
+    source = """
+        local a = {pcall(Session.get, 123)}
+        local b = {pcall(Event.receive, 'some-subscription', -1)}
+        return {a[2].code, b[2].code}
+    """
+    assert result_of(run_lua(client, source, session_id=home)) == ["INVALID_ARGUMENT", "INVALID_ARGUMENT"]
+    assert _recorded_calls(client, home) == ["Session.get -> INVALID_ARGUMENT", "Event.receive -> INVALID_ARGUMENT"]
