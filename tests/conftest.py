@@ -50,11 +50,21 @@ class Stack:
         return principal, self.coordinator.auth.create_api_key(principal)
 
 
+# A test's worker gets SIGTERM when pytest goes away without tearing down (killed, or a timeout that
+# exits at once), so no worker outlives the run: PR_SET_PDEATHSIG (1) survives the exec into the worker.
+WORKER_COMMAND = [
+    sys.executable,
+    "-c",
+    "import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0); "
+    "os.execv(sys.executable, [sys.executable, '-m', 'coordinator.cli.main', 'worker'])",
+]
+
+
 def start_worker(redis_url: str, address: str, log_path: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "REDIS_URL": redis_url, "SCRIPTPOOL_COORDINATOR": address, "SCRIPTPOOL_QUEUE": TEST_QUEUE}
     with open(log_path, "ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "coordinator.cli.main", "worker"],
+            WORKER_COMMAND,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
