@@ -31,9 +31,9 @@ from scriptpool.v1 import (
 from coordinator.auth import Authenticator
 from coordinator.services.artifacts import ArtifactServicer
 from coordinator.services.events import EventServicer
+from coordinator.services.hooks import HookServicer
 from coordinator.services.job_calls import JobCallServicer, unary_routes
 from coordinator.services.jobs import JobServicer
-from coordinator.services.placeholders import HookServicer
 from coordinator.services.sessions import SessionServicer
 from coordinator.services.state import StateServicer
 from coordinator.settings import Settings
@@ -132,8 +132,11 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
     sessions_pb2_grpc.add_SessionServiceServicer_to_server(session_servicer, server)
     artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server(artifact_servicer, server)
     state_pb2_grpc.add_StateServiceServicer_to_server(state_servicer, server)
-    events_pb2_grpc.add_HookServiceServicer_to_server(HookServicer(), server)  # type: ignore[abstract]
-    event_servicer = EventServicer(auth, EventStore(redis), settings.max_wait_seconds, settings.max_event_streams)
+    event_store = EventStore(redis)
+    event_servicer = EventServicer(auth, event_store, settings.max_wait_seconds, settings.max_event_streams)
+    events_pb2_grpc.add_HookServiceServicer_to_server(
+        HookServicer(auth, event_store, settings.max_wait_seconds), server
+    )
     events_pb2_grpc.add_EventServiceServicer_to_server(event_servicer, server)
     streamed = unary_routes(
         [

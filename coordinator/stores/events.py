@@ -90,6 +90,10 @@ class EventStore:
         pipe.execute()
         return events_pb2.Subscription(subscription_id=subscription_id, pattern=pattern)
 
+    def exists(self, subscription_id: str) -> bool:
+        """Whether the subscription is still there (it expires an hour after its last use)."""
+        return bool(self.redis.exists(_subscription_key(subscription_id)))
+
     def unsubscribe(self, caller: Caller, subscription_id: str) -> None:
         self._subscription(caller, subscription_id)
         self.redis.delete(_subscription_key(subscription_id))

@@ -12,7 +12,7 @@ import grpc
 import pytest
 from redis import Redis
 from scriptpool.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
-from scriptpool.v1 import events_pb2, jobs_pb2, sessions_pb2
+from scriptpool.v1 import common_pb2, events_pb2, events_pb2_grpc, jobs_pb2, sessions_pb2
 from scriptpool.values import from_value, to_value
 
 from coordinator.client import ScriptpoolClient
@@ -320,3 +320,44 @@ def test_js_and_python_callbacks_behave_like_luas(client: ScriptpoolClient, lang
     assert isinstance(result, dict), job.result.message
     assert result["seen"] == [f"state.changed:cbkey:{job.id}", "cb.one=1", "cb.two=2"]
     assert (result["hooks"], result["point"]) == (1, "state.changed")
+
+
+def test_clients_register_hooks_and_poll_their_firings(stack: Stack, client: ScriptpoolClient) -> None:
+    hooks = events_pb2_grpc.HookServiceStub(client.channel)
+    md = client._metadata
+    state_hook = hooks.Register(events_pb2.RegisterHookRequest(hook_point="state.changed"), metadata=md)
+    session_hook = hooks.Register(events_pb2.RegisterHookRequest(hook_point="session.completed"), metadata=md)
+    listed = hooks.List(common_pb2.Empty(), metadata=md)
+    assert {(h.hook_id, h.hook_point) for h in listed.hooks} == {
+        (state_hook.hook_id, "state.changed"), (session_hook.hook_id, "session.completed")
+    }  # fmt: skip
+    job = run_lua(client, "State.set('global', 'hooked', 1) Session.complete(Session.getCurrent()) return 1")
+    firings = hooks.Poll(events_pb2.PollHooksRequest(timeout_seconds=5), metadata=md).firings
+    by_hook = {f.hook_id: f.context for f in firings}
+    assert by_hook[state_hook.hook_id].hook_point == "state.changed"
+    assert by_hook[state_hook.hook_id].job_id == job.id
+    done = by_hook[session_hook.hook_id]
+    assert (done.session_id, done.old_state, done.new_state) == (job.session_id, "active", "completed")
+    empty = hooks.Poll(events_pb2.PollHooksRequest(timeout_seconds=0.2), metadata=md)
+    assert not empty.firings  # each firing once
+    hooks.Unregister(events_pb2.HookRef(hook_id=state_hook.hook_id), metadata=md)
+    assert [h.hook_id for h in hooks.List(common_pb2.Empty(), metadata=md).hooks] == [session_hook.hook_id]
+
+
+def test_hook_registrations_are_the_principals_own_and_checked(stack: Stack, client: ScriptpoolClient) -> None:
+    hooks = events_pb2_grpc.HookServiceStub(client.channel)
+    mine = hooks.Register(events_pb2.RegisterHookRequest(hook_point="job.finished"), metadata=client._metadata)
+    with pytest.raises(grpc.RpcError) as caught:
+        hooks.Register(events_pb2.RegisterHookRequest(hook_point="job.*"), metadata=client._metadata)
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT and "unknown hook point" in (
+        caught.value.details() or ""
+    )
+    _, other_key = stack.new_api_key()
+    other = (("authorization", f"Bearer {other_key}"),)
+    with pytest.raises(grpc.RpcError) as caught:
+        hooks.Unregister(events_pb2.HookRef(hook_id=mine.hook_id), metadata=other)
+    assert caught.value.code() is grpc.StatusCode.NOT_FOUND
+    assert not hooks.List(common_pb2.Empty(), metadata=other).hooks
+    run_lua(client, "return 1")
+    assert not hooks.Poll(events_pb2.PollHooksRequest(timeout_seconds=0.3), metadata=other).firings
+    assert hooks.Poll(events_pb2.PollHooksRequest(timeout_seconds=5), metadata=client._metadata).firings

@@ -1,0 +1,121 @@
+"""HookService for clients: register for hook points and poll their firings.
+
+A hook point is an event name (`session.created`, `artifact.stored`, `state.changed`, ...;
+`sandbox.catalog.HOOK_POINTS`), so a registration is an event subscription to that name
+(coordinator/stores/events.py), listed per principal in `sp:hooks:{principal}`. `Poll` drains every
+registration's new firings, waiting up to `timeout_seconds` for the first. Scripts have their own
+`Hook.register(point, fn)`, which runs `fn` in the script (docs/architecture.md#events); this
+service is for clients' API keys.
+"""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+from redis import Redis
+from scriptpool.errors import InvalidArgument, NotFound
+from scriptpool.v1 import common_pb2, events_pb2, events_pb2_grpc
+
+from coordinator.auth import Authenticator, Caller
+from coordinator.status import grpc_service
+from coordinator.stores.events import EventStore
+from sandbox.catalog import HOOK_POINTS
+from workers.job_records import hash_fields
+
+POLL_INTERVAL_SECONDS = 0.1
+MAX_HOOKS_PER_PRINCIPAL = 100
+
+
+def _hooks_key(principal: str) -> str:
+    return f"sp:hooks:{principal}"
+
+
+@grpc_service(events_pb2.DESCRIPTOR.services_by_name["HookService"])
+class HookServicer(events_pb2_grpc.HookServiceServicer):
+    def __init__(self, auth: Authenticator, events: EventStore, max_wait_seconds: float) -> None:
+        self.auth = auth
+        self.events = events
+        self.max_wait_seconds = max_wait_seconds
+
+    @property
+    def redis(self) -> Redis:
+        return self.events.redis
+
+    def _client(self, context: grpc.ServicerContext, what: str) -> Caller:
+        caller = self.auth.caller(context)
+        caller.require_client(f"HookService.{what} (a script registers hooks with Hook.register)")
+        return caller
+
+    def Register(
+        self, request: events_pb2.RegisterHookRequest, context: grpc.ServicerContext
+    ) -> events_pb2.HookRegistration:
+        caller = self._client(context, "Register")
+        if request.hook_point not in HOOK_POINTS:
+            raise InvalidArgument(f"unknown hook point {request.hook_point[:60]!r}; one of: {', '.join(HOOK_POINTS)}")
+        if len(self._registrations(caller)) >= MAX_HOOKS_PER_PRINCIPAL:
+            raise InvalidArgument(f"at most {MAX_HOOKS_PER_PRINCIPAL} hooks per principal; unregister some first")
+        subscription = self.events.subscribe(caller, request.hook_point)
+        self.redis.hset(_hooks_key(caller.principal), subscription.subscription_id, request.hook_point)
+        return events_pb2.HookRegistration(hook_id=subscription.subscription_id, hook_point=request.hook_point)
+
+    def Unregister(self, request: events_pb2.HookRef, context: grpc.ServicerContext) -> common_pb2.Empty:
+        caller = self._client(context, "Unregister")
+        if not self.redis.hdel(_hooks_key(caller.principal), request.hook_id):
+            raise NotFound(f"hook {request.hook_id[:60]!r} not found")
+        try:
+            self.events.unsubscribe(caller, request.hook_id)
+        except NotFound:
+            pass  # its subscription had expired already
+        return common_pb2.Empty()
+
+    def List(self, request: common_pb2.Empty, context: grpc.ServicerContext) -> events_pb2.HookList:
+        caller = self._client(context, "List")
+        hooks = [events_pb2.HookRegistration(hook_id=i, hook_point=p) for i, p in self._registrations(caller).items()]
+        return events_pb2.HookList(hooks=sorted(hooks, key=lambda h: (h.hook_point, h.hook_id)))
+
+    def Poll(self, request: events_pb2.PollHooksRequest, context: grpc.ServicerContext) -> events_pb2.HookFirings:
+        caller = self._client(context, "Poll")
+        if request.timeout_seconds < 0:
+            raise InvalidArgument("timeout_seconds must not be negative")
+        wait = min(request.timeout_seconds, self.max_wait_seconds)
+        remaining = context.time_remaining()
+        if remaining is not None:
+            wait = min(wait, max(0.0, remaining - 0.05))
+        give_up = time.monotonic() + wait
+        firings = events_pb2.HookFirings()
+        while True:
+            for hook_id in self._registrations(caller):
+                while (event := self.events.receive(caller, hook_id, 0)) is not None:
+                    firings.firings.append(events_pb2.HookFiring(hook_id=hook_id, context=_context(event)))
+            if firings.firings or time.monotonic() >= give_up:
+                return firings
+            time.sleep(min(POLL_INTERVAL_SECONDS, max(0.0, give_up - time.monotonic())))
+
+    def _registrations(self, caller: Caller) -> dict[str, str]:
+        """hook id -> point, without the ones whose subscription expired (an hour unused)."""
+        key = _hooks_key(caller.principal)
+        found = {hook_id: point.decode() for hook_id, point in hash_fields(self.redis.hgetall(key)).items()}
+        live = {}
+        for hook_id, point in found.items():
+            if self.events.exists(hook_id):
+                live[hook_id] = point
+            else:
+                self.redis.hdel(key, hook_id)
+        return live
+
+
+def _context(event: events_pb2.Event) -> events_pb2.HookContext:
+    context = events_pb2.HookContext(
+        hook_point=event.name, session_id=event.session_id, job_id=event.job_id, timestamp=event.timestamp
+    )
+    if event.data.HasField("map_value"):
+        fields = event.data.map_value.fields
+        context.data.CopyFrom(event.data.map_value)
+        for name in ("artifact_id", "old_state", "new_state"):
+            if name in fields and fields[name].HasField("string_value"):
+                setattr(context, name, fields[name].string_value)
+    return context
+
+
+__all__ = ["HookServicer"]
