@@ -13,13 +13,18 @@ import logging
 import socket
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scriptpool.errors import InvalidArgument, ScriptpoolError
 
 from coordinator.cli import artifact_cmd, bench_cmd, events_cmd, session_cmd, state_cmd
 from coordinator.settings import Settings
 from sandbox.languages import Language
+
+if TYPE_CHECKING:
+    from coordinator.client import ScriptpoolClient
 
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1
@@ -146,37 +151,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print("scriptpool stopped.")
 
 
-def cmd_session(args: argparse.Namespace) -> int:
-    from coordinator.cli import session_cmd
-    from coordinator.client import ScriptpoolClient
+def client_command(run: Callable[[ScriptpoolClient, argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A subcommand (`session`, `artifact`, `state`, `events`) run with the client that
+    --coordinator/--api-key (or the environment, or a running `scriptpool up`) name."""
 
-    _, client = _client(args)
-    assert isinstance(client, ScriptpoolClient)
-    return session_cmd.run(client, args)
+    def command(args: argparse.Namespace) -> int:
+        from coordinator.client import ScriptpoolClient
 
+        _, client = _client(args)
+        assert isinstance(client, ScriptpoolClient)
+        return run(client, args)
 
-def cmd_artifact(args: argparse.Namespace) -> int:
-    from coordinator.client import ScriptpoolClient
-
-    _, client = _client(args)
-    assert isinstance(client, ScriptpoolClient)
-    return artifact_cmd.run(client, args)
-
-
-def cmd_state(args: argparse.Namespace) -> int:
-    from coordinator.client import ScriptpoolClient
-
-    _, client = _client(args)
-    assert isinstance(client, ScriptpoolClient)
-    return state_cmd.run(client, args)
-
-
-def cmd_events(args: argparse.Namespace) -> int:
-    from coordinator.client import ScriptpoolClient
-
-    _, client = _client(args)
-    assert isinstance(client, ScriptpoolClient)
-    return events_cmd.run(client, args)
+    return command
 
 
 def cmd_apikey(args: argparse.Namespace) -> int:
@@ -260,14 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.set_defaults(func=cmd_demo)
 
-    session_cmd.add_parser(sub, with_client)
-    sub.choices["session"].set_defaults(func=cmd_session)
-    artifact_cmd.add_parser(sub, with_client)
-    sub.choices["artifact"].set_defaults(func=cmd_artifact)
-    state_cmd.add_parser(sub, with_client)
-    sub.choices["state"].set_defaults(func=cmd_state)
-    events_cmd.add_parser(sub, with_client)
-    sub.choices["events"].set_defaults(func=cmd_events)
+    for name, module in (("session", session_cmd), ("artifact", artifact_cmd), ("state", state_cmd),
+                         ("events", events_cmd)):  # fmt: skip
+        module.add_parser(sub, with_client)
+        sub.choices[name].set_defaults(func=client_command(module.run))
 
     p = sub.add_parser("apikey", help="create client API keys (talks to Redis directly)")
     with_redis(p)

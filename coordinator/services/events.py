@@ -61,13 +61,8 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
         caller.require_client("EventService.Stream")
         if not request.pattern:
             raise InvalidArgument("pattern is required, e.g. '*' for every event")
-
-        def still_wanted() -> Iterator[bool]:
-            while True:
-                yield context.is_active()
-
         with self.streams.hold():
-            yield from self.store.follow(caller, request.pattern, still_wanted())
+            yield from self.store.follow(caller, request.pattern, context.is_active)
 
     def _current_session(self, caller: Caller) -> str:
         return job_current_session(self.store.redis, caller) if caller.is_job else ""

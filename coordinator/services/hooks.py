@@ -84,8 +84,9 @@ class HookServicer(events_pb2_grpc.HookServiceServicer):
             wait = min(wait, max(0.0, remaining - 0.05))
         give_up = time.monotonic() + wait
         firings = events_pb2.HookFirings()
+        hook_ids = list(self._registrations(caller))
         while True:
-            for hook_id in self._registrations(caller):
+            for hook_id in hook_ids:
                 while (event := self.events.receive(caller, hook_id, 0)) is not None:
                     firings.firings.append(events_pb2.HookFiring(hook_id=hook_id, context=_context(event)))
             if firings.firings or time.monotonic() >= give_up:

@@ -14,7 +14,7 @@ import fnmatch
 import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from redis import Redis
 from scriptpool.errors import InvalidArgument, NotFound
@@ -109,14 +109,12 @@ class EventStore:
         pipe.execute()
         return found
 
-    def follow(self, caller: Caller, pattern: str, still_wanted: Iterator[bool]) -> Iterator[events_pb2.Event]:
-        """Every event for the caller matching `pattern` from now on, for as long as `still_wanted`
-        yields True (checked at least once a second)."""
+    def follow(self, caller: Caller, pattern: str, still_wanted: Callable[[], bool]) -> Iterator[events_pb2.Event]:
+        """Every event for the caller matching `pattern` from now on, for as long as `still_wanted()`
+        (asked at least once a second)."""
         check_pattern(pattern)
         last = self._last_id()
-        for wanted in still_wanted:
-            if not wanted:
-                return
+        while still_wanted():
             found, last = self._next(caller.principal, pattern, last, time.monotonic() + 1.0)
             if found is not None:
                 yield found
