@@ -40,13 +40,13 @@ from coordinator.settings import Settings
 from coordinator.stores.artifacts import ArtifactStore
 from coordinator.stores.events import EventStore
 from coordinator.stores.jobs import JobStore
-from coordinator.stores.lean_scripts import LeanPool
 from coordinator.stores.replay import ReplayStore
 from coordinator.stores.sessions import SessionStore
 from coordinator.stores.snapshots import SnapshotStore
 from coordinator.stores.state import StateStore
 from coordinator.sweeper import LeaseSweeper
 from coordinator.waiters import JobWaiters
+from workers.lean_redis import LeanPool
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ from workers.bridge import CoordinatorBridge
 from workers.call_stream import CoordinatorStubs
 from workers.child_reuse import ReuseKey
 from workers.job_records import JobRecords
+from workers.lean_redis import LeanPool
 from workers.lease import LeaseKeeper
 from workers.settings import WorkerSettings
 from workers.supervisor import ChildRun, Reaper, SparePool, supervise
@@ -33,7 +34,8 @@ class JobExecutor:
     def __init__(self, settings: WorkerSettings, redis: Redis | None = None) -> None:
         self.settings = settings
         self.redis = redis if redis is not None else Redis.from_url(settings.redis_url, protocol=2)
-        self.records = JobRecords(self.redis, settings.lease_seconds)
+        self.lean = LeanPool(self.redis)
+        self.records = JobRecords(self.redis, settings.lease_seconds, lean=self.lean)
         self.channel = grpc.insecure_channel(settings.coordinator)
         self.stubs = CoordinatorStubs(self.channel)
         self.leases = LeaseKeeper(self.records)
@@ -116,3 +118,4 @@ class JobExecutor:
         self.reaper.close()  # before the pool: a zygote's children are reaped through the zygote
         self.pool.close()
         self.channel.close()
+        self.lean.close()

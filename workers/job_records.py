@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 from redis import Redis
 
+from workers.lean_redis import LeanPool, LeanScript
+
 PREFIX = "sp:"
 LEASES_KEY = PREFIX + "jobs:leases"
 FINISHED_CHANNEL = PREFIX + "job-finished"
@@ -138,21 +140,33 @@ class ClaimedJob:
 class JobRecords:
     """Atomic transitions of job records. Shared by the coordinator and the workers."""
 
-    def __init__(self, redis: Redis, lease_seconds: float = LEASE_SECONDS) -> None:
+    def __init__(self, redis: Redis, lease_seconds: float = LEASE_SECONDS, lean: LeanPool | None = None) -> None:
+        """`lean`: run the scripts over that pool's per-thread RESP2 connections (a worker claims and
+        finishes every job through them: redis-py's layers cost more than the round trip)."""
         self.redis = redis
         self.lease_seconds = lease_seconds
-        self._start = redis.register_script(_START)
-        self._finish = redis.register_script(_FINISH)
-        self._request_cancel = redis.register_script(_REQUEST_CANCEL)
-        self._heartbeat = redis.register_script(_HEARTBEAT)
+        self._own_pool = lean is None
+        pool = lean if lean is not None else LeanPool(redis)
+        self._pool = pool
+        self._start = LeanScript(redis, pool, _START)
+        self._finish = LeanScript(redis, pool, _FINISH)
+        self._request_cancel = LeanScript(redis, pool, _REQUEST_CANCEL)
+        self._heartbeat = LeanScript(redis, pool, _HEARTBEAT)
+
+    def close(self) -> None:
+        """Close the lean connections, if this object opened the pool (a pool passed in is its owner's)."""
+        if self._own_pool:
+            self._pool.close()
 
     def start(self, job_id: str, worker: str, now: float) -> ClaimedJob | None:
         """Claim a queued job. Returns what running it needs, or None if it is no longer queued."""
         found = self._start(keys=[job_key(job_id), LEASES_KEY], args=[worker, now, now + self.lease_seconds, job_id])
         if not found:
             return None
+        assert isinstance(found, list)
         spec, credential, principal = found
-        return ClaimedJob(bytes(spec), bytes(credential).decode(), text(principal or b""))
+        assert isinstance(spec, bytes) and isinstance(credential, bytes)
+        return ClaimedJob(spec, credential.decode(), text(principal or b""))
 
     def finish(
         self,
@@ -171,12 +185,13 @@ class JobRecords:
         return bool(applied)
 
     def request_cancel(self, job_id: str) -> JobState | None:
-        status = self._request_cancel(keys=[job_key(job_id)])
-        return JobState(status.decode()) if status else None
+        status = self._request_cancel(keys=[job_key(job_id)], args=[])
+        return JobState(text(status)) if status else None
 
     def heartbeat(self, job_id: str, now: float) -> bool | None:
         """Extend a running job's lease. Returns True if cancel was requested, None if not running."""
-        answer = int(self._heartbeat(keys=[job_key(job_id), LEASES_KEY], args=[now + self.lease_seconds, job_id]))
+        answer = self._heartbeat(keys=[job_key(job_id), LEASES_KEY], args=[now + self.lease_seconds, job_id])
+        assert isinstance(answer, int)
         return None if answer < 0 else answer == 1
 
     def expired_leases(self, now: float, limit: int = 100) -> list[str]:

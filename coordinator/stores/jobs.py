@@ -19,7 +19,6 @@ from scriptpool.errors import InvalidArgument, NotFound
 from scriptpool.v1 import jobs_pb2, sandbox_pb2, sessions_pb2
 
 from coordinator.auth import Caller, new_job_credential
-from coordinator.stores.lean_scripts import LeanPool, read, transaction
 from coordinator.stores.sessions import SessionStore
 from coordinator.stores.validation import check_uuid
 from sandbox.languages import Language
@@ -35,6 +34,7 @@ from workers.job_records import (
     session_jobs_key,
     texts,
 )
+from workers.lean_redis import LeanPool, read, transaction
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class JobStore:
         # The submit transaction (RQ's enqueue plus our records, ~15 commands) is packed and sent on
         # the gRPC thread's lean connection: redis-py's packing and parsing were half of SubmitJob.
         self.lean = lean if lean is not None else LeanPool(redis)
-        self.records = JobRecords(redis)
+        self.records = JobRecords(redis, lean=self.lean)
         self.sessions = sessions
         self.queue = Queue(queue, connection=redis)
         self.policy = policy

@@ -23,7 +23,6 @@ from scriptpool.values import PlainValue
 
 from coordinator.auth import Caller
 from coordinator.stores import timeline
-from coordinator.stores.lean_scripts import LeanPool, LeanScript, read
 from coordinator.stores.timeline import LUA_RECORD_CALL, CallRecord
 from coordinator.stores.validation import (
     MAX_DESCRIPTION,
@@ -34,6 +33,7 @@ from coordinator.stores.validation import (
     check_uuid,
 )
 from workers.job_records import hash_fields, job_key, text, texts
+from workers.lean_redis import LeanPool, LeanScript, read
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000

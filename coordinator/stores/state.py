@@ -20,11 +20,11 @@ from scriptpool.v1 import common_pb2, state_pb2
 
 from coordinator.auth import Caller
 from coordinator.stores import state_codec, timeline
-from coordinator.stores.lean_scripts import LeanPool, LeanScript
 from coordinator.stores.sessions import current_session_key, session_key
 from coordinator.stores.timeline import LUA_RECORD_CALL, CallRecord
 from coordinator.stores.validation import check_uuid
 from workers.job_records import job_key, text, texts
+from workers.lean_redis import LeanPool, LeanScript
 
 MAX_KEY_CHARS = 256
 MAX_VALUE_BYTES = 1024 * 1024

@@ -224,10 +224,13 @@ def test_a_cancel_racing_a_worker_claim_wins(redis_client: Redis) -> None:
     records = JobRecords(redis_client)
     job_id = str(uuid.uuid4())
     redis_client.hset(job_key(job_id), mapping={"status": "queued", "spec": b"", "credential": "x"})
-    assert records.request_cancel(job_id) is JobState.QUEUED
-    assert records.start(job_id, "racing-worker", time.time()) is None
-    assert redis_client.hget(job_key(job_id), "status") == b"queued"
-    redis_client.delete(job_key(job_id))
+    try:
+        assert records.request_cancel(job_id) is JobState.QUEUED
+        assert records.start(job_id, "racing-worker", time.time()) is None
+        assert redis_client.hget(job_key(job_id), "status") == b"queued"
+    finally:
+        records.close()
+        redis_client.delete(job_key(job_id))
 
 
 def test_wait_job_returns_unfinished_at_its_timeout_then_finished(client: ScriptpoolClient) -> None:

@@ -225,15 +225,18 @@ def test_a_standalone_heartbeat_after_a_shorter_job_ttl_is_still_sent(rq_redis: 
     queue = Queue("lean-heartbeat", connection=rq_redis)
     worker = LeanSimpleWorker([queue], connection=rq_redis, name="lean-heartbeat-worker")
     worker.register_birth()  # type: ignore[no-untyped-call]
-    job = Job.fetch(queue.enqueue(f"{JOBS}.value", 1, job_timeout=30).id, connection=rq_redis)
-    worker.prepare_execution(job)  # the start transaction gives the worker key the job's TTL
-    assert rq_redis.ttl(worker.key) <= 30 + 60
-    assert rq_redis.hget(worker.key, "state") == b"busy"
-    assert Job.fetch(job.id, connection=rq_redis).get_status() == JobStatus.STARTED
-    worker.heartbeat()  # idle again: the longer idle TTL must reach Redis
-    assert rq_redis.ttl(worker.key) > worker.worker_ttl
-    worker.set_state("idle")
-    assert rq_redis.hget(worker.key, "state") == b"idle"
+    try:
+        job = Job.fetch(queue.enqueue(f"{JOBS}.value", 1, job_timeout=30).id, connection=rq_redis)
+        worker.prepare_execution(job)  # the start transaction gives the worker key the job's TTL
+        assert rq_redis.ttl(worker.key) <= 30 + 60
+        assert rq_redis.hget(worker.key, "state") == b"busy"
+        assert Job.fetch(job.id, connection=rq_redis).get_status() == JobStatus.STARTED
+        worker.heartbeat()  # idle again: the longer idle TTL must reach Redis
+        assert rq_redis.ttl(worker.key) > worker.worker_ttl
+        worker.set_state("idle")
+        assert rq_redis.hget(worker.key, "state") == b"idle"
+    finally:
+        worker.teardown()  # its death, and its lean connection closed
 
 
 def test_scriptpool_jobs_are_finished_in_rq_by_the_lean_worker(client: ScriptpoolClient, redis_client: Redis) -> None:

@@ -37,5 +37,6 @@ def test_lease_is_renewed_while_the_caller_is_blocked_and_reports_cancel(redis_c
         assert redis_client.zscore(LEASES_KEY, job_id) in (renewed_until, None)
     finally:
         keeper.close()
+        records.close()
         redis_client.delete(job_key(job_id))
         redis_client.zrem(LEASES_KEY, job_id)

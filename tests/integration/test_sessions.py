@@ -502,25 +502,25 @@ def test_session_get_sends_one_command(
     from unittest.mock import patch
 
     from coordinator.auth import Caller
-    from coordinator.stores import lean_scripts
     from coordinator.stores.sessions import SessionStore
     from coordinator.stores.timeline import CallRecord
+    from workers import lean_redis
 
     home = client.create_session("one trip").id
     principal = principal_and_key[0]
-    lean = lean_scripts.LeanPool(redis_client)
+    lean = lean_redis.LeanPool(redis_client)
     store = SessionStore(redis_client, 1000, lean=lean)
     caller = Caller(principal=principal, job_id="job-one-trip", session_id=home)
     try:
         store.get_recorded(caller, home, CallRecord("Session.get", caller.job_id, home))  # loads the script
         sent: list[object] = []
-        pack = lean_scripts.pack_command
+        pack = lean_redis.pack_command
 
-        def counting(*args: lean_scripts.Arg) -> bytes:
+        def counting(*args: lean_redis.Arg) -> bytes:
             sent.append(args[0])
             return pack(*args)
 
-        with patch.object(lean_scripts, "pack_command", counting):
+        with patch.object(lean_redis, "pack_command", counting):
             session = store.get_recorded(caller, home, CallRecord("Session.get", caller.job_id, home))
         assert sent == ["EVALSHA"] and session.name == "one trip"
     finally:

@@ -378,7 +378,7 @@ def test_scope_budget_keeps_an_exact_byte_count(small_store: StateStore, redis_c
 
 def test_state_get_and_its_timeline_entry_are_one_redis_command(client: ScriptpoolClient, redis_client: Redis) -> None:
     """The hot path: one EVALSHA on the lean connection, nothing through redis-py."""
-    from coordinator.stores import lean_scripts
+    from workers import lean_redis
 
     session_id = client.create_session("perf").id
     store = StateStore(redis_client)
@@ -387,10 +387,10 @@ def test_state_get_and_its_timeline_entry_are_one_redis_command(client: Scriptpo
         store.get(caller, "global", "warm", CallRecord("State.get", caller.job_id, session_id))  # loads the script
         sent: list[object] = []
         through_redis_py: list[object] = []
-        pack: Callable[..., bytes] = lean_scripts.pack_command
+        pack: Callable[..., bytes] = lean_redis.pack_command
         execute: Callable[..., object] = redis_client.execute_command
 
-        def counting_pack(*args: lean_scripts.Arg) -> bytes:
+        def counting_pack(*args: lean_redis.Arg) -> bytes:
             sent.append(args[0])
             return pack(*args)
 
@@ -400,7 +400,7 @@ def test_state_get_and_its_timeline_entry_are_one_redis_command(client: Scriptpo
 
         record = CallRecord("State.get", caller.job_id, session_id)
         with (
-            patch.object(lean_scripts, "pack_command", counting_pack),
+            patch.object(lean_redis, "pack_command", counting_pack),
             patch.object(redis_client, "execute_command", counting_execute),
         ):
             store.get(caller, "global", "k", record)

@@ -1,11 +1,13 @@
-"""Redis Lua scripts for the per-call hot path, run over a minimal RESP2 connection per thread.
+"""A minimal RESP2 connection per thread for the Redis commands on the per-job and per-call hot paths.
 
-A script's global call costs one gRPC round trip plus what the coordinator does; redis-py spends
-~70 µs of Python per command on this machine (connection pool, retry and observability layers,
-RESP3 parsing) against ~15 µs for the round trip itself. The handful of operations a script calls
-in a loop (`State.*`) run one `EVALSHA` each through `LeanScript` instead, `SubmitJob`'s
-transaction goes through `transaction` and `WaitJob`'s read through `read`: one connection per
-gRPC thread, blocking I/O, a reply parser for the types scripts return.
+Shared by the coordinator and the workers (so it lives here, beside `workers/job_records.py`; the
+workers never import the coordinator). redis-py spends ~70 µs of Python per command on this
+machine (connection pool, retry and observability layers, RESP3 parsing) against ~15 µs for the
+round trip itself. So the operations that run per job or per global call go through this module:
+the `State.*` scripts (`LeanScript`, one `EVALSHA` each), `SubmitJob`'s transaction
+(`transaction`), `WaitJob`'s read (`read`), and in a worker the job record's start/finish scripts
+and RQ's two per-job transactions (`workers/lean_rq.py`). One connection per thread, blocking I/O,
+a reply parser for the types those commands return.
 
 Semantics match redis-py's `Script`: NOSCRIPT is answered by loading the script and retrying;
 a Redis error reply raises `redis.exceptions.ResponseError`; a broken connection raises

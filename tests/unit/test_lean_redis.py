@@ -10,7 +10,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from coordinator.redis_server import PrivateRedis
-from coordinator.stores.lean_scripts import LeanPool, LeanScript, pack_command, read, transaction
+from workers.lean_redis import LeanPool, LeanScript, pack_command, read, transaction
 
 ECHO = "return ARGV"
 TYPES = """
