@@ -272,3 +272,41 @@ def test_the_worker_stops_on_rqs_shutdown_command(stack: Stack, redis_client: Re
         assert redis_client.hexists(key, "death")
     finally:
         stop_process(worker)
+
+
+def test_the_lean_dequeue_blocks_for_a_job_times_out_and_skips_ids_without_a_job(rq_redis: Redis) -> None:
+    """`workers/lean_dequeue.py`: an empty queue waits (BLMOVE) until a job arrives, a wait with
+    nothing gives RQ's DequeueTimeout, an id whose hash is gone is skipped, and each dequeued id sits
+    in RQ's intermediate queue as RQ's own dequeue leaves it."""
+    import threading
+    import time
+
+    from rq.exceptions import DequeueTimeout
+    from rq.intermediate_queue import IntermediateQueue
+
+    queue = Queue("lean-dequeue", connection=rq_redis)
+    worker = LeanSimpleWorker([queue], connection=rq_redis, name="lean-dequeue-worker")
+    intermediate = IntermediateQueue.get_intermediate_queue_key(queue.key)
+    try:
+        assert worker.queue_class.dequeue_any([queue], None, connection=rq_redis) is None  # burst, empty
+        with pytest.raises(DequeueTimeout):
+            worker.queue_class.dequeue_any([queue], 1, connection=rq_redis)
+
+        rq_redis.rpush(queue.key, "no-such-job")  # an id whose job hash expired
+        later = threading.Timer(0.3, lambda: queue.enqueue(f"{JOBS}.value", 7, job_id="arrives-later"))
+        later.start()
+        started = time.monotonic()
+        found = worker.queue_class.dequeue_any([queue], 5, connection=rq_redis)
+        later.join()
+        assert found is not None
+        job, from_queue = found
+        assert (job.id, job.args, from_queue.name) == ("arrives-later", (7,), "lean-dequeue")
+        assert time.monotonic() - started >= 0.25  # it waited for the job, past the stale id
+        assert rq_redis.lrange(intermediate, 0, -1) == [b"no-such-job", b"arrives-later"]
+
+        queue.enqueue(f"{JOBS}.value", 8, job_id="already-there")  # the one-round-trip path
+        found = worker.queue_class.dequeue_any([queue], 5, connection=rq_redis)
+        assert found is not None and found[0].id == "already-there" and found[0].args == (8,)
+        assert rq_redis.llen(queue.key) == 0
+    finally:
+        worker.teardown()
