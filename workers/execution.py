@@ -18,8 +18,8 @@ from sandbox.outcomes import Outcome
 from workers.bridge import CoordinatorBridge
 from workers.call_stream import CoordinatorStubs
 from workers.child_reuse import ReuseKey
-from workers.job_records import JobRecords
-from workers.lean_redis import LeanPool
+from workers.job_records import ClaimedJob, JobRecords
+from workers.lean_redis import Arg, LeanPool, Reply
 from workers.lease import LeaseKeeper
 from workers.settings import WorkerSettings
 from workers.supervisor import ChildRun, Reaper, SparePool, supervise
@@ -35,6 +35,10 @@ class JobExecutor:
         self.settings = settings
         self.redis = redis if redis is not None else Redis.from_url(settings.redis_url, protocol=2)
         self.lean = LeanPool(self.redis)
+        self._claims: dict[str, ClaimedJob | None] = {}
+        """Claims the worker made in RQ's start transaction, by job id, until `execute` takes them."""
+        self._pending_finish: dict[str, tuple[bytes, float, int, str]] = {}
+        """Finishes (result, time, result TTL, outcome) left to the worker's finishing transaction."""
         self.records = JobRecords(self.redis, settings.lease_seconds, lean=self.lean)
         self.channel = grpc.insecure_channel(settings.coordinator)
         self.stubs = CoordinatorStubs(self.channel)
@@ -44,21 +48,51 @@ class JobExecutor:
             ZygoteSource() if settings.zygote else None, jobs_per_child=settings.jobs_per_child, reaper=self.reaper
         )
 
+    # --- claim and finish inside the RQ worker's own transactions (workers/worker.py) ------------
+
+    def claim_command(self, job_id: str) -> tuple[Arg, ...]:
+        """The claim on `job_id`'s record, for the worker to send in RQ's start transaction."""
+        return self.records.start_command(job_id, self.settings.name, time.time())
+
+    def claim_answered(self, job_id: str, reply: Reply) -> None:
+        """The claim's reply: `execute` uses it instead of claiming, and leaves the finish to the
+        worker's finishing transaction (`finish_commands`, else `finish_pending`)."""
+        self._claims[job_id] = JobRecords.claimed(reply)
+
+    def finish_commands(self, job_id: str) -> list[tuple[Arg, ...]]:
+        """The finish `execute` left for the worker's finishing transaction (none if it finished
+        the job itself)."""
+        pending = self._pending_finish.pop(job_id, None)
+        return [] if pending is None else [self.records.finish_command(job_id, *pending)]
+
+    def finish_pending(self, job_id: str) -> None:
+        """Send a finish the worker's finishing transaction did not carry (RQ took another path)."""
+        self._claims.pop(job_id, None)
+        pending = self._pending_finish.pop(job_id, None)
+        if pending is not None:
+            result, now, ttl, outcome = pending
+            if not self.records.finish(job_id, result, now, ttl, outcome=outcome):
+                log.info("job %s already finished elsewhere (cancelled or lease expired)", job_id)
+
     def execute(self, job_id: str) -> dict[str, Any]:
-        claimed = self.records.start(job_id, self.settings.name, time.time())
+        preclaimed = job_id in self._claims
+        claimed = (
+            self._claims.pop(job_id) if preclaimed else self.records.start(job_id, self.settings.name, time.time())
+        )
         if claimed is None:
             return {"job_id": job_id, "outcome": None, "note": "not queued any more (cancelled or already run)"}
         spec = sandbox_pb2.ChildJob.FromString(claimed.spec)
         reuse = ReuseKey.for_job(claimed.principal, spec, self.settings.jobs_per_child)
         run = self._run(job_id, spec, claimed.credential, reuse)
-        applied = self.records.finish(
-            job_id,
+        finish = (
             run.to_job_result().SerializeToString(),
             time.time(),
             self.settings.result_ttl_seconds,
-            outcome=run.outcome.value,
+            run.outcome.value,
         )
-        if not applied:
+        if preclaimed:
+            self._pending_finish[job_id] = finish
+        elif not self.records.finish(job_id, *finish[:3], outcome=finish[3]):
             log.info("job %s already finished elsewhere (cancelled or lease expired)", job_id)
         self.pool.refill()  # normally already done while the child ran
         self.reaper.collect()

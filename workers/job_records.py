@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from redis import Redis
 
-from workers.lean_redis import LeanPool, LeanScript
+from workers.lean_redis import Arg, LeanPool, LeanScript, Reply
 
 PREFIX = "sp:"
 LEASES_KEY = PREFIX + "jobs:leases"
@@ -160,11 +160,24 @@ class JobRecords:
 
     def start(self, job_id: str, worker: str, now: float) -> ClaimedJob | None:
         """Claim a queued job. Returns what running it needs, or None if it is no longer queued."""
-        found = self._start(keys=[job_key(job_id), LEASES_KEY], args=[worker, now, now + self.lease_seconds, job_id])
-        if not found:
+        return self.claimed(self._start(keys=[job_key(job_id), LEASES_KEY], args=self._start_args(job_id, worker, now)))
+
+    def start_command(self, job_id: str, worker: str, now: float) -> tuple[Arg, ...]:
+        """`start` as one command to send inside another transaction (the worker's RQ start
+        transaction); its reply goes to `claimed`. EVAL, not EVALSHA: a transaction cannot load a
+        missing script and retry."""
+        return ("EVAL", _START, 2, job_key(job_id), LEASES_KEY, *self._start_args(job_id, worker, now))
+
+    def _start_args(self, job_id: str, worker: str, now: float) -> list[Arg]:
+        return [worker, now, now + self.lease_seconds, job_id]
+
+    @staticmethod
+    def claimed(reply: Reply) -> ClaimedJob | None:
+        """What the start script answered: the claimed job, or None if it was no longer queued."""
+        if not reply:
             return None
-        assert isinstance(found, list)
-        spec, credential, principal = found
+        assert isinstance(reply, list)
+        spec, credential, principal = reply
         assert isinstance(spec, bytes) and isinstance(credential, bytes)
         return ClaimedJob(spec, credential.decode(), text(principal or b""))
 
@@ -180,9 +193,21 @@ class JobRecords:
         """Record the result of a job that has not finished yet. True if this call finished it."""
         applied = self._finish(
             keys=[job_key(job_id), LEASES_KEY],
-            args=[result, now, ttl_seconds, job_id, FINISHED_CHANNEL, only_if.value if only_if else "", outcome],
+            args=self._finish_args(job_id, result, now, ttl_seconds, only_if, outcome),
         )
         return bool(applied)
+
+    def finish_command(self, job_id: str, result: bytes, now: float, ttl_seconds: int, outcome: str) -> tuple[Arg, ...]:
+        """`finish` as one command to send inside another transaction (the worker's RQ finishing
+        transaction); it replies 1 if it finished the job."""
+        args = self._finish_args(job_id, result, now, ttl_seconds, None, outcome)
+        return ("EVAL", _FINISH, 2, job_key(job_id), LEASES_KEY, *args)
+
+    @staticmethod
+    def _finish_args(
+        job_id: str, result: bytes, now: float, ttl_seconds: int, only_if: JobState | None, outcome: str
+    ) -> list[Arg]:
+        return [result, now, ttl_seconds, job_id, FINISHED_CHANNEL, only_if.value if only_if else "", outcome]
 
     def request_cancel(self, job_id: str) -> JobState | None:
         status = self._request_cancel(keys=[job_key(job_id)], args=[])

@@ -41,3 +41,8 @@ def suspend_workers() -> str:
     assert job is not None
     suspend(job.connection)
     return "suspended"
+
+
+def refuse_success(job: Any, connection: Any, result: Any) -> None:
+    """An `on_success` callback that fails: RQ then takes its failure path for a job that returned."""
+    raise RuntimeError("the success callback refused")

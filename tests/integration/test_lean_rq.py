@@ -10,7 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from redis import Redis
@@ -310,3 +310,74 @@ def test_the_lean_dequeue_blocks_for_a_job_times_out_and_skips_ids_without_a_job
         assert rq_redis.llen(queue.key) == 0
     finally:
         worker.teardown()
+
+
+class _RecordingExecutor:
+    """Stands in for `JobExecutor` to watch what `ScriptpoolWorker` hands it, and when."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+        self.pending: set[str] = set()
+
+    def claim_command(self, job_id: str) -> tuple[str, ...]:
+        return ("ECHO", f"claimed {job_id}")
+
+    def claim_answered(self, job_id: str, reply: Any) -> None:
+        self.calls.append(("claim_answered", reply))
+
+    def execute(self, job_id: str) -> dict[str, Any]:
+        self.calls.append(("execute", job_id))
+        self.pending.add(job_id)
+        return {"job_id": job_id}
+
+    def finish_commands(self, job_id: str) -> list[tuple[str, ...]]:
+        self.calls.append(("finish_commands", job_id))
+        self.pending.discard(job_id)
+        return [("ECHO", f"finished {job_id}")]
+
+    def finish_pending(self, job_id: str) -> None:
+        self.calls.append(("finish_pending", job_id, job_id in self.pending))
+        self.pending.discard(job_id)
+
+
+def test_the_claim_and_finish_travel_in_rqs_transactions_or_the_finish_is_sent_on_its_own(rq_redis: Redis) -> None:
+    """`ScriptpoolWorker`: the claim's reply comes from the start transaction; the finish goes in the
+    finishing transaction on RQ's success path, and on its own when RQ fails the job after it ran."""
+    from rq import Callback
+
+    from workers import rq_entry
+    from workers.execution import JobExecutor
+    from workers.worker import ScriptpoolWorker
+
+    recorder = _RecordingExecutor()
+    queue = Queue("lean-fold", connection=rq_redis)
+    ok = queue.enqueue(rq_entry.FUNCTION, "job-ok")
+    refused = queue.enqueue(rq_entry.FUNCTION, "job-refused", on_success=Callback(f"{JOBS}.refuse_success"))
+    rq_entry.install_executor(recorder)  # type: ignore[arg-type]
+    try:
+        worker = ScriptpoolWorker([queue], connection=rq_redis, name="lean-fold", executor=cast(JobExecutor, recorder))
+        worker.work(burst=True, logging_level="WARNING")
+    finally:
+        rq_entry.install_executor(None)
+    assert recorder.calls == [
+        ("claim_answered", b"claimed job-ok"),
+        ("execute", "job-ok"),
+        ("finish_commands", "job-ok"),
+        ("finish_pending", "job-ok", False),  # nothing left: the transaction carried it
+        ("claim_answered", b"claimed job-refused"),
+        ("execute", "job-refused"),
+        ("finish_pending", "job-refused", True),  # RQ's failure path: sent on its own
+    ]
+    assert Job.fetch(ok.id, connection=rq_redis).get_status() == JobStatus.FINISHED
+    assert Job.fetch(refused.id, connection=rq_redis).get_status() == JobStatus.FAILED
+
+
+def test_a_job_is_finished_in_rq_by_the_time_its_client_hears_it_finished(
+    client: ScriptpoolClient, redis_client: Redis
+) -> None:
+    """The job record's finish and RQ's finishing writes are one transaction: no window in which
+    the job is finished for scriptpool but still started for `rq info`."""
+    for n in range(8):
+        job = run_lua(client, f"return {n}")
+        assert Job.fetch(job.id, connection=redis_client).get_status(refresh=True) == JobStatus.FINISHED
+        assert job.id in FinishedJobRegistry(TEST_QUEUE, connection=redis_client).get_job_ids()
