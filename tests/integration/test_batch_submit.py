@@ -298,3 +298,17 @@ def test_watch_many_delivers_ids_together_once_and_unregisters(redis_client: Red
         assert finished.take(5.0) == []  # ends at once
         assert set(waiters._watchers) == set(ids[3:])
     assert waiters._watchers == {}
+
+
+def test_max_batch_jobs_comes_from_the_environment_or_the_flag_and_must_be_positive(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from coordinator.cli.main import _settings, build_parser
+    from coordinator.settings import Settings
+
+    assert Settings().max_batch_jobs == 1000
+    monkeypatch.setenv("SCRIPTPOOL_MAX_BATCH_JOBS", "250")
+    assert Settings.from_env().max_batch_jobs == 250
+    assert _settings(build_parser().parse_args(["coordinator", "--max-batch-jobs", "7"])).max_batch_jobs == 7
+    with pytest.raises(InvalidArgument, match="max_batch_jobs must be at least 1"):
+        Settings(max_batch_jobs=0)
