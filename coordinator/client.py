@@ -6,11 +6,11 @@ Raises ScriptpoolError subclasses, never grpc.RpcError.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
-from scriptpool.errors import DeadlineExceeded
+from scriptpool.errors import DeadlineExceeded, Internal
 from scriptpool.v1 import (
     artifacts_pb2,
     artifacts_pb2_grpc,
@@ -78,14 +78,8 @@ class ScriptpoolClient:
         inputs: Mapping[str, PlainValue] | None,
         wait_seconds: float,
     ) -> jobs_pb2.SubmitJobResponse:
-        request = jobs_pb2.SubmitJobRequest(
-            language=language.to_proto(),
-            source=source,
-            session_id=session_id,
-            limits=jobs_pb2.JobLimits(**dict(limits or {})),
-            inputs=to_value_map(dict(inputs or {})),
-            wait_seconds=wait_seconds,
-        )
+        request = job_request(language, source, session_id=session_id, limits=limits, inputs=inputs)
+        request.wait_seconds = wait_seconds
         response: jobs_pb2.SubmitJobResponse = self._call(
             self._jobs.SubmitJob, request, wait_seconds + self._timeout if wait_seconds else None
         )
@@ -128,6 +122,57 @@ class ScriptpoolClient:
         if first.finished:
             return first.job
         return self.wait(first.job.id, max(timeout - (time.monotonic() - started), 0.001))
+
+    def submit_many(
+        self, requests: Iterable[jobs_pb2.SubmitJobRequest], *, wait_seconds: float = 0.0
+    ) -> Iterator[jobs_pb2.SubmitJobsResponse]:
+        """Submit many jobs in one SubmitJobs call (`job_request` builds them): all are enqueued or,
+        on any error, none. Yields one answer per job, `index` being its position in `requests`: each
+        as queued, or with `wait_seconds` > 0 each once it has finished (in the order they finish)
+        and then, after that many seconds, the unfinished ones. Stopping early cancels the call
+        (the jobs run on)."""
+        request = jobs_pb2.SubmitJobsRequest(jobs=requests, wait_seconds=wait_seconds)
+        stream: Any = self._jobs.SubmitJobs(request, metadata=self._metadata, timeout=wait_seconds + self._timeout)
+        try:
+            yield from self._guard(stream)
+        finally:
+            stream.cancel()
+
+    def run_many(
+        self,
+        language: Language,
+        sources: Sequence[str],
+        *,
+        timeout: float = 300.0,
+        session_id: str = "",
+        limits: Mapping[str, int] | None = None,
+        inputs: Mapping[str, PlainValue] | None = None,
+    ) -> list[jobs_pb2.Job]:
+        """Run one job per source, submitted as one batch (`submit_many`), and return them finished,
+        in the order of `sources`. Jobs that end within 30 s come back in that call, later ones through
+        WaitJob. Without `session_id` each job gets a new session. No sources: no call, no jobs.
+        DeadlineExceeded if a job has not ended after `timeout` seconds."""
+        if not sources:
+            return []
+        started = time.monotonic()
+        template = job_request(language, "", session_id=session_id, limits=limits, inputs=inputs)
+        requests = []
+        for source in sources:
+            request = jobs_pb2.SubmitJobRequest()
+            request.CopyFrom(template)
+            request.source = source
+            requests.append(request)
+        jobs: dict[int, jobs_pb2.Job] = {}
+        unfinished = []
+        for answer in self.submit_many(requests, wait_seconds=min(timeout, 30.0)):
+            jobs[answer.index] = answer.job
+            if not answer.finished:
+                unfinished.append(answer.index)
+        if len(jobs) != len(requests):
+            raise Internal(f"the coordinator answered for {len(jobs)} of the {len(requests)} jobs submitted")
+        for index in unfinished:
+            jobs[index] = self.wait(jobs[index].id, max(timeout - (time.monotonic() - started), 0.001))
+        return [jobs[index] for index in range(len(requests))]
 
     # ---------------------------------------------------------------- sessions
     def create_session(
@@ -213,6 +258,24 @@ class ScriptpoolClient:
     def artifact_call(self, method: str, request: Any) -> Any:
         """Call any unary ArtifactService RPC by name, e.g. artifact_call("List", ListArtifactsRequest(...))."""
         return self._call(getattr(self._artifacts, method), request)
+
+
+def job_request(
+    language: Language,
+    source: str,
+    *,
+    session_id: str = "",
+    limits: Mapping[str, int] | None = None,
+    inputs: Mapping[str, PlainValue] | None = None,
+) -> jobs_pb2.SubmitJobRequest:
+    """One job for `submit_many` (or SubmitJob): limits left out or 0 get the server's defaults."""
+    return jobs_pb2.SubmitJobRequest(
+        language=language.to_proto(),
+        source=source,
+        session_id=session_id,
+        limits=jobs_pb2.JobLimits(**dict(limits or {})),
+        inputs=to_value_map(dict(inputs or {})),
+    )
 
 
 ARTIFACT_CHUNK_BYTES = 256 * 1024

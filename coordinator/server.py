@@ -106,6 +106,7 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
         max_source_bytes=settings.max_source_bytes,
         queue_ttl_seconds=settings.queue_ttl_seconds,
         result_ttl_seconds=settings.result_ttl_seconds,
+        max_batch_jobs=settings.max_batch_jobs,
         lean=lean,
     )
     artifacts = ArtifactStore(

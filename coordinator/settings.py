@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from scriptpool.errors import InvalidArgument
+
 from sandbox.limits import LimitPolicy
 from workers.settings import DEFAULT_COORDINATOR, DEFAULT_QUEUE
 
@@ -37,7 +39,10 @@ class Settings:
     max_source_bytes: int = 1024 * 1024
     """Largest script source a job may submit."""
     max_wait_seconds: float = 60.0
-    """Longest single WaitJob call; clients loop for longer waits."""
+    """Longest single WaitJob call (and SubmitJob/SubmitJobs wait); clients loop for longer waits."""
+    max_batch_jobs: int = 1000
+    """Most jobs one SubmitJobs call may submit (SCRIPTPOOL_MAX_BATCH_JOBS, --max-batch-jobs); the whole
+    batch is one Redis transaction and one request message, so keep it in the thousands at most."""
     grpc_threads: int = 128
     """Worker threads of the coordinator's gRPC server (each waiting WaitJob, each open job call
     stream holds one)."""
@@ -59,6 +64,10 @@ class Settings:
     max_principal_artifact_bytes: int = 100 * 1024**3
     """Artifact content one principal may hold across its sessions, all versions counted."""
 
+    def __post_init__(self) -> None:
+        if self.max_batch_jobs < 1:
+            raise InvalidArgument(f"max_batch_jobs must be at least 1 (got {self.max_batch_jobs})")
+
     @classmethod
     def from_env(cls) -> Settings:
         env = os.environ
@@ -74,6 +83,8 @@ class Settings:
                 values[name] = env[var]
         if env.get("SCRIPTPOOL_MAX_ARTIFACT_BYTES"):
             values["max_artifact_bytes"] = int(env["SCRIPTPOOL_MAX_ARTIFACT_BYTES"])
+        if env.get("SCRIPTPOOL_MAX_BATCH_JOBS"):
+            values["max_batch_jobs"] = int(env["SCRIPTPOOL_MAX_BATCH_JOBS"])
         if env.get("SCRIPTPOOL_STATE_DIR"):
             values["state_dir"] = Path(env["SCRIPTPOOL_STATE_DIR"])
         return cls(**values)  # type: ignore[arg-type]

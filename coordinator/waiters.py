@@ -1,17 +1,20 @@
-"""Wake WaitJob calls when their job finishes, from one Redis pub/sub listener thread.
+"""Wake WaitJob and SubmitJob(s) calls when their jobs finish, from one Redis pub/sub listener thread.
 
-Waiters also re-read the record every `RECHECK_SECONDS`, so a missed message (Redis reconnect)
-delays a wake-up but never loses it. The same messages end finished jobs' cached credentials
-(`coordinator.credential_cache`): the cache is told when the listener is (not) subscribed, and a
-job's credential is dropped before its waiters are woken.
+A waiter registers the ids it waits for (one job, or a whole batch) and gets each finished id in
+its own `FinishedIds` queue: a batch waiter drains all the ids that arrived at once, so many jobs
+ending together cost it one wake-up. Waiters also re-read their records every `RECHECK_SECONDS`,
+so a missed message (Redis reconnect) delays a wake-up but never loses it. The same messages end
+finished jobs' cached credentials (`coordinator.credential_cache`): the cache is told when the
+listener is (not) subscribed, and a job's credential is dropped before its waiters are woken.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
-from collections import defaultdict
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from redis import Redis
@@ -21,6 +24,42 @@ from workers.job_records import FINISHED_CHANNEL
 
 log = logging.getLogger(__name__)
 RECHECK_SECONDS = 1.0
+GATHER_SECONDS = 0.005
+"""How long a batch waiter lets finished ids gather after the first before it reads their records:
+one wake-up and one round trip for several jobs, for at most this much later answers."""
+_INTERRUPT = ""  # (no job id is empty)
+
+
+class FinishedIds:
+    """The ids of watched jobs as they finish, each once (`JobWaiters.watch_many`)."""
+
+    __slots__ = ("_queue",)
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[str] = queue.SimpleQueue()
+
+    def put(self, job_id: str) -> None:
+        self._queue.put(job_id)
+
+    def take(self, seconds: float, gather: float = 0.0) -> list[str]:
+        """Every id that has arrived, waiting up to `seconds` for the first and then `gather` seconds
+        for more (so that jobs ending close together are read and answered together); [] when none
+        came in time or `interrupt` was called."""
+        try:
+            ids = [self._queue.get(timeout=max(seconds, 0.0))]
+        except queue.Empty:
+            return []
+        if gather > 0 and ids[0] != _INTERRUPT:
+            time.sleep(gather)
+        while True:
+            try:
+                ids.append(self._queue.get_nowait())
+            except queue.Empty:
+                return [job_id for job_id in ids if job_id != _INTERRUPT]
+
+    def interrupt(self) -> None:
+        """End a `take` that is waiting now (or the next one) early: the caller has other news."""
+        self._queue.put(_INTERRUPT)
 
 
 class JobWaiters:
@@ -28,7 +67,7 @@ class JobWaiters:
         self.redis = redis
         self.credentials = credentials if credentials is not None else JobCredentialCache()
         self._lock = threading.Lock()
-        self._events: dict[str, set[threading.Event]] = defaultdict(set)
+        self._watchers: dict[str, list[FinishedIds]] = {}
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._listen, name="job-waiters", daemon=True)
 
@@ -63,28 +102,44 @@ class JobWaiters:
     def _wake(self, job_id: str) -> None:
         self.credentials.forget_job(job_id)
         with self._lock:
-            for event in self._events.pop(job_id, ()):
-                event.set()
+            watchers = self._watchers.pop(job_id, ())
+        for watcher in watchers:
+            watcher.put(job_id)
 
     @contextmanager
     def watch(self, job_id: str) -> Iterator[Callable[[float], None]]:
         """Be woken when `job_id` finishes. Read the job *after* entering (so a finish between the read
         and the wait is not missed), then call the yielded `wait(seconds)` until it is finished; the
         caller re-reads the job after each wait (every `RECHECK_SECONDS` at the latest)."""
-        event = threading.Event()
-        with self._lock:
-            self._events[job_id].add(event)
+        with self.watch_many([job_id]) as finished:
 
-        def wait(seconds: float) -> None:
-            event.wait(min(seconds, RECHECK_SECONDS))
-            event.clear()
+            def wait(seconds: float) -> None:
+                finished.take(min(seconds, RECHECK_SECONDS))
 
-        try:
             yield wait
+
+    @contextmanager
+    def watch_many(self, job_ids: Sequence[str]) -> Iterator[FinishedIds]:
+        """Get the ids of `job_ids` as they finish, each once, from the yielded `FinishedIds`. Enter
+        before the jobs are written or read (so no end is missed); a message lost while the listener
+        reconnects is not replayed, so the caller also re-reads the still unfinished jobs every
+        `RECHECK_SECONDS`."""
+        finished = FinishedIds()
+        watchers = self._watchers
+        with self._lock:
+            for job_id in job_ids:
+                listed = watchers.get(job_id)
+                if listed is None:
+                    watchers[job_id] = [finished]
+                else:
+                    listed.append(finished)
+        try:
+            yield finished
         finally:
             with self._lock:
-                waiting = self._events.get(job_id)
-                if waiting is not None:
-                    waiting.discard(event)
-                    if not waiting:
-                        del self._events[job_id]
+                for job_id in job_ids:
+                    listed = watchers.get(job_id)
+                    if listed is not None and finished in listed:
+                        listed.remove(finished)
+                        if not listed:
+                            del watchers[job_id]

@@ -107,7 +107,10 @@ class LeanConnection:
     def read_reply(self, nested: bool = False) -> Reply | ResponseError:
         """One reply. An error reply raises, except inside an array (`nested`), where it is returned
         as a `ResponseError` so the rest of the array is still read and the connection stays in step."""
-        line = self.reader.readline()
+        return self.parse_reply(self.reader.readline(), nested)
+
+    def parse_reply(self, line: bytes, nested: bool = False) -> Reply | ResponseError:
+        """The reply that starts with `line` (read whole, with its elements)."""
         if not line.endswith(b"\r\n"):
             raise RedisConnectionError("Redis closed the connection")
         kind, rest = line[:1], line[1:-2]
@@ -227,8 +230,13 @@ def transaction(pool: LeanPool, commands: Sequence[Sequence[Arg]]) -> list[Reply
     Any command's error raises (after the whole reply was read). The caller checks `pool.supported`."""
     payload = b"".join(pack_command(*command) for command in (("MULTI",), *commands, ("EXEC",)))
     conn = pool.send(payload)
+    readline, parse = conn.reader.readline, conn.parse_reply
     try:
-        queued = [conn.read_reply(nested=True) for _ in range(len(commands) + 1)]  # +OK, +QUEUED...
+        queued = [conn.read_reply(nested=True)]  # +OK
+        for _ in commands:  # +QUEUED each, unless Redis refused the command already
+            line = readline()
+            if line != b"+QUEUED\r\n":
+                queued.append(parse(line, nested=True))
         result = conn.read_reply(nested=True)
     except (OSError, RedisConnectionError) as exc:
         raise pool.lost(exc, "transaction") from exc  # never resend: it may have run
@@ -255,3 +263,29 @@ def read(pool: LeanPool, *command: Arg) -> Reply:
         return pool.send(pack_command(*command))._reply()
     except (OSError, RedisConnectionError) as exc:
         raise pool.lost(exc, "read") from first
+
+
+def read_many(pool: LeanPool, redis: Redis, commands: Sequence[Sequence[Arg]]) -> list[Reply]:
+    """Read-only commands in one round trip: pipelined on the calling thread's lean connection
+    (retried once on a fresh connection, like `read`), or through a redis-py pipeline where the lean
+    connection does not apply. Any command's error reply raises, after all replies were read."""
+    if not pool.supported:
+        pipe = redis.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+        return list(pipe.execute())
+    payload = b"".join(pack_command(*command) for command in commands)
+    replies: list[Reply | ResponseError] = []
+    for attempt in (1, 2):
+        try:
+            conn = pool.send(payload)
+            replies = [conn.read_reply(nested=True) for _ in commands]
+            break
+        except (OSError, RedisConnectionError) as exc:
+            if attempt == 2:
+                raise pool.lost(exc, "read") from exc
+            pool.discard()
+    for reply in replies:
+        if isinstance(reply, ResponseError):
+            raise reply
+    return replies  # type: ignore[return-value]  # (no ResponseError left)

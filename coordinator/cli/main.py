@@ -38,6 +38,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         coordinator=getattr(args, "coordinator", None),
         listen=getattr(args, "listen", None),
         api_key=getattr(args, "api_key", None),
+        max_batch_jobs=getattr(args, "max_batch_jobs", None),
     )
 
 
@@ -226,6 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("coordinator", help="run the gRPC coordinator")
     with_redis(p)
     p.add_argument("--listen", help="listen address (default $SCRIPTPOOL_LISTEN or 127.0.0.1:50051)")
+    p.add_argument(
+        "--max-batch-jobs",
+        type=int,
+        help="most jobs one SubmitJobs call may submit (default $SCRIPTPOOL_MAX_BATCH_JOBS or 1000)",
+    )
     p.set_defaults(func=cmd_coordinator)
 
     p = sub.add_parser("worker", help="run one RQ worker process")

@@ -1,10 +1,10 @@
-"""JobService: submit, inspect, wait for and cancel jobs."""
+"""JobService: submit (one job or a batch), inspect, wait for and cancel jobs."""
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import grpc
 from scriptpool.errors import InvalidArgument
@@ -13,7 +13,7 @@ from scriptpool.v1 import jobs_pb2, jobs_pb2_grpc
 from coordinator.auth import Authenticator, Caller
 from coordinator.status import grpc_service
 from coordinator.stores.jobs import JobStore
-from coordinator.waiters import JobWaiters
+from coordinator.waiters import GATHER_SECONDS, RECHECK_SECONDS, FinishedIds, JobWaiters
 
 
 @grpc_service(jobs_pb2.DESCRIPTOR.services_by_name["JobService"])
@@ -38,6 +38,53 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
             queued = self.jobs.submit(caller, request, job_id=job_id)
             job, finished = self._until_finished(caller, queued, wait, give_up)
         return jobs_pb2.SubmitJobResponse(job=job, finished=finished)
+
+    def SubmitJobs(
+        self, request: jobs_pb2.SubmitJobsRequest, context: grpc.ServicerContext
+    ) -> Iterator[jobs_pb2.SubmitJobsResponse]:
+        caller = self.auth.caller(context)
+        if request.wait_seconds < 0:
+            raise InvalidArgument("wait_seconds must not be negative (0 answers each job once it is queued)")
+        batch = self.jobs.check_batch(caller, request.jobs)  # all checks before any write
+        if not request.wait_seconds:
+            for index, job in enumerate(self.jobs.write(batch)):
+                yield jobs_pb2.SubmitJobsResponse(index=index, job=job)
+            return
+        give_up = time.monotonic() + self._wait_budget(request.wait_seconds, context)
+        with self.waiters.watch_many(batch.job_ids) as finished:  # before the jobs exist: no end is missed
+            jobs = self.jobs.write(batch)
+            context.add_callback(finished.interrupt)  # a cancelled call stops waiting at once
+            yield from self._as_they_finish(jobs, finished, give_up, context)
+
+    def _as_they_finish(
+        self, jobs: list[jobs_pb2.Job], finished: FinishedIds, give_up: float, context: grpc.ServicerContext
+    ) -> Iterator[jobs_pb2.SubmitJobsResponse]:
+        """Answer each job once it has finished, reading the records of all the ids that arrived
+        together in one round trip, and every job still pending each `RECHECK_SECONDS` (a lost
+        message); at `give_up` (monotonic) the rest follow unfinished, as they are then."""
+        pending = {job.id: (index, job) for index, job in enumerate(jobs)}
+        recheck_at = time.monotonic() + RECHECK_SECONDS
+        while pending and context.is_active():
+            now = time.monotonic()
+            if now >= give_up:
+                break
+            if now >= recheck_at:
+                recheck_at = now + RECHECK_SECONDS
+                ids = list(pending)
+            else:
+                gather = GATHER_SECONDS if len(pending) > 1 else 0.0
+                ids = [job_id for job_id in finished.take(min(give_up, recheck_at) - now, gather) if job_id in pending]
+                if not ids:
+                    continue
+            for job in self.jobs.refresh([pending[job_id][1] for job_id in ids]):
+                index, _ = pending.pop(job.id)
+                yield jobs_pb2.SubmitJobsResponse(index=index, job=self._seen(job), finished=True)
+        if pending and context.is_active():
+            rest = sorted(pending.values(), key=lambda entry: entry[0])
+            self.jobs.refresh([job for _, job in rest])  # (any that finished just now go out finished)
+            for index, job in rest:
+                done = job.status == jobs_pb2.JOB_STATUS_FINISHED
+                yield jobs_pb2.SubmitJobsResponse(index=index, job=self._seen(job), finished=done)
 
     def GetJob(self, request: jobs_pb2.GetJobRequest, context: grpc.ServicerContext) -> jobs_pb2.Job:
         return self._seen(self.jobs.get(self.auth.caller(context), request.job_id))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -33,7 +33,7 @@ from coordinator.stores.validation import (
     check_uuid,
 )
 from workers.job_records import hash_fields, job_key, text, texts
-from workers.lean_redis import LeanPool, LeanScript, read
+from workers.lean_redis import LeanPool, LeanScript, read, read_many
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
@@ -129,6 +129,28 @@ return raw
 GET_OUTCOMES = ("OK", "NOT_FOUND")
 
 
+def _build(principal: str, name: str, description: str, tags: list[str], metadata: bytes, parent: str) -> NewSession:
+    now = time.time()
+    session = sessions_pb2.Session(
+        id=str(uuid.uuid4()), name=name, description=description, state=sessions_pb2.SESSION_STATE_ACTIVE,
+        tags=tags, metadata=common_pb2.ValueMap.FromString(metadata), parent_session_id=parent,
+        principal=principal, created_at=now, updated_at=now,
+    )  # fmt: skip
+    fields: dict[str, str | bytes] = {
+        "id": session.id,
+        "principal": principal,
+        "name": name,
+        "description": description,
+        "state": "active",
+        "tags": json.dumps(tags),
+        "metadata": metadata,
+        "parent": parent,
+        "created_at": repr(now),
+        "updated_at": repr(now),
+    }
+    return NewSession(session, fields)
+
+
 class SessionStore:
     def __init__(self, redis: Redis, max_sessions_per_principal: int, lean: LeanPool | None = None) -> None:
         self.redis = redis
@@ -162,29 +184,34 @@ class SessionStore:
         parent = request.parent_session_id
         if parent:
             self.get(caller, parent)  # must exist and be the caller's
-        if self._session_count(caller.principal) >= self.max_sessions:
+        self.check_room(caller.principal, 1)
+        return _build(caller.principal, name, description, tags, metadata, parent)
+
+    def prepare_for_jobs(self, caller: Caller, names: Sequence[str]) -> list[NewSession]:
+        """New sessions for jobs submitted without one, named `names` (short and fixed: nothing else
+        to check); the principal's room for all of them is checked in one read."""
+        self.check_room(caller.principal, len(names))
+        return [_build(caller.principal, name, "", [], b"", "") for name in names]
+
+    def check_room(self, principal: str, wanted: int) -> None:
+        """RESOURCE_EXHAUSTED unless `principal` may hold `wanted` more sessions."""
+        count = self._session_count(principal)
+        if count + wanted > self.max_sessions:
+            asked = f"; {wanted} more were asked for" if wanted > 1 else ""
             raise ResourceExhausted(
-                f"principal {caller.principal!r} already has {self.max_sessions} sessions; delete some first"
+                f"principal {principal!r} already has {count} of its {self.max_sessions} sessions{asked}; "
+                "delete some first"
             )
-        now = time.time()
-        session = sessions_pb2.Session(
-            id=str(uuid.uuid4()), name=name, description=description, state=sessions_pb2.SESSION_STATE_ACTIVE,
-            tags=tags, metadata=common_pb2.ValueMap.FromString(metadata), parent_session_id=parent,
-            principal=caller.principal, created_at=now, updated_at=now,
-        )  # fmt: skip
-        fields: dict[str, str | bytes] = {
-            "id": session.id,
-            "principal": caller.principal,
-            "name": name,
-            "description": description,
-            "state": "active",
-            "tags": json.dumps(tags),
-            "metadata": metadata,
-            "parent": parent,
-            "created_at": repr(now),
-            "updated_at": repr(now),
-        }
-        return NewSession(session, fields)
+
+    def unknown(self, caller: Caller, session_ids: Collection[str]) -> set[str]:
+        """The ids among `session_ids` that are not sessions of the caller, read in one round trip
+        (each id must already be a checked UUID)."""
+        ids = list(session_ids)
+        owners = read_many(
+            self.lean, self.redis, [("HGET", session_key(session_id), "principal") for session_id in ids]
+        )
+        mine = caller.principal.encode()
+        return {session_id for session_id, owner in zip(ids, owners, strict=True) if owner != mine}
 
     def write(self, pipe: Pipeline, new: NewSession, job_id: str = "") -> None:
         session_id, name = new.session.id, new.session.name

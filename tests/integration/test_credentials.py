@@ -14,9 +14,7 @@ from sandbox.languages import Language
 from tests.conftest import Stack
 from workers.job_records import text
 
-from .helpers import assert_worker_healthy, outcome, result_of
-
-SPIN_2S = "local t = os.clock() while os.clock() - t < 2 do end return 'done'"
+from .helpers import assert_worker_healthy, outcome, result_of, running_job_credential
 
 
 def _session_get(stack: Stack, token: str, session_id: str) -> grpc.RpcError | sessions_pb2.Session:
@@ -30,17 +28,6 @@ def _session_get(stack: Stack, token: str, session_id: str) -> grpc.RpcError | s
             )
         except grpc.RpcError as exc:
             return exc
-
-
-def _running_job_credential(client: ScriptpoolClient, redis: Redis) -> tuple[str, str]:
-    job = client.submit(Language.LUA, SPIN_2S, limits={"cpu_time_ms": 10000})
-    give_up = time.monotonic() + 10
-    while time.monotonic() < give_up:
-        credential = redis.hget(f"sp:job:{job.id}", "credential")
-        if credential and client.get_job(job.id).status == jobs_pb2.JOB_STATUS_RUNNING:
-            return job.id, text(credential)
-        time.sleep(0.02)
-    raise AssertionError("job did not start")
 
 
 def test_missing_credentials_are_unauthenticated(stack: Stack) -> None:
@@ -62,7 +49,7 @@ def test_forged_job_credential_is_refused(stack: Stack, client: ScriptpoolClient
 def test_job_credential_works_only_while_its_job_runs(
     stack: Stack, client: ScriptpoolClient, redis_client: Redis
 ) -> None:
-    job_id, credential = _running_job_credential(client, redis_client)
+    job_id, credential = running_job_credential(client, redis_client)
     own_session = client.get_job(job_id).session_id
     during = _session_get(stack, credential, own_session)
     assert isinstance(during, sessions_pb2.Session) and during.id == own_session
@@ -76,7 +63,7 @@ def test_a_used_credential_stops_working_when_its_job_is_cancelled(
     stack: Stack, client: ScriptpoolClient, redis_client: Redis
 ) -> None:
     """The coordinator caches verified job credentials: a cancel must end it too, at once."""
-    job_id, credential = _running_job_credential(client, redis_client)
+    job_id, credential = running_job_credential(client, redis_client)
     own_session = client.get_job(job_id).session_id
     for _ in range(3):  # used (and so cached) while the job runs
         assert isinstance(_session_get(stack, credential, own_session), sessions_pb2.Session)
@@ -118,7 +105,7 @@ def test_another_principals_job_credential_cannot_reach_my_sessions(
     mine = client.create_session("private", metadata={"secret": "s3cr3t"})
     _, other_key = stack.new_api_key()
     with ScriptpoolClient(stack.address, other_key) as other:
-        job_id, credential = _running_job_credential(other, redis_client)
+        job_id, credential = running_job_credential(other, redis_client)
         answer = _session_get(stack, credential, mine.id)
         assert isinstance(answer, grpc.RpcError) and answer.code() is grpc.StatusCode.NOT_FOUND
         assert "s3cr3t" not in (answer.details() or "")
@@ -137,7 +124,7 @@ def test_another_principals_job_credential_cannot_reach_my_sessions(
 def test_a_job_credential_cannot_submit_or_cancel_jobs(
     stack: Stack, client: ScriptpoolClient, redis_client: Redis
 ) -> None:
-    job_id, credential = _running_job_credential(client, redis_client)
+    job_id, credential = running_job_credential(client, redis_client)
     with grpc.insecure_channel(stack.address) as channel:
         stub = jobs_pb2_grpc.JobServiceStub(channel)
         metadata = (("authorization", f"Bearer {credential}"),)
@@ -185,7 +172,7 @@ def test_only_a_job_may_record_a_refused_call_and_only_real_operations(
     _, api_key = stack.new_api_key()
     refused = record(api_key, "Session.get", "INVALID_ARGUMENT")
     assert refused is not None and refused.code() is grpc.StatusCode.PERMISSION_DENIED
-    job_id, credential = _running_job_credential(client, redis_client)
+    job_id, credential = running_job_credential(client, redis_client)
     session_id = client.get_job(job_id).session_id
     for op, code in (("Redis.flushall", "INVALID_ARGUMENT"), ("Session.get", "NOT_A_CODE"), ("", "")):
         bad = record(credential, op, code)

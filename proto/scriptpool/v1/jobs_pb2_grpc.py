@@ -39,6 +39,11 @@ class JobServiceStub:
                 request_serializer=scriptpool_dot_v1_dot_jobs__pb2.SubmitJobRequest.SerializeToString,
                 response_deserializer=scriptpool_dot_v1_dot_jobs__pb2.SubmitJobResponse.FromString,
                 _registered_method=True)
+        self.SubmitJobs = channel.unary_stream(
+                '/scriptpool.v1.JobService/SubmitJobs',
+                request_serializer=scriptpool_dot_v1_dot_jobs__pb2.SubmitJobsRequest.SerializeToString,
+                response_deserializer=scriptpool_dot_v1_dot_jobs__pb2.SubmitJobsResponse.FromString,
+                _registered_method=True)
         self.GetJob = channel.unary_unary(
                 '/scriptpool.v1.JobService/GetJob',
                 request_serializer=scriptpool_dot_v1_dot_jobs__pb2.GetJobRequest.SerializeToString,
@@ -65,6 +70,12 @@ class JobServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def SubmitJob(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitJobs(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -101,6 +112,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.SubmitJob,
                     request_deserializer=scriptpool_dot_v1_dot_jobs__pb2.SubmitJobRequest.FromString,
                     response_serializer=scriptpool_dot_v1_dot_jobs__pb2.SubmitJobResponse.SerializeToString,
+            ),
+            'SubmitJobs': grpc.unary_stream_rpc_method_handler(
+                    servicer.SubmitJobs,
+                    request_deserializer=scriptpool_dot_v1_dot_jobs__pb2.SubmitJobsRequest.FromString,
+                    response_serializer=scriptpool_dot_v1_dot_jobs__pb2.SubmitJobsResponse.SerializeToString,
             ),
             'GetJob': grpc.unary_unary_rpc_method_handler(
                     servicer.GetJob,
@@ -150,6 +166,33 @@ class JobService:
             '/scriptpool.v1.JobService/SubmitJob',
             scriptpool_dot_v1_dot_jobs__pb2.SubmitJobRequest.SerializeToString,
             scriptpool_dot_v1_dot_jobs__pb2.SubmitJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/scriptpool.v1.JobService/SubmitJobs',
+            scriptpool_dot_v1_dot_jobs__pb2.SubmitJobsRequest.SerializeToString,
+            scriptpool_dot_v1_dot_jobs__pb2.SubmitJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,
