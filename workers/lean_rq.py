@@ -69,6 +69,15 @@ HEARTBEAT_SLACK_SECONDS = 10
 seconds of the TTL asked for (a busy worker heartbeats in every job's transactions anyway)."""
 
 
+def pass_default_serializer_as_none(owner: SimpleWorker | Queue) -> None:
+    """RQ resolves the serializer it is given in every Job, Result and registry it builds, by an
+    isinstance() check against a runtime Protocol (~5 % of a worker's or a submitter's CPU per
+    job). None resolves to the same default serializer at once, so a worker or queue holding the
+    default passes None on."""
+    if owner.serializer is DefaultSerializer:
+        owner.serializer = None  # type: ignore[assignment]
+
+
 class LeanSimpleWorker(SimpleWorker):
     """RQ's SimpleWorker, writing the same keys in fewer round trips (see the module docstring)."""
 
@@ -87,11 +96,7 @@ class LeanSimpleWorker(SimpleWorker):
         self._lean = LeanPool(self.connection)
         """Where the dequeue and the two per-job transactions are sent (`_execute`)."""
         self.queue_class = lean_queue_class(self.queue_class, self.connection, self._lean)
-        if self.serializer is DefaultSerializer:
-            # RQ resolves the serializer it is given in every Job, Result and registry it builds, by
-            # an isinstance() check against a runtime Protocol (~5 % of the CPU per job); None
-            # resolves to the same default at once.
-            self.serializer = None  # type: ignore[assignment]
+        pass_default_serializer_as_none(self)
 
     def _execute(self, pipeline: Pipeline) -> list[Any]:
         """Send a pipeline's transaction: RQ's helpers queue the commands on a redis-py pipeline, and

@@ -9,7 +9,6 @@ import importlib.util
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from rq import Queue
 from scriptpool.v1 import sessions_pb2
 
 from coordinator.bench.cpu_split import cpu
+from coordinator.bench.load import LOADS, TRIVIAL, batched, per_call
 from coordinator.bench.stack import BASELINE_QUEUE, BenchStack, rss_bytes
 from coordinator.bench.stats import Summary, ratio, summarize
 from coordinator.bench.worker_cpu import worker
@@ -27,36 +27,27 @@ from sandbox.languages import Language
 from sandbox.outcomes import Outcome
 from sandbox.runner import ENGINES
 
-TRIVIAL = {Language.LUA: "return 1", Language.JAVASCRIPT: "1", Language.PYTHON: "1"}
 Case = Callable[[BenchStack, "Options"], dict[str, Any]]
 
 
 class Options:
-    def __init__(self, *, jobs: int = 200, repeat: int = 3, workers: int = 2, calls: int = 200) -> None:
+    def __init__(
+        self, *, jobs: int = 200, repeat: int = 3, workers: int = 2, calls: int = 200, load: str = "batched"
+    ) -> None:
         self.jobs = jobs
         self.repeat = repeat
         self.workers = workers
         self.calls = calls
+        self.load = load
+        """The load generator of `cpu`, `worker` and `scale` (`coordinator/bench/load.py`)."""
+
+    def run(self, client: ScriptpoolClient, language: Language, count: int) -> float:
+        return LOADS[self.load](client, language, count)
 
 
 def _available(language: Language) -> bool:
 
     return importlib.util.find_spec(ENGINES[language][0]) is not None
-
-
-def _run_batch(client: ScriptpoolClient, language: Language, count: int) -> float:
-    """Submit `count` trivial jobs concurrently and wait for all; returns jobs per second."""
-    source = TRIVIAL[language]
-
-    def one(_: int) -> None:
-        job = client.run(language, source, timeout=120)
-        if Outcome.from_proto(job.result.outcome) is not Outcome.OK:
-            raise RuntimeError(f"benchmark job failed: {job.result.message}")
-
-    started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        list(pool.map(one, range(count)))
-    return count / (time.perf_counter() - started)
 
 
 def _rq_batch(stack: BenchStack, count: int) -> float:
@@ -83,15 +74,20 @@ def _rq_throughput(stack: BenchStack, options: Options, worker_class: str) -> li
 
 
 def throughput(stack: BenchStack, options: Options) -> dict[str, Any]:
+    """Every language under the batched load, Lua also under the per-call load; the RQ baselines
+    after them. `jobs_per_s` and the ratios are Lua's batched figure (`coordinator/bench/load.py`)."""
     stack.scale_workers(options.workers)
     out: dict[str, Any] = {"workers": options.workers, "jobs_per_run": options.jobs}
     with ScriptpoolClient(stack.address, stack.api_key) as client:
         for language in Language:
             if not _available(language):
                 continue
-            _run_batch(client, language, max(20, options.jobs // 5))
-            runs = [_run_batch(client, language, options.jobs) for _ in range(options.repeat)]
+            batched(client, language, max(20, options.jobs // 5))
+            runs = [batched(client, language, options.jobs) for _ in range(options.repeat)]
             out[f"{language.value}_jobs_per_s"] = summarize(runs).as_dict(1)
+        per_call(client, Language.LUA, max(20, options.jobs // 5))
+        one_by_one = summarize([per_call(client, Language.LUA, options.jobs) for _ in range(options.repeat)])
+        out["lua_per_call_jobs_per_s"] = one_by_one.as_dict(1)
     fork = summarize(_rq_throughput(stack, options, "rq.Worker"))
     simple = summarize(_rq_throughput(stack, options, "rq.SimpleWorker"))
     ours = out["lua_jobs_per_s"]["median"]
@@ -101,6 +97,8 @@ def throughput(stack: BenchStack, options: Options) -> dict[str, Any]:
         rq_simple_jobs_per_s=round(simple.median, 1),
         ratio_vs_rq_fork=ratio(ours, fork.median),
         ratio_vs_rq_simple=ratio(ours, simple.median),
+        per_call_ratio_vs_rq_fork=ratio(one_by_one.median, fork.median),
+        per_call_ratio_vs_rq_simple=ratio(one_by_one.median, simple.median),
     )
     return out
 
@@ -304,9 +302,10 @@ def scale(stack: BenchStack, options: Options) -> dict[str, Any]:
     with ScriptpoolClient(stack.address, stack.api_key) as client:
         for count in (1, 2):
             stack.scale_workers(count)
-            _run_batch(client, Language.LUA, max(20, options.jobs // 5))
-            figures[count] = summarize([_run_batch(client, Language.LUA, options.jobs) for _ in range(options.repeat)])
+            options.run(client, Language.LUA, max(20, options.jobs // 5))
+            figures[count] = summarize([options.run(client, Language.LUA, options.jobs) for _ in range(options.repeat)])
     return {
+        "load": options.load,
         "lua_jobs_per_s_1_worker": figures[1].as_dict(1),
         "lua_jobs_per_s_2_workers": figures[2].as_dict(1),
         "scaling_1_to_2": ratio(figures[2].median, figures[1].median),

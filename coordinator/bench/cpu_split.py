@@ -48,24 +48,26 @@ def _readings(stack: BenchStack) -> dict[str, float]:
 
 
 def cpu(stack: BenchStack, options: Options) -> dict[str, Any]:
-    from coordinator.bench.cases import _run_batch
-
     stack.scale_workers(options.workers)
     per_job: dict[str, list[float]] = {}
     rates: list[float] = []
     with ScriptpoolClient(stack.address, stack.api_key) as client:
-        _run_batch(client, Language.LUA, max(20, options.jobs // 5))
+        options.run(client, Language.LUA, max(20, options.jobs // 5))
         for _ in range(options.repeat):
             before = _readings(stack)
             started = time.perf_counter()
-            _run_batch(client, Language.LUA, options.jobs)
+            options.run(client, Language.LUA, options.jobs)
             rates.append(options.jobs / (time.perf_counter() - started))
             after = _readings(stack)
             for name, value in after.items():
                 per_job.setdefault(name, []).append((value - before[name]) * 1000 / options.jobs)
     processes = [name for name in per_job if name != "system_busy"]
     totals = [sum(per_job[name][run] for name in processes) for run in range(options.repeat)]
-    out: dict[str, Any] = {"workers": options.workers, "lua_jobs_per_s": summarize(rates).as_dict(1)}
+    out: dict[str, Any] = {
+        "workers": options.workers,
+        "load": options.load,
+        "lua_jobs_per_s": summarize(rates).as_dict(1),
+    }
     for name in processes:
         out[f"{name}_ms_per_job"] = summarize(per_job[name]).as_dict(2)
     out["total_ms_per_job"] = summarize(totals).as_dict(2)

@@ -52,8 +52,6 @@ def _rq_cpu_ms_per_job(redis: Redis, worker_class: type[SimpleWorker], count: in
 
 
 def worker(stack: BenchStack, options: Options) -> dict[str, Any]:
-    from coordinator.bench.cases import _run_batch
-
     redis = Redis.from_url(stack.redis_url, protocol=2)  # what the scriptpool worker gives RQ
     count = max(50, options.jobs)
     try:
@@ -71,10 +69,10 @@ def worker(stack: BenchStack, options: Options) -> dict[str, Any]:
     pid = stack.workers[0].pid
     per_job: list[float] = []
     with ScriptpoolClient(stack.address, stack.api_key) as client:
-        _run_batch(client, Language.LUA, max(20, options.jobs // 5))
+        options.run(client, Language.LUA, max(20, options.jobs // 5))
         for _ in range(options.repeat):
             before = process_cpu_s(pid)
-            _run_batch(client, Language.LUA, options.jobs)
+            options.run(client, Language.LUA, options.jobs)
             per_job.append((process_cpu_s(pid) - before) * 1000 / options.jobs)
     return {
         "rq_bookkeeping_ms_per_job": lean.as_dict(3),

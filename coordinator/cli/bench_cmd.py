@@ -21,6 +21,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
     p.add_argument("--repeat", type=int, default=3, help="measured runs after the warm-up (default 3)")
     p.add_argument("--workers", type=int, default=2, help="worker processes for throughput (default 2)")
     p.add_argument("--calls", type=int, default=200, help="global calls per job in `callbacks` (default 200)")
+    p.add_argument(
+        "--load",
+        choices=["batched", "per-call"],
+        default="batched",
+        help="how `cpu`, `worker` and `scale` submit jobs: SubmitJobs calls of 25 jobs from 4 threads "
+        "(default), or one waiting SubmitJob per job from 16 threads; `throughput` measures both",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per case")
     return p
 
@@ -31,7 +38,7 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    options = Options(jobs=args.jobs, repeat=args.repeat, workers=args.workers, calls=args.calls)
+    options = Options(jobs=args.jobs, repeat=args.repeat, workers=args.workers, calls=args.calls, load=args.load)
     names = list(CASES) if args.case == "all" else [args.case]
     machine = f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}"
     with BenchStack(args.redis_url or "", args.coordinator or "") as stack:

@@ -41,6 +41,7 @@ from workers.job_records import (
     texts,
 )
 from workers.lean_redis import LeanPool, read, read_many, transaction
+from workers.lean_rq import pass_default_serializer_as_none
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ class JobStore:
         self.records = JobRecords(redis, lean=self.lean)
         self.sessions = sessions
         self.queue = Queue(queue, connection=redis)
+        pass_default_serializer_as_none(self.queue)
         self.policy = policy
         self.max_source_bytes = max_source_bytes
         self.queue_ttl_seconds = queue_ttl_seconds

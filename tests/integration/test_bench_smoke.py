@@ -31,6 +31,11 @@ def test_bench_all_runs_and_reports_every_figure_with_its_baseline() -> None:
     assert throughput["ratio_vs_rq_fork"] == pytest.approx(
         throughput["jobs_per_s"] / throughput["rq_fork_jobs_per_s"], rel=0.01
     )
+    assert throughput["jobs_per_s"] == throughput["lua_jobs_per_s"]["median"]  # the batched load
+    assert throughput["per_call_ratio_vs_rq_simple"] == pytest.approx(
+        throughput["lua_per_call_jobs_per_s"]["median"] / throughput["rq_simple_jobs_per_s"], rel=0.01
+    )
+    assert cases["scale"]["load"] == cases["cpu"]["load"] == "batched"
     assert 0 < cases["latency"]["lua_submit_to_result_ms"]["median"] < 10_000
     assert cases["callbacks"]["raw_grpc_unary_us"]["median"] > 0
     callbacks = cases["callbacks"]

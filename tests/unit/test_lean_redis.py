@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from coordinator.redis_server import PrivateRedis
-from workers.lean_redis import LeanPool, LeanScript, pack_command, read, transaction
+from workers.lean_redis import LeanPool, LeanScript, _pack_in_python, pack_command, read, transaction
 
 ECHO = "return ARGV"
 TYPES = """
@@ -121,3 +124,31 @@ def test_a_read_survives_a_killed_connection(redis: Redis, pool: LeanPool) -> No
     assert read(pool, "HGETALL", "lean:read:h") == [b"a", b"1"]  # a read is simply retried
     with pytest.raises(ResponseError, match="WRONGTYPE"):
         read(pool, "GET", "lean:read:h")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(st.text(), st.binary(), st.integers(), st.floats(allow_nan=False), st.sampled_from(["ä", "日本"])),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_hiredis_packs_every_argument_exactly_as_the_python_packer(args: list[Any]) -> None:
+    assert pack_command(*args) == _pack_in_python(args)
+
+
+def test_arguments_redis_has_no_form_for_are_refused() -> None:
+    with pytest.raises(TypeError, match="booleans"):
+        pack_command("SET", "k", True)
+
+
+def test_the_packed_float_reads_back_as_the_same_float(redis: Redis) -> None:
+    pool = LeanPool(redis)
+    try:
+        for value in (0.1, 1 / 3, 1732492799.123456, -2.5e-300, 1e22):
+            read(pool, "SET", "float-key", value)
+            stored = read(pool, "GET", "float-key")
+            assert isinstance(stored, bytes) and float(stored) == value
+    finally:
+        pool.close()
