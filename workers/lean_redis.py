@@ -24,6 +24,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+import hiredis
 from hiredis import pack_command as _hiredis_pack
 from redis import Redis
 from redis.connection import Connection, UnixDomainSocketConnection
@@ -31,6 +32,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
 Reply = bytes | int | None | list["Reply"]
+_RECV_BYTES = 256 * 1024
 Arg = str | bytes | int | float
 
 
@@ -88,7 +90,8 @@ class LeanConnection:
             self.sock = socket.create_connection(address, timeout=connect_timeout)
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.settimeout(timeout)
-        self.reader = self.sock.makefile("rb")
+        # hiredis parses replies in C (error replies come back as ResponseError, not raised).
+        self.replies = hiredis.Reader(replyError=ResponseError)
         try:
             password, username = kwargs.get("password"), kwargs.get("username")
             if password:
@@ -100,10 +103,7 @@ class LeanConnection:
             raise
 
     def close(self) -> None:
-        try:
-            self.reader.close()
-        finally:
-            self.sock.close()
+        self.sock.close()
 
     def call(self, *args: Arg) -> Reply:
         self.sock.sendall(pack_command(*args))
@@ -115,37 +115,26 @@ class LeanConnection:
         return reply
 
     def read_reply(self, nested: bool = False) -> Reply | ResponseError:
-        """One reply. An error reply raises, except inside an array (`nested`), where it is returned
-        as a `ResponseError` so the rest of the array is still read and the connection stays in step."""
-        return self.parse_reply(self.reader.readline(), nested)
-
-    def parse_reply(self, line: bytes, nested: bool = False) -> Reply | ResponseError:
-        """The reply that starts with `line` (read whole, with its elements)."""
-        if not line.endswith(b"\r\n"):
-            raise RedisConnectionError("Redis closed the connection")
-        kind, rest = line[:1], line[1:-2]
-        if kind == b"$":
-            size = int(rest)
-            if size < 0:
-                return None
-            data = self.reader.read(size + 2)
-            if len(data) != size + 2:
-                raise RedisConnectionError("Redis closed the connection mid-reply")
-            return data[:-2]
-        if kind == b":":
-            return int(rest)
-        if kind == b"*":
-            count = int(rest)
-            return None if count < 0 else [self.read_reply(nested=True) for _ in range(count)]  # type: ignore[misc]
-        if kind == b"+":
-            return rest
-        if kind == b"-":
-            message = rest.decode("utf-8", "replace")
-            error = NoScriptError(message) if message.startswith("NOSCRIPT") else ResponseError(message)
-            if nested:
-                return error
-            raise error
-        raise RedisConnectionError(f"unexpected reply from Redis: {line[:40]!r}")
+        """One reply. An error reply raises, except with `nested` (a reply read as one of several,
+        e.g. in a transaction), where it is returned as a `ResponseError` so the connection stays
+        in step; an error inside an array is always returned as an element."""
+        try:
+            reply = self.replies.gets()
+            while reply is False:  # not complete yet (RESP2 has no boolean replies)
+                data = self.sock.recv(_RECV_BYTES)
+                if not data:
+                    raise RedisConnectionError("Redis closed the connection")
+                self.replies.feed(data)
+                reply = self.replies.gets()
+        except hiredis.ProtocolError as exc:
+            raise RedisConnectionError(f"unexpected reply from Redis: {exc}") from exc
+        if isinstance(reply, ResponseError):
+            message = str(reply)
+            if message.startswith("NOSCRIPT"):
+                reply = NoScriptError(message)
+            if not nested:
+                raise reply
+        return reply  # type: ignore[no-any-return]
 
 
 class LeanPool:
@@ -240,13 +229,8 @@ def transaction(pool: LeanPool, commands: Sequence[Sequence[Arg]]) -> list[Reply
     Any command's error raises (after the whole reply was read). The caller checks `pool.supported`."""
     payload = b"".join(pack_command(*command) for command in (("MULTI",), *commands, ("EXEC",)))
     conn = pool.send(payload)
-    readline, parse = conn.reader.readline, conn.parse_reply
     try:
-        queued = [conn.read_reply(nested=True)]  # +OK
-        for _ in commands:  # +QUEUED each, unless Redis refused the command already
-            line = readline()
-            if line != b"+QUEUED\r\n":
-                queued.append(parse(line, nested=True))
+        queued = [conn.read_reply(nested=True) for _ in range(len(commands) + 1)]  # +OK, +QUEUED...
         result = conn.read_reply(nested=True)
     except (OSError, RedisConnectionError) as exc:
         raise pool.lost(exc, "transaction") from exc  # never resend: it may have run
