@@ -65,40 +65,60 @@ def _rq_batch(stack: BenchStack, count: int) -> float:
     return count / elapsed
 
 
-def _rq_throughput(stack: BenchStack, options: Options, worker_class: str) -> list[float]:
+def _paired_with_rq(
+    stack: BenchStack, options: Options, client: ScriptpoolClient, worker_class: str
+) -> tuple[list[float], list[float]]:
+    """Lua jobs per second (batched load) and RQ's no-op jobs per second with `worker_class`, as
+    pairs of runs back to back: this machine's speed drifts by 20 % over a minute, so each of our
+    runs is compared with the baseline run next to it. Both worker pools stay up (the idle one
+    blocks on its queue)."""
     stack.start_baseline(options.workers, worker_class)
-    _rq_batch(stack, max(20, options.jobs // 5))  # warm-up
-    runs = [_rq_batch(stack, options.jobs) for _ in range(options.repeat)]
+    warm_up = max(20, options.jobs // 5)
+    batched(client, Language.LUA, warm_up)
+    _rq_batch(stack, warm_up)
+    ours, theirs = [], []
+    for _ in range(options.repeat):
+        ours.append(batched(client, Language.LUA, options.jobs))
+        theirs.append(_rq_batch(stack, options.jobs))
     stack.stop_baseline()
-    return runs
+    return ours, theirs
+
+
+def _pair_ratios(ours: list[float], theirs: list[float]) -> Summary:
+    return summarize([a / b for a, b in zip(ours, theirs, strict=True)])
 
 
 def throughput(stack: BenchStack, options: Options) -> dict[str, Any]:
-    """Every language under the batched load, Lua also under the per-call load; the RQ baselines
-    after them. `jobs_per_s` and the ratios are Lua's batched figure (`coordinator/bench/load.py`)."""
+    """Trivial Lua jobs under the batched load (`coordinator/bench/load.py`), each run paired with a
+    run of RQ's forking `Worker`, then of RQ's `SimpleWorker`, on no-op jobs with the same number of
+    workers; the ratios are the medians of the pairs' ratios. Then every language under the batched
+    load and Lua under the per-call load (ratios against the baselines' medians)."""
     stack.scale_workers(options.workers)
     out: dict[str, Any] = {"workers": options.workers, "jobs_per_run": options.jobs}
     with ScriptpoolClient(stack.address, stack.api_key) as client:
+        ours_f, fork = _paired_with_rq(stack, options, client, "rq.Worker")
+        ours_s, simple = _paired_with_rq(stack, options, client, "rq.SimpleWorker")
         for language in Language:
-            if not _available(language):
+            if language is Language.LUA or not _available(language):
                 continue
             batched(client, language, max(20, options.jobs // 5))
             runs = [batched(client, language, options.jobs) for _ in range(options.repeat)]
             out[f"{language.value}_jobs_per_s"] = summarize(runs).as_dict(1)
         per_call(client, Language.LUA, max(20, options.jobs // 5))
         one_by_one = summarize([per_call(client, Language.LUA, options.jobs) for _ in range(options.repeat)])
-        out["lua_per_call_jobs_per_s"] = one_by_one.as_dict(1)
-    fork = summarize(_rq_throughput(stack, options, "rq.Worker"))
-    simple = summarize(_rq_throughput(stack, options, "rq.SimpleWorker"))
-    ours = out["lua_jobs_per_s"]["median"]
+    lua = summarize(ours_f + ours_s)
+    fork_s, simple_s = summarize(fork), summarize(simple)
     out.update(
-        jobs_per_s=ours,
-        rq_fork_jobs_per_s=round(fork.median, 1),
-        rq_simple_jobs_per_s=round(simple.median, 1),
-        ratio_vs_rq_fork=ratio(ours, fork.median),
-        ratio_vs_rq_simple=ratio(ours, simple.median),
-        per_call_ratio_vs_rq_fork=ratio(one_by_one.median, fork.median),
-        per_call_ratio_vs_rq_simple=ratio(one_by_one.median, simple.median),
+        lua_jobs_per_s=lua.as_dict(1),
+        lua_per_call_jobs_per_s=one_by_one.as_dict(1),
+        jobs_per_s=round(lua.median, 1),
+        rq_fork_jobs_per_s=round(fork_s.median, 1),
+        rq_simple_jobs_per_s=round(simple_s.median, 1),
+        ratio_vs_rq_fork=round(_pair_ratios(ours_f, fork).median, 3),
+        ratio_vs_rq_simple=round(_pair_ratios(ours_s, simple).median, 3),
+        ratio_vs_rq_simple_per_pair=_pair_ratios(ours_s, simple).as_dict(3),
+        per_call_ratio_vs_rq_fork=ratio(one_by_one.median, fork_s.median),
+        per_call_ratio_vs_rq_simple=ratio(one_by_one.median, simple_s.median),
     )
     return out
 
