@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from typing import Any
 
 import hiredis
@@ -149,6 +149,14 @@ class LeanPool:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._open: set[LeanConnection] = set()
+
+    def dedicated(self) -> LeanConnection:
+        """A connection of the caller's own, outside the per-thread ones (a subscriber's); the caller
+        closes it."""
+        try:
+            return LeanConnection(self._kwargs, self._unix)
+        except OSError as exc:
+            raise RedisConnectionError(f"cannot connect to Redis: {exc}") from exc
 
     def connection(self) -> LeanConnection:
         conn: LeanConnection | None = getattr(self._local, "conn", None)
@@ -283,3 +291,31 @@ def read_many(pool: LeanPool, redis: Redis, commands: Sequence[Sequence[Arg]]) -
         if isinstance(reply, ResponseError):
             raise reply
     return replies  # type: ignore[return-value]  # (no ResponseError left)
+
+
+def subscribe(pool: LeanPool, channel: str, poll_seconds: float) -> Generator[bytes | None, None, None]:
+    """Messages published on `channel`, over a connection of their own: yields b"" once subscribed,
+    each message's data, and None after `poll_seconds` without one (so the caller can check
+    whether to stop). Closing the generator closes the connection; a lost connection raises
+    redis-py's ConnectionError."""
+    conn = pool.dedicated()
+    try:
+        conn.sock.sendall(pack_command("SUBSCRIBE", channel))
+        conn.sock.settimeout(poll_seconds)
+        while True:
+            try:
+                reply = conn.read_reply()
+            except TimeoutError:  # nothing arrived: what was read so far stays in the reader
+                yield None
+                continue
+            except OSError as exc:
+                raise RedisConnectionError(f"lost the subscription to {channel}: {exc}") from exc
+            assert isinstance(reply, list) and reply and isinstance(reply[0], bytes)
+            if reply[0] == b"message":
+                data = reply[2]
+                assert isinstance(data, bytes)
+                yield data
+            elif reply[0] == b"subscribe":
+                yield b""
+    finally:
+        conn.close()

@@ -13,7 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from coordinator.redis_server import PrivateRedis
-from workers.lean_redis import LeanPool, LeanScript, _pack_in_python, pack_command, read, transaction
+from workers.lean_redis import LeanPool, LeanScript, _pack_in_python, pack_command, read, subscribe, transaction
 
 ECHO = "return ARGV"
 TYPES = """
@@ -151,4 +151,24 @@ def test_the_packed_float_reads_back_as_the_same_float(redis: Redis) -> None:
             stored = read(pool, "GET", "float-key")
             assert isinstance(stored, bytes) and float(stored) == value
     finally:
+        pool.close()
+
+
+def test_a_subscription_yields_its_start_each_message_idle_ticks_and_fails_loudly_when_cut(redis: Redis) -> None:
+    pool = LeanPool(redis)
+    messages = subscribe(pool, "lean-channel", 0.2)
+    try:
+        assert next(messages) == b""  # subscribed: a message published from now on is not missed
+        redis.publish("lean-channel", b"first")
+        redis.publish("other-channel", b"not ours")
+        redis.publish("lean-channel", "second")
+        assert next(messages) == b"first"
+        assert next(messages) == b"second"
+        assert next(messages) is None  # 0.2 s without a message
+        redis.client_kill_filter(_type="pubsub")
+        with pytest.raises(RedisConnectionError):
+            while next(messages) is None:
+                pass
+    finally:
+        messages.close()
         pool.close()
