@@ -189,3 +189,22 @@ def test_a_prepared_runtime_runs_one_script_only_and_other_limits_get_their_own(
             AnsweringHost(), OutputSink(100),
         )  # fmt: skip
     assert lua._spare.ready is None
+
+
+def test_the_catalog_tables_built_in_lua_hold_every_global_operation_and_alias() -> None:
+    """The catalog chunk (compiled once, run in each runtime) says what the Python catalog says."""
+    import lupa.lua54 as lupa
+
+    from sandbox.catalog import GLOBAL_OPS, aliases
+    from sandbox.engines.lua import CATALOG_BYTECODE
+
+    runtime = lupa.LuaRuntime(encoding=None)
+    catalog, alias_table = runtime.execute(CATALOG_BYTECODE)
+    built = {name.decode(): [op.decode() for op in ops.values()] for name, ops in catalog.items()}
+    assert built == {name: list(ops) for name, ops in GLOBAL_OPS.items()}
+    built_aliases = {
+        name.decode(): {alias.decode(): target.decode() for alias, target in table.items()}
+        for name, table in alias_table.items()
+    }
+    assert built_aliases == {name: dict(aliases(name)) for name in GLOBAL_OPS}
+    assert sum(map(len, built_aliases.values())) > 10  # the comparison is not vacuous
