@@ -15,6 +15,8 @@ from pathlib import Path
 from redis import Redis
 from scriptpool.errors import Unavailable
 
+from coordinator.die_with_parent import die_with_parent
+
 
 def find_redis_server() -> str:
     found = shutil.which("redis-server")
@@ -34,7 +36,12 @@ def find_redis_server() -> str:
 class PrivateRedis:
     """A redis-server child process on a Unix socket. Use as a context manager or start()/stop()."""
 
-    def __init__(self, data_dir: Path | None = None, *, persistent: bool = False) -> None:
+    def __init__(
+        self, data_dir: Path | None = None, *, persistent: bool = False, die_with_parent: bool = False
+    ) -> None:
+        """`die_with_parent`: the server gets SIGTERM when the thread that starts it ends
+        (`coordinator/die_with_parent.py`); for a benchmark's or a test's own server."""
+        self.die_with_parent = die_with_parent
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="scriptpool-redis-")
@@ -60,6 +67,8 @@ class PrivateRedis:
             "--appendonly", "yes" if self.persistent else "no",
             "--logfile", str(self.data_dir / "redis.log"),
         ]  # fmt: skip
+        if self.die_with_parent:
+            args = die_with_parent(args)
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, process_group=0)
         give_up = time.monotonic() + timeout
         while time.monotonic() < give_up:

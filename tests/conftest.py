@@ -16,6 +16,7 @@ import pytest
 from redis import Redis
 
 from coordinator.client import ScriptpoolClient
+from coordinator.die_with_parent import die_with_parent
 from coordinator.redis_server import PrivateRedis
 from coordinator.server import RunningCoordinator, start_coordinator
 from coordinator.settings import Settings
@@ -26,7 +27,7 @@ TEST_QUEUE = "scriptpool-test"
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[PrivateRedis]:
-    with PrivateRedis() as server:
+    with PrivateRedis(die_with_parent=True) as server:  # gone with pytest, even a killed one
         yield server
 
 
@@ -51,13 +52,8 @@ class Stack:
 
 
 # A test's worker gets SIGTERM when pytest goes away without tearing down (killed, or a timeout that
-# exits at once), so no worker outlives the run: PR_SET_PDEATHSIG (1) survives the exec into the worker.
-WORKER_COMMAND = [
-    sys.executable,
-    "-c",
-    "import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0); "
-    "os.execv(sys.executable, [sys.executable, '-m', 'coordinator.cli.main', 'worker'])",
-]
+# exits at once), so no worker outlives the run (`coordinator/die_with_parent.py`).
+WORKER_COMMAND = die_with_parent([sys.executable, "-m", "coordinator.cli.main", "worker"])
 
 
 def start_worker(redis_url: str, address: str, log_path: Path) -> subprocess.Popen[bytes]:

@@ -16,6 +16,7 @@ from redis import Redis
 from scriptpool.errors import Unavailable
 
 from coordinator.auth import Authenticator
+from coordinator.die_with_parent import die_with_parent
 from coordinator.embedded import wait_until_serving
 from coordinator.redis_server import PrivateRedis
 
@@ -57,7 +58,7 @@ class BenchStack:
 
     def start(self) -> BenchStack:
         if not self.redis_url:
-            self._redis = PrivateRedis().start()
+            self._redis = PrivateRedis(die_with_parent=True).start()
             self.redis_url = self._redis.url
         self.redis = Redis.from_url(self.redis_url)
         self.env = {**os.environ, "REDIS_URL": self.redis_url, "SCRIPTPOOL_QUEUE": BENCH_QUEUE}
@@ -76,10 +77,11 @@ class BenchStack:
         return self
 
     def _spawn(self, args: list[str]) -> subprocess.Popen[bytes]:
+        """Started from the main thread: the process ends with this one (`die_with_parent`)."""
+        quiet = subprocess.DEVNULL
         return subprocess.Popen(
-            args, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            process_group=0,
-        )  # fmt: skip
+            die_with_parent(args), env=self.env, stdin=quiet, stdout=quiet, stderr=quiet, process_group=0
+        )
 
     def _wait_registered(self, queue: str, count: int) -> None:
         from rq import Worker

@@ -59,8 +59,10 @@ def test_bench_all_runs_and_reports_every_figure_with_its_baseline() -> None:
     assert total > 0 and abs(total - sum(cpu[f"{part}_ms_per_job"]["median"] for part in parts)) < 0.1
 
 
-def test_a_terminated_bench_stops_the_stack_it_started() -> None:
-    """SIGTERM mid-run: the private redis-server, coordinator and workers go with it."""
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_a_terminated_bench_stops_the_stack_it_started(how: str) -> None:
+    """SIGTERM mid-run: the bench stops its private redis-server, coordinator and workers. SIGKILL:
+    they go anyway (each was started to die with the bench, `coordinator/die_with_parent.py`)."""
     import signal
     import time
 
@@ -75,7 +77,7 @@ def test_a_terminated_bench_stops_the_stack_it_started() -> None:
             time.sleep(0.2)
         started = _descendants(bench.pid)
         assert len(started) >= 4
-        bench.send_signal(signal.SIGTERM)
+        bench.send_signal(getattr(signal, how))
         bench.wait(timeout=60)
         gone_by = time.monotonic() + 30
         while time.monotonic() < gone_by and any(_alive(pid) for pid in started):
