@@ -70,9 +70,12 @@ class JobExecutor:
         self._claims.pop(job_id, None)
         pending = self._pending_finish.pop(job_id, None)
         if pending is not None:
-            result, now, ttl, outcome = pending
-            if not self.records.finish(job_id, result, now, ttl, outcome=outcome):
-                log.info("job %s already finished elsewhere (cancelled or lease expired)", job_id)
+            self._finish_now(job_id, pending)
+
+    def _finish_now(self, job_id: str, finish: tuple[bytes, float, int, str]) -> None:
+        result, now, ttl, outcome = finish
+        if not self.records.finish(job_id, result, now, ttl, outcome=outcome):
+            log.info("job %s already finished elsewhere (cancelled or lease expired)", job_id)
 
     def execute(self, job_id: str) -> dict[str, Any]:
         preclaimed = job_id in self._claims
@@ -92,8 +95,8 @@ class JobExecutor:
         )
         if preclaimed:
             self._pending_finish[job_id] = finish
-        elif not self.records.finish(job_id, *finish[:3], outcome=finish[3]):
-            log.info("job %s already finished elsewhere (cancelled or lease expired)", job_id)
+        else:
+            self._finish_now(job_id, finish)
         self.pool.refill()  # normally already done while the child ran
         self.reaper.collect()
         return {"job_id": job_id, "outcome": run.outcome.value, "message": run.message}

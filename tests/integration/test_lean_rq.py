@@ -26,7 +26,7 @@ from coordinator.redis_server import PrivateRedis
 from tests.conftest import TEST_QUEUE, Stack, stop_process, wait_for
 from workers.lean_rq import LeanSimpleWorker
 
-from .helpers import run_lua
+from .helpers import result_of, run_lua
 
 JOBS = "tests.integration.lean_rq_jobs"
 
@@ -381,3 +381,37 @@ def test_a_job_is_finished_in_rq_by_the_time_its_client_hears_it_finished(
         job = run_lua(client, f"return {n}")
         assert Job.fetch(job.id, connection=redis_client).get_status(refresh=True) == JobStatus.FINISHED
         assert job.id in FinishedJobRegistry(TEST_QUEUE, connection=redis_client).get_job_ids()
+
+
+def test_a_plain_rq_simple_worker_runs_a_scriptpool_job_claiming_and_finishing_it_itself(
+    redis_server: PrivateRedis, rq_redis: Redis
+) -> None:
+    """RQ's own `SimpleWorker` (no `ScriptpoolWorker` hooks) pointed at a scriptpool queue: the
+    executor claims and finishes the job record itself, and the client gets the result. (`rq_redis`
+    puts back the signal handlers RQ's `work()` installs.)"""
+    from coordinator.server import start_coordinator
+    from coordinator.settings import Settings
+    from sandbox.languages import Language
+    from workers import rq_entry
+    from workers.execution import JobExecutor
+    from workers.settings import WorkerSettings
+
+    queue_name = "scriptpool-plain-rq"
+    settings = Settings(redis_url=redis_server.url, listen="127.0.0.1:0", queue=queue_name, max_wait_seconds=30)
+    running = start_coordinator(settings)
+    address = f"127.0.0.1:{running.port}"
+    executor = JobExecutor(WorkerSettings(redis_url=redis_server.url, coordinator=address, queue=queue_name))
+    rq_entry.install_executor(executor)
+    redis = Redis.from_url(redis_server.url, protocol=2)
+    try:
+        with ScriptpoolClient(address, running.auth.create_api_key("plain-rq")) as client:
+            queued = client.submit(Language.LUA, "return 6 * 7")
+            SimpleWorker([Queue(queue_name, connection=redis)], connection=redis).work(burst=True)
+            done = client.wait(queued.id, timeout=30)
+        assert result_of(done) == 42
+        assert Job.fetch(queued.id, connection=redis).get_status() == JobStatus.FINISHED
+    finally:
+        rq_entry.install_executor(None)
+        executor.close()
+        redis.close()
+        running.stop(grace=1)
