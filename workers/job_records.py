@@ -27,6 +27,8 @@ from workers.lean_redis import Arg, LeanPool, LeanScript, Reply
 PREFIX = "sp:"
 LEASES_KEY = PREFIX + "jobs:leases"
 FINISHED_CHANNEL = PREFIX + "job-finished"
+RQ_FUNCTION = "workers.rq_entry.execute_job"
+"""The RQ job function every scriptpool job is enqueued with (its one argument: the job id)."""
 LEASE_SECONDS = 15.0
 
 
@@ -146,12 +148,10 @@ class JobRecords:
         self.redis = redis
         self.lease_seconds = lease_seconds
         self._own_pool = lean is None
-        pool = lean if lean is not None else LeanPool(redis)
-        self._pool = pool
-        self._start = LeanScript(redis, pool, _START)
-        self._finish = LeanScript(redis, pool, _FINISH)
-        self._request_cancel = LeanScript(redis, pool, _REQUEST_CANCEL)
-        self._heartbeat = LeanScript(redis, pool, _HEARTBEAT)
+        self._pool = LeanPool(redis) if lean is None else lean
+        self._start, self._finish, self._request_cancel, self._heartbeat = (
+            LeanScript(redis, self._pool, source) for source in (_START, _FINISH, _REQUEST_CANCEL, _HEARTBEAT)
+        )
 
     def close(self) -> None:
         """Close the lean connections, if this object opened the pool (a pool passed in is its owner's)."""

@@ -5,10 +5,11 @@ profile of a scriptpool worker put that at ~60 % of its CPU per trivial job; red
 microseconds of Python per command and per round trip). This class keeps RQ's own writes, keys and
 formats, so `rq info`, rq-dashboard and RQ's APIs (`Job.fetch`, `latest_result()`, the started,
 finished and failed registries, `Worker.all()`, worker commands) see the same state, but sends them
-as: the dequeue (`LMOVE` + the job's `HGETALL`, unchanged), **one** `MULTI` when a job starts and
-**one** `MULTI` when it finishes. Both transactions are queued on a redis-py pipeline by RQ's
-helpers and sent over the lean RESP2 connection of `workers/lean_redis.py` (`_execute`): redis-py's
-packing and parsing of those ~25 commands were a third of the worker's CPU per job.
+as: the dequeue (`LMOVE` + the job's `HGETALL`, one script: `workers/lean_dequeue.py`), **one**
+`MULTI` when a job starts and **one** `MULTI` when it finishes. Both transactions are queued on a
+redis-py pipeline by RQ's helpers and sent over the lean RESP2 connection of `workers/lean_redis.py`
+(`_execute`): redis-py's packing and parsing of those ~25 commands were a third of the worker's CPU
+per job.
 
 What is reimplemented here, and why (every write below is made by calling RQ's own helpers with a
 shared pipeline, never by writing RQ's keys by hand):

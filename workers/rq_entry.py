@@ -11,9 +11,6 @@ from typing import Any
 from workers.execution import JobExecutor
 from workers.settings import WorkerSettings
 
-FUNCTION = f"{__name__}.execute_job"
-"""The RQ job function's dotted name, as the coordinator enqueues it."""
-
 _executor: JobExecutor | None = None
 
 

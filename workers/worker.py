@@ -22,6 +22,7 @@ from sandbox.jail import probe_host
 from sandbox.runner import prewarm
 from workers import rq_dates, rq_entry
 from workers.execution import JobExecutor
+from workers.job_records import RQ_FUNCTION
 from workers.lean_redis import Arg
 from workers.lean_rq import LeanSimpleWorker
 from workers.settings import WorkerSettings
@@ -41,7 +42,7 @@ class ScriptpoolWorker(LeanSimpleWorker):
 
     @staticmethod
     def _scriptpool_job_id(job: Job) -> str | None:
-        if job.func_name != rq_entry.FUNCTION or len(job.args) != 1 or not isinstance(job.args[0], str):
+        if job.func_name != RQ_FUNCTION or len(job.args) != 1 or not isinstance(job.args[0], str):
             return None
         return job.args[0]
 
@@ -79,7 +80,7 @@ def run_worker(settings: WorkerSettings, *, burst: bool = False, logging_level: 
     rq_entry.install_executor(executor)
     executor.pool.refill()
     # RQ's own connection speaks RESP2: redis-py 8's default, RESP3, has a pure-Python parser that
-    # takes about twice as long over the job hash RQ reads for every job (no hiredis here).
+    # takes about twice as long over the job hash RQ reads for every job.
     rq_redis = Redis.from_url(settings.redis_url, protocol=2)
     try:
         worker = ScriptpoolWorker(

@@ -31,6 +31,7 @@ from sandbox.languages import Language
 from sandbox.limits import LIMIT_FIELDS, JobLimits, LimitPolicy
 from sandbox.outcomes import Outcome
 from workers.job_records import (
+    RQ_FUNCTION,
     JobRecords,
     JobState,
     credential_hash,
@@ -45,7 +46,6 @@ from workers.lean_rq import pass_default_serializer_as_none
 
 log = logging.getLogger(__name__)
 
-RQ_FUNCTION = "workers.rq_entry.execute_job"
 RQ_TIMEOUT_MARGIN_SECONDS = 60
 _STATUS = {
     JobState.QUEUED: jobs_pb2.JOB_STATUS_QUEUED,

@@ -347,12 +347,13 @@ def test_the_claim_and_finish_travel_in_rqs_transactions_or_the_finish_is_sent_o
 
     from workers import rq_entry
     from workers.execution import JobExecutor
+    from workers.job_records import RQ_FUNCTION
     from workers.worker import ScriptpoolWorker
 
     recorder = _RecordingExecutor()
     queue = Queue("lean-fold", connection=rq_redis)
-    ok = queue.enqueue(rq_entry.FUNCTION, "job-ok")
-    refused = queue.enqueue(rq_entry.FUNCTION, "job-refused", on_success=Callback(f"{JOBS}.refuse_success"))
+    ok = queue.enqueue(RQ_FUNCTION, "job-ok")
+    refused = queue.enqueue(RQ_FUNCTION, "job-refused", on_success=Callback(f"{JOBS}.refuse_success"))
     rq_entry.install_executor(recorder)  # type: ignore[arg-type]
     try:
         worker = ScriptpoolWorker([queue], connection=rq_redis, name="lean-fold", executor=cast(JobExecutor, recorder))
