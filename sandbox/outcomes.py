@@ -21,11 +21,19 @@ class Outcome(enum.StrEnum):
     INTERNAL_ERROR = "internal_error"
 
     def to_proto(self) -> jobs_pb2.Outcome.ValueType:
-        return jobs_pb2.Outcome.Value("OUTCOME_" + self.name)
+        return _TO_PROTO[self]
 
     @classmethod
     def from_proto(cls, value: int) -> Outcome:
-        name = jobs_pb2.Outcome.Name(value)  # type: ignore[arg-type]
-        if name == "OUTCOME_UNSPECIFIED":
+        """The outcome a wire value names (unspecified: an internal error; a value this build does
+        not know: protobuf's ValueError)."""
+        found = _FROM_PROTO.get(value)
+        if found is None:
+            jobs_pb2.Outcome.Name(value)  # type: ignore[arg-type]  # raises for an unknown value
             return cls.INTERNAL_ERROR
-        return cls[name.removeprefix("OUTCOME_")]
+        return found
+
+
+_TO_PROTO = {outcome: jobs_pb2.Outcome.Value("OUTCOME_" + outcome.name) for outcome in Outcome}
+_FROM_PROTO: dict[int, Outcome] = {value: outcome for outcome, value in _TO_PROTO.items()}
+"""Wire value <-> outcome, looked up per job (protobuf's Name()/Value() cost microseconds each)."""

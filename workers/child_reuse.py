@@ -96,20 +96,22 @@ def process_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
 
-def move_cpu_limit(pid: int, limits: jobs_pb2.JobLimits) -> bool:
+def move_cpu_limit(child: SandboxChild, limits: jobs_pb2.JobLimits) -> bool:
     """Set a reused child's soft CPU limit to what it has used plus this job's budget. False when the
-    child is gone or its hard limit has no room left for the job (it must not be reused then)."""
-    used = process_cpu_seconds(pid)
+    child is gone or its hard limit has no room left for the job (it must not be reused then). The
+    reading is left on the child for the job's `CpuWatch`."""
+    used = process_cpu_seconds(child.pid)
     if used is None:
         return False
     try:
-        _, hard = resource.prlimit(pid, resource.RLIMIT_CPU)
+        _, hard = resource.prlimit(child.pid, resource.RLIMIT_CPU)
         soft = math.ceil(used) + cpu_limit_seconds(JobLimits.from_message(limits))
         if hard != resource.RLIM_INFINITY and soft >= hard:
             return False
-        resource.prlimit(pid, resource.RLIMIT_CPU, (soft, hard))
+        resource.prlimit(child.pid, resource.RLIMIT_CPU, (soft, hard))
     except (OSError, ValueError):
         return False
+    child.cpu_seconds_at_handover = used
     return True
 
 
@@ -118,10 +120,11 @@ class CpuWatch:
     its budget plus the engine's grace second (the kernel's soft limit, moved per job, is the other
     guard; this one holds even if the guest caught SIGXCPU)."""
 
-    def __init__(self, pid: int, limits: jobs_pb2.JobLimits) -> None:
-        self.pid = pid
+    def __init__(self, child: SandboxChild, limits: jobs_pb2.JobLimits) -> None:
+        self.pid = child.pid
         self.allowed = float(cpu_limit_seconds(JobLimits.from_message(limits)))
-        self.start = process_cpu_seconds(pid)
+        start, child.cpu_seconds_at_handover = child.cpu_seconds_at_handover, None
+        self.start = start if start is not None else process_cpu_seconds(child.pid)
 
     def used_seconds(self) -> float | None:
         now = process_cpu_seconds(self.pid)

@@ -112,6 +112,9 @@ class SandboxChild:
     """How to signal and reap it; None means a child of this process (`ForkedChild`)."""
     resident_after_first_job: int = 0
     """Its resident memory when it was first kept for another job (workers/child_reuse.py)."""
+    cpu_seconds_at_handover: float | None = None
+    """Its CPU use as read when a kept child's CPU limit was moved for its next job, so that job's
+    CPU watch starts from the same reading (one /proc read per job, not two); taken once."""
 
     @property
     def handle(self) -> ChildHandle:

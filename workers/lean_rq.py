@@ -37,7 +37,8 @@ shared pipeline, never by writing RQ's keys by hand):
   for (`HEARTBEAT_SLACK_SECONDS`), a state Redis already holds, a suspension check answered by that
   transaction. While idle, RQ's own heartbeats around the blocking dequeue still run.
 
-Failures, retries, callbacks, timeouts (RQ's death penalty around the job function), worker
+The job timeout is RQ's SIGALRM death penalty with its handler installed once per process
+(`workers/death_penalty.py`). Failures, retries, callbacks, worker
 registration, signals and pub/sub commands (`send_shutdown_command`, `send_kill_horse_command`,
 `send_stop_job_command`) are RQ's code unchanged.
 """
@@ -59,6 +60,7 @@ from rq.suspension import WORKERS_SUSPENDED
 from rq.utils import now
 from rq.worker import WorkerStatus
 
+from workers.death_penalty import AlarmDeathPenalty
 from workers.lean_dequeue import lean_queue_class
 from workers.lean_redis import Arg, LeanPool, transaction
 
@@ -81,6 +83,8 @@ def pass_default_serializer_as_none(owner: SimpleWorker | Queue) -> None:
 
 class LeanSimpleWorker(SimpleWorker):
     """RQ's SimpleWorker, writing the same keys in fewer round trips (see the module docstring)."""
+
+    death_penalty_class = AlarmDeathPenalty  # RQ's SIGALRM timeout, its handler installed once
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

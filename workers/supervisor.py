@@ -162,7 +162,7 @@ class _Supervision:
         first = sandbox_pb2.WorkerFrame()
         first.job.CopyFrom(self.job)
         first.jobs_after = self.jobs_after
-        self.cpu = CpuWatch(self.child.pid, self.limits)
+        self.cpu = CpuWatch(self.child, self.limits)
         self.child.sock.setblocking(True)  # a kept child's socket is still non-blocking from its last job
         try:
             framing.send(self.child.sock, first)
@@ -390,7 +390,7 @@ class SparePool:
             self._kept = kept  # a single-use job (Python) runs in the spare; the kept child waits on
         elif kept is not None:
             fits = kept.key == key and kept.jobs_left > 0
-            if fits and not kept.child.handle.has_exited() and move_cpu_limit(kept.child.pid, limits):
+            if fits and not kept.child.handle.has_exited() and move_cpu_limit(kept.child, limits):
                 return kept.child, kept.jobs_left - 1
             self._retire(kept.child)
         jobs_after = self.jobs_per_child - 1 if key is not None else 0

@@ -20,7 +20,7 @@ from rq.job import Job
 
 from sandbox.jail import probe_host
 from sandbox.runner import prewarm
-from workers import rq_dates, rq_entry
+from workers import rq_dates, rq_entry, rq_serializers
 from workers.execution import JobExecutor
 from workers.job_records import RQ_FUNCTION
 from workers.lean_redis import Arg
@@ -70,6 +70,7 @@ class ScriptpoolWorker(LeanSimpleWorker):
 
 def run_worker(settings: WorkerSettings, *, burst: bool = False, logging_level: str = "WARNING") -> None:
     rq_dates.install()  # RQ's date parsing and formatting, identical and faster
+    rq_serializers.install()  # RQ's serializer check, remembered per serializer
     redis = Redis.from_url(settings.redis_url, protocol=2)  # RESP2: redis-py parses it in half the time
     redis.ping()
     report = probe_host()

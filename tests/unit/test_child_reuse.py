@@ -12,6 +12,7 @@ import math
 import os
 import resource
 import signal
+import socket
 import time
 from collections.abc import Iterator
 
@@ -24,6 +25,7 @@ from sandbox.limits import DEFAULT_LIMITS, LIMIT_FIELDS, JobLimits
 from sandbox.outcomes import Outcome
 from tests.unit.engine_helpers import AnsweringHost
 from workers.child_reuse import CpuWatch, ReuseKey, move_cpu_limit, process_cpu_seconds
+from workers.children import SandboxChild
 from workers.supervisor import ChildRun, Reaper, SparePool
 
 
@@ -191,6 +193,14 @@ def test_each_job_in_a_reused_process_gets_its_own_cpu_budget_and_usage(worker: 
     assert 1000 <= spun.cpu_time_ms < 1000 + earlier  # ...which neither shortened nor counted against it
 
 
+def _child_at(pid: int) -> SandboxChild:
+    """A SandboxChild record for a process the test manages itself (its socket is never used)."""
+    ours, theirs = socket.socketpair()
+    ours.close()
+    theirs.close()
+    return SandboxChild(pid=pid, sock=ours, forked_at=time.monotonic())
+
+
 def test_the_soft_cpu_limit_moves_on_for_each_job_and_the_hard_limit_covers_them_all(worker: Worker) -> None:
     limits = JobLimits(cpu_time_ms=1500)
     spec = _lua("return 1", cpu_time_ms=limits.cpu_time_ms)
@@ -198,10 +208,17 @@ def test_the_soft_cpu_limit_moves_on_for_each_job_and_the_hard_limit_covers_them
     soft_after_first, hard = resource.prlimit(pid, resource.RLIMIT_CPU)
     assert soft_after_first == cpu_limit_seconds(limits)
     assert hard == cpu_limit_seconds(limits) * worker.jobs_per_child + 1
-    assert move_cpu_limit(pid, spec.limits)
+    child = _child_at(pid)
+    assert move_cpu_limit(child, spec.limits)
     used = process_cpu_seconds(pid)
     assert used is not None
     assert resource.prlimit(pid, resource.RLIMIT_CPU) == (math.ceil(used) + cpu_limit_seconds(limits), hard)
+    # the reading it moved the limit from is where the job's CPU watch starts, and only that job's
+    assert child.cpu_seconds_at_handover is not None and child.cpu_seconds_at_handover <= used
+    handed_over = child.cpu_seconds_at_handover
+    assert CpuWatch(child, spec.limits).start == handed_over
+    assert child.cpu_seconds_at_handover is None
+    assert CpuWatch(child, spec.limits).start == process_cpu_seconds(pid)
 
 
 def test_no_room_under_the_hard_limit_means_no_reuse(worker: Worker) -> None:
@@ -221,7 +238,7 @@ def test_cpu_watch_sees_a_process_past_its_budget_even_if_it_ignores_sigxcpu() -
             pass
     try:
         spec = _lua("", cpu_time_ms=100)
-        watch = CpuWatch(pid, spec.limits)
+        watch = CpuWatch(_child_at(pid), spec.limits)
         give_up = time.monotonic() + 30
         while not watch.exceeded() and time.monotonic() < give_up:
             time.sleep(0.05)

@@ -1,0 +1,54 @@
+"""A drop-in for RQ's `resolve_serializer` that remembers the serializers it has accepted, installed
+in a worker process by `install()`.
+
+RQ resolves a serializer in every `Job`, `Result` and registry it builds (a worker builds ~5 per
+job: the started and finished registries, the result, ...), and each resolution checks the
+serializer with `isinstance()` against a runtime `Protocol`, which Python answers by walking the
+protocol's attributes every time (~6 % of a worker's CPU per trivial job). The answer for one
+object cannot change while it keeps its `dumps` and `loads`, so an object that passed once is
+returned at once afterwards. Anything else (None, a dotted path, an object not seen before) goes
+to RQ's own function, so results and errors are RQ's (`tests/unit/test_rq_serializers.py`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import rq.job
+import rq.registry
+import rq.results
+import rq.serializers
+
+_rqs_resolve = rq.serializers.resolve_serializer
+
+_accepted: dict[int, tuple[Any, Any, Any]] = {}
+"""id(serializer) -> (serializer, its dumps, its loads) when RQ accepted it; the strong reference
+keeps the id from being reused by another object."""
+
+MODULES_THAT_RESOLVE = (rq.job, rq.registry, rq.results)
+"""The RQ modules whose per-job objects resolve a serializer (each imported the name itself)."""
+
+
+def resolve_serializer(serializer: Any = None) -> Any:
+    if serializer and not isinstance(serializer, str):
+        seen = _accepted.get(id(serializer))
+        if (
+            seen is not None
+            and seen[0] is serializer
+            and getattr(serializer, "dumps", None) == seen[1]
+            and getattr(serializer, "loads", None) == seen[2]
+        ):
+            return serializer
+    resolved = _rqs_resolve(serializer)
+    if serializer is resolved and not isinstance(serializer, str):
+        _accepted[id(serializer)] = (serializer, serializer.dumps, serializer.loads)
+    return resolved
+
+
+def install() -> None:
+    """Make RQ's `Job`, `Result` and registries resolve through `resolve_serializer`."""
+    for module in MODULES_THAT_RESOLVE:
+        module.resolve_serializer = resolve_serializer  # type: ignore[attr-defined]
+
+
+__all__ = ["MODULES_THAT_RESOLVE", "install", "resolve_serializer"]
