@@ -19,6 +19,7 @@ from scriptpool.v1 import sessions_pb2
 
 from coordinator.bench.cpu_split import cpu
 from coordinator.bench.load import LOADS, TRIVIAL, batched, per_call
+from coordinator.bench.process_cpu import system_busy_s
 from coordinator.bench.stack import BASELINE_QUEUE, BenchStack, rss_bytes
 from coordinator.bench.stats import Summary, ratio, summarize
 from coordinator.bench.worker_cpu import worker
@@ -318,17 +319,46 @@ def sandbox(stack: BenchStack, options: Options) -> dict[str, Any]:
 
 
 def scale(stack: BenchStack, options: Options) -> dict[str, Any]:
-    figures = {}
+    """Trivial Lua jobs per second with 1, then 2 scriptpool workers, and, measured in the same run:
+    RQ's own `SimpleWorker` on no-op jobs with 1, then 2 workers (its scaling on this machine), and
+    the machine's busy cores while one scriptpool worker runs. Everything shares this machine's
+    cores, so a second worker can add at most what the first left idle:
+    `ceiling_1_to_2_on_this_machine` = cores / busy cores with one worker."""
+    figures: dict[int, Summary] = {}
+    busy_cores: list[float] = []
     with ScriptpoolClient(stack.address, stack.api_key) as client:
         for count in (1, 2):
             stack.scale_workers(count)
             options.run(client, Language.LUA, max(20, options.jobs // 5))
-            figures[count] = summarize([options.run(client, Language.LUA, options.jobs) for _ in range(options.repeat)])
+            runs = []
+            for _ in range(options.repeat):
+                busy_before, started = system_busy_s(), time.perf_counter()
+                runs.append(options.run(client, Language.LUA, options.jobs))
+                if count == 1:
+                    busy_cores.append((system_busy_s() - busy_before) / (time.perf_counter() - started))
+            figures[count] = summarize(runs)
+    rq_simple: dict[int, Summary] = {}
+    for count in (1, 2):
+        stack.start_baseline(count, "rq.SimpleWorker")
+        _rq_batch(stack, max(20, options.jobs // 5))
+        rq_simple[count] = summarize([_rq_batch(stack, options.jobs) for _ in range(options.repeat)])
+    stack.stop_baseline()
+    cores = len(os.sched_getaffinity(0))
+    busy = summarize(busy_cores)
+    scaling = ratio(figures[2].median, figures[1].median)
+    rq_scaling = ratio(rq_simple[2].median, rq_simple[1].median)
     return {
         "load": options.load,
         "lua_jobs_per_s_1_worker": figures[1].as_dict(1),
         "lua_jobs_per_s_2_workers": figures[2].as_dict(1),
-        "scaling_1_to_2": ratio(figures[2].median, figures[1].median),
+        "scaling_1_to_2": scaling,
+        "cores": cores,
+        "busy_cores_1_worker": busy.as_dict(2),
+        "ceiling_1_to_2_on_this_machine": ratio(cores, busy.median),
+        "rq_simple_jobs_per_s_1_worker": rq_simple[1].as_dict(1),
+        "rq_simple_jobs_per_s_2_workers": rq_simple[2].as_dict(1),
+        "rq_simple_scaling_1_to_2": rq_scaling,
+        "scaling_ratio_vs_rq_simple": ratio(scaling, rq_scaling),
     }
 
 

@@ -13,7 +13,7 @@ import resource
 import time
 from typing import TYPE_CHECKING, Any
 
-from coordinator.bench.process_cpu import process_cpu_s, tree_cpu_s
+from coordinator.bench.process_cpu import process_cpu_s, system_busy_s, tree_cpu_s
 from coordinator.bench.stats import summarize
 from coordinator.client import ScriptpoolClient
 from sandbox.languages import Language
@@ -22,15 +22,6 @@ if TYPE_CHECKING:
     from coordinator.bench.cases import Options
     from coordinator.bench.stack import BenchStack
 
-_TICKS_PER_S = 100.0  # /proc/stat's unit (USER_HZ)
-
-
-def _system_busy_s() -> float:
-    with open("/proc/stat") as handle:
-        times = [int(value) for value in handle.readline().split()[1:]]
-    idle = times[3] + times[4]  # idle + iowait
-    return (sum(times) - idle) / _TICKS_PER_S
-
 
 def _readings(stack: BenchStack) -> dict[str, float]:
     own = resource.getrusage(resource.RUSAGE_SELF)
@@ -38,7 +29,7 @@ def _readings(stack: BenchStack) -> dict[str, float]:
         "worker": sum(process_cpu_s(w.pid) for w in stack.workers),
         "sandbox_zygote_and_children": sum(tree_cpu_s(w.pid) - process_cpu_s(w.pid) for w in stack.workers),
         "load_generator": own.ru_utime + own.ru_stime,
-        "system_busy": _system_busy_s(),
+        "system_busy": system_busy_s(),
     }
     if stack.coordinator is not None:
         found["coordinator"] = tree_cpu_s(stack.coordinator.pid)

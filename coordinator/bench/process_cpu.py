@@ -17,6 +17,14 @@ def _stat_seconds(pid: int, first: int) -> float:
     return (int(fields[first]) + int(fields[first + 1])) / _TICKS
 
 
+def system_busy_s() -> float:
+    """Busy CPU seconds of the whole machine since boot, all cores (/proc/stat, less idle and iowait)."""
+    with open("/proc/stat") as handle:
+        times = [int(value) for value in handle.readline().split()[1:]]
+    idle = times[3] + times[4]
+    return (sum(times) - idle) / _TICKS
+
+
 def process_cpu_s(pid: int) -> float:
     """User + system CPU seconds of one live process (0 if it is gone)."""
     return _stat_seconds(pid, 11)

@@ -44,7 +44,16 @@ def test_bench_all_runs_and_reports_every_figure_with_its_baseline() -> None:
     assert 0 < callbacks["global_call_us"]["median"] <= callbacks["global_call_us"]["p99"]
     assert cases["sessions"]["lua_job_create_get_update_per_s"]["median"] > 0
     assert cases["sandbox"]["lua"]["bare_engine_ms"]["median"] > 0
-    assert cases["scale"]["scaling_1_to_2"] > 0
+    scale = cases["scale"]
+    assert scale["scaling_1_to_2"] > 0 and scale["rq_simple_scaling_1_to_2"] > 0
+    assert scale["scaling_ratio_vs_rq_simple"] == pytest.approx(
+        scale["scaling_1_to_2"] / scale["rq_simple_scaling_1_to_2"], rel=0.01
+    )
+    assert scale["cores"] == len(os.sched_getaffinity(0))
+    assert 0 < scale["busy_cores_1_worker"]["median"] <= scale["cores"] + 0.5  # /proc/stat ticks are coarse
+    assert scale["ceiling_1_to_2_on_this_machine"] == pytest.approx(
+        scale["cores"] / scale["busy_cores_1_worker"]["median"], rel=0.01
+    )
     assert cases["memory"]["idle_worker_rss_mb"] > 1 and cases["memory"]["coordinator_rss_mb"] > 1
     assert cases["memory"]["worker_zygote_and_spare_rss_mb"] > 1  # the zygote and its waiting spare
     assert cases["artifacts"]["10MB_mb_per_s"]["median"] > 0 and cases["artifacts"]["10MB_ratio_vs_raw_redis"] > 0
