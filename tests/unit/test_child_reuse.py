@@ -280,12 +280,13 @@ def _resident_mib(pid: int) -> float:
 def test_each_job_frees_its_runtime_so_a_reused_process_does_not_grow(worker: Worker) -> None:
     big = "local t = {} for i = 1, 400000 do t[i] = tostring(i) .. 'xxxxxxxxxxxxxxxxxxxxxxxx' end return #t"
     first, pid = worker.run(_lua(big))
-    after_first = _resident_mib(pid)
-    for _ in range(4):  # each allocates ~45 MiB: kept runtimes would add that much each time
+    second, same = worker.run(_lua(big))  # the allocator's own arenas settle over the first jobs
+    assert first.outcome is second.outcome is Outcome.OK and same == pid
+    settled = _resident_mib(pid)
+    for _ in range(4):  # each allocates ~45 MiB: kept runtimes would add ~180 MiB over these four
         run, same = worker.run(_lua(big))
         assert run.outcome is Outcome.OK and same == pid
-    assert first.outcome is Outcome.OK
-    assert _resident_mib(pid) - after_first < 20
+    assert _resident_mib(pid) - settled < 30  # allocator noise measured up to ~21 MiB
 
 
 def test_a_process_that_grew_too_much_is_retired(worker: Worker) -> None:

@@ -330,3 +330,51 @@ def test_the_prepared_instance_refuses_a_second_configuration() -> None:
             prepared_instance.api.call_method("configure", {"inputs": {}, "seed": 2, "clockOffsetMs": 0})
     finally:
         prepared_instance.discard()
+
+
+def test_instances_restored_from_the_prelude_template_match_one_built_from_scratch() -> None:
+    """Every job's instance is a new wasm instance whose heap is a copy of the prelude template's:
+    the same globals and the same answers as an instance that ran the prelude itself."""
+    assert javascript.prelude_template() is javascript.prelude_template()  # built once per process
+    source = "[Object.getOwnPropertyNames(globalThis).sort().join(','), typeof Session.create, Math.random()]"
+    job = seeded_job(Language.JAVASCRIPT, source)
+    restored = runner_for(Language.JAVASCRIPT).run(job, AnsweringHost(), OutputSink(1000))
+    scratch = javascript._Guest(JobLimits().memory_bytes)
+    try:
+        binding = javascript._Binding()
+        api = javascript._load_prelude(scratch, binding, "(0, eval)(globalThis.__scriptpool_prelude)")
+        prepared = object.__new__(javascript._Prepared)
+        prepared.memory_bytes, prepared.guest, prepared.binding, prepared.api = (
+            JobLimits().memory_bytes, scratch, binding, api
+        )  # fmt: skip
+        built = javascript._Job(job, AnsweringHost(), OutputSink(1000), prepared).run()
+    finally:
+        scratch.close()
+    assert restored == built
+    assert isinstance(restored, list) and "__scriptpool" not in str(restored[0])
+
+
+def test_a_restored_instance_has_its_own_jobs_heap_limit_not_the_templates() -> None:
+    small = 8 * 1024 * 1024
+    prepared = javascript._Prepared(small)
+    try:
+        assert prepared.guest.runtime.memory_usage()["malloc_limit"] == small
+        assert javascript.TEMPLATE_MEMORY_BYTES > small
+    finally:
+        prepared.discard()
+    with pytest.raises(MemoryExceeded):  # 12 MB of strings fit the template's 64 MiB, not this job's 8
+        run("const a = []; for (let i = 0; i < 12000; i++) a.push('y'.repeat(1000) + i); a.length", memory_bytes=small)
+
+
+def test_each_restored_instance_calls_its_own_host_and_hides_the_plumbing() -> None:
+    first, second = RecordingHost(), RecordingHost()
+    assert run("State.get('global', 'a')", first)[0] == {"echo": ["global", "a"]}
+    plumbing = "typeof __scriptpool_api, typeof __scriptpool_host_call, typeof __scriptpool_host_print"
+    source = f"[{plumbing}, State.get('global', 'b')]"
+    assert run(source, second)[0] == ["undefined", "undefined", "undefined", {"echo": ["global", "b"]}]
+    assert first.calls == [("State.get", ["global", "a"])] and second.calls == [("State.get", ["global", "b"])]
+
+
+def test_a_memory_limit_too_small_for_the_prelude_is_memory_exceeded() -> None:
+    with pytest.raises(MemoryExceeded):
+        run("1", memory_bytes=256 * 1024)
