@@ -5,9 +5,10 @@ capabilities reachable from JS (no `std`/`os` modules, no module loader), a Quic
 hard cap on the linear memory (the store's limit), the wasm stack limit (deep recursion traps the
 instance), and a CPU budget checked by QuickJS's interrupt poll. Every job builds its own wasmtime
 store and QuickJS runtime from the compiled module and closes them afterwards. The new instance's
-heap starts as a copy of the prelude template (quickjs-rs's whole-memory snapshot of an instance
-that ran only the prelude, taken once per process): what running the prelude would leave, for
-about a third of the CPU. Its host functions and limits are then made its own (`_Guest.restore`).
+heap starts as a copy of the prelude template (the linear memory and stack pointer of an instance
+that ran only the prelude, captured once per process, as quickjs-rs's whole-memory snapshots do):
+what running the prelude would leave, for about a third of the CPU. Its host functions and
+limits are then made its own (`_Guest.restore`).
 
 The expensive part, compiling the 700 KB guest module with Cranelift, happens once per process:
 `prewarm()` does it in the worker before it forks, so each child only instantiates (well under a
@@ -16,12 +17,17 @@ when the worker forks, and with no up-front address-space reservation for linear
 instance fits under the child's RLIMIT_AS (wasmtime's default reserves 4 GiB per memory), and
 without copy-on-write memory images (they keep a memfd open, which the jail closes).
 
+Every call quickjs-rs makes into its guest goes through `_call_guest` (installed over quickjs-rs's
+`_Instance.c` by `install_engine`): the same call, without wasmtime-py's per-call type work
+(`sandbox/engines/wasm_calls.py`; ~30 -> ~6 µs a call, ~50 calls a job).
+
 quickjs-rs is pinned (pyproject.toml); the few private attributes this module reaches into are all in
-`_Guest`, and the unit tests fail if the pinned version changes them.
+`_Guest`, `_call_guest` and `install_engine`, and the unit tests fail if the pinned version changes them.
 """
 
 from __future__ import annotations
 
+import ctypes
 import re
 import threading
 import time
@@ -37,6 +43,7 @@ from scriptpool.values import MAX_DEPTH, PlainValue
 
 from sandbox.catalog import GLOBAL_OPS, aliases
 from sandbox.engines.spare_instance import SpareInstance
+from sandbox.engines.wasm_calls import NumericCaller
 from sandbox.errors import LIMIT_ERRORS, LimitExceeded, MemoryExceeded, SandboxError, ScriptError
 from sandbox.host import GlobalHost, OutputSink
 from sandbox.languages import Language
@@ -79,11 +86,30 @@ def _engine_config() -> wasmtime.Config:
     return config
 
 
+_CALLER = NumericCaller()
+QUICKJS_RS_CALL = qjs_engine._Instance.c
+"""quickjs-rs's own way into its guest (every host-to-guest call), replaced by `_call_guest`."""
+
+
+def _call_guest(self: Any, name: str, *args: Any) -> Any:
+    """quickjs-rs's `_Instance.c` (the function export `name`, with this instance published for the
+    host imports the call may re-enter), through the numeric fast path of `sandbox/engines/wasm_calls.py`."""
+    fn = self._exports[name]
+    previous = getattr(qjs_engine._CUR, "inst", None)
+    qjs_engine._CUR.inst = self
+    try:
+        return _CALLER.call(name, fn, self.store, args)
+    finally:
+        qjs_engine._CUR.inst = previous
+
+
 def install_engine() -> wasmtime.Engine:
-    """Make quickjs-rs build every instance on our engine. Must run before quickjs-rs makes its own."""
+    """Make quickjs-rs build every instance on our engine, and call its guest through the numeric
+    fast path. Must run before quickjs-rs makes its own engine."""
     global _ENGINE
     with _ENGINE_LOCK:
         if _ENGINE is None:
+            qjs_engine._Instance.c = _call_guest  # type: ignore[method-assign]
             with qjs_wasmtime._SHARED_ENGINE_LOCK:
                 if qjs_wasmtime._SHARED_ENGINE is not None:
                     raise RuntimeError("quickjs-rs already created its wasmtime engine; import sandbox first")
@@ -122,6 +148,21 @@ class _Budget:
             elif self.guest.memory_exhausted():
                 self.limit = "memory"
         return self.limit is not None
+
+
+WASM_PAGE_BYTES = 65536
+
+
+class HeapImage:
+    """A QuickJS instance's heap as bytes (its linear memory) and its wasm stack pointer."""
+
+    __slots__ = ("image", "source", "stack_pointer")
+
+    def __init__(self, image: bytearray, stack_pointer: int) -> None:
+        self.image = image
+        self.source = (ctypes.c_char * len(image)).from_buffer(image)
+        """The image as a ctypes buffer, to copy from without another copy."""
+        self.stack_pointer = stack_pointer
 
 
 class _Guest:
@@ -178,16 +219,30 @@ class _Guest:
         exc: BaseException | None = self.context._last_host_exception
         return exc
 
-    def restore(self, template: quickjs_rs.Snapshot, host_functions: dict[str, Any]) -> None:
-        """Replace this fresh instance's heap with the template's, then make it this instance's: the
-        host functions in the heap (QuickJS finds them by name) call `host_functions`, and QuickJS's
-        heap and stack limits are this instance's again (the image carries the template's). A
-        template that does not fit under this instance's memory cap is QuickJS's out of memory."""
-        try:
-            self.runtime.restore_snapshot(template, self.context)
-        except wasmtime.WasmtimeError as exc:  # the linear memory could not grow to the image's size
-            raise qjs_engine.JSError("InternalError", "out of memory", "") from exc
+    def capture(self) -> HeapImage:
+        """This instance's whole heap: its linear memory and its stack pointer (quickjs-rs's
+        whole-memory snapshot holds exactly these two: everything QuickJS allocates lives in the
+        linear memory, by offset)."""
+        size = self.linear_memory()
+        image = bytearray(size)
+        ctypes.memmove((ctypes.c_char * size).from_buffer(image), self._memory.data_ptr(self._store), size)
+        return HeapImage(image, int(self.engine_ctx._inst.sp.value(self._store)))
+
+    def restore(self, heap: HeapImage, host_functions: dict[str, Any]) -> None:
+        """Replace this fresh instance's heap with `heap` (one copy, straight into the linear memory),
+        then make it this instance's: the host functions in the heap (QuickJS finds them by name)
+        call `host_functions`, and QuickJS's heap and stack limits are this instance's again (the
+        image carries the template's). An image that does not fit under this instance's memory cap
+        is QuickJS's out of memory."""
         instance = self.engine_ctx._inst
+        size, current = len(heap.image), self.linear_memory()
+        if size > current:
+            try:
+                self._memory.grow(self._store, -(-(size - current) // WASM_PAGE_BYTES))
+            except wasmtime.WasmtimeError as exc:  # over this instance's memory cap
+                raise qjs_engine.JSError("InternalError", "out of memory", "") from exc
+        ctypes.memmove(self._memory.data_ptr(self._store), heap.source, size)
+        instance.sp.set_value(self._store, heap.stack_pointer)
         instance.c("set_memory_limit", self.memory_bytes)
         instance.c("set_max_stack_size", STACK_LIMIT_BYTES)
         for name, fn in host_functions.items():  # what Context.register does on the Python side
@@ -249,10 +304,10 @@ def _load_prelude(guest: _Guest, binding: _Binding, source: str) -> Any:
     return guest.eval(source)
 
 
-_template: quickjs_rs.Snapshot | None = None
+_template: HeapImage | None = None
 
 
-def prelude_template() -> quickjs_rs.Snapshot:
+def prelude_template() -> HeapImage:
     """The heap of a fresh instance right after the prelude ran, its API object kept in a global:
     built once per process (in the worker's zygote by `prewarm`, so spare children inherit it) by
     an instance that runs nothing else and serves no job."""
@@ -261,7 +316,7 @@ def prelude_template() -> quickjs_rs.Snapshot:
         builder = _Guest(TEMPLATE_MEMORY_BYTES)
         try:
             _load_prelude(builder, _Binding(), _KEEP_API)
-            _template = builder.context.create_snapshot()
+            _template = builder.capture()
         finally:
             builder.close()
     return _template
@@ -274,7 +329,7 @@ class _Prepared:
 
     The instance is new (its own wasm store and linear memory); its heap is a copy of the prelude
     template's (`prelude_template`), which is what running the prelude in it would leave, at about
-    a third of the CPU (~2 ms instead of ~4.5 ms: the prelude's parse and run, and ~45 host-to-wasm
+    a third of the CPU (~1.5 ms instead of ~4.5 ms in-process: the prelude's parse and run, and ~45 host-to-wasm
     crossings, are paid once per process). Its host functions are this instance's own and its
     limits its job's (`_Guest.restore`); the template's API object is taken out of `globalThis`
     before the job's script can run."""
