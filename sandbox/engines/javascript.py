@@ -154,15 +154,38 @@ WASM_PAGE_BYTES = 65536
 
 
 class HeapImage:
-    """A QuickJS instance's heap as bytes (its linear memory) and its wasm stack pointer."""
+    """A QuickJS instance's heap as bytes (its linear memory) and its wasm stack pointer, with the
+    byte ranges a fresh instance must be given to hold exactly these bytes (`runs`: the whole image
+    unless `with_runs` narrowed them)."""
 
-    __slots__ = ("image", "source", "stack_pointer")
+    __slots__ = ("address", "image", "runs", "source", "stack_pointer")
 
-    def __init__(self, image: bytearray, stack_pointer: int) -> None:
+    def __init__(self, image: bytearray, stack_pointer: int, runs: list[tuple[int, int]] | None = None) -> None:
         self.image = image
         self.source = (ctypes.c_char * len(image)).from_buffer(image)
         """The image as a ctypes buffer, to copy from without another copy."""
+        self.address = ctypes.addressof(self.source)
         self.stack_pointer = stack_pointer
+        self.runs = runs if runs is not None else [(0, len(image))]
+
+    def with_runs(self, runs: list[tuple[int, int]]) -> HeapImage:
+        return HeapImage(self.image, self.stack_pointer, runs)
+
+
+def pages_that_differ(image: bytearray, fresh: list[bytearray], page: int = 4096) -> list[tuple[int, int]]:
+    """The byte ranges (offset, length), whole pages merged, where `image` differs from any of the
+    `fresh` memories (a fresh instance's pages past its own size are zero, as wasm grows memory)."""
+    runs: list[tuple[int, int]] = []
+    for offset in range(0, len(image), page):
+        wanted = image[offset : offset + page]
+        blank = bytes(len(wanted))
+        if all((base[offset : offset + page] or blank).ljust(len(wanted), b"\0") == wanted for base in fresh):
+            continue
+        if runs and runs[-1][0] + runs[-1][1] == offset:
+            runs[-1] = (runs[-1][0], runs[-1][1] + len(wanted))
+        else:
+            runs.append((offset, len(wanted)))
+    return runs
 
 
 class _Guest:
@@ -219,30 +242,42 @@ class _Guest:
         exc: BaseException | None = self.context._last_host_exception
         return exc
 
+    def memory_copy(self) -> bytearray:
+        """This instance's linear memory, copied."""
+        size = self.linear_memory()
+        copy = bytearray(size)
+        ctypes.memmove((ctypes.c_char * size).from_buffer(copy), self._memory.data_ptr(self._store), size)
+        return copy
+
     def capture(self) -> HeapImage:
         """This instance's whole heap: its linear memory and its stack pointer (quickjs-rs's
         whole-memory snapshot holds exactly these two: everything QuickJS allocates lives in the
         linear memory, by offset)."""
-        size = self.linear_memory()
-        image = bytearray(size)
-        ctypes.memmove((ctypes.c_char * size).from_buffer(image), self._memory.data_ptr(self._store), size)
-        return HeapImage(image, int(self.engine_ctx._inst.sp.value(self._store)))
+        return HeapImage(self.memory_copy(), int(self.engine_ctx._inst.sp.value(self._store)))
 
-    def restore(self, heap: HeapImage, host_functions: dict[str, Any]) -> None:
-        """Replace this fresh instance's heap with `heap` (one copy, straight into the linear memory),
-        then make it this instance's: the host functions in the heap (QuickJS finds them by name)
-        call `host_functions`, and QuickJS's heap and stack limits are this instance's again (the
-        image carries the template's). An image that does not fit under this instance's memory cap
-        is QuickJS's out of memory."""
-        instance = self.engine_ctx._inst
+    def copy_heap(self, heap: HeapImage) -> None:
+        """Make this fresh instance's linear memory and stack pointer `heap`'s: grow the memory to
+        the image's size, copy the image's `runs` straight into it. An image that does not fit under
+        this instance's memory cap is QuickJS's out of memory."""
         size, current = len(heap.image), self.linear_memory()
         if size > current:
             try:
                 self._memory.grow(self._store, -(-(size - current) // WASM_PAGE_BYTES))
             except wasmtime.WasmtimeError as exc:  # over this instance's memory cap
                 raise qjs_engine.JSError("InternalError", "out of memory", "") from exc
-        ctypes.memmove(self._memory.data_ptr(self._store), heap.source, size)
-        instance.sp.set_value(self._store, heap.stack_pointer)
+        base = ctypes.cast(self._memory.data_ptr(self._store), ctypes.c_void_p).value
+        assert base is not None
+        for offset, length in heap.runs:
+            ctypes.memmove(base + offset, heap.address + offset, length)
+        self.engine_ctx._inst.sp.set_value(self._store, heap.stack_pointer)
+
+    def restore(self, heap: HeapImage, host_functions: dict[str, Any]) -> None:
+        """Replace this fresh instance's heap with `heap` (`copy_heap`), then make it this
+        instance's: the host functions in the heap (QuickJS finds them by name) call
+        `host_functions`, and QuickJS's heap and stack limits are this instance's again (the image
+        carries the template's)."""
+        self.copy_heap(heap)
+        instance = self.engine_ctx._inst
         instance.c("set_memory_limit", self.memory_bytes)
         instance.c("set_max_stack_size", STACK_LIMIT_BYTES)
         for name, fn in host_functions.items():  # what Context.register does on the Python side
@@ -313,13 +348,43 @@ def prelude_template() -> HeapImage:
     an instance that runs nothing else and serves no job."""
     global _template
     if _template is None:
+        # One instance at a time: in a jailed child each may reserve address space as it grows.
+        fresh = [_fresh_memory(TEMPLATE_MEMORY_BYTES // 4)]
         builder = _Guest(TEMPLATE_MEMORY_BYTES)
         try:
+            fresh.append(builder.memory_copy())
             _load_prelude(builder, _Binding(), _KEEP_API)
-            _template = builder.capture()
+            heap = builder.capture()
         finally:
             builder.close()
+        _template = _narrowed(heap, fresh)
     return _template
+
+
+def _fresh_memory(memory_bytes: int) -> bytearray:
+    guest = _Guest(memory_bytes)
+    try:
+        return guest.memory_copy()
+    finally:
+        guest.close()
+
+
+def _narrowed(heap: HeapImage, fresh: list[bytearray]) -> HeapImage:
+    """`heap`, copied into fresh instances only where it differs from what they already hold.
+
+    Most of the template is pages a fresh instance already has (the module's data, zeroed heap):
+    copying them only faults in fresh pages. Fresh instances differ from one another only where
+    their limits are kept, so comparing two made with different limits finds every page that must
+    be written. The result is checked once here, on a fresh instance with a third limit: if it does
+    not come out byte for byte the template, the whole image is copied instead."""
+    narrowed = heap.with_runs(pages_that_differ(heap.image, fresh))
+    probe = _Guest(TEMPLATE_MEMORY_BYTES // 2)
+    try:
+        probe.copy_heap(narrowed)
+        exact = probe.memory_copy() == heap.image
+    finally:
+        probe.close()
+    return narrowed if exact else heap
 
 
 class _Prepared:

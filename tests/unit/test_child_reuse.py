@@ -99,7 +99,7 @@ def test_same_principal_and_limits_reuse_the_process_with_a_fresh_interpreter(wo
 def test_javascript_reuses_the_process_with_a_fresh_instance(worker: Worker) -> None:
     first, pid1 = worker.run(_spec(Language.JAVASCRIPT, "globalThis.leak = 'job 1'; 1"))
     second, pid2 = worker.run(_spec(Language.JAVASCRIPT, "typeof leak"))
-    assert (first.outcome, second.outcome) == (Outcome.OK, Outcome.OK)
+    assert (first.outcome, second.outcome) == (Outcome.OK, Outcome.OK), (first.message, second.message)
     assert pid1 == pid2
     assert second.result == "undefined"
 

@@ -378,3 +378,31 @@ def test_each_restored_instance_calls_its_own_host_and_hides_the_plumbing() -> N
 def test_a_memory_limit_too_small_for_the_prelude_is_memory_exceeded() -> None:
     with pytest.raises(MemoryExceeded):
         run("1", memory_bytes=256 * 1024)
+
+
+@pytest.mark.parametrize("memory_bytes", [4 * 1024 * 1024, 16 * 1024 * 1024, 64 * 1024 * 1024, 512 * 1024 * 1024])
+def test_a_fresh_instance_given_the_template_holds_it_byte_for_byte(memory_bytes: int) -> None:
+    template = javascript.prelude_template()
+    assert sum(length for _, length in template.runs) < len(template.image)  # only what differs is copied
+    guest = javascript._Guest(memory_bytes)
+    try:
+        guest.copy_heap(template)
+        assert guest.memory_copy() == template.image
+    finally:
+        guest.close()
+
+
+def test_pages_that_differ_merges_neighbours_and_counts_pages_past_a_shorter_memory() -> None:
+    page = 4
+    fresh = bytearray(b"AAAABBBBCCCCDDDD")
+    image = bytearray(b"AAAAxBBBCCCyDDDD\0\0\0\0\0\0z\0")
+    assert javascript.pages_that_differ(image, [fresh], page) == [(4, 8), (20, 4)]
+    other = bytearray(b"AAAq")  # differs in the first page, and holds zeros past it
+    assert javascript.pages_that_differ(image, [fresh, other], page) == [(0, 16), (20, 4)]
+
+
+def test_a_narrowed_template_that_would_not_come_out_exact_is_copied_whole() -> None:
+    template = javascript.prelude_template()
+    whole = javascript.HeapImage(template.image, template.stack_pointer)
+    wrong = javascript._narrowed(whole, [template.image])  # as if fresh instances already held it all
+    assert wrong.runs == [(0, len(template.image))]
