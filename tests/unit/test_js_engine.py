@@ -260,13 +260,15 @@ def test_quickstart_example_runs_against_a_fake_host() -> None:
 
 def test_a_forked_child_runs_jobs_on_the_prewarmed_engine() -> None:
     javascript.prewarm()
+    template = javascript._template
+    assert template is not None  # built before the fork: children inherit it
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: run a job, report through the pipe, never return into pytest
         code = 0
         try:
             result, out = run("console.log('from the child'); [1, 2.5, 'three']")
-            os.write(write_fd, pickle.dumps((result, out)))
+            os.write(write_fd, pickle.dumps((result, out, javascript._template is template)))
         except BaseException:
             code = 1
         os._exit(code)
@@ -275,7 +277,7 @@ def test_a_forked_child_runs_jobs_on_the_prewarmed_engine() -> None:
         payload = reader.read()
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    assert pickle.loads(payload) == ([1, 2.5, "three"], "from the child\n")
+    assert pickle.loads(payload) == ([1, 2.5, "three"], "from the child\n", True)
 
 
 def test_prewarm_leaves_no_threads_behind_to_break_a_fork() -> None:
