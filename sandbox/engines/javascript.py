@@ -7,7 +7,7 @@ instance), and a CPU budget checked by QuickJS's interrupt poll. Every job build
 store and QuickJS runtime from the compiled module and closes them afterwards. The new instance's
 heap starts as a copy of the prelude template (the linear memory and stack pointer of an instance
 that ran only the prelude, captured once per process, as quickjs-rs's whole-memory snapshots do):
-what running the prelude would leave, for about a third of the CPU. Its host functions and
+what running the prelude would leave, for about a fifth of the CPU. Its host functions and
 limits are then made its own (`_Guest.restore`).
 
 The expensive part, compiling the 700 KB guest module with Cranelift, happens once per process:
@@ -394,10 +394,11 @@ class _Prepared:
 
     The instance is new (its own wasm store and linear memory); its heap is a copy of the prelude
     template's (`prelude_template`), which is what running the prelude in it would leave, at about
-    a third of the CPU (~1.5 ms instead of ~4.5 ms in-process: the prelude's parse and run, and ~45 host-to-wasm
-    crossings, are paid once per process). Its host functions are this instance's own and its
-    limits its job's (`_Guest.restore`); the template's API object is taken out of `globalThis`
-    before the job's script can run."""
+    a fifth of the CPU (~0.8 ms instead of ~4.5 ms in-process: the prelude's parse and run, and
+    its host-to-wasm crossings, are paid once per process, and only the pages a fresh instance
+    does not already hold are copied). Its host functions are this instance's own and its limits
+    its job's (`_Guest.restore`); the template's API object is taken out of `globalThis` before
+    the job's script can run."""
 
     def __init__(self, memory_bytes: int) -> None:
         self.memory_bytes = memory_bytes
