@@ -46,6 +46,7 @@ from coordinator.stores.snapshots import SnapshotStore
 from coordinator.stores.state import StateStore
 from coordinator.sweeper import LeaseSweeper
 from coordinator.waiters import JobWaiters
+from workers import rq_dates, rq_serializers
 from workers.lean_redis import LeanPool
 
 log = logging.getLogger(__name__)
@@ -169,6 +170,8 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
 
 def serve_forever(settings: Settings) -> None:
     """`scriptpool coordinator`: serve until SIGINT/SIGTERM, then drain for a few seconds and exit 0."""
+    rq_dates.install()  # RQ's date formatting in the jobs it enqueues, identical and faster
+    rq_serializers.install()  # RQ's serializer check, remembered per serializer
     running = start_coordinator(settings)
     log.warning("scriptpool coordinator listening on %s (port %d)", settings.listen, running.port)
     stop = threading.Event()
