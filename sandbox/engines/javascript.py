@@ -163,8 +163,9 @@ class HeapImage:
     def __init__(self, image: bytearray, stack_pointer: int, runs: list[tuple[int, int]] | None = None) -> None:
         self.image = image
         self.source = (ctypes.c_char * len(image)).from_buffer(image)
-        """The image as a ctypes buffer, to copy from without another copy."""
+        """A ctypes view of the image: it pins the bytearray, so `address` stays valid."""
         self.address = ctypes.addressof(self.source)
+        """Where the image's bytes are, to copy from without another copy."""
         self.stack_pointer = stack_pointer
         self.runs = runs if runs is not None else [(0, len(image))]
 
@@ -178,8 +179,7 @@ def pages_that_differ(image: bytearray, fresh: list[bytearray], page: int = 4096
     runs: list[tuple[int, int]] = []
     for offset in range(0, len(image), page):
         wanted = image[offset : offset + page]
-        blank = bytes(len(wanted))
-        if all((base[offset : offset + page] or blank).ljust(len(wanted), b"\0") == wanted for base in fresh):
+        if all(base[offset : offset + page].ljust(len(wanted), b"\0") == wanted for base in fresh):
             continue
         if runs and runs[-1][0] + runs[-1][1] == offset:
             runs[-1] = (runs[-1][0], runs[-1][1] + len(wanted))
