@@ -30,7 +30,10 @@ def victim(stack: Stack) -> Iterator[tuple[str, str, ScriptpoolClient]]:
 
 
 def _state_keys(redis: Redis) -> dict[bytes, dict[bytes, bytes]]:
-    return {k: redis.hgetall(k) for k in sorted(redis.scan_iter("sp:*state*", count=1000))}  # type: ignore[misc]
+    """Every State scope's hash and its contents. Other keys can hold the word too (the artifact word
+    index of another test's session: `sp:session:{id}:artifacts:word:statement`, a set): skipped."""
+    keys = sorted(redis.scan_iter("sp:*state*", count=1000))
+    return {k: redis.hgetall(k) for k in keys if redis.type(k) == b"hash"}  # type: ignore[misc]
 
 
 OPS = {
