@@ -29,6 +29,7 @@ from scriptpool.v1 import (
 )
 
 from coordinator.auth import Authenticator
+from coordinator.replay_runner import ReplayRunner
 from coordinator.services.artifacts import ArtifactServicer
 from coordinator.services.events import EventServicer
 from coordinator.services.hooks import HookServicer
@@ -98,7 +99,7 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
     redis.ping()
     auth = Authenticator(redis)
     lean = LeanPool(redis)
-    sessions = SessionStore(redis, settings.max_sessions_per_principal, lean=lean)
+    sessions = SessionStore(redis, settings.max_sessions_per_principal, lean=lean, max_list_scan=settings.max_list_scan)
     jobs = JobStore(
         redis,
         sessions,
@@ -117,9 +118,19 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
         max_principal_bytes=settings.max_principal_artifact_bytes,
     )
     sessions.delete_hooks.append(artifacts.delete_session_artifacts)
-    snapshots = SnapshotStore(sessions)
-    replays = ReplayStore(sessions, jobs)
+    snapshots = SnapshotStore(
+        sessions,
+        max_per_session=settings.max_snapshots_per_session,
+        max_bytes=settings.max_snapshot_bytes,
+        max_principal_bytes=settings.max_principal_snapshot_bytes,
+        max_saves_per_job=settings.max_saves_per_job,
+        max_save_all=settings.max_save_all_sessions,
+    )
     waiters = JobWaiters(redis, auth.job_credentials)
+    replay_runner = ReplayRunner(jobs, sessions, waiters, settings.max_running_replays_per_principal)
+    replays = ReplayStore(
+        sessions, jobs, replay_runner, max_jobs=settings.max_replay_jobs, max_per_job=settings.max_replays_per_job
+    )
     sweeper = LeaseSweeper(jobs.records, settings.result_ttl_seconds)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_threads, thread_name_prefix="grpc"),

@@ -53,6 +53,24 @@ class Settings:
     """Clients' live event streams (EventService.Stream) open at once; over it, RESOURCE_EXHAUSTED."""
     max_sessions_per_principal: int = 100_000
     """Live sessions one principal may hold."""
+    max_replays_per_job: int = 1
+    """`Session.replay` calls one job's script may make (docs/adr/0004); a replayed job makes none."""
+    max_replay_jobs: int = 100
+    """Recorded jobs one replay re-runs; replaying a session with more is RESOURCE_EXHAUSTED."""
+    max_running_replays_per_principal: int = 4
+    """Replays of one principal running at once (all are driven by one coordinator thread)."""
+    max_snapshots_per_session: int = 20
+    """Snapshots a session keeps: each save past it drops the session's oldest snapshot."""
+    max_snapshot_bytes: int = 17 * 1024 * 1024
+    """Largest snapshot (the session record plus a copy of its State scope); a bigger save is refused."""
+    max_principal_snapshot_bytes: int = 1024**3
+    """Snapshot bytes one principal may hold across its sessions."""
+    max_saves_per_job: int = 100
+    """`Session.save` calls (saveAll counts each session it saves) one job may make."""
+    max_save_all_sessions: int = 100
+    """Sessions one `Session.saveAll` looks at: the principal's most recently updated ones."""
+    max_list_scan: int = 10_000
+    """Sessions one `Session.list` call reads; past it the page ends early with a `next_cursor`."""
     queue_ttl_seconds: int = 24 * 3600
     """How long a job may wait in the queue before its credential expires."""
     result_ttl_seconds: int = 7 * 24 * 3600

@@ -125,6 +125,20 @@ class JobWaiters:
         for watcher in watchers:
             watcher.put(job_id)
 
+    def add(self, job_id: str, finished: FinishedIds) -> None:
+        """Put `job_id` into the long-lived `finished` once it finishes (the replay runner's queue).
+        Add it before the job is written; if it is found finished otherwise (a lost message), `discard`."""
+        with self._lock:
+            self._watchers.setdefault(job_id, []).append(finished)
+
+    def discard(self, job_id: str, finished: FinishedIds) -> None:
+        with self._lock:
+            listed = self._watchers.get(job_id)
+            if listed is not None and finished in listed:
+                listed.remove(finished)
+                if not listed:
+                    del self._watchers[job_id]
+
     @contextmanager
     def watch(self, job_id: str) -> Iterator[Callable[[float], None]]:
         """Be woken when `job_id` finishes. Read the job *after* entering (so a finish between the read

@@ -47,6 +47,10 @@ from workers.lean_rq import pass_default_serializer_as_none
 log = logging.getLogger(__name__)
 
 RQ_TIMEOUT_MARGIN_SECONDS = 60
+REPLAYED_FIELD = "replayed"
+"""Field of a job's record set ("1") when a replay submitted the job (coordinator/stores/replay.py)."""
+REPLAYS_FIELD = "replays"
+"""Field of a job's record counting the replays its script started."""
 _STATUS = {
     JobState.QUEUED: jobs_pb2.JOB_STATUS_QUEUED,
     JobState.RUNNING: jobs_pb2.JOB_STATUS_RUNNING,
@@ -152,15 +156,18 @@ class JobStore:
         random_seed: int = 0,
         clock_start: float = 0.0,
         job_id: str = "",
+        replayed: bool = False,
     ) -> jobs_pb2.Job:
         """Enqueue a job. `random_seed` and `clock_start` are for replays (the recorded job's seed and
         start time); otherwise a fresh seed is drawn and kept in the job's spec, and the clock is real.
-        `job_id` is a new UUID the caller drew (to watch for the job's end before it exists)."""
+        `job_id` is a new UUID the caller drew (to watch for the job's end before it exists).
+        `replayed` marks a job a replay submitted (its record's `replayed` field): it cannot replay."""
         caller.require_client("JobService.SubmitJob")
         checked = self._check(request)
         if random_seed:
             checked.spec.random_seed = random_seed
         checked.spec.clock_start = clock_start
+        checked.replayed = replayed
         return self.write(self._batch(caller, [checked], "", job_id))[0]
 
     def write(self, batch: JobBatch) -> list[jobs_pb2.Job]:
@@ -221,18 +228,18 @@ class JobStore:
         )
         if new_session is not None:
             self.sessions.write(pipe, new_session)
-        pipe.hset(
-            job_key(job_id),
-            mapping={
-                "spec": spec.SerializeToString(),
-                "principal": principal,
-                "session_id": session_id,
-                "status": JobState.QUEUED.value,
-                "credential": credential,
-                "cred_hash": cred_hash,
-                "created_at": repr(now),
-            },
-        )
+        record: dict[str, str | bytes] = {
+            "spec": spec.SerializeToString(),
+            "principal": principal,
+            "session_id": session_id,
+            "status": JobState.QUEUED.value,
+            "credential": credential,
+            "cred_hash": cred_hash,
+            "created_at": repr(now),
+        }
+        if job.replayed:
+            record[REPLAYED_FIELD] = "1"
+        pipe.hset(job_key(job_id), mapping=record)  # type: ignore[arg-type]
         pipe.hset(
             credential_key(cred_hash), mapping={"job_id": job_id, "principal": principal, "session_id": session_id}
         )
@@ -337,6 +344,8 @@ class CheckedJob:
     """Complete but for `job_id` and `session_id`, filled in when it is written."""
     session_id: str
     """The session it was submitted with; "" = a new session is made for it."""
+    replayed: bool = False
+    """Submitted by a replay (`JobStore.submit(replayed=True)`): its script cannot start a replay."""
 
 
 @dataclass(frozen=True, slots=True)

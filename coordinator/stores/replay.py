@@ -9,28 +9,44 @@ session, its artifacts and state are never touched.
 Each replayed job gets the random seed and the start time recorded with the original: Lua
 `math.random`/`os.time`/`os.date`, JS `Math.random`/`Date`, Python `random`/`datetime` replay
 identically (the clock then advances in real time from the recorded start).
+
+Bounds (docs/adr/0004-bounded-replay.md): a replay re-runs at most `max_replay_jobs` jobs; a job's
+script may start at most `max_replays_per_job` replays, whose jobs get no more than its own limits
+and cannot replay in turn; a principal runs at most `max_running_replays_per_principal` at once; all
+replays are driven by one thread (`coordinator.replay_runner`).
 """
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
-
-from scriptpool.errors import FailedPrecondition, InvalidArgument
-from scriptpool.v1 import common_pb2, jobs_pb2, sandbox_pb2, sessions_pb2
-from scriptpool.values import PlainValue, to_value_map
+from redis import Redis
+from scriptpool.errors import FailedPrecondition, InvalidArgument, PermissionDenied, ResourceExhausted
+from scriptpool.v1 import jobs_pb2, sandbox_pb2, sessions_pb2
+from scriptpool.values import to_value_map
 
 from coordinator.auth import Caller
+from coordinator.replay_runner import RecordedJob, ReplayRun, ReplayRunner
 from coordinator.stores import timeline
-from coordinator.stores.jobs import JobStore
+from coordinator.stores.jobs import REPLAYED_FIELD, REPLAYS_FIELD, JobStore
 from coordinator.stores.sessions import SessionStore
 from workers.job_records import hash_fields, job_key, session_jobs_key, texts
 
-log = logging.getLogger(__name__)
-RecordedJob = tuple[float, sandbox_pb2.ChildJob, jobs_pb2.JobResult | None]
-"""(created_at, spec with the recorded seed and start time, recorded result)"""
-MAX_GAP_SECONDS = 60.0
+MAX_LISTED_REPLAYS = 1000
+"""Replay ids a session remembers (`getReplayMetadata().replays`): the latest ones."""
+
+# A job's claim to start one more replay. KEYS[1] its record; ARGV[1] the most it may start.
+# Returns {'replayed'} for a job a replay submitted, {'exhausted', n} past the maximum, else
+# {'ok', spec} (its spec, whose limits cap the replayed jobs').
+_CLAIM = f"""
+if redis.call('HEXISTS', KEYS[1], '{REPLAYED_FIELD}') == 1 then return {{'replayed'}} end
+local started = tonumber(redis.call('HGET', KEYS[1], '{REPLAYS_FIELD}') or '0')
+if started >= tonumber(ARGV[1]) then return {{'exhausted', started}} end
+redis.call('HINCRBY', KEYS[1], '{REPLAYS_FIELD}', 1)
+return {{'ok', redis.call('HGET', KEYS[1], 'spec')}}
+"""
+
+
+MaybeFinishedJob = tuple[float, sandbox_pb2.ChildJob, jobs_pb2.JobResult | None]
+"""A recorded job as `recorded_jobs` reads it: its result is None while it has not finished."""
 
 
 def replays_key(session_id: str) -> str:
@@ -38,16 +54,25 @@ def replays_key(session_id: str) -> str:
 
 
 class ReplayStore:
-    def __init__(self, sessions: SessionStore, jobs: JobStore) -> None:
+    def __init__(
+        self, sessions: SessionStore, jobs: JobStore, runner: ReplayRunner, *, max_jobs: int, max_per_job: int
+    ) -> None:
         self.sessions = sessions
         self.jobs = jobs
-        self.redis = sessions.redis
+        self.runner = runner
+        self.redis: Redis = sessions.redis
+        self.max_jobs = max_jobs
+        self.max_per_job = max_per_job
+        self._claim = self.redis.register_script(_CLAIM)
 
-    def recorded_jobs(self, session_id: str) -> list[RecordedJob]:
-        ids = texts(self.redis.zrange(session_jobs_key(session_id), 0, -1))
-        found = []
+    def recorded_jobs(self, session_id: str, most: int) -> list[MaybeFinishedJob]:
+        """The session's first `most` recorded jobs (read in one round trip), oldest first."""
+        ids = texts(self.redis.zrange(session_jobs_key(session_id), 0, most - 1))
+        pipe = self.redis.pipeline(transaction=False)
         for job_id in ids:
-            raw = self.redis.hgetall(job_key(job_id))
+            pipe.hgetall(job_key(job_id))
+        found = []
+        for raw in pipe.execute():
             if not raw:
                 continue
             fields = hash_fields(raw)
@@ -60,11 +85,11 @@ class ReplayStore:
 
     def can_replay(self, caller: Caller, session_id: str) -> bool:
         self.sessions.get(caller, session_id)
-        return any(result is not None for _, _, result in self.recorded_jobs(session_id))
+        return any(result is not None for _, _, result in self.recorded_jobs(session_id, self.max_jobs))
 
     def metadata(self, caller: Caller, session_id: str) -> sessions_pb2.ReplayMetadata:
         self.sessions.get(caller, session_id)
-        jobs = self.recorded_jobs(session_id)
+        jobs = self.recorded_jobs(session_id, self.max_jobs)
         key = timeline.timeline_key(session_id)
         first = self.redis.xrange(key, count=1)
         last = self.redis.xrevrange(key, count=1)
@@ -72,7 +97,7 @@ class ReplayStore:
         last_ts = float(hash_fields(last[0][1])["ts"]) if last else 0.0
         return sessions_pb2.ReplayMetadata(
             replayable=any(r is not None for _, _, r in jobs),
-            job_count=len(jobs),
+            job_count=int(self.redis.zcard(session_jobs_key(session_id))),
             event_count=int(self.redis.xlen(key)),
             first_event=first_ts,
             last_event=last_ts,
@@ -84,79 +109,52 @@ class ReplayStore:
         if speed < 0:
             raise InvalidArgument("speed must be 0 (no waiting) or positive")
         original = self.sessions.get(caller, session_id)
-        jobs = [(t, spec, r) for t, spec, r in self.recorded_jobs(session_id) if r is not None]
+        recorded = int(self.redis.zcard(session_jobs_key(session_id)))
+        if recorded > self.max_jobs:
+            raise ResourceExhausted(
+                f"session {session_id} has {recorded} recorded jobs; a replay re-runs at most {self.max_jobs}"
+            )
+        jobs: list[RecordedJob] = [
+            (started, spec, result)
+            for started, spec, result in self.recorded_jobs(session_id, self.max_jobs)
+            if result is not None
+        ]
         if not jobs:
             raise FailedPrecondition(f"session {session_id} has no finished jobs to replay")
+        cap = self._claim_for_job(caller) if caller.is_job else None
         owner = Caller(principal=caller.principal)
-        replay = self.sessions.create(
-            owner,
-            sessions_pb2.CreateSessionRequest(
-                name=f"replay of {original.name or session_id}"[:255],
-                tags=["replay"],
-                parent_session_id=session_id,
-                metadata=to_value_map({"replay_of": session_id, "status": "running", "speed": speed}),
-            ),
-        )
-        self.redis.rpush(replays_key(session_id), replay.id)
-        thread = threading.Thread(
-            target=self._run, args=(owner, replay.id, jobs, speed), name=f"replay-{replay.id[:8]}", daemon=True
-        )
-        thread.start()
+        self.runner.reserve(caller.principal)
+        try:
+            replay = self.sessions.create(
+                owner,
+                sessions_pb2.CreateSessionRequest(
+                    name=f"replay of {original.name or session_id}"[:255],
+                    tags=["replay"],
+                    parent_session_id=session_id,
+                    metadata=to_value_map({"replay_of": session_id, "status": "running", "speed": speed}),
+                ),
+            )
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.rpush(replays_key(session_id), replay.id)
+            pipe.ltrim(replays_key(session_id), -MAX_LISTED_REPLAYS, -1)
+            pipe.execute()
+        except BaseException:
+            self.runner.release(caller.principal)
+            raise
+        self.runner.start(ReplayRun(owner=owner, replay_id=replay.id, jobs=jobs, speed=speed, cap=cap))
         return replay.id
 
-    def _run(
-        self,
-        owner: Caller,
-        replay_id: str,
-        jobs: list[RecordedJob],
-        speed: float,
-    ) -> None:
-        matched = diverged = 0
-        first_divergence: dict[str, PlainValue] | None = None
-        previous = jobs[0][0]
-        try:
-            for index, (started, spec, recorded) in enumerate(jobs, start=1):
-                if speed > 0:
-                    time.sleep(min((started - previous) * speed, MAX_GAP_SECONDS))
-                previous = started
-                request = jobs_pb2.SubmitJobRequest(
-                    language=spec.language, source=spec.source, session_id=replay_id, limits=spec.limits,
-                    inputs=spec.inputs,
-                )  # fmt: skip
-                job = self.jobs.submit(owner, request, random_seed=spec.random_seed, clock_start=spec.clock_start)
-                while not self.jobs.is_finished(job.id):
-                    time.sleep(0.02)
-                result = self.jobs.get(owner, job.id).result
-                assert recorded is not None
-                same = result.outcome == recorded.outcome and result.result.SerializeToString(
-                    deterministic=True
-                ) == recorded.result.SerializeToString(deterministic=True)
-                if same:
-                    matched += 1
-                else:
-                    diverged += 1
-                    if first_divergence is None:
-                        first_divergence = {
-                            "job_index": index,
-                            "recorded_outcome": jobs_pb2.Outcome.Name(recorded.outcome),
-                            "replayed_outcome": jobs_pb2.Outcome.Name(result.outcome),
-                            "replayed_job_id": job.id,
-                        }
-                progress = index / len(jobs)
-                timeline.append(self.redis, replay_id, "replay.progress", f"{progress:.0%}", job_id=job.id,
-                                data={"progress": progress, "matched": same})  # fmt: skip
-            status = "finished"
-        except Exception:
-            log.exception("replay %s failed", replay_id)
-            status = "failed"
-        summary: dict[str, PlainValue] = {
-            "status": status,
-            "jobs_replayed": matched + diverged,
-            "matched": matched,
-            "diverged": diverged,
-            "first_divergence": first_divergence,
-        }
-        updates = common_pb2.ValueMap()
-        updates.CopyFrom(to_value_map(summary))
-        self.sessions.update_metadata(owner, replay_id, updates)
-        timeline.append(self.redis, replay_id, "replay.finished", status, data=summary)
+    def _claim_for_job(self, caller: Caller) -> jobs_pb2.JobLimits:
+        """Count a replay against the calling job (refused for a replayed job and past the job's
+        maximum); returns the job's limits, which no replayed job may exceed."""
+        verdict, *rest = self._claim(keys=[job_key(caller.job_id)], args=[self.max_per_job])
+        if verdict == b"replayed":
+            raise PermissionDenied(
+                "Session.replay: this job was submitted by a replay, and a replayed job cannot start a replay"
+            )
+        if verdict == b"exhausted":
+            raise ResourceExhausted(
+                f"Session.replay: this job already started {int(rest[0])} replays, the most one job may "
+                f"({self.max_per_job}); replay from a client (`scriptpool replay SESSION`) for more"
+            )
+        return sandbox_pb2.ChildJob.FromString(rest[0]).limits

@@ -8,6 +8,7 @@ sp:principal:{p}:sessions     zset: session id -> updated_at
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable, Collection, Sequence
@@ -38,6 +39,7 @@ from workers.lean_redis import LeanPool, LeanScript, read, read_many
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 SORT_FIELDS = ("updated_at", "created_at", "name")
+_SNAPSHOT_KEY = re.compile(r"sp:session:[0-9a-f-]+:snapshot:[0-9]+")
 
 # transition name -> (states it may start from, state it leads to, hook point)
 TRANSITIONS: dict[str, tuple[tuple[str, ...], str, str]] = {
@@ -66,6 +68,11 @@ def session_key(session_id: str) -> str:
 
 def principal_sessions_key(principal: str) -> str:
     return f"sp:principal:{principal}:sessions"
+
+
+def snapshot_bytes_key(principal: str) -> str:
+    """The bytes of a principal's session snapshots (coordinator/stores/snapshots.py keeps it)."""
+    return f"sp:principal:{principal}:snapshot_bytes"
 
 
 JOB_CURRENT_FIELD = "current_session"
@@ -152,9 +159,13 @@ def _build(principal: str, name: str, description: str, tags: list[str], metadat
 
 
 class SessionStore:
-    def __init__(self, redis: Redis, max_sessions_per_principal: int, lean: LeanPool | None = None) -> None:
+    def __init__(
+        self, redis: Redis, max_sessions_per_principal: int, lean: LeanPool | None = None, max_list_scan: int = 10_000
+    ) -> None:
         self.redis = redis
         self.max_sessions = max_sessions_per_principal
+        self.max_list_scan = max_list_scan
+        """Sessions one `list` call reads (settings.max_list_scan)."""
         self._transition = redis.register_script(_TRANSITION)
         self.lean = lean if lean is not None else LeanPool(redis)
         self._get_recorded = LeanScript(redis, self.lean, _GET_RECORDED)
@@ -280,8 +291,15 @@ class SessionStore:
         # Everything under sp:session:{id}: goes too: its state, snapshots (and their state), indexes.
         keys = [session_key(session_id), timeline.timeline_key(session_id), f"sp:session:{session_id}:jobs"]
         keys += [k.decode() for k in self.redis.scan_iter(f"sp:session:{session_id}:*", count=1000)]
+        snapshots = [key for key in keys if _SNAPSHOT_KEY.fullmatch(key)]
+        reads = self.redis.pipeline(transaction=False)
+        for key in snapshots:
+            reads.hget(key, "bytes")
+        snapshot_bytes = sum(int(size or 0) for size in reads.execute())
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(*keys)
+        if snapshot_bytes:
+            pipe.decrby(snapshot_bytes_key(session.principal), snapshot_bytes)
         pipe.zrem(principal_sessions_key(session.principal), session_id)
         pipe.zrem(f"sp:principal:{session.principal}:saved", session_id)
         timeline.emit_event(pipe, "session.deleted", session_id, caller.job_id)
@@ -330,6 +348,10 @@ class SessionStore:
         return clean
 
     def list(self, caller: Caller, request: sessions_pb2.ListSessionsRequest) -> sessions_pb2.ListSessionsResponse:
+        """A page of the caller's sessions that match the filters. Sorted by `updated_at` (the
+        default), it walks the principal's index in that order from the cursor, reading at most
+        `max_list_scan` sessions: a page may end short, with a `next_cursor` to go on from. Other
+        sorts need every session, so they are refused past `max_list_scan` sessions."""
         limit = request.page.limit or DEFAULT_PAGE
         if limit > MAX_PAGE:
             raise InvalidArgument(f"page.limit {limit} is above the maximum {MAX_PAGE}")
@@ -341,38 +363,93 @@ class SessionStore:
             raise InvalidArgument(f"sort must be one of {', '.join(SORT_FIELDS)} (prefix '-' for descending)")
         if request.parent_session_id:
             check_uuid(request.parent_session_id, "parent_session_id")
-        ids = texts(self.redis.zrevrange(principal_sessions_key(caller.principal), 0, -1))
-        pipe = self.redis.pipeline(transaction=False)
-        for session_id in ids:
-            pipe.hgetall(session_key(session_id))
-        sessions = [_decode(raw) for raw in pipe.execute() if raw]
-        ranges = [
-            (field_name, _epoch(getattr(request, attr), attr), after)
-            for attr, field_name, after in (
-                ("created_after", "created_at", True),
-                ("created_before", "created_at", False),
-                ("updated_after", "updated_at", True),
-                ("updated_before", "updated_at", False),
+        matches = _session_filter(request)
+        if field == "updated_at":
+            return self._list_by_index(caller, matches, offset, limit, descending)
+        count = self._session_count(caller.principal)
+        if count > self.max_list_scan:
+            raise ResourceExhausted(
+                f"sort by {field}: principal {caller.principal!r} has {count} sessions, more than the "
+                f"{self.max_list_scan} one list call reads; sort by updated_at (the default) and page"
             )
-            if request.HasField(attr)  # type: ignore[arg-type]
-        ]
-        wanted_tags = set(request.tags)
-        matched = [
-            s
-            for s in sessions
-            if (not request.state or s.state == request.state)
-            and wanted_tags.issubset(s.tags)
-            and (not request.name or request.name.lower() in s.name.lower())
-            and (not request.parent_session_id or s.parent_session_id == request.parent_session_id)
-            and all(s.metadata.fields.get(k) == v for k, v in request.metadata.fields.items())
-            and all((getattr(s, f) > t) if after else (getattr(s, f) < t) for f, t, after in ranges)
-        ]
+        ids = texts(self.redis.zrevrange(principal_sessions_key(caller.principal), 0, -1))
+        matched = [s for s in self._read_sessions(ids) if matches(s)]
         matched.sort(key=lambda s: getattr(s, field), reverse=descending)
         page = matched[offset : offset + limit]
         response = sessions_pb2.ListSessionsResponse(sessions=page)
         if offset + limit < len(matched):
             response.next_cursor = str(offset + limit)
         return response
+
+    def _read_sessions(self, ids: Sequence[str]) -> Sequence[sessions_pb2.Session]:
+        pipe = self.redis.pipeline(transaction=False)
+        for session_id in ids:
+            pipe.hgetall(session_key(session_id))
+        return [_decode(raw) for raw in pipe.execute() if raw]
+
+    def _list_by_index(
+        self, caller: Caller, matches: Callable[[sessions_pb2.Session], bool], start: int, limit: int, descending: bool
+    ) -> sessions_pb2.ListSessionsResponse:
+        """Walk the principal's index (scored by updated_at) from position `start`; the cursor is the
+        position after the last session read."""
+        key = principal_sessions_key(caller.principal)
+        scan_end = start + self.max_list_scan
+        position = start
+        response = sessions_pb2.ListSessionsResponse()
+        while len(response.sessions) < limit and position < scan_end:
+            chunk = min(max(limit, _LIST_CHUNK), scan_end - position)
+            ranged = self.redis.zrevrange if descending else self.redis.zrange
+            ids = texts(ranged(key, position, position + chunk - 1))
+            if not ids:
+                return response  # the end of the index: no cursor
+            pipe = self.redis.pipeline(transaction=False)
+            for session_id in ids:
+                pipe.hgetall(session_key(session_id))
+            for raw in pipe.execute():
+                position += 1
+                if raw:
+                    session = _decode(raw)
+                    if matches(session):
+                        response.sessions.append(session)
+                        if len(response.sessions) == limit:
+                            break
+            if len(response.sessions) < limit and len(ids) < chunk:
+                return response  # the end of the index: no cursor
+        if self.redis.zcard(key) > position:
+            response.next_cursor = str(position)
+        return response
+
+
+_LIST_CHUNK = 100
+"""Sessions `Session.list` reads per round trip while it filters."""
+
+
+def _session_filter(request: sessions_pb2.ListSessionsRequest) -> Callable[[sessions_pb2.Session], bool]:
+    """The request's filters as one test (its time arguments checked now: INVALID_ARGUMENT)."""
+    ranges = [
+        (field_name, _epoch(getattr(request, attr), attr), after)
+        for attr, field_name, after in (
+            ("created_after", "created_at", True),
+            ("created_before", "created_at", False),
+            ("updated_after", "updated_at", True),
+            ("updated_before", "updated_at", False),
+        )
+        if request.HasField(attr)  # type: ignore[arg-type]
+    ]
+    wanted_tags = set(request.tags)
+    name = request.name.lower()
+
+    def matches(s: sessions_pb2.Session) -> bool:
+        return (
+            (not request.state or s.state == request.state)
+            and wanted_tags.issubset(s.tags)
+            and (not name or name in s.name.lower())
+            and (not request.parent_session_id or s.parent_session_id == request.parent_session_id)
+            and all(s.metadata.fields.get(k) == v for k, v in request.metadata.fields.items())
+            and all((getattr(s, f) > t) if after else (getattr(s, f) < t) for f, t, after in ranges)
+        )
+
+    return matches
 
 
 def _epoch(value: common_pb2.Value, what: str) -> float:

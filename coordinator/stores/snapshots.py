@@ -3,6 +3,13 @@
   sp:session:{id}:snapshot:{n}   the Session message as it was, plus the timeline position
   sp:session:{id}:snapshot:{n}:state   a copy of the session's State scope (`state` = 1 in the snapshot)
   sp:principal:{p}:saved         zset: session id -> time of its latest save
+  sp:principal:{p}:snapshot_bytes   the bytes of the principal's snapshots (each snapshot's `bytes`)
+
+Bounds: a session keeps its last `max_per_session` snapshots (a save past it drops the oldest); a
+snapshot (session record + State copy) is at most `max_bytes`; a principal's snapshots at most
+`max_principal_bytes`; a job makes at most `max_saves_per_job` saves; `saveAll` looks at the
+principal's `max_save_all` most recently updated sessions. Each save is checked and written by one
+Lua script.
 
 Everything is durable regardless of `save`: snapshots are points to return to. Loading restores
 name, description, tags, metadata and State values, makes the session active, and never removes
@@ -14,16 +21,55 @@ from __future__ import annotations
 import json
 import time
 
-from scriptpool.errors import InvalidArgument, NotFound
+from scriptpool.errors import InvalidArgument, NotFound, ResourceExhausted
 from scriptpool.v1 import sessions_pb2
 
 from coordinator.auth import Caller
 from coordinator.stores import timeline
-from coordinator.stores.sessions import SessionStore, principal_sessions_key, session_key
+from coordinator.stores.sessions import (
+    SessionStore,
+    principal_sessions_key,
+    session_key,
+    snapshot_bytes_key,
+)
 from coordinator.stores.state import session_state_key
-from workers.job_records import text, texts
+from workers.job_records import job_key, text, texts
 
 MAX_RESTORE = 100
+SAVES_FIELD = "saves"
+"""Field of a job's record counting its snapshots (`Session.save`, and each session saveAll saved)."""
+
+# KEYS: 1 the session, 2 its State scope, 3 the principal's saved zset, 4 its snapshot bytes,
+# 5 the calling job's record (or any key when ARGV[10] is ''). ARGV: 1 principal, 2 the Session
+# message, 3 timeline position, 4 now, 5 snapshots kept per session, 6 max bytes per snapshot,
+# 7 max bytes per principal, 8 max saves per job, 9 session id, 10 '1' when a job saves.
+_SAVE = f"""
+if redis.call('HGET', KEYS[1], 'principal') ~= ARGV[1] then return {{'missing'}} end
+local bytes = #ARGV[2] + tonumber(redis.call('HGET', KEYS[2], '') or '0')
+if bytes > tonumber(ARGV[6]) then return {{'too_big', bytes}} end
+local prefix = 'sp:session:' .. ARGV[9] .. ':snapshot:'
+local n = tonumber(redis.call('HGET', KEYS[1], 'snapshots') or '0') + 1
+local old = n - tonumber(ARGV[5])
+local old_bytes = 0
+if old >= 1 then old_bytes = tonumber(redis.call('HGET', prefix .. old, 'bytes') or '0') end
+local held = tonumber(redis.call('GET', KEYS[4]) or '0')
+if held + bytes - old_bytes > tonumber(ARGV[7]) then return {{'principal_full', held, bytes}} end
+if ARGV[10] == '1' then
+  local saves = tonumber(redis.call('HGET', KEYS[5], '{SAVES_FIELD}') or '0')
+  if saves >= tonumber(ARGV[8]) then return {{'job_saves', saves}} end
+  redis.call('HINCRBY', KEYS[5], '{SAVES_FIELD}', 1)
+end
+redis.call('HSET', KEYS[1], 'snapshots', n)
+redis.call('HSET', prefix .. n, 'session', ARGV[2], 'timeline_position', ARGV[3], 'saved_at', ARGV[4],
+  'state', '1', 'bytes', bytes)
+redis.call('COPY', KEYS[2], prefix .. n .. ':state', 'REPLACE')
+redis.call('INCRBY', KEYS[4], bytes)
+if old >= 1 and redis.call('DEL', prefix .. old, prefix .. old .. ':state') > 0 then
+  redis.call('DECRBY', KEYS[4], old_bytes)
+end
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[9])
+return {{'ok', n}}
+"""
 
 
 def snapshot_key(session_id: str, number: int) -> str:
@@ -39,29 +85,70 @@ def saved_key(principal: str) -> str:
 
 
 class SnapshotStore:
-    def __init__(self, sessions: SessionStore) -> None:
+    def __init__(
+        self,
+        sessions: SessionStore,
+        *,
+        max_per_session: int = 20,
+        max_bytes: int = 17 * 1024 * 1024,
+        max_principal_bytes: int = 1024**3,
+        max_saves_per_job: int = 100,
+        max_save_all: int = 100,
+    ) -> None:
         self.sessions = sessions
         self.redis = sessions.redis
+        self.max_per_session = max_per_session
+        self.max_bytes = max_bytes
+        self.max_principal_bytes = max_principal_bytes
+        self.max_saves_per_job = max_saves_per_job
+        self.max_save_all = max_save_all
+        self._save = self.redis.register_script(_SAVE)
 
     def save(self, caller: Caller, session_id: str) -> int:
         session = self.sessions.get(caller, session_id)
-        number = int(self.redis.hincrby(session_key(session_id), "snapshots", 1))
         last = self.redis.xrevrange(timeline.timeline_key(session_id), count=1)
         position = text(last[0][0]) if last else ""
         now = time.time()
+        keys = [
+            session_key(session_id),
+            session_state_key(session_id),
+            saved_key(caller.principal),
+            snapshot_bytes_key(caller.principal),
+            job_key(caller.job_id) if caller.is_job else session_key(session_id),
+        ]
+        args: list[str | bytes | int] = [
+            caller.principal, session.SerializeToString(), position, repr(now), self.max_per_session,
+            self.max_bytes, self.max_principal_bytes, self.max_saves_per_job, session_id,
+            "1" if caller.is_job else "",
+        ]  # fmt: skip
+        number = self._saved_number(session_id, caller, self._save(keys=keys, args=args))
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(
-            snapshot_key(session_id, number),
-            mapping={"session": session.SerializeToString(), "timeline_position": position, "saved_at": repr(now),
-                     "state": "1"},
-        )  # fmt: skip
-        pipe.copy(session_state_key(session_id), snapshot_state_key(session_id, number), replace=True)
-        pipe.zadd(saved_key(caller.principal), {session_id: now})
         timeline.append(pipe, session_id, "session.saved", f"snapshot {number}", job_id=caller.job_id,
                         data={"snapshot": number})  # fmt: skip
         timeline.emit_event(pipe, "session.saved", session_id, caller.job_id, {"snapshot": number})
         pipe.execute()
         return number
+
+    def _saved_number(self, session_id: str, caller: Caller, reply: list[bytes | int]) -> int:
+        """The new snapshot's number from the save script's reply, or the error it stands for."""
+        verdict = text(reply[0])
+        if verdict == "ok":
+            return int(reply[1])
+        if verdict == "missing":
+            raise NotFound(f"session {session_id} not found")
+        if verdict == "too_big":
+            raise ResourceExhausted(
+                f"session {session_id}: a snapshot would be {int(reply[1])} bytes (session and State), above the "
+                f"maximum of {self.max_bytes}; remove State values first"
+            )
+        if verdict == "principal_full":
+            raise ResourceExhausted(
+                f"principal {caller.principal!r} holds {int(reply[1])} bytes of snapshots; this one "
+                f"({int(reply[2])} bytes) would pass the maximum of {self.max_principal_bytes}; delete sessions first"
+            )
+        raise ResourceExhausted(
+            f"this job already saved {int(reply[1])} snapshots, the most one job may ({self.max_saves_per_job})"
+        )
 
     def load(self, caller: Caller, session_id: str, number: int = 0) -> sessions_pb2.Session:
         self.sessions.get(caller, session_id)
@@ -72,7 +159,9 @@ class SnapshotStore:
                 raise NotFound(f"session {session_id} has no saved snapshot; call save first")
         raw, has_state = self.redis.hmget(snapshot_key(session_id, number), "session", "state")
         if raw is None:
-            raise NotFound(f"session {session_id} has no snapshot {number}")
+            raise NotFound(
+                f"session {session_id} has no snapshot {number} (a session keeps its last {self.max_per_session})"
+            )
         saved = sessions_pb2.Session.FromString(raw)  # type: ignore[arg-type]
         now = time.time()
         pipe = self.redis.pipeline(transaction=True)
@@ -98,10 +187,13 @@ class SnapshotStore:
         return self.sessions.get(caller, session_id)
 
     def save_all(self, caller: Caller) -> dict[str, int]:
-        ids = texts(self.redis.zrevrange(principal_sessions_key(caller.principal), 0, -1))
-        saved: dict[str, int] = {}
+        """Snapshot every active session among the caller's `max_save_all` most recently updated."""
+        ids = texts(self.redis.zrevrange(principal_sessions_key(caller.principal), 0, self.max_save_all - 1))
+        pipe = self.redis.pipeline(transaction=False)
         for session_id in ids:
-            state = self.redis.hget(session_key(session_id), "state")
+            pipe.hget(session_key(session_id), "state")
+        saved: dict[str, int] = {}
+        for session_id, state in zip(ids, pipe.execute(), strict=True):
             if state == b"active":
                 saved[session_id] = self.save(caller, session_id)
         return saved
