@@ -99,7 +99,13 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
     redis.ping()
     auth = Authenticator(redis)
     lean = LeanPool(redis)
-    sessions = SessionStore(redis, settings.max_sessions_per_principal, lean=lean, max_list_scan=settings.max_list_scan)
+    sessions = SessionStore(
+        redis,
+        settings.max_sessions_per_principal,
+        lean=lean,
+        max_list_scan=settings.max_list_scan,
+        max_timeline_scan=settings.max_timeline_scan,
+    )
     jobs = JobStore(
         redis,
         sessions,

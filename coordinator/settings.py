@@ -71,6 +71,9 @@ class Settings:
     """Sessions one `Session.saveAll` looks at: the principal's most recently updated ones."""
     max_list_scan: int = 10_000
     """Sessions one `Session.list` call reads; past it the page ends early with a `next_cursor`."""
+    max_timeline_scan: int = 10_000
+    """Timeline entries one `Session.getTimeline` call reads while filtering by type; past it the
+    page ends early with a `next_after`."""
     queue_ttl_seconds: int = 24 * 3600
     """How long a job may wait in the queue before its credential expires."""
     result_ttl_seconds: int = 7 * 24 * 3600

@@ -140,7 +140,7 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
     @recorded("Session.getTimeline")
     def GetTimeline(self, caller: Caller, request: sessions_pb2.GetTimelineRequest) -> sessions_pb2.Timeline:
         self.sessions.get(caller, request.session_id)
-        return timeline.read(self.sessions.redis, request.session_id, request)
+        return timeline.read(self.sessions.redis, request.session_id, request, self.sessions.max_timeline_scan)
 
     @recorded("Session.getReplayMetadata")
     def GetReplayMetadata(self, caller: Caller, request: sessions_pb2.SessionRef) -> sessions_pb2.ReplayMetadata:

@@ -160,12 +160,19 @@ def _build(principal: str, name: str, description: str, tags: list[str], metadat
 
 class SessionStore:
     def __init__(
-        self, redis: Redis, max_sessions_per_principal: int, lean: LeanPool | None = None, max_list_scan: int = 10_000
+        self,
+        redis: Redis,
+        max_sessions_per_principal: int,
+        lean: LeanPool | None = None,
+        max_list_scan: int = 10_000,
+        max_timeline_scan: int = 10_000,
     ) -> None:
         self.redis = redis
         self.max_sessions = max_sessions_per_principal
         self.max_list_scan = max_list_scan
         """Sessions one `list` call reads (settings.max_list_scan)."""
+        self.max_timeline_scan = max_timeline_scan
+        """Timeline entries one `getTimeline` call reads (settings.max_timeline_scan)."""
         self._transition = redis.register_script(_TRANSITION)
         self.lean = lean if lean is not None else LeanPool(redis)
         self._get_recorded = LeanScript(redis, self.lean, _GET_RECORDED)

@@ -112,30 +112,38 @@ def emit_event(
     target.xadd(EVENTS_KEY, fields, maxlen=EVENTS_MAX)  # type: ignore[arg-type]
 
 
-def read(redis: Redis, session_id: str, request: sessions_pb2.GetTimelineRequest) -> sessions_pb2.Timeline:
+def read(
+    redis: Redis, session_id: str, request: sessions_pb2.GetTimelineRequest, max_scan: int = 10_000
+) -> sessions_pb2.Timeline:
+    """A page of the timeline after `request.after`. Filtering by type may skip entries: it reads in
+    batches until the page is full, the stream ends, or `max_scan` entries were read; then
+    `next_after` is where to go on from (also when the page ended short at `max_scan`)."""
     limit = request.limit or DEFAULT_PAGE
     if limit > MAX_PAGE:
         raise InvalidArgument(f"limit {limit} is above the maximum {MAX_PAGE}")
     start = f"({request.after}" if request.after else "-"
     wanted = set(request.types)
     timeline = sessions_pb2.Timeline()
-    # Filtering by type may skip entries: read in batches until the page is full or the stream ends.
-    while len(timeline.entries) < limit:
+    scanned = 0
+    last_read = ""
+    ended = False
+    while len(timeline.entries) < limit and scanned < max_scan:
+        count = min(limit, max_scan - scanned)
         try:
-            batch = redis.xrange(timeline_key(session_id), min=start, max="+", count=limit)
+            batch = redis.xrange(timeline_key(session_id), min=start, max="+", count=count) or []
         except Exception as exc:  # a malformed `after` id
             raise InvalidArgument(f"after: {request.after!r} is not a timeline entry id") from exc
-        if not batch:
-            break
         for entry_id, raw in batch:
-            start = f"({text(entry_id)}"
+            scanned += 1
+            last_read = text(entry_id)
+            start = f"({last_read}"
             fields = hash_fields(raw)
             kind = fields["type"].decode()
             if wanted and kind not in wanted:
                 continue
             timeline.entries.append(
                 sessions_pb2.TimelineEntry(
-                    id=text(entry_id),
+                    id=last_read,
                     timestamp=float(fields["ts"]),
                     type=kind,
                     description=fields["description"].decode(),
@@ -145,8 +153,11 @@ def read(redis: Redis, session_id: str, request: sessions_pb2.GetTimelineRequest
             )
             if len(timeline.entries) == limit:
                 break
-        if len(batch) < limit:
+        if len(batch) < count:
+            ended = True
             break
     if len(timeline.entries) == limit:
         timeline.next_after = timeline.entries[-1].id
+    elif not ended and last_read:
+        timeline.next_after = last_read  # stopped at max_scan: the caller goes on from here
     return timeline

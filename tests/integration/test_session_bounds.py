@@ -14,6 +14,7 @@ from scriptpool.v1 import common_pb2, sessions_pb2, state_pb2
 
 from coordinator.auth import Caller
 from coordinator.client import ScriptpoolClient
+from coordinator.stores import timeline
 from coordinator.stores.sessions import SessionStore, snapshot_bytes_key
 from coordinator.stores.snapshots import SnapshotStore
 from coordinator.stores.state import StateStore
@@ -159,3 +160,20 @@ def test_a_scripts_saves_stop_at_max_saves_per_job(client: ScriptpoolClient, red
     assert outcome(job).value == "ok" and result_of(job) == [101, "RESOURCE_EXHAUSTED"]
     assert redis_client.hget(f"sp:session:{session_id}", "snapshots") == b"100"
     assert len(_snapshot_numbers(redis_client, session_id)) == 20  # the last max_snapshots_per_session
+
+
+def test_get_timeline_reads_at_most_max_scan_entries_per_call(redis_client: Redis, stores: Stores) -> None:
+    sessions, _ = stores()
+    caller = _caller()
+    session_id = sessions.create(caller, S.CreateSessionRequest(name="timeline")).id  # 1 entry
+    for i in range(4):
+        sessions.set_tags(caller, session_id, [f"t{i}"])  # 4 more, none of the wanted type
+    sessions.transition(caller, session_id, "suspend")  # the 6th: the one wanted
+    wanted = S.GetTimelineRequest(session_id=session_id, types=["session.state_changed"])
+    short = timeline.read(redis_client, session_id, wanted, max_scan=5)
+    assert list(short.entries) == [] and short.next_after
+    wanted.after = short.next_after
+    rest = timeline.read(redis_client, session_id, wanted, max_scan=5)
+    assert [e.type for e in rest.entries] == ["session.state_changed"] and rest.next_after == ""
+    whole = timeline.read(redis_client, session_id, S.GetTimelineRequest(session_id=session_id, types=wanted.types), 7)
+    assert len(whole.entries) == 1 and whole.next_after == ""
