@@ -201,17 +201,29 @@ class ArtifactStore:
         check_uuid(artifact_id, "artifact id")
         stored_session, owner = self.redis.hmget(artifact_key(artifact_id), "session_id", "owner")
         if not isinstance(owner, bytes) or stored_session != session_id.encode():
-            raise NotFound(f"artifact {artifact_id} not found in session {session_id}")
+            raise _artifact_not_found(session_id, artifact_id)
         return owner.decode()
+
+    def _level_or_not_found(self, caller: Caller, session_id: str, artifact_id: str) -> tuple[str, int]:
+        """(owner, the caller's level) of an artifact the caller may at least read.
+
+        A caller with no permission at all gets the answer an artifact that does not exist gets, and
+        nothing is written to the owner's audit log: a stranger cannot learn that the artifact exists,
+        nor fill its owner's log (its own job's timeline records the call).
+        """
+        owner = self._owner_of(session_id, artifact_id)
+        level = self.access.level(artifact_id, owner, caller.principal)
+        if level == 0:
+            raise _artifact_not_found(session_id, artifact_id)
+        return owner, level
 
     def authorize(self, caller: Caller, session_id: str, artifact_id: str, action: str, need: int) -> str:
         """Check `caller` may do `action` (needs level `need`) and audit the answer. Returns the owner."""
-        owner_name = self._owner_of(session_id, artifact_id)
-        level = self.access.level(artifact_id, owner_name, caller.principal)
+        owner_name, level = self._level_or_not_found(caller, session_id, artifact_id)
         allowed = level >= need
-        reason = "owner" if caller.principal == owner_name else (f"granted {LEVELS[level - 1]}" if level else "")
+        reason = "owner" if caller.principal == owner_name else f"granted {LEVELS[level - 1]}"
         if not allowed:
-            reason = f"needs {LEVELS[need - 1]}; has {LEVELS[level - 1] if level else 'no permission'}"
+            reason = f"needs {LEVELS[need - 1]}; has {LEVELS[level - 1]}"
         self.access.audit(self.redis, artifact_id, caller, action, allowed, reason)
         if not allowed:
             raise PermissionDenied(f"{caller.principal} may not {action} artifact {artifact_id}: {reason}")
@@ -319,12 +331,20 @@ class ArtifactStore:
 
     def list(self, caller: Caller, session_id: str, page: common_pb2.PageRequest) -> artifacts_pb2.ArtifactList:
         owner, _ = self._session(session_id)
-        only = (
-            None
-            if owner == caller.principal
-            else set(texts(list(self.redis.smembers(principal_grants_key(caller.principal)))))
-        )
+        only = None if owner == caller.principal else self._granted_in(caller, session_id)
         return self.index.page_of_session(session_id, page, only)
+
+    def _granted_in(self, caller: Caller, session_id: str) -> set[str]:
+        """The ids of another principal's session that were granted to the caller. None granted: the
+        session is NOT_FOUND, exactly as one that does not exist (its existence is not confirmed)."""
+        granted = texts(list(self.redis.smembers(principal_grants_key(caller.principal))))
+        pipe = self.redis.pipeline(transaction=False)
+        for artifact_id in granted:
+            pipe.zscore(session_index(session_id), artifact_id)
+        ids = {i for i, score in zip(granted, pipe.execute() if granted else [], strict=True) if score is not None}
+        if not ids:
+            raise NotFound(f"session {session_id} not found")
+        return ids
 
     def query(self, caller: Caller, q: artifacts_pb2.ArtifactQuery, text: str = "") -> artifacts_pb2.ArtifactList:
         words = words_of(text)
@@ -332,15 +352,14 @@ class ArtifactStore:
             raise InvalidArgument("search text has no words to look for (2-64 letters or digits each)")
         if q.type:
             _check_type(q.type)
-        granted = set(texts(list(self.redis.smembers(principal_grants_key(caller.principal)))))
         if q.session_id:
             owner, _ = self._session(q.session_id)
             if owner == caller.principal:
                 scope = Scope([q.session_id], set())
             else:
-                ids = set(texts(self.redis.zrange(session_index(q.session_id), 0, -1))) & granted
-                scope = Scope([], ids)
+                scope = Scope([], self._granted_in(caller, q.session_id))
         else:
+            granted = set(texts(list(self.redis.smembers(principal_grants_key(caller.principal)))))
             mine = texts(self.redis.zrange(principal_sessions_key(caller.principal), 0, -1))
             scope = Scope(mine, granted)
         return self.index.query(scope, q, words)
@@ -364,16 +383,12 @@ class ArtifactStore:
         return self.access.permissions(key.artifact_id, owner)
 
     def check_access(self, caller: Caller, request: artifacts_pb2.CheckAccessRequest) -> bool:
-        """Anyone may ask about themselves; asking about another user needs read. One audit entry."""
+        """Anyone with access may ask about themselves and about other users (read is the lowest level).
+        A caller with no access gets NOT_FOUND, as for an artifact that does not exist. One audit entry."""
         need = parse_level(request.permission)
         user = check_principal(request.user or caller.principal)
-        owner = self._owner_of(request.session_id, request.artifact_id)
+        owner, _ = self._level_or_not_found(caller, request.session_id, request.artifact_id)
         asked = f"asked whether {user} has {request.permission}"
-        if user != caller.principal and self.access.level(request.artifact_id, owner, caller.principal) < READ:
-            self.access.audit(self.redis, request.artifact_id, caller, "checkAccess", False, f"{asked}; needs read")
-            raise PermissionDenied(
-                f"{caller.principal} may not ask about other users of artifact {request.artifact_id}"
-            )
         allowed = self.access.level(request.artifact_id, owner, user) >= need
         self.access.audit(self.redis, request.artifact_id, caller, "checkAccess", True, f"{asked}: {allowed}")
         return allowed
@@ -385,6 +400,10 @@ class ArtifactStore:
 
 def _text(raw: object) -> str:
     return raw.decode() if isinstance(raw, bytes) else ""
+
+
+def _artifact_not_found(session_id: str, artifact_id: str) -> NotFound:
+    return NotFound(f"artifact {artifact_id} not found in session {session_id}")
 
 
 def _require_active(session_id: str, state: str, action: str) -> None:
