@@ -115,6 +115,9 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
         max_artifact_bytes=settings.max_artifact_bytes,
         max_session_bytes=settings.max_session_artifact_bytes,
         max_principal_bytes=settings.max_principal_artifact_bytes,
+        max_versions=settings.max_artifact_versions,
+        max_session_artifacts=settings.max_session_artifacts,
+        max_principal_artifacts=settings.max_principal_artifacts,
     )
     sessions.delete_hooks.append(artifacts.delete_session_artifacts)
     snapshots = SnapshotStore(sessions)

@@ -63,10 +63,20 @@ class Settings:
     """Artifact content one session may hold, all versions counted."""
     max_principal_artifact_bytes: int = 100 * 1024**3
     """Artifact content one principal may hold across its sessions, all versions counted."""
+    max_artifact_versions: int = 1000
+    """Versions one artifact may have; storing one more is RESOURCE_EXHAUSTED (history is never
+    dropped silently). Every version is also charged, metadata included, against the byte quotas."""
+    max_session_artifacts: int = 100_000
+    """Artifacts one session may hold (each costs records and index entries besides its bytes)."""
+    max_principal_artifacts: int = 1_000_000
+    """Artifacts one principal may hold across all its sessions."""
 
     def __post_init__(self) -> None:
         if self.max_batch_jobs < 1:
             raise InvalidArgument(f"max_batch_jobs must be at least 1 (got {self.max_batch_jobs})")
+        for name in ("max_artifact_versions", "max_session_artifacts", "max_principal_artifacts"):
+            if getattr(self, name) < 1:
+                raise InvalidArgument(f"{name} must be at least 1 (got {getattr(self, name)})")
 
     @classmethod
     def from_env(cls) -> Settings:
