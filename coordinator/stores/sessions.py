@@ -281,10 +281,10 @@ class SessionStore:
         keys = [session_key(session_id), timeline.timeline_key(session_id), f"sp:session:{session_id}:jobs"]
         keys += [k.decode() for k in self.redis.scan_iter(f"sp:session:{session_id}:*", count=1000)]
         pipe = self.redis.pipeline(transaction=True)
+        timeline.emit_event(pipe, "session.deleted", session_id, caller.job_id)  # first: it finds the owner
         pipe.delete(*keys)
         pipe.zrem(principal_sessions_key(session.principal), session_id)
         pipe.zrem(f"sp:principal:{session.principal}:saved", session_id)
-        timeline.emit_event(pipe, "session.deleted", session_id, caller.job_id)
         pipe.execute()
 
     def update_metadata(self, caller: Caller, session_id: str, updates: common_pb2.ValueMap) -> common_pb2.ValueMap:
