@@ -48,6 +48,7 @@ from coordinator.stores.state import StateStore
 from coordinator.sweeper import LeaseSweeper
 from coordinator.waiters import JobWaiters
 from workers import rq_dates, rq_serializers
+from workers.event_streams import EVENT_RETENTION_KEY
 from workers.lean_redis import LeanPool
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,9 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
         max_artifact_bytes=settings.max_artifact_bytes,
         max_session_bytes=settings.max_session_artifact_bytes,
         max_principal_bytes=settings.max_principal_artifact_bytes,
+        max_versions=settings.max_artifact_versions,
+        max_session_artifacts=settings.max_session_artifacts,
+        max_principal_artifacts=settings.max_principal_artifacts,
     )
     sessions.delete_hooks.append(artifacts.delete_session_artifacts)
     snapshots = SnapshotStore(
@@ -151,7 +155,12 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
     sessions_pb2_grpc.add_SessionServiceServicer_to_server(session_servicer, server)
     artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server(artifact_servicer, server)
     state_pb2_grpc.add_StateServiceServicer_to_server(state_servicer, server)
-    event_store = EventStore(redis)
+    redis.set(EVENT_RETENTION_KEY, settings.max_events_per_principal)  # read by every event writer
+    event_store = EventStore(
+        redis,
+        max_subscriptions_per_principal=settings.max_subscriptions_per_principal,
+        max_subscriptions_per_job=settings.max_subscriptions_per_job,
+    )
     event_servicer = EventServicer(auth, event_store, settings.max_wait_seconds, settings.max_event_streams)
     events_pb2_grpc.add_HookServiceServicer_to_server(
         HookServicer(auth, event_store, settings.max_wait_seconds), server

@@ -9,6 +9,7 @@ from pathlib import Path
 from scriptpool.errors import InvalidArgument
 
 from sandbox.limits import LimitPolicy
+from workers.event_streams import DEFAULT_EVENT_RETENTION
 from workers.settings import DEFAULT_COORDINATOR, DEFAULT_QUEUE
 
 DEFAULT_LISTEN = DEFAULT_COORDINATOR
@@ -84,10 +85,33 @@ class Settings:
     """Artifact content one session may hold, all versions counted."""
     max_principal_artifact_bytes: int = 100 * 1024**3
     """Artifact content one principal may hold across its sessions, all versions counted."""
+    max_events_per_principal: int = DEFAULT_EVENT_RETENTION
+    """Events each principal's stream keeps (about: trimmed in Redis' stream nodes, so up to ~100 more);
+    older ones are dropped from that principal's stream only. At most this many times 64 KiB of event
+    data per principal. Written to Redis at start for every writer (workers/event_streams.py): the
+    coordinators of one Redis should agree on it."""
+    max_subscriptions_per_principal: int = 1000
+    """Live event subscriptions (and client hooks) one principal may hold; past it, RESOURCE_EXHAUSTED.
+    Unused ones expire an hour after their last receive."""
+    max_subscriptions_per_job: int = 100
+    """Live event subscriptions one job may make; past it, RESOURCE_EXHAUSTED."""
+    max_artifact_versions: int = 1000
+    """Versions one artifact may have; storing one more is RESOURCE_EXHAUSTED (history is never
+    dropped silently). Every version is also charged, metadata included, against the byte quotas."""
+    max_session_artifacts: int = 100_000
+    """Artifacts one session may hold (each costs records and index entries besides its bytes)."""
+    max_principal_artifacts: int = 1_000_000
+    """Artifacts one principal may hold across all its sessions."""
 
     def __post_init__(self) -> None:
         if self.max_batch_jobs < 1:
             raise InvalidArgument(f"max_batch_jobs must be at least 1 (got {self.max_batch_jobs})")
+        for name in (
+            "max_artifact_versions", "max_session_artifacts", "max_principal_artifacts",
+            "max_events_per_principal", "max_subscriptions_per_principal", "max_subscriptions_per_job",
+        ):  # fmt: skip
+            if getattr(self, name) < 1:
+                raise InvalidArgument(f"{name} must be at least 1 (got {getattr(self, name)})")
 
     @classmethod
     def from_env(cls) -> Settings:

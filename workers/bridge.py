@@ -89,11 +89,12 @@ class CoordinatorBridge:
         self.current_session = session_id
 
     def charge_artifact_bytes(self, size: int, op: str) -> None:
-        """The job's `artifact_bytes` limit: content bytes it may write in total, checked before sending."""
+        """The job's `artifact_bytes` limit: bytes (content and metadata) it may write in total, checked
+        before sending."""
         if self.artifact_bytes_limit is not None and self.artifact_bytes_written + size > self.artifact_bytes_limit:
             raise ResourceExhausted(
-                f"{op}: this job may write {self.artifact_bytes_limit} bytes of artifact content in total "
-                f"({self.artifact_bytes_written} written, {size} more asked)"
+                f"{op}: this job may write {self.artifact_bytes_limit} bytes of artifacts (content and metadata) "
+                f"in total ({self.artifact_bytes_written} written, {size} more asked)"
             )
         self.artifact_bytes_written += size
 

@@ -114,7 +114,9 @@ def _ref(ref: A.ArtifactRef) -> PlainValue:
 
 
 def _send(bridge: CoordinatorBridge, header: A.StoreArtifactChunk, content: bytes) -> PlainValue:
-    bridge.charge_artifact_bytes(len(content), "Artifact.update" if header.artifact_id else "Artifact.store")
+    # The job's artifact_bytes limit counts what the version stores: content and metadata alike.
+    written = len(content) + header.ByteSize()
+    bridge.charge_artifact_bytes(written, "Artifact.update" if header.artifact_id else "Artifact.store")
 
     def messages() -> Iterator[A.StoreArtifactChunk]:
         header.content = content[:CHUNK_BYTES]

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from redis import Redis
 
+from workers.event_streams import LUA_APPEND_EVENT
 from workers.lean_redis import Arg, LeanPool, LeanScript, Reply
 
 PREFIX = "sp:"
@@ -70,17 +71,20 @@ def session_jobs_key(session_id: str) -> str:
     return f"{PREFIX}session:{session_id}:jobs"
 
 
-# Appends a job lifecycle entry to the job's session timeline and to the event stream.
-_LOG_JOB = """
+# Appends a job lifecycle entry to the job's session timeline and to its owner's event stream.
+_LOG_JOB = (
+    LUA_APPEND_EVENT
+    + """
 local function log_job(job_key, kind, description, job_id, now)
   local sid = redis.call('HGET', job_key, 'session_id')
   if not sid then return end
   redis.call('XADD', 'sp:session:' .. sid .. ':timeline', 'MAXLEN', '~', '100000', '*',
     'type', kind, 'description', description, 'job_id', job_id, 'ts', now, 'data', '')
-  redis.call('XADD', 'sp:events', 'MAXLEN', '~', '100000', '*',
-    'type', kind, 'description', description, 'job_id', job_id, 'ts', now, 'data', '', 'session_id', sid)
+  append_event('', sid,
+    {'type', kind, 'description', description, 'job_id', job_id, 'ts', now, 'data', '', 'session_id', sid})
 end
 """
+)
 
 _START = (
     _LOG_JOB

@@ -1,7 +1,14 @@
 """Artifacts: versioned, content-addressed, permissioned and audited. Keys: artifact_index.py,
 artifact_blobs.py and artifact_access.py; plus the storage counters
-  sp:session:{sid}:artifact-bytes   string  content bytes of all versions in the session
+  sp:session:{sid}:artifact-bytes   string  bytes charged for all versions in the session
   sp:principal:{p}:artifact-bytes   string  the same across the principal's sessions
+  sp:principal:{p}:artifact-count   string  artifacts the principal holds across its sessions
+
+Each version is charged its content bytes plus what its records cost: its metadata (name,
+description, tags, custom, type), its word-index entries and a fixed RECORD_BYTES per version
+(`charged` in the version's hash; DELETE releases exactly that). So metadata-only versions, and
+many tiny artifacts, count against the quotas like content does. Versions per artifact, artifacts
+per session and artifacts per principal are capped too (Settings).
 
 A store streams content into upload chunks, then one Lua script (COMMIT) checks the session and the
 quotas, moves the chunks to the blob (or adds a reference to an existing one), and writes the
@@ -51,6 +58,12 @@ from coordinator.stores.sessions import principal_sessions_key, session_key
 from coordinator.stores.validation import MAX_DESCRIPTION, MAX_NAME, check_metadata, check_tags, check_text, check_uuid
 from workers.job_records import hash_fields, texts
 
+RECORD_BYTES = 512
+"""What one version's records cost beyond its metadata's own bytes (hash fields, index entries):
+charged to the quotas with each version, so even empty versions are not free."""
+INDEX_ENTRY_BYTES = 64
+"""Charged per word-index and tag-index entry a version writes, on top of the word's bytes."""
+
 TYPE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/+-]{0,63}$")
 
 _COMMIT = """
@@ -65,7 +78,17 @@ if id ~= '' then
 else
   id = redis.call('HGET', sess .. ':artifact-names', h.name) or h.new_id
 end
-local size = tonumber(h.size)
+local akey = 'sp:artifact:' .. id
+local latest = tonumber(redis.call('HGET', akey, 'latest') or '0')
+if latest >= tonumber(h.max_versions) then return {'versions', tostring(latest)} end
+local owner_count = 'sp:principal:' .. h.owner .. ':artifact-count'
+if latest == 0 then
+  local held = redis.call('ZCARD', sess .. ':artifacts')
+  if held >= tonumber(h.max_session_artifacts) then return {'session_artifacts', tostring(held)} end
+  held = tonumber(redis.call('GET', owner_count) or '0')
+  if held >= tonumber(h.max_principal_artifacts) then return {'principal_artifacts', tostring(held)} end
+end
+local size = tonumber(h.charged)
 local used = tonumber(redis.call('GET', sess .. ':artifact-bytes') or '0')
 if used + size > tonumber(h.max_session) then return {'session_quota', tostring(used)} end
 local owner_bytes = 'sp:principal:' .. h.owner .. ':artifact-bytes'
@@ -86,10 +109,10 @@ else
   end
   redis.call('HSET', blob, 'size', h.size, 'chunks', h.chunks, 'refs', 1)
 end
-local akey = 'sp:artifact:' .. id
 local index = sess .. ':artifacts'
 local version = redis.call('HINCRBY', akey, 'latest', 1)
 if version == 1 then
+  redis.call('INCR', owner_count)
   redis.call('HSET', akey, 'id', id, 'session_id', h.session_id, 'owner', h.owner, 'name', h.name,
              'created_at', h.now)
   redis.call('HSET', sess .. ':artifact-names', h.name, id)
@@ -106,7 +129,8 @@ else
 end
 redis.call('HSET', akey, 'type', h.type, 'tags', h.tags, 'updated_at', h.now, 'size', h.size)
 redis.call('HSET', akey .. ':v:' .. version, 'type', h.type, 'name', h.name, 'description', h.description,
-           'tags', h.tags, 'custom', ARGV[2], 'sha', h.sha, 'size', h.size, 'created_at', h.now)
+           'tags', h.tags, 'custom', ARGV[2], 'sha', h.sha, 'size', h.size, 'created_at', h.now,
+           'charged', h.charged)
 redis.call('ZADD', index, h.now, id)
 redis.call('ZADD', index .. ':size', h.size, id)
 redis.call('SADD', index .. ':type:' .. h.type, id)
@@ -115,8 +139,8 @@ for _, w in ipairs(h.words) do
   redis.call('SADD', index .. ':word:' .. w, id)
   redis.call('SADD', akey .. ':words', w)
 end
-redis.call('INCRBY', sess .. ':artifact-bytes', h.size)
-redis.call('INCRBY', owner_bytes, h.size)
+redis.call('INCRBY', sess .. ':artifact-bytes', h.charged)
+redis.call('INCRBY', owner_bytes, h.charged)
 return {'ok', id, version}
 """
 
@@ -133,7 +157,7 @@ for v = 1, tonumber(redis.call('HGET', akey, 'latest') or '0') do
   local vk = akey .. ':v:' .. v
   local sha = redis.call('HGET', vk, 'sha')
   if sha then
-    freed = freed + tonumber(redis.call('HGET', vk, 'size'))
+    freed = freed + tonumber(redis.call('HGET', vk, 'charged') or redis.call('HGET', vk, 'size'))
     local blob = 'sp:blob:' .. sha
     if redis.call('EXISTS', blob) == 1 and redis.call('HINCRBY', blob, 'refs', -1) <= 0 then
       for i = 0, tonumber(redis.call('HGET', blob, 'chunks')) - 1 do redis.call('UNLINK', blob .. ':' .. i) end
@@ -155,6 +179,7 @@ end
 redis.call('DEL', akey, akey .. ':words', akey .. ':grants', akey .. ':audit')
 redis.call('DECRBY', sess .. ':artifact-bytes', freed)
 redis.call('DECRBY', 'sp:principal:' .. owner .. ':artifact-bytes', freed)
+redis.call('DECR', 'sp:principal:' .. owner .. ':artifact-count')
 return 1
 """
 
@@ -168,14 +193,34 @@ def _check_type(kind: str) -> str:
     return kind
 
 
+def charged_bytes(
+    size: int, kind: str, name: str, description: str, tags: list[str], custom: bytes, words: list[str]
+) -> int:
+    """What a version counts against the session's and the principal's quotas (see the module doc)."""
+    metadata = len(kind) + len(name.encode()) + len(description.encode()) + len(json.dumps(tags)) + len(custom)
+    entries = len(words) + len(tags) + 4  # the word and tag sets, the type set and the three zsets
+    return size + metadata + sum(len(w.encode()) for w in words) + INDEX_ENTRY_BYTES * entries + RECORD_BYTES
+
+
 class ArtifactStore:
     def __init__(
-        self, redis: Redis, *, max_artifact_bytes: int, max_session_bytes: int, max_principal_bytes: int
+        self,
+        redis: Redis,
+        *,
+        max_artifact_bytes: int,
+        max_session_bytes: int,
+        max_principal_bytes: int,
+        max_versions: int = 1000,
+        max_session_artifacts: int = 100_000,
+        max_principal_artifacts: int = 1_000_000,
     ) -> None:
         self.redis = redis
         self.max_artifact_bytes = max_artifact_bytes
         self.max_session_bytes = max_session_bytes
         self.max_principal_bytes = max_principal_bytes
+        self.max_versions = max_versions
+        self.max_session_artifacts = max_session_artifacts
+        self.max_principal_artifacts = max_principal_artifacts
         self.access = AccessControl(redis)
         self.index = ArtifactIndex(redis)
         self._commit = redis.register_script(_COMMIT)
@@ -201,17 +246,29 @@ class ArtifactStore:
         check_uuid(artifact_id, "artifact id")
         stored_session, owner = self.redis.hmget(artifact_key(artifact_id), "session_id", "owner")
         if not isinstance(owner, bytes) or stored_session != session_id.encode():
-            raise NotFound(f"artifact {artifact_id} not found in session {session_id}")
+            raise _artifact_not_found(session_id, artifact_id)
         return owner.decode()
+
+    def _level_or_not_found(self, caller: Caller, session_id: str, artifact_id: str) -> tuple[str, int]:
+        """(owner, the caller's level) of an artifact the caller may at least read.
+
+        A caller with no permission at all gets the answer an artifact that does not exist gets, and
+        nothing is written to the owner's audit log: a stranger cannot learn that the artifact exists,
+        nor fill its owner's log (its own job's timeline records the call).
+        """
+        owner = self._owner_of(session_id, artifact_id)
+        level = self.access.level(artifact_id, owner, caller.principal)
+        if level == 0:
+            raise _artifact_not_found(session_id, artifact_id)
+        return owner, level
 
     def authorize(self, caller: Caller, session_id: str, artifact_id: str, action: str, need: int) -> str:
         """Check `caller` may do `action` (needs level `need`) and audit the answer. Returns the owner."""
-        owner_name = self._owner_of(session_id, artifact_id)
-        level = self.access.level(artifact_id, owner_name, caller.principal)
+        owner_name, level = self._level_or_not_found(caller, session_id, artifact_id)
         allowed = level >= need
-        reason = "owner" if caller.principal == owner_name else (f"granted {LEVELS[level - 1]}" if level else "")
+        reason = "owner" if caller.principal == owner_name else f"granted {LEVELS[level - 1]}"
         if not allowed:
-            reason = f"needs {LEVELS[need - 1]}; has {LEVELS[level - 1] if level else 'no permission'}"
+            reason = f"needs {LEVELS[need - 1]}; has {LEVELS[level - 1]}"
         self.access.audit(self.redis, artifact_id, caller, action, allowed, reason)
         if not allowed:
             raise PermissionDenied(f"{caller.principal} may not {action} artifact {artifact_id}: {reason}")
@@ -253,13 +310,18 @@ class ArtifactStore:
                 upload.write(data)
             sha = upload.finish()
             text = sample_text(bytes(upload.text_sample), upload.size <= TEXT_SAMPLE_BYTES)
+            words = words_of(name, description, text)
+            tags_json = json.dumps(tags)
+            charged = charged_bytes(upload.size, kind, name, description, tags, custom, words)
             head = {
                 "session_id": session_id, "update_id": header.artifact_id, "new_id": new_id, "name": name,
-                "type": kind, "description": description, "tags": json.dumps(tags),
-                "words": words_of(name, description, text), "sha": sha, "size": str(upload.size),
+                "type": kind, "description": description, "tags": tags_json,
+                "words": words, "sha": sha, "size": str(upload.size), "charged": str(charged),
                 "chunks": str(upload.chunks), "upload": upload.prefix, "now": repr(time.time()),
                 "owner": _text(self.redis.hget(session_key(session_id), "principal")),
                 "max_session": str(self.max_session_bytes), "max_principal": str(self.max_principal_bytes),
+                "max_versions": str(self.max_versions), "max_session_artifacts": str(self.max_session_artifacts),
+                "max_principal_artifacts": str(self.max_principal_artifacts),
             }  # fmt: skip
             answer = [_text(a) if isinstance(a, bytes) else a for a in self._commit(args=[json.dumps(head), custom])]
         except BaseException:
@@ -267,7 +329,7 @@ class ArtifactStore:
             raise
         if answer[0] != "ok":
             upload.abort()
-            raise _commit_error(answer, session_id, upload.size, self)
+            raise _commit_error(answer, session_id, charged, self)
         artifact_id, version = str(answer[1]), int(answer[2])
         action = "update" if header.artifact_id else "store"
         if not header.artifact_id:
@@ -319,12 +381,20 @@ class ArtifactStore:
 
     def list(self, caller: Caller, session_id: str, page: common_pb2.PageRequest) -> artifacts_pb2.ArtifactList:
         owner, _ = self._session(session_id)
-        only = (
-            None
-            if owner == caller.principal
-            else set(texts(list(self.redis.smembers(principal_grants_key(caller.principal)))))
-        )
+        only = None if owner == caller.principal else self._granted_in(caller, session_id)
         return self.index.page_of_session(session_id, page, only)
+
+    def _granted_in(self, caller: Caller, session_id: str) -> set[str]:
+        """The ids of another principal's session that were granted to the caller. None granted: the
+        session is NOT_FOUND, exactly as one that does not exist (its existence is not confirmed)."""
+        granted = texts(list(self.redis.smembers(principal_grants_key(caller.principal))))
+        pipe = self.redis.pipeline(transaction=False)
+        for artifact_id in granted:
+            pipe.zscore(session_index(session_id), artifact_id)
+        ids = {i for i, score in zip(granted, pipe.execute() if granted else [], strict=True) if score is not None}
+        if not ids:
+            raise NotFound(f"session {session_id} not found")
+        return ids
 
     def query(self, caller: Caller, q: artifacts_pb2.ArtifactQuery, text: str = "") -> artifacts_pb2.ArtifactList:
         words = words_of(text)
@@ -332,15 +402,14 @@ class ArtifactStore:
             raise InvalidArgument("search text has no words to look for (2-64 letters or digits each)")
         if q.type:
             _check_type(q.type)
-        granted = set(texts(list(self.redis.smembers(principal_grants_key(caller.principal)))))
         if q.session_id:
             owner, _ = self._session(q.session_id)
             if owner == caller.principal:
                 scope = Scope([q.session_id], set())
             else:
-                ids = set(texts(self.redis.zrange(session_index(q.session_id), 0, -1))) & granted
-                scope = Scope([], ids)
+                scope = Scope([], self._granted_in(caller, q.session_id))
         else:
+            granted = set(texts(list(self.redis.smembers(principal_grants_key(caller.principal)))))
             mine = texts(self.redis.zrange(principal_sessions_key(caller.principal), 0, -1))
             scope = Scope(mine, granted)
         return self.index.query(scope, q, words)
@@ -364,16 +433,12 @@ class ArtifactStore:
         return self.access.permissions(key.artifact_id, owner)
 
     def check_access(self, caller: Caller, request: artifacts_pb2.CheckAccessRequest) -> bool:
-        """Anyone may ask about themselves; asking about another user needs read. One audit entry."""
+        """Anyone with access may ask about themselves and about other users (read is the lowest level).
+        A caller with no access gets NOT_FOUND, as for an artifact that does not exist. One audit entry."""
         need = parse_level(request.permission)
         user = check_principal(request.user or caller.principal)
-        owner = self._owner_of(request.session_id, request.artifact_id)
+        owner, _ = self._level_or_not_found(caller, request.session_id, request.artifact_id)
         asked = f"asked whether {user} has {request.permission}"
-        if user != caller.principal and self.access.level(request.artifact_id, owner, caller.principal) < READ:
-            self.access.audit(self.redis, request.artifact_id, caller, "checkAccess", False, f"{asked}; needs read")
-            raise PermissionDenied(
-                f"{caller.principal} may not ask about other users of artifact {request.artifact_id}"
-            )
         allowed = self.access.level(request.artifact_id, owner, user) >= need
         self.access.audit(self.redis, request.artifact_id, caller, "checkAccess", True, f"{asked}: {allowed}")
         return allowed
@@ -385,6 +450,10 @@ class ArtifactStore:
 
 def _text(raw: object) -> str:
     return raw.decode() if isinstance(raw, bytes) else ""
+
+
+def _artifact_not_found(session_id: str, artifact_id: str) -> NotFound:
+    return NotFound(f"artifact {artifact_id} not found in session {session_id}")
 
 
 def _require_active(session_id: str, state: str, action: str) -> None:
@@ -404,12 +473,27 @@ def _commit_error(answer: list[object], session_id: str, size: int, store: Artif
         return NotFound(f"artifact not found in session {session_id}")
     if verdict == "session_quota":
         return ResourceExhausted(
-            f"session {session_id} holds {answer[1]} bytes of artifacts; {size} more would pass its limit of "
-            f"{store.max_session_bytes}"
+            f"session {session_id} holds {answer[1]} bytes of artifacts (content, metadata and index); {size} more "
+            f"would pass its limit of {store.max_session_bytes}; delete artifacts to make room"
         )
     if verdict == "principal_quota":
         return ResourceExhausted(
-            f"this principal holds {answer[1]} bytes of artifacts; {size} more would pass its quota of "
-            f"{store.max_principal_bytes}"
+            f"this principal holds {answer[1]} bytes of artifacts (content, metadata and index); {size} more "
+            f"would pass its quota of {store.max_principal_bytes}; delete artifacts to make room"
+        )
+    if verdict == "versions":
+        return ResourceExhausted(
+            f"the artifact has {answer[1]} versions, the most one artifact may have ({store.max_versions}); "
+            "store under a new name, or delete it and store it again"
+        )
+    if verdict == "session_artifacts":
+        return ResourceExhausted(
+            f"session {session_id} holds {answer[1]} artifacts, its limit ({store.max_session_artifacts}); "
+            "delete some first"
+        )
+    if verdict == "principal_artifacts":
+        return ResourceExhausted(
+            f"this principal holds {answer[1]} artifacts, its quota ({store.max_principal_artifacts}); "
+            "delete some first"
         )
     return FailedPrecondition("the upload expired before it was committed; store the artifact again")

@@ -1,11 +1,14 @@
 """Events: what `Event.emit` publishes and the lifecycle entries the stores append, in one Redis
-Stream (`sp:events`, capped at ~100 000 entries), each principal reading only its own.
+Stream per principal (`sp:events:{principal}`, workers/event_streams.py), each trimmed to the
+retention on its own: one principal's emits can never evict another's unread events.
 
-An entry is visible to a principal when it names that principal (`principal` field, written by
-`emit`) or, for lifecycle entries (job and session changes, which carry a `session_id`), when that
-session is the principal's. Subscriptions are `sp:eventsub:{id}` hashes (principal, glob pattern,
-the last stream id delivered) that expire an hour after their last use; a subscription sees the
-events after it was made, in order, each once.
+A principal's stream holds its emits, its `state.changed` entries and the lifecycle entries (job and
+session changes) of its sessions. Subscriptions are `sp:eventsub:{id}` hashes (principal, glob
+pattern, the last stream id delivered, the job that made it) that expire an hour after their last
+use; a subscription sees the events after it was made, in order, each once. Live subscriptions are
+counted per principal and per job:
+  sp:principal:{p}:eventsubs   zset  subscription id -> when it expires
+  sp:job:{id}:eventsubs        zset  the same, for the subscriptions a job made
 """
 
 from __future__ import annotations
@@ -17,13 +20,12 @@ import uuid
 from collections.abc import Callable, Iterator
 
 from redis import Redis
-from scriptpool.errors import InvalidArgument, NotFound
+from scriptpool.errors import InvalidArgument, NotFound, ResourceExhausted
 from scriptpool.v1 import common_pb2, events_pb2
 
 from coordinator.auth import Caller
-from coordinator.stores.sessions import session_key
-from coordinator.stores.timeline import EVENTS_KEY, EVENTS_MAX
 from coordinator.stores.validation import check_uuid
+from workers.event_streams import append_event, events_key
 from workers.job_records import hash_fields, text
 
 MAX_NAME = 128
@@ -33,11 +35,40 @@ SUBSCRIPTION_TTL_SECONDS = 3600
 READ_BATCH = 100
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]*$")
 _PATTERN = re.compile(r"^[A-Za-z0-9_.:*?\[\]!-]+$")
-_OWNER_CACHE_MAX = 10_000
 
 
 def _subscription_key(subscription_id: str) -> str:
     return f"sp:eventsub:{subscription_id}"
+
+
+def _principal_subscriptions_key(principal: str) -> str:
+    return f"sp:principal:{principal}:eventsubs"
+
+
+def _job_subscriptions_key(job_id: str) -> str:
+    return f"sp:job:{job_id}:eventsubs"
+
+
+# KEYS: the subscription, the principal's index, the job's index ('' for a client); ARGV: principal,
+# pattern, last id, job id, now, ttl, per-principal max, per-job max. Forgets expired ids first.
+_SUBSCRIBE = """
+local now, ttl = tonumber(ARGV[5]), tonumber(ARGV[6])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local held = redis.call('ZCARD', KEYS[2])
+if held >= tonumber(ARGV[7]) then return {'principal', held} end
+if KEYS[3] ~= '' then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+  held = redis.call('ZCARD', KEYS[3])
+  if held >= tonumber(ARGV[8]) then return {'job', held} end
+  redis.call('ZADD', KEYS[3], now + ttl, KEYS[1])
+  redis.call('EXPIRE', KEYS[3], ttl)
+end
+redis.call('HSET', KEYS[1], 'principal', ARGV[1], 'pattern', ARGV[2], 'last', ARGV[3], 'job_id', ARGV[4])
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('ZADD', KEYS[2], now + ttl, KEYS[1])
+redis.call('EXPIRE', KEYS[2], ttl)
+return {'ok', 0}
+"""
 
 
 def check_name(name: str) -> str:
@@ -57,13 +88,16 @@ def check_pattern(pattern: str) -> str:
 
 
 class EventStore:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(
+        self, redis: Redis, *, max_subscriptions_per_principal: int = 1000, max_subscriptions_per_job: int = 100
+    ) -> None:
         self.redis = redis
-        self._owners: dict[str, str] = {}
-        """session id -> principal, for lifecycle entries (a session never changes owner)."""
+        self.max_subscriptions_per_principal = max_subscriptions_per_principal
+        self.max_subscriptions_per_job = max_subscriptions_per_job
+        self._subscribe = redis.register_script(_SUBSCRIBE)
 
     # ---------------------------------------------------------------- publish
-    def emit(self, caller: Caller, name: str, data: common_pb2.Value, session_id: str) -> str:
+    def emit(self, caller: Caller, name: str, data: common_pb2.Value, session_id: str) -> None:
         check_name(name)
         raw = data.SerializeToString()
         if len(raw) > MAX_DATA_BYTES:
@@ -77,17 +111,31 @@ class EventStore:
             "principal": caller.principal,
             "session_id": session_id,
         }
-        return text(self.redis.xadd(EVENTS_KEY, fields, maxlen=EVENTS_MAX))  # type: ignore[arg-type]
+        append_event(self.redis, caller.principal, session_id, fields)
 
     # ---------------------------------------------------------------- subscriptions
     def subscribe(self, caller: Caller, pattern: str) -> events_pb2.Subscription:
         check_pattern(pattern)
         subscription_id = str(uuid.uuid4())
-        key = _subscription_key(subscription_id)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(key, mapping={"principal": caller.principal, "pattern": pattern, "last": self._last_id()})
-        pipe.expire(key, SUBSCRIPTION_TTL_SECONDS)
-        pipe.execute()
+        keys = [
+            _subscription_key(subscription_id),
+            _principal_subscriptions_key(caller.principal),
+            _job_subscriptions_key(caller.job_id) if caller.job_id else "",
+        ]
+        limits = [SUBSCRIPTION_TTL_SECONDS, self.max_subscriptions_per_principal, self.max_subscriptions_per_job]
+        args: list[str | float] = [caller.principal, pattern, self._last_id(caller.principal), caller.job_id]
+        args += [time.time(), *limits]
+        verdict, held = self._subscribe(keys=keys, args=args)
+        if verdict == b"principal":
+            raise ResourceExhausted(
+                f"this principal has {held} live subscriptions, its limit ({self.max_subscriptions_per_principal});"
+                " unsubscribe some (unused ones expire an hour after their last receive)"
+            )
+        if verdict == b"job":
+            raise ResourceExhausted(
+                f"this job has {held} live subscriptions, its limit ({self.max_subscriptions_per_job}); "
+                "unsubscribe some first"
+            )
         return events_pb2.Subscription(subscription_id=subscription_id, pattern=pattern)
 
     def exists(self, subscription_id: str) -> bool:
@@ -95,17 +143,26 @@ class EventStore:
         return bool(self.redis.exists(_subscription_key(subscription_id)))
 
     def unsubscribe(self, caller: Caller, subscription_id: str) -> None:
-        self._subscription(caller, subscription_id)
-        self.redis.delete(_subscription_key(subscription_id))
+        _, _, job_id = self._subscription(caller, subscription_id)
+        key = _subscription_key(subscription_id)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(key)
+        pipe.zrem(_principal_subscriptions_key(caller.principal), key)
+        if job_id:
+            pipe.zrem(_job_subscriptions_key(job_id), key)
+        pipe.execute()
 
     def receive(self, caller: Caller, subscription_id: str, timeout_seconds: float) -> events_pb2.Event | None:
         """The subscription's next event, waiting up to `timeout_seconds` for one; None if none came."""
-        pattern, last = self._subscription(caller, subscription_id)
+        pattern, last, _ = self._subscription(caller, subscription_id)
         key = _subscription_key(subscription_id)
         found, last = self._next(caller.principal, pattern, last, time.monotonic() + timeout_seconds)
         pipe = self.redis.pipeline(transaction=False)
         pipe.hset(key, "last", last)
         pipe.expire(key, SUBSCRIPTION_TTL_SECONDS)
+        pipe.zadd(
+            _principal_subscriptions_key(caller.principal), {key: time.time() + SUBSCRIPTION_TTL_SECONDS}, xx=True
+        )
         pipe.execute()
         return found
 
@@ -113,22 +170,23 @@ class EventStore:
         """Every event for the caller matching `pattern` from now on, for as long as `still_wanted()`
         (asked at least once a second)."""
         check_pattern(pattern)
-        last = self._last_id()
+        last = self._last_id(caller.principal)
         while still_wanted():
             found, last = self._next(caller.principal, pattern, last, time.monotonic() + 1.0)
             if found is not None:
                 yield found
 
     # ---------------------------------------------------------------- reading
-    def _subscription(self, caller: Caller, subscription_id: str) -> tuple[str, str]:
+    def _subscription(self, caller: Caller, subscription_id: str) -> tuple[str, str, str]:
+        """(pattern, last id delivered, the job that made it or '') of the caller's subscription."""
         check_uuid(subscription_id, "subscription_id")
         raw = hash_fields(self.redis.hgetall(_subscription_key(subscription_id)))
         if not raw or raw.get("principal", b"").decode() != caller.principal:
             raise NotFound(f"subscription {subscription_id} not found (it may have expired: an hour unused)")
-        return raw["pattern"].decode(), raw["last"].decode()
+        return raw["pattern"].decode(), raw["last"].decode(), raw.get("job_id", b"").decode()
 
-    def _last_id(self) -> str:
-        newest = self.redis.xrevrange(EVENTS_KEY, count=1)
+    def _last_id(self, principal: str) -> str:
+        newest = self.redis.xrevrange(events_key(principal), count=1)
         return text(newest[0][0]) if newest else "0-0"
 
     def _next(self, principal: str, pattern: str, last: str, give_up: float) -> tuple[events_pb2.Event | None, str]:
@@ -138,7 +196,7 @@ class EventStore:
             left_ms = int((give_up - time.monotonic()) * 1000)
             block = left_ms if left_ms > 0 else None
             batches: list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] = self.redis.xread(  # type: ignore[assignment]
-                {EVENTS_KEY: last}, count=READ_BATCH, block=block
+                {events_key(principal): last}, count=READ_BATCH, block=block
             )
             if not batches and block is None:
                 return None, last
@@ -147,24 +205,8 @@ class EventStore:
                     last = text(entry_id)
                     fields = hash_fields(raw_fields)
                     name = fields.get("type", b"").decode()
-                    if fnmatch.fnmatchcase(name, pattern) and self._visible_to(principal, fields):
+                    if fnmatch.fnmatchcase(name, pattern):
                         return _event(last, name, fields), last
-
-    def _visible_to(self, principal: str, fields: dict[str, bytes]) -> bool:
-        if "principal" in fields:
-            return fields["principal"].decode() == principal
-        session_id = fields.get("session_id", b"").decode()
-        return bool(session_id) and self._owner(session_id) == principal
-
-    def _owner(self, session_id: str) -> str:
-        owner = self._owners.get(session_id)
-        if owner is None:
-            owner = text(self.redis.hget(session_key(session_id), "principal") or b"")
-            if owner:  # a deleted session's events are nobody's
-                if len(self._owners) >= _OWNER_CACHE_MAX:
-                    self._owners.clear()
-                self._owners[session_id] = owner
-        return owner
 
 
 def _event(entry_id: str, name: str, fields: dict[str, bytes]) -> events_pb2.Event:

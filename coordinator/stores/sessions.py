@@ -304,12 +304,12 @@ class SessionStore:
             reads.hget(key, "bytes")
         snapshot_bytes = sum(int(size or 0) for size in reads.execute())
         pipe = self.redis.pipeline(transaction=True)
+        timeline.emit_event(pipe, "session.deleted", session_id, caller.job_id)  # first: it finds the owner
         pipe.delete(*keys)
         if snapshot_bytes:
             pipe.decrby(snapshot_bytes_key(session.principal), snapshot_bytes)
         pipe.zrem(principal_sessions_key(session.principal), session_id)
         pipe.zrem(f"sp:principal:{session.principal}:saved", session_id)
-        timeline.emit_event(pipe, "session.deleted", session_id, caller.job_id)
         pipe.execute()
 
     def update_metadata(self, caller: Caller, session_id: str, updates: common_pb2.ValueMap) -> common_pb2.ValueMap:

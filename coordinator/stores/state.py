@@ -23,6 +23,7 @@ from coordinator.stores import state_codec, timeline
 from coordinator.stores.sessions import current_session_key, session_key
 from coordinator.stores.timeline import LUA_RECORD_CALL, CallRecord
 from coordinator.stores.validation import check_uuid
+from workers.event_streams import append_event
 from workers.job_records import job_key, text, texts
 from workers.lean_redis import LeanPool, LeanScript
 
@@ -295,7 +296,7 @@ class StateStore:
         )
         fields["principal"] = caller.principal
         fields["session_id"] = where.session_id
-        self.redis.xadd(timeline.EVENTS_KEY, fields, maxlen=timeline.EVENTS_MAX)  # type: ignore[arg-type]
+        append_event(self.redis, caller.principal, where.session_id, fields)
 
     def _encode(self, value: common_pb2.Value, what: str) -> bytes:
         return state_codec.encode(value, what, self.max_value_bytes)

@@ -2,8 +2,9 @@
 
 Entries: lifecycle transitions, jobs started/finished, every global operation a job performs (name,
 outcome), saves and loads. Each has an id (the stream id), timestamp, type, description, job_id and
-a data map. Lifecycle changes are also appended to the `sp:events` stream under their hook-point
-names, for the Event/Hook services to deliver.
+a data map. Lifecycle changes are also appended to the session owner's event stream
+(`sp:events:{principal}`, workers/event_streams.py) under their hook-point names, for the Event/Hook
+services to deliver.
 """
 
 from __future__ import annotations
@@ -18,11 +19,10 @@ from scriptpool.errors import InvalidArgument
 from scriptpool.v1 import common_pb2, sessions_pb2
 from scriptpool.values import PlainValue, to_value_map
 
+from workers.event_streams import append_event
 from workers.job_records import hash_fields, text
 
 TIMELINE_MAX = 100_000
-EVENTS_KEY = "sp:events"
-EVENTS_MAX = 100_000
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 
@@ -107,9 +107,10 @@ class CallRecord:
 def emit_event(
     target: Redis | Pipeline, name: str, session_id: str, job_id: str = "", data: Mapping[str, PlainValue] | None = None
 ) -> None:
+    """An event for the owner of `session_id` (looked up when the pipeline runs: emit before deleting)."""
     fields = entry_fields(name, name, job_id, data)
     fields["session_id"] = session_id
-    target.xadd(EVENTS_KEY, fields, maxlen=EVENTS_MAX)  # type: ignore[arg-type]
+    append_event(target, "", session_id, fields)
 
 
 def read(

@@ -50,11 +50,13 @@ def test_put_get_ls_grant_revoke_audit_rm(
     code, out, _ = cli(key, "ls", "--session", session_id, "--json")
     assert json.loads(out)[0]["metadata"]["tags"] == [] and json.loads(out)[0]["version"] == 2
     code, _, err = cli(friend_key, "get", "--session", session_id, artifact_id, "-o", str(tmp_path / "no"))
-    assert code == 2 and "PERMISSION_DENIED" in err and not (tmp_path / "no").exists()
+    assert code == 2 and "NOT_FOUND" in err and not (tmp_path / "no").exists()  # a stranger learns nothing
     code, out, _ = cli(key, "grant", "--session", session_id, artifact_id, friend, "read")
     assert code == 0 and f"{friend}\tread" in out
     code, _, _ = cli(friend_key, "get", "--session", session_id, artifact_id, "-o", str(tmp_path / "yes"))
     assert code == 0 and (tmp_path / "yes").read_text() == "second version"
+    code, _, err = cli(friend_key, "rm", "--session", session_id, artifact_id)
+    assert code == 2 and "PERMISSION_DENIED" in err  # a reader may not delete: denied, and audited
     code, out, _ = cli(key, "revoke", "--session", session_id, artifact_id, friend, "read", "--json")
     assert friend not in json.loads(out)["grants"]
     code, out, _ = cli(key, "audit", "--session", session_id, artifact_id)

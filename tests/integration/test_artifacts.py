@@ -201,8 +201,10 @@ def test_permission_matrix_owner_granted_revoked_stranger(
         answer: A.Permissions = by.artifact_call(method, request)
         return answer
 
-    def can(who: ScriptpoolClient) -> dict[str, bool]:
-        out = {}
+    def can(who: ScriptpoolClient) -> dict[str, bool | str]:
+        """True (allowed), False (PERMISSION_DENIED: the caller has some access), or "unseen"
+        (NOT_FOUND: no access at all, the answer a missing artifact gets)."""
+        out: dict[str, bool | str] = {}
         update = A.StoreArtifactChunk(session_id=session_id, artifact_id=ref.id)
         audit = A.GetAuditLogRequest(session_id=session_id, artifact_id=ref.id)
         for action, attempt in (
@@ -215,10 +217,14 @@ def test_permission_matrix_owner_granted_revoked_stranger(
                 out[action] = True
             except PermissionDenied:
                 out[action] = False
+            except NotFound:
+                out[action] = "unseen"
         return out
 
+    unseen = {"read": "unseen", "write": "unseen", "admin": "unseen"}
+
     assert can(client) == {"read": True, "write": True, "admin": True}
-    assert can(friend_client) == {"read": False, "write": False, "admin": False}
+    assert can(friend_client) == unseen
     assert change("GrantPermission", friend, "read").grants[friend] == "read"
     assert can(friend_client) == {"read": True, "write": False, "admin": False}
     change("GrantPermission", friend, "write")
@@ -229,9 +235,9 @@ def test_permission_matrix_owner_granted_revoked_stranger(
     assert client.artifact_call("GetPermissions", key).grants[friend] == "read"
     change("RevokePermission", friend, "read")
     assert friend not in client.artifact_call("GetPermissions", key).grants
-    assert can(friend_client) == {"read": False, "write": False, "admin": False}
-    assert can(stranger) == {"read": False, "write": False, "admin": False}
-    with pytest.raises(PermissionDenied):
+    assert can(friend_client) == unseen
+    assert can(stranger) == unseen
+    with pytest.raises(NotFound):
         friend_client.artifact_call("Delete", key)
     change("GrantPermission", friend, "delete")
     owner = client.artifact_call("GetPermissions", key).owner
@@ -250,14 +256,17 @@ def test_permission_matrix_owner_granted_revoked_stranger(
     assert client.artifact_call("CheckAccess", check).allowed is False
     assert client.artifact_call("GetPermissions", key).grants[friend] == "delete"  # no side effect
     check.user = ""
-    assert stranger.artifact_call("CheckAccess", check).allowed is False  # anyone may ask about themselves
+    assert friend_client.artifact_call("CheckAccess", check).allowed is False  # a grantee may ask about itself
+    with pytest.raises(NotFound):  # a stranger may not even ask
+        stranger.artifact_call("CheckAccess", check)
     log = client.artifact_call("GetAuditLog", A.GetAuditLogRequest(session_id=session_id, artifact_id=ref.id)).entries
     assert [(e.action, e.reason) for e in log[before:-1]] == [
         ("checkAccess", f"asked whether {friend} has delete: True"),
         ("checkAccess", f"asked whether {friend} has admin: False"),
         ("getPermissions", "owner"),
-        ("checkAccess", f"asked whether {stranger_name} has admin: False"),
+        ("checkAccess", f"asked whether {friend} has admin: False"),
     ]
+    assert stranger_name not in {e.user for e in log}
     friend_client.artifact_call("Delete", key)  # delete granted
     stranger.close()
 
@@ -269,13 +278,17 @@ def test_the_audit_log_records_every_access_allowed_or_denied(
     ref = store(client, session_id, b"audited", "a")
     read(client, session_id, ref.id)
     b"".join(client.read_artifact(session_id, ref.id)[1])
+    grant = A.PermissionChange(session_id=session_id, artifact_id=ref.id, user=friend, permission="read")
+    client.artifact_call("GrantPermission", grant)
     with pytest.raises(PermissionDenied):
-        read(friend_client, session_id, ref.id)
+        friend_client.artifact_call("Delete", A.ArtifactKey(session_id=session_id, artifact_id=ref.id))
     log = client.artifact_call("GetAuditLog", A.GetAuditLogRequest(session_id=session_id, artifact_id=ref.id))
     rows = [(e.user, e.action, e.allowed) for e in log.entries]
     me = client.artifact_call("GetPermissions", A.ArtifactKey(session_id=session_id, artifact_id=ref.id)).owner
-    assert rows[:4] == [(me, "store", True), (me, "get", True), (me, "get", True), (friend, "get", False)]
-    assert log.entries[3].reason == "needs read; has no permission"
+    assert rows[:5] == [
+        (me, "store", True), (me, "get", True), (me, "get", True), (me, "grant", True), (friend, "delete", False),
+    ]  # fmt: skip
+    assert log.entries[4].reason == "needs delete; has read"
     assert all(e.timestamp > 0 for e in log.entries)
     page = client.artifact_call(
         "GetAuditLog",

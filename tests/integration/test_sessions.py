@@ -21,6 +21,7 @@ from coordinator.server import start_coordinator
 from coordinator.settings import Settings
 from sandbox.languages import Language
 from tests.conftest import Stack
+from workers.event_streams import events_key
 from workers.job_records import hash_fields
 from workers.session_values import session_state_name
 
@@ -109,7 +110,8 @@ def test_transitions_are_on_the_timeline_and_the_event_stream(client: Scriptpool
     assert kinds == ["session.created", "session.state_changed", "session.state_changed"]
     assert from_value_map(timeline.entries[1].data) == {"old_state": "active", "new_state": "suspended"}
     redis = Redis.from_url(stack.redis_url)
-    entries = [hash_fields(f) for _, f in redis.xrange("sp:events")]  # type: ignore[union-attr]
+    principal = client.get_session(session_id).principal
+    entries = [hash_fields(f) for _, f in redis.xrange(events_key(principal))]  # type: ignore[union-attr]
     events = [f["type"].decode() for f in entries if f.get("session_id") == session_id.encode()]
     redis.close()
     assert events == ["session.created", "session.state_changed", "session.suspended", "session.state_changed",

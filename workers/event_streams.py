@@ -1,0 +1,57 @@
+"""The event streams: one Redis Stream per principal, so one principal's events never evict another's.
+
+  sp:events:{principal}         stream  the principal's events: its `Event.emit`s, `state.changed`, and
+                                        the lifecycle entries of its sessions and their jobs
+  sp:config:event-retention     string  entries each stream keeps (about: trimmed with MAXLEN ~); the
+                                        coordinator writes its `max_events_per_principal` at start
+
+Every writer, Python or Lua, appends through `LUA_APPEND_EVENT`, which finds the principal (given,
+or the session's owner), reads the retention and trims that principal's stream only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from redis import Redis
+from redis.client import Pipeline
+
+EVENT_RETENTION_KEY = "sp:config:event-retention"
+DEFAULT_EVENT_RETENTION = 10_000
+
+
+def events_key(principal: str) -> str:
+    return f"sp:events:{principal}"
+
+
+# append_event(principal, session_id, fields): principal '' = the session's owner; no owner (the
+# session is gone): the entry is nobody's and is dropped.
+LUA_APPEND_EVENT = f"""
+local function append_event(principal, sid, fields)
+  if principal == nil or principal == '' then
+    if sid == nil or sid == '' then return end
+    principal = redis.call('HGET', 'sp:session:' .. sid, 'principal')
+    if not principal then return end
+  end
+  local keep = tonumber(redis.call('GET', '{EVENT_RETENTION_KEY}') or '') or {DEFAULT_EVENT_RETENTION}
+  return redis.call('XADD', 'sp:events:' .. principal, 'MAXLEN', '~', keep, '*', unpack(fields))
+end
+"""
+
+_APPEND = (
+    LUA_APPEND_EVENT
+    + """
+local fields = {}
+for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
+return append_event(ARGV[1], ARGV[2], fields)
+"""
+)
+
+
+def append_event(target: Redis | Pipeline, principal: str, session_id: str, fields: Mapping[str, str | bytes]) -> None:
+    """Append to the principal's stream (principal '' = the owner of `session_id`), in the same round
+    trip as the rest of `target`'s pipeline (EVAL, so no script has to be loaded first)."""
+    flat: list[str | bytes] = []
+    for name, value in fields.items():
+        flat += [name, value]
+    target.eval(_APPEND, 0, principal, session_id, *flat)
