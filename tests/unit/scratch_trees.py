@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 DEEP_LEVELS = 3000
@@ -52,3 +54,24 @@ def plant_pathological_tree(root: Path, outside: Path, levels: int = DEEP_LEVELS
     os.symlink(outside / "dir", root / "dir-link")
     os.symlink(outside, root / "locked-link")
     return [canary, outside / "dir" / "keep.txt"]
+
+
+def run_in_child(action: Callable[[], object]) -> object:
+    """Run `action` in a forked child; return what it returned (JSON) or the exception's type name."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child always _exits
+        try:
+            os.close(read_fd)
+            try:
+                outcome: object = {"value": action()}
+            except BaseException as exc:
+                outcome = {"raised": type(exc).__name__}
+            os.write(write_fd, json.dumps(outcome).encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as reader:
+        raw = reader.read()
+    os.waitpid(pid, 0)
+    return json.loads(raw)

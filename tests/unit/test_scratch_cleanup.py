@@ -3,18 +3,16 @@ never follows a symlink out, and each worker's scratch is its own, private and o
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import stat
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from sandbox.jail import _process, _scratch
 from sandbox.jail._syscalls import current_arch
-from tests.unit.scratch_trees import plant_deep_tree, plant_pathological_tree
+from tests.unit.scratch_trees import plant_deep_tree, plant_pathological_tree, run_in_child
 
 
 @pytest.fixture
@@ -50,27 +48,6 @@ def test_empty_keeps_the_directory_and_verifies_it_is_empty(base: Path, tmp_path
     assert _scratch.is_empty(str(base))
 
 
-def _in_child(action: Callable[[], object]) -> object:
-    """Run `action` in a forked child; return what it returned (JSON) or the exception's type name."""
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child always _exits
-        try:
-            os.close(read_fd)
-            try:
-                outcome: object = {"value": action()}
-            except BaseException as exc:
-                outcome = {"raised": type(exc).__name__}
-            os.write(write_fd, json.dumps(outcome).encode())
-        finally:
-            os._exit(0)
-    os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as reader:
-        raw = reader.read()
-    os.waitpid(pid, 0)
-    return json.loads(raw)
-
-
 def test_cleanup_without_capabilities_and_with_the_jails_descriptor_limit(base: Path, tmp_path: Path) -> None:
     """As the jailed child empties its scratch: 32 descriptors, no CAP_DAC_OVERRIDE (an unreadable or
     read-only directory must be made usable first), a 3000-level branch."""
@@ -83,7 +60,7 @@ def test_cleanup_without_capabilities_and_with_the_jails_descriptor_limit(base: 
         _process.drop_capabilities(arch)
         return _scratch.empty(str(base))
 
-    assert _in_child(jailed_empty) == {"value": True}
+    assert run_in_child(jailed_empty) == {"value": True}
     assert os.listdir(base) == [] and _untouched(kept)
 
 
