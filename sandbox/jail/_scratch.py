@@ -150,6 +150,8 @@ def empty(path: str) -> bool:
         log.warning("could not open scratch %s: %s", path, exc)
         return False
     try:
+        if not os.listdir(fd):  # the usual case: nothing to remove
+            return True
         removed = _remove_contents(fd)
         return removed and not os.listdir(fd)
     except (OSError, _Unsafe) as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import resource
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,10 +17,11 @@ from tests.unit.scratch_trees import plant_deep_tree, plant_pathological_tree, r
 
 
 @pytest.fixture
-def base(tmp_path: Path) -> Path:
+def base(tmp_path: Path) -> Iterator[Path]:
     made = tmp_path / "base"
     made.mkdir(mode=0o700)
-    return made
+    yield made
+    _scratch.remove(str(tmp_path))  # a deep tree left by a failed test would stop pytest's own rmtree
 
 
 def _dead_pid() -> int:
