@@ -148,9 +148,15 @@ def _serve(sock: socket.socket) -> None:
     while True:
         out = sandbox_pb2.ChildFrame()
         out.result.CopyFrom(run_job(job, sock, jail.scratch_dir))
+        # A process that may run another job empties its scratch before the result goes out, so the
+        # worker can check it is empty before keeping it (`SparePool.keep`); if it cannot be emptied,
+        # the process ends after this job (its parent or the next spare removes the directory).
+        emptied = release_scratch(jail) if jobs_after else False
         framing.send(sock, out)
-        release_scratch(jail)
         if jobs_after == 0:
+            release_scratch(jail)
+            return
+        if not emptied:
             return
         prepare_instance(job.language, job.limits.memory_bytes)  # the next job's, fresh
         try:
@@ -169,6 +175,9 @@ def child_main(sock: socket.socket, warm_languages: tuple[Language, ...] = DEFAU
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker owns Ctrl-C
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        # A write past RLIMIT_FSIZE must fail with EFBIG (a clear error to the script), not kill the
+        # process: ignored explicitly, whatever the forking process or an engine did to it.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
         prepare_spare()  # same for every job (network namespace): done while the spare waits
         warm_up_spare(warm_languages)  # engine copy-on-write faults, off the job's critical path

@@ -14,6 +14,7 @@ import socket
 from collections.abc import Callable
 
 from sandbox.child import child_main
+from sandbox.jail import scratch_base
 from sandbox.languages import Language
 from sandbox.runner import DEFAULT_WARM_UP
 
@@ -32,6 +33,7 @@ def fork_sandbox_child(
     (PR_SET_PDEATHSIG, checked against a parent that died before it was set). `in_child` runs first
     in the child, to drop what the forking process holds that the child must not (its own sockets).
     """
+    scratch_base()  # the base is this process's (made now if need be), inherited by the child
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     gc.freeze()  # keep the collector off inherited objects: fewer copy-on-write page faults in the child
     parent = os.getpid()

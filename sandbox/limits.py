@@ -69,3 +69,19 @@ class LimitPolicy:
                 raise InvalidArgument(f"limits.{name} = {asked} is above the server maximum {maximum}")
             values[name] = asked or min(getattr(self.defaults, name), maximum)
         return JobLimits(**values)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ScratchBounds:
+    """What one job may put in its scratch directory through `Artifact.saveToFile`
+    (sandbox/scratch_files.py, enforced in the jailed child). Bytes are bounded by the job's
+    `artifact_bytes`, in total over the job's files (each file also by RLIMIT_FSIZE, the OS backstop);
+    the tree's shape by these, so the directory can always be emptied quickly between jobs."""
+
+    max_depth: int = 16
+    """Components a scratch path may have (its directories and the file): deeper is INVALID_ARGUMENT."""
+    max_entries: int = 1024
+    """Files and directories one job may create: one more is RESOURCE_EXHAUSTED."""
+
+
+SCRATCH_BOUNDS = ScratchBounds()

@@ -27,6 +27,7 @@ from scriptpool.values import PlainValue, from_value, to_value
 
 from sandbox import framing
 from sandbox.host import GlobalHost
+from sandbox.jail import scratch_is_empty
 from sandbox.languages import Language
 from sandbox.outcomes import Outcome
 from sandbox.runner import DEFAULT_WARM_UP
@@ -402,6 +403,8 @@ class SparePool:
         if key is None or jobs_after <= 0 or outcome not in REUSABLE_OUTCOMES:
             return False
         if grew_too_much(child, key.memory_bytes):
+            return False
+        if not scratch_is_empty(child.pid):  # emptied by the child before its result, checked here
             return False
         self._kept = KeptChild(child, key, jobs_after)
         return True

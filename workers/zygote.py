@@ -25,6 +25,7 @@ from collections import deque
 from pathlib import Path
 
 import sandbox
+from sandbox.jail import scratch_base
 from sandbox.languages import Language
 from sandbox.runner import prewarm
 from sandbox.zygote import CHILD, EXITED, FAILED, SIZE, SPAWN, Message, languages_mask
@@ -116,7 +117,7 @@ class ZygoteProcess:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "sandbox.zygote", str(theirs.fileno()), str(os.getpid())],
+                [sys.executable, "-m", "sandbox.zygote", str(theirs.fileno()), str(os.getpid()), scratch_base()],
                 pass_fds=[theirs.fileno()],
                 env=_zygote_env(),
                 stdin=subprocess.DEVNULL,

@@ -16,12 +16,16 @@ from sandbox.jail._apply import (
     prepare_forking_process,
     prepare_spare,
     release_scratch,
+    scratch_dir_of,
+    scratch_is_empty,
 )
 from sandbox.jail._probe import probe_host
-from sandbox.jail._scratch import DEFAULT_SCRATCH_BASE
+from sandbox.jail._scratch import DEFAULT_SCRATCH_ROOT
+from sandbox.jail._scratch import base as scratch_base
+from sandbox.jail._scratch import use_base as use_scratch_base
 
 __all__ = [
-    "DEFAULT_SCRATCH_BASE",
+    "DEFAULT_SCRATCH_ROOT",
     "JailReport",
     "apply_jail",
     "become_cleaning_parent",
@@ -32,4 +36,8 @@ __all__ = [
     "prepare_spare",
     "probe_host",
     "release_scratch",
+    "scratch_base",
+    "scratch_dir_of",
+    "scratch_is_empty",
+    "use_scratch_base",
 ]

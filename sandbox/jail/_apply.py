@@ -142,19 +142,32 @@ def _empty_environment() -> None:
         pass  # os.environ is empty either way; the block is defence in depth
 
 
-def become_cleaning_parent(scratch_base: str = _scratch.DEFAULT_SCRATCH_BASE) -> None:
+def become_cleaning_parent(scratch_base: str | None = None) -> None:
     """For a process that only forks sandbox children (the zygote), once, after it read what it needs
     from its environment: empty that environment here instead of in every child, and take over
-    removing the children's scratch directories (`child_exited`) instead of each spare sweeping."""
+    removing the children's scratch directories (`child_exited`) instead of each spare sweeping.
+    The sweep never raises (`_scratch.sweep`)."""
     global _forked_by_cleaning_parent
     _empty_environment()
-    _scratch.sweep(scratch_base)
     _forked_by_cleaning_parent = True
+    _scratch.sweep(scratch_base or _scratch.base())
 
 
-def child_exited(pid: int, scratch_base: str = _scratch.DEFAULT_SCRATCH_BASE) -> None:
-    """A cleaning parent reaped `pid`: remove its scratch directory (emptied by the child already)."""
-    _scratch.remove(_scratch.path_for(scratch_base, pid))
+def child_exited(pid: int, scratch_base: str | None = None) -> bool:
+    """A cleaning parent reaped `pid`: remove its scratch directory (emptied by the child already,
+    unless it was killed). Never raises; False (logged) if something was left."""
+    return _scratch.remove(_scratch.path_for(scratch_base or _scratch.base(), pid))
+
+
+def scratch_dir_of(pid: int) -> str:
+    """Where the child `pid` of this process (or of its zygote) has its scratch directory."""
+    return _scratch.path_for(_scratch.base(), pid)
+
+
+def scratch_is_empty(pid: int) -> bool:
+    """Whether the child `pid`'s scratch directory exists and holds nothing (checked from outside,
+    e.g. by the worker before it gives a kept child its next job)."""
+    return _scratch.is_empty(scratch_dir_of(pid))
 
 
 def _scratch_dir(report: JailReport, scratch_base: str) -> None:
@@ -183,7 +196,7 @@ def prepare_forking_process() -> None:
         _seccomp.prepare(arch)
 
 
-def prepare_spare(scratch_base: str = _scratch.DEFAULT_SCRATCH_BASE) -> JailReport:
+def prepare_spare(scratch_base: str | None = None) -> JailReport:
     """The part of the jail that is the same for every job, done in the spare child before a job arrives.
 
     Empties the environment, moves the process into a fresh network namespace (about 0.7 ms, up to
@@ -193,9 +206,10 @@ def prepare_spare(scratch_base: str = _scratch.DEFAULT_SCRATCH_BASE) -> JailRepo
     """
     global _prepared
     report = JailReport()
+    base = scratch_base or _scratch.base()
     if not _forked_by_cleaning_parent:
-        _scratch.sweep(scratch_base)
-    _job_independent(report, scratch_base)
+        _scratch.sweep(base)
+    _job_independent(report, base)
     arch = current_arch()
     if arch is not None:
         _seccomp.prepare(arch)
@@ -247,7 +261,7 @@ def _lock_down(report: JailReport, keep_fd: int) -> None:
 def apply_jail(
     limits: JobLimits,
     keep_fd: int,
-    scratch_base: str = _scratch.DEFAULT_SCRATCH_BASE,
+    scratch_base: str | None = None,
     jobs_in_process: int = 1,
 ) -> JailReport:
     """Jail the current (child) process. Call once, after fork, before running any script.
@@ -262,7 +276,7 @@ def apply_jail(
     report, _prepared = _prepared, None
     if report is None:  # no spare preparation (e.g. called directly): do it now
         report = JailReport()
-        _job_independent(report, scratch_base)
+        _job_independent(report, scratch_base or _scratch.base())
     if not report.locked_down:
         _lock_down(report, keep_fd)
     apply_rlimits(limits, report, jobs_in_process)
@@ -274,7 +288,9 @@ def apply_jail(
     return report
 
 
-def release_scratch(report: JailReport) -> None:
-    """Empty the job's scratch directory when the job ends (the next spare child removes the directory)."""
-    if report.scratch_dir is not None:
-        _scratch.empty(report.scratch_dir)
+def release_scratch(report: JailReport) -> bool:
+    """Empty the job's scratch directory when the job ends (its parent or the next spare child removes
+    the directory). True when it is verified empty (or there is none); never raises."""
+    if report.scratch_dir is None:
+        return True
+    return _scratch.empty(report.scratch_dir)

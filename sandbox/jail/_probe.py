@@ -112,6 +112,7 @@ def _child(write_fd: int, parent_netns: int) -> None:
 def probe_host() -> JailReport:
     """Report which layers this host applies, by jailing a throwaway child; the caller is not jailed."""
     prepare_forking_process()  # once here, inherited by every child this process forks later
+    scratch_base = _scratch.base()  # made here, so the probe child uses this process's base
     parent_netns = _process.network_namespace_id()
     read_fd, write_fd = os.pipe()
     pid = os.fork()
@@ -129,8 +130,8 @@ def probe_host() -> JailReport:
     with os.fdopen(read_fd, "rb") as reader:
         chunks.append(reader.read())
     _, status = os.waitpid(pid, 0)
-    _scratch.remove(os.path.join(_scratch.DEFAULT_SCRATCH_BASE, f"job-{pid}"))
-    _scratch.remove(os.path.join(_scratch.DEFAULT_SCRATCH_BASE, _OUTSIDE_WRITE))
+    _scratch.remove(_scratch.path_for(scratch_base, pid))
+    _scratch.remove(os.path.join(scratch_base, _OUTSIDE_WRITE))
     return _report_from(b"".join(chunks), status)
 
 

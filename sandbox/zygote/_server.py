@@ -1,10 +1,12 @@
 """The zygote process: holds the warm sandbox engines (no grpc, Redis or RQ) and forks the worker's
 sandbox children on request, off the worker's thread.
 
-It is started by the worker (`python -m sandbox.zygote FD PARENT_PID`) with one end of a
-SOCK_SEQPACKET socketpair. For each `SPAWN` it forks a child (`sandbox.forking`), opens a pidfd for
-it and passes the child's socket and the pidfd to the worker; it reaps every child itself and reports
-its wait status and rusage. It dies with its worker: PR_SET_PDEATHSIG, and EOF on the control socket.
+It is started by the worker (`python -m sandbox.zygote FD PARENT_PID SCRATCH_BASE`) with one end of
+a SOCK_SEQPACKET socketpair, and uses the worker's private scratch base (checked to be ours). For each
+`SPAWN` it forks a child (`sandbox.forking`), opens a pidfd for it and passes the child's socket and
+the pidfd to the worker; it reaps every child itself, removes its scratch directory (a failure is
+logged, never fatal) and reports its wait status and rusage. It dies with its worker:
+PR_SET_PDEATHSIG, and EOF on the control socket.
 SIGINT and SIGTERM are ignored (a worker draining its last job on SIGTERM still needs its zygote);
 its children get SIGKILL when it dies.
 """
@@ -21,7 +23,7 @@ import socket
 from typing import NoReturn
 
 from sandbox.forking import PR_SET_PDEATHSIG, fork_sandbox_child
-from sandbox.jail import become_cleaning_parent, child_exited
+from sandbox.jail import become_cleaning_parent, child_exited, use_scratch_base
 from sandbox.zygote._protocol import CHILD, EXITED, FAILED, SIZE, SPAWN, Message, languages_from_mask
 
 log = logging.getLogger(__name__)
@@ -95,7 +97,7 @@ class Zygote:
                 return
             if pid == 0:
                 return
-            child_exited(pid)
+            self._remove_scratch(pid)
             self._send(
                 Message(
                     EXITED,
@@ -106,6 +108,13 @@ class Zygote:
                     maxrss_kb=usage.ru_maxrss,
                 )
             )
+
+    def _remove_scratch(self, pid: int) -> None:
+        """Cleanup never stops the zygote: a tree it cannot remove is logged and left."""
+        try:
+            child_exited(pid)
+        except Exception:
+            log.exception("zygote: removing the scratch directory of child %d failed", pid)
 
     def _send(self, message: Message) -> None:
         try:
@@ -128,9 +137,11 @@ def _die_with(parent: int) -> None:
 
 
 def main(argv: list[str]) -> NoReturn:
-    """`python -m sandbox.zygote CONTROL_FD PARENT_PID`: never returns."""
+    """`python -m sandbox.zygote CONTROL_FD PARENT_PID [SCRATCH_BASE]`: never returns."""
     control_fd, parent = int(argv[0]), int(argv[1])
     _die_with(parent)
+    if len(argv) > 2:
+        use_scratch_base(argv[2])  # refused (the zygote exits) unless a private directory of ours
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     control = socket.socket(fileno=control_fd)
@@ -140,6 +151,9 @@ def main(argv: list[str]) -> NoReturn:
         warm_engines()
     except Exception:
         log.exception("zygote: warming the engines failed; children will warm up themselves")
-    become_cleaning_parent()
+    try:
+        become_cleaning_parent()
+    except Exception:
+        log.exception("zygote: sweeping the scratch base failed; serving anyway")
     Zygote(control).serve()
     os._exit(0)

@@ -221,3 +221,26 @@ def test_numbers_at_the_edges_of_lua_and_js_precision_round_trip(client: Scriptp
     if language is Language.LUA:
         expected["nested"] = [1, [2.5, {}]]
     assert result == expected
+
+
+SCRATCH_BOUNDS_SCRIPT = """
+local id = Artifact.store('', {content = string.rep('x', 1000), type = 'data'})
+Artifact.saveToFile('', id, 'one')
+Artifact.saveToFile('', id, 'two')
+local _, over = pcall(Artifact.saveToFile, '', id, 'three')
+local _, missing = pcall(Artifact.storeFile, '', 'three')
+local _, deep = pcall(Artifact.saveToFile, '', id, string.rep('d/', 16) .. 'f')
+return {over.code, over.message, missing.code, deep.code, deep.message}"""
+
+
+def test_scratch_writes_are_bounded_with_clear_errors(client: ScriptpoolClient) -> None:
+    """Through the real stack: a job's scratch bytes stop at its artifact_bytes (here 2 x 1000 of
+    2500 fit, a third 1000 does not, and nothing is written), paths stop at 16 components."""
+    job = client.run(Language.LUA, SCRATCH_BOUNDS_SCRIPT, limits={"artifact_bytes": 2500}, timeout=60)
+    found = result_of(job)
+    assert isinstance(found, list) and all(isinstance(part, str) for part in found), found
+    over_code, over_message, missing, deep_code, deep_message = (str(part) for part in found)
+    assert (over_code, missing, deep_code) == ("RESOURCE_EXHAUSTED", "NOT_FOUND", "INVALID_ARGUMENT")
+    assert "artifact_bytes" in over_message and "2500" in over_message and "Errno" not in over_message
+    assert "at most 16" in deep_message
+    assert result_of(client.run(Language.LUA, "return 1", timeout=60)) == 1  # the stack is fine

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from coordinator.client import ScriptpoolClient
-from sandbox.jail import DEFAULT_SCRATCH_BASE
+from sandbox.jail import DEFAULT_SCRATCH_ROOT
 from sandbox.languages import Language
 from sandbox.outcomes import Outcome
 from tests.conftest import Stack, wait_for
@@ -130,11 +130,15 @@ def test_job_holds_only_stdio_and_the_worker_socket(stack: Stack, client: Script
 
 
 def test_job_runs_in_its_own_empty_scratch_directory_removed_afterwards(stack: Stack, client: ScriptpoolClient) -> None:
-    with _spinning_job(stack, client) as (_, child):
-        scratch = os.path.join(DEFAULT_SCRATCH_BASE, f"job-{child}")
+    with _spinning_job(stack, client) as (worker, child):
+        worker_base = os.path.join(DEFAULT_SCRATCH_ROOT, f"worker-{worker}")  # this worker's alone
+        scratch = os.path.join(worker_base, f"job-{child}")
         assert os.readlink(f"/proc/{child}/cwd") == scratch
         assert os.listdir(scratch) == []
-        assert stat.S_IMODE(os.stat(scratch).st_mode) == 0o700
+        for private in (DEFAULT_SCRATCH_ROOT, worker_base, scratch):
+            info = os.lstat(private)
+            assert stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid()
+            assert stat.S_IMODE(info.st_mode) == 0o700
     assert_worker_healthy(client)  # a later spare child removes the dead child's directory
     assert_worker_healthy(client)
     assert wait_for(lambda: not os.path.exists(scratch), timeout=30)

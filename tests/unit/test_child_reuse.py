@@ -19,9 +19,9 @@ from collections.abc import Iterator
 import pytest
 from scriptpool.v1 import sandbox_pb2
 
-from sandbox.jail import cpu_limit_seconds
+from sandbox.jail import _scratch, cpu_limit_seconds, scratch_dir_of
 from sandbox.languages import Language
-from sandbox.limits import DEFAULT_LIMITS, LIMIT_FIELDS, JobLimits
+from sandbox.limits import DEFAULT_LIMITS, LIMIT_FIELDS, SCRATCH_BOUNDS, JobLimits
 from sandbox.outcomes import Outcome
 from tests.unit.engine_helpers import AnsweringHost
 from workers.child_reuse import CpuWatch, ReuseKey, move_cpu_limit, process_cpu_seconds
@@ -170,14 +170,62 @@ def test_single_use_when_jobs_per_child_is_one() -> None:
     assert len(set(pids)) == 3
 
 
+DEEPEST = "/".join(["d"] * (SCRATCH_BOUNDS.max_depth - 1) + ["bottom.txt"])
+SAVE_BOTH = f"Artifact.saveToFile('', 'a1', 'left/behind.txt'); return Artifact.saveToFile('', 'a1', '{DEEPEST}')"
+LOOK_FOR_BOTH = f"""
+local _, shallow = pcall(Artifact.storeFile, '', 'left/behind.txt')
+local _, deep = pcall(Artifact.storeFile, '', '{DEEPEST}')
+return {{tostring(shallow), tostring(deep)}}
+"""
+
+
 def test_scratch_files_of_a_job_are_gone_for_the_next_job_in_the_process(worker: Worker) -> None:
-    saved, pid1 = worker.run(_lua("return Artifact.saveToFile('', 'a1', 'left/behind.txt')"))
-    looked, pid2 = worker.run(
-        _lua("local ok, err = pcall(Artifact.storeFile, '', 'left/behind.txt'); return tostring(err)")
-    )
-    assert saved.outcome is Outcome.OK and saved.result == "left/behind.txt"
+    saved, pid1 = worker.run(_lua(SAVE_BOTH))
+    assert saved.outcome is Outcome.OK and saved.result == DEEPEST, saved.message
+    assert os.listdir(scratch_dir_of(pid1)) == []  # emptied before the result came back
+    looked, pid2 = worker.run(_lua(LOOK_FOR_BOTH))
     assert pid1 == pid2
-    assert looked.outcome is Outcome.OK and "NOT_FOUND" in str(looked.result)
+    assert looked.outcome is Outcome.OK and isinstance(looked.result, list)
+    assert all("NOT_FOUND" in str(found) for found in looked.result), looked.result
+
+
+def test_a_process_whose_scratch_is_not_empty_after_a_job_is_not_reused(
+    worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker checks the kept child's scratch itself: a child whose cleanup left (or, here,
+    lied about) files is retired, and the next job of the principal runs in a fresh process."""
+    monkeypatch.setattr(_scratch, "empty", lambda path: True)  # inherited by the children forked below
+    saved, pid1 = worker.run(_lua(SAVE_BOTH))
+    assert saved.outcome is Outcome.OK and sorted(os.listdir(scratch_dir_of(pid1))) == ["d", "left"]
+    looked, pid2 = worker.run(_lua(LOOK_FOR_BOTH))
+    assert pid2 != pid1
+    assert looked.outcome is Outcome.OK and isinstance(looked.result, list)
+    assert all("NOT_FOUND" in str(found) for found in looked.result), looked.result
+
+
+def _ignores(pid: int, signum: int) -> bool:
+    with open(f"/proc/{pid}/status") as handle:
+        mask = next(int(line.split()[1], 16) for line in handle if line.startswith("SigIgn:"))
+    return bool(mask >> (signum - 1) & 1)
+
+
+def test_a_file_past_the_size_limit_is_a_clear_error_and_the_process_lives_on(worker: Worker) -> None:
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # the child ignores it whatever it inherits
+    try:
+        big, pid1 = worker.run(
+            _lua(
+                "local ok, err = pcall(Artifact.saveToFile, '', 'a1', 'big.txt'); return tostring(err)",
+                artifact_bytes=4,
+            )
+        )
+    finally:
+        signal.signal(signal.SIGXFSZ, previous)
+    assert big.outcome is Outcome.OK, big.message
+    assert "RESOURCE_EXHAUSTED" in str(big.result) and "artifact_bytes" in str(big.result)
+    assert "Errno" not in str(big.result)
+    assert _ignores(pid1, signal.SIGXFSZ)  # a write past RLIMIT_FSIZE fails with EFBIG, never kills it
+    fits, _ = worker.run(_lua("return Artifact.saveToFile('', 'a1', 'fits.txt')", artifact_bytes=6))
+    assert fits.outcome is Outcome.OK and fits.result == "fits.txt"
 
 
 def test_each_job_in_a_reused_process_gets_its_own_cpu_budget_and_usage(worker: Worker) -> None:

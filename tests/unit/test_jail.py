@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 
 from sandbox.jail import (
-    DEFAULT_SCRATCH_BASE,
     JailReport,
     _scratch,
     _seccomp,
@@ -30,6 +29,7 @@ from sandbox.jail import (
     prepare_spare,
     probe_host,
     release_scratch,
+    scratch_base,
 )
 from sandbox.jail._syscalls import ARCHES, current_arch
 from sandbox.limits import JobLimits
@@ -92,6 +92,7 @@ def _run_jailed(
 @pytest.fixture
 def base(tmp_path: Path) -> Iterator[Path]:
     scratch = tmp_path / "scratch"
+    scratch.mkdir(mode=0o700)  # a private base, as `_scratch.make_worker_base` makes
     yield scratch
     _scratch.sweep(str(scratch))
 
@@ -133,7 +134,7 @@ def test_probe_host_verifies_every_layer_in_a_throwaway_child() -> None:
         "seccomp",  # last
     ]
     assert report.landlock_abi >= 1
-    assert not os.path.exists(os.path.join(DEFAULT_SCRATCH_BASE, "probe-outside"))
+    assert not os.path.exists(os.path.join(scratch_base(), "probe-outside"))
 
 
 def test_probe_reports_a_layer_that_does_not_hold(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,15 +8,18 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from scriptpool.v1 import sandbox_pb2
 
+from sandbox.jail import scratch_base, scratch_dir_of
 from sandbox.languages import Language
 from sandbox.limits import DEFAULT_LIMITS, LIMIT_FIELDS
 from sandbox.outcomes import Outcome
 from sandbox.zygote import CHILD, EXITED, SPAWN, Message, languages_mask
 from sandbox.zygote._protocol import languages_from_mask
+from tests.unit.scratch_trees import plant_pathological_tree
 from workers import zygote as zygote_module
 from workers.children import LocalForks
 from workers.supervisor import ChildRun, Reaper, SparePool, supervise
@@ -197,3 +200,57 @@ def test_nothing_is_left_running_after_close() -> None:
     pool.close()
     assert _gone(zygote)
     assert all(_gone(pid) for pid in children)
+
+
+class PlantingHost:
+    """Answers every global call with nil; on the first, plants a pathological tree (3000 levels, an
+    unreadable directory, symlinks out) in the calling child's scratch directory, which exists then."""
+
+    def __init__(self, scratch: Path, outside: Path) -> None:
+        self.scratch = scratch
+        self.outside = outside
+        self.kept: list[Path] = []
+
+    def call(self, op: str, args: list[object]) -> object:
+        if not self.kept:
+            self.kept = plant_pathological_tree(self.scratch, self.outside)
+        return None
+
+
+def _pid_above_pid_max() -> int:
+    with open("/proc/sys/kernel/pid_max") as handle:
+        return int(handle.read()) + 1
+
+
+def test_a_pathological_scratch_tree_never_stops_the_zygote(pool: SparePool, tmp_path: Path) -> None:
+    """Before: shutil.rmtree's RecursionError in the zygote's reap loop killed it, and every restart."""
+    pool.refill()
+    child = pool.take()
+    zygote = _zygote_pid(pool)
+    host = PlantingHost(Path(scratch_dir_of(child.pid)), tmp_path / "outside")
+    spec = _spec("State.get('global', 'k') " + SPIN, wall_time_ms=1000)
+    run = supervise(child, spec, host, on_handed_over=pool.refill)  # type: ignore[arg-type]
+    assert run.outcome is Outcome.WALL_TIME_EXCEEDED and host.kept  # killed: the zygote cleans up
+    assert not os.path.lexists(scratch_dir_of(child.pid))  # removed before the zygote reported the exit
+    assert all(path.read_text().startswith("keep me") for path in host.kept)  # no symlink followed
+    for number in range(3):  # the same zygote keeps serving
+        after = _run(pool, _spec(f"return {number}"))
+        assert after.outcome is Outcome.OK and after.result == number
+    assert _zygote_pid(pool) == zygote
+    assert isinstance(pool.source, ZygoteSource) and pool.source.restarts == 0
+
+
+def test_a_zygote_starts_and_serves_over_a_dead_childs_pathological_tree(tmp_path: Path) -> None:
+    """The start-up sweep meets a tree left by a child that died with its zygote."""
+    left = Path(scratch_base()) / f"job-{_pid_above_pid_max()}"
+    left.mkdir(mode=0o700)
+    kept = plant_pathological_tree(left, tmp_path / "outside")
+    pool = SparePool(ZygoteSource())
+    try:
+        run = _run(pool, _spec("return 5"))
+        assert run.outcome is Outcome.OK and run.result == 5
+        assert isinstance(pool.source, ZygoteSource) and pool.source.restarts == 0
+        assert not os.path.lexists(left)  # swept at start-up, before the first child
+        assert all(path.read_text().startswith("keep me") for path in kept)
+    finally:
+        pool.close()
