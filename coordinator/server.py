@@ -115,6 +115,7 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
         queue_ttl_seconds=settings.queue_ttl_seconds,
         result_ttl_seconds=settings.result_ttl_seconds,
         max_batch_jobs=settings.max_batch_jobs,
+        max_list_bytes=settings.max_list_jobs_bytes,
         lean=lean,
     )
     artifacts = ArtifactStore(

@@ -74,6 +74,9 @@ class Settings:
     max_timeline_scan: int = 10_000
     """Timeline entries one `Session.getTimeline` call reads while filtering by type; past it the
     page ends early with a `next_after`."""
+    max_list_jobs_bytes: int = 4 * 1024 * 1024
+    """Job record bytes (script sources and results) one `ListJobs` call reads; past it the page ends
+    early with a `next_cursor` (it always holds at least one job, whatever its size)."""
     queue_ttl_seconds: int = 24 * 3600
     """How long a job may wait in the queue before its credential expires."""
     result_ttl_seconds: int = 7 * 24 * 3600

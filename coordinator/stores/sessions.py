@@ -32,6 +32,7 @@ from coordinator.stores.validation import (
     check_tags,
     check_text,
     check_uuid,
+    parse_cursor,
 )
 from workers.job_records import hash_fields, job_key, text, texts
 from workers.lean_redis import LeanPool, LeanScript, read, read_many
@@ -362,7 +363,7 @@ class SessionStore:
         limit = request.page.limit or DEFAULT_PAGE
         if limit > MAX_PAGE:
             raise InvalidArgument(f"page.limit {limit} is above the maximum {MAX_PAGE}")
-        offset = _parse_cursor(request.page.cursor)
+        offset = parse_cursor(request.page.cursor)
         sort = request.sort or "-updated_at"
         descending = sort.startswith("-") or sort == "updated_at"
         field = sort.lstrip("-")
@@ -474,11 +475,3 @@ def _epoch(value: common_pb2.Value, what: str) -> float:
         if parsed is not None and parsed.tzinfo is not None:
             return parsed.timestamp()
     raise InvalidArgument(f"{what}: expected an RFC 3339 time with a zone (2026-01-31T12:00:00Z) or epoch seconds")
-
-
-def _parse_cursor(cursor: str) -> int:
-    if not cursor:
-        return 0
-    if not cursor.isdigit():
-        raise InvalidArgument(f"invalid cursor {cursor!r}: pass back the next_cursor of the previous page")
-    return int(cursor)
