@@ -105,6 +105,7 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
         lean=lean,
         max_list_scan=settings.max_list_scan,
         max_timeline_scan=settings.max_timeline_scan,
+        max_snapshots=settings.max_snapshots_per_session,
     )
     jobs = JobStore(
         redis,

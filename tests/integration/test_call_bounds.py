@@ -13,14 +13,18 @@ import pytest
 from redis import ConnectionPool, Redis
 from redis.connection import Connection
 from scriptpool.errors import InvalidArgument
-from scriptpool.v1 import common_pb2, jobs_pb2, sessions_pb2
+from scriptpool.v1 import artifacts_pb2, common_pb2, jobs_pb2, sessions_pb2, state_pb2
 
 from coordinator.auth import Caller
+from coordinator.client import ScriptpoolClient
 from coordinator.stores.jobs import MAX_JOB_PAGE, JobStore
-from coordinator.stores.sessions import SessionStore
+from coordinator.stores.sessions import SessionStore, snapshot_bytes_key
+from coordinator.stores.snapshots import SnapshotStore
 from sandbox.limits import LimitPolicy
-from workers.job_records import session_jobs_key
+from workers.job_records import session_jobs_key, texts
 from workers.lean_redis import LeanPool
+
+from .helpers import outcome, run_lua
 
 
 class ReplyCounter:
@@ -28,6 +32,11 @@ class ReplyCounter:
 
     def __init__(self) -> None:
         self.elements = 0
+        self.replies = 0
+        """Replies read: one per command (a pipeline's commands each count)."""
+
+    def reset(self) -> None:
+        self.elements = self.replies = 0
 
     def add(self, reply: object) -> None:
         if isinstance(reply, list):
@@ -45,6 +54,7 @@ def counting_redis(redis_client: Redis, counter: ReplyCounter) -> Redis:
     class CountingConnection(base):  # type: ignore[valid-type, misc]
         def read_response(self, *args: Any, **kwargs: Any) -> Any:
             reply = super().read_response(*args, **kwargs)
+            counter.replies += 1
             counter.add(reply)
             return reply
 
@@ -107,7 +117,7 @@ def test_list_jobs_reads_only_its_page_of_the_sessions_index(
     redis_client.zadd(session_jobs_key(session_id), {str(uuid.uuid4()): float(i) for i in range(5000)})
     newest = list(reversed(_submit(writer, caller, session_id, 3)))  # ... and 3 live ones, newer
     reader = _job_store(counted, lean)
-    counter.elements = 0
+    counter.reset()
     page = _list(reader, caller, session_id, limit=2)
     assert [job.id for job in page.jobs] == newest[:2] and page.next_cursor == "2"
     # the session's record, 3 ids, 2 x 2 sizes, 2 job records: tens of elements, not 5,000
@@ -172,3 +182,63 @@ def test_session_list_refuses_a_cursor_past_a_redis_index(redis_client: Redis, l
     request = sessions_pb2.ListSessionsRequest(page=common_pb2.PageRequest(cursor=cursor))
     with pytest.raises(InvalidArgument, match="invalid cursor"):
         sessions.list(caller, request)
+
+
+def test_deleting_a_session_does_not_scan_the_database(
+    redis_client: Redis, lean: LeanPool, counted: Redis, counter: ReplyCounter
+) -> None:
+    filler = f"sp:test:filler:{uuid.uuid4().hex}"
+    pipe = redis_client.pipeline(transaction=False)
+    for start in range(0, 30_000, 1000):
+        pipe.mset({f"{filler}:{n}": "x" for n in range(start, start + 1000)})
+    pipe.execute()
+    try:
+        sessions = SessionStore(counted, 1000, lean=lean, max_snapshots=3)
+        snapshots = SnapshotStore(sessions, max_per_session=3)
+        caller = _caller()
+        session_id = sessions.create(caller, sessions_pb2.CreateSessionRequest(name="doomed")).id
+        for _ in range(5):
+            snapshots.save(caller, session_id)
+        counter.reset()
+        sessions.delete(caller, session_id)
+        # get, the snapshot count, the kept snapshots' sizes (3), the transaction (~8): no SCAN over
+        # the 30,000 other keys (which took 30 round trips at least)
+        assert counter.replies < 20
+        assert texts(list(redis_client.scan_iter(f"sp:session:{session_id}*", count=10_000))) == []
+        assert int(redis_client.get(snapshot_bytes_key(caller.principal)) or 0) == 0
+    finally:
+        for start in range(0, 30_000, 1000):
+            redis_client.unlink(*[f"{filler}:{n}" for n in range(start, start + 1000)])
+
+
+def test_a_deleted_session_leaves_no_key_behind(client: ScriptpoolClient, redis_client: Redis) -> None:
+    """Every store's keys under the session go: a store that adds one must name it in
+    `sessions.session_keys` (the delete no longer scans for them)."""
+    session = client.create_session("everything")
+    job = run_lua(
+        client,
+        """
+        State.set("session:current", "k", {1, 2, 3})
+        Session.save(Session.getCurrent())
+        Event.emit("made.it", {ok = true})
+        return 1
+        """,
+        session_id=session.id,
+    )
+    assert outcome(job).value == "ok"
+    client.state_call(
+        "Set", state_pb2.SetStateRequest(scope=f"session:{session.id}", key="c", value=common_pb2.Value(int_value=7))
+    )
+    client.session_call("Save", sessions_pb2.SessionRef(session_id=session.id))
+    header = artifacts_pb2.StoreArtifactChunk(
+        session_id=session.id,
+        type="text",
+        metadata=artifacts_pb2.ArtifactMetadata(name="notes", tags=["a", "b"], description="some words"),
+    )
+    ref = client.store_artifact(header, [b"alpha beta gamma"])
+    client.store_artifact(artifacts_pb2.StoreArtifactChunk(session_id=session.id, artifact_id=ref.id), [b"delta"])
+    client.session_call("Replay", sessions_pb2.ReplayRequest(session_id=session.id, speed=0))
+    assert len(list(redis_client.scan_iter(f"sp:session:{session.id}:*", count=10_000))) >= 8
+    client.session_call("Delete", sessions_pb2.SessionRef(session_id=session.id))
+    assert texts(list(redis_client.scan_iter(f"sp:session:{session.id}*", count=10_000))) == []
+    assert redis_client.exists(f"sp:artifact:{ref.id}") == 0
