@@ -156,7 +156,7 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
     event_store = EventStore(redis)
     event_servicer = EventServicer(auth, event_store, settings.max_wait_seconds, settings.max_event_streams)
     events_pb2_grpc.add_HookServiceServicer_to_server(
-        HookServicer(auth, event_store, settings.max_wait_seconds), server
+        HookServicer(auth, event_store, settings.max_wait_seconds, settings.max_poll_firings), server
     )
     events_pb2_grpc.add_EventServiceServicer_to_server(event_servicer, server)
     streamed = unary_routes(

@@ -51,6 +51,8 @@ class Settings:
     Keep it well under grpc_threads, which the other RPCs need too."""
     max_event_streams: int = 16
     """Clients' live event streams (EventService.Stream) open at once; over it, RESOURCE_EXHAUSTED."""
+    max_poll_firings: int = 1000
+    """Hook firings one `HookService.Poll` returns; the rest stay queued for the next Poll."""
     max_sessions_per_principal: int = 100_000
     """Live sessions one principal may hold."""
     max_replays_per_job: int = 1

@@ -7,20 +7,23 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from redis import ConnectionPool, Redis
 from redis.connection import Connection
 from scriptpool.errors import InvalidArgument
-from scriptpool.v1 import artifacts_pb2, common_pb2, jobs_pb2, sessions_pb2, state_pb2
+from scriptpool.v1 import artifacts_pb2, common_pb2, events_pb2, events_pb2_grpc, jobs_pb2, sessions_pb2, state_pb2
 
 from coordinator.auth import Caller
 from coordinator.client import ScriptpoolClient
+from coordinator.server import start_coordinator
 from coordinator.stores.jobs import MAX_JOB_PAGE, JobStore
 from coordinator.stores.sessions import SessionStore, snapshot_bytes_key
 from coordinator.stores.snapshots import SnapshotStore
 from sandbox.limits import LimitPolicy
+from tests.conftest import Stack
 from workers.job_records import session_jobs_key, texts
 from workers.lean_redis import LeanPool
 
@@ -242,3 +245,22 @@ def test_a_deleted_session_leaves_no_key_behind(client: ScriptpoolClient, redis_
     client.session_call("Delete", sessions_pb2.SessionRef(session_id=session.id))
     assert texts(list(redis_client.scan_iter(f"sp:session:{session.id}*", count=10_000))) == []
     assert redis_client.exists(f"sp:artifact:{ref.id}") == 0
+
+
+def test_a_hook_poll_returns_at_most_max_poll_firings(stack: Stack, principal_and_key: tuple[str, str]) -> None:
+    second = start_coordinator(replace(stack.settings, listen="127.0.0.1:0", max_poll_firings=3))
+    try:
+        with ScriptpoolClient(f"127.0.0.1:{second.port}", principal_and_key[1]) as client:
+            hooks = events_pb2_grpc.HookServiceStub(client.channel)
+            md = client._metadata
+            hooks.Register(events_pb2.RegisterHookRequest(hook_point="state.changed"), metadata=md)
+            for n in range(7):
+                value = common_pb2.Value(int_value=n)
+                client.state_call("Set", state_pb2.SetStateRequest(scope="global", key=f"k{n}", value=value))
+            pages = []
+            for _ in range(4):
+                firings = hooks.Poll(events_pb2.PollHooksRequest(timeout_seconds=0), metadata=md).firings
+                pages.append([f.context.data.fields["key"].string_value for f in firings])
+            assert pages == [["k0", "k1", "k2"], ["k3", "k4", "k5"], ["k6"], []]  # each once, in order
+    finally:
+        second.stop(grace=1)
