@@ -106,6 +106,7 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
         lean=lean,
         max_list_scan=settings.max_list_scan,
         max_timeline_scan=settings.max_timeline_scan,
+        max_snapshots=settings.max_snapshots_per_session,
     )
     jobs = JobStore(
         redis,
@@ -116,6 +117,7 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
         queue_ttl_seconds=settings.queue_ttl_seconds,
         result_ttl_seconds=settings.result_ttl_seconds,
         max_batch_jobs=settings.max_batch_jobs,
+        max_list_bytes=settings.max_list_jobs_bytes,
         lean=lean,
     )
     artifacts = ArtifactStore(
@@ -163,7 +165,7 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
     )
     event_servicer = EventServicer(auth, event_store, settings.max_wait_seconds, settings.max_event_streams)
     events_pb2_grpc.add_HookServiceServicer_to_server(
-        HookServicer(auth, event_store, settings.max_wait_seconds), server
+        HookServicer(auth, event_store, settings.max_wait_seconds, settings.max_poll_firings), server
     )
     events_pb2_grpc.add_EventServiceServicer_to_server(event_servicer, server)
     streamed = unary_routes(

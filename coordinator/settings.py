@@ -52,6 +52,8 @@ class Settings:
     Keep it well under grpc_threads, which the other RPCs need too."""
     max_event_streams: int = 16
     """Clients' live event streams (EventService.Stream) open at once; over it, RESOURCE_EXHAUSTED."""
+    max_poll_firings: int = 1000
+    """Hook firings one `HookService.Poll` returns; the rest stay queued for the next Poll."""
     max_sessions_per_principal: int = 100_000
     """Live sessions one principal may hold."""
     max_replays_per_job: int = 1
@@ -75,6 +77,9 @@ class Settings:
     max_timeline_scan: int = 10_000
     """Timeline entries one `Session.getTimeline` call reads while filtering by type; past it the
     page ends early with a `next_after`."""
+    max_list_jobs_bytes: int = 4 * 1024 * 1024
+    """Job record bytes (script sources and results) one `ListJobs` call reads; past it the page ends
+    early with a `next_cursor` (it always holds at least one job, whatever its size)."""
     queue_ttl_seconds: int = 24 * 3600
     """How long a job may wait in the queue before its credential expires."""
     result_ttl_seconds: int = 7 * 24 * 3600

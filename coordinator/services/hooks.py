@@ -3,7 +3,8 @@
 A hook point is an event name (`session.created`, `artifact.stored`, `state.changed`, ...;
 `sandbox.catalog.HOOK_POINTS`), so a registration is an event subscription to that name
 (coordinator/stores/events.py), listed per principal in `sp:hooks:{principal}`. `Poll` drains every
-registration's new firings, waiting up to `timeout_seconds` for the first. Scripts have their own
+registration's new firings, at most `max_poll_firings` per call (the rest stay for the next Poll),
+waiting up to `timeout_seconds` for the first. Scripts have their own
 `Hook.register(point, fn)`, which runs `fn` in the script (docs/architecture.md#events); this
 service is for clients' API keys.
 """
@@ -33,10 +34,14 @@ def _hooks_key(principal: str) -> str:
 
 @grpc_service(events_pb2.DESCRIPTOR.services_by_name["HookService"])
 class HookServicer(events_pb2_grpc.HookServiceServicer):
-    def __init__(self, auth: Authenticator, events: EventStore, max_wait_seconds: float) -> None:
+    def __init__(
+        self, auth: Authenticator, events: EventStore, max_wait_seconds: float, max_poll_firings: int = 1000
+    ) -> None:
         self.auth = auth
         self.events = events
         self.max_wait_seconds = max_wait_seconds
+        self.max_poll_firings = max_poll_firings
+        """Firings one Poll returns (settings.max_poll_firings); the rest wait for the next Poll."""
 
     @property
     def redis(self) -> Redis:
@@ -87,7 +92,10 @@ class HookServicer(events_pb2_grpc.HookServiceServicer):
         hook_ids = list(self._registrations(caller))
         while True:
             for hook_id in hook_ids:
-                while (event := self.events.receive(caller, hook_id, 0)) is not None:
+                while len(firings.firings) < self.max_poll_firings:
+                    event = self.events.receive(caller, hook_id, 0)
+                    if event is None:
+                        break
                     firings.firings.append(events_pb2.HookFiring(hook_id=hook_id, context=_context(event)))
             if firings.firings or time.monotonic() >= give_up:
                 return firings

@@ -26,7 +26,7 @@ from scriptpool.v1 import jobs_pb2, sandbox_pb2
 
 from coordinator.auth import Caller, new_job_credential
 from coordinator.stores.sessions import NewSession, SessionStore
-from coordinator.stores.validation import check_uuid
+from coordinator.stores.validation import check_uuid, parse_cursor
 from sandbox.languages import Language
 from sandbox.limits import LIMIT_FIELDS, JobLimits, LimitPolicy
 from sandbox.outcomes import Outcome
@@ -47,6 +47,8 @@ from workers.lean_rq import pass_default_serializer_as_none
 log = logging.getLogger(__name__)
 
 RQ_TIMEOUT_MARGIN_SECONDS = 60
+DEFAULT_JOB_PAGE = 100
+MAX_JOB_PAGE = 1000
 REPLAYED_FIELD = "replayed"
 """Field of a job's record set ("1") when a replay submitted the job (coordinator/stores/replay.py)."""
 REPLAYS_FIELD = "replays"
@@ -78,6 +80,7 @@ class JobStore:
         queue_ttl_seconds: int,
         result_ttl_seconds: int,
         max_batch_jobs: int = 1000,
+        max_list_bytes: int = 4 * 1024 * 1024,
         lean: LeanPool | None = None,
     ) -> None:
         self.redis = redis
@@ -93,6 +96,8 @@ class JobStore:
         self.queue_ttl_seconds = queue_ttl_seconds
         self.result_ttl_seconds = result_ttl_seconds
         self.max_batch_jobs = max_batch_jobs
+        self.max_list_bytes = max_list_bytes
+        """Job record bytes (sources and results) one ListJobs call reads (settings.max_list_jobs_bytes)."""
 
     def _check(self, request: jobs_pb2.SubmitJobRequest) -> CheckedJob:
         """Every check of one job that needs no Redis; its session is checked with the batch's."""
@@ -321,17 +326,39 @@ class JobStore:
             log.info("job %s: RQ's cancel raced a worker (%s); the job record is already cancelled", job_id, exc)
 
     def list_for_session(self, caller: Caller, request: jobs_pb2.ListJobsRequest) -> jobs_pb2.ListJobsResponse:
+        """A page of the session's jobs, newest first. It reads the page's ids only (a ranged read from
+        the cursor), then the records' sizes, then at most `max_list_bytes` of records (always at least
+        one): a page over that many bytes ends early with a `next_cursor`. Four round trips at most,
+        whatever the session holds."""
+        limit = request.page.limit or DEFAULT_JOB_PAGE
+        if limit > MAX_JOB_PAGE:
+            raise InvalidArgument(f"page.limit {limit} is above the maximum {MAX_JOB_PAGE}")
+        offset = parse_cursor(request.page.cursor)
         self.sessions.get(caller, request.session_id)
-        ids = texts(self.redis.zrevrange(session_jobs_key(request.session_id), 0, -1))
-        offset = int(request.page.cursor) if request.page.cursor.isdigit() else 0
-        limit = min(request.page.limit or 100, 1000)
+        ids = texts(self.redis.zrevrange(session_jobs_key(request.session_id), offset, offset + limit))
+        more = len(ids) > limit
+        ids = ids[:limit]
+        sizes = self.redis.pipeline(transaction=False)
+        for job_id in ids:
+            sizes.hstrlen(job_key(job_id), "spec")
+            sizes.hstrlen(job_key(job_id), "result")
+        lengths = sizes.execute()
+        taken, total = 0, 0
+        for index in range(len(ids)):
+            total += int(lengths[2 * index]) + int(lengths[2 * index + 1])
+            if taken and total > self.max_list_bytes:
+                more = True
+                break
+            taken += 1
+        records = self.redis.pipeline(transaction=False)
+        for job_id in ids[:taken]:
+            records.hgetall(job_key(job_id))
         response = jobs_pb2.ListJobsResponse()
-        for job_id in ids[offset : offset + limit]:
-            raw = self.redis.hgetall(job_key(job_id))
-            if raw:
+        for job_id, raw in zip(ids[:taken], records.execute() if taken else [], strict=True):
+            if raw:  # (a record that expired: its id stays in the session's index)
                 response.jobs.append(_to_job(job_id, hash_fields(raw)))
-        if offset + limit < len(ids):
-            response.next_cursor = str(offset + limit)
+        if more:
+            response.next_cursor = str(offset + taken)
         return response
 
 

@@ -8,7 +8,6 @@ sp:principal:{p}:sessions     zset: session id -> updated_at
 from __future__ import annotations
 
 import json
-import re
 import time
 import uuid
 from collections.abc import Callable, Collection, Sequence
@@ -32,6 +31,7 @@ from coordinator.stores.validation import (
     check_tags,
     check_text,
     check_uuid,
+    parse_cursor,
 )
 from workers.job_records import hash_fields, job_key, text, texts
 from workers.lean_redis import LeanPool, LeanScript, read, read_many
@@ -39,7 +39,6 @@ from workers.lean_redis import LeanPool, LeanScript, read, read_many
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 SORT_FIELDS = ("updated_at", "created_at", "name")
-_SNAPSHOT_KEY = re.compile(r"sp:session:[0-9a-f-]+:snapshot:[0-9]+")
 
 # transition name -> (states it may start from, state it leads to, hook point)
 TRANSITIONS: dict[str, tuple[tuple[str, ...], str, str]] = {
@@ -68,6 +67,35 @@ def session_key(session_id: str) -> str:
 
 def principal_sessions_key(principal: str) -> str:
     return f"sp:principal:{principal}:sessions"
+
+
+_SESSION_KEY_SUFFIXES = (
+    ":timeline",  # coordinator/stores/timeline.py
+    ":jobs",  # workers/job_records.py
+    ":replays",  # coordinator/stores/replay.py
+    ":state",  # coordinator/stores/state.py
+    ":artifact-bytes",  # coordinator/stores/artifacts.py (the rest of its keys go with its artifacts)
+    ":artifact-names",
+    ":artifacts",
+    ":artifacts:created",
+    ":artifacts:size",
+)
+
+
+def session_keys(session_id: str) -> list[str]:
+    """Every key of a session but its snapshots (`snapshot_key`) and its artifacts' type, tag and
+    word sets (emptied, so gone, as its artifacts are deleted): what `delete` removes. A store that
+    adds a key under `sp:session:{id}:` adds its suffix here (tests/integration/test_call_bounds.py
+    checks that a deleted session leaves no key behind)."""
+    return [session_key(session_id)] + [session_key(session_id) + suffix for suffix in _SESSION_KEY_SUFFIXES]
+
+
+def snapshot_key(session_id: str, number: int) -> str:
+    return f"sp:session:{session_id}:snapshot:{number}"
+
+
+def snapshot_state_key(session_id: str, number: int) -> str:
+    return snapshot_key(session_id, number) + ":state"
 
 
 def snapshot_bytes_key(principal: str) -> str:
@@ -166,6 +194,7 @@ class SessionStore:
         lean: LeanPool | None = None,
         max_list_scan: int = 10_000,
         max_timeline_scan: int = 10_000,
+        max_snapshots: int = 20,
     ) -> None:
         self.redis = redis
         self.max_sessions = max_sessions_per_principal
@@ -173,6 +202,8 @@ class SessionStore:
         """Sessions one `list` call reads (settings.max_list_scan)."""
         self.max_timeline_scan = max_timeline_scan
         """Timeline entries one `getTimeline` call reads (settings.max_timeline_scan)."""
+        self.max_snapshots = max_snapshots
+        """Snapshots a session keeps (settings.max_snapshots_per_session): the ones `delete` removes."""
         self._transition = redis.register_script(_TRANSITION)
         self.lean = lean if lean is not None else LeanPool(redis)
         self._get_recorded = LeanScript(redis, self.lean, _GET_RECORDED)
@@ -291,21 +322,23 @@ class SessionStore:
         return self._load(session_id)
 
     def delete(self, caller: Caller, session_id: str) -> None:
-        """Delete in any state, with its timeline, snapshots and job index."""
+        """Delete in any state, with its timeline, snapshots, State, job index and artifacts. It
+        names the session's keys (`session_keys`) rather than scanning for them: the work grows with
+        what the session holds, never with the rest of the database."""
         session = self.get(caller, session_id)
         for hook in self.delete_hooks:
             hook(session_id)
-        # Everything under sp:session:{id}: goes too: its state, snapshots (and their state), indexes.
-        keys = [session_key(session_id), timeline.timeline_key(session_id), f"sp:session:{session_id}:jobs"]
-        keys += [k.decode() for k in self.redis.scan_iter(f"sp:session:{session_id}:*", count=1000)]
-        snapshots = [key for key in keys if _SNAPSHOT_KEY.fullmatch(key)]
+        latest = int(self.redis.hget(session_key(session_id), "snapshots") or 0)
+        numbers = range(max(1, latest - self.max_snapshots + 1), latest + 1)  # the ones a session keeps
         reads = self.redis.pipeline(transaction=False)
-        for key in snapshots:
-            reads.hget(key, "bytes")
-        snapshot_bytes = sum(int(size or 0) for size in reads.execute())
+        for number in numbers:
+            reads.hget(snapshot_key(session_id, number), "bytes")
+        snapshot_bytes = sum(int(size or 0) for size in reads.execute()) if numbers else 0
+        keys = session_keys(session_id)
+        keys += [key for n in numbers for key in (snapshot_key(session_id, n), snapshot_state_key(session_id, n))]
         pipe = self.redis.pipeline(transaction=True)
         timeline.emit_event(pipe, "session.deleted", session_id, caller.job_id)  # first: it finds the owner
-        pipe.delete(*keys)
+        pipe.unlink(*keys)  # a long timeline is freed by Redis in the background
         if snapshot_bytes:
             pipe.decrby(snapshot_bytes_key(session.principal), snapshot_bytes)
         pipe.zrem(principal_sessions_key(session.principal), session_id)
@@ -362,7 +395,7 @@ class SessionStore:
         limit = request.page.limit or DEFAULT_PAGE
         if limit > MAX_PAGE:
             raise InvalidArgument(f"page.limit {limit} is above the maximum {MAX_PAGE}")
-        offset = _parse_cursor(request.page.cursor)
+        offset = parse_cursor(request.page.cursor)
         sort = request.sort or "-updated_at"
         descending = sort.startswith("-") or sort == "updated_at"
         field = sort.lstrip("-")
@@ -474,11 +507,3 @@ def _epoch(value: common_pb2.Value, what: str) -> float:
         if parsed is not None and parsed.tzinfo is not None:
             return parsed.timestamp()
     raise InvalidArgument(f"{what}: expected an RFC 3339 time with a zone (2026-01-31T12:00:00Z) or epoch seconds")
-
-
-def _parse_cursor(cursor: str) -> int:
-    if not cursor:
-        return 0
-    if not cursor.isdigit():
-        raise InvalidArgument(f"invalid cursor {cursor!r}: pass back the next_cursor of the previous page")
-    return int(cursor)

@@ -31,6 +31,8 @@ from coordinator.stores.sessions import (
     principal_sessions_key,
     session_key,
     snapshot_bytes_key,
+    snapshot_key,
+    snapshot_state_key,
 )
 from coordinator.stores.state import session_state_key
 from workers.job_records import job_key, text, texts
@@ -70,14 +72,6 @@ end
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[9])
 return {{'ok', n}}
 """
-
-
-def snapshot_key(session_id: str, number: int) -> str:
-    return f"sp:session:{session_id}:snapshot:{number}"
-
-
-def snapshot_state_key(session_id: str, number: int) -> str:
-    return snapshot_key(session_id, number) + ":state"
 
 
 def saved_key(principal: str) -> str:

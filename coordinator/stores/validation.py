@@ -58,3 +58,17 @@ def check_metadata(metadata: common_pb2.ValueMap, what: str = "metadata") -> byt
     if depth > MAX_METADATA_DEPTH:
         raise InvalidArgument(f"{what} is nested {depth} levels deep; the maximum is {MAX_METADATA_DEPTH}")
     return data
+
+
+MAX_CURSOR = 2**53
+"""Largest position a page cursor may name (a Redis range index is a signed 64-bit integer)."""
+
+
+def parse_cursor(cursor: str) -> int:
+    """A page cursor (a position this server handed out as `next_cursor`): "" = 0; anything that is
+    not a decimal position up to `MAX_CURSOR` is INVALID_ARGUMENT, never read as the first page."""
+    if not cursor:
+        return 0
+    if not cursor.isascii() or not cursor.isdigit() or len(cursor) > 16 or int(cursor) > MAX_CURSOR:
+        raise InvalidArgument(f"invalid cursor {cursor[:40]!r}: pass back the next_cursor of the previous page")
+    return int(cursor)
