@@ -9,6 +9,10 @@ from scriptpool.values import PlainValue
 
 from sandbox.errors import OutputExceeded
 
+HOST_FAULT = "the call failed in the host"
+"""What a script is told when a global call fails on the host side for a reason that is not about
+its arguments or its limits: the host exception's text, type and object never reach the script."""
+
 
 class GlobalHost(Protocol):
     def call(self, op: str, args: list[PlainValue]) -> PlainValue:
@@ -27,6 +31,8 @@ class OutputSink:
 
     def write(self, text: str) -> None:
         data = text.encode("utf-8", "replace")
+        if not text.isascii():
+            text = data.decode("utf-8")  # lone surrogates (not text) are shown as "?", as counted
         room = self.limit_bytes - self.bytes_written
         if len(data) > room:
             kept = data[: max(room, 0)].decode("utf-8", "ignore")

@@ -35,16 +35,27 @@ def _fill(out: common_pb2.Value, obj: object, depth: int) -> None:
         out.bool_value = obj
     elif isinstance(obj, int):
         if not INT64_MIN <= obj <= INT64_MAX:
-            raise InvalidArgument(f"integer {obj} does not fit in 64 bits")
+            # Not the number itself: formatting a huge int is refused past 4,300 digits (a ValueError).
+            raise InvalidArgument(f"integer of {obj.bit_length()} bits does not fit in 64 bits")
         out.int_value = obj
     elif isinstance(obj, float):
         out.float_value = obj
     elif isinstance(obj, str):
+        if not obj.isascii() and not _encodable(obj):
+            raise InvalidArgument("a string holds a lone surrogate (it is not valid Unicode text)")
         out.string_value = obj
     elif isinstance(obj, (bytes, bytearray, memoryview)):
         out.bytes_value = bytes(obj)
     else:
         _fill_container(out, obj, depth)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _fill_container(out: common_pb2.Value, obj: object, depth: int) -> None:

@@ -45,7 +45,7 @@ from sandbox.catalog import GLOBAL_OPS, aliases
 from sandbox.engines.spare_instance import SpareInstance
 from sandbox.engines.wasm_calls import NumericCaller
 from sandbox.errors import LIMIT_ERRORS, LimitExceeded, MemoryExceeded, SandboxError, ScriptError
-from sandbox.host import GlobalHost, OutputSink
+from sandbox.host import HOST_FAULT, GlobalHost, OutputSink
 from sandbox.languages import Language
 from sandbox.limits import MIB
 from sandbox.runner import ScriptJob, clock_offset, seed_for
@@ -467,6 +467,11 @@ class _Job:
             return ["limit", self.budget.limit]
         except ScriptpoolError as exc:
             return ["err", exc.code, exc.message]
+        except MemoryError:
+            self.budget.limit = "memory"
+            return ["limit", "memory"]
+        except Exception:  # a host fault: no Python text or object reaches the script
+            return ["err", "INTERNAL", HOST_FAULT]
 
     def host_print(self, text: str) -> bool:
         if self.budget.limit:

@@ -57,6 +57,12 @@
   const Uint8ArrayCtor = Uint8Array;
   const ArrayBufferCtor = ArrayBuffer;
 
+  // QuickJS implements V8's stack trace API: an Error.prepareStackTrace set by the script would get
+  // CallSite objects whose getFunction()/getThis() hand out the functions and receivers on the
+  // stack, the prelude's own (call, toPlain) among them. Pinned to undefined, it can never be set
+  // (QuickJS reads it from the original Error constructor, whatever globalThis.Error becomes).
+  defineProperty(ErrorCtor, "prepareStackTrace", { value: undefined, writable: false, configurable: false });
+
   // ---------------------------------------------------------------- values
   // Plain values only: null, booleans, numbers, bigints, strings, Uint8Array/ArrayBuffer (bytes),
   // arrays and plain objects. `undefined` is null in arrays and an absent key in objects.

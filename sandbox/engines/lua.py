@@ -19,7 +19,7 @@ from scriptpool.values import MAX_DEPTH, PlainValue
 from sandbox.catalog import GLOBAL_OPS, aliases
 from sandbox.engines.spare_instance import SpareInstance
 from sandbox.errors import LIMIT_ERRORS, LimitExceeded, MemoryExceeded, ScriptError
-from sandbox.host import GlobalHost, OutputSink
+from sandbox.host import HOST_FAULT, GlobalHost, OutputSink
 from sandbox.runner import ScriptJob, clock_offset, seed_for
 
 PRELUDE = resources.files(__package__).joinpath("lua_prelude.lua").read_bytes()
@@ -141,8 +141,14 @@ class _Binding:
             return (b"ok", self.marshal.to_lua(result))
         except LimitExceeded as exc:
             return (b"limit", _limit_kind(exc).encode())
+        except ScriptError as exc:  # an argument that cannot cross (a function, a cycle...)
+            return (b"err", b"INVALID_ARGUMENT", exc.message.encode("utf-8", "replace"))
         except ScriptpoolError as exc:
-            return (b"err", exc.code.encode(), exc.message.encode("utf-8"))
+            return (b"err", exc.code.encode(), exc.message.encode("utf-8", "replace"))
+        except lupa.LuaMemoryError:  # the answer did not fit in the script's memory
+            return (b"limit", b"memory")
+        except Exception:  # a host fault: the script sees no Python text, type or object
+            return (b"err", b"INTERNAL", HOST_FAULT.encode())
 
     def host_print(self, text: bytes) -> bool:
         if self.output is None:

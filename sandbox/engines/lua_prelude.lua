@@ -14,14 +14,17 @@ local raw_pairs, raw_ipairs, raw_getmetatable = pairs, ipairs, getmetatable
 local co_create, co_resume, co_close = coroutine.create, coroutine.resume, coroutine.close
 local tpack, tunpack, tconcat, tremove = table.pack, table.unpack, table.concat, table.remove
 local clock = os.clock
-local sethook, traceback = debug.sethook, debug.traceback
-local str_find, str_sub = string.find, string.sub
+local sethook, traceback, true_getmetatable = debug.sethook, debug.traceback, debug.getmetatable
+local str_find, str_sub, str_byte, raw_dump = string.find, string.sub, string.byte, string.dump
 
 python = nil -- lupa's bridge to Python objects: never reachable, not even from the prelude's _G
 package.loaded.python = nil
 
 local limit_hit = nil
-local SENTINEL = raw_setmetatable({}, { __tostring = function() return "limit exceeded" end })
+-- Every metatable the prelude owns carries `__metatable`, so getmetatable never hands the table to
+-- a script and setmetatable cannot replace it: a script could otherwise add a __gc to one, and every
+-- object the prelude later gives that metatable would be finalized outside the CPU budget.
+local SENTINEL = raw_setmetatable({}, { __tostring = function() return "limit exceeded" end, __metatable = false })
 local MEMORY_MESSAGE = "not enough memory"
 
 local function hit(kind)
@@ -52,6 +55,7 @@ end
 -- Errors from global calls: a table with `code` and `message`, printing as "CODE: message".
 local ERROR_MT = {
   __tostring = function(e) return e.code .. ": " .. e.message end,
+  __metatable = false,
 }
 
 local function raise_call_error(code, message)
@@ -86,6 +90,61 @@ env.setmetatable = function(t, mt)
 end
 
 string.dump = nil -- the real string table is every string's __index: remove it there, not in a copy
+raw_getmetatable("").__metatable = false -- strings' metatable: neither reachable nor replaceable
+
+-- A memory error is raised past the script's own code only where the prelude can see it (pcall,
+-- xpcall, coroutines and load are wrapped below), except in a to-be-closed variable's __close
+-- handler, which receives the error and can replace it by raising another. Lua cannot refuse that
+-- handler once the variable exists, so chunks that declare `<close>` variables are refused: the
+-- compiled function and every nested one are scanned for the opcode that declares one (OP_TBC).
+-- Only chunks whose text holds "close" can declare one (an attribute name is never escaped).
+local OP_TBC = 55
+local DUMP_HEADER_BYTES = 32 -- Lua 5.4's dump header (31 bytes) and the main function's upvalue count
+local function declares_close(fn)
+  local dump = raw_dump(fn, true)
+  local pos = DUMP_HEADER_BYTES + 1
+  local function size()
+    local n, b = 0, 0
+    repeat
+      b = str_byte(dump, pos)
+      pos = pos + 1
+      n = n * 128 + (b & 0x7f)
+    until b >= 0x80
+    return n
+  end
+  local function skip_string()
+    local n = size()
+    if n > 0 then pos = pos + n - 1 end
+  end
+  local function scan()
+    skip_string() -- source (stripped)
+    size() size() -- first and last line
+    pos = pos + 3 -- parameters, vararg flag, stack size
+    local code = size()
+    for at = pos, pos + 4 * (code - 1), 4 do
+      if str_byte(dump, at) & 0x7f == OP_TBC then return true end
+    end
+    pos = pos + 4 * code
+    for _ = 1, size() do -- constants
+      local tag = str_byte(dump, pos)
+      pos = pos + 1
+      if tag == 0x03 or tag == 0x13 then pos = pos + 8 -- integer, float
+      elseif tag == 0x04 or tag == 0x14 then skip_string() end -- short, long string
+    end
+    local upvalues = size() -- (read before `pos` is: size() moves it)
+    pos = pos + 3 * upvalues -- their descriptions
+    for _ = 1, size() do
+      if scan() then return true end
+    end
+    size() size() size() size() -- debug information (stripped: four empty lists)
+    return false
+  end
+  return scan()
+end
+local CLOSE_REFUSED = "to-be-closed variables (<close>) are not allowed in the sandbox"
+local function refuses_close(text, fn)
+  return str_find(text, "close", 1, true) ~= nil and declares_close(fn)
+end
 env.string = string
 env.table = copy(table, { "concat", "insert", "move", "pack", "remove", "sort", "unpack" })
 env.math = copy(math, {
@@ -142,7 +201,10 @@ env.load = function(chunk, name, mode, chunk_env)
   if mode ~= nil and mode ~= "t" then
     return nil, "load: only text chunks are allowed in the sandbox (mode 't')"
   end
-  return raw_load(chunk, "=load", "t", chunk_env or env)
+  local fn, err = raw_load(chunk, "=load", "t", chunk_env or env)
+  if fn == nil and err == MEMORY_MESSAGE then hit("memory") end
+  if fn ~= nil and refuses_close(chunk, fn) then return nil, "load: " .. CLOSE_REFUSED end
+  return fn, err
 end
 
 env.print = function(...)
@@ -192,8 +254,8 @@ local function call(op, ...)
   return result
 end
 
-local SessionObject = {}
-SessionObject.__index = SessionObject
+local SessionMethods = {}
+local SessionObject = { __index = SessionMethods, __metatable = false }
 
 local function to_session(t)
   if raw_type(t) ~= "table" then return t end
@@ -213,6 +275,7 @@ local ArtifactRef = {
   __tostring = function(r) return r.id end,
   __concat = function(a, b) return raw_tostring(a) .. raw_tostring(b) end,
   __eq = function(a, b) return a.id == b.id end,
+  __metatable = false,
 }
 
 local function to_artifact_ref(t)
@@ -229,6 +292,7 @@ local LazyArtifact = {
     raw_rawset(self, "content", content)
     return content
   end,
+  __metatable = false,
 }
 
 local function to_artifact(t)
@@ -246,6 +310,7 @@ local post = {
   ["Artifact.storeFile"] = to_artifact_ref,
 }
 
+local LOCKED = { __metatable = false } -- the globals' tables: their fields are the script's, their metatable not
 for global_name, ops in raw_pairs(catalog) do
   local g = {}
   for _, op in raw_ipairs(ops) do
@@ -258,7 +323,7 @@ for global_name, ops in raw_pairs(catalog) do
     end
   end
   for alias, op in raw_pairs(aliases[global_name] or {}) do g[alias] = g[op] end
-  env[global_name] = g
+  env[global_name] = raw_setmetatable(g, LOCKED)
 end
 
 local Session = env.Session
@@ -338,18 +403,18 @@ Session.replay = function(id, opts)
   if on_progress or on_hook then follow_replay(replay_id, on_progress, on_hook) end
   return replay_id
 end
-function SessionObject:suspend() return Session.suspend(self.id) end
-function SessionObject:resume() return Session.resume(self.id) end
-function SessionObject:complete() return Session.complete(self.id) end
-function SessionObject:save() return Session.save(self.id) end
-function SessionObject:hasTag(tag)
+function SessionMethods:suspend() return Session.suspend(self.id) end
+function SessionMethods:resume() return Session.resume(self.id) end
+function SessionMethods:complete() return Session.complete(self.id) end
+function SessionMethods:save() return Session.save(self.id) end
+function SessionMethods:hasTag(tag)
   for _, t in raw_ipairs(self.tags or {}) do
     if t == tag then return true end
   end
   return false
 end
 -- addTag/removeTag start from the session's current tags (not this object's possibly stale copy).
-function SessionObject:addTag(tag)
+function SessionMethods:addTag(tag)
   local tags = Session.getTags(self.id)
   for _, t in raw_ipairs(tags) do
     if t == tag then self.tags = tags return tags end
@@ -358,7 +423,7 @@ function SessionObject:addTag(tag)
   self.tags = Session.setTags(self.id, tags)
   return self.tags
 end
-function SessionObject:removeTag(tag)
+function SessionMethods:removeTag(tag)
   local tags = {}
   for _, t in raw_ipairs(Session.getTags(self.id)) do
     if t ~= tag then tags[#tags + 1] = t end
@@ -366,9 +431,9 @@ function SessionObject:removeTag(tag)
   self.tags = Session.setTags(self.id, tags)
   return self.tags
 end
-SessionObject.add_tag = SessionObject.addTag
-SessionObject.remove_tag = SessionObject.removeTag
-SessionObject.has_tag = SessionObject.hasTag
+SessionMethods.add_tag = SessionMethods.addTag
+SessionMethods.remove_tag = SessionMethods.removeTag
+SessionMethods.has_tag = SessionMethods.hasTag
 
 -- ------------------------------------------------------------------ running
 local function script_traceback(e)
@@ -391,7 +456,7 @@ local function describe_error(info)
   if raw_type(info) == "table" and info.error ~= nil then
     if info.error == MEMORY_MESSAGE then return "limit", "memory" end
     local e = info.error
-    if raw_type(e) == "table" and raw_getmetatable(e) == ERROR_MT then
+    if raw_type(e) == "table" and true_getmetatable(e) == ERROR_MT then
       return "error", e.code .. ": " .. e.message, info.traceback
     end
     return "error", raw_tostring(e), info.traceback
@@ -409,7 +474,11 @@ return function(source, inputs, cpu_budget_s, random_seed, clock_offset)
   if clock_offset ~= 0 then replay_clock(clock_offset) end
   env.INPUT = inputs
   local fn, syntax_error = raw_load(source, "=script", "t", env)
-  if not fn then return "syntax", syntax_error end
+  if not fn then
+    if syntax_error == MEMORY_MESSAGE then return "limit", "memory" end
+    return "syntax", syntax_error
+  end
+  if refuses_close(source, fn) then return "error", CLOSE_REFUSED, "" end
   deadline = clock() + cpu_budget_s
   sethook(budget_hook, "", hook_every)
   -- The hook stays on after the script returns: error formatting may run the script's __tostring.

@@ -47,7 +47,7 @@ from scriptpool.values import PlainValue
 from sandbox.engines import python_env
 from sandbox.engines.python_env import Environment, GuestError, guest_error, to_plain
 from sandbox.errors import LIMIT_ERRORS, LimitExceeded, ScriptError
-from sandbox.host import GlobalHost, OutputSink
+from sandbox.host import HOST_FAULT, GlobalHost, OutputSink
 from sandbox.limits import JobLimits
 from sandbox.runner import ScriptJob, clock_offset, seed_for
 
@@ -237,6 +237,10 @@ class PythonRunner:
                 budget.trip(_limit_kind(exc))
             except ScriptpoolError as exc:
                 raise guest_error(exc.code, exc.message) from None
+            except MemoryError:
+                budget.trip("memory")
+            except Exception:  # a host fault: no Python text or object reaches the script
+                raise guest_error("INTERNAL", HOST_FAULT) from None
 
         def write(text: str) -> None:
             try:

@@ -7,6 +7,7 @@ import os
 import pickle
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 from quickjs_rs._engine import JSError
@@ -17,7 +18,7 @@ from sandbox.engines import javascript
 from sandbox.errors import CallLimitExceeded, CpuTimeExceeded, MemoryExceeded, OutputExceeded, ScriptError
 from sandbox.host import OutputSink
 from sandbox.languages import Language
-from sandbox.limits import JobLimits
+from sandbox.limits import MIB, JobLimits
 from sandbox.runner import ScriptJob, runner_for
 from tests.conftest import REPO
 from tests.unit.engine_helpers import AnsweringHost, seeded_job
@@ -408,3 +409,71 @@ def test_a_narrowed_template_that_would_not_come_out_exact_is_copied_whole() -> 
     whole = javascript.HeapImage(template.image, template.stack_pointer)
     wrong = javascript._narrowed(whole, [template.image])  # as if fresh instances already held it all
     assert wrong.runs == [(0, len(template.image))]
+
+
+def _without_quickjs_heap_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every instance built from here on keeps no QuickJS heap limit: only the wasm store's cap on
+    its linear memory (`_Guest.__init__`'s `set_limits`) is left to bound it."""
+    restore = javascript._Guest.restore
+
+    def restore_without_heap_limit(guest: javascript._Guest, heap: javascript.HeapImage, fns: dict[str, Any]) -> None:
+        restore(guest, heap, fns)
+        guest.engine_ctx._inst.c("set_memory_limit", 2**31 - 1)
+
+    monkeypatch.setattr(javascript._Guest, "restore", restore_without_heap_limit)
+
+
+def test_the_linear_memory_cap_alone_keeps_the_heap_under_the_jobs_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store's cap on the linear memory is a layer of its own: with QuickJS's heap limit lifted,
+    a 64 MB buffer in a 16 MiB job is refused (memory_exceeded) and the linear memory never grows
+    past the cap. (The interrupt poll's check would still name the limit afterwards; only the cap
+    keeps the memory from being taken.)"""
+    _without_quickjs_heap_limit(monkeypatch)
+    prepared = javascript._Prepared(16 * MIB)
+    try:
+        assert prepared.guest.runtime.memory_usage()["malloc_limit"] > 1024 * MIB
+        job = ScriptJob(language=Language.JAVASCRIPT, source="new Uint8Array(64 * 1024 * 1024).length")
+        with pytest.raises(MemoryExceeded):
+            javascript._Job(job, AnsweringHost(), OutputSink(1000), prepared).run()
+        assert prepared.guest.linear_memory() <= prepared.guest.memory_cap
+    finally:
+        prepared.discard()
+
+
+def test_the_stack_trace_api_hands_out_no_prelude_function() -> None:
+    """QuickJS's V8-style Error.prepareStackTrace would give CallSites whose getFunction() returns
+    the prelude's `call`/`toPlain` (a getter runs while the prelude reads the argument)."""
+    source = """
+    const seen = [];
+    try { Error.prepareStackTrace = (e, frames) => frames; } catch (e) { seen.push(e.message); }
+    try { Object.defineProperty(Error, 'prepareStackTrace', {value: (e, f) => f}); } catch (e) { seen.push(e.message); }
+    const probe = {get x() {
+      const stack = new Error().stack;
+      seen.push(typeof stack);
+      const held = {}; Error.captureStackTrace(held); seen.push(typeof held.stack);
+      try { seen.push(String(probe_caller())); } catch (e) { seen.push('caller refused'); }
+      return 1;
+    }};
+    function probe_caller() { return probe_caller.caller; }
+    Session.create(probe);
+    [seen, typeof Error.prepareStackTrace]
+    """
+    result, _ = run(source)
+    assert result == [
+        ["'prepareStackTrace' is read-only", "property is not configurable", "string", "string", "caller refused"],
+        "undefined",
+    ]
+
+
+def test_host_faults_reach_the_script_as_a_generic_error() -> None:
+    """A global call that fails on the host for a reason of its own (here an OSError) gives the
+    script an INTERNAL error with a fixed text: no Python type name, message or object."""
+
+    class FaultyHost:
+        def call(self, op: str, args: list[PlainValue]) -> PlainValue:
+            raise OSError(27, "File too large: /srv/secret/path")
+
+    out = OutputSink(10_000)
+    job = ScriptJob(language=Language.JAVASCRIPT, source="try { Session.list() } catch (e) { [e.code, e.message] }")
+    result = runner_for(Language.JAVASCRIPT).run(job, FaultyHost(), out)
+    assert result == ["INTERNAL", "INTERNAL: the call failed in the host"]

@@ -6,6 +6,7 @@ import pytest
 from scriptpool.errors import NotFound
 from scriptpool.values import PlainValue
 
+from sandbox.engines import lua
 from sandbox.errors import CallLimitExceeded, CpuTimeExceeded, MemoryExceeded, OutputExceeded, ScriptError
 from sandbox.host import OutputSink
 from sandbox.languages import Language
@@ -61,7 +62,7 @@ def test_dangerous_globals_are_absent(name: str) -> None:
 
 
 def test_string_dump_is_gone_from_the_string_metatable_too() -> None:
-    result, _ = run('return getmetatable("").__index.dump == nil and ("x").dump == nil')
+    result, _ = run('return getmetatable("") == false and ("x").dump == nil and string.dump == nil')
     assert result is True
 
 
@@ -208,3 +209,167 @@ def test_the_catalog_tables_built_in_lua_hold_every_global_operation_and_alias()
     }
     assert built_aliases == {name: dict(aliases(name)) for name in GLOBAL_OPS}
     assert sum(map(len, built_aliases.values())) > 10  # the comparison is not vacuous
+
+
+MB = 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        # a <close> handler that replaces the memory error with its own
+        "local ok, e = pcall(function()\n"
+        "  local guard <close> = setmetatable({}, {__close = function() error('mine', 0) end})\n"
+        "  local s = 'x' while true do s = s .. s end\n"
+        "end) return {'survived', e}",
+        # the same, the handler added after setmetatable and declared in a chunk made by load
+        "local mt = {} local t = setmetatable({}, mt) mt.__close = function() error('mine', 0) end\n"
+        "local f = assert(load('local t = ... local g <close> = t local s = \"x\" while true do s = s .. s end'))\n"
+        "return {'survived', pcall(f, t)}",
+        # load's own compile running out of memory answers nil, message
+        "local f, e = load('return {' .. string.rep('1,', 3000000) .. '}') return {'survived', e}",
+        # the error through coroutine.wrap, xpcall's handler, and an error object made of it
+        "local f = coroutine.wrap(function() local s = 'x' while true do s = s .. s end end)\n"
+        "local ok, e = pcall(f) return {'survived', e}",
+        "return {'survived', xpcall(function() local s = 'x' while true do s = s .. s end end,"
+        " function(m) return 'caught' end)}",
+        "local ok, e = pcall(function() local t = {} for i = 1, 1e9 do t[i] = i end end)\n"
+        "local ok2, e2 = pcall(error, {e}) return {'survived', ok2}",
+    ],
+    ids=["close_handler", "close_added_later_in_load", "load_compile", "coroutine_wrap", "xpcall_handler",
+         "error_object"],
+)  # fmt: skip
+def test_no_script_can_swallow_the_memory_limit(source: str) -> None:
+    with pytest.raises((MemoryExceeded, ScriptError)) as caught:
+        run(source, memory_bytes=16 * MB, cpu_time_ms=5000)
+    if caught.type is ScriptError:  # the <close> cases are refused before they can run
+        assert "to-be-closed variables (<close>) are not allowed" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "local x <close> = nil",
+        "local a, b <close> = 1, nil",
+        "local function f() return function() local y < close > = false end end",
+        "return load('local z <close> = nil')",  # refused by load: returns nil, message
+    ],
+)
+def test_to_be_closed_variables_are_refused(source: str) -> None:
+    refused = "to-be-closed variables (<close>) are not allowed in the sandbox"
+    try:
+        result, _ = run(source)
+    except ScriptError as exc:
+        assert str(exc) == refused
+    else:
+        assert result == [None, f"load: {refused}"]
+
+
+def test_scripts_that_only_mention_close_still_run() -> None:
+    """The <close> scan reads the compiled code, not the text: constants of every kind, long strings
+    (their sizes take more than one byte), nested functions and `<const>` do not trip it."""
+    source = """
+    local close <const> = 'close'
+    local long = string.rep('close ', 100)
+    local function nested(a) local b = function() return a, 1.5, 2^40, true, nil, close end return b end
+    local co = coroutine.create(function() coroutine.yield(1) end)
+    coroutine.resume(co)
+    local f = assert(load('local close = 1 return close < 2, "' .. long .. '"'))
+    return {coroutine.close(co), #long, nested(7)() == 7, (f())}
+    """
+    result, _ = run(source)
+    assert result == [True, 600, True, True]
+
+
+def test_no_prelude_metatable_can_be_read_or_replaced() -> None:
+    """Every table the prelude gives a metatable: the globals, a call's error, a session object, an
+    artifact reference, a lazily read artifact, null, strings. A script that could reach one could
+    add a __gc to it, and the prelude's later objects would be finalized outside the CPU budget."""
+    source = """
+    local Host = {}
+    function Host.probe(name, v)
+      local mt = getmetatable(v)
+      local replaced = pcall(setmetatable, v, {__gc = true})
+      local plain = pcall(setmetatable, v, {})
+      return name .. ':' .. tostring(mt) .. ':' .. tostring(replaced) .. ':' .. tostring(plain)
+    end
+    local out = {}
+    for _, name in ipairs({'Session', 'Artifact', 'State', 'Event', 'Hook'}) do
+      out[#out + 1] = Host.probe(name, _G[name])
+    end
+    local _, err = pcall(Session.get, 'missing')
+    out[#out + 1] = Host.probe('error', err)
+    local s = Session.load('a')
+    out[#out + 1] = Host.probe('session', s)
+    out[#out + 1] = tostring(s.__index) .. ':' .. tostring(s.__gc)
+    out[#out + 1] = Host.probe('ref', Artifact.store('', {content = 'x'}))
+    out[#out + 1] = Host.probe('artifact', Artifact.get('', 'a'))
+    out[#out + 1] = Host.probe('null', null)
+    out[#out + 1] = tostring(getmetatable(''))
+    return out
+    """
+
+    class ObjectHost(RecordingHost):
+        def call(self, op: str, args: list[PlainValue]) -> PlainValue:
+            if op in ("Session.load", "Artifact.store", "Artifact.get"):
+                return {"id": "a", "session_id": "s", "version": 1}
+            return super().call(op, args)
+
+    result, _ = run(source, ObjectHost())
+    names = ["Session", "Artifact", "State", "Event", "Hook", "error", "session"]
+    expected = [f"{name}:false:false:false" for name in names] + ["nil:nil"]
+    expected += ["ref:false:false:false", "artifact:false:false:false", "null:false:false:false", "false"]
+    assert result == expected
+
+
+def test_host_faults_reach_the_script_as_a_generic_error() -> None:
+    """A global call that fails on the host for a reason of its own (an OSError, a string Python
+    cannot encode) gives the script an INTERNAL error with a fixed text: no Python type name,
+    message or exception object (lupa would otherwise hand the exception over as userdata)."""
+
+    class FaultyHost:
+        def call(self, op: str, args: list[PlainValue]) -> PlainValue:
+            if op == "Session.list":
+                raise OSError(27, "File too large: /srv/secret/path")
+            return "\udc80"  # the host answers a string with a lone surrogate
+
+    source = "local a, e = pcall(Session.list) local b, f = pcall(Session.getCurrent)"
+    source += " return {type(e), tostring(e), type(f), tostring(f)}"
+    result, _ = run(source, FaultyHost())  # type: ignore[arg-type]
+    generic = "INTERNAL: the call failed in the host"
+    assert result == ["table", generic, "table", generic]
+
+
+def test_arguments_that_cannot_cross_are_invalid_argument() -> None:
+    result, _ = run("local ok, e = pcall(Session.create, {metadata = {[1.5] = 1}}) return e.code")
+    assert result == "INVALID_ARGUMENT"
+
+
+def _filtered_runtime_reaches(monkeypatch: pytest.MonkeyPatch, *, filtered: bool) -> tuple[bool, str]:
+    """Builds a job's runtime exactly as `LuaRunner` does (with or without its attribute filter),
+    hands one Python object to Lua code in it, and returns what that code could reach through it:
+    the attribute filter is the layer that stops a Python object, should one ever leak into a
+    script, from leading to its class, its module and the interpreter."""
+    if not filtered:
+        monkeypatch.setattr(lua, "_deny_attributes", None)
+    prepared = lua._Prepared(JobLimits().memory_bytes)
+    try:
+        reach = prepared.runtime.eval(
+            "function(obj) local ok, v = pcall(function() return obj.__self__.job end) return ok, tostring(v) end"
+        )
+        prepared.binding.job = ScriptJob(language=Language.LUA, source="secret source")
+        ok, value = reach(prepared.binding.host_call)
+        return bool(ok), value.decode() if isinstance(value, bytes) else str(value)
+    finally:
+        prepared.discard()
+
+
+def test_the_attribute_filter_stops_a_leaked_python_object(monkeypatch: pytest.MonkeyPatch) -> None:
+    ok, message = _filtered_runtime_reaches(monkeypatch, filtered=True)
+    assert ok is False and "Python attributes are not reachable from the sandbox" in str(message)
+
+
+def test_without_the_attribute_filter_the_same_object_leads_to_the_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The control for the test above: the attack it makes succeeds once the filter is removed."""
+    ok, description = _filtered_runtime_reaches(monkeypatch, filtered=False)
+    assert ok is True and "secret source" in str(description)

@@ -341,3 +341,39 @@ def test_a_memory_error_cannot_be_caught() -> None:
 def test_prewarm_builds_everything_once_and_jobs_still_run() -> None:
     prewarm()
     assert run("import json\njson.dumps([1])")[0] == "[1]"
+
+
+def test_host_faults_and_unencodable_arguments_reach_the_script_as_clean_errors() -> None:
+    """No raw host exception text reaches a script: a string with a lone surrogate and a huge int are
+    INVALID_ARGUMENT with our own words (not UnicodeEncodeError's, nor int formatting's ValueError
+    about sys.set_int_max_str_digits), and a host fault of its own is a fixed INTERNAL text."""
+    from scriptpool.values import to_value
+
+    class EncodingHost:
+        def call(self, op: str, args: list[PlainValue]) -> PlainValue:
+            for arg in args:
+                to_value(arg)  # what the socket host does with every argument
+            if op == "Session.list":
+                raise OSError(27, "File too large: /srv/secret/path")
+            return None
+
+    source = """
+out = []
+for attempt in (lambda: Session.create({'name': '\\udc80'}), lambda: Session.create({'n': 10 ** 5000}),
+                lambda: Session.list()):
+    try:
+        attempt()
+    except Exception as e:
+        out.append(str(e))
+print('\\udc80')
+out
+"""
+    job = ScriptJob(language=Language.PYTHON, source=source)
+    output = OutputSink(10_000)
+    result = runner_for(Language.PYTHON).run(job, EncodingHost(), output)
+    assert result == [
+        "INVALID_ARGUMENT: a string holds a lone surrogate (it is not valid Unicode text)",
+        "INVALID_ARGUMENT: integer of 16610 bits does not fit in 64 bits",
+        "INTERNAL: the call failed in the host",
+    ]
+    assert output.text() == "?\n"
