@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import stat
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,7 +25,7 @@ from sandbox.languages import Language
 from sandbox.limits import DEFAULT_LIMITS, JobLimits
 from sandbox.outcomes import Outcome
 from tests.conftest import Stack, wait_for
-from tests.integration.helpers import assert_worker_healthy, outcome, result_of
+from tests.integration.helpers import assert_worker_healthy, next_event, outcome, result_of, subscribe
 from workers.settings import WorkerSettings
 
 # The job writes a marker file into its scratch directory (the child's cwd: how the test finds
@@ -82,22 +81,6 @@ def _parent(pid: int) -> int:
     return int(_status(pid)["PPid"])
 
 
-def _subscribe(client: ScriptpoolClient, pattern: str) -> str:
-    sub: events_pb2.Subscription = client.event_call("Subscribe", events_pb2.SubscribeRequest(pattern=pattern))
-    return sub.subscription_id
-
-
-def _receive(client: ScriptpoolClient, subscription_id: str, give_up: float) -> events_pb2.ReceiveResponse | None:
-    """The subscription's next event, waiting for it until `give_up` (in waits of at most 3 s: the
-    coordinator's Redis connection times out blocking reads of 5 s and more)."""
-    request = events_pb2.ReceiveRequest(subscription_id=subscription_id, timeout_ms=3_000)
-    while time.monotonic() < give_up:
-        response: events_pb2.ReceiveResponse = client.event_call("Receive", request)
-        if response.received:
-            return response
-    return None
-
-
 @contextmanager
 def _blocked_job(
     stack: Stack, client: ScriptpoolClient, marker: str = "", cancel: bool = False
@@ -108,14 +91,14 @@ def _blocked_job(
     tag = uuid.uuid4().hex
     marker = marker or f"marker-{tag}"
     ready, go = f"jail.ready.{tag}", f"jail.go.{tag}"
-    ready_sub = _subscribe(client, ready)
+    ready_sub = subscribe(client, ready)
     inputs = {"MARKER": marker, "READY": ready, "GO": go}
     job = client.submit(Language.LUA, BLOCKED_JOB, limits=BLOCKED_LIMITS, inputs=inputs)
-    announced = _receive(client, ready_sub, give_up=time.monotonic() + 60)
+    announced = next_event(client, ready_sub)
     if announced is None:
         ended = client.get_job(job.id).result
         raise AssertionError(f"the job did not say it was ready: {ended.message or 'still running'}")
-    assert announced.event.job_id == job.id
+    assert announced.job_id == job.id
     try:
         yield _child_holding(stack, marker)
     finally:
