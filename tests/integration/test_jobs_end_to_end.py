@@ -110,7 +110,7 @@ def test_output_flood_keeps_output_up_to_the_limit(client: ScriptpoolClient) -> 
 def test_global_call_flood_is_stopped_at_the_call_limit(client: ScriptpoolClient) -> None:
     job = run_lua(client, "while true do Session.getCurrent() end", limits={"max_global_calls": 25})
     assert outcome(job) is Outcome.CALL_LIMIT_EXCEEDED
-    assert job.result.usage.global_calls >= 25
+    assert job.result.usage.global_calls == 25  # stopped exactly at the limit
     assert_worker_healthy(client)
 
 
