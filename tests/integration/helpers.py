@@ -40,19 +40,23 @@ def assert_worker_healthy(client: ScriptpoolClient) -> None:
     assert result_of(job) == 244
 
 
-SPIN_2S = "local t = os.clock() while os.clock() - t < 2 do end return 'done'"
-
-
 def running_job_credential(client: ScriptpoolClient, redis: Redis) -> tuple[str, str]:
-    """Start a job that spins for 2 s; once it runs, its id and its job credential (read from Redis)."""
-    job = client.submit(Language.LUA, SPIN_2S, limits={"cpu_time_ms": 10000})
-    give_up = time.monotonic() + 10
-    while time.monotonic() < give_up:
-        credential = redis.hget(f"sp:job:{job.id}", "credential")
-        if credential and client.get_job(job.id).status == jobs_pb2.JOB_STATUS_RUNNING:
-            return job.id, text(credential)
-        time.sleep(0.02)
-    raise AssertionError("job did not start")
+    """Start a held job (it runs until `release_job`, or its 30 s wall time); once it says it is
+    running, its id and its job credential (read from Redis)."""
+    held = submit_held(client, 1, limits={"cpu_time_ms": 10000})
+    held.wait_running()
+    _HELD[held.job.id] = held
+    credential = redis.hget(f"sp:job:{held.job.id}", "credential")
+    assert credential, "a running job has a credential"
+    return held.job.id, text(credential)
+
+
+_HELD: dict[str, HeldJob] = {}
+
+
+def release_job(job_id: str) -> None:
+    """Let a job of `running_job_credential` finish (it returns 1)."""
+    _HELD.pop(job_id).release()
 
 
 def subscribe(client: ScriptpoolClient, pattern: str) -> str:

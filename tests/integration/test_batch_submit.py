@@ -22,7 +22,7 @@ from sandbox.outcomes import Outcome
 from tests.conftest import TEST_QUEUE, Stack, wait_for
 from workers.job_records import session_jobs_key, texts
 
-from .helpers import assert_worker_healthy, outcome, result_of, running_job_credential
+from .helpers import assert_worker_healthy, outcome, release_job, result_of, running_job_credential
 
 QUEUED, RUNNING, FINISHED = jobs_pb2.JOB_STATUS_QUEUED, jobs_pb2.JOB_STATUS_RUNNING, jobs_pb2.JOB_STATUS_FINISHED
 RQ_QUEUE = f"rq:queue:{TEST_QUEUE}"
@@ -180,6 +180,7 @@ def test_a_job_credential_cannot_submit_a_batch(
     with ScriptpoolClient(stack.address, credential) as as_job:
         with pytest.raises(PermissionDenied, match="JobService.SubmitJobs needs a client API key"):
             answers(as_job, mixed_batch(2))
+    release_job(job_id)
     client.wait(job_id, timeout=30)
     assert records_of(redis_client, principal_and_key[0]) == [f"sp:job:{job_id}"]
 
