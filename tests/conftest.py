@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 from redis import Redis
 
 from coordinator.client import ScriptpoolClient
@@ -23,6 +24,12 @@ from coordinator.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_QUEUE = "scriptpool-test"
+
+# Property tests draw the same examples on every run (a failure seen once is seen again), and keep
+# no example database between runs. HYPOTHESIS_PROFILE=explore draws fresh random examples.
+hypothesis_settings.register_profile("repeatable", derandomize=True, database=None, print_blob=True)
+hypothesis_settings.register_profile("explore", derandomize=False, database=None, print_blob=True)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
 @pytest.fixture(scope="session")

@@ -30,6 +30,8 @@ EXIT_OK = 0
 EXIT_JOB_FAILED = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
+EXIT_JAIL_INCOMPLETE = 4
+"""`doctor`: at least one sandbox layer is unavailable or not effective on this host."""
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -190,7 +192,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         print(f"ok           {layer}")
     for layer, why in report.unavailable.items():
         print(f"UNAVAILABLE  {layer}: {why}")
-    return EXIT_OK
+    return EXIT_JAIL_INCOMPLETE if report.unavailable else EXIT_OK
 
 
 # ------------------------------------------------------------------ parser

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
-from scriptpool.v1 import jobs_pb2
+from scriptpool.v1 import events_pb2, jobs_pb2
 from scriptpool.values import PlainValue, from_value
 
 from coordinator.client import ScriptpoolClient
@@ -38,16 +40,78 @@ def assert_worker_healthy(client: ScriptpoolClient) -> None:
     assert result_of(job) == 244
 
 
-SPIN_2S = "local t = os.clock() while os.clock() - t < 2 do end return 'done'"
-
-
 def running_job_credential(client: ScriptpoolClient, redis: Redis) -> tuple[str, str]:
-    """Start a job that spins for 2 s; once it runs, its id and its job credential (read from Redis)."""
-    job = client.submit(Language.LUA, SPIN_2S, limits={"cpu_time_ms": 10000})
-    give_up = time.monotonic() + 10
+    """Start a held job (it runs until `release_job`, or its 30 s wall time); once it says it is
+    running, its id and its job credential (read from Redis)."""
+    held = submit_held(client, 1, limits={"cpu_time_ms": 10000})
+    held.wait_running()
+    _HELD[held.job.id] = held
+    credential = redis.hget(f"sp:job:{held.job.id}", "credential")
+    assert credential, "a running job has a credential"
+    return held.job.id, text(credential)
+
+
+_HELD: dict[str, HeldJob] = {}
+
+
+def release_job(job_id: str) -> None:
+    """Let a job of `running_job_credential` finish (it returns 1)."""
+    _HELD.pop(job_id).release()
+
+
+def subscribe(client: ScriptpoolClient, pattern: str) -> str:
+    """A client subscription to events named like `pattern`; its id."""
+    sub: events_pb2.Subscription = client.event_call("Subscribe", events_pb2.SubscribeRequest(pattern=pattern))
+    return sub.subscription_id
+
+
+def next_event(client: ScriptpoolClient, subscription_id: str, within_seconds: float = 60) -> events_pb2.Event | None:
+    """The subscription's next event, waited for up to `within_seconds` (None if none came): a
+    readiness handshake with a script that emits it. Waits in steps of 3 s: the coordinator's Redis
+    connection times out blocking reads of 5 s and more."""
+    request = events_pb2.ReceiveRequest(subscription_id=subscription_id, timeout_ms=3_000)
+    give_up = time.monotonic() + within_seconds
     while time.monotonic() < give_up:
-        credential = redis.hget(f"sp:job:{job.id}", "credential")
-        if credential and client.get_job(job.id).status == jobs_pb2.JOB_STATUS_RUNNING:
-            return job.id, text(credential)
-        time.sleep(0.02)
-    raise AssertionError("job did not start")
+        response: events_pb2.ReceiveResponse = client.event_call("Receive", request)
+        if response.received:
+            return response.event
+    return None
+
+
+HELD_LUA = """
+local go = Event.subscribe(INPUT.go)
+Event.emit(INPUT.ready, {})
+repeat local released = Event.receive(go, 3000) until released
+return INPUT.result
+"""
+"""A job that says it is running, then waits (in a global call) until the test releases it."""
+
+
+@dataclass
+class HeldJob:
+    """A job of `HELD_LUA`: it cannot finish before `release()`, so a test needs no timing to know
+    the job is unfinished, and `wait_running()` is a handshake, not a poll."""
+
+    client: ScriptpoolClient
+    job: jobs_pb2.Job
+    ready_subscription: str
+    go: str
+
+    def wait_running(self) -> None:
+        event = next_event(self.client, self.ready_subscription)
+        if event is None:
+            raise AssertionError(f"the held job did not start: {self.client.get_job(self.job.id).result.message}")
+        assert event.job_id == self.job.id
+
+    def release(self) -> None:
+        self.client.event_call("Emit", events_pb2.EmitEventRequest(name=self.go))
+
+
+def submit_held(client: ScriptpoolClient, result: PlainValue = "released", **kwargs: Any) -> HeldJob:
+    """Submit a held job (kwargs as for `client.submit`); it returns `result` once released."""
+    tag = uuid.uuid4().hex
+    ready, go = f"held.ready.{tag}", f"held.go.{tag}"
+    subscription = subscribe(client, ready)
+    inputs = {**kwargs.pop("inputs", {}), "ready": ready, "go": go, "result": result}
+    job = client.submit(Language.LUA, HELD_LUA, inputs=inputs, **kwargs)
+    return HeldJob(client, job, subscription, go)

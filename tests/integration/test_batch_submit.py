@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from typing import Any
 
 import grpc
@@ -12,7 +13,7 @@ import pytest
 from redis import Redis
 from rq.job import Job as RQJob
 from scriptpool.errors import InvalidArgument, NotFound, PermissionDenied
-from scriptpool.v1 import jobs_pb2
+from scriptpool.v1 import events_pb2, jobs_pb2
 
 from coordinator.client import ScriptpoolClient, job_request
 from coordinator.waiters import JobWaiters
@@ -22,7 +23,16 @@ from sandbox.outcomes import Outcome
 from tests.conftest import TEST_QUEUE, Stack, wait_for
 from workers.job_records import session_jobs_key, texts
 
-from .helpers import assert_worker_healthy, outcome, result_of, running_job_credential
+from .helpers import (
+    HELD_LUA,
+    assert_worker_healthy,
+    next_event,
+    outcome,
+    release_job,
+    result_of,
+    running_job_credential,
+    subscribe,
+)
 
 QUEUED, RUNNING, FINISHED = jobs_pb2.JOB_STATUS_QUEUED, jobs_pb2.JOB_STATUS_RUNNING, jobs_pb2.JOB_STATUS_FINISHED
 RQ_QUEUE = f"rq:queue:{TEST_QUEUE}"
@@ -180,26 +190,29 @@ def test_a_job_credential_cannot_submit_a_batch(
     with ScriptpoolClient(stack.address, credential) as as_job:
         with pytest.raises(PermissionDenied, match="JobService.SubmitJobs needs a client API key"):
             answers(as_job, mixed_batch(2))
+    release_job(job_id)
     client.wait(job_id, timeout=30)
     assert records_of(redis_client, principal_and_key[0]) == [f"sp:job:{job_id}"]
 
 
 def test_a_short_wait_answers_the_finished_jobs_then_the_unfinished_ones(client: ScriptpoolClient) -> None:
-    spin = {"cpu_time_ms": 20_000, "wall_time_ms": 3_000}
+    tag = uuid.uuid4().hex
+    held = {"ready": f"held.ready.{tag}", "go": f"held.go.{tag}", "result": "released"}
+    ready = subscribe(client, held["ready"])
     requests = [job_request(Language.LUA, "return 'quick'")]
-    requests += [job_request(Language.LUA, SPIN, limits=spin) for _ in range(3)]
-    started = time.monotonic()
+    requests += [job_request(Language.LUA, HELD_LUA, inputs=held) for _ in range(3)]  # cannot finish yet
     got = answers(client, requests, wait=1.0)
-    assert time.monotonic() - started < 5
     assert sorted(a.index for a in got) == [0, 1, 2, 3]
     late = [a for a in got if not a.finished]
-    assert {a.index for a in late} >= {1, 2, 3}  # they spin for 3 s
+    assert {a.index for a in late} >= {1, 2, 3}
     assert all(a.job.status in (QUEUED, RUNNING) for a in late)
     assert all(not a.finished for a in got[got.index(late[0]) :])  # the unfinished ones come last
+    for _ in range(3):  # each held job says it runs (two workers: one waits its turn), then is let go
+        assert next_event(client, ready) is not None
+        client.event_call("Emit", events_pb2.EmitEventRequest(name=held["go"]))
     for answer in late:
         done = client.wait(answer.job.id, timeout=60)
-        if answer.index:
-            assert outcome(done) is Outcome.WALL_TIME_EXCEEDED
+        assert result_of(done) == ("released" if answer.index else "quick")
     assert_worker_healthy(client)
 
 

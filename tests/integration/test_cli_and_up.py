@@ -7,13 +7,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from coordinator.embedded import wait_until_serving
-from tests.conftest import REPO, stop_process
+from tests.conftest import REPO, stop_process, wait_for
 
 
 def _free_port() -> int:
@@ -97,8 +96,7 @@ def test_up_runs_jobs_from_the_cli_and_stops_without_orphans(tmp_path: Path) -> 
         finally:
             stop_process(up)
     assert code == 0
-    time.sleep(0.2)
-    assert _processes_with_marker(str(state_dir)) == []
+    assert wait_for(lambda: _processes_with_marker(str(state_dir)) == [], timeout=10)
 
 
 def test_run_against_no_coordinator_fails_clearly(tmp_path: Path) -> None:

@@ -11,10 +11,9 @@ from scriptpool.v1 import jobs_pb2, jobs_pb2_grpc, sessions_pb2, sessions_pb2_gr
 
 from coordinator.client import ScriptpoolClient
 from sandbox.languages import Language
-from tests.conftest import Stack
-from workers.job_records import text
+from tests.conftest import Stack, wait_for
 
-from .helpers import assert_worker_healthy, outcome, result_of, running_job_credential
+from .helpers import assert_worker_healthy, outcome, release_job, result_of, running_job_credential
 
 
 def _session_get(stack: Stack, token: str, session_id: str) -> grpc.RpcError | sessions_pb2.Session:
@@ -53,6 +52,7 @@ def test_job_credential_works_only_while_its_job_runs(
     own_session = client.get_job(job_id).session_id
     during = _session_get(stack, credential, own_session)
     assert isinstance(during, sessions_pb2.Session) and during.id == own_session
+    release_job(job_id)
     assert outcome(client.wait(job_id, timeout=30)).value == "ok"
     after = _session_get(stack, credential, own_session)
     assert isinstance(after, grpc.RpcError) and after.code() is grpc.StatusCode.UNAUTHENTICATED
@@ -77,25 +77,17 @@ def test_a_used_credential_stops_working_without_anyone_waiting_for_the_job(
     stack: Stack, client: ScriptpoolClient, redis_client: Redis
 ) -> None:
     """Nobody calls WaitJob/GetJob here: only the job-finished message ends the cached credential."""
-    job = client.submit(Language.LUA, "local t = os.clock() while os.clock() - t < 0.5 do end return 1")
-    give_up = time.monotonic() + 10
-    credential = None
-    while credential is None and time.monotonic() < give_up:
-        raw = redis_client.hget(f"sp:job:{job.id}", "credential")
-        credential = text(raw) if raw else None
-        time.sleep(0.01)
-    assert credential is not None
-    while time.monotonic() < give_up and redis_client.hget(f"sp:job:{job.id}", "status") != b"running":
-        time.sleep(0.01)
-    assert isinstance(_session_get(stack, credential, job.session_id), sessions_pb2.Session)
-    while time.monotonic() < give_up and redis_client.hget(f"sp:job:{job.id}", "status") != b"finished":
-        time.sleep(0.01)
+    job_id, credential = running_job_credential(client, redis_client)
+    session_id = client.get_job(job_id).session_id
+    assert isinstance(_session_get(stack, credential, session_id), sessions_pb2.Session)  # used, so cached
+    release_job(job_id)
+    assert wait_for(lambda: redis_client.hget(f"sp:job:{job_id}", "status") == b"finished", timeout=30, interval=0.01)
     # the finish message travels Redis -> the coordinator's listener; allow it a moment, never more
     refused_within = time.monotonic() + 1.0
-    answer = _session_get(stack, credential, job.session_id)
+    answer = _session_get(stack, credential, session_id)
     while not isinstance(answer, grpc.RpcError) and time.monotonic() < refused_within:
         time.sleep(0.01)
-        answer = _session_get(stack, credential, job.session_id)
+        answer = _session_get(stack, credential, session_id)
     assert isinstance(answer, grpc.RpcError) and answer.code() is grpc.StatusCode.UNAUTHENTICATED
 
 
@@ -109,6 +101,7 @@ def test_another_principals_job_credential_cannot_reach_my_sessions(
         answer = _session_get(stack, credential, mine.id)
         assert isinstance(answer, grpc.RpcError) and answer.code() is grpc.StatusCode.NOT_FOUND
         assert "s3cr3t" not in (answer.details() or "")
+        release_job(job_id)
         other.wait(job_id, timeout=30)
         # and from inside a script of the other principal
         leaked = other.run(Language.LUA, f"local ok, e = pcall(Session.get, '{mine.id}') return e.code")
@@ -138,7 +131,8 @@ def test_a_job_credential_cannot_submit_or_cancel_jobs(
         with pytest.raises(grpc.RpcError) as caught:
             stub.CancelJob(jobs_pb2.CancelJobRequest(job_id=job_id), metadata=metadata, timeout=5)
         assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
-    client.wait(job_id, timeout=30)
+    release_job(job_id)
+    assert outcome(client.wait(job_id, timeout=30)).value == "ok"  # neither call reached the job
     assert_worker_healthy(client)
 
 
@@ -183,4 +177,5 @@ def test_only_a_job_may_record_a_refused_call_and_only_real_operations(
     entries = client.session_call(
         "GetTimeline", sessions_pb2.GetTimelineRequest(session_id=session_id, types=["global_call"])
     )
-    assert [e.description for e in entries.entries] == ["Session.get -> INVALID_ARGUMENT"]
+    recorded = [e.description for e in entries.entries if not e.description.startswith("Event.")]  # the held job's own
+    assert recorded == ["Session.get -> INVALID_ARGUMENT"]

@@ -128,6 +128,7 @@ def test_bad_event_input_is_refused_with_a_clear_error(client: ScriptpoolClient)
 
 def test_a_client_stream_delivers_matching_events_live(client: ScriptpoolClient) -> None:
     received: list[events_pb2.Event] = []
+    following = threading.Event()
     stream: Any = client.events.Stream(
         events_pb2.SubscribeRequest(pattern="live.*"), metadata=client._metadata, timeout=30
     )
@@ -135,6 +136,9 @@ def test_a_client_stream_delivers_matching_events_live(client: ScriptpoolClient)
     def read() -> None:
         try:
             for event in stream:
+                if event.name == "live.ready":
+                    following.set()
+                    continue
                 received.append(event)
                 if len(received) == 2:
                     return
@@ -143,7 +147,8 @@ def test_a_client_stream_delivers_matching_events_live(client: ScriptpoolClient)
 
     reader = threading.Thread(target=read)
     reader.start()
-    time.sleep(0.3)  # the stream starts at "now"
+    while not following.wait(0.2):  # the stream starts at "now": handshake until it sees one of ours
+        client.event_call("Emit", events_pb2.EmitEventRequest(name="live.ready"))
     run_lua(client, "Event.emit('other.x', 0) Event.emit('live.a', 1) Event.emit('live.b', 2) return 1")
     reader.join(timeout=10)
     stream.cancel()

@@ -4,11 +4,13 @@ jailed sandbox child -> global calls back over gRPC -> result."""
 from __future__ import annotations
 
 import time
+import uuid
 
 import pytest
 from redis import Redis
 from scriptpool.errors import InvalidArgument, NotFound
 from scriptpool.v1 import jobs_pb2
+from scriptpool.values import to_value_map
 
 from coordinator.client import ScriptpoolClient
 from sandbox.languages import Language
@@ -16,7 +18,17 @@ from sandbox.limits import MAX_LIMITS
 from sandbox.outcomes import Outcome
 from tests.conftest import REPO, TEST_QUEUE, Stack, wait_for
 
-from .helpers import assert_worker_healthy, outcome, result_of, run_lua
+from .helpers import (
+    HELD_LUA,
+    HeldJob,
+    assert_worker_healthy,
+    next_event,
+    outcome,
+    result_of,
+    run_lua,
+    submit_held,
+    subscribe,
+)
 
 
 def test_quickstart_example_creates_and_lists_a_session(client: ScriptpoolClient) -> None:
@@ -98,7 +110,7 @@ def test_output_flood_keeps_output_up_to_the_limit(client: ScriptpoolClient) -> 
 def test_global_call_flood_is_stopped_at_the_call_limit(client: ScriptpoolClient) -> None:
     job = run_lua(client, "while true do Session.getCurrent() end", limits={"max_global_calls": 25})
     assert outcome(job) is Outcome.CALL_LIMIT_EXCEEDED
-    assert job.result.usage.global_calls >= 25
+    assert job.result.usage.global_calls == 25  # stopped exactly at the limit
     assert_worker_healthy(client)
 
 
@@ -157,15 +169,17 @@ def test_returning_a_function_is_a_script_error(client: ScriptpoolClient) -> Non
 
 
 def test_cancel_a_running_job(client: ScriptpoolClient) -> None:
-    job = client.submit(Language.LUA, "while true do end", limits={"cpu_time_ms": 20000, "wall_time_ms": 30000})
-    import time
-
-    give_up = time.monotonic() + 10
-    while client.get_job(job.id).status != jobs_pb2.JOB_STATUS_RUNNING and time.monotonic() < give_up:
-        time.sleep(0.05)
+    started = f"cancel.started.{uuid.uuid4().hex}"
+    sub = subscribe(client, started)
+    source = "Event.emit(INPUT.started, {}) while true do end"
+    limits = {"cpu_time_ms": 20000, "wall_time_ms": 30000}
+    job = client.submit(Language.LUA, source, limits=limits, inputs={"started": started})
+    event = next_event(client, sub)  # the job is running: it said so
+    assert event is not None and event.job_id == job.id
     client.cancel(job.id)
     done = client.wait(job.id, timeout=10)
     assert outcome(done) is Outcome.CANCELLED
+    assert done.result.usage.global_calls == 1  # it ran (and was stopped mid-spin), not cancelled in the queue
     assert_worker_healthy(client)
 
 
@@ -234,12 +248,12 @@ def test_a_cancel_racing_a_worker_claim_wins(redis_client: Redis) -> None:
 
 
 def test_wait_job_returns_unfinished_at_its_timeout_then_finished(client: ScriptpoolClient) -> None:
-    job = client.submit(Language.LUA, "local t = os.clock() while os.clock() - t < 1.5 do end return 'late'")
-    started = time.monotonic()
-    early = client._call(client._jobs.WaitJob, jobs_pb2.WaitJobRequest(job_id=job.id, timeout_seconds=0.3))
-    assert time.monotonic() - started < 1.2
+    held = submit_held(client, "late")  # cannot finish before the test releases it
+    early = client._call(client._jobs.WaitJob, jobs_pb2.WaitJobRequest(job_id=held.job.id, timeout_seconds=0.3))
     assert not early.finished and early.job.status in (jobs_pb2.JOB_STATUS_QUEUED, jobs_pb2.JOB_STATUS_RUNNING)
-    late = client._call(client._jobs.WaitJob, jobs_pb2.WaitJobRequest(job_id=job.id, timeout_seconds=30))
+    held.wait_running()
+    held.release()
+    late = client._call(client._jobs.WaitJob, jobs_pb2.WaitJobRequest(job_id=held.job.id, timeout_seconds=30))
     assert late.finished and result_of(late.job) == "late"
 
 
@@ -282,13 +296,16 @@ def test_submit_with_wait_answers_with_the_finished_job_in_one_call(client: Scri
 
 
 def test_submit_with_a_short_wait_answers_unfinished_and_the_job_runs_on(client: ScriptpoolClient) -> None:
-    source = "local t = os.clock() while os.clock() - t < 1 do end return 'done'"
-    request = jobs_pb2.SubmitJobRequest(language=Language.LUA.to_proto(), source=source, wait_seconds=0.2)
-    started = time.monotonic()
-    response = client._call(client._jobs.SubmitJob, request)
-    assert time.monotonic() - started < 0.9
+    tag = uuid.uuid4().hex
+    ready, go = f"held.ready.{tag}", f"held.go.{tag}"
+    ready_sub = subscribe(client, ready)
+    request = jobs_pb2.SubmitJobRequest(language=Language.LUA.to_proto(), source=HELD_LUA, wait_seconds=0.2)
+    request.inputs.CopyFrom(to_value_map({"ready": ready, "go": go, "result": "done"}))
+    response = client._call(client._jobs.SubmitJob, request)  # the job cannot finish before `go`
     assert not response.finished
     assert response.job.status in (jobs_pb2.JOB_STATUS_QUEUED, jobs_pb2.JOB_STATUS_RUNNING)
+    HeldJob(client, response.job, ready_sub, go).wait_running()
+    HeldJob(client, response.job, ready_sub, go).release()
     assert result_of(client.wait(response.job.id, timeout=30)) == "done"
 
 

@@ -21,16 +21,13 @@ from coordinator.client import ScriptpoolClient
 from coordinator.redis_server import PrivateRedis
 from coordinator.server import start_coordinator
 from coordinator.settings import Settings
-from sandbox.languages import Language
 from tests.conftest import TEST_QUEUE, Stack
-from tests.integration.helpers import outcome
+from tests.integration.helpers import outcome, release_job, running_job_credential
 from workers.bridge import CoordinatorBridge
 from workers.call_stream import CoordinatorStubs
-from workers.job_records import text
 
 SESSION_GET = "/scriptpool.v1.SessionService/Get"
 STATE_GET = "/scriptpool.v1.StateService/Get"
-SPIN = "local t = os.clock() while os.clock() - t < {seconds} do end return 'done'"
 
 
 class OpenStream:
@@ -59,15 +56,10 @@ class OpenStream:
         self.channel.close()
 
 
-def _running_job(client: ScriptpoolClient, redis: Redis, seconds: float = 3) -> tuple[jobs_pb2.Job, str]:
-    job = client.submit(Language.LUA, SPIN.format(seconds=seconds), limits={"cpu_time_ms": 20_000})
-    give_up = time.monotonic() + 15
-    while time.monotonic() < give_up:
-        credential = redis.hget(f"sp:job:{job.id}", "credential")
-        if credential and client.get_job(job.id).status == jobs_pb2.JOB_STATUS_RUNNING:
-            return job, text(credential)
-        time.sleep(0.02)
-    raise AssertionError("job did not start")
+def _running_job(client: ScriptpoolClient, redis: Redis) -> tuple[jobs_pb2.Job, str]:
+    """A held job (running until `release_job` or a cancel) and its credential."""
+    job_id, credential = running_job_credential(client, redis)
+    return client.get_job(job_id), credential
 
 
 def _code(reply: calls_pb2.JobCallReply) -> grpc.StatusCode:
@@ -84,6 +76,7 @@ def test_a_stream_call_runs_like_the_unary_call_and_stops_working_when_the_job_e
         assert own.code == 0 and sessions_pb2.Session.FromString(own.response).id == job.session_id
         other = client.create_session("not the job's")  # same principal: allowed, as for unary calls
         assert stream.call(SESSION_GET, sessions_pb2.SessionRef(session_id=other.id).SerializeToString()).code == 0
+        release_job(job.id)
         assert outcome(client.wait(job.id, timeout=30)).value == "ok"
         after = stream.call(SESSION_GET, sessions_pb2.SessionRef(session_id=job.session_id).SerializeToString())
         assert _code(after) is grpc.StatusCode.UNAUTHENTICATED and not after.response
@@ -116,7 +109,7 @@ def test_a_client_api_key_cannot_open_a_stream(stack: Stack, client: ScriptpoolC
 def test_only_unary_methods_of_the_script_services_are_carried(
     stack: Stack, client: ScriptpoolClient, redis_client: Redis, method: str
 ) -> None:
-    job, credential = _running_job(client, redis_client, seconds=2)
+    job, credential = _running_job(client, redis_client)
     stream = OpenStream(stack.address, credential)
     try:
         refused = stream.call(method, b"")
@@ -131,7 +124,7 @@ def test_only_unary_methods_of_the_script_services_are_carried(
 def test_a_malformed_request_is_invalid_argument_and_changes_nothing(
     stack: Stack, client: ScriptpoolClient, redis_client: Redis
 ) -> None:
-    job, credential = _running_job(client, redis_client, seconds=2)
+    job, credential = _running_job(client, redis_client)
     stream = OpenStream(stack.address, credential)
     try:
         garbage = stream.call("/scriptpool.v1.StateService/Set", b"\xff\xff\xff\xff")
@@ -150,7 +143,7 @@ def test_over_the_stream_cap_workers_fall_back_to_unary_calls_and_nothing_is_los
     settings = Settings(redis_url=redis_server.url, listen="127.0.0.1:0", queue=TEST_QUEUE, max_call_streams=1)
     capped = start_coordinator(settings)
     address = f"127.0.0.1:{capped.port}"
-    job, credential = _running_job(client, redis_client, seconds=4)
+    job, credential = _running_job(client, redis_client)
     holder = OpenStream(address, credential)
     channel = grpc.insecure_channel(address)
     try:
@@ -194,7 +187,7 @@ def test_a_stream_the_worker_drops_frees_its_slot_and_logs_no_error(
     settings = Settings(redis_url=redis_server.url, listen="127.0.0.1:0", queue=TEST_QUEUE, max_call_streams=1)
     capped = start_coordinator(settings)
     address = f"127.0.0.1:{capped.port}"
-    job, credential = _running_job(client, redis_client, seconds=3)
+    job, credential = _running_job(client, redis_client)
     ref = sessions_pb2.SessionRef(session_id=job.session_id).SerializeToString()
     try:
         dropped = _served_stream(address, credential, ref)

@@ -3,13 +3,17 @@ outcome category, and that the worker then runs a normal job correctly."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 
 import pytest
+from scriptpool.values import from_value, from_value_map
 
 from coordinator.client import ScriptpoolClient
 from sandbox.outcomes import Outcome
+from tests.conftest import Stack
 from tests.integration.helpers import assert_worker_healthy, outcome, run_lua
+from tests.security.attack_table import assert_limits_held
 
 MB = 1024 * 1024
 
@@ -175,9 +179,6 @@ ATTACKS: dict[str, Attack] = {
     "forged_session_id_path": Attack(
         "return Session.get('../../etc/passwd')", Outcome.SCRIPT_ERROR, "INVALID_ARGUMENT"
     ),  # fmt: skip
-    "other_principals_session": Attack(
-        "return Session.get('7f1f5b1e-4f7e-4b7a-9a51-0f6a3c1d2e3f')", Outcome.SCRIPT_ERROR, "NOT_FOUND"
-    ),  # fmt: skip
     "format_string_width_bomb": Attack("return string.format('%99999999d', 1)", Outcome.SCRIPT_ERROR, "invalid"),
     "unreturnable_result_coroutine": Attack(
         "return coroutine.create(print)", Outcome.SCRIPT_ERROR, "cannot be passed"
@@ -193,6 +194,7 @@ def test_lua_attack(client: ScriptpoolClient, name: str) -> None:
     if attack.message:
         assert attack.message in job.result.message, job.result.message
     assert "/work/" not in job.result.message and "Traceback (most recent" not in job.result.message
+    assert_limits_held(client, job, attack.limits)
     assert_worker_healthy(client)
 
 
@@ -211,16 +213,12 @@ def test_artifact_byte_limit_per_job(client: ScriptpoolClient) -> None:
     """
     job = run_lua(client, source, limits={"artifact_bytes": 4500})
     assert outcome(job) is Outcome.OK, job.result.message
-    from scriptpool.values import from_value
-
     assert from_value(job.result.result) == [4, "RESOURCE_EXHAUSTED", 4]
     assert_worker_healthy(client)
 
 
 def test_reading_an_artifact_larger_than_the_jobs_memory_is_refused(client: ScriptpoolClient) -> None:
     """Artifact content is bounded by the reading job's memory limit before it is held anywhere."""
-    from scriptpool.values import from_value
-
     store = run_lua(client, "return tostring(Artifact.store('', {content = string.rep('x', 3000000), type = 'data'}))")
     assert outcome(store) is Outcome.OK, store.result.message
     artifact_id = from_value(store.result.result)
@@ -235,4 +233,50 @@ def test_reading_an_artifact_larger_than_the_jobs_memory_is_refused(client: Scri
     assert from_value(job.result.result) == [False, "RESOURCE_EXHAUSTED", False, "RESOURCE_EXHAUSTED"]
     big_enough = run_lua(client, f"return #Artifact.getContent('', '{artifact_id}')", session_id=store.session_id)
     assert from_value(big_enough.result.result) == 3000000
+    assert_worker_healthy(client)
+
+
+def test_another_principals_session_answers_like_a_missing_one_and_is_untouched(
+    stack: Stack, client: ScriptpoolClient
+) -> None:
+    """A real session of another principal: reading, changing or deleting it from a script answers
+    exactly as for an id nobody owns (the id aside), and the owner's session is unchanged."""
+    _, victim_key = stack.new_api_key()
+    with ScriptpoolClient(stack.address, victim_key) as victim:
+        owned = victim.create_session("victim", tags=["keep"], metadata={"secret": "s3cr3t"})
+        missing = str(uuid.uuid4())
+        source = """
+        local answers = {}
+        for _, id in ipairs({INPUT.owned, INPUT.missing}) do
+          local seen = {}
+          for _, attempt in ipairs({
+            function() return Session.get(id) end,
+            function() return Session.getMetadata(id) end,
+            function() return Session.updateMetadata(id, {secret = 'stolen'}) end,
+            function() return Session.setTags(id, {'stolen'}) end,
+            function() return Session.complete(id) end,
+            function() return Session.delete(id) end,
+          }) do
+            local ok, err = pcall(attempt)
+            local said = ok and 'allowed' or (err.code .. ': ' .. err.message:gsub(id:gsub('%-', '%%-'), 'ID'))
+            seen[#seen + 1] = said
+          end
+          answers[#answers + 1] = seen
+        end
+        return answers
+        """
+        job = run_lua(client, source, inputs={"owned": owned.id, "missing": missing})
+        assert outcome(job) is Outcome.OK, job.result.message
+        answers = from_value(job.result.result)
+        assert isinstance(answers, list) and len(answers) == 2
+        against_owned, against_missing = answers
+        assert against_owned == against_missing
+        assert isinstance(against_owned, list)
+        assert all(isinstance(a, str) and a.startswith("NOT_FOUND: ") for a in against_owned), against_owned
+        after = victim.get_session(owned.id)
+        assert (after.state, list(after.tags), from_value_map(after.metadata)) == (
+            owned.state,
+            ["keep"],
+            {"secret": "s3cr3t"},
+        )
     assert_worker_healthy(client)

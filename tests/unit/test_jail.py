@@ -144,6 +144,18 @@ def test_probe_reports_a_layer_that_does_not_hold(monkeypatch: pytest.MonkeyPatc
     assert report.unavailable["seccomp"].startswith("applied but not effective: seccomp mode 0")
 
 
+def test_doctor_exits_non_zero_when_a_layer_does_not_hold(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from coordinator.cli.main import EXIT_JAIL_INCOMPLETE, EXIT_OK, main
+
+    assert main(["doctor"]) == EXIT_OK  # every layer holds on this host
+    assert "UNAVAILABLE" not in capsys.readouterr().out
+    monkeypatch.setattr(_seccomp, "install", lambda arch, fd, pid: 0)
+    assert main(["doctor"]) == EXIT_JAIL_INCOMPLETE
+    assert "UNAVAILABLE  seccomp: applied but not effective" in capsys.readouterr().out
+
+
 # ---------------------------------------------------------------- seccomp: killed outright
 def test_execve_kills_the_process_with_sigsys(base: Path) -> None:
     status, got = _run_jailed(lambda r: os.execv("/bin/true", ["true"]), base)
