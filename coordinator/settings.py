@@ -100,6 +100,10 @@ class Settings:
     Unused ones expire an hour after their last receive."""
     max_subscriptions_per_job: int = 100
     """Live event subscriptions one job may make; past it, RESOURCE_EXHAUSTED."""
+    max_event_scan: int = 1000
+    """Entries of the principal's event stream one `Event.receive`, one `HookService.Poll` (across
+    all its hooks) or one wakeup of `EventService.Stream` reads while looking for matches; past it
+    the call returns what it found (maybe nothing) and the subscription continues from there."""
     max_artifact_versions: int = 1000
     """Versions one artifact may have; storing one more is RESOURCE_EXHAUSTED (history is never
     dropped silently). Every version is also charged, metadata included, against the byte quotas."""
@@ -114,6 +118,7 @@ class Settings:
         for name in (
             "max_artifact_versions", "max_session_artifacts", "max_principal_artifacts",
             "max_events_per_principal", "max_subscriptions_per_principal", "max_subscriptions_per_job",
+            "max_event_scan",
         ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise InvalidArgument(f"{name} must be at least 1 (got {getattr(self, name)})")

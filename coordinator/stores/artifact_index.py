@@ -30,7 +30,7 @@ from scriptpool.errors import InvalidArgument
 from scriptpool.v1 import artifacts_pb2, common_pb2
 
 from coordinator.stores.sessions import _epoch as epoch  # one parser for time filters everywhere
-from coordinator.stores.validation import check_tags
+from coordinator.stores.validation import check_tags, parse_cursor
 from workers.job_records import hash_fields, texts
 
 DEFAULT_PAGE = 100
@@ -235,6 +235,4 @@ def _page(page: common_pb2.PageRequest) -> tuple[int, int]:
     limit = page.limit or DEFAULT_PAGE
     if limit > MAX_PAGE:
         raise InvalidArgument(f"page.limit {limit} is above the maximum {MAX_PAGE}")
-    if page.cursor and not page.cursor.isdigit():
-        raise InvalidArgument(f"invalid cursor {page.cursor!r}: pass back the next_cursor of the previous page")
-    return limit, int(page.cursor or 0)
+    return limit, parse_cursor(page.cursor)
