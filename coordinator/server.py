@@ -128,6 +128,9 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
         max_versions=settings.max_artifact_versions,
         max_session_artifacts=settings.max_session_artifacts,
         max_principal_artifacts=settings.max_principal_artifacts,
+        max_query_sessions=settings.max_query_sessions,
+        max_query_candidates=settings.max_query_candidates,
+        max_delete_versions=settings.max_session_delete_versions,
     )
     sessions.delete_hooks.append(artifacts.delete_session_artifacts)
     snapshots = SnapshotStore(

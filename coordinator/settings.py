@@ -111,6 +111,15 @@ class Settings:
     """Artifacts one session may hold (each costs records and index entries besides its bytes)."""
     max_principal_artifacts: int = 1_000_000
     """Artifacts one principal may hold across all its sessions."""
+    max_session_delete_versions: int = 10_000
+    """Artifact versions one `Session.delete` releases (each artifact whole, at least one per call):
+    a session holding more is deleted over several calls, each RESOURCE_EXHAUSTED but the last."""
+    max_query_sessions: int = 1000
+    """Sessions an artifact query/search without session_id looks at; a principal holding more gets
+    RESOURCE_EXHAUSTED (narrow the query with session_id)."""
+    max_query_candidates: int = 10_000
+    """Artifacts one query/search may load to filter and sort: each session's candidates are counted
+    in its narrowest index first (no ids read), and past this the query is RESOURCE_EXHAUSTED."""
 
     def __post_init__(self) -> None:
         if self.max_batch_jobs < 1:
@@ -118,7 +127,7 @@ class Settings:
         for name in (
             "max_artifact_versions", "max_session_artifacts", "max_principal_artifacts",
             "max_events_per_principal", "max_subscriptions_per_principal", "max_subscriptions_per_job",
-            "max_event_scan",
+            "max_event_scan", "max_query_sessions", "max_query_candidates", "max_session_delete_versions",
         ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise InvalidArgument(f"{name} must be at least 1 (got {getattr(self, name)})")

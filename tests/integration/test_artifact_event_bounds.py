@@ -12,11 +12,17 @@ from typing import Any, cast
 import grpc
 import pytest
 from redis import Redis
-from scriptpool.v1 import common_pb2, events_pb2
+from scriptpool.errors import InvalidArgument, NotFound, ResourceExhausted
+from scriptpool.v1 import artifacts_pb2, common_pb2, events_pb2, sessions_pb2
 
 from coordinator.auth import Authenticator, Caller
 from coordinator.services.hooks import HookServicer
+from coordinator.stores.artifact_access import principal_grants_key
+from coordinator.stores.artifact_index import session_index
+from coordinator.stores.artifacts import ArtifactStore
 from coordinator.stores.events import EventStore
+from coordinator.stores.sessions import SessionStore, session_key
+from workers.lean_redis import LeanPool
 
 from .test_call_bounds import ReplyCounter, counting_redis
 
@@ -153,3 +159,169 @@ def test_an_idle_hook_poll_blocks_instead_of_polling(counted: Redis, counter: Re
     # one pass over the 3 hooks (about 6 replies each) and one blocking read: the old loop made a
     # pass every 0.1 s
     assert counter.replies < 30
+
+
+# ---------------------------------------------------------------- artifacts
+
+
+def _artifacts(redis: Redis, lean: LeanPool, **bounds: int) -> tuple[ArtifactStore, SessionStore]:
+    sessions = SessionStore(redis, 1000, lean=lean)
+    store = ArtifactStore(
+        redis, max_artifact_bytes=1 << 20, max_session_bytes=1 << 30, max_principal_bytes=1 << 30, **bounds
+    )
+    sessions.delete_hooks.append(store.delete_session_artifacts)
+    return store, sessions
+
+
+def _session(sessions: SessionStore, caller: Caller) -> str:
+    return sessions.create(caller, sessions_pb2.CreateSessionRequest(name="art")).id
+
+
+def _store(store: ArtifactStore, caller: Caller, session_id: str, name: str, kind: str = "text") -> str:
+    header = artifacts_pb2.StoreArtifactChunk(
+        session_id=session_id, type=kind, metadata=artifacts_pb2.ArtifactMetadata(name=name)
+    )
+    return store.store(caller, header, [f"content of {name}".encode()]).id
+
+
+def _query(store: ArtifactStore, caller: Caller, **fields: Any) -> list[str]:
+    return [a.metadata.name for a in store.query(caller, artifacts_pb2.ArtifactQuery(**fields)).artifacts]
+
+
+@pytest.fixture
+def lean(redis_client: Redis) -> Iterator[LeanPool]:
+    pool = LeanPool(redis_client)
+    yield pool
+    pool.close()
+
+
+@pytest.mark.parametrize("cursor", ["\u00b2", "9" * 30, "-1", "x"])
+def test_artifact_list_and_query_refuse_a_cursor_they_did_not_hand_out(
+    redis_client: Redis, lean: LeanPool, cursor: str
+) -> None:
+    store, sessions = _artifacts(redis_client, lean)
+    caller = _caller()
+    session_id = _session(sessions, caller)
+    _store(store, caller, session_id, "one")
+    page = common_pb2.PageRequest(cursor=cursor)
+    with pytest.raises(InvalidArgument, match="invalid cursor"):
+        store.list(caller, session_id, page)
+    with pytest.raises(InvalidArgument, match="invalid cursor"):
+        store.query(caller, artifacts_pb2.ArtifactQuery(session_id=session_id, page=page))
+
+
+def test_a_grantee_lists_only_its_page_of_a_big_session(
+    redis_client: Redis, lean: LeanPool, counted: Redis, counter: ReplyCounter
+) -> None:
+    store, sessions = _artifacts(redis_client, lean)
+    owner, grantee = _caller(), _caller()
+    session_id = _session(sessions, owner)
+    first, second = _store(store, owner, session_id, "first"), _store(store, owner, session_id, "second")
+    _store(store, owner, session_id, "not granted")
+    # 5,000 more artifacts in the session's index and 5,000 grants elsewhere (ids only: never loaded)
+    redis_client.zadd(session_index(session_id, ":created"), {str(uuid.uuid4()): i for i in range(5000)})
+    redis_client.sadd(principal_grants_key(grantee.principal), *[str(uuid.uuid4()) for _ in range(5000)])
+    for artifact_id in (first, second):
+        store.change_permission(
+            owner, artifacts_pb2.PermissionChange(session_id=session_id, artifact_id=artifact_id,
+                                                  user=grantee.principal, permission="read"), "grant",
+        )  # fmt: skip
+    reader, _ = _artifacts(counted, lean)
+    counter.reset()
+    page = reader.list(grantee, session_id, common_pb2.PageRequest(limit=1))
+    assert [a.id for a in page.artifacts] == [second] and page.next_cursor == "1"
+    assert counter.elements < 100  # the session, 2 ids, one artifact's records: not 5,000 ids
+    rest = reader.list(grantee, session_id, common_pb2.PageRequest(limit=1, cursor="1"))
+    assert [a.id for a in rest.artifacts] == [first] and rest.next_cursor == ""
+    assert _query(reader, grantee, session_id=session_id) == ["second", "first"]
+    store.change_permission(
+        owner, artifacts_pb2.PermissionChange(session_id=session_id, artifact_id=second,
+                                              user=grantee.principal, permission="read"), "revoke",
+    )  # fmt: skip
+    assert [a.id for a in reader.list(grantee, session_id, common_pb2.PageRequest()).artifacts] == [first]
+    store.delete(owner, session_id, first)
+    with pytest.raises(NotFound):  # nothing granted any more: the session is not confirmed
+        reader.list(grantee, session_id, common_pb2.PageRequest())
+
+
+def test_a_query_without_session_id_looks_at_most_max_query_sessions(redis_client: Redis, lean: LeanPool) -> None:
+    store, sessions = _artifacts(redis_client, lean, max_query_sessions=3)
+    caller = _caller()
+    made = [_session(sessions, caller) for _ in range(3)]
+    for n, session_id in enumerate(made):
+        _store(store, caller, session_id, f"a{n}")
+    assert sorted(_query(store, caller)) == ["a0", "a1", "a2"]
+    _session(sessions, caller)
+    with pytest.raises(ResourceExhausted, match="narrow the query with session_id"):
+        _query(store, caller)
+    assert _query(store, caller, session_id=made[0]) == ["a0"]
+
+
+def test_a_query_loads_at_most_max_query_candidates(
+    redis_client: Redis, lean: LeanPool, counted: Redis, counter: ReplyCounter
+) -> None:
+    store, sessions = _artifacts(redis_client, lean, max_query_candidates=4)
+    caller = _caller()
+    session_id = _session(sessions, caller)
+    for n in range(3):
+        _store(store, caller, session_id, f"t{n}")
+    _store(store, caller, _session(sessions, caller), "code", kind="code")
+    assert len(_query(store, caller)) == 4  # at the bound
+    _store(store, caller, session_id, "t3")
+    with pytest.raises(ResourceExhausted, match="narrow it"):
+        _query(store, caller)  # one past it, across sessions
+    assert _query(store, caller, type="code") == ["code"]  # narrowed by an index: counted, then read
+    # a session whose index holds 5,000 ids: counted, never read
+    redis_client.zadd(session_index(session_id, ":created"), {str(uuid.uuid4()): i for i in range(5000)})
+    reader, _ = _artifacts(counted, lean, max_query_candidates=4)
+    counter.reset()
+    with pytest.raises(ResourceExhausted, match="more than 4 artifacts"):
+        _query(reader, caller, session_id=session_id)
+    assert counter.elements < 20
+    counter.reset()
+    assert _query(reader, caller, session_id=session_id, type="code") == []
+    assert counter.elements < 20
+
+
+def test_a_query_refuses_more_grants_than_max_query_candidates_unread(
+    redis_client: Redis, lean: LeanPool, counted: Redis, counter: ReplyCounter
+) -> None:
+    caller = _caller()
+    redis_client.sadd(principal_grants_key(caller.principal), *[str(uuid.uuid4()) for _ in range(5)])
+    store, _ = _artifacts(redis_client, lean, max_query_candidates=5)
+    assert _query(store, caller) == []  # at the bound (the granted artifacts are gone)
+    redis_client.sadd(principal_grants_key(caller.principal), str(uuid.uuid4()))
+    with pytest.raises(ResourceExhausted, match="6 granted artifacts"):
+        _query(store, caller)  # one past it
+    redis_client.sadd(principal_grants_key(caller.principal), *[str(uuid.uuid4()) for _ in range(1000)])
+    reader, _ = _artifacts(counted, lean, max_query_candidates=5)
+    counter.reset()
+    with pytest.raises(ResourceExhausted, match="1006 granted artifacts"):
+        _query(reader, caller)
+    assert counter.elements < 50  # counted (and a connection's handshake), never read
+
+
+def test_session_delete_releases_at_most_max_session_delete_versions_per_call(
+    redis_client: Redis, lean: LeanPool
+) -> None:
+    store, sessions = _artifacts(redis_client, lean, max_delete_versions=4)
+    caller = _caller()
+    session_id = _session(sessions, caller)
+    for n in range(5):
+        _store(store, caller, session_id, f"a{n}")
+        _store(store, caller, session_id, f"a{n}")  # a second version
+    index = session_index(session_id)
+    for left in (3, 1):
+        with pytest.raises(ResourceExhausted, match="call Session.delete again"):
+            sessions.delete(caller, session_id)
+        assert redis_client.zcard(index) == left and redis_client.exists(session_key(session_id))
+    sessions.delete(caller, session_id)
+    assert not redis_client.exists(session_key(session_id), index)
+    assert int(redis_client.get(f"sp:principal:{caller.principal}:artifact-count") or 0) == 0
+    # at the bound: 2 artifacts of 2 versions go in one call
+    session_id = _session(sessions, caller)
+    for n in range(2):
+        _store(store, caller, session_id, f"b{n}")
+        _store(store, caller, session_id, f"b{n}")
+    sessions.delete(caller, session_id)
+    assert not redis_client.exists(session_key(session_id))
