@@ -140,6 +140,7 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
         max_principal_bytes=settings.max_principal_snapshot_bytes,
         max_saves_per_job=settings.max_saves_per_job,
         max_save_all=settings.max_save_all_sessions,
+        max_restore_bytes=settings.max_restore_bytes,
     )
     waiters = JobWaiters(redis, auth.job_credentials)
     replay_runner = ReplayRunner(jobs, sessions, waiters, settings.max_running_replays_per_principal)

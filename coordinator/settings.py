@@ -72,6 +72,9 @@ class Settings:
     """`Session.save` calls (saveAll counts each session it saves) one job may make."""
     max_save_all_sessions: int = 100
     """Sessions one `Session.saveAll` looks at: the principal's most recently updated ones."""
+    max_restore_bytes: int = 64 * 1024 * 1024
+    """Snapshot bytes one `Session.restoreRecent` copies (the first session's always goes): asking
+    for more sessions than fit is RESOURCE_EXHAUSTED, naming the count that fits."""
     max_list_scan: int = 10_000
     """Sessions one `Session.list` call reads; past it the page ends early with a `next_cursor`."""
     max_timeline_scan: int = 10_000
@@ -128,6 +131,7 @@ class Settings:
             "max_artifact_versions", "max_session_artifacts", "max_principal_artifacts",
             "max_events_per_principal", "max_subscriptions_per_principal", "max_subscriptions_per_job",
             "max_event_scan", "max_query_sessions", "max_query_candidates", "max_session_delete_versions",
+            "max_restore_bytes",
         ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise InvalidArgument(f"{name} must be at least 1 (got {getattr(self, name)})")

@@ -13,7 +13,7 @@ import grpc
 import pytest
 from redis import Redis
 from scriptpool.errors import InvalidArgument, NotFound, ResourceExhausted
-from scriptpool.v1 import artifacts_pb2, common_pb2, events_pb2, sessions_pb2
+from scriptpool.v1 import artifacts_pb2, common_pb2, events_pb2, jobs_pb2, sessions_pb2
 
 from coordinator.auth import Authenticator, Caller
 from coordinator.services.hooks import HookServicer
@@ -21,7 +21,12 @@ from coordinator.stores.artifact_access import principal_grants_key
 from coordinator.stores.artifact_index import session_index
 from coordinator.stores.artifacts import ArtifactStore
 from coordinator.stores.events import EventStore
-from coordinator.stores.sessions import SessionStore, session_key
+from coordinator.stores.jobs import JobStore
+from coordinator.stores.replay import ReplayStore
+from coordinator.stores.sessions import SessionStore, session_key, snapshot_key
+from coordinator.stores.snapshots import SnapshotStore
+from coordinator.stores.state import session_state_key
+from sandbox.limits import LimitPolicy
 from workers.lean_redis import LeanPool
 
 from .test_call_bounds import ReplyCounter, counting_redis
@@ -325,3 +330,47 @@ def test_session_delete_releases_at_most_max_session_delete_versions_per_call(
         _store(store, caller, session_id, f"b{n}")
     sessions.delete(caller, session_id)
     assert not redis_client.exists(session_key(session_id))
+
+
+# ---------------------------------------------------------------- snapshots and replay
+
+
+def test_restore_recent_copies_at_most_max_restore_bytes(redis_client: Redis, lean: LeanPool) -> None:
+    sessions = SessionStore(redis_client, 1000, lean=lean)
+    caller = _caller()
+    made = [_session(sessions, caller) for _ in range(3)]
+    for session_id in made:
+        redis_client.hset(session_state_key(session_id), "k", "v" * 1000)
+        SnapshotStore(sessions).save(caller, session_id)
+    size = int(redis_client.hget(snapshot_key(made[0], 1), "bytes") or 0)
+    snapshots = SnapshotStore(sessions, max_restore_bytes=2 * size + 10)  # two fit (sizes differ by a byte or so)
+    for session_id in made:
+        redis_client.hset(session_state_key(session_id), "k", "changed")
+    with pytest.raises(ResourceExhausted, match="ask for count=2 or fewer"):
+        snapshots.restore_recent(caller, 3)
+    assert [redis_client.hget(session_state_key(s), "k") for s in made] == [b"changed"] * 3  # nothing copied
+    assert sorted(snapshots.restore_recent(caller, 2)) == sorted(made[1:])  # at the bound
+    assert [redis_client.hget(session_state_key(s), "k") for s in made] == [b"changed"] + [b"v" * 1000] * 2
+    tiny = SnapshotStore(sessions, max_restore_bytes=1)
+    assert len(tiny.restore_recent(caller, 1)) == 1  # one snapshot always goes, whatever its size
+
+
+def test_replay_metadata_reads_no_job_records(
+    redis_client: Redis, lean: LeanPool, counted: Redis, counter: ReplyCounter
+) -> None:
+    sessions = SessionStore(redis_client, 1000, lean=lean)
+    jobs = JobStore(
+        redis_client, sessions, queue=f"art-bounds-{uuid.uuid4().hex[:8]}", policy=LimitPolicy(),
+        max_source_bytes=1024 * 1024, queue_ttl_seconds=600, result_ttl_seconds=600, lean=lean,
+    )  # fmt: skip
+    caller = _caller()
+    session_id = _session(sessions, caller)
+    request = jobs_pb2.SubmitJobRequest(language=jobs_pb2.LANGUAGE_LUA, source="return 1", session_id=session_id)
+    for _ in range(20):
+        jobs.submit(caller, request)
+    replays = ReplayStore(SessionStore(counted, 1000, lean=lean), jobs, cast(Any, None), max_jobs=20, max_per_job=1)
+    counter.reset()
+    assert replays.can_replay(caller, session_id) is False
+    assert replays.metadata(caller, session_id).job_count == 20
+    # 2 x (the session, 20 ids, 20 HEXISTS) and the timeline's ends: not 2 x 20 records of ~30 fields
+    assert counter.elements < 2 * 80 + 100
