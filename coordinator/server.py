@@ -128,6 +128,9 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
         max_versions=settings.max_artifact_versions,
         max_session_artifacts=settings.max_session_artifacts,
         max_principal_artifacts=settings.max_principal_artifacts,
+        max_query_sessions=settings.max_query_sessions,
+        max_query_candidates=settings.max_query_candidates,
+        max_delete_versions=settings.max_session_delete_versions,
     )
     sessions.delete_hooks.append(artifacts.delete_session_artifacts)
     snapshots = SnapshotStore(
@@ -137,6 +140,7 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
         max_principal_bytes=settings.max_principal_snapshot_bytes,
         max_saves_per_job=settings.max_saves_per_job,
         max_save_all=settings.max_save_all_sessions,
+        max_restore_bytes=settings.max_restore_bytes,
     )
     waiters = JobWaiters(redis, auth.job_credentials)
     replay_runner = ReplayRunner(jobs, sessions, waiters, settings.max_running_replays_per_principal)
@@ -162,6 +166,7 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
         redis,
         max_subscriptions_per_principal=settings.max_subscriptions_per_principal,
         max_subscriptions_per_job=settings.max_subscriptions_per_job,
+        max_scan=settings.max_event_scan,
     )
     event_servicer = EventServicer(auth, event_store, settings.max_wait_seconds, settings.max_event_streams)
     events_pb2_grpc.add_HookServiceServicer_to_server(

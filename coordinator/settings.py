@@ -72,6 +72,9 @@ class Settings:
     """`Session.save` calls (saveAll counts each session it saves) one job may make."""
     max_save_all_sessions: int = 100
     """Sessions one `Session.saveAll` looks at: the principal's most recently updated ones."""
+    max_restore_bytes: int = 64 * 1024 * 1024
+    """Snapshot bytes one `Session.restoreRecent` copies (the first session's always goes): asking
+    for more sessions than fit is RESOURCE_EXHAUSTED, naming the count that fits."""
     max_list_scan: int = 10_000
     """Sessions one `Session.list` call reads; past it the page ends early with a `next_cursor`."""
     max_timeline_scan: int = 10_000
@@ -100,6 +103,10 @@ class Settings:
     Unused ones expire an hour after their last receive."""
     max_subscriptions_per_job: int = 100
     """Live event subscriptions one job may make; past it, RESOURCE_EXHAUSTED."""
+    max_event_scan: int = 1000
+    """Entries of the principal's event stream one `Event.receive`, one `HookService.Poll` (across
+    all its hooks) or one wakeup of `EventService.Stream` reads while looking for matches; past it
+    the call returns what it found (maybe nothing) and the subscription continues from there."""
     max_artifact_versions: int = 1000
     """Versions one artifact may have; storing one more is RESOURCE_EXHAUSTED (history is never
     dropped silently). Every version is also charged, metadata included, against the byte quotas."""
@@ -107,6 +114,15 @@ class Settings:
     """Artifacts one session may hold (each costs records and index entries besides its bytes)."""
     max_principal_artifacts: int = 1_000_000
     """Artifacts one principal may hold across all its sessions."""
+    max_session_delete_versions: int = 10_000
+    """Artifact versions one `Session.delete` releases (each artifact whole, at least one per call):
+    a session holding more is deleted over several calls, each RESOURCE_EXHAUSTED but the last."""
+    max_query_sessions: int = 1000
+    """Sessions an artifact query/search without session_id looks at; a principal holding more gets
+    RESOURCE_EXHAUSTED (narrow the query with session_id)."""
+    max_query_candidates: int = 10_000
+    """Artifacts one query/search may load to filter and sort: each session's candidates are counted
+    in its narrowest index first (no ids read), and past this the query is RESOURCE_EXHAUSTED."""
 
     def __post_init__(self) -> None:
         if self.max_batch_jobs < 1:
@@ -114,6 +130,8 @@ class Settings:
         for name in (
             "max_artifact_versions", "max_session_artifacts", "max_principal_artifacts",
             "max_events_per_principal", "max_subscriptions_per_principal", "max_subscriptions_per_job",
+            "max_event_scan", "max_query_sessions", "max_query_candidates", "max_session_delete_versions",
+            "max_restore_bytes",
         ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise InvalidArgument(f"{name} must be at least 1 (got {getattr(self, name)})")

@@ -4,7 +4,10 @@ A hook point is an event name (`session.created`, `artifact.stored`, `state.chan
 `sandbox.catalog.HOOK_POINTS`), so a registration is an event subscription to that name
 (coordinator/stores/events.py), listed per principal in `sp:hooks:{principal}`. `Poll` drains every
 registration's new firings, at most `max_poll_firings` per call (the rest stay for the next Poll),
-waiting up to `timeout_seconds` for the first. Scripts have their own
+waiting up to `timeout_seconds` for the first (blocked on the principal's stream, not polling it).
+One Poll reads at most `max_event_scan` stream entries across all its hooks (each hook gets a
+share; a hook that needs less leaves the rest to the next), so it may return no firings early
+while its hooks are behind a long run of other events: the next Poll continues after them. Scripts have their own
 `Hook.register(point, fn)`, which runs `fn` in the script (docs/architecture.md#events); this
 service is for clients' API keys.
 """
@@ -24,7 +27,6 @@ from coordinator.stores.events import EventStore
 from sandbox.catalog import HOOK_POINTS
 from workers.job_records import hash_fields
 
-POLL_INTERVAL_SECONDS = 0.1
 MAX_HOOKS_PER_PRINCIPAL = 100
 
 
@@ -90,16 +92,22 @@ class HookServicer(events_pb2_grpc.HookServiceServicer):
         give_up = time.monotonic() + wait
         firings = events_pb2.HookFirings()
         hook_ids = list(self._registrations(caller))
+        budget = self.events.max_scan  # stream entries this call may read, across every hook and pass
         while True:
-            for hook_id in hook_ids:
-                while len(firings.firings) < self.max_poll_firings:
-                    event = self.events.receive(caller, hook_id, 0)
-                    if event is None:
-                        break
-                    firings.firings.append(events_pb2.HookFiring(hook_id=hook_id, context=_context(event)))
-            if firings.firings or time.monotonic() >= give_up:
+            tip = self.events.tip(caller.principal)
+            for place, hook_id in enumerate(hook_ids):
+                wanted = self.max_poll_firings - len(firings.firings)
+                if wanted <= 0 or budget <= 0:
+                    break
+                share = max(1, budget // (len(hook_ids) - place))  # what earlier hooks left goes on
+                events, read = self.events.receive_many(caller, hook_id, wanted, share)
+                budget -= read
+                firings.firings.extend(events_pb2.HookFiring(hook_id=hook_id, context=_context(e)) for e in events)
+            if firings.firings or budget <= 0 or time.monotonic() >= give_up:
                 return firings
-            time.sleep(min(POLL_INTERVAL_SECONDS, max(0.0, give_up - time.monotonic())))
+            if not self.events.wait_past(caller.principal, tip, give_up):  # blocks: no polling while idle
+                return firings
+            budget -= 1
 
     def _registrations(self, caller: Caller) -> dict[str, str]:
         """hook id -> point, without the ones whose subscription expired (an hour unused)."""

@@ -2,6 +2,8 @@
 
   sp:artifact:{id}:grants            hash    principal -> level (1 read, 2 write, 3 delete, 4 admin)
   sp:principal:{p}:artifact-grants   set     artifact ids granted to p (for queries across sessions)
+  sp:session:{sid}:artifact-grants:{p}  zset  ids of the session's artifacts granted to p -> created_at
+                                             (List and Query of one session by a grantee, ranged)
   sp:artifact:{id}:audit             stream  ts user job_id action allowed(1/0) reason
 
 The session's principal (the owner) has `admin` on its artifacts without a grant and cannot lose
@@ -31,15 +33,19 @@ _CHANGE = """
 if redis.call('EXISTS', KEYS[3]) == 0 then return -1 end
 local level = tonumber(ARGV[2])
 local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+local sid, created = unpack(redis.call('HMGET', KEYS[3], 'session_id', 'created_at'))
+local in_session = 'sp:session:' .. sid .. ':artifact-grants:' .. ARGV[1]
 if ARGV[4] == 'grant' then
   if current < level then redis.call('HSET', KEYS[1], ARGV[1], level) end
   redis.call('SADD', KEYS[2], ARGV[3])
+  redis.call('ZADD', in_session, created, ARGV[3])
   return math.max(current, level)
 end
 if current >= level then
   if level <= 1 then
     redis.call('HDEL', KEYS[1], ARGV[1])
     redis.call('SREM', KEYS[2], ARGV[3])
+    redis.call('ZREM', in_session, ARGV[3])
     return 0
   end
   redis.call('HSET', KEYS[1], ARGV[1], level - 1)
@@ -59,6 +65,11 @@ def audit_key(artifact_id: str) -> str:
 
 def principal_grants_key(principal: str) -> str:
     return f"sp:principal:{principal}:artifact-grants"
+
+
+def session_grants_key(session_id: str, principal: str) -> str:
+    """The ids of the session's artifacts granted to `principal`, scored by when each was created."""
+    return f"sp:session:{session_id}:artifact-grants:{principal}"
 
 
 def parse_level(name: str) -> int:

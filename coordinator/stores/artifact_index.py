@@ -13,8 +13,9 @@
   sp:session:{sid}:artifacts:tag:{t}    set   ids tagged t
   sp:session:{sid}:artifacts:word:{w}   set   ids whose name, description or text content has word w
 
-Every filter that has an index narrows the candidates in Redis first; only the candidates are
-loaded, to apply the name glob and metadata equality and to sort.
+Every filter that has an index narrows the candidates in Redis first: a query counts each index's
+candidates (SINTERCARD, SCARD, ZCOUNT), is refused past `max_query_candidates`, and then reads only
+the narrowest index's ids; only those candidates are loaded, to apply every filter and sort.
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from redis import Redis
-from scriptpool.errors import InvalidArgument
+from redis.client import Pipeline
+from scriptpool.errors import InvalidArgument, ResourceExhausted
 from scriptpool.v1 import artifacts_pb2, common_pb2
 
 from coordinator.stores.sessions import _epoch as epoch  # one parser for time filters everywhere
-from coordinator.stores.validation import check_tags
+from coordinator.stores.validation import check_tags, parse_cursor
 from workers.job_records import hash_fields, texts
 
 DEFAULT_PAGE = 100
@@ -116,7 +118,7 @@ class Scope:
     """Where a query may look: whole sessions (the caller's own), and single granted artifacts."""
 
     sessions: list[str]
-    granted: set[str]
+    granted: list[str]
     """Artifact ids granted to the caller in sessions that are not its own."""
 
 
@@ -127,30 +129,42 @@ def _range(value: common_pb2.Value, what: str) -> float | None:
     return epoch(value, what)
 
 
+@dataclass(frozen=True, slots=True)
+class _Criterion:
+    """One indexed filter of a query in one session: how to count its ids and how to read them."""
+
+    kind: str
+    """inter (type, tags and words: SINTER), union (tags_any: SUNION), created or size (a zset range)"""
+    keys: list[str]
+    low: str | float = "-inf"
+    high: str | float = "+inf"
+
+
 class ArtifactIndex:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, max_candidates: int = 10_000) -> None:
         self.redis = redis
+        self.max_candidates = max_candidates
+        """Artifacts one query may load to filter and sort (settings.max_query_candidates)."""
 
     def page_of_session(
-        self, session_id: str, page: common_pb2.PageRequest, only: set[str] | None
+        self, session_id: str, page: common_pb2.PageRequest, grants_key: str | None
     ) -> artifacts_pb2.ArtifactList:
-        """A session's artifacts, newest first; `only` restricts them to a set of ids (grants)."""
+        """A session's artifacts, newest first; `grants_key` (a grantee's index of the session's
+        artifacts granted to it) restricts them to those. Either way a ranged read of one page."""
         limit, offset = _page(page)
-        if only is None:
-            ids = texts(self.redis.zrevrange(session_index(session_id, ":created"), offset, offset + limit))
-            more = len(ids) > limit
-            ids = ids[:limit]
-        else:
-            ordered = texts(self.redis.zrevrange(session_index(session_id, ":created"), 0, -1))
-            mine = [i for i in ordered if i in only]
-            more = len(mine) > offset + limit
-            ids = mine[offset : offset + limit]
+        key = grants_key or session_index(session_id, ":created")
+        ids = texts(self.redis.zrevrange(key, offset, offset + limit))
+        more = len(ids) > limit
+        ids = ids[:limit]
         answer = artifacts_pb2.ArtifactList(artifacts=[info for info, _ in load_infos(self.redis, ids)])
         if more:
             answer.next_cursor = str(offset + limit)
         return answer
 
     def query(self, scope: Scope, q: artifacts_pb2.ArtifactQuery, words: list[str]) -> artifacts_pb2.ArtifactList:
+        """Counts each session's candidates in its indexes first (no ids read), refuses a query with
+        more than `max_candidates` in all, then reads only the narrowest index's ids per session and
+        loads those records to apply every filter and sort."""
         limit, offset = _page(q.page)
         sort = q.sort or "-created_at"
         field = sort.lstrip("-+")
@@ -162,11 +176,22 @@ class ArtifactIndex:
         before = _range(q.created_before, "created_before")
         if q.max_size and q.min_size > q.max_size:
             raise InvalidArgument(f"min_size {q.min_size} is larger than max_size {q.max_size}")
+        plans = [
+            (session_id, self._criteria(session_id, q.type, tags, tags_any, words, after, before, q))
+            for session_id in scope.sessions
+        ]
+        narrowest = self._narrowest(plans, len(scope.granted))
+        pipe = self.redis.pipeline(transaction=False)
+        for criterion in narrowest:
+            _fetch(pipe, criterion)
         candidates: list[str] = []
-        for session_id in scope.sessions:
-            candidates += self._candidates(session_id, q.type, tags, tags_any, words, after, before, q)
-        granted = _with_words(self.redis, [i for i in scope.granted if i not in set(candidates)], words)
-        infos = load_infos(self.redis, candidates + granted)
+        unchecked: list[str] = []  # candidates that did not come through the word sets
+        for criterion, reply in zip(narrowest, pipe.execute() if narrowest else [], strict=True):
+            ids = sorted(texts(list(reply)))
+            (candidates if criterion.kind == "inter" else unchecked).extend(ids)
+        seen = set(candidates) | set(unchecked)
+        unchecked += [i for i in scope.granted if i not in seen]
+        infos = load_infos(self.redis, candidates + _with_words(self.redis, unchecked, words))
         wanted_meta = dict(q.metadata.fields.items())
         matched = [
             info
@@ -189,7 +214,7 @@ class ArtifactIndex:
             answer.next_cursor = str(offset + limit)
         return answer
 
-    def _candidates(
+    def _criteria(
         self,
         session_id: str,
         kind: str,
@@ -199,26 +224,72 @@ class ArtifactIndex:
         after: float | None,
         before: float | None,
         q: artifacts_pb2.ArtifactQuery,
-    ) -> list[str]:
+    ) -> list[_Criterion]:
+        """The session's indexes that hold every candidate of the query (any one of them will do:
+        the records are filtered again once loaded; words are checked against each record's own)."""
         sets = [session_index(session_id, f":type:{kind}")] if kind else []
         sets += [session_index(session_id, f":tag:{t}") for t in tags]
         sets += [session_index(session_id, f":word:{w}") for w in words]
-        pipe = self.redis.pipeline(transaction=False)
-        if sets:
-            pipe.sinter(sets)
+        found = [_Criterion("inter", sets)] if sets else []
         if tags_any:
-            pipe.sunion([session_index(session_id, f":tag:{t}") for t in tags_any])
-        if after is not None or before is not None or not (sets or tags_any):
+            found.append(_Criterion("union", [session_index(session_id, f":tag:{t}") for t in tags_any]))
+        if after is not None or before is not None or not found:
             low = f"({after}" if after is not None else "-inf"
             high = f"({before}" if before is not None else "+inf"
-            pipe.zrangebyscore(session_index(session_id, ":created"), low, high)
+            found.append(_Criterion("created", [session_index(session_id, ":created")], low, high))
         if q.min_size or q.max_size:
-            pipe.zrangebyscore(session_index(session_id, ":size"), q.min_size, q.max_size or "+inf")
-        found: set[str] | None = None
-        for reply in pipe.execute():
-            ids = set(texts(list(reply)))
-            found = ids if found is None else found & ids
-        return sorted(found or ())
+            found.append(_Criterion("size", [session_index(session_id, ":size")], q.min_size, q.max_size or "+inf"))
+        return found
+
+    def _narrowest(self, plans: list[tuple[str, list[_Criterion]]], granted: int) -> list[_Criterion]:
+        """Each session's criterion with the fewest ids; RESOURCE_EXHAUSTED if they (and `granted`)
+        come to more than `max_candidates`. Counts only: SINTERCARD (stopping past the cap), SCARD,
+        ZCOUNT."""
+        cap = self.max_candidates
+        pipe = self.redis.pipeline(transaction=False)
+        for _, criteria in plans:
+            for criterion in criteria:
+                _count(pipe, criterion, cap + 1)
+        replies = iter(pipe.execute() if plans else [])
+        chosen: list[_Criterion] = []
+        total = granted
+        for _, criteria in plans:
+            counted = []
+            for criterion in criteria:
+                if criterion.kind == "union":
+                    counted.append((sum(int(next(replies)) for _ in criterion.keys), criterion))
+                else:
+                    counted.append((int(next(replies)), criterion))
+            fewest, criterion = min(counted, key=lambda pair: pair[0])
+            if fewest:
+                total += fewest
+                chosen.append(criterion)
+        if total > cap:
+            raise ResourceExhausted(
+                f"the query would examine more than {cap} artifacts (max_query_candidates) across "
+                f"{len(plans)} sessions; narrow it: pass session_id, a type, tags, search words or a "
+                "created_after/created_before range"
+            )
+        return chosen
+
+
+def _count(pipe: Pipeline, criterion: _Criterion, limit: int) -> None:
+    if criterion.kind == "inter":
+        pipe.sintercard(len(criterion.keys), list[bytes | str | memoryview](criterion.keys), limit=limit)
+    elif criterion.kind == "union":
+        for key in criterion.keys:
+            pipe.scard(key)
+    else:
+        pipe.zcount(criterion.keys[0], criterion.low, criterion.high)
+
+
+def _fetch(pipe: Pipeline, criterion: _Criterion) -> None:
+    if criterion.kind == "inter":
+        pipe.sinter(criterion.keys)
+    elif criterion.kind == "union":
+        pipe.sunion(criterion.keys)
+    else:
+        pipe.zrangebyscore(criterion.keys[0], criterion.low, criterion.high)
 
 
 def _with_words(redis: Redis, ids: list[str], words: list[str]) -> list[str]:
@@ -235,6 +306,4 @@ def _page(page: common_pb2.PageRequest) -> tuple[int, int]:
     limit = page.limit or DEFAULT_PAGE
     if limit > MAX_PAGE:
         raise InvalidArgument(f"page.limit {limit} is above the maximum {MAX_PAGE}")
-    if page.cursor and not page.cursor.isdigit():
-        raise InvalidArgument(f"invalid cursor {page.cursor!r}: pass back the next_cursor of the previous page")
-    return limit, int(page.cursor or 0)
+    return limit, parse_cursor(page.cursor)

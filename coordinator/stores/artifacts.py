@@ -41,6 +41,7 @@ from coordinator.stores.artifact_access import (
     check_principal,
     parse_level,
     principal_grants_key,
+    session_grants_key,
 )
 from coordinator.stores.artifact_blobs import Upload, read_chunks
 from coordinator.stores.artifact_index import (
@@ -63,6 +64,9 @@ RECORD_BYTES = 512
 charged to the quotas with each version, so even empty versions are not free."""
 INDEX_ENTRY_BYTES = 64
 """Charged per word-index and tag-index entry a version writes, on top of the word's bytes."""
+
+DELETE_BATCH = 100
+"""Artifact ids a session delete reads at a time."""
 
 TYPE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/+-]{0,63}$")
 
@@ -175,6 +179,7 @@ for _, t in ipairs(cjson.decode(redis.call('HGET', akey, 'tags'))) do redis.call
 for _, w in ipairs(redis.call('SMEMBERS', akey .. ':words')) do redis.call('SREM', index .. ':word:' .. w, id) end
 for _, p in ipairs(redis.call('HKEYS', akey .. ':grants')) do
   redis.call('SREM', 'sp:principal:' .. p .. ':artifact-grants', id)
+  redis.call('ZREM', sess .. ':artifact-grants:' .. p, id)
 end
 redis.call('DEL', akey, akey .. ':words', akey .. ':grants', akey .. ':audit')
 redis.call('DECRBY', sess .. ':artifact-bytes', freed)
@@ -213,6 +218,9 @@ class ArtifactStore:
         max_versions: int = 1000,
         max_session_artifacts: int = 100_000,
         max_principal_artifacts: int = 1_000_000,
+        max_query_sessions: int = 1000,
+        max_query_candidates: int = 10_000,
+        max_delete_versions: int = 10_000,
     ) -> None:
         self.redis = redis
         self.max_artifact_bytes = max_artifact_bytes
@@ -221,8 +229,12 @@ class ArtifactStore:
         self.max_versions = max_versions
         self.max_session_artifacts = max_session_artifacts
         self.max_principal_artifacts = max_principal_artifacts
+        self.max_delete_versions = max_delete_versions
+        """Artifact versions one Session.delete releases (settings.max_session_delete_versions)."""
+        self.max_query_sessions = max_query_sessions
+        """Sessions a query without session_id may look at (settings.max_query_sessions)."""
         self.access = AccessControl(redis)
-        self.index = ArtifactIndex(redis)
+        self.index = ArtifactIndex(redis, max_query_candidates)
         self._commit = redis.register_script(_COMMIT)
         self._delete = redis.register_script(_DELETE)
 
@@ -346,9 +358,30 @@ class ArtifactStore:
         self._log(caller, session_id, "artifact.deleted", f"{name} deleted", artifact_id, 0)
 
     def delete_session_artifacts(self, session_id: str) -> None:
-        """Called when a session is deleted: release every artifact's content and grants."""
-        for artifact_id in texts(self.redis.zrange(session_index(session_id), 0, -1)):
-            self._delete(args=[artifact_id])
+        """Called when a session is deleted: release every artifact's content and grants, at most
+        `max_delete_versions` versions' worth per call (each artifact whole; at least one). If
+        artifacts remain, RESOURCE_EXHAUSTED tells the caller to call Session.delete again: the
+        session stays until its last artifact is gone, and each call makes progress."""
+        budget = self.max_delete_versions
+        deleted = 0
+        while True:
+            ids = texts(self.redis.zrange(session_index(session_id), 0, DELETE_BATCH - 1))
+            if not ids:
+                return
+            pipe = self.redis.pipeline(transaction=False)
+            for artifact_id in ids:
+                pipe.hget(artifact_key(artifact_id), "latest")
+            for artifact_id, latest in zip(ids, pipe.execute(), strict=True):
+                versions = int(latest or 0)
+                if deleted and versions > budget:
+                    raise ResourceExhausted(
+                        f"session {session_id} holds more artifact versions than one delete releases "
+                        f"(max_session_delete_versions {self.max_delete_versions}); this call deleted {deleted} "
+                        "artifacts: call Session.delete again to continue"
+                    )
+                self._delete(args=[artifact_id])
+                budget -= versions
+                deleted += 1
 
     def _log(self, caller: Caller, session_id: str, kind: str, text: str, artifact_id: str, version: int) -> None:
         data: dict[str, PlainValue] = {"artifact_id": artifact_id, "version": version}
@@ -381,20 +414,17 @@ class ArtifactStore:
 
     def list(self, caller: Caller, session_id: str, page: common_pb2.PageRequest) -> artifacts_pb2.ArtifactList:
         owner, _ = self._session(session_id)
-        only = None if owner == caller.principal else self._granted_in(caller, session_id)
-        return self.index.page_of_session(session_id, page, only)
+        grants = None if owner == caller.principal else self._granted_in(caller, session_id)
+        return self.index.page_of_session(session_id, page, grants)
 
-    def _granted_in(self, caller: Caller, session_id: str) -> set[str]:
-        """The ids of another principal's session that were granted to the caller. None granted: the
-        session is NOT_FOUND, exactly as one that does not exist (its existence is not confirmed)."""
-        granted = texts(list(self.redis.smembers(principal_grants_key(caller.principal))))
-        pipe = self.redis.pipeline(transaction=False)
-        for artifact_id in granted:
-            pipe.zscore(session_index(session_id), artifact_id)
-        ids = {i for i, score in zip(granted, pipe.execute() if granted else [], strict=True) if score is not None}
-        if not ids:
+    def _granted_in(self, caller: Caller, session_id: str) -> str:
+        """The key of the caller's index of another principal's session's artifacts granted to it.
+        None granted: the session is NOT_FOUND, exactly as one that does not exist (its existence
+        is not confirmed)."""
+        key = session_grants_key(session_id, caller.principal)
+        if not self.redis.exists(key):
             raise NotFound(f"session {session_id} not found")
-        return ids
+        return key
 
     def query(self, caller: Caller, q: artifacts_pb2.ArtifactQuery, text: str = "") -> artifacts_pb2.ArtifactList:
         words = words_of(text)
@@ -402,17 +432,26 @@ class ArtifactStore:
             raise InvalidArgument("search text has no words to look for (2-64 letters or digits each)")
         if q.type:
             _check_type(q.type)
+        cap = self.index.max_candidates
         if q.session_id:
             owner, _ = self._session(q.session_id)
             if owner == caller.principal:
-                scope = Scope([q.session_id], set())
+                scope = Scope([q.session_id], [])
             else:
-                scope = Scope([], self._granted_in(caller, q.session_id))
-        else:
-            granted = set(texts(list(self.redis.smembers(principal_grants_key(caller.principal)))))
-            mine = texts(self.redis.zrange(principal_sessions_key(caller.principal), 0, -1))
-            scope = Scope(mine, granted)
-        return self.index.query(scope, q, words)
+                scope = Scope(
+                    [], _read_grants(self.redis, self._granted_in(caller, q.session_id), cap, in_session=True)
+                )
+            return self.index.query(scope, q, words)
+        sessions_key = principal_sessions_key(caller.principal)
+        held = int(self.redis.zcard(sessions_key))
+        if held > self.max_query_sessions:
+            raise ResourceExhausted(
+                f"this principal has {held} sessions; a query without session_id looks at most "
+                f"{self.max_query_sessions} (max_query_sessions): narrow the query with session_id"
+            )
+        mine = texts(self.redis.zrange(sessions_key, 0, -1))
+        granted = _read_grants(self.redis, principal_grants_key(caller.principal), cap, in_session=False)
+        return self.index.query(Scope(mine, granted), q, words)
 
     # ---------------------------------------------------------------- permissions
     def change_permission(
@@ -446,6 +485,20 @@ class ArtifactStore:
     def audit_log(self, caller: Caller, request: artifacts_pb2.GetAuditLogRequest) -> artifacts_pb2.AuditLog:
         self.authorize(caller, request.session_id, request.artifact_id, "getAuditLog", ADMIN)
         return self.access.read_audit(request.artifact_id, request.page)
+
+
+def _read_grants(redis: Redis, key: str, cap: int, *, in_session: bool) -> list[str]:
+    """The ids in a principal's grant set (or its index of one session's grants, `in_session`),
+    refused past `cap` before any is read."""
+    held = int(redis.zcard(key) if in_session else redis.scard(key))
+    if held > cap:
+        raise ResourceExhausted(
+            f"the query would examine {held} granted artifacts, more than {cap} (max_query_candidates); "
+            "narrow it with the session_id of your own session"
+        )
+    if in_session:
+        return texts(redis.zrange(key, 0, -1))
+    return texts(list(redis.smembers(key)))
 
 
 def _text(raw: object) -> str:

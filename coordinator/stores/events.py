@@ -89,9 +89,16 @@ def check_pattern(pattern: str) -> str:
 
 class EventStore:
     def __init__(
-        self, redis: Redis, *, max_subscriptions_per_principal: int = 1000, max_subscriptions_per_job: int = 100
+        self,
+        redis: Redis,
+        *,
+        max_subscriptions_per_principal: int = 1000,
+        max_subscriptions_per_job: int = 100,
+        max_scan: int = 1000,
     ) -> None:
         self.redis = redis
+        self.max_scan = max_scan
+        """Stream entries one receive (one Stream wakeup, one HookService.Poll) reads at most."""
         self.max_subscriptions_per_principal = max_subscriptions_per_principal
         self.max_subscriptions_per_job = max_subscriptions_per_job
         self._subscribe = redis.register_script(_SUBSCRIBE)
@@ -153,10 +160,28 @@ class EventStore:
         pipe.execute()
 
     def receive(self, caller: Caller, subscription_id: str, timeout_seconds: float) -> events_pb2.Event | None:
-        """The subscription's next event, waiting up to `timeout_seconds` for one; None if none came."""
+        """The subscription's next event, waiting up to `timeout_seconds` for one; None if none came
+        (or the call read `max_scan` entries without a match: the next call continues after them)."""
         pattern, last, _ = self._subscription(caller, subscription_id)
+        found, last, _ = self._scan(
+            caller.principal, pattern, last, time.monotonic() + timeout_seconds, want=1, budget=self.max_scan
+        )
+        self._advance(caller, subscription_id, last)
+        return found[0] if found else None
+
+    def receive_many(
+        self, caller: Caller, subscription_id: str, limit: int, budget: int
+    ) -> tuple[list[events_pb2.Event], int]:
+        """Up to `limit` of the subscription's waiting events, without waiting, reading at most
+        `budget` entries: (events, entries read). HookService.Poll shares its budget out this way."""
+        pattern, last, _ = self._subscription(caller, subscription_id)
+        found, last, scanned = self._scan(caller.principal, pattern, last, 0.0, want=limit, budget=budget)
+        self._advance(caller, subscription_id, last)
+        return found, scanned
+
+    def _advance(self, caller: Caller, subscription_id: str, last: str) -> None:
+        """Record the subscription's new position and keep it alive another hour."""
         key = _subscription_key(subscription_id)
-        found, last = self._next(caller.principal, pattern, last, time.monotonic() + timeout_seconds)
         pipe = self.redis.pipeline(transaction=False)
         pipe.hset(key, "last", last)
         pipe.expire(key, SUBSCRIPTION_TTL_SECONDS)
@@ -164,17 +189,16 @@ class EventStore:
             _principal_subscriptions_key(caller.principal), {key: time.time() + SUBSCRIPTION_TTL_SECONDS}, xx=True
         )
         pipe.execute()
-        return found
 
     def follow(self, caller: Caller, pattern: str, still_wanted: Callable[[], bool]) -> Iterator[events_pb2.Event]:
         """Every event for the caller matching `pattern` from now on, for as long as `still_wanted()`
-        (asked at least once a second)."""
+        (asked at least once a second). Each wakeup reads at most `max_scan` entries."""
         check_pattern(pattern)
         last = self._last_id(caller.principal)
         while still_wanted():
-            found, last = self._next(caller.principal, pattern, last, time.monotonic() + 1.0)
-            if found is not None:
-                yield found
+            give_up = time.monotonic() + 1.0
+            found, last, _ = self._scan(caller.principal, pattern, last, give_up, want=1, budget=self.max_scan)
+            yield from found
 
     # ---------------------------------------------------------------- reading
     def _subscription(self, caller: Caller, subscription_id: str) -> tuple[str, str, str]:
@@ -189,24 +213,52 @@ class EventStore:
         newest = self.redis.xrevrange(events_key(principal), count=1)
         return text(newest[0][0]) if newest else "0-0"
 
-    def _next(self, principal: str, pattern: str, last: str, give_up: float) -> tuple[events_pb2.Event | None, str]:
-        while True:
-            # Blocks while there is time left; after that, reads on without blocking until it has
-            # seen every entry already there (so a 0 timeout still returns what is waiting).
+    def tip(self, principal: str) -> str:
+        """The id of the principal's newest event ("0-0" if none): `wait_past` waits for a newer one."""
+        return self._last_id(principal)
+
+    def wait_past(self, principal: str, tip: str, give_up: float) -> int:
+        """Wait (XREAD BLOCK, no polling) until the principal's stream holds an entry after `tip` or
+        `give_up` passes; the entries read to learn it (0 or 1)."""
+        left_ms = int((give_up - time.monotonic()) * 1000)
+        if left_ms <= 0:
+            return 0
+        batches = self.redis.xread({events_key(principal): tip}, count=1, block=left_ms)
+        return 1 if batches else 0
+
+    def _scan(
+        self, principal: str, pattern: str, last: str, give_up: float, *, want: int, budget: int
+    ) -> tuple[list[events_pb2.Event], str, int]:
+        """Up to `want` events after `last` matching `pattern`, reading at most `budget` entries of the
+        stream: (events, the id to continue after, entries read). Blocks (XREAD BLOCK) while nothing
+        was found and there is time left; then reads on without blocking until it has seen every entry
+        already there, so a 0 timeout still returns what is waiting. Past the budget it stops, and
+        the position it returns lets the next call continue where this one stopped."""
+        found: list[events_pb2.Event] = []
+        scanned = 0
+        stream = events_key(principal)
+        while scanned < budget:
             left_ms = int((give_up - time.monotonic()) * 1000)
-            block = left_ms if left_ms > 0 else None
+            block = left_ms if left_ms > 0 and not found else None
+            count = min(READ_BATCH, budget - scanned)
             batches: list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] = self.redis.xread(  # type: ignore[assignment]
-                {events_key(principal): last}, count=READ_BATCH, block=block
+                {stream: last}, count=count, block=block
             )
-            if not batches and block is None:
-                return None, last
-            for _, entries in batches or ():
-                for entry_id, raw_fields in entries:
-                    last = text(entry_id)
-                    fields = hash_fields(raw_fields)
-                    name = fields.get("type", b"").decode()
-                    if fnmatch.fnmatchcase(name, pattern):
-                        return _event(last, name, fields), last
+            entries = batches[0][1] if batches else []
+            if not entries:
+                if block is None:
+                    break
+                continue
+            scanned += len(entries)
+            for entry_id, raw_fields in entries:
+                last = text(entry_id)
+                fields = hash_fields(raw_fields)
+                name = fields.get("type", b"").decode()
+                if fnmatch.fnmatchcase(name, pattern):
+                    found.append(_event(last, name, fields))
+                    if len(found) >= want:
+                        return found, last, scanned
+        return found, last, scanned
 
 
 def _event(entry_id: str, name: str, fields: dict[str, bytes]) -> events_pb2.Event:

@@ -83,20 +83,29 @@ class ReplayStore:
             found.append((float(fields["created_at"]), spec, result))
         return found
 
+    def _replayable(self, session_id: str) -> bool:
+        """Whether one of the session's first `max_jobs` recorded jobs finished: HEXISTS of their
+        results, never the records themselves (sources and results)."""
+        ids = texts(self.redis.zrange(session_jobs_key(session_id), 0, self.max_jobs - 1))
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hexists(job_key(job_id), "result")
+        return any(pipe.execute()) if ids else False
+
     def can_replay(self, caller: Caller, session_id: str) -> bool:
         self.sessions.get(caller, session_id)
-        return any(result is not None for _, _, result in self.recorded_jobs(session_id, self.max_jobs))
+        return self._replayable(session_id)
 
     def metadata(self, caller: Caller, session_id: str) -> sessions_pb2.ReplayMetadata:
         self.sessions.get(caller, session_id)
-        jobs = self.recorded_jobs(session_id, self.max_jobs)
+        replayable = self._replayable(session_id)
         key = timeline.timeline_key(session_id)
         first = self.redis.xrange(key, count=1)
         last = self.redis.xrevrange(key, count=1)
         first_ts = float(hash_fields(first[0][1])["ts"]) if first else 0.0
         last_ts = float(hash_fields(last[0][1])["ts"]) if last else 0.0
         return sessions_pb2.ReplayMetadata(
-            replayable=any(r is not None for _, _, r in jobs),
+            replayable=replayable,
             job_count=int(self.redis.zcard(session_jobs_key(session_id))),
             event_count=int(self.redis.xlen(key)),
             first_event=first_ts,

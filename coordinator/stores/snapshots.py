@@ -88,6 +88,7 @@ class SnapshotStore:
         max_principal_bytes: int = 1024**3,
         max_saves_per_job: int = 100,
         max_save_all: int = 100,
+        max_restore_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.sessions = sessions
         self.redis = sessions.redis
@@ -96,6 +97,8 @@ class SnapshotStore:
         self.max_principal_bytes = max_principal_bytes
         self.max_saves_per_job = max_saves_per_job
         self.max_save_all = max_save_all
+        self.max_restore_bytes = max_restore_bytes
+        """Snapshot bytes one RestoreRecent copies (settings.max_restore_bytes); the first always goes."""
         self._save = self.redis.register_script(_SAVE)
 
     def save(self, caller: Caller, session_id: str) -> int:
@@ -196,6 +199,28 @@ class SnapshotStore:
         if not 1 <= count <= MAX_RESTORE:
             raise InvalidArgument(f"count must be between 1 and {MAX_RESTORE} (got {count})")
         ids = texts(self.redis.zrevrange(saved_key(caller.principal), 0, count - 1))
+        self._check_restore_bytes(ids)
         for session_id in ids:
             self.load(caller, session_id)
         return ids
+
+    def _check_restore_bytes(self, ids: list[str]) -> None:
+        """RESOURCE_EXHAUSTED, before anything is copied, if the sessions' latest snapshots hold more
+        than `max_restore_bytes` together (whatever the first holds, it may always be restored)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for session_id in ids:
+            pipe.hget(session_key(session_id), "snapshots")
+        numbers = [int(n or 0) for n in pipe.execute()] if ids else []
+        for session_id, number in zip(ids, numbers, strict=True):
+            pipe.hget(snapshot_key(session_id, number), "bytes")
+        sizes = [int(b or 0) for b in pipe.execute()] if ids else []
+        total = fit = 0
+        for size in sizes:
+            if fit and total + size > self.max_restore_bytes:
+                raise ResourceExhausted(
+                    f"the {len(ids)} most recently saved sessions' snapshots hold {sum(sizes)} bytes; one "
+                    f"RestoreRecent copies at most {self.max_restore_bytes} (max_restore_bytes): "
+                    f"ask for count={fit} or fewer"
+                )
+            total += size
+            fit += 1

@@ -31,7 +31,8 @@ from .helpers import outcome, run_lua
 
 
 class ReplyCounter:
-    """How many reply elements (list items, recursively; a scalar reply counts 1) Redis sent."""
+    """How many reply elements (list items and map keys and values, recursively; a scalar reply counts
+    1) Redis sent."""
 
     def __init__(self) -> None:
         self.elements = 0
@@ -42,7 +43,11 @@ class ReplyCounter:
         self.elements = self.replies = 0
 
     def add(self, reply: object) -> None:
-        if isinstance(reply, list):
+        if isinstance(reply, dict):  # a RESP3 map (HGETALL, XREAD)
+            for name, item in reply.items():
+                self.add(name)
+                self.add(item)
+        elif isinstance(reply, (list, tuple, set)):
             for item in reply:
                 self.add(item)
         else:
