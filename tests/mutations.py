@@ -37,6 +37,9 @@ ENFORCEMENT = "tests/unit/test_supervisor_enforcement.py"
 JAIL = "tests/unit/test_jail.py"
 OS_JAIL = "tests/security/test_os_jail_attacks.py"
 RLIMITS_TEST = f"{OS_JAIL}::test_job_rlimits_equal_the_jobs_limits_in_the_running_process"
+LUA_ENGINE = "tests/unit/test_lua_engine.py"
+JS_ENGINE = "tests/unit/test_js_engine.py"
+CHILD_REUSE = "tests/unit/test_child_reuse.py"
 
 
 @dataclass(frozen=True)
@@ -220,6 +223,60 @@ MUTATIONS: tuple[Mutation, ...] = (
             f"{OS_JAIL}::test_job_cannot_read_the_worker_environment",
         ),
         run=(JAIL, OS_JAIL),
+    ),
+    Mutation(
+        name="js-linear-memory-cap",
+        layer="the wasm store's linear-memory cap under QuickJS's own heap limit",
+        path="sandbox/engines/javascript.py",
+        original="self._store.set_limits(memory_size=self.memory_cap)",
+        replacement="(lambda **_: None)(memory_size=self.memory_cap)",
+        must_fail=(f"{JS_ENGINE}::test_the_linear_memory_cap_alone_keeps_the_heap_under_the_jobs_limit",),
+    ),
+    Mutation(
+        name="js-stack-trace-pin",
+        layer="Error.prepareStackTrace pinned, so no CallSite hands out a prelude function",
+        path="sandbox/engines/js_prelude.js",
+        original=(
+            'defineProperty(ErrorCtor, "prepareStackTrace", '
+            "{ value: undefined, writable: false, configurable: false });"
+        ),
+        replacement="",
+        must_fail=(f"{JS_ENGINE}::test_the_stack_trace_api_hands_out_no_prelude_function",),
+    ),
+    Mutation(
+        name="lua-attribute-filter",
+        layer="lupa's attribute filter, denying every Python attribute",
+        path="sandbox/engines/lua.py",
+        original="attribute_filter=_deny_attributes,",
+        replacement="attribute_filter=None,",
+        must_fail=(f"{LUA_ENGINE}::test_the_attribute_filter_stops_a_leaked_python_object",),
+    ),
+    Mutation(
+        name="lua-close-refused",
+        layer="chunks declaring a to-be-closed variable are refused (its __close could swallow the memory error)",
+        path="sandbox/engines/lua_prelude.lua",
+        original='return str_find(text, "close", 1, true) ~= nil and declares_close(fn)',
+        replacement="return false",
+        must_fail=(
+            f"{LUA_ENGINE}::test_no_script_can_swallow_the_memory_limit[close_handler]",
+            f"{LUA_ENGINE}::test_no_script_can_swallow_the_memory_limit[close_added_later_in_load]",
+        ),
+    ),
+    Mutation(
+        name="lua-session-metatable-lock",
+        layer="the prelude's session metatable is locked (__metatable)",
+        path="sandbox/engines/lua_prelude.lua",
+        original="local SessionObject = { __index = SessionMethods, __metatable = false }",
+        replacement="local SessionObject = { __index = SessionMethods }",
+        must_fail=(f"{LUA_ENGINE}::test_no_prelude_metatable_can_be_read_or_replaced",),
+    ),
+    Mutation(
+        name="reused-child-scratch-check",
+        layer="the worker checks a kept child's scratch is empty before reusing it",
+        path=SUPERVISOR,
+        original="if not scratch_is_empty(child.pid):",
+        replacement="if False:",
+        must_fail=(f"{CHILD_REUSE}::test_a_process_whose_scratch_is_not_empty_after_a_job_is_not_reused",),
     ),
 )
 
