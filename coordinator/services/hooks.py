@@ -18,7 +18,7 @@ import time
 
 import grpc
 from redis import Redis
-from scriptpool.errors import InvalidArgument, NotFound
+from scriptpool.errors import InvalidArgument, NotFound, ResourceExhausted
 from scriptpool.v1 import common_pb2, events_pb2, events_pb2_grpc
 
 from coordinator.auth import Authenticator, Caller
@@ -61,7 +61,9 @@ class HookServicer(events_pb2_grpc.HookServiceServicer):
         if request.hook_point not in HOOK_POINTS:
             raise InvalidArgument(f"unknown hook point {request.hook_point[:60]!r}; one of: {', '.join(HOOK_POINTS)}")
         if len(self._registrations(caller)) >= MAX_HOOKS_PER_PRINCIPAL:
-            raise InvalidArgument(f"at most {MAX_HOOKS_PER_PRINCIPAL} hooks per principal; unregister some first")
+            raise ResourceExhausted(
+                f"at most {MAX_HOOKS_PER_PRINCIPAL} hooks per principal; unregister some (HookService.Unregister) first"
+            )
         subscription = self.events.subscribe(caller, request.hook_point)
         self.redis.hset(_hooks_key(caller.principal), subscription.subscription_id, request.hook_point)
         return events_pb2.HookRegistration(hook_id=subscription.subscription_id, hook_point=request.hook_point)

@@ -18,6 +18,7 @@ from scriptpool.values import from_value, to_value
 from coordinator.client import ScriptpoolClient
 from coordinator.redis_server import PrivateRedis
 from coordinator.server import start_coordinator
+from coordinator.services.hooks import MAX_HOOKS_PER_PRINCIPAL
 from coordinator.settings import Settings
 from sandbox.languages import Language
 from tests.conftest import TEST_QUEUE, Stack, wait_for
@@ -366,3 +367,19 @@ def test_hook_registrations_are_the_principals_own_and_checked(stack: Stack, cli
     run_lua(client, "return 1")
     assert not hooks.Poll(events_pb2.PollHooksRequest(timeout_seconds=0.3), metadata=other).firings
     assert hooks.Poll(events_pb2.PollHooksRequest(timeout_seconds=5), metadata=client._metadata).firings
+
+
+def test_a_principal_holds_at_most_max_hooks(stack: Stack) -> None:
+    _, key = stack.new_api_key()
+    md = (("authorization", f"Bearer {key}"),)
+    with ScriptpoolClient(stack.address, key) as owner:
+        hooks = events_pb2_grpc.HookServiceStub(owner.channel)
+        made = [hooks.Register(events_pb2.RegisterHookRequest(hook_point="job.finished"), metadata=md)
+                for _ in range(MAX_HOOKS_PER_PRINCIPAL)]  # fmt: skip
+        with pytest.raises(grpc.RpcError) as caught:
+            hooks.Register(events_pb2.RegisterHookRequest(hook_point="job.finished"), metadata=md)
+        assert caught.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert f"at most {MAX_HOOKS_PER_PRINCIPAL} hooks" in (caught.value.details() or "")
+        assert len(hooks.List(common_pb2.Empty(), metadata=md).hooks) == MAX_HOOKS_PER_PRINCIPAL  # nothing half-made
+        hooks.Unregister(events_pb2.HookRef(hook_id=made[0].hook_id), metadata=md)
+        hooks.Register(events_pb2.RegisterHookRequest(hook_point="job.finished"), metadata=md)  # room again
