@@ -1,7 +1,8 @@
 """The one place domain errors become gRPC statuses.
 
-`grpc_service` wraps every RPC method of a servicer class: a ScriptpoolError aborts with its code and
-message; losing Redis is UNAVAILABLE (retryable); anything else is logged with a reference and
+`grpc_service` wraps every RPC method of a servicer class: the request is checked first
+(`coordinator.request_checks`: doubles finite and in range, values not too deep); a ScriptpoolError
+aborts with its code and message; losing Redis is UNAVAILABLE (retryable); anything else is logged with a reference and
 answered INTERNAL without host details.
 Methods of the service that the class does not implement answer UNIMPLEMENTED, naming the method.
 """
@@ -16,9 +17,12 @@ from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import Message
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from scriptpool.errors import ScriptpoolError
+
+from coordinator.request_checks import check_request
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,8 @@ def _wrap_unary(method: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(method)
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
         try:
+            if isinstance(request, Message):  # (a client-streaming call's messages hold no doubles or values)
+                check_request(request)
             return method(self, request, context)
         except Exception as exc:
             if _already_aborted(context):
@@ -58,6 +64,8 @@ def _wrap_stream(method: Callable[..., Iterator[Any]]) -> Callable[..., Iterator
     @functools.wraps(method)
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         try:
+            if isinstance(request, Message):
+                check_request(request)
             yield from method(self, request, context)
         except Exception as exc:
             if _already_aborted(context):

@@ -75,9 +75,7 @@ class HookServicer(events_pb2_grpc.HookServiceServicer):
         return events_pb2.HookList(hooks=sorted(hooks, key=lambda h: (h.hook_point, h.hook_id)))
 
     def Poll(self, request: events_pb2.PollHooksRequest, context: grpc.ServicerContext) -> events_pb2.HookFirings:
-        caller = self._client(context, "Poll")
-        if request.timeout_seconds < 0:
-            raise InvalidArgument("timeout_seconds must not be negative")
+        caller = self._client(context, "Poll")  # (timeout_seconds is checked finite, >= 0: request_checks)
         wait = min(request.timeout_seconds, self.max_wait_seconds)
         remaining = context.time_remaining()
         if remaining is not None:
@@ -89,7 +87,7 @@ class HookServicer(events_pb2_grpc.HookServiceServicer):
             for hook_id in hook_ids:
                 while (event := self.events.receive(caller, hook_id, 0)) is not None:
                     firings.firings.append(events_pb2.HookFiring(hook_id=hook_id, context=_context(event)))
-            if firings.firings or time.monotonic() >= give_up:
+            if firings.firings or time.monotonic() >= give_up or not context.is_active():
                 return firings
             time.sleep(min(POLL_INTERVAL_SECONDS, max(0.0, give_up - time.monotonic())))
 

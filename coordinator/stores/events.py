@@ -98,11 +98,22 @@ class EventStore:
         self._subscription(caller, subscription_id)
         self.redis.delete(_subscription_key(subscription_id))
 
-    def receive(self, caller: Caller, subscription_id: str, timeout_seconds: float) -> events_pb2.Event | None:
-        """The subscription's next event, waiting up to `timeout_seconds` for one; None if none came."""
+    def receive(
+        self,
+        caller: Caller,
+        subscription_id: str,
+        timeout_seconds: float,
+        still_wanted: Callable[[], bool] = lambda: True,
+    ) -> events_pb2.Event | None:
+        """The subscription's next event, waiting up to `timeout_seconds` for one; None if none came.
+        Stops waiting once `still_wanted()` is false (asked at least once a second)."""
         pattern, last = self._subscription(caller, subscription_id)
         key = _subscription_key(subscription_id)
-        found, last = self._next(caller.principal, pattern, last, time.monotonic() + timeout_seconds)
+        give_up = time.monotonic() + timeout_seconds
+        while True:
+            found, last = self._next(caller.principal, pattern, last, min(give_up, time.monotonic() + 1.0))
+            if found is not None or time.monotonic() >= give_up or not still_wanted():
+                break
         pipe = self.redis.pipeline(transaction=False)
         pipe.hset(key, "last", last)
         pipe.expire(key, SUBSCRIPTION_TTL_SECONDS)

@@ -16,7 +16,11 @@ PlainValue: TypeAlias = None | bool | int | float | str | bytes | list["PlainVal
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
-MAX_DEPTH = 64
+MAX_DEPTH = 32
+"""Lists and maps a value may nest, everywhere (scripts, jobs' inputs and results, events, calls).
+Every hop parses protobuf with a recursion limit of 100 message levels, and one map level costs 3
+(Value, ValueMap, its entry): 32 levels plus the deepest envelope (a job result in a
+ListJobsResponse) fit, 33 maps do not (tests/unit/test_value_depth.py)."""
 
 
 def to_value(obj: object, *, _depth: int = 0) -> common_pb2.Value:
