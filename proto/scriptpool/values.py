@@ -31,8 +31,6 @@ def to_value(obj: object, *, _depth: int = 0) -> common_pb2.Value:
 
 
 def _fill(out: common_pb2.Value, obj: object, depth: int) -> None:
-    if depth > MAX_DEPTH:
-        raise InvalidArgument(f"value is nested deeper than {MAX_DEPTH} levels")
     if obj is None:
         out.null_value = True
     elif isinstance(obj, bool):
@@ -52,6 +50,8 @@ def _fill(out: common_pb2.Value, obj: object, depth: int) -> None:
 
 
 def _fill_container(out: common_pb2.Value, obj: object, depth: int) -> None:
+    if depth >= MAX_DEPTH:  # `depth` containers enclose this one
+        raise InvalidArgument(f"value is nested deeper than {MAX_DEPTH} levels")
     if isinstance(obj, Mapping):
         out.map_value.SetInParent()
         for key, item in obj.items():

@@ -116,7 +116,9 @@ def test_results_that_are_not_json_like_are_script_errors(source: str, what: str
 
 def test_functions_cannot_be_passed_to_globals() -> None:
     error = script_error("State.set('global', 'k', lambda c: 1)")
-    assert error.message == "TypeError: a function cannot be passed or returned as a value (JSON-like values only)"
+    assert error.message == (
+        "INVALID_ARGUMENT: State.set: a function cannot be passed or returned as a value (JSON-like values only)"
+    )
     assert error.line == 1
 
 
