@@ -94,6 +94,19 @@ def test_each_range_accepts_its_edges(stack: Stack) -> None:
         assert _code(lambda: hooks.Poll(over, metadata=metadata, timeout=10)) == grpc.StatusCode.INVALID_ARGUMENT
 
 
+def test_a_request_that_does_not_parse_is_invalid_argument(stack: Stack) -> None:
+    """Text that is not UTF-8 (an encoded lone surrogate): grpcio answered INTERNAL
+    "Exception deserializing request!"; the coordinator now answers INVALID_ARGUMENT naming the type."""
+    _, key = stack.new_api_key()
+    not_utf8 = b"\x0a\x03\xed\xa0\x80"  # CreateSessionRequest.name = U+D800 as UTF-8 would encode it
+    with grpc.insecure_channel(stack.address) as channel:
+        create = channel.unary_unary("/scriptpool.v1.SessionService/Create", None, None)
+        with pytest.raises(grpc.RpcError) as caught:
+            create(not_utf8, metadata=(("authorization", f"Bearer {key}"),), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid CreateSessionRequest message" in str(caught.value.details())
+
+
 # ------------------------------------------------------------------ waits end with their calls
 THREADS = 3
 
