@@ -23,6 +23,9 @@ Every hop parses protobuf with a recursion limit of 100 message levels, and one 
 ListJobsResponse) fit, 33 maps do not (tests/unit/test_value_depth.py)."""
 
 
+_NOT_TEXT = "a string holds a lone surrogate (it is not Unicode text): pass bytes instead"
+
+
 def to_value(obj: object, *, _depth: int = 0) -> common_pb2.Value:
     """Convert a plain Python value to a Value message; anything else is InvalidArgument."""
     out = common_pb2.Value()
@@ -42,7 +45,10 @@ def _fill(out: common_pb2.Value, obj: object, depth: int) -> None:
     elif isinstance(obj, float):
         out.float_value = obj
     elif isinstance(obj, str):
-        out.string_value = obj
+        try:
+            out.string_value = obj
+        except UnicodeEncodeError:
+            raise InvalidArgument(_NOT_TEXT) from None
     elif isinstance(obj, (bytes, bytearray, memoryview)):
         out.bytes_value = bytes(obj)
     else:
@@ -57,7 +63,11 @@ def _fill_container(out: common_pb2.Value, obj: object, depth: int) -> None:
         for key, item in obj.items():
             if not isinstance(key, str):
                 raise InvalidArgument(f"map keys must be strings, got {type(key).__name__}")
-            _fill(out.map_value.fields[key], item, depth + 1)
+            try:
+                entry = out.map_value.fields[key]
+            except UnicodeEncodeError:
+                raise InvalidArgument(_NOT_TEXT) from None
+            _fill(entry, item, depth + 1)
     elif isinstance(obj, Sequence):
         out.list_value.SetInParent()
         for item in obj:

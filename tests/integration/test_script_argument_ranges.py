@@ -13,8 +13,9 @@ from scriptpool.values import PlainValue
 
 from coordinator.client import ScriptpoolClient
 from sandbox.languages import Language
+from sandbox.outcomes import Outcome
 
-from .helpers import result_of, run_lua
+from .helpers import outcome, result_of, run_lua
 
 # Each case: a Lua call (inside pcall) that must be refused with INVALID_ARGUMENT.
 LUA_REFUSED = {
@@ -36,6 +37,9 @@ LUA_REFUSED = {
     "artifact query limit 2^32": "Artifact.query, {limit = 4294967296}",
     "artifact query min_size -1": "Artifact.query, {min_size = -1}",
     "receive timeout nan": "Event.receive, sub, 0/0",
+    "list created_after nan": "Session.list, {created_after = 0/0}",
+    "list updated_before -inf": "Session.list, {updated_before = -1/0}",
+    "artifact query created_after inf": "Artifact.query, {created_after = 1/0}",
     "receive timeout inf": "Event.receive, sub, 1/0",
 }
 
@@ -103,3 +107,18 @@ def test_uint32_overflow_from_js_and_python_is_invalid_argument(
     assert isinstance(result, list)
     assert result[0] == "INVALID_ARGUMENT"
     assert "must be an integer from 0 to 4294967295" in str(result[1])
+
+
+def test_a_lone_surrogate_from_python_is_a_clean_refusal(client: ScriptpoolClient) -> None:
+    """Python strings may hold lone surrogates, which are not Unicode text: passing one to a call was
+    a script_error, returning one an internal_error naming UnicodeEncodeError."""
+    source = (
+        "try:\n    Session.create(name='\\ud800')\n    r = 'OK'\nexcept ScriptpoolError as e:\n"
+        "    r = [e.code, e.message]\nr"
+    )
+    message = "a string holds a lone surrogate (it is not Unicode text): pass bytes instead"
+    assert result_of(client.run(Language.PYTHON, source, timeout=60)) == ["INVALID_ARGUMENT", message]
+    for returned in ("'\\ud800'", "{'\\ud800': 1}"):
+        job = client.run(Language.PYTHON, returned, timeout=60)
+        assert outcome(job) is Outcome.SCRIPT_ERROR
+        assert job.result.message == f"the script's result cannot be returned: {message}"
