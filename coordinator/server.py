@@ -38,6 +38,7 @@ from coordinator.services.jobs import JobServicer
 from coordinator.services.sessions import SessionServicer
 from coordinator.services.state import StateServicer
 from coordinator.settings import Settings
+from coordinator.status import LenientRequests
 from coordinator.stores.artifacts import ArtifactStore
 from coordinator.stores.events import EventStore
 from coordinator.stores.jobs import JobStore
@@ -151,6 +152,7 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_threads, thread_name_prefix="grpc"),
         options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
+        interceptors=[LenientRequests()],
     )
     jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(auth, jobs, waiters, settings.max_wait_seconds), server)
     # These servicers are completed by @grpc_service (UNIMPLEMENTED for what they do not define),

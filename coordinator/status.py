@@ -1,7 +1,8 @@
 """The one place domain errors become gRPC statuses.
 
-`grpc_service` wraps every RPC method of a servicer class: a ScriptpoolError aborts with its code and
-message; losing Redis is UNAVAILABLE (retryable); anything else is logged with a reference and
+`grpc_service` wraps every RPC method of a servicer class: the request is checked first
+(`coordinator.request_checks`: doubles finite and in range, values not too deep); a ScriptpoolError
+aborts with its code and message; losing Redis is UNAVAILABLE (retryable); anything else is logged with a reference and
 answered INTERNAL without host details.
 Methods of the service that the class does not implement answer UNIMPLEMENTED, naming the method.
 """
@@ -16,9 +17,12 @@ from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import DecodeError, Message
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from scriptpool.errors import ScriptpoolError
+from scriptpool.errors import InvalidArgument, ScriptpoolError
+
+from coordinator.request_checks import check_request
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +45,84 @@ def _already_aborted(context: grpc.ServicerContext) -> bool:
     return code is not None and code != grpc.StatusCode.OK
 
 
+class MalformedRequest:
+    """What a request message that does not parse becomes (`LenientRequests`): its handler answers
+    INVALID_ARGUMENT instead of grpcio's INTERNAL "Exception deserializing request!"."""
+
+    __slots__ = ("type_name",)
+
+    def __init__(self, type_name: str) -> None:
+        self.type_name = type_name
+
+    def error(self) -> InvalidArgument:
+        return InvalidArgument(
+            f"the request is not a valid {self.type_name} message (malformed, not UTF-8 where text is "
+            "expected, or nested deeper than protobuf parses)"
+        )
+
+
+def _lenient(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    message_class = getattr(deserialize, "__self__", None)
+    type_name = getattr(getattr(message_class, "DESCRIPTOR", None), "name", "request")
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except DecodeError:
+            return MalformedRequest(type_name)
+
+    return parse
+
+
+OWN_METHODS = "/scriptpool.v1."
+
+
+class LenientRequests(grpc.ServerInterceptor):  # type: ignore[type-arg]
+    """Every method's request parser hands a malformed message to the handler as a `MalformedRequest`."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        method = handler_call_details.method
+        known = self._handlers.get(method)
+        if known is not None:
+            return known
+        handler = continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None or not method.startswith(OWN_METHODS):
+            return handler  # (health and reflection: their handlers are not ours to wrap)
+        lenient: grpc.RpcMethodHandler[Any, Any] = handler._replace(  # type: ignore[attr-defined]
+            request_deserializer=_lenient(handler.request_deserializer)
+        )
+        self._handlers[method] = lenient
+        return lenient
+
+
+def _checked(request: Any) -> Any:
+    """The request as a handler may take it: a malformed one is refused, a message checked, and a
+    stream of messages checked as each arrives."""
+    if isinstance(request, MalformedRequest):
+        raise request.error()
+    if isinstance(request, Message):
+        check_request(request)
+        return request
+    return _checked_stream(request)
+
+
+def _checked_stream(requests: Iterator[Any]) -> Iterator[Any]:
+    for request in requests:
+        yield _checked(request)
+
+
 def _wrap_unary(method: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(method)
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
         try:
-            return method(self, request, context)
+            return method(self, _checked(request), context)
         except Exception as exc:
             if _already_aborted(context):
                 raise
@@ -58,7 +135,7 @@ def _wrap_stream(method: Callable[..., Iterator[Any]]) -> Callable[..., Iterator
     @functools.wraps(method)
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         try:
-            yield from method(self, request, context)
+            yield from method(self, _checked(request), context)
         except Exception as exc:
             if _already_aborted(context):
                 raise

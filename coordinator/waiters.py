@@ -14,7 +14,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from redis import Redis
@@ -138,18 +138,6 @@ class JobWaiters:
                 listed.remove(finished)
                 if not listed:
                     del self._watchers[job_id]
-
-    @contextmanager
-    def watch(self, job_id: str) -> Iterator[Callable[[float], None]]:
-        """Be woken when `job_id` finishes. Read the job *after* entering (so a finish between the read
-        and the wait is not missed), then call the yielded `wait(seconds)` until it is finished; the
-        caller re-reads the job after each wait (every `RECHECK_SECONDS` at the latest)."""
-        with self.watch_many([job_id]) as finished:
-
-            def wait(seconds: float) -> None:
-                finished.take(min(seconds, RECHECK_SECONDS))
-
-            yield wait
 
     @contextmanager
     def watch_many(self, job_ids: Sequence[str]) -> Iterator[FinishedIds]:

@@ -12,12 +12,15 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import Error as ProtobufError
 from scriptpool.errors import InvalidArgument, ResourceExhausted, ScriptpoolError, Unimplemented
 from scriptpool.v1 import common_pb2, sessions_pb2
 from scriptpool.values import PlainValue, from_value_map, to_value
 
 from sandbox.catalog import SCRIPT_OPS
 from workers import bridge_artifacts, bridge_events, bridge_state
+from workers.bridge_args import UINT32_MAX
+from workers.bridge_args import count_arg as _count
 from workers.bridge_args import string_arg as _string
 from workers.bridge_args import strings_arg as _strings
 from workers.bridge_args import value_map_arg as _map
@@ -109,6 +112,13 @@ class CoordinatorBridge:
         except ScriptpoolError as exc:
             self._record_refusal(op, exc.code)
             raise
+        except (ValueError, OverflowError, TypeError, RecursionError, ProtobufError) as exc:
+            # An argument no check above foresaw, refused by protobuf or Python while building the
+            # request: the script gets a clean refusal, never the host's exception text.
+            log.warning("%s: an argument could not be sent (%s)", op, type(exc).__name__, exc_info=exc)
+            error = InvalidArgument(f"{op}: an argument is out of range or cannot be represented")
+            self._record_refusal(op, error.code)
+            raise error from None
 
     def _record_refusal(self, op: str, code: str) -> None:
         """A call refused here, before reaching the coordinator, still goes on the session timeline
@@ -185,11 +195,7 @@ class CoordinatorBridge:
             if name not in sessions_pb2.SessionState.keys() or name == "SESSION_STATE_UNSPECIFIED":
                 raise InvalidArgument(f"{op}: state must be active, suspended, completed or failed")
             request.state = sessions_pb2.SessionState.Value(name)
-        limit = opts.get("limit")
-        if limit is not None:
-            if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
-                raise InvalidArgument(f"{op}: limit must be a non-negative integer")
-            request.page.limit = limit
+        request.page.limit = _count(opts.get("limit"), f"{op}: limit", UINT32_MAX)
         request.page.cursor = _string(opts.get("cursor"), f"{op}: cursor")
         response: sessions_pb2.ListSessionsResponse = self._rpc(self._sessions.List, request)
         return [session_to_plain(s) for s in response.sessions]
@@ -236,9 +242,7 @@ class CoordinatorBridge:
         return int(self._rpc(self._sessions.Save, self._ref(args, op)).snapshot)
 
     def session_load(self, op: str, args: list[PlainValue]) -> PlainValue:
-        snapshot = args[1] if len(args) > 1 and args[1] is not None else 0
-        if not isinstance(snapshot, int) or isinstance(snapshot, bool) or snapshot < 0:
-            raise InvalidArgument(f"{op}: snapshot must be a positive integer (or nil for the latest)")
+        snapshot = _count(args[1] if len(args) > 1 else None, f"{op}: snapshot (nil for the latest)")
         request = sessions_pb2.LoadSessionRequest(session_id=self._target(args, op), snapshot=snapshot)
         return session_to_plain(self._rpc(self._sessions.Load, request))
 
@@ -246,9 +250,9 @@ class CoordinatorBridge:
         return dict(self._rpc(self._sessions.SaveAll, common_pb2.Empty()).snapshots)
 
     def session_restore_recent(self, op: str, args: list[PlainValue]) -> PlainValue:
-        count = args[0] if args else None
-        if not isinstance(count, int) or isinstance(count, bool):
+        if not args or args[0] is None:
             raise InvalidArgument(f"{op}: count must be an integer")
+        count = _count(args[0], f"{op}: count", UINT32_MAX)
         request = sessions_pb2.RestoreRecentRequest(count=count)
         return list(self._rpc(self._sessions.RestoreRecent, request).session_ids)
 
@@ -265,9 +269,7 @@ class CoordinatorBridge:
 
     def session_get_timeline(self, op: str, args: list[PlainValue]) -> PlainValue:
         opts = _options(args[1:], op, ("after", "limit", "types"))
-        limit = opts.get("limit", 0)
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
-            raise InvalidArgument(f"{op}: limit must be a non-negative integer")
+        limit = _count(opts.get("limit"), f"{op}: limit", UINT32_MAX)
         request = sessions_pb2.GetTimelineRequest(
             session_id=self._target(args, op),
             after=_string(opts.get("after"), f"{op}: after"),

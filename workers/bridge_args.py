@@ -16,11 +16,18 @@ def string_arg(value: PlainValue, what: str) -> str:
     return value
 
 
-def count_arg(value: PlainValue, what: str) -> int:
+UINT32_MAX = 2**32 - 1
+UINT64_MAX = 2**64 - 1
+
+
+def count_arg(value: PlainValue, what: str, maximum: int = UINT64_MAX) -> int:
+    """A whole number from 0 to `maximum` (the range of the protobuf field it goes into: a value
+    outside it would fail building the request); nil is 0. Floats (even whole, NaN, inf) are refused."""
     if value is None:
         return 0
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise InvalidArgument(f"{what} must be a non-negative integer")
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= maximum:
+        shown = repr(value) if isinstance(value, (int, float)) else type(value).__name__
+        raise InvalidArgument(f"{what} must be an integer from 0 to {maximum} (got {shown})")
     return value
 
 

@@ -15,6 +15,7 @@ from scriptpool.errors import FailedPrecondition, InvalidArgument, PermissionDen
 from scriptpool.v1 import artifacts_pb2
 from scriptpool.values import PlainValue, from_value_map, to_value, to_value_map
 
+from workers.bridge_args import UINT32_MAX
 from workers.bridge_args import count_arg as _count
 from workers.bridge_args import string_arg as _string
 from workers.bridge_args import strings_arg as _strings
@@ -242,7 +243,7 @@ def query(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainVa
     for name in ("created_after", "created_before"):
         if q.get(name) is not None:
             getattr(request, name).CopyFrom(to_value(q[name]))
-    request.page.limit = _count(q.get("limit"), f"{op}: limit")
+    request.page.limit = _count(q.get("limit"), f"{op}: limit", UINT32_MAX)
     request.page.cursor = _string(q.get("cursor"), f"{op}: cursor")
     return _listing(bridge._rpc(bridge.artifacts.Query, request))
 

@@ -10,6 +10,7 @@ after later calls, see docs/architecture.md#events): only the subscription cross
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -55,10 +56,10 @@ def _subscription_id(value: PlainValue, op: str) -> str:
 def _receive(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
     subscription_id = _subscription_id(args[0] if args else None, op)
     asked = args[1] if len(args) > 1 and args[1] is not None else 0
-    if isinstance(asked, bool) or not isinstance(asked, (int, float)) or asked < 0:
-        raise InvalidArgument(f"{op}: timeout_ms must be a number of milliseconds >= 0")
+    if isinstance(asked, bool) or not isinstance(asked, (int, float)) or not 0 <= asked < math.inf:
+        raise InvalidArgument(f"{op}: timeout_ms must be a finite number of milliseconds >= 0")
     room_ms = (bridge.call_time_left() - 0.25) * 1000  # the answer must still come back in time
-    timeout_ms = int(max(0.0, min(float(asked), MAX_RECEIVE_MS, room_ms)))
+    timeout_ms = int(max(0.0, min(asked, MAX_RECEIVE_MS, room_ms)))  # (no float(): an int may be huge)
     answer: events_pb2.ReceiveResponse = bridge._rpc(
         bridge.events.Receive, events_pb2.ReceiveRequest(subscription_id=subscription_id, timeout_ms=timeout_ms)
     )

@@ -45,6 +45,10 @@ from workers.children import (
 log = logging.getLogger(__name__)
 
 TICK_SECONDS = 0.25
+_RESULT_OUTCOMES = frozenset(
+    value for value in jobs_pb2.Outcome.values() if value != jobs_pb2.Outcome.Value("OUTCOME_UNSPECIFIED")
+)
+"""The outcomes a child's result may carry (a result without one is malformed)."""
 
 
 @dataclass(slots=True)
@@ -113,6 +117,7 @@ class _Supervision:
         self.run_info = ChildRun(outcome=Outcome.INTERNAL_ERROR)
         self.final: sandbox_pb2.ChildResult | None = None
         self.stopped_for: tuple[Outcome, str] | None = None
+        self.deadline = time.monotonic() + self.limits.wall_time_ms / 1000.0  # (set again when it runs)
 
     def kill(self, outcome: Outcome, message: str) -> None:
         if self.stopped_for is None:
@@ -149,9 +154,13 @@ class _Supervision:
         except ScriptpoolError as exc:
             frame.reply.error.code = exc.code
             frame.reply.error.message = exc.message
-        self.child.sock.setblocking(True)
+        # A child reads its reply at once; one that does not (its socket full) holds this send no
+        # longer than the job's wall time, never the worker for good.
+        self.child.sock.settimeout(max(0.001, self.deadline - time.monotonic()))
         try:
             framing.send(self.child.sock, frame)
+        except TimeoutError:
+            self.kill(Outcome.WALL_TIME_EXCEEDED, f"the script ran longer than {self.limits.wall_time_ms} ms")
         except OSError:
             pass  # the child is gone; the loop sees EOF next
         finally:
@@ -159,7 +168,7 @@ class _Supervision:
 
     def run(self) -> ChildRun:
         started = time.monotonic()
-        deadline = started + self.limits.wall_time_ms / 1000.0
+        deadline = self.deadline = started + self.limits.wall_time_ms / 1000.0
         first = sandbox_pb2.WorkerFrame()
         first.job.CopyFrom(self.job)
         first.jobs_after = self.jobs_after
@@ -222,7 +231,10 @@ class _Supervision:
         elif kind == "call":
             self.handle_call(frame.call)
         elif kind == "result":
-            self.final = frame.result
+            if frame.result.outcome not in _RESULT_OUTCOMES:  # unset, or a value this build does not know
+                self.kill(Outcome.SANDBOX_VIOLATION, "the sandbox process sent a result without a valid outcome")
+            else:
+                self.final = frame.result
 
     def finish(self) -> ChildRun:
         info = self.run_info

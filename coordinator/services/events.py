@@ -43,10 +43,15 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
     def Subscribe(self, caller: Caller, request: events_pb2.SubscribeRequest) -> events_pb2.Subscription:
         return self.store.subscribe(caller, request.pattern)
 
-    @recorded("Event.receive")
-    def Receive(self, caller: Caller, request: events_pb2.ReceiveRequest) -> events_pb2.ReceiveResponse:
+    @recorded("Event.receive", with_context=True)
+    def Receive(
+        self, caller: Caller, request: events_pb2.ReceiveRequest, context: grpc.ServicerContext
+    ) -> events_pb2.ReceiveResponse:
         timeout = min(request.timeout_ms / 1000.0, self.max_wait_seconds)
-        event = self.store.receive(caller, request.subscription_id, timeout)
+        remaining = context.time_remaining()
+        if remaining is not None:  # the answer must still reach the caller
+            timeout = min(timeout, max(0.0, remaining - 0.05))
+        event = self.store.receive(caller, request.subscription_id, timeout, context.is_active)
         if event is None:
             return events_pb2.ReceiveResponse(received=False)
         return events_pb2.ReceiveResponse(event=event, received=True)

@@ -84,9 +84,7 @@ class HookServicer(events_pb2_grpc.HookServiceServicer):
         return events_pb2.HookList(hooks=sorted(hooks, key=lambda h: (h.hook_point, h.hook_id)))
 
     def Poll(self, request: events_pb2.PollHooksRequest, context: grpc.ServicerContext) -> events_pb2.HookFirings:
-        caller = self._client(context, "Poll")
-        if request.timeout_seconds < 0:
-            raise InvalidArgument("timeout_seconds must not be negative")
+        caller = self._client(context, "Poll")  # (timeout_seconds is checked finite, >= 0: request_checks)
         wait = min(request.timeout_seconds, self.max_wait_seconds)
         remaining = context.time_remaining()
         if remaining is not None:
@@ -105,9 +103,9 @@ class HookServicer(events_pb2_grpc.HookServiceServicer):
                 events, read = self.events.receive_many(caller, hook_id, wanted, share)
                 budget -= read
                 firings.firings.extend(events_pb2.HookFiring(hook_id=hook_id, context=_context(e)) for e in events)
-            if firings.firings or budget <= 0 or time.monotonic() >= give_up:
+            if firings.firings or budget <= 0 or time.monotonic() >= give_up or not context.is_active():
                 return firings
-            if not self.events.wait_past(caller.principal, tip, give_up):  # blocks: no polling while idle
+            if not self.events.wait_past(caller.principal, tip, give_up, context.is_active):  # blocks, no polling
                 return firings
             budget -= 1
 

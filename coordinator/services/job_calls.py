@@ -48,6 +48,9 @@ class _CallContext:
     def time_remaining(self) -> float | None:
         return self._stream.time_remaining()
 
+    def is_active(self) -> bool:
+        return self._stream.is_active()
+
     def code(self) -> grpc.StatusCode | None:
         return self._code
 

@@ -1,13 +1,16 @@
-"""JobService: submit (one job or a batch), inspect, wait for and cancel jobs."""
+"""JobService: submit (one job or a batch), inspect, wait for and cancel jobs.
+
+Waits (`wait_seconds`, `timeout_seconds`) are checked finite and in range before any handler runs
+(`coordinator.request_checks`); every wait also ends when its call does.
+"""
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import grpc
-from scriptpool.errors import InvalidArgument
 from scriptpool.v1 import jobs_pb2, jobs_pb2_grpc
 
 from coordinator.auth import Authenticator, Caller
@@ -28,23 +31,19 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         self, request: jobs_pb2.SubmitJobRequest, context: grpc.ServicerContext
     ) -> jobs_pb2.SubmitJobResponse:
         caller = self.auth.caller(context)
-        if request.wait_seconds < 0:
-            raise InvalidArgument("wait_seconds must not be negative (0 answers once the job is queued)")
         if not request.wait_seconds:
             return jobs_pb2.SubmitJobResponse(job=self.jobs.submit(caller, request))
         give_up = time.monotonic() + self._wait_budget(request.wait_seconds, context)
         job_id = str(uuid.uuid4())
-        with self.waiters.watch(job_id) as wait:  # before the job exists: its end cannot be missed
+        with self.waiters.watch_many([job_id]) as ended:  # before the job exists: its end cannot be missed
             queued = self.jobs.submit(caller, request, job_id=job_id)
-            job, finished = self._until_finished(caller, queued, wait, give_up)
+            job, finished = self._until_finished(caller, queued, ended, give_up, context)
         return jobs_pb2.SubmitJobResponse(job=job, finished=finished)
 
     def SubmitJobs(
         self, request: jobs_pb2.SubmitJobsRequest, context: grpc.ServicerContext
     ) -> Iterator[jobs_pb2.SubmitJobsResponse]:
         caller = self.auth.caller(context)
-        if request.wait_seconds < 0:
-            raise InvalidArgument("wait_seconds must not be negative (0 answers each job once it is queued)")
         batch = self.jobs.check_batch(caller, request.jobs)  # all checks before any write
         if not request.wait_seconds:
             for index, job in enumerate(self.jobs.write(batch)):
@@ -97,12 +96,10 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
 
     def WaitJob(self, request: jobs_pb2.WaitJobRequest, context: grpc.ServicerContext) -> jobs_pb2.WaitJobResponse:
         caller = self.auth.caller(context)
-        if request.timeout_seconds < 0:
-            raise InvalidArgument("timeout_seconds must not be negative")
         give_up = time.monotonic() + self._wait_budget(request.timeout_seconds or self.max_wait_seconds, context)
-        with self.waiters.watch(request.job_id) as wait:
+        with self.waiters.watch_many([request.job_id]) as ended:
             job = self._seen(self.jobs.get(caller, request.job_id))  # also the access check
-            job, finished = self._until_finished(caller, job, wait, give_up)
+            job, finished = self._until_finished(caller, job, ended, give_up, context)
         return jobs_pb2.WaitJobResponse(job=job, finished=finished)
 
     def _wait_budget(self, asked_seconds: float, context: grpc.ServicerContext) -> float:
@@ -115,15 +112,18 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         return timeout
 
     def _until_finished(
-        self, caller: Caller, job: jobs_pb2.Job, wait: Callable[[float], None], give_up: float
+        self, caller: Caller, job: jobs_pb2.Job, ended: FinishedIds, give_up: float, context: grpc.ServicerContext
     ) -> tuple[jobs_pb2.Job, bool]:
-        """Re-read the job each time its end may have come (`wait` returns), until it has finished
-        or `give_up` (monotonic) has passed. Returns the job as last read and whether it finished."""
+        """Re-read the job each time its end may have come (`ended` has news, or every
+        `RECHECK_SECONDS`), until it has finished, `give_up` (monotonic) has passed or the call has
+        ended (cancelled, or past its deadline: its thread is freed at once). Returns the job as last
+        read and whether it finished."""
+        context.add_callback(ended.interrupt)
         while job.status != jobs_pb2.JOB_STATUS_FINISHED:
             left = give_up - time.monotonic()
-            if left <= 0:
+            if left <= 0 or not context.is_active():
                 return job, False
-            wait(left)
+            ended.take(min(left, RECHECK_SECONDS))
             job = self._seen(self.jobs.get(caller, job.id))
         return job, True
 

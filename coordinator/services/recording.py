@@ -33,14 +33,24 @@ def record_job_call(redis: Redis, caller: Caller, op: str, outcome: str) -> None
         )  # fmt: skip
 
 
-def recorded(op: str, *, records_itself: bool = False) -> Callable[[Callable[..., R]], Callable[..., R]]:
+def recorded(
+    op: str, *, records_itself: bool = False, with_context: bool = False
+) -> Callable[[Callable[..., R]], Callable[..., R]]:
+    """`with_context=True` also hands the method the call's context (a method that waits ends its
+    wait when the call does)."""
+
     def decorate(method: Callable[..., R]) -> Callable[..., R]:
         @functools.wraps(method)
         def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> R:
             caller = self.auth.caller(context)
             record = timeline.CallRecord(op, caller.job_id, caller.session_id) if records_itself else None
             try:
-                result = method(self, caller, request, record) if record else method(self, caller, request)
+                if with_context:
+                    result = method(self, caller, request, context)
+                elif record:
+                    result = method(self, caller, request, record)
+                else:
+                    result = method(self, caller, request)
             except ScriptpoolError as exc:
                 if record is None or not record.written:
                     record_job_call(self.timeline_redis, caller, op, exc.code)

@@ -33,6 +33,15 @@ MAX_PATTERN = 128
 MAX_DATA_BYTES = 64 * 1024
 SUBSCRIPTION_TTL_SECONDS = 3600
 READ_BATCH = 100
+WAIT_SLICE_SECONDS = 1.0
+"""Longest single XREAD BLOCK: well under redis-py's socket timeout (5 s by default, which a longer
+block would trip as a lost connection), and how soon a wait notices that its call has ended."""
+
+
+def _slice_end(give_up: float) -> float:
+    return min(give_up, time.monotonic() + WAIT_SLICE_SECONDS)
+
+
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]*$")
 _PATTERN = re.compile(r"^[A-Za-z0-9_.:*?\[\]!-]+$")
 
@@ -159,13 +168,26 @@ class EventStore:
             pipe.zrem(_job_subscriptions_key(job_id), key)
         pipe.execute()
 
-    def receive(self, caller: Caller, subscription_id: str, timeout_seconds: float) -> events_pb2.Event | None:
+    def receive(
+        self,
+        caller: Caller,
+        subscription_id: str,
+        timeout_seconds: float,
+        still_wanted: Callable[[], bool] = lambda: True,
+    ) -> events_pb2.Event | None:
         """The subscription's next event, waiting up to `timeout_seconds` for one; None if none came
-        (or the call read `max_scan` entries without a match: the next call continues after them)."""
+        (or the call read `max_scan` entries without a match: the next call continues after them).
+        Waits in slices of at most `WAIT_SLICE_SECONDS` and stops once `still_wanted()` is false."""
         pattern, last, _ = self._subscription(caller, subscription_id)
-        found, last, _ = self._scan(
-            caller.principal, pattern, last, time.monotonic() + timeout_seconds, want=1, budget=self.max_scan
-        )
+        give_up = time.monotonic() + timeout_seconds
+        budget = self.max_scan
+        while True:
+            found, last, scanned = self._scan(
+                caller.principal, pattern, last, _slice_end(give_up), want=1, budget=budget
+            )
+            budget -= scanned
+            if found or budget <= 0 or time.monotonic() >= give_up or not still_wanted():
+                break
         self._advance(caller, subscription_id, last)
         return found[0] if found else None
 
@@ -217,14 +239,19 @@ class EventStore:
         """The id of the principal's newest event ("0-0" if none): `wait_past` waits for a newer one."""
         return self._last_id(principal)
 
-    def wait_past(self, principal: str, tip: str, give_up: float) -> int:
-        """Wait (XREAD BLOCK, no polling) until the principal's stream holds an entry after `tip` or
-        `give_up` passes; the entries read to learn it (0 or 1)."""
-        left_ms = int((give_up - time.monotonic()) * 1000)
-        if left_ms <= 0:
-            return 0
-        batches = self.redis.xread({events_key(principal): tip}, count=1, block=left_ms)
-        return 1 if batches else 0
+    def wait_past(
+        self, principal: str, tip: str, give_up: float, still_wanted: Callable[[], bool] = lambda: True
+    ) -> int:
+        """Wait (XREAD BLOCK in slices of at most `WAIT_SLICE_SECONDS`, no polling) until the
+        principal's stream holds an entry after `tip`, `give_up` passes or `still_wanted()` is false;
+        the entries read to learn it (0 or 1)."""
+        while still_wanted():
+            left_ms = int((_slice_end(give_up) - time.monotonic()) * 1000)
+            if left_ms <= 0:
+                return 0
+            if self.redis.xread({events_key(principal): tip}, count=1, block=left_ms):
+                return 1
+        return 0
 
     def _scan(
         self, principal: str, pattern: str, last: str, give_up: float, *, want: int, budget: int

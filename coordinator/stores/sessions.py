@@ -8,6 +8,7 @@ sp:principal:{p}:sessions     zset: session id -> updated_at
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from collections.abc import Callable, Collection, Sequence
@@ -497,7 +498,7 @@ def _epoch(value: common_pb2.Value, what: str) -> float:
     kind = value.WhichOneof("kind")
     if kind == "int_value":
         return float(value.int_value)
-    if kind == "float_value":
+    if kind == "float_value" and math.isfinite(value.float_value):
         return value.float_value
     if kind == "string_value":
         try:

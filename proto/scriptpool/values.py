@@ -16,7 +16,14 @@ PlainValue: TypeAlias = None | bool | int | float | str | bytes | list["PlainVal
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
-MAX_DEPTH = 64
+MAX_DEPTH = 32
+"""Lists and maps a value may nest, everywhere (scripts, jobs' inputs and results, events, calls).
+Every hop parses protobuf with a recursion limit of 100 message levels, and one map level costs 3
+(Value, ValueMap, its entry): 32 levels plus the deepest envelope (a job result in a
+ListJobsResponse) fit, 33 maps do not (tests/unit/test_value_depth.py)."""
+
+
+_NOT_TEXT = "a string holds a lone surrogate (it is not Unicode text): pass bytes instead"
 
 
 def to_value(obj: object, *, _depth: int = 0) -> common_pb2.Value:
@@ -27,8 +34,6 @@ def to_value(obj: object, *, _depth: int = 0) -> common_pb2.Value:
 
 
 def _fill(out: common_pb2.Value, obj: object, depth: int) -> None:
-    if depth > MAX_DEPTH:
-        raise InvalidArgument(f"value is nested deeper than {MAX_DEPTH} levels")
     if obj is None:
         out.null_value = True
     elif isinstance(obj, bool):
@@ -41,30 +46,29 @@ def _fill(out: common_pb2.Value, obj: object, depth: int) -> None:
     elif isinstance(obj, float):
         out.float_value = obj
     elif isinstance(obj, str):
-        if not obj.isascii() and not _encodable(obj):
-            raise InvalidArgument("a string holds a lone surrogate (it is not valid Unicode text)")
-        out.string_value = obj
+        try:
+            out.string_value = obj
+        except UnicodeEncodeError:
+            raise InvalidArgument(_NOT_TEXT) from None
     elif isinstance(obj, (bytes, bytearray, memoryview)):
         out.bytes_value = bytes(obj)
     else:
         _fill_container(out, obj, depth)
 
 
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _fill_container(out: common_pb2.Value, obj: object, depth: int) -> None:
+    if depth >= MAX_DEPTH:  # `depth` containers enclose this one
+        raise InvalidArgument(f"value is nested deeper than {MAX_DEPTH} levels")
     if isinstance(obj, Mapping):
         out.map_value.SetInParent()
         for key, item in obj.items():
             if not isinstance(key, str):
                 raise InvalidArgument(f"map keys must be strings, got {type(key).__name__}")
-            _fill(out.map_value.fields[key], item, depth + 1)
+            try:
+                entry = out.map_value.fields[key]
+            except UnicodeEncodeError:
+                raise InvalidArgument(_NOT_TEXT) from None
+            _fill(entry, item, depth + 1)
     elif isinstance(obj, Sequence):
         out.list_value.SetInParent()
         for item in obj:

@@ -91,7 +91,7 @@
     if (type === "boolean" || type === "number" || type === "string" || type === "bigint") return value;
     if (type !== "object") throw notPlain(value);
     if (value instanceof Uint8ArrayCtor || value instanceof ArrayBufferCtor) return value;
-    if (depth > maxDepth || seen.has(value)) {
+    if (depth >= maxDepth || seen.has(value)) {
       throw new TypeError("a value that contains itself (or is nested deeper than " + maxDepth +
         " levels) cannot be passed or returned");
     }
@@ -172,7 +172,8 @@
   function call(op, args) {
     let packed;
     try {
-      packed = plain(args);
+      packed = [];  // each argument is a value of its own: its depth counts from it
+      for (let i = 0; i < args.length; i++) packed.push(toPlain(args[i], 0, new Set()));
     } catch (e) {
       throw callError("INVALID_ARGUMENT", e.message);
     }

@@ -70,7 +70,7 @@ class _Marshal:
         self.runtime = runtime
 
     def to_lua(self, value: PlainValue, depth: int = 0) -> Any:
-        if depth > MAX_DEPTH:
+        if isinstance(value, (dict, list)) and depth >= MAX_DEPTH:
             raise ScriptError("lua", f"value is nested deeper than {MAX_DEPTH} levels")
         if isinstance(value, str):
             return value.encode("utf-8")
@@ -97,8 +97,11 @@ class _Marshal:
         kind = lupa.lua_type(value)
         if kind != "table":
             raise ScriptError("lua", f"a Lua {kind or type(value).__name__} cannot be passed or returned as a value")
-        if depth > MAX_DEPTH or id(value) in seen:
-            raise ScriptError("lua", "a table that contains itself (or is nested too deep) cannot be passed")
+        if depth >= MAX_DEPTH or id(value) in seen:  # (lupa may wrap one table in several objects: a
+            # cycle can end at the depth limit)
+            raise ScriptError(
+                "lua", f"a table that contains itself (or is nested deeper than {MAX_DEPTH} levels) cannot be passed"
+            )
         seen = seen | {id(value)}
         items = list(value.items())
         if items == [(b"__scriptpool_null", True)]:
@@ -137,6 +140,9 @@ class _Binding:
         try:
             count = packed_args[b"n"] or 0
             args = [self.marshal.to_plain(packed_args[i + 1]) for i in range(count)]
+        except ScriptError as exc:  # an argument that is no value (too deep, a function...): the script's mistake
+            return (b"err", b"INVALID_ARGUMENT", f"{op.decode('utf-8')}: {exc}".encode())
+        try:
             result = host.call(op.decode("utf-8"), args)
             return (b"ok", self.marshal.to_lua(result))
         except LimitExceeded as exc:

@@ -109,8 +109,9 @@ def to_plain(value: object, depth: int = 0, seen: frozenset[int] = frozenset()) 
         return bytes(value)
     if not isinstance(value, (dict, list, tuple)):
         raise TypeError(f"a {type(value).__name__} cannot be passed or returned as a value (JSON-like values only)")
-    if depth > MAX_DEPTH or id(value) in seen:
-        raise TypeError("a value that contains itself (or is nested too deep) cannot be passed or returned")
+    if depth >= MAX_DEPTH or id(value) in seen:
+        what = "contains itself" if id(value) in seen else f"is nested deeper than {MAX_DEPTH} levels"
+        raise TypeError(f"a value that {what} cannot be passed or returned")
     seen = seen | {id(value)}
     if isinstance(value, dict):
         out: dict[str, PlainValue] = {}
@@ -394,9 +395,12 @@ def _operation(global_name: str, op: str) -> Callable[..., Any]:
             return _replay(self, args, options)
         if full_name in CALLBACK_OPS:
             return _callback_operation(self, full_name, args)
-        plain = [to_plain(a) for a in args]
-        if options:  # keyword arguments are the trailing options map: Session.create(name="x")
-            plain.append(to_plain(options))
+        try:  # (each argument is a value of its own: its depth counts from it)
+            plain = [to_plain(a) for a in args]
+            if options:  # keyword arguments are the trailing options map: Session.create(name="x")
+                plain.append(to_plain(options))
+        except TypeError as exc:
+            raise guest_error("INVALID_ARGUMENT", f"{full_name}: {exc}") from None
         result = self._call(full_name, plain)
         if wrap == "id" and isinstance(result, dict):  # Artifact.store/update: scripts get the id string
             return result.get("id")

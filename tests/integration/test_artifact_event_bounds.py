@@ -122,7 +122,15 @@ class _OneCaller:
 
 
 class _Context:
+    """The few parts of a gRPC servicer context that HookService.Poll and the status wrapper read."""
+
     def time_remaining(self) -> float | None:
+        return None
+
+    def is_active(self) -> bool:
+        return True
+
+    def code(self) -> None:
         return None
 
 

@@ -178,7 +178,7 @@ def test_an_empty_batch_and_one_over_the_maximum_are_refused(
         answers(client, [job_request(Language.LUA, "return 1")] * (maximum + 1))
     assert f"{maximum + 1} jobs is above the maximum of {maximum}" in caught.value.message
     assert "split them" in caught.value.message
-    with pytest.raises(InvalidArgument, match="wait_seconds must not be negative"):
+    with pytest.raises(InvalidArgument, match=r"SubmitJobsRequest.wait_seconds must be from 0 to 86400 \(got -1.0\)"):
         answers(client, mixed_batch(2), wait=-1)
     assert records_of(redis_client, principal_and_key[0]) == []
 

@@ -383,3 +383,24 @@ def test_a_principal_holds_at_most_max_hooks(stack: Stack) -> None:
         assert len(hooks.List(common_pb2.Empty(), metadata=md).hooks) == MAX_HOOKS_PER_PRINCIPAL  # nothing half-made
         hooks.Unregister(events_pb2.HookRef(hook_id=made[0].hook_id), metadata=md)
         hooks.Register(events_pb2.RegisterHookRequest(hook_point="job.finished"), metadata=md)  # room again
+
+
+def test_waits_longer_than_redis_socket_timeout_end_quietly(client: ScriptpoolClient) -> None:
+    """redis-py gives up on a socket read after 5 s by default: a single XREAD BLOCK longer than that
+    came back as UNAVAILABLE ("cannot reach Redis"). Waits now block in slices of at most a second."""
+    sub = _subscribe(client, f"quiet.{time.monotonic_ns()}")
+    hooks = events_pb2_grpc.HookServiceStub(client.channel)
+    hook = hooks.Register(events_pb2.RegisterHookRequest(hook_point="session.completed"), metadata=client._metadata)
+    answers: dict[str, object] = {}
+
+    def poll() -> None:
+        answers["poll"] = hooks.Poll(events_pb2.PollHooksRequest(timeout_seconds=5.6), metadata=client._metadata)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    received = _receive(client, sub, timeout_ms=5600)
+    poller.join(timeout=30)
+    hooks.Unregister(events_pb2.HookRef(hook_id=hook.hook_id), metadata=client._metadata)
+    assert not received.HasField("event")
+    polled = answers["poll"]
+    assert isinstance(polled, events_pb2.HookFirings) and not polled.firings

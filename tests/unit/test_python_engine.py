@@ -116,7 +116,9 @@ def test_results_that_are_not_json_like_are_script_errors(source: str, what: str
 
 def test_functions_cannot_be_passed_to_globals() -> None:
     error = script_error("State.set('global', 'k', lambda c: 1)")
-    assert error.message == "TypeError: a function cannot be passed or returned as a value (JSON-like values only)"
+    assert error.message == (
+        "INVALID_ARGUMENT: State.set: a function cannot be passed or returned as a value (JSON-like values only)"
+    )
     assert error.line == 1
 
 
@@ -372,7 +374,7 @@ out
     output = OutputSink(10_000)
     result = runner_for(Language.PYTHON).run(job, EncodingHost(), output)
     assert result == [
-        "INVALID_ARGUMENT: a string holds a lone surrogate (it is not valid Unicode text)",
+        "INVALID_ARGUMENT: a string holds a lone surrogate (it is not Unicode text): pass bytes instead",
         "INVALID_ARGUMENT: integer of 16610 bits does not fit in 64 bits",
         "INTERNAL: the call failed in the host",
     ]
