@@ -17,6 +17,7 @@ from scriptpool.v1 import common_pb2, events_pb2, events_pb2_grpc
 from coordinator.auth import Authenticator, Caller
 from coordinator.services.recording import recorded
 from coordinator.services.slots import Slots
+from coordinator.services.wait_budget import wait_budget
 from coordinator.status import grpc_service
 from coordinator.stores.events import EventStore
 from coordinator.stores.sessions import job_current_session
@@ -47,10 +48,7 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
     def Receive(
         self, caller: Caller, request: events_pb2.ReceiveRequest, context: grpc.ServicerContext
     ) -> events_pb2.ReceiveResponse:
-        timeout = min(request.timeout_ms / 1000.0, self.max_wait_seconds)
-        remaining = context.time_remaining()
-        if remaining is not None:  # the answer must still reach the caller
-            timeout = min(timeout, max(0.0, remaining - 0.05))
+        timeout = wait_budget(request.timeout_ms / 1000.0, self.max_wait_seconds, context)
         event = self.store.receive(caller, request.subscription_id, timeout, context.is_active)
         if event is None:
             return events_pb2.ReceiveResponse(received=False)

@@ -22,6 +22,7 @@ from scriptpool.errors import InvalidArgument, NotFound, ResourceExhausted
 from scriptpool.v1 import common_pb2, events_pb2, events_pb2_grpc
 
 from coordinator.auth import Authenticator, Caller
+from coordinator.services.wait_budget import wait_budget
 from coordinator.status import grpc_service
 from coordinator.stores.events import EventStore
 from sandbox.catalog import HOOK_POINTS
@@ -85,11 +86,7 @@ class HookServicer(events_pb2_grpc.HookServiceServicer):
 
     def Poll(self, request: events_pb2.PollHooksRequest, context: grpc.ServicerContext) -> events_pb2.HookFirings:
         caller = self._client(context, "Poll")  # (timeout_seconds is checked finite, >= 0: request_checks)
-        wait = min(request.timeout_seconds, self.max_wait_seconds)
-        remaining = context.time_remaining()
-        if remaining is not None:
-            wait = min(wait, max(0.0, remaining - 0.05))
-        give_up = time.monotonic() + wait
+        give_up = time.monotonic() + wait_budget(request.timeout_seconds, self.max_wait_seconds, context)
         firings = events_pb2.HookFirings()
         hook_ids = list(self._registrations(caller))
         budget = self.events.max_scan  # stream entries this call may read, across every hook and pass

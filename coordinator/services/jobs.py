@@ -14,6 +14,7 @@ import grpc
 from scriptpool.v1 import jobs_pb2, jobs_pb2_grpc
 
 from coordinator.auth import Authenticator, Caller
+from coordinator.services.wait_budget import wait_budget
 from coordinator.status import grpc_service
 from coordinator.stores.jobs import JobStore
 from coordinator.waiters import GATHER_SECONDS, RECHECK_SECONDS, FinishedIds, JobWaiters
@@ -103,13 +104,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         return jobs_pb2.WaitJobResponse(job=job, finished=finished)
 
     def _wait_budget(self, asked_seconds: float, context: grpc.ServicerContext) -> float:
-        """How long a waiting call may wait: what it asked, at most the server's maximum, and ending
-        just before the call's own deadline (so the answer still reaches the caller)."""
-        timeout = min(asked_seconds, self.max_wait_seconds)
-        remaining = context.time_remaining()
-        if remaining is not None:
-            timeout = min(timeout, max(0.0, remaining - 0.05))
-        return timeout
+        return wait_budget(asked_seconds, self.max_wait_seconds, context)
 
     def _until_finished(
         self, caller: Caller, job: jobs_pb2.Job, ended: FinishedIds, give_up: float, context: grpc.ServicerContext

@@ -102,15 +102,15 @@ def test_replays_hold_no_coordinator_thread_and_are_capped_per_principal(
     session_id = client.create_session("slow replay").id
     for _ in range(2):
         assert outcome(run_lua(client, "return 1", session_id=session_id)).value == "ok"
-    # the recorded gap times 1e6, capped at 60 s: each replay runs its first job, then waits
+    # the recorded gap times 1000, capped at 60 s: each replay runs its first job, then waits
     limit = stack.settings.max_running_replays_per_principal
     started = [
-        client.session_call("Replay", S.ReplayRequest(session_id=session_id, speed=1e6)).replay_session_id
+        client.session_call("Replay", S.ReplayRequest(session_id=session_id, speed=1000)).replay_session_id
         for _ in range(limit)
     ]
     assert len(set(started)) == limit
     with pytest.raises(ResourceExhausted, match="already runs 4 replays"):
-        client.session_call("Replay", S.ReplayRequest(session_id=session_id, speed=1e6))
+        client.session_call("Replay", S.ReplayRequest(session_id=session_id, speed=1000))
     names = [thread.name for thread in threading.enumerate()]
     assert [name for name in names if name.startswith("replay-")] == []
     assert names.count("replays") == 1
