@@ -256,6 +256,8 @@ class LuaRunner:
         except lupa.LuaMemoryError as exc:  # the prelude itself did not fit in the job's memory limit
             raise _memory_exceeded(job) from exc
         try:
+            if not prepared.marshal.fits(job.inputs):  # made in no protected call: Lua would abort
+                raise _memory_exceeded(job)
             binding = prepared.binding
             binding.job, binding.host, binding.output = job, host, output
             status, *rest = prepared.run(

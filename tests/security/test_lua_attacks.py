@@ -310,3 +310,16 @@ def test_a_host_answer_past_the_memory_left_ends_the_job_memory_exceeded(client:
                   limits={"memory_bytes": 16 * MB, "wall_time_ms": 20_000})  # fmt: skip
     assert outcome(job) is Outcome.MEMORY_EXCEEDED, f"{outcome(job)}: {job.result.message}"
     assert_worker_healthy(client)
+
+
+@pytest.mark.parametrize("inputs", [{"big": "x" * (12 * MB)}, {"big": ["x" * 1000] * 12_000}])
+def test_inputs_larger_than_the_jobs_memory_end_it_memory_exceeded(
+    client: ScriptpoolClient, inputs: dict[str, object]
+) -> None:
+    """The job's inputs are made into Lua values outside any protected call: past the memory limit,
+    Lua aborted the child (`internal_error`, SIGABRT). They are measured first."""
+    job = run_lua(client, "return #INPUT.big", inputs=inputs, limits={"memory_bytes": 8 * MB})
+    assert outcome(job) is Outcome.MEMORY_EXCEEDED, f"{outcome(job)}: {job.result.message}"
+    fits = run_lua(client, "return #INPUT.big", inputs=inputs, limits={"memory_bytes": 64 * MB})
+    assert outcome(fits) is Outcome.OK, fits.result.message
+    assert_worker_healthy(client)
