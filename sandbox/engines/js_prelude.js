@@ -56,6 +56,9 @@
   const ErrorCtor = Error;
   const Uint8ArrayCtor = Uint8Array;
   const ArrayBufferCtor = ArrayBuffer;
+  const apply = Reflect.apply;
+  const regexTest = RegExp.prototype.test;
+  const loneSurrogate = /\p{Cs}/u; // only an unpaired surrogate: a pair is one code point under /u
 
   // QuickJS implements V8's stack trace API: an Error.prepareStackTrace set by the script would get
   // CallSite objects whose getFunction()/getThis() hand out the functions and receivers on the
@@ -85,10 +88,19 @@
     return new TypeError("a JS " + kindOf(value) + " cannot be passed or returned as a value");
   }
 
+  // A lone surrogate cannot cross to the host as text (it failed there as "Host function failed").
+  function checkText(text) {
+    if (apply(regexTest, loneSurrogate, [text])) {
+      throw new TypeError("a string holds a lone surrogate (it is not valid Unicode text)");
+    }
+    return text;
+  }
+
   function toPlain(value, depth, seen) {
     if (value === null || value === undefined) return null;
     const type = typeof value;
-    if (type === "boolean" || type === "number" || type === "string" || type === "bigint") return value;
+    if (type === "string") return checkText(value);
+    if (type === "boolean" || type === "number" || type === "bigint") return value;
     if (type !== "object") throw notPlain(value);
     if (value instanceof Uint8ArrayCtor || value instanceof ArrayBufferCtor) return value;
     if (depth >= maxDepth || seen.has(value)) {
@@ -107,7 +119,7 @@
       const out = {};
       for (const key of ownKeys(value)) {
         const item = value[key];
-        if (item !== undefined) out[key] = toPlain(item, depth + 1, seen);
+        if (item !== undefined) out[checkText(key)] = toPlain(item, depth + 1, seen);
       }
       return out;
     } finally {

@@ -59,6 +59,34 @@ HOOK_EVERY_INSTRUCTIONS = 10_000
 _LINE_PREFIX = re.compile(r"^script:(\d+): ")
 
 
+LUA_VALUE_BYTES = 64
+"""Bytes counted per Lua value made for a host answer, over its string bytes: a string's header, a
+table entry (twice: a table's part doubles when it grows), and the stack slot that carries it."""
+LUA_ANSWER_SLACK_BYTES = 16 * 1024
+"""Bytes counted for every host answer on top: the result tuple and the prelude's handling of it."""
+
+
+def lua_size_bound(value: PlainValue) -> int:
+    """An upper bound of the Lua memory `_Marshal.to_lua(value)` allocates (strings by their UTF-8
+    length; values nested deeper than MAX_DEPTH are refused by to_lua, so they are not walked)."""
+    total = LUA_ANSWER_SLACK_BYTES
+    pending: list[tuple[PlainValue, int]] = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        total += LUA_VALUE_BYTES
+        if isinstance(item, str):
+            total += len(item.encode("utf-8", "surrogatepass"))
+        elif isinstance(item, bytes):
+            total += len(item)
+        elif depth <= MAX_DEPTH and isinstance(item, dict):
+            for key, nested in item.items():
+                total += LUA_VALUE_BYTES + len(key.encode("utf-8", "surrogatepass"))
+                pending.append((nested, depth + 1))
+        elif depth <= MAX_DEPTH and isinstance(item, list):
+            pending.extend((nested, depth + 1) for nested in item)
+    return total
+
+
 def _deny_attributes(obj: object, name: object, is_setting: bool) -> object:
     raise AttributeError("Python attributes are not reachable from the sandbox")
 
@@ -68,6 +96,17 @@ class _Marshal:
 
     def __init__(self, runtime: Any) -> None:
         self.runtime = runtime
+
+    def fits(self, value: PlainValue) -> bool:
+        """Whether `value` can be made into Lua values within the runtime's memory limit. It must be
+        checked before: Lua running out of memory while a host function builds or returns its answer
+        unwinds across lupa's Python frames, which then waits forever for a lock it holds itself (the
+        job would hang until its wall time instead of ending `memory_exceeded`)."""
+        limit: int = self.runtime.get_max_memory()
+        if not limit:  # no limit set
+            return True
+        used: int = self.runtime.get_memory_used()
+        return lua_size_bound(value) <= limit - used
 
     def to_lua(self, value: PlainValue, depth: int = 0) -> Any:
         if isinstance(value, (dict, list)) and depth >= MAX_DEPTH:
@@ -144,6 +183,8 @@ class _Binding:
             return (b"err", b"INVALID_ARGUMENT", f"{op.decode('utf-8')}: {exc}".encode())
         try:
             result = host.call(op.decode("utf-8"), args)
+            if not self.marshal.fits(result):
+                return (b"limit", b"memory")
             return (b"ok", self.marshal.to_lua(result))
         except LimitExceeded as exc:
             return (b"limit", _limit_kind(exc).encode())
@@ -221,6 +262,8 @@ class LuaRunner:
         except lupa.LuaMemoryError as exc:  # the prelude itself did not fit in the job's memory limit
             raise _memory_exceeded(job) from exc
         try:
+            if not prepared.marshal.fits(job.inputs):  # made in no protected call: Lua would abort
+                raise _memory_exceeded(job)
             binding = prepared.binding
             binding.job, binding.host, binding.output = job, host, output
             status, *rest = prepared.run(

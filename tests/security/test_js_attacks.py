@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from scriptpool.values import from_value
 
 from coordinator.client import ScriptpoolClient
 from sandbox.languages import Language
 from sandbox.outcomes import Outcome
+from tests.integration.helpers import assert_worker_healthy, outcome, run_js
 
 from .attack_table import CPU, SMALL_MEMORY, Attack, run_attack
 
@@ -92,3 +94,23 @@ ATTACKS: dict[str, Attack] = {
 @pytest.mark.parametrize("name", sorted(ATTACKS))
 def test_js_attack(client: ScriptpoolClient, name: str) -> None:
     run_attack(client, Language.JAVASCRIPT, name, ATTACKS[name])
+
+
+def test_a_lone_surrogate_in_a_global_calls_argument_is_invalid_argument_in_our_words(client: ScriptpoolClient) -> None:
+    """Unpaired surrogates (in a value or a key) are refused before they reach the host, as Lua and
+    Python refuse them; a surrogate pair is ordinary text. They used to fail in the wasm host glue
+    (`HostError: Host function failed`, neither our code nor our words)."""
+    source = """(() => {
+      const seen = [];
+      for (const args of [["k\\uD800", 1], ["k", {"\\uDC00": 1}], ["k", ["a\\uDBFFb"]]]) {
+        try { State.set("job", ...args); seen.push("stored"); } catch (e) { seen.push(e.code + " " + e.message); }
+      }
+      State.set("job", "pair", "\\uD83D\\uDE00");
+      seen.push(State.get("job", "pair") === "\\uD83D\\uDE00");
+      return seen;
+    })()"""
+    job = run_js(client, source)
+    assert outcome(job) is Outcome.OK, job.result.message
+    refusal = "INVALID_ARGUMENT INVALID_ARGUMENT: a string holds a lone surrogate (it is not valid Unicode text)"
+    assert from_value(job.result.result) == [refusal, refusal, refusal, True]
+    assert_worker_healthy(client)

@@ -280,3 +280,46 @@ def test_another_principals_session_answers_like_a_missing_one_and_is_untouched(
             {"secret": "s3cr3t"},
         )
     assert_worker_healthy(client)
+
+
+@pytest.mark.parametrize(
+    "call", ["Artifact.getContent(INPUT.session, INPUT.artifact)", "State.get('global', INPUT.key)"]
+)
+def test_a_host_answer_past_the_memory_left_ends_the_job_memory_exceeded(client: ScriptpoolClient, call: str) -> None:
+    """Each answer fits the job's memory on its own, but not beside the ones kept before it: Lua
+    running out of memory while a host answer is handed to it used to hang the child in lupa until
+    the wall time (`wall_time_exceeded` after 20 s). The answer is refused before it reaches Lua, so
+    the job ends `memory_exceeded` at once, and the pcall around it cannot catch that."""
+    key = f"big-{uuid.uuid4().hex}"
+    setup = f"""
+    State.set('global', '{key}', string.rep('z', 1000000))
+    return tostring(Artifact.store('', {{content = string.rep('y', 3000000), type = 'data'}}))
+    """
+    store = run_lua(client, setup)
+    assert outcome(store) is Outcome.OK, store.result.message
+    source = f"""
+    local kept, caught = {{}}, 0
+    for i = 1, 40 do
+      local ok, answer = pcall(function() return {call} end)
+      if ok then kept[#kept + 1] = answer else caught = caught + 1 end
+    end
+    return {{#kept, caught}}
+    """
+    inputs = {"session": store.session_id, "artifact": from_value(store.result.result), "key": key}
+    job = run_lua(client, source, session_id=store.session_id, inputs=inputs,
+                  limits={"memory_bytes": 16 * MB, "wall_time_ms": 20_000})  # fmt: skip
+    assert outcome(job) is Outcome.MEMORY_EXCEEDED, f"{outcome(job)}: {job.result.message}"
+    assert_worker_healthy(client)
+
+
+@pytest.mark.parametrize("inputs", [{"big": "x" * (12 * MB)}, {"big": ["x" * 1000] * 12_000}])
+def test_inputs_larger_than_the_jobs_memory_end_it_memory_exceeded(
+    client: ScriptpoolClient, inputs: dict[str, object]
+) -> None:
+    """The job's inputs are made into Lua values outside any protected call: past the memory limit,
+    Lua aborted the child (`internal_error`, SIGABRT). They are measured first."""
+    job = run_lua(client, "return #INPUT.big", inputs=inputs, limits={"memory_bytes": 8 * MB})
+    assert outcome(job) is Outcome.MEMORY_EXCEEDED, f"{outcome(job)}: {job.result.message}"
+    fits = run_lua(client, "return #INPUT.big", inputs=inputs, limits={"memory_bytes": 64 * MB})
+    assert outcome(fits) is Outcome.OK, fits.result.message
+    assert_worker_healthy(client)
