@@ -18,8 +18,8 @@ from scriptpool.values import PlainValue, to_value
 
 from coordinator.auth import Caller
 from coordinator.settings import Settings
-from coordinator.stores.sessions import SessionStore, snapshot_bytes_key, state_bytes_key
 from coordinator.stores import state_codec
+from coordinator.stores.sessions import SessionStore, snapshot_bytes_key, state_bytes_key
 from coordinator.stores.snapshots import SnapshotStore
 from coordinator.stores.state import StateStore, global_state_key, job_state_key, session_state_key
 from workers.job_records import hash_fields
