@@ -17,11 +17,15 @@ from scriptpool.v1 import sessions_pb2, state_pb2
 from scriptpool.values import PlainValue, to_value
 
 from coordinator.auth import Caller
+from coordinator.client import ScriptpoolClient
+from coordinator.redis_server import PrivateRedis
+from coordinator.server import start_coordinator
 from coordinator.settings import Settings
 from coordinator.stores import state_codec
 from coordinator.stores.sessions import SessionStore, snapshot_bytes_key, state_bytes_key
 from coordinator.stores.snapshots import SnapshotStore
 from coordinator.stores.state import StateStore, global_state_key, job_state_key, session_state_key
+from tests.conftest import TEST_QUEUE, Stack
 from workers.job_records import hash_fields
 from workers.lean_redis import LeanPool
 
@@ -245,3 +249,27 @@ def test_the_setting_is_checked() -> None:
     assert Settings().max_principal_state_bytes == 1024**3
     with pytest.raises(InvalidArgument, match="max_principal_state_bytes must be at least 1"):
         Settings(max_principal_state_bytes=0)
+
+
+def test_a_coordinator_applies_the_setting_over_grpc(
+    redis_server: PrivateRedis, stack: Stack, redis_client: Redis
+) -> None:
+    """The setting reaches a real coordinator's State service: RESOURCE_EXHAUSTED over gRPC, nothing written."""
+    settings = Settings(
+        redis_url=redis_server.url, listen="127.0.0.1:0", queue=TEST_QUEUE, max_principal_state_bytes=BOUND
+    )
+    small = start_coordinator(settings)
+    principal, key = stack.new_api_key()
+    try:
+        with ScriptpoolClient(f"127.0.0.1:{small.port}", key) as client:
+
+            def put(name: str, size: int) -> None:
+                client.state_call("Set", state_pb2.SetStateRequest(scope="global", key=name, value=to_value(_of(size))))
+
+            put("a", 99)
+            put("b", 99)  # 200: the bound
+            with pytest.raises(ResourceExhausted, match=f"holds {BOUND} bytes of State.*maximum of {BOUND}"):
+                put("c", 3)
+            assert redis_client.hlen(global_state_key(principal)) == 3  # a, b and the byte count: no c
+    finally:
+        small.stop(grace=1)
