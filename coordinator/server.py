@@ -142,6 +142,7 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
         max_saves_per_job=settings.max_saves_per_job,
         max_save_all=settings.max_save_all_sessions,
         max_restore_bytes=settings.max_restore_bytes,
+        max_principal_state_bytes=settings.max_principal_state_bytes,
     )
     waiters = JobWaiters(redis, auth.job_credentials)
     replay_runner = ReplayRunner(jobs, sessions, waiters, settings.max_running_replays_per_principal)
@@ -159,7 +160,8 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
     # which mypy cannot see: hence the abstract-class ignores.
     session_servicer = SessionServicer(auth, sessions, snapshots, replays)
     artifact_servicer = ArtifactServicer(auth, artifacts)
-    state_servicer = StateServicer(auth, StateStore(redis, lean=lean))
+    state_store = StateStore(redis, max_principal_bytes=settings.max_principal_state_bytes, lean=lean)
+    state_servicer = StateServicer(auth, state_store)
     sessions_pb2_grpc.add_SessionServiceServicer_to_server(session_servicer, server)
     artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server(artifact_servicer, server)
     state_pb2_grpc.add_StateServiceServicer_to_server(state_servicer, server)

@@ -68,6 +68,10 @@ class Settings:
     """Largest snapshot (the session record plus a copy of its State scope); a bigger save is refused."""
     max_principal_snapshot_bytes: int = 1024**3
     """Snapshot bytes one principal may hold across its sessions."""
+    max_principal_state_bytes: int = 1024**3
+    """State bytes (keys + values) one principal may hold in its `global` scope and all its sessions'
+    scopes together (each scope holds at most 16 MiB); a write or a snapshot load past it is
+    RESOURCE_EXHAUSTED, nothing written. A job's own `job` scope is not counted: it ends with the job."""
     max_saves_per_job: int = 100
     """`Session.save` calls (saveAll counts each session it saves) one job may make."""
     max_save_all_sessions: int = 100
@@ -131,7 +135,7 @@ class Settings:
             "max_artifact_versions", "max_session_artifacts", "max_principal_artifacts",
             "max_events_per_principal", "max_subscriptions_per_principal", "max_subscriptions_per_job",
             "max_event_scan", "max_query_sessions", "max_query_candidates", "max_session_delete_versions",
-            "max_restore_bytes",
+            "max_restore_bytes", "max_principal_state_bytes",
         ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise InvalidArgument(f"{name} must be at least 1 (got {getattr(self, name)})")

@@ -18,7 +18,7 @@ import time
 
 import grpc
 from redis import Redis
-from scriptpool.errors import InvalidArgument, NotFound, ResourceExhausted
+from scriptpool.errors import InvalidArgument, NotFound
 from scriptpool.v1 import common_pb2, events_pb2, events_pb2_grpc
 
 from coordinator.auth import Authenticator, Caller
@@ -61,12 +61,10 @@ class HookServicer(events_pb2_grpc.HookServiceServicer):
         caller = self._client(context, "Register")
         if request.hook_point not in HOOK_POINTS:
             raise InvalidArgument(f"unknown hook point {request.hook_point[:60]!r}; one of: {', '.join(HOOK_POINTS)}")
-        if len(self._registrations(caller)) >= MAX_HOOKS_PER_PRINCIPAL:
-            raise ResourceExhausted(
-                f"at most {MAX_HOOKS_PER_PRINCIPAL} hooks per principal; unregister some (HookService.Unregister) first"
-            )
-        subscription = self.events.subscribe(caller, request.hook_point)
-        self.redis.hset(_hooks_key(caller.principal), subscription.subscription_id, request.hook_point)
+        # counted and added in the subscription's own script: concurrent Registers cannot pass the limit
+        subscription = self.events.subscribe(
+            caller, request.hook_point, _hooks_key(caller.principal), MAX_HOOKS_PER_PRINCIPAL
+        )
         return events_pb2.HookRegistration(hook_id=subscription.subscription_id, hook_point=request.hook_point)
 
     def Unregister(self, request: events_pb2.HookRef, context: grpc.ServicerContext) -> common_pb2.Empty:

@@ -58,13 +58,24 @@ def _job_subscriptions_key(job_id: str) -> str:
     return f"sp:job:{job_id}:eventsubs"
 
 
-# KEYS: the subscription, the principal's index, the job's index ('' for a client); ARGV: principal,
-# pattern, last id, job id, now, ttl, per-principal max, per-job max. Forgets expired ids first.
+# KEYS: the subscription, the principal's index, the job's index ('' for a client), the principal's
+# hooks ('' unless a client registers a hook: coordinator/services/hooks.py); ARGV: principal,
+# pattern, last id, job id, now, ttl, per-principal max, per-job max, max hooks, subscription id.
+# Forgets expired ids (and hooks whose subscription expired) first; a hook is counted and added here,
+# in the same step, so concurrent registrations cannot pass the hooks' limit.
 _SUBSCRIBE = """
 local now, ttl = tonumber(ARGV[5]), tonumber(ARGV[6])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 local held = redis.call('ZCARD', KEYS[2])
 if held >= tonumber(ARGV[7]) then return {'principal', held} end
+if KEYS[4] ~= '' then
+  local hooks = 0
+  for _, id in ipairs(redis.call('HKEYS', KEYS[4])) do
+    if redis.call('EXISTS', 'sp:eventsub:' .. id) == 1 then hooks = hooks + 1 else redis.call('HDEL', KEYS[4], id) end
+  end
+  if hooks >= tonumber(ARGV[9]) then return {'hooks', hooks} end
+  redis.call('HSET', KEYS[4], ARGV[10], ARGV[2])
+end
 if KEYS[3] ~= '' then
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
   held = redis.call('ZCARD', KEYS[3])
@@ -130,18 +141,28 @@ class EventStore:
         append_event(self.redis, caller.principal, session_id, fields)
 
     # ---------------------------------------------------------------- subscriptions
-    def subscribe(self, caller: Caller, pattern: str) -> events_pb2.Subscription:
+    def subscribe(
+        self, caller: Caller, pattern: str, hooks_key: str = "", max_hooks: int = 0
+    ) -> events_pb2.Subscription:
+        """A new subscription; with `hooks_key`, also a client's hook (that hash: hook id -> point),
+        refused when it already holds `max_hooks` live ones."""
         check_pattern(pattern)
         subscription_id = str(uuid.uuid4())
         keys = [
             _subscription_key(subscription_id),
             _principal_subscriptions_key(caller.principal),
             _job_subscriptions_key(caller.job_id) if caller.job_id else "",
+            hooks_key,
         ]
         limits = [SUBSCRIPTION_TTL_SECONDS, self.max_subscriptions_per_principal, self.max_subscriptions_per_job]
         args: list[str | float] = [caller.principal, pattern, self._last_id(caller.principal), caller.job_id]
-        args += [time.time(), *limits]
+        args += [time.time(), *limits, max_hooks, subscription_id]
         verdict, held = self._subscribe(keys=keys, args=args)
+        if verdict == b"hooks":
+            raise ResourceExhausted(
+                f"at most {max_hooks} hooks per principal (this one holds {held}); "
+                "unregister some (HookService.Unregister) first"
+            )
         if verdict == b"principal":
             raise ResourceExhausted(
                 f"this principal has {held} live subscriptions, its limit ({self.max_subscriptions_per_principal});"

@@ -104,6 +104,11 @@ def snapshot_bytes_key(principal: str) -> str:
     return f"sp:principal:{principal}:snapshot_bytes"
 
 
+def state_bytes_key(principal: str) -> str:
+    """The bytes of a principal's `global` and session State scopes (coordinator/stores/state.py keeps it)."""
+    return f"sp:principal:{principal}:state-bytes"
+
+
 JOB_CURRENT_FIELD = "current_session"
 """The field of a job's record (`sp:job:{id}`) holding the session it chose with `Session.setCurrent`."""
 
@@ -164,6 +169,24 @@ return raw
 )
 GET_OUTCOMES = ("OK", "NOT_FOUND")
 
+# A session's end, in one step (run in `delete`'s MULTI): reads which snapshots it keeps and what its
+# State holds at that moment, so a save or State write just before cannot leave bytes charged.
+# KEYS: 1 the principal's snapshot bytes, 2 its State bytes, 3 the session, 4 its State scope,
+# 5... its other keys. ARGV: 1 session id, 2 snapshots a session keeps.
+_UNLINK = """
+local prefix = 'sp:session:' .. ARGV[1] .. ':snapshot:'
+local latest = tonumber(redis.call('HGET', KEYS[3], 'snapshots') or '0')
+local snapshot_bytes = 0
+for n = math.max(1, latest - tonumber(ARGV[2]) + 1), latest do
+  snapshot_bytes = snapshot_bytes + tonumber(redis.call('HGET', prefix .. n, 'bytes') or '0')
+  redis.call('UNLINK', prefix .. n, prefix .. n .. ':state')
+end
+if snapshot_bytes > 0 then redis.call('DECRBY', KEYS[1], snapshot_bytes) end
+local state_bytes = tonumber(redis.call('HGET', KEYS[4], '') or '0')
+if state_bytes > 0 then redis.call('DECRBY', KEYS[2], state_bytes) end
+return redis.call('UNLINK', unpack(KEYS, 3))
+"""
+
 
 def _build(principal: str, name: str, description: str, tags: list[str], metadata: bytes, parent: str) -> NewSession:
     now = time.time()
@@ -208,6 +231,7 @@ class SessionStore:
         self._transition = redis.register_script(_TRANSITION)
         self.lean = lean if lean is not None else LeanPool(redis)
         self._get_recorded = LeanScript(redis, self.lean, _GET_RECORDED)
+        self._unlink = redis.register_script(_UNLINK)
         self.delete_hooks: list[Callable[[str], None]] = []
         """Called with the session id before a session is deleted (its artifacts go first)."""
 
@@ -329,19 +353,15 @@ class SessionStore:
         session = self.get(caller, session_id)
         for hook in self.delete_hooks:
             hook(session_id)
-        latest = int(self.redis.hget(session_key(session_id), "snapshots") or 0)
-        numbers = range(max(1, latest - self.max_snapshots + 1), latest + 1)  # the ones a session keeps
-        reads = self.redis.pipeline(transaction=False)
-        for number in numbers:
-            reads.hget(snapshot_key(session_id, number), "bytes")
-        snapshot_bytes = sum(int(size or 0) for size in reads.execute()) if numbers else 0
-        keys = session_keys(session_id)
-        keys += [key for n in numbers for key in (snapshot_key(session_id, n), snapshot_state_key(session_id, n))]
+        record, state = session_key(session_id), session_key(session_id) + ":state"
+        doomed = [record, state] + [key for key in session_keys(session_id) if key not in (record, state)]
         pipe = self.redis.pipeline(transaction=True)
         timeline.emit_event(pipe, "session.deleted", session_id, caller.job_id)  # first: it finds the owner
-        pipe.unlink(*keys)  # a long timeline is freed by Redis in the background
-        if snapshot_bytes:
-            pipe.decrby(snapshot_bytes_key(session.principal), snapshot_bytes)
+        self._unlink(
+            keys=[snapshot_bytes_key(session.principal), state_bytes_key(session.principal), *doomed],
+            args=[session_id, self.max_snapshots],
+            client=pipe,
+        )
         pipe.zrem(principal_sessions_key(session.principal), session_id)
         pipe.zrem(f"sp:principal:{session.principal}:saved", session_id)
         pipe.execute()

@@ -33,8 +33,9 @@ from coordinator.stores.sessions import (
     snapshot_bytes_key,
     snapshot_key,
     snapshot_state_key,
+    state_bytes_key,
 )
-from coordinator.stores.state import session_state_key
+from coordinator.stores.state import MAX_PRINCIPAL_BYTES, session_state_key
 from workers.job_records import job_key, text, texts
 
 MAX_RESTORE = 100
@@ -74,6 +75,28 @@ return {{'ok', n}}
 """
 
 
+# Loading a snapshot, checked and written in one step. KEYS: 1 the session, 2 its State scope, 3 the
+# snapshot, 4 the snapshot's State copy, 5 the principal's State bytes, 6 its sessions index. ARGV:
+# 1 principal, 2 its max State bytes, 3 now, 4 session id, 5 name, 6 description, 7 tags, 8 metadata.
+# The State copy replaces the session's, and the principal's State bytes change by the difference.
+_LOAD = """
+if redis.call('HGET', KEYS[1], 'principal') ~= ARGV[1] then return {'missing'} end
+if redis.call('EXISTS', KEYS[3]) == 0 then return {'gone'} end
+if redis.call('HGET', KEYS[3], 'state') then
+  local grow = tonumber(redis.call('HGET', KEYS[4], '') or '0') - tonumber(redis.call('HGET', KEYS[2], '') or '0')
+  local held = tonumber(redis.call('GET', KEYS[5]) or '0')
+  if grow > 0 and held + grow > tonumber(ARGV[2]) then return {'principal_full', held, grow} end
+  redis.call('DEL', KEYS[2])
+  redis.call('COPY', KEYS[4], KEYS[2])
+  if grow ~= 0 then redis.call('INCRBY', KEYS[5], grow) end
+end
+redis.call('HSET', KEYS[1], 'name', ARGV[5], 'description', ARGV[6], 'tags', ARGV[7], 'metadata', ARGV[8],
+  'state', 'active', 'updated_at', ARGV[3])
+redis.call('ZADD', KEYS[6], ARGV[3], ARGV[4])
+return {'ok'}
+"""
+
+
 def saved_key(principal: str) -> str:
     return f"sp:principal:{principal}:saved"
 
@@ -89,6 +112,7 @@ class SnapshotStore:
         max_saves_per_job: int = 100,
         max_save_all: int = 100,
         max_restore_bytes: int = 64 * 1024 * 1024,
+        max_principal_state_bytes: int = MAX_PRINCIPAL_BYTES,
     ) -> None:
         self.sessions = sessions
         self.redis = sessions.redis
@@ -99,7 +123,10 @@ class SnapshotStore:
         self.max_save_all = max_save_all
         self.max_restore_bytes = max_restore_bytes
         """Snapshot bytes one RestoreRecent copies (settings.max_restore_bytes); the first always goes."""
+        self.max_principal_state_bytes = max_principal_state_bytes
+        """State bytes one principal may hold (settings.max_principal_state_bytes): a load may not pass it."""
         self._save = self.redis.register_script(_SAVE)
+        self._load = self.redis.register_script(_LOAD)
 
     def save(self, caller: Caller, session_id: str) -> int:
         session = self.sessions.get(caller, session_id)
@@ -154,29 +181,35 @@ class SnapshotStore:
             number = int(latest or 0)
             if number == 0:
                 raise NotFound(f"session {session_id} has no saved snapshot; call save first")
-        raw, has_state = self.redis.hmget(snapshot_key(session_id, number), "session", "state")
+        raw = self.redis.hget(snapshot_key(session_id, number), "session")
+        missing = NotFound(
+            f"session {session_id} has no snapshot {number} (a session keeps its last {self.max_per_session})"
+        )
         if raw is None:
-            raise NotFound(
-                f"session {session_id} has no snapshot {number} (a session keeps its last {self.max_per_session})"
-            )
+            raise missing
         saved = sessions_pb2.Session.FromString(raw)  # type: ignore[arg-type]
         now = time.time()
+        keys = [
+            session_key(session_id), session_state_key(session_id), snapshot_key(session_id, number),
+            snapshot_state_key(session_id, number), state_bytes_key(caller.principal),
+            principal_sessions_key(caller.principal),
+        ]  # fmt: skip
+        args: list[str | bytes | int] = [
+            caller.principal, self.max_principal_state_bytes, repr(now), session_id, saved.name, saved.description,
+            json.dumps(list(saved.tags)), saved.metadata.SerializeToString(deterministic=True),
+        ]  # fmt: skip
+        verdict, *rest = self._load(keys=keys, args=args)
+        if verdict == b"missing":
+            raise NotFound(f"session {session_id} not found")
+        if verdict == b"gone":
+            raise missing
+        if verdict == b"principal_full":
+            raise ResourceExhausted(
+                f"loading snapshot {number} of session {session_id} would add {int(rest[1])} bytes of State to the "
+                f"{int(rest[0])} principal {caller.principal!r} holds, past its maximum of "
+                f"{self.max_principal_state_bytes} (max_principal_state_bytes); delete keys or sessions first"
+            )
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(
-            session_key(session_id),
-            mapping={
-                "name": saved.name,
-                "description": saved.description,
-                "tags": json.dumps(list(saved.tags)),
-                "metadata": saved.metadata.SerializeToString(deterministic=True),
-                "state": "active",
-                "updated_at": repr(now),
-            },
-        )
-        if has_state:
-            pipe.delete(session_state_key(session_id))
-            pipe.copy(snapshot_state_key(session_id, number), session_state_key(session_id))
-        pipe.zadd(principal_sessions_key(caller.principal), {session_id: now})
         timeline.append(pipe, session_id, "session.loaded", f"snapshot {number}", job_id=caller.job_id,
                         data={"snapshot": number})  # fmt: skip
         timeline.emit_event(pipe, "session.loaded", session_id, caller.job_id, {"snapshot": number})

@@ -8,6 +8,15 @@ Values are stored as `state_codec` encodes them. Field `""` of each hash holds t
 uses (keys + values); the scripts keep it exact and refuse writes past the scope's key or byte
 budget. Every operation is one Lua script that checks the session's owner, does the work, and
 appends the job's `global_call` timeline entry: one Redis round trip, with the real outcome.
+
+  sp:principal:{p}:state-bytes   the bytes of the principal's `global` and session scopes: the sum
+                                 of their `""` fields, kept by the same scripts (and by session
+                                 delete and snapshot load); a write past `max_principal_bytes` is
+                                 refused, nothing written.
+
+A `job` scope is not counted there: it may vanish by its TTL (a job that stops touching it), which
+no script sees, so counting it would leak. It is bounded on its own: `max_scope_bytes` per running
+job, gone when the job ends or an hour after its last write.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ from scriptpool.v1 import common_pb2, state_pb2
 
 from coordinator.auth import Caller
 from coordinator.stores import state_codec, timeline
-from coordinator.stores.sessions import current_session_key, session_key
+from coordinator.stores.sessions import current_session_key, session_key, state_bytes_key
 from coordinator.stores.timeline import LUA_RECORD_CALL, CallRecord
 from coordinator.stores.validation import check_uuid
 from workers.event_streams import append_event
@@ -31,17 +40,20 @@ MAX_KEY_CHARS = 256
 MAX_VALUE_BYTES = 1024 * 1024
 MAX_SCOPE_KEYS = 10_000
 MAX_SCOPE_BYTES = 16 * 1024 * 1024
+MAX_PRINCIPAL_BYTES = 1024**3
 JOB_STATE_TTL_SECONDS = 3600
 SCOPES = "global, session:current, session:<id> or job"
 
-# KEYS[1] the scope's hash, KEYS[2] the session record whose owner must be ARGV[1] ('' = no check).
-# ARGV[2] field, [3] and [4] the operation's values, [5] max keys, [6] max bytes, [7] TTL ('' = none),
-# [8...] the timeline record (`record_call`).
+# KEYS[1] the scope's hash, KEYS[2] the session record whose owner must be ARGV[1] ('' = no check),
+# KEYS[3] the principal's State bytes. ARGV[2] field, [3] and [4] the operation's values, [5] max
+# keys, [6] max bytes, [7] TTL ('' = none), [8] the principal's max bytes ('' = scope not counted),
+# [9...] the timeline record (`record_call`). `put` returns nil, or why it refused: {'scope'} or
+# {'principal', bytes the principal holds}.
 _PRELUDE = (
     LUA_RECORD_CALL
     + """
 local function finish(outcome, a, b)
-  record_call(8, outcome)
+  record_call(9, outcome)
   return {outcome, a, b}
 end
 local function owned()
@@ -56,30 +68,49 @@ end
 local function touch()
   if ARGV[7] ~= '' then redis.call('EXPIRE', KEYS[1], ARGV[7]) end
 end
+local function room(grow, used)
+  if grow <= 0 then return nil end
+  if used + grow > tonumber(ARGV[6]) then return {'scope'} end
+  if ARGV[8] ~= '' then
+    local held = tonumber(redis.call('GET', KEYS[3]) or '0')
+    if held + grow > tonumber(ARGV[8]) then return {'principal', held} end
+  end
+  return nil
+end
+local function charge(grow)
+  if ARGV[8] ~= '' and grow ~= 0 then redis.call('INCRBY', KEYS[3], grow) end
+end
 local function put(field, value)
   local old = redis.call('HSTRLEN', KEYS[1], field)
   local grow = #value - old
   if old == 0 then
     grow = grow + #field
     local n = redis.call('HLEN', KEYS[1])
-    if n > 0 and n - 1 >= tonumber(ARGV[5]) then return false end
+    if n > 0 and n - 1 >= tonumber(ARGV[5]) then return {'scope'} end
   end
   local used = tonumber(redis.call('HGET', KEYS[1], '') or '0')
-  if grow > 0 and used + grow > tonumber(ARGV[6]) then return false end
+  local full = room(grow, used)
+  if full then return full end
   redis.call('HSET', KEYS[1], field, value, '', used + grow)
+  charge(grow)
   touch()
-  return true
+  return nil
 end
 local function remove(field)
   local old = redis.call('HSTRLEN', KEYS[1], field)
   if old == 0 then return false end
   if redis.call('HLEN', KEYS[1]) <= 2 then
+    charge(-tonumber(redis.call('HGET', KEYS[1], '') or '0'))
     redis.call('DEL', KEYS[1])
   else
     redis.call('HDEL', KEYS[1], field)
     redis.call('HINCRBY', KEYS[1], '', -(old + #field))
+    charge(-(old + #field))
   end
   return true
+end
+local function refused(full)
+  return finish('RESOURCE_EXHAUSTED', full[1], full[2])
 end
 if not owned() then return finish('NOT_FOUND') end
 """
@@ -89,7 +120,8 @@ _GET = "return finish('OK', redis.call('HGET', KEYS[1], ARGV[2]))"
 
 _SET = """
 if ARGV[3] == '' then remove(ARGV[2]) return finish('OK') end
-if not put(ARGV[2], ARGV[3]) then return finish('RESOURCE_EXHAUSTED') end
+local full = put(ARGV[2], ARGV[3])
+if full then return refused(full) end
 return finish('OK')
 """
 
@@ -106,7 +138,8 @@ _INCREMENT = """
 local field, by = ARGV[2], ARGV[3]
 local cur = redis.call('HGET', KEYS[1], field)
 if not cur then
-  if not put(field, by) then return finish('RESOURCE_EXHAUSTED') end
+  local full = put(field, by)
+  if full then return refused(full) end
   return finish('OK', by)
 end
 if string.sub(cur, 1, 1) == 'v' then return finish('FAILED_PRECONDITION', 'not_a_number', cur) end
@@ -114,12 +147,20 @@ if string.sub(cur, 1, 1) ~= 'f' and string.sub(by, 1, 1) ~= 'f' then
   local r = redis.pcall('HINCRBY', KEYS[1], field, by)
   if type(r) == 'table' and r.err then return finish('FAILED_PRECONDITION', 'overflow', cur) end
   local new = redis.call('HGET', KEYS[1], field)
-  redis.call('HINCRBY', KEYS[1], '', #new - #cur)
+  local grow, used = #new - #cur, tonumber(redis.call('HGET', KEYS[1], '') or '0')
+  local full = room(grow, used)
+  if full then
+    redis.call('HSET', KEYS[1], field, cur)  -- undone: nothing written
+    return refused(full)
+  end
+  redis.call('HSET', KEYS[1], '', used + grow)
+  charge(grow)
   touch()
   return finish('OK', new)
 end
 local new = 'f' .. struct.pack('>d', number(cur) + number(by))
-if not put(field, new) then return finish('RESOURCE_EXHAUSTED') end
+local full = put(field, new)
+if full then return refused(full) end
 return finish('OK', new)
 """
 
@@ -140,7 +181,8 @@ if new == '' then
   remove(field)
   return finish('OK', 1, false)
 end
-if not put(field, new) then return finish('RESOURCE_EXHAUSTED') end
+local full = put(field, new)
+if full then return refused(full) end
 return finish('OK', 1, new)
 """
 
@@ -182,6 +224,7 @@ class StateStore:
         max_value_bytes: int = MAX_VALUE_BYTES,
         max_scope_keys: int = MAX_SCOPE_KEYS,
         max_scope_bytes: int = MAX_SCOPE_BYTES,
+        max_principal_bytes: int = MAX_PRINCIPAL_BYTES,
         lean: LeanPool | None = None,
     ) -> None:
         self.redis = redis
@@ -190,6 +233,8 @@ class StateStore:
         self.max_value_bytes = max_value_bytes
         self.max_scope_keys = max_scope_keys
         self.max_scope_bytes = max_scope_bytes
+        self.max_principal_bytes = max_principal_bytes
+        """Bytes of one principal's `global` and session scopes together (settings.max_principal_state_bytes)."""
         self._get = LeanScript(redis, self.lean, _PRELUDE + _GET)
         self._set = LeanScript(redis, self.lean, _PRELUDE + _SET)
         self._delete = LeanScript(redis, self.lean, _PRELUDE + _DELETE)
@@ -316,16 +361,24 @@ class StateStore:
         """Run one operation's script; returns the script's two results after the verdict."""
         owner = caller.principal if scope.session_id else ""
         owner_key = session_key(scope.session_id) if scope.session_id else scope.key
-        ttl = str(JOB_STATE_TTL_SECONDS) if scope.name == "job" else ""
-        args: list[bytes | str | int] = [owner, field, a, b, self.max_scope_keys, self.max_scope_bytes, ttl]
+        job_scope = scope.name == "job"
+        ttl = str(JOB_STATE_TTL_SECONDS) if job_scope else ""
+        counted = "" if job_scope else self.max_principal_bytes  # a job scope is not counted: see the module doc
+        args: list[bytes | str | int] = [owner, field, a, b, self.max_scope_keys, self.max_scope_bytes, ttl, counted]
         args += record.lua_args(outcomes) if record else [""]
-        reply = script([scope.key, owner_key], args)
+        reply = script([scope.key, owner_key, state_bytes_key(caller.principal)], args)
         assert isinstance(reply, list)
         if record:
             record.written = True
         verdict = text(reply[0])
         if verdict == "NOT_FOUND":
             raise NotFound(f"session {scope.session_id} not found")
+        if verdict == "RESOURCE_EXHAUSTED" and reply[1] == b"principal":
+            raise ResourceExhausted(
+                f"principal {caller.principal!r} holds {_count(reply[2])} bytes of State (global and session "
+                f"scopes), and this write would pass its maximum of {self.max_principal_bytes} "
+                "(max_principal_state_bytes); delete keys or sessions first"
+            )
         if verdict == "RESOURCE_EXHAUSTED":
             raise ResourceExhausted(
                 f"scope {scope.name} is full: at most {self.max_scope_keys} keys and {self.max_scope_bytes} bytes "
@@ -344,3 +397,8 @@ def _state_value(raw: object) -> state_pb2.StateValue:
     if raw is None:
         return state_pb2.StateValue(found=False)
     return state_pb2.StateValue(value=state_codec.decode(_raw(raw)), found=True)
+
+
+def _count(value: object) -> int:
+    assert isinstance(value, int)
+    return value
