@@ -31,6 +31,9 @@ FINISHED_CHANNEL = PREFIX + "job-finished"
 RQ_FUNCTION = "workers.rq_entry.execute_job"
 """The RQ job function every scriptpool job is enqueued with (its one argument: the job id)."""
 LEASE_SECONDS = 15.0
+TIMELINE_MAX = 100_000
+"""Entries a session's timeline keeps (`coordinator/stores/timeline.py`): every XADD to it trims to
+about this many (MAXLEN ~: Redis drops whole stream nodes, so up to 100 more may stay)."""
 
 
 class JobState(enum.StrEnum):
@@ -78,7 +81,9 @@ _LOG_JOB = (
 local function log_job(job_key, kind, description, job_id, now)
   local sid = redis.call('HGET', job_key, 'session_id')
   if not sid then return end
-  redis.call('XADD', 'sp:session:' .. sid .. ':timeline', 'MAXLEN', '~', '100000', '*',
+  redis.call('XADD', 'sp:session:' .. sid .. ':timeline', 'MAXLEN', '~', '"""
+    + str(TIMELINE_MAX)
+    + """', '*',
     'type', kind, 'description', description, 'job_id', job_id, 'ts', now, 'data', '')
   append_event('', sid,
     {'type', kind, 'description', description, 'job_id', job_id, 'ts', now, 'data', '', 'session_id', sid})

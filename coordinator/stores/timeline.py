@@ -20,9 +20,8 @@ from scriptpool.v1 import common_pb2, sessions_pb2
 from scriptpool.values import PlainValue, to_value_map
 
 from workers.event_streams import append_event
-from workers.job_records import hash_fields, text
+from workers.job_records import TIMELINE_MAX, hash_fields, text
 
-TIMELINE_MAX = 100_000
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 
