@@ -5,6 +5,11 @@ process in its own process group (so a terminal's Ctrl-C reaches only this super
 stops the children in order). Stop: SIGTERM to workers (they finish their job), then the
 coordinator, then Redis; anything still alive after the grace period is killed. A worker that dies
 unexpectedly is logged and restarted; if the coordinator dies, everything stops with exit code 1.
+
+One stack per state directory: the stack holds `StateDirLock` (an `flock` on STATE_DIR/up.lock)
+from before it starts anything until it has stopped everything, and a second `up` refuses. Every
+child is started through `die_with_parent` (from the main thread), so SIGKILL of `up` still ends
+its Redis, coordinator and workers (they get SIGTERM and stop as they would on Ctrl-C).
 """
 
 from __future__ import annotations
@@ -22,12 +27,15 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from redis import Redis
 from scriptpool.errors import Unavailable
 
 from coordinator.auth import Authenticator
+from coordinator.die_with_parent import die_with_parent
 from coordinator.redis_server import PrivateRedis
+from coordinator.server import listen_addresses
 from coordinator.settings import Settings
+from coordinator.single_instance import StateDirLock, refuse_address_in_use
+from workers import redis_connect
 
 log = logging.getLogger(__name__)
 STOP_GRACE_SECONDS = 10.0
@@ -35,18 +43,22 @@ STOP_GRACE_SECONDS = 10.0
 
 def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "coordinator.cli.main", *args],
+        die_with_parent([sys.executable, "-m", "coordinator.cli.main", *args]),
         env=env,
         stdin=subprocess.DEVNULL,
         process_group=0,
     )
 
 
-def wait_until_serving(address: str, timeout: float = 20.0) -> None:
+def wait_until_serving(address: str, timeout: float = 20.0, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Return once the coordinator at `address` answers SERVING. With `process` (the coordinator
+    just started), fail as soon as it exits: the answer could otherwise come from another one."""
     give_up = time.monotonic() + timeout
     with grpc.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < give_up:
+            if process is not None and process.poll() is not None:
+                raise Unavailable(f"the coordinator exited at start-up (code {process.returncode})")
             try:
                 answer = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
                 if answer.status == health_pb2.HealthCheckResponse.SERVING:
@@ -55,6 +67,16 @@ def wait_until_serving(address: str, timeout: float = 20.0) -> None:
                 pass
             time.sleep(0.05)
     raise Unavailable(f"the coordinator did not become healthy at {address} within {timeout:.0f}s")
+
+
+def dial_address(listen: str) -> str:
+    """Where a client on this host reaches a coordinator listening on `listen` (its first address;
+    a wildcard host is dialled on loopback)."""
+    address = listen_addresses(listen)[0]
+    for wildcard, loopback in (("0.0.0.0:", "127.0.0.1:"), ("[::]:", "[::1]:")):
+        if address.startswith(wildcard):
+            return loopback + address.removeprefix(wildcard)
+    return address
 
 
 UNIX_PATH_MAX = 100  # sun_path holds 108 bytes; keep a margin
@@ -80,6 +102,9 @@ class EmbeddedStack:
     worker_procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     api_key: str = ""
     env: dict[str, str] = field(default_factory=dict)
+    address: str = ""
+    """Where this host's clients reach the coordinator: the first `--listen` address."""
+    lock: StateDirLock | None = None
 
     def start(self) -> EmbeddedStack:
         try:
@@ -90,21 +115,26 @@ class EmbeddedStack:
         return self
 
     def _start(self) -> None:
+        self.lock = StateDirLock(self.settings.state_dir).acquire()
+        for address in listen_addresses(self.settings.listen):
+            refuse_address_in_use(address)
+        self.address = dial_address(self.settings.listen)
         redis_url = self.settings.redis_url
         if not redis_url:
-            self.redis = PrivateRedis(self.settings.state_dir / "redis", persistent=True).start()
+            redis_dir = self.settings.state_dir / "redis"
+            self.redis = PrivateRedis(redis_dir, persistent=True, die_with_parent=True).start()
             redis_url = self.redis.url
         local = local_socket_address(self.settings.state_dir)
         self.env = {
             **os.environ,
             "REDIS_URL": redis_url,
             "SCRIPTPOOL_LISTEN": f"{self.settings.listen},{local}",
-            "SCRIPTPOOL_COORDINATOR": self.settings.coordinator,
+            "SCRIPTPOOL_COORDINATOR": self.address,
             "SCRIPTPOOL_QUEUE": self.settings.queue,
         }
         self.api_key = self._ensure_api_key(redis_url)
         self.coordinator = _spawn(["coordinator"], self.env)
-        wait_until_serving(self.settings.coordinator)
+        wait_until_serving(self.address, process=self.coordinator)
         self.env["SCRIPTPOOL_COORDINATOR"] = local  # the workers on this host dial the Unix socket
         for _ in range(self.workers):
             self.worker_procs.append(_spawn(["worker"], self.env))
@@ -112,7 +142,7 @@ class EmbeddedStack:
     def _ensure_api_key(self, redis_url: str) -> str:
         """The local principal's key, kept in state_dir/api-key (mode 0600) for the CLI to find."""
         path = self.settings.api_key_file
-        redis = Redis.from_url(redis_url)
+        redis = redis_connect.connect(redis_url)
         try:
             auth = Authenticator(redis)
             if path.exists():
@@ -152,6 +182,9 @@ class EmbeddedStack:
         if self.redis is not None:
             self.redis.stop()
             self.redis = None
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
 
 def _terminate(procs: list[subprocess.Popen[bytes]]) -> None:
@@ -175,7 +208,7 @@ def run_up(settings: Settings, workers: int) -> int:
     stack = EmbeddedStack(settings, workers=workers).start()
     try:
         print(
-            f"scriptpool is up: coordinator {settings.coordinator}, {workers} workers, "
+            f"scriptpool is up: coordinator {stack.address}, {workers} workers, "
             f"redis {stack.env['REDIS_URL']}. API key in {settings.api_key_file}. Ctrl-C stops it.",
             flush=True,
         )

@@ -38,6 +38,7 @@ from coordinator.services.jobs import JobServicer
 from coordinator.services.sessions import SessionServicer
 from coordinator.services.state import StateServicer
 from coordinator.settings import Settings
+from coordinator.single_instance import refuse_address_in_use
 from coordinator.status import LenientRequests
 from coordinator.stores.artifacts import ArtifactStore
 from coordinator.stores.events import EventStore
@@ -48,7 +49,7 @@ from coordinator.stores.snapshots import SnapshotStore
 from coordinator.stores.state import StateStore
 from coordinator.sweeper import LeaseSweeper
 from coordinator.waiters import JobWaiters
-from workers import rq_dates, rq_serializers
+from workers import redis_connect, rq_dates, rq_serializers
 from workers.event_streams import EVENT_RETENTION_KEY
 from workers.lean_redis import LeanPool
 
@@ -97,8 +98,9 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
     if redis is None:
         if not settings.redis_url:
             raise InvalidArgument("REDIS_URL is not set: the coordinator needs Redis (or use `scriptpool up`)")
-        redis = Redis.from_url(settings.redis_url, protocol=2)  # RESP2: redis-py parses it in half the time
-    redis.ping()
+        redis = redis_connect.connect(settings.redis_url)  # one line naming the URL if it is bad or down
+    else:
+        redis.ping()
     auth = Authenticator(redis)
     lean = LeanPool(redis)
     sessions = SessionStore(
@@ -152,7 +154,8 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
     sweeper = LeaseSweeper(jobs.records, settings.result_ttl_seconds)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_threads, thread_name_prefix="grpc"),
-        options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
+        # No SO_REUSEPORT (gRPC's default sets it): a second coordinator on a port must fail, not share it.
+        options=[("grpc.max_receive_message_length", 64 * 1024 * 1024), ("grpc.so_reuseport", 0)],
         interceptors=[LenientRequests()],
     )
     jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(auth, jobs, waiters, settings.max_wait_seconds), server)
@@ -193,7 +196,11 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
     reflection.enable_server_reflection((*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME), server)
     port = 0
     for address in listen_addresses(settings.listen):
-        bound = server.add_insecure_port(address)
+        refuse_address_in_use(address)
+        try:
+            bound = server.add_insecure_port(address)
+        except RuntimeError:  # gRPC >= 1.5x raises where older versions returned 0
+            bound = 0
         if bound == 0:
             raise InvalidArgument(f"cannot listen on {address!r} (address in use or invalid)")
         port = port or bound

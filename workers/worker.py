@@ -4,8 +4,9 @@ It is an RQ `SimpleWorker` (the job function runs in the worker process, no fork
 whose per-job bookkeeping goes to Redis in two transactions (`workers/lean_rq.py`):
 the job function itself hands the script to a pre-forked, jailed sandbox child and supervises it.
 Signals follow RQ: the first SIGINT/SIGTERM finishes the current job then exits (warm), a second
-one kills the running child and exits at once (cold). Exit codes: 0 after a clean stop, 1 when
-start-up fails (bad settings, Redis unreachable).
+one kills the running child and exits at once (cold). Exit codes (`scriptpool worker`): 0 after a
+clean stop; at start-up, one line on stderr and 2 for bad settings or a malformed Redis URL, 3 when
+Redis cannot be reached (`workers/redis_connect.py`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from rq.job import Job
 
 from sandbox.jail import probe_host
 from sandbox.runner import prewarm
-from workers import rq_dates, rq_entry, rq_serializers
+from workers import redis_connect, rq_dates, rq_entry, rq_serializers
 from workers.execution import JobExecutor
 from workers.job_records import RQ_FUNCTION
 from workers.lean_redis import Arg
@@ -71,8 +72,7 @@ class ScriptpoolWorker(LeanSimpleWorker):
 def run_worker(settings: WorkerSettings, *, burst: bool = False, logging_level: str = "WARNING") -> None:
     rq_dates.install()  # RQ's date parsing and formatting, identical and faster
     rq_serializers.install()  # RQ's serializer check, remembered per serializer
-    redis = Redis.from_url(settings.redis_url, protocol=2)  # RESP2: redis-py parses it in half the time
-    redis.ping()
+    redis = redis_connect.connect(settings.redis_url)  # one line naming the URL if it is bad or down
     report = probe_host()
     log.warning("scriptpool worker %s: sandbox jail %s", settings.name, report.summary())
     if not settings.zygote:  # otherwise the zygote warms the engines, and the worker never runs them

@@ -12,13 +12,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from redis import Redis
 from scriptpool.errors import Unavailable
 
 from coordinator.auth import Authenticator
 from coordinator.die_with_parent import die_with_parent
 from coordinator.embedded import wait_until_serving
 from coordinator.redis_server import PrivateRedis
+from workers import redis_connect
 
 BENCH_QUEUE = "scriptpool-bench"
 BASELINE_QUEUE = "rq-baseline"
@@ -60,7 +60,7 @@ class BenchStack:
         if not self.redis_url:
             self._redis = PrivateRedis(die_with_parent=True).start()
             self.redis_url = self._redis.url
-        self.redis = Redis.from_url(self.redis_url)
+        self.redis = redis_connect.connect(self.redis_url, protocol=None)  # one line if bad or down
         self.env = {**os.environ, "REDIS_URL": self.redis_url, "SCRIPTPOOL_QUEUE": BENCH_QUEUE}
         if not self.address:
             self.address = f"127.0.0.1:{_free_port()}"

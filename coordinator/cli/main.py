@@ -21,6 +21,7 @@ from scriptpool.errors import InvalidArgument, ScriptpoolError
 
 from coordinator.cli import artifact_cmd, bench_cmd, events_cmd, session_cmd, state_cmd
 from coordinator.settings import Settings
+from coordinator.single_instance import AlreadyInUse
 from sandbox.languages import Language
 
 if TYPE_CHECKING:
@@ -29,9 +30,13 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1
 EXIT_USAGE = 2
+"""Bad input: flags, files, a malformed Redis URL, Redis refusing the credentials."""
 EXIT_UNAVAILABLE = 3
+"""The coordinator or Redis cannot be reached (or a wait ran out)."""
 EXIT_JAIL_INCOMPLETE = 4
 """`doctor`: at least one sandbox layer is unavailable or not effective on this host."""
+EXIT_IN_USE = 5
+"""`up`: another `up` holds the state directory; `coordinator`/`up`: the listen address is taken."""
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -169,14 +174,13 @@ def client_command(run: Callable[[ScriptpoolClient, argparse.Namespace], int]) -
 
 
 def cmd_apikey(args: argparse.Namespace) -> int:
-    from redis import Redis
-
     from coordinator.auth import Authenticator
+    from workers.redis_connect import connect
 
     settings = _settings(args)
     if not settings.redis_url:
         raise InvalidArgument("REDIS_URL (or --redis-url) must name the coordinator's Redis")
-    print(Authenticator(Redis.from_url(settings.redis_url)).create_api_key(args.principal))
+    print(Authenticator(connect(settings.redis_url)).create_api_key(args.principal))
     return EXIT_OK
 
 
@@ -283,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except ScriptpoolError as exc:
         print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
+        if isinstance(exc, AlreadyInUse):
+            return EXIT_IN_USE
         return EXIT_UNAVAILABLE if exc.code in ("UNAVAILABLE", "DEADLINE_EXCEEDED") else EXIT_USAGE
     except KeyboardInterrupt:
         return 130
