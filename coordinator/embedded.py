@@ -27,7 +27,7 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from scriptpool.errors import Unavailable
+from scriptpool.errors import InvalidArgument, Unavailable
 
 from coordinator.auth import Authenticator
 from coordinator.die_with_parent import die_with_parent
@@ -119,6 +119,8 @@ class EmbeddedStack:
         for address in listen_addresses(self.settings.listen):
             refuse_address_in_use(address)
         self.address = dial_address(self.settings.listen)
+        if self.address.endswith(":0"):
+            raise InvalidArgument(f"`up` needs a fixed port to check and to tell clients: --listen {self.address}")
         redis_url = self.settings.redis_url
         if not redis_url:
             redis_dir = self.settings.state_dir / "redis"

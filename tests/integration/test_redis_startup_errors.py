@@ -19,7 +19,7 @@ PASSWORD = "hunter2"
 COMMANDS = {
     "coordinator": ["coordinator", "--listen", "127.0.0.1:0"],
     "worker": ["worker", "--burst", "--coordinator", "127.0.0.1:1"],
-    "up": ["up", "--listen", "127.0.0.1:0", "--workers", "1"],
+    "up": ["up", "--listen", "127.0.0.1:1", "--workers", "1"],  # Redis is checked before anything listens
     "apikey": ["apikey", "create", "someone"],
 }
 

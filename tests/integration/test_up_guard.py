@@ -167,6 +167,12 @@ def test_sigkill_of_up_ends_its_redis_coordinator_and_workers(state_dir: Path, t
     StateDirLock(state_dir).acquire().release()  # the kernel dropped the dead `up`'s lock
 
 
+def test_up_refuses_port_0_in_one_line(tmp_path: Path) -> None:
+    result = _cli(["up", "--listen", "127.0.0.1:0"], _env(tmp_path / "state"))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "fixed port" in result.stderr and not (tmp_path / "state" / "redis").exists()
+
+
 def test_a_second_coordinator_on_a_port_in_use_refuses_in_one_line(
     stack: Stack, redis_server: PrivateRedis, tmp_path: Path
 ) -> None:
