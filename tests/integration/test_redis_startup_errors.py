@@ -21,6 +21,7 @@ COMMANDS = {
     "worker": ["worker", "--burst", "--coordinator", "127.0.0.1:1"],
     "up": ["up", "--listen", "127.0.0.1:1", "--workers", "1"],  # Redis is checked before anything listens
     "apikey": ["apikey", "create", "someone"],
+    "bench": ["bench", "latency", "--redis-url", "{url}"],  # bench reads only its flag
 }
 
 
@@ -34,7 +35,11 @@ def _run(command: list[str], redis_url: str, tmp_path: Path) -> subprocess.Compl
     env = {k: v for k, v in os.environ.items() if k not in ("SCRIPTPOOL_COORDINATOR", "SCRIPTPOOL_LISTEN")}
     env.update({"REDIS_URL": redis_url, "SCRIPTPOOL_STATE_DIR": str(tmp_path / "state")})
     return subprocess.run(
-        [sys.executable, "-m", "coordinator.cli.main", *command], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "coordinator.cli.main", *(arg.format(url=redis_url) for arg in command)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 

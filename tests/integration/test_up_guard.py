@@ -92,6 +92,17 @@ def _children(pid: int) -> dict[int, str]:
     return found
 
 
+def _descendants(pid: int) -> set[int]:
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in _children(todo.pop()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -154,14 +165,19 @@ def test_sigkill_of_up_ends_its_redis_coordinator_and_workers(state_dir: Path, t
         children = _children(up.pid)
         kinds = sorted("redis" if "redis-server" in cmd else cmd.split()[-1] for cmd in children.values())
         assert kinds == ["coordinator", "redis", "worker", "worker"], children
-        started = _processes_with_marker(str(state_dir))  # with the workers' sandbox children so far
+        workers = [pid for pid, cmd in children.items() if cmd.split()[-1] == "worker"]
+        # Each worker has started its sandbox processes (zygote, spare child: environments emptied,
+        # so only the process tree finds them).
+        assert wait_for(lambda: all(_children(pid) for pid in workers), timeout=60)
+        started = {*_descendants(up.pid), *_processes_with_marker(str(state_dir))} - {up.pid}
+        assert len(started) > len(children)
     finally:
         up.kill()
         up.wait()
         assert up.stdout is not None
         up.stdout.close()
-    assert wait_for(lambda: not any(_alive(pid) for pid in [*children, *started]), timeout=60), [
-        (pid, Path(f"/proc/{pid}/cmdline").read_bytes()) for pid in [*children, *started] if _alive(pid)
+    assert wait_for(lambda: not any(_alive(pid) for pid in started), timeout=60), [
+        (pid, Path(f"/proc/{pid}/cmdline").read_bytes()) for pid in started if _alive(pid)
     ]
     assert _processes_with_marker(str(state_dir)) == []
     StateDirLock(state_dir).acquire().release()  # the kernel dropped the dead `up`'s lock
