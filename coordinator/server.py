@@ -151,7 +151,7 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
     replays = ReplayStore(
         sessions, jobs, replay_runner, max_jobs=settings.max_replay_jobs, max_per_job=settings.max_replays_per_job
     )
-    sweeper = LeaseSweeper(jobs.records, settings.result_ttl_seconds)
+    sweeper = LeaseSweeper(jobs.records, settings.result_ttl_seconds, jobs.queue, settings.stranded_after_seconds)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_threads, thread_name_prefix="grpc"),
         # No SO_REUSEPORT (gRPC's default sets it): a second coordinator on a port must fail, not share it.

@@ -128,9 +128,17 @@ class Settings:
     """Artifacts one query/search may load to filter and sort: each session's candidates are counted
     in its narrowest index first (no ids read), and past this the query is RESOURCE_EXHAUSTED."""
 
+    stranded_after_seconds: float = 10.0
+    """How long a job id may sit in RQ's intermediate queue (moved there by a worker's dequeue, not yet
+    claimed) before the lease sweeper takes it for stranded (its worker died between the two) and puts
+    it back on the queue. A live worker claims within microseconds of its dequeue; with the sweep every
+    2 s, a stranded job is queued again within about this plus 2 s, under the 15 s lease."""
+
     def __post_init__(self) -> None:
         if self.max_batch_jobs < 1:
             raise InvalidArgument(f"max_batch_jobs must be at least 1 (got {self.max_batch_jobs})")
+        if not 0 < self.stranded_after_seconds < float("inf"):
+            raise InvalidArgument(f"stranded_after_seconds must be positive (got {self.stranded_after_seconds})")
         for name in (
             "max_artifact_versions", "max_session_artifacts", "max_principal_artifacts",
             "max_events_per_principal", "max_subscriptions_per_principal", "max_subscriptions_per_job",

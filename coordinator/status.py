@@ -2,8 +2,9 @@
 
 `grpc_service` wraps every RPC method of a servicer class: the request is checked first
 (`coordinator.request_checks`: doubles finite and in range, values not too deep); a ScriptpoolError
-aborts with its code and message; losing Redis is UNAVAILABLE (retryable); anything else is logged with a reference and
-answered INTERNAL without host details.
+aborts with its code and message; losing Redis, and Redis answering that it is loading its data
+(`LOADING`, after a restart) or busy running a script (`BUSY`), is UNAVAILABLE (retryable); anything
+else is logged with a reference and answered INTERNAL without host details.
 Methods of the service that the class does not implement answer UNIMPLEMENTED, naming the method.
 """
 
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
+from redis.exceptions import BusyLoadingError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from scriptpool.errors import InvalidArgument, ScriptpoolError
@@ -29,12 +31,31 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+REDIS_UNREACHABLE = "the coordinator cannot reach Redis right now; retry shortly"
+REDIS_LOADING = "Redis is loading its data into memory (it was just restarted); retry in a few seconds"
+REDIS_BUSY = "Redis is busy running a long script and answers nothing else until it ends; retry shortly"
+
+
+def redis_unavailable(exc: BaseException) -> str | None:
+    """What to tell a caller when `exc` is Redis being out of reach for now (a retry will do), else
+    None. redis-py raises `BusyLoadingError` (a ConnectionError) for `LOADING`, but the lean client
+    (`workers/lean_redis.py`) and script calls raise it as a plain ResponseError, as redis-py does `BUSY`."""
+    if isinstance(exc, BusyLoadingError) or (isinstance(exc, ResponseError) and str(exc).startswith("LOADING")):
+        return REDIS_LOADING
+    if isinstance(exc, ResponseError) and str(exc).startswith("BUSY "):
+        return REDIS_BUSY
+    if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
+        return REDIS_UNREACHABLE
+    return None
+
+
 def abort_for(context: grpc.ServicerContext, exc: BaseException) -> None:
     if isinstance(exc, ScriptpoolError):
         context.abort(grpc.StatusCode[exc.code], exc.message)
-    if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
-        log.warning("Redis unreachable: %s", exc)
-        context.abort(grpc.StatusCode.UNAVAILABLE, "the coordinator cannot reach Redis right now; retry shortly")
+    unavailable = redis_unavailable(exc)
+    if unavailable is not None:
+        log.warning("Redis unavailable: %s", exc)
+        context.abort(grpc.StatusCode.UNAVAILABLE, unavailable)
     ref = uuid.uuid4().hex[:12]
     log.error("internal error ref=%s", ref, exc_info=exc)
     context.abort(grpc.StatusCode.INTERNAL, f"internal error in the coordinator (ref {ref}); see its log")

@@ -1,4 +1,19 @@
-"""Finish jobs whose worker vanished: a running job whose lease expired ends as `worker_lost`."""
+"""Finish or recover jobs whose worker vanished, every `SWEEP_SECONDS`:
+
+- a running job whose lease expired ends as `worker_lost`, and RQ's registries are told the same
+  (the job leaves RQ's StartedJobRegistry for its FailedJobRegistry, as RQ's own abandoned-job
+  cleanup would do once the execution's much longer heartbeat expired);
+- a job stranded in RQ's intermediate queue (a worker's dequeue moved its id there, and the worker
+  died before its start transaction claimed it) goes back on RQ's queue while its record is still
+  `queued`: nothing ran, so another worker runs it once.
+
+RQ has a cleanup for its intermediate queue (`IntermediateQueue.cleanup`, run by a worker's
+maintenance every 10 minutes, and only while a worker is not blocked dequeuing): it fails a job
+seen there for over a minute, and scriptpool's record would stay `queued`. The sweeper acts first,
+after `stranded_after_seconds`, and puts the job back instead. How long an id has sat there is kept
+in the sweeper's memory, not in RQ's per-job `first_seen` keys (a key kept 24 h for every id a sweep
+happens to see in flight); a restarted coordinator starts counting again.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +21,48 @@ import logging
 import threading
 import time
 
+from redis import Redis
+from rq import Queue
+from rq.exceptions import NoSuchJobError
+from rq.executions import Execution
+from rq.job import Job, JobStatus
+from rq.job_lifecycle import record_job_failure
 from scriptpool.v1 import jobs_pb2
 
 from sandbox.outcomes import Outcome
-from workers.job_records import LEASES_KEY, JobRecords, JobState
+from workers.job_records import LEASES_KEY, JobRecords, JobState, job_key, text, texts
 
 log = logging.getLogger(__name__)
 SWEEP_SECONDS = 2.0
+MAX_STRANDED_SCAN = 1000
+"""Ids of the intermediate queue one sweep looks at (it holds one per worker dequeuing at most,
+unless workers died there)."""
+WORKER_LOST_MESSAGE = "the worker running this job stopped responding; the job did not finish"
+
+# KEYS: the intermediate queue, the queue, the job's record, RQ's job hash. ARGV: the job id.
+# Still in the intermediate queue means no worker's start transaction took it out (that transaction
+# also claims the record), so a `queued` record goes back on the queue, at its head where it was.
+_RECOVER_STRANDED = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return false end
+if redis.call('HGET', KEYS[3], 'status') == 'queued' and redis.call('EXISTS', KEYS[4]) == 1 then
+  redis.call('LPUSH', KEYS[2], ARGV[1])
+  return 'requeued'
+end
+return 'dropped'
+"""
 
 
 class LeaseSweeper:
-    def __init__(self, records: JobRecords, result_ttl_seconds: int) -> None:
+    def __init__(
+        self, records: JobRecords, result_ttl_seconds: int, queue: Queue, stranded_after_seconds: float = 10.0
+    ) -> None:
         self.records = records
         self.result_ttl_seconds = result_ttl_seconds
+        self.queue = queue
+        self.stranded_after_seconds = stranded_after_seconds
+        self._first_seen: dict[str, float] = {}
+        """Ids in RQ's intermediate queue at the last sweep -> when a sweep first saw them (monotonic)."""
+        self._recover_stranded = records.redis.register_script(_RECOVER_STRANDED)  # run only when stranded
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lease-sweeper", daemon=True)
 
@@ -30,13 +74,11 @@ class LeaseSweeper:
         self._thread.join(timeout=5)
 
     def sweep_once(self) -> int:
+        """Finish the jobs whose lease expired, then recover stranded ones. Returns how many were finished."""
         swept = 0
         now = time.time()
         for job_id in self.records.expired_leases(now):
-            result = jobs_pb2.JobResult(
-                outcome=Outcome.WORKER_LOST.to_proto(),
-                message="the worker running this job stopped responding; the job did not finish",
-            )
+            result = jobs_pb2.JobResult(outcome=Outcome.WORKER_LOST.to_proto(), message=WORKER_LOST_MESSAGE)
             if self.records.finish(
                 job_id,
                 result.SerializeToString(),
@@ -46,10 +88,56 @@ class LeaseSweeper:
                 outcome=Outcome.WORKER_LOST.value,
             ):
                 log.warning("job %s: worker lost", job_id)
+                self._fail_in_rq(job_id)
                 swept += 1
             else:
                 self.records.redis.zrem(LEASES_KEY, job_id)
+        self.recover_stranded()
         return swept
+
+    def recover_stranded(self) -> list[str]:
+        """Put back on the queue the jobs stranded in RQ's intermediate queue for
+        `stranded_after_seconds` (see the module docstring). Returns their ids."""
+        redis: Redis = self.records.redis
+        intermediate = self.queue.intermediate_queue_key
+        present = texts(redis.lrange(intermediate, 0, MAX_STRANDED_SCAN - 1))
+        seen_now = time.monotonic()
+        self._first_seen = {job_id: self._first_seen.get(job_id, seen_now) for job_id in present}
+        recovered = []
+        for job_id, first_seen in list(self._first_seen.items()):
+            if seen_now - first_seen < self.stranded_after_seconds:
+                continue
+            del self._first_seen[job_id]
+            keys = [intermediate, self.queue.key, job_key(job_id), Job.redis_job_namespace_prefix + job_id]
+            done = self._recover_stranded(keys=keys, args=[job_id])
+            if done and text(done) == "requeued":
+                log.warning("job %s: its worker died between dequeuing and claiming it; queued again", job_id)
+                recovered.append(job_id)
+            elif done:
+                log.info("job %s: left RQ's intermediate queue (no longer queued)", job_id)
+        return recovered
+
+    def _fail_in_rq(self, job_id: str) -> None:
+        """RQ's side of `worker_lost`: what RQ's StartedJobRegistry cleanup does for an abandoned job
+        (failed, with a failure result, out of the started registry), done now instead of when the
+        RQ execution's heartbeat expires. Best effort: the scriptpool record is already final."""
+        try:
+            job = Job.fetch(job_id, connection=self.queue.connection)
+            if job.get_status(refresh=False) != JobStatus.STARTED:
+                return
+            started = job.started_job_registry  # its own queue's (leases are shared by every queue)
+            # Its entries there ("job_id:execution_id"; one per running job, so a short read).
+            entries = [text(entry) for entry in self.queue.connection.zrange(started.key, 0, -1)]
+            with self.queue.connection.pipeline() as pipeline:
+                for entry in entries:
+                    if entry.startswith(job_id + ":"):
+                        Execution.from_composite_key(entry, self.queue.connection).delete(job, pipeline)
+                record_job_failure(job, f"worker_lost: {WORKER_LOST_MESSAGE}", pipeline)
+                pipeline.execute()
+        except NoSuchJobError:
+            return
+        except Exception as exc:
+            log.warning("job %s: could not mark it failed in RQ (%s)", job_id, exc)
 
     def _run(self) -> None:
         while not self._stopping.wait(SWEEP_SECONDS):

@@ -233,6 +233,12 @@ class LeanScript:
             raise self.pool.lost(exc, "command") from exc  # never resend: it may have run
 
 
+def is_transient_reply(error: ResponseError) -> bool:
+    """An error reply that says "not now" rather than "wrong": Redis loading its data after a restart
+    (`LOADING`), or busy running a script (`BUSY`). Sending the same command later will do."""
+    return str(error).startswith(("LOADING", "BUSY "))
+
+
 def transaction(pool: LeanPool, commands: Sequence[Sequence[Arg]]) -> list[Reply]:
     """MULTI, `commands`, EXEC in one write on the calling thread's lean connection; the EXEC replies.
     Any command's error raises (after the whole reply was read). The caller checks `pool.supported`."""

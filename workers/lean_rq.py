@@ -50,6 +50,9 @@ import time
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, SimpleWorker
 from rq.executions import Execution
 from rq.job import Job, JobStatus
@@ -62,10 +65,15 @@ from rq.worker import WorkerStatus
 
 from workers.death_penalty import AlarmDeathPenalty
 from workers.lean_dequeue import lean_queue_class
-from workers.lean_redis import Arg, LeanPool, transaction
+from workers.lean_redis import Arg, LeanPool, is_transient_reply, read, transaction
 
 if TYPE_CHECKING:
     from redis.client import Pipeline
+
+FINISH_RETRY_FIRST_SECONDS = 0.1
+"""First wait before sending a job's finishing transaction again after Redis was out of reach."""
+FINISH_RETRY_MAX_SECONDS = 2.0
+"""Longest wait between attempts (the waits double up to it): an outage is noticed this soon after it ends."""
 
 HEARTBEAT_SLACK_SECONDS = 10
 """A standalone heartbeat is skipped while the worker key's TTL, as last set, is within this many
@@ -258,7 +266,12 @@ class LeanSimpleWorker(SimpleWorker):
                 pipeline.execute_command(*command)  # type: ignore[no-untyped-call]
             pipeline.exists(WORKERS_SUSPENDED)
             pipeline.scard(job.dependents_key)
-            *_, suspended, dependents = self._execute(pipeline)
+            if self._lean.supported:
+                commands = [args for args, _ in pipeline.command_stack]
+                pipeline.reset()
+                *_, suspended, dependents = self._deliver_job_end(job, commands)
+            else:
+                *_, suspended, dependents = pipeline.execute()
         self._sent_in_transaction(WorkerStatus.IDLE, self.worker_ttl + 60)
         self._not_suspended_checked = not suspended
         if dependents:
@@ -267,3 +280,31 @@ class LeanSimpleWorker(SimpleWorker):
         if self.log.isEnabledFor(logging.INFO):
             done = job.description if self.log_job_description else f"job {job.id}"
             self.log.info("Successfully completed %s in %ss on worker %s", done, working_time, self.name)
+
+    def _deliver_job_end(self, job: Job, commands: list[tuple[Arg, ...]]) -> list[Any]:
+        """Send a job's finishing transaction, waiting out a Redis outage (the worker holds the only
+        copy of the result): on a lost connection, or Redis loading its data after a restart, or busy
+        with a script, back off (`FINISH_RETRY_*`) and send it again, until it is delivered. MULTI/EXEC
+        is all or nothing, so before sending again the job's status in RQ tells whether the lost
+        attempt ran (then it is not sent twice; its replies are lost, so the suspension check and the
+        dependents are left to RQ's own code). A second SIGINT/SIGTERM (cold shutdown) ends the wait."""
+        wait = FINISH_RETRY_FIRST_SECONDS
+        while True:
+            try:
+                return transaction(self._lean, commands)
+            except (RedisConnectionError, RedisTimeoutError, ResponseError) as exc:
+                if isinstance(exc, ResponseError) and not is_transient_reply(exc):
+                    raise
+                self.log.warning(
+                    "Worker %s: Redis unavailable while recording the end of job %s (%s); retrying in %.1fs",
+                    self.name, job.id, exc, wait,
+                )  # fmt: skip
+            time.sleep(wait)
+            wait = min(wait * 2, FINISH_RETRY_MAX_SECONDS)
+            try:
+                status = read(self._lean, "HGET", job.key, "status")
+            except (RedisConnectionError, RedisTimeoutError, ResponseError):
+                continue  # still out of reach (or loading): wait on
+            if status != JobStatus.STARTED.encode():
+                self.log.warning("Worker %s: the end of job %s was recorded before the outage", self.name, job.id)
+                return [*[None] * (len(commands) - 2), 1, 1]  # (suspension: check again; dependents: RQ's)

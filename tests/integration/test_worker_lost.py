@@ -9,12 +9,15 @@ import sys
 import time
 from pathlib import Path
 
+from redis import Redis
+from rq.job import Job, JobStatus
+from rq.registry import FailedJobRegistry, StartedJobRegistry
 from scriptpool.v1 import jobs_pb2, sessions_pb2
 
 from coordinator.client import ScriptpoolClient
 from sandbox.languages import Language
 from sandbox.outcomes import Outcome
-from tests.conftest import Stack, stop_process
+from tests.conftest import Stack, stop_process, wait_for
 
 from .helpers import assert_worker_healthy, outcome
 
@@ -51,6 +54,12 @@ def test_killed_worker_ends_its_job_as_worker_lost(stack: Stack, tmp_path: Path)
             assert "stopped responding" in done.result.message
             timeline = client.session_call("GetTimeline", sessions_pb2.GetTimelineRequest(session_id=done.session_id))
             assert [e.description for e in timeline.entries][-1] == f"job {job.id} finished: worker_lost"
+            # RQ's registries agree right after (not when the RQ execution's heartbeat of minutes expires).
+            rq_redis = Redis.from_url(stack.redis_url)
+            assert wait_for(lambda: Job.fetch(job.id, connection=rq_redis).get_status() == JobStatus.FAILED)
+            assert job.id in FailedJobRegistry(LOST_QUEUE, connection=rq_redis).get_job_ids()
+            assert StartedJobRegistry(LOST_QUEUE, connection=rq_redis).get_job_ids() == []
+            rq_redis.close()
     finally:
         stop_process(worker)
         coordinator.stop(grace=0)
