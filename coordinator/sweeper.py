@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from scriptpool.v1 import jobs_pb2
 
@@ -19,6 +20,8 @@ class LeaseSweeper:
     def __init__(self, records: JobRecords, result_ttl_seconds: int) -> None:
         self.records = records
         self.result_ttl_seconds = result_ttl_seconds
+        self.also: list[Callable[[], object]] = []
+        """Other sweeps run after each lease sweep (each catches its own errors)."""
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lease-sweeper", daemon=True)
 
@@ -57,3 +60,5 @@ class LeaseSweeper:
                 self.sweep_once()
             except Exception as exc:
                 log.warning("lease sweep failed: %s", exc)
+            for sweep in self.also:
+                sweep()
