@@ -144,6 +144,18 @@ def test_a_job_submitted_into_a_job_session_makes_it_the_principals_own(stack: S
         assert redis_client.zcard(principal_sessions_key(principal)) == 1
 
 
+def test_a_snapshot_loaded_into_a_job_session_makes_it_the_principals_own(stack: Stack, redis_client: Redis) -> None:
+    """Loading a snapshot makes the session active again, by the principal's choice: it stays."""
+    with coordinator(stack) as (client, running, _):
+        job = run_lua(client, "return Session.save(Session.getCurrent())")
+        assert client.get_session(job.session_id).state == sessions_pb2.SESSION_STATE_COMPLETED
+        later = _after_retention(redis_client, job.session_id)
+        loaded = client.session_call("Load", sessions_pb2.LoadSessionRequest(session_id=job.session_id))
+        assert loaded.state == sessions_pb2.SESSION_STATE_ACTIVE
+        assert _expiry(running).sweep(now=later) == 0
+        assert client.get_session(job.session_id).state == sessions_pb2.SESSION_STATE_ACTIVE
+
+
 def test_a_job_cancelled_while_queued_completes_its_session(stack: Stack, redis_client: Redis) -> None:
     with coordinator(stack, queue=f"expiry-{uuid.uuid4().hex[:8]}") as (client, running, principal):  # no worker
         job = client.submit(Language.LUA, "return 1")
