@@ -190,3 +190,15 @@ def test_many_jobs_do_not_lock_out_a_principal_once_their_sessions_are_swept(sta
             latest = max(_after_retention(redis_client, job.session_id) for job in jobs)
             assert _expiry(running).sweep(now=latest) == 50
             assert redis_client.zcard(principal_sessions_key(principal)) == 0
+
+
+def test_a_sweep_deletes_at_most_max_expired_sessions_per_sweep(stack: Stack, redis_client: Redis) -> None:
+    with coordinator(stack, max_expired_sessions_per_sweep=2) as (client, running, principal):
+        jobs = client.run_many(Language.LUA, ["return 1"] * 3, timeout=120)
+        latest = max(_after_retention(redis_client, job.session_id) for job in jobs)
+        assert _expiry(running).sweep(now=latest) == 2
+        assert redis_client.zcard(principal_sessions_key(principal)) == 1
+        assert _expiry(running).sweep(now=latest) == 1
+        assert redis_client.zcard(principal_sessions_key(principal)) == 0
+    with pytest.raises(InvalidArgument, match="max_expired_sessions_per_sweep must be at least 1"):
+        Settings(max_expired_sessions_per_sweep=0)
