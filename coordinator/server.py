@@ -37,6 +37,7 @@ from coordinator.services.job_calls import JobCallServicer, unary_routes
 from coordinator.services.jobs import JobServicer
 from coordinator.services.sessions import SessionServicer
 from coordinator.services.state import StateServicer
+from coordinator.session_expiry import SessionExpiry
 from coordinator.settings import Settings
 from coordinator.single_instance import refuse_address_in_use
 from coordinator.status import LenientRequests
@@ -75,6 +76,8 @@ class RunningCoordinator:
     health: health.HealthServicer
     auth: Authenticator
     lean: LeanPool
+    session_expiry: SessionExpiry | None = None
+    """Deletes job-created sessions past their retention; the sweeper thread runs it every sweep."""
 
     def stop(self, grace: float = 5.0) -> None:
         self.health.enter_graceful_shutdown()
@@ -110,6 +113,7 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
         max_list_scan=settings.max_list_scan,
         max_timeline_scan=settings.max_timeline_scan,
         max_snapshots=settings.max_snapshots_per_session,
+        job_session_retention_seconds=settings.job_session_retention_seconds,
     )
     jobs = JobStore(
         redis,
@@ -152,6 +156,8 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
         sessions, jobs, replay_runner, max_jobs=settings.max_replay_jobs, max_per_job=settings.max_replays_per_job
     )
     sweeper = LeaseSweeper(jobs.records, settings.result_ttl_seconds, jobs.queue, settings.stranded_after_seconds)
+    session_expiry = SessionExpiry(sessions, settings.max_expired_sessions_per_sweep)
+    sweeper.also.append(session_expiry.sweep)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_threads, thread_name_prefix="grpc"),
         # No SO_REUSEPORT (gRPC's default sets it): a second coordinator on a port must fail, not share it.
@@ -209,7 +215,9 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
     server.start()
     for name in ("", *SERVICE_NAMES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningCoordinator(server, port, waiters, sweeper, health_servicer, auth, lean)
+    return RunningCoordinator(
+        server, port, waiters, sweeper, health_servicer, auth, lean, session_expiry=session_expiry
+    )
 
 
 def serve_forever(settings: Settings) -> None:

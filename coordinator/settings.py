@@ -91,6 +91,16 @@ class Settings:
     """How long a job may wait in the queue before its credential expires."""
     result_ttl_seconds: int = 7 * 24 * 3600
     """How long finished job records stay."""
+    job_session_retention_seconds: int = 7 * 24 * 3600
+    """How long a session the coordinator made for a job submitted without one stays after that job
+    ended (it is completed then); past it the session and everything in it (timeline, State,
+    snapshots, artifacts, job index) is deleted, and the principal's session count goes down.
+    0 keeps such sessions for good (each counts against max_sessions_per_principal until deleted).
+    A later job submitted into the session, or a snapshot loaded into it, makes it the principal's
+    own: it is then kept. Sessions a client or a script creates are never removed by this."""
+    max_expired_sessions_per_sweep: int = 500
+    """Job-created sessions past their retention the coordinator deletes per sweep (one every
+    2 s); the rest wait for the next sweeps."""
     max_artifact_bytes: int = 100 * 1024 * 1024
     """Largest artifact content (one version), SCRIPTPOOL_MAX_ARTIFACT_BYTES; refused as it streams in."""
     max_session_artifact_bytes: int = 10 * 1024**3
@@ -143,10 +153,15 @@ class Settings:
             "max_artifact_versions", "max_session_artifacts", "max_principal_artifacts",
             "max_events_per_principal", "max_subscriptions_per_principal", "max_subscriptions_per_job",
             "max_event_scan", "max_query_sessions", "max_query_candidates", "max_session_delete_versions",
-            "max_restore_bytes", "max_principal_state_bytes",
+            "max_restore_bytes", "max_principal_state_bytes", "max_expired_sessions_per_sweep",
         ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise InvalidArgument(f"{name} must be at least 1 (got {getattr(self, name)})")
+        if self.job_session_retention_seconds < 0:
+            raise InvalidArgument(
+                "job_session_retention_seconds must be 0 (keep for good) or more "
+                f"(got {self.job_session_retention_seconds})"
+            )
 
     @classmethod
     def from_env(cls) -> Settings:

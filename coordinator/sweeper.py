@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from redis import Redis
 from rq import Queue
@@ -63,6 +64,8 @@ class LeaseSweeper:
         self._first_seen: dict[str, float] = {}
         """Ids in RQ's intermediate queue at the last sweep -> when a sweep first saw them (monotonic)."""
         self._recover_stranded = records.redis.register_script(_RECOVER_STRANDED)  # run only when stranded
+        self.also: list[Callable[[], object]] = []
+        """Other sweeps run after each lease sweep (each catches its own errors)."""
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lease-sweeper", daemon=True)
 
@@ -145,3 +148,5 @@ class LeaseSweeper:
                 self.sweep_once()
             except Exception as exc:
                 log.warning("lease sweep failed: %s", exc)
+            for sweep in self.also:
+                sweep()

@@ -8,6 +8,10 @@ Keys (all under the `sp:` prefix):
   sp:cred:{sha256}       hash: job_id, principal, session_id -- a job credential, deleted when the job ends
   sp:jobs:leases         zset: running job id -> lease expiry (epoch s); an expired lease = worker lost
   sp:session:{id}:jobs   zset: job id -> created_at
+  sp:session:{id}        fields `created_by_job` and `retention_seconds` on a session the coordinator made
+                         for a job submitted without one (coordinator/stores/sessions.py)
+  sp:sessions:expiring   zset: job-created session id -> when its retention ends (epoch s); the
+                         coordinator's sweeper deletes it then (coordinator/session_expiry.py)
   channel sp:job-finished  job ids as they finish
 
 Every status change is one Lua script, so a job finishes exactly once whoever races
@@ -21,6 +25,7 @@ import hashlib
 from dataclasses import dataclass
 
 from redis import Redis
+from scriptpool.values import to_value_map
 
 from workers.event_streams import LUA_APPEND_EVENT
 from workers.lean_redis import Arg, LeanPool, LeanScript, Reply
@@ -34,6 +39,24 @@ LEASE_SECONDS = 15.0
 TIMELINE_MAX = 100_000
 """Entries a session's timeline keeps (`coordinator/stores/timeline.py`): every XADD to it trims to
 about this many (MAXLEN ~: Redis drops whole stream nodes, so up to 100 more may stay)."""
+
+
+SESSION_JOB_FIELD = "created_by_job"
+"""Field of a session record holding the id of the job it was made for (a job submitted without a
+session). Only that job's end completes the session and starts its retention; a later job submitted
+into it, or a snapshot loaded into it, removes the field: the session is then the principal's own."""
+SESSION_RETENTION_FIELD = "retention_seconds"
+"""Field of a job-created session: how long it stays once its job ended (0 = for good), written by
+the coordinator from `Settings.job_session_retention_seconds` when it made the session."""
+EXPIRING_SESSIONS_KEY = PREFIX + "sessions:expiring"
+"""zset: job-created session id -> the time its retention ends."""
+
+# The `data` of the timeline entry and events of a job-created session completed at its job's end
+# (what a `Session.complete` writes), from each state it may be in.
+_COMPLETED_DATA = {
+    old: to_value_map({"old_state": old, "new_state": "completed"}).SerializeToString()
+    for old in ("active", "suspended")
+}
 
 
 class JobState(enum.StrEnum):
@@ -104,8 +127,49 @@ return redis.call('HMGET', KEYS[1], 'spec', 'credential', 'principal')
 """
 )
 
+# The end of the job a session was made for: the session is completed (as `Session.complete`
+# would: its state, index score, timeline entry and events) and, when it has a retention, put in
+# EXPIRING_SESSIONS_KEY for the coordinator's sweeper. A session whose mark names another job (or
+# none: a session a client gave, or one a later job was submitted into) is left alone.
+_END_JOB_SESSION = (
+    """
+local function end_job_session(job_key, job_id, now, from_active, from_suspended)
+  local sid = redis.call('HGET', job_key, 'session_id')
+  if not sid then return end
+  local skey = 'sp:session:' .. sid
+  local s = redis.call('HMGET', skey, '"""
+    + SESSION_JOB_FIELD
+    + """', 'state', 'principal', '"""
+    + SESSION_RETENTION_FIELD
+    + """')
+  if s[1] ~= job_id then return end
+  local old = s[2]
+  if old == 'active' or old == 'suspended' then
+    local data = from_active
+    if old == 'suspended' then data = from_suspended end
+    redis.call('HSET', skey, 'state', 'completed', 'updated_at', now)
+    redis.call('ZADD', 'sp:principal:' .. s[3] .. ':sessions', now, sid)
+    redis.call('XADD', skey .. ':timeline', 'MAXLEN', '~', '"""
+    + str(TIMELINE_MAX)
+    + """', '*',
+      'type', 'session.state_changed', 'description', old .. ' -> completed', 'job_id', job_id, 'ts', now,
+      'data', data)
+    for _, kind in ipairs({'session.state_changed', 'session.completed'}) do
+      append_event(s[3], sid,
+        {'type', kind, 'description', kind, 'job_id', job_id, 'ts', now, 'data', data, 'session_id', sid})
+    end
+  end
+  local keep = tonumber(s[4] or '0') or 0
+  if keep > 0 then redis.call('ZADD', '"""
+    + EXPIRING_SESSIONS_KEY
+    + """', tonumber(now) + keep, sid) end
+end
+"""
+)
+
 _FINISH = (
     _LOG_JOB
+    + _END_JOB_SESSION
     + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status or status == 'finished' then return 0 end
@@ -119,6 +183,7 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('ZREM', KEYS[2], ARGV[4])
 redis.call('PUBLISH', ARGV[5], ARGV[4])
 log_job(KEYS[1], 'job.finished', 'job ' .. ARGV[4] .. ' finished: ' .. ARGV[7], ARGV[4], ARGV[2])
+end_job_session(KEYS[1], ARGV[4], ARGV[2], ARGV[8], ARGV[9])
 return 1
 """
 )
@@ -216,7 +281,10 @@ class JobRecords:
     def _finish_args(
         job_id: str, result: bytes, now: float, ttl_seconds: int, only_if: JobState | None, outcome: str
     ) -> list[Arg]:
-        return [result, now, ttl_seconds, job_id, FINISHED_CHANNEL, only_if.value if only_if else "", outcome]
+        return [
+            result, now, ttl_seconds, job_id, FINISHED_CHANNEL, only_if.value if only_if else "", outcome,
+            _COMPLETED_DATA["active"], _COMPLETED_DATA["suspended"],
+        ]  # fmt: skip
 
     def request_cancel(self, job_id: str) -> JobState | None:
         status = self._request_cancel(keys=[job_key(job_id)], args=[])

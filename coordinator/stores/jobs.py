@@ -25,13 +25,14 @@ from scriptpool.errors import InvalidArgument, NotFound, ScriptpoolError
 from scriptpool.v1 import jobs_pb2, sandbox_pb2
 
 from coordinator.auth import Caller, new_job_credential
-from coordinator.stores.sessions import NewSession, SessionStore
+from coordinator.stores.sessions import NewSession, SessionStore, session_key
 from coordinator.stores.validation import check_uuid, parse_cursor
 from sandbox.languages import Language
 from sandbox.limits import LIMIT_FIELDS, JobLimits, LimitPolicy
 from sandbox.outcomes import Outcome
 from workers.job_records import (
     RQ_FUNCTION,
+    SESSION_JOB_FIELD,
     JobRecords,
     JobState,
     credential_hash,
@@ -189,6 +190,10 @@ class JobStore:
             )
             for job, job_id in zip(batch.jobs, batch.job_ids, strict=True)
         ]
+        # A job submitted into a session made for another job makes it the principal's own (see
+        # coordinator/stores/sessions.py): it is no longer completed and removed for that job.
+        for session_id in {job.session_id for job in batch.jobs if job.session_id}:
+            pipe.hdel(session_key(session_id), SESSION_JOB_FIELD)
         # RQ's own enqueue, so `rq info` and RQ's API see the jobs; for many jobs at once it costs
         # a quarter less than one `enqueue_call` each.
         self.queue.enqueue_many(rq_jobs, pipeline=pipe)
@@ -232,7 +237,7 @@ class JobStore:
             )
         )
         if new_session is not None:
-            self.sessions.write(pipe, new_session)
+            self.sessions.write(pipe, new_session, for_job=job_id)
         record: dict[str, str | bytes] = {
             "spec": spec.SerializeToString(),
             "principal": principal,

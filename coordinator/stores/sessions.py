@@ -1,8 +1,16 @@
 """Sessions in Redis.
 
 sp:session:{id}               hash: id principal name description state tags(json) metadata(ValueMap)
-                                    parent created_at updated_at
+                                    parent created_at updated_at [created_by_job retention_seconds]
 sp:principal:{p}:sessions     zset: session id -> updated_at
+sp:sessions:expiring          zset: job-created session id -> when its retention ends (workers/job_records.py)
+
+A session made for a job submitted without one is marked with that job (`created_by_job`) and its
+retention. When the job ends, the finish script (workers/job_records.py) completes it and, if the
+retention is not 0, lists it in `sp:sessions:expiring`; the coordinator's sweeper deletes it then
+through `delete` like any other (coordinator/session_expiry.py), so every count and quota goes down.
+A later job submitted into it, or a snapshot loaded into it, removes the mark: it is then the
+principal's own session and stays. Sessions a client or a script creates are never marked.
 """
 
 from __future__ import annotations
@@ -34,7 +42,15 @@ from coordinator.stores.validation import (
     check_uuid,
     parse_cursor,
 )
-from workers.job_records import hash_fields, job_key, text, texts
+from workers.job_records import (
+    EXPIRING_SESSIONS_KEY,
+    SESSION_JOB_FIELD,
+    SESSION_RETENTION_FIELD,
+    hash_fields,
+    job_key,
+    text,
+    texts,
+)
 from workers.lean_redis import LeanPool, LeanScript, read, read_many
 
 DEFAULT_PAGE = 100
@@ -219,8 +235,12 @@ class SessionStore:
         max_list_scan: int = 10_000,
         max_timeline_scan: int = 10_000,
         max_snapshots: int = 20,
+        job_session_retention_seconds: int = 0,
     ) -> None:
         self.redis = redis
+        self.job_session_retention_seconds = job_session_retention_seconds
+        """How long a session made for a job stays after that job ended (0 = for good), as
+        settings.job_session_retention_seconds."""
         self.max_sessions = max_sessions_per_principal
         self.max_list_scan = max_list_scan
         """Sessions one `list` call reads (settings.max_list_scan)."""
@@ -287,9 +307,18 @@ class SessionStore:
         mine = caller.principal.encode()
         return {session_id for session_id, owner in zip(ids, owners, strict=True) if owner != mine}
 
-    def write(self, pipe: Pipeline, new: NewSession, job_id: str = "") -> None:
+    def write(self, pipe: Pipeline, new: NewSession, job_id: str = "", *, for_job: str = "") -> None:
+        """Add the session's writes to `pipe`. `for_job`: the id of the job it is made for (a job
+        submitted without a session): the session is marked as that job's, to end with it."""
         session_id, name = new.session.id, new.session.name
-        pipe.hset(session_key(session_id), mapping=new.fields)  # type: ignore[arg-type]
+        fields = new.fields
+        if for_job:
+            fields = {
+                **fields,
+                SESSION_JOB_FIELD: for_job,
+                SESSION_RETENTION_FIELD: str(self.job_session_retention_seconds),
+            }
+        pipe.hset(session_key(session_id), mapping=fields)  # type: ignore[arg-type]
         pipe.zadd(principal_sessions_key(new.session.principal), {session_id: new.session.created_at})
         timeline.append(pipe, session_id, "session.created", f"session created: {name}", job_id=job_id)
         timeline.emit_event(pipe, "session.created", session_id, job_id)
@@ -364,6 +393,7 @@ class SessionStore:
         )
         pipe.zrem(principal_sessions_key(session.principal), session_id)
         pipe.zrem(f"sp:principal:{session.principal}:saved", session_id)
+        pipe.zrem(EXPIRING_SESSIONS_KEY, session_id)
         pipe.execute()
 
     def update_metadata(self, caller: Caller, session_id: str, updates: common_pb2.ValueMap) -> common_pb2.ValueMap:

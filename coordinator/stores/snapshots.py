@@ -36,7 +36,7 @@ from coordinator.stores.sessions import (
     state_bytes_key,
 )
 from coordinator.stores.state import MAX_PRINCIPAL_BYTES, session_state_key
-from workers.job_records import job_key, text, texts
+from workers.job_records import SESSION_JOB_FIELD, job_key, text, texts
 
 MAX_RESTORE = 100
 SAVES_FIELD = "saves"
@@ -79,7 +79,8 @@ return {{'ok', n}}
 # snapshot, 4 the snapshot's State copy, 5 the principal's State bytes, 6 its sessions index. ARGV:
 # 1 principal, 2 its max State bytes, 3 now, 4 session id, 5 name, 6 description, 7 tags, 8 metadata.
 # The State copy replaces the session's, and the principal's State bytes change by the difference.
-_LOAD = """
+_LOAD = (
+    """
 if redis.call('HGET', KEYS[1], 'principal') ~= ARGV[1] then return {'missing'} end
 if redis.call('EXISTS', KEYS[3]) == 0 then return {'gone'} end
 if redis.call('HGET', KEYS[3], 'state') then
@@ -93,8 +94,13 @@ end
 redis.call('HSET', KEYS[1], 'name', ARGV[5], 'description', ARGV[6], 'tags', ARGV[7], 'metadata', ARGV[8],
   'state', 'active', 'updated_at', ARGV[3])
 redis.call('ZADD', KEYS[6], ARGV[3], ARGV[4])
+-- an active session again, by the principal's choice: no longer a job's, so never expired for it
+redis.call('HDEL', KEYS[1], '"""
+    + SESSION_JOB_FIELD
+    + """')
 return {'ok'}
 """
+)
 
 
 def saved_key(principal: str) -> str:

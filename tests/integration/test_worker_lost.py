@@ -53,7 +53,11 @@ def test_killed_worker_ends_its_job_as_worker_lost(stack: Stack, tmp_path: Path)
             assert outcome(done) is Outcome.WORKER_LOST
             assert "stopped responding" in done.result.message
             timeline = client.session_call("GetTimeline", sessions_pb2.GetTimelineRequest(session_id=done.session_id))
-            assert [e.description for e in timeline.entries][-1] == f"job {job.id} finished: worker_lost"
+            assert [e.description for e in timeline.entries][-2:] == [
+                f"job {job.id} finished: worker_lost",
+                "active -> completed",  # the session made for the job ends with it
+            ]
+            assert client.get_session(done.session_id).state == sessions_pb2.SESSION_STATE_COMPLETED
             # RQ's registries agree right after (not when the RQ execution's heartbeat of minutes expires).
             rq_redis = Redis.from_url(stack.redis_url)
             assert wait_for(lambda: Job.fetch(job.id, connection=rq_redis).get_status() == JobStatus.FAILED)
