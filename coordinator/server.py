@@ -37,6 +37,7 @@ from coordinator.services.job_calls import JobCallServicer, unary_routes
 from coordinator.services.jobs import JobServicer
 from coordinator.services.sessions import SessionServicer
 from coordinator.services.state import StateServicer
+from coordinator.services.waiting_calls import WaitingCalls
 from coordinator.session_expiry import SessionExpiry
 from coordinator.settings import Settings
 from coordinator.single_instance import refuse_address_in_use
@@ -76,6 +77,8 @@ class RunningCoordinator:
     health: health.HealthServicer
     auth: Authenticator
     lean: LeanPool
+    waiting: WaitingCalls | None = None
+    """The waiting calls it holds now (`coordinator.services.waiting_calls`)."""
     session_expiry: SessionExpiry | None = None
     """Deletes job-created sessions past their retention; the sweeper thread runs it every sweep."""
 
@@ -158,13 +161,19 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
     sweeper = LeaseSweeper(jobs.records, settings.result_ttl_seconds, jobs.queue, settings.stranded_after_seconds)
     session_expiry = SessionExpiry(sessions, settings.max_expired_sessions_per_sweep)
     sweeper.also.append(session_expiry.sweep)
+    waiting = WaitingCalls(
+        settings.max_waiting_calls, settings.max_waiting_calls_per_principal, settings.max_event_waits
+    )
+    # A thread for each call that may wait besides the ones for every other call: waits never take those.
+    threads = settings.grpc_threads + settings.max_waiting_calls
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.grpc_threads, thread_name_prefix="grpc"),
+        futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
         # No SO_REUSEPORT (gRPC's default sets it): a second coordinator on a port must fail, not share it.
         options=[("grpc.max_receive_message_length", 64 * 1024 * 1024), ("grpc.so_reuseport", 0)],
         interceptors=[LenientRequests()],
     )
-    jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(auth, jobs, waiters, settings.max_wait_seconds), server)
+    job_servicer = JobServicer(auth, jobs, waiters, settings.max_wait_seconds, waiting)
+    jobs_pb2_grpc.add_JobServiceServicer_to_server(job_servicer, server)
     # These servicers are completed by @grpc_service (UNIMPLEMENTED for what they do not define),
     # which mypy cannot see: hence the abstract-class ignores.
     session_servicer = SessionServicer(auth, sessions, snapshots, replays)
@@ -181,9 +190,9 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
         max_subscriptions_per_job=settings.max_subscriptions_per_job,
         max_scan=settings.max_event_scan,
     )
-    event_servicer = EventServicer(auth, event_store, settings.max_wait_seconds, settings.max_event_streams)
+    event_servicer = EventServicer(auth, event_store, settings.max_wait_seconds, settings.max_event_streams, waiting)
     events_pb2_grpc.add_HookServiceServicer_to_server(
-        HookServicer(auth, event_store, settings.max_wait_seconds, settings.max_poll_firings), server
+        HookServicer(auth, event_store, settings.max_wait_seconds, settings.max_poll_firings, waiting), server
     )
     events_pb2_grpc.add_EventServiceServicer_to_server(event_servicer, server)
     streamed = unary_routes(
@@ -216,7 +225,7 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
     for name in ("", *SERVICE_NAMES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return RunningCoordinator(
-        server, port, waiters, sweeper, health_servicer, auth, lean, session_expiry=session_expiry
+        server, port, waiters, sweeper, health_servicer, auth, lean, waiting=waiting, session_expiry=session_expiry
     )
 
 

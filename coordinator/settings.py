@@ -45,8 +45,18 @@ class Settings:
     """Most jobs one SubmitJobs call may submit (SCRIPTPOOL_MAX_BATCH_JOBS, --max-batch-jobs); the whole
     batch is one Redis transaction and one request message, so keep it in the thousands at most."""
     grpc_threads: int = 128
-    """Worker threads of the coordinator's gRPC server (each waiting WaitJob, each open job call
-    stream holds one)."""
+    """Threads of the coordinator's gRPC server for every call that does not wait (each open job call
+    stream holds one); the server has one more thread per allowed waiting call (`max_waiting_calls`),
+    so waits never take these."""
+    max_waiting_calls: int = 1024
+    """Calls waiting at once on this coordinator (WaitJob, SubmitJob/SubmitJobs with a wait,
+    Event.receive/HookService.Poll with a timeout, EventService.Stream); each holds a thread of its
+    own while it waits. Past it a new wait is RESOURCE_EXHAUSTED (coordinator/services/waiting_calls.py)."""
+    max_waiting_calls_per_principal: int = 256
+    """Of `max_waiting_calls`, how many one principal may hold (so one tenant cannot take them all)."""
+    max_event_waits: int = 256
+    """Of `max_waiting_calls`, how many may block on Redis (Event.receive and HookService.Poll with a
+    timeout: each holds a Redis connection while it waits)."""
     max_call_streams: int = 64
     """Job call streams (JobCallService.Calls) open at once; over it, workers make unary calls.
     Keep it well under grpc_threads, which the other RPCs need too."""
@@ -154,6 +164,7 @@ class Settings:
             "max_events_per_principal", "max_subscriptions_per_principal", "max_subscriptions_per_job",
             "max_event_scan", "max_query_sessions", "max_query_candidates", "max_session_delete_versions",
             "max_restore_bytes", "max_principal_state_bytes", "max_expired_sessions_per_sweep",
+            "grpc_threads", "max_waiting_calls", "max_waiting_calls_per_principal", "max_event_waits",
         ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise InvalidArgument(f"{name} must be at least 1 (got {getattr(self, name)})")
@@ -176,10 +187,16 @@ class Settings:
         ):
             if env.get(var):
                 values[name] = env[var]
-        if env.get("SCRIPTPOOL_MAX_ARTIFACT_BYTES"):
-            values["max_artifact_bytes"] = int(env["SCRIPTPOOL_MAX_ARTIFACT_BYTES"])
-        if env.get("SCRIPTPOOL_MAX_BATCH_JOBS"):
-            values["max_batch_jobs"] = int(env["SCRIPTPOOL_MAX_BATCH_JOBS"])
+        for name, var in (
+            ("max_artifact_bytes", "SCRIPTPOOL_MAX_ARTIFACT_BYTES"),
+            ("max_batch_jobs", "SCRIPTPOOL_MAX_BATCH_JOBS"),
+            ("grpc_threads", "SCRIPTPOOL_GRPC_THREADS"),
+            ("max_waiting_calls", "SCRIPTPOOL_MAX_WAITING_CALLS"),
+            ("max_waiting_calls_per_principal", "SCRIPTPOOL_MAX_WAITING_CALLS_PER_PRINCIPAL"),
+            ("max_event_waits", "SCRIPTPOOL_MAX_EVENT_WAITS"),
+        ):
+            if env.get(var):
+                values[name] = _integer(var, env[var])
         if env.get("SCRIPTPOOL_STATE_DIR"):
             values["state_dir"] = Path(env["SCRIPTPOOL_STATE_DIR"])
         return cls(**values)  # type: ignore[arg-type]
@@ -191,3 +208,10 @@ class Settings:
     @property
     def api_key_file(self) -> Path:
         return self.state_dir / "api-key"
+
+
+def _integer(variable: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise InvalidArgument(f"{variable} must be a whole number (got {text!r})") from None

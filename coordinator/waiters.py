@@ -2,8 +2,12 @@
 
 A waiter registers the ids it waits for (one job, or a whole batch) and gets each finished id in
 its own `FinishedIds` queue: a batch waiter drains all the ids that arrived at once, so many jobs
-ending together cost it one wake-up. Waiters also re-read their records every `RECHECK_SECONDS`,
-so a missed message (Redis reconnect) delays a wake-up but never loses it. The same messages end
+ending together cost it one wake-up. A message can only be missed while the listener is not
+subscribed (Redis restarting, a reconnect), so each time it subscribes again it tells every waiter
+to re-read its records (`FinishedIds.recheck`); waiting calls also re-read them every
+`CALL_RECHECK_SECONDS` whatever happens, and the replay runner every `RECHECK_SECONDS`. A missed
+message therefore delays a wake-up, never loses it, and a thousand idle waits cost a hundred record
+reads a second, not a thousand. The same messages end
 finished jobs' cached credentials (`coordinator.credential_cache`): the cache is told when the
 listener is (not) subscribed, and a job's credential is dropped before its waiters are woken.
 """
@@ -25,19 +29,23 @@ from workers.lean_redis import LeanPool, subscribe
 
 log = logging.getLogger(__name__)
 RECHECK_SECONDS = 1.0
+CALL_RECHECK_SECONDS = 10.0
 GATHER_SECONDS = 0.005
 """How long a batch waiter lets finished ids gather after the first before it reads their records:
 one wake-up and one round trip for several jobs, for at most this much later answers."""
 _INTERRUPT = ""  # (no job id is empty)
+_RECHECK = "*"  # (nor "*")
 
 
 class FinishedIds:
     """The ids of watched jobs as they finish, each once (`JobWaiters.watch_many`)."""
 
-    __slots__ = ("_queue",)
+    __slots__ = ("_queue", "recheck_due")
 
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self.recheck_due = False
+        """Set when a `take` met `recheck()`: every watched job may have finished unannounced."""
 
     def put(self, job_id: str) -> None:
         self._queue.put(job_id)
@@ -50,17 +58,23 @@ class FinishedIds:
             ids = [self._queue.get(timeout=max(seconds, 0.0))]
         except queue.Empty:
             return []
-        if gather > 0 and ids[0] != _INTERRUPT:
+        if gather > 0 and ids[0] not in (_INTERRUPT, _RECHECK):
             time.sleep(gather)
         while True:
             try:
                 ids.append(self._queue.get_nowait())
             except queue.Empty:
-                return [job_id for job_id in ids if job_id != _INTERRUPT]
+                if _RECHECK in ids:
+                    self.recheck_due = True
+                return [job_id for job_id in ids if job_id not in (_INTERRUPT, _RECHECK)]
 
     def interrupt(self) -> None:
         """End a `take` that is waiting now (or the next one) early: the caller has other news."""
         self._queue.put(_INTERRUPT)
+
+    def recheck(self) -> None:
+        """End a `take` early with `recheck_due` set: finished messages may have been missed."""
+        self._queue.put(_RECHECK)
 
 
 class JobWaiters:
@@ -88,6 +102,7 @@ class JobWaiters:
                         break
                     if data == b"":
                         self.credentials.listening(True)
+                        self._recheck_all()
                     elif data is not None:
                         self._wake(data.decode())
             except Exception as exc:
@@ -125,6 +140,13 @@ class JobWaiters:
         for watcher in watchers:
             watcher.put(job_id)
 
+    def _recheck_all(self) -> None:
+        """Subscribed (again): any job that ended meanwhile was not announced, so every waiter re-reads."""
+        with self._lock:
+            everyone = {id(f): f for watchers in self._watchers.values() for f in watchers}
+        for finished in everyone.values():
+            finished.recheck()
+
     def add(self, job_id: str, finished: FinishedIds) -> None:
         """Put `job_id` into the long-lived `finished` once it finishes (the replay runner's queue).
         Add it before the job is written; if it is found finished otherwise (a lost message), `discard`."""
@@ -143,8 +165,8 @@ class JobWaiters:
     def watch_many(self, job_ids: Sequence[str]) -> Iterator[FinishedIds]:
         """Get the ids of `job_ids` as they finish, each once, from the yielded `FinishedIds`. Enter
         before the jobs are written or read (so no end is missed); a message lost while the listener
-        reconnects is not replayed, so the caller also re-reads the still unfinished jobs every
-        `RECHECK_SECONDS`."""
+        reconnects is not replayed: the caller re-reads the still unfinished jobs when `recheck_due` is
+        set, and every `CALL_RECHECK_SECONDS`."""
         finished = FinishedIds()
         watchers = self._watchers
         with self._lock:

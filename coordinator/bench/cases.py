@@ -22,6 +22,7 @@ from coordinator.bench.load import LOADS, TRIVIAL, batched, per_call
 from coordinator.bench.process_cpu import system_busy_s
 from coordinator.bench.stack import BASELINE_QUEUE, BenchStack, rss_bytes
 from coordinator.bench.stats import Summary, ratio, summarize
+from coordinator.bench.waits import waits
 from coordinator.bench.worker_cpu import worker
 from coordinator.client import ScriptpoolClient
 from sandbox.languages import Language
@@ -450,5 +451,6 @@ CASES: dict[str, Case] = {
     "memory": memory,
     "artifacts": artifacts,
     "worker": worker,
+    "waits": waits,
     "cpu": cpu,
 }

@@ -1,4 +1,4 @@
-"""`scriptpool bench [throughput|latency|callbacks|sessions|sandbox|artifacts|scale|memory|worker|all]`."""
+"""`scriptpool bench [throughput|latency|callbacks|sessions|sandbox|artifacts|scale|memory|worker|waits|all]`."""
 
 from __future__ import annotations
 

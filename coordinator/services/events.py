@@ -18,6 +18,7 @@ from coordinator.auth import Authenticator, Caller
 from coordinator.services.recording import recorded
 from coordinator.services.slots import Slots
 from coordinator.services.wait_budget import wait_budget
+from coordinator.services.waiting_calls import WaitingCalls
 from coordinator.status import grpc_service
 from coordinator.stores.events import EventStore
 from coordinator.stores.sessions import job_current_session
@@ -25,8 +26,11 @@ from coordinator.stores.sessions import job_current_session
 
 @grpc_service(events_pb2.DESCRIPTOR.services_by_name["EventService"])
 class EventServicer(events_pb2_grpc.EventServiceServicer):
-    def __init__(self, auth: Authenticator, store: EventStore, max_wait_seconds: float, max_streams: int) -> None:
+    def __init__(
+        self, auth: Authenticator, store: EventStore, max_wait_seconds: float, max_streams: int, waiting: WaitingCalls
+    ) -> None:
         self.auth = auth
+        self.waiting = waiting
         self.store = store
         self.max_wait_seconds = max_wait_seconds
         self.streams = Slots(max_streams, "event streams", "use Subscribe and Receive, or retry later")
@@ -49,7 +53,11 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
         self, caller: Caller, request: events_pb2.ReceiveRequest, context: grpc.ServicerContext
     ) -> events_pb2.ReceiveResponse:
         timeout = wait_budget(request.timeout_ms / 1000.0, self.max_wait_seconds, context)
-        event = self.store.receive(caller, request.subscription_id, timeout, context.is_active)
+        if timeout > 0:
+            with self.waiting.hold(caller, blocks_on_redis=True):
+                event = self.store.receive(caller, request.subscription_id, timeout, context.is_active)
+        else:
+            event = self.store.receive(caller, request.subscription_id, timeout, context.is_active)
         if event is None:
             return events_pb2.ReceiveResponse(received=False)
         return events_pb2.ReceiveResponse(event=event, received=True)
@@ -64,7 +72,7 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
         caller.require_client("EventService.Stream")
         if not request.pattern:
             raise InvalidArgument("pattern is required, e.g. '*' for every event")
-        with self.streams.hold():
+        with self.streams.hold(), self.waiting.hold(caller):
             yield from self.store.follow(caller, request.pattern, context.is_active)
 
     def _current_session(self, caller: Caller) -> str:

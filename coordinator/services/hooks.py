@@ -23,6 +23,7 @@ from scriptpool.v1 import common_pb2, events_pb2, events_pb2_grpc
 
 from coordinator.auth import Authenticator, Caller
 from coordinator.services.wait_budget import wait_budget
+from coordinator.services.waiting_calls import WaitingCalls
 from coordinator.status import grpc_service
 from coordinator.stores.events import EventStore
 from sandbox.catalog import HOOK_POINTS
@@ -38,9 +39,15 @@ def _hooks_key(principal: str) -> str:
 @grpc_service(events_pb2.DESCRIPTOR.services_by_name["HookService"])
 class HookServicer(events_pb2_grpc.HookServiceServicer):
     def __init__(
-        self, auth: Authenticator, events: EventStore, max_wait_seconds: float, max_poll_firings: int = 1000
+        self,
+        auth: Authenticator,
+        events: EventStore,
+        max_wait_seconds: float,
+        max_poll_firings: int,
+        waiting: WaitingCalls,
     ) -> None:
         self.auth = auth
+        self.waiting = waiting
         self.events = events
         self.max_wait_seconds = max_wait_seconds
         self.max_poll_firings = max_poll_firings
@@ -84,6 +91,14 @@ class HookServicer(events_pb2_grpc.HookServiceServicer):
 
     def Poll(self, request: events_pb2.PollHooksRequest, context: grpc.ServicerContext) -> events_pb2.HookFirings:
         caller = self._client(context, "Poll")  # (timeout_seconds is checked finite, >= 0: request_checks)
+        if request.timeout_seconds <= 0:
+            return self._poll(caller, request, context)
+        with self.waiting.hold(caller, blocks_on_redis=True):
+            return self._poll(caller, request, context)
+
+    def _poll(
+        self, caller: Caller, request: events_pb2.PollHooksRequest, context: grpc.ServicerContext
+    ) -> events_pb2.HookFirings:
         give_up = time.monotonic() + wait_budget(request.timeout_seconds, self.max_wait_seconds, context)
         firings = events_pb2.HookFirings()
         hook_ids = list(self._registrations(caller))

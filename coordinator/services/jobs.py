@@ -15,15 +15,19 @@ from scriptpool.v1 import jobs_pb2, jobs_pb2_grpc
 
 from coordinator.auth import Authenticator, Caller
 from coordinator.services.wait_budget import wait_budget
+from coordinator.services.waiting_calls import WaitingCalls
 from coordinator.status import grpc_service
 from coordinator.stores.jobs import JobStore
-from coordinator.waiters import GATHER_SECONDS, RECHECK_SECONDS, FinishedIds, JobWaiters
+from coordinator.waiters import CALL_RECHECK_SECONDS, GATHER_SECONDS, FinishedIds, JobWaiters
 
 
 @grpc_service(jobs_pb2.DESCRIPTOR.services_by_name["JobService"])
 class JobServicer(jobs_pb2_grpc.JobServiceServicer):
-    def __init__(self, auth: Authenticator, jobs: JobStore, waiters: JobWaiters, max_wait_seconds: float) -> None:
+    def __init__(
+        self, auth: Authenticator, jobs: JobStore, waiters: JobWaiters, max_wait_seconds: float, waiting: WaitingCalls
+    ) -> None:
         self.auth = auth
+        self.waiting = waiting
         self.jobs = jobs
         self.waiters = waiters
         self.max_wait_seconds = max_wait_seconds
@@ -36,7 +40,9 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
             return jobs_pb2.SubmitJobResponse(job=self.jobs.submit(caller, request))
         give_up = time.monotonic() + self._wait_budget(request.wait_seconds, context)
         job_id = str(uuid.uuid4())
-        with self.waiters.watch_many([job_id]) as ended:  # before the job exists: its end cannot be missed
+        # A wait past the budget is refused before the job is queued; the watch starts before the job
+        # exists, so its end cannot be missed.
+        with self.waiting.hold(caller), self.waiters.watch_many([job_id]) as ended:
             queued = self.jobs.submit(caller, request, job_id=job_id)
             job, finished = self._until_finished(caller, queued, ended, give_up, context)
         return jobs_pb2.SubmitJobResponse(job=job, finished=finished)
@@ -51,7 +57,8 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
                 yield jobs_pb2.SubmitJobsResponse(index=index, job=job)
             return
         give_up = time.monotonic() + self._wait_budget(request.wait_seconds, context)
-        with self.waiters.watch_many(batch.job_ids) as finished:  # before the jobs exist: no end is missed
+        # (refused past the wait budget before any is written; watched before they exist: no end is missed)
+        with self.waiting.hold(caller), self.waiters.watch_many(batch.job_ids) as finished:
             jobs = self.jobs.write(batch)
             context.add_callback(finished.interrupt)  # a cancelled call stops waiting at once
             yield from self._as_they_finish(jobs, finished, give_up, context)
@@ -60,16 +67,18 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         self, jobs: list[jobs_pb2.Job], finished: FinishedIds, give_up: float, context: grpc.ServicerContext
     ) -> Iterator[jobs_pb2.SubmitJobsResponse]:
         """Answer each job once it has finished, reading the records of all the ids that arrived
-        together in one round trip, and every job still pending each `RECHECK_SECONDS` (a lost
-        message); at `give_up` (monotonic) the rest follow unfinished, as they are then."""
+        together in one round trip, and every job still pending when messages may have been lost
+        (`finished.recheck_due`) and each `CALL_RECHECK_SECONDS`; at `give_up` (monotonic) the rest
+        follow unfinished, as they are then."""
         pending = {job.id: (index, job) for index, job in enumerate(jobs)}
-        recheck_at = time.monotonic() + RECHECK_SECONDS
+        recheck_at = time.monotonic() + CALL_RECHECK_SECONDS
         while pending and context.is_active():
             now = time.monotonic()
             if now >= give_up:
                 break
-            if now >= recheck_at:
-                recheck_at = now + RECHECK_SECONDS
+            if now >= recheck_at or finished.recheck_due:
+                finished.recheck_due = False
+                recheck_at = now + CALL_RECHECK_SECONDS
                 ids = list(pending)
             else:
                 gather = GATHER_SECONDS if len(pending) > 1 else 0.0
@@ -98,7 +107,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     def WaitJob(self, request: jobs_pb2.WaitJobRequest, context: grpc.ServicerContext) -> jobs_pb2.WaitJobResponse:
         caller = self.auth.caller(context)
         give_up = time.monotonic() + self._wait_budget(request.timeout_seconds or self.max_wait_seconds, context)
-        with self.waiters.watch_many([request.job_id]) as ended:
+        with self.waiting.hold(caller), self.waiters.watch_many([request.job_id]) as ended:
             job = self._seen(self.jobs.get(caller, request.job_id))  # also the access check
             job, finished = self._until_finished(caller, job, ended, give_up, context)
         return jobs_pb2.WaitJobResponse(job=job, finished=finished)
@@ -110,7 +119,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         self, caller: Caller, job: jobs_pb2.Job, ended: FinishedIds, give_up: float, context: grpc.ServicerContext
     ) -> tuple[jobs_pb2.Job, bool]:
         """Re-read the job each time its end may have come (`ended` has news, or every
-        `RECHECK_SECONDS`), until it has finished, `give_up` (monotonic) has passed or the call has
+        `CALL_RECHECK_SECONDS`), until it has finished, `give_up` (monotonic) has passed or the call has
         ended (cancelled, or past its deadline: its thread is freed at once). Returns the job as last
         read and whether it finished."""
         context.add_callback(ended.interrupt)
@@ -118,7 +127,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
             left = give_up - time.monotonic()
             if left <= 0 or not context.is_active():
                 return job, False
-            ended.take(min(left, RECHECK_SECONDS))
+            ended.take(min(left, CALL_RECHECK_SECONDS))  # (any news, a recheck included, means: read it again)
             job = self._seen(self.jobs.get(caller, job.id))
         return job, True
 

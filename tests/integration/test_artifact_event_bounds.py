@@ -17,6 +17,7 @@ from scriptpool.v1 import artifacts_pb2, common_pb2, events_pb2, jobs_pb2, sessi
 
 from coordinator.auth import Authenticator, Caller
 from coordinator.services.hooks import HookServicer
+from coordinator.services.waiting_calls import WaitingCalls
 from coordinator.stores.artifact_access import principal_grants_key
 from coordinator.stores.artifact_index import session_index
 from coordinator.stores.artifacts import ArtifactStore
@@ -136,7 +137,7 @@ class _Context:
 
 def _hooks(events: EventStore, caller: Caller) -> tuple[HookServicer, grpc.ServicerContext]:
     auth = cast(Authenticator, _OneCaller(caller))
-    return HookServicer(auth, events, max_wait_seconds=30, max_poll_firings=1000), cast(Any, _Context())
+    return HookServicer(auth, events, 30, 1000, WaitingCalls(8, 8, 8)), cast(Any, _Context())
 
 
 def test_a_hook_poll_reads_at_most_max_event_scan_entries_across_its_hooks(

@@ -22,7 +22,8 @@ def test_bench_all_runs_and_reports_every_figure_with_its_baseline() -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     cases = {c["case"]: c for c in map(json.loads, result.stdout.splitlines())}
     assert set(cases) == {
-        "throughput", "latency", "callbacks", "sessions", "sandbox", "scale", "memory", "artifacts", "worker", "cpu"
+        "throughput", "latency", "callbacks", "sessions", "sandbox", "scale", "memory", "artifacts", "worker", "cpu",
+        "waits",
     }  # fmt: skip
     throughput = cases["throughput"]
     for key in ("workers", "jobs_per_s", "rq_fork_jobs_per_s", "rq_simple_jobs_per_s", "ratio_vs_rq_fork",
@@ -64,6 +65,10 @@ def test_bench_all_runs_and_reports_every_figure_with_its_baseline() -> None:
     parts = ("worker", "sandbox_zygote_and_children", "coordinator", "redis", "load_generator")
     # 12 jobs are below /proc's 10 ms tick for some processes: sane, not necessarily non-zero
     assert all(cpu[f"{part}_ms_per_job"]["median"] >= 0 for part in parts)
+    waits = cases["waits"]
+    assert waits["waits_answered"] == waits["waiting_calls"] == 1000  # each held, then answered finished
+    assert waits["get_job_ms_1000_waits"]["n"] == waits["get_job_ms_no_waits"]["n"] == 100
+    assert waits["ratio_p50_with_waits_vs_without"] > 0
     total = cpu["total_ms_per_job"]["median"]
     assert total > 0 and abs(total - sum(cpu[f"{part}_ms_per_job"]["median"] for part in parts)) < 0.1
 

@@ -17,6 +17,7 @@ from scriptpool.v1 import events_pb2
 
 from coordinator.auth import Authenticator, Caller
 from coordinator.services.hooks import MAX_HOOKS_PER_PRINCIPAL, HookServicer
+from coordinator.services.waiting_calls import WaitingCalls
 from coordinator.stores.events import EventStore
 
 RACERS = 8
@@ -49,7 +50,7 @@ class _Context:
 def test_concurrent_registers_stop_at_exactly_the_limit(redis_client: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
     caller = Caller(principal=f"hooks-{uuid.uuid4().hex[:12]}")
     events = EventStore(redis_client)
-    hooks = HookServicer(cast(Authenticator, _OneCaller(caller)), events, max_wait_seconds=30)
+    hooks = HookServicer(cast(Authenticator, _OneCaller(caller)), events, 30, 1000, WaitingCalls(8, 8, 8))
     context = cast(Any, _Context())
     request = events_pb2.RegisterHookRequest(hook_point="session.created")
     for _ in range(MAX_HOOKS_PER_PRINCIPAL - 1):

@@ -113,10 +113,12 @@ THREADS = 3
 
 @pytest.fixture
 def small_coordinator(redis_server: PrivateRedis) -> Iterator[RunningCoordinator]:
-    """A coordinator with few threads and a queue no worker serves (its jobs stay queued)."""
+    """A coordinator with few threads, room for as many waits, and a queue no worker serves (its
+    jobs stay queued)."""
     settings = Settings(
         redis_url=redis_server.url, listen="127.0.0.1:0", queue=f"nobody-{uuid.uuid4().hex[:8]}",
-        max_wait_seconds=600, grpc_threads=THREADS,
+        max_wait_seconds=600, grpc_threads=THREADS, max_waiting_calls=THREADS,
+        max_waiting_calls_per_principal=THREADS, max_event_waits=THREADS,
     )  # fmt: skip
     running = start_coordinator(settings)
     try:
@@ -178,8 +180,10 @@ WAITS: dict[str, tuple[str, Callable[[grpc.Channel, Any, str], grpc.Future[Any]]
 def test_a_cancelled_wait_frees_its_server_thread(
     small_coordinator: RunningCoordinator, redis_server: PrivateRedis, rpc: str
 ) -> None:
-    """All the server's threads wait (asking for 10 minutes); the calls are cancelled; then as many
-    new calls as there are threads are answered (before the fix they queued behind the waits)."""
+    """Every wait the server allows is held (asking for 10 minutes): one more is refused at once,
+    while other calls are still answered (the waits have threads of their own); the calls are
+    cancelled, their threads leave the wait, and as many waits as before can be held again (before
+    the fix cancelled waits went on holding their threads, and later calls queued behind them)."""
     address = f"127.0.0.1:{small_coordinator.port}"
     key = small_coordinator.auth.create_api_key(f"t-{uuid.uuid4().hex[:12]}")
     metadata = (("authorization", f"Bearer {key}"),)
@@ -196,13 +200,20 @@ def test_a_cancelled_wait_frees_its_server_thread(
                 .subscription_id
             )
         before = _threads_in(waiting_in)
-        futures = [start(channel, metadata, argument) for _ in range(THREADS)]
-        _until(lambda: _threads_in(waiting_in) - before == THREADS)
-        for future in futures:
-            future.cancel()
-        for _ in range(THREADS):  # every thread is free again: each of these gets one
-            assert jobs.GetJob(jobs_pb2.GetJobRequest(job_id=queued.id), metadata=metadata, timeout=10).id == queued.id
-        _until(lambda: _threads_in(waiting_in) == before)
+        for _ in range(2):  # the second round needs the slots and threads the first one's waits held
+            futures = [start(channel, metadata, argument) for _ in range(THREADS)]
+            _until(lambda: _threads_in(waiting_in) - before == THREADS)
+            with pytest.raises(grpc.RpcError) as refused:
+                start(channel, metadata, argument).result(timeout=10)
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert f"holds {THREADS} waiting calls" in str(refused.value.details())
+            for _ in range(THREADS):  # the other calls' threads are all free
+                got = jobs.GetJob(jobs_pb2.GetJobRequest(job_id=queued.id), metadata=metadata, timeout=10)
+                assert got.id == queued.id
+            for future in futures:
+                future.cancel()
+            _until(lambda: _threads_in(waiting_in) == before)
+            _until(lambda: small_coordinator.waiting is not None and small_coordinator.waiting.taken == 0)
 
 
 def test_a_wait_past_its_deadline_answers_in_time(small_coordinator: RunningCoordinator) -> None:
