@@ -3,8 +3,10 @@
 A private redis-server (unless REDIS_URL is set), the coordinator and N workers, each a child
 process in its own process group (so a terminal's Ctrl-C reaches only this supervisor, which then
 stops the children in order). Stop: SIGTERM to workers (they finish their job), then the
-coordinator, then Redis; anything still alive after the grace period is killed. A worker that dies
-unexpectedly is logged and restarted; if the coordinator dies, everything stops with exit code 1.
+coordinator, then Redis; anything still alive after the grace period is killed. A child that dies
+unexpectedly (a worker, the coordinator, the private Redis) is logged and started again, after a
+pause that doubles while it keeps dying young (`coordinator/restarts.py`); the private Redis comes
+back from its append-only file, and the others reconnect to it as they do after any outage.
 
 One stack per state directory: the stack holds `StateDirLock` (an `flock` on STATE_DIR/up.lock)
 from before it starts anything until it has stopped everything, and a second `up` refuses. Every
@@ -14,6 +16,7 @@ its Redis, coordinator and workers (they get SIGTERM and stop as they would on C
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -22,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +36,7 @@ from scriptpool.errors import InvalidArgument, Unavailable
 from coordinator.auth import Authenticator
 from coordinator.die_with_parent import die_with_parent
 from coordinator.redis_server import PrivateRedis
+from coordinator.restarts import Restarts
 from coordinator.server import listen_addresses
 from coordinator.settings import Settings
 from coordinator.single_instance import StateDirLock, refuse_address_in_use
@@ -105,6 +110,10 @@ class EmbeddedStack:
     address: str = ""
     """Where this host's clients reach the coordinator: the first `--listen` address."""
     lock: StateDirLock | None = None
+    local_socket: str = ""
+    """The coordinator's Unix socket for the workers on this host."""
+    restarts: dict[str, Restarts] = field(default_factory=dict)
+    """Each child's restart schedule, by name: "redis", "coordinator", "worker 0" ..."""
 
     def start(self) -> EmbeddedStack:
         try:
@@ -126,20 +135,23 @@ class EmbeddedStack:
             redis_dir = self.settings.state_dir / "redis"
             self.redis = PrivateRedis(redis_dir, persistent=True, die_with_parent=True).start()
             redis_url = self.redis.url
-        local = local_socket_address(self.settings.state_dir)
+        self.local_socket = local_socket_address(self.settings.state_dir)
         self.env = {
             **os.environ,
             "REDIS_URL": redis_url,
-            "SCRIPTPOOL_LISTEN": f"{self.settings.listen},{local}",
+            "SCRIPTPOOL_LISTEN": f"{self.settings.listen},{self.local_socket}",
             "SCRIPTPOOL_COORDINATOR": self.address,
             "SCRIPTPOOL_QUEUE": self.settings.queue,
         }
         self.api_key = self._ensure_api_key(redis_url)
         self.coordinator = _spawn(["coordinator"], self.env)
         wait_until_serving(self.address, process=self.coordinator)
-        self.env["SCRIPTPOOL_COORDINATOR"] = local  # the workers on this host dial the Unix socket
+        self.env["SCRIPTPOOL_COORDINATOR"] = self.local_socket  # the workers on this host dial the Unix socket
         for _ in range(self.workers):
             self.worker_procs.append(_spawn(["worker"], self.env))
+        now = time.monotonic()
+        names = ["redis", "coordinator", *(f"worker {index}" for index in range(self.workers))]
+        self.restarts = {name: Restarts(started_at=now) for name in names}
 
     def _ensure_api_key(self, redis_url: str) -> str:
         """The local principal's key, kept in state_dir/api-key (mode 0600) for the CLI to find."""
@@ -164,16 +176,52 @@ class EmbeddedStack:
             redis.close()
 
     def supervise(self, stop: threading.Event) -> int:
-        """Watch the children until `stop` is set. Returns the exit code for `scriptpool up`."""
+        """Watch the children until `stop` is set, starting again any that died. Returns the exit
+        code for `scriptpool up`."""
         while not stop.wait(0.5):
-            if self.coordinator is not None and self.coordinator.poll() is not None:
-                log.error("the coordinator exited (code %s); stopping everything", self.coordinator.returncode)
-                return 1
-            for index, proc in enumerate(self.worker_procs):
-                if proc.poll() is not None:
-                    log.error("worker pid %d exited (code %s); starting a new one", proc.pid, proc.returncode)
-                    self.worker_procs[index] = _spawn(["worker"], self.env)
+            self.restart_dead(time.monotonic())
         return 0
+
+    def restart_dead(self, now: float) -> None:
+        """One look at every child: note the ones that died and start those whose pause is over."""
+        if self.redis is not None and self.redis.process is not None:
+            self._restart_if_dead("redis", self.redis.process, self._start_redis, now)
+        if self.coordinator is not None:
+            self._restart_if_dead("coordinator", self.coordinator, self._start_coordinator, now)
+        for index, proc in enumerate(self.worker_procs):
+            self._restart_if_dead(f"worker {index}", proc, functools.partial(self._start_worker, index), now)
+
+    def _restart_if_dead(self, name: str, proc: subprocess.Popen[bytes], start: Callable[[], None], now: float) -> None:
+        if proc.poll() is None:
+            return
+        restarts = self.restarts[name]
+        if not restarts.waiting:
+            pause = restarts.died(now)
+            log.error(
+                "%s (pid %d) exited (code %s); starting it again in %.1fs", name, proc.pid, proc.returncode, pause
+            )
+        if not restarts.due(now):
+            return
+        restarts.started(now)
+        try:
+            start()
+        except Unavailable as exc:
+            log.error("%s did not start again: %s", name, exc)
+            restarts.died(now)
+
+    def _start_redis(self) -> None:
+        assert self.redis is not None
+        self.redis.start()  # the same directory and socket: it loads its append-only file
+
+    def _start_coordinator(self) -> None:
+        self.local_socket_path().unlink(missing_ok=True)  # left by the coordinator that died
+        self.coordinator = _spawn(["coordinator"], {**self.env, "SCRIPTPOOL_COORDINATOR": self.address})
+
+    def _start_worker(self, index: int) -> None:
+        self.worker_procs[index] = _spawn(["worker"], self.env)
+
+    def local_socket_path(self) -> Path:
+        return Path(self.local_socket.removeprefix("unix:"))
 
     def stop(self) -> None:
         _terminate(self.worker_procs)

@@ -6,9 +6,10 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+
+from tests.integration.up_process import alive, descendants
 
 
 @pytest.mark.slow
@@ -87,36 +88,17 @@ def test_a_terminated_bench_stops_the_stack_it_started(how: str) -> None:
     )  # fmt: skip
     try:
         give_up = time.monotonic() + 60
-        while time.monotonic() < give_up and len(_descendants(bench.pid)) < 4:  # redis, coordinator, workers
+        while time.monotonic() < give_up and len(descendants(bench.pid)) < 4:  # redis, coordinator, workers
             time.sleep(0.2)
-        started = _descendants(bench.pid)
+        started = descendants(bench.pid)
         assert len(started) >= 4
         bench.send_signal(getattr(signal, how))
         bench.wait(timeout=60)
         gone_by = time.monotonic() + 30
-        while time.monotonic() < gone_by and any(_alive(pid) for pid in started):
+        while time.monotonic() < gone_by and any(alive(pid) for pid in started):
             time.sleep(0.2)
-        assert not [pid for pid in started if _alive(pid)]
+        assert not [pid for pid in started if alive(pid)]
     finally:
         if bench.poll() is None:
             bench.kill()
             bench.wait()
-
-
-def _descendants(pid: int) -> list[int]:
-    found: list[int] = []
-    try:
-        children = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return found
-    for child in children:
-        found += [child, *_descendants(child)]
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"

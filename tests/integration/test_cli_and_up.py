@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,38 +12,12 @@ import pytest
 
 from coordinator.embedded import wait_until_serving
 from tests.conftest import REPO, stop_process, wait_for
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _processes_with_marker(marker: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if marker.encode() in environ or marker.encode() in cmdline:
-            found.append(int(entry.name))
-    return found
-
-
-def _cli(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "coordinator.cli.main", *args], env=env, capture_output=True, text=True, timeout=timeout
-    )
+from tests.integration.up_process import cli, free_port, processes_with_marker
 
 
 @pytest.mark.slow
 def test_up_runs_jobs_from_the_cli_and_stops_without_orphans(tmp_path: Path) -> None:
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     state_dir = tmp_path / "state"
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "SCRIPTPOOL_API_KEY")}
     env.update(
@@ -61,34 +34,34 @@ def test_up_runs_jobs_from_the_cli_and_stops_without_orphans(tmp_path: Path) -> 
     try:
         wait_until_serving(address, timeout=30)
         assert (state_dir / "api-key").exists() and oct((state_dir / "api-key").stat().st_mode)[-3:] == "600"
-        ok = _cli(["run", str(REPO / "examples" / "quickstart.lua")], env)
+        ok = cli(["run", str(REPO / "examples" / "quickstart.lua")], env)
         assert ok.returncode == 0, ok.stderr
         assert "created session" in ok.stdout and '"name": "quickstart"' in ok.stdout
 
         bad = tmp_path / "bad.lua"
         bad.write_text("local x = 1\nerror('nope')\n")
-        failed = _cli(["run", str(bad)], env)
+        failed = cli(["run", str(bad)], env)
         assert failed.returncode == 1
         assert failed.stderr.strip() == "script_error: line 2: nope"
 
         spin = tmp_path / "spin.lua"
         spin.write_text("while true do end")
-        limited = _cli(["run", str(spin), "--cpu-ms", "300"], env)
+        limited = cli(["run", str(spin), "--cpu-ms", "300"], env)
         assert limited.returncode == 1 and limited.stderr.startswith("cpu_time_exceeded: ")
 
-        created = _cli(["session", "create", "--name", "from-cli", "--tag", "x"], env)
+        created = cli(["session", "create", "--name", "from-cli", "--tag", "x"], env)
         assert created.returncode == 0
         session_id = created.stdout.strip()
-        listed = _cli(["session", "list", "--tag", "x"], env)
+        listed = cli(["session", "list", "--tag", "x"], env)
         assert session_id in listed.stdout and "from-cli" in listed.stdout
         in_session = tmp_path / "cur.lua"
         in_session.write_text("return Session.getCurrent()")
-        current = _cli(["run", str(in_session), "--session", session_id], env)
+        current = cli(["run", str(in_session), "--session", session_id], env)
         assert current.stdout.strip() == f'"{session_id}"'
 
-        unknown = _cli(["run", str(tmp_path / "x.rb")], env)
+        unknown = cli(["run", str(tmp_path / "x.rb")], env)
         assert unknown.returncode == 2 and "language" in unknown.stderr
-        assert _processes_with_marker(str(state_dir))  # the stack really is running
+        assert processes_with_marker(str(state_dir))  # the stack really is running
     finally:
         up.send_signal(signal.SIGTERM)
         try:
@@ -96,21 +69,21 @@ def test_up_runs_jobs_from_the_cli_and_stops_without_orphans(tmp_path: Path) -> 
         finally:
             stop_process(up)
     assert code == 0
-    assert wait_for(lambda: _processes_with_marker(str(state_dir)) == [], timeout=10)
+    assert wait_for(lambda: processes_with_marker(str(state_dir)) == [], timeout=10)
 
 
 def test_run_against_no_coordinator_fails_clearly(tmp_path: Path) -> None:
     script = tmp_path / "a.lua"
     script.write_text("return 1")
     env = {**os.environ, "SCRIPTPOOL_API_KEY": "spk_x", "SCRIPTPOOL_STATE_DIR": str(tmp_path)}
-    result = _cli(["run", str(script), "--coordinator", f"127.0.0.1:{_free_port()}", "--timeout", "3"], env)
+    result = cli(["run", str(script), "--coordinator", f"127.0.0.1:{free_port()}", "--timeout", "3"], env)
     assert result.returncode == 3
     assert result.stderr.startswith("error: UNAVAILABLE")
     assert "Traceback" not in result.stderr
 
 
 def test_doctor_reports_every_layer() -> None:
-    result = _cli(["doctor"], dict(os.environ))
+    result = cli(["doctor"], dict(os.environ))
     assert result.returncode == 0
     for layer in ("rlimits", "no-new-privs", "seccomp", "landlock", "network-namespace"):
         assert layer in result.stdout
