@@ -46,9 +46,10 @@ registration, signals and pub/sub commands (`send_shutdown_command`, `send_kill_
 from __future__ import annotations
 
 import logging
+import os
 import time
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
@@ -74,6 +75,12 @@ FINISH_RETRY_FIRST_SECONDS = 0.1
 """First wait before sending a job's finishing transaction again after Redis was out of reach."""
 FINISH_RETRY_MAX_SECONDS = 2.0
 """Longest wait between attempts (the waits double up to it): an outage is noticed this soon after it ends."""
+FINISH_GRACE_AFTER_STOP_SECONDS = 10.0
+"""A worker asked to stop (SIGTERM: an operator, a pod ending, or `up` that started it dying) waits
+this much longer for Redis to record the end of the job it holds, then exits with
+`EXIT_END_NOT_RECORDED`: Redis that does not come back must not leave it running for ever (an
+orphan). The job's lease then expires, and the coordinator ends it `worker_lost`."""
+EXIT_END_NOT_RECORDED = 1
 
 HEARTBEAT_SLACK_SECONDS = 10
 """A standalone heartbeat is skipped while the worker key's TTL, as last set, is within this many
@@ -137,10 +144,22 @@ class LeanSimpleWorker(SimpleWorker):
         return []
 
     def teardown(self) -> None:
+        """RQ's deregistration; with Redis out of reach the worker still exits cleanly (its key
+        expires with its TTL, and RQ's registry clean-up drops it)."""
         try:
             super().teardown()  # type: ignore[no-untyped-call]
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            self.log.warning("Worker %s: Redis out of reach at exit, not deregistered (%s)", self.name, exc)
         finally:
             self._lean.close()
+
+    def set_shutdown_requested_date(self) -> None:
+        """Called from the SIGTERM handler: Redis out of reach there must not raise into the job
+        being finished (it would quit the worker with a traceback instead of a warm shutdown)."""
+        try:
+            super().set_shutdown_requested_date()  # type: ignore[no-untyped-call]
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            self.log.warning("Worker %s: stopping; Redis out of reach to record it (%s)", self.name, exc)
 
     # --- skipping writes that repeat the last transaction -------------------------------------
 
@@ -281,14 +300,28 @@ class LeanSimpleWorker(SimpleWorker):
             done = job.description if self.log_job_description else f"job {job.id}"
             self.log.info("Successfully completed %s in %ss on worker %s", done, working_time, self.name)
 
+    def _give_up_job_end(self, job: Job) -> NoReturn:
+        """Exit without recording the end of `job` (Redis stayed out of reach after a stop request).
+        `os._exit`: RQ's job code catches every exception, SystemExit included, and would try Redis
+        again; the sandbox children end with this process (their parent-death signal)."""
+        self.log.error(
+            "Worker %s: asked to stop, and Redis stayed out of reach for %.0fs more: exiting without "
+            "recording the end of job %s (it ends worker_lost when its lease expires)",
+            self.name, FINISH_GRACE_AFTER_STOP_SECONDS, job.id,
+        )  # fmt: skip
+        logging.shutdown()
+        os._exit(EXIT_END_NOT_RECORDED)
+
     def _deliver_job_end(self, job: Job, commands: list[tuple[Arg, ...]]) -> list[Any]:
         """Send a job's finishing transaction, waiting out a Redis outage (the worker holds the only
         copy of the result): on a lost connection, or Redis loading its data after a restart, or busy
         with a script, back off (`FINISH_RETRY_*`) and send it again, until it is delivered. MULTI/EXEC
         is all or nothing, so before sending again the job's status in RQ tells whether the lost
         attempt ran (then it is not sent twice; its replies are lost, so the suspension check and the
-        dependents are left to RQ's own code). A second SIGINT/SIGTERM (cold shutdown) ends the wait."""
+        dependents are left to RQ's own code). A second SIGINT/SIGTERM (cold shutdown) ends the wait, and so
+        does `FINISH_GRACE_AFTER_STOP_SECONDS` after a first one."""
         wait = FINISH_RETRY_FIRST_SECONDS
+        stop_seen: float | None = None
         while True:
             try:
                 return transaction(self._lean, commands)
@@ -299,6 +332,10 @@ class LeanSimpleWorker(SimpleWorker):
                     "Worker %s: Redis unavailable while recording the end of job %s (%s); retrying in %.1fs",
                     self.name, job.id, exc, wait,
                 )  # fmt: skip
+            if self._stop_requested:
+                stop_seen = time.monotonic() if stop_seen is None else stop_seen
+                if time.monotonic() - stop_seen >= FINISH_GRACE_AFTER_STOP_SECONDS:
+                    self._give_up_job_end(job)
             time.sleep(wait)
             wait = min(wait * 2, FINISH_RETRY_MAX_SECONDS)
             try:

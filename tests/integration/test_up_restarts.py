@@ -11,15 +11,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, wait_for
-from tests.integration.up_process import children_of, cli, free_port, start_up, stop_up, up_env
-
-
-def _kind(cmdline: str) -> str:
-    return "redis" if "redis-server" in cmdline else cmdline.split()[-1]
+from tests.integration.up_process import children_of, cli, free_port, kind_of, start_up, stop_up, up_env
 
 
 def _pids_of(up_pid: int, kind: str) -> set[int]:
-    return {pid for pid, cmd in children_of(up_pid).items() if _kind(cmd) == kind}
+    return {pid for pid, cmd in children_of(up_pid).items() if kind_of(cmd) == kind}
 
 
 @pytest.mark.slow

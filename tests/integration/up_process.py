@@ -83,6 +83,15 @@ def children_of(pid: int) -> dict[int, str]:
     return found
 
 
+def kind_of(cmdline: str) -> str:
+    """What a child of `up` is, from its command line: "redis", "coordinator" or "worker" ("" for a
+    process caught between fork and exec, whose command line is still empty or its parent's)."""
+    if "redis-server" in cmdline:
+        return "redis"
+    words = cmdline.split()
+    return words[-1] if words and words[-1] in ("coordinator", "worker") else ""
+
+
 def descendants(pid: int) -> set[int]:
     found: set[int] = set()
     todo = [pid]
