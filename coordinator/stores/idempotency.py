@@ -7,9 +7,11 @@ new ones. Keys are per principal and kept `idempotency_ttl_seconds`:
   sp:idem:{sha256(principal NUL key)}  hash: fingerprint (sha256 of the request, its wait and key
                                        left out), jobs (the job ids it queued, comma-separated)
 
-The key is claimed and the jobs are written by one Lua script (`SUBMIT_ONCE`), so of two concurrent
-submissions with one key exactly one queues its jobs, and the other reads what that one queued. A
-request without a key takes the usual MULTI/EXEC and costs nothing more.
+The key is claimed in the transaction that writes the jobs, which WATCHes it: a script sent with
+the transaction (`TOUCH_IF_PRESENT`, in the same round trip) modifies the key if it already exists,
+which aborts the transaction; so of two concurrent submissions with one key exactly one queues its
+jobs, and the other then reads what that one queued. A request without a key takes the usual
+MULTI/EXEC and costs nothing more; one with a new key costs the same round trip.
 """
 
 from __future__ import annotations
@@ -27,22 +29,11 @@ from workers.lean_redis import Arg
 MAX_IDEMPOTENCY_KEY_BYTES = 256
 """Longest idempotency key (UTF-8 bytes); a longer one is INVALID_ARGUMENT."""
 
-# KEYS[1]: the key's record. ARGV: fingerprint, TTL seconds, the job ids (comma-separated), the
-# number of commands, then each command as its argument count and its arguments: the writes
-# MULTI/EXEC would have sent for the jobs (records, credentials, sessions, RQ's enqueue). Returns
-# nil once it wrote them, else the fingerprint and job ids an earlier request stored.
-SUBMIT_ONCE = """
-local seen = redis.call('HMGET', KEYS[1], 'fingerprint', 'jobs')
-if seen[1] then return seen end
-redis.call('HSET', KEYS[1], 'fingerprint', ARGV[1], 'jobs', ARGV[3])
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-local i = 5
-for _ = 1, tonumber(ARGV[4]) do
-  local n = tonumber(ARGV[i])
-  redis.call(unpack(ARGV, i + 1, i + n))
-  i = i + n + 1
-end
-return false
+# Sent after WATCH on the key and before MULTI: a key already there is modified (its `repeats`
+# counted), so the transaction that would claim it again aborts.
+TOUCH_IF_PRESENT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HINCRBY', KEYS[1], 'repeats', 1) end
+return 0
 """
 
 
@@ -55,17 +46,23 @@ class Idempotency:
     redis_key: str
     fingerprint: str
 
-    def script_args(self, ttl_seconds: int, job_ids: Sequence[str], commands: Sequence[Sequence[Arg]]) -> list[Arg]:
-        args: list[Arg] = [self.fingerprint, ttl_seconds, ",".join(job_ids), len(commands)]
-        for command in commands:
-            args.append(len(command))
-            args.extend(command)
-        return args
+    def touch(self) -> tuple[Arg, ...]:
+        """The command between WATCH and MULTI (see the module docstring)."""
+        return ("EVAL", TOUCH_IF_PRESENT, 1, self.redis_key)
 
-    def earlier_jobs(self, reply: object) -> list[str]:
-        """The job ids an earlier request with this key queued (from `SUBMIT_ONCE`'s reply); that
-        request must have been this one."""
+    def claim(self, ttl_seconds: int, job_ids: Sequence[str]) -> list[tuple[Arg, ...]]:
+        """The transaction's commands that claim the key for `job_ids`."""
+        return [
+            ("HSET", self.redis_key, "fingerprint", self.fingerprint, "jobs", ",".join(job_ids)),
+            ("EXPIRE", self.redis_key, ttl_seconds),
+        ]
+
+    def earlier_jobs(self, reply: object) -> list[str] | None:
+        """The job ids an earlier request with this key queued (`reply`: HMGET of its fingerprint and
+        jobs; None if the key is gone); that request must have been this one."""
         assert isinstance(reply, list) and len(reply) == 2
+        if reply[0] is None:
+            return None
         fingerprint, jobs = (value.decode() if isinstance(value, bytes) else str(value) for value in reply)
         if fingerprint != self.fingerprint:
             raise FailedPrecondition(

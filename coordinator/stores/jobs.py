@@ -3,8 +3,8 @@
 Submitting writes the job record, the job's credential, its new session (when it has none) and the
 RQ job in one Redis transaction, so a job is either fully enqueued or not at all. A batch
 (SubmitJobs) is checked whole first, then written in one transaction too: all of its jobs or none.
-A submission with an idempotency key is written by one script instead, which first claims the key
-(`coordinator/stores/idempotency.py`); a key already claimed answers with the jobs it queued.
+A submission with an idempotency key claims the key in that transaction, which is dropped if the key
+was claimed already (`coordinator/stores/idempotency.py`): it then answers with the jobs it queued.
 """
 
 from __future__ import annotations
@@ -19,15 +19,16 @@ from dataclasses import dataclass
 
 from redis import Redis
 from redis.client import Pipeline
+from redis.exceptions import WatchError
 from rq import Queue
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job as RQJob
 from rq.queue import EnqueueData
-from scriptpool.errors import InvalidArgument, NotFound, ScriptpoolError
+from scriptpool.errors import InvalidArgument, NotFound, ScriptpoolError, Unavailable
 from scriptpool.v1 import jobs_pb2, sandbox_pb2
 
 from coordinator.auth import Caller, new_job_credential
-from coordinator.stores.idempotency import SUBMIT_ONCE, Idempotency, idempotency
+from coordinator.stores.idempotency import Idempotency, idempotency
 from coordinator.stores.sessions import NewSession, SessionStore, session_key
 from coordinator.stores.validation import check_uuid, parse_cursor
 from sandbox.languages import Language
@@ -45,7 +46,7 @@ from workers.job_records import (
     session_jobs_key,
     texts,
 )
-from workers.lean_redis import LeanPool, LeanScript, read, read_many, transaction
+from workers.lean_redis import Arg, LeanPool, read, read_many, transaction, watched_transaction
 from workers.lean_rq import pass_default_serializer_as_none
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,6 @@ class JobStore:
         self.max_job_retries = max_job_retries
         self.idempotency_ttl_seconds = min(idempotency_ttl_seconds, result_ttl_seconds)
         """Capped at the result TTL: a key never names jobs whose records have expired."""
-        self._submit_once = LeanScript(redis, self.lean, SUBMIT_ONCE)
 
     def _check(self, request: jobs_pb2.SubmitJobRequest) -> CheckedJob:
         """Every check of one job that needs no Redis; its session is checked with the batch's."""
@@ -242,21 +242,41 @@ class JobStore:
     def _write_once(
         self, once: Idempotency, batch: JobBatch, pipe: Pipeline, jobs: list[jobs_pb2.Job]
     ) -> list[jobs_pb2.Job]:
-        """The writes queued on `pipe`, sent by the script that claims the idempotency key first
-        (one round trip, like the transaction): the jobs, or the earlier request's."""
-        commands = [args for args, _ in pipe.command_stack]
+        """The writes queued on `pipe`, sent in a transaction that claims the idempotency key (one
+        round trip, like an unkeyed submit) and is dropped if the key was there: the jobs, or the
+        earlier request's (read in a second round trip)."""
+        commands = [*once.claim(self.idempotency_ttl_seconds, batch.job_ids), *(args for args, _ in pipe.command_stack)]
         pipe.reset()
-        args = once.script_args(self.idempotency_ttl_seconds, batch.job_ids, commands)
-        earlier = self._submit_once(keys=[once.redis_key], args=args)
-        if earlier is None:
-            return jobs
-        ids = once.earlier_jobs(earlier)
+        for _ in range(3):  # (a key claimed, then gone before it is read: it expired; claim it again)
+            if self._claimed(once, commands):
+                return jobs
+            ids = once.earlier_jobs(self.redis.hmget(once.redis_key, "fingerprint", "jobs"))
+            if ids is not None:
+                return self._earlier(once, batch.principal, ids)
+        raise Unavailable(f"idempotency_key {once.key!r}: could not claim it; send the request again")
+
+    def _claimed(self, once: Idempotency, commands: list[tuple[Arg, ...]]) -> bool:
+        if self.lean.supported:
+            return watched_transaction(self.lean, once.redis_key, once.touch(), commands) is not None
+        with self.redis.pipeline() as pipe:
+            try:
+                pipe.watch(once.redis_key)  # type: ignore[no-untyped-call]
+                pipe.execute_command(*once.touch())  # type: ignore[no-untyped-call]
+                pipe.multi()
+                for command in commands:
+                    pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+                pipe.execute()
+                return True
+            except WatchError:
+                return False
+
+    def _earlier(self, once: Idempotency, principal: str, ids: list[str]) -> list[jobs_pb2.Job]:
         records = self.redis.pipeline(transaction=False)
         for job_id in ids:
             records.hgetall(job_key(job_id))
         found = []
         for job_id, raw in zip(ids, records.execute(), strict=True):
-            if not raw or hash_fields(raw)["principal"].decode() != batch.principal:
+            if not raw or hash_fields(raw)["principal"].decode() != principal:
                 raise NotFound(f"job {job_id} of idempotency_key {once.key!r} not found (its record expired)")
             found.append(_to_job(job_id, hash_fields(raw)))
         return found

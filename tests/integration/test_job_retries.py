@@ -69,27 +69,14 @@ class RetryStack:
         tag = f"runs-{uuid.uuid4().hex}"
         ready = f"retry.ready.{tag}"
         subscription = subscribe(self.client, ready)
-        request = jobs_pb2.SubmitJobRequest(
-            language=Language.LUA.to_proto(),
-            source=source,
-            limits=jobs_pb2.JobLimits(**LONG),
-            max_retries=max_retries,
-        )
-        request.inputs.CopyFrom(_inputs({"tag": tag, "ready": ready}))
-        stub = jobs_pb2_grpc.JobServiceStub(self.client.channel)
-        job = stub.SubmitJob(request, metadata=self.client._metadata, timeout=10).job
+        inputs = {"tag": tag, "ready": ready}
+        job = self.client.submit(Language.LUA, source, limits=LONG, inputs=inputs, max_retries=max_retries)
         return job, tag, subscription
 
     def run_number(self, subscription: str) -> int:
         event = next_event(self.client, subscription)
         assert event is not None, "the job did not start"
         return int(event.data.map_value.fields["run"].int_value)
-
-
-def _inputs(values: dict[str, str]) -> object:
-    from scriptpool.values import to_value_map
-
-    return to_value_map(dict(values))
 
 
 @pytest.fixture
