@@ -128,6 +128,8 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
         result_ttl_seconds=settings.result_ttl_seconds,
         max_batch_jobs=settings.max_batch_jobs,
         max_list_bytes=settings.max_list_jobs_bytes,
+        max_job_retries=settings.max_job_retries,
+        idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
         lean=lean,
     )
     artifacts = ArtifactStore(

@@ -148,6 +148,15 @@ class Settings:
     """Artifacts one query/search may load to filter and sort: each session's candidates are counted
     in its narrowest index first (no ids read), and past this the query is RESOURCE_EXHAUSTED."""
 
+    max_job_retries: int = 10
+    """Most `max_retries` a job may ask for: times it is queued again when its worker is lost
+    mid-run instead of ending `worker_lost` (SCRIPTPOOL_MAX_JOB_RETRIES). A job asking for more is
+    INVALID_ARGUMENT. Each retry runs the whole script again, under the job's own limits."""
+    idempotency_ttl_seconds: int = 24 * 3600
+    """How long a SubmitJob/SubmitJobs idempotency key answers with the job(s) it first queued
+    (SCRIPTPOOL_IDEMPOTENCY_TTL_SECONDS); capped at `result_ttl_seconds`, so a key never outlives
+    the records of its jobs."""
+
     stranded_after_seconds: float = 10.0
     """How long a job id may sit in RQ's intermediate queue (moved there by a worker's dequeue, not yet
     claimed) before the lease sweeper takes it for stranded (its worker died between the two) and puts
@@ -168,6 +177,10 @@ class Settings:
         ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise InvalidArgument(f"{name} must be at least 1 (got {getattr(self, name)})")
+        if self.max_job_retries < 0:
+            raise InvalidArgument(f"max_job_retries must be 0 or more (got {self.max_job_retries})")
+        if self.idempotency_ttl_seconds < 1:
+            raise InvalidArgument(f"idempotency_ttl_seconds must be at least 1 (got {self.idempotency_ttl_seconds})")
         if self.job_session_retention_seconds < 0:
             raise InvalidArgument(
                 "job_session_retention_seconds must be 0 (keep for good) or more "
@@ -194,6 +207,8 @@ class Settings:
             ("max_waiting_calls", "SCRIPTPOOL_MAX_WAITING_CALLS"),
             ("max_waiting_calls_per_principal", "SCRIPTPOOL_MAX_WAITING_CALLS_PER_PRINCIPAL"),
             ("max_event_waits", "SCRIPTPOOL_MAX_EVENT_WAITS"),
+            ("max_job_retries", "SCRIPTPOOL_MAX_JOB_RETRIES"),
+            ("idempotency_ttl_seconds", "SCRIPTPOOL_IDEMPOTENCY_TTL_SECONDS"),
         ):
             if env.get(var):
                 values[name] = _integer(var, env[var])

@@ -1,6 +1,10 @@
 """Finish or recover jobs whose worker vanished, every `SWEEP_SECONDS`:
 
-- a running job whose lease expired ends as `worker_lost`, and RQ's registries are told the same
+- a running job whose lease expired and that asked for retries (`max_retries`) and has some left
+  goes back on RQ's queue for its next attempt, record and RQ together in one transaction: the
+  record back to `queued` with `attempt` + 1 and a new credential, the job out of RQ's
+  StartedJobRegistry and at the head of its queue, `queued` in RQ (what RQ's own `Job.retry` does);
+- any other running job whose lease expired ends as `worker_lost`, and RQ's registries are told the same
   (the job leaves RQ's StartedJobRegistry for its FailedJobRegistry, as RQ's own abandoned-job
   cleanup would do once the execution's much longer heartbeat expired);
 - a job stranded in RQ's intermediate queue (a worker's dequeue moved its id there, and the worker
@@ -23,6 +27,7 @@ import time
 from collections.abc import Callable
 
 from redis import Redis
+from redis.exceptions import WatchError
 from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.executions import Execution
@@ -30,8 +35,9 @@ from rq.job import Job, JobStatus
 from rq.job_lifecycle import record_job_failure
 from scriptpool.v1 import jobs_pb2
 
+from coordinator.auth import new_job_credential
 from sandbox.outcomes import Outcome
-from workers.job_records import LEASES_KEY, JobRecords, JobState, job_key, text, texts
+from workers.job_records import LEASES_KEY, JobRecords, JobState, credential_hash, job_key, text, texts
 
 log = logging.getLogger(__name__)
 SWEEP_SECONDS = 2.0
@@ -81,6 +87,12 @@ class LeaseSweeper:
         swept = 0
         now = time.time()
         for job_id in self.records.expired_leases(now):
+            attempt = self._retry(job_id, now)
+            if attempt is None:
+                continue  # its record changed while this sweep looked at it: the next sweep decides
+            if attempt:
+                log.warning("job %s: worker lost; queued again for attempt %d", job_id, attempt)
+                continue
             result = jobs_pb2.JobResult(outcome=Outcome.WORKER_LOST.to_proto(), message=WORKER_LOST_MESSAGE)
             if self.records.finish(
                 job_id,
@@ -97,6 +109,52 @@ class LeaseSweeper:
                 self.records.redis.zrem(LEASES_KEY, job_id)
         self.recover_stranded()
         return swept
+
+    def _retry(self, job_id: str, now: float) -> int | None:
+        """Queue `job_id` again if it asked for retries and has some left. Returns its new attempt, 0
+        if it is not to be retried (it then ends `worker_lost`), None if its record changed meanwhile.
+        The record is watched while the decision is made, so a worker finishing the job or a cancel
+        in between aborts the transaction instead of racing it."""
+        redis: Redis = self.records.redis
+        with redis.pipeline() as pipe:
+            try:
+                pipe.watch(job_key(job_id))  # type: ignore[no-untyped-call]
+                status, attempt, most, cancel = pipe.hmget(
+                    job_key(job_id), "status", "attempt", "max_retries", "cancel_requested"
+                )
+                current = int(attempt or 1)
+                if status != JobState.RUNNING.value.encode() or cancel or current > int(most or 0):
+                    return 0
+                try:
+                    job = Job.fetch(job_id, connection=self.queue.connection)
+                except NoSuchJobError:
+                    return 0  # (RQ's job hash expired: nothing to queue again)
+                queue = self.queue if job.origin == self.queue.name else Queue(job.origin, connection=redis)
+                credential = new_job_credential()
+                # As long as the submitted credential could live: the queue TTL plus RQ's timeout.
+                credential_ttl = int((job.ttl or 24 * 3600) + (job.timeout or 0))
+                entries = self._started_entries(job)
+                pipe.multi()
+                pipe.eval(
+                    self.records.requeue_source,
+                    2,
+                    *JobRecords.requeue_keys(job_id),
+                    *JobRecords.requeue_args(
+                        job_id, now, current, credential, credential_hash(credential), credential_ttl
+                    ),
+                )
+                for entry in entries:
+                    Execution.from_composite_key(entry, redis).delete(job, pipe)
+                queue._enqueue_job(job, pipeline=pipe, at_front=True)  # RQ's Job.retry, minus retries_left
+                return int(pipe.execute()[0])
+            except WatchError:
+                return None
+
+    def _started_entries(self, job: Job) -> list[str]:
+        """`job`'s entries in its queue's StartedJobRegistry ("job_id:execution_id"; one per running
+        job, so a short read)."""
+        started = job.started_job_registry
+        return [e for e in texts(self.queue.connection.zrange(started.key, 0, -1)) if e.startswith(job.id + ":")]
 
     def recover_stranded(self) -> list[str]:
         """Put back on the queue the jobs stranded in RQ's intermediate queue for
@@ -128,13 +186,10 @@ class LeaseSweeper:
             job = Job.fetch(job_id, connection=self.queue.connection)
             if job.get_status(refresh=False) != JobStatus.STARTED:
                 return
-            started = job.started_job_registry  # its own queue's (leases are shared by every queue)
-            # Its entries there ("job_id:execution_id"; one per running job, so a short read).
-            entries = [text(entry) for entry in self.queue.connection.zrange(started.key, 0, -1)]
+            entries = self._started_entries(job)  # its own queue's (leases are shared by every queue)
             with self.queue.connection.pipeline() as pipeline:
                 for entry in entries:
-                    if entry.startswith(job_id + ":"):
-                        Execution.from_composite_key(entry, self.queue.connection).delete(job, pipeline)
+                    Execution.from_composite_key(entry, self.queue.connection).delete(job, pipeline)
                 record_job_failure(job, f"worker_lost: {WORKER_LOST_MESSAGE}", pipeline)
                 pipeline.execute()
         except NoSuchJobError:

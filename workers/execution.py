@@ -37,8 +37,8 @@ class JobExecutor:
         self.lean = LeanPool(self.redis)
         self._claims: dict[str, ClaimedJob | None] = {}
         """Claims the worker made in RQ's start transaction, by job id, until `execute` takes them."""
-        self._pending_finish: dict[str, tuple[bytes, float, int, str]] = {}
-        """Finishes (result, time, result TTL, outcome) left to the worker's finishing transaction."""
+        self._pending_finish: dict[str, tuple[bytes, float, int, str, int]] = {}
+        """Finishes (result, time, result TTL, outcome, attempt) left to the worker's finishing transaction."""
         self.records = JobRecords(self.redis, settings.lease_seconds, lean=self.lean)
         self.channel = grpc.insecure_channel(settings.coordinator)
         self.stubs = CoordinatorStubs(self.channel)
@@ -72,10 +72,10 @@ class JobExecutor:
         if pending is not None:
             self._finish_now(job_id, pending)
 
-    def _finish_now(self, job_id: str, finish: tuple[bytes, float, int, str]) -> None:
-        result, now, ttl, outcome = finish
-        if not self.records.finish(job_id, result, now, ttl, outcome=outcome):
-            log.info("job %s already finished elsewhere (cancelled or lease expired)", job_id)
+    def _finish_now(self, job_id: str, finish: tuple[bytes, float, int, str, int]) -> None:
+        result, now, ttl, outcome, attempt = finish
+        if not self.records.finish(job_id, result, now, ttl, outcome=outcome, attempt=attempt):
+            log.info("job %s already finished elsewhere, or queued again (cancelled or lease expired)", job_id)
 
     def execute(self, job_id: str) -> dict[str, Any]:
         preclaimed = job_id in self._claims
@@ -86,12 +86,13 @@ class JobExecutor:
             return {"job_id": job_id, "outcome": None, "note": "not queued any more (cancelled or already run)"}
         spec = sandbox_pb2.ChildJob.FromString(claimed.spec)
         reuse = ReuseKey.for_job(claimed.principal, spec, self.settings.jobs_per_child)
-        run = self._run(job_id, spec, claimed.credential, reuse)
+        run = self._run(job_id, spec, claimed.credential, reuse, claimed.attempt)
         finish = (
             run.to_job_result().SerializeToString(),
             time.time(),
             self.settings.result_ttl_seconds,
             run.outcome.value,
+            claimed.attempt,
         )
         if preclaimed:
             self._pending_finish[job_id] = finish
@@ -101,7 +102,9 @@ class JobExecutor:
         self.reaper.collect()
         return {"job_id": job_id, "outcome": run.outcome.value, "message": run.message}
 
-    def _run(self, job_id: str, spec: sandbox_pb2.ChildJob, credential: str, reuse: ReuseKey | None) -> ChildRun:
+    def _run(
+        self, job_id: str, spec: sandbox_pb2.ChildJob, credential: str, reuse: ReuseKey | None, attempt: int = 1
+    ) -> ChildRun:
         deadline = time.monotonic() + spec.limits.wall_time_ms / 1000.0
         bridge = CoordinatorBridge(
             self.stubs,
@@ -116,7 +119,7 @@ class JobExecutor:
 
         self.pool.expect(Language.from_proto(spec.language))
         try:
-            with self.leases.hold(job_id) as lease:
+            with self.leases.hold(job_id, attempt) as lease:
 
                 def on_tick() -> bool:
                     self.reaper.collect()

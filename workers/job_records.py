@@ -4,7 +4,8 @@ Keys (all under the `sp:` prefix):
   sp:job:{id}:state      hash: the job's `job` State scope (coordinator/stores/state.py), deleted here at finish
   sp:job:{id}            hash: spec (ChildJob bytes), principal, session_id, status, credential, cred_hash,
                          created_at, started_at, finished_at, worker, result (JobResult bytes),
-                         cancel_requested
+                         cancel_requested, max_retries (only when > 0), attempt (only from the
+                         second run on: absent means 1)
   sp:cred:{sha256}       hash: job_id, principal, session_id -- a job credential, deleted when the job ends
   sp:jobs:leases         zset: running job id -> lease expiry (epoch s); an expired lease = worker lost
   sp:session:{id}:jobs   zset: job id -> created_at
@@ -15,7 +16,9 @@ Keys (all under the `sp:` prefix):
   channel sp:job-finished  job ids as they finish
 
 Every status change is one Lua script, so a job finishes exactly once whoever races
-(worker result, cancel, lease sweeper).
+(worker result, cancel, lease sweeper). A job with retries left whose worker was lost goes back to
+`queued` with `attempt` + 1 (`REQUEUE`); a worker's heartbeat and finish name the attempt they
+claimed, so a worker whose lease was taken away cannot renew or finish a later attempt.
 """
 
 from __future__ import annotations
@@ -123,7 +126,7 @@ if redis.call('HGET', KEYS[1], 'cancel_requested') then return false end
 redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[1], 'started_at', ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
 log_job(KEYS[1], 'job.started', 'job ' .. ARGV[4] .. ' started on ' .. ARGV[1], ARGV[4], ARGV[2])
-return redis.call('HMGET', KEYS[1], 'spec', 'credential', 'principal')
+return redis.call('HMGET', KEYS[1], 'spec', 'credential', 'principal', 'attempt')
 """
 )
 
@@ -174,6 +177,8 @@ _FINISH = (
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status or status == 'finished' then return 0 end
 if ARGV[6] ~= '' and status ~= ARGV[6] then return 0 end
+-- a worker finishes only the attempt it claimed (not one queued again after its lease expired)
+if ARGV[10] ~= '' and (redis.call('HGET', KEYS[1], 'attempt') or '1') ~= ARGV[10] then return 0 end
 local cred_hash = redis.call('HGET', KEYS[1], 'cred_hash')
 if cred_hash then redis.call('DEL', 'sp:cred:' .. cred_hash) end
 redis.call('HSET', KEYS[1], 'status', 'finished', 'result', ARGV[1], 'finished_at', ARGV[2])
@@ -198,19 +203,52 @@ return status
 
 _HEARTBEAT = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return -1 end
+if (redis.call('HGET', KEYS[1], 'attempt') or '1') ~= ARGV[3] then return -1 end
 redis.call('ZADD', KEYS[2], 'XX', ARGV[1], ARGV[2])
 if redis.call('HGET', KEYS[1], 'cancel_requested') then return 1 end
 return 0
 """
 
+# A running job whose lease expired (its worker was lost) and that has retries left goes back to
+# `queued` for its next attempt, instead of finishing `worker_lost`. KEYS: the record, the leases.
+# ARGV: job id, now, the attempt the sweeper saw expire, a new credential and its hash, the
+# credential's TTL, the job-finished channel. The credential is replaced (the lost worker's one
+# stops working) and the job id published, so coordinators drop the old one from their caches.
+# Returns the new attempt, or 0 if the job is not that attempt running with retries left.
+_REQUEUE = (
+    _LOG_JOB
+    + """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+if redis.call('HGET', KEYS[1], 'cancel_requested') then return 0 end
+local attempt = tonumber(redis.call('HGET', KEYS[1], 'attempt') or '1')
+if attempt ~= tonumber(ARGV[3]) then return 0 end
+if attempt > tonumber(redis.call('HGET', KEYS[1], 'max_retries') or '0') then return 0 end
+local old = redis.call('HGET', KEYS[1], 'cred_hash')
+if old then redis.call('DEL', 'sp:cred:' .. old) end
+local owner = redis.call('HMGET', KEYS[1], 'principal', 'session_id')
+redis.call('HSET', 'sp:cred:' .. ARGV[5], 'job_id', ARGV[1], 'principal', owner[1], 'session_id', owner[2])
+redis.call('EXPIRE', 'sp:cred:' .. ARGV[5], ARGV[6])
+redis.call('HSET', KEYS[1], 'status', 'queued', 'attempt', attempt + 1, 'credential', ARGV[4], 'cred_hash', ARGV[5])
+redis.call('HDEL', KEYS[1], 'worker', 'started_at', 'current_session')
+redis.call('DEL', KEYS[1] .. ':state')  -- the next attempt starts with an empty `job` State scope
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('PUBLISH', ARGV[7], ARGV[1])
+log_job(KEYS[1], 'job.requeued',
+  'job ' .. ARGV[1] .. ': worker lost on attempt ' .. attempt .. '; queued again', ARGV[1], ARGV[2])
+return attempt + 1
+"""
+)
+
 
 @dataclass(frozen=True, slots=True)
 class ClaimedJob:
-    """A job this worker has claimed: its spec (ChildJob bytes), its credential, whose it is."""
+    """A job this worker has claimed: its spec (ChildJob bytes), its credential, whose it is, and
+    which attempt of it this is (the fence its heartbeats and finish carry)."""
 
     spec: bytes
     credential: str
     principal: str
+    attempt: int = 1
 
 
 class JobRecords:
@@ -226,6 +264,9 @@ class JobRecords:
         self._start, self._finish, self._request_cancel, self._heartbeat = (
             LeanScript(redis, self._pool, source) for source in (_START, _FINISH, _REQUEST_CANCEL, _HEARTBEAT)
         )
+        self.requeue_source = _REQUEUE
+        """The requeue script's source, for the lease sweeper to send inside its transaction (with RQ's
+        writes for the job: `coordinator/sweeper.py`). Its arguments: `requeue_args`."""
 
     def close(self) -> None:
         """Close the lean connections, if this object opened the pool (a pool passed in is its owner's)."""
@@ -251,9 +292,9 @@ class JobRecords:
         if not reply:
             return None
         assert isinstance(reply, list)
-        spec, credential, principal = reply
+        spec, credential, principal, attempt = reply
         assert isinstance(spec, bytes) and isinstance(credential, bytes)
-        return ClaimedJob(spec, credential.decode(), text(principal or b""))
+        return ClaimedJob(spec, credential.decode(), text(principal or b""), int(text(attempt or b"1")))
 
     def finish(
         self,
@@ -263,38 +304,53 @@ class JobRecords:
         ttl_seconds: int,
         only_if: JobState | None = None,
         outcome: str = "",
+        attempt: int = 0,
     ) -> bool:
-        """Record the result of a job that has not finished yet. True if this call finished it."""
+        """Record the result of a job that has not finished yet. True if this call finished it.
+        `attempt` > 0: only if that attempt is the job's current one (a worker's finish)."""
         applied = self._finish(
             keys=[job_key(job_id), LEASES_KEY],
-            args=self._finish_args(job_id, result, now, ttl_seconds, only_if, outcome),
+            args=self._finish_args(job_id, result, now, ttl_seconds, only_if, outcome, attempt),
         )
         return bool(applied)
 
-    def finish_command(self, job_id: str, result: bytes, now: float, ttl_seconds: int, outcome: str) -> tuple[Arg, ...]:
+    def finish_command(
+        self, job_id: str, result: bytes, now: float, ttl_seconds: int, outcome: str, attempt: int
+    ) -> tuple[Arg, ...]:
         """`finish` as one command to send inside another transaction (the worker's RQ finishing
         transaction); it replies 1 if it finished the job."""
-        args = self._finish_args(job_id, result, now, ttl_seconds, None, outcome)
+        args = self._finish_args(job_id, result, now, ttl_seconds, None, outcome, attempt)
         return ("EVAL", _FINISH, 2, job_key(job_id), LEASES_KEY, *args)
 
     @staticmethod
     def _finish_args(
-        job_id: str, result: bytes, now: float, ttl_seconds: int, only_if: JobState | None, outcome: str
+        job_id: str, result: bytes, now: float, ttl_seconds: int, only_if: JobState | None, outcome: str, attempt: int
     ) -> list[Arg]:
         return [
             result, now, ttl_seconds, job_id, FINISHED_CHANNEL, only_if.value if only_if else "", outcome,
-            _COMPLETED_DATA["active"], _COMPLETED_DATA["suspended"],
+            _COMPLETED_DATA["active"], _COMPLETED_DATA["suspended"], str(attempt) if attempt else "",
         ]  # fmt: skip
 
     def request_cancel(self, job_id: str) -> JobState | None:
         status = self._request_cancel(keys=[job_key(job_id)], args=[])
         return JobState(text(status)) if status else None
 
-    def heartbeat(self, job_id: str, now: float) -> bool | None:
-        """Extend a running job's lease. Returns True if cancel was requested, None if not running."""
-        answer = self._heartbeat(keys=[job_key(job_id), LEASES_KEY], args=[now + self.lease_seconds, job_id])
+    def heartbeat(self, job_id: str, now: float, attempt: int = 1) -> bool | None:
+        """Extend a running job's lease. Returns True if cancel was requested, None if `attempt` of it
+        is not running (finished, or queued again after this lease expired)."""
+        answer = self._heartbeat(keys=[job_key(job_id), LEASES_KEY], args=[now + self.lease_seconds, job_id, attempt])
         assert isinstance(answer, int)
         return None if answer < 0 else answer == 1
+
+    @staticmethod
+    def requeue_keys(job_id: str) -> list[str]:
+        return [job_key(job_id), LEASES_KEY]
+
+    @staticmethod
+    def requeue_args(
+        job_id: str, now: float, attempt: int, credential: str, cred_hash: str, credential_ttl: int
+    ) -> list[Arg]:
+        return [job_id, now, attempt, credential, cred_hash, credential_ttl, FINISHED_CHANNEL]
 
     def expired_leases(self, now: float, limit: int = 100) -> list[str]:
         return texts(self.redis.zrangebyscore(LEASES_KEY, "-inf", now, start=0, num=limit))

@@ -260,6 +260,32 @@ def transaction(pool: LeanPool, commands: Sequence[Sequence[Arg]]) -> list[Reply
     return result
 
 
+def watched_transaction(
+    pool: LeanPool, key: Arg, before: Sequence[Arg], commands: Sequence[Sequence[Arg]]
+) -> list[Reply] | None:
+    """WATCH `key`, the command `before`, then MULTI, `commands`, EXEC, all in one write on the
+    calling thread's lean connection: the EXEC replies, or None if `key` was modified after the
+    WATCH (by `before` itself, which is how a script there can veto the transaction, or by another
+    client) and nothing of the transaction ran. Errors as for `transaction`."""
+    sent = (("WATCH", key), before, ("MULTI",), *commands, ("EXEC",))
+    conn = pool.send(b"".join(pack_command(*command) for command in sent))
+    try:
+        replies = [conn.read_reply(nested=True) for _ in range(len(sent))]
+    except (OSError, RedisConnectionError) as exc:
+        raise pool.lost(exc, "transaction") from exc  # never resend: it may have run
+    *first, result = replies
+    for reply in first:
+        if isinstance(reply, ResponseError):
+            raise reply
+    if result is None:
+        return None
+    assert isinstance(result, list)
+    for reply in result:
+        if isinstance(reply, ResponseError):
+            raise reply
+    return result
+
+
 def read(pool: LeanPool, *command: Arg) -> Reply:
     """A read-only command on the calling thread's lean connection (retried once on a fresh
     connection whatever failed: reading twice is harmless). The caller checks `pool.supported`."""

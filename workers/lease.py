@@ -24,14 +24,16 @@ log = logging.getLogger(__name__)
 class Lease:
     """What the keeper learned about one job's lease."""
 
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: str, attempt: int = 1) -> None:
         self.job_id = job_id
+        self.attempt = attempt
         self.cancel_requested = False
         self.not_running = False
 
     @property
     def should_stop(self) -> bool:
-        """True once the job was cancelled or is no longer running (e.g. finished elsewhere)."""
+        """True once the job was cancelled or this attempt of it is no longer running (finished
+        elsewhere, or queued again after this lease expired)."""
         return self.cancel_requested or self.not_running
 
 
@@ -46,9 +48,9 @@ class LeaseKeeper:
         self._thread: threading.Thread | None = None
 
     @contextmanager
-    def hold(self, job_id: str) -> Iterator[Lease]:
-        """Renew `job_id`'s lease until the block ends."""
-        lease = Lease(job_id)
+    def hold(self, job_id: str, attempt: int = 1) -> Iterator[Lease]:
+        """Renew the lease of `job_id`'s `attempt` until the block ends."""
+        lease = Lease(job_id, attempt)
         with self._lock:
             if self._closed:
                 raise RuntimeError("the lease keeper is closed")
@@ -77,7 +79,7 @@ class LeaseKeeper:
             if lease is None:
                 continue
             try:
-                answer = self.records.heartbeat(lease.job_id, time.time())
+                answer = self.records.heartbeat(lease.job_id, time.time(), lease.attempt)
             except Exception as exc:
                 log.warning("job %s: lease renewal failed (%s); retrying", lease.job_id, exc)
                 continue

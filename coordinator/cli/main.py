@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from scriptpool.errors import InvalidArgument, ScriptpoolError
 
-from coordinator.cli import artifact_cmd, bench_cmd, events_cmd, session_cmd, state_cmd
+from coordinator.cli import artifact_cmd, bench_cmd, events_cmd, job_cmd, session_cmd, state_cmd
 from coordinator.settings import Settings
 from coordinator.single_instance import AlreadyInUse
 from sandbox.languages import Language
@@ -100,13 +100,14 @@ def _language_for(path: Path, explicit: str | None) -> Language:
 
 
 def run_file(client: object, path: Path, args: argparse.Namespace) -> int:
-    from scriptpool.values import from_value
+    from scriptpool.v1 import jobs_pb2
 
-    from coordinator.cli.output import failure_line, job_to_json, outcome_of, to_json
     from coordinator.client import ScriptpoolClient
-    from sandbox.outcomes import Outcome
 
     assert isinstance(client, ScriptpoolClient)
+    for flag, value in (("--timeout", args.timeout), ("--cpu-ms", args.cpu_ms), ("--wall-ms", args.wall_ms),
+                        ("--memory-bytes", args.memory_bytes), ("--max-retries", args.max_retries)):  # fmt: skip
+        job_cmd.check_non_negative(flag, value)
     language = _language_for(path, args.lang)
     try:
         source = path.read_text(encoding="utf-8")
@@ -114,19 +115,21 @@ def run_file(client: object, path: Path, args: argparse.Namespace) -> int:
         raise InvalidArgument(f"cannot read {path}: {exc.strerror}") from exc
     limits = {k: v for k, v in (("cpu_time_ms", args.cpu_ms), ("wall_time_ms", args.wall_ms),
                                 ("memory_bytes", args.memory_bytes)) if v}  # fmt: skip
-    job = client.run(language, source, session_id=args.session or "", limits=limits, timeout=args.timeout)
-    if args.json:
-        print(job_to_json(job))
-    else:
-        sys.stdout.write(job.result.output)
-        if job.result.output_truncated:
-            print("[output truncated at the job's output limit]")
-        if outcome_of(job) is Outcome.OK:
-            print(to_json(from_value(job.result.result)))
-    if outcome_of(job) is not Outcome.OK:
-        print(failure_line(job), file=sys.stderr)
-        return EXIT_JOB_FAILED
-    return EXIT_OK
+
+    def queued(job: jobs_pb2.Job) -> None:
+        # First, so that whatever happens to this command, `scriptpool job wait ID` can pick up.
+        print(f"job {job.id}", file=sys.stderr, flush=True)
+
+    job = client.run(
+        language,
+        source,
+        session_id=args.session or "",
+        limits=limits,
+        timeout=args.timeout,
+        max_retries=args.max_retries or 0,
+        on_queued=queued,
+    )
+    return job_cmd.print_finished(job, as_json=args.json)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -222,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--cpu-ms", type=int, help="CPU time limit (ms)")
         p.add_argument("--wall-ms", type=int, help="wall time limit (ms)")
         p.add_argument("--memory-bytes", type=int, help="memory limit (bytes)")
+        p.add_argument(
+            "--max-retries", type=int, default=0, help="times the job is queued again if its worker is lost (default 0)"
+        )
         p.add_argument("--json", action="store_true", help="print the whole job as JSON")
 
     p = sub.add_parser("up", help="start redis (unless REDIS_URL), the coordinator and workers in the foreground")
@@ -259,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     for name, module in (("session", session_cmd), ("artifact", artifact_cmd), ("state", state_cmd),
-                         ("events", events_cmd)):  # fmt: skip
+                         ("events", events_cmd), ("job", job_cmd)):  # fmt: skip
         module.add_parser(sub, with_client)
         sub.choices[name].set_defaults(func=client_command(module.run))
 

@@ -44,14 +44,19 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         # exists, so its end cannot be missed.
         with self.waiting.hold(caller), self.waiters.watch_many([job_id]) as ended:
             queued = self.jobs.submit(caller, request, job_id=job_id)
-            job, finished = self._until_finished(caller, queued, ended, give_up, context)
+            if queued.id != job_id:  # an earlier request with this idempotency key queued it
+                with self.waiters.watch_many([queued.id]) as earlier_ended:
+                    job = self._seen(self.jobs.get(caller, queued.id))  # (read once watched: no end missed)
+                    job, finished = self._until_finished(caller, job, earlier_ended, give_up, context)
+            else:
+                job, finished = self._until_finished(caller, queued, ended, give_up, context)
         return jobs_pb2.SubmitJobResponse(job=job, finished=finished)
 
     def SubmitJobs(
         self, request: jobs_pb2.SubmitJobsRequest, context: grpc.ServicerContext
     ) -> Iterator[jobs_pb2.SubmitJobsResponse]:
         caller = self.auth.caller(context)
-        batch = self.jobs.check_batch(caller, request.jobs)  # all checks before any write
+        batch = self.jobs.check_batch(caller, request)  # all checks before any write
         if not request.wait_seconds:
             for index, job in enumerate(self.jobs.write(batch)):
                 yield jobs_pb2.SubmitJobsResponse(index=index, job=job)
@@ -60,6 +65,12 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         # (refused past the wait budget before any is written; watched before they exist: no end is missed)
         with self.waiting.hold(caller), self.waiters.watch_many(batch.job_ids) as finished:
             jobs = self.jobs.write(batch)
+            if jobs[0].id != batch.job_ids[0]:  # an earlier request with this idempotency key queued them
+                with self.waiters.watch_many([job.id for job in jobs]) as earlier_finished:
+                    earlier_finished.recheck_due = True  # read them all first: some may have finished
+                    context.add_callback(earlier_finished.interrupt)
+                    yield from self._as_they_finish(jobs, earlier_finished, give_up, context)
+                return
             context.add_callback(finished.interrupt)  # a cancelled call stops waiting at once
             yield from self._as_they_finish(jobs, finished, give_up, context)
 

@@ -3,6 +3,8 @@
 Submitting writes the job record, the job's credential, its new session (when it has none) and the
 RQ job in one Redis transaction, so a job is either fully enqueued or not at all. A batch
 (SubmitJobs) is checked whole first, then written in one transaction too: all of its jobs or none.
+A submission with an idempotency key claims the key in that transaction, which is dropped if the key
+was claimed already (`coordinator/stores/idempotency.py`): it then answers with the jobs it queued.
 """
 
 from __future__ import annotations
@@ -17,14 +19,16 @@ from dataclasses import dataclass
 
 from redis import Redis
 from redis.client import Pipeline
+from redis.exceptions import WatchError
 from rq import Queue
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job as RQJob
 from rq.queue import EnqueueData
-from scriptpool.errors import InvalidArgument, NotFound, ScriptpoolError
+from scriptpool.errors import InvalidArgument, NotFound, ScriptpoolError, Unavailable
 from scriptpool.v1 import jobs_pb2, sandbox_pb2
 
 from coordinator.auth import Caller, new_job_credential
+from coordinator.stores.idempotency import Idempotency, idempotency
 from coordinator.stores.sessions import NewSession, SessionStore, session_key
 from coordinator.stores.validation import check_uuid, parse_cursor
 from sandbox.languages import Language
@@ -42,7 +46,7 @@ from workers.job_records import (
     session_jobs_key,
     texts,
 )
-from workers.lean_redis import LeanPool, read, read_many, transaction
+from workers.lean_redis import Arg, LeanPool, read, read_many, transaction, watched_transaction
 from workers.lean_rq import pass_default_serializer_as_none
 
 log = logging.getLogger(__name__)
@@ -52,6 +56,8 @@ DEFAULT_JOB_PAGE = 100
 MAX_JOB_PAGE = 1000
 REPLAYED_FIELD = "replayed"
 """Field of a job's record set ("1") when a replay submitted the job (coordinator/stores/replay.py)."""
+MAX_RETRIES_FIELD = "max_retries"
+"""Field of a job's record: the retries it asked for (only when > 0; read by the requeue script)."""
 REPLAYS_FIELD = "replays"
 """Field of a job's record counting the replays its script started."""
 _STATUS = {
@@ -82,6 +88,8 @@ class JobStore:
         result_ttl_seconds: int,
         max_batch_jobs: int = 1000,
         max_list_bytes: int = 4 * 1024 * 1024,
+        max_job_retries: int = 10,
+        idempotency_ttl_seconds: int = 24 * 3600,
         lean: LeanPool | None = None,
     ) -> None:
         self.redis = redis
@@ -99,6 +107,9 @@ class JobStore:
         self.max_batch_jobs = max_batch_jobs
         self.max_list_bytes = max_list_bytes
         """Job record bytes (sources and results) one ListJobs call reads (settings.max_list_jobs_bytes)."""
+        self.max_job_retries = max_job_retries
+        self.idempotency_ttl_seconds = min(idempotency_ttl_seconds, result_ttl_seconds)
+        """Capped at the result TTL: a key never names jobs whose records have expired."""
 
     def _check(self, request: jobs_pb2.SubmitJobRequest) -> CheckedJob:
         """Every check of one job that needs no Redis; its session is checked with the batch's."""
@@ -110,6 +121,10 @@ class JobStore:
             raise InvalidArgument(f"source: {size} bytes is above the maximum of {self.max_source_bytes} bytes")
         if request.session_id:
             check_uuid(request.session_id, "session id")
+        if request.max_retries > self.max_job_retries:
+            raise InvalidArgument(
+                f"max_retries: {request.max_retries} is above the maximum of {self.max_job_retries} retries per job"
+            )
         limits = _resolve(self.policy, tuple(getattr(request.limits, name) for name in LIMIT_FIELDS))
         spec = sandbox_pb2.ChildJob(
             language=language.to_proto(),
@@ -118,12 +133,15 @@ class JobStore:
             random_seed=secrets.randbits(48) | 1,
             limits=jobs_pb2.JobLimits(**{name: getattr(limits, name) for name in LIMIT_FIELDS}),
         )
-        return CheckedJob(language, spec, request.session_id)
+        return CheckedJob(language, spec, request.session_id, max_retries=request.max_retries)
 
-    def check_batch(self, caller: Caller, requests: Sequence[jobs_pb2.SubmitJobRequest]) -> JobBatch:
+    def check_batch(self, caller: Caller, whole: jobs_pb2.SubmitJobsRequest) -> JobBatch:
         """Check every job of a SubmitJobs call, and their sessions, before anything is written; an
-        error names the job (`jobs[3]: source: the script is empty`)."""
+        error names the job (`jobs[3]: source: the script is empty`). The batch's idempotency key is
+        checked too (the jobs' own must be empty)."""
         caller.require_client("JobService.SubmitJobs")
+        requests = whole.jobs
+        once = idempotency(caller.principal, whole.idempotency_key, whole)
         if not requests:
             raise InvalidArgument(f"jobs: the batch is empty; send 1 to {self.max_batch_jobs} jobs")
         if len(requests) > self.max_batch_jobs:
@@ -136,12 +154,23 @@ class JobStore:
             try:
                 if request.wait_seconds:
                     raise InvalidArgument("wait_seconds: must be 0 in a batch (SubmitJobsRequest.wait_seconds waits)")
+                if request.idempotency_key:
+                    raise InvalidArgument(
+                        "idempotency_key: must be empty in a batch (SubmitJobsRequest.idempotency_key covers it)"
+                    )
                 checked.append(self._check(request))
             except ScriptpoolError as exc:
                 raise type(exc)(f"jobs[{index}]: {exc.message}") from None
-        return self._batch(caller, checked, "jobs[{}]: ")
+        return self._batch(caller, checked, "jobs[{}]: ", idempotent=once)
 
-    def _batch(self, caller: Caller, checked: list[CheckedJob], where: str, job_id: str = "") -> JobBatch:
+    def _batch(
+        self,
+        caller: Caller,
+        checked: list[CheckedJob],
+        where: str,
+        job_id: str = "",
+        idempotent: Idempotency | None = None,
+    ) -> JobBatch:
         """Check the jobs' sessions (given ones must be the caller's, new ones must fit under the
         principal's maximum) and draw the job ids. `where` prefixes errors (formatted with the index)."""
         given = {job.session_id for job in checked if job.session_id}
@@ -152,7 +181,7 @@ class JobStore:
         names = [f"{job.language.value} job" for job in checked if not job.session_id]
         new_sessions = self.sessions.prepare_for_jobs(caller, names) if names else []
         job_ids = [job_id] if job_id else [str(uuid.uuid4()) for _ in checked]
-        return JobBatch(caller.principal, checked, job_ids, new_sessions)
+        return JobBatch(caller.principal, checked, job_ids, new_sessions, idempotent)
 
     def submit(
         self,
@@ -167,18 +196,22 @@ class JobStore:
         """Enqueue a job. `random_seed` and `clock_start` are for replays (the recorded job's seed and
         start time); otherwise a fresh seed is drawn and kept in the job's spec, and the clock is real.
         `job_id` is a new UUID the caller drew (to watch for the job's end before it exists).
-        `replayed` marks a job a replay submitted (its record's `replayed` field): it cannot replay."""
+        `replayed` marks a job a replay submitted (its record's `replayed` field): it cannot replay.
+        With an idempotency key already used for this request, the job it queued, as it is now
+        (its id is then not `job_id`)."""
         caller.require_client("JobService.SubmitJob")
+        once = idempotency(caller.principal, request.idempotency_key, request)
         checked = self._check(request)
         if random_seed:
             checked.spec.random_seed = random_seed
         checked.spec.clock_start = clock_start
         checked.replayed = replayed
-        return self.write(self._batch(caller, [checked], "", job_id))[0]
+        return self.write(self._batch(caller, [checked], "", job_id, once))[0]
 
     def write(self, batch: JobBatch) -> list[jobs_pb2.Job]:
         """Enqueue a checked batch in one Redis transaction: every job or none. The jobs as queued,
-        in the batch's order."""
+        in the batch's order; with an idempotency key another request already used, the jobs that
+        request queued instead, as they are now (nothing is written)."""
         pipe = self.redis.pipeline(transaction=True)
         pipe.multi()
         rq_jobs: list[EnqueueData] = []
@@ -197,12 +230,56 @@ class JobStore:
         # RQ's own enqueue, so `rq info` and RQ's API see the jobs; for many jobs at once it costs
         # a quarter less than one `enqueue_call` each.
         self.queue.enqueue_many(rq_jobs, pipeline=pipe)
+        if batch.idempotency is not None:
+            return self._write_once(batch.idempotency, batch, pipe, jobs)
         if self.lean.supported:
             transaction(self.lean, [args for args, _ in pipe.command_stack])
             pipe.reset()
         else:
             pipe.execute()
         return jobs
+
+    def _write_once(
+        self, once: Idempotency, batch: JobBatch, pipe: Pipeline, jobs: list[jobs_pb2.Job]
+    ) -> list[jobs_pb2.Job]:
+        """The writes queued on `pipe`, sent in a transaction that claims the idempotency key (one
+        round trip, like an unkeyed submit) and is dropped if the key was there: the jobs, or the
+        earlier request's (read in a second round trip)."""
+        commands = [*once.claim(self.idempotency_ttl_seconds, batch.job_ids), *(args for args, _ in pipe.command_stack)]
+        pipe.reset()
+        for _ in range(3):  # (a key claimed, then gone before it is read: it expired; claim it again)
+            if self._claimed(once, commands):
+                return jobs
+            ids = once.earlier_jobs(self.redis.hmget(once.redis_key, "fingerprint", "jobs"))
+            if ids is not None:
+                return self._earlier(once, batch.principal, ids)
+        raise Unavailable(f"idempotency_key {once.key!r}: could not claim it; send the request again")
+
+    def _claimed(self, once: Idempotency, commands: list[tuple[Arg, ...]]) -> bool:
+        if self.lean.supported:
+            return watched_transaction(self.lean, once.redis_key, once.touch(), commands) is not None
+        with self.redis.pipeline() as pipe:
+            try:
+                pipe.watch(once.redis_key)  # type: ignore[no-untyped-call]
+                pipe.execute_command(*once.touch())  # type: ignore[no-untyped-call]
+                pipe.multi()
+                for command in commands:
+                    pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+                pipe.execute()
+                return True
+            except WatchError:
+                return False
+
+    def _earlier(self, once: Idempotency, principal: str, ids: list[str]) -> list[jobs_pb2.Job]:
+        records = self.redis.pipeline(transaction=False)
+        for job_id in ids:
+            records.hgetall(job_key(job_id))
+        found = []
+        for job_id, raw in zip(ids, records.execute(), strict=True):
+            if not raw or hash_fields(raw)["principal"].decode() != principal:
+                raise NotFound(f"job {job_id} of idempotency_key {once.key!r} not found (its record expired)")
+            found.append(_to_job(job_id, hash_fields(raw)))
+        return found
 
     def _append(
         self,
@@ -249,6 +326,8 @@ class JobStore:
         }
         if job.replayed:
             record[REPLAYED_FIELD] = "1"
+        if job.max_retries:
+            record[MAX_RETRIES_FIELD] = str(job.max_retries)
         pipe.hset(job_key(job_id), mapping=record)  # type: ignore[arg-type]
         pipe.hset(
             credential_key(cred_hash), mapping={"job_id": job_id, "principal": principal, "session_id": session_id}
@@ -263,6 +342,8 @@ class JobStore:
             limits=spec.limits,
             principal=principal,
             created_at=now,
+            attempt=1,
+            max_retries=job.max_retries,
         )
 
     def refresh(self, jobs: Sequence[jobs_pb2.Job]) -> list[jobs_pb2.Job]:
@@ -378,6 +459,8 @@ class CheckedJob:
     """The session it was submitted with; "" = a new session is made for it."""
     replayed: bool = False
     """Submitted by a replay (`JobStore.submit(replayed=True)`): its script cannot start a replay."""
+    max_retries: int = 0
+    """Times it is queued again when its worker is lost mid-run (`coordinator/sweeper.py`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,10 +473,12 @@ class JobBatch:
     job_ids: list[str]
     new_sessions: list[NewSession]
     """One for each job without a session, in order."""
+    idempotency: Idempotency | None = None
+    """The submission's idempotency key, if it sent one: the batch is written only if it is new."""
 
 
 # The fields of a job record that change after it is queued (what `refresh` reads).
-_LIVE_FIELDS = ("status", "started_at", "finished_at", "worker", "result")
+_LIVE_FIELDS = ("status", "started_at", "finished_at", "worker", "result", "attempt")
 
 
 def _apply_live(job: jobs_pb2.Job, raw: dict[str, bytes | None]) -> None:
@@ -403,6 +488,7 @@ def _apply_live(job: jobs_pb2.Job, raw: dict[str, bytes | None]) -> None:
     job.started_at = float(raw.get("started_at") or b"0")
     job.finished_at = float(raw.get("finished_at") or b"0")
     job.worker = (raw.get("worker") or b"").decode()
+    job.attempt = int(raw.get("attempt") or b"1")
     result = raw.get("result")
     if result is not None:
         job.result.ParseFromString(result)
@@ -417,6 +503,7 @@ def _to_job(job_id: str, raw: dict[str, bytes]) -> jobs_pb2.Job:
         limits=spec.limits,
         principal=raw["principal"].decode(),
         created_at=float(raw.get("created_at", b"0")),
+        max_retries=int(raw.get(MAX_RETRIES_FIELD, b"0")),
     )
     _apply_live(job, raw)  # type: ignore[arg-type]
     return job

@@ -42,12 +42,13 @@ def test_up_runs_jobs_from_the_cli_and_stops_without_orphans(tmp_path: Path) -> 
         bad.write_text("local x = 1\nerror('nope')\n")
         failed = cli(["run", str(bad)], env)
         assert failed.returncode == 1
-        assert failed.stderr.strip() == "script_error: line 2: nope"
+        job_line, failure = failed.stderr.splitlines()  # the job's id comes first, before the wait
+        assert job_line.startswith("job ") and failure == "script_error: line 2: nope"
 
         spin = tmp_path / "spin.lua"
         spin.write_text("while true do end")
         limited = cli(["run", str(spin), "--cpu-ms", "300"], env)
-        assert limited.returncode == 1 and limited.stderr.startswith("cpu_time_exceeded: ")
+        assert limited.returncode == 1 and limited.stderr.splitlines()[1].startswith("cpu_time_exceeded: ")
 
         created = cli(["session", "create", "--name", "from-cli", "--tag", "x"], env)
         assert created.returncode == 0

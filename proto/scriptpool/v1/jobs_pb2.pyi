@@ -253,6 +253,8 @@ class Job(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
     WORKER_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    MAX_RETRIES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     session_id: _builtins.str
     language: Global___Language.ValueType
@@ -264,6 +266,10 @@ class Job(_message.Message):
     finished_at: _builtins.float
     worker: _builtins.str
     """the worker that ran it"""
+    attempt: _builtins.int
+    """1 for the first run; each retry after the job's worker was lost adds 1 (see max_retries)."""
+    max_retries: _builtins.int
+    """as submitted (0: a lost worker ends the job worker_lost)"""
     @_builtins.property
     def limits(self) -> Global___JobLimits:
         """the limits in force (defaults filled in)"""
@@ -286,10 +292,12 @@ class Job(_message.Message):
         finished_at: _builtins.float = ...,
         result: Global___JobResult | None = ...,
         worker: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        max_retries: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "id", b"id", "language", b"language", "limits", b"limits", "principal", b"principal", "result", b"result", "session_id", b"session_id", "started_at", b"started_at", "status", b"status", "worker", b"worker"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "created_at", b"created_at", "finished_at", b"finished_at", "id", b"id", "language", b"language", "limits", b"limits", "max_retries", b"max_retries", "principal", b"principal", "result", b"result", "session_id", b"session_id", "started_at", b"started_at", "status", b"status", "worker", b"worker"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -305,6 +313,8 @@ class SubmitJobRequest(_message.Message):
     LIMITS_FIELD_NUMBER: _builtins.int
     INPUTS_FIELD_NUMBER: _builtins.int
     WAIT_SECONDS_FIELD_NUMBER: _builtins.int
+    MAX_RETRIES_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     language: Global___Language.ValueType
     source: _builtins.str
     session_id: _builtins.str
@@ -313,6 +323,17 @@ class SubmitJobRequest(_message.Message):
     """> 0: answer once the job has finished or this many seconds have passed, whichever is first
     (capped like WaitJob's timeout and by the call's deadline); the job runs on either way.
     0: answer as soon as the job is queued.
+    """
+    max_retries: _builtins.int
+    """Times the job is queued again when its worker is lost mid-run (the lease expired) instead of
+    ending worker_lost: 0 (default) to the server's max_job_retries (default 10). Retries only
+    follow a lost worker, never a job's own outcome; a retried job runs its script again.
+    """
+    idempotency_key: _builtins.str
+    """Optional, at most 256 bytes, per principal: a second SubmitJob with the same key within the
+    server's idempotency_ttl_seconds (default 24 h) answers with the job the first one queued
+    instead of queuing another (waiting for it if wait_seconds > 0). The same key with a different
+    request (anything but wait_seconds) is FAILED_PRECONDITION. Must be empty inside SubmitJobs.
     """
     @_builtins.property
     def limits(self) -> Global___JobLimits: ...
@@ -329,10 +350,12 @@ class SubmitJobRequest(_message.Message):
         limits: Global___JobLimits | None = ...,
         inputs: _common_pb2.ValueMap | None = ...,
         wait_seconds: _builtins.float = ...,
+        max_retries: _builtins.int = ...,
+        idempotency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["inputs", b"inputs", "limits", b"limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["inputs", b"inputs", "language", b"language", "limits", b"limits", "session_id", b"session_id", "source", b"source", "wait_seconds", b"wait_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "inputs", b"inputs", "language", b"language", "limits", b"limits", "max_retries", b"max_retries", "session_id", b"session_id", "source", b"source", "wait_seconds", b"wait_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -373,10 +396,16 @@ class SubmitJobsRequest(_message.Message):
 
     JOBS_FIELD_NUMBER: _builtins.int
     WAIT_SECONDS_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     wait_seconds: _builtins.float
     """> 0: stream each job once it has finished (in the order they finish), until all have finished
     or this many seconds have passed (capped like WaitJob's timeout and by the call's deadline);
     the jobs still unfinished then follow with finished = false. 0: stream each job as queued.
+    """
+    idempotency_key: _builtins.str
+    """Optional, one key for the whole batch (it is queued all-or-nothing): a second SubmitJobs with
+    the same key answers with the jobs the first one queued, in the same order, as SubmitJob's
+    idempotency_key does.
     """
     @_builtins.property
     def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubmitJobRequest]:
@@ -387,10 +416,11 @@ class SubmitJobsRequest(_message.Message):
         *,
         jobs: _abc.Iterable[Global___SubmitJobRequest] | None = ...,
         wait_seconds: _builtins.float = ...,
+        idempotency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs", "wait_seconds", b"wait_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "jobs", b"jobs", "wait_seconds", b"wait_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
