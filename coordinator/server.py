@@ -158,7 +158,13 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
     replays = ReplayStore(
         sessions, jobs, replay_runner, max_jobs=settings.max_replay_jobs, max_per_job=settings.max_replays_per_job
     )
-    sweeper = LeaseSweeper(jobs.records, settings.result_ttl_seconds, jobs.queue, settings.stranded_after_seconds)
+    sweeper = LeaseSweeper(
+        jobs.records,
+        settings.result_ttl_seconds,
+        jobs.queue,
+        settings.stranded_after_seconds,
+        lease_seconds=settings.lease_seconds,
+    )
     session_expiry = SessionExpiry(sessions, settings.max_expired_sessions_per_sweep)
     sweeper.also.append(session_expiry.sweep)
     waiting = WaitingCalls(

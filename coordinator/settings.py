@@ -10,6 +10,7 @@ from scriptpool.errors import InvalidArgument
 
 from sandbox.limits import LimitPolicy
 from workers.event_streams import DEFAULT_EVENT_RETENTION
+from workers.job_records import LEASE_SECONDS
 from workers.settings import DEFAULT_COORDINATOR, DEFAULT_QUEUE
 
 DEFAULT_LISTEN = DEFAULT_COORDINATOR
@@ -154,7 +155,15 @@ class Settings:
     it back on the queue. A live worker claims within microseconds of its dequeue; with the sweep every
     2 s, a stranded job is queued again within about this plus 2 s, under the 15 s lease."""
 
+    lease_seconds: float = LEASE_SECONDS
+    """The workers' job lease (SCRIPTPOOL_LEASE_SECONDS, read by workers and coordinator alike: give
+    both the same). The lease sweeper finishes a running job as worker_lost once its lease lapsed, but
+    only after it has observed Redis without a gap for this long, from its start and after every
+    outage or pause (coordinator/sweeper.py): time nobody could observe is not held against a worker."""
+
     def __post_init__(self) -> None:
+        if not 0 < self.lease_seconds < float("inf"):
+            raise InvalidArgument(f"lease_seconds must be positive (got {self.lease_seconds})")
         if self.max_batch_jobs < 1:
             raise InvalidArgument(f"max_batch_jobs must be at least 1 (got {self.max_batch_jobs})")
         if not 0 < self.stranded_after_seconds < float("inf"):
@@ -199,6 +208,8 @@ class Settings:
                 values[name] = _integer(var, env[var])
         if env.get("SCRIPTPOOL_STATE_DIR"):
             values["state_dir"] = Path(env["SCRIPTPOOL_STATE_DIR"])
+        if env.get("SCRIPTPOOL_LEASE_SECONDS"):
+            values["lease_seconds"] = _number("SCRIPTPOOL_LEASE_SECONDS", env["SCRIPTPOOL_LEASE_SECONDS"])
         return cls(**values)  # type: ignore[arg-type]
 
     def with_overrides(self, **overrides: object) -> Settings:
@@ -215,3 +226,10 @@ def _integer(variable: str, text: str) -> int:
         return int(text)
     except ValueError:
         raise InvalidArgument(f"{variable} must be a whole number (got {text!r})") from None
+
+
+def _number(variable: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise InvalidArgument(f"{variable} must be a number of seconds (got {text!r})") from None

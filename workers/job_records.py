@@ -174,6 +174,11 @@ _FINISH = (
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status or status == 'finished' then return 0 end
 if ARGV[6] ~= '' and status ~= ARGV[6] then return 0 end
+-- the lease sweeper finishes a job only if its lease is still lapsed (a renewal since its read wins)
+if ARGV[10] ~= '' then
+  local lease = redis.call('ZSCORE', KEYS[2], ARGV[4])
+  if lease and tonumber(lease) > tonumber(ARGV[10]) then return 0 end
+end
 local cred_hash = redis.call('HGET', KEYS[1], 'cred_hash')
 if cred_hash then redis.call('DEL', 'sp:cred:' .. cred_hash) end
 redis.call('HSET', KEYS[1], 'status', 'finished', 'result', ARGV[1], 'finished_at', ARGV[2])
@@ -263,11 +268,13 @@ class JobRecords:
         ttl_seconds: int,
         only_if: JobState | None = None,
         outcome: str = "",
+        lease_lapsed_by: float | None = None,
     ) -> bool:
-        """Record the result of a job that has not finished yet. True if this call finished it."""
+        """Record the result of a job that has not finished yet. True if this call finished it.
+        `lease_lapsed_by`: only if the job's lease expires no later than this (the lease sweeper's)."""
         applied = self._finish(
             keys=[job_key(job_id), LEASES_KEY],
-            args=self._finish_args(job_id, result, now, ttl_seconds, only_if, outcome),
+            args=self._finish_args(job_id, result, now, ttl_seconds, only_if, outcome, lease_lapsed_by),
         )
         return bool(applied)
 
@@ -279,11 +286,18 @@ class JobRecords:
 
     @staticmethod
     def _finish_args(
-        job_id: str, result: bytes, now: float, ttl_seconds: int, only_if: JobState | None, outcome: str
+        job_id: str,
+        result: bytes,
+        now: float,
+        ttl_seconds: int,
+        only_if: JobState | None,
+        outcome: str,
+        lease_lapsed_by: float | None = None,
     ) -> list[Arg]:
         return [
             result, now, ttl_seconds, job_id, FINISHED_CHANNEL, only_if.value if only_if else "", outcome,
             _COMPLETED_DATA["active"], _COMPLETED_DATA["suspended"],
+            "" if lease_lapsed_by is None else lease_lapsed_by,
         ]  # fmt: skip
 
     def request_cancel(self, job_id: str) -> JobState | None:

@@ -52,7 +52,7 @@ class WorkerSettings:
         }
         values.update({k: v for k, v in overrides.items() if v})
         if env.get("SCRIPTPOOL_LEASE_SECONDS"):
-            values["lease_seconds"] = float(env["SCRIPTPOOL_LEASE_SECONDS"])
+            values["lease_seconds"] = _positive_seconds("SCRIPTPOOL_LEASE_SECONDS", env["SCRIPTPOOL_LEASE_SECONDS"])
         if env.get("SCRIPTPOOL_ZYGOTE", "").strip().lower() in ("0", "false", "no", "off"):
             values["zygote"] = False
         if env.get("SCRIPTPOOL_CALL_STREAM", "").strip().lower() in ("0", "false", "no", "off"):
@@ -77,4 +77,16 @@ def _positive_int(name: str, raw: str) -> int:
         value = 0
     if value < 1:
         raise InvalidArgument(f"{name} must be a whole number of at least 1 (got {raw!r})")
+    return value
+
+
+def _positive_seconds(name: str, raw: str) -> float:
+    from scriptpool.errors import InvalidArgument
+
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise InvalidArgument(f"{name} must be a positive number of seconds (got {raw!r})")
     return value
