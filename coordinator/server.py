@@ -52,6 +52,7 @@ from coordinator.stores.state import StateStore
 from coordinator.sweeper import LeaseSweeper
 from coordinator.waiters import JobWaiters
 from workers import redis_connect, rq_dates, rq_serializers
+from workers.durability import check_ack_after_fsync
 from workers.event_streams import EVENT_RETENTION_KEY
 from workers.lean_redis import LeanPool
 
@@ -107,6 +108,8 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
         redis = redis_connect.connect(settings.redis_url)  # one line naming the URL if it is bad or down
     else:
         redis.ping()
+    if settings.ack_after_fsync:
+        check_ack_after_fsync(redis, settings.redis_url)
     auth = Authenticator(redis)
     lean = LeanPool(redis)
     sessions = SessionStore(

@@ -6,6 +6,8 @@ import os
 import socket
 from dataclasses import dataclass
 
+from workers.durability import ACK_AFTER_FSYNC_VARIABLE, flag
+
 DEFAULT_COORDINATOR = "127.0.0.1:50051"
 DEFAULT_QUEUE = "scriptpool"
 
@@ -41,6 +43,11 @@ class WorkerSettings:
     (workers/child_reuse.py, docs/adr/0003-child-reuse-within-a-principal.md); 1 makes every child single-use
     (SCRIPTPOOL_JOBS_PER_CHILD)."""
 
+    ack_after_fsync: bool = False
+    """Record results only once Redis has fsynced them (SCRIPTPOOL_ACK_AFTER_FSYNC=1): the worker
+    refuses to start against a Redis without `appendonly yes` and `appendfsync always`
+    (workers/durability.py)."""
+
     @classmethod
     def from_env(cls, **overrides: str) -> WorkerSettings:
         env = os.environ
@@ -51,6 +58,7 @@ class WorkerSettings:
             "name": env.get("SCRIPTPOOL_WORKER_NAME", ""),
         }
         values.update({k: v for k, v in overrides.items() if v})
+        values["ack_after_fsync"] = flag(ACK_AFTER_FSYNC_VARIABLE, env.get(ACK_AFTER_FSYNC_VARIABLE, ""))
         if env.get("SCRIPTPOOL_LEASE_SECONDS"):
             values["lease_seconds"] = _positive_seconds("SCRIPTPOOL_LEASE_SECONDS", env["SCRIPTPOOL_LEASE_SECONDS"])
         if env.get("SCRIPTPOOL_ZYGOTE", "").strip().lower() in ("0", "false", "no", "off"):

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -45,11 +45,23 @@ def _cli(args: list[str], env: dict[str, str], timeout: float = 60) -> subproces
     )
 
 
-def _start_up(state_dir: Path, address: str, log: Path, workers: int = 1) -> subprocess.Popen[str]:
-    """`scriptpool up --listen address`, returned once it printed its ready line."""
+def _start_up(
+    state_dir: Path, address: str, log: Path, workers: int = 1, extra: Sequence[str] = ()
+) -> subprocess.Popen[str]:
+    """`scriptpool up --listen address [extra...]`, returned once it printed its ready line."""
     with open(log, "ab") as stderr:
         up = subprocess.Popen(
-            [sys.executable, "-m", "coordinator.cli.main", "up", "--listen", address, "--workers", str(workers)],
+            [
+                sys.executable,
+                "-m",
+                "coordinator.cli.main",
+                "up",
+                "--listen",
+                address,
+                "--workers",
+                str(workers),
+                *extra,
+            ],  # fmt: skip
             env=_env(state_dir),
             stdout=subprocess.PIPE,
             stderr=stderr,
@@ -69,6 +81,17 @@ def _start_up(state_dir: Path, address: str, log: Path, workers: int = 1) -> sub
     stop_process(up)  # type: ignore[arg-type]
     up.stdout.close()
     raise AssertionError(f"`up` did not report ready: {log.read_text()}")
+
+
+def _stop_up(up: subprocess.Popen[str]) -> None:
+    """SIGTERM, as Ctrl-C would: `up` stops everything and exits 0."""
+    up.send_signal(signal.SIGTERM)
+    try:
+        assert up.wait(timeout=60) == 0
+    finally:
+        stop_process(up)  # type: ignore[arg-type]
+        assert up.stdout is not None
+        up.stdout.close()
 
 
 @pytest.fixture
@@ -149,13 +172,7 @@ def test_second_up_on_a_state_dir_refuses_in_one_line_and_the_first_keeps_servin
         ran = _cli(["run", str(REPO / "examples" / "quickstart.lua"), "--coordinator", address], _env(state_dir))
         assert ran.returncode == 0, ran.stderr
     finally:
-        first.send_signal(signal.SIGTERM)
-        try:
-            assert first.wait(timeout=60) == 0
-        finally:
-            stop_process(first)  # type: ignore[arg-type]
-            assert first.stdout is not None
-            first.stdout.close()
+        _stop_up(first)
 
 
 @pytest.mark.slow
