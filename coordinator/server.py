@@ -52,6 +52,7 @@ from coordinator.stores.state import StateStore
 from coordinator.sweeper import LeaseSweeper
 from coordinator.waiters import JobWaiters
 from workers import redis_connect, rq_dates, rq_serializers
+from workers.durability import check_ack_after_fsync
 from workers.event_streams import EVENT_RETENTION_KEY
 from workers.lean_redis import LeanPool
 
@@ -107,6 +108,8 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
         redis = redis_connect.connect(settings.redis_url)  # one line naming the URL if it is bad or down
     else:
         redis.ping()
+    if settings.ack_after_fsync:
+        check_ack_after_fsync(redis, settings.redis_url)
     auth = Authenticator(redis)
     lean = LeanPool(redis)
     sessions = SessionStore(
@@ -160,7 +163,13 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
     replays = ReplayStore(
         sessions, jobs, replay_runner, max_jobs=settings.max_replay_jobs, max_per_job=settings.max_replays_per_job
     )
-    sweeper = LeaseSweeper(jobs.records, settings.result_ttl_seconds, jobs.queue, settings.stranded_after_seconds)
+    sweeper = LeaseSweeper(
+        jobs.records,
+        settings.result_ttl_seconds,
+        jobs.queue,
+        settings.stranded_after_seconds,
+        lease_seconds=settings.lease_seconds,
+    )
     session_expiry = SessionExpiry(sessions, settings.max_expired_sessions_per_sweep)
     sweeper.also.append(session_expiry.sweep)
     waiting = WaitingCalls(

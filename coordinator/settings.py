@@ -9,7 +9,15 @@ from pathlib import Path
 from scriptpool.errors import InvalidArgument
 
 from sandbox.limits import LimitPolicy
+from workers.durability import (
+    ACK_AFTER_FSYNC_VARIABLE,
+    APPENDFSYNC_CHOICES,
+    DEFAULT_APPENDFSYNC,
+    appendfsync_choice,
+    flag,
+)
 from workers.event_streams import DEFAULT_EVENT_RETENTION
+from workers.job_records import LEASE_SECONDS
 from workers.settings import DEFAULT_COORDINATOR, DEFAULT_QUEUE
 
 DEFAULT_LISTEN = DEFAULT_COORDINATOR
@@ -163,7 +171,35 @@ class Settings:
     it back on the queue. A live worker claims within microseconds of its dequeue; with the sweep every
     2 s, a stranded job is queued again within about this plus 2 s, under the 15 s lease."""
 
+    lease_seconds: float = LEASE_SECONDS
+    """The workers' job lease (SCRIPTPOOL_LEASE_SECONDS, read by workers and coordinator alike: give
+    both the same). The lease sweeper finishes a running job as worker_lost once its lease lapsed, but
+    only after it has observed Redis without a gap for this long, from its start and after every
+    outage or pause (coordinator/sweeper.py): time nobody could observe is not held against a worker."""
+
+    redis_appendfsync: str = ""
+    """`appendfsync` of the private Redis `scriptpool up` starts (SCRIPTPOOL_REDIS_APPENDFSYNC, `up
+    --appendfsync`): `everysec` (the default: a host crash can lose about the last second of
+    acknowledged writes), `always` (nothing acknowledged is lost; every write waits for its fsync) or
+    `no`. Empty: `everysec`, or `always` with `ack_after_fsync`. See docs/DURABILITY.md."""
+    ack_after_fsync: bool = False
+    """Acknowledge submissions and record results only once Redis has fsynced them
+    (SCRIPTPOOL_ACK_AFTER_FSYNC=1, `up --ack-after-fsync`; workers read the same variable): the
+    private Redis then runs `appendfsync always`, and a coordinator or worker given another Redis
+    refuses to start unless it runs `appendonly yes` and `appendfsync always` (docs/adr/0007-durability.md)."""
+
     def __post_init__(self) -> None:
+        if self.redis_appendfsync not in ("", *APPENDFSYNC_CHOICES):
+            raise InvalidArgument(
+                f"redis_appendfsync must be one of {', '.join(APPENDFSYNC_CHOICES)} (got {self.redis_appendfsync!r})"
+            )
+        if self.ack_after_fsync and self.redis_appendfsync not in ("", "always"):
+            raise InvalidArgument(
+                f"{ACK_AFTER_FSYNC_VARIABLE} needs appendfsync always; the Redis appendfsync given is "
+                f"{self.redis_appendfsync}"
+            )
+        if not 0 < self.lease_seconds < float("inf"):
+            raise InvalidArgument(f"lease_seconds must be positive (got {self.lease_seconds})")
         if self.max_batch_jobs < 1:
             raise InvalidArgument(f"max_batch_jobs must be at least 1 (got {self.max_batch_jobs})")
         if not 0 < self.stranded_after_seconds < float("inf"):
@@ -214,11 +250,23 @@ class Settings:
                 values[name] = _integer(var, env[var])
         if env.get("SCRIPTPOOL_STATE_DIR"):
             values["state_dir"] = Path(env["SCRIPTPOOL_STATE_DIR"])
+        if env.get("SCRIPTPOOL_REDIS_APPENDFSYNC"):
+            values["redis_appendfsync"] = appendfsync_choice(
+                "SCRIPTPOOL_REDIS_APPENDFSYNC", env["SCRIPTPOOL_REDIS_APPENDFSYNC"]
+            )
+        values["ack_after_fsync"] = flag(ACK_AFTER_FSYNC_VARIABLE, env.get(ACK_AFTER_FSYNC_VARIABLE, ""))
+        if env.get("SCRIPTPOOL_LEASE_SECONDS"):
+            values["lease_seconds"] = _number("SCRIPTPOOL_LEASE_SECONDS", env["SCRIPTPOOL_LEASE_SECONDS"])
         return cls(**values)  # type: ignore[arg-type]
 
     def with_overrides(self, **overrides: object) -> Settings:
         """A copy with every non-empty override applied (CLI flags win over the environment)."""
         return replace(self, **{k: v for k, v in overrides.items() if v not in (None, "")})  # type: ignore[arg-type]
+
+    @property
+    def private_redis_appendfsync(self) -> str:
+        """The `appendfsync` `scriptpool up` gives its private Redis."""
+        return self.redis_appendfsync or ("always" if self.ack_after_fsync else DEFAULT_APPENDFSYNC)
 
     @property
     def api_key_file(self) -> Path:
@@ -230,3 +278,10 @@ def _integer(variable: str, text: str) -> int:
         return int(text)
     except ValueError:
         raise InvalidArgument(f"{variable} must be a whole number (got {text!r})") from None
+
+
+def _number(variable: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise InvalidArgument(f"{variable} must be a number of seconds (got {text!r})") from None

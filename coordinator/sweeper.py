@@ -1,4 +1,4 @@
-"""Finish or recover jobs whose worker vanished, every `SWEEP_SECONDS`:
+"""Finish or recover jobs whose worker vanished, every `SWEEP_SECONDS` (less with a lease under 8 s):
 
 - a running job whose lease expired and that asked for retries (`max_retries`) and has some left
   goes back on RQ's queue for its next attempt, record and RQ together in one transaction: the
@@ -17,11 +17,23 @@ seen there for over a minute, and scriptpool's record would stay `queued`. The s
 after `stranded_after_seconds`, and puts the job back instead. How long an id has sat there is kept
 in the sweeper's memory, not in RQ's per-job `first_seen` keys (a key kept 24 h for every id a sweep
 happens to see in flight); a restarted coordinator starts counting again.
+
+Time the sweeper could not observe does not count against a lease. A lease lapses when its worker
+stopped renewing it, or when Redis (or the coordinator, or the host) stopped for longer than the
+lease: live workers then renew as soon as Redis answers again, and expiring their jobs on the first
+sweep after the outage would finish healthy jobs as `worker_lost`. So the sweeper expires leases only
+once it has seen Redis answer continuously, with no gap between replies longer than two sweep
+intervals, for a whole lease interval: from its start, and again after every gap (a Redis outage or
+pause, the coordinator paused, the host suspended; `observation_clock` counts suspended time).
+A stranded id's wait starts again after a gap too. Workers renew every 0.25 s and keep retrying
+through errors (`workers/lease.py`), so a live worker's lease is current again long before the hold
+ends; a dead worker's job is finished one lease interval after Redis came back.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -37,10 +49,11 @@ from scriptpool.v1 import jobs_pb2
 
 from coordinator.auth import new_job_credential
 from sandbox.outcomes import Outcome
-from workers.job_records import LEASES_KEY, JobRecords, JobState, credential_hash, job_key, text, texts
+from workers.job_records import LEASE_SECONDS, LEASES_KEY, JobRecords, JobState, credential_hash, job_key, text, texts
 
 log = logging.getLogger(__name__)
 SWEEP_SECONDS = 2.0
+"""How often the sweeper runs, unless a lease under 4 sweeps asks for more often (`sweep_interval`)."""
 MAX_STRANDED_SCAN = 1000
 """Ids of the intermediate queue one sweep looks at (it holds one per worker dequeuing at most,
 unless workers died there)."""
@@ -58,18 +71,58 @@ end
 return 'dropped'
 """
 
+# KEYS: the job's record, the leases. ARGV: the job id. A lease left by a job no longer running goes.
+_DROP_LEASE = """
+if redis.call('HGET', KEYS[1], 'status') == 'running' then return 0 end
+return redis.call('ZREM', KEYS[2], ARGV[1])
+"""
+
+
+def sweep_interval(lease_seconds: float) -> float:
+    """Seconds between sweeps: `SWEEP_SECONDS`, or a quarter of a shorter lease, so that a gap the
+    sweeper does not notice (up to two intervals) is at most half a lease."""
+    return min(SWEEP_SECONDS, lease_seconds / 4)
+
+
+def observation_clock() -> float:
+    """Seconds of a clock that never goes back and keeps counting while the host is suspended
+    (CLOCK_BOOTTIME; `time.monotonic` stops then, while the wall-clock lease deadlines pass)."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.clock_gettime(boottime) if boottime is not None else time.monotonic()
+
 
 class LeaseSweeper:
     def __init__(
-        self, records: JobRecords, result_ttl_seconds: int, queue: Queue, stranded_after_seconds: float = 10.0
+        self,
+        records: JobRecords,
+        result_ttl_seconds: int,
+        queue: Queue,
+        stranded_after_seconds: float = 10.0,
+        lease_seconds: float = LEASE_SECONDS,
+        clock: Callable[[], float] = observation_clock,
     ) -> None:
+        """`lease_seconds`: the workers' lease (`SCRIPTPOOL_LEASE_SECONDS`); how long Redis must have been
+        observed before a lapsed lease is taken for a dead worker. `clock`: `observation_clock` (tests
+        pass their own)."""
+        if not 0 < lease_seconds < math.inf:
+            raise ValueError(f"lease_seconds must be positive (got {lease_seconds})")
         self.records = records
         self.result_ttl_seconds = result_ttl_seconds
         self.queue = queue
         self.stranded_after_seconds = stranded_after_seconds
+        self.lease_seconds = lease_seconds
+        self.interval = sweep_interval(lease_seconds)
+        self.gap_seconds = 2 * self.interval
+        """Replies further apart than this mean time the sweeper did not observe."""
+        self._clock = clock
+        self._last_reply: float | None = None
+        """When Redis last answered the sweeper (`clock`); None before the first answer."""
+        self._observed_since = 0.0
+        """Start of the current stretch of replies without a gap (`clock`)."""
         self._first_seen: dict[str, float] = {}
         """Ids in RQ's intermediate queue at the last sweep -> when a sweep first saw them (monotonic)."""
         self._recover_stranded = records.redis.register_script(_RECOVER_STRANDED)  # run only when stranded
+        self._drop_lease = records.redis.register_script(_DROP_LEASE)
         self.also: list[Callable[[], object]] = []
         """Other sweeps run after each lease sweep (each catches its own errors)."""
         self._stopping = threading.Event()
@@ -82,31 +135,58 @@ class LeaseSweeper:
         self._stopping.set()
         self._thread.join(timeout=5)
 
+    @property
+    def holding(self) -> bool:
+        """True while lapsed leases are left alone: Redis has not yet been observed for a lease
+        interval since the sweeper started or since its last gap."""
+        return self._last_reply is None or self._last_reply - self._observed_since < self.lease_seconds
+
+    def _replied(self) -> bool:
+        """Note that Redis just answered. True once it has answered without a gap for a lease interval."""
+        now = self._clock()
+        if self._last_reply is None or now - self._last_reply > self.gap_seconds:
+            if self._last_reply is not None:
+                log.warning(
+                    "lease sweeper: Redis was not observed for %.1f s; no lease expires for the next %.0f s "
+                    "(live workers renew theirs meanwhile)",
+                    now - self._last_reply,
+                    self.lease_seconds,
+                )
+            self._observed_since = now
+            self._first_seen.clear()  # a stranded id's wait starts again too
+        self._last_reply = now
+        return not self.holding
+
     def sweep_once(self) -> int:
         """Finish the jobs whose lease expired, then recover stranded ones. Returns how many were finished."""
         swept = 0
         now = time.time()
-        for job_id in self.records.expired_leases(now):
-            attempt = self._retry(job_id, now)
-            if attempt is None:
-                continue  # its record changed while this sweep looked at it: the next sweep decides
-            if attempt:
-                log.warning("job %s: worker lost; queued again for attempt %d", job_id, attempt)
-                continue
-            result = jobs_pb2.JobResult(outcome=Outcome.WORKER_LOST.to_proto(), message=WORKER_LOST_MESSAGE)
-            if self.records.finish(
-                job_id,
-                result.SerializeToString(),
-                now,
-                self.result_ttl_seconds,
-                only_if=JobState.RUNNING,
-                outcome=Outcome.WORKER_LOST.value,
-            ):
-                log.warning("job %s: worker lost", job_id)
-                self._fail_in_rq(job_id)
-                swept += 1
-            else:
-                self.records.redis.zrem(LEASES_KEY, job_id)
+        lapsed = self.records.expired_leases(now)
+        if self._replied():
+            for job_id in lapsed:
+                attempt = self._retry(job_id, now)
+                if attempt is None:
+                    continue  # its record or lease changed while this sweep looked at it: the next sweep decides
+                if attempt:
+                    log.warning("job %s: worker lost; queued again for attempt %d", job_id, attempt)
+                    continue
+                result = jobs_pb2.JobResult(outcome=Outcome.WORKER_LOST.to_proto(), message=WORKER_LOST_MESSAGE)
+                if self.records.finish(
+                    job_id,
+                    result.SerializeToString(),
+                    now,
+                    self.result_ttl_seconds,
+                    only_if=JobState.RUNNING,
+                    outcome=Outcome.WORKER_LOST.value,
+                    lease_lapsed_by=now,
+                ):
+                    log.warning("job %s: worker lost", job_id)
+                    self._fail_in_rq(job_id)
+                    swept += 1
+                else:  # finished meanwhile (its lease goes), or renewed since the read (it stays)
+                    self._drop_lease(keys=[job_key(job_id), LEASES_KEY], args=[job_id])
+                if not self._replied():
+                    break  # a gap in the middle of the sweep: the rest were read before it
         self.recover_stranded()
         return swept
 
@@ -125,6 +205,9 @@ class LeaseSweeper:
                 current = int(attempt or 1)
                 if status != JobState.RUNNING.value.encode() or cancel or current > int(most or 0):
                     return 0
+                lease = pipe.zscore(LEASES_KEY, job_id)
+                if lease is not None and lease > now:
+                    return None  # renewed since the sweep read it: its worker lives
                 try:
                     job = Job.fetch(job_id, connection=self.queue.connection)
                 except NoSuchJobError:
@@ -162,6 +245,7 @@ class LeaseSweeper:
         redis: Redis = self.records.redis
         intermediate = self.queue.intermediate_queue_key
         present = texts(redis.lrange(intermediate, 0, MAX_STRANDED_SCAN - 1))
+        self._replied()  # after a gap, no wait counts from before it
         seen_now = time.monotonic()
         self._first_seen = {job_id: self._first_seen.get(job_id, seen_now) for job_id in present}
         recovered = []
@@ -198,7 +282,7 @@ class LeaseSweeper:
             log.warning("job %s: could not mark it failed in RQ (%s)", job_id, exc)
 
     def _run(self) -> None:
-        while not self._stopping.wait(SWEEP_SECONDS):
+        while not self._stopping.wait(self.interval):
             try:
                 self.sweep_once()
             except Exception as exc:

@@ -179,6 +179,11 @@ if not status or status == 'finished' then return 0 end
 if ARGV[6] ~= '' and status ~= ARGV[6] then return 0 end
 -- a worker finishes only the attempt it claimed (not one queued again after its lease expired)
 if ARGV[10] ~= '' and (redis.call('HGET', KEYS[1], 'attempt') or '1') ~= ARGV[10] then return 0 end
+-- the lease sweeper finishes a job only if its lease is still lapsed (a renewal since its read wins)
+if ARGV[11] ~= '' then
+  local lease = redis.call('ZSCORE', KEYS[2], ARGV[4])
+  if lease and tonumber(lease) > tonumber(ARGV[11]) then return 0 end
+end
 local cred_hash = redis.call('HGET', KEYS[1], 'cred_hash')
 if cred_hash then redis.call('DEL', 'sp:cred:' .. cred_hash) end
 redis.call('HSET', KEYS[1], 'status', 'finished', 'result', ARGV[1], 'finished_at', ARGV[2])
@@ -305,12 +310,14 @@ class JobRecords:
         only_if: JobState | None = None,
         outcome: str = "",
         attempt: int = 0,
+        lease_lapsed_by: float | None = None,
     ) -> bool:
         """Record the result of a job that has not finished yet. True if this call finished it.
-        `attempt` > 0: only if that attempt is the job's current one (a worker's finish)."""
+        `attempt` > 0: only if that attempt is the job's current one (a worker's finish).
+        `lease_lapsed_by`: only if the job's lease expires no later than this (the lease sweeper's)."""
         applied = self._finish(
             keys=[job_key(job_id), LEASES_KEY],
-            args=self._finish_args(job_id, result, now, ttl_seconds, only_if, outcome, attempt),
+            args=self._finish_args(job_id, result, now, ttl_seconds, only_if, outcome, attempt, lease_lapsed_by),
         )
         return bool(applied)
 
@@ -324,11 +331,19 @@ class JobRecords:
 
     @staticmethod
     def _finish_args(
-        job_id: str, result: bytes, now: float, ttl_seconds: int, only_if: JobState | None, outcome: str, attempt: int
+        job_id: str,
+        result: bytes,
+        now: float,
+        ttl_seconds: int,
+        only_if: JobState | None,
+        outcome: str,
+        attempt: int,
+        lease_lapsed_by: float | None = None,
     ) -> list[Arg]:
         return [
             result, now, ttl_seconds, job_id, FINISHED_CHANNEL, only_if.value if only_if else "", outcome,
             _COMPLETED_DATA["active"], _COMPLETED_DATA["suspended"], str(attempt) if attempt else "",
+            "" if lease_lapsed_by is None else lease_lapsed_by,
         ]  # fmt: skip
 
     def request_cancel(self, job_id: str) -> JobState | None:

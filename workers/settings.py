@@ -6,6 +6,8 @@ import os
 import socket
 from dataclasses import dataclass
 
+from workers.durability import ACK_AFTER_FSYNC_VARIABLE, flag
+
 DEFAULT_COORDINATOR = "127.0.0.1:50051"
 DEFAULT_QUEUE = "scriptpool"
 
@@ -41,6 +43,11 @@ class WorkerSettings:
     (workers/child_reuse.py, docs/adr/0003-child-reuse-within-a-principal.md); 1 makes every child single-use
     (SCRIPTPOOL_JOBS_PER_CHILD)."""
 
+    ack_after_fsync: bool = False
+    """Record results only once Redis has fsynced them (SCRIPTPOOL_ACK_AFTER_FSYNC=1): the worker
+    refuses to start against a Redis without `appendonly yes` and `appendfsync always`
+    (workers/durability.py)."""
+
     @classmethod
     def from_env(cls, **overrides: str) -> WorkerSettings:
         env = os.environ
@@ -51,8 +58,9 @@ class WorkerSettings:
             "name": env.get("SCRIPTPOOL_WORKER_NAME", ""),
         }
         values.update({k: v for k, v in overrides.items() if v})
+        values["ack_after_fsync"] = flag(ACK_AFTER_FSYNC_VARIABLE, env.get(ACK_AFTER_FSYNC_VARIABLE, ""))
         if env.get("SCRIPTPOOL_LEASE_SECONDS"):
-            values["lease_seconds"] = float(env["SCRIPTPOOL_LEASE_SECONDS"])
+            values["lease_seconds"] = _positive_seconds("SCRIPTPOOL_LEASE_SECONDS", env["SCRIPTPOOL_LEASE_SECONDS"])
         if env.get("SCRIPTPOOL_ZYGOTE", "").strip().lower() in ("0", "false", "no", "off"):
             values["zygote"] = False
         if env.get("SCRIPTPOOL_CALL_STREAM", "").strip().lower() in ("0", "false", "no", "off"):
@@ -77,4 +85,16 @@ def _positive_int(name: str, raw: str) -> int:
         value = 0
     if value < 1:
         raise InvalidArgument(f"{name} must be a whole number of at least 1 (got {raw!r})")
+    return value
+
+
+def _positive_seconds(name: str, raw: str) -> float:
+    from scriptpool.errors import InvalidArgument
+
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise InvalidArgument(f"{name} must be a positive number of seconds (got {raw!r})")
     return value

@@ -22,6 +22,7 @@ from rq.job import Job
 from sandbox.jail import probe_host
 from sandbox.runner import prewarm
 from workers import redis_connect, rq_dates, rq_entry, rq_serializers
+from workers.durability import check_ack_after_fsync
 from workers.execution import JobExecutor
 from workers.job_records import RQ_FUNCTION
 from workers.lean_redis import Arg
@@ -73,6 +74,8 @@ def run_worker(settings: WorkerSettings, *, burst: bool = False, logging_level: 
     rq_dates.install()  # RQ's date parsing and formatting, identical and faster
     rq_serializers.install()  # RQ's serializer check, remembered per serializer
     redis = redis_connect.connect(settings.redis_url)  # one line naming the URL if it is bad or down
+    if settings.ack_after_fsync:
+        check_ack_after_fsync(redis, settings.redis_url)
     report = probe_host()
     log.warning("scriptpool worker %s: sandbox jail %s", settings.name, report.summary())
     if not settings.zygote:  # otherwise the zygote warms the engines, and the worker never runs them

@@ -23,6 +23,7 @@ from coordinator.cli import artifact_cmd, bench_cmd, events_cmd, job_cmd, sessio
 from coordinator.settings import Settings
 from coordinator.single_instance import AlreadyInUse
 from sandbox.languages import Language
+from workers.durability import APPENDFSYNC_CHOICES
 
 if TYPE_CHECKING:
     from coordinator.client import ScriptpoolClient
@@ -46,6 +47,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         listen=getattr(args, "listen", None),
         api_key=getattr(args, "api_key", None),
         max_batch_jobs=getattr(args, "max_batch_jobs", None),
+        redis_appendfsync=getattr(args, "appendfsync", None),
+        ack_after_fsync=getattr(args, "ack_after_fsync", None),
     )
 
 
@@ -234,6 +237,17 @@ def build_parser() -> argparse.ArgumentParser:
     with_redis(p)
     p.add_argument("--listen", help="coordinator listen address (default 127.0.0.1:50051)")
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    p.add_argument(
+        "--appendfsync",
+        choices=APPENDFSYNC_CHOICES,
+        help="the private Redis's appendfsync (default $SCRIPTPOOL_REDIS_APPENDFSYNC or everysec)",
+    )
+    p.add_argument(
+        "--ack-after-fsync",
+        action="store_true",
+        default=None,
+        help="acknowledge submissions and results only once fsynced (default $SCRIPTPOOL_ACK_AFTER_FSYNC)",
+    )
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("coordinator", help="run the gRPC coordinator")

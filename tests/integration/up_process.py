@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from tests.conftest import stop_process
@@ -40,12 +41,27 @@ def cli(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess
 
 
 def start_up(
-    state_dir: Path, address: str, log: Path, workers: int = 1, env: dict[str, str] | None = None
+    state_dir: Path,
+    address: str,
+    log: Path,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+    extra: Sequence[str] = (),
 ) -> subprocess.Popen[str]:
-    """`scriptpool up --listen address`, returned once it printed its ready line."""
+    """`scriptpool up --listen address [extra...]`, returned once it printed its ready line."""
     with open(log, "ab") as stderr:
         up = subprocess.Popen(
-            [sys.executable, "-m", "coordinator.cli.main", "up", "--listen", address, "--workers", str(workers)],
+            [
+                sys.executable,
+                "-m",
+                "coordinator.cli.main",
+                "up",
+                "--listen",
+                address,
+                "--workers",
+                str(workers),
+                *extra,
+            ],
             env=env if env is not None else up_env(state_dir),
             stdout=subprocess.PIPE,
             stderr=stderr,

@@ -36,3 +36,26 @@ def test_the_call_stream_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> N
     assert WorkerSettings.from_env().call_stream is True
     monkeypatch.setenv("SCRIPTPOOL_CALL_STREAM", "0")
     assert WorkerSettings.from_env().call_stream is False
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "soon", "inf", "nan"])
+def test_a_bad_lease_is_refused_by_worker_and_coordinator_alike(monkeypatch: pytest.MonkeyPatch, bad: str) -> None:
+    from coordinator.settings import Settings
+
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("SCRIPTPOOL_LEASE_SECONDS", bad)
+    with pytest.raises(InvalidArgument, match="SCRIPTPOOL_LEASE_SECONDS|lease_seconds"):
+        WorkerSettings.from_env()
+    with pytest.raises(InvalidArgument, match="SCRIPTPOOL_LEASE_SECONDS|lease_seconds"):
+        Settings.from_env()
+
+
+def test_the_coordinator_reads_the_workers_lease(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its sweeper holds expiries for a lease interval after an outage: the same interval as the workers'."""
+    from coordinator.settings import Settings
+
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.delenv("SCRIPTPOOL_LEASE_SECONDS", raising=False)
+    assert Settings.from_env().lease_seconds == WorkerSettings.from_env().lease_seconds == 15
+    monkeypatch.setenv("SCRIPTPOOL_LEASE_SECONDS", "2.5")
+    assert Settings.from_env().lease_seconds == WorkerSettings.from_env().lease_seconds == 2.5
