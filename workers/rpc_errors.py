@@ -1,22 +1,9 @@
-"""Turn a grpc.RpcError from the coordinator into the matching ScriptpoolError.
+"""Turn a grpc.RpcError from the coordinator into the matching ScriptpoolError (the shared core's
+`scriptpool.grpc_errors`; a `StreamedCallError` reads like a unary call's error).
 
 Nothing above this module sees a raw grpc.RpcError.
 """
 
-from __future__ import annotations
+from scriptpool.grpc_errors import from_rpc_error
 
-import grpc
-from scriptpool.errors import ScriptpoolError, Unavailable, error_for_code
-
-from workers.call_stream import StreamedCallError
-
-
-def from_rpc_error(exc: grpc.RpcError) -> ScriptpoolError:
-    has_status = isinstance(exc, (grpc.Call, StreamedCallError))
-    code = exc.code() if has_status else None
-    details = (exc.details() if has_status else None) or str(exc)
-    if code is None:
-        return Unavailable(f"coordinator call failed: {details}")
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        return Unavailable(f"coordinator unavailable: {details}")
-    return error_for_code(code.name, details)
+__all__ = ["from_rpc_error"]

@@ -167,8 +167,7 @@ def _call_gaps_us(client: ScriptpoolClient, session_id: str, job_id: str) -> lis
     stamps: list[float] = []
     after = ""
     while True:
-        page = client.session_call(
-            "GetTimeline",
+        page = client.sessions.get_timeline(
             sessions_pb2.GetTimelineRequest(session_id=session_id, types=["global_call"], after=after, limit=1000),
         )
         stamps += [e.timestamp for e in page.entries if e.job_id == job_id and e.description.startswith(CALLBACK_OP)]
@@ -243,8 +242,8 @@ def sessions(stack: BenchStack, options: Options) -> dict[str, Any]:
             for i in range(n):
                 sid = client.create_session(f"bench-{i}").id
                 client.get_session(sid)
-                client.session_call(
-                    "UpdateMetadata", sessions_pb2.UpdateMetadataRequest(session_id=sid, updates=to_value_map({"i": i}))
+                client.sessions.update_metadata(
+                    sessions_pb2.UpdateMetadataRequest(session_id=sid, updates=to_value_map({"i": i}))
                 )
             if run:
                 client_rates.append(n / (time.perf_counter() - started))

@@ -8,12 +8,12 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from scriptpool.client import ARTIFACT_CHUNK_BYTES, ScriptpoolClient
 from scriptpool.errors import InvalidArgument
 from scriptpool.v1 import artifacts_pb2
 from scriptpool.values import PlainValue
 
 from coordinator.cli.output import to_json
-from coordinator.client import ARTIFACT_CHUNK_BYTES, ScriptpoolClient
 from workers.bridge_artifacts import info_to_plain
 
 A = artifacts_pb2
@@ -91,7 +91,7 @@ def run(client: ScriptpoolClient, args: argparse.Namespace) -> int:
     if command == "ls":
         request = A.ListArtifactsRequest(session_id=args.session)
         request.page.limit = 1000
-        listing = client.artifact_call("List", request)
+        listing = client.artifacts.list(request)
         if args.json:
             items: list[PlainValue] = [info_to_plain(a) for a in listing.artifacts]
             print(to_json(items, indent=2))
@@ -102,15 +102,17 @@ def run(client: ScriptpoolClient, args: argparse.Namespace) -> int:
         return 0
     key = A.ArtifactKey(session_id=args.session, artifact_id=args.artifact_id)
     if command == "rm":
-        client.artifact_call("Delete", key)
+        client.artifacts.delete(key)
         print(to_json({"deleted": args.artifact_id}) if args.json else f"deleted {args.artifact_id}")
     elif command in ("grant", "revoke"):
         change = A.PermissionChange(session_id=args.session, artifact_id=args.artifact_id, user=args.user,
                                     permission=args.permission)  # fmt: skip
-        perms = client.artifact_call("GrantPermission" if command == "grant" else "RevokePermission", change)
+        perms = (client.artifacts.grant_permission if command == "grant" else client.artifacts.revoke_permission)(
+            change
+        )
         grants = dict(perms.grants)
         if args.json:
-            print(to_json({"owner": perms.owner, "grants": grants}, indent=2))
+            print(to_json({"owner": perms.owner, "grants": {**grants}}, indent=2))
         else:
             for user, level in sorted(grants.items()):
                 print(f"{user}\t{level}{' (owner)' if user == perms.owner else ''}")
@@ -169,7 +171,7 @@ def _get(client: ScriptpoolClient, args: argparse.Namespace) -> int:
 def _audit(client: ScriptpoolClient, args: argparse.Namespace) -> None:
     request = A.GetAuditLogRequest(session_id=args.session, artifact_id=args.artifact_id)
     request.page.limit = 1000
-    log = client.artifact_call("GetAuditLog", request)
+    log = client.artifacts.get_audit_log(request)
     if args.json:
         entries: list[PlainValue] = [
             {"timestamp": e.timestamp, "user": e.user, "job_id": e.job_id or None, "action": e.action,

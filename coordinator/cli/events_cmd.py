@@ -34,7 +34,7 @@ def run(client: ScriptpoolClient, args: argparse.Namespace) -> int:
             data = json.loads(args.data)
         except json.JSONDecodeError as exc:
             raise InvalidArgument(f"data is not JSON ({exc.msg}); quote strings: '\"text\"'") from None
-        client.event_call("Emit", events_pb2.EmitEventRequest(name=args.name, data=to_value(data)))
+        client.events.emit(events_pb2.EmitEventRequest(name=args.name, data=to_value(data)))
         return 0
     if args.count < 0:
         raise InvalidArgument("--count must be 0 (never stop) or more")

@@ -80,7 +80,6 @@ def _print_session(session: S.Session, as_json: bool) -> None:
 
 def run(client: ScriptpoolClient, args: argparse.Namespace) -> int:
     command = args.session_command
-    call = client.session_call
     if command == "create":
         metadata = json.loads(args.metadata) if args.metadata else {}
         if not isinstance(metadata, dict):
@@ -91,17 +90,19 @@ def run(client: ScriptpoolClient, args: argparse.Namespace) -> int:
     elif command == "list":
         _list(client, args)
     elif command in ("get", "suspend", "resume", "complete"):
-        method = {"get": "Get", "suspend": "Suspend", "resume": "Resume", "complete": "Complete"}[command]
-        _print_session(call(method, S.SessionRef(session_id=args.session_id)), args.json)
+        sessions = client.sessions
+        method = {"get": sessions.get, "suspend": sessions.suspend, "resume": sessions.resume,
+                  "complete": sessions.complete}[command]  # fmt: skip
+        _print_session(method(S.SessionRef(session_id=args.session_id)), args.json)
     elif command == "delete":
-        call("Delete", S.SessionRef(session_id=args.session_id))
+        client.sessions.delete(S.SessionRef(session_id=args.session_id))
         print(to_json({"deleted": args.session_id}) if args.json else f"deleted {args.session_id}")
     elif command == "save":
-        number = call("Save", S.SessionRef(session_id=args.session_id)).snapshot
+        number = client.sessions.save(S.SessionRef(session_id=args.session_id)).snapshot
         print(to_json({"snapshot": number}) if args.json else f"saved snapshot {number}")
     elif command == "load":
         request = S.LoadSessionRequest(session_id=args.session_id, snapshot=args.snapshot)
-        _print_session(call("Load", request), args.json)
+        _print_session(client.sessions.load(request), args.json)
     elif command == "timeline":
         _timeline(client, args)
     else:
@@ -129,7 +130,7 @@ def _timeline(client: ScriptpoolClient, args: argparse.Namespace) -> None:
     request = S.GetTimelineRequest(
         session_id=args.session_id, after=args.after, limit=args.limit, types=args.type or []
     )
-    timeline = client.session_call("GetTimeline", request)
+    timeline = client.sessions.get_timeline(request)
     if args.json:
         entries: list[PlainValue] = [
             {"id": e.id, "timestamp": e.timestamp, "type": e.type, "description": e.description,
@@ -146,8 +147,7 @@ def _timeline(client: ScriptpoolClient, args: argparse.Namespace) -> None:
 
 
 def _replay(client: ScriptpoolClient, args: argparse.Namespace) -> int:
-    replay_id = client.session_call("Replay", S.ReplayRequest(session_id=args.session_id, speed=args.speed))
-    replay_id = replay_id.replay_session_id
+    replay_id = client.sessions.replay(S.ReplayRequest(session_id=args.session_id, speed=args.speed)).replay_session_id
     if not args.wait:
         print(to_json({"replay_session_id": replay_id}) if args.json else replay_id)
         return 0

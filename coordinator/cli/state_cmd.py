@@ -37,18 +37,18 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], with_cl
 def run(client: ScriptpoolClient, args: argparse.Namespace) -> int:
     command = args.state_command
     if command == "get":
-        answer = client.state_call("Get", state_pb2.StateKey(scope=args.scope, key=args.key))
+        answer = client.state.get(state_pb2.StateKey(scope=args.scope, key=args.key))
         print(to_json(from_value(answer.value)))
     elif command == "set":
         try:
             value = json.loads(args.value)
         except json.JSONDecodeError as exc:
             raise InvalidArgument(f"value is not JSON ({exc.msg}); quote strings: '\"text\"'") from None
-        client.state_call("Set", state_pb2.SetStateRequest(scope=args.scope, key=args.key, value=to_value(value)))
+        client.state.set(state_pb2.SetStateRequest(scope=args.scope, key=args.key, value=to_value(value)))
     elif command == "delete":
-        answer = client.state_call("Delete", state_pb2.StateKey(scope=args.scope, key=args.key))
+        answer = client.state.delete(state_pb2.StateKey(scope=args.scope, key=args.key))
         print("deleted" if answer.found else "not found")
     else:
-        for key in client.state_call("List", state_pb2.StateScope(scope=args.scope)).keys:
+        for key in client.state.list(state_pb2.StateScope(scope=args.scope)).keys:
             print(key)
     return 0

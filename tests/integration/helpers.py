@@ -61,7 +61,7 @@ def release_job(job_id: str) -> None:
 
 def subscribe(client: ScriptpoolClient, pattern: str) -> str:
     """A client subscription to events named like `pattern`; its id."""
-    sub: events_pb2.Subscription = client.event_call("Subscribe", events_pb2.SubscribeRequest(pattern=pattern))
+    sub: events_pb2.Subscription = client.events.subscribe(events_pb2.SubscribeRequest(pattern=pattern))
     return sub.subscription_id
 
 
@@ -72,7 +72,7 @@ def next_event(client: ScriptpoolClient, subscription_id: str, within_seconds: f
     request = events_pb2.ReceiveRequest(subscription_id=subscription_id, timeout_ms=3_000)
     give_up = time.monotonic() + within_seconds
     while time.monotonic() < give_up:
-        response: events_pb2.ReceiveResponse = client.event_call("Receive", request)
+        response: events_pb2.ReceiveResponse = client.events.receive(request)
         if response.received:
             return response.event
     return None
@@ -104,7 +104,7 @@ class HeldJob:
         assert event.job_id == self.job.id
 
     def release(self) -> None:
-        self.client.event_call("Emit", events_pb2.EmitEventRequest(name=self.go))
+        self.client.events.emit(events_pb2.EmitEventRequest(name=self.go))
 
 
 def submit_held(client: ScriptpoolClient, result: PlainValue = "released", **kwargs: Any) -> HeldJob:

@@ -84,13 +84,13 @@ def test_metadata_and_index_entries_count_against_the_quota(
                 store(client, session_id, b"", "empty", description=description)
                 stored += 1
         assert 2 <= stored < 20
-        artifact_id = client.artifact_call("List", A.ListArtifactsRequest(session_id=session_id)).artifacts[0].id
+        artifact_id = client.artifacts.list(A.ListArtifactsRequest(session_id=session_id)).artifacts[0].id
         charged = _charged(redis_client, artifact_id)
         assert _int_field(redis_client, f"sp:artifact:{artifact_id}", "latest") == stored
         assert charged > stored * (len(description) + RECORD_BYTES)
         assert _int(redis_client, f"sp:session:{session_id}:artifact-bytes") == charged <= 100_000
         before = _int(redis_client, f"sp:principal:{principal}:artifact-bytes")
-        client.artifact_call("Delete", A.ArtifactKey(session_id=session_id, artifact_id=artifact_id))
+        client.artifacts.delete(A.ArtifactKey(session_id=session_id, artifact_id=artifact_id))
         assert _int(redis_client, f"sp:session:{session_id}:artifact-bytes") == 0
         assert _int(redis_client, f"sp:principal:{principal}:artifact-bytes") == before - charged
 
@@ -114,7 +114,7 @@ def test_artifacts_per_session_and_per_principal_stop_at_the_bound(
         with pytest.raises(ResourceExhausted, match=rf"this principal holds {held + 3} artifacts"):
             store(client, second, b"e", "e")
         assert redis_client.zcard(f"sp:session:{second}:artifacts") == 1
-        client.artifact_call("Delete", A.ArtifactKey(session_id=first, artifact_id=a.id))
+        client.artifacts.delete(A.ArtifactKey(session_id=first, artifact_id=a.id))
         assert _int(redis_client, f"sp:principal:{principal}:artifact-count") == held + 2
         assert store(client, second, b"e", "e").version == 1
 

@@ -111,7 +111,7 @@ def test_streaming_200_mb_both_ways_keeps_coordinator_memory_bounded(
                 h.update(chunk)
                 size += len(chunk)
             assert (info.size, size, h.hexdigest()) == (total, total, ref.content_hash)
-            client.artifact_call("Delete", A.ArtifactKey(session_id=session_id, artifact_id=ref.id))
+            client.artifacts.delete(A.ArtifactKey(session_id=session_id, artifact_id=ref.id))
     finally:
         done.set()
         sampler.join()
@@ -166,7 +166,7 @@ def test_a_coordinator_killed_mid_store_leaves_the_old_artifact_whole(
     # Nothing of the new version is visible: the artifact is still version 1 and whole.
     info, chunks = client.read_artifact(session_id, old.id)
     assert (info.version, b"".join(chunks)) == (1, b"v1")
-    listed = client.artifact_call("List", A.ListArtifactsRequest(session_id=session_id)).artifacts
+    listed = client.artifacts.list(A.ListArtifactsRequest(session_id=session_id)).artifacts
     assert [(a.id, a.version) for a in listed] == [(old.id, 1)]
     assert redis_client.hget(f"sp:blob:{old.content_hash}", "refs") == shared_refs
     assert not redis_client.exists(f"sp:blob:{sha}")

@@ -79,10 +79,10 @@ def test_same_content_is_stored_once_and_freed_with_its_last_reference(
     assert first.content_hash == twin.content_hash == hashlib.sha256(content).hexdigest()
     assert blob(redis_client, content)[b"refs"] == b"2"
     assert len(blob_keys(redis_client, content)) == 1 + (len(content) + 256 * 1024 - 1) // (256 * 1024)
-    client.artifact_call("Delete", A.ArtifactKey(session_id=session_id, artifact_id=first.id))
+    client.artifacts.delete(A.ArtifactKey(session_id=session_id, artifact_id=first.id))
     assert blob(redis_client, content)[b"refs"] == b"1"
     assert read(client, second_session, twin.id)[1] == content
-    client.artifact_call("Delete", A.ArtifactKey(session_id=second_session, artifact_id=twin.id))
+    client.artifacts.delete(A.ArtifactKey(session_id=second_session, artifact_id=twin.id))
     assert blob_keys(redis_client, content) == []
 
 
@@ -99,13 +99,11 @@ def test_storing_a_name_again_and_update_make_versions_that_stay_readable(
         assert data == content and info.version == (version or 3)
     info, _ = read(client, session_id, v1.id)
     assert list(info.metadata.tags) == ["b"] and info.type == "text"  # update without metadata keeps it
-    assert [
-        a.version for a in client.artifact_call("List", A.ListArtifactsRequest(session_id=session_id)).artifacts
-    ] == [3]
-    assert list(client.artifact_call("FindByTag", A.FindByTagRequest(session_id=session_id, tag="a")).artifacts) == []
+    assert [a.version for a in client.artifacts.list(A.ListArtifactsRequest(session_id=session_id)).artifacts] == [3]
+    assert list(client.artifacts.find_by_tag(A.FindByTagRequest(session_id=session_id, tag="a")).artifacts) == []
     with pytest.raises(NotFound, match="no version 4"):
         read(client, session_id, v1.id, 4)
-    client.artifact_call("Delete", A.ArtifactKey(session_id=session_id, artifact_id=v1.id))
+    client.artifacts.delete(A.ArtifactKey(session_id=session_id, artifact_id=v1.id))
     for content in (b"one", b"two", b"three"):
         assert blob_keys(redis_client, content) == []
     with pytest.raises(NotFound):
@@ -119,7 +117,7 @@ def test_deleting_a_session_deletes_its_artifacts_but_keeps_shared_content(
     store(client, session_id, b"only here", "x")
     shared = store(client, session_id, b"in both", "y")
     store(client, keeper, b"in both", "z")
-    client.session_call("Delete", sessions_pb2.SessionRef(session_id=session_id))
+    client.sessions.delete(sessions_pb2.SessionRef(session_id=session_id))
     assert blob_keys(redis_client, b"only here") == []
     assert blob(redis_client, b"in both")[b"refs"] == b"1"
     assert not redis_client.exists(f"sp:artifact:{shared.id}")
@@ -148,7 +146,7 @@ def test_query_filters_sorts_and_pages_using_the_indexes(client: ScriptpoolClien
 
     def names(**q: object) -> list[str]:
         query = A.ArtifactQuery(session_id=session_id, **q)  # type: ignore[arg-type]
-        return [a.metadata.name for a in client.artifact_call("Query", query).artifacts]
+        return [a.metadata.name for a in client.artifacts.query(query).artifacts]
 
     assert names(sort="name") == ["model.bin", "report.json", "report.txt"]
     assert names(tags=["q4", "final"]) == ["report.json"]
@@ -159,15 +157,15 @@ def test_query_filters_sorts_and_pages_using_the_indexes(client: ScriptpoolClien
     assert names(min_size=100, max_size=1000) == ["report.txt"]
     assert names(sort="-created_at") == ["model.bin", "report.txt", "report.json"]
     query = A.ArtifactQuery(session_id=session_id, sort="name", page={"limit": 2})  # type: ignore[arg-type]
-    page = client.artifact_call("Query", query)
+    page = client.artifacts.query(query)
     assert len(page.artifacts) == 2 and page.next_cursor == "2"
     query.page.cursor = page.next_cursor
-    assert [a.metadata.name for a in client.artifact_call("Query", query).artifacts] == ["report.txt"]
+    assert [a.metadata.name for a in client.artifacts.query(query).artifacts] == ["report.txt"]
     query = A.ArtifactQuery(session_id=session_id)
     query.created_after.float_value = 0.0
-    assert len(client.artifact_call("Query", query).artifacts) == 3
+    assert len(client.artifacts.query(query).artifacts) == 3
     # Without a session: every session of the caller.
-    assert ids["model.bin"] in {a.id for a in client.artifact_call("Query", A.ArtifactQuery(type="model")).artifacts}
+    assert ids["model.bin"] in {a.id for a in client.artifacts.query(A.ArtifactQuery(type="model")).artifacts}
 
 
 def test_search_finds_words_in_name_description_and_text_content(client: ScriptpoolClient, session_id: str) -> None:
@@ -177,7 +175,7 @@ def test_search_finds_words_in_name_description_and_text_content(client: Scriptp
 
     def found(text: str) -> list[str]:
         request = A.SearchArtifactsRequest(session_id=session_id, text=text)
-        return sorted(a.metadata.name for a in client.artifact_call("Search", request).artifacts)
+        return sorted(a.metadata.name for a in client.artifacts.search(request).artifacts)
 
     assert found("Revenue") == ["alpha", "gamma-revenue"]  # binary content is not indexed
     assert found("finance quarterly") == ["alpha"]
@@ -198,8 +196,9 @@ def test_permission_matrix_owner_granted_revoked_stranger(
 
     def change(method: str, user: str, permission: str, by: ScriptpoolClient = client) -> A.Permissions:
         request = A.PermissionChange(session_id=session_id, artifact_id=ref.id, user=user, permission=permission)
-        answer: A.Permissions = by.artifact_call(method, request)
-        return answer
+        return (by.artifacts.grant_permission if method == "GrantPermission" else by.artifacts.revoke_permission)(
+            request
+        )
 
     def can(who: ScriptpoolClient) -> dict[str, bool | str]:
         """True (allowed), False (PERMISSION_DENIED: the caller has some access), or "unseen"
@@ -210,7 +209,7 @@ def test_permission_matrix_owner_granted_revoked_stranger(
         for action, attempt in (
             ("read", lambda: read(who, session_id, ref.id)),
             ("write", lambda: who.store_artifact(update, [b"secret"])),
-            ("admin", lambda: who.artifact_call("GetAuditLog", audit)),
+            ("admin", lambda: who.artifacts.get_audit_log(audit)),
         ):
             try:
                 attempt()
@@ -232,15 +231,15 @@ def test_permission_matrix_owner_granted_revoked_stranger(
     with pytest.raises(PermissionDenied):  # only admin grants
         change("GrantPermission", friend, "admin", by=friend_client)
     change("RevokePermission", friend, "write")
-    assert client.artifact_call("GetPermissions", key).grants[friend] == "read"
+    assert client.artifacts.get_permissions(key).grants[friend] == "read"
     change("RevokePermission", friend, "read")
-    assert friend not in client.artifact_call("GetPermissions", key).grants
+    assert friend not in client.artifacts.get_permissions(key).grants
     assert can(friend_client) == unseen
     assert can(stranger) == unseen
     with pytest.raises(NotFound):
-        friend_client.artifact_call("Delete", key)
+        friend_client.artifacts.delete(key)
     change("GrantPermission", friend, "delete")
-    owner = client.artifact_call("GetPermissions", key).owner
+    owner = client.artifacts.get_permissions(key).owner
     with pytest.raises(FailedPrecondition, match="cannot be revoked"):
         change("RevokePermission", owner, "read")
     with pytest.raises(InvalidArgument, match="unknown permission"):
@@ -249,17 +248,17 @@ def test_permission_matrix_owner_granted_revoked_stranger(
         change("GrantPermission", "bad user!", "read")
     check = A.CheckAccessRequest(session_id=session_id, artifact_id=ref.id, user=friend, permission="delete")
     before = len(
-        client.artifact_call("GetAuditLog", A.GetAuditLogRequest(session_id=session_id, artifact_id=ref.id)).entries
+        client.artifacts.get_audit_log(A.GetAuditLogRequest(session_id=session_id, artifact_id=ref.id)).entries
     )
-    assert client.artifact_call("CheckAccess", check).allowed is True
+    assert client.artifacts.check_access(check).allowed is True
     check.permission = "admin"
-    assert client.artifact_call("CheckAccess", check).allowed is False
-    assert client.artifact_call("GetPermissions", key).grants[friend] == "delete"  # no side effect
+    assert client.artifacts.check_access(check).allowed is False
+    assert client.artifacts.get_permissions(key).grants[friend] == "delete"  # no side effect
     check.user = ""
-    assert friend_client.artifact_call("CheckAccess", check).allowed is False  # a grantee may ask about itself
+    assert friend_client.artifacts.check_access(check).allowed is False  # a grantee may ask about itself
     with pytest.raises(NotFound):  # a stranger may not even ask
-        stranger.artifact_call("CheckAccess", check)
-    log = client.artifact_call("GetAuditLog", A.GetAuditLogRequest(session_id=session_id, artifact_id=ref.id)).entries
+        stranger.artifacts.check_access(check)
+    log = client.artifacts.get_audit_log(A.GetAuditLogRequest(session_id=session_id, artifact_id=ref.id)).entries
     assert [(e.action, e.reason) for e in log[before:-1]] == [
         ("checkAccess", f"asked whether {friend} has delete: True"),
         ("checkAccess", f"asked whether {friend} has admin: False"),
@@ -267,7 +266,7 @@ def test_permission_matrix_owner_granted_revoked_stranger(
         ("checkAccess", f"asked whether {friend} has admin: False"),
     ]
     assert stranger_name not in {e.user for e in log}
-    friend_client.artifact_call("Delete", key)  # delete granted
+    friend_client.artifacts.delete(key)  # delete granted
     stranger.close()
 
 
@@ -279,23 +278,22 @@ def test_the_audit_log_records_every_access_allowed_or_denied(
     read(client, session_id, ref.id)
     b"".join(client.read_artifact(session_id, ref.id)[1])
     grant = A.PermissionChange(session_id=session_id, artifact_id=ref.id, user=friend, permission="read")
-    client.artifact_call("GrantPermission", grant)
+    client.artifacts.grant_permission(grant)
     with pytest.raises(PermissionDenied):
-        friend_client.artifact_call("Delete", A.ArtifactKey(session_id=session_id, artifact_id=ref.id))
-    log = client.artifact_call("GetAuditLog", A.GetAuditLogRequest(session_id=session_id, artifact_id=ref.id))
+        friend_client.artifacts.delete(A.ArtifactKey(session_id=session_id, artifact_id=ref.id))
+    log = client.artifacts.get_audit_log(A.GetAuditLogRequest(session_id=session_id, artifact_id=ref.id))
     rows = [(e.user, e.action, e.allowed) for e in log.entries]
-    me = client.artifact_call("GetPermissions", A.ArtifactKey(session_id=session_id, artifact_id=ref.id)).owner
+    me = client.artifacts.get_permissions(A.ArtifactKey(session_id=session_id, artifact_id=ref.id)).owner
     assert rows[:5] == [
         (me, "store", True), (me, "get", True), (me, "get", True), (me, "grant", True), (friend, "delete", False),
     ]  # fmt: skip
     assert log.entries[4].reason == "needs delete; has read"
     assert all(e.timestamp > 0 for e in log.entries)
-    page = client.artifact_call(
-        "GetAuditLog",
+    page = client.artifacts.get_audit_log(
         A.GetAuditLogRequest(session_id=session_id, artifact_id=ref.id, page={"limit": 2}),  # type: ignore[arg-type]
     )
     assert len(page.entries) == 2 and page.next_cursor
-    timeline = client.session_call("GetTimeline", sessions_pb2.GetTimelineRequest(session_id=session_id))
+    timeline = client.sessions.get_timeline(sessions_pb2.GetTimelineRequest(session_id=session_id))
     kinds = [e.type for e in timeline.entries]
     assert "artifact.stored" in kinds and kinds.count("artifact.accessed") == 2
 
@@ -317,7 +315,7 @@ def test_bad_input_is_refused_and_stores_nothing(
             client.store_artifact(bad, [b"content"])
     with pytest.raises(NotFound):  # never confirms another principal's session
         store(stranger, session_id, b"content", "x")
-    client.session_call("Suspend", sessions_pb2.SessionRef(session_id=session_id))
+    client.sessions.suspend(sessions_pb2.SessionRef(session_id=session_id))
     with pytest.raises(FailedPrecondition, match="it is suspended; that needs active"):
         store(client, session_id, b"content", "x")
     for malformed in (
@@ -329,12 +327,12 @@ def test_bad_input_is_refused_and_stores_nothing(
         A.ArtifactQuery(session_id="x"),
     ):
         with pytest.raises(InvalidArgument):
-            client.artifact_call("Query", malformed)
+            client.artifacts.query(malformed)
     query = A.ArtifactQuery(session_id=session_id)
     query.created_after.string_value = "last tuesday"
     with pytest.raises(InvalidArgument, match="RFC 3339"):
-        client.artifact_call("Query", query)
-    assert client.artifact_call("List", A.ListArtifactsRequest(session_id=session_id)).artifacts == []
+        client.artifacts.query(query)
+    assert client.artifacts.list(A.ListArtifactsRequest(session_id=session_id)).artifacts == []
     assert list(redis_client.scan_iter(f"sp:session:{session_id}:artifacts*")) == []
     assert list(redis_client.scan_iter("sp:upload:*")) == []
 
@@ -358,7 +356,7 @@ def test_oversized_content_is_refused_while_streaming(
             with pytest.raises(ResourceExhausted, match="maximum artifact size of 600000"):
                 small.store_artifact(header(session_id, "big"), pieces())  # type: ignore[arg-type]
             assert len(sent) < 100
-            assert small.artifact_call("List", A.ListArtifactsRequest(session_id=session_id)).artifacts == []
+            assert small.artifacts.list(A.ListArtifactsRequest(session_id=session_id)).artifacts == []
             assert list(redis_client.scan_iter("sp:upload:*")) == []
             assert store(small, session_id, b"y" * 600_000, "fits").version == 1
     finally:
@@ -457,7 +455,7 @@ def test_every_artifact_operation_from_lua(client: ScriptpoolClient, session_id:
 
 
 def _only_id(client: ScriptpoolClient, session_id: str) -> str:
-    artifacts = client.artifact_call("List", A.ListArtifactsRequest(session_id=session_id)).artifacts
+    artifacts = client.artifacts.list(A.ListArtifactsRequest(session_id=session_id)).artifacts
     assert len(artifacts) == 1
     return str(artifacts[0].id)
 

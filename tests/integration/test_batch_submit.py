@@ -209,7 +209,7 @@ def test_a_short_wait_answers_the_finished_jobs_then_the_unfinished_ones(client:
     assert all(not a.finished for a in got[got.index(late[0]) :])  # the unfinished ones come last
     for _ in range(3):  # each held job says it runs (two workers: one waits its turn), then is let go
         assert next_event(client, ready) is not None
-        client.event_call("Emit", events_pb2.EmitEventRequest(name=held["go"]))
+        client.events.emit(events_pb2.EmitEventRequest(name=held["go"]))
     for answer in late:
         done = client.wait(answer.job.id, timeout=60)
         assert result_of(done) == ("released" if answer.index else "quick")

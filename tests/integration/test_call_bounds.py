@@ -234,10 +234,10 @@ def test_a_deleted_session_leaves_no_key_behind(client: ScriptpoolClient, redis_
         session_id=session.id,
     )
     assert outcome(job).value == "ok"
-    client.state_call(
-        "Set", state_pb2.SetStateRequest(scope=f"session:{session.id}", key="c", value=common_pb2.Value(int_value=7))
+    client.state.set(
+        state_pb2.SetStateRequest(scope=f"session:{session.id}", key="c", value=common_pb2.Value(int_value=7))
     )
-    client.session_call("Save", sessions_pb2.SessionRef(session_id=session.id))
+    client.sessions.save(sessions_pb2.SessionRef(session_id=session.id))
     header = artifacts_pb2.StoreArtifactChunk(
         session_id=session.id,
         type="text",
@@ -245,9 +245,9 @@ def test_a_deleted_session_leaves_no_key_behind(client: ScriptpoolClient, redis_
     )
     ref = client.store_artifact(header, [b"alpha beta gamma"])
     client.store_artifact(artifacts_pb2.StoreArtifactChunk(session_id=session.id, artifact_id=ref.id), [b"delta"])
-    client.session_call("Replay", sessions_pb2.ReplayRequest(session_id=session.id, speed=0))
+    client.sessions.replay(sessions_pb2.ReplayRequest(session_id=session.id, speed=0))
     assert len(list(redis_client.scan_iter(f"sp:session:{session.id}:*", count=10_000))) >= 8
-    client.session_call("Delete", sessions_pb2.SessionRef(session_id=session.id))
+    client.sessions.delete(sessions_pb2.SessionRef(session_id=session.id))
     assert texts(list(redis_client.scan_iter(f"sp:session:{session.id}*", count=10_000))) == []
     assert redis_client.exists(f"sp:artifact:{ref.id}") == 0
 
@@ -261,7 +261,7 @@ def test_a_hook_poll_returns_at_most_max_poll_firings(stack: Stack, principal_an
             hooks.Register(events_pb2.RegisterHookRequest(hook_point="state.changed"), metadata=md)
             for n in range(7):
                 value = common_pb2.Value(int_value=n)
-                client.state_call("Set", state_pb2.SetStateRequest(scope="global", key=f"k{n}", value=value))
+                client.state.set(state_pb2.SetStateRequest(scope="global", key=f"k{n}", value=value))
             pages = []
             for _ in range(4):
                 firings = hooks.Poll(events_pb2.PollHooksRequest(timeout_seconds=0), metadata=md).firings

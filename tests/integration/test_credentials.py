@@ -174,8 +174,8 @@ def test_only_a_job_may_record_a_refused_call_and_only_real_operations(
     assert record(credential, "Session.get", "INVALID_ARGUMENT") is None
     client.cancel(job_id)
     client.wait(job_id, timeout=30)
-    entries = client.session_call(
-        "GetTimeline", sessions_pb2.GetTimelineRequest(session_id=session_id, types=["global_call"])
+    entries = client.sessions.get_timeline(
+        sessions_pb2.GetTimelineRequest(session_id=session_id, types=["global_call"])
     )
     recorded = [e.description for e in entries.entries if not e.description.startswith("Event.")]  # the held job's own
     assert recorded == ["Session.get -> INVALID_ARGUMENT"]

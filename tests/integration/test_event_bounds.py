@@ -36,7 +36,7 @@ def coordinator(stack: Stack, redis: Redis, **overrides: object) -> Iterator[int
 
 
 def _emit(client: ScriptpoolClient, name: str, n: int) -> None:
-    client.event_call("Emit", E.EmitEventRequest(name=name, data=to_value(n)))
+    client.events.emit(E.EmitEventRequest(name=name, data=to_value(n)))
 
 
 def test_one_principals_emits_cannot_evict_anothers_unread_events(stack: Stack, redis_client: Redis) -> None:
@@ -47,13 +47,13 @@ def test_one_principals_emits_cannot_evict_anothers_unread_events(stack: Stack, 
         ScriptpoolClient(f"127.0.0.1:{port}", a_key) as a,
         ScriptpoolClient(f"127.0.0.1:{port}", b_key) as b,
     ):
-        subscription = b.event_call("Subscribe", E.SubscribeRequest(pattern="b.*")).subscription_id
+        subscription = b.events.subscribe(E.SubscribeRequest(pattern="b.*")).subscription_id
         for i in range(keep):
             _emit(b, "b.note", i)
         for i in range(keep * 5):  # far past the retention
             _emit(a, "a.flood", i)
         received = []
-        while (got := b.event_call("Receive", E.ReceiveRequest(subscription_id=subscription))).received:
+        while (got := b.events.receive(E.ReceiveRequest(subscription_id=subscription))).received:
             received.append(from_value(got.event.data))
         assert received == list(range(keep))  # every one of B's unread events, in order
         assert redis_client.xlen(events_key(b_name)) == keep
@@ -66,15 +66,15 @@ def test_subscriptions_per_principal_stop_at_the_bound(stack: Stack, redis_clien
     principal, key = stack.new_api_key()
     with coordinator(stack, redis_client, max_subscriptions_per_principal=3) as port:
         with ScriptpoolClient(f"127.0.0.1:{port}", key) as client:
-            ids = [client.event_call("Subscribe", E.SubscribeRequest(pattern="x")).subscription_id for _ in range(3)]
+            ids = [client.events.subscribe(E.SubscribeRequest(pattern="x")).subscription_id for _ in range(3)]
             with pytest.raises(ResourceExhausted, match=r"has 3 live subscriptions, its limit \(3\)"):
-                client.event_call("Subscribe", E.SubscribeRequest(pattern="x"))
+                client.events.subscribe(E.SubscribeRequest(pattern="x"))
             assert redis_client.zcard(f"sp:principal:{principal}:eventsubs") == 3
             assert len(list(redis_client.scan_iter("sp:eventsub:*", count=10_000))) >= 3
             assert all(redis_client.exists(f"sp:eventsub:{i}") for i in ids)
-            client.event_call("Unsubscribe", E.Subscription(subscription_id=ids[0]))
+            client.events.unsubscribe(E.Subscription(subscription_id=ids[0]))
             assert redis_client.zcard(f"sp:principal:{principal}:eventsubs") == 2
-            client.event_call("Subscribe", E.SubscribeRequest(pattern="x"))  # room again
+            client.events.subscribe(E.SubscribeRequest(pattern="x"))  # room again
 
 
 def test_a_jobs_subscriptions_stop_at_the_bound(client: ScriptpoolClient, redis_client: Redis, stack: Stack) -> None:

@@ -29,13 +29,13 @@ from .test_python_jobs import run_py
 
 
 def _subscribe(client: ScriptpoolClient, pattern: str) -> str:
-    sub: events_pb2.Subscription = client.event_call("Subscribe", events_pb2.SubscribeRequest(pattern=pattern))
+    sub: events_pb2.Subscription = client.events.subscribe(events_pb2.SubscribeRequest(pattern=pattern))
     return sub.subscription_id
 
 
 def _receive(client: ScriptpoolClient, subscription_id: str, timeout_ms: int = 5000) -> events_pb2.ReceiveResponse:
     request = events_pb2.ReceiveRequest(subscription_id=subscription_id, timeout_ms=timeout_ms)
-    response: events_pb2.ReceiveResponse = client.event_call("Receive", request)
+    response: events_pb2.ReceiveResponse = client.events.receive(request)
     return response
 
 
@@ -107,18 +107,18 @@ def test_another_principal_sees_none_of_these_events_and_cannot_use_the_subscrip
         with pytest.raises(NotFound):
             _receive(other, mine, timeout_ms=10)
         with pytest.raises(NotFound):
-            other.event_call("Unsubscribe", events_pb2.Subscription(subscription_id=mine))
+            other.events.unsubscribe(events_pb2.Subscription(subscription_id=mine))
         assert _receive(client, mine, timeout_ms=10).received is False  # still there, still the owner's
 
 
 def test_bad_event_input_is_refused_with_a_clear_error(client: ScriptpoolClient) -> None:
     for name in ("", "has space", "x" * 200, "new\nline"):
         with pytest.raises(InvalidArgument, match="event name"):
-            client.event_call("Emit", events_pb2.EmitEventRequest(name=name, data=to_value(1)))
+            client.events.emit(events_pb2.EmitEventRequest(name=name, data=to_value(1)))
     with pytest.raises(InvalidArgument, match="at most"):
-        client.event_call("Emit", events_pb2.EmitEventRequest(name="big", data=to_value("x" * 70_000)))
+        client.events.emit(events_pb2.EmitEventRequest(name="big", data=to_value("x" * 70_000)))
     with pytest.raises(InvalidArgument, match="pattern"):
-        client.event_call("Subscribe", events_pb2.SubscribeRequest(pattern="a b"))
+        client.events.subscribe(events_pb2.SubscribeRequest(pattern="a b"))
     with pytest.raises(InvalidArgument, match="subscription_id"):
         _receive(client, "not-a-uuid", timeout_ms=10)
     with pytest.raises(NotFound):
@@ -130,7 +130,7 @@ def test_bad_event_input_is_refused_with_a_clear_error(client: ScriptpoolClient)
 def test_a_client_stream_delivers_matching_events_live(client: ScriptpoolClient) -> None:
     received: list[events_pb2.Event] = []
     following = threading.Event()
-    stream: Any = client.events.Stream(
+    stream: Any = events_pb2_grpc.EventServiceStub(client.channel).Stream(
         events_pb2.SubscribeRequest(pattern="live.*"), metadata=client._metadata, timeout=30
     )
 
@@ -149,7 +149,7 @@ def test_a_client_stream_delivers_matching_events_live(client: ScriptpoolClient)
     reader = threading.Thread(target=read)
     reader.start()
     while not following.wait(0.2):  # the stream starts at "now": handshake until it sees one of ours
-        client.event_call("Emit", events_pb2.EmitEventRequest(name="live.ready"))
+        client.events.emit(events_pb2.EmitEventRequest(name="live.ready"))
     run_lua(client, "Event.emit('other.x', 0) Event.emit('live.a', 1) Event.emit('live.b', 2) return 1")
     reader.join(timeout=10)
     stream.cancel()
@@ -159,7 +159,7 @@ def test_a_client_stream_delivers_matching_events_live(client: ScriptpoolClient)
 def test_event_calls_are_on_the_jobs_timeline(client: ScriptpoolClient) -> None:
     job = run_lua(client, "Event.emit('tl.x', 1) return 1")
     request = sessions_pb2.GetTimelineRequest(session_id=job.session_id, limit=100)
-    descriptions = [e.description for e in client.session_call("GetTimeline", request).entries]
+    descriptions = [e.description for e in client.sessions.get_timeline(request).entries]
     assert "Event.emit -> OK" in descriptions
 
 
@@ -215,9 +215,11 @@ def test_live_streams_are_for_clients_and_capped_and_a_dropped_one_frees_its_slo
         with ScriptpoolClient(f"127.0.0.1:{capped.port}", principal_and_key[1]) as near:
 
             def opened(name: str) -> Any:
-                stream = near.events.Stream(events_pb2.SubscribeRequest(pattern="slot.*"), metadata=near._metadata)
+                stream = events_pb2_grpc.EventServiceStub(near.channel).Stream(
+                    events_pb2.SubscribeRequest(pattern="slot.*"), metadata=near._metadata
+                )
                 time.sleep(0.3)  # a stream follows from "now": let it start
-                near.event_call("Emit", events_pb2.EmitEventRequest(name=name))
+                near.events.emit(events_pb2.EmitEventRequest(name=name))
                 return stream
 
             first = opened("slot.taken")

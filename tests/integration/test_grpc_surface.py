@@ -119,17 +119,17 @@ def test_losing_redis_is_unavailable_and_recovers() -> None:
     try:
         key = coordinator.auth.create_api_key("unavailable-test")
         with ScriptpoolClient(f"127.0.0.1:{coordinator.port}", key) as client:
-            client.state_call("Set", state_pb2.SetStateRequest(scope="global", key="k", value=to_value(1)))
+            client.state.set(state_pb2.SetStateRequest(scope="global", key="k", value=to_value(1)))
             redis_server.stop()
             for attempt in (
                 lambda: client.create_session("x"),
-                lambda: client.state_call("Get", state_pb2.StateKey(scope="global", key="k")),
+                lambda: client.state.get(state_pb2.StateKey(scope="global", key="k")),
             ):
                 with pytest.raises(ScriptpoolError) as caught:
                     attempt()
                 assert caught.value.code == "UNAVAILABLE" and "Redis" in caught.value.message
             redis_server.start()
-            answer = client.state_call("Get", state_pb2.StateKey(scope="global", key="k"))
+            answer = client.state.get(state_pb2.StateKey(scope="global", key="k"))
             assert answer.found and from_value(answer.value) == 1
     finally:
         coordinator.stop(grace=0)

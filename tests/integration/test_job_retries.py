@@ -129,7 +129,7 @@ def test_a_lost_job_with_a_retry_left_is_queued_again_and_finishes_ok_on_attempt
         assert wait_for(lambda: Job.fetch(job.id, connection=retry.redis).get_status() == JobStatus.FINISHED)
         assert job.id in FinishedJobRegistry(RETRY_QUEUE, connection=retry.redis).get_job_ids()
         assert StartedJobRegistry(RETRY_QUEUE, connection=retry.redis).get_job_ids() == []
-        timeline = retry.client.session_call("GetTimeline", sessions_pb2.GetTimelineRequest(session_id=done.session_id))
+        timeline = retry.client.sessions.get_timeline(sessions_pb2.GetTimelineRequest(session_id=done.session_id))
         kinds = [entry.type for entry in timeline.entries]
         assert kinds.count("job.started") == 2 and kinds.count("job.requeued") == 1
         assert kinds.count("job.finished") == 1

@@ -82,7 +82,7 @@ def test_a_job_session_is_completed_when_its_job_ends_and_deleted_after_the_rete
         assert result_of(job) == 1
         session = client.get_session(job.session_id)
         assert session.state == sessions_pb2.SESSION_STATE_COMPLETED
-        timeline = client.session_call("GetTimeline", sessions_pb2.GetTimelineRequest(session_id=job.session_id))
+        timeline = client.sessions.get_timeline(sessions_pb2.GetTimelineRequest(session_id=job.session_id))
         assert [e.description for e in timeline.entries][-2:] == [f"job {job.id} finished: ok", "active -> completed"]
         deadline = redis_client.zscore(EXPIRING_SESSIONS_KEY, job.session_id)
         assert deadline == pytest.approx(job.finished_at + RETENTION)
@@ -150,7 +150,7 @@ def test_a_snapshot_loaded_into_a_job_session_makes_it_the_principals_own(stack:
         job = run_lua(client, "return Session.save(Session.getCurrent())")
         assert client.get_session(job.session_id).state == sessions_pb2.SESSION_STATE_COMPLETED
         later = _after_retention(redis_client, job.session_id)
-        loaded = client.session_call("Load", sessions_pb2.LoadSessionRequest(session_id=job.session_id))
+        loaded = client.sessions.load(sessions_pb2.LoadSessionRequest(session_id=job.session_id))
         assert loaded.state == sessions_pb2.SESSION_STATE_ACTIVE
         assert _expiry(running).sweep(now=later) == 0
         assert client.get_session(job.session_id).state == sessions_pb2.SESSION_STATE_ACTIVE

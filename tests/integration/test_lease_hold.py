@@ -175,7 +175,7 @@ class PausedStack:
     def emit(self, name: str) -> None:
         for _ in range(20):
             try:
-                self.client.event_call("Emit", events_pb2.EmitEventRequest(name=name))
+                self.client.events.emit(events_pb2.EmitEventRequest(name=name))
                 return
             except Unavailable:
                 time.sleep(0.2)

@@ -119,7 +119,7 @@ def test_a_thousand_waits_leave_other_calls_and_running_jobs_their_threads(
                     mine = other.submit(Language.LUA, "return 1")
                     assert other.get_job(mine.id).id == mine.id
             # ... and the running job's 400 global calls are too: it finishes ok, inside its wall time.
-            owner_client.event_call("Emit", events_pb2.EmitEventRequest(name=f"go.{tag}"))
+            owner_client.events.emit(events_pb2.EmitEventRequest(name=f"go.{tag}"))
             done = owner_client.wait(busy.id, timeout=120)
             assert outcome(done) is Outcome.OK, done.result.message
             assert result_of(done) == CALLS * (CALLS + 1) // 2

@@ -65,7 +65,7 @@ def test_sessions_per_principal_stop_at_the_bound(
         assert redis_client.zcard(owned) == 3 and redis_client.llen(f"rq:queue:{queue}") == 1
         client.submit(Language.LUA, "return 1", session_id=first)  # no new session: accepted
         assert redis_client.llen(f"rq:queue:{queue}") == 2
-        client.session_call("Delete", S.SessionRef(session_id=first))
+        client.sessions.delete(S.SessionRef(session_id=first))
         batch = [job_request(Language.LUA, "return 1") for _ in range(2)]
         with pytest.raises(ResourceExhausted, match=r"2 of its 3 sessions; 2 more were asked for"):
             list(client.submit_many(batch))  # refused whole: room for one of the two
@@ -123,7 +123,7 @@ def test_a_session_at_every_size_bound_is_created(client: ScriptpoolClient, redi
         request = S.CreateSessionRequest(
             name="n" * MAX_NAME, description="d" * MAX_DESCRIPTION, tags=_tags(MAX_TAGS), metadata=metadata
         )
-        session = client.session_call("Create", request)
+        session = client.sessions.create(request)
         assert (session.name, session.description) == (request.name, request.description)
         assert list(session.tags) == list(request.tags) and session.metadata == metadata
         assert redis_client.hget(session_key(session.id), "metadata") == metadata.SerializeToString(deterministic=True)
@@ -136,7 +136,7 @@ def test_a_session_one_past_a_size_bound_is_refused_and_not_written(
     principal = client.get_session(client.create_session("probe").id).principal
     held = redis_client.zcard(principal_sessions_key(principal))
     with pytest.raises(InvalidArgument, match=message):
-        client.session_call("Create", S.CreateSessionRequest(**fields))  # type: ignore[arg-type]
+        client.sessions.create(S.CreateSessionRequest(**fields))  # type: ignore[arg-type]
     assert redis_client.zcard(principal_sessions_key(principal)) == held
 
 
@@ -145,12 +145,12 @@ def test_update_metadata_and_set_tags_stop_at_the_bounds(client: ScriptpoolClien
     key, timeline = session_key(session_id), timeline_key(session_id)
 
     def update(metadata: common_pb2.ValueMap) -> common_pb2.ValueMap:
-        return client.session_call("UpdateMetadata", S.UpdateMetadataRequest(session_id=session_id, updates=metadata))  # type: ignore[no-any-return]
+        return client.sessions.update_metadata(S.UpdateMetadataRequest(session_id=session_id, updates=metadata))
 
     assert update(_nested(MAX_METADATA_DEPTH)) == _nested(MAX_METADATA_DEPTH)
     at_bound = _metadata(MAX_METADATA_BYTES)
     assert update(at_bound) == at_bound  # replaces the nested "k": exactly the bound
-    tags = client.session_call("SetTags", S.SetTagsRequest(session_id=session_id, tags=_tags(MAX_TAGS)))
+    tags = client.sessions.set_tags(S.SetTagsRequest(session_id=session_id, tags=_tags(MAX_TAGS)))
     assert list(tags.tags) == _tags(MAX_TAGS)
     stored, entries = redis_client.hgetall(key), redis_client.xlen(timeline)
     with pytest.raises(InvalidArgument, match=f"metadata is {MAX_METADATA_BYTES + 1} bytes"):
@@ -162,9 +162,9 @@ def test_update_metadata_and_set_tags_stop_at_the_bounds(client: ScriptpoolClien
     with pytest.raises(InvalidArgument, match=f"nested {MAX_METADATA_DEPTH + 1} levels deep"):
         update(_nested(MAX_METADATA_DEPTH + 1))
     with pytest.raises(InvalidArgument, match=f"{MAX_TAGS + 1} tags; the maximum is {MAX_TAGS}"):
-        client.session_call("SetTags", S.SetTagsRequest(session_id=session_id, tags=_tags(MAX_TAGS + 1)))
+        client.sessions.set_tags(S.SetTagsRequest(session_id=session_id, tags=_tags(MAX_TAGS + 1)))
     with pytest.raises(InvalidArgument, match=f"each tag must be 1-{MAX_TAG} characters"):
-        client.session_call("SetTags", S.SetTagsRequest(session_id=session_id, tags=_tags(1, MAX_TAG + 1)))
+        client.sessions.set_tags(S.SetTagsRequest(session_id=session_id, tags=_tags(1, MAX_TAG + 1)))
     assert redis_client.hgetall(key) == stored and redis_client.xlen(timeline) == entries
 
 
@@ -176,7 +176,7 @@ def test_an_artifact_version_indexes_at_most_max_words_words(client: ScriptpoolC
     content = " ".join(f"w{i}" for i in range(MAX_WORDS + 1)).encode()  # the name "x" has no word
 
     def found(word: str) -> int:
-        answer = client.artifact_call("Search", A.SearchArtifactsRequest(session_id=session_id, text=word))
+        answer = client.artifacts.search(A.SearchArtifactsRequest(session_id=session_id, text=word))
         return len(answer.artifacts)
 
     at_bound = store(client, session_id, content.rsplit(b" ", 1)[0], "x", kind="text")

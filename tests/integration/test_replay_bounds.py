@@ -62,7 +62,7 @@ def test_a_self_replaying_script_does_not_amplify(
     assert result_of(run_lua(client, SELF_REPLAY, session_id=session_id)) == ["ok", "RESOURCE_EXHAUSTED"]
     # C replays [A, B]: the replayed B runs SELF_REPLAY again, and both of its replays are refused
     assert result_of(run_lua(client, SELF_REPLAY, session_id=session_id)) == ["ok", "RESOURCE_EXHAUSTED"]
-    replays = list(client.session_call("GetReplayMetadata", S.SessionRef(session_id=session_id)).replays)
+    replays = list(client.sessions.get_replay_metadata(S.SessionRef(session_id=session_id)).replays)
     assert len(replays) == 2
     replayed_b = _replayed_jobs(client, replays[1])[1]
     assert result_of(replayed_b) == ["PERMISSION_DENIED", "PERMISSION_DENIED"]
@@ -83,7 +83,7 @@ def test_replayed_jobs_get_no_more_than_the_replaying_jobs_limits(client: Script
     (replayed,) = _replayed_jobs(client, replay_id)
     assert replayed.limits.cpu_time_ms == 1000 and replayed.limits.max_global_calls == 50
     # a client's replay keeps the recorded limits
-    client_replay = client.session_call("Replay", S.ReplayRequest(session_id=session_id, speed=0)).replay_session_id
+    client_replay = client.sessions.replay(S.ReplayRequest(session_id=session_id, speed=0)).replay_session_id
     wait_for_replay(client, client_replay)
     assert _replayed_jobs(client, client_replay)[0].limits.cpu_time_ms == 4000
 
@@ -105,16 +105,16 @@ def test_replays_hold_no_coordinator_thread_and_are_capped_per_principal(
     # the recorded gap times 1000, capped at 60 s: each replay runs its first job, then waits
     limit = stack.settings.max_running_replays_per_principal
     started = [
-        client.session_call("Replay", S.ReplayRequest(session_id=session_id, speed=1000)).replay_session_id
+        client.sessions.replay(S.ReplayRequest(session_id=session_id, speed=1000)).replay_session_id
         for _ in range(limit)
     ]
     assert len(set(started)) == limit
     with pytest.raises(ResourceExhausted, match="already runs 4 replays"):
-        client.session_call("Replay", S.ReplayRequest(session_id=session_id, speed=1000))
+        client.sessions.replay(S.ReplayRequest(session_id=session_id, speed=1000))
     names = [thread.name for thread in threading.enumerate()]
     assert [name for name in names if name.startswith("replay-")] == []
     assert names.count("replays") == 1
-    meta = client.session_call("GetReplayMetadata", S.SessionRef(session_id=session_id))
+    meta = client.sessions.get_replay_metadata(S.SessionRef(session_id=session_id))
     assert list(meta.replays) == started  # the refused one made no session
 
 
@@ -127,11 +127,11 @@ def test_a_replay_reruns_at_most_max_replay_jobs(stack: Stack, principal_and_key
             session_id = client.create_session("two jobs").id
             for _ in range(2):
                 assert outcome(client.run(Language.LUA, "return 1", session_id=session_id)).value == "ok"
-            at_bound = client.session_call("Replay", S.ReplayRequest(session_id=session_id, speed=0))
+            at_bound = client.sessions.replay(S.ReplayRequest(session_id=session_id, speed=0))
             wait_for_replay(client, at_bound.replay_session_id)
             assert len(_replayed_jobs(client, at_bound.replay_session_id)) == 2
             assert outcome(client.run(Language.LUA, "return 1", session_id=session_id)).value == "ok"
             with pytest.raises(ResourceExhausted, match="3 recorded jobs; a replay re-runs at most 2"):
-                client.session_call("Replay", S.ReplayRequest(session_id=session_id, speed=0))
+                client.sessions.replay(S.ReplayRequest(session_id=session_id, speed=0))
     finally:
         second.stop(grace=0)

@@ -6,6 +6,7 @@ The three scripts do the same steps and return the same summary, so one expected
 from __future__ import annotations
 
 import pytest
+from scriptpool.values import PlainValue
 
 from coordinator.client import ScriptpoolClient
 from sandbox.languages import Language
@@ -198,7 +199,8 @@ def test_store_file_and_save_to_file_use_the_jobs_scratch_directory(
     assert result == ["dir/copy.dat", content, "PERMISSION_DENIED"]
 
 
-EDGE_METADATA = {"safe": 2**53 - 1, "unsafe": 2**53 + 1, "i64min": -(2**63), "i64max": 2**63 - 1, "tiny": 5e-324,
+EDGE_METADATA: dict[str, PlainValue] = {
+    "safe": 2**53 - 1, "unsafe": 2**53 + 1, "i64min": -(2**63), "i64max": 2**63 - 1, "tiny": 5e-324,
                  "f": 0.1, "neg0": -0.0, "text": "ünï ✓ \U0001f600", "nested": [1, [2.5, {"k": None}]]}  # fmt: skip
 ROUND_TRIP = {
     Language.LUA: "local id = Session.getCurrent() Session.updateMetadata(id, Session.getMetadata(INPUT.src)) "

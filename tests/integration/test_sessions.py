@@ -31,7 +31,9 @@ S = sessions_pb2
 
 
 def call(client: ScriptpoolClient, name: str, request: object) -> object:
-    return client._call(getattr(client._sessions, name), request)
+    """SessionService's RPC `name` (e.g. "GetMetadata"), through the client's typed method for it."""
+    method = "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
+    return getattr(client.sessions, method)(request)
 
 
 def state_of(client: ScriptpoolClient, session_id: str) -> str:
@@ -368,13 +370,13 @@ metadata_values = st.recursive(
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.dictionaries(st.text(min_size=1, max_size=10), metadata_values, max_size=5))
-def test_metadata_round_trips_through_grpc(client: ScriptpoolClient, metadata: dict[str, object]) -> None:
+def test_metadata_round_trips_through_grpc(client: ScriptpoolClient, metadata: dict[str, PlainValue]) -> None:
     session = client.create_session("hyp", metadata=metadata)
     assert from_value_map(client.get_session(session.id).metadata) == metadata
 
 
 def test_metadata_round_trips_through_lua(client: ScriptpoolClient) -> None:
-    metadata = {
+    metadata: dict[str, PlainValue] = {
         "big": 2**53,
         "neg": -(2**62),
         "f": 0.1,
@@ -441,7 +443,7 @@ def test_replay_feeds_the_recorded_random_seed_back(client: ScriptpoolClient, la
     first = result_of(client.run(language, RANDOM_SOURCES[language], session_id=session_id))
     second = result_of(client.run(language, RANDOM_SOURCES[language], session_id=session_id))
     assert isinstance(first, float) and first != second  # each job gets its own seed
-    replay_id = client.session_call("Replay", S.ReplayRequest(session_id=session_id, speed=0)).replay_session_id
+    replay_id = client.sessions.replay(S.ReplayRequest(session_id=session_id, speed=0)).replay_session_id
     summary = _wait_replay(client, replay_id)
     assert (summary["status"], summary["matched"], summary["diverged"]) == ("finished", 2, 0)
 
@@ -463,7 +465,7 @@ def test_replay_feeds_the_recorded_start_time_back(
     # move the recorded start back a day: the replayed script must see that day, not today
     redis_client.hset(f"sp:job:{job.id}", "started_at", repr(job.started_at - 86400))
     expected = result_of(client.run(language, CLOCK_SOURCES[language]))  # today, this hour
-    replay_id = client.session_call("Replay", S.ReplayRequest(session_id=session_id, speed=0)).replay_session_id
+    replay_id = client.sessions.replay(S.ReplayRequest(session_id=session_id, speed=0)).replay_session_id
     summary = _wait_replay(client, replay_id)
     assert summary["status"] == "finished" and summary["diverged"] == 1  # the recorded result was "today"
     replayed_jobs = client._call(

@@ -136,8 +136,8 @@ ROUND_TRIP: dict[str, PlainValue] = {
 @pytest.mark.parametrize("name", list(ROUND_TRIP))
 def test_values_round_trip_unchanged_over_grpc(client: ScriptpoolClient, name: str) -> None:
     value = ROUND_TRIP[name]
-    client.state_call("Set", state_pb2.SetStateRequest(scope="global", key=name, value=to_value(value)))
-    answer = client.state_call("Get", state_pb2.StateKey(scope="global", key=name))
+    client.state.set(state_pb2.SetStateRequest(scope="global", key=name, value=to_value(value)))
+    answer = client.state.get(state_pb2.StateKey(scope="global", key=name))
     assert answer.found
     assert answer.value == to_value(value)  # exactly: ints stay ints, floats floats, bytes bytes
     assert from_value(answer.value) == value
@@ -146,9 +146,7 @@ def test_values_round_trip_unchanged_over_grpc(client: ScriptpoolClient, name: s
 def test_values_round_trip_unchanged_through_a_python_job(client: ScriptpoolClient) -> None:
     source = "\n".join(f"State.set('global', {k!r}, {v!r})" for k, v in ROUND_TRIP.items() if k != "floats")
     source = source + "\n" + "{" + ", ".join(f"{k!r}: State.get('global', {k!r})" for k in ROUND_TRIP) + "}"
-    client.state_call(
-        "Set", state_pb2.SetStateRequest(scope="global", key="floats", value=to_value(ROUND_TRIP["floats"]))
-    )
+    client.state.set(state_pb2.SetStateRequest(scope="global", key="floats", value=to_value(ROUND_TRIP["floats"])))
     job = client.run(Language.PYTHON, source, timeout=60)
     assert result_of(job) == ROUND_TRIP
 
@@ -156,33 +154,33 @@ def test_values_round_trip_unchanged_through_a_python_job(client: ScriptpoolClie
 def test_every_operation_over_grpc_with_each_client_scope(client: ScriptpoolClient) -> None:
     session_id = client.create_session("grpc").id
     for scope in ("global", f"session:{session_id}"):
-        call = client.state_call
-        call("Set", state_pb2.SetStateRequest(scope=scope, key="a", value=to_value("x")))
-        assert from_value(call("Get", state_pb2.StateKey(scope=scope, key="a")).value) == "x"
-        assert from_value(call("Increment", state_pb2.IncrementStateRequest(scope=scope, key="n")).value) == 1
+        state = client.state
+        state.set(state_pb2.SetStateRequest(scope=scope, key="a", value=to_value("x")))
+        assert from_value(state.get(state_pb2.StateKey(scope=scope, key="a")).value) == "x"
+        assert from_value(state.increment(state_pb2.IncrementStateRequest(scope=scope, key="n")).value) == 1
         by = to_value(-3)
-        assert from_value(call("Increment", state_pb2.IncrementStateRequest(scope=scope, key="n", by=by)).value) == -2
-        swap = call("CompareAndSet", state_pb2.CompareAndSetRequest(scope=scope, key="a", expected=to_value("x"),
+        assert from_value(state.increment(state_pb2.IncrementStateRequest(scope=scope, key="n", by=by)).value) == -2
+        swap = state.compare_and_set(state_pb2.CompareAndSetRequest(scope=scope, key="a", expected=to_value("x"),
                                                                     new_value=to_value("y")))  # fmt: skip
         assert swap.swapped and from_value(swap.current) == "y"
-        assert list(call("List", state_pb2.StateScope(scope=scope)).keys) == ["a", "n"]
-        deleted = call("Delete", state_pb2.StateKey(scope=scope, key="a"))
+        assert list(state.list(state_pb2.StateScope(scope=scope)).keys) == ["a", "n"]
+        deleted = state.delete(state_pb2.StateKey(scope=scope, key="a"))
         assert deleted.found and from_value(deleted.value) == "y"
-        assert not call("Get", state_pb2.StateKey(scope=scope, key="a")).found
+        assert not state.get(state_pb2.StateKey(scope=scope, key="a")).found
     # session:current for a client is its current session (Session.setCurrent)
     with pytest.raises(FailedPrecondition, match="no current session"):
-        client.state_call("Get", state_pb2.StateKey(scope="session:current", key="n"))
-    client.session_call("SetCurrent", sessions_pb2.SetCurrentSessionRequest(session_id=session_id))
-    assert from_value(client.state_call("Get", state_pb2.StateKey(scope="session:current", key="n")).value) == -2
+        client.state.get(state_pb2.StateKey(scope="session:current", key="n"))
+    client.sessions.set_current(sessions_pb2.SetCurrentSessionRequest(session_id=session_id))
+    assert from_value(client.state.get(state_pb2.StateKey(scope="session:current", key="n")).value) == -2
     with pytest.raises(InvalidArgument, match="only inside a running job"):
-        client.state_call("Get", state_pb2.StateKey(scope="job", key="n"))
+        client.state.get(state_pb2.StateKey(scope="job", key="n"))
 
 
 def test_compare_and_set_semantics(client: ScriptpoolClient) -> None:
     def cas(expected: PlainValue, new: PlainValue, key: str = "k") -> tuple[bool, PlainValue]:
         request = state_pb2.CompareAndSetRequest(scope="global", key=key, expected=to_value(expected),
                                                  new_value=to_value(new))  # fmt: skip
-        answer = client.state_call("CompareAndSet", request)
+        answer = client.state.compare_and_set(request)
         return answer.swapped, from_value(answer.current)
 
     assert cas(None, {"b": 1, "a": [1, 2]}) == (True, {"b": 1, "a": [1, 2]})  # null expected = must be absent
@@ -192,7 +190,7 @@ def test_compare_and_set_semantics(client: ScriptpoolClient) -> None:
     assert cas(2, "s") == (True, "s")
     assert cas("S", "t") == (False, "s")
     assert cas("s", None) == (True, None)  # new null deletes
-    assert not client.state_call("Get", state_pb2.StateKey(scope="global", key="k")).found
+    assert not client.state.get(state_pb2.StateKey(scope="global", key="k")).found
     assert cas("anything", 1) == (False, None)  # absent never equals a non-null expected
 
 
@@ -201,7 +199,7 @@ def test_increment_rules(client: ScriptpoolClient, redis_client: Redis, principa
         request = state_pb2.IncrementStateRequest(scope="global", key=key)
         if by is not None:
             request.by.CopyFrom(to_value(by))
-        return from_value(client.state_call("Increment", request).value)
+        return from_value(client.state.increment(request).value)
 
     assert inc("i", 2**62) == 2**62
     assert inc("i", 2**62 - 1) == 2**63 - 1  # exact 64-bit arithmetic
@@ -210,7 +208,7 @@ def test_increment_rules(client: ScriptpoolClient, redis_client: Redis, principa
     assert inc("i", -(2**63 - 1)) == 0  # the refused increment changed nothing
     assert inc("f", 0.1) == 0.1 and inc("f", 0.2) == 0.1 + 0.2  # IEEE doubles, as in every language
     assert inc("i", 0.5) == 0.5 and isinstance(inc("i", 1), float)  # int + float is a float
-    client.state_call("Set", state_pb2.SetStateRequest(scope="global", key="s", value=to_value("text")))
+    client.state.set(state_pb2.SetStateRequest(scope="global", key="s", value=to_value("text")))
     before = redis_client.hgetall(global_state_key(principal_and_key[0]))
     with pytest.raises(FailedPrecondition, match="'s' in scope global holds a string, not a number"):
         inc("s")
@@ -229,7 +227,7 @@ def test_concurrent_increments_from_two_jobs_lose_no_update(client: ScriptpoolCl
         assert result_of(client.wait(job.id, timeout=120)) == 1
 
     def get(key: str) -> PlainValue:
-        return from_value(client.state_call("Get", state_pb2.StateKey(scope="global", key=key)).value)
+        return from_value(client.state.get(state_pb2.StateKey(scope="global", key=key)).value)
 
     assert get("counter") == 2 * n
     assert get("f") == float(n)
@@ -238,27 +236,25 @@ def test_concurrent_increments_from_two_jobs_lose_no_update(client: ScriptpoolCl
 
 def test_principals_cannot_reach_each_others_state(client: ScriptpoolClient, stack: Stack) -> None:
     session_id = client.create_session("mine").id
-    client.state_call("Set", state_pb2.SetStateRequest(scope="global", key="secret", value=to_value(42)))
-    client.state_call("Set", state_pb2.SetStateRequest(scope=f"session:{session_id}", key="s", value=to_value(1)))
+    client.state.set(state_pb2.SetStateRequest(scope="global", key="secret", value=to_value(42)))
+    client.state.set(state_pb2.SetStateRequest(scope=f"session:{session_id}", key="s", value=to_value(1)))
     _, other_key = stack.new_api_key()
     with ScriptpoolClient(stack.address, other_key) as other:
-        assert not other.state_call("Get", state_pb2.StateKey(scope="global", key="secret")).found
-        other.state_call("Set", state_pb2.SetStateRequest(scope="global", key="secret", value=to_value(0)))
+        assert not other.state.get(state_pb2.StateKey(scope="global", key="secret")).found
+        other.state.set(state_pb2.SetStateRequest(scope="global", key="secret", value=to_value(0)))
         missing = "7f1f5b1e-4f7e-4b7a-9a51-0f6a3c1d2e3f"
         messages = []
         for target in (session_id, missing):  # someone else's session answers exactly like a missing one
             with pytest.raises(NotFound) as caught:
-                other.state_call("Get", state_pb2.StateKey(scope=f"session:{target}", key="s"))
+                other.state.get(state_pb2.StateKey(scope=f"session:{target}", key="s"))
             messages.append(caught.value.message.replace(target, "ID"))
             with pytest.raises(NotFound):
-                other.state_call(
-                    "Set", state_pb2.SetStateRequest(scope=f"session:{target}", key="s", value=to_value(9))
-                )
+                other.state.set(state_pb2.SetStateRequest(scope=f"session:{target}", key="s", value=to_value(9)))
         assert messages[0] == messages[1] == "session ID not found"
         from_job = other.run(Language.LUA, f"local ok, e = pcall(State.list, 'session:{session_id}') return e.code")
         assert result_of(from_job) == "NOT_FOUND"
-    assert from_value(client.state_call("Get", state_pb2.StateKey(scope="global", key="secret")).value) == 42
-    answer = client.state_call("Get", state_pb2.StateKey(scope=f"session:{session_id}", key="s"))
+    assert from_value(client.state.get(state_pb2.StateKey(scope="global", key="secret")).value) == 42
+    answer = client.state.get(state_pb2.StateKey(scope=f"session:{session_id}", key="s"))
     assert from_value(answer.value) == 1
 
 
@@ -277,10 +273,10 @@ def test_session_delete_removes_its_state(client: ScriptpoolClient, redis_client
         run_lua(client, "State.set('a', 1) State.set('b', {1, 2}) Session.save() return 1", session_id=session_id)
     )
     assert redis_client.exists(session_state_key(session_id))
-    client.session_call("Delete", sessions_pb2.SessionRef(session_id=session_id))
+    client.sessions.delete(sessions_pb2.SessionRef(session_id=session_id))
     assert not redis_client.keys(f"sp:session:{session_id}*")  # the state and the snapshot's copy too
     with pytest.raises(NotFound):
-        client.state_call("Get", state_pb2.StateKey(scope=f"session:{session_id}", key="a"))
+        client.state.get(state_pb2.StateKey(scope=f"session:{session_id}", key="a"))
 
 
 def test_snapshots_hold_state_values_and_load_restores_them(client: ScriptpoolClient) -> None:
@@ -312,28 +308,28 @@ BAD_INPUT = [
 def test_bad_keys_and_scopes_are_refused(
     client: ScriptpoolClient, request_: state_pb2.StateKey, error: type[ScriptpoolError], message: str
 ) -> None:
-    for method in ("Get", "Delete"):
+    for method in (client.state.get, client.state.delete):
         with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
-            client.state_call(method, request_)
+            method(request_)
     with pytest.raises(error):
-        client.state_call("Set", state_pb2.SetStateRequest(scope=request_.scope, key=request_.key, value=to_value(1)))
+        client.state.set(state_pb2.SetStateRequest(scope=request_.scope, key=request_.key, value=to_value(1)))
 
 
 def test_oversized_values_are_refused_and_change_nothing(
     client: ScriptpoolClient, redis_client: Redis, principal_and_key: tuple[str, str]
 ) -> None:
-    client.state_call("Set", state_pb2.SetStateRequest(scope="global", key="k", value=to_value("small")))
+    client.state.set(state_pb2.SetStateRequest(scope="global", key="k", value=to_value("small")))
     before = redis_client.hgetall(global_state_key(principal_and_key[0]))
     big = to_value(b"x" * (1024 * 1024))
     with pytest.raises(InvalidArgument, match=r"value is 1048\d+ bytes encoded; the maximum is 1048576"):
-        client.state_call("Set", state_pb2.SetStateRequest(scope="global", key="k", value=big))
+        client.state.set(state_pb2.SetStateRequest(scope="global", key="k", value=big))
     deep = common_pb2.Value(int_value=1)
     for _ in range(33):  # (built by hand: to_value refuses it already)
         deep = common_pb2.Value(list_value=common_pb2.ValueList(items=[deep]))
     with pytest.raises(InvalidArgument, match="value is nested more than 32 levels deep"):
-        client.state_call("Set", state_pb2.SetStateRequest(scope="global", key="k", value=deep))
+        client.state.set(state_pb2.SetStateRequest(scope="global", key="k", value=deep))
     with pytest.raises(InvalidArgument, match="expected is 1048"):
-        client.state_call("CompareAndSet", state_pb2.CompareAndSetRequest(scope="global", key="k", expected=big))
+        client.state.compare_and_set(state_pb2.CompareAndSetRequest(scope="global", key="k", expected=big))
     assert redis_client.hgetall(global_state_key(principal_and_key[0])) == before
 
 
@@ -407,14 +403,14 @@ def test_state_get_and_its_timeline_entry_are_one_redis_command(client: Scriptpo
         assert sent == ["EVALSHA"] and through_redis_py == [] and record.written
     finally:
         store.lean.close()
-    timeline = client.session_call("GetTimeline", sessions_pb2.GetTimelineRequest(session_id=session_id))
+    timeline = client.sessions.get_timeline(sessions_pb2.GetTimelineRequest(session_id=session_id))
     assert [e.description for e in timeline.entries][-2:] == ["State.get -> OK", "State.get -> OK"]
 
 
 def test_every_job_state_call_is_on_the_timeline_with_its_outcome(client: ScriptpoolClient, stack: Stack) -> None:
     session_id = client.create_session("recorded").id
     other = client.create_session("someone's").id
-    client.state_call("Set", state_pb2.SetStateRequest(scope=f"session:{session_id}", key="t", value=to_value("x")))
+    client.state.set(state_pb2.SetStateRequest(scope=f"session:{session_id}", key="t", value=to_value("x")))
     source = """
     State.set('k', 1)
     State.get('k')
@@ -433,12 +429,12 @@ def test_every_job_state_call_is_on_the_timeline_with_its_outcome(client: Script
             Language.JAVASCRIPT, f"try {{ State.get('session:{other}', 'k') }} catch (e) {{ e.code }}"
         )
         assert result_of(refused) == "NOT_FOUND"
-        stranger_timeline = stranger.session_call(
-            "GetTimeline", sessions_pb2.GetTimelineRequest(session_id=refused.session_id, types=["global_call"])
+        stranger_timeline = stranger.sessions.get_timeline(
+            sessions_pb2.GetTimelineRequest(session_id=refused.session_id, types=["global_call"])
         )
         assert [e.description for e in stranger_timeline.entries] == ["State.get -> NOT_FOUND"]
-    timeline = client.session_call(
-        "GetTimeline", sessions_pb2.GetTimelineRequest(session_id=session_id, types=["global_call"])
+    timeline = client.sessions.get_timeline(
+        sessions_pb2.GetTimelineRequest(session_id=session_id, types=["global_call"])
     )
     assert [e.description for e in timeline.entries] == [
         "State.set -> OK",

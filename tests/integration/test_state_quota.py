@@ -264,7 +264,7 @@ def test_a_coordinator_applies_the_setting_over_grpc(
         with ScriptpoolClient(f"127.0.0.1:{small.port}", key) as client:
 
             def put(name: str, size: int) -> None:
-                client.state_call("Set", state_pb2.SetStateRequest(scope="global", key=name, value=to_value(_of(size))))
+                client.state.set(state_pb2.SetStateRequest(scope="global", key=name, value=to_value(_of(size))))
 
             put("a", 99)
             put("b", 99)  # 200: the bound

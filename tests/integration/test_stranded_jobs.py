@@ -83,7 +83,7 @@ def test_a_job_stranded_in_rqs_intermediate_queue_is_queued_again_and_runs_once(
     finally:
         stop_process(worker)
     assert outcome(done) is Outcome.OK and result_of(done) == 42
-    timeline = own.client.session_call("GetTimeline", sessions_pb2.GetTimelineRequest(session_id=done.session_id))
+    timeline = own.client.sessions.get_timeline(sessions_pb2.GetTimelineRequest(session_id=done.session_id))
     job_entries = [e.type for e in timeline.entries if e.job_id == job.id and e.type.startswith("job.")]
     assert job_entries == ["job.started", "job.finished"]  # ran once (its session's completion follows)
     # RQ agrees: finished, in its finished registry only, nothing left in its queues.

@@ -52,7 +52,7 @@ def test_killed_worker_ends_its_job_as_worker_lost(stack: Stack, tmp_path: Path)
             done = client.wait(job.id, timeout=30)
             assert outcome(done) is Outcome.WORKER_LOST
             assert "stopped responding" in done.result.message
-            timeline = client.session_call("GetTimeline", sessions_pb2.GetTimelineRequest(session_id=done.session_id))
+            timeline = client.sessions.get_timeline(sessions_pb2.GetTimelineRequest(session_id=done.session_id))
             assert [e.description for e in timeline.entries][-2:] == [
                 f"job {job.id} finished: worker_lost",
                 "active -> completed",  # the session made for the job ends with it

@@ -47,5 +47,5 @@ def assert_limits_held(client: ScriptpoolClient, job: jobs_pb2.Job, limits: dict
         if outcome(job) is Outcome.CALL_LIMIT_EXCEEDED:
             assert usage.global_calls == allowed  # stopped exactly at the limit
         request = sessions_pb2.GetTimelineRequest(session_id=job.session_id, types=["global_call"], limit=allowed + 10)
-        recorded = client.session_call("GetTimeline", request).entries
+        recorded = client.sessions.get_timeline(request).entries
         assert len(recorded) <= allowed

@@ -49,30 +49,28 @@ Probe = Callable[[ScriptpoolClient, str, str], object]
 
 PROBES: dict[str, Probe] = {
     "get": lambda c, s, a: c.read_artifact(s, a),
-    "getContent": lambda c, s, a: list(
-        c.artifact_call("GetContent", A.GetArtifactRequest(session_id=s, artifact_id=a))
-    ),
+    "getContent": lambda c, s, a: list(c.read_artifact_content(s, a)),
     "update": lambda c, s, a: c.store_artifact(A.StoreArtifactChunk(session_id=s, artifact_id=a), [b"pwned"]),
-    "delete": lambda c, s, a: c.artifact_call("Delete", A.ArtifactKey(session_id=s, artifact_id=a)),
-    "grant": lambda c, s, a: c.artifact_call(
-        "GrantPermission", A.PermissionChange(session_id=s, artifact_id=a, user="mallory", permission="admin")
+    "delete": lambda c, s, a: c.artifacts.delete(A.ArtifactKey(session_id=s, artifact_id=a)),
+    "grant": lambda c, s, a: c.artifacts.grant_permission(
+        A.PermissionChange(session_id=s, artifact_id=a, user="mallory", permission="admin")
     ),
-    "revoke": lambda c, s, a: c.artifact_call(
-        "RevokePermission", A.PermissionChange(session_id=s, artifact_id=a, user="mallory", permission="read")
+    "revoke": lambda c, s, a: c.artifacts.revoke_permission(
+        A.PermissionChange(session_id=s, artifact_id=a, user="mallory", permission="read")
     ),
-    "getPermissions": lambda c, s, a: c.artifact_call("GetPermissions", A.ArtifactKey(session_id=s, artifact_id=a)),
-    "checkAccess self": lambda c, s, a: c.artifact_call(
-        "CheckAccess", A.CheckAccessRequest(session_id=s, artifact_id=a, permission="read")
+    "getPermissions": lambda c, s, a: c.artifacts.get_permissions(A.ArtifactKey(session_id=s, artifact_id=a)),
+    "checkAccess self": lambda c, s, a: c.artifacts.check_access(
+        A.CheckAccessRequest(session_id=s, artifact_id=a, permission="read")
     ),
-    "checkAccess owner": lambda c, s, a: c.artifact_call(
-        "CheckAccess", A.CheckAccessRequest(session_id=s, artifact_id=a, user="someone", permission="read")
+    "checkAccess owner": lambda c, s, a: c.artifacts.check_access(
+        A.CheckAccessRequest(session_id=s, artifact_id=a, user="someone", permission="read")
     ),
-    "getAuditLog": lambda c, s, a: c.artifact_call("GetAuditLog", A.GetAuditLogRequest(session_id=s, artifact_id=a)),
-    "list": lambda c, s, a: c.artifact_call("List", A.ListArtifactsRequest(session_id=s)),
-    "query": lambda c, s, a: c.artifact_call("Query", A.ArtifactQuery(session_id=s)),
-    "findByType": lambda c, s, a: c.artifact_call("FindByType", A.FindByTypeRequest(session_id=s, type="text")),
-    "findByTag": lambda c, s, a: c.artifact_call("FindByTag", A.FindByTagRequest(session_id=s, tag="x")),
-    "search": lambda c, s, a: c.artifact_call("Search", A.SearchArtifactsRequest(session_id=s, text="secret")),
+    "getAuditLog": lambda c, s, a: c.artifacts.get_audit_log(A.GetAuditLogRequest(session_id=s, artifact_id=a)),
+    "list": lambda c, s, a: c.artifacts.list(A.ListArtifactsRequest(session_id=s)),
+    "query": lambda c, s, a: c.artifacts.query(A.ArtifactQuery(session_id=s)),
+    "findByType": lambda c, s, a: c.artifacts.find_by_type(A.FindByTypeRequest(session_id=s, type="text")),
+    "findByTag": lambda c, s, a: c.artifacts.find_by_tag(A.FindByTagRequest(session_id=s, tag="x")),
+    "search": lambda c, s, a: c.artifacts.search(A.SearchArtifactsRequest(session_id=s, text="secret")),
 }
 
 
@@ -104,8 +102,8 @@ def test_a_strangers_probe_is_answered_as_if_nothing_were_there(
     assert redis_client.xrange(audit_key(victim.artifact_id)) == audit_before
     info, content = victim.client.read_artifact(victim.session_id, victim.artifact_id)
     assert b"".join(content) == b"the victim's secret" and info.version == 1
-    assert victim.client.artifact_call(
-        "GetPermissions", A.ArtifactKey(session_id=victim.session_id, artifact_id=victim.artifact_id)
+    assert victim.client.artifacts.get_permissions(
+        A.ArtifactKey(session_id=victim.session_id, artifact_id=victim.artifact_id)
     ).grants == {victim.principal: "admin"}
 
 

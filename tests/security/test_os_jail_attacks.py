@@ -105,7 +105,7 @@ def _blocked_job(
         if cancel:
             client.cancel(job.id)
         else:
-            client.event_call("Emit", events_pb2.EmitEventRequest(name=go))
+            client.events.emit(events_pb2.EmitEventRequest(name=go))
         finished = client.wait(job.id, timeout=60)
     if cancel:
         assert outcome(finished) is Outcome.CANCELLED

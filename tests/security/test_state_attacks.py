@@ -25,7 +25,7 @@ def victim(stack: Stack) -> Iterator[tuple[str, str, ScriptpoolClient]]:
     with ScriptpoolClient(stack.address, key) as other:
         session_id = other.create_session("victim").id
         for scope in ("global", f"session:{session_id}"):
-            other.state_call("Set", state_pb2.SetStateRequest(scope=scope, key="secret", value=to_value("s3cr3t")))
+            other.state.set(state_pb2.SetStateRequest(scope=scope, key="secret", value=to_value("s3cr3t")))
         yield principal, session_id, other
 
 
@@ -64,7 +64,7 @@ def test_global_scope_is_the_callers_own(
     principal, _, other = victim
     source = "State.set('global', 'secret', 'pwned'); [State.get('global', 'secret'), State.list('global')]"
     assert result_of(client.run(Language.JAVASCRIPT, source, timeout=60)) == ["pwned", ["secret"]]
-    answer = other.state_call("Get", state_pb2.StateKey(scope="global", key="secret"))
+    answer = other.state.get(state_pb2.StateKey(scope="global", key="secret"))
     assert answer.value == to_value("s3cr3t")
     assert redis_client.hget(global_state_key(principal), "secret") is not None
 
