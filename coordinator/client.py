@@ -17,7 +17,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
+
 from scriptpool.errors import DeadlineExceeded, Internal
+from scriptpool.sandbox.languages import Language
 from scriptpool.v1 import (
     artifacts_pb2,
     artifacts_pb2_grpc,
@@ -30,9 +32,7 @@ from scriptpool.v1 import (
     state_pb2_grpc,
 )
 from scriptpool.values import PlainValue, to_value_map
-
-from sandbox.languages import Language
-from workers.rpc_errors import from_rpc_error
+from scriptpool.workers.rpc_errors import from_rpc_error
 
 T = TypeVar("T")
 M = TypeVar("M")

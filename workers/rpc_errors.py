@@ -6,9 +6,9 @@ Nothing above this module sees a raw grpc.RpcError.
 from __future__ import annotations
 
 import grpc
-from scriptpool.errors import ScriptpoolError, Unavailable, error_for_code
 
-from workers.call_stream import StreamedCallError
+from scriptpool.errors import ScriptpoolError, Unavailable, error_for_code
+from scriptpool.workers.call_stream import StreamedCallError
 
 
 def from_rpc_error(exc: grpc.RpcError) -> ScriptpoolError:

@@ -8,13 +8,12 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from scriptpool.coordinator.cli.output import to_json
+from scriptpool.coordinator.client import ARTIFACT_CHUNK_BYTES, ScriptpoolClient
 from scriptpool.errors import InvalidArgument
 from scriptpool.v1 import artifacts_pb2
 from scriptpool.values import PlainValue
-
-from coordinator.cli.output import to_json
-from coordinator.client import ARTIFACT_CHUNK_BYTES, ScriptpoolClient
-from workers.bridge_artifacts import info_to_plain
+from scriptpool.workers.bridge_artifacts import info_to_plain
 
 A = artifacts_pb2
 PROGRESS_FROM_BYTES = 8 * 1024 * 1024
@@ -178,7 +177,7 @@ def _audit(client: ScriptpoolClient, args: argparse.Namespace) -> None:
         ]  # fmt: skip
         print(to_json(entries, indent=2))
         return
-    from coordinator.cli.session_cmd import _when
+    from scriptpool.coordinator.cli.session_cmd import _when
 
     print(f"{'TIME':19}  {'USER':20}  {'ACTION':14}  {'OK':3}  REASON")
     for e in log.entries:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.cli.main import main
-from coordinator.client import ScriptpoolClient
+from scriptpool.coordinator.cli.main import main
+from scriptpool.coordinator.client import ScriptpoolClient
 from tests.conftest import Stack
 
 

@@ -9,11 +9,11 @@ exception text reaches the script.
 from __future__ import annotations
 
 import pytest
-from scriptpool.values import PlainValue
 
-from coordinator.client import ScriptpoolClient
-from sandbox.languages import Language
-from sandbox.outcomes import Outcome
+from scriptpool.coordinator.client import ScriptpoolClient
+from scriptpool.sandbox.languages import Language
+from scriptpool.sandbox.outcomes import Outcome
+from scriptpool.values import PlainValue
 
 from .helpers import outcome, result_of, run_lua
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from coordinator.client import ScriptpoolClient
-from sandbox.languages import Language
+from scriptpool.coordinator.client import ScriptpoolClient
+from scriptpool.sandbox.languages import Language
 
 from .helpers import result_of
 
