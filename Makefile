@@ -32,7 +32,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy coordinator workers sandbox proto/scriptpool tests
+	$(BIN)/mypy proto/scriptpool tests
 
 ## Regenerate the committed gRPC/protobuf code from proto/scriptpool/v1/*.proto.
 protos: $(STAMP)

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import grpc
 from redis import Redis
-from scriptpool.errors import InvalidArgument, PermissionDenied, Unauthenticated
 
-from coordinator.credential_cache import CachedCredential, JobCredentialCache
-from workers.job_records import credential_hash, credential_key, text
+from scriptpool.coordinator.credential_cache import CachedCredential, JobCredentialCache
+from scriptpool.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from scriptpool.workers.job_records import credential_hash, credential_key, text
 
 API_KEY_PREFIX = "spk_"
 JOB_CREDENTIAL_PREFIX = "spj_"
@@ -54,7 +54,7 @@ def new_job_credential() -> str:
 
 # API keys cannot be revoked in this version, so a short-lived cache of verified keys is safe and
 # saves a Redis round trip per client call. Job credentials are cached only while the job-finished
-# channel is listened to, and dropped when their job finishes (`coordinator.credential_cache`).
+# channel is listened to, and dropped when their job finishes (`scriptpool.coordinator.credential_cache`).
 API_KEY_CACHE_SECONDS = 30.0
 
 

@@ -31,17 +31,17 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from scriptpool.errors import InvalidArgument, Unavailable
 
-from coordinator.auth import Authenticator
-from coordinator.die_with_parent import die_with_parent
-from coordinator.redis_server import PrivateRedis
-from coordinator.restarts import Restarts
-from coordinator.server import listen_addresses
-from coordinator.settings import Settings
-from coordinator.single_instance import StateDirLock, refuse_address_in_use
-from workers import redis_connect
-from workers.durability import ACK_AFTER_FSYNC_VARIABLE
+from scriptpool.coordinator.auth import Authenticator
+from scriptpool.coordinator.die_with_parent import die_with_parent
+from scriptpool.coordinator.redis_server import PrivateRedis
+from scriptpool.coordinator.restarts import Restarts
+from scriptpool.coordinator.server import listen_addresses
+from scriptpool.coordinator.settings import Settings
+from scriptpool.coordinator.single_instance import StateDirLock, refuse_address_in_use
+from scriptpool.errors import InvalidArgument, Unavailable
+from scriptpool.workers import redis_connect
+from scriptpool.workers.durability import ACK_AFTER_FSYNC_VARIABLE
 
 log = logging.getLogger(__name__)
 STOP_GRACE_SECONDS = 10.0
@@ -49,7 +49,7 @@ STOP_GRACE_SECONDS = 10.0
 
 def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        die_with_parent([sys.executable, "-m", "coordinator.cli.main", *args]),
+        die_with_parent([sys.executable, "-m", "scriptpool.coordinator.cli.main", *args]),
         env=env,
         stdin=subprocess.DEVNULL,
         process_group=0,

@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 from redis import Redis
-from scriptpool.errors import Unavailable
 
-from coordinator.die_with_parent import die_with_parent
-from workers.durability import APPENDFSYNC_CHOICES, DEFAULT_APPENDFSYNC
+from scriptpool.coordinator.die_with_parent import die_with_parent
+from scriptpool.errors import Unavailable
+from scriptpool.workers.durability import APPENDFSYNC_CHOICES, DEFAULT_APPENDFSYNC
 
 
 def find_redis_server() -> str:

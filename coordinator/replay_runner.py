@@ -15,15 +15,14 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from scriptpool.coordinator.auth import Caller
+from scriptpool.coordinator.stores import timeline
+from scriptpool.coordinator.stores.jobs import JobStore
+from scriptpool.coordinator.stores.sessions import SessionStore
+from scriptpool.coordinator.waiters import RECHECK_SECONDS, FinishedIds, JobWaiters
 from scriptpool.errors import ResourceExhausted
 from scriptpool.v1 import common_pb2, jobs_pb2, sandbox_pb2
 from scriptpool.values import PlainValue, to_value_map
-
-from coordinator.auth import Caller
-from coordinator.stores import timeline
-from coordinator.stores.jobs import JobStore
-from coordinator.stores.sessions import SessionStore
-from coordinator.waiters import RECHECK_SECONDS, FinishedIds, JobWaiters
 
 log = logging.getLogger(__name__)
 MAX_GAP_SECONDS = 60.0

@@ -1,4 +1,4 @@
-"""Checks every RPC's request gets before its handler runs, in one place (`coordinator.status`).
+"""Checks every RPC's request gets before its handler runs, in one place (`scriptpool.coordinator.status`).
 
 - Every `double` field of a request (timeouts, waits, replay speed) must be finite and inside its
   range: NaN passes a `< 0` check and a NaN deadline never arrives, so a waiting call would spin
@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
+
 from scriptpool.errors import InvalidArgument
 from scriptpool.v1 import common_pb2
 from scriptpool.values import MAX_DEPTH

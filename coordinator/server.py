@@ -12,6 +12,30 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from redis import Redis
+
+from scriptpool.coordinator.auth import Authenticator
+from scriptpool.coordinator.replay_runner import ReplayRunner
+from scriptpool.coordinator.services.artifacts import ArtifactServicer
+from scriptpool.coordinator.services.events import EventServicer
+from scriptpool.coordinator.services.hooks import HookServicer
+from scriptpool.coordinator.services.job_calls import JobCallServicer, unary_routes
+from scriptpool.coordinator.services.jobs import JobServicer
+from scriptpool.coordinator.services.sessions import SessionServicer
+from scriptpool.coordinator.services.state import StateServicer
+from scriptpool.coordinator.services.waiting_calls import WaitingCalls
+from scriptpool.coordinator.session_expiry import SessionExpiry
+from scriptpool.coordinator.settings import Settings
+from scriptpool.coordinator.single_instance import refuse_address_in_use
+from scriptpool.coordinator.status import LenientRequests
+from scriptpool.coordinator.stores.artifacts import ArtifactStore
+from scriptpool.coordinator.stores.events import EventStore
+from scriptpool.coordinator.stores.jobs import JobStore
+from scriptpool.coordinator.stores.replay import ReplayStore
+from scriptpool.coordinator.stores.sessions import SessionStore
+from scriptpool.coordinator.stores.snapshots import SnapshotStore
+from scriptpool.coordinator.stores.state import StateStore
+from scriptpool.coordinator.sweeper import LeaseSweeper
+from scriptpool.coordinator.waiters import JobWaiters
 from scriptpool.errors import InvalidArgument
 from scriptpool.v1 import (
     artifacts_pb2,
@@ -27,34 +51,10 @@ from scriptpool.v1 import (
     state_pb2,
     state_pb2_grpc,
 )
-
-from coordinator.auth import Authenticator
-from coordinator.replay_runner import ReplayRunner
-from coordinator.services.artifacts import ArtifactServicer
-from coordinator.services.events import EventServicer
-from coordinator.services.hooks import HookServicer
-from coordinator.services.job_calls import JobCallServicer, unary_routes
-from coordinator.services.jobs import JobServicer
-from coordinator.services.sessions import SessionServicer
-from coordinator.services.state import StateServicer
-from coordinator.services.waiting_calls import WaitingCalls
-from coordinator.session_expiry import SessionExpiry
-from coordinator.settings import Settings
-from coordinator.single_instance import refuse_address_in_use
-from coordinator.status import LenientRequests
-from coordinator.stores.artifacts import ArtifactStore
-from coordinator.stores.events import EventStore
-from coordinator.stores.jobs import JobStore
-from coordinator.stores.replay import ReplayStore
-from coordinator.stores.sessions import SessionStore
-from coordinator.stores.snapshots import SnapshotStore
-from coordinator.stores.state import StateStore
-from coordinator.sweeper import LeaseSweeper
-from coordinator.waiters import JobWaiters
-from workers import redis_connect, rq_dates, rq_serializers
-from workers.durability import check_ack_after_fsync
-from workers.event_streams import EVENT_RETENTION_KEY
-from workers.lean_redis import LeanPool
+from scriptpool.workers import redis_connect, rq_dates, rq_serializers
+from scriptpool.workers.durability import check_ack_after_fsync
+from scriptpool.workers.event_streams import EVENT_RETENTION_KEY
+from scriptpool.workers.lean_redis import LeanPool
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class RunningCoordinator:
     auth: Authenticator
     lean: LeanPool
     waiting: WaitingCalls | None = None
-    """The waiting calls it holds now (`coordinator.services.waiting_calls`)."""
+    """The waiting calls it holds now (`scriptpool.coordinator.services.waiting_calls`)."""
     session_expiry: SessionExpiry | None = None
     """Deletes job-created sessions past their retention; the sweeper thread runs it every sweep."""
 

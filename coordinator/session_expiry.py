@@ -16,11 +16,10 @@ from __future__ import annotations
 import logging
 import time
 
+from scriptpool.coordinator.auth import Caller
+from scriptpool.coordinator.stores.sessions import SessionStore, session_key
 from scriptpool.errors import NotFound, ResourceExhausted
-
-from coordinator.auth import Caller
-from coordinator.stores.sessions import SessionStore, session_key
-from workers.job_records import EXPIRING_SESSIONS_KEY, SESSION_JOB_FIELD, text, texts
+from scriptpool.workers.job_records import EXPIRING_SESSIONS_KEY, SESSION_JOB_FIELD, text, texts
 
 log = logging.getLogger(__name__)
 

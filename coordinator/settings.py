@@ -7,18 +7,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from scriptpool.errors import InvalidArgument
-
-from sandbox.limits import LimitPolicy
-from workers.durability import (
+from scriptpool.sandbox.limits import LimitPolicy
+from scriptpool.workers.durability import (
     ACK_AFTER_FSYNC_VARIABLE,
     APPENDFSYNC_CHOICES,
     DEFAULT_APPENDFSYNC,
     appendfsync_choice,
     flag,
 )
-from workers.event_streams import DEFAULT_EVENT_RETENTION
-from workers.job_records import LEASE_SECONDS
-from workers.settings import DEFAULT_COORDINATOR, DEFAULT_QUEUE
+from scriptpool.workers.event_streams import DEFAULT_EVENT_RETENTION
+from scriptpool.workers.job_records import LEASE_SECONDS
+from scriptpool.workers.settings import DEFAULT_COORDINATOR, DEFAULT_QUEUE
 
 DEFAULT_LISTEN = DEFAULT_COORDINATOR
 

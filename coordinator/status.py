@@ -1,7 +1,7 @@
 """The one place domain errors become gRPC statuses.
 
 `grpc_service` wraps every RPC method of a servicer class: the request is checked first
-(`coordinator.request_checks`: doubles finite and in range, values not too deep); a ScriptpoolError
+(`scriptpool.coordinator.request_checks`: doubles finite and in range, values not too deep); a ScriptpoolError
 aborts with its code and message; losing Redis, and Redis answering that it is loading its data
 (`LOADING`, after a restart) or busy running a script (`BUSY`), is UNAVAILABLE (retryable); anything
 else is logged with a reference and answered INTERNAL without host details.
@@ -22,9 +22,9 @@ from google.protobuf.message import DecodeError, Message
 from redis.exceptions import BusyLoadingError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from scriptpool.errors import InvalidArgument, ScriptpoolError
 
-from coordinator.request_checks import check_request
+from scriptpool.coordinator.request_checks import check_request
+from scriptpool.errors import InvalidArgument, ScriptpoolError
 
 log = logging.getLogger(__name__)
 

@@ -45,11 +45,20 @@ from rq.exceptions import NoSuchJobError
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.job_lifecycle import record_job_failure
-from scriptpool.v1 import jobs_pb2
 
-from coordinator.auth import new_job_credential
-from sandbox.outcomes import Outcome
-from workers.job_records import LEASE_SECONDS, LEASES_KEY, JobRecords, JobState, credential_hash, job_key, text, texts
+from scriptpool.coordinator.auth import new_job_credential
+from scriptpool.outcomes import Outcome
+from scriptpool.v1 import jobs_pb2
+from scriptpool.workers.job_records import (
+    LEASE_SECONDS,
+    LEASES_KEY,
+    JobRecords,
+    JobState,
+    credential_hash,
+    job_key,
+    text,
+    texts,
+)
 
 log = logging.getLogger(__name__)
 SWEEP_SECONDS = 2.0

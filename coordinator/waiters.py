@@ -8,7 +8,7 @@ to re-read its records (`FinishedIds.recheck`); waiting calls also re-read them 
 `CALL_RECHECK_SECONDS` whatever happens, and the replay runner every `RECHECK_SECONDS`. A missed
 message therefore delays a wake-up, never loses it, and a thousand idle waits cost a hundred record
 reads a second, not a thousand. The same messages end
-finished jobs' cached credentials (`coordinator.credential_cache`): the cache is told when the
+finished jobs' cached credentials (`scriptpool.coordinator.credential_cache`): the cache is told when the
 listener is (not) subscribed, and a job's credential is dropped before its waiters are woken.
 """
 
@@ -23,9 +23,9 @@ from contextlib import contextmanager
 
 from redis import Redis
 
-from coordinator.credential_cache import JobCredentialCache
-from workers.job_records import FINISHED_CHANNEL
-from workers.lean_redis import LeanPool, subscribe
+from scriptpool.coordinator.credential_cache import JobCredentialCache
+from scriptpool.workers.job_records import FINISHED_CHANNEL
+from scriptpool.workers.lean_redis import LeanPool, subscribe
 
 log = logging.getLogger(__name__)
 RECHECK_SECONDS = 1.0

@@ -1,6 +1,8 @@
 """Pure script execution: engines, limits, the OS jail, the child process. No Redis, no gRPC."""
 
-from sandbox.errors import (
+from scriptpool.languages import Language
+from scriptpool.outcomes import Outcome
+from scriptpool.sandbox.errors import (
     CallLimitExceeded,
     CpuTimeExceeded,
     LimitExceeded,
@@ -11,11 +13,9 @@ from sandbox.errors import (
     ScriptError,
     WallTimeExceeded,
 )
-from sandbox.host import GlobalHost, OutputSink
-from sandbox.languages import Language
-from sandbox.limits import DEFAULT_LIMITS, MAX_LIMITS, JobLimits, LimitPolicy
-from sandbox.outcomes import Outcome
-from sandbox.runner import Runner, ScriptJob, runner_for
+from scriptpool.sandbox.host import GlobalHost, OutputSink
+from scriptpool.sandbox.limits import DEFAULT_LIMITS, MAX_LIMITS, JobLimits, LimitPolicy
+from scriptpool.sandbox.runner import Runner, ScriptJob, runner_for
 
 __all__ = [
     "DEFAULT_LIMITS",

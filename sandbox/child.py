@@ -18,18 +18,17 @@ import socket
 from typing import NoReturn
 
 from scriptpool.errors import InvalidArgument, error_for_code
+from scriptpool.languages import Language
+from scriptpool.outcomes import Outcome
+from scriptpool.sandbox import framing
+from scriptpool.sandbox.errors import LimitExceeded, SandboxError, ScriptError
+from scriptpool.sandbox.host import OutputSink
+from scriptpool.sandbox.jail import apply_jail, lock_down_spare, prepare_spare, release_scratch
+from scriptpool.sandbox.limits import JobLimits
+from scriptpool.sandbox.runner import DEFAULT_WARM_UP, ScriptJob, prepare_instance, runner_for, warm_up_spare
+from scriptpool.sandbox.scratch_files import ScratchFileHost
 from scriptpool.v1 import sandbox_pb2
 from scriptpool.values import PlainValue, from_value, from_value_map, to_value
-
-from sandbox import framing
-from sandbox.errors import LimitExceeded, SandboxError, ScriptError
-from sandbox.host import OutputSink
-from sandbox.jail import apply_jail, lock_down_spare, prepare_spare, release_scratch
-from sandbox.languages import Language
-from sandbox.limits import JobLimits
-from sandbox.outcomes import Outcome
-from sandbox.runner import DEFAULT_WARM_UP, ScriptJob, prepare_instance, runner_for, warm_up_spare
-from sandbox.scratch_files import ScratchFileHost
 
 
 class SocketHost:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from scriptpool.errors import ScriptpoolError
-
-from sandbox.outcomes import Outcome
+from scriptpool.outcomes import Outcome
 
 
 class SandboxError(ScriptpoolError):

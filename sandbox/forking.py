@@ -1,7 +1,7 @@
 """Fork one sandbox child: the only place that knows how a child is started.
 
-Used by the zygote (`sandbox.zygote`) and by the worker when it forks children itself. The child
-waits for one job on its end of a socketpair (see `sandbox.child.child_main`).
+Used by the zygote (`scriptpool.sandbox.zygote`) and by the worker when it forks children itself. The child
+waits for one job on its end of a socketpair (see `scriptpool.sandbox.child.child_main`).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import signal
 import socket
 from collections.abc import Callable
 
-from sandbox.child import child_main
-from sandbox.jail import scratch_base
-from sandbox.languages import Language
-from sandbox.runner import DEFAULT_WARM_UP
+from scriptpool.languages import Language
+from scriptpool.sandbox.child import child_main
+from scriptpool.sandbox.jail import scratch_base
+from scriptpool.sandbox.runner import DEFAULT_WARM_UP
 
 PR_SET_PDEATHSIG = 1
 ORPHANED_EXIT_CODE = 4

@@ -12,6 +12,7 @@ import struct
 from typing import TypeVar
 
 from google.protobuf.message import DecodeError, Message
+
 from scriptpool.errors import Internal
 
 HEADER = struct.Struct(">I")

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from scriptpool.sandbox.errors import OutputExceeded
 from scriptpool.values import PlainValue
-
-from sandbox.errors import OutputExceeded
 
 HOST_FAULT = "the call failed in the host"
 """What a script is told when a global call fails on the host side for a reason that is not about

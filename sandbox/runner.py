@@ -9,11 +9,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from scriptpool.errors import Unimplemented
+from scriptpool.languages import Language
+from scriptpool.sandbox.host import GlobalHost, OutputSink
+from scriptpool.sandbox.limits import DEFAULT_LIMITS, JobLimits
 from scriptpool.values import PlainValue
-
-from sandbox.host import GlobalHost, OutputSink
-from sandbox.languages import Language
-from sandbox.limits import DEFAULT_LIMITS, JobLimits
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -46,7 +45,7 @@ def seed_for(job: ScriptJob) -> int:
 class Runner(Protocol):
     """Runs one script in a fresh engine instance and returns its result as a plain value.
 
-    Raises a `sandbox.errors.SandboxError` subclass for every other ending. The instance is never
+    Raises a `scriptpool.sandbox.errors.SandboxError` subclass for every other ending. The instance is never
     reused: each `run` builds its engine from nothing and drops it afterwards.
     """
 
@@ -56,9 +55,9 @@ class Runner(Protocol):
 # language -> (module, class). Each engine module may also define `prewarm()`, called once in the
 # worker before it forks sandbox children, to do expensive one-time work (imports, compiling).
 ENGINES: dict[Language, tuple[str, str]] = {
-    Language.LUA: ("sandbox.engines.lua", "LuaRunner"),
-    Language.JAVASCRIPT: ("sandbox.engines.javascript", "JavaScriptRunner"),
-    Language.PYTHON: ("sandbox.engines.python", "PythonRunner"),
+    Language.LUA: ("scriptpool.sandbox.engines.lua", "LuaRunner"),
+    Language.JAVASCRIPT: ("scriptpool.sandbox.engines.javascript", "JavaScriptRunner"),
+    Language.PYTHON: ("scriptpool.sandbox.engines.python", "PythonRunner"),
 }
 
 

@@ -21,10 +21,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from scriptpool.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
+from scriptpool.sandbox.host import GlobalHost
+from scriptpool.sandbox.limits import SCRATCH_BOUNDS, ScratchBounds
 from scriptpool.values import PlainValue
-
-from sandbox.host import GlobalHost
-from sandbox.limits import SCRATCH_BOUNDS, ScratchBounds
 
 STORE_FILE = "Artifact.storeFile"
 SAVE_TO_FILE = "Artifact.saveToFile"

@@ -16,11 +16,11 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 from redis import Redis
 
-from coordinator.client import ScriptpoolClient
-from coordinator.die_with_parent import die_with_parent
-from coordinator.redis_server import PrivateRedis
-from coordinator.server import RunningCoordinator, start_coordinator
-from coordinator.settings import Settings
+from scriptpool.client import ScriptpoolClient
+from scriptpool.coordinator.die_with_parent import die_with_parent
+from scriptpool.coordinator.redis_server import PrivateRedis
+from scriptpool.coordinator.server import RunningCoordinator, start_coordinator
+from scriptpool.coordinator.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_QUEUE = "scriptpool-test"
@@ -60,14 +60,19 @@ class Stack:
 
 # A test's worker gets SIGTERM when pytest goes away without tearing down (killed, or a timeout that
 # exits at once), so no worker outlives the run (`coordinator/die_with_parent.py`).
-WORKER_COMMAND = die_with_parent([sys.executable, "-m", "coordinator.cli.main", "worker"])
+CLI = (sys.executable, "-m", "scriptpool.coordinator.cli.main")
+"""The `scriptpool` command, as the code spawns it."""
+WORKER_COMMAND = die_with_parent([*CLI, "worker"])
 
 
 def start_worker(redis_url: str, address: str, log_path: Path) -> subprocess.Popen[bytes]:
+    """A worker started outside the repository (in its log's folder), so it imports what an installed
+    `scriptpool` provides and nothing else: no top-level `coordinator`/`workers`/`sandbox` folder."""
     env = {**os.environ, "REDIS_URL": redis_url, "SCRIPTPOOL_COORDINATOR": address, "SCRIPTPOOL_QUEUE": TEST_QUEUE}
     with open(log_path, "ab") as log:
         return subprocess.Popen(
             WORKER_COMMAND,
+            cwd=log_path.parent,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -122,4 +127,4 @@ def wait_for(predicate: object, timeout: float = 10.0, interval: float = 0.05) -
     return bool(predicate())
 
 
-__all__ = ["REPO", "Stack", "stop_process", "wait_for"]
+__all__ = ["CLI", "REPO", "Stack", "stop_process", "wait_for"]

@@ -8,8 +8,8 @@ import os
 # "Check failed: next_worker->state == KICKED"). They must be off before gRPC initialises.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 
-from workers.execution import JobExecutor
-from workers.settings import WorkerSettings
-from workers.worker import ScriptpoolWorker, run_worker
+from scriptpool.workers.execution import JobExecutor
+from scriptpool.workers.settings import WorkerSettings
+from scriptpool.workers.worker import ScriptpoolWorker, run_worker
 
 __all__ = ["JobExecutor", "ScriptpoolWorker", "WorkerSettings", "run_worker"]

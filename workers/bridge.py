@@ -13,20 +13,20 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import Error as ProtobufError
+
 from scriptpool.errors import InvalidArgument, ResourceExhausted, ScriptpoolError, Unimplemented
+from scriptpool.grpc_errors import from_rpc_error
+from scriptpool.sandbox.catalog import SCRIPT_OPS
 from scriptpool.v1 import common_pb2, sessions_pb2
 from scriptpool.values import PlainValue, from_value_map, to_value
-
-from sandbox.catalog import SCRIPT_OPS
-from workers import bridge_artifacts, bridge_events, bridge_state
-from workers.bridge_args import UINT32_MAX
-from workers.bridge_args import count_arg as _count
-from workers.bridge_args import string_arg as _string
-from workers.bridge_args import strings_arg as _strings
-from workers.bridge_args import value_map_arg as _map
-from workers.call_stream import CallStream, CoordinatorStubs, StreamRefused
-from workers.rpc_errors import from_rpc_error
-from workers.session_values import session_to_plain
+from scriptpool.workers import bridge_artifacts, bridge_events, bridge_state
+from scriptpool.workers.bridge_args import UINT32_MAX
+from scriptpool.workers.bridge_args import count_arg as _count
+from scriptpool.workers.bridge_args import string_arg as _string
+from scriptpool.workers.bridge_args import strings_arg as _strings
+from scriptpool.workers.bridge_args import value_map_arg as _map
+from scriptpool.workers.call_stream import CallStream, CoordinatorStubs, StreamRefused
+from scriptpool.workers.session_values import session_to_plain
 
 log = logging.getLogger(__name__)
 AWAIT_REPLAY_OP = "Session.awaitReplay"  # not a script global: used by the engines' replay callbacks

@@ -14,15 +14,14 @@ from typing import TYPE_CHECKING, Any
 from scriptpool.errors import FailedPrecondition, InvalidArgument, PermissionDenied, ResourceExhausted
 from scriptpool.v1 import artifacts_pb2
 from scriptpool.values import PlainValue, from_value_map, to_value, to_value_map
-
-from workers.bridge_args import UINT32_MAX
-from workers.bridge_args import count_arg as _count
-from workers.bridge_args import string_arg as _string
-from workers.bridge_args import strings_arg as _strings
-from workers.bridge_args import table_arg as _table
+from scriptpool.workers.bridge_args import UINT32_MAX
+from scriptpool.workers.bridge_args import count_arg as _count
+from scriptpool.workers.bridge_args import string_arg as _string
+from scriptpool.workers.bridge_args import strings_arg as _strings
+from scriptpool.workers.bridge_args import table_arg as _table
 
 if TYPE_CHECKING:
-    from workers.bridge import CoordinatorBridge
+    from scriptpool.workers.bridge import CoordinatorBridge
 
 A = artifacts_pb2
 CHUNK_BYTES = 256 * 1024

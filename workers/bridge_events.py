@@ -15,14 +15,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from scriptpool.errors import InvalidArgument
+from scriptpool.sandbox.catalog import HOOK_POINTS
 from scriptpool.v1 import events_pb2
 from scriptpool.values import PlainValue, from_value, to_value
-
-from sandbox.catalog import HOOK_POINTS
-from workers.bridge_args import string_arg
+from scriptpool.workers.bridge_args import string_arg
 
 if TYPE_CHECKING:
-    from workers.bridge import CoordinatorBridge
+    from scriptpool.workers.bridge import CoordinatorBridge
 
 MAX_RECEIVE_MS = 60_000
 

@@ -14,11 +14,10 @@ from typing import TYPE_CHECKING
 from scriptpool.errors import FailedPrecondition, InvalidArgument
 from scriptpool.v1 import state_pb2
 from scriptpool.values import PlainValue, from_value, to_value
-
-from workers.bridge_args import string_arg
+from scriptpool.workers.bridge_args import string_arg
 
 if TYPE_CHECKING:
-    from workers.bridge import CoordinatorBridge
+    from scriptpool.workers.bridge import CoordinatorBridge
 
 CURRENT = "session:current"
 

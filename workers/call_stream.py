@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
+
 from scriptpool.v1 import (
     artifacts_pb2,
     artifacts_pb2_grpc,
@@ -41,7 +42,7 @@ FALL_BACK_CODES = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNIMPLEME
 
 class StreamedCallError(grpc.RpcError):
     """One call on the stream ended with a non-OK status: the unary call's RpcError, as it were
-    (`workers.rpc_errors.from_rpc_error` reads both alike)."""
+    (`scriptpool.grpc_errors.from_rpc_error` reads both alike)."""
 
     def __init__(self, code: grpc.StatusCode, details: str) -> None:
         super().__init__(details)

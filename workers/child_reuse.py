@@ -21,13 +21,12 @@ import os
 import resource
 from dataclasses import dataclass
 
+from scriptpool.languages import Language
+from scriptpool.outcomes import Outcome
+from scriptpool.sandbox.jail import cpu_limit_seconds
+from scriptpool.sandbox.limits import JobLimits
 from scriptpool.v1 import jobs_pb2, sandbox_pb2
-
-from sandbox.jail import cpu_limit_seconds
-from sandbox.languages import Language
-from sandbox.limits import JobLimits
-from sandbox.outcomes import Outcome
-from workers.children import SandboxChild
+from scriptpool.workers.children import SandboxChild
 
 REUSABLE_LANGUAGES = frozenset({Language.LUA, Language.JAVASCRIPT})
 REUSABLE_OUTCOMES = frozenset({Outcome.OK, Outcome.SCRIPT_ERROR})

@@ -1,7 +1,7 @@
 """Sandbox child processes as the worker sees them, wherever they were forked.
 
 A child is either the worker's own (`fork_child`: signalled by pid, reaped with `wait4`) or the
-zygote's (`workers.zygote`: signalled through a pidfd, reaped by the zygote, which reports the wait
+zygote's (`scriptpool.workers.zygote`: signalled through a pidfd, reaped by the zygote, which reports the wait
 status and rusage). `ChildHandle` is what the supervisor needs from either; `ChildSource` is what
 keeps the next spare child coming.
 """
@@ -16,9 +16,9 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from sandbox.forking import fork_sandbox_child
-from sandbox.languages import Language
-from sandbox.runner import DEFAULT_WARM_UP
+from scriptpool.languages import Language
+from scriptpool.sandbox.forking import fork_sandbox_child
+from scriptpool.sandbox.runner import DEFAULT_WARM_UP
 
 REAP_GRACE_SECONDS = 2.0
 

@@ -11,19 +11,19 @@ from typing import Any
 
 import grpc
 from redis import Redis
-from scriptpool.v1 import sandbox_pb2
 
-from sandbox.languages import Language
-from sandbox.outcomes import Outcome
-from workers.bridge import CoordinatorBridge
-from workers.call_stream import CoordinatorStubs
-from workers.child_reuse import ReuseKey
-from workers.job_records import ClaimedJob, JobRecords
-from workers.lean_redis import Arg, LeanPool, Reply
-from workers.lease import LeaseKeeper
-from workers.settings import WorkerSettings
-from workers.supervisor import ChildRun, Reaper, SparePool, supervise
-from workers.zygote import ZygoteSource
+from scriptpool.languages import Language
+from scriptpool.outcomes import Outcome
+from scriptpool.v1 import sandbox_pb2
+from scriptpool.workers.bridge import CoordinatorBridge
+from scriptpool.workers.call_stream import CoordinatorStubs
+from scriptpool.workers.child_reuse import ReuseKey
+from scriptpool.workers.job_records import ClaimedJob, JobRecords
+from scriptpool.workers.lean_redis import Arg, LeanPool, Reply
+from scriptpool.workers.lease import LeaseKeeper
+from scriptpool.workers.settings import WorkerSettings
+from scriptpool.workers.supervisor import ChildRun, Reaper, SparePool, supervise
+from scriptpool.workers.zygote import ZygoteSource
 
 log = logging.getLogger(__name__)
 

@@ -28,16 +28,20 @@ import hashlib
 from dataclasses import dataclass
 
 from redis import Redis
-from scriptpool.values import to_value_map
 
-from workers.event_streams import LUA_APPEND_EVENT
-from workers.lean_redis import Arg, LeanPool, LeanScript, Reply
+from scriptpool.values import to_value_map
+from scriptpool.workers.event_streams import LUA_APPEND_EVENT
+from scriptpool.workers.lean_redis import Arg, LeanPool, LeanScript, Reply
 
 PREFIX = "sp:"
 LEASES_KEY = PREFIX + "jobs:leases"
 FINISHED_CHANNEL = PREFIX + "job-finished"
-RQ_FUNCTION = "workers.rq_entry.execute_job"
+RQ_FUNCTION = "scriptpool.workers.rq_entry.execute_job"
 """The RQ job function every scriptpool job is enqueued with (its one argument: the job id)."""
+LEGACY_RQ_FUNCTIONS = {"workers.rq_entry.execute_job": RQ_FUNCTION}
+"""Job function names an older version wrote into RQ job hashes (before the one `scriptpool` import
+package, ADR 0008), each with the function it now is. The worker reads a job queued under an old name
+as naming the new one, so jobs queued before an upgrade in place still run; the hash is not rewritten."""
 LEASE_SECONDS = 15.0
 TIMELINE_MAX = 100_000
 """Entries a session's timeline keeps (`coordinator/stores/timeline.py`): every XADD to it trims to

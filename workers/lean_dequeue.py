@@ -21,7 +21,7 @@ from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job
 from rq.utils import get_version
 
-from workers.lean_redis import LeanPool, LeanScript, Reply, pack_command
+from scriptpool.workers.lean_redis import LeanPool, LeanScript, Reply, pack_command
 
 _MOVE_AND_READ = """
 local id = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')

@@ -64,9 +64,9 @@ from rq.suspension import WORKERS_SUSPENDED
 from rq.utils import now
 from rq.worker import WorkerStatus
 
-from workers.death_penalty import AlarmDeathPenalty
-from workers.lean_dequeue import lean_queue_class
-from workers.lean_redis import Arg, LeanPool, is_transient_reply, read, transaction
+from scriptpool.workers.death_penalty import AlarmDeathPenalty
+from scriptpool.workers.lean_dequeue import lean_queue_class
+from scriptpool.workers.lean_redis import Arg, LeanPool, is_transient_reply, read, transaction
 
 if TYPE_CHECKING:
     from redis.client import Pipeline

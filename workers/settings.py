@@ -6,7 +6,7 @@ import os
 import socket
 from dataclasses import dataclass
 
-from workers.durability import ACK_AFTER_FSYNC_VARIABLE, flag
+from scriptpool.workers.durability import ACK_AFTER_FSYNC_VARIABLE, flag
 
 DEFAULT_COORDINATOR = "127.0.0.1:50051"
 DEFAULT_QUEUE = "scriptpool"

@@ -21,18 +21,25 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from google.protobuf.message import Message
+
 from scriptpool.errors import ScriptpoolError
+from scriptpool.languages import Language
+from scriptpool.outcomes import Outcome
+from scriptpool.sandbox import framing
+from scriptpool.sandbox.host import GlobalHost
+from scriptpool.sandbox.jail import scratch_is_empty
+from scriptpool.sandbox.runner import DEFAULT_WARM_UP
 from scriptpool.v1 import jobs_pb2, sandbox_pb2
 from scriptpool.values import PlainValue, from_value, to_value
-
-from sandbox import framing
-from sandbox.host import GlobalHost
-from sandbox.jail import scratch_is_empty
-from sandbox.languages import Language
-from sandbox.outcomes import Outcome
-from sandbox.runner import DEFAULT_WARM_UP
-from workers.child_reuse import REUSABLE_OUTCOMES, CpuWatch, KeptChild, ReuseKey, grew_too_much, move_cpu_limit
-from workers.children import (
+from scriptpool.workers.child_reuse import (
+    REUSABLE_OUTCOMES,
+    CpuWatch,
+    KeptChild,
+    ReuseKey,
+    grew_too_much,
+    move_cpu_limit,
+)
+from scriptpool.workers.children import (
     REAP_GRACE_SECONDS,
     ChildExit,
     ChildHandle,

@@ -19,17 +19,32 @@ from rq import Queue
 from rq.executions import Execution
 from rq.job import Job
 
-from sandbox.jail import probe_host
-from sandbox.runner import prewarm
-from workers import redis_connect, rq_dates, rq_entry, rq_serializers
-from workers.durability import check_ack_after_fsync
-from workers.execution import JobExecutor
-from workers.job_records import RQ_FUNCTION
-from workers.lean_redis import Arg
-from workers.lean_rq import LeanSimpleWorker
-from workers.settings import WorkerSettings
+from scriptpool.sandbox.jail import probe_host
+from scriptpool.sandbox.runner import prewarm
+from scriptpool.workers import redis_connect, rq_dates, rq_entry, rq_serializers
+from scriptpool.workers.durability import check_ack_after_fsync
+from scriptpool.workers.execution import JobExecutor
+from scriptpool.workers.job_records import LEGACY_RQ_FUNCTIONS, RQ_FUNCTION
+from scriptpool.workers.lean_redis import Arg
+from scriptpool.workers.lean_rq import LeanSimpleWorker
+from scriptpool.workers.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
+
+
+class ScriptpoolJob(Job):
+    """An RQ job whose function name, when an older version wrote it (`LEGACY_RQ_FUNCTIONS`), reads as
+    the name it has now: a job queued before an upgrade in place runs, and is recognised as a scriptpool
+    job, like one queued after it. The job hash keeps what was written."""
+
+    @property
+    def func_name(self) -> str | None:
+        name = super().func_name
+        return LEGACY_RQ_FUNCTIONS.get(name, name) if name is not None else None
+
+    @func_name.setter
+    def func_name(self, value: str | None) -> None:
+        Job.__dict__["func_name"].__set__(self, value)  # RQ's own setter
 
 
 class ScriptpoolWorker(LeanSimpleWorker):
@@ -37,6 +52,8 @@ class ScriptpoolWorker(LeanSimpleWorker):
     so `rq info` shows what runs the queue. A scriptpool job's claim on its record travels in RQ's
     start transaction and its finish in RQ's finishing transaction (two round trips fewer per job);
     when RQ takes another path (failure, repeats), the finish is sent on its own."""
+
+    job_class = ScriptpoolJob
 
     def __init__(self, *args: Any, executor: JobExecutor, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

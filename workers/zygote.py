@@ -1,4 +1,4 @@
-"""The worker's side of its zygote (`sandbox.zygote`): start it, ask it for spare children, learn how
+"""The worker's side of its zygote (`scriptpool.sandbox.zygote`): start it, ask it for spare children, learn how
 they ended, restart it when it dies, and fall back to forking children itself when it keeps dying.
 
 The zygote holds only the warm engines, so forking there is cheaper than forking the worker (no
@@ -24,12 +24,12 @@ import time
 from collections import deque
 from pathlib import Path
 
-import sandbox
-from sandbox.jail import scratch_base
-from sandbox.languages import Language
-from sandbox.runner import prewarm
-from sandbox.zygote import CHILD, EXITED, FAILED, SIZE, SPAWN, Message, languages_mask
-from workers.children import ChildExit, LocalForks, SandboxChild
+import scriptpool
+from scriptpool.languages import Language
+from scriptpool.sandbox.jail import scratch_base
+from scriptpool.sandbox.runner import prewarm
+from scriptpool.sandbox.zygote import CHILD, EXITED, FAILED, SIZE, SPAWN, Message, languages_mask
+from scriptpool.workers.children import ChildExit, LocalForks, SandboxChild
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class ZygoteLost(Exception):
 def _zygote_env() -> dict[str, str]:
     """The zygote gets no secrets (the worker's Redis URL, say): only what Python needs to start."""
     env = {k: v for k, v in os.environ.items() if k in _ENV_KEPT or k.startswith("LC_")}
-    root = str(Path(sandbox.__file__).resolve().parent.parent)
+    root = str(Path(scriptpool.__file__).resolve().parent.parent)  # the folder holding the `scriptpool` package
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     return env
 
@@ -117,7 +117,14 @@ class ZygoteProcess:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "sandbox.zygote", str(theirs.fileno()), str(os.getpid()), scratch_base()],
+                [
+                    sys.executable,
+                    "-m",
+                    "scriptpool.sandbox.zygote",
+                    str(theirs.fileno()),
+                    str(os.getpid()),
+                    scratch_base(),
+                ],
                 pass_fds=[theirs.fileno()],
                 env=_zygote_env(),
                 stdin=subprocess.DEVNULL,

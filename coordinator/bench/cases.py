@@ -15,19 +15,19 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rq import Queue
-from scriptpool.v1 import sessions_pb2
 
-from coordinator.bench.cpu_split import cpu
-from coordinator.bench.load import LOADS, TRIVIAL, batched, per_call
-from coordinator.bench.process_cpu import system_busy_s
-from coordinator.bench.stack import BASELINE_QUEUE, BenchStack, rss_bytes
-from coordinator.bench.stats import Summary, ratio, summarize
-from coordinator.bench.waits import waits
-from coordinator.bench.worker_cpu import worker
-from coordinator.client import ScriptpoolClient
-from sandbox.languages import Language
-from sandbox.outcomes import Outcome
-from sandbox.runner import ENGINES
+from scriptpool.client import ScriptpoolClient
+from scriptpool.coordinator.bench.cpu_split import cpu
+from scriptpool.coordinator.bench.load import LOADS, TRIVIAL, batched, per_call
+from scriptpool.coordinator.bench.process_cpu import system_busy_s
+from scriptpool.coordinator.bench.stack import BASELINE_QUEUE, BenchStack, rss_bytes
+from scriptpool.coordinator.bench.stats import Summary, ratio, summarize
+from scriptpool.coordinator.bench.waits import waits
+from scriptpool.coordinator.bench.worker_cpu import worker
+from scriptpool.languages import Language
+from scriptpool.outcomes import Outcome
+from scriptpool.sandbox.runner import ENGINES
+from scriptpool.v1 import sessions_pb2
 
 Case = Callable[[BenchStack, "Options"], dict[str, Any]]
 
@@ -58,7 +58,7 @@ def _rq_batch(stack: BenchStack, count: int) -> float:
     registry = queue.finished_job_registry
     done_before = registry.count
     started = time.perf_counter()
-    jobs = [queue.enqueue("coordinator.bench.noop.noop", result_ttl=600) for _ in range(count)]
+    jobs = [queue.enqueue("scriptpool.coordinator.bench.noop.noop", result_ttl=600) for _ in range(count)]
     while registry.count < done_before + count:
         time.sleep(0.002)
     elapsed = time.perf_counter() - started
@@ -144,7 +144,7 @@ def latency(stack: BenchStack, options: Options) -> dict[str, Any]:
     samples = []
     for index in range(options.jobs // 2 + 10):
         started = time.perf_counter()
-        job = queue.enqueue("coordinator.bench.noop.noop", result_ttl=60)
+        job = queue.enqueue("scriptpool.coordinator.bench.noop.noop", result_ttl=60)
         while job.get_status(refresh=True) != "finished":
             time.sleep(0.0005)
         if index >= 10:
@@ -264,13 +264,12 @@ def sessions(stack: BenchStack, options: Options) -> dict[str, Any]:
 def sandbox(stack: BenchStack, options: Options) -> dict[str, Any]:
     """Per language: a trivial script end to end inside a worker's sandbox (a spare child from a
     zygote handed the job, jail, engine, result), vs the bare engine measured in this process."""
+    from scriptpool.sandbox.host import OutputSink
+    from scriptpool.sandbox.limits import DEFAULT_LIMITS, LIMIT_FIELDS
+    from scriptpool.sandbox.runner import ScriptJob, prewarm, runner_for
     from scriptpool.v1 import sandbox_pb2
-
-    from sandbox.host import OutputSink
-    from sandbox.limits import DEFAULT_LIMITS, LIMIT_FIELDS
-    from sandbox.runner import ScriptJob, prewarm, runner_for
-    from workers.supervisor import Reaper, SparePool, supervise
-    from workers.zygote import ZygoteSource
+    from scriptpool.workers.supervisor import Reaper, SparePool, supervise
+    from scriptpool.workers.zygote import ZygoteSource
 
     class NoHost:
         def call(self, op: str, args: list[Any]) -> Any:

@@ -13,14 +13,14 @@ import resource
 import time
 from typing import TYPE_CHECKING, Any
 
-from coordinator.bench.process_cpu import process_cpu_s, system_busy_s, tree_cpu_s
-from coordinator.bench.stats import summarize
-from coordinator.client import ScriptpoolClient
-from sandbox.languages import Language
+from scriptpool.client import ScriptpoolClient
+from scriptpool.coordinator.bench.process_cpu import process_cpu_s, system_busy_s, tree_cpu_s
+from scriptpool.coordinator.bench.stats import summarize
+from scriptpool.languages import Language
 
 if TYPE_CHECKING:
-    from coordinator.bench.cases import Options
-    from coordinator.bench.stack import BenchStack
+    from scriptpool.coordinator.bench.cases import Options
+    from scriptpool.coordinator.bench.stack import BenchStack
 
 
 def _readings(stack: BenchStack) -> dict[str, float]:

@@ -14,9 +14,9 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from coordinator.client import ScriptpoolClient
-from sandbox.languages import Language
-from sandbox.outcomes import Outcome
+from scriptpool.client import ScriptpoolClient
+from scriptpool.languages import Language
+from scriptpool.outcomes import Outcome
 
 TRIVIAL = {Language.LUA: "return 1", Language.JAVASCRIPT: "1", Language.PYTHON: "1"}
 PER_CALL_THREADS = 16

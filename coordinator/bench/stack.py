@@ -12,13 +12,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from scriptpool.coordinator.auth import Authenticator
+from scriptpool.coordinator.die_with_parent import die_with_parent
+from scriptpool.coordinator.embedded import wait_until_serving
+from scriptpool.coordinator.redis_server import PrivateRedis
 from scriptpool.errors import Unavailable
-
-from coordinator.auth import Authenticator
-from coordinator.die_with_parent import die_with_parent
-from coordinator.embedded import wait_until_serving
-from coordinator.redis_server import PrivateRedis
-from workers import redis_connect
+from scriptpool.workers import redis_connect
 
 BENCH_QUEUE = "scriptpool-bench"
 BASELINE_QUEUE = "rq-baseline"
@@ -68,7 +67,7 @@ class BenchStack:
             self.local_address = f"unix:{self._socket_dir}/coordinator.sock"
             listen = f"{self.address},{self.local_address}"
             self.env.update({"SCRIPTPOOL_LISTEN": listen, "SCRIPTPOOL_COORDINATOR": self.address})
-            self.coordinator = self._spawn([sys.executable, "-m", "coordinator.cli.main", "coordinator"])
+            self.coordinator = self._spawn([sys.executable, "-m", "scriptpool.coordinator.cli.main", "coordinator"])
         self.env["SCRIPTPOOL_COORDINATOR"] = self.address
         wait_until_serving(self.address)
         if self.local_address:
@@ -98,7 +97,7 @@ class BenchStack:
         while len(self.workers) > count:
             _stop(self.workers.pop())
         while len(self.workers) < count:
-            self.workers.append(self._spawn([sys.executable, "-m", "coordinator.cli.main", "worker"]))
+            self.workers.append(self._spawn([sys.executable, "-m", "scriptpool.coordinator.cli.main", "worker"]))
         self._wait_registered(BENCH_QUEUE, count)
         time.sleep(0.3)  # let each worker fork its spare sandbox child
 

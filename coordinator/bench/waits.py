@@ -12,16 +12,16 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import grpc
+
+from scriptpool.client import ScriptpoolClient
+from scriptpool.coordinator.auth import Authenticator
+from scriptpool.coordinator.bench.stats import ratio, summarize
+from scriptpool.languages import Language
 from scriptpool.v1 import jobs_pb2, jobs_pb2_grpc
 
-from coordinator.auth import Authenticator
-from coordinator.bench.stats import ratio, summarize
-from coordinator.client import ScriptpoolClient
-from sandbox.languages import Language
-
 if TYPE_CHECKING:
-    from coordinator.bench.cases import Options
-    from coordinator.bench.stack import BenchStack
+    from scriptpool.coordinator.bench.cases import Options
+    from scriptpool.coordinator.bench.stack import BenchStack
 
 WAITING = 1000
 PRINCIPALS = 4

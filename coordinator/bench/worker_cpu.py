@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING, Any
 from redis import Redis
 from rq import Queue, SimpleWorker
 
-from coordinator.bench.process_cpu import process_cpu_s
-from coordinator.bench.stats import ratio, summarize
-from coordinator.client import ScriptpoolClient
-from sandbox.languages import Language
-from workers.lean_rq import LeanSimpleWorker
+from scriptpool.client import ScriptpoolClient
+from scriptpool.coordinator.bench.process_cpu import process_cpu_s
+from scriptpool.coordinator.bench.stats import ratio, summarize
+from scriptpool.languages import Language
+from scriptpool.workers.lean_rq import LeanSimpleWorker
 
 if TYPE_CHECKING:
-    from coordinator.bench.cases import Options
-    from coordinator.bench.stack import BenchStack
+    from scriptpool.coordinator.bench.cases import Options
+    from scriptpool.coordinator.bench.stack import BenchStack
 
 BOOKKEEPING_QUEUE = "rq-bookkeeping"
 
@@ -33,7 +33,9 @@ BOOKKEEPING_QUEUE = "rq-bookkeeping"
 def _rq_cpu_ms_per_job(redis: Redis, worker_class: type[SimpleWorker], count: int, run: int) -> float:
     queue = Queue(BOOKKEEPING_QUEUE, connection=redis)
     with redis.pipeline() as pipe:
-        jobs = [queue.enqueue("coordinator.bench.noop.noop", result_ttl=600, pipeline=pipe) for _ in range(count)]
+        jobs = [
+            queue.enqueue("scriptpool.coordinator.bench.noop.noop", result_ttl=600, pipeline=pipe) for _ in range(count)
+        ]
         pipe.execute()
     worker = worker_class([queue], connection=redis, name=f"bench-{worker_class.__name__}-{os.getpid()}-{run}")
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)}

@@ -8,8 +8,8 @@ import platform
 import signal
 from typing import Any
 
-from coordinator.bench.cases import CASES, Options
-from coordinator.bench.stack import BenchStack
+from scriptpool.coordinator.bench.cases import CASES, Options
+from scriptpool.coordinator.bench.stack import BenchStack
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:

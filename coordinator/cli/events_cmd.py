@@ -6,12 +6,11 @@ import argparse
 import json
 from datetime import UTC, datetime
 
+from scriptpool.client import ScriptpoolClient
+from scriptpool.coordinator.cli.output import to_json
 from scriptpool.errors import InvalidArgument
 from scriptpool.v1 import events_pb2
 from scriptpool.values import from_value, to_value
-
-from coordinator.cli.output import to_json
-from coordinator.client import ScriptpoolClient
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], with_client: object) -> None:

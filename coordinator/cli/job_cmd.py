@@ -6,13 +6,12 @@ import argparse
 import sys
 from collections.abc import Callable
 
+from scriptpool.client import ScriptpoolClient
+from scriptpool.coordinator.cli.output import failure_line, job_to_json, outcome_of, to_json
 from scriptpool.errors import InvalidArgument
+from scriptpool.outcomes import Outcome
 from scriptpool.v1 import jobs_pb2
 from scriptpool.values import from_value
-
-from coordinator.cli.output import failure_line, job_to_json, outcome_of, to_json
-from coordinator.client import ScriptpoolClient
-from sandbox.outcomes import Outcome
 
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1

@@ -17,16 +17,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from scriptpool.coordinator.cli import artifact_cmd, bench_cmd, events_cmd, job_cmd, session_cmd, state_cmd
+from scriptpool.coordinator.settings import Settings
+from scriptpool.coordinator.single_instance import AlreadyInUse
 from scriptpool.errors import InvalidArgument, ScriptpoolError
-
-from coordinator.cli import artifact_cmd, bench_cmd, events_cmd, job_cmd, session_cmd, state_cmd
-from coordinator.settings import Settings
-from coordinator.single_instance import AlreadyInUse
-from sandbox.languages import Language
-from workers.durability import APPENDFSYNC_CHOICES
+from scriptpool.languages import Language
+from scriptpool.workers.durability import APPENDFSYNC_CHOICES
 
 if TYPE_CHECKING:
-    from coordinator.client import ScriptpoolClient
+    from scriptpool.client import ScriptpoolClient
 
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1
@@ -63,7 +62,7 @@ def _api_key(settings: Settings) -> str:
 
 
 def _client(args: argparse.Namespace) -> tuple[Settings, object]:
-    from coordinator.client import ScriptpoolClient
+    from scriptpool.client import ScriptpoolClient
 
     settings = _settings(args)
     return settings, ScriptpoolClient(settings.coordinator, _api_key(settings))
@@ -71,21 +70,21 @@ def _client(args: argparse.Namespace) -> tuple[Settings, object]:
 
 # ------------------------------------------------------------------ commands
 def cmd_up(args: argparse.Namespace) -> int:
-    from coordinator.embedded import run_up
+    from scriptpool.coordinator.embedded import run_up
 
     return run_up(_settings(args), args.workers)
 
 
 def cmd_coordinator(args: argparse.Namespace) -> int:
-    from coordinator.server import serve_forever
+    from scriptpool.coordinator.server import serve_forever
 
     serve_forever(_settings(args))
     return EXIT_OK
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from workers.settings import WorkerSettings
-    from workers.worker import run_worker
+    from scriptpool.workers.settings import WorkerSettings
+    from scriptpool.workers.worker import run_worker
 
     settings = WorkerSettings.from_env(
         redis_url=args.redis_url or "", coordinator=args.coordinator or "", name=args.name or ""
@@ -103,9 +102,8 @@ def _language_for(path: Path, explicit: str | None) -> Language:
 
 
 def run_file(client: object, path: Path, args: argparse.Namespace) -> int:
+    from scriptpool.client import ScriptpoolClient
     from scriptpool.v1 import jobs_pb2
-
-    from coordinator.client import ScriptpoolClient
 
     assert isinstance(client, ScriptpoolClient)
     for flag, value in (("--timeout", args.timeout), ("--cpu-ms", args.cpu_ms), ("--wall-ms", args.wall_ms),
@@ -148,8 +146,8 @@ def _free_port() -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Start a throwaway embedded stack, run one file, stop everything."""
-    from coordinator.client import ScriptpoolClient
-    from coordinator.embedded import EmbeddedStack
+    from scriptpool.client import ScriptpoolClient
+    from scriptpool.coordinator.embedded import EmbeddedStack
 
     with tempfile.TemporaryDirectory(prefix="scriptpool-demo-") as state:
         address = f"127.0.0.1:{_free_port()}"
@@ -170,7 +168,7 @@ def client_command(run: Callable[[ScriptpoolClient, argparse.Namespace], int]) -
     --coordinator/--api-key (or the environment, or a running `scriptpool up`) name."""
 
     def command(args: argparse.Namespace) -> int:
-        from coordinator.client import ScriptpoolClient
+        from scriptpool.client import ScriptpoolClient
 
         _, client = _client(args)
         assert isinstance(client, ScriptpoolClient)
@@ -180,8 +178,8 @@ def client_command(run: Callable[[ScriptpoolClient, argparse.Namespace], int]) -
 
 
 def cmd_apikey(args: argparse.Namespace) -> int:
-    from coordinator.auth import Authenticator
-    from workers.redis_connect import connect
+    from scriptpool.coordinator.auth import Authenticator
+    from scriptpool.workers.redis_connect import connect
 
     settings = _settings(args)
     if not settings.redis_url:
@@ -195,7 +193,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from sandbox.jail import probe_host
+    from scriptpool.sandbox.jail import probe_host
 
     report = probe_host()
     for layer in report.applied:

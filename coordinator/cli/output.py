@@ -7,10 +7,10 @@ import json
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
+
+from scriptpool.outcomes import Outcome
 from scriptpool.v1 import jobs_pb2
 from scriptpool.values import PlainValue, from_value
-
-from sandbox.outcomes import Outcome
 
 
 def _jsonable(value: PlainValue) -> Any:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 
+from scriptpool.client import ScriptpoolClient
+from scriptpool.coordinator.cli.output import to_json
 from scriptpool.errors import InvalidArgument
 from scriptpool.v1 import state_pb2
 from scriptpool.values import from_value, to_value
-
-from coordinator.cli.output import to_json
-from coordinator.client import ScriptpoolClient
 
 SCOPE_HELP = "global, session:current, session:<id>"
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from redis import Redis
+
+from scriptpool.coordinator.auth import Authenticator, Caller
+from scriptpool.coordinator.services.recording import recorded
+from scriptpool.coordinator.status import grpc_service
+from scriptpool.coordinator.stores.artifacts import ArtifactStore
 from scriptpool.errors import InvalidArgument
 from scriptpool.v1 import artifacts_pb2, artifacts_pb2_grpc, common_pb2
-
-from coordinator.auth import Authenticator, Caller
-from coordinator.services.recording import recorded
-from coordinator.status import grpc_service
-from coordinator.stores.artifacts import ArtifactStore
 
 A = artifacts_pb2
 

@@ -11,17 +11,17 @@ from collections.abc import Iterator
 
 import grpc
 from redis import Redis
+
+from scriptpool.coordinator.auth import Authenticator, Caller
+from scriptpool.coordinator.services.recording import recorded
+from scriptpool.coordinator.services.slots import Slots
+from scriptpool.coordinator.services.wait_budget import wait_budget
+from scriptpool.coordinator.services.waiting_calls import WaitingCalls
+from scriptpool.coordinator.status import grpc_service
+from scriptpool.coordinator.stores.events import EventStore
+from scriptpool.coordinator.stores.sessions import job_current_session
 from scriptpool.errors import InvalidArgument
 from scriptpool.v1 import common_pb2, events_pb2, events_pb2_grpc
-
-from coordinator.auth import Authenticator, Caller
-from coordinator.services.recording import recorded
-from coordinator.services.slots import Slots
-from coordinator.services.wait_budget import wait_budget
-from coordinator.services.waiting_calls import WaitingCalls
-from coordinator.status import grpc_service
-from coordinator.stores.events import EventStore
-from coordinator.stores.sessions import job_current_session
 
 
 @grpc_service(events_pb2.DESCRIPTOR.services_by_name["EventService"])

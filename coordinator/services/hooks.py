@@ -1,7 +1,7 @@
 """HookService for clients: register for hook points and poll their firings.
 
 A hook point is an event name (`session.created`, `artifact.stored`, `state.changed`, ...;
-`sandbox.catalog.HOOK_POINTS`), so a registration is an event subscription to that name
+`scriptpool.sandbox.catalog.HOOK_POINTS`), so a registration is an event subscription to that name
 (coordinator/stores/events.py), listed per principal in `sp:hooks:{principal}`. `Poll` drains every
 registration's new firings, at most `max_poll_firings` per call (the rest stay for the next Poll),
 waiting up to `timeout_seconds` for the first (blocked on the principal's stream, not polling it).
@@ -18,16 +18,16 @@ import time
 
 import grpc
 from redis import Redis
-from scriptpool.errors import InvalidArgument, NotFound
-from scriptpool.v1 import common_pb2, events_pb2, events_pb2_grpc
 
-from coordinator.auth import Authenticator, Caller
-from coordinator.services.wait_budget import wait_budget
-from coordinator.services.waiting_calls import WaitingCalls
-from coordinator.status import grpc_service
-from coordinator.stores.events import EventStore
-from sandbox.catalog import HOOK_POINTS
-from workers.job_records import hash_fields
+from scriptpool.coordinator.auth import Authenticator, Caller
+from scriptpool.coordinator.services.wait_budget import wait_budget
+from scriptpool.coordinator.services.waiting_calls import WaitingCalls
+from scriptpool.coordinator.status import grpc_service
+from scriptpool.coordinator.stores.events import EventStore
+from scriptpool.errors import InvalidArgument, NotFound
+from scriptpool.sandbox.catalog import HOOK_POINTS
+from scriptpool.v1 import common_pb2, events_pb2, events_pb2_grpc
+from scriptpool.workers.job_records import hash_fields
 
 MAX_HOOKS_PER_PRINCIPAL = 100
 

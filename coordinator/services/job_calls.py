@@ -18,12 +18,12 @@ import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
+
+from scriptpool.coordinator.auth import Authenticator
+from scriptpool.coordinator.services.slots import Slots
+from scriptpool.coordinator.status import grpc_service
 from scriptpool.errors import PermissionDenied
 from scriptpool.v1 import calls_pb2, calls_pb2_grpc
-
-from coordinator.auth import Authenticator
-from coordinator.services.slots import Slots
-from coordinator.status import grpc_service
 
 Route = tuple[Callable[[Any, Any], Message], type[Message]]
 

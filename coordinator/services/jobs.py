@@ -1,7 +1,7 @@
 """JobService: submit (one job or a batch), inspect, wait for and cancel jobs.
 
 Waits (`wait_seconds`, `timeout_seconds`) are checked finite and in range before any handler runs
-(`coordinator.request_checks`); every wait also ends when its call does.
+(`scriptpool.coordinator.request_checks`); every wait also ends when its call does.
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ import uuid
 from collections.abc import Iterator
 
 import grpc
-from scriptpool.v1 import jobs_pb2, jobs_pb2_grpc
 
-from coordinator.auth import Authenticator, Caller
-from coordinator.services.wait_budget import wait_budget
-from coordinator.services.waiting_calls import WaitingCalls
-from coordinator.status import grpc_service
-from coordinator.stores.jobs import JobStore
-from coordinator.waiters import CALL_RECHECK_SECONDS, GATHER_SECONDS, FinishedIds, JobWaiters
+from scriptpool.coordinator.auth import Authenticator, Caller
+from scriptpool.coordinator.services.wait_budget import wait_budget
+from scriptpool.coordinator.services.waiting_calls import WaitingCalls
+from scriptpool.coordinator.status import grpc_service
+from scriptpool.coordinator.stores.jobs import JobStore
+from scriptpool.coordinator.waiters import CALL_RECHECK_SECONDS, GATHER_SECONDS, FinishedIds, JobWaiters
+from scriptpool.v1 import jobs_pb2, jobs_pb2_grpc
 
 
 @grpc_service(jobs_pb2.DESCRIPTOR.services_by_name["JobService"])

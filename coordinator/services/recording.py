@@ -17,10 +17,10 @@ from typing import Any, TypeVar
 
 import grpc
 from redis import Redis
-from scriptpool.errors import ScriptpoolError
 
-from coordinator.auth import Caller
-from coordinator.stores import timeline
+from scriptpool.coordinator.auth import Caller
+from scriptpool.coordinator.stores import timeline
+from scriptpool.errors import ScriptpoolError
 
 R = TypeVar("R")
 

@@ -7,19 +7,24 @@ from __future__ import annotations
 
 import grpc
 from redis import Redis
-from scriptpool.errors import InvalidArgument, PermissionDenied
-from scriptpool.v1 import common_pb2, sessions_pb2, sessions_pb2_grpc
 
-from coordinator.auth import Authenticator, Caller
-from coordinator.services.recording import record_job_call, recorded
-from coordinator.status import grpc_service
-from coordinator.stores import timeline
-from coordinator.stores.replay import ReplayStore
-from coordinator.stores.sessions import JOB_CURRENT_FIELD, SessionStore, current_session_key, job_current_session
-from coordinator.stores.snapshots import SnapshotStore
-from coordinator.stores.timeline import CallRecord
-from sandbox.catalog import SCRIPT_OPS
-from workers.job_records import job_key
+from scriptpool.coordinator.auth import Authenticator, Caller
+from scriptpool.coordinator.services.recording import record_job_call, recorded
+from scriptpool.coordinator.status import grpc_service
+from scriptpool.coordinator.stores import timeline
+from scriptpool.coordinator.stores.replay import ReplayStore
+from scriptpool.coordinator.stores.sessions import (
+    JOB_CURRENT_FIELD,
+    SessionStore,
+    current_session_key,
+    job_current_session,
+)
+from scriptpool.coordinator.stores.snapshots import SnapshotStore
+from scriptpool.coordinator.stores.timeline import CallRecord
+from scriptpool.errors import InvalidArgument, PermissionDenied
+from scriptpool.sandbox.catalog import SCRIPT_OPS
+from scriptpool.v1 import common_pb2, sessions_pb2, sessions_pb2_grpc
+from scriptpool.workers.job_records import job_key
 
 """Field of a job's record holding the session it chose with setCurrent ("" = none)."""
 

@@ -8,13 +8,13 @@ by `@recorded`.
 from __future__ import annotations
 
 from redis import Redis
-from scriptpool.v1 import common_pb2, state_pb2, state_pb2_grpc
 
-from coordinator.auth import Authenticator, Caller
-from coordinator.services.recording import recorded
-from coordinator.status import grpc_service
-from coordinator.stores.state import StateStore
-from coordinator.stores.timeline import CallRecord
+from scriptpool.coordinator.auth import Authenticator, Caller
+from scriptpool.coordinator.services.recording import recorded
+from scriptpool.coordinator.status import grpc_service
+from scriptpool.coordinator.stores.state import StateStore
+from scriptpool.coordinator.stores.timeline import CallRecord
+from scriptpool.v1 import common_pb2, state_pb2, state_pb2_grpc
 
 
 @grpc_service(state_pb2.DESCRIPTOR.services_by_name["StateService"])

@@ -3,7 +3,7 @@
 A waiting call (`WaitJob`, `SubmitJob`/`SubmitJobs` with a wait, `Event.receive` and
 `HookService.Poll` with a timeout, `EventService.Stream`) holds one of the gRPC server's threads
 while it waits. The server has `grpc_threads` threads for every other call *plus* one per waiting
-call this budget allows (`coordinator.server`), so waits can never take the threads other calls
+call this budget allows (`scriptpool.coordinator.server`), so waits can never take the threads other calls
 need: past the budget a new wait is refused at once with RESOURCE_EXHAUSTED (naming the limit and
 its use) instead of queuing behind the others. Waits that block on Redis (`Event.receive`, `Poll`)
 each also hold a Redis connection, so they have a smaller cap of their own (`max_event_waits`).
@@ -16,9 +16,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from scriptpool.coordinator.auth import Caller
 from scriptpool.errors import ResourceExhausted
-
-from coordinator.auth import Caller
 
 
 class WaitingCalls:

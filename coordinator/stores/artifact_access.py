@@ -16,11 +16,11 @@ import time
 
 from redis import Redis
 from redis.client import Pipeline
+
+from scriptpool.coordinator.auth import PRINCIPAL_PATTERN, Caller
 from scriptpool.errors import InvalidArgument
 from scriptpool.v1 import artifacts_pb2, common_pb2
-
-from coordinator.auth import PRINCIPAL_PATTERN, Caller
-from workers.job_records import hash_fields, text
+from scriptpool.workers.job_records import hash_fields, text
 
 LEVELS = ("read", "write", "delete", "admin")
 READ, WRITE, DELETE, ADMIN = 1, 2, 3, 4

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterator
 
 from redis import Redis
+
 from scriptpool.errors import DataLoss, ResourceExhausted
 
 CHUNK_BYTES = 256 * 1024

@@ -28,12 +28,12 @@ from dataclasses import dataclass
 
 from redis import Redis
 from redis.client import Pipeline
+
+from scriptpool.coordinator.stores.sessions import _epoch as epoch  # one parser for time filters everywhere
+from scriptpool.coordinator.stores.validation import check_tags, parse_cursor
 from scriptpool.errors import InvalidArgument, ResourceExhausted
 from scriptpool.v1 import artifacts_pb2, common_pb2
-
-from coordinator.stores.sessions import _epoch as epoch  # one parser for time filters everywhere
-from coordinator.stores.validation import check_tags, parse_cursor
-from workers.job_records import hash_fields, texts
+from scriptpool.workers.job_records import hash_fields, texts
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000

@@ -25,13 +25,10 @@ import uuid
 from collections.abc import Iterable, Iterator
 
 from redis import Redis
-from scriptpool.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
-from scriptpool.v1 import artifacts_pb2, common_pb2
-from scriptpool.values import PlainValue
 
-from coordinator.auth import Caller
-from coordinator.stores import timeline
-from coordinator.stores.artifact_access import (
+from scriptpool.coordinator.auth import Caller
+from scriptpool.coordinator.stores import timeline
+from scriptpool.coordinator.stores.artifact_access import (
     ADMIN,
     DELETE,
     LEVELS,
@@ -43,8 +40,8 @@ from coordinator.stores.artifact_access import (
     principal_grants_key,
     session_grants_key,
 )
-from coordinator.stores.artifact_blobs import Upload, read_chunks
-from coordinator.stores.artifact_index import (
+from scriptpool.coordinator.stores.artifact_blobs import Upload, read_chunks
+from scriptpool.coordinator.stores.artifact_index import (
     TEXT_SAMPLE_BYTES,
     ArtifactIndex,
     Scope,
@@ -55,9 +52,19 @@ from coordinator.stores.artifact_index import (
     version_key,
     words_of,
 )
-from coordinator.stores.sessions import principal_sessions_key, session_key
-from coordinator.stores.validation import MAX_DESCRIPTION, MAX_NAME, check_metadata, check_tags, check_text, check_uuid
-from workers.job_records import hash_fields, texts
+from scriptpool.coordinator.stores.sessions import principal_sessions_key, session_key
+from scriptpool.coordinator.stores.validation import (
+    MAX_DESCRIPTION,
+    MAX_NAME,
+    check_metadata,
+    check_tags,
+    check_text,
+    check_uuid,
+)
+from scriptpool.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
+from scriptpool.v1 import artifacts_pb2, common_pb2
+from scriptpool.values import PlainValue
+from scriptpool.workers.job_records import hash_fields, texts
 
 RECORD_BYTES = 512
 """What one version's records cost beyond its metadata's own bytes (hash fields, index entries):

@@ -20,13 +20,13 @@ import uuid
 from collections.abc import Callable, Iterator
 
 from redis import Redis
+
+from scriptpool.coordinator.auth import Caller
+from scriptpool.coordinator.stores.validation import check_uuid
 from scriptpool.errors import InvalidArgument, NotFound, ResourceExhausted
 from scriptpool.v1 import common_pb2, events_pb2
-
-from coordinator.auth import Caller
-from coordinator.stores.validation import check_uuid
-from workers.event_streams import append_event, events_key
-from workers.job_records import hash_fields, text
+from scriptpool.workers.event_streams import append_event, events_key
+from scriptpool.workers.job_records import hash_fields, text
 
 MAX_NAME = 128
 MAX_PATTERN = 128

@@ -1,4 +1,4 @@
-"""Job submission and job records, on top of `workers.job_records` (the shared schema).
+"""Job submission and job records, on top of `scriptpool.workers.job_records` (the shared schema).
 
 Submitting writes the job record, the job's credential, its new session (when it has none) and the
 RQ job in one Redis transaction, so a job is either fully enqueued or not at all. A batch
@@ -24,17 +24,17 @@ from rq import Queue
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job as RQJob
 from rq.queue import EnqueueData
-from scriptpool.errors import InvalidArgument, NotFound, ScriptpoolError, Unavailable
-from scriptpool.v1 import jobs_pb2, sandbox_pb2
 
-from coordinator.auth import Caller, new_job_credential
-from coordinator.stores.idempotency import Idempotency, idempotency
-from coordinator.stores.sessions import NewSession, SessionStore, session_key
-from coordinator.stores.validation import check_uuid, parse_cursor
-from sandbox.languages import Language
-from sandbox.limits import LIMIT_FIELDS, JobLimits, LimitPolicy
-from sandbox.outcomes import Outcome
-from workers.job_records import (
+from scriptpool.coordinator.auth import Caller, new_job_credential
+from scriptpool.coordinator.stores.idempotency import Idempotency, idempotency
+from scriptpool.coordinator.stores.sessions import NewSession, SessionStore, session_key
+from scriptpool.coordinator.stores.validation import check_uuid, parse_cursor
+from scriptpool.errors import InvalidArgument, NotFound, ScriptpoolError, Unavailable
+from scriptpool.languages import Language
+from scriptpool.outcomes import Outcome
+from scriptpool.sandbox.limits import LIMIT_FIELDS, JobLimits, LimitPolicy
+from scriptpool.v1 import jobs_pb2, sandbox_pb2
+from scriptpool.workers.job_records import (
     RQ_FUNCTION,
     SESSION_JOB_FIELD,
     JobRecords,
@@ -46,8 +46,8 @@ from workers.job_records import (
     session_jobs_key,
     texts,
 )
-from workers.lean_redis import Arg, LeanPool, read, read_many, transaction, watched_transaction
-from workers.lean_rq import pass_default_serializer_as_none
+from scriptpool.workers.lean_redis import Arg, LeanPool, read, read_many, transaction, watched_transaction
+from scriptpool.workers.lean_rq import pass_default_serializer_as_none
 
 log = logging.getLogger(__name__)
 

@@ -13,22 +13,22 @@ identically (the clock then advances in real time from the recorded start).
 Bounds (docs/adr/0004-bounded-replay.md): a replay re-runs at most `max_replay_jobs` jobs; a job's
 script may start at most `max_replays_per_job` replays, whose jobs get no more than its own limits
 and cannot replay in turn; a principal runs at most `max_running_replays_per_principal` at once; all
-replays are driven by one thread (`coordinator.replay_runner`).
+replays are driven by one thread (`scriptpool.coordinator.replay_runner`).
 """
 
 from __future__ import annotations
 
 from redis import Redis
+
+from scriptpool.coordinator.auth import Caller
+from scriptpool.coordinator.replay_runner import RecordedJob, ReplayRun, ReplayRunner
+from scriptpool.coordinator.stores import timeline
+from scriptpool.coordinator.stores.jobs import REPLAYED_FIELD, REPLAYS_FIELD, JobStore
+from scriptpool.coordinator.stores.sessions import SessionStore
 from scriptpool.errors import FailedPrecondition, InvalidArgument, PermissionDenied, ResourceExhausted
 from scriptpool.v1 import jobs_pb2, sandbox_pb2, sessions_pb2
 from scriptpool.values import to_value_map
-
-from coordinator.auth import Caller
-from coordinator.replay_runner import RecordedJob, ReplayRun, ReplayRunner
-from coordinator.stores import timeline
-from coordinator.stores.jobs import REPLAYED_FIELD, REPLAYS_FIELD, JobStore
-from coordinator.stores.sessions import SessionStore
-from workers.job_records import hash_fields, job_key, session_jobs_key, texts
+from scriptpool.workers.job_records import hash_fields, job_key, session_jobs_key, texts
 
 MAX_LISTED_REPLAYS = 1000
 """Replay ids a session remembers (`getReplayMetadata().replays`): the latest ones."""

@@ -26,14 +26,11 @@ from datetime import datetime
 from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import WatchError
-from scriptpool.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
-from scriptpool.v1 import common_pb2, sessions_pb2
-from scriptpool.values import PlainValue
 
-from coordinator.auth import Caller
-from coordinator.stores import timeline
-from coordinator.stores.timeline import LUA_RECORD_CALL, CallRecord
-from coordinator.stores.validation import (
+from scriptpool.coordinator.auth import Caller
+from scriptpool.coordinator.stores import timeline
+from scriptpool.coordinator.stores.timeline import LUA_RECORD_CALL, CallRecord
+from scriptpool.coordinator.stores.validation import (
     MAX_DESCRIPTION,
     MAX_NAME,
     check_metadata,
@@ -42,7 +39,10 @@ from coordinator.stores.validation import (
     check_uuid,
     parse_cursor,
 )
-from workers.job_records import (
+from scriptpool.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from scriptpool.v1 import common_pb2, sessions_pb2
+from scriptpool.values import PlainValue
+from scriptpool.workers.job_records import (
     EXPIRING_SESSIONS_KEY,
     SESSION_JOB_FIELD,
     SESSION_RETENTION_FIELD,
@@ -51,7 +51,7 @@ from workers.job_records import (
     text,
     texts,
 )
-from workers.lean_redis import LeanPool, LeanScript, read, read_many
+from scriptpool.workers.lean_redis import LeanPool, LeanScript, read, read_many
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000

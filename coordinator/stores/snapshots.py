@@ -21,12 +21,9 @@ from __future__ import annotations
 import json
 import time
 
-from scriptpool.errors import InvalidArgument, NotFound, ResourceExhausted
-from scriptpool.v1 import sessions_pb2
-
-from coordinator.auth import Caller
-from coordinator.stores import timeline
-from coordinator.stores.sessions import (
+from scriptpool.coordinator.auth import Caller
+from scriptpool.coordinator.stores import timeline
+from scriptpool.coordinator.stores.sessions import (
     SessionStore,
     principal_sessions_key,
     session_key,
@@ -35,8 +32,10 @@ from coordinator.stores.sessions import (
     snapshot_state_key,
     state_bytes_key,
 )
-from coordinator.stores.state import MAX_PRINCIPAL_BYTES, session_state_key
-from workers.job_records import SESSION_JOB_FIELD, job_key, text, texts
+from scriptpool.coordinator.stores.state import MAX_PRINCIPAL_BYTES, session_state_key
+from scriptpool.errors import InvalidArgument, NotFound, ResourceExhausted
+from scriptpool.v1 import sessions_pb2
+from scriptpool.workers.job_records import SESSION_JOB_FIELD, job_key, text, texts
 
 MAX_RESTORE = 100
 SAVES_FIELD = "saves"

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import struct
 
+from scriptpool.coordinator.stores.validation import value_depth
 from scriptpool.errors import InvalidArgument
 from scriptpool.v1 import common_pb2
-
-from coordinator.stores.validation import value_depth
 
 MAX_DEPTH = 32
 

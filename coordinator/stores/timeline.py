@@ -15,12 +15,12 @@ from collections.abc import Mapping, Sequence
 
 from redis import Redis
 from redis.client import Pipeline
+
 from scriptpool.errors import InvalidArgument
 from scriptpool.v1 import common_pb2, sessions_pb2
 from scriptpool.values import PlainValue, to_value_map
-
-from workers.event_streams import append_event
-from workers.job_records import TIMELINE_MAX, hash_fields, text
+from scriptpool.workers.event_streams import append_event
+from scriptpool.workers.job_records import TIMELINE_MAX, hash_fields, text
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000

@@ -2,7 +2,7 @@
 
 Each error carries a `code` named like a gRPC status code (without importing grpc, so the sandbox
 layer can use it). The coordinator maps codes to gRPC statuses in exactly one place
-(`coordinator.status`); scripts see the same code on the error value they catch.
+(`scriptpool.coordinator.status`); scripts see the same code on the error value they catch.
 """
 
 from __future__ import annotations

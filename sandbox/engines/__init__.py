@@ -1,1 +1,1 @@
-"""Script engines. Each module implements `sandbox.runner.Runner` for one language."""
+"""Script engines. Each module implements `scriptpool.sandbox.runner.Runner` for one language."""

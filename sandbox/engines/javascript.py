@@ -38,17 +38,17 @@ import quickjs_rs
 import quickjs_rs._engine as qjs_engine
 import quickjs_rs._wasmtime as qjs_wasmtime
 import wasmtime
-from scriptpool.errors import ScriptpoolError
-from scriptpool.values import MAX_DEPTH, PlainValue
 
-from sandbox.catalog import GLOBAL_OPS, aliases
-from sandbox.engines.spare_instance import SpareInstance
-from sandbox.engines.wasm_calls import NumericCaller
-from sandbox.errors import LIMIT_ERRORS, LimitExceeded, MemoryExceeded, SandboxError, ScriptError
-from sandbox.host import HOST_FAULT, GlobalHost, OutputSink
-from sandbox.languages import Language
-from sandbox.limits import MIB
-from sandbox.runner import ScriptJob, clock_offset, seed_for
+from scriptpool.errors import ScriptpoolError
+from scriptpool.languages import Language
+from scriptpool.sandbox.catalog import GLOBAL_OPS, aliases
+from scriptpool.sandbox.engines.spare_instance import SpareInstance
+from scriptpool.sandbox.engines.wasm_calls import NumericCaller
+from scriptpool.sandbox.errors import LIMIT_ERRORS, LimitExceeded, MemoryExceeded, SandboxError, ScriptError
+from scriptpool.sandbox.host import HOST_FAULT, GlobalHost, OutputSink
+from scriptpool.sandbox.limits import MIB
+from scriptpool.sandbox.runner import ScriptJob, clock_offset, seed_for
+from scriptpool.values import MAX_DEPTH, PlainValue
 
 PRELUDE = resources.files(__package__).joinpath("js_prelude.js").read_text(encoding="utf-8")
 STACK_LIMIT_BYTES = 256 * 1024
@@ -112,7 +112,9 @@ def install_engine() -> wasmtime.Engine:
             qjs_engine._Instance.c = _call_guest  # type: ignore[method-assign]
             with qjs_wasmtime._SHARED_ENGINE_LOCK:
                 if qjs_wasmtime._SHARED_ENGINE is not None:
-                    raise RuntimeError("quickjs-rs already created its wasmtime engine; import sandbox first")
+                    raise RuntimeError(
+                        "quickjs-rs already created its wasmtime engine; import scriptpool.sandbox first"
+                    )
                 _ENGINE = wasmtime.Engine(_engine_config())
                 qjs_wasmtime._SHARED_ENGINE = _ENGINE
         return _ENGINE
@@ -422,7 +424,7 @@ _spare = SpareInstance(_Prepared)
 
 
 def prepare_spare_instance(memory_bytes: int) -> None:
-    """Build the next job's instance ahead of it (see `sandbox.engines.spare_instance`)."""
+    """Build the next job's instance ahead of it (see `scriptpool.sandbox.engines.spare_instance`)."""
     _spare.prepare(memory_bytes)
 
 

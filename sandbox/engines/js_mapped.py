@@ -22,7 +22,7 @@ import quickjs_rs._engine as qjs_engine
 import quickjs_rs._wasmtime as qjs_wasmtime
 import wasmtime
 
-from sandbox.engines import javascript
+from scriptpool.sandbox.engines import javascript
 
 _ARTIFACT_KEY = "quickjs"
 _CHILD_FAILED = 1

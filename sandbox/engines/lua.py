@@ -13,14 +13,14 @@ from importlib import resources
 from typing import Any
 
 import lupa.lua54 as lupa
-from scriptpool.errors import ScriptpoolError
-from scriptpool.values import MAX_DEPTH, PlainValue
 
-from sandbox.catalog import GLOBAL_OPS, aliases
-from sandbox.engines.spare_instance import SpareInstance
-from sandbox.errors import LIMIT_ERRORS, LimitExceeded, MemoryExceeded, ScriptError
-from sandbox.host import HOST_FAULT, GlobalHost, OutputSink
-from sandbox.runner import ScriptJob, clock_offset, seed_for
+from scriptpool.errors import ScriptpoolError
+from scriptpool.sandbox.catalog import GLOBAL_OPS, aliases
+from scriptpool.sandbox.engines.spare_instance import SpareInstance
+from scriptpool.sandbox.errors import LIMIT_ERRORS, LimitExceeded, MemoryExceeded, ScriptError
+from scriptpool.sandbox.host import HOST_FAULT, GlobalHost, OutputSink
+from scriptpool.sandbox.runner import ScriptJob, clock_offset, seed_for
+from scriptpool.values import MAX_DEPTH, PlainValue
 
 PRELUDE = resources.files(__package__).joinpath("lua_prelude.lua").read_bytes()
 
@@ -249,7 +249,7 @@ _spare = SpareInstance(_Prepared)
 
 
 def prepare_spare_instance(memory_bytes: int) -> None:
-    """Build the next job's runtime ahead of it (see `sandbox.engines.spare_instance`)."""
+    """Build the next job's runtime ahead of it (see `scriptpool.sandbox.engines.spare_instance`)."""
     _spare.prepare(memory_bytes)
 
 

@@ -41,15 +41,15 @@ from typing import Any, NoReturn, cast
 
 from RestrictedPython.compile import compile_restricted_exec
 from RestrictedPython.transformer import RestrictingNodeTransformer
-from scriptpool.errors import ScriptpoolError
-from scriptpool.values import PlainValue
 
-from sandbox.engines import python_env
-from sandbox.engines.python_env import Environment, GuestError, guest_error, to_plain
-from sandbox.errors import LIMIT_ERRORS, LimitExceeded, ScriptError
-from sandbox.host import HOST_FAULT, GlobalHost, OutputSink
-from sandbox.limits import JobLimits
-from sandbox.runner import ScriptJob, clock_offset, seed_for
+from scriptpool.errors import ScriptpoolError
+from scriptpool.sandbox.engines import python_env
+from scriptpool.sandbox.engines.python_env import Environment, GuestError, guest_error, to_plain
+from scriptpool.sandbox.errors import LIMIT_ERRORS, LimitExceeded, ScriptError
+from scriptpool.sandbox.host import HOST_FAULT, GlobalHost, OutputSink
+from scriptpool.sandbox.limits import JobLimits
+from scriptpool.sandbox.runner import ScriptJob, clock_offset, seed_for
+from scriptpool.values import PlainValue
 
 LANGUAGE = "python"
 SCRIPT_FILENAME = "<script>"

@@ -3,7 +3,7 @@
 Everything here is an allowlist. RestrictedPython rewrites `a.b`, `a[b]`, `a.b = c`, iteration and
 `print` into calls of the guard names (`_getattr_`, `_getitem_`, `_write_`, `_getiter_`, `_print_`,
 ...); this module supplies those guards, the builtins, module stand-ins that carry only their listed
-public names, and `Session`/`Artifact`/`State`/`Hook`/`Event` built from `sandbox.catalog`.
+public names, and `Session`/`Artifact`/`State`/`Hook`/`Event` built from `scriptpool.sandbox.catalog`.
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ from RestrictedPython.Guards import (
     safe_builtins,
     safer_getattr,
 )
-from scriptpool import errors as host_errors
-from scriptpool.values import MAX_DEPTH, PlainValue
 
-from sandbox.catalog import GLOBAL_OPS, aliases
+from scriptpool import errors as host_errors
+from scriptpool.sandbox.catalog import GLOBAL_OPS, aliases
+from scriptpool.values import MAX_DEPTH, PlainValue
 
 # ------------------------------------------------------------------ errors scripts can catch
 

@@ -6,7 +6,7 @@ reports whether it was applied; a layer the host cannot provide is reported, nev
 (see `JailReport`, the worker's startup log and `scriptpool doctor`). See docs/THREAT_MODEL.md.
 """
 
-from sandbox.jail._apply import (
+from scriptpool.sandbox.jail._apply import (
     JailReport,
     apply_jail,
     become_cleaning_parent,
@@ -19,10 +19,10 @@ from sandbox.jail._apply import (
     scratch_dir_of,
     scratch_is_empty,
 )
-from sandbox.jail._probe import probe_host
-from sandbox.jail._scratch import DEFAULT_SCRATCH_ROOT
-from sandbox.jail._scratch import base as scratch_base
-from sandbox.jail._scratch import use_base as use_scratch_base
+from scriptpool.sandbox.jail._probe import probe_host
+from scriptpool.sandbox.jail._scratch import DEFAULT_SCRATCH_ROOT
+from scriptpool.sandbox.jail._scratch import base as scratch_base
+from scriptpool.sandbox.jail._scratch import use_base as use_scratch_base
 
 __all__ = [
     "DEFAULT_SCRATCH_ROOT",

@@ -14,9 +14,9 @@ import os
 import resource
 from dataclasses import dataclass, field
 
-from sandbox.jail import _landlock, _process, _scratch, _seccomp
-from sandbox.jail._syscalls import current_arch
-from sandbox.limits import JobLimits
+from scriptpool.sandbox.jail import _landlock, _process, _scratch, _seccomp
+from scriptpool.sandbox.jail._syscalls import current_arch
+from scriptpool.sandbox.limits import JobLimits
 
 PR_SET_NO_NEW_PRIVS = 38
 PR_GET_NO_NEW_PRIVS = 39

@@ -129,11 +129,16 @@ def interpreter_read_paths() -> tuple[str, ...]:
 
     Cached: the worker computes it once (`probe_host`) before it forks children. The current directory,
     the repository root and `sys.prefix` as a whole are deliberately not included.
+
+    Landlock matches the file a path resolves to, so each package folder is given as its real path: in a
+    source checkout `scriptpool/sandbox` is a link to the repository's `sandbox/` (ADR 0008), and a rule
+    on `scriptpool/` alone would not cover what the link points to. `scriptpool.coordinator` and
+    `scriptpool.workers` are not granted: a child imports nothing from them.
     """
     paths = {p for key, p in sysconfig.get_paths().items() if key in ("stdlib", "platstdlib", "purelib", "platlib")}
-    for name in ("sandbox", "scriptpool"):
+    for name in ("scriptpool", "scriptpool.sandbox"):
         module = sys.modules.get(name)
-        paths.update(getattr(module, "__path__", ()))
+        paths.update(os.path.realpath(p) for p in getattr(module, "__path__", ()))
     paths.update(SYSTEM_READ_PATHS)
     return tuple(sorted(p for p in paths if p and os.path.isabs(p) and os.path.exists(p) and p != "/"))
 

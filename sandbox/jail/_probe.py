@@ -16,8 +16,8 @@ import resource
 import signal
 import socket
 
-from sandbox.jail import _process, _scratch
-from sandbox.jail._apply import (
+from scriptpool.sandbox.jail import _process, _scratch
+from scriptpool.sandbox.jail._apply import (
     CAPABILITIES,
     ENVIRONMENT,
     FDS,
@@ -33,9 +33,9 @@ from sandbox.jail._apply import (
     prepare_forking_process,
     prepare_spare,
 )
-from sandbox.jail._seccomp import PR_GET_SECCOMP
-from sandbox.jail._syscalls import current_arch
-from sandbox.limits import DEFAULT_LIMITS
+from scriptpool.sandbox.jail._seccomp import PR_GET_SECCOMP
+from scriptpool.sandbox.jail._syscalls import current_arch
+from scriptpool.sandbox.limits import DEFAULT_LIMITS
 
 _OUTSIDE_READ = "/etc/hostname"
 _OUTSIDE_WRITE = "probe-outside"

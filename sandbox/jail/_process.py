@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes
 import os
 
-from sandbox.jail._syscalls import Arch
+from scriptpool.sandbox.jail._syscalls import Arch
 
 CLONE_NEWNET = 0x40000000
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522

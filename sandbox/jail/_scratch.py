@@ -33,7 +33,7 @@ DEFAULT_SCRATCH_ROOT = os.path.join(tempfile.gettempdir(), f"scriptpool-scratch-
 """Where the workers of this user make their scratch bases (one directory per worker)."""
 REMOVE_STEP_LIMIT = 1_000_000
 """Most directory entries one removal visits before it gives up (jobs may create far fewer:
-`sandbox.limits.ScratchBounds`); what is left is logged and, in a reused child, retires it."""
+`scriptpool.sandbox.limits.ScratchBounds`); what is left is logged and, in a reused child, retires it."""
 _PREFIX = "job-"
 _WORKER_PREFIX = "worker-"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC

@@ -33,7 +33,7 @@ import functools
 import os
 import struct
 
-from sandbox.jail._syscalls import ARCHES, X32_SYSCALL_BIT, Arch
+from scriptpool.sandbox.jail._syscalls import ARCHES, X32_SYSCALL_BIT, Arch
 
 PR_SET_SECCOMP = 22
 PR_GET_SECCOMP = 21

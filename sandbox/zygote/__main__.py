@@ -1,5 +1,5 @@
 import sys
 
-from sandbox.zygote._server import main
+from scriptpool.sandbox.zygote._server import main
 
 main(sys.argv[1:])

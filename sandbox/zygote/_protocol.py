@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from sandbox.languages import Language
+from scriptpool.languages import Language
 
 SPAWN = b"SPWN"
 CHILD = b"CHLD"

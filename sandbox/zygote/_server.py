@@ -1,9 +1,9 @@
 """The zygote process: holds the warm sandbox engines (no grpc, Redis or RQ) and forks the worker's
 sandbox children on request, off the worker's thread.
 
-It is started by the worker (`python -m sandbox.zygote FD PARENT_PID SCRATCH_BASE`) with one end of
+It is started by the worker (`python -m scriptpool.sandbox.zygote FD PARENT_PID SCRATCH_BASE`) with one end of
 a SOCK_SEQPACKET socketpair, and uses the worker's private scratch base (checked to be ours). For each
-`SPAWN` it forks a child (`sandbox.forking`), opens a pidfd for it and passes the child's socket and
+`SPAWN` it forks a child (`scriptpool.sandbox.forking`), opens a pidfd for it and passes the child's socket and
 the pidfd to the worker; it reaps every child itself, removes its scratch directory (a failure is
 logged, never fatal) and reports its wait status and rusage. It dies with its worker:
 PR_SET_PDEATHSIG, and EOF on the control socket.
@@ -22,9 +22,9 @@ import signal
 import socket
 from typing import NoReturn
 
-from sandbox.forking import PR_SET_PDEATHSIG, fork_sandbox_child
-from sandbox.jail import become_cleaning_parent, child_exited, use_scratch_base
-from sandbox.zygote._protocol import CHILD, EXITED, FAILED, SIZE, SPAWN, Message, languages_from_mask
+from scriptpool.sandbox.forking import PR_SET_PDEATHSIG, fork_sandbox_child
+from scriptpool.sandbox.jail import become_cleaning_parent, child_exited, use_scratch_base
+from scriptpool.sandbox.zygote._protocol import CHILD, EXITED, FAILED, SIZE, SPAWN, Message, languages_from_mask
 
 log = logging.getLogger(__name__)
 _LIBC = ctypes.CDLL(None)
@@ -137,7 +137,7 @@ def _die_with(parent: int) -> None:
 
 
 def main(argv: list[str]) -> NoReturn:
-    """`python -m sandbox.zygote CONTROL_FD PARENT_PID [SCRATCH_BASE]`: never returns."""
+    """`python -m scriptpool.sandbox.zygote CONTROL_FD PARENT_PID [SCRATCH_BASE]`: never returns."""
     control_fd, parent = int(argv[0]), int(argv[1])
     _die_with(parent)
     if len(argv) > 2:
@@ -145,7 +145,7 @@ def main(argv: list[str]) -> NoReturn:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     control = socket.socket(fileno=control_fd)
-    from sandbox.zygote._warm import warm_engines
+    from scriptpool.sandbox.zygote._warm import warm_engines
 
     try:
         warm_engines()

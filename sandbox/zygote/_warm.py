@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from sandbox.jail import prepare_forking_process
-from sandbox.runner import prewarm
+from scriptpool.sandbox.jail import prepare_forking_process
+from scriptpool.sandbox.runner import prewarm
 
 log = logging.getLogger(__name__)
 
@@ -14,7 +14,7 @@ def warm_engines() -> None:
     """Engines first (the JavaScript guest is compiled in a child forked before anything else), then
     the jail's per-process precomputation; every child inherits both."""
     try:
-        from sandbox.engines.js_mapped import prewarm_mapped
+        from scriptpool.sandbox.engines.js_mapped import prewarm_mapped
 
         prewarm_mapped()
     except Exception:  # e.g. a noexec temp directory: compile in-process instead (prewarm below)

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
+
+from scriptpool.client import ScriptpoolClient
+from scriptpool.languages import Language
+from scriptpool.outcomes import Outcome
 from scriptpool.v1 import events_pb2, jobs_pb2
 from scriptpool.values import PlainValue, from_value
-
-from coordinator.client import ScriptpoolClient
-from sandbox.languages import Language
-from sandbox.outcomes import Outcome
-from workers.job_records import text
+from scriptpool.workers.job_records import text
 
 
 def run_lua(client: ScriptpoolClient, source: str, timeout: float = 60, **kwargs: Any) -> jobs_pb2.Job:

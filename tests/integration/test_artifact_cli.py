@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.cli.main import main
-from coordinator.client import ScriptpoolClient
+from scriptpool.client import ScriptpoolClient
+from scriptpool.coordinator.cli.main import main
 from tests.conftest import Stack
 
 

@@ -12,23 +12,23 @@ from typing import Any, cast
 import grpc
 import pytest
 from redis import Redis
-from scriptpool.errors import InvalidArgument, NotFound, ResourceExhausted
-from scriptpool.v1 import artifacts_pb2, common_pb2, events_pb2, jobs_pb2, sessions_pb2
 
-from coordinator.auth import Authenticator, Caller
-from coordinator.services.hooks import HookServicer
-from coordinator.services.waiting_calls import WaitingCalls
-from coordinator.stores.artifact_access import principal_grants_key
-from coordinator.stores.artifact_index import session_index
-from coordinator.stores.artifacts import ArtifactStore
-from coordinator.stores.events import EventStore
-from coordinator.stores.jobs import JobStore
-from coordinator.stores.replay import ReplayStore
-from coordinator.stores.sessions import SessionStore, session_key, snapshot_key
-from coordinator.stores.snapshots import SnapshotStore
-from coordinator.stores.state import session_state_key
-from sandbox.limits import LimitPolicy
-from workers.lean_redis import LeanPool
+from scriptpool.coordinator.auth import Authenticator, Caller
+from scriptpool.coordinator.services.hooks import HookServicer
+from scriptpool.coordinator.services.waiting_calls import WaitingCalls
+from scriptpool.coordinator.stores.artifact_access import principal_grants_key
+from scriptpool.coordinator.stores.artifact_index import session_index
+from scriptpool.coordinator.stores.artifacts import ArtifactStore
+from scriptpool.coordinator.stores.events import EventStore
+from scriptpool.coordinator.stores.jobs import JobStore
+from scriptpool.coordinator.stores.replay import ReplayStore
+from scriptpool.coordinator.stores.sessions import SessionStore, session_key, snapshot_key
+from scriptpool.coordinator.stores.snapshots import SnapshotStore
+from scriptpool.coordinator.stores.state import session_state_key
+from scriptpool.errors import InvalidArgument, NotFound, ResourceExhausted
+from scriptpool.sandbox.limits import LimitPolicy
+from scriptpool.v1 import artifacts_pb2, common_pb2, events_pb2, jobs_pb2, sessions_pb2
+from scriptpool.workers.lean_redis import LeanPool
 
 from .test_call_bounds import ReplyCounter, counting_redis
 

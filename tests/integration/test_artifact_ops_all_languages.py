@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from coordinator.client import ScriptpoolClient
-from sandbox.languages import Language
+from scriptpool.client import ScriptpoolClient
+from scriptpool.languages import Language
 
 from .helpers import result_of
 

@@ -11,13 +11,13 @@ from dataclasses import replace
 
 import pytest
 from redis import Redis
+
+from scriptpool.client import ScriptpoolClient
+from scriptpool.coordinator.server import start_coordinator
+from scriptpool.coordinator.stores.artifacts import RECORD_BYTES
 from scriptpool.errors import ResourceExhausted
 from scriptpool.v1 import artifacts_pb2
 from scriptpool.values import from_value
-
-from coordinator.client import ScriptpoolClient
-from coordinator.server import start_coordinator
-from coordinator.stores.artifacts import RECORD_BYTES
 from tests.conftest import Stack
 
 from .helpers import outcome, run_lua

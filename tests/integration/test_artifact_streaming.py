@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,11 +15,11 @@ from dataclasses import dataclass
 
 import pytest
 from redis import Redis
+
+from scriptpool.client import ScriptpoolClient
 from scriptpool.errors import ScriptpoolError
 from scriptpool.v1 import artifacts_pb2
-
-from coordinator.client import ScriptpoolClient
-from tests.conftest import Stack, stop_process, wait_for
+from tests.conftest import CLI, Stack, stop_process, wait_for
 
 A = artifacts_pb2
 CHUNK = 256 * 1024
@@ -46,7 +45,7 @@ def coordinator(stack: Stack, tmp_path: object) -> Iterator[Coordinator]:
         port = probe.getsockname()[1]
     address = f"127.0.0.1:{port}"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "coordinator.cli.main", "coordinator", "--redis-url", stack.redis_url,
+        [*CLI, "coordinator", "--redis-url", stack.redis_url,
          "--listen", address],
         env={**os.environ, "SCRIPTPOOL_MAX_ARTIFACT_BYTES": str(256 * 1024 * 1024)},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, process_group=0,

@@ -9,6 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis import Redis
+
+from scriptpool.client import ScriptpoolClient
+from scriptpool.coordinator.server import start_coordinator
 from scriptpool.errors import (
     DataLoss,
     FailedPrecondition,
@@ -19,9 +22,6 @@ from scriptpool.errors import (
 )
 from scriptpool.v1 import artifacts_pb2, sessions_pb2
 from scriptpool.values import PlainValue, from_value_map, to_value_map
-
-from coordinator.client import ScriptpoolClient
-from coordinator.server import start_coordinator
 from tests.conftest import Stack
 
 from .helpers import result_of, run_lua

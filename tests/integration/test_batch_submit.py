@@ -12,16 +12,16 @@ import grpc
 import pytest
 from redis import Redis
 from rq.job import Job as RQJob
-from scriptpool.errors import InvalidArgument, NotFound, PermissionDenied
-from scriptpool.v1 import events_pb2, jobs_pb2
 
-from coordinator.client import ScriptpoolClient, job_request
-from coordinator.waiters import JobWaiters
-from sandbox.languages import Language
-from sandbox.limits import MAX_LIMITS
-from sandbox.outcomes import Outcome
+from scriptpool.client import ScriptpoolClient, job_request
+from scriptpool.coordinator.waiters import JobWaiters
+from scriptpool.errors import InvalidArgument, NotFound, PermissionDenied
+from scriptpool.languages import Language
+from scriptpool.outcomes import Outcome
+from scriptpool.sandbox.limits import MAX_LIMITS
+from scriptpool.v1 import events_pb2, jobs_pb2
+from scriptpool.workers.job_records import session_jobs_key, texts
 from tests.conftest import TEST_QUEUE, Stack, wait_for
-from workers.job_records import session_jobs_key, texts
 
 from .helpers import (
     HELD_LUA,
@@ -316,8 +316,8 @@ def test_watch_many_delivers_ids_together_once_and_unregisters(redis_client: Red
 def test_max_batch_jobs_comes_from_the_environment_or_the_flag_and_must_be_positive(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from coordinator.cli.main import _settings, build_parser
-    from coordinator.settings import Settings
+    from scriptpool.coordinator.cli.main import _settings, build_parser
+    from scriptpool.coordinator.settings import Settings
 
     assert Settings().max_batch_jobs == 1000
     monkeypatch.setenv("SCRIPTPOOL_MAX_BATCH_JOBS", "250")

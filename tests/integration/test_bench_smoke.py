@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 
+from tests.conftest import CLI
 from tests.integration.up_process import alive, descendants
 
 
@@ -16,7 +16,7 @@ from tests.integration.up_process import alive, descendants
 def test_bench_all_runs_and_reports_every_figure_with_its_baseline() -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "SCRIPTPOOL_COORDINATOR")}
     result = subprocess.run(
-        [sys.executable, "-m", "coordinator.cli.main", "bench", "all", "--jobs", "12", "--repeat", "1",
+        [*CLI, "bench", "all", "--jobs", "12", "--repeat", "1",
          "--calls", "20", "--json"],
         env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -83,7 +83,7 @@ def test_a_terminated_bench_stops_the_stack_it_started(how: str) -> None:
 
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "SCRIPTPOOL_COORDINATOR")}
     bench = subprocess.Popen(
-        [sys.executable, "-m", "coordinator.cli.main", "bench", "throughput", "--jobs", "2000", "--repeat", "5"],
+        [*CLI, "bench", "throughput", "--jobs", "2000", "--repeat", "5"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:

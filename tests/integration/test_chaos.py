@@ -20,14 +20,16 @@ import pytest
 from redis import Redis
 from rq import Queue
 from rq.registry import StartedJobRegistry
+
+from scriptpool.client import ScriptpoolClient, job_request
+from scriptpool.coordinator.embedded import wait_until_serving
 from scriptpool.errors import ScriptpoolError
+from scriptpool.languages import Language
+from scriptpool.outcomes import Outcome
 from scriptpool.v1 import jobs_pb2
 from scriptpool.values import from_value
-
-from coordinator.client import ScriptpoolClient, job_request
-from coordinator.embedded import wait_until_serving
-from sandbox.languages import Language
-from sandbox.outcomes import Outcome
+from scriptpool.workers.job_records import LEASES_KEY
+from scriptpool.workers.settings import DEFAULT_QUEUE
 from tests.conftest import wait_for
 from tests.integration.up_process import (
     children_of,
@@ -38,8 +40,6 @@ from tests.integration.up_process import (
     stop_up,
     up_env,
 )
-from workers.job_records import LEASES_KEY
-from workers.settings import DEFAULT_QUEUE
 
 T = TypeVar("T")
 WORKERS = 2

@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from coordinator.embedded import wait_until_serving
-from tests.conftest import REPO, stop_process, wait_for
+from scriptpool.coordinator.embedded import wait_until_serving
+from tests.conftest import CLI, REPO, stop_process, wait_for
 from tests.integration.up_process import cli, free_port, processes_with_marker
 
 
@@ -25,7 +24,7 @@ def test_up_runs_jobs_from_the_cli_and_stops_without_orphans(tmp_path: Path) -> 
     )
     with open(tmp_path / "up.log", "wb") as log:
         up = subprocess.Popen(
-            [sys.executable, "-m", "coordinator.cli.main", "up", "--workers", "2"],
+            [*CLI, "up", "--workers", "2"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

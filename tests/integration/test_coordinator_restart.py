@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -16,11 +15,11 @@ import pytest
 from redis import Redis
 from rq import Queue
 
-from coordinator.client import ScriptpoolClient
-from coordinator.server import RunningCoordinator, start_coordinator
-from coordinator.settings import Settings
-from sandbox.languages import Language
-from tests.conftest import REPO, WORKER_COMMAND, Stack, stop_process, wait_for
+from scriptpool.client import ScriptpoolClient
+from scriptpool.coordinator.server import RunningCoordinator, start_coordinator
+from scriptpool.coordinator.settings import Settings
+from scriptpool.languages import Language
+from tests.conftest import CLI, REPO, WORKER_COMMAND, Stack, stop_process, wait_for
 
 from .helpers import result_of
 
@@ -116,7 +115,7 @@ def test_scriptpool_run_prints_the_job_id_first_and_survives_a_coordinator_resta
     script.write_text(COUNTING.replace("INPUT.tag", f"'{uuid.uuid4().hex}'"))
     env = {**os.environ, "SCRIPTPOOL_API_KEY": restartable.api_key, "SCRIPTPOOL_STATE_DIR": str(tmp_path)}
     run = subprocess.Popen(
-        [sys.executable, "-m", "coordinator.cli.main", "run", str(script), "--coordinator", restartable.address,
+        [*CLI, "run", str(script), "--coordinator", restartable.address,
          "--timeout", "120"],
         env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -145,7 +144,7 @@ def test_job_get_and_job_wait(restartable: Restartable, tmp_path: Path) -> None:
     with ScriptpoolClient(restartable.address, restartable.api_key) as client:
         job = client.submit(Language.LUA, "print('hi') return 7")
     env = {**os.environ, "SCRIPTPOOL_API_KEY": restartable.api_key, "SCRIPTPOOL_STATE_DIR": str(tmp_path)}
-    cli = [sys.executable, "-m", "coordinator.cli.main", "job"]
+    cli = [*CLI, "job"]
     where = ["--coordinator", restartable.address]
     got = subprocess.run([*cli, *where, "get", job.id], env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
     assert got.returncode == 0 and '"status": "JOB_STATUS_QUEUED"' in got.stdout and '"attempt": 1' in got.stdout
@@ -174,7 +173,7 @@ def test_bad_run_flags_are_one_line_and_exit_2(
     script.write_text("return 1")
     env = {**os.environ, "SCRIPTPOOL_API_KEY": restartable.api_key, "SCRIPTPOOL_STATE_DIR": str(tmp_path)}
     result = subprocess.run(
-        [sys.executable, "-m", "coordinator.cli.main", "run", str(script), "--coordinator", restartable.address,
+        [*CLI, "run", str(script), "--coordinator", restartable.address,
          *flags],
         env=env, cwd=REPO, capture_output=True, text=True, timeout=60,
     )  # fmt: skip

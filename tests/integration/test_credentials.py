@@ -7,10 +7,10 @@ import time
 import grpc
 import pytest
 from redis import Redis
-from scriptpool.v1 import jobs_pb2, jobs_pb2_grpc, sessions_pb2, sessions_pb2_grpc
 
-from coordinator.client import ScriptpoolClient
-from sandbox.languages import Language
+from scriptpool.client import ScriptpoolClient
+from scriptpool.languages import Language
+from scriptpool.v1 import jobs_pb2, jobs_pb2_grpc, sessions_pb2, sessions_pb2_grpc
 from tests.conftest import Stack, wait_for
 
 from .helpers import assert_worker_healthy, outcome, release_job, result_of, running_job_credential

@@ -12,23 +12,22 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from redis import Redis
 from rq import Queue
-from scriptpool.errors import InvalidArgument
 
-from coordinator.client import ScriptpoolClient, job_request
-from coordinator.redis_server import PrivateRedis
-from coordinator.server import start_coordinator
-from coordinator.settings import Settings
-from sandbox.languages import Language
-from sandbox.outcomes import Outcome
-from tests.conftest import WORKER_COMMAND, stop_process
-from workers.job_records import job_key, text
-from workers.settings import WorkerSettings
+from scriptpool.client import ScriptpoolClient, job_request
+from scriptpool.coordinator.redis_server import PrivateRedis
+from scriptpool.coordinator.server import start_coordinator
+from scriptpool.coordinator.settings import Settings
+from scriptpool.errors import InvalidArgument
+from scriptpool.languages import Language
+from scriptpool.outcomes import Outcome
+from scriptpool.workers.job_records import job_key, text
+from scriptpool.workers.settings import WorkerSettings
+from tests.conftest import CLI, WORKER_COMMAND, stop_process
 
 from .helpers import outcome, result_of
 from .up_process import free_port, start_up, stop_up, up_env
@@ -113,7 +112,7 @@ def test_ack_after_fsync_refuses_a_redis_that_answers_before_fsync_in_one_line(t
     with PrivateRedis(tmp_path / "redis", persistent=True, appendfsync="everysec") as server:
         env = {**up_env(tmp_path / "state"), "REDIS_URL": server.url, "SCRIPTPOOL_ACK_AFTER_FSYNC": "1",
                "SCRIPTPOOL_LISTEN": f"127.0.0.1:{free_port()}"}  # fmt: skip
-        done = subprocess.run([sys.executable, "-m", "coordinator.cli.main", command], env=env,
+        done = subprocess.run([*CLI, command], env=env,
                               capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode == EXIT_USAGE, done.stderr
     assert done.stderr.count("\n") == 1, done.stderr

@@ -8,14 +8,14 @@ from dataclasses import replace
 
 import pytest
 from redis import Redis
+
+from scriptpool.client import ScriptpoolClient
+from scriptpool.coordinator.server import start_coordinator
 from scriptpool.errors import ResourceExhausted
 from scriptpool.v1 import events_pb2
 from scriptpool.values import from_value, to_value
-
-from coordinator.client import ScriptpoolClient
-from coordinator.server import start_coordinator
+from scriptpool.workers.event_streams import EVENT_RETENTION_KEY, events_key
 from tests.conftest import Stack
-from workers.event_streams import EVENT_RETENTION_KEY, events_key
 
 from .helpers import outcome, run_lua
 

@@ -11,18 +11,18 @@ from typing import Any
 import grpc
 import pytest
 from redis import Redis
+
+from scriptpool.client import ScriptpoolClient
+from scriptpool.coordinator.redis_server import PrivateRedis
+from scriptpool.coordinator.server import start_coordinator
+from scriptpool.coordinator.services.hooks import MAX_HOOKS_PER_PRINCIPAL
+from scriptpool.coordinator.settings import Settings
 from scriptpool.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
+from scriptpool.languages import Language
 from scriptpool.v1 import common_pb2, events_pb2, events_pb2_grpc, jobs_pb2, sessions_pb2
 from scriptpool.values import from_value, to_value
-
-from coordinator.client import ScriptpoolClient
-from coordinator.redis_server import PrivateRedis
-from coordinator.server import start_coordinator
-from coordinator.services.hooks import MAX_HOOKS_PER_PRINCIPAL
-from coordinator.settings import Settings
-from sandbox.languages import Language
+from scriptpool.workers.job_records import text
 from tests.conftest import TEST_QUEUE, Stack, wait_for
-from workers.job_records import text
 
 from .helpers import outcome, result_of, run_js, run_lua
 from .test_python_jobs import run_py
@@ -188,7 +188,7 @@ def test_state_writes_emit_state_changed_to_their_principal_only(stack: Stack, c
 def test_the_events_cli_emits_and_tails(
     stack: Stack, principal_and_key: tuple[str, str], client: ScriptpoolClient, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from coordinator.cli.main import main
+    from scriptpool.coordinator.cli.main import main
 
     base = ["events", "--coordinator", stack.address, "--api-key", principal_and_key[1]]
     tail_code: list[int] = []

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import time
 
+from scriptpool.coordinator.redis_server import PrivateRedis
+from scriptpool.languages import Language
+from scriptpool.outcomes import Outcome
+from scriptpool.sandbox.limits import DEFAULT_LIMITS, LIMIT_FIELDS
 from scriptpool.v1 import sandbox_pb2
-
-from coordinator.redis_server import PrivateRedis
-from sandbox.languages import Language
-from sandbox.limits import DEFAULT_LIMITS, LIMIT_FIELDS
-from sandbox.outcomes import Outcome
-from workers.execution import JobExecutor
-from workers.settings import WorkerSettings
-from workers.supervisor import SandboxChild
+from scriptpool.workers.execution import JobExecutor
+from scriptpool.workers.settings import WorkerSettings
+from scriptpool.workers.supervisor import SandboxChild
 
 
 def _spec(source: str) -> sandbox_pb2.ChildJob:

@@ -24,6 +24,10 @@ from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from scriptpool.coordinator.redis_server import PrivateRedis
+from scriptpool.coordinator.server import RunningCoordinator, start_coordinator
+from scriptpool.coordinator.settings import Settings
 from scriptpool.v1 import (
     artifacts_pb2,
     calls_pb2,
@@ -35,10 +39,6 @@ from scriptpool.v1 import (
     state_pb2,
 )
 from scriptpool.values import to_value
-
-from coordinator.redis_server import PrivateRedis
-from coordinator.server import RunningCoordinator, start_coordinator
-from coordinator.settings import Settings
 
 FUZZ = settings(
     max_examples=1000, derandomize=True, deadline=None, database=None,

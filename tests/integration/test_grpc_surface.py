@@ -9,6 +9,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from scriptpool.coordinator.server import SERVICE_NAMES
+from scriptpool.sandbox.catalog import GLOBAL_OPS
 from scriptpool.v1 import (
     artifacts_pb2,
     artifacts_pb2_grpc,
@@ -18,9 +21,6 @@ from scriptpool.v1 import (
     sessions_pb2,
     state_pb2,
 )
-
-from coordinator.server import SERVICE_NAMES
-from sandbox.catalog import GLOBAL_OPS
 from tests.conftest import REPO, Stack
 
 
@@ -52,7 +52,7 @@ def test_reflection_lists_every_service(stack: Stack) -> None:
 def test_a_method_a_servicer_lacks_answers_unimplemented_naming_it() -> None:
     """Every RPC of the API is implemented now; `grpc_service` still answers UNIMPLEMENTED, naming the
     method, for one a servicer class does not define (as a newer API would have)."""
-    from coordinator.status import grpc_service
+    from scriptpool.coordinator.status import grpc_service
 
     @grpc_service(events_pb2.DESCRIPTOR.services_by_name["HookService"])
     class Partial(events_pb2_grpc.HookServiceServicer):
@@ -104,14 +104,13 @@ def test_losing_redis_is_unavailable_and_recovers() -> None:
     import tempfile
     from pathlib import Path
 
+    from scriptpool.client import ScriptpoolClient
+    from scriptpool.coordinator.redis_server import PrivateRedis
+    from scriptpool.coordinator.server import start_coordinator
+    from scriptpool.coordinator.settings import Settings
     from scriptpool.errors import ScriptpoolError
     from scriptpool.v1 import state_pb2
     from scriptpool.values import from_value, to_value
-
-    from coordinator.client import ScriptpoolClient
-    from coordinator.redis_server import PrivateRedis
-    from coordinator.server import start_coordinator
-    from coordinator.settings import Settings
 
     data = Path(tempfile.mkdtemp(prefix="sp-unavail-"))
     redis_server = PrivateRedis(data, persistent=True).start()

@@ -13,12 +13,12 @@ from typing import Any, cast
 import grpc
 import pytest
 from redis import Redis
-from scriptpool.v1 import events_pb2
 
-from coordinator.auth import Authenticator, Caller
-from coordinator.services.hooks import MAX_HOOKS_PER_PRINCIPAL, HookServicer
-from coordinator.services.waiting_calls import WaitingCalls
-from coordinator.stores.events import EventStore
+from scriptpool.coordinator.auth import Authenticator, Caller
+from scriptpool.coordinator.services.hooks import MAX_HOOKS_PER_PRINCIPAL, HookServicer
+from scriptpool.coordinator.services.waiting_calls import WaitingCalls
+from scriptpool.coordinator.stores.events import EventStore
+from scriptpool.v1 import events_pb2
 
 RACERS = 8
 

@@ -11,13 +11,13 @@ from collections.abc import Iterator
 import grpc
 import pytest
 from redis import Redis
-from scriptpool.v1 import jobs_pb2, jobs_pb2_grpc
 
-from coordinator.client import ScriptpoolClient, job_request
-from coordinator.server import start_coordinator
-from coordinator.settings import Settings
-from coordinator.stores.idempotency import MAX_IDEMPOTENCY_KEY_BYTES
-from sandbox.languages import Language
+from scriptpool.client import ScriptpoolClient, job_request
+from scriptpool.coordinator.server import start_coordinator
+from scriptpool.coordinator.settings import Settings
+from scriptpool.coordinator.stores.idempotency import MAX_IDEMPOTENCY_KEY_BYTES
+from scriptpool.languages import Language
+from scriptpool.v1 import jobs_pb2, jobs_pb2_grpc
 from tests.conftest import TEST_QUEUE, Stack
 
 from .helpers import result_of

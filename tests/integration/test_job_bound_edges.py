@@ -11,17 +11,17 @@ from dataclasses import fields
 import grpc
 import pytest
 from redis import Redis
-from scriptpool.errors import InvalidArgument, ResourceExhausted
 
-from coordinator.client import ScriptpoolClient
-from coordinator.stores.sessions import session_key
-from coordinator.stores.state import JOB_STATE_TTL_SECONDS, job_state_key
-from sandbox.languages import Language
+from scriptpool.client import ScriptpoolClient
+from scriptpool.coordinator.stores.sessions import session_key
+from scriptpool.coordinator.stores.state import JOB_STATE_TTL_SECONDS, job_state_key
+from scriptpool.errors import InvalidArgument, ResourceExhausted
+from scriptpool.languages import Language
+from scriptpool.workers.bridge import CoordinatorBridge
+from scriptpool.workers.call_stream import CoordinatorStubs
+from scriptpool.workers.job_records import job_key, session_jobs_key
+from scriptpool.workers.settings import WorkerSettings
 from tests.conftest import Stack
-from workers.bridge import CoordinatorBridge
-from workers.call_stream import CoordinatorStubs
-from workers.job_records import job_key, session_jobs_key
-from workers.settings import WorkerSettings
 
 from .helpers import HeldJob, release_job, result_of, running_job_credential, subscribe
 from .test_artifact_quotas import coordinator

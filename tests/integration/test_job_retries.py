@@ -19,15 +19,15 @@ from redis import Redis
 from rq import Queue
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
-from scriptpool.v1 import jobs_pb2, jobs_pb2_grpc, sessions_pb2
 
-from coordinator.client import ScriptpoolClient
-from coordinator.server import RunningCoordinator, start_coordinator
-from coordinator.settings import Settings
-from sandbox.languages import Language
-from sandbox.outcomes import Outcome
+from scriptpool.client import ScriptpoolClient
+from scriptpool.coordinator.server import RunningCoordinator, start_coordinator
+from scriptpool.coordinator.settings import Settings
+from scriptpool.languages import Language
+from scriptpool.outcomes import Outcome
+from scriptpool.v1 import jobs_pb2, jobs_pb2_grpc, sessions_pb2
+from scriptpool.workers.job_records import JobRecords, credential_key, job_key, text
 from tests.conftest import WORKER_COMMAND, Stack, stop_process, wait_for
-from workers.job_records import JobRecords, credential_key, job_key, text
 
 from .helpers import next_event, outcome, result_of, subscribe
 

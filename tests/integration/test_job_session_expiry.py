@@ -12,17 +12,22 @@ from dataclasses import replace
 
 import pytest
 from redis import Redis
-from scriptpool.errors import InvalidArgument, ResourceExhausted
-from scriptpool.v1 import sessions_pb2
 
-from coordinator.client import ScriptpoolClient
-from coordinator.server import RunningCoordinator, start_coordinator
-from coordinator.session_expiry import SessionExpiry
-from coordinator.settings import Settings
-from coordinator.stores.sessions import principal_sessions_key, session_key, snapshot_bytes_key, state_bytes_key
-from sandbox.languages import Language
+from scriptpool.client import ScriptpoolClient
+from scriptpool.coordinator.server import RunningCoordinator, start_coordinator
+from scriptpool.coordinator.session_expiry import SessionExpiry
+from scriptpool.coordinator.settings import Settings
+from scriptpool.coordinator.stores.sessions import (
+    principal_sessions_key,
+    session_key,
+    snapshot_bytes_key,
+    state_bytes_key,
+)
+from scriptpool.errors import InvalidArgument, ResourceExhausted
+from scriptpool.languages import Language
+from scriptpool.v1 import sessions_pb2
+from scriptpool.workers.job_records import EXPIRING_SESSIONS_KEY, SESSION_JOB_FIELD, texts
 from tests.conftest import Stack
-from workers.job_records import EXPIRING_SESSIONS_KEY, SESSION_JOB_FIELD, texts
 
 from .helpers import outcome, result_of, run_lua
 

@@ -8,14 +8,15 @@ import uuid
 
 import pytest
 from redis import Redis
+
+from scriptpool.client import ScriptpoolClient
 from scriptpool.errors import InvalidArgument, NotFound
+from scriptpool.languages import Language
+from scriptpool.outcomes import Outcome
+from scriptpool.sandbox.limits import MAX_LIMITS
 from scriptpool.v1 import jobs_pb2
 from scriptpool.values import to_value_map
-
-from coordinator.client import ScriptpoolClient
-from sandbox.languages import Language
-from sandbox.limits import MAX_LIMITS
-from sandbox.outcomes import Outcome
+from scriptpool.workers.job_records import LEGACY_RQ_FUNCTIONS
 from tests.conftest import REPO, TEST_QUEUE, Stack, wait_for
 
 from .helpers import (
@@ -151,10 +152,10 @@ def test_global_call_errors_raise_a_table_with_code_and_message(client: Scriptpo
 def test_an_operation_this_version_lacks_answers_unimplemented_naming_it() -> None:
     """Every operation of the catalog has a handler now; one a newer engine might send does not."""
     import grpc
-    from scriptpool.errors import Unimplemented
 
-    from workers.bridge import CoordinatorBridge
-    from workers.call_stream import CoordinatorStubs
+    from scriptpool.errors import Unimplemented
+    from scriptpool.workers.bridge import CoordinatorBridge
+    from scriptpool.workers.call_stream import CoordinatorStubs
 
     with grpc.insecure_channel("127.0.0.1:9") as channel:  # never dialled: refused before any RPC
         bridge = CoordinatorBridge(CoordinatorStubs(channel), "spj_unused", "", time.monotonic() + 5)
@@ -220,10 +221,31 @@ def test_jobs_are_real_rq_jobs(client: ScriptpoolClient, redis_client: Redis) ->
 
     job = run_lua(client, "return 7")
     rq_job = RQJob.fetch(job.id, connection=redis_client)
-    assert rq_job.func_name == "workers.rq_entry.execute_job"
+    assert rq_job.func_name == "scriptpool.workers.rq_entry.execute_job"
     assert rq_job.args == (job.id,)
     # our result is published first; RQ marks its own job finished right after the function returns
     assert wait_for(lambda: rq_job.get_status(refresh=True) == "finished")
+    assert rq_job.return_value() == {"job_id": job.id, "outcome": "ok", "message": ""}
+
+
+def test_a_job_queued_under_the_old_function_name_still_runs(
+    client: ScriptpoolClient, redis_client: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before the one `scriptpool` import name (ADR 0008) RQ job hashes named
+    `workers.rq_entry.execute_job`. After an upgrade in place such a job still runs, and its hash is
+    left as it was written (the stack's workers run outside the repository, where no top-level
+    `workers` package can be found)."""
+    from rq.job import Job as RQJob
+
+    from scriptpool.coordinator.stores import jobs as job_store
+
+    (old_name,) = LEGACY_RQ_FUNCTIONS
+    monkeypatch.setattr(job_store, "RQ_FUNCTION", old_name)  # this coordinator enqueues as the old one did
+    job = run_lua(client, "return 6 * 7", timeout=30)
+    assert result_of(job) == 42
+    rq_job = RQJob.fetch(job.id, connection=redis_client)
+    assert wait_for(lambda: rq_job.get_status(refresh=True) == "finished")
+    assert RQJob.fetch(job.id, connection=redis_client).func_name == old_name
     assert rq_job.return_value() == {"job_id": job.id, "outcome": "ok", "message": ""}
 
 
@@ -233,7 +255,7 @@ def test_a_cancel_racing_a_worker_claim_wins(redis_client: Redis) -> None:
     import time
     import uuid
 
-    from workers.job_records import JobRecords, JobState, job_key
+    from scriptpool.workers.job_records import JobRecords, JobState, job_key
 
     records = JobRecords(redis_client)
     job_id = str(uuid.uuid4())
@@ -317,7 +339,7 @@ def test_submit_without_wait_answers_queued(client: ScriptpoolClient) -> None:
 
 
 def test_a_negative_wait_is_refused_and_nothing_is_queued(client: ScriptpoolClient, redis_client: Redis) -> None:
-    from workers.job_records import PREFIX
+    from scriptpool.workers.job_records import PREFIX
 
     before = len(list(redis_client.scan_iter(f"{PREFIX}job:*", count=1000)))
     request = jobs_pb2.SubmitJobRequest(language=Language.LUA.to_proto(), source="return 1", wait_seconds=-1)

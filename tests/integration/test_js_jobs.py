@@ -3,10 +3,9 @@ jailed sandbox child running QuickJS in wasm -> global calls back over gRPC -> r
 
 from __future__ import annotations
 
+from scriptpool.client import ScriptpoolClient
+from scriptpool.outcomes import Outcome
 from scriptpool.v1 import jobs_pb2
-
-from coordinator.client import ScriptpoolClient
-from sandbox.outcomes import Outcome
 from tests.conftest import REPO
 
 from .helpers import assert_worker_healthy, outcome, result_of, run_js

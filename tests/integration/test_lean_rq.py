@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -21,10 +20,10 @@ from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegist
 from rq.suspension import is_suspended, resume
 from rq.worker import BaseWorker, Worker
 
-from coordinator.client import ScriptpoolClient
-from coordinator.redis_server import PrivateRedis
-from tests.conftest import TEST_QUEUE, Stack, stop_process, wait_for
-from workers.lean_rq import LeanSimpleWorker
+from scriptpool.client import ScriptpoolClient
+from scriptpool.coordinator.redis_server import PrivateRedis
+from scriptpool.workers.lean_rq import LeanSimpleWorker
+from tests.conftest import CLI, TEST_QUEUE, Stack, stop_process, wait_for
 
 from .helpers import result_of, run_lua
 
@@ -259,7 +258,7 @@ def test_the_worker_stops_on_rqs_shutdown_command(stack: Stack, redis_client: Re
     env = {**os.environ, "REDIS_URL": stack.redis_url, "SCRIPTPOOL_COORDINATOR": stack.address,
            "SCRIPTPOOL_QUEUE": "scriptpool-lean-shutdown", "SCRIPTPOOL_WORKER_NAME": name}  # fmt: skip
     with open(tmp_path / "worker.log", "wb") as log:
-        worker = subprocess.Popen([sys.executable, "-m", "coordinator.cli.main", "worker"], env=env, stdout=log,
+        worker = subprocess.Popen([*CLI, "worker"], env=env, stdout=log,
                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, process_group=0)  # fmt: skip
     try:
         # `idle` is written once RQ's work loop runs, after it has subscribed to its command channel
@@ -345,10 +344,10 @@ def test_the_claim_and_finish_travel_in_rqs_transactions_or_the_finish_is_sent_o
     finishing transaction on RQ's success path, and on its own when RQ fails the job after it ran."""
     from rq import Callback
 
-    from workers import rq_entry
-    from workers.execution import JobExecutor
-    from workers.job_records import RQ_FUNCTION
-    from workers.worker import ScriptpoolWorker
+    from scriptpool.workers import rq_entry
+    from scriptpool.workers.execution import JobExecutor
+    from scriptpool.workers.job_records import RQ_FUNCTION
+    from scriptpool.workers.worker import ScriptpoolWorker
 
     recorder = _RecordingExecutor()
     queue = Queue("lean-fold", connection=rq_redis)
@@ -390,12 +389,12 @@ def test_a_plain_rq_simple_worker_runs_a_scriptpool_job_claiming_and_finishing_i
     """RQ's own `SimpleWorker` (no `ScriptpoolWorker` hooks) pointed at a scriptpool queue: the
     executor claims and finishes the job record itself, and the client gets the result. (`rq_redis`
     puts back the signal handlers RQ's `work()` installs.)"""
-    from coordinator.server import start_coordinator
-    from coordinator.settings import Settings
-    from sandbox.languages import Language
-    from workers import rq_entry
-    from workers.execution import JobExecutor
-    from workers.settings import WorkerSettings
+    from scriptpool.coordinator.server import start_coordinator
+    from scriptpool.coordinator.settings import Settings
+    from scriptpool.languages import Language
+    from scriptpool.workers import rq_entry
+    from scriptpool.workers.execution import JobExecutor
+    from scriptpool.workers.settings import WorkerSettings
 
     queue_name = "scriptpool-plain-rq"
     settings = Settings(redis_url=redis_server.url, listen="127.0.0.1:0", queue=queue_name, max_wait_seconds=30)

@@ -26,18 +26,18 @@ from pathlib import Path
 import pytest
 from redis import Redis
 from rq import Queue
-from scriptpool.errors import Unavailable
-from scriptpool.v1 import events_pb2, jobs_pb2
 
-from coordinator.client import ScriptpoolClient
-from coordinator.redis_server import PrivateRedis
-from coordinator.server import RunningCoordinator, start_coordinator
-from coordinator.settings import Settings
-from coordinator.sweeper import LeaseSweeper
-from sandbox.languages import Language
-from sandbox.outcomes import Outcome
+from scriptpool.client import ScriptpoolClient
+from scriptpool.coordinator.redis_server import PrivateRedis
+from scriptpool.coordinator.server import RunningCoordinator, start_coordinator
+from scriptpool.coordinator.settings import Settings
+from scriptpool.coordinator.sweeper import LeaseSweeper
+from scriptpool.errors import Unavailable
+from scriptpool.languages import Language
+from scriptpool.outcomes import Outcome
+from scriptpool.v1 import events_pb2, jobs_pb2
+from scriptpool.workers.job_records import LEASES_KEY, JobRecords, job_key, text
 from tests.conftest import WORKER_COMMAND, stop_process, wait_for
-from workers.job_records import LEASES_KEY, JobRecords, job_key, text
 
 from .helpers import next_event, outcome, result_of, subscribe
 

@@ -8,8 +8,8 @@ import uuid
 
 from redis import Redis
 
-from workers.job_records import LEASES_KEY, JobRecords, job_key
-from workers.lease import LeaseKeeper
+from scriptpool.workers.job_records import LEASES_KEY, JobRecords, job_key
+from scriptpool.workers.lease import LeaseKeeper
 
 
 def test_lease_is_renewed_while_the_caller_is_blocked_and_reports_cancel(redis_client: Redis) -> None:

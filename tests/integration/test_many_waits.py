@@ -7,22 +7,21 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
-from scriptpool.v1 import events_pb2, jobs_pb2, jobs_pb2_grpc
 
-from coordinator.client import ScriptpoolClient
-from coordinator.redis_server import PrivateRedis
-from coordinator.server import RunningCoordinator, start_coordinator
-from coordinator.settings import Settings
-from sandbox.languages import Language
-from sandbox.outcomes import Outcome
-from tests.conftest import stop_process, wait_for
+from scriptpool.client import ScriptpoolClient
+from scriptpool.coordinator.redis_server import PrivateRedis
+from scriptpool.coordinator.server import RunningCoordinator, start_coordinator
+from scriptpool.coordinator.settings import Settings
+from scriptpool.languages import Language
+from scriptpool.outcomes import Outcome
+from scriptpool.v1 import events_pb2, jobs_pb2, jobs_pb2_grpc
+from tests.conftest import CLI, stop_process, wait_for
 
 from .helpers import next_event, outcome, result_of, subscribe
 
@@ -53,7 +52,7 @@ def coordinator_and_worker(redis_server: PrivateRedis, tmp_path: Path) -> Iterat
     address = f"127.0.0.1:{coordinator.port}"
     env = {**os.environ, "REDIS_URL": redis_server.url, "SCRIPTPOOL_COORDINATOR": address, "SCRIPTPOOL_QUEUE": queue}
     with open(tmp_path / "worker.log", "wb") as log:
-        worker = subprocess.Popen([sys.executable, "-m", "coordinator.cli.main", "worker"], env=env, stdout=log,
+        worker = subprocess.Popen([*CLI, "worker"], env=env, stdout=log,
                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, process_group=0)  # fmt: skip
     try:
         yield coordinator, address

@@ -10,17 +10,15 @@ from collections.abc import Iterator
 
 import pytest
 from redis import Redis
-from scriptpool.errors import InvalidArgument, ResourceExhausted
-from scriptpool.v1 import artifacts_pb2, common_pb2, jobs_pb2, sessions_pb2
 
-from coordinator.auth import Caller
-from coordinator.client import ScriptpoolClient, job_request
-from coordinator.stores.artifact_access import AUDIT_MAX, AccessControl, audit_key
-from coordinator.stores.artifact_index import MAX_WORDS
-from coordinator.stores.jobs import JobStore
-from coordinator.stores.sessions import SessionStore, principal_sessions_key, session_key
-from coordinator.stores.timeline import CallRecord, timeline_key
-from coordinator.stores.validation import (
+from scriptpool.client import ScriptpoolClient, job_request
+from scriptpool.coordinator.auth import Caller
+from scriptpool.coordinator.stores.artifact_access import AUDIT_MAX, AccessControl, audit_key
+from scriptpool.coordinator.stores.artifact_index import MAX_WORDS
+from scriptpool.coordinator.stores.jobs import JobStore
+from scriptpool.coordinator.stores.sessions import SessionStore, principal_sessions_key, session_key
+from scriptpool.coordinator.stores.timeline import CallRecord, timeline_key
+from scriptpool.coordinator.stores.validation import (
     MAX_DESCRIPTION,
     MAX_METADATA_BYTES,
     MAX_METADATA_DEPTH,
@@ -28,11 +26,13 @@ from coordinator.stores.validation import (
     MAX_TAG,
     MAX_TAGS,
 )
-from sandbox.languages import Language
-from sandbox.limits import LimitPolicy
+from scriptpool.errors import InvalidArgument, ResourceExhausted
+from scriptpool.languages import Language
+from scriptpool.sandbox.limits import LimitPolicy
+from scriptpool.v1 import artifacts_pb2, common_pb2, jobs_pb2, sessions_pb2
+from scriptpool.workers.job_records import TIMELINE_MAX, JobRecords
+from scriptpool.workers.lean_redis import LeanPool
 from tests.conftest import Stack
-from workers.job_records import TIMELINE_MAX, JobRecords
-from workers.lean_redis import LeanPool
 
 from .test_artifact_quotas import coordinator
 from .test_artifacts import store

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from scriptpool.client import ScriptpoolClient
+from scriptpool.languages import Language
+from scriptpool.outcomes import Outcome
 from scriptpool.v1 import jobs_pb2
-
-from coordinator.client import ScriptpoolClient
-from sandbox.languages import Language
-from sandbox.outcomes import Outcome
 from tests.conftest import REPO
 
 from .helpers import assert_worker_healthy, outcome, result_of

@@ -17,17 +17,17 @@ import uuid
 from pathlib import Path
 
 from rq.job import Job, JobStatus
-from scriptpool.errors import Unavailable
-from scriptpool.v1 import jobs_pb2
 
-from coordinator.client import ScriptpoolClient
-from coordinator.redis_server import PrivateRedis
-from coordinator.server import start_coordinator
-from coordinator.settings import Settings
-from sandbox.languages import Language
-from sandbox.outcomes import Outcome
+from scriptpool.client import ScriptpoolClient
+from scriptpool.coordinator.redis_server import PrivateRedis
+from scriptpool.coordinator.server import start_coordinator
+from scriptpool.coordinator.settings import Settings
+from scriptpool.errors import Unavailable
+from scriptpool.languages import Language
+from scriptpool.outcomes import Outcome
+from scriptpool.v1 import jobs_pb2
+from scriptpool.workers.lean_rq import EXIT_END_NOT_RECORDED
 from tests.conftest import WORKER_COMMAND, stop_process, wait_for
-from workers.lean_rq import EXIT_END_NOT_RECORDED
 
 from .helpers import next_event, result_of, run_lua, subscribe
 

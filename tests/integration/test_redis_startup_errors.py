@@ -6,13 +6,13 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from coordinator.cli.main import EXIT_UNAVAILABLE, EXIT_USAGE
-from workers.redis_connect import redacted
+from scriptpool.coordinator.cli.main import EXIT_UNAVAILABLE, EXIT_USAGE
+from scriptpool.workers.redis_connect import redacted
+from tests.conftest import CLI
 
 PASSWORD = "hunter2"
 
@@ -35,7 +35,7 @@ def _run(command: list[str], redis_url: str, tmp_path: Path) -> subprocess.Compl
     env = {k: v for k, v in os.environ.items() if k not in ("SCRIPTPOOL_COORDINATOR", "SCRIPTPOOL_LISTEN")}
     env.update({"REDIS_URL": redis_url, "SCRIPTPOOL_STATE_DIR": str(tmp_path / "state")})
     return subprocess.run(
-        [sys.executable, "-m", "coordinator.cli.main", *(arg.format(url=redis_url) for arg in command)],
+        [*CLI, *(arg.format(url=redis_url) for arg in command)],
         env=env,
         capture_output=True,
         text=True,

@@ -17,12 +17,12 @@ from typing import Any
 import grpc
 import pytest
 from redis import Redis
-from scriptpool.v1 import events_pb2, events_pb2_grpc, jobs_pb2, jobs_pb2_grpc, sessions_pb2, sessions_pb2_grpc
 
-from coordinator.redis_server import PrivateRedis
-from coordinator.request_checks import FIELD_RANGES
-from coordinator.server import RunningCoordinator, start_coordinator
-from coordinator.settings import Settings
+from scriptpool.coordinator.redis_server import PrivateRedis
+from scriptpool.coordinator.request_checks import FIELD_RANGES
+from scriptpool.coordinator.server import RunningCoordinator, start_coordinator
+from scriptpool.coordinator.settings import Settings
+from scriptpool.v1 import events_pb2, events_pb2_grpc, jobs_pb2, jobs_pb2_grpc, sessions_pb2, sessions_pb2_grpc
 from tests.conftest import Stack
 
 BAD_NUMBERS = [math.nan, -math.nan, math.inf, -math.inf, -1.0, 1e300]

@@ -9,11 +9,11 @@ exception text reaches the script.
 from __future__ import annotations
 
 import pytest
-from scriptpool.values import PlainValue
 
-from coordinator.client import ScriptpoolClient
-from sandbox.languages import Language
-from sandbox.outcomes import Outcome
+from scriptpool.client import ScriptpoolClient
+from scriptpool.languages import Language
+from scriptpool.outcomes import Outcome
+from scriptpool.values import PlainValue
 
 from .helpers import outcome, result_of, run_lua
 

@@ -9,17 +9,17 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from redis import Redis
+
+from scriptpool.client import ScriptpoolClient
+from scriptpool.coordinator.auth import Caller
+from scriptpool.coordinator.stores import timeline
+from scriptpool.coordinator.stores.sessions import SessionStore, snapshot_bytes_key
+from scriptpool.coordinator.stores.snapshots import SnapshotStore
+from scriptpool.coordinator.stores.state import StateStore
 from scriptpool.errors import NotFound, ResourceExhausted
 from scriptpool.v1 import common_pb2, sessions_pb2, state_pb2
-
-from coordinator.auth import Caller
-from coordinator.client import ScriptpoolClient
-from coordinator.stores import timeline
-from coordinator.stores.sessions import SessionStore, snapshot_bytes_key
-from coordinator.stores.snapshots import SnapshotStore
-from coordinator.stores.state import StateStore
-from workers.job_records import job_key, texts
-from workers.lean_redis import LeanPool
+from scriptpool.workers.job_records import job_key, texts
+from scriptpool.workers.lean_redis import LeanPool
 
 from .helpers import outcome, result_of, run_lua
 

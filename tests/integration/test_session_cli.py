@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from coordinator.cli.main import main
+from scriptpool.coordinator.cli.main import main
 from tests.conftest import Stack
 
 

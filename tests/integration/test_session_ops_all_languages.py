@@ -6,10 +6,10 @@ The three scripts do the same steps and return the same summary, so one expected
 from __future__ import annotations
 
 import pytest
-from scriptpool.values import PlainValue
 
-from coordinator.client import ScriptpoolClient
-from sandbox.languages import Language
+from scriptpool.client import ScriptpoolClient
+from scriptpool.languages import Language
+from scriptpool.values import PlainValue
 
 from .helpers import result_of
 

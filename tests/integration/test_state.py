@@ -9,17 +9,17 @@ from unittest.mock import patch
 
 import pytest
 from redis import Redis
+
+from scriptpool.client import ScriptpoolClient
+from scriptpool.coordinator.auth import Caller
+from scriptpool.coordinator.stores.state import StateStore, global_state_key, job_state_key, session_state_key
+from scriptpool.coordinator.stores.timeline import CallRecord
 from scriptpool.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, ScriptpoolError
+from scriptpool.languages import Language
 from scriptpool.v1 import common_pb2, sessions_pb2, state_pb2
 from scriptpool.values import PlainValue, from_value, from_value_map, to_value
-
-from coordinator.auth import Caller
-from coordinator.client import ScriptpoolClient
-from coordinator.stores.state import StateStore, global_state_key, job_state_key, session_state_key
-from coordinator.stores.timeline import CallRecord
-from sandbox.languages import Language
+from scriptpool.workers.job_records import hash_fields
 from tests.conftest import Stack
-from workers.job_records import hash_fields
 
 from .helpers import result_of, run_lua
 
@@ -374,7 +374,7 @@ def test_scope_budget_keeps_an_exact_byte_count(small_store: StateStore, redis_c
 
 def test_state_get_and_its_timeline_entry_are_one_redis_command(client: ScriptpoolClient, redis_client: Redis) -> None:
     """The hot path: one EVALSHA on the lean connection, nothing through redis-py."""
-    from workers import lean_redis
+    from scriptpool.workers import lean_redis
 
     session_id = client.create_session("perf").id
     store = StateStore(redis_client)
@@ -452,8 +452,8 @@ def test_every_job_state_call_is_on_the_timeline_with_its_outcome(client: Script
 
 
 def test_lua_entries_match_what_record_job_call_writes(client: ScriptpoolClient, redis_client: Redis) -> None:
-    from coordinator.services.recording import record_job_call
-    from coordinator.stores.timeline import timeline_key
+    from scriptpool.coordinator.services.recording import record_job_call
+    from scriptpool.coordinator.stores.timeline import timeline_key
 
     session_id = client.create_session("same-shape").id
     caller = Caller(principal="p-shape", job_id="job-shape", session_id=session_id)
@@ -472,7 +472,7 @@ def test_lua_entries_match_what_record_job_call_writes(client: ScriptpoolClient,
 
 
 def test_state_cli(stack: Stack, principal_and_key: tuple[str, str], capsys: pytest.CaptureFixture[str]) -> None:
-    from coordinator.cli.main import main
+    from scriptpool.coordinator.cli.main import main
 
     def cli(*args: str) -> tuple[int, str, str]:
         code = main(["state", "--coordinator", stack.address, "--api-key", principal_and_key[1], *args])

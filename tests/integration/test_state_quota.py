@@ -12,22 +12,22 @@ from dataclasses import dataclass
 import pytest
 from redis import Redis
 from redis.client import Pipeline
+
+from scriptpool.client import ScriptpoolClient
+from scriptpool.coordinator.auth import Caller
+from scriptpool.coordinator.redis_server import PrivateRedis
+from scriptpool.coordinator.server import start_coordinator
+from scriptpool.coordinator.settings import Settings
+from scriptpool.coordinator.stores import state_codec
+from scriptpool.coordinator.stores.sessions import SessionStore, snapshot_bytes_key, state_bytes_key
+from scriptpool.coordinator.stores.snapshots import SnapshotStore
+from scriptpool.coordinator.stores.state import StateStore, global_state_key, job_state_key, session_state_key
 from scriptpool.errors import InvalidArgument, ResourceExhausted
 from scriptpool.v1 import sessions_pb2, state_pb2
 from scriptpool.values import PlainValue, to_value
-
-from coordinator.auth import Caller
-from coordinator.client import ScriptpoolClient
-from coordinator.redis_server import PrivateRedis
-from coordinator.server import start_coordinator
-from coordinator.settings import Settings
-from coordinator.stores import state_codec
-from coordinator.stores.sessions import SessionStore, snapshot_bytes_key, state_bytes_key
-from coordinator.stores.snapshots import SnapshotStore
-from coordinator.stores.state import StateStore, global_state_key, job_state_key, session_state_key
+from scriptpool.workers.job_records import hash_fields
+from scriptpool.workers.lean_redis import LeanPool
 from tests.conftest import TEST_QUEUE, Stack
-from workers.job_records import hash_fields
-from workers.lean_redis import LeanPool
 
 BOUND = 200
 

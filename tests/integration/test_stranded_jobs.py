@@ -15,13 +15,13 @@ from redis import Redis
 from rq import Queue
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
-from scriptpool.v1 import jobs_pb2, sessions_pb2
 
-from coordinator.client import ScriptpoolClient
-from coordinator.server import RunningCoordinator, start_coordinator
-from coordinator.settings import Settings
-from sandbox.languages import Language
-from sandbox.outcomes import Outcome
+from scriptpool.client import ScriptpoolClient
+from scriptpool.coordinator.server import RunningCoordinator, start_coordinator
+from scriptpool.coordinator.settings import Settings
+from scriptpool.languages import Language
+from scriptpool.outcomes import Outcome
+from scriptpool.v1 import jobs_pb2, sessions_pb2
 from tests.conftest import WORKER_COMMAND, Stack, stop_process, wait_for
 
 from .helpers import outcome, result_of

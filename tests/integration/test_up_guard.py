@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.cli.main import EXIT_IN_USE
-from coordinator.embedded import wait_until_serving
-from coordinator.redis_server import PrivateRedis
-from coordinator.single_instance import StateDirLock
+from scriptpool.coordinator.cli.main import EXIT_IN_USE
+from scriptpool.coordinator.embedded import wait_until_serving
+from scriptpool.coordinator.redis_server import PrivateRedis
+from scriptpool.coordinator.single_instance import StateDirLock
 from tests.conftest import REPO, Stack, wait_for
 from tests.integration.up_process import (
     alive,

@@ -9,11 +9,11 @@ limit for a returned value, INVALID_ARGUMENT (catchable) for a call's argument.
 from __future__ import annotations
 
 import pytest
-from scriptpool.values import MAX_DEPTH
 
-from coordinator.client import ScriptpoolClient
-from sandbox.languages import Language
-from sandbox.outcomes import Outcome
+from scriptpool.client import ScriptpoolClient
+from scriptpool.languages import Language
+from scriptpool.outcomes import Outcome
+from scriptpool.values import MAX_DEPTH
 
 from .helpers import outcome, result_of
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from redis import Redis
 
-from coordinator.redis_server import PrivateRedis
-from coordinator.waiters import JobWaiters
+from scriptpool.coordinator.redis_server import PrivateRedis
+from scriptpool.coordinator.waiters import JobWaiters
+from scriptpool.workers.job_records import FINISHED_CHANNEL
 from tests.conftest import wait_for
-from workers.job_records import FINISHED_CHANNEL
 
 
 def _subscribers(redis: Redis) -> int:

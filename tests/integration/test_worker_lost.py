@@ -5,19 +5,18 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from redis import Redis
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
-from scriptpool.v1 import jobs_pb2, sessions_pb2
 
-from coordinator.client import ScriptpoolClient
-from sandbox.languages import Language
-from sandbox.outcomes import Outcome
-from tests.conftest import Stack, stop_process, wait_for
+from scriptpool.client import ScriptpoolClient
+from scriptpool.languages import Language
+from scriptpool.outcomes import Outcome
+from scriptpool.v1 import jobs_pb2, sessions_pb2
+from tests.conftest import CLI, Stack, stop_process, wait_for
 
 from .helpers import assert_worker_healthy, outcome
 
@@ -25,8 +24,8 @@ LOST_QUEUE = "scriptpool-lost-test"
 
 
 def test_killed_worker_ends_its_job_as_worker_lost(stack: Stack, tmp_path: Path) -> None:
-    from coordinator.server import start_coordinator
-    from coordinator.settings import Settings
+    from scriptpool.coordinator.server import start_coordinator
+    from scriptpool.coordinator.settings import Settings
 
     # A coordinator and a worker of their own, on a queue no other worker serves.
     settings = Settings(redis_url=stack.redis_url, listen="127.0.0.1:0", queue=LOST_QUEUE)
@@ -35,7 +34,7 @@ def test_killed_worker_ends_its_job_as_worker_lost(stack: Stack, tmp_path: Path)
     env = {**os.environ, "REDIS_URL": stack.redis_url, "SCRIPTPOOL_COORDINATOR": address,
            "SCRIPTPOOL_QUEUE": LOST_QUEUE, "SCRIPTPOOL_LEASE_SECONDS": "1"}  # fmt: skip
     with open(tmp_path / "worker.log", "wb") as log:
-        worker = subprocess.Popen([sys.executable, "-m", "coordinator.cli.main", "worker"], env=env, stdout=log,
+        worker = subprocess.Popen([*CLI, "worker"], env=env, stdout=log,
                                   stderr=subprocess.STDOUT, process_group=0)  # fmt: skip
     key = coordinator.auth.create_api_key("lost")
     try:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Stack, stop_process, wait_for
+from tests.conftest import CLI, Stack, stop_process, wait_for
 
 
 def _status(pid: int) -> dict[str, str]:
@@ -51,13 +50,13 @@ def test_the_zygote_and_its_children_stop_with_the_worker(stack: Stack, tmp_path
     env = {**os.environ, "REDIS_URL": stack.redis_url, "SCRIPTPOOL_COORDINATOR": stack.address,
            "SCRIPTPOOL_QUEUE": f"scriptpool-zygote-{stop}"}  # fmt: skip
     with open(tmp_path / "worker.log", "wb") as log:
-        worker = subprocess.Popen([sys.executable, "-m", "coordinator.cli.main", "worker"], env=env, stdout=log,
+        worker = subprocess.Popen([*CLI, "worker"], env=env, stdout=log,
                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, process_group=0)  # fmt: skip
     try:
         zygotes: list[int] = []
 
         def spare_ready() -> bool:
-            zygotes[:] = [pid for pid in _children(worker.pid) if "sandbox.zygote" in _cmdline(pid)]
+            zygotes[:] = [pid for pid in _children(worker.pid) if "scriptpool.sandbox.zygote" in _cmdline(pid)]
             return len(zygotes) == 1 and bool(_children(zygotes[0]))
 
         assert wait_for(spare_ready, timeout=60), "the worker's zygote never forked a spare"

@@ -9,12 +9,11 @@ import selectors
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from tests.conftest import stop_process
+from tests.conftest import CLI, stop_process
 
 READY_LINE = "scriptpool is up"
 
@@ -36,7 +35,11 @@ def up_env(state_dir: Path) -> dict[str, str]:
 
 def cli(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "coordinator.cli.main", *args], env=env, capture_output=True, text=True, timeout=timeout
+        [*CLI, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -51,17 +54,7 @@ def start_up(
     """`scriptpool up --listen address [extra...]`, returned once it printed its ready line."""
     with open(log, "ab") as stderr:
         up = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "coordinator.cli.main",
-                "up",
-                "--listen",
-                address,
-                "--workers",
-                str(workers),
-                *extra,
-            ],
+            [*CLI, "up", "--listen", address, "--workers", str(workers), *extra],
             env=env if env is not None else up_env(state_dir),
             stdout=subprocess.PIPE,
             stderr=stderr,

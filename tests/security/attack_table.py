@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from scriptpool.client import ScriptpoolClient
+from scriptpool.languages import Language
+from scriptpool.outcomes import Outcome
 from scriptpool.v1 import jobs_pb2, sessions_pb2
-
-from coordinator.client import ScriptpoolClient
-from sandbox.languages import Language
-from sandbox.outcomes import Outcome
 from tests.integration.helpers import assert_worker_healthy, outcome
 
 MB = 1024 * 1024

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 import grpc
 import pytest
 from redis import Redis
-from scriptpool.errors import ScriptpoolError
-from scriptpool.v1 import artifacts_pb2
 
-from coordinator.client import ScriptpoolClient
-from coordinator.stores.artifact_access import audit_key
-from sandbox.languages import Language
+from scriptpool.client import ScriptpoolClient
+from scriptpool.coordinator.stores.artifact_access import audit_key
+from scriptpool.errors import ScriptpoolError
+from scriptpool.languages import Language
+from scriptpool.v1 import artifacts_pb2
 from tests.conftest import Stack
 from tests.integration.helpers import assert_worker_healthy, result_of
 

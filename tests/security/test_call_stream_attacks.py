@@ -15,16 +15,16 @@ from typing import Any
 import grpc
 import pytest
 from redis import Redis
-from scriptpool.v1 import calls_pb2, calls_pb2_grpc, jobs_pb2, sessions_pb2, state_pb2
 
-from coordinator.client import ScriptpoolClient
-from coordinator.redis_server import PrivateRedis
-from coordinator.server import start_coordinator
-from coordinator.settings import Settings
+from scriptpool.client import ScriptpoolClient
+from scriptpool.coordinator.redis_server import PrivateRedis
+from scriptpool.coordinator.server import start_coordinator
+from scriptpool.coordinator.settings import Settings
+from scriptpool.v1 import calls_pb2, calls_pb2_grpc, jobs_pb2, sessions_pb2, state_pb2
+from scriptpool.workers.bridge import CoordinatorBridge
+from scriptpool.workers.call_stream import CoordinatorStubs
 from tests.conftest import TEST_QUEUE, Stack
 from tests.integration.helpers import outcome, release_job, running_job_credential
-from workers.bridge import CoordinatorBridge
-from workers.call_stream import CoordinatorStubs
 
 SESSION_GET = "/scriptpool.v1.SessionService/Get"
 STATE_GET = "/scriptpool.v1.StateService/Get"

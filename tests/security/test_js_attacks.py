@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from scriptpool.values import from_value
 
-from coordinator.client import ScriptpoolClient
-from sandbox.languages import Language
-from sandbox.outcomes import Outcome
+from scriptpool.client import ScriptpoolClient
+from scriptpool.languages import Language
+from scriptpool.outcomes import Outcome
+from scriptpool.values import from_value
 from tests.integration.helpers import assert_worker_healthy, outcome, run_js
 
 from .attack_table import CPU, SMALL_MEMORY, Attack, run_attack

@@ -7,10 +7,10 @@ import uuid
 from dataclasses import dataclass, field
 
 import pytest
-from scriptpool.values import from_value, from_value_map
 
-from coordinator.client import ScriptpoolClient
-from sandbox.outcomes import Outcome
+from scriptpool.client import ScriptpoolClient
+from scriptpool.outcomes import Outcome
+from scriptpool.values import from_value, from_value_map
 from tests.conftest import Stack
 from tests.integration.helpers import assert_worker_healthy, outcome, run_lua
 from tests.security.attack_table import assert_limits_held

@@ -16,17 +16,16 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from scriptpool.client import ScriptpoolClient
+from scriptpool.languages import Language
+from scriptpool.outcomes import Outcome
+from scriptpool.sandbox.jail import DEFAULT_SCRATCH_ROOT, cpu_limit_seconds
+from scriptpool.sandbox.jail._apply import ADDRESS_SPACE_MARGIN, MAX_OPEN_FILES
+from scriptpool.sandbox.limits import DEFAULT_LIMITS, JobLimits
 from scriptpool.v1 import events_pb2
-
-from coordinator.client import ScriptpoolClient
-from sandbox.jail import DEFAULT_SCRATCH_ROOT, cpu_limit_seconds
-from sandbox.jail._apply import ADDRESS_SPACE_MARGIN, MAX_OPEN_FILES
-from sandbox.languages import Language
-from sandbox.limits import DEFAULT_LIMITS, JobLimits
-from sandbox.outcomes import Outcome
+from scriptpool.workers.settings import WorkerSettings
 from tests.conftest import Stack, wait_for
 from tests.integration.helpers import assert_worker_healthy, next_event, outcome, result_of, subscribe
-from workers.settings import WorkerSettings
 
 # The job writes a marker file into its scratch directory (the child's cwd: how the test finds
 # its process), tells the test it is ready, and blocks in a global call until the test lets it go.

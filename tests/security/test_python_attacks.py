@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from coordinator.client import ScriptpoolClient
-from sandbox.languages import Language
-from sandbox.outcomes import Outcome
+from scriptpool.client import ScriptpoolClient
+from scriptpool.languages import Language
+from scriptpool.outcomes import Outcome
 
 from .attack_table import CPU, SMALL_MEMORY, Attack, run_attack
 

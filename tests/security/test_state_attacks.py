@@ -8,12 +8,12 @@ from collections.abc import Iterator
 
 import pytest
 from redis import Redis
+
+from scriptpool.client import ScriptpoolClient
+from scriptpool.coordinator.stores.state import global_state_key, session_state_key
+from scriptpool.languages import Language
 from scriptpool.v1 import state_pb2
 from scriptpool.values import to_value
-
-from coordinator.client import ScriptpoolClient
-from coordinator.stores.state import global_state_key, session_state_key
-from sandbox.languages import Language
 from tests.conftest import Stack
 from tests.integration.helpers import assert_worker_healthy, result_of
 

@@ -3,11 +3,10 @@ replayed clock."""
 
 from __future__ import annotations
 
+from scriptpool.languages import Language
+from scriptpool.sandbox.limits import JobLimits
+from scriptpool.sandbox.runner import ScriptJob
 from scriptpool.values import PlainValue
-
-from sandbox.languages import Language
-from sandbox.limits import JobLimits
-from sandbox.runner import ScriptJob
 
 
 class AnsweringHost:

@@ -19,9 +19,8 @@ import sys
 import time
 from typing import NoReturn
 
+from scriptpool.sandbox import framing
 from scriptpool.v1 import sandbox_pb2
-
-from sandbox import framing
 
 GIVE_UP_SECONDS = 20.0
 GIVE_UP_CPU_SECONDS = 10.0

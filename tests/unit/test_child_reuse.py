@@ -17,16 +17,16 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from scriptpool.v1 import sandbox_pb2
 
-from sandbox.jail import _scratch, cpu_limit_seconds, scratch_dir_of
-from sandbox.languages import Language
-from sandbox.limits import DEFAULT_LIMITS, LIMIT_FIELDS, SCRATCH_BOUNDS, JobLimits
-from sandbox.outcomes import Outcome
+from scriptpool.languages import Language
+from scriptpool.outcomes import Outcome
+from scriptpool.sandbox.jail import _scratch, cpu_limit_seconds, scratch_dir_of
+from scriptpool.sandbox.limits import DEFAULT_LIMITS, LIMIT_FIELDS, SCRATCH_BOUNDS, JobLimits
+from scriptpool.v1 import sandbox_pb2
+from scriptpool.workers.child_reuse import CpuWatch, ReuseKey, move_cpu_limit, process_cpu_seconds
+from scriptpool.workers.children import SandboxChild
+from scriptpool.workers.supervisor import ChildRun, Reaper, SparePool
 from tests.unit.engine_helpers import AnsweringHost
-from workers.child_reuse import CpuWatch, ReuseKey, move_cpu_limit, process_cpu_seconds
-from workers.children import SandboxChild
-from workers.supervisor import ChildRun, Reaper, SparePool
 
 
 def _spec(language: Language, source: str, **limits: int) -> sandbox_pb2.ChildJob:
@@ -46,7 +46,7 @@ class Worker:
         self.host = AnsweringHost()
 
     def run(self, spec: sandbox_pb2.ChildJob, principal: str = "alice") -> tuple[ChildRun, int]:
-        from workers.supervisor import supervise
+        from scriptpool.workers.supervisor import supervise
 
         key = ReuseKey.for_job(principal, spec, self.jobs_per_child)
         child, jobs_after = self.pool.take_for(key, spec.limits)
@@ -299,8 +299,8 @@ def test_cpu_watch_sees_a_process_past_its_budget_even_if_it_ignores_sigxcpu() -
 
 
 def test_a_child_given_a_job_with_other_limits_refuses_it(worker: Worker) -> None:
-    from sandbox import framing
-    from workers.supervisor import supervise
+    from scriptpool.sandbox import framing
+    from scriptpool.workers.supervisor import supervise
 
     spec = _lua("return 1")
     key = ReuseKey.for_job("alice", spec, 64)

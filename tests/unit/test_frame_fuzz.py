@@ -20,14 +20,14 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from scriptpool.v1 import common_pb2, sandbox_pb2
 
-from sandbox import framing
-from sandbox.languages import Language
-from sandbox.limits import DEFAULT_LIMITS, LIMIT_FIELDS
-from sandbox.outcomes import Outcome
-from workers.children import SandboxChild
-from workers.supervisor import ChildRun, supervise
+from scriptpool.languages import Language
+from scriptpool.outcomes import Outcome
+from scriptpool.sandbox import framing
+from scriptpool.sandbox.limits import DEFAULT_LIMITS, LIMIT_FIELDS
+from scriptpool.v1 import common_pb2, sandbox_pb2
+from scriptpool.workers.children import SandboxChild
+from scriptpool.workers.supervisor import ChildRun, supervise
 
 FUZZ = settings(
     max_examples=120, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None

@@ -15,7 +15,9 @@ import pytest
 from tests.conftest import REPO
 
 
-@pytest.mark.parametrize("entry", ["coordinator.cli.main", "workers", "workers.rq_entry"])
+@pytest.mark.parametrize(
+    "entry", ["scriptpool.coordinator.cli.main", "scriptpool.workers", "scriptpool.workers.rq_entry"]
+)
 def test_fork_handlers_are_off_before_grpc_starts(entry: str) -> None:
     env = {k: v for k, v in os.environ.items() if k != "GRPC_ENABLE_FORK_SUPPORT"}
     probe = (
@@ -32,6 +34,6 @@ def test_fork_handlers_are_off_before_grpc_starts(entry: str) -> None:
 
 def test_an_explicit_setting_is_respected() -> None:
     env = {**os.environ, "GRPC_ENABLE_FORK_SUPPORT": "1"}
-    probe = "import workers, os; print(os.environ['GRPC_ENABLE_FORK_SUPPORT'])"
+    probe = "import scriptpool.workers, os; print(os.environ['GRPC_ENABLE_FORK_SUPPORT'])"
     result = subprocess.run([sys.executable, "-c", probe], env=env, cwd=REPO, capture_output=True, text=True)
     assert result.stdout.strip() == "1"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.jail import (
+from scriptpool.sandbox.jail import (
     JailReport,
     _scratch,
     _seccomp,
@@ -31,8 +31,8 @@ from sandbox.jail import (
     release_scratch,
     scratch_base,
 )
-from sandbox.jail._syscalls import ARCHES, current_arch
-from sandbox.limits import JobLimits
+from scriptpool.sandbox.jail._syscalls import ARCHES, current_arch
+from scriptpool.sandbox.limits import JobLimits
 
 LIMITS = JobLimits(cpu_time_ms=5_000, memory_bytes=64 * 1024 * 1024)
 LIBC = ctypes.CDLL(None, use_errno=True)
@@ -147,7 +147,7 @@ def test_probe_reports_a_layer_that_does_not_hold(monkeypatch: pytest.MonkeyPatc
 def test_doctor_exits_non_zero_when_a_layer_does_not_hold(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from coordinator.cli.main import EXIT_JAIL_INCOMPLETE, EXIT_OK, main
+    from scriptpool.coordinator.cli.main import EXIT_JAIL_INCOMPLETE, EXIT_OK, main
 
     assert main(["doctor"]) == EXIT_OK  # every layer holds on this host
     assert "UNAVAILABLE" not in capsys.readouterr().out
@@ -340,6 +340,39 @@ def test_the_interpreter_can_still_import_the_standard_library(base: Path) -> No
     assert _ok(status) and got == {"value": "1"}
 
 
+def test_the_sandbox_package_can_still_be_imported_through_its_one_name(base: Path) -> None:
+    """In a source checkout `scriptpool/sandbox` is a link to the repository's `sandbox/` (ADR 0008).
+    Landlock matches the folder a path resolves to, so that is the one granted: a jailed child still
+    imports from it and reads its data files."""
+
+    def attempt(report: JailReport) -> object:
+        import importlib
+        import sys
+        from importlib import resources
+
+        sys.modules.pop("scriptpool.sandbox.scratch_files", None)
+        module = importlib.import_module("scriptpool.sandbox.scratch_files")
+        prelude = resources.files("scriptpool.sandbox.engines").joinpath("lua_prelude.lua").read_text()
+        return [module.__name__, bool(prelude)]
+
+    status, got = _run_jailed(attempt, base)
+    assert _ok(status) and got == {"value": ["scriptpool.sandbox.scratch_files", True]}
+
+
+def test_the_coordinator_and_worker_code_of_a_checkout_is_not_readable(base: Path) -> None:
+    """Only the real folders of `scriptpool` and `scriptpool.sandbox` are granted, so in a source
+    checkout the links to `coordinator/` and `workers/` lead nowhere a child may read."""
+    import sysconfig
+
+    from scriptpool import workers
+
+    target = Path(workers.__file__).resolve()
+    if any(target.is_relative_to(sysconfig.get_paths()[key]) for key in ("purelib", "platlib")):
+        pytest.skip("installed into site-packages, which the jail grants as a whole")
+    status, got = _run_jailed(lambda r: open(str(target)).read(), base)
+    assert _ok(status) and got == {"raised": "PermissionError", "errno": "EACCES"}
+
+
 # ---------------------------------------------------------------- network namespace
 def test_network_namespace_has_only_a_loopback_that_is_down(base: Path) -> None:
     listener = socket.create_server(("127.0.0.1", 0))
@@ -387,7 +420,7 @@ def test_inherited_descriptors_are_closed(base: Path, tmp_path: Path) -> None:
 
 
 def test_capabilities_are_dropped(base: Path) -> None:
-    from sandbox.jail._process import capabilities
+    from scriptpool.sandbox.jail._process import capabilities
 
     arch = current_arch()
     assert arch is not None

@@ -11,15 +11,15 @@ from typing import Any
 
 import pytest
 from quickjs_rs._engine import JSError
-from scriptpool.errors import NotFound
-from scriptpool.values import PlainValue
 
-from sandbox.engines import javascript
-from sandbox.errors import CallLimitExceeded, CpuTimeExceeded, MemoryExceeded, OutputExceeded, ScriptError
-from sandbox.host import OutputSink
-from sandbox.languages import Language
-from sandbox.limits import MIB, JobLimits
-from sandbox.runner import ScriptJob, runner_for
+from scriptpool.errors import NotFound
+from scriptpool.languages import Language
+from scriptpool.sandbox.engines import javascript
+from scriptpool.sandbox.errors import CallLimitExceeded, CpuTimeExceeded, MemoryExceeded, OutputExceeded, ScriptError
+from scriptpool.sandbox.host import OutputSink
+from scriptpool.sandbox.limits import MIB, JobLimits
+from scriptpool.sandbox.runner import ScriptJob, runner_for
+from scriptpool.values import PlainValue
 from tests.conftest import REPO
 from tests.unit.engine_helpers import AnsweringHost, seeded_job
 
@@ -284,7 +284,7 @@ def test_a_forked_child_runs_jobs_on_the_prewarmed_engine() -> None:
 def test_prewarm_leaves_no_threads_behind_to_break_a_fork() -> None:
     probe = (
         "import os\n"
-        "from sandbox.engines import javascript\n"
+        "from scriptpool.sandbox.engines import javascript\n"
         "javascript.prewarm()\n"
         "print(len(os.listdir('/proc/self/task')))\n"
     )

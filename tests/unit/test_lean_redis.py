@@ -12,8 +12,16 @@ from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from coordinator.redis_server import PrivateRedis
-from workers.lean_redis import LeanPool, LeanScript, _pack_in_python, pack_command, read, subscribe, transaction
+from scriptpool.coordinator.redis_server import PrivateRedis
+from scriptpool.workers.lean_redis import (
+    LeanPool,
+    LeanScript,
+    _pack_in_python,
+    pack_command,
+    read,
+    subscribe,
+    transaction,
+)
 
 ECHO = "return ARGV"
 TYPES = """

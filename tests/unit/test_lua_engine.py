@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from scriptpool.errors import NotFound
-from scriptpool.values import PlainValue
 
-from sandbox.engines import lua
-from sandbox.errors import CallLimitExceeded, CpuTimeExceeded, MemoryExceeded, OutputExceeded, ScriptError
-from sandbox.host import OutputSink
-from sandbox.languages import Language
-from sandbox.limits import JobLimits
-from sandbox.runner import ScriptJob, runner_for
+from scriptpool.errors import NotFound
+from scriptpool.languages import Language
+from scriptpool.sandbox.engines import lua
+from scriptpool.sandbox.errors import CallLimitExceeded, CpuTimeExceeded, MemoryExceeded, OutputExceeded, ScriptError
+from scriptpool.sandbox.host import OutputSink
+from scriptpool.sandbox.limits import JobLimits
+from scriptpool.sandbox.runner import ScriptJob, runner_for
+from scriptpool.values import PlainValue
 from tests.unit.engine_helpers import AnsweringHost, seeded_job
 
 
@@ -167,7 +167,7 @@ SEEDED_LUA = (
 def test_a_runtime_prepared_in_the_spare_serves_one_job_configured_like_a_fresh_one() -> None:
     """The spare child loads the job's runtime and prelude before the job arrives; inputs, seed, clock,
     CPU budget and host come with the job, and the result equals that of a runtime built for the job."""
-    from sandbox.engines import lua
+    from scriptpool.sandbox.engines import lua
 
     fresh_host = AnsweringHost()
     fresh = runner_for(Language.LUA).run(seeded_job(Language.LUA, SEEDED_LUA), fresh_host, OutputSink(1000))
@@ -182,7 +182,7 @@ def test_a_runtime_prepared_in_the_spare_serves_one_job_configured_like_a_fresh_
 
 
 def test_a_prepared_runtime_runs_one_script_only_and_other_limits_get_their_own() -> None:
-    from sandbox.engines import lua
+    from scriptpool.sandbox.engines import lua
 
     lua.prepare_spare_instance(JobLimits().memory_bytes)
     prepared = lua._spare.take(JobLimits().memory_bytes)
@@ -204,8 +204,8 @@ def test_the_catalog_tables_built_in_lua_hold_every_global_operation_and_alias()
     """The catalog chunk (compiled once, run in each runtime) says what the Python catalog says."""
     import lupa.lua54 as lupa
 
-    from sandbox.catalog import GLOBAL_OPS, aliases
-    from sandbox.engines.lua import CATALOG_BYTECODE
+    from scriptpool.sandbox.catalog import GLOBAL_OPS, aliases
+    from scriptpool.sandbox.engines.lua import CATALOG_BYTECODE
 
     runtime = lupa.LuaRuntime(encoding=None)
     catalog, alias_table = runtime.execute(CATALOG_BYTECODE)

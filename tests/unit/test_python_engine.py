@@ -5,15 +5,15 @@ from __future__ import annotations
 import sys
 
 import pytest
-from scriptpool.errors import NotFound
-from scriptpool.values import PlainValue
 
-from sandbox.engines.python import prewarm
-from sandbox.errors import CallLimitExceeded, CpuTimeExceeded, MemoryExceeded, OutputExceeded, ScriptError
-from sandbox.host import OutputSink
-from sandbox.languages import Language
-from sandbox.limits import JobLimits
-from sandbox.runner import ScriptJob, runner_for
+from scriptpool.errors import NotFound
+from scriptpool.languages import Language
+from scriptpool.sandbox.engines.python import prewarm
+from scriptpool.sandbox.errors import CallLimitExceeded, CpuTimeExceeded, MemoryExceeded, OutputExceeded, ScriptError
+from scriptpool.sandbox.host import OutputSink
+from scriptpool.sandbox.limits import JobLimits
+from scriptpool.sandbox.runner import ScriptJob, runner_for
+from scriptpool.values import PlainValue
 
 MIB = 1024 * 1024
 

@@ -12,7 +12,7 @@ from redis.exceptions import BusyLoadingError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from coordinator.status import REDIS_BUSY, REDIS_LOADING, REDIS_UNREACHABLE, abort_for
+from scriptpool.coordinator.status import REDIS_BUSY, REDIS_LOADING, REDIS_UNREACHABLE, abort_for
 
 
 class Aborted(Exception):

@@ -10,7 +10,7 @@ import rq.utils
 from hypothesis import given
 from hypothesis import strategies as st
 
-from workers import rq_dates
+from scriptpool.workers import rq_dates
 
 UTC = datetime.UTC
 

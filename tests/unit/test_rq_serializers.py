@@ -12,7 +12,7 @@ import rq.results
 import rq.serializers
 from rq.serializers import DefaultSerializer, JSONSerializer
 
-from workers import rq_serializers
+from scriptpool.workers import rq_serializers
 
 _rqs: Any = rq.serializers.resolve_serializer
 

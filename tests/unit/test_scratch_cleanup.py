@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.jail import _process, _scratch
-from sandbox.jail._syscalls import current_arch
+from scriptpool.sandbox.jail import _process, _scratch
+from scriptpool.sandbox.jail._syscalls import current_arch
 from tests.unit.scratch_trees import plant_deep_tree, plant_pathological_tree, run_in_child
 
 

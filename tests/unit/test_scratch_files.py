@@ -8,11 +8,11 @@ import signal
 from pathlib import Path
 
 import pytest
-from scriptpool.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
-from scriptpool.values import PlainValue
 
-from sandbox.limits import SCRATCH_BOUNDS, ScratchBounds
-from sandbox.scratch_files import ScratchFileHost
+from scriptpool.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
+from scriptpool.sandbox.limits import SCRATCH_BOUNDS, ScratchBounds
+from scriptpool.sandbox.scratch_files import ScratchFileHost
+from scriptpool.values import PlainValue
 from tests.unit.scratch_trees import run_in_child
 
 

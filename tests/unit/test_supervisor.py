@@ -8,12 +8,11 @@ import socket
 import subprocess
 import time
 
+from scriptpool.languages import Language
+from scriptpool.outcomes import Outcome
+from scriptpool.sandbox.limits import DEFAULT_LIMITS, LIMIT_FIELDS
 from scriptpool.v1 import sandbox_pb2
-
-from sandbox.languages import Language
-from sandbox.limits import DEFAULT_LIMITS, LIMIT_FIELDS
-from sandbox.outcomes import Outcome
-from workers.supervisor import Reaper, SandboxChild, fork_child, supervise
+from scriptpool.workers.supervisor import Reaper, SandboxChild, fork_child, supervise
 
 
 class NoHost:
@@ -112,7 +111,7 @@ class _RecordingSource:
 
 
 def test_spares_warm_the_engines_of_the_recent_jobs_only() -> None:
-    from workers.supervisor import SparePool
+    from scriptpool.workers.supervisor import SparePool
 
     source = _RecordingSource()
     pool = SparePool(source, recent_jobs=3)

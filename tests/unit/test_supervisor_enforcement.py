@@ -13,15 +13,14 @@ import os
 import socket
 import time
 
+from scriptpool.languages import Language
+from scriptpool.outcomes import Outcome
+from scriptpool.sandbox.limits import DEFAULT_LIMITS, LIMIT_FIELDS
 from scriptpool.v1 import sandbox_pb2
 from scriptpool.values import PlainValue
-
-from sandbox.languages import Language
-from sandbox.limits import DEFAULT_LIMITS, LIMIT_FIELDS
-from sandbox.outcomes import Outcome
+from scriptpool.workers.children import ForkedChild, SandboxChild
+from scriptpool.workers.supervisor import ChildRun, supervise
 from tests.unit.fake_child import CHUNK, READY, spawn_fake_child
-from workers.children import ForkedChild, SandboxChild
-from workers.supervisor import ChildRun, supervise
 
 
 class CountingHost:

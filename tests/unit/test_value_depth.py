@@ -17,11 +17,11 @@ import pytest
 from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
+
+from scriptpool.coordinator.request_checks import check_request
 from scriptpool.errors import InvalidArgument
 from scriptpool.v1 import common_pb2, events_pb2, jobs_pb2, state_pb2
 from scriptpool.values import MAX_DEPTH, PlainValue, to_value
-
-from coordinator.request_checks import check_request
 
 PROTO_MODULES = ("artifacts", "calls", "common", "events", "jobs", "sandbox", "sessions", "state")
 VALUE_TYPES = {"scriptpool.v1.Value", "scriptpool.v1.ValueMap", "scriptpool.v1.ValueList"}
@@ -150,8 +150,8 @@ def test_the_coordinator_refuses_a_value_one_level_too_deep_in_any_request() -> 
 
 def test_field_ranges_cover_every_double_a_request_holds() -> None:
     """A new double field in a request gets a range in FIELD_RANGES (else it is only checked finite)."""
-    from coordinator.request_checks import FIELD_RANGES, _plan
-    from coordinator.server import SERVICE_NAMES
+    from scriptpool.coordinator.request_checks import FIELD_RANGES, _plan
+    from scriptpool.coordinator.server import SERVICE_NAMES
 
     doubles: set[str] = set()
     for module_name in PROTO_MODULES:

@@ -7,11 +7,11 @@ import math
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from scriptpool.errors import InvalidArgument
-from scriptpool.values import from_value, to_value
 
-from sandbox.catalog import canonical_op, snake_case
-from sandbox.limits import MAX_LIMITS, LimitPolicy
+from scriptpool.errors import InvalidArgument
+from scriptpool.sandbox.catalog import canonical_op, snake_case
+from scriptpool.sandbox.limits import MAX_LIMITS, LimitPolicy
+from scriptpool.values import from_value, to_value
 
 plain_values = st.recursive(
     st.none()
@@ -62,9 +62,9 @@ def test_catalog_aliases() -> None:
     [("lua", "return math.random()"), ("javascript", "Math.random()"), ("python", "import random\nrandom.random()")],
 )
 def test_a_given_seed_gives_the_same_random_values(language: str, source: str) -> None:
-    from sandbox.host import OutputSink
-    from sandbox.languages import Language
-    from sandbox.runner import ScriptJob, prewarm, runner_for
+    from scriptpool.languages import Language
+    from scriptpool.sandbox.host import OutputSink
+    from scriptpool.sandbox.runner import ScriptJob, prewarm, runner_for
 
     class NoHost:
         def call(self, op: str, args: list[object]) -> object:
@@ -93,9 +93,9 @@ def test_a_given_seed_gives_the_same_random_values(language: str, source: str) -
 def test_a_given_clock_start_sets_the_scripts_clock(language: str, source: str) -> None:
     import time
 
-    from sandbox.host import OutputSink
-    from sandbox.languages import Language
-    from sandbox.runner import ScriptJob, prewarm, runner_for
+    from scriptpool.languages import Language
+    from scriptpool.sandbox.host import OutputSink
+    from scriptpool.sandbox.runner import ScriptJob, prewarm, runner_for
 
     class NoHost:
         def call(self, op: str, args: list[object]) -> object:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from contextlib import ExitStack
 
 import pytest
-from scriptpool.errors import ResourceExhausted
 
-from coordinator.auth import Caller
-from coordinator.services.waiting_calls import WaitingCalls
+from scriptpool.coordinator.auth import Caller
+from scriptpool.coordinator.services.waiting_calls import WaitingCalls
+from scriptpool.errors import ResourceExhausted
 
 A, B, C = Caller("a"), Caller("b"), Caller("c")
 

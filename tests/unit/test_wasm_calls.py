@@ -10,8 +10,8 @@ import pytest
 import quickjs_rs._engine as qjs_engine
 import wasmtime
 
-from sandbox.engines import javascript
-from sandbox.engines.wasm_calls import NumericCaller
+from scriptpool.sandbox.engines import javascript
+from scriptpool.sandbox.engines.wasm_calls import NumericCaller
 
 WAT = """
 (module

@@ -4,11 +4,11 @@ the .proto defines; unspecified and unknown values get the documented answer."""
 from __future__ import annotations
 
 import pytest
-from scriptpool.errors import InvalidArgument
-from scriptpool.v1 import jobs_pb2
 
-from sandbox.languages import Language
-from sandbox.outcomes import Outcome
+from scriptpool.errors import InvalidArgument
+from scriptpool.languages import Language
+from scriptpool.outcomes import Outcome
+from scriptpool.v1 import jobs_pb2
 
 
 def test_every_language_round_trips_and_the_proto_names_no_other() -> None:

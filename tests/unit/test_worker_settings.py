@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from scriptpool.errors import InvalidArgument
 
-from workers.settings import WorkerSettings
+from scriptpool.errors import InvalidArgument
+from scriptpool.workers.settings import WorkerSettings
 
 
 def test_jobs_per_child_defaults_to_reuse_and_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -40,7 +40,7 @@ def test_the_call_stream_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> N
 
 @pytest.mark.parametrize("bad", ["0", "-1", "soon", "inf", "nan"])
 def test_a_bad_lease_is_refused_by_worker_and_coordinator_alike(monkeypatch: pytest.MonkeyPatch, bad: str) -> None:
-    from coordinator.settings import Settings
+    from scriptpool.coordinator.settings import Settings
 
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
     monkeypatch.setenv("SCRIPTPOOL_LEASE_SECONDS", bad)
@@ -52,7 +52,7 @@ def test_a_bad_lease_is_refused_by_worker_and_coordinator_alike(monkeypatch: pyt
 
 def test_the_coordinator_reads_the_workers_lease(monkeypatch: pytest.MonkeyPatch) -> None:
     """Its sweeper holds expiries for a lease interval after an outage: the same interval as the workers'."""
-    from coordinator.settings import Settings
+    from scriptpool.coordinator.settings import Settings
 
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
     monkeypatch.delenv("SCRIPTPOOL_LEASE_SECONDS", raising=False)

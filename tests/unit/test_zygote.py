@@ -11,19 +11,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from scriptpool.v1 import sandbox_pb2
 
-from sandbox.jail import scratch_base, scratch_dir_of
-from sandbox.languages import Language
-from sandbox.limits import DEFAULT_LIMITS, LIMIT_FIELDS
-from sandbox.outcomes import Outcome
-from sandbox.zygote import CHILD, EXITED, SPAWN, Message, languages_mask
-from sandbox.zygote._protocol import languages_from_mask
+from scriptpool.languages import Language
+from scriptpool.outcomes import Outcome
+from scriptpool.sandbox.jail import scratch_base, scratch_dir_of
+from scriptpool.sandbox.limits import DEFAULT_LIMITS, LIMIT_FIELDS
+from scriptpool.sandbox.zygote import CHILD, EXITED, SPAWN, Message, languages_mask
+from scriptpool.sandbox.zygote._protocol import languages_from_mask
+from scriptpool.v1 import sandbox_pb2
+from scriptpool.workers import zygote as zygote_module
+from scriptpool.workers.children import LocalForks
+from scriptpool.workers.supervisor import ChildRun, Reaper, SparePool, supervise
+from scriptpool.workers.zygote import ZygoteChild, ZygoteSource
 from tests.unit.scratch_trees import plant_pathological_tree
-from workers import zygote as zygote_module
-from workers.children import LocalForks
-from workers.supervisor import ChildRun, Reaper, SparePool, supervise
-from workers.zygote import ZygoteChild, ZygoteSource
 
 SPIN = "while true do end"
 
