@@ -179,7 +179,7 @@ def _audit(client: ScriptpoolClient, args: argparse.Namespace) -> None:
         ]  # fmt: skip
         print(to_json(entries, indent=2))
         return
-    from coordinator.cli.session_cmd import _when
+    from scriptpool.coordinator.cli.session_cmd import _when
 
     print(f"{'TIME':19}  {'USER':20}  {'ACTION':14}  {'OK':3}  REASON")
     for e in log.entries:
