@@ -19,8 +19,8 @@ import grpc
 from redis import Redis
 
 from scriptpool.coordinator.credential_cache import CachedCredential, JobCredentialCache
+from scriptpool.core.job_records import credential_hash, credential_key, text
 from scriptpool.errors import InvalidArgument, PermissionDenied, Unauthenticated
-from scriptpool.workers.job_records import credential_hash, credential_key, text
 
 API_KEY_PREFIX = "spk_"
 JOB_CREDENTIAL_PREFIX = "spj_"

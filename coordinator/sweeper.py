@@ -47,9 +47,7 @@ from rq.job import Job, JobStatus
 from rq.job_lifecycle import record_job_failure
 
 from scriptpool.coordinator.auth import new_job_credential
-from scriptpool.outcomes import Outcome
-from scriptpool.v1 import jobs_pb2
-from scriptpool.workers.job_records import (
+from scriptpool.core.job_records import (
     LEASE_SECONDS,
     LEASES_KEY,
     JobRecords,
@@ -59,6 +57,8 @@ from scriptpool.workers.job_records import (
     text,
     texts,
 )
+from scriptpool.outcomes import Outcome
+from scriptpool.v1 import jobs_pb2
 
 log = logging.getLogger(__name__)
 SWEEP_SECONDS = 2.0

@@ -6,10 +6,8 @@ import os
 import socket
 from dataclasses import dataclass
 
-from scriptpool.workers.durability import ACK_AFTER_FSYNC_VARIABLE, flag
-
-DEFAULT_COORDINATOR = "127.0.0.1:50051"
-DEFAULT_QUEUE = "scriptpool"
+from scriptpool.core.defaults import DEFAULT_COORDINATOR, DEFAULT_QUEUE
+from scriptpool.core.durability import ACK_AFTER_FSYNC_VARIABLE, flag
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -46,7 +44,7 @@ class WorkerSettings:
     ack_after_fsync: bool = False
     """Record results only once Redis has fsynced them (SCRIPTPOOL_ACK_AFTER_FSYNC=1): the worker
     refuses to start against a Redis without `appendonly yes` and `appendfsync always`
-    (workers/durability.py)."""
+    (proto/scriptpool/core/durability.py)."""
 
     @classmethod
     def from_env(cls, **overrides: str) -> WorkerSettings:

@@ -24,10 +24,10 @@ from scriptpool.coordinator.services.wait_budget import wait_budget
 from scriptpool.coordinator.services.waiting_calls import WaitingCalls
 from scriptpool.coordinator.status import grpc_service
 from scriptpool.coordinator.stores.events import EventStore
+from scriptpool.core.job_records import hash_fields
 from scriptpool.errors import InvalidArgument, NotFound
 from scriptpool.sandbox.catalog import HOOK_POINTS
 from scriptpool.v1 import common_pb2, events_pb2, events_pb2_grpc
-from scriptpool.workers.job_records import hash_fields
 
 MAX_HOOKS_PER_PRINCIPAL = 100
 

@@ -21,10 +21,10 @@ from scriptpool.coordinator.stores.sessions import (
 )
 from scriptpool.coordinator.stores.snapshots import SnapshotStore
 from scriptpool.coordinator.stores.timeline import CallRecord
+from scriptpool.core.job_records import job_key
 from scriptpool.errors import InvalidArgument, PermissionDenied
 from scriptpool.sandbox.catalog import SCRIPT_OPS
 from scriptpool.v1 import common_pb2, sessions_pb2, sessions_pb2_grpc
-from scriptpool.workers.job_records import job_key
 
 """Field of a job's record holding the session it chose with setCurrent ("" = none)."""
 

@@ -18,9 +18,9 @@ from redis import Redis
 from redis.client import Pipeline
 
 from scriptpool.coordinator.auth import PRINCIPAL_PATTERN, Caller
+from scriptpool.core.job_records import hash_fields, text
 from scriptpool.errors import InvalidArgument
 from scriptpool.v1 import artifacts_pb2, common_pb2
-from scriptpool.workers.job_records import hash_fields, text
 
 LEVELS = ("read", "write", "delete", "admin")
 READ, WRITE, DELETE, ADMIN = 1, 2, 3, 4

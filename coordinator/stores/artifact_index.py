@@ -31,9 +31,9 @@ from redis.client import Pipeline
 
 from scriptpool.coordinator.stores.sessions import _epoch as epoch  # one parser for time filters everywhere
 from scriptpool.coordinator.stores.validation import check_tags, parse_cursor
+from scriptpool.core.job_records import hash_fields, texts
 from scriptpool.errors import InvalidArgument, ResourceExhausted
 from scriptpool.v1 import artifacts_pb2, common_pb2
-from scriptpool.workers.job_records import hash_fields, texts
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000

@@ -61,10 +61,10 @@ from scriptpool.coordinator.stores.validation import (
     check_text,
     check_uuid,
 )
+from scriptpool.core.job_records import hash_fields, texts
 from scriptpool.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
 from scriptpool.v1 import artifacts_pb2, common_pb2
 from scriptpool.values import PlainValue
-from scriptpool.workers.job_records import hash_fields, texts
 
 RECORD_BYTES = 512
 """What one version's records cost beyond its metadata's own bytes (hash fields, index entries):

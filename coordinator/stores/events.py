@@ -1,5 +1,5 @@
 """Events: what `Event.emit` publishes and the lifecycle entries the stores append, in one Redis
-Stream per principal (`sp:events:{principal}`, workers/event_streams.py), each trimmed to the
+Stream per principal (`sp:events:{principal}`, proto/scriptpool/core/event_streams.py), each trimmed to the
 retention on its own: one principal's emits can never evict another's unread events.
 
 A principal's stream holds its emits, its `state.changed` entries and the lifecycle entries (job and
@@ -23,10 +23,10 @@ from redis import Redis
 
 from scriptpool.coordinator.auth import Caller
 from scriptpool.coordinator.stores.validation import check_uuid
+from scriptpool.core.event_streams import append_event, events_key
+from scriptpool.core.job_records import hash_fields, text
 from scriptpool.errors import InvalidArgument, NotFound, ResourceExhausted
 from scriptpool.v1 import common_pb2, events_pb2
-from scriptpool.workers.event_streams import append_event, events_key
-from scriptpool.workers.job_records import hash_fields, text
 
 MAX_NAME = 128
 MAX_PATTERN = 128

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 from google.protobuf.message import Message
 
+from scriptpool.core.job_records import PREFIX
+from scriptpool.core.lean_redis import Arg
 from scriptpool.errors import FailedPrecondition, InvalidArgument
-from scriptpool.workers.job_records import PREFIX
-from scriptpool.workers.lean_redis import Arg
 
 MAX_IDEMPOTENCY_KEY_BYTES = 256
 """Longest idempotency key (UTF-8 bytes); a longer one is INVALID_ARGUMENT."""

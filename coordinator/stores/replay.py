@@ -25,10 +25,10 @@ from scriptpool.coordinator.replay_runner import RecordedJob, ReplayRun, ReplayR
 from scriptpool.coordinator.stores import timeline
 from scriptpool.coordinator.stores.jobs import REPLAYED_FIELD, REPLAYS_FIELD, JobStore
 from scriptpool.coordinator.stores.sessions import SessionStore
+from scriptpool.core.job_records import hash_fields, job_key, session_jobs_key, texts
 from scriptpool.errors import FailedPrecondition, InvalidArgument, PermissionDenied, ResourceExhausted
 from scriptpool.v1 import jobs_pb2, sandbox_pb2, sessions_pb2
 from scriptpool.values import to_value_map
-from scriptpool.workers.job_records import hash_fields, job_key, session_jobs_key, texts
 
 MAX_LISTED_REPLAYS = 1000
 """Replay ids a session remembers (`getReplayMetadata().replays`): the latest ones."""

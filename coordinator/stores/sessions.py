@@ -3,10 +3,10 @@
 sp:session:{id}               hash: id principal name description state tags(json) metadata(ValueMap)
                                     parent created_at updated_at [created_by_job retention_seconds]
 sp:principal:{p}:sessions     zset: session id -> updated_at
-sp:sessions:expiring          zset: job-created session id -> when its retention ends (workers/job_records.py)
+sp:sessions:expiring          zset: job-created session id -> when its retention ends (scriptpool.core.job_records)
 
 A session made for a job submitted without one is marked with that job (`created_by_job`) and its
-retention. When the job ends, the finish script (workers/job_records.py) completes it and, if the
+retention. When the job ends, the finish script (proto/scriptpool/core/job_records.py) completes it and, if the
 retention is not 0, lists it in `sp:sessions:expiring`; the coordinator's sweeper deletes it then
 through `delete` like any other (coordinator/session_expiry.py), so every count and quota goes down.
 A later job submitted into it, or a snapshot loaded into it, removes the mark: it is then the
@@ -39,10 +39,7 @@ from scriptpool.coordinator.stores.validation import (
     check_uuid,
     parse_cursor,
 )
-from scriptpool.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
-from scriptpool.v1 import common_pb2, sessions_pb2
-from scriptpool.values import PlainValue
-from scriptpool.workers.job_records import (
+from scriptpool.core.job_records import (
     EXPIRING_SESSIONS_KEY,
     SESSION_JOB_FIELD,
     SESSION_RETENTION_FIELD,
@@ -51,7 +48,10 @@ from scriptpool.workers.job_records import (
     text,
     texts,
 )
-from scriptpool.workers.lean_redis import LeanPool, LeanScript, read, read_many
+from scriptpool.core.lean_redis import LeanPool, LeanScript, read, read_many
+from scriptpool.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from scriptpool.v1 import common_pb2, sessions_pb2
+from scriptpool.values import PlainValue
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
@@ -88,7 +88,7 @@ def principal_sessions_key(principal: str) -> str:
 
 _SESSION_KEY_SUFFIXES = (
     ":timeline",  # coordinator/stores/timeline.py
-    ":jobs",  # workers/job_records.py
+    ":jobs",  # proto/scriptpool/core/job_records.py
     ":replays",  # coordinator/stores/replay.py
     ":state",  # coordinator/stores/state.py
     ":artifact-bytes",  # coordinator/stores/artifacts.py (the rest of its keys go with its artifacts)

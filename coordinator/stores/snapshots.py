@@ -33,9 +33,9 @@ from scriptpool.coordinator.stores.sessions import (
     state_bytes_key,
 )
 from scriptpool.coordinator.stores.state import MAX_PRINCIPAL_BYTES, session_state_key
+from scriptpool.core.job_records import SESSION_JOB_FIELD, job_key, text, texts
 from scriptpool.errors import InvalidArgument, NotFound, ResourceExhausted
 from scriptpool.v1 import sessions_pb2
-from scriptpool.workers.job_records import SESSION_JOB_FIELD, job_key, text, texts
 
 MAX_RESTORE = 100
 SAVES_FIELD = "saves"

@@ -30,11 +30,11 @@ from scriptpool.coordinator.stores import state_codec, timeline
 from scriptpool.coordinator.stores.sessions import current_session_key, session_key, state_bytes_key
 from scriptpool.coordinator.stores.timeline import LUA_RECORD_CALL, CallRecord
 from scriptpool.coordinator.stores.validation import check_uuid
+from scriptpool.core.event_streams import append_event
+from scriptpool.core.job_records import job_key, text, texts
+from scriptpool.core.lean_redis import LeanPool, LeanScript
 from scriptpool.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from scriptpool.v1 import common_pb2, state_pb2
-from scriptpool.workers.event_streams import append_event
-from scriptpool.workers.job_records import job_key, text, texts
-from scriptpool.workers.lean_redis import LeanPool, LeanScript
 
 MAX_KEY_CHARS = 256
 MAX_VALUE_BYTES = 1024 * 1024

@@ -3,7 +3,7 @@
 Entries: lifecycle transitions, jobs started/finished, every global operation a job performs (name,
 outcome), saves and loads. Each has an id (the stream id), timestamp, type, description, job_id and
 a data map. Lifecycle changes are also appended to the session owner's event stream
-(`sp:events:{principal}`, workers/event_streams.py) under their hook-point names, for the Event/Hook
+(`sp:events:{principal}`, proto/scriptpool/core/event_streams.py) under their hook-point names, for the Event/Hook
 services to deliver.
 """
 
@@ -16,11 +16,11 @@ from collections.abc import Mapping, Sequence
 from redis import Redis
 from redis.client import Pipeline
 
+from scriptpool.core.event_streams import append_event
+from scriptpool.core.job_records import TIMELINE_MAX, hash_fields, text
 from scriptpool.errors import InvalidArgument
 from scriptpool.v1 import common_pb2, sessions_pb2
 from scriptpool.values import PlainValue, to_value_map
-from scriptpool.workers.event_streams import append_event
-from scriptpool.workers.job_records import TIMELINE_MAX, hash_fields, text
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000

@@ -25,10 +25,10 @@ from scriptpool.coordinator.stores.replay import ReplayStore
 from scriptpool.coordinator.stores.sessions import SessionStore, session_key, snapshot_key
 from scriptpool.coordinator.stores.snapshots import SnapshotStore
 from scriptpool.coordinator.stores.state import session_state_key
+from scriptpool.core.lean_redis import LeanPool
 from scriptpool.errors import InvalidArgument, NotFound, ResourceExhausted
 from scriptpool.sandbox.limits import LimitPolicy
 from scriptpool.v1 import artifacts_pb2, common_pb2, events_pb2, jobs_pb2, sessions_pb2
-from scriptpool.workers.lean_redis import LeanPool
 
 from .test_call_bounds import ReplyCounter, counting_redis
 

@@ -23,10 +23,10 @@ from scriptpool.coordinator.stores.sessions import (
     snapshot_bytes_key,
     state_bytes_key,
 )
+from scriptpool.core.job_records import EXPIRING_SESSIONS_KEY, SESSION_JOB_FIELD, texts
 from scriptpool.errors import InvalidArgument, ResourceExhausted
 from scriptpool.languages import Language
 from scriptpool.v1 import sessions_pb2
-from scriptpool.workers.job_records import EXPIRING_SESSIONS_KEY, SESSION_JOB_FIELD, texts
 from tests.conftest import Stack
 
 from .helpers import outcome, result_of, run_lua

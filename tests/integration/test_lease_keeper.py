@@ -8,7 +8,7 @@ import uuid
 
 from redis import Redis
 
-from scriptpool.workers.job_records import LEASES_KEY, JobRecords, job_key
+from scriptpool.core.job_records import LEASES_KEY, JobRecords, job_key
 from scriptpool.workers.lease import LeaseKeeper
 
 

@@ -16,10 +16,10 @@ from scriptpool.coordinator.stores import timeline
 from scriptpool.coordinator.stores.sessions import SessionStore, snapshot_bytes_key
 from scriptpool.coordinator.stores.snapshots import SnapshotStore
 from scriptpool.coordinator.stores.state import StateStore
+from scriptpool.core.job_records import job_key, texts
+from scriptpool.core.lean_redis import LeanPool
 from scriptpool.errors import NotFound, ResourceExhausted
 from scriptpool.v1 import common_pb2, sessions_pb2, state_pb2
-from scriptpool.workers.job_records import job_key, texts
-from scriptpool.workers.lean_redis import LeanPool
 
 from .helpers import outcome, result_of, run_lua
 

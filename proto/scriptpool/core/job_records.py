@@ -29,9 +29,9 @@ from dataclasses import dataclass
 
 from redis import Redis
 
+from scriptpool.core.event_streams import LUA_APPEND_EVENT
+from scriptpool.core.lean_redis import Arg, LeanPool, LeanScript, Reply
 from scriptpool.values import to_value_map
-from scriptpool.workers.event_streams import LUA_APPEND_EVENT
-from scriptpool.workers.lean_redis import Arg, LeanPool, LeanScript, Reply
 
 PREFIX = "sp:"
 LEASES_KEY = PREFIX + "jobs:leases"
