@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from scriptpool.core.defaults import DEFAULT_COORDINATOR, DEFAULT_QUEUE
+from scriptpool.core.defaults import DEFAULT_COORDINATOR, DEFAULT_QUEUE, LEASE_SECONDS, RESULT_TTL_SECONDS
 from scriptpool.core.durability import (
     ACK_AFTER_FSYNC_VARIABLE,
     APPENDFSYNC_CHOICES,
@@ -15,7 +15,6 @@ from scriptpool.core.durability import (
     flag,
 )
 from scriptpool.core.event_streams import DEFAULT_EVENT_RETENTION
-from scriptpool.core.job_records import LEASE_SECONDS
 from scriptpool.errors import InvalidArgument
 from scriptpool.sandbox.limits import LimitPolicy
 
@@ -106,7 +105,7 @@ class Settings:
     early with a `next_cursor` (it always holds at least one job, whatever its size)."""
     queue_ttl_seconds: int = 24 * 3600
     """How long a job may wait in the queue before its credential expires."""
-    result_ttl_seconds: int = 7 * 24 * 3600
+    result_ttl_seconds: int = RESULT_TTL_SECONDS
     """How long finished job records stay."""
     job_session_retention_seconds: int = 7 * 24 * 3600
     """How long a session the coordinator made for a job submitted without one stays after that job

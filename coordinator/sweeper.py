@@ -47,8 +47,8 @@ from rq.job import Job, JobStatus
 from rq.job_lifecycle import record_job_failure
 
 from scriptpool.coordinator.auth import new_job_credential
+from scriptpool.core.defaults import LEASE_SECONDS
 from scriptpool.core.job_records import (
-    LEASE_SECONDS,
     LEASES_KEY,
     JobRecords,
     JobState,

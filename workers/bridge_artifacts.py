@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from scriptpool.core.artifact_values import info_to_plain
+from scriptpool.core.defaults import ARTIFACT_CHUNK_BYTES
 from scriptpool.errors import FailedPrecondition, InvalidArgument, PermissionDenied, ResourceExhausted
 from scriptpool.v1 import artifacts_pb2
 from scriptpool.values import PlainValue, to_value, to_value_map
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
     from scriptpool.workers.bridge import CoordinatorBridge
 
 A = artifacts_pb2
-CHUNK_BYTES = 256 * 1024
 QUERY_FIELDS = ("session_id", "type", "tags", "tags_any", "name_pattern", "metadata", "created_after",
                 "created_before", "min_size", "max_size", "sort", "limit", "cursor")  # fmt: skip
 META_FIELDS = ("name", "description", "tags", "custom")
@@ -92,10 +92,10 @@ def _send(bridge: CoordinatorBridge, header: A.StoreArtifactChunk, content: byte
     bridge.charge_artifact_bytes(written, "Artifact.update" if header.artifact_id else "Artifact.store")
 
     def messages() -> Iterator[A.StoreArtifactChunk]:
-        header.content = content[:CHUNK_BYTES]
+        header.content = content[:ARTIFACT_CHUNK_BYTES]
         yield header
-        for start in range(CHUNK_BYTES, len(content), CHUNK_BYTES):
-            yield A.StoreArtifactChunk(content=content[start : start + CHUNK_BYTES])
+        for start in range(ARTIFACT_CHUNK_BYTES, len(content), ARTIFACT_CHUNK_BYTES):
+            yield A.StoreArtifactChunk(content=content[start : start + ARTIFACT_CHUNK_BYTES])
 
     method = bridge.artifacts.Update if header.artifact_id else bridge.artifacts.Store
     return _ref(bridge._rpc(method, messages()))

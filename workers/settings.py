@@ -6,7 +6,7 @@ import os
 import socket
 from dataclasses import dataclass
 
-from scriptpool.core.defaults import DEFAULT_COORDINATOR, DEFAULT_QUEUE
+from scriptpool.core.defaults import DEFAULT_COORDINATOR, DEFAULT_QUEUE, LEASE_SECONDS, RESULT_TTL_SECONDS
 from scriptpool.core.durability import ACK_AFTER_FSYNC_VARIABLE, flag
 
 
@@ -20,11 +20,11 @@ class WorkerSettings:
     """RQ queue name."""
     name: str = ""
     """Worker name shown in `rq info`; default host-pid."""
-    result_ttl_seconds: int = 7 * 24 * 3600
+    result_ttl_seconds: int = RESULT_TTL_SECONDS
     """How long finished job records stay in Redis."""
     call_timeout_seconds: float = 30.0
     """Upper bound on one global call to the coordinator (also capped by the job's wall time)."""
-    lease_seconds: float = 15.0
+    lease_seconds: float = LEASE_SECONDS
     """A running job's lease, renewed every 0.25 s; when a worker dies the coordinator ends its job as
     worker_lost once the lease expires (SCRIPTPOOL_LEASE_SECONDS)."""
     zygote: bool = True

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from redis import Redis
 
+from scriptpool.core.defaults import LEASE_SECONDS
 from scriptpool.core.event_streams import LUA_APPEND_EVENT
 from scriptpool.core.lean_redis import Arg, LeanPool, LeanScript, Reply
 from scriptpool.values import to_value_map
@@ -42,7 +43,6 @@ LEGACY_RQ_FUNCTIONS = {"workers.rq_entry.execute_job": RQ_FUNCTION}
 """Job function names an older version wrote into RQ job hashes (before the one `scriptpool` import
 package, ADR 0008), each with the function it now is. The worker reads a job queued under an old name
 as naming the new one, so jobs queued before an upgrade in place still run; the hash is not rewritten."""
-LEASE_SECONDS = 15.0
 TIMELINE_MAX = 100_000
 """Entries a session's timeline keeps (`coordinator/stores/timeline.py`): every XADD to it trims to
 about this many (MAXLEN ~: Redis drops whole stream nodes, so up to 100 more may stay)."""
