@@ -38,7 +38,7 @@ from scriptpool.coordinator.sweeper import LeaseSweeper
 from scriptpool.coordinator.waiters import JobWaiters
 from scriptpool.core import redis_connect, rq_dates, rq_serializers
 from scriptpool.core.durability import check_ack_after_fsync
-from scriptpool.core.event_streams import EVENT_RETENTION_KEY
+from scriptpool.core.keys import EVENT_RETENTION_KEY
 from scriptpool.core.lean_redis import LeanPool
 from scriptpool.errors import InvalidArgument
 from scriptpool.v1 import (

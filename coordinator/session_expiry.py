@@ -17,8 +17,9 @@ import logging
 import time
 
 from scriptpool.coordinator.auth import Caller
-from scriptpool.coordinator.stores.sessions import SessionStore, session_key
-from scriptpool.core.job_records import EXPIRING_SESSIONS_KEY, SESSION_JOB_FIELD, text, texts
+from scriptpool.coordinator.stores.sessions import SessionStore
+from scriptpool.core.job_records import SESSION_JOB_FIELD, text, texts
+from scriptpool.core.keys import EXPIRING_SESSIONS_KEY, session_key
 from scriptpool.errors import NotFound, ResourceExhausted
 
 log = logging.getLogger(__name__)

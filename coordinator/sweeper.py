@@ -48,15 +48,8 @@ from rq.job_lifecycle import record_job_failure
 
 from scriptpool.coordinator.auth import new_job_credential
 from scriptpool.core.defaults import LEASE_SECONDS
-from scriptpool.core.job_records import (
-    LEASES_KEY,
-    JobRecords,
-    JobState,
-    credential_hash,
-    job_key,
-    text,
-    texts,
-)
+from scriptpool.core.job_records import JobRecords, JobState, credential_hash, text, texts
+from scriptpool.core.keys import LEASES_KEY, job_key
 from scriptpool.outcomes import Outcome
 from scriptpool.v1 import jobs_pb2
 

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from redis import Redis
 
 from scriptpool.coordinator.credential_cache import JobCredentialCache
-from scriptpool.core.job_records import FINISHED_CHANNEL
+from scriptpool.core.keys import FINISHED_CHANNEL
 from scriptpool.core.lean_redis import LeanPool, subscribe
 
 log = logging.getLogger(__name__)

@@ -19,6 +19,7 @@ from redis.client import Pipeline
 
 from scriptpool.coordinator.auth import PRINCIPAL_PATTERN, Caller
 from scriptpool.core.job_records import hash_fields, text
+from scriptpool.core.keys import artifact_key, audit_key, grants_key, principal_grants_key
 from scriptpool.errors import InvalidArgument
 from scriptpool.v1 import artifacts_pb2, common_pb2
 
@@ -53,23 +54,6 @@ if current >= level then
 end
 return current
 """
-
-
-def grants_key(artifact_id: str) -> str:
-    return f"sp:artifact:{artifact_id}:grants"
-
-
-def audit_key(artifact_id: str) -> str:
-    return f"sp:artifact:{artifact_id}:audit"
-
-
-def principal_grants_key(principal: str) -> str:
-    return f"sp:principal:{principal}:artifact-grants"
-
-
-def session_grants_key(session_id: str, principal: str) -> str:
-    """The ids of the session's artifacts granted to `principal`, scored by when each was created."""
-    return f"sp:session:{session_id}:artifact-grants:{principal}"
 
 
 def parse_level(name: str) -> int:
@@ -110,7 +94,7 @@ class AccessControl:
 
     def change(self, artifact_id: str, user: str, level: int, mode: str) -> int:
         """grant (raise to at least `level`) or revoke (drop below `level`); -1 if the artifact is gone."""
-        keys = [grants_key(artifact_id), principal_grants_key(user), f"sp:artifact:{artifact_id}"]
+        keys = [grants_key(artifact_id), principal_grants_key(user), artifact_key(artifact_id)]
         return int(self._change(keys=keys, args=[user, level, artifact_id, mode]))
 
     def permissions(self, artifact_id: str, owner: str) -> artifacts_pb2.Permissions:

@@ -21,13 +21,10 @@ from collections.abc import Iterator
 from redis import Redis
 
 from scriptpool.core.defaults import ARTIFACT_CHUNK_BYTES
+from scriptpool.core.keys import blob_key, upload_prefix
 from scriptpool.errors import DataLoss, ResourceExhausted
 
 UPLOAD_TTL_SECONDS = 3600
-
-
-def blob_key(sha: str) -> str:
-    return f"sp:blob:{sha}"
 
 
 class Upload:
@@ -37,7 +34,7 @@ class Upload:
         self.redis = redis
         self.max_bytes = max_bytes
         self.sample_bytes = sample_bytes
-        self.prefix = f"sp:upload:{uuid.uuid4().hex}:"
+        self.prefix = upload_prefix(uuid.uuid4().hex)
         self.size = 0
         self.chunks = 0
         self._hash = hashlib.sha256()

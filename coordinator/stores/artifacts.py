@@ -37,22 +37,16 @@ from scriptpool.coordinator.stores.artifact_access import (
     AccessControl,
     check_principal,
     parse_level,
-    principal_grants_key,
-    session_grants_key,
 )
 from scriptpool.coordinator.stores.artifact_blobs import Upload, read_chunks
 from scriptpool.coordinator.stores.artifact_index import (
     TEXT_SAMPLE_BYTES,
     ArtifactIndex,
     Scope,
-    artifact_key,
     decode_info,
     sample_text,
-    session_index,
-    version_key,
     words_of,
 )
-from scriptpool.coordinator.stores.sessions import principal_sessions_key, session_key
 from scriptpool.coordinator.stores.validation import (
     MAX_DESCRIPTION,
     MAX_NAME,
@@ -62,6 +56,15 @@ from scriptpool.coordinator.stores.validation import (
     check_uuid,
 )
 from scriptpool.core.job_records import hash_fields, texts
+from scriptpool.core.keys import (
+    artifact_key,
+    principal_grants_key,
+    principal_sessions_key,
+    session_grants_key,
+    session_index,
+    session_key,
+    version_key,
+)
 from scriptpool.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
 from scriptpool.v1 import artifacts_pb2, common_pb2
 from scriptpool.values import PlainValue

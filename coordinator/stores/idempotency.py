@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from google.protobuf.message import Message
 
-from scriptpool.core.job_records import PREFIX
+from scriptpool.core.keys import idempotency_key
 from scriptpool.core.lean_redis import Arg
 from scriptpool.errors import FailedPrecondition, InvalidArgument
 
@@ -86,4 +86,4 @@ def idempotency(principal: str, key: str, request: Message, field: str = "idempo
     bare.ClearField("idempotency_key")
     fingerprint = hashlib.sha256(bare.SerializeToString(deterministic=True)).hexdigest()
     digest = hashlib.sha256(principal.encode() + b"\0" + key.encode()).hexdigest()
-    return Idempotency(key, f"{PREFIX}idem:{digest}", fingerprint)
+    return Idempotency(key, idempotency_key(digest), fingerprint)

@@ -27,7 +27,7 @@ from rq.queue import EnqueueData
 
 from scriptpool.coordinator.auth import Caller, new_job_credential
 from scriptpool.coordinator.stores.idempotency import Idempotency, idempotency
-from scriptpool.coordinator.stores.sessions import NewSession, SessionStore, session_key
+from scriptpool.coordinator.stores.sessions import NewSession, SessionStore
 from scriptpool.coordinator.stores.validation import check_uuid, parse_cursor
 from scriptpool.core.job_records import (
     RQ_FUNCTION,
@@ -35,12 +35,10 @@ from scriptpool.core.job_records import (
     JobRecords,
     JobState,
     credential_hash,
-    credential_key,
     hash_fields,
-    job_key,
-    session_jobs_key,
     texts,
 )
+from scriptpool.core.keys import credential_key, job_key, session_jobs_key, session_key
 from scriptpool.core.lean_redis import Arg, LeanPool, read, read_many, transaction, watched_transaction
 from scriptpool.core.rq_serializers import pass_default_serializer_as_none
 from scriptpool.errors import InvalidArgument, NotFound, ScriptpoolError, Unavailable

@@ -39,14 +39,15 @@ from scriptpool.coordinator.stores.validation import (
     check_uuid,
     parse_cursor,
 )
-from scriptpool.core.job_records import (
+from scriptpool.core.job_records import SESSION_JOB_FIELD, SESSION_RETENTION_FIELD, hash_fields, text, texts
+from scriptpool.core.keys import (
     EXPIRING_SESSIONS_KEY,
-    SESSION_JOB_FIELD,
-    SESSION_RETENTION_FIELD,
-    hash_fields,
     job_key,
-    text,
-    texts,
+    principal_sessions_key,
+    saved_key,
+    session_key,
+    snapshot_bytes_key,
+    state_bytes_key,
 )
 from scriptpool.core.lean_redis import LeanPool, LeanScript, read, read_many
 from scriptpool.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
@@ -78,14 +79,6 @@ return {'refused', state}
 """
 
 
-def session_key(session_id: str) -> str:
-    return f"sp:session:{session_id}"
-
-
-def principal_sessions_key(principal: str) -> str:
-    return f"sp:principal:{principal}:sessions"
-
-
 _SESSION_KEY_SUFFIXES = (
     ":timeline",  # coordinator/stores/timeline.py
     ":jobs",  # proto/scriptpool/core/job_records.py
@@ -107,24 +100,6 @@ def session_keys(session_id: str) -> list[str]:
     return [session_key(session_id)] + [session_key(session_id) + suffix for suffix in _SESSION_KEY_SUFFIXES]
 
 
-def snapshot_key(session_id: str, number: int) -> str:
-    return f"sp:session:{session_id}:snapshot:{number}"
-
-
-def snapshot_state_key(session_id: str, number: int) -> str:
-    return snapshot_key(session_id, number) + ":state"
-
-
-def snapshot_bytes_key(principal: str) -> str:
-    """The bytes of a principal's session snapshots (coordinator/stores/snapshots.py keeps it)."""
-    return f"sp:principal:{principal}:snapshot_bytes"
-
-
-def state_bytes_key(principal: str) -> str:
-    """The bytes of a principal's `global` and session State scopes (coordinator/stores/state.py keeps it)."""
-    return f"sp:principal:{principal}:state-bytes"
-
-
 JOB_CURRENT_FIELD = "current_session"
 """The field of a job's record (`sp:job:{id}`) holding the session it chose with `Session.setCurrent`."""
 
@@ -133,11 +108,6 @@ def job_current_session(redis: Redis, caller: Caller) -> str:
     """A job's current session: the one it was submitted with, until it calls `Session.setCurrent`."""
     chosen = redis.hget(job_key(caller.job_id), JOB_CURRENT_FIELD)
     return caller.session_id if chosen is None else text(chosen)
-
-
-def current_session_key(principal: str) -> str:
-    """A client's current session (`Session.setCurrent`); a job's is the `current_session` field of its record."""
-    return f"sp:principal:{principal}:current"
 
 
 def _decode(raw: object) -> sessions_pb2.Session:
@@ -392,7 +362,7 @@ class SessionStore:
             client=pipe,
         )
         pipe.zrem(principal_sessions_key(session.principal), session_id)
-        pipe.zrem(f"sp:principal:{session.principal}:saved", session_id)
+        pipe.zrem(saved_key(session.principal), session_id)
         pipe.zrem(EXPIRING_SESSIONS_KEY, session_id)
         pipe.execute()
 

@@ -23,17 +23,21 @@ import time
 
 from scriptpool.coordinator.auth import Caller
 from scriptpool.coordinator.stores import timeline
-from scriptpool.coordinator.stores.sessions import (
-    SessionStore,
+from scriptpool.coordinator.stores.sessions import SessionStore
+from scriptpool.coordinator.stores.state import MAX_PRINCIPAL_BYTES
+from scriptpool.core.job_records import SESSION_JOB_FIELD, text, texts
+from scriptpool.core.keys import (
+    job_key,
     principal_sessions_key,
+    saved_key,
     session_key,
+    session_state_key,
     snapshot_bytes_key,
     snapshot_key,
     snapshot_state_key,
     state_bytes_key,
+    timeline_key,
 )
-from scriptpool.coordinator.stores.state import MAX_PRINCIPAL_BYTES, session_state_key
-from scriptpool.core.job_records import SESSION_JOB_FIELD, job_key, text, texts
 from scriptpool.errors import InvalidArgument, NotFound, ResourceExhausted
 from scriptpool.v1 import sessions_pb2
 
@@ -102,10 +106,6 @@ return {'ok'}
 )
 
 
-def saved_key(principal: str) -> str:
-    return f"sp:principal:{principal}:saved"
-
-
 class SnapshotStore:
     def __init__(
         self,
@@ -135,7 +135,7 @@ class SnapshotStore:
 
     def save(self, caller: Caller, session_id: str) -> int:
         session = self.sessions.get(caller, session_id)
-        last = self.redis.xrevrange(timeline.timeline_key(session_id), count=1)
+        last = self.redis.xrevrange(timeline_key(session_id), count=1)
         position = text(last[0][0]) if last else ""
         now = time.time()
         keys = [

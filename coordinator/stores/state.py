@@ -27,11 +27,18 @@ from redis import Redis
 
 from scriptpool.coordinator.auth import Caller
 from scriptpool.coordinator.stores import state_codec, timeline
-from scriptpool.coordinator.stores.sessions import current_session_key, session_key, state_bytes_key
 from scriptpool.coordinator.stores.timeline import LUA_RECORD_CALL, CallRecord
 from scriptpool.coordinator.stores.validation import check_uuid
 from scriptpool.core.event_streams import append_event
-from scriptpool.core.job_records import job_key, text, texts
+from scriptpool.core.job_records import text, texts
+from scriptpool.core.keys import (
+    current_session_key,
+    global_state_key,
+    job_state_key,
+    session_key,
+    session_state_key,
+    state_bytes_key,
+)
 from scriptpool.core.lean_redis import LeanPool, LeanScript
 from scriptpool.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from scriptpool.v1 import common_pb2, state_pb2
@@ -189,18 +196,6 @@ return finish('OK', 1, new)
 _READ_OUTCOMES = ("OK", "NOT_FOUND")
 _WRITE_OUTCOMES = ("OK", "NOT_FOUND", "RESOURCE_EXHAUSTED")
 _INCREMENT_OUTCOMES = ("OK", "NOT_FOUND", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION")
-
-
-def global_state_key(principal: str) -> str:
-    return f"sp:principal:{principal}:state"
-
-
-def session_state_key(session_id: str) -> str:
-    return f"sp:session:{session_id}:state"
-
-
-def job_state_key(job_id: str) -> str:
-    return job_key(job_id) + ":state"
 
 
 @dataclass(frozen=True, slots=True)

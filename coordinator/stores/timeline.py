@@ -18,16 +18,13 @@ from redis.client import Pipeline
 
 from scriptpool.core.event_streams import append_event
 from scriptpool.core.job_records import TIMELINE_MAX, hash_fields, text
+from scriptpool.core.keys import timeline_key
 from scriptpool.errors import InvalidArgument
 from scriptpool.v1 import common_pb2, sessions_pb2
 from scriptpool.values import PlainValue, to_value_map
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
-
-
-def timeline_key(session_id: str) -> str:
-    return f"sp:session:{session_id}:timeline"
 
 
 def entry_fields(

@@ -15,7 +15,8 @@ from rq.job import Job as RQJob
 
 from scriptpool.client import ScriptpoolClient, job_request
 from scriptpool.coordinator.waiters import JobWaiters
-from scriptpool.core.job_records import session_jobs_key, texts
+from scriptpool.core.job_records import texts
+from scriptpool.core.keys import session_jobs_key
 from scriptpool.errors import InvalidArgument, NotFound, PermissionDenied
 from scriptpool.languages import Language
 from scriptpool.outcomes import Outcome

@@ -24,7 +24,7 @@ from rq.registry import StartedJobRegistry
 from scriptpool.client import ScriptpoolClient, job_request
 from scriptpool.coordinator.embedded import wait_until_serving
 from scriptpool.core.defaults import DEFAULT_QUEUE
-from scriptpool.core.job_records import LEASES_KEY
+from scriptpool.core.keys import LEASES_KEY
 from scriptpool.errors import ScriptpoolError
 from scriptpool.languages import Language
 from scriptpool.outcomes import Outcome

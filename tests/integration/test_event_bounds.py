@@ -11,7 +11,7 @@ from redis import Redis
 
 from scriptpool.client import ScriptpoolClient
 from scriptpool.coordinator.server import start_coordinator
-from scriptpool.core.event_streams import EVENT_RETENTION_KEY, events_key
+from scriptpool.core.keys import EVENT_RETENTION_KEY, events_key
 from scriptpool.errors import ResourceExhausted
 from scriptpool.v1 import events_pb2
 from scriptpool.values import from_value, to_value

@@ -17,13 +17,14 @@ from scriptpool.client import ScriptpoolClient
 from scriptpool.coordinator.server import RunningCoordinator, start_coordinator
 from scriptpool.coordinator.session_expiry import SessionExpiry
 from scriptpool.coordinator.settings import Settings
-from scriptpool.coordinator.stores.sessions import (
+from scriptpool.core.job_records import SESSION_JOB_FIELD, texts
+from scriptpool.core.keys import (
+    EXPIRING_SESSIONS_KEY,
     principal_sessions_key,
     session_key,
     snapshot_bytes_key,
     state_bytes_key,
 )
-from scriptpool.core.job_records import EXPIRING_SESSIONS_KEY, SESSION_JOB_FIELD, texts
 from scriptpool.errors import InvalidArgument, ResourceExhausted
 from scriptpool.languages import Language
 from scriptpool.v1 import sessions_pb2

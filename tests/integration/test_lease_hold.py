@@ -32,7 +32,8 @@ from scriptpool.coordinator.redis_server import PrivateRedis
 from scriptpool.coordinator.server import RunningCoordinator, start_coordinator
 from scriptpool.coordinator.settings import Settings
 from scriptpool.coordinator.sweeper import LeaseSweeper
-from scriptpool.core.job_records import LEASES_KEY, JobRecords, job_key, text
+from scriptpool.core.job_records import JobRecords, text
+from scriptpool.core.keys import LEASES_KEY, job_key
 from scriptpool.errors import Unavailable
 from scriptpool.languages import Language
 from scriptpool.outcomes import Outcome

@@ -13,11 +13,11 @@ from redis import Redis
 
 from scriptpool.client import ScriptpoolClient, job_request
 from scriptpool.coordinator.auth import Caller
-from scriptpool.coordinator.stores.artifact_access import AUDIT_MAX, AccessControl, audit_key
+from scriptpool.coordinator.stores.artifact_access import AUDIT_MAX, AccessControl
 from scriptpool.coordinator.stores.artifact_index import MAX_WORDS
 from scriptpool.coordinator.stores.jobs import JobStore
-from scriptpool.coordinator.stores.sessions import SessionStore, principal_sessions_key, session_key
-from scriptpool.coordinator.stores.timeline import CallRecord, timeline_key
+from scriptpool.coordinator.stores.sessions import SessionStore
+from scriptpool.coordinator.stores.timeline import CallRecord
 from scriptpool.coordinator.stores.validation import (
     MAX_DESCRIPTION,
     MAX_METADATA_BYTES,
@@ -27,6 +27,7 @@ from scriptpool.coordinator.stores.validation import (
     MAX_TAGS,
 )
 from scriptpool.core.job_records import TIMELINE_MAX, JobRecords
+from scriptpool.core.keys import audit_key, principal_sessions_key, session_key, timeline_key
 from scriptpool.core.lean_redis import LeanPool
 from scriptpool.errors import InvalidArgument, ResourceExhausted
 from scriptpool.languages import Language

@@ -14,7 +14,8 @@ from redis import Redis
 from scriptpool.client import ScriptpoolClient
 from scriptpool.coordinator.server import start_coordinator
 from scriptpool.coordinator.settings import Settings
-from scriptpool.core.job_records import job_key, session_jobs_key, texts
+from scriptpool.core.job_records import texts
+from scriptpool.core.keys import job_key, session_jobs_key
 from scriptpool.errors import ResourceExhausted
 from scriptpool.languages import Language
 from scriptpool.v1 import jobs_pb2, sessions_pb2

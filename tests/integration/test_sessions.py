@@ -16,8 +16,8 @@ from scriptpool.client import ScriptpoolClient
 from scriptpool.coordinator.redis_server import PrivateRedis
 from scriptpool.coordinator.server import start_coordinator
 from scriptpool.coordinator.settings import Settings
-from scriptpool.core.event_streams import events_key
 from scriptpool.core.job_records import hash_fields
+from scriptpool.core.keys import events_key
 from scriptpool.core.session_values import session_state_name
 from scriptpool.errors import FailedPrecondition, InvalidArgument, NotFound
 from scriptpool.languages import Language

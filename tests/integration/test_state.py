@@ -12,9 +12,10 @@ from redis import Redis
 
 from scriptpool.client import ScriptpoolClient
 from scriptpool.coordinator.auth import Caller
-from scriptpool.coordinator.stores.state import StateStore, global_state_key, job_state_key, session_state_key
+from scriptpool.coordinator.stores.state import StateStore
 from scriptpool.coordinator.stores.timeline import CallRecord
 from scriptpool.core.job_records import hash_fields
+from scriptpool.core.keys import global_state_key, job_state_key, session_state_key
 from scriptpool.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, ScriptpoolError
 from scriptpool.languages import Language
 from scriptpool.v1 import common_pb2, sessions_pb2, state_pb2
@@ -453,7 +454,7 @@ def test_every_job_state_call_is_on_the_timeline_with_its_outcome(client: Script
 
 def test_lua_entries_match_what_record_job_call_writes(client: ScriptpoolClient, redis_client: Redis) -> None:
     from scriptpool.coordinator.services.recording import record_job_call
-    from scriptpool.coordinator.stores.timeline import timeline_key
+    from scriptpool.core.keys import timeline_key
 
     session_id = client.create_session("same-shape").id
     caller = Caller(principal="p-shape", job_id="job-shape", session_id=session_id)

@@ -16,12 +16,9 @@ from collections.abc import Mapping
 from redis import Redis
 from redis.client import Pipeline
 
-EVENT_RETENTION_KEY = "sp:config:event-retention"
+from scriptpool.core.keys import EVENT_RETENTION_KEY
+
 DEFAULT_EVENT_RETENTION = 10_000
-
-
-def events_key(principal: str) -> str:
-    return f"sp:events:{principal}"
 
 
 # append_event(principal, session_id, fields): principal '' = the session's owner; no owner (the

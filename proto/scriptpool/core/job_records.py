@@ -31,12 +31,10 @@ from redis import Redis
 
 from scriptpool.core.defaults import LEASE_SECONDS
 from scriptpool.core.event_streams import LUA_APPEND_EVENT
+from scriptpool.core.keys import EXPIRING_SESSIONS_KEY, FINISHED_CHANNEL, LEASES_KEY, job_key
 from scriptpool.core.lean_redis import Arg, LeanPool, LeanScript, Reply
 from scriptpool.values import to_value_map
 
-PREFIX = "sp:"
-LEASES_KEY = PREFIX + "jobs:leases"
-FINISHED_CHANNEL = PREFIX + "job-finished"
 RQ_FUNCTION = "scriptpool.workers.rq_entry.execute_job"
 """The RQ job function every scriptpool job is enqueued with (its one argument: the job id)."""
 LEGACY_RQ_FUNCTIONS = {"workers.rq_entry.execute_job": RQ_FUNCTION}
@@ -55,8 +53,6 @@ into it, or a snapshot loaded into it, removes the field: the session is then th
 SESSION_RETENTION_FIELD = "retention_seconds"
 """Field of a job-created session: how long it stays once its job ended (0 = for good), written by
 the coordinator from `Settings.job_session_retention_seconds` when it made the session."""
-EXPIRING_SESSIONS_KEY = PREFIX + "sessions:expiring"
-"""zset: job-created session id -> the time its retention ends."""
 
 # The `data` of the timeline entry and events of a job-created session completed at its job's end
 # (what a `Session.complete` writes), from each state it may be in.
@@ -88,20 +84,8 @@ def hash_fields(raw: object) -> dict[str, bytes]:
     return {text(k): v if isinstance(v, bytes) else str(v).encode() for k, v in raw.items()}
 
 
-def job_key(job_id: str) -> str:
-    return f"{PREFIX}job:{job_id}"
-
-
 def credential_hash(credential: str) -> str:
     return hashlib.sha256(credential.encode("utf-8")).hexdigest()
-
-
-def credential_key(cred_hash: str) -> str:
-    return f"{PREFIX}cred:{cred_hash}"
-
-
-def session_jobs_key(session_id: str) -> str:
-    return f"{PREFIX}session:{session_id}:jobs"
 
 
 # Appends a job lifecycle entry to the job's session timeline and to its owner's event stream.
