@@ -73,3 +73,16 @@ def test_no_module_but_the_schema_builds_a_key_from_a_literal() -> None:
     own = (REPO / "proto/scriptpool/core/keys.py").resolve()
     assert [hit for path in sorted(files - {own}) for hit in _key_literals(path)] == []
     assert _key_literals(own)  # the check sees the schema's own literals
+
+
+def test_the_record_scripts_build_keys_of_the_schema() -> None:
+    """The `.lua` record scripts build keys from a literal prefix and an argument: each prefix begins
+    a pattern of the schema."""
+    prefixes = {
+        p
+        for path in (REPO / "proto/scriptpool/core/lua").glob("*.lua")
+        for p in re.findall(r"'(sp:[^']*)'", path.read_text())
+    }
+    assert prefixes
+    for prefix in prefixes:
+        assert any(pattern.startswith(prefix) for pattern in keys.SCHEMA), prefix
