@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from redis import Redis
 
 from scriptpool.coordinator.auth import Caller
+from scriptpool.coordinator.stores import lua
 from scriptpool.coordinator.stores.validation import check_uuid
 from scriptpool.core.event_streams import append_event
 from scriptpool.core.job_records import hash_fields, text
@@ -52,37 +53,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]*$")
 _PATTERN = re.compile(r"^[A-Za-z0-9_.:*?\[\]!-]+$")
 
 
-# KEYS: the subscription, the principal's index, the job's index ('' for a client), the principal's
-# hooks ('' unless a client registers a hook: coordinator/services/hooks.py); ARGV: principal,
-# pattern, last id, job id, now, ttl, per-principal max, per-job max, max hooks, subscription id.
-# Forgets expired ids (and hooks whose subscription expired) first; a hook is counted and added here,
-# in the same step, so concurrent registrations cannot pass the hooks' limit.
-_SUBSCRIBE = """
-local now, ttl = tonumber(ARGV[5]), tonumber(ARGV[6])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-local held = redis.call('ZCARD', KEYS[2])
-if held >= tonumber(ARGV[7]) then return {'principal', held} end
-if KEYS[4] ~= '' then
-  local hooks = 0
-  for _, id in ipairs(redis.call('HKEYS', KEYS[4])) do
-    if redis.call('EXISTS', 'sp:eventsub:' .. id) == 1 then hooks = hooks + 1 else redis.call('HDEL', KEYS[4], id) end
-  end
-  if hooks >= tonumber(ARGV[9]) then return {'hooks', hooks} end
-  redis.call('HSET', KEYS[4], ARGV[10], ARGV[2])
-end
-if KEYS[3] ~= '' then
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
-  held = redis.call('ZCARD', KEYS[3])
-  if held >= tonumber(ARGV[8]) then return {'job', held} end
-  redis.call('ZADD', KEYS[3], now + ttl, KEYS[1])
-  redis.call('EXPIRE', KEYS[3], ttl)
-end
-redis.call('HSET', KEYS[1], 'principal', ARGV[1], 'pattern', ARGV[2], 'last', ARGV[3], 'job_id', ARGV[4])
-redis.call('EXPIRE', KEYS[1], ttl)
-redis.call('ZADD', KEYS[2], now + ttl, KEYS[1])
-redis.call('EXPIRE', KEYS[2], ttl)
-return {'ok', 0}
-"""
+_SUBSCRIBE = lua.script("events_subscribe")
 
 
 def check_name(name: str) -> str:

@@ -22,6 +22,7 @@ from redis import Redis
 
 from scriptpool.coordinator.auth import Caller
 from scriptpool.coordinator.replay_runner import RecordedJob, ReplayRun, ReplayRunner
+from scriptpool.coordinator.stores import lua
 from scriptpool.coordinator.stores.jobs import REPLAYED_FIELD, REPLAYS_FIELD, JobStore
 from scriptpool.coordinator.stores.sessions import SessionStore
 from scriptpool.core.job_records import hash_fields, texts
@@ -33,16 +34,7 @@ from scriptpool.values import to_value_map
 MAX_LISTED_REPLAYS = 1000
 """Replay ids a session remembers (`getReplayMetadata().replays`): the latest ones."""
 
-# A job's claim to start one more replay. KEYS[1] its record; ARGV[1] the most it may start.
-# Returns {'replayed'} for a job a replay submitted, {'exhausted', n} past the maximum, else
-# {'ok', spec} (its spec, whose limits cap the replayed jobs').
-_CLAIM = f"""
-if redis.call('HEXISTS', KEYS[1], '{REPLAYED_FIELD}') == 1 then return {{'replayed'}} end
-local started = tonumber(redis.call('HGET', KEYS[1], '{REPLAYS_FIELD}') or '0')
-if started >= tonumber(ARGV[1]) then return {{'exhausted', started}} end
-redis.call('HINCRBY', KEYS[1], '{REPLAYS_FIELD}', 1)
-return {{'ok', redis.call('HGET', KEYS[1], 'spec')}}
-"""
+_CLAIM = lua.script("replay_claim", REPLAYED_FIELD=REPLAYED_FIELD, REPLAYS_FIELD=REPLAYS_FIELD)
 
 
 MaybeFinishedJob = tuple[float, sandbox_pb2.ChildJob, jobs_pb2.JobResult | None]

@@ -28,7 +28,7 @@ from redis.client import Pipeline
 from redis.exceptions import WatchError
 
 from scriptpool.coordinator.auth import Caller
-from scriptpool.coordinator.stores import timeline
+from scriptpool.coordinator.stores import lua, timeline
 from scriptpool.coordinator.stores.timeline import LUA_RECORD_CALL, CallRecord
 from scriptpool.coordinator.stores.validation import (
     MAX_DESCRIPTION,
@@ -65,18 +65,7 @@ TRANSITIONS: dict[str, tuple[tuple[str, ...], str, str]] = {
     "complete": (("active", "suspended"), "completed", "session.completed"),
 }
 
-_TRANSITION = """
-local state = redis.call('HGET', KEYS[1], 'state')
-if not state or redis.call('HGET', KEYS[1], 'principal') ~= ARGV[1] then return {'missing'} end
-for i = 4, #ARGV do
-  if state == ARGV[i] then
-    redis.call('HSET', KEYS[1], 'state', ARGV[2], 'updated_at', ARGV[3])
-    redis.call('ZADD', KEYS[2], ARGV[3], KEYS[3])
-    return {'ok', state}
-  end
-end
-return {'refused', state}
-"""
+_TRANSITION = lua.script("sessions_transition")
 
 
 _SESSION_KEY_SUFFIXES = (
@@ -135,43 +124,10 @@ class NewSession:
     fields: dict[str, str | bytes]
 
 
-# A job's Session.get (and getMetadata/getTags): the read, the owner check and the call's timeline
-# record in one round trip. Returns the session's fields, or false when it is not the caller's.
-_GET_RECORDED = (
-    LUA_RECORD_CALL
-    + """
-local raw = redis.call('HGETALL', KEYS[1])
-local owner = nil
-for i = 1, #raw, 2 do
-  if raw[i] == 'principal' then owner = raw[i + 1] end
-end
-if owner ~= ARGV[1] then
-  record_call(2, 'NOT_FOUND')
-  return false
-end
-record_call(2, 'OK')
-return raw
-"""
-)
+_GET_RECORDED = LUA_RECORD_CALL + lua.script("sessions_get_recorded")
 GET_OUTCOMES = ("OK", "NOT_FOUND")
 
-# A session's end, in one step (run in `delete`'s MULTI): reads which snapshots it keeps and what its
-# State holds at that moment, so a save or State write just before cannot leave bytes charged.
-# KEYS: 1 the principal's snapshot bytes, 2 its State bytes, 3 the session, 4 its State scope,
-# 5... its other keys. ARGV: 1 session id, 2 snapshots a session keeps.
-_UNLINK = """
-local prefix = 'sp:session:' .. ARGV[1] .. ':snapshot:'
-local latest = tonumber(redis.call('HGET', KEYS[3], 'snapshots') or '0')
-local snapshot_bytes = 0
-for n = math.max(1, latest - tonumber(ARGV[2]) + 1), latest do
-  snapshot_bytes = snapshot_bytes + tonumber(redis.call('HGET', prefix .. n, 'bytes') or '0')
-  redis.call('UNLINK', prefix .. n, prefix .. n .. ':state')
-end
-if snapshot_bytes > 0 then redis.call('DECRBY', KEYS[1], snapshot_bytes) end
-local state_bytes = tonumber(redis.call('HGET', KEYS[4], '') or '0')
-if state_bytes > 0 then redis.call('DECRBY', KEYS[2], state_bytes) end
-return redis.call('UNLINK', unpack(KEYS, 3))
-"""
+_UNLINK = lua.script("sessions_unlink")
 
 
 def _build(principal: str, name: str, description: str, tags: list[str], metadata: bytes, parent: str) -> NewSession:

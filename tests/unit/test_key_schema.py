@@ -76,13 +76,10 @@ def test_no_module_but_the_schema_builds_a_key_from_a_literal() -> None:
 
 
 def test_the_record_scripts_build_keys_of_the_schema() -> None:
-    """The `.lua` record scripts build keys from a literal prefix and an argument: each prefix begins
-    a pattern of the schema."""
-    prefixes = {
-        p
-        for path in (REPO / "proto/scriptpool/core/lua").glob("*.lua")
-        for p in re.findall(r"'(sp:[^']*)'", path.read_text())
-    }
+    """The `.lua` record and store scripts build keys from a literal prefix and an argument: each
+    prefix begins a pattern of the schema."""
+    scripts = [*(REPO / "proto/scriptpool/core/lua").glob("*.lua"), *(REPO / "coordinator/stores/lua").glob("*.lua")]
+    prefixes = {p for path in scripts for p in re.findall(r"'(sp:[^']*)'", path.read_text())}
     assert prefixes
     for prefix in prefixes:
         assert any(pattern.startswith(prefix) for pattern in keys.SCHEMA), prefix

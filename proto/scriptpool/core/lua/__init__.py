@@ -12,13 +12,18 @@ from importlib import resources
 from string import Template
 
 
-def load(name: str, **values: object) -> str:
-    """The script `name`.lua, its header comment left out and its `${NAME}`s filled in (a missing
-    value raises KeyError at import, not a Lua error at run time)."""
-    lines = resources.files(__name__).joinpath(f"{name}.lua").read_text(encoding="utf-8").splitlines(keepends=True)
+def read(package: str, name: str, **values: object) -> str:
+    """The script `name`.lua in `package`, its header comment left out and its `${NAME}`s filled in
+    (a missing value raises KeyError at import, not a Lua error at run time)."""
+    lines = resources.files(package).joinpath(f"{name}.lua").read_text(encoding="utf-8").splitlines(keepends=True)
     while lines and lines[0].startswith("--"):
         lines.pop(0)
     return Template("".join(lines)).substitute({key: str(value) for key, value in values.items()})
 
 
-__all__ = ["load"]
+def load(name: str, **values: object) -> str:
+    """A record script of the core (`read` in this package)."""
+    return read(__name__, name, **values)
+
+
+__all__ = ["load", "read"]
