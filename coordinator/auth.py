@@ -19,8 +19,9 @@ import grpc
 from redis import Redis
 
 from scriptpool.coordinator.credential_cache import CachedCredential, JobCredentialCache
+from scriptpool.core.job_records import credential_hash, text
+from scriptpool.core.keys import apikey_key, credential_key
 from scriptpool.errors import InvalidArgument, PermissionDenied, Unauthenticated
-from scriptpool.workers.job_records import credential_hash, credential_key, text
 
 API_KEY_PREFIX = "spk_"
 JOB_CREDENTIAL_PREFIX = "spj_"
@@ -44,10 +45,6 @@ class Caller:
             raise PermissionDenied(f"{what} needs a client API key; a job credential cannot call it")
 
 
-def _apikey_key(digest: str) -> str:
-    return f"sp:apikey:{digest}"
-
-
 def new_job_credential() -> str:
     return JOB_CREDENTIAL_PREFIX + secrets.token_urlsafe(32)
 
@@ -68,7 +65,7 @@ class Authenticator:
         if not PRINCIPAL_PATTERN.match(principal):
             raise InvalidArgument("principal: 1-128 characters of letters, digits and . _ @ -, starting alphanumeric")
         key = API_KEY_PREFIX + secrets.token_urlsafe(32)
-        self.redis.set(_apikey_key(hashlib.sha256(key.encode()).hexdigest()), principal)
+        self.redis.set(apikey_key(hashlib.sha256(key.encode()).hexdigest()), principal)
         return key
 
     def caller(self, context: grpc.ServicerContext) -> Caller:
@@ -94,7 +91,7 @@ class Authenticator:
             cached = self._api_keys.get(digest)
             if cached is not None and cached[1] > time.monotonic():
                 return Caller(principal=cached[0])
-            principal_raw = self.redis.get(_apikey_key(digest))
+            principal_raw = self.redis.get(apikey_key(digest))
             if principal_raw is not None:
                 principal = text(principal_raw)
                 if len(self._api_keys) > 10_000:

@@ -39,9 +39,9 @@ from scriptpool.coordinator.restarts import Restarts
 from scriptpool.coordinator.server import listen_addresses
 from scriptpool.coordinator.settings import Settings
 from scriptpool.coordinator.single_instance import StateDirLock, refuse_address_in_use
+from scriptpool.core import redis_connect
+from scriptpool.core.durability import ACK_AFTER_FSYNC_VARIABLE
 from scriptpool.errors import InvalidArgument, Unavailable
-from scriptpool.workers import redis_connect
-from scriptpool.workers.durability import ACK_AFTER_FSYNC_VARIABLE
 
 log = logging.getLogger(__name__)
 STOP_GRACE_SECONDS = 10.0

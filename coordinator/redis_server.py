@@ -17,8 +17,8 @@ from pathlib import Path
 from redis import Redis
 
 from scriptpool.coordinator.die_with_parent import die_with_parent
+from scriptpool.core.durability import APPENDFSYNC_CHOICES, DEFAULT_APPENDFSYNC
 from scriptpool.errors import Unavailable
-from scriptpool.workers.durability import APPENDFSYNC_CHOICES, DEFAULT_APPENDFSYNC
 
 
 def find_redis_server() -> str:

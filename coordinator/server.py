@@ -36,6 +36,10 @@ from scriptpool.coordinator.stores.snapshots import SnapshotStore
 from scriptpool.coordinator.stores.state import StateStore
 from scriptpool.coordinator.sweeper import LeaseSweeper
 from scriptpool.coordinator.waiters import JobWaiters
+from scriptpool.core import redis_connect, rq_dates, rq_serializers
+from scriptpool.core.durability import check_ack_after_fsync
+from scriptpool.core.keys import EVENT_RETENTION_KEY
+from scriptpool.core.lean_redis import LeanPool
 from scriptpool.errors import InvalidArgument
 from scriptpool.v1 import (
     artifacts_pb2,
@@ -51,10 +55,6 @@ from scriptpool.v1 import (
     state_pb2,
     state_pb2_grpc,
 )
-from scriptpool.workers import redis_connect, rq_dates, rq_serializers
-from scriptpool.workers.durability import check_ack_after_fsync
-from scriptpool.workers.event_streams import EVENT_RETENTION_KEY
-from scriptpool.workers.lean_redis import LeanPool
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Delete job-created sessions past their retention (settings.job_session_retention_seconds).
 
 A session the coordinator made for a job submitted without one is completed when that job ends and
-listed in `sp:sessions:expiring` with the time its retention ends (workers/job_records.py). Each
+listed in `sp:sessions:expiring` with the time its retention ends (proto/scriptpool/core/job_records.py). Each
 sweep of the coordinator's sweeper thread deletes the due ones through `SessionStore.delete`, the
 path a client's delete takes, so the principal's session index and count, its State and snapshot
 bytes and its artifact quotas all go down with it. An entry whose session is gone, or is no longer
@@ -17,9 +17,10 @@ import logging
 import time
 
 from scriptpool.coordinator.auth import Caller
-from scriptpool.coordinator.stores.sessions import SessionStore, session_key
+from scriptpool.coordinator.stores.sessions import SessionStore
+from scriptpool.core.job_records import SESSION_JOB_FIELD, text, texts
+from scriptpool.core.keys import EXPIRING_SESSIONS_KEY, session_key
 from scriptpool.errors import NotFound, ResourceExhausted
-from scriptpool.workers.job_records import EXPIRING_SESSIONS_KEY, SESSION_JOB_FIELD, text, texts
 
 log = logging.getLogger(__name__)
 

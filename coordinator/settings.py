@@ -6,18 +6,17 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from scriptpool.errors import InvalidArgument
-from scriptpool.sandbox.limits import LimitPolicy
-from scriptpool.workers.durability import (
+from scriptpool.core.defaults import DEFAULT_COORDINATOR, DEFAULT_QUEUE, LEASE_SECONDS, RESULT_TTL_SECONDS
+from scriptpool.core.durability import (
     ACK_AFTER_FSYNC_VARIABLE,
     APPENDFSYNC_CHOICES,
     DEFAULT_APPENDFSYNC,
     appendfsync_choice,
     flag,
 )
-from scriptpool.workers.event_streams import DEFAULT_EVENT_RETENTION
-from scriptpool.workers.job_records import LEASE_SECONDS
-from scriptpool.workers.settings import DEFAULT_COORDINATOR, DEFAULT_QUEUE
+from scriptpool.core.event_streams import DEFAULT_EVENT_RETENTION
+from scriptpool.errors import InvalidArgument
+from scriptpool.sandbox.limits import LimitPolicy
 
 DEFAULT_LISTEN = DEFAULT_COORDINATOR
 
@@ -106,7 +105,7 @@ class Settings:
     early with a `next_cursor` (it always holds at least one job, whatever its size)."""
     queue_ttl_seconds: int = 24 * 3600
     """How long a job may wait in the queue before its credential expires."""
-    result_ttl_seconds: int = 7 * 24 * 3600
+    result_ttl_seconds: int = RESULT_TTL_SECONDS
     """How long finished job records stay."""
     job_session_retention_seconds: int = 7 * 24 * 3600
     """How long a session the coordinator made for a job submitted without one stays after that job
@@ -127,7 +126,7 @@ class Settings:
     max_events_per_principal: int = DEFAULT_EVENT_RETENTION
     """Events each principal's stream keeps (about: trimmed in Redis' stream nodes, so up to ~100 more);
     older ones are dropped from that principal's stream only. At most this many times 64 KiB of event
-    data per principal. Written to Redis at start for every writer (workers/event_streams.py): the
+    data per principal. Written to Redis at start for every writer (proto/scriptpool/core/event_streams.py): the
     coordinators of one Redis should agree on it."""
     max_subscriptions_per_principal: int = 1000
     """Live event subscriptions (and client hooks) one principal may hold; past it, RESOURCE_EXHAUSTED.

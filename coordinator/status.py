@@ -39,7 +39,7 @@ REDIS_BUSY = "Redis is busy running a long script and answers nothing else until
 def redis_unavailable(exc: BaseException) -> str | None:
     """What to tell a caller when `exc` is Redis being out of reach for now (a retry will do), else
     None. redis-py raises `BusyLoadingError` (a ConnectionError) for `LOADING`, but the lean client
-    (`workers/lean_redis.py`) and script calls raise it as a plain ResponseError, as redis-py does `BUSY`."""
+    (`scriptpool.core.lean_redis`) and script calls raise it as a plain ResponseError, as redis-py does `BUSY`."""
     if isinstance(exc, BusyLoadingError) or (isinstance(exc, ResponseError) and str(exc).startswith("LOADING")):
         return REDIS_LOADING
     if isinstance(exc, ResponseError) and str(exc).startswith("BUSY "):

@@ -47,18 +47,12 @@ from rq.job import Job, JobStatus
 from rq.job_lifecycle import record_job_failure
 
 from scriptpool.coordinator.auth import new_job_credential
+from scriptpool.coordinator.stores import lua
+from scriptpool.core.defaults import LEASE_SECONDS
+from scriptpool.core.job_records import JobRecords, JobState, credential_hash, text, texts
+from scriptpool.core.keys import LEASES_KEY, job_key
 from scriptpool.outcomes import Outcome
 from scriptpool.v1 import jobs_pb2
-from scriptpool.workers.job_records import (
-    LEASE_SECONDS,
-    LEASES_KEY,
-    JobRecords,
-    JobState,
-    credential_hash,
-    job_key,
-    text,
-    texts,
-)
 
 log = logging.getLogger(__name__)
 SWEEP_SECONDS = 2.0
@@ -68,23 +62,9 @@ MAX_STRANDED_SCAN = 1000
 unless workers died there)."""
 WORKER_LOST_MESSAGE = "the worker running this job stopped responding; the job did not finish"
 
-# KEYS: the intermediate queue, the queue, the job's record, RQ's job hash. ARGV: the job id.
-# Still in the intermediate queue means no worker's start transaction took it out (that transaction
-# also claims the record), so a `queued` record goes back on the queue, at its head where it was.
-_RECOVER_STRANDED = """
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return false end
-if redis.call('HGET', KEYS[3], 'status') == 'queued' and redis.call('EXISTS', KEYS[4]) == 1 then
-  redis.call('LPUSH', KEYS[2], ARGV[1])
-  return 'requeued'
-end
-return 'dropped'
-"""
+_RECOVER_STRANDED = lua.script("sweeper_recover_stranded")
 
-# KEYS: the job's record, the leases. ARGV: the job id. A lease left by a job no longer running goes.
-_DROP_LEASE = """
-if redis.call('HGET', KEYS[1], 'status') == 'running' then return 0 end
-return redis.call('ZREM', KEYS[2], ARGV[1])
-"""
+_DROP_LEASE = lua.script("sweeper_drop_lease")
 
 
 def sweep_interval(lease_seconds: float) -> float:

@@ -24,8 +24,8 @@ from contextlib import contextmanager
 from redis import Redis
 
 from scriptpool.coordinator.credential_cache import JobCredentialCache
-from scriptpool.workers.job_records import FINISHED_CHANNEL
-from scriptpool.workers.lean_redis import LeanPool, subscribe
+from scriptpool.core.keys import FINISHED_CHANNEL
+from scriptpool.core.lean_redis import LeanPool, subscribe
 
 log = logging.getLogger(__name__)
 RECHECK_SECONDS = 1.0

@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import Error as ProtobufError
 
+from scriptpool.core.session_values import session_to_plain
 from scriptpool.errors import InvalidArgument, ResourceExhausted, ScriptpoolError, Unimplemented
 from scriptpool.grpc_errors import from_rpc_error
 from scriptpool.sandbox.catalog import SCRIPT_OPS
@@ -26,7 +27,6 @@ from scriptpool.workers.bridge_args import string_arg as _string
 from scriptpool.workers.bridge_args import strings_arg as _strings
 from scriptpool.workers.bridge_args import value_map_arg as _map
 from scriptpool.workers.call_stream import CallStream, CoordinatorStubs, StreamRefused
-from scriptpool.workers.session_values import session_to_plain
 
 log = logging.getLogger(__name__)
 AWAIT_REPLAY_OP = "Session.awaitReplay"  # not a script global: used by the engines' replay callbacks

@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from scriptpool.core.artifact_values import info_to_plain
+from scriptpool.core.defaults import ARTIFACT_CHUNK_BYTES
 from scriptpool.errors import FailedPrecondition, InvalidArgument, PermissionDenied, ResourceExhausted
 from scriptpool.v1 import artifacts_pb2
-from scriptpool.values import PlainValue, from_value_map, to_value, to_value_map
+from scriptpool.values import PlainValue, to_value, to_value_map
 from scriptpool.workers.bridge_args import UINT32_MAX
 from scriptpool.workers.bridge_args import count_arg as _count
 from scriptpool.workers.bridge_args import string_arg as _string
@@ -24,8 +26,6 @@ if TYPE_CHECKING:
     from scriptpool.workers.bridge import CoordinatorBridge
 
 A = artifacts_pb2
-CHUNK_BYTES = 256 * 1024
-TEXT_TYPES = ("text", "code")
 QUERY_FIELDS = ("session_id", "type", "tags", "tags_any", "name_pattern", "metadata", "created_after",
                 "created_before", "min_size", "max_size", "sort", "limit", "cursor")  # fmt: skip
 META_FIELDS = ("name", "description", "tags", "custom")
@@ -82,33 +82,6 @@ INLINE_CONTENT_BYTES = 64 * 1024
 """Artifact.get returns content up to this size inline; larger content is read on first access."""
 
 
-def info_to_plain(info: A.ArtifactInfo, content: bytes | None = None) -> dict[str, PlainValue]:
-    plain: dict[str, PlainValue] = {
-        "id": info.id,
-        "session_id": info.session_id,
-        "type": info.type,
-        "metadata": {"name": info.metadata.name, "description": info.metadata.description,
-                     "tags": list(info.metadata.tags), "custom": from_value_map(info.metadata.custom)},
-        "content_hash": info.content_hash,
-        "size": info.size,
-        "created_at": info.created_at,
-        "updated_at": info.updated_at,
-        "version": info.version,
-    }  # fmt: skip
-    if content is not None:
-        plain["content"] = content_value(info.type, content)
-    return plain
-
-
-def content_value(kind: str, content: bytes) -> PlainValue:
-    if kind in TEXT_TYPES:
-        try:
-            return content.decode("utf-8")
-        except UnicodeDecodeError:
-            pass
-    return content
-
-
 def _ref(ref: A.ArtifactRef) -> PlainValue:
     return {"id": ref.id, "content_hash": ref.content_hash, "session_id": ref.session_id, "version": ref.version}
 
@@ -119,10 +92,10 @@ def _send(bridge: CoordinatorBridge, header: A.StoreArtifactChunk, content: byte
     bridge.charge_artifact_bytes(written, "Artifact.update" if header.artifact_id else "Artifact.store")
 
     def messages() -> Iterator[A.StoreArtifactChunk]:
-        header.content = content[:CHUNK_BYTES]
+        header.content = content[:ARTIFACT_CHUNK_BYTES]
         yield header
-        for start in range(CHUNK_BYTES, len(content), CHUNK_BYTES):
-            yield A.StoreArtifactChunk(content=content[start : start + CHUNK_BYTES])
+        for start in range(ARTIFACT_CHUNK_BYTES, len(content), ARTIFACT_CHUNK_BYTES):
+            yield A.StoreArtifactChunk(content=content[start : start + ARTIFACT_CHUNK_BYTES])
 
     method = bridge.artifacts.Update if header.artifact_id else bridge.artifacts.Store
     return _ref(bridge._rpc(method, messages()))
@@ -348,4 +321,4 @@ HANDLERS: dict[str, Callable[[Any, str, list[PlainValue]], PlainValue]] = {
     "Artifact.getAuditLog": get_audit_log,
 }
 
-__all__ = ["HANDLERS", "check_scratch_path", "content_value", "info_to_plain"]
+__all__ = ["HANDLERS", "check_scratch_path"]

@@ -12,14 +12,14 @@ from typing import Any
 import grpc
 from redis import Redis
 
+from scriptpool.core.job_records import ClaimedJob, JobRecords
+from scriptpool.core.lean_redis import Arg, LeanPool, Reply
 from scriptpool.languages import Language
 from scriptpool.outcomes import Outcome
 from scriptpool.v1 import sandbox_pb2
 from scriptpool.workers.bridge import CoordinatorBridge
 from scriptpool.workers.call_stream import CoordinatorStubs
 from scriptpool.workers.child_reuse import ReuseKey
-from scriptpool.workers.job_records import ClaimedJob, JobRecords
-from scriptpool.workers.lean_redis import Arg, LeanPool, Reply
 from scriptpool.workers.lease import LeaseKeeper
 from scriptpool.workers.settings import WorkerSettings
 from scriptpool.workers.supervisor import ChildRun, Reaper, SparePool, supervise

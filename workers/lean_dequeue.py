@@ -1,5 +1,5 @@
 """RQ's dequeue (move the next job id to the intermediate queue, then read the job's hash) in one
-round trip over the lean RESP2 connection (`workers/lean_redis.py`).
+round trip over the lean RESP2 connection (`proto/scriptpool/core/lean_redis.py`).
 
 RQ's `Queue.dequeue_any` for a single queue on Redis >= 6.2 sends `BLMOVE queue intermediate LEFT
 RIGHT` and then `HGETALL rq:job:{id}` (`Job.fetch`), both through redis-py. Here, when the queue
@@ -21,7 +21,7 @@ from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job
 from rq.utils import get_version
 
-from scriptpool.workers.lean_redis import LeanPool, LeanScript, Reply, pack_command
+from scriptpool.core.lean_redis import LeanPool, LeanScript, Reply, pack_command
 
 _MOVE_AND_READ = """
 local id = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')

@@ -7,7 +7,7 @@ formats, so `rq info`, rq-dashboard and RQ's APIs (`Job.fetch`, `latest_result()
 finished and failed registries, `Worker.all()`, worker commands) see the same state, but sends them
 as: the dequeue (`LMOVE` + the job's `HGETALL`, one script: `workers/lean_dequeue.py`), **one**
 `MULTI` when a job starts and **one** `MULTI` when it finishes. Both transactions are queued on a
-redis-py pipeline by RQ's helpers and sent over the lean RESP2 connection of `workers/lean_redis.py`
+redis-py pipeline by RQ's helpers and sent over the lean RESP2 connection of `proto/scriptpool/core/lean_redis.py`
 (`_execute`): redis-py's packing and parsing of those ~25 commands were a third of the worker's CPU
 per job.
 
@@ -59,14 +59,14 @@ from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.rate_limit import release_slot
 from rq.registry import StartedJobRegistry
-from rq.serializers import DefaultSerializer
 from rq.suspension import WORKERS_SUSPENDED
 from rq.utils import now
 from rq.worker import WorkerStatus
 
+from scriptpool.core.lean_redis import Arg, LeanPool, is_transient_reply, read, transaction
+from scriptpool.core.rq_serializers import pass_default_serializer_as_none
 from scriptpool.workers.death_penalty import AlarmDeathPenalty
 from scriptpool.workers.lean_dequeue import lean_queue_class
-from scriptpool.workers.lean_redis import Arg, LeanPool, is_transient_reply, read, transaction
 
 if TYPE_CHECKING:
     from redis.client import Pipeline
@@ -85,15 +85,6 @@ EXIT_END_NOT_RECORDED = 1
 HEARTBEAT_SLACK_SECONDS = 10
 """A standalone heartbeat is skipped while the worker key's TTL, as last set, is within this many
 seconds of the TTL asked for (a busy worker heartbeats in every job's transactions anyway)."""
-
-
-def pass_default_serializer_as_none(owner: SimpleWorker | Queue) -> None:
-    """RQ resolves the serializer it is given in every Job, Result and registry it builds, by an
-    isinstance() check against a runtime Protocol (~5 % of a worker's or a submitter's CPU per
-    job). None resolves to the same default serializer at once, so a worker or queue holding the
-    default passes None on."""
-    if owner.serializer is DefaultSerializer:
-        owner.serializer = None  # type: ignore[assignment]
 
 
 class LeanSimpleWorker(SimpleWorker):
@@ -120,7 +111,7 @@ class LeanSimpleWorker(SimpleWorker):
 
     def _execute(self, pipeline: Pipeline) -> list[Any]:
         """Send a pipeline's transaction: RQ's helpers queue the commands on a redis-py pipeline, and
-        they go out as one write over the lean RESP2 connection (`workers/lean_redis.py`), whose
+        they go out as one write over the lean RESP2 connection (`proto/scriptpool/core/lean_redis.py`), whose
         packing and parsing cost a fraction of redis-py's. Replies are raw (bytes, int, lists)."""
         if not self._lean.supported:
             return pipeline.execute()

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from scriptpool.workers.job_records import JobRecords
+from scriptpool.core.job_records import JobRecords
 
 log = logging.getLogger(__name__)
 

@@ -6,10 +6,8 @@ import os
 import socket
 from dataclasses import dataclass
 
-from scriptpool.workers.durability import ACK_AFTER_FSYNC_VARIABLE, flag
-
-DEFAULT_COORDINATOR = "127.0.0.1:50051"
-DEFAULT_QUEUE = "scriptpool"
+from scriptpool.core.defaults import DEFAULT_COORDINATOR, DEFAULT_QUEUE, LEASE_SECONDS, RESULT_TTL_SECONDS
+from scriptpool.core.durability import ACK_AFTER_FSYNC_VARIABLE, flag
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -22,11 +20,11 @@ class WorkerSettings:
     """RQ queue name."""
     name: str = ""
     """Worker name shown in `rq info`; default host-pid."""
-    result_ttl_seconds: int = 7 * 24 * 3600
+    result_ttl_seconds: int = RESULT_TTL_SECONDS
     """How long finished job records stay in Redis."""
     call_timeout_seconds: float = 30.0
     """Upper bound on one global call to the coordinator (also capped by the job's wall time)."""
-    lease_seconds: float = 15.0
+    lease_seconds: float = LEASE_SECONDS
     """A running job's lease, renewed every 0.25 s; when a worker dies the coordinator ends its job as
     worker_lost once the lease expires (SCRIPTPOOL_LEASE_SECONDS)."""
     zygote: bool = True
@@ -46,7 +44,7 @@ class WorkerSettings:
     ack_after_fsync: bool = False
     """Record results only once Redis has fsynced them (SCRIPTPOOL_ACK_AFTER_FSYNC=1): the worker
     refuses to start against a Redis without `appendonly yes` and `appendfsync always`
-    (workers/durability.py)."""
+    (proto/scriptpool/core/durability.py)."""
 
     @classmethod
     def from_env(cls, **overrides: str) -> WorkerSettings:

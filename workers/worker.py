@@ -6,7 +6,7 @@ the job function itself hands the script to a pre-forked, jailed sandbox child a
 Signals follow RQ: the first SIGINT/SIGTERM finishes the current job then exits (warm), a second
 one kills the running child and exits at once (cold). Exit codes (`scriptpool worker`): 0 after a
 clean stop; at start-up, one line on stderr and 2 for bad settings or a malformed Redis URL, 3 when
-Redis cannot be reached (`workers/redis_connect.py`).
+Redis cannot be reached (`proto/scriptpool/core/redis_connect.py`).
 """
 
 from __future__ import annotations
@@ -19,13 +19,14 @@ from rq import Queue
 from rq.executions import Execution
 from rq.job import Job
 
+from scriptpool.core import redis_connect, rq_dates, rq_serializers
+from scriptpool.core.durability import check_ack_after_fsync
+from scriptpool.core.job_records import LEGACY_RQ_FUNCTIONS, RQ_FUNCTION
+from scriptpool.core.lean_redis import Arg
 from scriptpool.sandbox.jail import probe_host
 from scriptpool.sandbox.runner import prewarm
-from scriptpool.workers import redis_connect, rq_dates, rq_entry, rq_serializers
-from scriptpool.workers.durability import check_ack_after_fsync
+from scriptpool.workers import rq_entry
 from scriptpool.workers.execution import JobExecutor
-from scriptpool.workers.job_records import LEGACY_RQ_FUNCTIONS, RQ_FUNCTION
-from scriptpool.workers.lean_redis import Arg
 from scriptpool.workers.lean_rq import LeanSimpleWorker
 from scriptpool.workers.settings import WorkerSettings
 

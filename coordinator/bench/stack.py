@@ -16,8 +16,8 @@ from scriptpool.coordinator.auth import Authenticator
 from scriptpool.coordinator.die_with_parent import die_with_parent
 from scriptpool.coordinator.embedded import wait_until_serving
 from scriptpool.coordinator.redis_server import PrivateRedis
+from scriptpool.core import redis_connect
 from scriptpool.errors import Unavailable
-from scriptpool.workers import redis_connect
 
 BENCH_QUEUE = "scriptpool-bench"
 BASELINE_QUEUE = "rq-baseline"

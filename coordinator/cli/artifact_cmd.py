@@ -10,10 +10,10 @@ from pathlib import Path
 
 from scriptpool.client import ARTIFACT_CHUNK_BYTES, ScriptpoolClient
 from scriptpool.coordinator.cli.output import to_json
+from scriptpool.core.artifact_values import info_to_plain
 from scriptpool.errors import InvalidArgument
 from scriptpool.v1 import artifacts_pb2
 from scriptpool.values import PlainValue
-from scriptpool.workers.bridge_artifacts import info_to_plain
 
 A = artifacts_pb2
 PROGRESS_FROM_BYTES = 8 * 1024 * 1024

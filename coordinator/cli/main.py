@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING
 from scriptpool.coordinator.cli import artifact_cmd, bench_cmd, events_cmd, job_cmd, session_cmd, state_cmd
 from scriptpool.coordinator.settings import Settings
 from scriptpool.coordinator.single_instance import AlreadyInUse
+from scriptpool.core.durability import APPENDFSYNC_CHOICES
 from scriptpool.errors import InvalidArgument, ScriptpoolError
 from scriptpool.languages import Language
-from scriptpool.workers.durability import APPENDFSYNC_CHOICES
 
 if TYPE_CHECKING:
     from scriptpool.client import ScriptpoolClient
@@ -179,7 +179,7 @@ def client_command(run: Callable[[ScriptpoolClient, argparse.Namespace], int]) -
 
 def cmd_apikey(args: argparse.Namespace) -> int:
     from scriptpool.coordinator.auth import Authenticator
-    from scriptpool.workers.redis_connect import connect
+    from scriptpool.core.redis_connect import connect
 
     settings = _settings(args)
     if not settings.redis_url:

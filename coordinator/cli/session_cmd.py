@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 
 from scriptpool.client import ScriptpoolClient
 from scriptpool.coordinator.cli.output import to_json
+from scriptpool.core.session_values import session_to_plain
 from scriptpool.errors import DeadlineExceeded, InvalidArgument
 from scriptpool.v1 import sessions_pb2
 from scriptpool.values import PlainValue, from_value_map
-from scriptpool.workers.session_values import session_to_plain
 
 S = sessions_pb2
 

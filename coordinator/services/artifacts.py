@@ -1,4 +1,4 @@
-"""ArtifactService: every Artifact operation of the spec, content streamed in CHUNK_BYTES pieces.
+"""ArtifactService: every Artifact operation of the spec, content streamed in ARTIFACT_CHUNK_BYTES pieces.
 
 Store/Update read the request stream one message at a time and write each piece to Redis as it
 arrives; Get/GetContent send one stored chunk at a time. Neither ever holds a whole artifact.

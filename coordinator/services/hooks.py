@@ -24,16 +24,13 @@ from scriptpool.coordinator.services.wait_budget import wait_budget
 from scriptpool.coordinator.services.waiting_calls import WaitingCalls
 from scriptpool.coordinator.status import grpc_service
 from scriptpool.coordinator.stores.events import EventStore
+from scriptpool.core.job_records import hash_fields
+from scriptpool.core.keys import hooks_key
 from scriptpool.errors import InvalidArgument, NotFound
 from scriptpool.sandbox.catalog import HOOK_POINTS
 from scriptpool.v1 import common_pb2, events_pb2, events_pb2_grpc
-from scriptpool.workers.job_records import hash_fields
 
 MAX_HOOKS_PER_PRINCIPAL = 100
-
-
-def _hooks_key(principal: str) -> str:
-    return f"sp:hooks:{principal}"
 
 
 @grpc_service(events_pb2.DESCRIPTOR.services_by_name["HookService"])
@@ -70,13 +67,13 @@ class HookServicer(events_pb2_grpc.HookServiceServicer):
             raise InvalidArgument(f"unknown hook point {request.hook_point[:60]!r}; one of: {', '.join(HOOK_POINTS)}")
         # counted and added in the subscription's own script: concurrent Registers cannot pass the limit
         subscription = self.events.subscribe(
-            caller, request.hook_point, _hooks_key(caller.principal), MAX_HOOKS_PER_PRINCIPAL
+            caller, request.hook_point, hooks_key(caller.principal), MAX_HOOKS_PER_PRINCIPAL
         )
         return events_pb2.HookRegistration(hook_id=subscription.subscription_id, hook_point=request.hook_point)
 
     def Unregister(self, request: events_pb2.HookRef, context: grpc.ServicerContext) -> common_pb2.Empty:
         caller = self._client(context, "Unregister")
-        if not self.redis.hdel(_hooks_key(caller.principal), request.hook_id):
+        if not self.redis.hdel(hooks_key(caller.principal), request.hook_id):
             raise NotFound(f"hook {request.hook_id[:60]!r} not found")
         try:
             self.events.unsubscribe(caller, request.hook_id)
@@ -121,7 +118,7 @@ class HookServicer(events_pb2_grpc.HookServiceServicer):
 
     def _registrations(self, caller: Caller) -> dict[str, str]:
         """hook id -> point, without the ones whose subscription expired (an hour unused)."""
-        key = _hooks_key(caller.principal)
+        key = hooks_key(caller.principal)
         found = {hook_id: point.decode() for hook_id, point in hash_fields(self.redis.hgetall(key)).items()}
         live = {}
         for hook_id, point in found.items():

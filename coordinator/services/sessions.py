@@ -13,18 +13,13 @@ from scriptpool.coordinator.services.recording import record_job_call, recorded
 from scriptpool.coordinator.status import grpc_service
 from scriptpool.coordinator.stores import timeline
 from scriptpool.coordinator.stores.replay import ReplayStore
-from scriptpool.coordinator.stores.sessions import (
-    JOB_CURRENT_FIELD,
-    SessionStore,
-    current_session_key,
-    job_current_session,
-)
+from scriptpool.coordinator.stores.sessions import JOB_CURRENT_FIELD, SessionStore, job_current_session
 from scriptpool.coordinator.stores.snapshots import SnapshotStore
 from scriptpool.coordinator.stores.timeline import CallRecord
+from scriptpool.core.keys import current_session_key, job_key
 from scriptpool.errors import InvalidArgument, PermissionDenied
 from scriptpool.sandbox.catalog import SCRIPT_OPS
 from scriptpool.v1 import common_pb2, sessions_pb2, sessions_pb2_grpc
-from scriptpool.workers.job_records import job_key
 
 """Field of a job's record holding the session it chose with setCurrent ("" = none)."""
 

@@ -18,9 +18,11 @@ from redis import Redis
 from redis.client import Pipeline
 
 from scriptpool.coordinator.auth import PRINCIPAL_PATTERN, Caller
+from scriptpool.coordinator.stores import lua
+from scriptpool.core.job_records import hash_fields, text
+from scriptpool.core.keys import artifact_key, audit_key, grants_key, principal_grants_key
 from scriptpool.errors import InvalidArgument
 from scriptpool.v1 import artifacts_pb2, common_pb2
-from scriptpool.workers.job_records import hash_fields, text
 
 LEVELS = ("read", "write", "delete", "admin")
 READ, WRITE, DELETE, ADMIN = 1, 2, 3, 4
@@ -28,48 +30,7 @@ AUDIT_MAX = 100_000
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 
-# KEYS: grants, principal's grant set, artifact; ARGV: principal, level, artifact id, grant|revoke
-_CHANGE = """
-if redis.call('EXISTS', KEYS[3]) == 0 then return -1 end
-local level = tonumber(ARGV[2])
-local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
-local sid, created = unpack(redis.call('HMGET', KEYS[3], 'session_id', 'created_at'))
-local in_session = 'sp:session:' .. sid .. ':artifact-grants:' .. ARGV[1]
-if ARGV[4] == 'grant' then
-  if current < level then redis.call('HSET', KEYS[1], ARGV[1], level) end
-  redis.call('SADD', KEYS[2], ARGV[3])
-  redis.call('ZADD', in_session, created, ARGV[3])
-  return math.max(current, level)
-end
-if current >= level then
-  if level <= 1 then
-    redis.call('HDEL', KEYS[1], ARGV[1])
-    redis.call('SREM', KEYS[2], ARGV[3])
-    redis.call('ZREM', in_session, ARGV[3])
-    return 0
-  end
-  redis.call('HSET', KEYS[1], ARGV[1], level - 1)
-  return level - 1
-end
-return current
-"""
-
-
-def grants_key(artifact_id: str) -> str:
-    return f"sp:artifact:{artifact_id}:grants"
-
-
-def audit_key(artifact_id: str) -> str:
-    return f"sp:artifact:{artifact_id}:audit"
-
-
-def principal_grants_key(principal: str) -> str:
-    return f"sp:principal:{principal}:artifact-grants"
-
-
-def session_grants_key(session_id: str, principal: str) -> str:
-    """The ids of the session's artifacts granted to `principal`, scored by when each was created."""
-    return f"sp:session:{session_id}:artifact-grants:{principal}"
+_CHANGE = lua.script("artifact_access_change")
 
 
 def parse_level(name: str) -> int:
@@ -110,7 +71,7 @@ class AccessControl:
 
     def change(self, artifact_id: str, user: str, level: int, mode: str) -> int:
         """grant (raise to at least `level`) or revoke (drop below `level`); -1 if the artifact is gone."""
-        keys = [grants_key(artifact_id), principal_grants_key(user), f"sp:artifact:{artifact_id}"]
+        keys = [grants_key(artifact_id), principal_grants_key(user), artifact_key(artifact_id)]
         return int(self._change(keys=keys, args=[user, level, artifact_id, mode]))
 
     def permissions(self, artifact_id: str, owner: str) -> artifacts_pb2.Permissions:

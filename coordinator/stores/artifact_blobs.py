@@ -3,7 +3,7 @@
   sp:upload:{uuid}:{i}   string  one chunk of an upload in progress; expires after UPLOAD_TTL_SECONDS,
                                  so an upload cut off by a crash leaves nothing behind for long
   sp:blob:{sha256}       hash    size, chunks (how many chunk keys), refs (versions pointing here)
-  sp:blob:{sha256}:{i}   string  chunk i of the content, CHUNK_BYTES each (the last may be shorter)
+  sp:blob:{sha256}:{i}   string  chunk i of the content, ARTIFACT_CHUNK_BYTES each (the last may be shorter)
 
 Content is written chunk by chunk as it arrives (memory stays bounded by one chunk), under an upload
 id because the hash is only known at the end. The commit (artifacts.py, one Lua script) then either
@@ -20,24 +20,21 @@ from collections.abc import Iterator
 
 from redis import Redis
 
+from scriptpool.core.defaults import ARTIFACT_CHUNK_BYTES
+from scriptpool.core.keys import blob_key, upload_prefix
 from scriptpool.errors import DataLoss, ResourceExhausted
 
-CHUNK_BYTES = 256 * 1024
 UPLOAD_TTL_SECONDS = 3600
 
 
-def blob_key(sha: str) -> str:
-    return f"sp:blob:{sha}"
-
-
 class Upload:
-    """Receives content in pieces of any size and writes it to Redis in CHUNK_BYTES chunks."""
+    """Receives content in pieces of any size and writes it to Redis in ARTIFACT_CHUNK_BYTES chunks."""
 
     def __init__(self, redis: Redis, max_bytes: int, sample_bytes: int = 0) -> None:
         self.redis = redis
         self.max_bytes = max_bytes
         self.sample_bytes = sample_bytes
-        self.prefix = f"sp:upload:{uuid.uuid4().hex}:"
+        self.prefix = upload_prefix(uuid.uuid4().hex)
         self.size = 0
         self.chunks = 0
         self._hash = hashlib.sha256()
@@ -58,9 +55,9 @@ class Upload:
         if len(self.text_sample) < self.sample_bytes:
             self.text_sample += data[: self.sample_bytes - len(self.text_sample)]
         self._pending += data
-        while len(self._pending) >= CHUNK_BYTES:
-            self._flush(bytes(self._pending[:CHUNK_BYTES]))
-            del self._pending[:CHUNK_BYTES]
+        while len(self._pending) >= ARTIFACT_CHUNK_BYTES:
+            self._flush(bytes(self._pending[:ARTIFACT_CHUNK_BYTES]))
+            del self._pending[:ARTIFACT_CHUNK_BYTES]
 
     def _flush(self, chunk: bytes) -> None:
         self.redis.set(f"{self.prefix}{self.chunks}", chunk, ex=UPLOAD_TTL_SECONDS)

@@ -31,9 +31,10 @@ from redis.client import Pipeline
 
 from scriptpool.coordinator.stores.sessions import _epoch as epoch  # one parser for time filters everywhere
 from scriptpool.coordinator.stores.validation import check_tags, parse_cursor
+from scriptpool.core.job_records import hash_fields, texts
+from scriptpool.core.keys import artifact_key, session_index, version_key
 from scriptpool.errors import InvalidArgument, ResourceExhausted
 from scriptpool.v1 import artifacts_pb2, common_pb2
-from scriptpool.workers.job_records import hash_fields, texts
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
@@ -42,18 +43,6 @@ TEXT_SAMPLE_BYTES = 1024 * 1024
 """How much of an artifact's content goes into the word index."""
 MAX_WORDS = 5000
 _WORD = re.compile(r"\w{2,64}")
-
-
-def artifact_key(artifact_id: str) -> str:
-    return f"sp:artifact:{artifact_id}"
-
-
-def version_key(artifact_id: str, version: int) -> str:
-    return f"sp:artifact:{artifact_id}:v:{version}"
-
-
-def session_index(session_id: str, suffix: str = "") -> str:
-    return f"sp:session:{session_id}:artifacts{suffix}"
 
 
 def words_of(*texts_: str) -> list[str]:

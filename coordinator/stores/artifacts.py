@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator
 from redis import Redis
 
 from scriptpool.coordinator.auth import Caller
-from scriptpool.coordinator.stores import timeline
+from scriptpool.coordinator.stores import lua, timeline
 from scriptpool.coordinator.stores.artifact_access import (
     ADMIN,
     DELETE,
@@ -37,22 +37,16 @@ from scriptpool.coordinator.stores.artifact_access import (
     AccessControl,
     check_principal,
     parse_level,
-    principal_grants_key,
-    session_grants_key,
 )
 from scriptpool.coordinator.stores.artifact_blobs import Upload, read_chunks
 from scriptpool.coordinator.stores.artifact_index import (
     TEXT_SAMPLE_BYTES,
     ArtifactIndex,
     Scope,
-    artifact_key,
     decode_info,
     sample_text,
-    session_index,
-    version_key,
     words_of,
 )
-from scriptpool.coordinator.stores.sessions import principal_sessions_key, session_key
 from scriptpool.coordinator.stores.validation import (
     MAX_DESCRIPTION,
     MAX_NAME,
@@ -61,10 +55,19 @@ from scriptpool.coordinator.stores.validation import (
     check_text,
     check_uuid,
 )
+from scriptpool.core.job_records import hash_fields, texts
+from scriptpool.core.keys import (
+    artifact_key,
+    principal_grants_key,
+    principal_sessions_key,
+    session_grants_key,
+    session_index,
+    session_key,
+    version_key,
+)
 from scriptpool.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
 from scriptpool.v1 import artifacts_pb2, common_pb2
 from scriptpool.values import PlainValue
-from scriptpool.workers.job_records import hash_fields, texts
 
 RECORD_BYTES = 512
 """What one version's records cost beyond its metadata's own bytes (hash fields, index entries):
@@ -77,123 +80,9 @@ DELETE_BATCH = 100
 
 TYPE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/+-]{0,63}$")
 
-_COMMIT = """
-local h = cjson.decode(ARGV[1])
-local sess = 'sp:session:' .. h.session_id
-local state = redis.call('HGET', sess, 'state')
-if not state then return {'no_session'} end
-if state ~= 'active' then return {'inactive', state} end
-local id = h.update_id
-if id ~= '' then
-  if redis.call('HGET', 'sp:artifact:' .. id, 'session_id') ~= h.session_id then return {'missing'} end
-else
-  id = redis.call('HGET', sess .. ':artifact-names', h.name) or h.new_id
-end
-local akey = 'sp:artifact:' .. id
-local latest = tonumber(redis.call('HGET', akey, 'latest') or '0')
-if latest >= tonumber(h.max_versions) then return {'versions', tostring(latest)} end
-local owner_count = 'sp:principal:' .. h.owner .. ':artifact-count'
-if latest == 0 then
-  local held = redis.call('ZCARD', sess .. ':artifacts')
-  if held >= tonumber(h.max_session_artifacts) then return {'session_artifacts', tostring(held)} end
-  held = tonumber(redis.call('GET', owner_count) or '0')
-  if held >= tonumber(h.max_principal_artifacts) then return {'principal_artifacts', tostring(held)} end
-end
-local size = tonumber(h.charged)
-local used = tonumber(redis.call('GET', sess .. ':artifact-bytes') or '0')
-if used + size > tonumber(h.max_session) then return {'session_quota', tostring(used)} end
-local owner_bytes = 'sp:principal:' .. h.owner .. ':artifact-bytes'
-used = tonumber(redis.call('GET', owner_bytes) or '0')
-if used + size > tonumber(h.max_principal) then return {'principal_quota', tostring(used)} end
-local chunks = tonumber(h.chunks)
-local blob = 'sp:blob:' .. h.sha
-if redis.call('EXISTS', blob) == 1 then
-  redis.call('HINCRBY', blob, 'refs', 1)
-  for i = 0, chunks - 1 do redis.call('UNLINK', h.upload .. i) end
-else
-  for i = 0, chunks - 1 do
-    if redis.call('EXISTS', h.upload .. i) == 0 then return {'upload_lost'} end
-  end
-  for i = 0, chunks - 1 do
-    redis.call('RENAME', h.upload .. i, blob .. ':' .. i)
-    redis.call('PERSIST', blob .. ':' .. i)
-  end
-  redis.call('HSET', blob, 'size', h.size, 'chunks', h.chunks, 'refs', 1)
-end
-local index = sess .. ':artifacts'
-local version = redis.call('HINCRBY', akey, 'latest', 1)
-if version == 1 then
-  redis.call('INCR', owner_count)
-  redis.call('HSET', akey, 'id', id, 'session_id', h.session_id, 'owner', h.owner, 'name', h.name,
-             'created_at', h.now)
-  redis.call('HSET', sess .. ':artifact-names', h.name, id)
-  redis.call('ZADD', index .. ':created', h.now, id)
-else
-  redis.call('SREM', index .. ':type:' .. redis.call('HGET', akey, 'type'), id)
-  for _, t in ipairs(cjson.decode(redis.call('HGET', akey, 'tags'))) do
-    redis.call('SREM', index .. ':tag:' .. t, id)
-  end
-  for _, w in ipairs(redis.call('SMEMBERS', akey .. ':words')) do
-    redis.call('SREM', index .. ':word:' .. w, id)
-  end
-  redis.call('DEL', akey .. ':words')
-end
-redis.call('HSET', akey, 'type', h.type, 'tags', h.tags, 'updated_at', h.now, 'size', h.size)
-redis.call('HSET', akey .. ':v:' .. version, 'type', h.type, 'name', h.name, 'description', h.description,
-           'tags', h.tags, 'custom', ARGV[2], 'sha', h.sha, 'size', h.size, 'created_at', h.now,
-           'charged', h.charged)
-redis.call('ZADD', index, h.now, id)
-redis.call('ZADD', index .. ':size', h.size, id)
-redis.call('SADD', index .. ':type:' .. h.type, id)
-for _, t in ipairs(cjson.decode(h.tags)) do redis.call('SADD', index .. ':tag:' .. t, id) end
-for _, w in ipairs(h.words) do
-  redis.call('SADD', index .. ':word:' .. w, id)
-  redis.call('SADD', akey .. ':words', w)
-end
-redis.call('INCRBY', sess .. ':artifact-bytes', h.charged)
-redis.call('INCRBY', owner_bytes, h.charged)
-return {'ok', id, version}
-"""
+_COMMIT = lua.script("artifacts_commit")
 
-_DELETE = """
-local id = ARGV[1]
-local akey = 'sp:artifact:' .. id
-local sid = redis.call('HGET', akey, 'session_id')
-if not sid then return 0 end
-local sess = 'sp:session:' .. sid
-local owner = redis.call('HGET', akey, 'owner')
-local index = sess .. ':artifacts'
-local freed = 0
-for v = 1, tonumber(redis.call('HGET', akey, 'latest') or '0') do
-  local vk = akey .. ':v:' .. v
-  local sha = redis.call('HGET', vk, 'sha')
-  if sha then
-    freed = freed + tonumber(redis.call('HGET', vk, 'charged') or redis.call('HGET', vk, 'size'))
-    local blob = 'sp:blob:' .. sha
-    if redis.call('EXISTS', blob) == 1 and redis.call('HINCRBY', blob, 'refs', -1) <= 0 then
-      for i = 0, tonumber(redis.call('HGET', blob, 'chunks')) - 1 do redis.call('UNLINK', blob .. ':' .. i) end
-      redis.call('DEL', blob)
-    end
-    redis.call('DEL', vk)
-  end
-end
-redis.call('HDEL', sess .. ':artifact-names', redis.call('HGET', akey, 'name'))
-redis.call('ZREM', index, id)
-redis.call('ZREM', index .. ':created', id)
-redis.call('ZREM', index .. ':size', id)
-redis.call('SREM', index .. ':type:' .. redis.call('HGET', akey, 'type'), id)
-for _, t in ipairs(cjson.decode(redis.call('HGET', akey, 'tags'))) do redis.call('SREM', index .. ':tag:' .. t, id) end
-for _, w in ipairs(redis.call('SMEMBERS', akey .. ':words')) do redis.call('SREM', index .. ':word:' .. w, id) end
-for _, p in ipairs(redis.call('HKEYS', akey .. ':grants')) do
-  redis.call('SREM', 'sp:principal:' .. p .. ':artifact-grants', id)
-  redis.call('ZREM', sess .. ':artifact-grants:' .. p, id)
-end
-redis.call('DEL', akey, akey .. ':words', akey .. ':grants', akey .. ':audit')
-redis.call('DECRBY', sess .. ':artifact-bytes', freed)
-redis.call('DECRBY', 'sp:principal:' .. owner .. ':artifact-bytes', freed)
-redis.call('DECR', 'sp:principal:' .. owner .. ':artifact-count')
-return 1
-"""
+_DELETE = lua.script("artifacts_delete")
 
 
 def _check_type(kind: str) -> str:

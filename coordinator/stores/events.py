@@ -1,5 +1,5 @@
 """Events: what `Event.emit` publishes and the lifecycle entries the stores append, in one Redis
-Stream per principal (`sp:events:{principal}`, workers/event_streams.py), each trimmed to the
+Stream per principal (`sp:events:{principal}`, proto/scriptpool/core/event_streams.py), each trimmed to the
 retention on its own: one principal's emits can never evict another's unread events.
 
 A principal's stream holds its emits, its `state.changed` entries and the lifecycle entries (job and
@@ -22,11 +22,18 @@ from collections.abc import Callable, Iterator
 from redis import Redis
 
 from scriptpool.coordinator.auth import Caller
+from scriptpool.coordinator.stores import lua
 from scriptpool.coordinator.stores.validation import check_uuid
+from scriptpool.core.event_streams import append_event
+from scriptpool.core.job_records import hash_fields, text
+from scriptpool.core.keys import (
+    events_key,
+    job_subscriptions_key,
+    principal_subscriptions_key,
+    subscription_key,
+)
 from scriptpool.errors import InvalidArgument, NotFound, ResourceExhausted
 from scriptpool.v1 import common_pb2, events_pb2
-from scriptpool.workers.event_streams import append_event, events_key
-from scriptpool.workers.job_records import hash_fields, text
 
 MAX_NAME = 128
 MAX_PATTERN = 128
@@ -46,49 +53,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]*$")
 _PATTERN = re.compile(r"^[A-Za-z0-9_.:*?\[\]!-]+$")
 
 
-def _subscription_key(subscription_id: str) -> str:
-    return f"sp:eventsub:{subscription_id}"
-
-
-def _principal_subscriptions_key(principal: str) -> str:
-    return f"sp:principal:{principal}:eventsubs"
-
-
-def _job_subscriptions_key(job_id: str) -> str:
-    return f"sp:job:{job_id}:eventsubs"
-
-
-# KEYS: the subscription, the principal's index, the job's index ('' for a client), the principal's
-# hooks ('' unless a client registers a hook: coordinator/services/hooks.py); ARGV: principal,
-# pattern, last id, job id, now, ttl, per-principal max, per-job max, max hooks, subscription id.
-# Forgets expired ids (and hooks whose subscription expired) first; a hook is counted and added here,
-# in the same step, so concurrent registrations cannot pass the hooks' limit.
-_SUBSCRIBE = """
-local now, ttl = tonumber(ARGV[5]), tonumber(ARGV[6])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-local held = redis.call('ZCARD', KEYS[2])
-if held >= tonumber(ARGV[7]) then return {'principal', held} end
-if KEYS[4] ~= '' then
-  local hooks = 0
-  for _, id in ipairs(redis.call('HKEYS', KEYS[4])) do
-    if redis.call('EXISTS', 'sp:eventsub:' .. id) == 1 then hooks = hooks + 1 else redis.call('HDEL', KEYS[4], id) end
-  end
-  if hooks >= tonumber(ARGV[9]) then return {'hooks', hooks} end
-  redis.call('HSET', KEYS[4], ARGV[10], ARGV[2])
-end
-if KEYS[3] ~= '' then
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
-  held = redis.call('ZCARD', KEYS[3])
-  if held >= tonumber(ARGV[8]) then return {'job', held} end
-  redis.call('ZADD', KEYS[3], now + ttl, KEYS[1])
-  redis.call('EXPIRE', KEYS[3], ttl)
-end
-redis.call('HSET', KEYS[1], 'principal', ARGV[1], 'pattern', ARGV[2], 'last', ARGV[3], 'job_id', ARGV[4])
-redis.call('EXPIRE', KEYS[1], ttl)
-redis.call('ZADD', KEYS[2], now + ttl, KEYS[1])
-redis.call('EXPIRE', KEYS[2], ttl)
-return {'ok', 0}
-"""
+_SUBSCRIBE = lua.script("events_subscribe")
 
 
 def check_name(name: str) -> str:
@@ -149,9 +114,9 @@ class EventStore:
         check_pattern(pattern)
         subscription_id = str(uuid.uuid4())
         keys = [
-            _subscription_key(subscription_id),
-            _principal_subscriptions_key(caller.principal),
-            _job_subscriptions_key(caller.job_id) if caller.job_id else "",
+            subscription_key(subscription_id),
+            principal_subscriptions_key(caller.principal),
+            job_subscriptions_key(caller.job_id) if caller.job_id else "",
             hooks_key,
         ]
         limits = [SUBSCRIPTION_TTL_SECONDS, self.max_subscriptions_per_principal, self.max_subscriptions_per_job]
@@ -177,16 +142,16 @@ class EventStore:
 
     def exists(self, subscription_id: str) -> bool:
         """Whether the subscription is still there (it expires an hour after its last use)."""
-        return bool(self.redis.exists(_subscription_key(subscription_id)))
+        return bool(self.redis.exists(subscription_key(subscription_id)))
 
     def unsubscribe(self, caller: Caller, subscription_id: str) -> None:
         _, _, job_id = self._subscription(caller, subscription_id)
-        key = _subscription_key(subscription_id)
+        key = subscription_key(subscription_id)
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(key)
-        pipe.zrem(_principal_subscriptions_key(caller.principal), key)
+        pipe.zrem(principal_subscriptions_key(caller.principal), key)
         if job_id:
-            pipe.zrem(_job_subscriptions_key(job_id), key)
+            pipe.zrem(job_subscriptions_key(job_id), key)
         pipe.execute()
 
     def receive(
@@ -224,13 +189,11 @@ class EventStore:
 
     def _advance(self, caller: Caller, subscription_id: str, last: str) -> None:
         """Record the subscription's new position and keep it alive another hour."""
-        key = _subscription_key(subscription_id)
+        key = subscription_key(subscription_id)
         pipe = self.redis.pipeline(transaction=False)
         pipe.hset(key, "last", last)
         pipe.expire(key, SUBSCRIPTION_TTL_SECONDS)
-        pipe.zadd(
-            _principal_subscriptions_key(caller.principal), {key: time.time() + SUBSCRIPTION_TTL_SECONDS}, xx=True
-        )
+        pipe.zadd(principal_subscriptions_key(caller.principal), {key: time.time() + SUBSCRIPTION_TTL_SECONDS}, xx=True)
         pipe.execute()
 
     def follow(self, caller: Caller, pattern: str, still_wanted: Callable[[], bool]) -> Iterator[events_pb2.Event]:
@@ -247,7 +210,7 @@ class EventStore:
     def _subscription(self, caller: Caller, subscription_id: str) -> tuple[str, str, str]:
         """(pattern, last id delivered, the job that made it or '') of the caller's subscription."""
         check_uuid(subscription_id, "subscription_id")
-        raw = hash_fields(self.redis.hgetall(_subscription_key(subscription_id)))
+        raw = hash_fields(self.redis.hgetall(subscription_key(subscription_id)))
         if not raw or raw.get("principal", b"").decode() != caller.principal:
             raise NotFound(f"subscription {subscription_id} not found (it may have expired: an hour unused)")
         return raw["pattern"].decode(), raw["last"].decode(), raw.get("job_id", b"").decode()

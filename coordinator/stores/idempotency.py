@@ -22,19 +22,15 @@ from dataclasses import dataclass
 
 from google.protobuf.message import Message
 
+from scriptpool.coordinator.stores import lua
+from scriptpool.core.keys import idempotency_key
+from scriptpool.core.lean_redis import Arg
 from scriptpool.errors import FailedPrecondition, InvalidArgument
-from scriptpool.workers.job_records import PREFIX
-from scriptpool.workers.lean_redis import Arg
 
 MAX_IDEMPOTENCY_KEY_BYTES = 256
 """Longest idempotency key (UTF-8 bytes); a longer one is INVALID_ARGUMENT."""
 
-# Sent after WATCH on the key and before MULTI: a key already there is modified (its `repeats`
-# counted), so the transaction that would claim it again aborts.
-TOUCH_IF_PRESENT = """
-if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HINCRBY', KEYS[1], 'repeats', 1) end
-return 0
-"""
+TOUCH_IF_PRESENT = lua.script("idempotency_touch_if_present")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,4 +82,4 @@ def idempotency(principal: str, key: str, request: Message, field: str = "idempo
     bare.ClearField("idempotency_key")
     fingerprint = hashlib.sha256(bare.SerializeToString(deterministic=True)).hexdigest()
     digest = hashlib.sha256(principal.encode() + b"\0" + key.encode()).hexdigest()
-    return Idempotency(key, f"{PREFIX}idem:{digest}", fingerprint)
+    return Idempotency(key, idempotency_key(digest), fingerprint)

@@ -1,4 +1,4 @@
-"""Job submission and job records, on top of `scriptpool.workers.job_records` (the shared schema).
+"""Job submission and job records, on top of `scriptpool.core.job_records` (the shared schema).
 
 Submitting writes the job record, the job's credential, its new session (when it has none) and the
 RQ job in one Redis transaction, so a job is either fully enqueued or not at all. A batch
@@ -27,27 +27,25 @@ from rq.queue import EnqueueData
 
 from scriptpool.coordinator.auth import Caller, new_job_credential
 from scriptpool.coordinator.stores.idempotency import Idempotency, idempotency
-from scriptpool.coordinator.stores.sessions import NewSession, SessionStore, session_key
+from scriptpool.coordinator.stores.sessions import NewSession, SessionStore
 from scriptpool.coordinator.stores.validation import check_uuid, parse_cursor
-from scriptpool.errors import InvalidArgument, NotFound, ScriptpoolError, Unavailable
-from scriptpool.languages import Language
-from scriptpool.outcomes import Outcome
-from scriptpool.sandbox.limits import LIMIT_FIELDS, JobLimits, LimitPolicy
-from scriptpool.v1 import jobs_pb2, sandbox_pb2
-from scriptpool.workers.job_records import (
+from scriptpool.core.job_records import (
     RQ_FUNCTION,
     SESSION_JOB_FIELD,
     JobRecords,
     JobState,
     credential_hash,
-    credential_key,
     hash_fields,
-    job_key,
-    session_jobs_key,
     texts,
 )
-from scriptpool.workers.lean_redis import Arg, LeanPool, read, read_many, transaction, watched_transaction
-from scriptpool.workers.lean_rq import pass_default_serializer_as_none
+from scriptpool.core.keys import credential_key, job_key, session_jobs_key, session_key
+from scriptpool.core.lean_redis import Arg, LeanPool, read, read_many, transaction, watched_transaction
+from scriptpool.core.rq_serializers import pass_default_serializer_as_none
+from scriptpool.errors import InvalidArgument, NotFound, ScriptpoolError, Unavailable
+from scriptpool.languages import Language
+from scriptpool.outcomes import Outcome
+from scriptpool.sandbox.limits import LIMIT_FIELDS, JobLimits, LimitPolicy
+from scriptpool.v1 import jobs_pb2, sandbox_pb2
 
 log = logging.getLogger(__name__)
 

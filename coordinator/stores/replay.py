@@ -22,35 +22,23 @@ from redis import Redis
 
 from scriptpool.coordinator.auth import Caller
 from scriptpool.coordinator.replay_runner import RecordedJob, ReplayRun, ReplayRunner
-from scriptpool.coordinator.stores import timeline
+from scriptpool.coordinator.stores import lua
 from scriptpool.coordinator.stores.jobs import REPLAYED_FIELD, REPLAYS_FIELD, JobStore
 from scriptpool.coordinator.stores.sessions import SessionStore
+from scriptpool.core.job_records import hash_fields, texts
+from scriptpool.core.keys import job_key, replays_key, session_jobs_key, timeline_key
 from scriptpool.errors import FailedPrecondition, InvalidArgument, PermissionDenied, ResourceExhausted
 from scriptpool.v1 import jobs_pb2, sandbox_pb2, sessions_pb2
 from scriptpool.values import to_value_map
-from scriptpool.workers.job_records import hash_fields, job_key, session_jobs_key, texts
 
 MAX_LISTED_REPLAYS = 1000
 """Replay ids a session remembers (`getReplayMetadata().replays`): the latest ones."""
 
-# A job's claim to start one more replay. KEYS[1] its record; ARGV[1] the most it may start.
-# Returns {'replayed'} for a job a replay submitted, {'exhausted', n} past the maximum, else
-# {'ok', spec} (its spec, whose limits cap the replayed jobs').
-_CLAIM = f"""
-if redis.call('HEXISTS', KEYS[1], '{REPLAYED_FIELD}') == 1 then return {{'replayed'}} end
-local started = tonumber(redis.call('HGET', KEYS[1], '{REPLAYS_FIELD}') or '0')
-if started >= tonumber(ARGV[1]) then return {{'exhausted', started}} end
-redis.call('HINCRBY', KEYS[1], '{REPLAYS_FIELD}', 1)
-return {{'ok', redis.call('HGET', KEYS[1], 'spec')}}
-"""
+_CLAIM = lua.script("replay_claim", REPLAYED_FIELD=REPLAYED_FIELD, REPLAYS_FIELD=REPLAYS_FIELD)
 
 
 MaybeFinishedJob = tuple[float, sandbox_pb2.ChildJob, jobs_pb2.JobResult | None]
 """A recorded job as `recorded_jobs` reads it: its result is None while it has not finished."""
-
-
-def replays_key(session_id: str) -> str:
-    return f"sp:session:{session_id}:replays"
 
 
 class ReplayStore:
@@ -99,7 +87,7 @@ class ReplayStore:
     def metadata(self, caller: Caller, session_id: str) -> sessions_pb2.ReplayMetadata:
         self.sessions.get(caller, session_id)
         replayable = self._replayable(session_id)
-        key = timeline.timeline_key(session_id)
+        key = timeline_key(session_id)
         first = self.redis.xrange(key, count=1)
         last = self.redis.xrevrange(key, count=1)
         first_ts = float(hash_fields(first[0][1])["ts"]) if first else 0.0

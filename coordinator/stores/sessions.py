@@ -3,10 +3,10 @@
 sp:session:{id}               hash: id principal name description state tags(json) metadata(ValueMap)
                                     parent created_at updated_at [created_by_job retention_seconds]
 sp:principal:{p}:sessions     zset: session id -> updated_at
-sp:sessions:expiring          zset: job-created session id -> when its retention ends (workers/job_records.py)
+sp:sessions:expiring          zset: job-created session id -> when its retention ends (scriptpool.core.job_records)
 
 A session made for a job submitted without one is marked with that job (`created_by_job`) and its
-retention. When the job ends, the finish script (workers/job_records.py) completes it and, if the
+retention. When the job ends, the finish script (proto/scriptpool/core/job_records.py) completes it and, if the
 retention is not 0, lists it in `sp:sessions:expiring`; the coordinator's sweeper deletes it then
 through `delete` like any other (coordinator/session_expiry.py), so every count and quota goes down.
 A later job submitted into it, or a snapshot loaded into it, removes the mark: it is then the
@@ -28,7 +28,7 @@ from redis.client import Pipeline
 from redis.exceptions import WatchError
 
 from scriptpool.coordinator.auth import Caller
-from scriptpool.coordinator.stores import timeline
+from scriptpool.coordinator.stores import lua, timeline
 from scriptpool.coordinator.stores.timeline import LUA_RECORD_CALL, CallRecord
 from scriptpool.coordinator.stores.validation import (
     MAX_DESCRIPTION,
@@ -39,19 +39,20 @@ from scriptpool.coordinator.stores.validation import (
     check_uuid,
     parse_cursor,
 )
+from scriptpool.core.job_records import SESSION_JOB_FIELD, SESSION_RETENTION_FIELD, hash_fields, text, texts
+from scriptpool.core.keys import (
+    EXPIRING_SESSIONS_KEY,
+    job_key,
+    principal_sessions_key,
+    saved_key,
+    session_key,
+    snapshot_bytes_key,
+    state_bytes_key,
+)
+from scriptpool.core.lean_redis import LeanPool, LeanScript, read, read_many
 from scriptpool.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from scriptpool.v1 import common_pb2, sessions_pb2
 from scriptpool.values import PlainValue
-from scriptpool.workers.job_records import (
-    EXPIRING_SESSIONS_KEY,
-    SESSION_JOB_FIELD,
-    SESSION_RETENTION_FIELD,
-    hash_fields,
-    job_key,
-    text,
-    texts,
-)
-from scriptpool.workers.lean_redis import LeanPool, LeanScript, read, read_many
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
@@ -64,31 +65,12 @@ TRANSITIONS: dict[str, tuple[tuple[str, ...], str, str]] = {
     "complete": (("active", "suspended"), "completed", "session.completed"),
 }
 
-_TRANSITION = """
-local state = redis.call('HGET', KEYS[1], 'state')
-if not state or redis.call('HGET', KEYS[1], 'principal') ~= ARGV[1] then return {'missing'} end
-for i = 4, #ARGV do
-  if state == ARGV[i] then
-    redis.call('HSET', KEYS[1], 'state', ARGV[2], 'updated_at', ARGV[3])
-    redis.call('ZADD', KEYS[2], ARGV[3], KEYS[3])
-    return {'ok', state}
-  end
-end
-return {'refused', state}
-"""
-
-
-def session_key(session_id: str) -> str:
-    return f"sp:session:{session_id}"
-
-
-def principal_sessions_key(principal: str) -> str:
-    return f"sp:principal:{principal}:sessions"
+_TRANSITION = lua.script("sessions_transition")
 
 
 _SESSION_KEY_SUFFIXES = (
     ":timeline",  # coordinator/stores/timeline.py
-    ":jobs",  # workers/job_records.py
+    ":jobs",  # proto/scriptpool/core/job_records.py
     ":replays",  # coordinator/stores/replay.py
     ":state",  # coordinator/stores/state.py
     ":artifact-bytes",  # coordinator/stores/artifacts.py (the rest of its keys go with its artifacts)
@@ -107,24 +89,6 @@ def session_keys(session_id: str) -> list[str]:
     return [session_key(session_id)] + [session_key(session_id) + suffix for suffix in _SESSION_KEY_SUFFIXES]
 
 
-def snapshot_key(session_id: str, number: int) -> str:
-    return f"sp:session:{session_id}:snapshot:{number}"
-
-
-def snapshot_state_key(session_id: str, number: int) -> str:
-    return snapshot_key(session_id, number) + ":state"
-
-
-def snapshot_bytes_key(principal: str) -> str:
-    """The bytes of a principal's session snapshots (coordinator/stores/snapshots.py keeps it)."""
-    return f"sp:principal:{principal}:snapshot_bytes"
-
-
-def state_bytes_key(principal: str) -> str:
-    """The bytes of a principal's `global` and session State scopes (coordinator/stores/state.py keeps it)."""
-    return f"sp:principal:{principal}:state-bytes"
-
-
 JOB_CURRENT_FIELD = "current_session"
 """The field of a job's record (`sp:job:{id}`) holding the session it chose with `Session.setCurrent`."""
 
@@ -133,11 +97,6 @@ def job_current_session(redis: Redis, caller: Caller) -> str:
     """A job's current session: the one it was submitted with, until it calls `Session.setCurrent`."""
     chosen = redis.hget(job_key(caller.job_id), JOB_CURRENT_FIELD)
     return caller.session_id if chosen is None else text(chosen)
-
-
-def current_session_key(principal: str) -> str:
-    """A client's current session (`Session.setCurrent`); a job's is the `current_session` field of its record."""
-    return f"sp:principal:{principal}:current"
 
 
 def _decode(raw: object) -> sessions_pb2.Session:
@@ -165,43 +124,10 @@ class NewSession:
     fields: dict[str, str | bytes]
 
 
-# A job's Session.get (and getMetadata/getTags): the read, the owner check and the call's timeline
-# record in one round trip. Returns the session's fields, or false when it is not the caller's.
-_GET_RECORDED = (
-    LUA_RECORD_CALL
-    + """
-local raw = redis.call('HGETALL', KEYS[1])
-local owner = nil
-for i = 1, #raw, 2 do
-  if raw[i] == 'principal' then owner = raw[i + 1] end
-end
-if owner ~= ARGV[1] then
-  record_call(2, 'NOT_FOUND')
-  return false
-end
-record_call(2, 'OK')
-return raw
-"""
-)
+_GET_RECORDED = LUA_RECORD_CALL + lua.script("sessions_get_recorded")
 GET_OUTCOMES = ("OK", "NOT_FOUND")
 
-# A session's end, in one step (run in `delete`'s MULTI): reads which snapshots it keeps and what its
-# State holds at that moment, so a save or State write just before cannot leave bytes charged.
-# KEYS: 1 the principal's snapshot bytes, 2 its State bytes, 3 the session, 4 its State scope,
-# 5... its other keys. ARGV: 1 session id, 2 snapshots a session keeps.
-_UNLINK = """
-local prefix = 'sp:session:' .. ARGV[1] .. ':snapshot:'
-local latest = tonumber(redis.call('HGET', KEYS[3], 'snapshots') or '0')
-local snapshot_bytes = 0
-for n = math.max(1, latest - tonumber(ARGV[2]) + 1), latest do
-  snapshot_bytes = snapshot_bytes + tonumber(redis.call('HGET', prefix .. n, 'bytes') or '0')
-  redis.call('UNLINK', prefix .. n, prefix .. n .. ':state')
-end
-if snapshot_bytes > 0 then redis.call('DECRBY', KEYS[1], snapshot_bytes) end
-local state_bytes = tonumber(redis.call('HGET', KEYS[4], '') or '0')
-if state_bytes > 0 then redis.call('DECRBY', KEYS[2], state_bytes) end
-return redis.call('UNLINK', unpack(KEYS, 3))
-"""
+_UNLINK = lua.script("sessions_unlink")
 
 
 def _build(principal: str, name: str, description: str, tags: list[str], metadata: bytes, parent: str) -> NewSession:
@@ -392,7 +318,7 @@ class SessionStore:
             client=pipe,
         )
         pipe.zrem(principal_sessions_key(session.principal), session_id)
-        pipe.zrem(f"sp:principal:{session.principal}:saved", session_id)
+        pipe.zrem(saved_key(session.principal), session_id)
         pipe.zrem(EXPIRING_SESSIONS_KEY, session_id)
         pipe.execute()
 

@@ -22,88 +22,33 @@ import json
 import time
 
 from scriptpool.coordinator.auth import Caller
-from scriptpool.coordinator.stores import timeline
-from scriptpool.coordinator.stores.sessions import (
-    SessionStore,
+from scriptpool.coordinator.stores import lua, timeline
+from scriptpool.coordinator.stores.sessions import SessionStore
+from scriptpool.coordinator.stores.state import MAX_PRINCIPAL_BYTES
+from scriptpool.core.job_records import SESSION_JOB_FIELD, text, texts
+from scriptpool.core.keys import (
+    job_key,
     principal_sessions_key,
+    saved_key,
     session_key,
+    session_state_key,
     snapshot_bytes_key,
     snapshot_key,
     snapshot_state_key,
     state_bytes_key,
+    timeline_key,
 )
-from scriptpool.coordinator.stores.state import MAX_PRINCIPAL_BYTES, session_state_key
 from scriptpool.errors import InvalidArgument, NotFound, ResourceExhausted
 from scriptpool.v1 import sessions_pb2
-from scriptpool.workers.job_records import SESSION_JOB_FIELD, job_key, text, texts
 
 MAX_RESTORE = 100
 SAVES_FIELD = "saves"
 """Field of a job's record counting its snapshots (`Session.save`, and each session saveAll saved)."""
 
-# KEYS: 1 the session, 2 its State scope, 3 the principal's saved zset, 4 its snapshot bytes,
-# 5 the calling job's record (or any key when ARGV[10] is ''). ARGV: 1 principal, 2 the Session
-# message, 3 timeline position, 4 now, 5 snapshots kept per session, 6 max bytes per snapshot,
-# 7 max bytes per principal, 8 max saves per job, 9 session id, 10 '1' when a job saves.
-_SAVE = f"""
-if redis.call('HGET', KEYS[1], 'principal') ~= ARGV[1] then return {{'missing'}} end
-local bytes = #ARGV[2] + tonumber(redis.call('HGET', KEYS[2], '') or '0')
-if bytes > tonumber(ARGV[6]) then return {{'too_big', bytes}} end
-local prefix = 'sp:session:' .. ARGV[9] .. ':snapshot:'
-local n = tonumber(redis.call('HGET', KEYS[1], 'snapshots') or '0') + 1
-local old = n - tonumber(ARGV[5])
-local old_bytes = 0
-if old >= 1 then old_bytes = tonumber(redis.call('HGET', prefix .. old, 'bytes') or '0') end
-local held = tonumber(redis.call('GET', KEYS[4]) or '0')
-if held + bytes - old_bytes > tonumber(ARGV[7]) then return {{'principal_full', held, bytes}} end
-if ARGV[10] == '1' then
-  local saves = tonumber(redis.call('HGET', KEYS[5], '{SAVES_FIELD}') or '0')
-  if saves >= tonumber(ARGV[8]) then return {{'job_saves', saves}} end
-  redis.call('HINCRBY', KEYS[5], '{SAVES_FIELD}', 1)
-end
-redis.call('HSET', KEYS[1], 'snapshots', n)
-redis.call('HSET', prefix .. n, 'session', ARGV[2], 'timeline_position', ARGV[3], 'saved_at', ARGV[4],
-  'state', '1', 'bytes', bytes)
-redis.call('COPY', KEYS[2], prefix .. n .. ':state', 'REPLACE')
-redis.call('INCRBY', KEYS[4], bytes)
-if old >= 1 and redis.call('DEL', prefix .. old, prefix .. old .. ':state') > 0 then
-  redis.call('DECRBY', KEYS[4], old_bytes)
-end
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[9])
-return {{'ok', n}}
-"""
+_SAVE = lua.script("snapshots_save", SAVES_FIELD=SAVES_FIELD)
 
 
-# Loading a snapshot, checked and written in one step. KEYS: 1 the session, 2 its State scope, 3 the
-# snapshot, 4 the snapshot's State copy, 5 the principal's State bytes, 6 its sessions index. ARGV:
-# 1 principal, 2 its max State bytes, 3 now, 4 session id, 5 name, 6 description, 7 tags, 8 metadata.
-# The State copy replaces the session's, and the principal's State bytes change by the difference.
-_LOAD = (
-    """
-if redis.call('HGET', KEYS[1], 'principal') ~= ARGV[1] then return {'missing'} end
-if redis.call('EXISTS', KEYS[3]) == 0 then return {'gone'} end
-if redis.call('HGET', KEYS[3], 'state') then
-  local grow = tonumber(redis.call('HGET', KEYS[4], '') or '0') - tonumber(redis.call('HGET', KEYS[2], '') or '0')
-  local held = tonumber(redis.call('GET', KEYS[5]) or '0')
-  if grow > 0 and held + grow > tonumber(ARGV[2]) then return {'principal_full', held, grow} end
-  redis.call('DEL', KEYS[2])
-  redis.call('COPY', KEYS[4], KEYS[2])
-  if grow ~= 0 then redis.call('INCRBY', KEYS[5], grow) end
-end
-redis.call('HSET', KEYS[1], 'name', ARGV[5], 'description', ARGV[6], 'tags', ARGV[7], 'metadata', ARGV[8],
-  'state', 'active', 'updated_at', ARGV[3])
-redis.call('ZADD', KEYS[6], ARGV[3], ARGV[4])
--- an active session again, by the principal's choice: no longer a job's, so never expired for it
-redis.call('HDEL', KEYS[1], '"""
-    + SESSION_JOB_FIELD
-    + """')
-return {'ok'}
-"""
-)
-
-
-def saved_key(principal: str) -> str:
-    return f"sp:principal:{principal}:saved"
+_LOAD = lua.script("snapshots_load", SESSION_JOB_FIELD=SESSION_JOB_FIELD)
 
 
 class SnapshotStore:
@@ -135,7 +80,7 @@ class SnapshotStore:
 
     def save(self, caller: Caller, session_id: str) -> int:
         session = self.sessions.get(caller, session_id)
-        last = self.redis.xrevrange(timeline.timeline_key(session_id), count=1)
+        last = self.redis.xrevrange(timeline_key(session_id), count=1)
         position = text(last[0][0]) if last else ""
         now = time.time()
         keys = [

@@ -26,15 +26,22 @@ from dataclasses import dataclass
 from redis import Redis
 
 from scriptpool.coordinator.auth import Caller
-from scriptpool.coordinator.stores import state_codec, timeline
-from scriptpool.coordinator.stores.sessions import current_session_key, session_key, state_bytes_key
+from scriptpool.coordinator.stores import lua, state_codec, timeline
 from scriptpool.coordinator.stores.timeline import LUA_RECORD_CALL, CallRecord
 from scriptpool.coordinator.stores.validation import check_uuid
+from scriptpool.core.event_streams import append_event
+from scriptpool.core.job_records import text, texts
+from scriptpool.core.keys import (
+    current_session_key,
+    global_state_key,
+    job_state_key,
+    session_key,
+    session_state_key,
+    state_bytes_key,
+)
+from scriptpool.core.lean_redis import LeanPool, LeanScript
 from scriptpool.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from scriptpool.v1 import common_pb2, state_pb2
-from scriptpool.workers.event_streams import append_event
-from scriptpool.workers.job_records import job_key, text, texts
-from scriptpool.workers.lean_redis import LeanPool, LeanScript
 
 MAX_KEY_CHARS = 256
 MAX_VALUE_BYTES = 1024 * 1024
@@ -44,163 +51,23 @@ MAX_PRINCIPAL_BYTES = 1024**3
 JOB_STATE_TTL_SECONDS = 3600
 SCOPES = "global, session:current, session:<id> or job"
 
-# KEYS[1] the scope's hash, KEYS[2] the session record whose owner must be ARGV[1] ('' = no check),
-# KEYS[3] the principal's State bytes. ARGV[2] field, [3] and [4] the operation's values, [5] max
-# keys, [6] max bytes, [7] TTL ('' = none), [8] the principal's max bytes ('' = scope not counted),
-# [9...] the timeline record (`record_call`). `put` returns nil, or why it refused: {'scope'} or
-# {'principal', bytes the principal holds}.
-_PRELUDE = (
-    LUA_RECORD_CALL
-    + """
-local function finish(outcome, a, b)
-  record_call(9, outcome)
-  return {outcome, a, b}
-end
-local function owned()
-  return ARGV[1] == '' or redis.call('HGET', KEYS[2], 'principal') == ARGV[1]
-end
-local function number(v)
-  local tag = string.sub(v, 1, 1)
-  if tag == 'f' then return (struct.unpack('>d', v, 2)) end
-  if tag == 'v' then return nil end
-  return tonumber(v)
-end
-local function touch()
-  if ARGV[7] ~= '' then redis.call('EXPIRE', KEYS[1], ARGV[7]) end
-end
-local function room(grow, used)
-  if grow <= 0 then return nil end
-  if used + grow > tonumber(ARGV[6]) then return {'scope'} end
-  if ARGV[8] ~= '' then
-    local held = tonumber(redis.call('GET', KEYS[3]) or '0')
-    if held + grow > tonumber(ARGV[8]) then return {'principal', held} end
-  end
-  return nil
-end
-local function charge(grow)
-  if ARGV[8] ~= '' and grow ~= 0 then redis.call('INCRBY', KEYS[3], grow) end
-end
-local function put(field, value)
-  local old = redis.call('HSTRLEN', KEYS[1], field)
-  local grow = #value - old
-  if old == 0 then
-    grow = grow + #field
-    local n = redis.call('HLEN', KEYS[1])
-    if n > 0 and n - 1 >= tonumber(ARGV[5]) then return {'scope'} end
-  end
-  local used = tonumber(redis.call('HGET', KEYS[1], '') or '0')
-  local full = room(grow, used)
-  if full then return full end
-  redis.call('HSET', KEYS[1], field, value, '', used + grow)
-  charge(grow)
-  touch()
-  return nil
-end
-local function remove(field)
-  local old = redis.call('HSTRLEN', KEYS[1], field)
-  if old == 0 then return false end
-  if redis.call('HLEN', KEYS[1]) <= 2 then
-    charge(-tonumber(redis.call('HGET', KEYS[1], '') or '0'))
-    redis.call('DEL', KEYS[1])
-  else
-    redis.call('HDEL', KEYS[1], field)
-    redis.call('HINCRBY', KEYS[1], '', -(old + #field))
-    charge(-(old + #field))
-  end
-  return true
-end
-local function refused(full)
-  return finish('RESOURCE_EXHAUSTED', full[1], full[2])
-end
-if not owned() then return finish('NOT_FOUND') end
-"""
-)
+_PRELUDE = LUA_RECORD_CALL + lua.script("state_prelude")
 
-_GET = "return finish('OK', redis.call('HGET', KEYS[1], ARGV[2]))"
+_GET = lua.script("state_get")
 
-_SET = """
-if ARGV[3] == '' then remove(ARGV[2]) return finish('OK') end
-local full = put(ARGV[2], ARGV[3])
-if full then return refused(full) end
-return finish('OK')
-"""
+_SET = lua.script("state_set")
 
-_DELETE = """
-local old = redis.call('HGET', KEYS[1], ARGV[2])
-remove(ARGV[2])
-return finish('OK', old)
-"""
+_DELETE = lua.script("state_delete")
 
-_LIST = "return finish('OK', redis.call('HKEYS', KEYS[1]))"
+_LIST = lua.script("state_list")
 
-# Integer + integer is HINCRBY (exact, refuses to overflow); anything involving a float is a double.
-_INCREMENT = """
-local field, by = ARGV[2], ARGV[3]
-local cur = redis.call('HGET', KEYS[1], field)
-if not cur then
-  local full = put(field, by)
-  if full then return refused(full) end
-  return finish('OK', by)
-end
-if string.sub(cur, 1, 1) == 'v' then return finish('FAILED_PRECONDITION', 'not_a_number', cur) end
-if string.sub(cur, 1, 1) ~= 'f' and string.sub(by, 1, 1) ~= 'f' then
-  local r = redis.pcall('HINCRBY', KEYS[1], field, by)
-  if type(r) == 'table' and r.err then return finish('FAILED_PRECONDITION', 'overflow', cur) end
-  local new = redis.call('HGET', KEYS[1], field)
-  local grow, used = #new - #cur, tonumber(redis.call('HGET', KEYS[1], '') or '0')
-  local full = room(grow, used)
-  if full then
-    redis.call('HSET', KEYS[1], field, cur)  -- undone: nothing written
-    return refused(full)
-  end
-  redis.call('HSET', KEYS[1], '', used + grow)
-  charge(grow)
-  touch()
-  return finish('OK', new)
-end
-local new = 'f' .. struct.pack('>d', number(cur) + number(by))
-local full = put(field, new)
-if full then return refused(full) end
-return finish('OK', new)
-"""
+_INCREMENT = lua.script("state_increment")
 
-# Equal = the same encoding, or numerically equal when either side is a float (1 == 1.0).
-_COMPARE_AND_SET = """
-local field, expected, new = ARGV[2], ARGV[3], ARGV[4]
-local cur = redis.call('HGET', KEYS[1], field)
-local equal
-if expected == '' then equal = not cur
-elseif not cur then equal = false
-elseif cur == expected then equal = true
-elseif string.sub(cur, 1, 1) == 'f' or string.sub(expected, 1, 1) == 'f' then
-  local a, b = number(cur), number(expected)
-  equal = a ~= nil and b ~= nil and a == b
-else equal = false end
-if not equal then return finish('OK', 0, cur) end
-if new == '' then
-  remove(field)
-  return finish('OK', 1, false)
-end
-local full = put(field, new)
-if full then return refused(full) end
-return finish('OK', 1, new)
-"""
+_COMPARE_AND_SET = lua.script("state_compare_and_set")
 
 _READ_OUTCOMES = ("OK", "NOT_FOUND")
 _WRITE_OUTCOMES = ("OK", "NOT_FOUND", "RESOURCE_EXHAUSTED")
 _INCREMENT_OUTCOMES = ("OK", "NOT_FOUND", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION")
-
-
-def global_state_key(principal: str) -> str:
-    return f"sp:principal:{principal}:state"
-
-
-def session_state_key(session_id: str) -> str:
-    return f"sp:session:{session_id}:state"
-
-
-def job_state_key(job_id: str) -> str:
-    return job_key(job_id) + ":state"
 
 
 @dataclass(frozen=True, slots=True)

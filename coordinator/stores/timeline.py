@@ -3,7 +3,7 @@
 Entries: lifecycle transitions, jobs started/finished, every global operation a job performs (name,
 outcome), saves and loads. Each has an id (the stream id), timestamp, type, description, job_id and
 a data map. Lifecycle changes are also appended to the session owner's event stream
-(`sp:events:{principal}`, workers/event_streams.py) under their hook-point names, for the Event/Hook
+(`sp:events:{principal}`, proto/scriptpool/core/event_streams.py) under their hook-point names, for the Event/Hook
 services to deliver.
 """
 
@@ -16,18 +16,16 @@ from collections.abc import Mapping, Sequence
 from redis import Redis
 from redis.client import Pipeline
 
+from scriptpool.coordinator.stores import lua
+from scriptpool.core.event_streams import append_event
+from scriptpool.core.job_records import TIMELINE_MAX, hash_fields, text
+from scriptpool.core.keys import timeline_key
 from scriptpool.errors import InvalidArgument
 from scriptpool.v1 import common_pb2, sessions_pb2
 from scriptpool.values import PlainValue, to_value_map
-from scriptpool.workers.event_streams import append_event
-from scriptpool.workers.job_records import TIMELINE_MAX, hash_fields, text
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
-
-
-def timeline_key(session_id: str) -> str:
-    return f"sp:session:{session_id}:timeline"
 
 
 def entry_fields(
@@ -60,22 +58,7 @@ def append(
     target.xadd(timeline_key(session_id), entry_fields(kind, description, job_id, data), maxlen=TIMELINE_MAX)  # type: ignore[arg-type]
 
 
-# A `global_call` entry written by a Lua script, in the same round trip as the operation it records.
-# `record_call(base, outcome)` reads ARGV[base..]: the timeline key ('' = do not record), job id, ts,
-# op name, then (outcome, data) pairs built by `CallRecord.lua_args` for every outcome the script
-# can reach. Its fields are exactly those `append` writes for `record_job_call`.
-LUA_RECORD_CALL = f"""
-local function record_call(base, outcome)
-  local key = ARGV[base]
-  if key == '' then return end
-  local data = ''
-  for i = base + 4, #ARGV - 1, 2 do
-    if ARGV[i] == outcome then data = ARGV[i + 1] end
-  end
-  redis.call('XADD', key, 'MAXLEN', '~', '{TIMELINE_MAX}', '*', 'type', 'global_call',
-    'description', ARGV[base + 3] .. ' -> ' .. outcome, 'job_id', ARGV[base + 1], 'ts', ARGV[base + 2], 'data', data)
-end
-"""
+LUA_RECORD_CALL = lua.script("timeline_record_call", TIMELINE_MAX=TIMELINE_MAX)
 
 
 class CallRecord:

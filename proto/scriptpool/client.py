@@ -25,6 +25,7 @@ from typing import Generic, TypeVar
 
 import grpc
 
+from scriptpool.core.defaults import ARTIFACT_CHUNK_BYTES
 from scriptpool.errors import DeadlineExceeded, Internal
 from scriptpool.grpc_errors import from_rpc_error
 from scriptpool.languages import Language
@@ -604,6 +605,3 @@ class _Resend:
         time.sleep(pause)
         self.pause = min(self.pause * 2, RESEND_MAX_SECONDS)
         return True
-
-
-ARTIFACT_CHUNK_BYTES = 256 * 1024

@@ -10,11 +10,11 @@ from typing import Any
 from redis import Redis
 
 from scriptpool.client import ScriptpoolClient
+from scriptpool.core.job_records import text
 from scriptpool.languages import Language
 from scriptpool.outcomes import Outcome
 from scriptpool.v1 import events_pb2, jobs_pb2
 from scriptpool.values import PlainValue, from_value
-from scriptpool.workers.job_records import text
 
 
 def run_lua(client: ScriptpoolClient, source: str, timeout: float = 60, **kwargs: Any) -> jobs_pb2.Job:

@@ -16,19 +16,17 @@ from redis import Redis
 from scriptpool.coordinator.auth import Authenticator, Caller
 from scriptpool.coordinator.services.hooks import HookServicer
 from scriptpool.coordinator.services.waiting_calls import WaitingCalls
-from scriptpool.coordinator.stores.artifact_access import principal_grants_key
-from scriptpool.coordinator.stores.artifact_index import session_index
 from scriptpool.coordinator.stores.artifacts import ArtifactStore
 from scriptpool.coordinator.stores.events import EventStore
 from scriptpool.coordinator.stores.jobs import JobStore
 from scriptpool.coordinator.stores.replay import ReplayStore
-from scriptpool.coordinator.stores.sessions import SessionStore, session_key, snapshot_key
+from scriptpool.coordinator.stores.sessions import SessionStore
 from scriptpool.coordinator.stores.snapshots import SnapshotStore
-from scriptpool.coordinator.stores.state import session_state_key
+from scriptpool.core.keys import principal_grants_key, session_index, session_key, session_state_key, snapshot_key
+from scriptpool.core.lean_redis import LeanPool
 from scriptpool.errors import InvalidArgument, NotFound, ResourceExhausted
 from scriptpool.sandbox.limits import LimitPolicy
 from scriptpool.v1 import artifacts_pb2, common_pb2, events_pb2, jobs_pb2, sessions_pb2
-from scriptpool.workers.lean_redis import LeanPool
 
 from .test_call_bounds import ReplyCounter, counting_redis
 

@@ -15,12 +15,13 @@ from rq.job import Job as RQJob
 
 from scriptpool.client import ScriptpoolClient, job_request
 from scriptpool.coordinator.waiters import JobWaiters
+from scriptpool.core.job_records import texts
+from scriptpool.core.keys import session_jobs_key
 from scriptpool.errors import InvalidArgument, NotFound, PermissionDenied
 from scriptpool.languages import Language
 from scriptpool.outcomes import Outcome
 from scriptpool.sandbox.limits import MAX_LIMITS
 from scriptpool.v1 import events_pb2, jobs_pb2
-from scriptpool.workers.job_records import session_jobs_key, texts
 from tests.conftest import TEST_QUEUE, Stack, wait_for
 
 from .helpers import (

@@ -18,13 +18,14 @@ from scriptpool.client import ScriptpoolClient
 from scriptpool.coordinator.auth import Caller
 from scriptpool.coordinator.server import start_coordinator
 from scriptpool.coordinator.stores.jobs import MAX_JOB_PAGE, JobStore
-from scriptpool.coordinator.stores.sessions import SessionStore, snapshot_bytes_key
+from scriptpool.coordinator.stores.sessions import SessionStore
 from scriptpool.coordinator.stores.snapshots import SnapshotStore
+from scriptpool.core.job_records import texts
+from scriptpool.core.keys import session_jobs_key, snapshot_bytes_key
+from scriptpool.core.lean_redis import LeanPool
 from scriptpool.errors import InvalidArgument
 from scriptpool.sandbox.limits import LimitPolicy
 from scriptpool.v1 import artifacts_pb2, common_pb2, events_pb2, events_pb2_grpc, jobs_pb2, sessions_pb2, state_pb2
-from scriptpool.workers.job_records import session_jobs_key, texts
-from scriptpool.workers.lean_redis import LeanPool
 from tests.conftest import Stack
 
 from .helpers import outcome, run_lua

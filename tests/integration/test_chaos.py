@@ -23,13 +23,13 @@ from rq.registry import StartedJobRegistry
 
 from scriptpool.client import ScriptpoolClient, job_request
 from scriptpool.coordinator.embedded import wait_until_serving
+from scriptpool.core.defaults import DEFAULT_QUEUE
+from scriptpool.core.keys import LEASES_KEY
 from scriptpool.errors import ScriptpoolError
 from scriptpool.languages import Language
 from scriptpool.outcomes import Outcome
 from scriptpool.v1 import jobs_pb2
 from scriptpool.values import from_value
-from scriptpool.workers.job_records import LEASES_KEY
-from scriptpool.workers.settings import DEFAULT_QUEUE
 from tests.conftest import wait_for
 from tests.integration.up_process import (
     children_of,

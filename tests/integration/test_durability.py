@@ -22,10 +22,11 @@ from scriptpool.client import ScriptpoolClient, job_request
 from scriptpool.coordinator.redis_server import PrivateRedis
 from scriptpool.coordinator.server import start_coordinator
 from scriptpool.coordinator.settings import Settings
+from scriptpool.core.job_records import text
+from scriptpool.core.keys import job_key
 from scriptpool.errors import InvalidArgument
 from scriptpool.languages import Language
 from scriptpool.outcomes import Outcome
-from scriptpool.workers.job_records import job_key, text
 from scriptpool.workers.settings import WorkerSettings
 from tests.conftest import CLI, WORKER_COMMAND, stop_process
 

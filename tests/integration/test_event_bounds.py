@@ -11,10 +11,10 @@ from redis import Redis
 
 from scriptpool.client import ScriptpoolClient
 from scriptpool.coordinator.server import start_coordinator
+from scriptpool.core.keys import EVENT_RETENTION_KEY, events_key
 from scriptpool.errors import ResourceExhausted
 from scriptpool.v1 import events_pb2
 from scriptpool.values import from_value, to_value
-from scriptpool.workers.event_streams import EVENT_RETENTION_KEY, events_key
 from tests.conftest import Stack
 
 from .helpers import outcome, run_lua

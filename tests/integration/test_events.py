@@ -17,11 +17,11 @@ from scriptpool.coordinator.redis_server import PrivateRedis
 from scriptpool.coordinator.server import start_coordinator
 from scriptpool.coordinator.services.hooks import MAX_HOOKS_PER_PRINCIPAL
 from scriptpool.coordinator.settings import Settings
+from scriptpool.core.job_records import text
 from scriptpool.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
 from scriptpool.languages import Language
 from scriptpool.v1 import common_pb2, events_pb2, events_pb2_grpc, jobs_pb2, sessions_pb2
 from scriptpool.values import from_value, to_value
-from scriptpool.workers.job_records import text
 from tests.conftest import TEST_QUEUE, Stack, wait_for
 
 from .helpers import outcome, result_of, run_js, run_lua

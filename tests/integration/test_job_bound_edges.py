@@ -13,13 +13,12 @@ import pytest
 from redis import Redis
 
 from scriptpool.client import ScriptpoolClient
-from scriptpool.coordinator.stores.sessions import session_key
-from scriptpool.coordinator.stores.state import JOB_STATE_TTL_SECONDS, job_state_key
+from scriptpool.coordinator.stores.state import JOB_STATE_TTL_SECONDS
+from scriptpool.core.keys import job_key, job_state_key, session_jobs_key, session_key
 from scriptpool.errors import InvalidArgument, ResourceExhausted
 from scriptpool.languages import Language
 from scriptpool.workers.bridge import CoordinatorBridge
 from scriptpool.workers.call_stream import CoordinatorStubs
-from scriptpool.workers.job_records import job_key, session_jobs_key
 from scriptpool.workers.settings import WorkerSettings
 from tests.conftest import Stack
 

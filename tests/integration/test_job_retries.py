@@ -23,10 +23,11 @@ from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegist
 from scriptpool.client import ScriptpoolClient
 from scriptpool.coordinator.server import RunningCoordinator, start_coordinator
 from scriptpool.coordinator.settings import Settings
+from scriptpool.core.job_records import JobRecords, text
+from scriptpool.core.keys import credential_key, job_key
 from scriptpool.languages import Language
 from scriptpool.outcomes import Outcome
 from scriptpool.v1 import jobs_pb2, jobs_pb2_grpc, sessions_pb2
-from scriptpool.workers.job_records import JobRecords, credential_key, job_key, text
 from tests.conftest import WORKER_COMMAND, Stack, stop_process, wait_for
 
 from .helpers import next_event, outcome, result_of, subscribe

@@ -17,7 +17,9 @@ from scriptpool.client import ScriptpoolClient
 from scriptpool.coordinator.server import RunningCoordinator, start_coordinator
 from scriptpool.coordinator.session_expiry import SessionExpiry
 from scriptpool.coordinator.settings import Settings
-from scriptpool.coordinator.stores.sessions import (
+from scriptpool.core.job_records import SESSION_JOB_FIELD, texts
+from scriptpool.core.keys import (
+    EXPIRING_SESSIONS_KEY,
     principal_sessions_key,
     session_key,
     snapshot_bytes_key,
@@ -26,7 +28,6 @@ from scriptpool.coordinator.stores.sessions import (
 from scriptpool.errors import InvalidArgument, ResourceExhausted
 from scriptpool.languages import Language
 from scriptpool.v1 import sessions_pb2
-from scriptpool.workers.job_records import EXPIRING_SESSIONS_KEY, SESSION_JOB_FIELD, texts
 from tests.conftest import Stack
 
 from .helpers import outcome, result_of, run_lua

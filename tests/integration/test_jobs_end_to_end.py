@@ -10,13 +10,13 @@ import pytest
 from redis import Redis
 
 from scriptpool.client import ScriptpoolClient
+from scriptpool.core.job_records import LEGACY_RQ_FUNCTIONS
 from scriptpool.errors import InvalidArgument, NotFound
 from scriptpool.languages import Language
 from scriptpool.outcomes import Outcome
 from scriptpool.sandbox.limits import MAX_LIMITS
 from scriptpool.v1 import jobs_pb2
 from scriptpool.values import to_value_map
-from scriptpool.workers.job_records import LEGACY_RQ_FUNCTIONS
 from tests.conftest import REPO, TEST_QUEUE, Stack, wait_for
 
 from .helpers import (
@@ -255,7 +255,8 @@ def test_a_cancel_racing_a_worker_claim_wins(redis_client: Redis) -> None:
     import time
     import uuid
 
-    from scriptpool.workers.job_records import JobRecords, JobState, job_key
+    from scriptpool.core.job_records import JobRecords, JobState
+    from scriptpool.core.keys import job_key
 
     records = JobRecords(redis_client)
     job_id = str(uuid.uuid4())
@@ -339,7 +340,7 @@ def test_submit_without_wait_answers_queued(client: ScriptpoolClient) -> None:
 
 
 def test_a_negative_wait_is_refused_and_nothing_is_queued(client: ScriptpoolClient, redis_client: Redis) -> None:
-    from scriptpool.workers.job_records import PREFIX
+    from scriptpool.core.keys import PREFIX
 
     before = len(list(redis_client.scan_iter(f"{PREFIX}job:*", count=1000)))
     request = jobs_pb2.SubmitJobRequest(language=Language.LUA.to_proto(), source="return 1", wait_seconds=-1)

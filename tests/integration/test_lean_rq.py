@@ -344,9 +344,9 @@ def test_the_claim_and_finish_travel_in_rqs_transactions_or_the_finish_is_sent_o
     finishing transaction on RQ's success path, and on its own when RQ fails the job after it ran."""
     from rq import Callback
 
+    from scriptpool.core.job_records import RQ_FUNCTION
     from scriptpool.workers import rq_entry
     from scriptpool.workers.execution import JobExecutor
-    from scriptpool.workers.job_records import RQ_FUNCTION
     from scriptpool.workers.worker import ScriptpoolWorker
 
     recorder = _RecordingExecutor()

@@ -32,11 +32,12 @@ from scriptpool.coordinator.redis_server import PrivateRedis
 from scriptpool.coordinator.server import RunningCoordinator, start_coordinator
 from scriptpool.coordinator.settings import Settings
 from scriptpool.coordinator.sweeper import LeaseSweeper
+from scriptpool.core.job_records import JobRecords, text
+from scriptpool.core.keys import LEASES_KEY, job_key
 from scriptpool.errors import Unavailable
 from scriptpool.languages import Language
 from scriptpool.outcomes import Outcome
 from scriptpool.v1 import events_pb2, jobs_pb2
-from scriptpool.workers.job_records import LEASES_KEY, JobRecords, job_key, text
 from tests.conftest import WORKER_COMMAND, stop_process, wait_for
 
 from .helpers import next_event, outcome, result_of, subscribe

@@ -8,7 +8,8 @@ import uuid
 
 from redis import Redis
 
-from scriptpool.workers.job_records import LEASES_KEY, JobRecords, job_key
+from scriptpool.core.job_records import JobRecords
+from scriptpool.core.keys import LEASES_KEY, job_key
 from scriptpool.workers.lease import LeaseKeeper
 
 

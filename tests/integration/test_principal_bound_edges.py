@@ -13,11 +13,11 @@ from redis import Redis
 
 from scriptpool.client import ScriptpoolClient, job_request
 from scriptpool.coordinator.auth import Caller
-from scriptpool.coordinator.stores.artifact_access import AUDIT_MAX, AccessControl, audit_key
+from scriptpool.coordinator.stores.artifact_access import AUDIT_MAX, AccessControl
 from scriptpool.coordinator.stores.artifact_index import MAX_WORDS
 from scriptpool.coordinator.stores.jobs import JobStore
-from scriptpool.coordinator.stores.sessions import SessionStore, principal_sessions_key, session_key
-from scriptpool.coordinator.stores.timeline import CallRecord, timeline_key
+from scriptpool.coordinator.stores.sessions import SessionStore
+from scriptpool.coordinator.stores.timeline import CallRecord
 from scriptpool.coordinator.stores.validation import (
     MAX_DESCRIPTION,
     MAX_METADATA_BYTES,
@@ -26,12 +26,13 @@ from scriptpool.coordinator.stores.validation import (
     MAX_TAG,
     MAX_TAGS,
 )
+from scriptpool.core.job_records import TIMELINE_MAX, JobRecords
+from scriptpool.core.keys import audit_key, principal_sessions_key, session_key, timeline_key
+from scriptpool.core.lean_redis import LeanPool
 from scriptpool.errors import InvalidArgument, ResourceExhausted
 from scriptpool.languages import Language
 from scriptpool.sandbox.limits import LimitPolicy
 from scriptpool.v1 import artifacts_pb2, common_pb2, jobs_pb2, sessions_pb2
-from scriptpool.workers.job_records import TIMELINE_MAX, JobRecords
-from scriptpool.workers.lean_redis import LeanPool
 from tests.conftest import Stack
 
 from .test_artifact_quotas import coordinator
@@ -240,7 +241,7 @@ def test_a_session_timeline_is_trimmed_at_timeline_max_by_every_writer(redis_cli
 
         _fill_past(redis_client, stream, TIMELINE_MAX)
         records = JobRecords(redis_client, lean=lean)
-        assert records.start(job_id, "edges", 0.0) is not None  # log_job in workers/job_records.py
+        assert records.start(job_id, "edges", 0.0) is not None  # log_job in proto/scriptpool/core/job_records.py
         _assert_trimmed(redis_client, stream, TIMELINE_MAX)
     finally:
         sessions.delete(owner, session_id)

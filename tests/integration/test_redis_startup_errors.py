@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from scriptpool.coordinator.cli.main import EXIT_UNAVAILABLE, EXIT_USAGE
-from scriptpool.workers.redis_connect import redacted
+from scriptpool.core.redis_connect import redacted
 from tests.conftest import CLI
 
 PASSWORD = "hunter2"

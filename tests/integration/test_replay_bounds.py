@@ -14,11 +14,12 @@ from redis import Redis
 from scriptpool.client import ScriptpoolClient
 from scriptpool.coordinator.server import start_coordinator
 from scriptpool.coordinator.settings import Settings
+from scriptpool.core.job_records import texts
+from scriptpool.core.keys import job_key, session_jobs_key
 from scriptpool.errors import ResourceExhausted
 from scriptpool.languages import Language
 from scriptpool.v1 import jobs_pb2, sessions_pb2
 from scriptpool.values import from_value_map
-from scriptpool.workers.job_records import job_key, session_jobs_key, texts
 from tests.conftest import TEST_QUEUE, Stack
 
 from .helpers import outcome, result_of, run_lua

@@ -13,13 +13,14 @@ from redis import Redis
 from scriptpool.client import ScriptpoolClient
 from scriptpool.coordinator.auth import Caller
 from scriptpool.coordinator.stores import timeline
-from scriptpool.coordinator.stores.sessions import SessionStore, snapshot_bytes_key
+from scriptpool.coordinator.stores.sessions import SessionStore
 from scriptpool.coordinator.stores.snapshots import SnapshotStore
 from scriptpool.coordinator.stores.state import StateStore
+from scriptpool.core.job_records import texts
+from scriptpool.core.keys import job_key, snapshot_bytes_key
+from scriptpool.core.lean_redis import LeanPool
 from scriptpool.errors import NotFound, ResourceExhausted
 from scriptpool.v1 import common_pb2, sessions_pb2, state_pb2
-from scriptpool.workers.job_records import job_key, texts
-from scriptpool.workers.lean_redis import LeanPool
 
 from .helpers import outcome, result_of, run_lua
 

@@ -16,13 +16,13 @@ from scriptpool.client import ScriptpoolClient
 from scriptpool.coordinator.redis_server import PrivateRedis
 from scriptpool.coordinator.server import start_coordinator
 from scriptpool.coordinator.settings import Settings
+from scriptpool.core.job_records import hash_fields
+from scriptpool.core.keys import events_key
+from scriptpool.core.session_values import session_state_name
 from scriptpool.errors import FailedPrecondition, InvalidArgument, NotFound
 from scriptpool.languages import Language
 from scriptpool.v1 import common_pb2, sessions_pb2
 from scriptpool.values import PlainValue, from_value_map, to_value_map
-from scriptpool.workers.event_streams import events_key
-from scriptpool.workers.job_records import hash_fields
-from scriptpool.workers.session_values import session_state_name
 from tests.conftest import Stack
 
 from .helpers import outcome, result_of, run_lua
@@ -508,7 +508,7 @@ def test_session_get_sends_one_command(
     from scriptpool.coordinator.auth import Caller
     from scriptpool.coordinator.stores.sessions import SessionStore
     from scriptpool.coordinator.stores.timeline import CallRecord
-    from scriptpool.workers import lean_redis
+    from scriptpool.core import lean_redis
 
     home = client.create_session("one trip").id
     principal = principal_and_key[0]

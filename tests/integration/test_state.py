@@ -12,13 +12,14 @@ from redis import Redis
 
 from scriptpool.client import ScriptpoolClient
 from scriptpool.coordinator.auth import Caller
-from scriptpool.coordinator.stores.state import StateStore, global_state_key, job_state_key, session_state_key
+from scriptpool.coordinator.stores.state import StateStore
 from scriptpool.coordinator.stores.timeline import CallRecord
+from scriptpool.core.job_records import hash_fields
+from scriptpool.core.keys import global_state_key, job_state_key, session_state_key
 from scriptpool.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, ScriptpoolError
 from scriptpool.languages import Language
 from scriptpool.v1 import common_pb2, sessions_pb2, state_pb2
 from scriptpool.values import PlainValue, from_value, from_value_map, to_value
-from scriptpool.workers.job_records import hash_fields
 from tests.conftest import Stack
 
 from .helpers import result_of, run_lua
@@ -374,7 +375,7 @@ def test_scope_budget_keeps_an_exact_byte_count(small_store: StateStore, redis_c
 
 def test_state_get_and_its_timeline_entry_are_one_redis_command(client: ScriptpoolClient, redis_client: Redis) -> None:
     """The hot path: one EVALSHA on the lean connection, nothing through redis-py."""
-    from scriptpool.workers import lean_redis
+    from scriptpool.core import lean_redis
 
     session_id = client.create_session("perf").id
     store = StateStore(redis_client)
@@ -453,7 +454,7 @@ def test_every_job_state_call_is_on_the_timeline_with_its_outcome(client: Script
 
 def test_lua_entries_match_what_record_job_call_writes(client: ScriptpoolClient, redis_client: Redis) -> None:
     from scriptpool.coordinator.services.recording import record_job_call
-    from scriptpool.coordinator.stores.timeline import timeline_key
+    from scriptpool.core.keys import timeline_key
 
     session_id = client.create_session("same-shape").id
     caller = Caller(principal="p-shape", job_id="job-shape", session_id=session_id)

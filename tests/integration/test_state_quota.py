@@ -19,14 +19,15 @@ from scriptpool.coordinator.redis_server import PrivateRedis
 from scriptpool.coordinator.server import start_coordinator
 from scriptpool.coordinator.settings import Settings
 from scriptpool.coordinator.stores import state_codec
-from scriptpool.coordinator.stores.sessions import SessionStore, snapshot_bytes_key, state_bytes_key
+from scriptpool.coordinator.stores.sessions import SessionStore
 from scriptpool.coordinator.stores.snapshots import SnapshotStore
-from scriptpool.coordinator.stores.state import StateStore, global_state_key, job_state_key, session_state_key
+from scriptpool.coordinator.stores.state import StateStore
+from scriptpool.core.job_records import hash_fields
+from scriptpool.core.keys import global_state_key, job_state_key, session_state_key, snapshot_bytes_key, state_bytes_key
+from scriptpool.core.lean_redis import LeanPool
 from scriptpool.errors import InvalidArgument, ResourceExhausted
 from scriptpool.v1 import sessions_pb2, state_pb2
 from scriptpool.values import PlainValue, to_value
-from scriptpool.workers.job_records import hash_fields
-from scriptpool.workers.lean_redis import LeanPool
 from tests.conftest import TEST_QUEUE, Stack
 
 BOUND = 200

@@ -10,7 +10,7 @@ from redis import Redis
 
 from scriptpool.coordinator.redis_server import PrivateRedis
 from scriptpool.coordinator.waiters import JobWaiters
-from scriptpool.workers.job_records import FINISHED_CHANNEL
+from scriptpool.core.keys import FINISHED_CHANNEL
 from tests.conftest import wait_for
 
 

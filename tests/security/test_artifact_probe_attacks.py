@@ -17,7 +17,7 @@ import pytest
 from redis import Redis
 
 from scriptpool.client import ScriptpoolClient
-from scriptpool.coordinator.stores.artifact_access import audit_key
+from scriptpool.core.keys import audit_key
 from scriptpool.errors import ScriptpoolError
 from scriptpool.languages import Language
 from scriptpool.v1 import artifacts_pb2

@@ -10,7 +10,7 @@ import pytest
 from redis import Redis
 
 from scriptpool.client import ScriptpoolClient
-from scriptpool.coordinator.stores.state import global_state_key, session_state_key
+from scriptpool.core.keys import global_state_key, session_state_key
 from scriptpool.languages import Language
 from scriptpool.v1 import state_pb2
 from scriptpool.values import to_value

@@ -13,7 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from scriptpool.coordinator.redis_server import PrivateRedis
-from scriptpool.workers.lean_redis import (
+from scriptpool.core.lean_redis import (
     LeanPool,
     LeanScript,
     _pack_in_python,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from scriptpool.workers.job_records import LEGACY_RQ_FUNCTIONS
+from scriptpool.core.job_records import LEGACY_RQ_FUNCTIONS
 from tests.conftest import REPO
 
 OLD_NAMES = ("coordinator", "workers", "sandbox")

@@ -1,4 +1,4 @@
-"""`workers/rq_dates.py` gives exactly what RQ's own date helpers give, errors included."""
+"""`proto/scriptpool/core/rq_dates.py` gives exactly what RQ's own date helpers give, errors included."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import rq.utils
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scriptpool.workers import rq_dates
+from scriptpool.core import rq_dates
 
 UTC = datetime.UTC
 

@@ -1,4 +1,4 @@
-"""`workers/rq_serializers.py` answers exactly as RQ's own `resolve_serializer`, errors included,
+"""`proto/scriptpool/core/rq_serializers.py` answers exactly as RQ's own `resolve_serializer`, errors included,
 and its installation reaches the RQ modules that build per-job objects."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import rq.results
 import rq.serializers
 from rq.serializers import DefaultSerializer, JSONSerializer
 
-from scriptpool.workers import rq_serializers
+from scriptpool.core import rq_serializers
 
 _rqs: Any = rq.serializers.resolve_serializer
 

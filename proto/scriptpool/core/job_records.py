@@ -29,20 +29,19 @@ from dataclasses import dataclass
 
 from redis import Redis
 
+from scriptpool.core import lua
+from scriptpool.core.defaults import LEASE_SECONDS
+from scriptpool.core.event_streams import LUA_APPEND_EVENT
+from scriptpool.core.keys import EXPIRING_SESSIONS_KEY, FINISHED_CHANNEL, LEASES_KEY, job_key
+from scriptpool.core.lean_redis import Arg, LeanPool, LeanScript, Reply
 from scriptpool.values import to_value_map
-from scriptpool.workers.event_streams import LUA_APPEND_EVENT
-from scriptpool.workers.lean_redis import Arg, LeanPool, LeanScript, Reply
 
-PREFIX = "sp:"
-LEASES_KEY = PREFIX + "jobs:leases"
-FINISHED_CHANNEL = PREFIX + "job-finished"
 RQ_FUNCTION = "scriptpool.workers.rq_entry.execute_job"
 """The RQ job function every scriptpool job is enqueued with (its one argument: the job id)."""
 LEGACY_RQ_FUNCTIONS = {"workers.rq_entry.execute_job": RQ_FUNCTION}
 """Job function names an older version wrote into RQ job hashes (before the one `scriptpool` import
 package, ADR 0008), each with the function it now is. The worker reads a job queued under an old name
 as naming the new one, so jobs queued before an upgrade in place still run; the hash is not rewritten."""
-LEASE_SECONDS = 15.0
 TIMELINE_MAX = 100_000
 """Entries a session's timeline keeps (`coordinator/stores/timeline.py`): every XADD to it trims to
 about this many (MAXLEN ~: Redis drops whole stream nodes, so up to 100 more may stay)."""
@@ -55,8 +54,6 @@ into it, or a snapshot loaded into it, removes the field: the session is then th
 SESSION_RETENTION_FIELD = "retention_seconds"
 """Field of a job-created session: how long it stays once its job ended (0 = for good), written by
 the coordinator from `Settings.job_session_retention_seconds` when it made the session."""
-EXPIRING_SESSIONS_KEY = PREFIX + "sessions:expiring"
-"""zset: job-created session id -> the time its retention ends."""
 
 # The `data` of the timeline entry and events of a job-created session completed at its job's end
 # (what a `Session.complete` writes), from each state it may be in.
@@ -88,165 +85,24 @@ def hash_fields(raw: object) -> dict[str, bytes]:
     return {text(k): v if isinstance(v, bytes) else str(v).encode() for k, v in raw.items()}
 
 
-def job_key(job_id: str) -> str:
-    return f"{PREFIX}job:{job_id}"
-
-
 def credential_hash(credential: str) -> str:
     return hashlib.sha256(credential.encode("utf-8")).hexdigest()
 
 
-def credential_key(cred_hash: str) -> str:
-    return f"{PREFIX}cred:{cred_hash}"
-
-
-def session_jobs_key(session_id: str) -> str:
-    return f"{PREFIX}session:{session_id}:jobs"
-
-
-# Appends a job lifecycle entry to the job's session timeline and to its owner's event stream.
-_LOG_JOB = (
-    LUA_APPEND_EVENT
-    + """
-local function log_job(job_key, kind, description, job_id, now)
-  local sid = redis.call('HGET', job_key, 'session_id')
-  if not sid then return end
-  redis.call('XADD', 'sp:session:' .. sid .. ':timeline', 'MAXLEN', '~', '"""
-    + str(TIMELINE_MAX)
-    + """', '*',
-    'type', kind, 'description', description, 'job_id', job_id, 'ts', now, 'data', '')
-  append_event('', sid,
-    {'type', kind, 'description', description, 'job_id', job_id, 'ts', now, 'data', '', 'session_id', sid})
-end
-"""
+# The record scripts (proto/scriptpool/core/lua/), each with the Lua functions it calls before it.
+_LOG_JOB = LUA_APPEND_EVENT + lua.load("log_job", TIMELINE_MAX=TIMELINE_MAX)
+_END_JOB_SESSION = lua.load(
+    "end_job_session",
+    SESSION_JOB_FIELD=SESSION_JOB_FIELD,
+    SESSION_RETENTION_FIELD=SESSION_RETENTION_FIELD,
+    TIMELINE_MAX=TIMELINE_MAX,
+    EXPIRING_SESSIONS_KEY=EXPIRING_SESSIONS_KEY,
 )
-
-_START = (
-    _LOG_JOB
-    + """
-if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return false end
--- a cancel that arrived while the job was queued wins, even if it has not finished the job yet
-if redis.call('HGET', KEYS[1], 'cancel_requested') then return false end
-redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[1], 'started_at', ARGV[2])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
-log_job(KEYS[1], 'job.started', 'job ' .. ARGV[4] .. ' started on ' .. ARGV[1], ARGV[4], ARGV[2])
-return redis.call('HMGET', KEYS[1], 'spec', 'credential', 'principal', 'attempt')
-"""
-)
-
-# The end of the job a session was made for: the session is completed (as `Session.complete`
-# would: its state, index score, timeline entry and events) and, when it has a retention, put in
-# EXPIRING_SESSIONS_KEY for the coordinator's sweeper. A session whose mark names another job (or
-# none: a session a client gave, or one a later job was submitted into) is left alone.
-_END_JOB_SESSION = (
-    """
-local function end_job_session(job_key, job_id, now, from_active, from_suspended)
-  local sid = redis.call('HGET', job_key, 'session_id')
-  if not sid then return end
-  local skey = 'sp:session:' .. sid
-  local s = redis.call('HMGET', skey, '"""
-    + SESSION_JOB_FIELD
-    + """', 'state', 'principal', '"""
-    + SESSION_RETENTION_FIELD
-    + """')
-  if s[1] ~= job_id then return end
-  local old = s[2]
-  if old == 'active' or old == 'suspended' then
-    local data = from_active
-    if old == 'suspended' then data = from_suspended end
-    redis.call('HSET', skey, 'state', 'completed', 'updated_at', now)
-    redis.call('ZADD', 'sp:principal:' .. s[3] .. ':sessions', now, sid)
-    redis.call('XADD', skey .. ':timeline', 'MAXLEN', '~', '"""
-    + str(TIMELINE_MAX)
-    + """', '*',
-      'type', 'session.state_changed', 'description', old .. ' -> completed', 'job_id', job_id, 'ts', now,
-      'data', data)
-    for _, kind in ipairs({'session.state_changed', 'session.completed'}) do
-      append_event(s[3], sid,
-        {'type', kind, 'description', kind, 'job_id', job_id, 'ts', now, 'data', data, 'session_id', sid})
-    end
-  end
-  local keep = tonumber(s[4] or '0') or 0
-  if keep > 0 then redis.call('ZADD', '"""
-    + EXPIRING_SESSIONS_KEY
-    + """', tonumber(now) + keep, sid) end
-end
-"""
-)
-
-_FINISH = (
-    _LOG_JOB
-    + _END_JOB_SESSION
-    + """
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status or status == 'finished' then return 0 end
-if ARGV[6] ~= '' and status ~= ARGV[6] then return 0 end
--- a worker finishes only the attempt it claimed (not one queued again after its lease expired)
-if ARGV[10] ~= '' and (redis.call('HGET', KEYS[1], 'attempt') or '1') ~= ARGV[10] then return 0 end
--- the lease sweeper finishes a job only if its lease is still lapsed (a renewal since its read wins)
-if ARGV[11] ~= '' then
-  local lease = redis.call('ZSCORE', KEYS[2], ARGV[4])
-  if lease and tonumber(lease) > tonumber(ARGV[11]) then return 0 end
-end
-local cred_hash = redis.call('HGET', KEYS[1], 'cred_hash')
-if cred_hash then redis.call('DEL', 'sp:cred:' .. cred_hash) end
-redis.call('HSET', KEYS[1], 'status', 'finished', 'result', ARGV[1], 'finished_at', ARGV[2])
-redis.call('HDEL', KEYS[1], 'credential', 'cancel_requested')
-redis.call('DEL', KEYS[1] .. ':state')  -- the `job` State scope ends with its job
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('ZREM', KEYS[2], ARGV[4])
-redis.call('PUBLISH', ARGV[5], ARGV[4])
-log_job(KEYS[1], 'job.finished', 'job ' .. ARGV[4] .. ' finished: ' .. ARGV[7], ARGV[4], ARGV[2])
-end_job_session(KEYS[1], ARGV[4], ARGV[2], ARGV[8], ARGV[9])
-return 1
-"""
-)
-
-# The flag is set for queued jobs too: if a worker claims the job between this script and the
-# coordinator finishing it as cancelled, START refuses it (or the worker's first heartbeat kills it).
-_REQUEST_CANCEL = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if status == 'running' or status == 'queued' then redis.call('HSET', KEYS[1], 'cancel_requested', '1') end
-return status
-"""
-
-_HEARTBEAT = """
-if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return -1 end
-if (redis.call('HGET', KEYS[1], 'attempt') or '1') ~= ARGV[3] then return -1 end
-redis.call('ZADD', KEYS[2], 'XX', ARGV[1], ARGV[2])
-if redis.call('HGET', KEYS[1], 'cancel_requested') then return 1 end
-return 0
-"""
-
-# A running job whose lease expired (its worker was lost) and that has retries left goes back to
-# `queued` for its next attempt, instead of finishing `worker_lost`. KEYS: the record, the leases.
-# ARGV: job id, now, the attempt the sweeper saw expire, a new credential and its hash, the
-# credential's TTL, the job-finished channel. The credential is replaced (the lost worker's one
-# stops working) and the job id published, so coordinators drop the old one from their caches.
-# Returns the new attempt, or 0 if the job is not that attempt running with retries left.
-_REQUEUE = (
-    _LOG_JOB
-    + """
-if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
-if redis.call('HGET', KEYS[1], 'cancel_requested') then return 0 end
-local attempt = tonumber(redis.call('HGET', KEYS[1], 'attempt') or '1')
-if attempt ~= tonumber(ARGV[3]) then return 0 end
-if attempt > tonumber(redis.call('HGET', KEYS[1], 'max_retries') or '0') then return 0 end
-local old = redis.call('HGET', KEYS[1], 'cred_hash')
-if old then redis.call('DEL', 'sp:cred:' .. old) end
-local owner = redis.call('HMGET', KEYS[1], 'principal', 'session_id')
-redis.call('HSET', 'sp:cred:' .. ARGV[5], 'job_id', ARGV[1], 'principal', owner[1], 'session_id', owner[2])
-redis.call('EXPIRE', 'sp:cred:' .. ARGV[5], ARGV[6])
-redis.call('HSET', KEYS[1], 'status', 'queued', 'attempt', attempt + 1, 'credential', ARGV[4], 'cred_hash', ARGV[5])
-redis.call('HDEL', KEYS[1], 'worker', 'started_at', 'current_session')
-redis.call('DEL', KEYS[1] .. ':state')  -- the next attempt starts with an empty `job` State scope
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('PUBLISH', ARGV[7], ARGV[1])
-log_job(KEYS[1], 'job.requeued',
-  'job ' .. ARGV[1] .. ': worker lost on attempt ' .. attempt .. '; queued again', ARGV[1], ARGV[2])
-return attempt + 1
-"""
-)
+_START = _LOG_JOB + lua.load("job_start")
+_FINISH = _LOG_JOB + _END_JOB_SESSION + lua.load("job_finish")
+_REQUEST_CANCEL = lua.load("job_request_cancel")
+_HEARTBEAT = lua.load("job_heartbeat")
+_REQUEUE = _LOG_JOB + lua.load("job_requeue")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """A minimal RESP2 connection per thread for the Redis commands on the per-job and per-call hot paths.
 
-Shared by the coordinator and the workers (so it lives here, beside `workers/job_records.py`; the
-workers never import the coordinator). redis-py spends ~70 µs of Python per command on this
+Shared by the coordinator and the workers (so it lives in the core, beside `job_records.py`, which
+neither side's code may import from the other's). redis-py spends ~70 µs of Python per command on this
 machine (connection pool, retry and observability layers, RESP3 parsing) against ~15 µs for the
 round trip itself. So the operations that run per job or per global call go through this module:
 the `State.*` scripts (`LeanScript`, one `EVALSHA` each), `SubmitJob`'s transaction

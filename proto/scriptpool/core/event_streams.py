@@ -16,36 +16,17 @@ from collections.abc import Mapping
 from redis import Redis
 from redis.client import Pipeline
 
-EVENT_RETENTION_KEY = "sp:config:event-retention"
+from scriptpool.core import lua
+from scriptpool.core.keys import EVENT_RETENTION_KEY
+
 DEFAULT_EVENT_RETENTION = 10_000
 
 
-def events_key(principal: str) -> str:
-    return f"sp:events:{principal}"
-
-
-# append_event(principal, session_id, fields): principal '' = the session's owner; no owner (the
-# session is gone): the entry is nobody's and is dropped.
-LUA_APPEND_EVENT = f"""
-local function append_event(principal, sid, fields)
-  if principal == nil or principal == '' then
-    if sid == nil or sid == '' then return end
-    principal = redis.call('HGET', 'sp:session:' .. sid, 'principal')
-    if not principal then return end
-  end
-  local keep = tonumber(redis.call('GET', '{EVENT_RETENTION_KEY}') or '') or {DEFAULT_EVENT_RETENTION}
-  return redis.call('XADD', 'sp:events:' .. principal, 'MAXLEN', '~', keep, '*', unpack(fields))
-end
-"""
-
-_APPEND = (
-    LUA_APPEND_EVENT
-    + """
-local fields = {}
-for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
-return append_event(ARGV[1], ARGV[2], fields)
-"""
+LUA_APPEND_EVENT = lua.load(
+    "append_event", EVENT_RETENTION_KEY=EVENT_RETENTION_KEY, DEFAULT_EVENT_RETENTION=DEFAULT_EVENT_RETENTION
 )
+"""The Lua function `append_event(principal, session_id, fields)`, for the scripts that append events."""
+_APPEND = LUA_APPEND_EVENT + lua.load("append")
 
 
 def append_event(target: Redis | Pipeline, principal: str, session_id: str, fields: Mapping[str, str | bytes]) -> None:

@@ -19,8 +19,8 @@ from __future__ import annotations
 from redis import Redis
 from redis.exceptions import RedisError
 
+from scriptpool.core.redis_connect import redacted
 from scriptpool.errors import InvalidArgument
-from scriptpool.workers.redis_connect import redacted
 
 APPENDFSYNC_CHOICES = ("always", "everysec", "no")
 """Redis's `appendfsync` values: fsync before every answer, once a second, or when the kernel likes."""

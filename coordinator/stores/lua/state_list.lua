@@ -1,0 +1,2 @@
+-- After state_prelude.lua: State.list.
+return finish('OK', redis.call('HKEYS', KEYS[1]))
