@@ -99,7 +99,7 @@ class _DiscardHost:
 
 WARM_UP_SOURCES = {Language.LUA: "return 1", Language.PYTHON: "1", Language.JAVASCRIPT: "1"}
 # Lua and Python warm up in well under a millisecond; JavaScript costs ~3.5 ms of CPU, so the worker
-# asks for it only when its jobs are JavaScript (see workers/supervisor.SparePool).
+# asks for it only when its jobs are JavaScript (see workers/supervision/supervisor.py, SparePool).
 DEFAULT_WARM_UP = (Language.LUA, Language.PYTHON)
 
 

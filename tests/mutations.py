@@ -31,7 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 RUN_TIMEOUT_SECONDS = 900
 
-SUPERVISOR = "workers/supervisor.py"
+SUPERVISOR = "workers/supervision/supervisor.py"
 APPLY = "sandbox/jail/_apply.py"
 ENFORCEMENT = "tests/unit/test_supervisor_enforcement.py"
 JAIL = "tests/unit/test_jail.py"

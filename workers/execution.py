@@ -17,13 +17,13 @@ from scriptpool.core.lean_redis import Arg, LeanPool, Reply
 from scriptpool.languages import Language
 from scriptpool.outcomes import Outcome
 from scriptpool.v1 import sandbox_pb2
-from scriptpool.workers.bridge import CoordinatorBridge
-from scriptpool.workers.call_stream import CoordinatorStubs
-from scriptpool.workers.child_reuse import ReuseKey
+from scriptpool.workers.bridge.call_stream import CoordinatorStubs
+from scriptpool.workers.bridge.host import CoordinatorBridge
 from scriptpool.workers.lease import LeaseKeeper
 from scriptpool.workers.settings import WorkerSettings
-from scriptpool.workers.supervisor import ChildRun, Reaper, SparePool, supervise
-from scriptpool.workers.zygote import ZygoteSource
+from scriptpool.workers.supervision.child_reuse import ReuseKey
+from scriptpool.workers.supervision.supervisor import ChildRun, Reaper, SparePool, supervise
+from scriptpool.workers.supervision.zygote import ZygoteSource
 
 log = logging.getLogger(__name__)
 

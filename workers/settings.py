@@ -33,13 +33,13 @@ class WorkerSettings:
 
     call_stream: bool = True
     """From a job's second global call on, send its calls on one JobCallService stream (cheaper per
-    call than unary RPCs; workers/call_stream.py); False makes every call unary
+    call than unary RPCs; workers/bridge/call_stream.py); False makes every call unary
     (SCRIPTPOOL_CALL_STREAM=0)."""
     jobs_per_child: int = 64
     """Most jobs one sandbox child may run, each in a fresh engine instance, when they are Lua or
     JavaScript jobs of the same principal with the same limits and each ended normally
-    (workers/child_reuse.py, docs/adr/0003-child-reuse-within-a-principal.md); 1 makes every child single-use
-    (SCRIPTPOOL_JOBS_PER_CHILD)."""
+    (workers/supervision/child_reuse.py, docs/adr/0003-child-reuse-within-a-principal.md); 1 makes every
+    child single-use (SCRIPTPOOL_JOBS_PER_CHILD)."""
 
     ack_after_fsync: bool = False
     """Record results only once Redis has fsynced them (SCRIPTPOOL_ACK_AFTER_FSYNC=1): the worker

@@ -1,7 +1,7 @@
 """`scriptpool worker`: an RQ worker whose jobs run in sandbox children.
 
 It is an RQ `SimpleWorker` (the job function runs in the worker process, no fork per job by RQ)
-whose per-job bookkeeping goes to Redis in two transactions (`workers/lean_rq.py`):
+whose per-job bookkeeping goes to Redis in two transactions (`workers/rq_compat/lean_rq.py`):
 the job function itself hands the script to a pre-forked, jailed sandbox child and supervises it.
 Signals follow RQ: the first SIGINT/SIGTERM finishes the current job then exits (warm), a second
 one kills the running child and exits at once (cold). Exit codes (`scriptpool worker`): 0 after a
@@ -27,7 +27,7 @@ from scriptpool.sandbox.jail import probe_host
 from scriptpool.sandbox.runner import prewarm
 from scriptpool.workers import rq_entry
 from scriptpool.workers.execution import JobExecutor
-from scriptpool.workers.lean_rq import LeanSimpleWorker
+from scriptpool.workers.rq_compat.lean_rq import LeanSimpleWorker
 from scriptpool.workers.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class ScriptpoolJob(Job):
 
 
 class ScriptpoolWorker(LeanSimpleWorker):
-    """An RQ SimpleWorker (with its per-job writes packed, `workers/lean_rq.py`); kept as its own class
+    """An RQ SimpleWorker (with its per-job writes packed, `workers/rq_compat/lean_rq.py`); kept as its own class
     so `rq info` shows what runs the queue. A scriptpool job's claim on its record travels in RQ's
     start transaction and its finish in RQ's finishing transaction (two round trips fewer per job);
     when RQ takes another path (failure, repeats), the finish is sent on its own."""

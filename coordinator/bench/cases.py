@@ -268,8 +268,8 @@ def sandbox(stack: BenchStack, options: Options) -> dict[str, Any]:
     from scriptpool.sandbox.limits import DEFAULT_LIMITS, LIMIT_FIELDS
     from scriptpool.sandbox.runner import ScriptJob, prewarm, runner_for
     from scriptpool.v1 import sandbox_pb2
-    from scriptpool.workers.supervisor import Reaper, SparePool, supervise
-    from scriptpool.workers.zygote import ZygoteSource
+    from scriptpool.workers.supervision.supervisor import Reaper, SparePool, supervise
+    from scriptpool.workers.supervision.zygote import ZygoteSource
 
     class NoHost:
         def call(self, op: str, args: list[Any]) -> Any:

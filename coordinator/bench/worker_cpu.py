@@ -1,7 +1,7 @@
 """`scriptpool bench worker`: CPU a worker spends per job, and the part of it that is RQ's bookkeeping.
 
 - `rq_bookkeeping_ms_per_job`: no-op jobs run in this process, in burst mode, by RQ's own
-  `SimpleWorker` and by the scriptpool worker's `LeanSimpleWorker` (`workers/lean_rq.py`), turn
+  `SimpleWorker` and by the scriptpool worker's `LeanSimpleWorker` (`workers/rq_compat/lean_rq.py`), turn
   about; CPU time (user + system) per job. No sandbox, no coordinator: only what RQ does per job.
 - `worker_cpu_ms_per_lua_job`: one scriptpool worker serving trivial Lua jobs submitted over gRPC;
   its own utime + stime from `/proc` per job (its zygote and sandbox children are not counted).
@@ -21,7 +21,7 @@ from scriptpool.client import ScriptpoolClient
 from scriptpool.coordinator.bench.process_cpu import process_cpu_s
 from scriptpool.coordinator.bench.stats import ratio, summarize
 from scriptpool.languages import Language
-from scriptpool.workers.lean_rq import LeanSimpleWorker
+from scriptpool.workers.rq_compat.lean_rq import LeanSimpleWorker
 
 if TYPE_CHECKING:
     from scriptpool.coordinator.bench.cases import Options

@@ -92,7 +92,7 @@ def apply_rlimits(limits: JobLimits, report: JailReport, jobs_in_process: int = 
     # SIGXCPU at the soft limit, SIGKILL at the hard one: the kernel stops a spin the engine missed.
     # A process that may serve several jobs gets a hard limit covering all of them; the worker moves
     # the soft limit on before each later job (`prlimit` from outside: the filter forbids it here)
-    # and also checks each job's CPU itself (workers/child_reuse.py).
+    # and also checks each job's CPU itself (workers/supervision/child_reuse.py).
     _set(resource.RLIMIT_CPU, cpu_seconds, cpu_seconds * max(jobs_in_process, 1) + 1)
     mapped = report.mapped_bytes or _mapped_bytes()
     _set(resource.RLIMIT_AS, mapped + limits.memory_bytes + ADDRESS_SPACE_MARGIN)

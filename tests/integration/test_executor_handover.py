@@ -11,7 +11,7 @@ from scriptpool.sandbox.limits import DEFAULT_LIMITS, LIMIT_FIELDS
 from scriptpool.v1 import sandbox_pb2
 from scriptpool.workers.execution import JobExecutor
 from scriptpool.workers.settings import WorkerSettings
-from scriptpool.workers.supervisor import SandboxChild
+from scriptpool.workers.supervision.supervisor import SandboxChild
 
 
 def _spec(source: str) -> sandbox_pb2.ChildJob:

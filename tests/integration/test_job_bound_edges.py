@@ -17,8 +17,8 @@ from scriptpool.coordinator.stores.state import JOB_STATE_TTL_SECONDS
 from scriptpool.core.keys import job_key, job_state_key, session_jobs_key, session_key
 from scriptpool.errors import InvalidArgument, ResourceExhausted
 from scriptpool.languages import Language
-from scriptpool.workers.bridge import CoordinatorBridge
-from scriptpool.workers.call_stream import CoordinatorStubs
+from scriptpool.workers.bridge.call_stream import CoordinatorStubs
+from scriptpool.workers.bridge.host import CoordinatorBridge
 from scriptpool.workers.settings import WorkerSettings
 from tests.conftest import Stack
 

@@ -154,8 +154,8 @@ def test_an_operation_this_version_lacks_answers_unimplemented_naming_it() -> No
     import grpc
 
     from scriptpool.errors import Unimplemented
-    from scriptpool.workers.bridge import CoordinatorBridge
-    from scriptpool.workers.call_stream import CoordinatorStubs
+    from scriptpool.workers.bridge.call_stream import CoordinatorStubs
+    from scriptpool.workers.bridge.host import CoordinatorBridge
 
     with grpc.insecure_channel("127.0.0.1:9") as channel:  # never dialled: refused before any RPC
         bridge = CoordinatorBridge(CoordinatorStubs(channel), "spj_unused", "", time.monotonic() + 5)

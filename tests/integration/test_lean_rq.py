@@ -1,4 +1,4 @@
-"""The lean RQ worker (`workers/lean_rq.py`) leaves exactly the state RQ's own `SimpleWorker` leaves:
+"""The lean RQ worker (`workers/rq_compat/lean_rq.py`) leaves exactly the state RQ's own `SimpleWorker` leaves:
 job statuses and fields, registries, results, worker counts, as RQ's API reads them."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from rq.worker import BaseWorker, Worker
 
 from scriptpool.client import ScriptpoolClient
 from scriptpool.coordinator.redis_server import PrivateRedis
-from scriptpool.workers.lean_rq import LeanSimpleWorker
+from scriptpool.workers.rq_compat.lean_rq import LeanSimpleWorker
 from tests.conftest import CLI, TEST_QUEUE, Stack, stop_process, wait_for
 
 from .helpers import result_of, run_lua
@@ -274,7 +274,7 @@ def test_the_worker_stops_on_rqs_shutdown_command(stack: Stack, redis_client: Re
 
 
 def test_the_lean_dequeue_blocks_for_a_job_times_out_and_skips_ids_without_a_job(rq_redis: Redis) -> None:
-    """`workers/lean_dequeue.py`: an empty queue waits (BLMOVE) until a job arrives, a wait with
+    """`workers/rq_compat/lean_dequeue.py`: an empty queue waits (BLMOVE) until a job arrives, a wait with
     nothing gives RQ's DequeueTimeout, an id whose hash is gone is skipped, and each dequeued id sits
     in RQ's intermediate queue as RQ's own dequeue leaves it."""
     import threading

@@ -26,7 +26,7 @@ from scriptpool.errors import Unavailable
 from scriptpool.languages import Language
 from scriptpool.outcomes import Outcome
 from scriptpool.v1 import jobs_pb2
-from scriptpool.workers.lean_rq import EXIT_END_NOT_RECORDED
+from scriptpool.workers.rq_compat.lean_rq import EXIT_END_NOT_RECORDED
 from tests.conftest import WORKER_COMMAND, stop_process, wait_for
 
 from .helpers import next_event, result_of, run_lua, subscribe

@@ -66,7 +66,7 @@ def own(stack: Stack, redis_client: Redis, tmp_path: Path) -> Iterator[OwnStack]
 
 def test_a_job_stranded_in_rqs_intermediate_queue_is_queued_again_and_runs_once(own: OwnStack, stack: Stack) -> None:
     job = own.client.submit(Language.LUA, "return 6 * 7")
-    # A worker's dequeue, exactly as workers/lean_dequeue.py sends it, by a worker that then dies
+    # A worker's dequeue, exactly as workers/rq_compat/lean_dequeue.py sends it, by a worker that then dies
     # before its start transaction: nothing claims the job.
     moved = own.redis.lmove(own.queue.key, own.queue.intermediate_queue_key, "LEFT", "RIGHT")
     assert moved == job.id.encode()

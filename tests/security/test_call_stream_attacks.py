@@ -21,8 +21,8 @@ from scriptpool.coordinator.redis_server import PrivateRedis
 from scriptpool.coordinator.server import start_coordinator
 from scriptpool.coordinator.settings import Settings
 from scriptpool.v1 import calls_pb2, calls_pb2_grpc, jobs_pb2, sessions_pb2, state_pb2
-from scriptpool.workers.bridge import CoordinatorBridge
-from scriptpool.workers.call_stream import CoordinatorStubs
+from scriptpool.workers.bridge.call_stream import CoordinatorStubs
+from scriptpool.workers.bridge.host import CoordinatorBridge
 from tests.conftest import TEST_QUEUE, Stack
 from tests.integration.helpers import outcome, release_job, running_job_credential
 

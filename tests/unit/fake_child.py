@@ -1,7 +1,7 @@
 """A stand-in sandbox child that ignores its own limits, for testing the worker's enforcement alone.
 
 A real child stops itself at its output and call limits and its engine checks CPU time, so the
-worker's own checks (workers/supervisor.py) are never reached by a real job. This process speaks
+worker's own checks (workers/supervision/supervisor.py) are never reached by a real job. This process speaks
 the real frame protocol over the socketpair it is given, but does what a compromised child would:
 it floods output or global calls past the job's limits, spins on the CPU, or sleeps past the wall
 deadline. It has no jail and no rlimits: only the worker can stop it. If the worker does not, it

@@ -1,7 +1,7 @@
 """Child reuse with real forked, jailed children: which jobs share a process, and what they never share.
 
 A child may run later Lua/JavaScript jobs of the same principal with the same limits, each in a
-fresh engine instance (workers/child_reuse.py). These tests attack that boundary: another principal,
+fresh engine instance (workers/supervision/child_reuse.py). These tests attack that boundary: another principal,
 other limits, Python, a job that hit a limit, the job count, leftovers between jobs (globals, scratch
 files), and each job's CPU budget in a process that keeps running.
 """
@@ -23,9 +23,9 @@ from scriptpool.outcomes import Outcome
 from scriptpool.sandbox.jail import _scratch, cpu_limit_seconds, scratch_dir_of
 from scriptpool.sandbox.limits import DEFAULT_LIMITS, LIMIT_FIELDS, SCRATCH_BOUNDS, JobLimits
 from scriptpool.v1 import sandbox_pb2
-from scriptpool.workers.child_reuse import CpuWatch, ReuseKey, move_cpu_limit, process_cpu_seconds
-from scriptpool.workers.children import SandboxChild
-from scriptpool.workers.supervisor import ChildRun, Reaper, SparePool
+from scriptpool.workers.supervision.child_reuse import CpuWatch, ReuseKey, move_cpu_limit, process_cpu_seconds
+from scriptpool.workers.supervision.children import SandboxChild
+from scriptpool.workers.supervision.supervisor import ChildRun, Reaper, SparePool
 from tests.unit.engine_helpers import AnsweringHost
 
 
@@ -46,7 +46,7 @@ class Worker:
         self.host = AnsweringHost()
 
     def run(self, spec: sandbox_pb2.ChildJob, principal: str = "alice") -> tuple[ChildRun, int]:
-        from scriptpool.workers.supervisor import supervise
+        from scriptpool.workers.supervision.supervisor import supervise
 
         key = ReuseKey.for_job(principal, spec, self.jobs_per_child)
         child, jobs_after = self.pool.take_for(key, spec.limits)
@@ -300,7 +300,7 @@ def test_cpu_watch_sees_a_process_past_its_budget_even_if_it_ignores_sigxcpu() -
 
 def test_a_child_given_a_job_with_other_limits_refuses_it(worker: Worker) -> None:
     from scriptpool.sandbox import framing
-    from scriptpool.workers.supervisor import supervise
+    from scriptpool.workers.supervision.supervisor import supervise
 
     spec = _lua("return 1")
     key = ReuseKey.for_job("alice", spec, 64)

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
 
-from scriptpool.workers.death_penalty import AlarmDeathPenalty
-from scriptpool.workers.lean_rq import LeanSimpleWorker
+from scriptpool.workers.rq_compat.death_penalty import AlarmDeathPenalty
+from scriptpool.workers.rq_compat.lean_rq import LeanSimpleWorker
 
 
 @pytest.fixture(autouse=True)

@@ -26,8 +26,8 @@ from scriptpool.outcomes import Outcome
 from scriptpool.sandbox import framing
 from scriptpool.sandbox.limits import DEFAULT_LIMITS, LIMIT_FIELDS
 from scriptpool.v1 import common_pb2, sandbox_pb2
-from scriptpool.workers.children import SandboxChild
-from scriptpool.workers.supervisor import ChildRun, supervise
+from scriptpool.workers.supervision.children import SandboxChild
+from scriptpool.workers.supervision.supervisor import ChildRun, supervise
 
 FUZZ = settings(
     max_examples=120, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None

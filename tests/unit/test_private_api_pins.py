@@ -13,7 +13,15 @@ from tests.conftest import REPO
 
 CHECKED = {
     # library: (version the private uses were written against, the modules that use them)
-    "rq": ("3.0.0", ["workers/lean_rq.py", "workers/lean_dequeue.py", "workers/worker.py", "coordinator/sweeper.py"]),
+    "rq": (
+        "3.0.0",
+        [
+            "workers/rq_compat/lean_rq.py",
+            "workers/rq_compat/lean_dequeue.py",
+            "workers/worker.py",
+            "coordinator/sweeper.py",
+        ],
+    ),
     "quickjs-rs": ("0.2.6", ["sandbox/engines/javascript.py", "sandbox/engines/js_mapped.py"]),
     "wasmtime": ("50.0.1", ["sandbox/engines/wasm_calls.py"]),
 }

@@ -11,7 +11,7 @@ from scriptpool import client
 from scriptpool.coordinator.settings import Settings
 from scriptpool.coordinator.stores import artifact_blobs
 from scriptpool.core import defaults
-from scriptpool.workers import bridge_artifacts
+from scriptpool.workers.bridge import artifacts as bridge_artifacts
 from scriptpool.workers.settings import WorkerSettings
 from tests.conftest import REPO
 

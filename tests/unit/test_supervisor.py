@@ -12,7 +12,7 @@ from scriptpool.languages import Language
 from scriptpool.outcomes import Outcome
 from scriptpool.sandbox.limits import DEFAULT_LIMITS, LIMIT_FIELDS
 from scriptpool.v1 import sandbox_pb2
-from scriptpool.workers.supervisor import Reaper, SandboxChild, fork_child, supervise
+from scriptpool.workers.supervision.supervisor import Reaper, SandboxChild, fork_child, supervise
 
 
 class NoHost:
@@ -111,7 +111,7 @@ class _RecordingSource:
 
 
 def test_spares_warm_the_engines_of_the_recent_jobs_only() -> None:
-    from scriptpool.workers.supervisor import SparePool
+    from scriptpool.workers.supervision.supervisor import SparePool
 
     source = _RecordingSource()
     pool = SparePool(source, recent_jobs=3)

@@ -18,8 +18,8 @@ from scriptpool.outcomes import Outcome
 from scriptpool.sandbox.limits import DEFAULT_LIMITS, LIMIT_FIELDS
 from scriptpool.v1 import sandbox_pb2
 from scriptpool.values import PlainValue
-from scriptpool.workers.children import ForkedChild, SandboxChild
-from scriptpool.workers.supervisor import ChildRun, supervise
+from scriptpool.workers.supervision.children import ForkedChild, SandboxChild
+from scriptpool.workers.supervision.supervisor import ChildRun, supervise
 from tests.unit.fake_child import CHUNK, READY, spawn_fake_child
 
 

@@ -19,10 +19,10 @@ from scriptpool.sandbox.limits import DEFAULT_LIMITS, LIMIT_FIELDS
 from scriptpool.sandbox.zygote import CHILD, EXITED, SPAWN, Message, languages_mask
 from scriptpool.sandbox.zygote._protocol import languages_from_mask
 from scriptpool.v1 import sandbox_pb2
-from scriptpool.workers import zygote as zygote_module
-from scriptpool.workers.children import LocalForks
-from scriptpool.workers.supervisor import ChildRun, Reaper, SparePool, supervise
-from scriptpool.workers.zygote import ZygoteChild, ZygoteSource
+from scriptpool.workers.supervision import zygote as zygote_module
+from scriptpool.workers.supervision.children import LocalForks
+from scriptpool.workers.supervision.supervisor import ChildRun, Reaper, SparePool, supervise
+from scriptpool.workers.supervision.zygote import ZygoteChild, ZygoteSource
 from tests.unit.scratch_trees import plant_pathological_tree
 
 SPIN = "while true do end"

@@ -6,7 +6,7 @@ machine (connection pool, retry and observability layers, RESP3 parsing) against
 round trip itself. So the operations that run per job or per global call go through this module:
 the `State.*` scripts (`LeanScript`, one `EVALSHA` each), `SubmitJob`'s transaction
 (`transaction`), `WaitJob`'s read (`read`), and in a worker the job record's start/finish scripts
-and RQ's dequeue and two per-job transactions (`workers/lean_rq.py`), and the coordinator's
+and RQ's dequeue and two per-job transactions (`workers/rq_compat/lean_rq.py`), and the coordinator's
 job-finished subscription (`subscribe`). One connection per thread, blocking I/O; hiredis packs
 the commands and parses the replies in C.
 

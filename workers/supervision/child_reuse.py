@@ -26,7 +26,7 @@ from scriptpool.outcomes import Outcome
 from scriptpool.sandbox.jail import cpu_limit_seconds
 from scriptpool.sandbox.limits import JobLimits
 from scriptpool.v1 import jobs_pb2, sandbox_pb2
-from scriptpool.workers.children import SandboxChild
+from scriptpool.workers.supervision.children import SandboxChild
 
 REUSABLE_LANGUAGES = frozenset({Language.LUA, Language.JAVASCRIPT})
 REUSABLE_OUTCOMES = frozenset({Outcome.OK, Outcome.SCRIPT_ERROR})

@@ -2,7 +2,7 @@
 
 The worker keeps one spare child forked ahead of time (fork is off the job's critical path). A
 child runs one job and exits, or, after a Lua/JavaScript job that ended normally, waits for the
-next job of the same principal with the same limits (`workers/child_reuse.py`). The supervisor
+next job of the same principal with the same limits (`workers/supervision/child_reuse.py`). The supervisor
 enforces wall time, output bytes, the global-call count and (from /proc) each job's CPU itself and
 kills the child when one is passed; CPU time and memory are also enforced by the kernel (rlimits
 set in the child) with the engine's own checks as the fast first line. Whatever happens, the child
@@ -31,7 +31,7 @@ from scriptpool.sandbox.jail import scratch_is_empty
 from scriptpool.sandbox.runner import DEFAULT_WARM_UP
 from scriptpool.v1 import jobs_pb2, sandbox_pb2
 from scriptpool.values import PlainValue, from_value, to_value
-from scriptpool.workers.child_reuse import (
+from scriptpool.workers.supervision.child_reuse import (
     REUSABLE_OUTCOMES,
     CpuWatch,
     KeptChild,
@@ -39,7 +39,7 @@ from scriptpool.workers.child_reuse import (
     grew_too_much,
     move_cpu_limit,
 )
-from scriptpool.workers.children import (
+from scriptpool.workers.supervision.children import (
     REAP_GRACE_SECONDS,
     ChildExit,
     ChildHandle,
@@ -373,7 +373,7 @@ RECENT_JOBS = 16
 
 class SparePool:
     """Keeps one child waiting, so a job never waits for fork(), and the child of the last job when
-    it may run the next one (`workers/child_reuse.py`). The spares come from `source`: the worker's
+    it may run the next one (`workers/supervision/child_reuse.py`). The spares come from `source`: the worker's
     zygote, or (by default) forks of this process."""
 
     def __init__(

@@ -5,7 +5,7 @@ profile of a scriptpool worker put that at ~60 % of its CPU per trivial job; red
 microseconds of Python per command and per round trip). This class keeps RQ's own writes, keys and
 formats, so `rq info`, rq-dashboard and RQ's APIs (`Job.fetch`, `latest_result()`, the started,
 finished and failed registries, `Worker.all()`, worker commands) see the same state, but sends them
-as: the dequeue (`LMOVE` + the job's `HGETALL`, one script: `workers/lean_dequeue.py`), **one**
+as: the dequeue (`LMOVE` + the job's `HGETALL`, one script: `workers/rq_compat/lean_dequeue.py`), **one**
 `MULTI` when a job starts and **one** `MULTI` when it finishes. Both transactions are queued on a
 redis-py pipeline by RQ's helpers and sent over the lean RESP2 connection of `proto/scriptpool/core/lean_redis.py`
 (`_execute`): redis-py's packing and parsing of those ~25 commands were a third of the worker's CPU
@@ -38,7 +38,7 @@ shared pipeline, never by writing RQ's keys by hand):
   transaction. While idle, RQ's own heartbeats around the blocking dequeue still run.
 
 The job timeout is RQ's SIGALRM death penalty with its handler installed once per process
-(`workers/death_penalty.py`). Failures, retries, callbacks, worker
+(`workers/rq_compat/death_penalty.py`). Failures, retries, callbacks, worker
 registration, signals and pub/sub commands (`send_shutdown_command`, `send_kill_horse_command`,
 `send_stop_job_command`) are RQ's code unchanged.
 """
@@ -65,8 +65,8 @@ from rq.worker import WorkerStatus
 
 from scriptpool.core.lean_redis import Arg, LeanPool, is_transient_reply, read, transaction
 from scriptpool.core.rq_serializers import pass_default_serializer_as_none
-from scriptpool.workers.death_penalty import AlarmDeathPenalty
-from scriptpool.workers.lean_dequeue import lean_queue_class
+from scriptpool.workers.rq_compat.death_penalty import AlarmDeathPenalty
+from scriptpool.workers.rq_compat.lean_dequeue import lean_queue_class
 
 if TYPE_CHECKING:
     from redis.client import Pipeline

@@ -1,6 +1,6 @@
 """The script-side Artifact.* operations: script values in, ArtifactService calls out.
 
-Registered into the bridge's handler table by workers/bridge.py. An artifact id may be given as its
+Registered into the bridge's handler table by workers/bridge/host.py. An artifact id may be given as its
 string or as the value `store`/`update` returned (a map with `id`). Content crosses as bytes: a
 script string is stored as UTF-8; content comes back as a string for `text`/`code` artifacts that
 are valid UTF-8 and as bytes otherwise (in Lua both are strings, byte-exact).
@@ -8,22 +8,19 @@ are valid UTF-8 and as bytes otherwise (in Lua both are strings, byte-exact).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
 
 from scriptpool.core.artifact_values import info_to_plain
 from scriptpool.core.defaults import ARTIFACT_CHUNK_BYTES
 from scriptpool.errors import FailedPrecondition, InvalidArgument, PermissionDenied, ResourceExhausted
 from scriptpool.v1 import artifacts_pb2
 from scriptpool.values import PlainValue, to_value, to_value_map
-from scriptpool.workers.bridge_args import UINT32_MAX
-from scriptpool.workers.bridge_args import count_arg as _count
-from scriptpool.workers.bridge_args import string_arg as _string
-from scriptpool.workers.bridge_args import strings_arg as _strings
-from scriptpool.workers.bridge_args import table_arg as _table
-
-if TYPE_CHECKING:
-    from scriptpool.workers.bridge import CoordinatorBridge
+from scriptpool.workers.bridge.args import UINT32_MAX
+from scriptpool.workers.bridge.args import count_arg as _count
+from scriptpool.workers.bridge.args import string_arg as _string
+from scriptpool.workers.bridge.args import strings_arg as _strings
+from scriptpool.workers.bridge.args import table_arg as _table
+from scriptpool.workers.bridge.calls import BridgeCalls, Handlers
 
 A = artifacts_pb2
 QUERY_FIELDS = ("session_id", "type", "tags", "tags_any", "name_pattern", "metadata", "created_after",
@@ -52,7 +49,7 @@ def _arg(args: list[PlainValue], index: int) -> PlainValue:
     return args[index] if len(args) > index else None
 
 
-def _session(bridge: CoordinatorBridge, args: list[PlainValue], op: str) -> str:
+def _session(bridge: BridgeCalls, args: list[PlainValue], op: str) -> str:
     """The first argument; "" or nil means the job's current session."""
     first = _arg(args, 0)
     if isinstance(first, dict) and isinstance(first.get("id"), str):
@@ -86,7 +83,7 @@ def _ref(ref: A.ArtifactRef) -> PlainValue:
     return {"id": ref.id, "content_hash": ref.content_hash, "session_id": ref.session_id, "version": ref.version}
 
 
-def _send(bridge: CoordinatorBridge, header: A.StoreArtifactChunk, content: bytes) -> PlainValue:
+def _send(bridge: BridgeCalls, header: A.StoreArtifactChunk, content: bytes) -> PlainValue:
     # The job's artifact_bytes limit counts what the version stores: content and metadata alike.
     written = len(content) + header.ByteSize()
     bridge.charge_artifact_bytes(written, "Artifact.update" if header.artifact_id else "Artifact.store")
@@ -98,11 +95,11 @@ def _send(bridge: CoordinatorBridge, header: A.StoreArtifactChunk, content: byte
             yield A.StoreArtifactChunk(content=content[start : start + ARTIFACT_CHUNK_BYTES])
 
     method = bridge.artifacts.Update if header.artifact_id else bridge.artifacts.Store
-    return _ref(bridge._rpc(method, messages()))
+    return _ref(bridge.unary(method, messages()))
 
 
 def _read(
-    bridge: CoordinatorBridge, args: list[PlainValue], op: str, inline_limit: int | None = None
+    bridge: BridgeCalls, args: list[PlainValue], op: str, inline_limit: int | None = None
 ) -> tuple[A.ArtifactInfo | None, bytes | None]:
     """Info (Get only) and content. With `inline_limit`, content larger than it is not read at all
     (None): the engines fetch it with getContent only if the script touches `.content`."""
@@ -114,7 +111,7 @@ def _read(
     info = None
     parts = []
     received = 0
-    stream = bridge._rpc(method, request)
+    stream = bridge.unary(method, request)
     for chunk in stream:
         if chunk.HasField("info"):
             info = chunk.info
@@ -133,7 +130,7 @@ def _read(
 
 
 # ---------------------------------------------------------------------------- handlers
-def store(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
+def store(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainValue:
     """store(session_id, {content, type, metadata}) or store(session_id, type, name, content, metadata)."""
     session_id = _session(bridge, args, op)
     if isinstance(_arg(args, 1), dict):
@@ -151,7 +148,7 @@ def store(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainVa
     return _send(bridge, A.StoreArtifactChunk(session_id=session_id, type=kind, metadata=meta), content)
 
 
-def update(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
+def update(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainValue:
     """update(session_id, artifact_id, content [, metadata]) or update(session_id, id, {content, type, metadata})."""
     header = A.StoreArtifactChunk(session_id=_session(bridge, args, op), artifact_id=_artifact_id(_arg(args, 1), op))
     third = _arg(args, 2)
@@ -167,7 +164,7 @@ def update(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainV
     return _send(bridge, header, _content(raw, op))
 
 
-def get(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
+def get(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainValue:
     """The artifact with its content inline when small; larger content is left out and read lazily
     by the engine (`.content` calls getContent on first access), so it is never fetched unless used."""
     info, content = _read(bridge, args, op, inline_limit=INLINE_CONTENT_BYTES)
@@ -175,7 +172,7 @@ def get(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValu
     return info_to_plain(info, content)
 
 
-def get_content(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
+def get_content(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainValue:
     """The raw bytes (GetContent sends no info, so no type to decide on text)."""
     return _read(bridge, args, op)[1] or b""
 
@@ -184,19 +181,19 @@ def _listing(answer: A.ArtifactList) -> PlainValue:
     return [info_to_plain(info) for info in answer.artifacts]
 
 
-def list_(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
+def list_(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainValue:
     request = A.ListArtifactsRequest(session_id=_session(bridge, args, op))
     request.page.limit = LIST_LIMIT
-    return _listing(bridge._rpc(bridge.artifacts.List, request))
+    return _listing(bridge.unary(bridge.artifacts.List, request))
 
 
-def delete(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
+def delete(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainValue:
     key = A.ArtifactKey(session_id=_session(bridge, args, op), artifact_id=_artifact_id(_arg(args, 1), op))
-    bridge._rpc(bridge.artifacts.Delete, key)
+    bridge.unary(bridge.artifacts.Delete, key)
     return True
 
 
-def query(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
+def query(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainValue:
     q = _table(_arg(args, 0), f"{op}: query")
     unknown = sorted(set(q) - set(QUERY_FIELDS))
     if unknown:
@@ -217,27 +214,27 @@ def query(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainVa
             getattr(request, name).CopyFrom(to_value(q[name]))
     request.page.limit = _count(q.get("limit"), f"{op}: limit", UINT32_MAX)
     request.page.cursor = _string(q.get("cursor"), f"{op}: cursor")
-    return _listing(bridge._rpc(bridge.artifacts.Query, request))
+    return _listing(bridge.unary(bridge.artifacts.Query, request))
 
 
-def find_by_type(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
+def find_by_type(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainValue:
     request = A.FindByTypeRequest(session_id=_session(bridge, args, op), type=_string(_arg(args, 1), f"{op}: type"))
-    return _listing(bridge._rpc(bridge.artifacts.FindByType, request))
+    return _listing(bridge.unary(bridge.artifacts.FindByType, request))
 
 
-def find_by_tag(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
+def find_by_tag(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainValue:
     request = A.FindByTagRequest(session_id=_session(bridge, args, op), tag=_string(_arg(args, 1), f"{op}: tag"))
-    return _listing(bridge._rpc(bridge.artifacts.FindByTag, request))
+    return _listing(bridge.unary(bridge.artifacts.FindByTag, request))
 
 
-def search(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
+def search(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainValue:
     request = A.SearchArtifactsRequest(
         session_id=_session(bridge, args, op), text=_string(_arg(args, 1), f"{op}: text")
     )
-    return _listing(bridge._rpc(bridge.artifacts.Search, request))
+    return _listing(bridge.unary(bridge.artifacts.Search, request))
 
 
-def _permission_change(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> A.PermissionChange:
+def _permission_change(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> A.PermissionChange:
     return A.PermissionChange(
         session_id=_session(bridge, args, op),
         artifact_id=_artifact_id(_arg(args, 1), op),
@@ -250,32 +247,32 @@ def _permissions(answer: A.Permissions) -> PlainValue:
     return {"owner": answer.owner, "grants": dict(answer.grants)}
 
 
-def grant_permission(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
-    bridge._rpc(bridge.artifacts.GrantPermission, _permission_change(bridge, op, args))
+def grant_permission(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainValue:
+    bridge.unary(bridge.artifacts.GrantPermission, _permission_change(bridge, op, args))
     return True
 
 
-def revoke_permission(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
-    bridge._rpc(bridge.artifacts.RevokePermission, _permission_change(bridge, op, args))
+def revoke_permission(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainValue:
+    bridge.unary(bridge.artifacts.RevokePermission, _permission_change(bridge, op, args))
     return True
 
 
-def get_permissions(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
+def get_permissions(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainValue:
     key = A.ArtifactKey(session_id=_session(bridge, args, op), artifact_id=_artifact_id(_arg(args, 1), op))
-    return _permissions(bridge._rpc(bridge.artifacts.GetPermissions, key))
+    return _permissions(bridge.unary(bridge.artifacts.GetPermissions, key))
 
 
-def check_access(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
+def check_access(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainValue:
     change = _permission_change(bridge, op, args)
     request = A.CheckAccessRequest(session_id=change.session_id, artifact_id=change.artifact_id, user=change.user,
                                    permission=change.permission)  # fmt: skip
-    return bool(bridge._rpc(bridge.artifacts.CheckAccess, request).allowed)
+    return bool(bridge.unary(bridge.artifacts.CheckAccess, request).allowed)
 
 
-def get_audit_log(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
+def get_audit_log(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainValue:
     request = A.GetAuditLogRequest(session_id=_session(bridge, args, op), artifact_id=_artifact_id(_arg(args, 1), op))
     request.page.limit = LIST_LIMIT
-    log = bridge._rpc(bridge.artifacts.GetAuditLog, request)
+    log = bridge.unary(bridge.artifacts.GetAuditLog, request)
     return [
         {"timestamp": e.timestamp, "user": e.user, "job_id": e.job_id or None, "action": e.action,
          "allowed": e.allowed, "reason": e.reason}
@@ -293,7 +290,7 @@ def check_scratch_path(path: PlainValue, op: str) -> str:
     return path
 
 
-def file_op(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
+def file_op(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainValue:
     """The sandbox child performs file operations itself, jailed (sandbox/scratch_files.py); one that
     reaches the worker came from a child that skipped that layer, and the worker never opens a path a
     script chose."""
@@ -301,7 +298,7 @@ def file_op(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> Plain
     raise FailedPrecondition(f"{op} is performed inside the sandbox, in the job's scratch directory")
 
 
-HANDLERS: dict[str, Callable[[Any, str, list[PlainValue]], PlainValue]] = {
+HANDLERS: Handlers = {
     "Artifact.store": store,
     "Artifact.update": update,
     "Artifact.get": get,

@@ -1,6 +1,6 @@
 """The script-side State.* operations: script values in, StateService calls out.
 
-Registered into the bridge's handler table by workers/bridge.py. Shorter forms use the job's current
+Registered into the bridge's handler table by workers/bridge/host.py. Shorter forms use the job's current
 session (`session:current`): `get(key)`, `set(key, value)`, `delete(key)`, `list()`,
 `increment(key [, by])`, `compareAndSet(key, expected, new)`. `session:current` is resolved here,
 because a job's current session lives in its bridge (`Session.setCurrent`). Setting nil deletes.
@@ -8,21 +8,16 @@ because a job's current session lives in its bridge (`Session.setCurrent`). Sett
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
-
 from scriptpool.errors import FailedPrecondition, InvalidArgument
 from scriptpool.v1 import state_pb2
 from scriptpool.values import PlainValue, from_value, to_value
-from scriptpool.workers.bridge_args import string_arg
-
-if TYPE_CHECKING:
-    from scriptpool.workers.bridge import CoordinatorBridge
+from scriptpool.workers.bridge.args import string_arg
+from scriptpool.workers.bridge.calls import BridgeCalls, Handlers
 
 CURRENT = "session:current"
 
 
-def _scope(bridge: CoordinatorBridge, value: PlainValue, op: str) -> str:
+def _scope(bridge: BridgeCalls, value: PlainValue, op: str) -> str:
     if not isinstance(value, str):
         raise InvalidArgument(f"{op}: scope must be a string (global, session:current, session:<id> or job)")
     if value != CURRENT:
@@ -41,9 +36,7 @@ def _key(value: PlainValue, op: str) -> str:
     return string_arg(value, f"{op}: key")
 
 
-def _split(
-    bridge: CoordinatorBridge, args: list[PlainValue], op: str, values: int
-) -> tuple[str, str, list[PlainValue]]:
+def _split(bridge: BridgeCalls, args: list[PlainValue], op: str, values: int) -> tuple[str, str, list[PlainValue]]:
     """(scope, key, the values): `values` more arguments after the key, and with a scope in front
     when there are more than `values + 1` arguments."""
     if len(args) > values + 1:
@@ -52,32 +45,32 @@ def _split(
     return _scope(bridge, CURRENT, op), _key(padded[0], op), padded[1:]
 
 
-def _get(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
+def _get(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainValue:
     scope, key, _ = _split(bridge, args, op, 0)
-    answer: state_pb2.StateValue = bridge._rpc(bridge.state.Get, state_pb2.StateKey(scope=scope, key=key))
+    answer: state_pb2.StateValue = bridge.unary(bridge.state.Get, state_pb2.StateKey(scope=scope, key=key))
     return from_value(answer.value)
 
 
-def _set(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
+def _set(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainValue:
     scope, key, (value,) = _split(bridge, args, op, 1)
     request = state_pb2.SetStateRequest(scope=scope, key=key, value=to_value(value))
-    bridge._rpc(bridge.state.Set, request)
+    bridge.unary(bridge.state.Set, request)
     return None
 
 
-def _delete(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
+def _delete(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainValue:
     scope, key, _ = _split(bridge, args, op, 0)
-    answer: state_pb2.StateValue = bridge._rpc(bridge.state.Delete, state_pb2.StateKey(scope=scope, key=key))
+    answer: state_pb2.StateValue = bridge.unary(bridge.state.Delete, state_pb2.StateKey(scope=scope, key=key))
     return answer.found
 
 
-def _list(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
+def _list(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainValue:
     scope = _scope(bridge, args[0] if args and args[0] is not None else CURRENT, op)
-    answer: state_pb2.StateKeys = bridge._rpc(bridge.state.List, state_pb2.StateScope(scope=scope))
+    answer: state_pb2.StateKeys = bridge.unary(bridge.state.List, state_pb2.StateScope(scope=scope))
     return list(answer.keys)
 
 
-def _increment(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
+def _increment(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainValue:
     # increment(scope, key [, by]) or increment(key [, by]): a second argument that is a number is `by`.
     by: PlainValue
     if len(args) == 2 and isinstance(args[1], (int, float)) and not isinstance(args[1], bool):
@@ -91,18 +84,18 @@ def _increment(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> Pl
     request = state_pb2.IncrementStateRequest(scope=scope, key=key)
     if by is not None:
         request.by.CopyFrom(to_value(by))
-    answer: state_pb2.StateValue = bridge._rpc(bridge.state.Increment, request)
+    answer: state_pb2.StateValue = bridge.unary(bridge.state.Increment, request)
     return from_value(answer.value)
 
 
-def _compare_and_set(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
+def _compare_and_set(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainValue:
     scope, key, (expected, new) = _split(bridge, args, op, 2)
     request = state_pb2.CompareAndSetRequest(scope=scope, key=key, expected=to_value(expected), new_value=to_value(new))
-    answer: state_pb2.CompareAndSetResponse = bridge._rpc(bridge.state.CompareAndSet, request)
+    answer: state_pb2.CompareAndSetResponse = bridge.unary(bridge.state.CompareAndSet, request)
     return answer.swapped
 
 
-HANDLERS: dict[str, Callable[[CoordinatorBridge, str, list[PlainValue]], PlainValue]] = {
+HANDLERS: Handlers = {
     "State.get": _get,
     "State.set": _set,
     "State.delete": _delete,

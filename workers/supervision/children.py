@@ -1,8 +1,8 @@
 """Sandbox child processes as the worker sees them, wherever they were forked.
 
 A child is either the worker's own (`fork_child`: signalled by pid, reaped with `wait4`) or the
-zygote's (`scriptpool.workers.zygote`: signalled through a pidfd, reaped by the zygote, which reports the wait
-status and rusage). `ChildHandle` is what the supervisor needs from either; `ChildSource` is what
+zygote's (`scriptpool.workers.supervision.zygote`: signalled through a pidfd, reaped by the zygote,
+which reports the wait status and rusage). `ChildHandle` is what the supervisor needs from either; `ChildSource` is what
 keeps the next spare child coming.
 """
 
@@ -111,7 +111,7 @@ class SandboxChild:
     process: ChildHandle | None = None
     """How to signal and reap it; None means a child of this process (`ForkedChild`)."""
     resident_after_first_job: int = 0
-    """Its resident memory when it was first kept for another job (workers/child_reuse.py)."""
+    """Its resident memory when it was first kept for another job (workers/supervision/child_reuse.py)."""
     cpu_seconds_at_handover: float | None = None
     """Its CPU use as read when a kept child's CPU limit was moved for its next job, so that job's
     CPU watch starts from the same reading (one /proc read per job, not two); taken once."""

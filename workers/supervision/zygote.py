@@ -29,7 +29,7 @@ from scriptpool.languages import Language
 from scriptpool.sandbox.jail import scratch_base
 from scriptpool.sandbox.runner import prewarm
 from scriptpool.sandbox.zygote import CHILD, EXITED, FAILED, SIZE, SPAWN, Message, languages_mask
-from scriptpool.workers.children import ChildExit, LocalForks, SandboxChild
+from scriptpool.workers.supervision.children import ChildExit, LocalForks, SandboxChild
 
 log = logging.getLogger(__name__)
 

@@ -4,40 +4,35 @@
 `receive` waits at most the asked time (default 0: answer at once), never past the job's call
 timeout or its wall deadline, and returns the event as a table/object
 `{id, name, session_id, job_id, timestamp, data}`, or nil when none came. `Event.on(pattern, fn)`
-and `Hook.register(point, fn)` arrive here without their function (the engine keeps it and runs it
+arrives here without their function (the engine keeps it and runs it
 after later calls, see docs/architecture.md#events): only the subscription crosses the wire.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from scriptpool.errors import InvalidArgument
-from scriptpool.sandbox.catalog import HOOK_POINTS
 from scriptpool.v1 import events_pb2
 from scriptpool.values import PlainValue, from_value, to_value
-from scriptpool.workers.bridge_args import string_arg
-
-if TYPE_CHECKING:
-    from scriptpool.workers.bridge import CoordinatorBridge
+from scriptpool.workers.bridge.args import string_arg
+from scriptpool.workers.bridge.calls import BridgeCalls, Handlers
 
 MAX_RECEIVE_MS = 60_000
 
 
-def _emit(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
+def _emit(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainValue:
     name = string_arg(args[0] if args else None, f"{op}: name")
     if not name:
         raise InvalidArgument(f"{op}: an event name is required")
     data = args[1] if len(args) > 1 else None
-    bridge._rpc(bridge.events.Emit, events_pb2.EmitEventRequest(name=name, data=to_value(data)))
+    bridge.unary(bridge.events.Emit, events_pb2.EmitEventRequest(name=name, data=to_value(data)))
     return True
 
 
-def _subscribe(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
+def subscribe(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainValue:
     pattern = string_arg(args[0] if args else None, f"{op}: pattern") or "*"
-    subscription: events_pb2.Subscription = bridge._rpc(
+    subscription: events_pb2.Subscription = bridge.unary(
         bridge.events.Subscribe, events_pb2.SubscribeRequest(pattern=pattern)
     )
     return subscription.subscription_id
@@ -52,14 +47,14 @@ def _subscription_id(value: PlainValue, op: str) -> str:
     return subscription_id
 
 
-def _receive(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
+def _receive(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainValue:
     subscription_id = _subscription_id(args[0] if args else None, op)
     asked = args[1] if len(args) > 1 and args[1] is not None else 0
     if isinstance(asked, bool) or not isinstance(asked, (int, float)) or not 0 <= asked < math.inf:
         raise InvalidArgument(f"{op}: timeout_ms must be a finite number of milliseconds >= 0")
     room_ms = (bridge.call_time_left() - 0.25) * 1000  # the answer must still come back in time
     timeout_ms = int(max(0.0, min(asked, MAX_RECEIVE_MS, room_ms)))  # (no float(): an int may be huge)
-    answer: events_pb2.ReceiveResponse = bridge._rpc(
+    answer: events_pb2.ReceiveResponse = bridge.unary(
         bridge.events.Receive, events_pb2.ReceiveRequest(subscription_id=subscription_id, timeout_ms=timeout_ms)
     )
     if not answer.received:
@@ -75,29 +70,18 @@ def _receive(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> Plai
     }
 
 
-def _unsubscribe(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
+def unsubscribe(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainValue:
     subscription_id = _subscription_id(args[0] if args else None, op)
-    bridge._rpc(bridge.events.Unsubscribe, events_pb2.Subscription(subscription_id=subscription_id))
+    bridge.unary(bridge.events.Unsubscribe, events_pb2.Subscription(subscription_id=subscription_id))
     return True
 
 
-def _register_hook(bridge: CoordinatorBridge, op: str, args: list[PlainValue]) -> PlainValue:
-    """The wire half of `Hook.register(point, fn)` (the engine keeps `fn`): a subscription to the
-    hook point's events; its id is the hook id."""
-    point = string_arg(args[0] if args else None, f"{op}: hook point")
-    if point not in HOOK_POINTS:
-        raise InvalidArgument(f"{op}: unknown hook point {point[:60]!r}; one of: {', '.join(HOOK_POINTS)}")
-    return _subscribe(bridge, op, [point])
-
-
-HANDLERS: dict[str, Callable[[CoordinatorBridge, str, list[PlainValue]], PlainValue]] = {
-    "Event.on": _subscribe,  # the wire half of Event.on(pattern, fn): the engine keeps `fn`
-    "Hook.register": _register_hook,
-    "Hook.unregister": _unsubscribe,
+HANDLERS: Handlers = {
+    "Event.on": subscribe,  # the wire half of Event.on(pattern, fn): the engine keeps `fn`
     "Event.emit": _emit,
-    "Event.subscribe": _subscribe,
+    "Event.subscribe": subscribe,
     "Event.receive": _receive,
-    "Event.unsubscribe": _unsubscribe,
+    "Event.unsubscribe": unsubscribe,
 }
 
-__all__ = ["HANDLERS"]
+__all__ = ["HANDLERS", "subscribe", "unsubscribe"]
