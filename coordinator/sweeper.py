@@ -42,15 +42,15 @@ from redis import Redis
 from redis.exceptions import WatchError
 from rq import Queue
 from rq.exceptions import NoSuchJobError
-from rq.executions import Execution
 from rq.job import Job, JobStatus
-from rq.job_lifecycle import record_job_failure
 
 from scriptpool.coordinator.auth import new_job_credential
 from scriptpool.coordinator.stores import lua
+from scriptpool.core import rq_internals
 from scriptpool.core.defaults import LEASE_SECONDS
 from scriptpool.core.job_records import JobRecords, JobState, credential_hash, text, texts
 from scriptpool.core.keys import LEASES_KEY, job_key
+from scriptpool.core.rq_internals import Execution, record_job_failure
 from scriptpool.outcomes import Outcome
 from scriptpool.v1 import jobs_pb2
 
@@ -217,7 +217,9 @@ class LeaseSweeper:
                 )
                 for entry in entries:
                     Execution.from_composite_key(entry, redis).delete(job, pipe)
-                queue._enqueue_job(job, pipeline=pipe, at_front=True)  # RQ's Job.retry, minus retries_left
+                rq_internals.enqueue_in_transaction(
+                    queue, job, pipe, at_front=True
+                )  # RQ's Job.retry, minus retries_left
                 return int(pipe.execute()[0])
             except WatchError:
                 return None

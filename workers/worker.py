@@ -16,13 +16,13 @@ from typing import Any
 
 from redis import Redis
 from rq import Queue
-from rq.executions import Execution
 from rq.job import Job
 
-from scriptpool.core import redis_connect, rq_dates, rq_serializers
+from scriptpool.core import redis_connect, rq_dates, rq_internals, rq_serializers
 from scriptpool.core.durability import check_ack_after_fsync
 from scriptpool.core.job_records import LEGACY_RQ_FUNCTIONS, RQ_FUNCTION
 from scriptpool.core.lean_redis import Arg
+from scriptpool.core.rq_internals import Execution
 from scriptpool.sandbox.jail import probe_host
 from scriptpool.sandbox.runner import prewarm
 from scriptpool.workers import rq_entry
@@ -45,7 +45,7 @@ class ScriptpoolJob(Job):
 
     @func_name.setter
     def func_name(self, value: str | None) -> None:
-        Job.__dict__["func_name"].__set__(self, value)  # RQ's own setter
+        rq_internals.set_job_func_name(self, value)  # RQ's own setter
 
 
 class ScriptpoolWorker(LeanSimpleWorker):

@@ -17,12 +17,11 @@ when the worker forks, and with no up-front address-space reservation for linear
 instance fits under the child's RLIMIT_AS (wasmtime's default reserves 4 GiB per memory), and
 without copy-on-write memory images (they keep a memfd open, which the jail closes).
 
-Every call quickjs-rs makes into its guest goes through `_call_guest` (installed over quickjs-rs's
-`_Instance.c` by `install_engine`): the same call, without wasmtime-py's per-call type work
-(`sandbox/engines/wasm_calls.py`; ~30 -> ~6 µs a call, ~50 calls a job).
+Every call quickjs-rs makes into its guest goes through the numeric fast path (installed by
+`install_engine`): the same call, without wasmtime-py's per-call type work
+(`sandbox/engines/wasmtime_internals.py`; ~30 -> ~6 µs a call, ~50 calls a job).
 
-quickjs-rs is pinned (pyproject.toml); the few private attributes this module reaches into are all in
-`_Guest`, `_call_guest` and `install_engine`, and the unit tests fail if the pinned version changes them.
+What this needs of quickjs-rs beyond its public API is in `sandbox/engines/quickjs_internals.py`.
 """
 
 from __future__ import annotations
@@ -35,15 +34,14 @@ from importlib import resources
 from typing import Any
 
 import quickjs_rs
-import quickjs_rs._engine as qjs_engine
-import quickjs_rs._wasmtime as qjs_wasmtime
 import wasmtime
 
 from scriptpool.errors import ScriptpoolError
 from scriptpool.languages import Language
 from scriptpool.sandbox.catalog import GLOBAL_OPS, aliases
+from scriptpool.sandbox.engines import quickjs_internals as qjs
 from scriptpool.sandbox.engines.spare_instance import SpareInstance
-from scriptpool.sandbox.engines.wasm_calls import NumericCaller
+from scriptpool.sandbox.engines.wasmtime_internals import NumericCaller
 from scriptpool.sandbox.errors import LIMIT_ERRORS, LimitExceeded, MemoryExceeded, SandboxError, ScriptError
 from scriptpool.sandbox.host import HOST_FAULT, GlobalHost, OutputSink
 from scriptpool.sandbox.limits import MIB
@@ -87,43 +85,25 @@ def _engine_config() -> wasmtime.Config:
 
 
 _CALLER = NumericCaller()
-QUICKJS_RS_CALL = qjs_engine._Instance.c
-"""quickjs-rs's own way into its guest (every host-to-guest call), replaced by `_call_guest`."""
-
-
-def _call_guest(self: Any, name: str, *args: Any) -> Any:
-    """quickjs-rs's `_Instance.c` (the function export `name`, with this instance published for the
-    host imports the call may re-enter), through the numeric fast path of `sandbox/engines/wasm_calls.py`."""
-    fn = self._exports[name]
-    previous = getattr(qjs_engine._CUR, "inst", None)
-    qjs_engine._CUR.inst = self
-    try:
-        return _CALLER.call(name, fn, self.store, args)
-    finally:
-        qjs_engine._CUR.inst = previous
 
 
 def install_engine() -> wasmtime.Engine:
     """Make quickjs-rs build every instance on our engine, and call its guest through the numeric
-    fast path. Must run before quickjs-rs makes its own engine."""
+    fast path (`sandbox/engines/wasmtime_internals.py`). Must run before quickjs-rs makes its own engine."""
     global _ENGINE
     with _ENGINE_LOCK:
         if _ENGINE is None:
-            qjs_engine._Instance.c = _call_guest  # type: ignore[method-assign]
-            with qjs_wasmtime._SHARED_ENGINE_LOCK:
-                if qjs_wasmtime._SHARED_ENGINE is not None:
-                    raise RuntimeError(
-                        "quickjs-rs already created its wasmtime engine; import scriptpool.sandbox first"
-                    )
-                _ENGINE = wasmtime.Engine(_engine_config())
-                qjs_wasmtime._SHARED_ENGINE = _ENGINE
+            qjs.route_guest_calls(_CALLER.call)
+            engine = wasmtime.Engine(_engine_config())
+            qjs.share_engine(engine)
+            _ENGINE = engine
         return _ENGINE
 
 
 def prewarm() -> None:
     """Compile the guest module and run one trivial job, so forked children only instantiate."""
     install_engine()
-    qjs_engine._quickjs_artifact()
+    qjs.compile_guest()
     JavaScriptRunner().run(ScriptJob(language=Language.JAVASCRIPT, source="1"), _NoCalls(), OutputSink(0))
 
 
@@ -198,15 +178,15 @@ class _Guest:
         self.memory_bytes = memory_bytes
         self.runtime = quickjs_rs.Runtime(memory_limit=memory_bytes, stack_limit=STACK_LIMIT_BYTES)
         self.context = self.runtime.new_context(timeout=float("inf"))
-        self.engine_ctx: Any = self.context._engine_ctx
-        instance = self.engine_ctx._inst
+        self.engine_ctx: Any = qjs.engine_context(self.context)
+        instance = qjs.instance(self.engine_ctx)
         self._store: wasmtime.Store = instance.store
         self._memory: wasmtime.Memory = instance.mem
         self.memory_cap = self.linear_memory() + memory_bytes
         self._store.set_limits(memory_size=self.memory_cap)
         self.budget = _Budget(self)
         # Replaces quickjs-rs's wall-clock handler: our budget is CPU time.
-        self.runtime._engine_rt.set_interrupt_handler(self.budget.poll)
+        qjs.set_interrupt_handler(self.runtime, self.budget.poll)
 
     def linear_memory(self) -> int:
         return int(self._memory.data_len(self._store))
@@ -241,8 +221,7 @@ class _Guest:
             pass
 
     def host_exception(self) -> BaseException | None:
-        exc: BaseException | None = self.context._last_host_exception
-        return exc
+        return qjs.last_host_exception(self.context)
 
     def memory_copy(self) -> bytearray:
         """This instance's linear memory, copied."""
@@ -255,7 +234,7 @@ class _Guest:
         """This instance's whole heap: its linear memory and its stack pointer (quickjs-rs's
         whole-memory snapshot holds exactly these two: everything QuickJS allocates lives in the
         linear memory, by offset)."""
-        return HeapImage(self.memory_copy(), int(self.engine_ctx._inst.sp.value(self._store)))
+        return HeapImage(self.memory_copy(), int(qjs.instance(self.engine_ctx).sp.value(self._store)))
 
     def copy_heap(self, heap: HeapImage) -> None:
         """Make this fresh instance's linear memory and stack pointer `heap`'s: grow the memory to
@@ -266,12 +245,12 @@ class _Guest:
             try:
                 self._memory.grow(self._store, -(-(size - current) // WASM_PAGE_BYTES))
             except wasmtime.WasmtimeError as exc:  # over this instance's memory cap
-                raise qjs_engine.JSError("InternalError", "out of memory", "") from exc
+                raise qjs.JSError("InternalError", "out of memory", "") from exc
         base = ctypes.cast(self._memory.data_ptr(self._store), ctypes.c_void_p).value
         assert base is not None
         for offset, length in heap.runs:
             ctypes.memmove(base + offset, heap.address + offset, length)
-        self.engine_ctx._inst.sp.set_value(self._store, heap.stack_pointer)
+        qjs.instance(self.engine_ctx).sp.set_value(self._store, heap.stack_pointer)
 
     def restore(self, heap: HeapImage, host_functions: dict[str, Any]) -> None:
         """Replace this fresh instance's heap with `heap` (`copy_heap`), then make it this
@@ -279,15 +258,10 @@ class _Guest:
         `host_functions`, and QuickJS's heap and stack limits are this instance's again (the image
         carries the template's)."""
         self.copy_heap(heap)
-        instance = self.engine_ctx._inst
+        instance = qjs.instance(self.engine_ctx)
         instance.c("set_memory_limit", self.memory_bytes)
         instance.c("set_max_stack_size", STACK_LIMIT_BYTES)
-        for name, fn in host_functions.items():  # what Context.register does on the Python side
-            fn_id = self.context._next_fn_id
-            self.context._next_fn_id += 1
-            self.context._host_registry[fn_id] = fn
-            instance.name_to_fn_id[name] = fn_id
-            instance.async_names.discard(name)
+        qjs.rebind_host_functions(self.context, instance, host_functions)
 
     def close(self) -> None:
         self.context.close()
@@ -435,7 +409,7 @@ class JavaScriptRunner:
     def run(self, job: ScriptJob, host: GlobalHost, output: OutputSink) -> PlainValue:
         try:
             prepared = _spare.take(job.limits.memory_bytes)
-        except qjs_engine.JSError as exc:  # the prelude itself did not fit in the job's memory limit
+        except qjs.JSError as exc:  # the prelude itself did not fit in the job's memory limit
             if "out of memory" in str(exc.args):
                 raise MemoryExceeded(_LIMIT_MESSAGES["memory"].format(limits=job.limits)) from None
             raise SandboxError(f"the JavaScript sandbox could not be set up ({exc.args[0]})") from None
@@ -500,12 +474,12 @@ class _Job:
         except _Stopped:
             self._check_limits()
             raise SandboxError("the script was stopped with no limit recorded") from None
-        except qjs_engine.JSError as exc:
+        except qjs.JSError as exc:
             name, message, stack = exc.args
             self._raise_failure(f"{name}: {message}", stack or "")
         except wasmtime.Trap as exc:
             self._raise_trap(exc)
-        except qjs_engine.MarshalError as exc:
+        except qjs.MarshalError as exc:
             self._check_limits()
             raise ScriptError("javascript", f"the script's result cannot be returned: {exc}") from None
         self._check_limits()

@@ -7,24 +7,21 @@ zygote maps that file (`Module.deserialize_file`), unlinks it and keeps only the
 pages are shared with the children and cost fork almost nothing. The file is written by our own
 child a moment before and never outlives the load, so no other process's file is ever executed.
 
-This reaches into quickjs-rs's artifact cache (a pinned version, see engines/javascript.py); on any
+This reaches into quickjs-rs's artifact cache (through engines/quickjs_internals.py); on any
 failure the caller falls back to the ordinary in-process `prewarm()`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
 
-import quickjs_rs._engine as qjs_engine
-import quickjs_rs._wasmtime as qjs_wasmtime
 import wasmtime
 
 from scriptpool.sandbox.engines import javascript
+from scriptpool.sandbox.engines import quickjs_internals as qjs
 
-_ARTIFACT_KEY = "quickjs"
 _CHILD_FAILED = 1
 
 
@@ -50,9 +47,9 @@ def prewarm_mapped() -> None:
     it forks).
     """
     engine = javascript.install_engine()
-    if _ARTIFACT_KEY in qjs_wasmtime._SHARED_ARTIFACTS:
+    if qjs.guest_compiled():
         raise RuntimeError("the JavaScript guest is already compiled in this process")
-    wasm = qjs_engine._read_guest_wasm()
+    wasm = qjs.guest_wasm()
     directory = tempfile.mkdtemp(prefix="scriptpool-js-")
     try:
         path = os.path.join(directory, "quickjs.cwasm")
@@ -60,12 +57,7 @@ def prewarm_mapped() -> None:
         module = wasmtime.Module.deserialize_file(engine, path)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-    with qjs_wasmtime._SHARED_ARTIFACTS_LOCK:
-        qjs_wasmtime._SHARED_ARTIFACTS[_ARTIFACT_KEY] = qjs_wasmtime.SharedWasmArtifact(
-            module=module,
-            linker=qjs_engine._build_shared_linker(engine),
-            build_id=hashlib.sha256(wasm).digest(),
-        )
+    qjs.share_compiled_guest(engine, module, wasm)
     javascript.prewarm()
 
 

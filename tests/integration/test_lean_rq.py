@@ -281,7 +281,8 @@ def test_the_lean_dequeue_blocks_for_a_job_times_out_and_skips_ids_without_a_job
     import time
 
     from rq.exceptions import DequeueTimeout
-    from rq.intermediate_queue import IntermediateQueue
+
+    from scriptpool.core.rq_internals import IntermediateQueue
 
     queue = Queue("lean-dequeue", connection=rq_redis)
     worker = LeanSimpleWorker([queue], connection=rq_redis, name="lean-dequeue-worker")

@@ -10,11 +10,11 @@ import sys
 from typing import Any
 
 import pytest
-from quickjs_rs._engine import JSError
 
 from scriptpool.errors import NotFound
 from scriptpool.languages import Language
-from scriptpool.sandbox.engines import javascript
+from scriptpool.sandbox.engines import javascript, quickjs_internals
+from scriptpool.sandbox.engines.quickjs_internals import JSError
 from scriptpool.sandbox.errors import CallLimitExceeded, CpuTimeExceeded, MemoryExceeded, OutputExceeded, ScriptError
 from scriptpool.sandbox.host import OutputSink
 from scriptpool.sandbox.limits import MIB, JobLimits
@@ -418,7 +418,7 @@ def _without_quickjs_heap_limit(monkeypatch: pytest.MonkeyPatch) -> None:
 
     def restore_without_heap_limit(guest: javascript._Guest, heap: javascript.HeapImage, fns: dict[str, Any]) -> None:
         restore(guest, heap, fns)
-        guest.engine_ctx._inst.c("set_memory_limit", 2**31 - 1)
+        quickjs_internals.instance(guest.engine_ctx).c("set_memory_limit", 2**31 - 1)
 
     monkeypatch.setattr(javascript._Guest, "restore", restore_without_heap_limit)
 

@@ -6,25 +6,24 @@ import datetime
 
 import pytest
 import rq.job
-import rq.utils
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scriptpool.core import rq_dates
+from scriptpool.core import rq_dates, rq_internals
 
 UTC = datetime.UTC
 
 
 @given(st.datetimes(timezones=st.just(UTC)))
 def test_formatting_matches_rqs(moment: datetime.datetime) -> None:
-    assert rq_dates.utcformat(moment) == rq.utils.utcformat(moment)
+    assert rq_dates.utcformat(moment) == rq_internals.RQ_UTCFORMAT(moment)
 
 
 @given(st.datetimes(min_value=datetime.datetime(1000, 1, 1), timezones=st.just(UTC)))
 def test_parsing_what_rq_wrote_matches_rqs(moment: datetime.datetime) -> None:
-    written = rq.utils.utcformat(moment)
+    written = rq_internals.RQ_UTCFORMAT(moment)
     for value in (written, written.encode()):
-        ours, theirs = rq_dates.str_to_date(value), rq.utils.str_to_date(value)
+        ours, theirs = rq_dates.str_to_date(value), rq_internals.RQ_STR_TO_DATE(value)
         assert ours == theirs and ours.tzinfo == theirs.tzinfo == UTC
 
 
@@ -33,7 +32,7 @@ def test_parsing_what_rq_wrote_matches_rqs(moment: datetime.datetime) -> None:
 )
 def test_other_inputs_get_rqs_own_answer_or_error(value: str) -> None:
     try:
-        expected: object = rq.utils.str_to_date(value)
+        expected: object = rq_internals.RQ_STR_TO_DATE(value)
     except ValueError as exc:
         with pytest.raises(ValueError):
             rq_dates.str_to_date(value)
@@ -49,5 +48,4 @@ def test_install_points_rqs_job_at_them() -> None:
         rq_dates.install()
         assert [getattr(rq.job, name) for name in names] == [rq_dates.str_to_date, rq_dates.utcformat]
     finally:
-        for name, helper in before.items():
-            setattr(rq.job, name, helper)
+        rq_internals.install_date_helpers(before["str_to_date"], before["utcformat"])

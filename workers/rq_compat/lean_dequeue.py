@@ -17,11 +17,10 @@ from typing import Any
 from redis import Redis
 from rq import Queue
 from rq.exceptions import DequeueTimeout
-from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job
-from rq.utils import get_version
 
 from scriptpool.core.lean_redis import LeanPool, LeanScript, Reply, pack_command
+from scriptpool.core.rq_internals import IntermediateQueue, get_version
 
 _MOVE_AND_READ = """
 local id = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')

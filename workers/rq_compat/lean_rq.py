@@ -55,15 +55,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, SimpleWorker
-from rq.executions import Execution
 from rq.job import Job, JobStatus
-from rq.rate_limit import release_slot
 from rq.registry import StartedJobRegistry
-from rq.suspension import WORKERS_SUSPENDED
-from rq.utils import now
 from rq.worker import WorkerStatus
 
+from scriptpool.core import rq_internals
 from scriptpool.core.lean_redis import Arg, LeanPool, is_transient_reply, read, transaction
+from scriptpool.core.rq_internals import WORKERS_SUSPENDED, Execution, now, release_slot
 from scriptpool.core.rq_serializers import pass_default_serializer_as_none
 from scriptpool.workers.rq_compat.death_penalty import AlarmDeathPenalty
 from scriptpool.workers.rq_compat.lean_dequeue import lean_queue_class
@@ -169,7 +167,7 @@ class LeanSimpleWorker(SimpleWorker):
         if pipeline is not None:
             self._state_in_redis = None
         elif state == self._state_in_redis:
-            self._state = state
+            rq_internals.set_state_in_memory(self, state)
             return
         super().set_state(state, pipeline=pipeline)
         if pipeline is None:
@@ -255,7 +253,8 @@ class LeanSimpleWorker(SimpleWorker):
             self.increment_total_working_time(working_time, pipeline)
             result_ttl = job.get_result_ttl(self.default_result_ttl)
             if result_ttl != 0:
-                job._handle_success(
+                rq_internals.handle_success(
+                    job,
                     result_ttl,
                     pipeline=pipeline,
                     worker_name=self.name,
@@ -270,7 +269,7 @@ class LeanSimpleWorker(SimpleWorker):
             # execute_job says idle (a warm-shutdown signal in between must find it busy: RQ's
             # `_shutdown` raises StopRequested out of an idle worker, and perform_job would take
             # that for this job failing).
-            self._state = WorkerStatus.BUSY
+            rq_internals.set_state_in_memory(self, WorkerStatus.BUSY)
             self.heartbeat(pipeline=pipeline)
             for command in self.job_finish_commands(job):
                 pipeline.execute_command(*command)  # type: ignore[no-untyped-call]
@@ -285,7 +284,7 @@ class LeanSimpleWorker(SimpleWorker):
         self._sent_in_transaction(WorkerStatus.IDLE, self.worker_ttl + 60)
         self._not_suspended_checked = not suspended
         if dependents:
-            self._enqueue_dependents_safely(queue, job)
+            rq_internals.enqueue_dependents(self, queue, job)
         release_slot(job)
         if self.log.isEnabledFor(logging.INFO):
             done = job.description if self.log_job_description else f"job {job.id}"
@@ -323,7 +322,7 @@ class LeanSimpleWorker(SimpleWorker):
                     "Worker %s: Redis unavailable while recording the end of job %s (%s); retrying in %.1fs",
                     self.name, job.id, exc, wait,
                 )  # fmt: skip
-            if self._stop_requested:
+            if rq_internals.stop_requested(self):
                 stop_seen = time.monotonic() if stop_seen is None else stop_seen
                 if time.monotonic() - stop_seen >= FINISH_GRACE_AFTER_STOP_SECONDS:
                     self._give_up_job_end(job)

@@ -13,8 +13,7 @@ from __future__ import annotations
 import datetime
 import re
 
-import rq.job
-import rq.utils
+from scriptpool.core import rq_internals
 
 _RQ_STAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
 
@@ -23,17 +22,16 @@ def str_to_date(value: bytes | str) -> datetime.datetime:
     text = value.decode() if isinstance(value, bytes) else value
     if _RQ_STAMP.fullmatch(text):
         return datetime.datetime.fromisoformat(text)  # 'Z': timezone.utc, as RQ's replace() gives
-    return rq.utils.str_to_date(value)
+    return rq_internals.RQ_STR_TO_DATE(value)
 
 
 def utcformat(dt: datetime.datetime) -> str:
     if dt.year < 1000:  # strftime's %Y is not zero-padded on every platform: RQ's own then
-        return rq.utils.utcformat(dt)
+        return rq_internals.RQ_UTCFORMAT(dt)
     m = dt
     return f"{m.year}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}.{m.microsecond:06d}Z"
 
 
 def install() -> None:
     """Make RQ's `Job` use these (the module-level names `rq.job` imported from `rq.utils`)."""
-    for name, helper in (("str_to_date", str_to_date), ("utcformat", utcformat)):
-        setattr(rq.job, name, helper)
+    rq_internals.install_date_helpers(str_to_date, utcformat)

@@ -16,22 +16,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import rq.job
-import rq.registry
-import rq.results
 import rq.serializers
+
+from scriptpool.core import rq_internals
+from scriptpool.core.rq_internals import MODULES_THAT_RESOLVE
 
 if TYPE_CHECKING:
     from rq import Queue, SimpleWorker
 
-_rqs_resolve = rq.serializers.resolve_serializer
+_rqs_resolve = rq_internals.RQ_RESOLVE_SERIALIZER
 
 _accepted: dict[int, tuple[Any, Any, Any]] = {}
 """id(serializer) -> (serializer, its dumps, its loads) when RQ accepted it; the strong reference
 keeps the id from being reused by another object."""
-
-MODULES_THAT_RESOLVE = (rq.job, rq.registry, rq.results)
-"""The RQ modules whose per-job objects resolve a serializer (each imported the name itself)."""
 
 
 def resolve_serializer(serializer: Any = None) -> Any:
@@ -52,8 +49,7 @@ def resolve_serializer(serializer: Any = None) -> Any:
 
 def install() -> None:
     """Make RQ's `Job`, `Result` and registries resolve through `resolve_serializer`."""
-    for module in MODULES_THAT_RESOLVE:
-        module.resolve_serializer = resolve_serializer  # type: ignore[attr-defined]
+    rq_internals.install_serializer_resolver(resolve_serializer)
 
 
 def pass_default_serializer_as_none(owner: SimpleWorker | Queue) -> None:

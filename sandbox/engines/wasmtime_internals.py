@@ -12,7 +12,7 @@ number, fills wasmtime's raw value array directly and calls `wasmtime_func_call`
 wasmtime-py's own trap handling (`enter_wasm`), so a trap or an exception raised by a host import
 surfaces exactly as from `Func.__call__`. Anything else (a reference type, a value of the wrong
 Python type, a wrong argument count) goes to `Func.__call__`, which raises its own errors.
-`tests/unit/test_wasm_calls.py` compares the two.
+`tests/unit/test_wasmtime_internals.py` compares the two.
 """
 
 from __future__ import annotations

@@ -7,11 +7,10 @@ import math
 from typing import Any
 
 import pytest
-import quickjs_rs._engine as qjs_engine
 import wasmtime
 
-from scriptpool.sandbox.engines import javascript
-from scriptpool.sandbox.engines.wasm_calls import NumericCaller
+from scriptpool.sandbox.engines import javascript, quickjs_internals
+from scriptpool.sandbox.engines.wasmtime_internals import NumericCaller
 
 WAT = """
 (module
@@ -109,8 +108,9 @@ def test_traps_and_host_exceptions_surface_as_from_wasmtime_py() -> None:
 
 def test_quickjs_rs_calls_its_guest_through_it() -> None:
     javascript.install_engine()
-    assert qjs_engine._Instance.c is javascript._call_guest
-    assert javascript.QUICKJS_RS_CALL.__qualname__ == "_Instance.c"  # the method it stands in for
+    assert quickjs_internals.guest_call_method() is not quickjs_internals.QUICKJS_RS_CALL
+    assert quickjs_internals.guest_call_method().__qualname__.endswith("call_guest")
+    assert quickjs_internals.QUICKJS_RS_CALL.__qualname__ == "_Instance.c"  # the method it stands in for
     guest = javascript._Guest(16 * 1024 * 1024)
     try:
         guest.budget.start(1000)
