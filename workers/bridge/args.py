@@ -51,3 +51,10 @@ def table_arg(value: PlainValue, what: str) -> dict[str, PlainValue]:
 
 def value_map_arg(value: PlainValue, what: str) -> common_pb2.ValueMap:
     return to_value_map(table_arg(value, what))
+
+
+def page_value(items: list[PlainValue], next_cursor: str) -> PlainValue:
+    """A page of a paged operation (`scriptpool.sandbox.catalog.PAGED_OPS`) as it crosses to the
+    engine: `{items, next_cursor}`; each engine gives the script the items as its list with
+    `next_cursor` on it (nil/undefined/None when nothing remains)."""
+    return {"items": items, "next_cursor": next_cursor or None}
