@@ -12,7 +12,6 @@ from collections.abc import Iterator
 
 from scriptpool.core.artifact_values import info_to_plain
 from scriptpool.core.defaults import ARTIFACT_CHUNK_BYTES
-from scriptpool.core.script_times import parse_time
 from scriptpool.errors import FailedPrecondition, InvalidArgument, PermissionDenied, ResourceExhausted
 from scriptpool.v1 import artifacts_pb2, common_pb2
 from scriptpool.values import PlainValue, to_value, to_value_map
@@ -21,6 +20,7 @@ from scriptpool.workers.bridge.args import count_arg as _count
 from scriptpool.workers.bridge.args import string_arg as _string
 from scriptpool.workers.bridge.args import strings_arg as _strings
 from scriptpool.workers.bridge.args import table_arg as _table
+from scriptpool.workers.bridge.args import time_arg as _time
 from scriptpool.workers.bridge.calls import BridgeCalls, Handlers
 
 A = artifacts_pb2
@@ -230,14 +230,6 @@ def query(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainValue:
     request.page.limit = _count(q.get("limit"), f"{op}: limit", UINT32_MAX)
     request.page.cursor = _string(q.get("cursor"), f"{op}: cursor")
     return _listing(bridge.unary(bridge.artifacts.Query, request))
-
-
-def _time(value: PlainValue, what: str) -> float:
-    """A time filter: seconds since the epoch or an ISO-8601 string (ADR 0011); sent as seconds."""
-    try:
-        return parse_time(value, what)
-    except ValueError as exc:
-        raise InvalidArgument(str(exc)) from None
 
 
 def find_by_type(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainValue:

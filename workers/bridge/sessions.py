@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 
-from scriptpool.core.script_times import parse_time
 from scriptpool.core.session_values import session_to_plain
 from scriptpool.errors import InvalidArgument
 from scriptpool.v1 import common_pb2, sessions_pb2
@@ -17,6 +16,7 @@ from scriptpool.workers.bridge.args import UINT32_MAX, page_value
 from scriptpool.workers.bridge.args import count_arg as _count
 from scriptpool.workers.bridge.args import string_arg as _string
 from scriptpool.workers.bridge.args import strings_arg as _strings
+from scriptpool.workers.bridge.args import time_arg as _time
 from scriptpool.workers.bridge.args import value_map_arg as _map
 from scriptpool.workers.bridge.calls import BridgeCalls, Handlers
 
@@ -91,14 +91,6 @@ def session_list(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainV
     request.page.cursor = _string(opts.get("cursor"), f"{op}: cursor")
     response: sessions_pb2.ListSessionsResponse = bridge.unary(bridge.sessions.List, request)
     return page_value([session_to_plain(s) for s in response.sessions], response.next_cursor)
-
-
-def _time(value: PlainValue, what: str) -> float:
-    """A time filter: seconds since the epoch or an ISO-8601 string (ADR 0011); sent as seconds."""
-    try:
-        return parse_time(value, what)
-    except ValueError as exc:
-        raise InvalidArgument(str(exc)) from None
 
 
 def _state_filter(opts: dict[str, PlainValue], op: str) -> str | None:
