@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from scriptpool.client import ScriptpoolClient
+from scriptpool.errors import InvalidArgument
 from scriptpool.languages import Language
 from scriptpool.v1 import artifacts_pb2, common_pb2
 
@@ -222,3 +223,7 @@ def test_find_and_search_page_over_grpc(client: ScriptpoolClient) -> None:
         assert len(seen) == 3
         everything = method(None)  # no page: up to 1000 at once, as before
         assert len(everything.artifacts) == 3 and not everything.next_cursor
+        with pytest.raises(InvalidArgument, match="above the maximum 1000"):
+            method(common_pb2.PageRequest(limit=1001))
+        with pytest.raises(InvalidArgument, match="invalid cursor"):
+            method(common_pb2.PageRequest(cursor="not-a-cursor"))
