@@ -30,6 +30,25 @@ SAVE_TO_FILE = "Artifact.saveToFile"
 MAX_PATH = 4096
 
 
+def store_file_options(args: list[PlainValue]) -> tuple[str | None, dict[str, PlainValue]]:
+    """storeFile(session_id, path [, metadata]) or rs-llmspell's storeFile(session_id, path, type
+    [, metadata]): the type (None: from `metadata.type`, else binary) and the metadata map."""
+    third = args[2] if len(args) > 2 else None
+    kind: str | None = None
+    if isinstance(third, str):
+        kind, metadata = third or None, args[3] if len(args) > 3 and args[3] is not None else {}
+    else:
+        metadata = third if third is not None else {}
+        if len(args) > 3 and args[3] is not None:
+            raise InvalidArgument(f"{STORE_FILE}: the type (3rd argument) must be a string when metadata follows it")
+    if not isinstance(metadata, dict):
+        raise InvalidArgument(f"{STORE_FILE}: metadata must be a table/map")
+    given = metadata.get("type")
+    if kind is not None and given is not None and given != kind:
+        raise InvalidArgument(f"{STORE_FILE}: type {kind!r} and metadata.type {given!r} disagree")
+    return kind, metadata
+
+
 def scratch_parts(path: PlainValue, op: str, max_depth: int = SCRATCH_BOUNDS.max_depth) -> list[str]:
     """The components of a path that stays inside the scratch directory, or a clear refusal."""
     if not isinstance(path, str) or not path:
@@ -78,9 +97,7 @@ class ScratchFileHost:
     def store_file(self, args: list[PlainValue]) -> PlainValue:
         session_id = args[0] if args else None
         parts = scratch_parts(args[1] if len(args) > 1 else None, STORE_FILE, self.bounds.max_depth)
-        metadata = args[2] if len(args) > 2 and args[2] is not None else {}
-        if not isinstance(metadata, dict):
-            raise InvalidArgument(f"{STORE_FILE}: metadata must be a table/map")
+        kind, metadata = store_file_options(args)
         with _open_beneath(self._root(STORE_FILE), parts, os.O_RDONLY, STORE_FILE) as fd:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
@@ -91,9 +108,10 @@ class ScratchFileHost:
                 )
             content = _read_all(fd, self.max_file_bytes)
         meta = dict(metadata)
-        kind = meta.pop("type", None) or "binary"
+        artifact_type: PlainValue = meta.pop("type", None) or kind or "binary"
         meta.setdefault("name", parts[-1])
-        return self.inner.call("Artifact.store", [session_id, {"content": content, "type": kind, "metadata": meta}])
+        spec: PlainValue = {"content": content, "type": artifact_type, "metadata": meta}
+        return self.inner.call("Artifact.store", [session_id, spec])
 
     def save_to_file(self, args: list[PlainValue]) -> PlainValue:
         session_id = args[0] if args else None

@@ -285,13 +285,31 @@
     return r;
   };
 
+  // Paged operations answer {items, next_cursor}: the script gets the items as its array, with the
+  // (non-enumerable) property `next_cursor` when more remain; passing it back as `cursor` gives the
+  // next page.
+  const toPage = (convert) => (page) => {
+    if (page === null || typeof page !== "object" || isArray(page) || !isArray(page.items)) return page;
+    const items = convert ? convert(page.items) : page.items;
+    if (page.next_cursor !== null && page.next_cursor !== undefined) {
+      defineProperty(items, "next_cursor", { value: page.next_cursor, writable: true, configurable: true });
+    }
+    return items;
+  };
+
   const post = {
     "Artifact.get": lazyArtifact,
     "Artifact.store": artifactId,
     "Artifact.update": artifactId,
     "Artifact.storeFile": artifactId,
+    "Artifact.list": toPage(),
+    "Artifact.query": toPage(),
+    "Artifact.findByType": toPage(),
+    "Artifact.findByTag": toPage(),
+    "Artifact.search": toPage(),
     "Session.get": toSession,
-    "Session.list": toSessionList,
+    "Session.list": toPage(toSessionList),
+    "Session.getTimeline": toPage(),
     "Session.load": toSession,
   };
 

@@ -312,10 +312,32 @@ local function to_artifact(t)
   return raw_setmetatable(t, LazyArtifact)
 end
 
+-- Paged operations answer {items, next_cursor}: the script gets the items as its list, with
+-- `list.next_cursor` (through the list's metatable, so `#`, ipairs and returning the list are as
+-- for any list) when more remain; passing it back as `cursor` gives the next page.
+local function to_page(convert)
+  return function(page)
+    if raw_type(page) ~= "table" or raw_type(raw_rawget(page, "items")) ~= "table" then return page end
+    local items = raw_rawget(page, "items")
+    if convert then items = convert(items) end
+    local cursor = raw_rawget(page, "next_cursor")
+    if cursor ~= nil then
+      raw_setmetatable(items, { __index = { next_cursor = cursor }, __metatable = false })
+    end
+    return items
+  end
+end
+
 local post = {
   ["Artifact.get"] = to_artifact,
   ["Session.get"] = to_session,
-  ["Session.list"] = to_session_list,
+  ["Session.list"] = to_page(to_session_list),
+  ["Session.getTimeline"] = to_page(),
+  ["Artifact.list"] = to_page(),
+  ["Artifact.query"] = to_page(),
+  ["Artifact.findByType"] = to_page(),
+  ["Artifact.findByTag"] = to_page(),
+  ["Artifact.search"] = to_page(),
   ["Session.load"] = to_session,
   ["Artifact.store"] = to_artifact_ref,
   ["Artifact.update"] = to_artifact_ref,

@@ -389,7 +389,8 @@ def _operation(global_name: str, op: str) -> Callable[..., Any]:
             "Session.complete": "one", "Session.list": "list", "Artifact.store": "id",
             "Artifact.update": "id", "Artifact.storeFile": "id", "Artifact.get": "artifact",
             "Artifact.list": "artifacts", "Artifact.query": "artifacts", "Artifact.findByType": "artifacts",
-            "Artifact.findByTag": "artifacts", "Artifact.search": "artifacts"}.get(full_name)  # fmt: skip
+            "Artifact.findByTag": "artifacts", "Artifact.search": "artifacts",
+            "Session.getTimeline": "entries"}.get(full_name)  # fmt: skip
 
     def operation(self: Namespace, *args: Any, **options: Any) -> Any:
         if full_name == "Session.replay":
@@ -403,21 +404,44 @@ def _operation(global_name: str, op: str) -> Callable[..., Any]:
         except TypeError as exc:
             raise guest_error("INVALID_ARGUMENT", f"{full_name}: {exc}") from None
         result = self._call(full_name, plain)
+        if wrap in PAGED and isinstance(result, dict) and isinstance(result.get("items"), list):
+            return _page(wrap, result, self)
         if wrap == "id" and isinstance(result, dict):  # Artifact.store/update: scripts get the id string
             return result.get("id")
         if wrap == "artifact" and isinstance(result, dict):
             return ArtifactRecord(result, self)
-        if wrap == "artifacts" and isinstance(result, list):
-            return [ArtifactRecord(r, self) if isinstance(r, dict) else r for r in result]
         if wrap == "one" and isinstance(result, dict):
             return SessionRecord(result, self)
-        if wrap == "list" and isinstance(result, list):
-            return [SessionRecord(r, self) if isinstance(r, dict) else r for r in result]
         return result
 
     operation.__name__ = op
     operation.__qualname__ = full_name
     return operation
+
+
+PAGED = ("list", "artifacts", "entries")
+"""The wraps of paged operations: their answer is `{items, next_cursor}` (a `Page` for the script)."""
+
+
+class Page(list[Any]):
+    """A page of a paged operation as scripts see it: the list of its items, with `next_cursor` (None
+    when nothing remains) to pass back as `cursor` for the next page."""
+
+    __slots__ = ("next_cursor",)
+
+    def __init__(self, items: list[Any], next_cursor: str | None) -> None:
+        super().__init__(items)
+        self.next_cursor = next_cursor
+
+
+def _page(wrap: str, page: dict[str, Any], namespace: Namespace) -> Page:
+    items: list[Any] = page["items"]
+    if wrap == "artifacts":
+        items = [ArtifactRecord(r, namespace) if isinstance(r, dict) else r for r in items]
+    elif wrap == "list":
+        items = [SessionRecord(r, namespace) if isinstance(r, dict) else r for r in items]
+    cursor = page.get("next_cursor")
+    return Page(items, cursor if isinstance(cursor, str) else None)
 
 
 def _replay(self: Namespace, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
