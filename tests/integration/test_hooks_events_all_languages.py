@@ -317,3 +317,15 @@ return {go = e ~= nil, seen = seen}
     job = result["job"]
     assert outcome(job).value == "ok", job.result.message
     assert result_of(job) == {"go": True, "seen": ["w1"]}
+
+
+def test_a_client_hook_on_an_rs_point_fires_for_a_scripts_emit(client: ScriptpoolClient) -> None:
+    hooks = events_pb2_grpc.HookServiceStub(client.channel)
+    md = client._metadata
+    hook = hooks.Register(events_pb2.RegisterHookRequest(hook_point="AfterAgentExecution"), metadata=md)
+    job = client.run(Language.LUA, "Event.publish('AfterAgentExecution', {agent = 'a1'}) return 1", timeout=60)
+    assert outcome(job).value == "ok", job.result.message
+    firings = hooks.Poll(events_pb2.PollHooksRequest(timeout_seconds=5), metadata=md).firings
+    assert [(f.hook_id, f.context.hook_point, f.context.job_id) for f in firings] == [
+        (hook.hook_id, "AfterAgentExecution", job.id)
+    ]
