@@ -126,7 +126,9 @@
         return out;
       }
       const proto = getProto(value);
-      if (proto !== ObjectProto && proto !== null && proto !== SessionProto) throw notPlain(value);
+      if (proto !== ObjectProto && proto !== null && proto !== SessionProto && proto !== HookProto) {
+        throw notPlain(value); // (a hook handle crosses as {hook_id}: accepted wherever its id is)
+      }
       const out = {};
       for (const key of ownKeys(value)) {
         const item = value[key];
@@ -297,7 +299,11 @@
       addHandler({ id: id, fn: fn, hook: false, priority: 0, active: true });
       return id;
     },
-    "Event.unsubscribe": (id) => { dropHandler(id); return call("Event.unsubscribe", [id]); },
+    "Event.unsubscribe": (id) => {
+      if (id !== null && typeof id === "object" && hookRecords.has(id)) id = hookRecords.get(id).id;
+      dropHandler(id);
+      return call("Event.unsubscribe", [id]);
+    },
     "Hook.register": registerHook,
     "Hook.unregister": unregisterHook,
   };

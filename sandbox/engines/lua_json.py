@@ -20,6 +20,7 @@ from scriptpool.values import MAX_DEPTH, PlainValue
 
 JSON_OPS = frozenset({"JSON.stringify", "JSON.parse"})
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_LUA_KINDS = {bool: "boolean", int: "number", float: "number", bytes: "string"}
 
 
 def _depth(value: PlainValue) -> int:
@@ -57,7 +58,8 @@ def stringify(value: PlainValue) -> str:
 
 def parse(text: PlainValue) -> PlainValue:
     if not isinstance(text, str):
-        raise InvalidArgument(f"JSON.parse: expected a JSON string, got {type(text).__name__}")
+        kind = "a table" if isinstance(text, (list, dict)) else "nil" if text is None else "a " + _LUA_KINDS[type(text)]
+        raise InvalidArgument(f"JSON.parse: expected a JSON string, got {kind}")
     try:
         value: PlainValue = json.loads(text, parse_int=_integer, parse_constant=_no_constant)
     except RecursionError:

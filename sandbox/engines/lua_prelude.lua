@@ -411,8 +411,10 @@ Event.on = function(pattern, fn)
   add_handler({ id = id, fn = fn, hook = false, priority = 0, active = true })
   return id
 end
+local hook_records = raw_setmetatable({}, { __mode = "k", __metatable = false }) -- hook handle -> its handler
 local wire_unsubscribe = Event.unsubscribe
 Event.unsubscribe = function(id)
+  if raw_type(id) == "table" and hook_records[id] ~= nil then id = hook_records[id].id end
   drop_handler(id)
   return wire_unsubscribe(id)
 end
@@ -420,7 +422,6 @@ end
 -- Hook.register returns a handle (rs-llmspell's): h:id(), h:hook_point() (both raise once the hook
 -- is unregistered) and h:unregister() (true the first time, false after). It prints and
 -- concatenates as its id and has the field hook_id; Hook.unregister takes it or the id string.
-local hook_records = raw_setmetatable({}, { __mode = "k", __metatable = false })
 local HookMethods = {}
 local HookHandle = {
   __index = HookMethods,

@@ -329,3 +329,51 @@ def test_a_client_hook_on_an_rs_point_fires_for_a_scripts_emit(client: Scriptpoo
     assert [(f.hook_id, f.context.hook_point, f.context.job_id) for f in firings] == [
         (hook.hook_id, "AfterAgentExecution", job.id)
     ]
+
+
+HANDLE_AS_ID = {
+    Language.LUA: """
+local seen = 0
+local h = Hook.register('WorkflowCheckpoint', function(ctx) seen = seen + 1 end)
+local bad = select(2, pcall(Hook.list, 5))
+local ok = Event.unsubscribe(h)
+Event.publish('WorkflowCheckpoint', {})
+State.get('global', 'flush')
+return {ok, seen, #Hook.list(), pcall(h.id, h), bad.message}
+""",
+    Language.JAVASCRIPT: """
+let seen = 0;
+const h = Hook.register('WorkflowCheckpoint', (ctx) => { seen += 1; });
+let bad; try { Hook.list(5); } catch (e) { bad = e.message; }
+const ok = Event.unsubscribe(h);
+Event.publish('WorkflowCheckpoint', {});
+State.get('global', 'flush');
+let live = true; try { h.id(); } catch (e) { live = false; }
+[ok, seen, Hook.list().length, live, bad]
+""",
+    Language.PYTHON: """
+seen = []
+h = Hook.register('WorkflowCheckpoint', seen.append)
+try:
+    Hook.list(5)
+except Exception as e:
+    bad = e.message
+ok = Event.unsubscribe(h)
+Event.publish('WorkflowCheckpoint', {})
+State.get('global', 'flush')
+try:
+    h.id()
+    live = True
+except Exception:
+    live = False
+[ok, len(seen), len(Hook.list()), live, bad]
+""",
+}
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_a_handle_is_accepted_where_its_id_is(client: ScriptpoolClient, language: Language) -> None:
+    result: Any = result_of(client.run(language, HANDLE_AS_ID[language], timeout=60))
+    assert result[:4] == [True, 0, 0, False]  # unsubscribed through its handle: never fires, gone, dead
+    message = str(result[4]).removeprefix("INVALID_ARGUMENT: ")  # (a JS error's message carries its code)
+    assert message == "Hook.list: the filter must be a hook point name or a table/object, got a number"

@@ -55,8 +55,10 @@ def _subscribe(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainVal
 
 
 def _subscription_id(value: PlainValue, op: str) -> str:
-    if isinstance(value, dict) and isinstance(value.get("subscription_id"), str):
-        return str(value["subscription_id"])
+    if isinstance(value, dict):  # a subscription record, or a hook handle (its id is a subscription id)
+        for key in ("subscription_id", "hook_id"):
+            if isinstance(value.get(key), str):
+                return str(value[key])
     subscription_id = string_arg(value, f"{op}: subscription")
     if not subscription_id:
         raise InvalidArgument(f"{op}: a subscription id (from Event.subscribe) is required")
