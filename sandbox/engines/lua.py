@@ -16,6 +16,7 @@ import lupa.lua54 as lupa
 
 from scriptpool.errors import ScriptpoolError
 from scriptpool.sandbox.catalog import GLOBAL_OPS, aliases
+from scriptpool.sandbox.engines.lua_json import JSON_OPS, json_op
 from scriptpool.sandbox.engines.spare_instance import SpareInstance
 from scriptpool.sandbox.errors import LIMIT_ERRORS, LimitExceeded, MemoryExceeded, ScriptError
 from scriptpool.sandbox.host import HOST_FAULT, GlobalHost, OutputSink
@@ -174,6 +175,9 @@ class _Binding:
         job, host = self.job, self.host
         if job is None or host is None:
             return (b"err", b"INTERNAL", b"no job is running in this sandbox")
+        name = op.decode("utf-8")
+        if name in JSON_OPS:  # the JSON global: handled here, no global call
+            return self._json(name, packed_args)
         self.calls += 1
         if self.calls > job.limits.max_global_calls:
             return (b"limit", b"calls")
@@ -197,6 +201,21 @@ class _Binding:
             return (b"limit", b"memory")
         except Exception:  # a host fault: the script sees no Python text, type or object
             return (b"err", b"INTERNAL", HOST_FAULT.encode())
+
+    def _json(self, op: str, packed_args: Any) -> tuple[Any, ...]:
+        try:
+            count = packed_args[b"n"] or 0
+            args = [self.marshal.to_plain(packed_args[i + 1]) for i in range(count)]
+            result = json_op(op, args)
+            if not self.marshal.fits(result):
+                return (b"limit", b"memory")
+            return (b"ok", self.marshal.to_lua(result))
+        except ScriptError as exc:  # a function, a cycle, too deep...
+            return (b"err", b"INVALID_ARGUMENT", f"{op}: {exc.message}".encode("utf-8", "replace"))
+        except ScriptpoolError as exc:
+            return (b"err", exc.code.encode(), exc.message.encode("utf-8", "replace"))
+        except lupa.LuaMemoryError:
+            return (b"limit", b"memory")
 
     def host_print(self, text: bytes) -> bool:
         if self.output is None:
