@@ -19,3 +19,11 @@ FOLDER = Path(__file__).resolve().parent.parent / "conformance" / "rs_llmspell"
 @pytest.mark.parametrize("script", sorted(FOLDER.glob("*.lua")), ids=lambda p: p.stem)
 def test_rs_llmspell_script_runs_unchanged(client: ScriptpoolClient, script: Path) -> None:
     result_of(client.run(Language.LUA, script.read_text(), timeout=60))
+
+
+def test_the_conformance_scripts_are_all_there_and_say_what_they_mirror() -> None:
+    """An emptied or renamed folder must not pass by running nothing."""
+    scripts = sorted(FOLDER.glob("*.lua"))
+    assert len(scripts) >= 11, [p.name for p in scripts]
+    for script in scripts:
+        assert "rs-llmspell" in script.read_text()[:600], f"{script.name}: its header names no rs-llmspell example"
