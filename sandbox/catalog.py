@@ -76,6 +76,14 @@ HOOK_POINTS = (
 )
 """What `Hook.register` accepts (semantics.md); each fires as the event of the same name."""
 
+FILE_OPS = ("open", "read", "write", "seek", "flush", "close", "readAll", "writeAll", "remove", "rename", "exists",
+            "list")  # fmt: skip
+"""The job's own files (`File.<op>`, sandbox/scratch_files.py): performed in the sandbox child, inside
+the job's scratch directory; engines build `io`/`open`/`fs` on them. They never reach the worker and
+are not counted as global calls (they are local system calls, bounded by the job's CPU and wall time
+and the scratch bounds)."""
+FILE_OP_PREFIX = "File."
+
 SCRIPT_OPS = frozenset(f"{name}.{op}" for name, ops in GLOBAL_OPS.items() for op in ops)
 """Every operation's full name, e.g. "Session.get"."""
 

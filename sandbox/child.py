@@ -101,7 +101,7 @@ def run_job(job: ScriptJob, sock: socket.socket, scratch_dir: str | None = None)
     cpu_before = _cpu_seconds()
     result = sandbox_pb2.ChildResult()
     host = SocketHost(sock)
-    files = ScratchFileHost(host, scratch_dir, job.limits.artifact_bytes)
+    files = ScratchFileHost(host, scratch_dir, job.limits.artifact_bytes, max_read_bytes=job.limits.memory_bytes)
     try:
         value = runner_for(job.language).run(job, files, SocketOutput(sock, job.limits.output_bytes))
         try:
@@ -124,6 +124,8 @@ def run_job(job: ScriptJob, sock: socket.socket, scratch_dir: str | None = None)
     except Exception as exc:
         result.outcome = Outcome.INTERNAL_ERROR.to_proto()
         result.message = f"internal sandbox error ({type(exc).__name__})"
+    finally:
+        files.close_all()
     result.global_calls = host.calls
     usage = resource.getrusage(resource.RUSAGE_SELF)
     result.cpu_time_ms = int((usage.ru_utime + usage.ru_stime - cpu_before) * 1000)

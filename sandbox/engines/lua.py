@@ -1,8 +1,9 @@
 """Lua scripts on lupa (Lua 5.4), one fresh runtime per job.
 
 Defence in depth, under the OS jail: no `python` bridge and an attribute filter that denies every
-Python attribute, an allowlisted environment (no io/os/package/require/debug/dofile/loadfile,
-text-only load, no string.dump), `max_memory`, and a CPU budget checked by a count hook that also
+Python attribute, an allowlisted environment (no package/require/debug/dofile/loadfile, text-only
+load, no string.dump; `io` and `os.remove/rename` reach only the job's own files, through
+sandbox/scratch_files.py), `max_memory`, and a CPU budget checked by a count hook that also
 runs inside coroutines, pcall and __gc finalizers. See lua_prelude.lua.
 """
 
@@ -15,7 +16,7 @@ from typing import Any
 import lupa.lua54 as lupa
 
 from scriptpool.errors import ScriptpoolError
-from scriptpool.sandbox.catalog import GLOBAL_OPS, aliases
+from scriptpool.sandbox.catalog import FILE_OP_PREFIX, GLOBAL_OPS, aliases
 from scriptpool.sandbox.engines.spare_instance import SpareInstance
 from scriptpool.sandbox.errors import LIMIT_ERRORS, LimitExceeded, MemoryExceeded, ScriptError
 from scriptpool.sandbox.host import HOST_FAULT, GlobalHost, OutputSink
@@ -56,6 +57,7 @@ CATALOG_BYTECODE = _bytecode(f"return {_lua_literal(_CATALOG)}, {_lua_literal(_A
 builds them in Lua (~150 table writes through lupa from Python were a fifth of a trivial job's
 set-up)."""
 HOOK_EVERY_INSTRUCTIONS = 10_000
+_FILE_OP_PREFIX = FILE_OP_PREFIX.encode()
 _LINE_PREFIX = re.compile(r"^script:(\d+): ")
 
 
@@ -173,7 +175,8 @@ class _Binding:
         job, host = self.job, self.host
         if job is None or host is None:
             return (b"err", b"INTERNAL", b"no job is running in this sandbox")
-        self.calls += 1
+        if not op.startswith(_FILE_OP_PREFIX):  # the job's own files: local, not global calls
+            self.calls += 1
         if self.calls > job.limits.max_global_calls:
             return (b"limit", b"calls")
         try:

@@ -181,7 +181,7 @@ aid = Artifact.store('', {'content': 'bytes \\0 here', 'type': 'data', 'metadata
 saved = Artifact.save_to_file('', aid, 'dir/copy.dat')
 copy = Artifact.store_file('', 'dir/copy.dat', {'name': 'copy', 'type': 'data'})
 try:
-    Artifact.storeFile('', '/etc/passwd')
+    Artifact.storeFile('', '/../etc/passwd')
     code = None
 except ScriptpoolError as e:
     code = e.code

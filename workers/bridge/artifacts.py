@@ -281,12 +281,13 @@ def get_audit_log(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> Plain
 
 
 def check_scratch_path(path: PlainValue, op: str) -> str:
-    """A path relative to the job's scratch directory; anything that could leave it is refused."""
+    """A path inside the job's root (its scratch directory, seen as `/`: a leading `/` is that root);
+    anything that could leave it (`..`, `~`, NUL) is refused, as sandbox/scratch_files.py does."""
     if not isinstance(path, str) or not path:
         raise InvalidArgument(f"{op}: path must be a non-empty string")
     parts = path.replace("\\", "/").split("/")
-    if "\x00" in path or path.startswith("/") or ".." in parts or path.startswith("~"):
-        raise PermissionDenied(f"{op}: path {path!r} leaves the job's scratch directory; use a relative path inside it")
+    if "\x00" in path or ".." in parts or path.startswith("~"):
+        raise PermissionDenied(f"{op}: path {path!r} leaves the job's root (its scratch directory, seen as /)")
     return path
 
 
