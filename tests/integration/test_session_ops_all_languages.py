@@ -166,7 +166,7 @@ def test_every_session_operation(client: ScriptpoolClient, language: Language, s
     ],
 )  # fmt: skip
 def test_artifact_store_returns_the_id_string(client: ScriptpoolClient, language: Language, source: str) -> None:
-    assert result_of(client.run(language, source, timeout=60)) == ["string", b"hi"]
+    assert result_of(client.run(language, source, timeout=60)) == ["string", "hi"]  # text stored as text
 
 
 FILE_ROUND_TRIP = {
