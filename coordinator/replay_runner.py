@@ -9,6 +9,7 @@ principal runs at most `max_per_principal` replays at once.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -22,10 +23,12 @@ from scriptpool.coordinator.stores.sessions import SessionStore
 from scriptpool.coordinator.waiters import RECHECK_SECONDS, FinishedIds, JobWaiters
 from scriptpool.errors import ResourceExhausted
 from scriptpool.v1 import common_pb2, jobs_pb2, sandbox_pb2
-from scriptpool.values import PlainValue, to_value_map
+from scriptpool.values import PlainValue, from_value, to_value_map
 
 log = logging.getLogger(__name__)
 MAX_GAP_SECONDS = 60.0
+SHOWN_RESULT_BYTES = 256
+"""A result (or message) up to this size is shown in `first_divergence`; a larger one by its digest."""
 RecordedJob = tuple[float, sandbox_pb2.ChildJob, jobs_pb2.JobResult]
 """(created_at, spec with the recorded seed and start time, recorded result)"""
 
@@ -46,6 +49,37 @@ class ReplayRun:
     matched: int = 0
     diverged: int = 0
     first_divergence: dict[str, PlainValue] | None = field(default=None)
+
+
+def _shown(result: jobs_pb2.JobResult) -> PlainValue:
+    """A result value as `first_divergence` shows it: the value itself when it is small, else its
+    digest (the replay session's metadata has a size cap)."""
+    data = result.result.SerializeToString(deterministic=True)
+    if len(data) <= SHOWN_RESULT_BYTES:
+        return from_value(result.result)
+    return {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+
+
+def divergence(recorded: jobs_pb2.JobResult, replayed: jobs_pb2.JobResult) -> dict[str, PlainValue] | None:
+    """What differs between a recorded job's result and its replay's (None: they match): the
+    outcomes, or the result values (shown, or their digests when large)."""
+    if recorded.outcome != replayed.outcome:
+        return {
+            "differs_in": "outcome",
+            "recorded_outcome": jobs_pb2.Outcome.Name(recorded.outcome),
+            "replayed_outcome": jobs_pb2.Outcome.Name(replayed.outcome),
+            "recorded_message": recorded.message[:SHOWN_RESULT_BYTES],
+            "replayed_message": replayed.message[:SHOWN_RESULT_BYTES],
+        }
+    if recorded.result.SerializeToString(deterministic=True) != replayed.result.SerializeToString(deterministic=True):
+        return {
+            "differs_in": "result",
+            "recorded_outcome": jobs_pb2.Outcome.Name(recorded.outcome),
+            "replayed_outcome": jobs_pb2.Outcome.Name(replayed.outcome),
+            "recorded_result": _shown(recorded),
+            "replayed_result": _shown(replayed),
+        }
+    return None
 
 
 class ReplayRunner:
@@ -142,8 +176,8 @@ class ReplayRunner:
         self.waiters.add(job_id, self._finished)
         try:
             self.jobs.submit(
-                run.owner, request, random_seed=spec.random_seed, clock_start=spec.clock_start, job_id=job_id,
-                replayed=True,
+                run.owner, request, random_seed=spec.random_seed, clock_start=spec.clock_start,
+                clock_replay=spec.clock_replay, job_id=job_id, replayed=True,
             )  # fmt: skip
         except Exception:
             self.waiters.discard(job_id, self._finished)
@@ -161,20 +195,14 @@ class ReplayRunner:
             log.exception("replay %s lost its job %s", run.replay_id, job_id)
             self._end(run, "failed")
             return
-        same = result.outcome == recorded.outcome and result.result.SerializeToString(
-            deterministic=True
-        ) == recorded.result.SerializeToString(deterministic=True)
-        if same:
+        difference = divergence(recorded, result)
+        same = difference is None
+        if difference is None:
             run.matched += 1
         else:
             run.diverged += 1
             if run.first_divergence is None:
-                run.first_divergence = {
-                    "job_index": run.index + 1,
-                    "recorded_outcome": jobs_pb2.Outcome.Name(recorded.outcome),
-                    "replayed_outcome": jobs_pb2.Outcome.Name(result.outcome),
-                    "replayed_job_id": job_id,
-                }
+                run.first_divergence = {"job_index": run.index + 1, "replayed_job_id": job_id, **difference}
         run.index += 1
         progress = run.index / len(run.jobs)
         timeline.append(self.redis, run.replay_id, "replay.progress", f"{progress:.0%}", job_id=job_id,

@@ -9,11 +9,12 @@ from concurrent import futures
 from dataclasses import dataclass
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import health, health_pb2_grpc
 from redis import Redis
 
 from scriptpool.coordinator.auth import Authenticator
+from scriptpool.coordinator.redis_health import RedisHealth
+from scriptpool.coordinator.reflection import enable_reflection
 from scriptpool.coordinator.replay_runner import ReplayRunner
 from scriptpool.coordinator.services.artifacts import ArtifactServicer
 from scriptpool.coordinator.services.events import EventServicer
@@ -82,8 +83,12 @@ class RunningCoordinator:
     """The waiting calls it holds now (`scriptpool.coordinator.services.waiting_calls`)."""
     session_expiry: SessionExpiry | None = None
     """Deletes job-created sessions past their retention; the sweeper thread runs it every sweep."""
+    redis_health: RedisHealth | None = None
+    """Turns the gRPC health NOT_SERVING while Redis does not answer (`coordinator/redis_health.py`)."""
 
     def stop(self, grace: float = 5.0) -> None:
+        if self.redis_health is not None:
+            self.redis_health.stop()
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
         self.waiters.stop()
@@ -219,7 +224,7 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
     )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME), server)
+    enable_reflection((*SERVICE_NAMES, health.SERVICE_NAME), server)
     port = 0
     for address in listen_addresses(settings.listen):
         refuse_address_in_use(address)
@@ -233,11 +238,12 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
     waiters.start()
     sweeper.start()
     server.start()
-    for name in ("", *SERVICE_NAMES):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    redis_health = RedisHealth(redis, health_servicer, SERVICE_NAMES)
+    redis_health.start()  # SERVING once Redis answers; NOT_SERVING while it does not
     return RunningCoordinator(
-        server, port, waiters, sweeper, health_servicer, auth, lean, waiting=waiting, session_expiry=session_expiry
-    )
+        server, port, waiters, sweeper, health_servicer, auth, lean, waiting=waiting, session_expiry=session_expiry,
+        redis_health=redis_health,
+    )  # fmt: skip
 
 
 def serve_forever(settings: Settings) -> None:

@@ -84,6 +84,11 @@ are not counted as global calls (they are local system calls, bounded by the job
 and the scratch bounds)."""
 FILE_OP_PREFIX = "File."
 
+PAGED_OPS = frozenset({"Session.list", "Session.getTimeline", "Artifact.list", "Artifact.query",
+                       "Artifact.findByType", "Artifact.findByTag", "Artifact.search"})  # fmt: skip
+"""Operations that answer a page, `{items, next_cursor}` across the bridge: each engine gives the
+script the items as its list with `next_cursor` on it, to pass back as `cursor` (issue 16)."""
+
 SCRIPT_OPS = frozenset(f"{name}.{op}" for name, ops in GLOBAL_OPS.items() for op in ops)
 """Every operation's full name, e.g. "Session.get"."""
 

@@ -27,6 +27,7 @@ from scriptpool.sandbox.jail import apply_jail, lock_down_spare, prepare_spare, 
 from scriptpool.sandbox.limits import JobLimits
 from scriptpool.sandbox.runner import DEFAULT_WARM_UP, ScriptJob, prepare_instance, runner_for, warm_up_spare
 from scriptpool.sandbox.scratch_files import ScratchFileHost
+from scriptpool.sandbox.script_clock import MAX_CLOCK_READS
 from scriptpool.v1 import sandbox_pb2
 from scriptpool.values import PlainValue, from_value, from_value_map, to_value
 
@@ -78,6 +79,7 @@ def script_job_from_frame(frame: sandbox_pb2.ChildJob) -> ScriptJob:
         inputs=from_value_map(frame.inputs),
         random_seed=frame.random_seed,
         clock_start=frame.clock_start,
+        clock_replay=tuple(frame.clock_replay),
     )
 
 
@@ -127,6 +129,7 @@ def run_job(job: ScriptJob, sock: socket.socket, scratch_dir: str | None = None)
     finally:
         files.close_all()
     result.global_calls = host.calls
+    result.clock_reads.extend(job.clock_reads[:MAX_CLOCK_READS])
     usage = resource.getrusage(resource.RUSAGE_SELF)
     result.cpu_time_ms = int((usage.ru_utime + usage.ru_stime - cpu_before) * 1000)
     result.peak_memory_bytes = usage.ru_maxrss * 1024

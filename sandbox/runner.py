@@ -29,6 +29,10 @@ class ScriptJob:
     """Seed for the script's random generator; 0 = fresh entropy (see `seed_for`)."""
     clock_start: float = 0.0
     """Epoch seconds the script's wall clock starts at; 0 = the real clock (see `clock_offset`)."""
+    clock_replay: tuple[float, ...] = ()
+    """A replay: the clock values the recorded job's script read, given back in order first."""
+    clock_reads: list[float] = field(default_factory=list)
+    """Filled by the engine: the clock values this job's script read (`script_clock.py`)."""
 
 
 def clock_offset(job: ScriptJob) -> float:

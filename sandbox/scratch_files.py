@@ -48,6 +48,25 @@ TEXT_TYPES = ("text", "code")
 """storeFile stores a file of these types as text when it is valid UTF-8 (it reads back as a string)."""
 
 
+def store_file_options(args: list[PlainValue]) -> tuple[str | None, dict[str, PlainValue]]:
+    """storeFile(session_id, path [, metadata]) or rs-llmspell's storeFile(session_id, path, type
+    [, metadata]): the type (None: from `metadata.type`, else binary) and the metadata map."""
+    third = args[2] if len(args) > 2 else None
+    kind: str | None = None
+    if isinstance(third, str):
+        kind, metadata = third or None, args[3] if len(args) > 3 and args[3] is not None else {}
+    else:
+        metadata = third if third is not None else {}
+        if len(args) > 3 and args[3] is not None:
+            raise InvalidArgument(f"{STORE_FILE}: the type (3rd argument) must be a string when metadata follows it")
+    if not isinstance(metadata, dict):
+        raise InvalidArgument(f"{STORE_FILE}: metadata must be a table/map")
+    given = metadata.get("type")
+    if kind is not None and given is not None and given != kind:
+        raise InvalidArgument(f"{STORE_FILE}: type {kind!r} and metadata.type {given!r} disagree")
+    return kind, metadata
+
+
 def scratch_parts(
     path: PlainValue, op: str, max_depth: int = SCRATCH_BOUNDS.max_depth, allow_root: bool = False
 ) -> list[str]:
@@ -150,14 +169,7 @@ class ScratchFileHost:
         (rs-llmspell's form). The type: the 3rd argument, else metadata.type, else "binary"."""
         session_id = args[0] if args else None
         parts = self._parts(args[1] if len(args) > 1 else None, STORE_FILE)
-        third = args[2] if len(args) > 2 else None
-        kind: PlainValue = None
-        if isinstance(third, str):
-            kind, metadata = third, args[3] if len(args) > 3 and args[3] is not None else {}
-        else:
-            metadata = third if third is not None else {}
-        if not isinstance(metadata, dict):
-            raise InvalidArgument(f"{STORE_FILE}: metadata must be a table/map")
+        kind, metadata = store_file_options(args)
         with _open_beneath(self._root(STORE_FILE), parts, os.O_RDONLY, STORE_FILE) as fd:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
@@ -168,16 +180,16 @@ class ScratchFileHost:
                 )
             content = _read_all(fd, self.max_file_bytes)
         meta = dict(metadata)
-        listed_kind = meta.pop("type", None)
-        kind = kind or listed_kind or "binary"
+        artifact_type: PlainValue = meta.pop("type", None) or kind or "binary"
         meta.setdefault("name", parts[-1])
         value: PlainValue = content
-        if kind in TEXT_TYPES:  # a text file is stored as text: it reads back as a string
+        if artifact_type in TEXT_TYPES:  # a text file is stored as text: it reads back as a string
             try:
                 value = content.decode("utf-8")
             except UnicodeDecodeError:
                 pass
-        return self.inner.call("Artifact.store", [session_id, {"content": value, "type": kind, "metadata": meta}])
+        spec: PlainValue = {"content": value, "type": artifact_type, "metadata": meta}
+        return self.inner.call("Artifact.store", [session_id, spec])
 
     def save_to_file(self, args: list[PlainValue]) -> PlainValue:
         session_id = args[0] if args else None

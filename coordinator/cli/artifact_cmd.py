@@ -39,6 +39,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], with_cl
     sp.add_argument("--version", type=int, default=0, help="version (default: latest)")
     sp = asub.add_parser("ls", help="list a session's artifacts, newest first")
     sp.add_argument("--session", required=True)
+    sp.add_argument("--cursor", default="", help="go on from where a listing said more remain")
     sp.add_argument("--json", action="store_true")
     for name, text in (("rm", "delete an artifact with all its versions"), ("audit", "show an artifact's audit log")):
         sp = asub.add_parser(name, help=text)
@@ -90,7 +91,10 @@ def run(client: ScriptpoolClient, args: argparse.Namespace) -> int:
     if command == "ls":
         request = A.ListArtifactsRequest(session_id=args.session)
         request.page.limit = 1000
+        request.page.cursor = args.cursor
         listing = client.artifacts.list(request)
+        if listing.next_cursor:  # a truncated answer is never silent (on stderr: stdout stays the listing)
+            print(f"more artifacts remain: pass --cursor {listing.next_cursor}", file=sys.stderr)
         if args.json:
             items: list[PlainValue] = [info_to_plain(a) for a in listing.artifacts]
             print(to_json(items, indent=2))

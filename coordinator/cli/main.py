@@ -89,6 +89,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = WorkerSettings.from_env(
         redis_url=args.redis_url or "", coordinator=args.coordinator or "", name=args.name or ""
     )
+    if args.check:
+        from scriptpool.workers.check import run_checks
+
+        checks = run_checks(settings, worker=not args.no_worker)
+        for check in checks:
+            print(check.line())
+        return EXIT_OK if all(check.ok for check in checks) else EXIT_UNAVAILABLE
     run_worker(settings, burst=args.burst)
     return EXIT_OK
 
@@ -263,6 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--coordinator", help="coordinator address for the scripts' global calls")
     p.add_argument("--name", help="worker name (default host-pid)")
     p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="probe instead of working: Redis, the coordinator's health, a registered worker of this host "
+        "(exit 0 when all pass, 3 otherwise; for liveness/readiness probes)",
+    )
+    p.add_argument("--no-worker", action="store_true", help="with --check: leave out the registered-worker check")
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("run", help="submit a script, wait, print its output and result")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from datetime import UTC, datetime
 
@@ -34,6 +35,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], with_cl
     sp.add_argument("--name", help="name contains")
     sp.add_argument("--state", choices=["active", "suspended", "completed", "failed"])
     sp.add_argument("--limit", type=int, default=100)
+    sp.add_argument("--cursor", default="", help="go on from where a listing said more remain")
     sp.add_argument("--json", action="store_true")
     for name, text in (("get", "show one session"), ("suspend", "suspend a session"), ("resume", "resume it"),
                        ("complete", "mark it completed"), ("delete", "delete it with its timeline"),
@@ -114,7 +116,11 @@ def _list(client: ScriptpoolClient, args: argparse.Namespace) -> None:
     if args.state:
         request.state = S.SessionState.Value("SESSION_STATE_" + args.state.upper())
     request.page.limit = args.limit
-    found = client.list_sessions(request).sessions
+    request.page.cursor = args.cursor
+    response = client.list_sessions(request)
+    found = response.sessions
+    if response.next_cursor:  # a truncated answer is never silent (on stderr: stdout stays the listing)
+        print(f"more sessions remain: pass --cursor {response.next_cursor}", file=sys.stderr)
     if args.json:
         sessions: list[PlainValue] = [session_to_plain(s) for s in found]
         print(to_json(sessions, indent=2))

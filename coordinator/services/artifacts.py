@@ -19,6 +19,8 @@ from scriptpool.errors import InvalidArgument
 from scriptpool.v1 import artifacts_pb2, artifacts_pb2_grpc, common_pb2
 
 A = artifacts_pb2
+FIND_PAGE = 1000
+"""findByType/findByTag/search page size when the request gives no limit (the most one page holds)."""
 
 
 def _header(request_iterator: Iterator[A.StoreArtifactChunk]) -> A.StoreArtifactChunk:
@@ -79,27 +81,27 @@ class ArtifactServicer(artifacts_pb2_grpc.ArtifactServiceServicer):
     def FindByType(self, caller: Caller, request: A.FindByTypeRequest) -> A.ArtifactList:
         if not request.type:
             raise InvalidArgument("findByType needs a type")
-        return self._in_session(caller, request.session_id, A.ArtifactQuery(type=request.type))
+        return self._in_session(caller, request.session_id, A.ArtifactQuery(type=request.type, page=request.page))
 
     @recorded("Artifact.findByTag")
     def FindByTag(self, caller: Caller, request: A.FindByTagRequest) -> A.ArtifactList:
         if not request.tag:
             raise InvalidArgument("findByTag needs a tag")
-        return self._in_session(caller, request.session_id, A.ArtifactQuery(tags=[request.tag]))
+        return self._in_session(caller, request.session_id, A.ArtifactQuery(tags=[request.tag], page=request.page))
 
     @recorded("Artifact.search")
     def Search(self, caller: Caller, request: A.SearchArtifactsRequest) -> A.ArtifactList:
         if not request.text.strip():
             raise InvalidArgument("search needs some text to look for")
-        query = A.ArtifactQuery(session_id=request.session_id)
-        query.page.limit = 1000
+        query = A.ArtifactQuery(session_id=request.session_id, page=request.page)
+        query.page.limit = query.page.limit or FIND_PAGE
         return self.store.query(caller, query, request.text)
 
     def _in_session(self, caller: Caller, session_id: str, query: A.ArtifactQuery) -> A.ArtifactList:
         if not session_id:
             raise InvalidArgument("a session id is required")
         query.session_id = session_id
-        query.page.limit = 1000
+        query.page.limit = query.page.limit or FIND_PAGE
         return self.store.query(caller, query)
 
     @recorded("Artifact.grantPermission")

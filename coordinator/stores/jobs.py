@@ -188,11 +188,13 @@ class JobStore:
         *,
         random_seed: int = 0,
         clock_start: float = 0.0,
+        clock_replay: Sequence[float] = (),
         job_id: str = "",
         replayed: bool = False,
     ) -> jobs_pb2.Job:
-        """Enqueue a job. `random_seed` and `clock_start` are for replays (the recorded job's seed and
-        start time); otherwise a fresh seed is drawn and kept in the job's spec, and the clock is real.
+        """Enqueue a job. `random_seed`, `clock_start` and `clock_replay` are for replays (the recorded
+        job's seed, start time and clock reads); otherwise a fresh seed is drawn and kept in the job's
+        spec, and the clock is real.
         `job_id` is a new UUID the caller drew (to watch for the job's end before it exists).
         `replayed` marks a job a replay submitted (its record's `replayed` field): it cannot replay.
         With an idempotency key already used for this request, the job it queued, as it is now
@@ -203,6 +205,7 @@ class JobStore:
         if random_seed:
             checked.spec.random_seed = random_seed
         checked.spec.clock_start = clock_start
+        checked.spec.clock_replay.extend(clock_replay)
         checked.replayed = replayed
         return self.write(self._batch(caller, [checked], "", job_id, once))[0]
 

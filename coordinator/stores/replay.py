@@ -66,8 +66,11 @@ class ReplayStore:
             fields = hash_fields(raw)
             result = jobs_pb2.JobResult.FromString(fields["result"]) if "result" in fields else None
             spec = sandbox_pb2.ChildJob.FromString(fields["spec"])
-            # the clock the replayed script sees starts where the recorded job started
+            # the clock the replayed script sees starts where the recorded job started, and its
+            # reads give back the recorded job's first (sandbox/script_clock.py)
             spec.clock_start = float(fields.get("started_at", b"0")) or float(fields["created_at"])
+            if result is not None:
+                spec.clock_replay.extend(result.clock_reads)
             found.append((float(fields["created_at"]), spec, result))
         return found
 

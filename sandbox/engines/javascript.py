@@ -46,6 +46,7 @@ from scriptpool.sandbox.errors import LIMIT_ERRORS, LimitExceeded, MemoryExceede
 from scriptpool.sandbox.host import HOST_FAULT, GlobalHost, OutputSink
 from scriptpool.sandbox.limits import MIB
 from scriptpool.sandbox.runner import ScriptJob, clock_offset, seed_for
+from scriptpool.sandbox.script_clock import MAX_CLOCK_READS
 from scriptpool.values import MAX_DEPTH, PlainValue
 
 PRELUDE = resources.files(__package__).joinpath("js_prelude.js").read_text(encoding="utf-8")
@@ -469,6 +470,8 @@ class _Job:
                 "inputs": self.job.inputs,
                 "seed": seed_for(self.job) % 2**32,
                 "clockOffsetMs": round(clock_offset(self.job) * 1000),
+                "clockReplay": list(self.job.clock_replay),
+                "maxClockReads": MAX_CLOCK_READS,
             }
             api.call_method("configure", configuration)
             self.budget.start(self.job.limits.cpu_time_ms)
@@ -497,6 +500,7 @@ class _Job:
         else:
             value = envelope
         guest.drain()
+        self._record_clock(api)
         if not fulfilled:
             self._check_limits()
             described = api.call_method("describe", value).to_python()
@@ -504,6 +508,11 @@ class _Job:
         self._check_limits()
         result: PlainValue = api.call_method("finish", value).to_python()
         return result
+
+    def _record_clock(self, api: Any) -> None:
+        """The clock values the script read (`script_clock.py`), kept with the job's result."""
+        if self.budget.limit is None:
+            self.job.clock_reads.extend(float(value) for value in api.call_method("clockReads").to_python())
 
     def _check_limits(self) -> None:
         host_exception = self.guest.host_exception()

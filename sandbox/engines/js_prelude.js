@@ -3,7 +3,7 @@
 // (the script's frames read "eval_script"). It takes the host functions and its configuration
 // from globalThis, removes them from there, builds the script's globals and returns the helpers
 // the Python side needs: `configure(job)` (seed, clock, INPUT: once, before the script),
-// `finish(value)` and `describe(error)`.
+// `finish(value)`, `describe(error)` and `clockReads()`.
 //
 // Limits: a limit hit inside a host function is remembered on the Python side, which also makes
 // QuickJS's interrupt poll stop the script at its next check; throwing here only unwinds faster.
@@ -21,20 +21,31 @@
 
   const { catalog, aliases, maxDepth } = setup;
 
-  // A replay: the script's clock starts where the recorded job's did (Date.now, new Date(), Date()).
-  function replayClock(clockOffsetMs) {
-    const RealDate = Date;
-    const now = () => RealDate.now() + clockOffsetMs;
-    const ReplayDate = function Date(...args) {
-      if (!new.target) return new RealDate(now()).toString();
-      return args.length === 0 ? new RealDate(now()) : new RealDate(...args);
-    };
-    ReplayDate.prototype = RealDate.prototype;
-    ReplayDate.now = now;
-    ReplayDate.UTC = RealDate.UTC;
-    ReplayDate.parse = RealDate.parse;
-    G.Date = ReplayDate;
+  // The script's clock (sandbox/script_clock.py has the rule): every read of Date.now(), new Date()
+  // and Date() is recorded (up to maxClockReads) and a replay gives the recorded job's reads back
+  // first, then the clock shifted to the recorded job's start. Set by configure().
+  let clockOffsetMs = 0;
+  let clockReplay = [];
+  let clockCount = 0;
+  let maxClockReads = 0;
+  const clockReads = [];
+  const RealDate = Date;
+  const realNow = RealDate.now;
+  function now() {
+    const index = clockCount++;
+    const value = index < clockReplay.length ? clockReplay[index] : realNow() + clockOffsetMs;
+    if (index < maxClockReads) clockReads.push(value);
+    return value;
   }
+  const ScriptDate = function Date(...args) {
+    if (!new.target) return new RealDate(now()).toString();
+    return Reflect.construct(RealDate, args.length === 0 ? [now()] : args, new.target);
+  };
+  ScriptDate.prototype = RealDate.prototype;
+  ScriptDate.now = now;
+  ScriptDate.UTC = RealDate.UTC;
+  ScriptDate.parse = RealDate.parse;
+  G.Date = ScriptDate;
 
   // Math.random from the job's seed (mulberry32), so a replay can feed the recorded seed back.
   let rngState = 0; // set by configure(), before the script runs
@@ -274,13 +285,31 @@
     return r;
   };
 
+  // Paged operations answer {items, next_cursor}: the script gets the items as its array, with the
+  // (non-enumerable) property `next_cursor` when more remain; passing it back as `cursor` gives the
+  // next page.
+  const toPage = (convert) => (page) => {
+    if (page === null || typeof page !== "object" || isArray(page) || !isArray(page.items)) return page;
+    const items = convert ? convert(page.items) : page.items;
+    if (page.next_cursor !== null && page.next_cursor !== undefined) {
+      defineProperty(items, "next_cursor", { value: page.next_cursor, writable: true, configurable: true });
+    }
+    return items;
+  };
+
   const post = {
     "Artifact.get": lazyArtifact,
     "Artifact.store": artifactId,
     "Artifact.update": artifactId,
     "Artifact.storeFile": artifactId,
+    "Artifact.list": toPage(),
+    "Artifact.query": toPage(),
+    "Artifact.findByType": toPage(),
+    "Artifact.findByTag": toPage(),
+    "Artifact.search": toPage(),
     "Session.get": toSession,
-    "Session.list": toSessionList,
+    "Session.list": toPage(toSessionList),
+    "Session.getTimeline": toPage(),
     "Session.load": toSession,
   };
 
@@ -388,7 +417,9 @@
     if (configured) throw new Error("the sandbox was already configured for a job");
     configured = true;
     rngState = job.seed >>> 0;
-    if (job.clockOffsetMs) replayClock(job.clockOffsetMs);
+    clockOffsetMs = job.clockOffsetMs || 0;
+    clockReplay = job.clockReplay || [];
+    maxClockReads = job.maxClockReads || 0;
     G.INPUT = job.inputs;
   }
 
@@ -409,5 +440,10 @@
     }
   }
 
-  return freeze({ configure: configure, finish: plain, describe: describe });
+  return freeze({
+    configure: configure,
+    finish: plain,
+    describe: describe,
+    clockReads: () => clockReads.slice(),
+  });
 })();

@@ -21,6 +21,7 @@ from scriptpool.sandbox.engines.spare_instance import SpareInstance
 from scriptpool.sandbox.errors import LIMIT_ERRORS, LimitExceeded, MemoryExceeded, ScriptError
 from scriptpool.sandbox.host import HOST_FAULT, GlobalHost, OutputSink
 from scriptpool.sandbox.runner import ScriptJob, clock_offset, seed_for
+from scriptpool.sandbox.script_clock import MAX_CLOCK_READS
 from scriptpool.values import MAX_DEPTH, PlainValue
 
 PRELUDE = resources.files(__package__).joinpath("lua_prelude.lua").read_bytes()
@@ -269,13 +270,20 @@ class LuaRunner:
                 raise _memory_exceeded(job)
             binding = prepared.binding
             binding.job, binding.host, binding.output = job, host, output
-            status, *rest = prepared.run(
-                job.source.encode("utf-8"),
-                prepared.marshal.to_lua(job.inputs),
-                job.limits.cpu_time_ms / 1000.0,
-                seed_for(job),
-                clock_offset(job),
-            )
+            reads = prepared.runtime.table()
+            try:
+                status, *rest = prepared.run(
+                    job.source.encode("utf-8"),
+                    prepared.marshal.to_lua(job.inputs),
+                    job.limits.cpu_time_ms / 1000.0,
+                    seed_for(job),
+                    clock_offset(job),
+                    prepared.runtime.table_from(list(job.clock_replay)) if job.clock_replay else None,
+                    reads,
+                    MAX_CLOCK_READS,
+                )
+            finally:
+                job.clock_reads.extend(float(reads[index]) for index in range(1, len(reads) + 1))
             return _finish(prepared.marshal, job, status, rest)
         except lupa.LuaMemoryError as exc:
             raise _memory_exceeded(job) from exc

@@ -1,8 +1,8 @@
 -- The Lua side of the sandbox. Loaded into a fresh lupa runtime (in the spare child, before its job
 -- arrives), it receives the host functions as arguments (never as globals), builds the script's
 -- environment from an allowlist and returns `run(source, inputs, cpu_budget_s, random_seed,
--- clock_offset)`, which applies the job's settings, installs the CPU budget hook and runs the
--- script, once.
+-- clock_offset, replay, reads, most_reads)`, which applies the job's settings, installs the CPU
+-- budget hook and runs the script, once.
 --
 -- Limits: any limit hit sets `limit_hit` and raises SENTINEL. The pcall/xpcall/coroutine wrappers
 -- re-raise while `limit_hit` is set, so a script cannot swallow a limit by catching errors.
@@ -154,13 +154,25 @@ env.math = copy(math, {
 })
 env.utf8 = copy(utf8, { "char", "charpattern", "codepoint", "codes", "len", "offset" })
 env.os = copy(os, { "clock", "date", "difftime", "time" })
-local function replay_clock(clock_offset) -- a replay: the script's clock starts where the recorded job's did
+-- The script's clocks (sandbox/script_clock.py has the rule): each read is recorded, up to
+-- max_clock_reads, and a replay gives the recorded job's reads back first; os.time() is shifted to
+-- the recorded job's start in a replay.
+local clock_offset, clock_replay, clock_reads, clock_count, max_clock_reads = 0, nil, nil, 0, 0
+local function read_clock(real)
+  clock_count = clock_count + 1
+  local value = real
+  if clock_replay ~= nil and clock_replay[clock_count] ~= nil then value = clock_replay[clock_count] end
+  if clock_reads ~= nil and clock_count <= max_clock_reads then clock_reads[clock_count] = value end
+  return value
+end
+do
   local os_time, os_date, floor = os.time, os.date, math.floor
   env.os.time = function(t)
-    if t == nil then return floor(os_time() + clock_offset) end
+    if t == nil then return floor(read_clock(os_time() + clock_offset)) end
     return os_time(t)
   end
   env.os.date = function(format, t) return os_date(format, t or env.os.time()) end
+  env.os.clock = function() return read_clock(clock()) end
 end
 env.unpack = tunpack
 
@@ -300,10 +312,32 @@ local function to_artifact(t)
   return raw_setmetatable(t, LazyArtifact)
 end
 
+-- Paged operations answer {items, next_cursor}: the script gets the items as its list, with
+-- `list.next_cursor` (through the list's metatable, so `#`, ipairs and returning the list are as
+-- for any list) when more remain; passing it back as `cursor` gives the next page.
+local function to_page(convert)
+  return function(page)
+    if raw_type(page) ~= "table" or raw_type(raw_rawget(page, "items")) ~= "table" then return page end
+    local items = raw_rawget(page, "items")
+    if convert then items = convert(items) end
+    local cursor = raw_rawget(page, "next_cursor")
+    if cursor ~= nil then
+      raw_setmetatable(items, { __index = { next_cursor = cursor }, __metatable = false })
+    end
+    return items
+  end
+end
+
 local post = {
   ["Artifact.get"] = to_artifact,
   ["Session.get"] = to_session,
-  ["Session.list"] = to_session_list,
+  ["Session.list"] = to_page(to_session_list),
+  ["Session.getTimeline"] = to_page(),
+  ["Artifact.list"] = to_page(),
+  ["Artifact.query"] = to_page(),
+  ["Artifact.findByType"] = to_page(),
+  ["Artifact.findByTag"] = to_page(),
+  ["Artifact.search"] = to_page(),
   ["Session.load"] = to_session,
   ["Artifact.store"] = to_artifact_ref,
   ["Artifact.update"] = to_artifact_ref,
@@ -606,12 +640,12 @@ end
 
 -- Returns ("ok", n, values...) | ("error", message_or_value, traceback) | ("limit", kind)
 local used = false
-return function(source, inputs, cpu_budget_s, random_seed, clock_offset)
+return function(source, inputs, cpu_budget_s, random_seed, offset, replay, reads, most_reads)
   if used then return "error", "this sandbox already ran a script", "" end
   used = true
   -- Forked children share the parent's state: seed each job's generator from its own seed.
   math.randomseed(random_seed)
-  if clock_offset ~= 0 then replay_clock(clock_offset) end
+  clock_offset, clock_replay, clock_reads, max_clock_reads = offset, replay, reads, most_reads
   env.INPUT = inputs
   local fn, syntax_error = raw_load(source, "=script", "t", env)
   if not fn then

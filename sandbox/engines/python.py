@@ -49,7 +49,8 @@ from scriptpool.sandbox.engines.python_env import Environment, GuestError, guest
 from scriptpool.sandbox.errors import LIMIT_ERRORS, LimitExceeded, ScriptError
 from scriptpool.sandbox.host import HOST_FAULT, GlobalHost, OutputSink
 from scriptpool.sandbox.limits import JobLimits
-from scriptpool.sandbox.runner import ScriptJob, clock_offset, seed_for
+from scriptpool.sandbox.runner import ScriptJob, seed_for
+from scriptpool.sandbox.script_clock import ScriptClock
 from scriptpool.values import PlainValue
 
 LANGUAGE = "python"
@@ -250,7 +251,8 @@ class PythonRunner:
             except LimitExceeded:
                 budget.trip("output")
 
-        env = Environment(call, write, budget.recheck, job.inputs, seed_for(job), clock_offset(job)).globals
+        clock = ScriptClock(job.clock_start, job.clock_replay)
+        env = Environment(call, write, budget.recheck, job.inputs, seed_for(job), clock).globals
         previous_trace, previous_hook = sys.gettrace(), sys.unraisablehook
         sys.unraisablehook = budget.unraisable
         sys.settrace(budget.global_trace)
@@ -260,6 +262,7 @@ class PythonRunner:
             sys.settrace(previous_trace)
             sys.unraisablehook = previous_hook
             budget.close()
+            job.clock_reads.extend(clock.reads)
         if budget.hit is not None:
             raise LIMIT_ERRORS[budget.hit](_LIMIT_MESSAGES[budget.hit].format(limits=job.limits))
         if failure is not None:

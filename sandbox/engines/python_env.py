@@ -40,6 +40,7 @@ from RestrictedPython.Guards import (
 
 from scriptpool import errors as host_errors
 from scriptpool.sandbox.catalog import GLOBAL_OPS, aliases
+from scriptpool.sandbox.script_clock import ScriptClock
 from scriptpool.values import MAX_DEPTH, PlainValue
 
 # ------------------------------------------------------------------ errors scripts can catch
@@ -390,7 +391,8 @@ def _operation(global_name: str, op: str) -> Callable[..., Any]:
             "Session.complete": "one", "Session.list": "list", "Artifact.store": "id",
             "Artifact.update": "id", "Artifact.storeFile": "id", "Artifact.get": "artifact",
             "Artifact.list": "artifacts", "Artifact.query": "artifacts", "Artifact.findByType": "artifacts",
-            "Artifact.findByTag": "artifacts", "Artifact.search": "artifacts"}.get(full_name)  # fmt: skip
+            "Artifact.findByTag": "artifacts", "Artifact.search": "artifacts",
+            "Session.getTimeline": "entries"}.get(full_name)  # fmt: skip
 
     def operation(self: Namespace, *args: Any, **options: Any) -> Any:
         if full_name == "Session.replay":
@@ -404,21 +406,44 @@ def _operation(global_name: str, op: str) -> Callable[..., Any]:
         except TypeError as exc:
             raise guest_error("INVALID_ARGUMENT", f"{full_name}: {exc}") from None
         result = self._call(full_name, plain)
+        if wrap in PAGED and isinstance(result, dict) and isinstance(result.get("items"), list):
+            return _page(wrap, result, self)
         if wrap == "id" and isinstance(result, dict):  # Artifact.store/update: scripts get the id string
             return result.get("id")
         if wrap == "artifact" and isinstance(result, dict):
             return ArtifactRecord(result, self)
-        if wrap == "artifacts" and isinstance(result, list):
-            return [ArtifactRecord(r, self) if isinstance(r, dict) else r for r in result]
         if wrap == "one" and isinstance(result, dict):
             return SessionRecord(result, self)
-        if wrap == "list" and isinstance(result, list):
-            return [SessionRecord(r, self) if isinstance(r, dict) else r for r in result]
         return result
 
     operation.__name__ = op
     operation.__qualname__ = full_name
     return operation
+
+
+PAGED = ("list", "artifacts", "entries")
+"""The wraps of paged operations: their answer is `{items, next_cursor}` (a `Page` for the script)."""
+
+
+class Page(list[Any]):
+    """A page of a paged operation as scripts see it: the list of its items, with `next_cursor` (None
+    when nothing remains) to pass back as `cursor` for the next page."""
+
+    __slots__ = ("next_cursor",)
+
+    def __init__(self, items: list[Any], next_cursor: str | None) -> None:
+        super().__init__(items)
+        self.next_cursor = next_cursor
+
+
+def _page(wrap: str, page: dict[str, Any], namespace: Namespace) -> Page:
+    items: list[Any] = page["items"]
+    if wrap == "artifacts":
+        items = [ArtifactRecord(r, namespace) if isinstance(r, dict) else r for r in items]
+    elif wrap == "list":
+        items = [SessionRecord(r, namespace) if isinstance(r, dict) else r for r in items]
+    cursor = page.get("next_cursor")
+    return Page(items, cursor if isinstance(cursor, str) else None)
 
 
 def _replay(self: Namespace, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
@@ -530,39 +555,43 @@ class SessionRecord(dict[str, Any]):
     remove_tag = removeTag
 
 
-def _shifted_time(offset: float) -> object:
-    """The `time` module with its wall clock shifted by a replay's offset (0 otherwise)."""
+def _script_time(clock: ScriptClock) -> object:
+    """The `time` module whose clocks read through the job's `ScriptClock` (recorded, and given back
+    in a replay; its wall clock shifted to the recorded job's start in a replay)."""
     names = {a: getattr(time, a) for a in MODULE_ALLOWLIST["time"]}
 
     def gmtime(secs: float | None = None) -> time.struct_time:
-        return time.gmtime(time.time() + offset if secs is None else secs)
+        return time.gmtime(clock.wall() if secs is None else secs)
 
     def localtime(secs: float | None = None) -> time.struct_time:
-        return time.localtime(time.time() + offset if secs is None else secs)
+        return time.localtime(clock.wall() if secs is None else secs)
 
     names.update(
-        time=lambda: time.time() + offset,
-        time_ns=lambda: time.time_ns() + int(offset * 1e9),
+        time=clock.wall,
+        time_ns=lambda: int(clock.wall() * 1e9),
+        monotonic=clock.monotonic,
+        perf_counter=clock.perf_counter,
+        process_time=clock.process_time,
         gmtime=gmtime,
         localtime=localtime,
     )
     return types.SimpleNamespace(**names)
 
 
-def _shifted_datetime(offset: float) -> object:
-    """A `datetime` module whose now()/today() read `time.time() + offset` (offset: a replay's shift
-    to the recorded job's start time, else 0). The C module's own today() imports `time` through the
-    sandbox's import guard, which refuses it, so these are needed even without a replay."""
+def _script_datetime(clock: ScriptClock) -> object:
+    """A `datetime` module whose now()/today() read the job's `ScriptClock`. The C module's own
+    today() imports `time` through the sandbox's import guard, which refuses it, so these are
+    needed even without a replay."""
 
     class date(datetime.date):
         @classmethod
         def today(cls) -> Any:
-            return cls.fromtimestamp(time.time() + offset)
+            return cls.fromtimestamp(clock.wall())
 
     class datetime_(datetime.datetime):
         @classmethod
         def now(cls, tz: datetime.tzinfo | None = None) -> Any:
-            return cls.fromtimestamp(time.time() + offset, tz)
+            return cls.fromtimestamp(clock.wall(), tz)
 
         @classmethod
         def today(cls) -> Any:
@@ -570,7 +599,7 @@ def _shifted_datetime(offset: float) -> object:
 
         @classmethod
         def utcnow(cls) -> Any:
-            return cls.fromtimestamp(time.time() + offset, datetime.UTC).replace(tzinfo=None)
+            return cls.fromtimestamp(clock.wall(), datetime.UTC).replace(tzinfo=None)
 
     datetime_.__name__ = datetime_.__qualname__ = "datetime"
     names = {a: getattr(datetime, a) for a in MODULE_ALLOWLIST["datetime"]}
@@ -734,10 +763,10 @@ class Environment:
         recheck: Callable[[], None],
         inputs: Mapping[str, PlainValue],
         random_seed: int | None = None,
-        clock_offset: float = 0.0,
+        clock: ScriptClock | None = None,
     ) -> None:
         self._random_seed = random_seed
-        self._clock_offset = clock_offset
+        self._clock = clock or ScriptClock()
         self._datetime: GuestModule | None = None
         self._time: GuestModule | None = None
         self._call = Callbacks(call)
@@ -794,13 +823,13 @@ class Environment:
             if self._random is None:
                 self._random = _stand_in("random", random.Random(self._random_seed))
             return self._random
-        if name == "datetime":  # now()/today() from time.time() (+ a replay's offset), per job
+        if name == "datetime":  # now()/today() from the job's clock, per job
             if self._datetime is None:
-                self._datetime = _stand_in("datetime", _shifted_datetime(self._clock_offset))
+                self._datetime = _stand_in("datetime", _script_datetime(self._clock))
             return self._datetime
         if name == "time":
             if self._time is None:
-                self._time = _stand_in("time", _shifted_time(self._clock_offset))
+                self._time = _stand_in("time", _script_time(self._clock))
             return self._time
         return shared_module(name)
 

@@ -30,7 +30,8 @@ const audit = Artifact.getAuditLog("", id);
 const summary = {
   stored_is_str: typeof id === "string" && typeof positional === "string",
   name: a.metadata.name, type: a.type, size: a.size, version: a.version, content: a.content,
-  hash_len: a.content_hash.length, has_times: a.created_at > 0 && a.updated_at > 0,
+  hash_len: a.content_hash.length, has_times: a.created_at_unix > 0 && a.updated_at_unix >= a.created_at_unix
+    && a.created_at.endsWith("+00:00"),
   session_ok: a.session_id.length === 36,
   binary: Array.from(bin), updated_version: Artifact.get("", upd).version, v1_content: v1.content,
   listed: Artifact.list("").length, query: Artifact.query({type: "text"}).length,
@@ -64,7 +65,8 @@ audit = Artifact.getAuditLog("", aid)
 summary = {
     "stored_is_str": isinstance(aid, str) and isinstance(positional, str),
     "name": a.metadata["name"], "type": a.type, "size": a.size, "version": a.version, "content": a.content,
-    "hash_len": len(a.content_hash), "has_times": a.created_at > 0 and a.updated_at > 0,
+    "hash_len": len(a.content_hash), "has_times": a.created_at_unix > 0 and a.updated_at_unix >= a.created_at_unix
+    and a.created_at.endswith("+00:00"),
     "session_ok": len(a.session_id) == 36,
     "binary": list(binary), "updated_version": Artifact.get("", upd).version, "v1_content": v1["content"],
     "listed": len(Artifact.list("")), "query": len(Artifact.query({"type": "text"})),

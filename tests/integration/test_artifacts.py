@@ -12,6 +12,7 @@ from redis import Redis
 
 from scriptpool.client import ScriptpoolClient
 from scriptpool.coordinator.server import start_coordinator
+from scriptpool.core.script_times import iso_utc
 from scriptpool.errors import (
     DataLoss,
     FailedPrecondition,
@@ -439,8 +440,16 @@ def test_every_artifact_operation_from_lua(client: ScriptpoolClient, session_id:
     assert out["hash"] == hashlib.sha256(everything).hexdigest() and out["version"] == 2
     assert out["session"] == session_id and out["exact"] is True and out["content"] is True
     assert (out["latest_size"], out["latest_version"], out["type"]) == (512, 2, "binary")
-    assert out["meta"] == {"name": "all.bin", "description": "every byte", "tags": ["t1"],
-                           "custom": {"n": 1, "format": "raw"}}  # fmt: skip
+    meta = out["meta"]
+    assert isinstance(meta, dict)
+    created, created_unix = meta.pop("created_at"), meta.pop("created_at_unix")
+    updated, updated_unix = meta.pop("updated_at"), meta.pop("updated_at_unix")
+    assert isinstance(created_unix, float) and isinstance(updated_unix, float) and updated_unix >= created_unix
+    assert created == iso_utc(created_unix) and updated == iso_utc(updated_unix)
+    # rs-llmspell's metadata fields (issue 16) beside scriptpool's own
+    assert meta == {"name": "all.bin", "description": "every byte", "tags": ["t1"],
+                    "custom": {"n": 1, "format": "raw"}, "artifact_type": "binary",
+                    "mime_type": "application/octet-stream", "size": 256, "version": 1}  # fmt: skip
     assert (out["listed"], out["by_type"], out["by_tag"], out["search"], out["queried"]) == (2, 1, True, "notes.txt", 2)
     assert (out["granted"], out["check"], out["revoked"], out["perms"], out["owner_is_admin"]) == (
         True, False, True, "read", "admin",

@@ -8,7 +8,7 @@ import sys
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
 
 from scriptpool.coordinator.server import SERVICE_NAMES
 from scriptpool.sandbox.catalog import GLOBAL_OPS
@@ -39,14 +39,23 @@ def test_health_reports_serving_for_every_service(stack: Stack) -> None:
             assert answer.status == health_pb2.HealthCheckResponse.SERVING, name
 
 
-def test_reflection_lists_every_service(stack: Stack) -> None:
+@pytest.mark.parametrize("version", ["v1", "v1alpha"])
+def test_reflection_lists_every_service(stack: Stack, version: str) -> None:
+    """Both reflection versions answer (grpcurl and current tools ask v1 first, older ones v1alpha);
+    v1's messages are v1alpha's, field for field."""
     with grpc.insecure_channel(stack.address) as channel:
-        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-        responses = stub.ServerReflectionInfo(
-            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+        info = channel.stream_stream(
+            f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
         )
-        listed = {s.name for r in responses for s in r.list_services_response.service}
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        listed = {s.name for r in info(iter([request]), timeout=5) for s in r.list_services_response.service}
+        symbol = reflection_pb2.ServerReflectionRequest(file_containing_symbol=SERVICE_NAMES[0])
+        described = [r.file_descriptor_response.file_descriptor_proto for r in info(iter([symbol]), timeout=5)]
     assert set(SERVICE_NAMES) <= listed
+    assert {"grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"} <= listed
+    assert described and described[0]
 
 
 def test_a_method_a_servicer_lacks_answers_unimplemented_naming_it() -> None:

@@ -53,3 +53,20 @@ def test_session_commands_mirror_the_api(cli: object) -> None:
     assert out.strip() == f"deleted {session_id}"
     code, _, err = cli("get", session_id)
     assert code == 2 and "NOT_FOUND" in err
+
+
+def test_session_list_says_when_more_remain_and_goes_on_from_the_cursor(cli: object) -> None:
+    assert callable(cli)
+    tag = "cli-page-" + str(id(cli))
+    ids = {cli("create", "--name", f"p{i}", "--tag", tag)[1].strip() for i in range(3)}
+    code, out, err = cli("list", "--tag", tag, "--limit", "2", "--json")
+    first = json.loads(out)
+    assert code == 0 and len(first) == 2 and "more sessions remain: pass --cursor " in err
+    # --json shows the script shape: status/custom_metadata and ISO-8601 times with *_unix seconds
+    assert first[0]["status"] == first[0]["state"] == "active"
+    assert first[0]["created_at"].endswith("+00:00") and isinstance(first[0]["created_at_unix"], float)
+    cursor = err.rsplit(" ", 1)[1].strip()
+    code, out, err = cli("list", "--tag", tag, "--limit", "2", "--json", "--cursor", cursor)
+    rest = json.loads(out)
+    assert code == 0 and len(rest) == 1 and err == ""
+    assert {s["id"] for s in first + rest} == ids

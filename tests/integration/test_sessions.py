@@ -21,7 +21,7 @@ from scriptpool.core.keys import events_key
 from scriptpool.core.session_values import session_state_name
 from scriptpool.errors import FailedPrecondition, InvalidArgument, NotFound
 from scriptpool.languages import Language
-from scriptpool.v1 import common_pb2, sessions_pb2
+from scriptpool.v1 import common_pb2, jobs_pb2, sandbox_pb2, sessions_pb2
 from scriptpool.values import PlainValue, from_value_map, to_value_map
 from tests.conftest import Stack
 
@@ -456,26 +456,95 @@ CLOCK_SOURCES = {
 
 
 @pytest.mark.parametrize("language", list(CLOCK_SOURCES))
-def test_replay_feeds_the_recorded_start_time_back(
+def test_a_replay_of_a_job_recorded_without_clock_reads_starts_its_clock_at_the_recorded_start(
     client: ScriptpoolClient, language: Language, redis_client: Redis
 ) -> None:
     session_id = client.create_session("clock").id
     job = client.run(language, CLOCK_SOURCES[language], session_id=session_id)
     assert result_of(job)
-    # move the recorded start back a day: the replayed script must see that day, not today
-    redis_client.hset(f"sp:job:{job.id}", "started_at", repr(job.started_at - 86400))
+    # a record from before clock reads were kept, started a day earlier: the replayed script's clock
+    # must start that day, not today
+    record = f"sp:job:{job.id}"
+    raw = redis_client.hget(record, "result")
+    assert isinstance(raw, bytes)
+    recorded = jobs_pb2.JobResult.FromString(raw)
+    assert len(recorded.clock_reads) >= 1
+    recorded.ClearField("clock_reads")
+    redis_client.hset(
+        record, mapping={"result": recorded.SerializeToString(), "started_at": repr(job.started_at - 86400)}
+    )
     expected = result_of(client.run(language, CLOCK_SOURCES[language]))  # today, this hour
     replay_id = client.sessions.replay(S.ReplayRequest(session_id=session_id, speed=0)).replay_session_id
     summary = _wait_replay(client, replay_id)
     assert summary["status"] == "finished" and summary["diverged"] == 1  # the recorded result was "today"
-    replayed_jobs = client._call(
-        client._jobs.ListJobs,
-        __import__("scriptpool.v1.jobs_pb2", fromlist=["x"]).ListJobsRequest(session_id=replay_id),
-    ).jobs
-    replayed = result_of(replayed_jobs[0])
+    divergence = summary["first_divergence"]
+    assert isinstance(divergence, dict) and divergence["differs_in"] == "result"
+    assert divergence["recorded_result"] == result_of(job)
+    replayed = divergence["replayed_result"]
     assert isinstance(replayed, str) and isinstance(expected, str) and replayed != expected
     day_before = datetime.datetime.fromtimestamp(job.started_at - 86400, datetime.UTC)
     assert replayed.startswith(day_before.strftime("%Y-%m-%d"))
+
+
+CLOCK_AND_RANDOM_SOURCES = {
+    Language.LUA: (
+        "local t0, c0 = os.time(), os.clock() local x = 0 for i = 1, 20000 do x = x + i end "
+        "return {t0, c0, os.clock() - c0, os.date('%c'), math.random(), os.time() - t0}"
+    ),
+    Language.JAVASCRIPT: (
+        "const t0 = Date.now(); let x = 0; for (let i = 0; i < 20000; i++) x += i;"
+        "[t0, Date.now() - t0, new Date().toISOString(), String(Date()), Math.random()]"
+    ),
+    Language.PYTHON: (
+        "import time, datetime, random\nt0 = time.time()\nm0 = time.monotonic()\nx = sum(range(20000))\n"
+        "[t0, time.time() - t0, time.monotonic() - m0, time.perf_counter(), time.time_ns(), "
+        "datetime.datetime.now().isoformat(), random.random()]"
+    ),
+}
+
+
+@pytest.mark.parametrize("language", list(CLOCK_AND_RANDOM_SOURCES))
+def test_a_script_that_reads_only_clocks_and_random_numbers_replays_as_matched(
+    client: ScriptpoolClient, language: Language
+) -> None:
+    session_id = client.create_session("deterministic").id
+    first = result_of(client.run(language, CLOCK_AND_RANDOM_SOURCES[language], session_id=session_id))
+    second = result_of(client.run(language, CLOCK_AND_RANDOM_SOURCES[language], session_id=session_id))
+    assert first != second  # real clocks, and each job its own seed
+    for _ in range(2):  # every time
+        replay_id = client.sessions.replay(S.ReplayRequest(session_id=session_id, speed=0)).replay_session_id
+        summary = _wait_replay(client, replay_id)
+        assert (summary["status"], summary["matched"], summary["diverged"]) == ("finished", 2, 0), summary
+
+
+def test_first_divergence_says_what_differed(client: ScriptpoolClient, redis_client: Redis) -> None:
+    session_id = client.create_session("diverging").id
+    small = client.run(Language.LUA, "return 'recorded'", session_id=session_id)
+    large = client.run(Language.LUA, "return string.rep('x', 1000)", session_id=session_id)
+    failing = client.run(Language.LUA, "return 1", session_id=session_id)
+    edits = {small.id: "return 'replayed'", large.id: "return string.rep('y', 1000)", failing.id: "error('no')"}
+    for job_id, source in edits.items():  # the replays run other scripts than the recorded ones
+        raw = redis_client.hget(f"sp:job:{job_id}", "spec")
+        assert isinstance(raw, bytes)
+        spec = sandbox_pb2.ChildJob.FromString(raw)
+        spec.source = source
+        redis_client.hset(f"sp:job:{job_id}", "spec", spec.SerializeToString())
+    replay_id = client.sessions.replay(S.ReplayRequest(session_id=session_id, speed=0)).replay_session_id
+    summary = _wait_replay(client, replay_id)
+    assert (summary["matched"], summary["diverged"]) == (0, 3)
+    first = summary["first_divergence"]
+    assert isinstance(first, dict)
+    assert first == {
+        "job_index": 1,
+        "replayed_job_id": first["replayed_job_id"],
+        "differs_in": "result",
+        "recorded_outcome": "OUTCOME_OK",
+        "replayed_outcome": "OUTCOME_OK",
+        "recorded_result": "recorded",
+        "replayed_result": "replayed",
+    }
+    entries = call(client, "GetTimeline", S.GetTimelineRequest(session_id=replay_id, types=["replay.progress"]))
+    assert isinstance(entries, S.Timeline) and len(entries.entries) == 3
 
 
 def test_a_job_reading_a_session_is_one_round_trip_with_its_record(stack: Stack, client: ScriptpoolClient) -> None:

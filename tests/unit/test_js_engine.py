@@ -250,7 +250,8 @@ def test_quickstart_example_runs_against_a_fake_host() -> None:
             self.calls.append((op, args))
             session: dict[str, PlainValue] = {"id": "s1", "name": "quickstart", "state": "active", "tags": ["demo"]}
             session["metadata"] = {"a": 1}
-            replies: dict[str, PlainValue] = {"Session.create": "s1", "Session.get": session, "Session.list": [session]}
+            page: dict[str, PlainValue] = {"items": [session], "next_cursor": None}
+            replies: dict[str, PlainValue] = {"Session.create": "s1", "Session.get": session, "Session.list": page}
             return replies[op]
 
     source = (REPO / "examples" / "quickstart.js").read_text()

@@ -35,7 +35,7 @@ class RecordingHost:
                 "state": "active",
                 "metadata": {"k": 1},
             }
-            return record if op == "Session.get" else [record]
+            return record if op == "Session.get" else {"items": [record], "next_cursor": None}
         if op == "Session.getTags":
             return list(self.tags)
         if op == "Session.setTags":

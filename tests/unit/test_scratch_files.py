@@ -174,7 +174,7 @@ def test_store_file_four_argument_form_takes_the_type(scratch: Path) -> None:
     inner = ArtifactHost()
     host = ScratchFileHost(inner, str(scratch), 1024)
     host.call("File.writeAll", ["/up.txt", "héllo", False])
-    host.call("Artifact.storeFile", ["s", "/up.txt", "text", {"source": "fs", "type": "ignored"}])
+    host.call("Artifact.storeFile", ["s", "/up.txt", "text", {"source": "fs"}])
     assert inner.calls[-1] == (
         "Artifact.store",
         ["s", {"content": "héllo", "type": "text", "metadata": {"source": "fs", "name": "up.txt"}}],

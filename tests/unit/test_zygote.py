@@ -116,12 +116,28 @@ def test_the_zygote_has_no_worker_secrets(pool: SparePool, monkeypatch: pytest.M
     assert b"secret" not in environ and environ.strip(b"\x00") == b""
 
 
+def _signal_after_cpu(pid: int, seconds: float, signum: int) -> None:
+    """Send `signum` to `pid` once it has used `seconds` of CPU (read from /proc: a handshake on the
+    child's own work, not on the time that passed, so a loaded machine cannot make it early)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    while True:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            return
+        if (int(fields[11]) + int(fields[12])) / ticks >= seconds:
+            os.kill(pid, signum)
+            return
+        time.sleep(0.01)
+
+
 def test_deaths_are_classified_from_the_status_and_rusage_the_zygote_reports(pool: SparePool) -> None:
     """No result: the outcome comes from the wait status and CPU time sent by the zygote."""
     pool.refill()
     child = pool.take()
     handle = child.handle
-    threading.Timer(0.5, lambda: os.kill(child.pid, signal.SIGXCPU)).start()
+    threading.Thread(target=_signal_after_cpu, args=(child.pid, 0.35, signal.SIGXCPU), daemon=True).start()
     run = supervise(child, _spec(SPIN, cpu_time_ms=60_000, wall_time_ms=60_000), NoHost())  # type: ignore[arg-type]
     assert run.outcome is Outcome.CPU_TIME_EXCEEDED
     assert run.cpu_time_ms >= 300 and run.peak_memory_bytes > 0  # measured by the kernel, sent by the zygote

@@ -3,6 +3,7 @@ naming the operation and the argument. Shared by every bridge module."""
 
 from __future__ import annotations
 
+from scriptpool.core.script_times import parse_time
 from scriptpool.errors import InvalidArgument
 from scriptpool.v1 import common_pb2
 from scriptpool.values import PlainValue, to_value_map
@@ -51,3 +52,18 @@ def table_arg(value: PlainValue, what: str) -> dict[str, PlainValue]:
 
 def value_map_arg(value: PlainValue, what: str) -> common_pb2.ValueMap:
     return to_value_map(table_arg(value, what))
+
+
+def page_value(items: list[PlainValue], next_cursor: str) -> PlainValue:
+    """A page of a paged operation (`scriptpool.sandbox.catalog.PAGED_OPS`) as it crosses to the
+    engine: `{items, next_cursor}`; each engine gives the script the items as its list with
+    `next_cursor` on it (nil/undefined/None when nothing remains)."""
+    return {"items": items, "next_cursor": next_cursor or None}
+
+
+def time_arg(value: PlainValue, what: str) -> float:
+    """A time filter: seconds since the epoch or an ISO-8601 string (ADR 0011), as seconds."""
+    try:
+        return parse_time(value, what)
+    except ValueError as exc:
+        raise InvalidArgument(str(exc)) from None

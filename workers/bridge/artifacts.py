@@ -16,20 +16,24 @@ from collections.abc import Iterator
 from scriptpool.core.artifact_values import content_value, info_to_plain
 from scriptpool.core.defaults import ARTIFACT_CHUNK_BYTES
 from scriptpool.errors import FailedPrecondition, InvalidArgument, PermissionDenied, ResourceExhausted
-from scriptpool.v1 import artifacts_pb2
+from scriptpool.v1 import artifacts_pb2, common_pb2
 from scriptpool.values import PlainValue, to_value, to_value_map
-from scriptpool.workers.bridge.args import UINT32_MAX
+from scriptpool.workers.bridge.args import UINT32_MAX, page_value
 from scriptpool.workers.bridge.args import count_arg as _count
 from scriptpool.workers.bridge.args import string_arg as _string
 from scriptpool.workers.bridge.args import strings_arg as _strings
 from scriptpool.workers.bridge.args import table_arg as _table
+from scriptpool.workers.bridge.args import time_arg as _time
 from scriptpool.workers.bridge.calls import BridgeCalls, Handlers
 
 A = artifacts_pb2
 QUERY_FIELDS = ("session_id", "type", "tags", "tags_any", "name_pattern", "metadata", "created_after",
                 "created_before", "min_size", "max_size", "sort", "limit", "cursor")  # fmt: skip
 META_FIELDS = ("name", "description", "tags", "custom")
+PAGE_FIELDS = ("limit", "cursor")
 LIST_LIMIT = 1000
+"""The page size of list/findByType/findByTag/search when the script gives no `limit` (the
+coordinator's maximum): a longer answer comes with a `next_cursor` to pass back as `cursor`."""
 
 
 def _content(value: PlainValue, op: str) -> tuple[bytes, str]:
@@ -186,12 +190,23 @@ def get_content(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainVa
 
 
 def _listing(answer: A.ArtifactList) -> PlainValue:
-    return [info_to_plain(info) for info in answer.artifacts]
+    return page_value([info_to_plain(info) for info in answer.artifacts], answer.next_cursor)
+
+
+def _page(page: common_pb2.PageRequest, args: list[PlainValue], index: int, op: str) -> None:
+    """The trailing options `{limit, cursor}` of list/findByType/findByTag/search into `page`."""
+    opts = _table(_arg(args, index), f"{op}: options")
+    unknown = sorted(set(opts) - set(PAGE_FIELDS))
+    if unknown:
+        raise InvalidArgument(f"{op}: unknown option {unknown[0]!r}; allowed: {', '.join(PAGE_FIELDS)}")
+    page.limit = _count(opts.get("limit"), f"{op}: limit", UINT32_MAX) or LIST_LIMIT
+    page.cursor = _string(opts.get("cursor"), f"{op}: cursor")
 
 
 def list_(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainValue:
+    """list(session_id [, {limit, cursor}])."""
     request = A.ListArtifactsRequest(session_id=_session(bridge, args, op))
-    request.page.limit = LIST_LIMIT
+    _page(request.page, args, 1, op)
     return _listing(bridge.unary(bridge.artifacts.List, request))
 
 
@@ -219,26 +234,32 @@ def query(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainValue:
     )
     for name in ("created_after", "created_before"):
         if q.get(name) is not None:
-            getattr(request, name).CopyFrom(to_value(q[name]))
+            getattr(request, name).CopyFrom(to_value(_time(q[name], f"{op}: {name}")))
     request.page.limit = _count(q.get("limit"), f"{op}: limit", UINT32_MAX)
     request.page.cursor = _string(q.get("cursor"), f"{op}: cursor")
     return _listing(bridge.unary(bridge.artifacts.Query, request))
 
 
 def find_by_type(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainValue:
+    """findByType(session_id, type [, {limit, cursor}])."""
     request = A.FindByTypeRequest(session_id=_session(bridge, args, op), type=_string(_arg(args, 1), f"{op}: type"))
+    _page(request.page, args, 2, op)
     return _listing(bridge.unary(bridge.artifacts.FindByType, request))
 
 
 def find_by_tag(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainValue:
+    """findByTag(session_id, tag [, {limit, cursor}])."""
     request = A.FindByTagRequest(session_id=_session(bridge, args, op), tag=_string(_arg(args, 1), f"{op}: tag"))
+    _page(request.page, args, 2, op)
     return _listing(bridge.unary(bridge.artifacts.FindByTag, request))
 
 
 def search(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainValue:
+    """search(session_id, text [, {limit, cursor}])."""
     request = A.SearchArtifactsRequest(
         session_id=_session(bridge, args, op), text=_string(_arg(args, 1), f"{op}: text")
     )
+    _page(request.page, args, 2, op)
     return _listing(bridge.unary(bridge.artifacts.Search, request))
 
 

@@ -12,10 +12,11 @@ from scriptpool.core.session_values import session_to_plain
 from scriptpool.errors import InvalidArgument
 from scriptpool.v1 import common_pb2, sessions_pb2
 from scriptpool.values import PlainValue, from_value_map, to_value
-from scriptpool.workers.bridge.args import UINT32_MAX
+from scriptpool.workers.bridge.args import UINT32_MAX, page_value
 from scriptpool.workers.bridge.args import count_arg as _count
 from scriptpool.workers.bridge.args import string_arg as _string
 from scriptpool.workers.bridge.args import strings_arg as _strings
+from scriptpool.workers.bridge.args import time_arg as _time
 from scriptpool.workers.bridge.args import value_map_arg as _map
 from scriptpool.workers.bridge.calls import BridgeCalls, Handlers
 
@@ -23,7 +24,8 @@ AWAIT_REPLAY_OP = "Session.awaitReplay"  # not a script global: used by the engi
 AWAIT_REPLAY_SECONDS = 1.0
 CREATE_FIELDS = ("name", "description", "tags", "metadata", "parent_session_id")
 TIME_FILTERS = ("created_after", "created_before", "updated_after", "updated_before")
-LIST_FIELDS = ("state", "tags", "name", "metadata", "parent_session_id", "limit", "cursor", "sort", *TIME_FILTERS)
+LIST_FIELDS = ("state", "status", "tags", "name", "metadata", "parent_session_id", "limit", "cursor", "sort",
+               *TIME_FILTERS)  # fmt: skip
 
 
 def _options(args: list[PlainValue], op: str, allowed: tuple[str, ...]) -> dict[str, PlainValue]:
@@ -78,17 +80,26 @@ def session_list(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainV
     )
     for name in TIME_FILTERS:
         if opts.get(name) is not None:
-            getattr(request, name).CopyFrom(to_value(opts[name]))
-    state = opts.get("state")
+            getattr(request, name).CopyFrom(to_value(_time(opts[name], f"{op}: {name}")))
+    state = _state_filter(opts, op)
     if state is not None:
-        name = "SESSION_STATE_" + _string(state, f"{op}: state").upper()
+        name = "SESSION_STATE_" + state.upper()
         if name not in sessions_pb2.SessionState.keys() or name == "SESSION_STATE_UNSPECIFIED":
-            raise InvalidArgument(f"{op}: state must be active, suspended, completed or failed")
+            raise InvalidArgument(f"{op}: state (status) must be active, suspended, completed or failed")
         request.state = sessions_pb2.SessionState.Value(name)
     request.page.limit = _count(opts.get("limit"), f"{op}: limit", UINT32_MAX)
     request.page.cursor = _string(opts.get("cursor"), f"{op}: cursor")
     response: sessions_pb2.ListSessionsResponse = bridge.unary(bridge.sessions.List, request)
-    return [session_to_plain(s) for s in response.sessions]
+    return page_value([session_to_plain(s) for s in response.sessions], response.next_cursor)
+
+
+def _state_filter(opts: dict[str, PlainValue], op: str) -> str | None:
+    """`state`, or rs-llmspell's `status` (the same values); both given must agree."""
+    state = _string(opts.get("state"), f"{op}: state") or None
+    status = _string(opts.get("status"), f"{op}: status") or None
+    if state is not None and status is not None and state != status:
+        raise InvalidArgument(f"{op}: state {state!r} and status {status!r} disagree (status is state's other name)")
+    return state or status
 
 
 def _target(bridge: BridgeCalls, args: list[PlainValue], op: str) -> str:
@@ -173,20 +184,26 @@ def session_replay(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> Plai
 
 
 def session_get_timeline(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainValue:
-    opts = _options(args[1:], op, ("after", "limit", "types"))
+    """A page of the timeline; `cursor` (the previous page's `next_cursor`) is another name for `after`."""
+    opts = _options(args[1:], op, ("after", "cursor", "limit", "types"))
     limit = _count(opts.get("limit"), f"{op}: limit", UINT32_MAX)
+    after = _string(opts.get("after"), f"{op}: after")
+    cursor = _string(opts.get("cursor"), f"{op}: cursor")
+    if after and cursor and after != cursor:
+        raise InvalidArgument(f"{op}: after and cursor disagree (cursor is another name for after)")
     request = sessions_pb2.GetTimelineRequest(
         session_id=_target(bridge, args, op),
-        after=_string(opts.get("after"), f"{op}: after"),
+        after=after or cursor,
         limit=limit,
         types=_strings(opts.get("types"), f"{op}: types"),
     )
     timeline = bridge.unary(bridge.sessions.GetTimeline, request)
-    return [
+    entries: list[PlainValue] = [
         {"id": e.id, "timestamp": e.timestamp, "type": e.type, "description": e.description,
          "job_id": e.job_id or None, "data": from_value_map(e.data)}
         for e in timeline.entries
     ]  # fmt: skip
+    return page_value(entries, timeline.next_after)
 
 
 def session_await_replay(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainValue:

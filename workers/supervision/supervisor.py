@@ -29,6 +29,7 @@ from scriptpool.sandbox import framing
 from scriptpool.sandbox.host import GlobalHost
 from scriptpool.sandbox.jail import scratch_is_empty
 from scriptpool.sandbox.runner import DEFAULT_WARM_UP
+from scriptpool.sandbox.script_clock import MAX_CLOCK_READS
 from scriptpool.v1 import jobs_pb2, sandbox_pb2
 from scriptpool.values import PlainValue, from_value, to_value
 from scriptpool.workers.supervision.child_reuse import (
@@ -75,6 +76,8 @@ class ChildRun:
     global_calls: int = 0
     handed_over: bool = False
     """The child received the job. False: it was gone first, and nothing of the job ran."""
+    clock_reads: list[float] = field(default_factory=list)
+    """The clock values the script read (sandbox/script_clock.py), for a replay of the job."""
 
     def to_job_result(self) -> jobs_pb2.JobResult:
         result = jobs_pb2.JobResult(
@@ -92,6 +95,7 @@ class ChildRun:
         )
         if self.outcome is Outcome.OK:
             result.result.CopyFrom(to_value(self.result))
+        result.clock_reads.extend(self.clock_reads)
         if self.error is not None:
             result.error.CopyFrom(self.error)
         return result
@@ -282,6 +286,7 @@ class _Supervision:
             info.error.CopyFrom(final.error)
         if info.outcome is Outcome.OUTPUT_EXCEEDED:
             info.output_truncated = True
+        info.clock_reads = list(final.clock_reads[:MAX_CLOCK_READS])  # the child is not trusted with the bound
 
     def classify_death(self, ended: ChildExit | None) -> tuple[Outcome, str]:
         info = self.run_info

@@ -25,19 +25,19 @@ _sym_db = _symbol_database.Default()
 from scriptpool.v1 import common_pb2 as scriptpool_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18scriptpool/v1/jobs.proto\x12\rscriptpool.v1\x1a\x1ascriptpool/v1/common.proto\"\x94\x01\n\tJobLimits\x12\x13\n\x0b\x63pu_time_ms\x18\x01 \x01(\x04\x12\x14\n\x0cwall_time_ms\x18\x02 \x01(\x04\x12\x14\n\x0cmemory_bytes\x18\x03 \x01(\x04\x12\x14\n\x0coutput_bytes\x18\x04 \x01(\x04\x12\x18\n\x10max_global_calls\x18\x05 \x01(\x04\x12\x16\n\x0e\x61rtifact_bytes\x18\x06 \x01(\x04\"|\n\x08JobUsage\x12\x13\n\x0b\x63pu_time_ms\x18\x01 \x01(\x04\x12\x14\n\x0cwall_time_ms\x18\x02 \x01(\x04\x12\x19\n\x11peak_memory_bytes\x18\x03 \x01(\x04\x12\x14\n\x0coutput_bytes\x18\x04 \x01(\x04\x12\x14\n\x0cglobal_calls\x18\x05 \x01(\x04\"C\n\x0fScriptErrorInfo\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x0c\n\x04line\x18\x02 \x01(\r\x12\x11\n\ttraceback\x18\x03 \x01(\t\"\xec\x01\n\tJobResult\x12\'\n\x07outcome\x18\x01 \x01(\x0e\x32\x16.scriptpool.v1.Outcome\x12$\n\x06result\x18\x02 \x01(\x0b\x32\x14.scriptpool.v1.Value\x12\x0e\n\x06output\x18\x03 \x01(\t\x12\x18\n\x10output_truncated\x18\x04 \x01(\x08\x12\x0f\n\x07message\x18\x05 \x01(\t\x12-\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x1e.scriptpool.v1.ScriptErrorInfo\x12&\n\x05usage\x18\x07 \x01(\x0b\x32\x17.scriptpool.v1.JobUsage\"\xd4\x02\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12)\n\x08language\x18\x03 \x01(\x0e\x32\x17.scriptpool.v1.Language\x12(\n\x06status\x18\x04 \x01(\x0e\x32\x18.scriptpool.v1.JobStatus\x12(\n\x06limits\x18\x05 \x01(\x0b\x32\x18.scriptpool.v1.JobLimits\x12\x11\n\tprincipal\x18\x06 \x01(\t\x12\x12\n\ncreated_at\x18\x07 \x01(\x01\x12\x12\n\nstarted_at\x18\x08 \x01(\x01\x12\x13\n\x0b\x66inished_at\x18\t \x01(\x01\x12(\n\x06result\x18\n \x01(\x0b\x32\x18.scriptpool.v1.JobResult\x12\x0e\n\x06worker\x18\x0b \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x0c \x01(\r\x12\x13\n\x0bmax_retries\x18\r \x01(\r\"\xf8\x01\n\x10SubmitJobRequest\x12)\n\x08language\x18\x01 \x01(\x0e\x32\x17.scriptpool.v1.Language\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12(\n\x06limits\x18\x04 \x01(\x0b\x32\x18.scriptpool.v1.JobLimits\x12\'\n\x06inputs\x18\x05 \x01(\x0b\x32\x17.scriptpool.v1.ValueMap\x12\x14\n\x0cwait_seconds\x18\x06 \x01(\x01\x12\x13\n\x0bmax_retries\x18\x07 \x01(\r\x12\x17\n\x0fidempotency_key\x18\x08 \x01(\t\"F\n\x11SubmitJobResponse\x12\x1f\n\x03job\x18\x01 \x01(\x0b\x32\x12.scriptpool.v1.Job\x12\x10\n\x08\x66inished\x18\x02 \x01(\x08\"q\n\x11SubmitJobsRequest\x12-\n\x04jobs\x18\x01 \x03(\x0b\x32\x1f.scriptpool.v1.SubmitJobRequest\x12\x14\n\x0cwait_seconds\x18\x02 \x01(\x01\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"V\n\x12SubmitJobsResponse\x12\r\n\x05index\x18\x01 \x01(\r\x12\x1f\n\x03job\x18\x02 \x01(\x0b\x32\x12.scriptpool.v1.Job\x12\x10\n\x08\x66inished\x18\x03 \x01(\x08\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"9\n\x0eWaitJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x02 \x01(\x01\"D\n\x0fWaitJobResponse\x12\x1f\n\x03job\x18\x01 \x01(\x0b\x32\x12.scriptpool.v1.Job\x12\x10\n\x08\x66inished\x18\x02 \x01(\x08\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"O\n\x0fListJobsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12(\n\x04page\x18\x02 \x01(\x0b\x32\x1a.scriptpool.v1.PageRequest\"I\n\x10ListJobsResponse\x12 \n\x04jobs\x18\x01 \x03(\x0b\x32\x12.scriptpool.v1.Job\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t*d\n\x08Language\x12\x18\n\x14LANGUAGE_UNSPECIFIED\x10\x00\x12\x10\n\x0cLANGUAGE_LUA\x10\x01\x12\x17\n\x13LANGUAGE_JAVASCRIPT\x10\x02\x12\x13\n\x0fLANGUAGE_PYTHON\x10\x03*\xd1\x02\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x0e\n\nOUTCOME_OK\x10\x01\x12\x18\n\x14OUTCOME_SCRIPT_ERROR\x10\x02\x12\x1d\n\x19OUTCOME_CPU_TIME_EXCEEDED\x10\x03\x12\x1e\n\x1aOUTCOME_WALL_TIME_EXCEEDED\x10\x04\x12\x1b\n\x17OUTCOME_MEMORY_EXCEEDED\x10\x05\x12\x1b\n\x17OUTCOME_OUTPUT_EXCEEDED\x10\x06\x12\x1f\n\x1bOUTCOME_CALL_LIMIT_EXCEEDED\x10\x07\x12\x1d\n\x19OUTCOME_SANDBOX_VIOLATION\x10\x08\x12\x15\n\x11OUTCOME_CANCELLED\x10\t\x12\x17\n\x13OUTCOME_WORKER_LOST\x10\n\x12\x1a\n\x16OUTCOME_INTERNAL_ERROR\x10\x0b*o\n\tJobStatus\x12\x1a\n\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATUS_QUEUED\x10\x01\x12\x16\n\x12JOB_STATUS_RUNNING\x10\x02\x12\x17\n\x13JOB_STATUS_FINISHED\x10\x03\x32\xc6\x03\n\nJobService\x12N\n\tSubmitJob\x12\x1f.scriptpool.v1.SubmitJobRequest\x1a .scriptpool.v1.SubmitJobResponse\x12S\n\nSubmitJobs\x12 .scriptpool.v1.SubmitJobsRequest\x1a!.scriptpool.v1.SubmitJobsResponse0\x01\x12:\n\x06GetJob\x12\x1c.scriptpool.v1.GetJobRequest\x1a\x12.scriptpool.v1.Job\x12H\n\x07WaitJob\x12\x1d.scriptpool.v1.WaitJobRequest\x1a\x1e.scriptpool.v1.WaitJobResponse\x12@\n\tCancelJob\x12\x1f.scriptpool.v1.CancelJobRequest\x1a\x12.scriptpool.v1.Job\x12K\n\x08ListJobs\x12\x1e.scriptpool.v1.ListJobsRequest\x1a\x1f.scriptpool.v1.ListJobsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18scriptpool/v1/jobs.proto\x12\rscriptpool.v1\x1a\x1ascriptpool/v1/common.proto\"\x94\x01\n\tJobLimits\x12\x13\n\x0b\x63pu_time_ms\x18\x01 \x01(\x04\x12\x14\n\x0cwall_time_ms\x18\x02 \x01(\x04\x12\x14\n\x0cmemory_bytes\x18\x03 \x01(\x04\x12\x14\n\x0coutput_bytes\x18\x04 \x01(\x04\x12\x18\n\x10max_global_calls\x18\x05 \x01(\x04\x12\x16\n\x0e\x61rtifact_bytes\x18\x06 \x01(\x04\"|\n\x08JobUsage\x12\x13\n\x0b\x63pu_time_ms\x18\x01 \x01(\x04\x12\x14\n\x0cwall_time_ms\x18\x02 \x01(\x04\x12\x19\n\x11peak_memory_bytes\x18\x03 \x01(\x04\x12\x14\n\x0coutput_bytes\x18\x04 \x01(\x04\x12\x14\n\x0cglobal_calls\x18\x05 \x01(\x04\"C\n\x0fScriptErrorInfo\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x0c\n\x04line\x18\x02 \x01(\r\x12\x11\n\ttraceback\x18\x03 \x01(\t\"\x81\x02\n\tJobResult\x12\'\n\x07outcome\x18\x01 \x01(\x0e\x32\x16.scriptpool.v1.Outcome\x12$\n\x06result\x18\x02 \x01(\x0b\x32\x14.scriptpool.v1.Value\x12\x0e\n\x06output\x18\x03 \x01(\t\x12\x18\n\x10output_truncated\x18\x04 \x01(\x08\x12\x0f\n\x07message\x18\x05 \x01(\t\x12-\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x1e.scriptpool.v1.ScriptErrorInfo\x12&\n\x05usage\x18\x07 \x01(\x0b\x32\x17.scriptpool.v1.JobUsage\x12\x13\n\x0b\x63lock_reads\x18\x08 \x03(\x01\"\xd4\x02\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12)\n\x08language\x18\x03 \x01(\x0e\x32\x17.scriptpool.v1.Language\x12(\n\x06status\x18\x04 \x01(\x0e\x32\x18.scriptpool.v1.JobStatus\x12(\n\x06limits\x18\x05 \x01(\x0b\x32\x18.scriptpool.v1.JobLimits\x12\x11\n\tprincipal\x18\x06 \x01(\t\x12\x12\n\ncreated_at\x18\x07 \x01(\x01\x12\x12\n\nstarted_at\x18\x08 \x01(\x01\x12\x13\n\x0b\x66inished_at\x18\t \x01(\x01\x12(\n\x06result\x18\n \x01(\x0b\x32\x18.scriptpool.v1.JobResult\x12\x0e\n\x06worker\x18\x0b \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x0c \x01(\r\x12\x13\n\x0bmax_retries\x18\r \x01(\r\"\xf8\x01\n\x10SubmitJobRequest\x12)\n\x08language\x18\x01 \x01(\x0e\x32\x17.scriptpool.v1.Language\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12(\n\x06limits\x18\x04 \x01(\x0b\x32\x18.scriptpool.v1.JobLimits\x12\'\n\x06inputs\x18\x05 \x01(\x0b\x32\x17.scriptpool.v1.ValueMap\x12\x14\n\x0cwait_seconds\x18\x06 \x01(\x01\x12\x13\n\x0bmax_retries\x18\x07 \x01(\r\x12\x17\n\x0fidempotency_key\x18\x08 \x01(\t\"F\n\x11SubmitJobResponse\x12\x1f\n\x03job\x18\x01 \x01(\x0b\x32\x12.scriptpool.v1.Job\x12\x10\n\x08\x66inished\x18\x02 \x01(\x08\"q\n\x11SubmitJobsRequest\x12-\n\x04jobs\x18\x01 \x03(\x0b\x32\x1f.scriptpool.v1.SubmitJobRequest\x12\x14\n\x0cwait_seconds\x18\x02 \x01(\x01\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"V\n\x12SubmitJobsResponse\x12\r\n\x05index\x18\x01 \x01(\r\x12\x1f\n\x03job\x18\x02 \x01(\x0b\x32\x12.scriptpool.v1.Job\x12\x10\n\x08\x66inished\x18\x03 \x01(\x08\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"9\n\x0eWaitJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x02 \x01(\x01\"D\n\x0fWaitJobResponse\x12\x1f\n\x03job\x18\x01 \x01(\x0b\x32\x12.scriptpool.v1.Job\x12\x10\n\x08\x66inished\x18\x02 \x01(\x08\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"O\n\x0fListJobsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12(\n\x04page\x18\x02 \x01(\x0b\x32\x1a.scriptpool.v1.PageRequest\"I\n\x10ListJobsResponse\x12 \n\x04jobs\x18\x01 \x03(\x0b\x32\x12.scriptpool.v1.Job\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t*d\n\x08Language\x12\x18\n\x14LANGUAGE_UNSPECIFIED\x10\x00\x12\x10\n\x0cLANGUAGE_LUA\x10\x01\x12\x17\n\x13LANGUAGE_JAVASCRIPT\x10\x02\x12\x13\n\x0fLANGUAGE_PYTHON\x10\x03*\xd1\x02\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x0e\n\nOUTCOME_OK\x10\x01\x12\x18\n\x14OUTCOME_SCRIPT_ERROR\x10\x02\x12\x1d\n\x19OUTCOME_CPU_TIME_EXCEEDED\x10\x03\x12\x1e\n\x1aOUTCOME_WALL_TIME_EXCEEDED\x10\x04\x12\x1b\n\x17OUTCOME_MEMORY_EXCEEDED\x10\x05\x12\x1b\n\x17OUTCOME_OUTPUT_EXCEEDED\x10\x06\x12\x1f\n\x1bOUTCOME_CALL_LIMIT_EXCEEDED\x10\x07\x12\x1d\n\x19OUTCOME_SANDBOX_VIOLATION\x10\x08\x12\x15\n\x11OUTCOME_CANCELLED\x10\t\x12\x17\n\x13OUTCOME_WORKER_LOST\x10\n\x12\x1a\n\x16OUTCOME_INTERNAL_ERROR\x10\x0b*o\n\tJobStatus\x12\x1a\n\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATUS_QUEUED\x10\x01\x12\x16\n\x12JOB_STATUS_RUNNING\x10\x02\x12\x17\n\x13JOB_STATUS_FINISHED\x10\x03\x32\xc6\x03\n\nJobService\x12N\n\tSubmitJob\x12\x1f.scriptpool.v1.SubmitJobRequest\x1a .scriptpool.v1.SubmitJobResponse\x12S\n\nSubmitJobs\x12 .scriptpool.v1.SubmitJobsRequest\x1a!.scriptpool.v1.SubmitJobsResponse0\x01\x12:\n\x06GetJob\x12\x1c.scriptpool.v1.GetJobRequest\x1a\x12.scriptpool.v1.Job\x12H\n\x07WaitJob\x12\x1d.scriptpool.v1.WaitJobRequest\x1a\x1e.scriptpool.v1.WaitJobResponse\x12@\n\tCancelJob\x12\x1f.scriptpool.v1.CancelJobRequest\x1a\x12.scriptpool.v1.Job\x12K\n\x08ListJobs\x12\x1e.scriptpool.v1.ListJobsRequest\x1a\x1f.scriptpool.v1.ListJobsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'scriptpool.v1.jobs_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LANGUAGE']._serialized_start=1879
-  _globals['_LANGUAGE']._serialized_end=1979
-  _globals['_OUTCOME']._serialized_start=1982
-  _globals['_OUTCOME']._serialized_end=2319
-  _globals['_JOBSTATUS']._serialized_start=2321
-  _globals['_JOBSTATUS']._serialized_end=2432
+  _globals['_LANGUAGE']._serialized_start=1900
+  _globals['_LANGUAGE']._serialized_end=2000
+  _globals['_OUTCOME']._serialized_start=2003
+  _globals['_OUTCOME']._serialized_end=2340
+  _globals['_JOBSTATUS']._serialized_start=2342
+  _globals['_JOBSTATUS']._serialized_end=2453
   _globals['_JOBLIMITS']._serialized_start=72
   _globals['_JOBLIMITS']._serialized_end=220
   _globals['_JOBUSAGE']._serialized_start=222
@@ -45,29 +45,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SCRIPTERRORINFO']._serialized_start=348
   _globals['_SCRIPTERRORINFO']._serialized_end=415
   _globals['_JOBRESULT']._serialized_start=418
-  _globals['_JOBRESULT']._serialized_end=654
-  _globals['_JOB']._serialized_start=657
-  _globals['_JOB']._serialized_end=997
-  _globals['_SUBMITJOBREQUEST']._serialized_start=1000
-  _globals['_SUBMITJOBREQUEST']._serialized_end=1248
-  _globals['_SUBMITJOBRESPONSE']._serialized_start=1250
-  _globals['_SUBMITJOBRESPONSE']._serialized_end=1320
-  _globals['_SUBMITJOBSREQUEST']._serialized_start=1322
-  _globals['_SUBMITJOBSREQUEST']._serialized_end=1435
-  _globals['_SUBMITJOBSRESPONSE']._serialized_start=1437
-  _globals['_SUBMITJOBSRESPONSE']._serialized_end=1523
-  _globals['_GETJOBREQUEST']._serialized_start=1525
-  _globals['_GETJOBREQUEST']._serialized_end=1556
-  _globals['_WAITJOBREQUEST']._serialized_start=1558
-  _globals['_WAITJOBREQUEST']._serialized_end=1615
-  _globals['_WAITJOBRESPONSE']._serialized_start=1617
-  _globals['_WAITJOBRESPONSE']._serialized_end=1685
-  _globals['_CANCELJOBREQUEST']._serialized_start=1687
-  _globals['_CANCELJOBREQUEST']._serialized_end=1721
-  _globals['_LISTJOBSREQUEST']._serialized_start=1723
-  _globals['_LISTJOBSREQUEST']._serialized_end=1802
-  _globals['_LISTJOBSRESPONSE']._serialized_start=1804
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1877
-  _globals['_JOBSERVICE']._serialized_start=2435
-  _globals['_JOBSERVICE']._serialized_end=2889
+  _globals['_JOBRESULT']._serialized_end=675
+  _globals['_JOB']._serialized_start=678
+  _globals['_JOB']._serialized_end=1018
+  _globals['_SUBMITJOBREQUEST']._serialized_start=1021
+  _globals['_SUBMITJOBREQUEST']._serialized_end=1269
+  _globals['_SUBMITJOBRESPONSE']._serialized_start=1271
+  _globals['_SUBMITJOBRESPONSE']._serialized_end=1341
+  _globals['_SUBMITJOBSREQUEST']._serialized_start=1343
+  _globals['_SUBMITJOBSREQUEST']._serialized_end=1456
+  _globals['_SUBMITJOBSRESPONSE']._serialized_start=1458
+  _globals['_SUBMITJOBSRESPONSE']._serialized_end=1544
+  _globals['_GETJOBREQUEST']._serialized_start=1546
+  _globals['_GETJOBREQUEST']._serialized_end=1577
+  _globals['_WAITJOBREQUEST']._serialized_start=1579
+  _globals['_WAITJOBREQUEST']._serialized_end=1636
+  _globals['_WAITJOBRESPONSE']._serialized_start=1638
+  _globals['_WAITJOBRESPONSE']._serialized_end=1706
+  _globals['_CANCELJOBREQUEST']._serialized_start=1708
+  _globals['_CANCELJOBREQUEST']._serialized_end=1742
+  _globals['_LISTJOBSREQUEST']._serialized_start=1744
+  _globals['_LISTJOBSREQUEST']._serialized_end=1823
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1825
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1898
+  _globals['_JOBSERVICE']._serialized_start=2456
+  _globals['_JOBSERVICE']._serialized_end=2910
 # @@protoc_insertion_point(module_scope)

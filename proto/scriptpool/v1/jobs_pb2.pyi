@@ -205,6 +205,7 @@ class JobResult(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
+    CLOCK_READS_FIELD_NUMBER: _builtins.int
     outcome: Global___Outcome.ValueType
     output: _builtins.str
     """print / console.log output, in order, up to the output limit"""
@@ -219,6 +220,12 @@ class JobResult(_message.Message):
     def error(self) -> Global___ScriptErrorInfo: ...
     @_builtins.property
     def usage(self) -> Global___JobUsage: ...
+    @_builtins.property
+    def clock_reads(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """The clock values the script read, in order (at most 1024): a replay of the job reads the same
+        ones, so a script that only reads the clock or random numbers replays as matched.
+        """
+
     def __init__(
         self,
         *,
@@ -229,10 +236,11 @@ class JobResult(_message.Message):
         message: _builtins.str = ...,
         error: Global___ScriptErrorInfo | None = ...,
         usage: Global___JobUsage | None = ...,
+        clock_reads: _abc.Iterable[_builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "result", b"result", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "message", b"message", "outcome", b"outcome", "output", b"output", "output_truncated", b"output_truncated", "result", b"result", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clock_reads", b"clock_reads", "error", b"error", "message", b"message", "outcome", b"outcome", "output", b"output", "output_truncated", b"output_truncated", "result", b"result", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

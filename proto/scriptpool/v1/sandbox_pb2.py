@@ -26,7 +26,7 @@ from scriptpool.v1 import common_pb2 as scriptpool_dot_v1_dot_common__pb2
 from scriptpool.v1 import jobs_pb2 as scriptpool_dot_v1_dot_jobs__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bscriptpool/v1/sandbox.proto\x12\rscriptpool.v1\x1a\x1ascriptpool/v1/common.proto\x1a\x18scriptpool/v1/jobs.proto\"\xe6\x01\n\x08\x43hildJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12)\n\x08language\x18\x03 \x01(\x0e\x32\x17.scriptpool.v1.Language\x12\x0e\n\x06source\x18\x04 \x01(\t\x12(\n\x06limits\x18\x05 \x01(\x0b\x32\x18.scriptpool.v1.JobLimits\x12\'\n\x06inputs\x18\x06 \x01(\x0b\x32\x17.scriptpool.v1.ValueMap\x12\x13\n\x0brandom_seed\x18\x07 \x01(\x04\x12\x13\n\x0b\x63lock_start\x18\x08 \x01(\x01\"M\n\nGlobalCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\n\n\x02op\x18\x02 \x01(\t\x12\"\n\x04\x61rgs\x18\x03 \x03(\x0b\x32\x14.scriptpool.v1.Value\"*\n\tCallError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"x\n\x0bGlobalReply\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x14.scriptpool.v1.ValueH\x00\x12)\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x18.scriptpool.v1.CallErrorH\x00\x42\x06\n\x04\x62ody\"\xe2\x01\n\x0b\x43hildResult\x12\'\n\x07outcome\x18\x01 \x01(\x0e\x32\x16.scriptpool.v1.Outcome\x12$\n\x06result\x18\x02 \x01(\x0b\x32\x14.scriptpool.v1.Value\x12\x0f\n\x07message\x18\x03 \x01(\t\x12-\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x1e.scriptpool.v1.ScriptErrorInfo\x12\x14\n\x0cglobal_calls\x18\x05 \x01(\x04\x12\x13\n\x0b\x63pu_time_ms\x18\x06 \x01(\x04\x12\x19\n\x11peak_memory_bytes\x18\x07 \x01(\x04\"\x7f\n\nChildFrame\x12)\n\x04\x63\x61ll\x18\x01 \x01(\x0b\x32\x19.scriptpool.v1.GlobalCallH\x00\x12\x10\n\x06output\x18\x02 \x01(\tH\x00\x12,\n\x06result\x18\x03 \x01(\x0b\x32\x1a.scriptpool.v1.ChildResultH\x00\x42\x06\n\x04\x62ody\"~\n\x0bWorkerFrame\x12&\n\x03job\x18\x01 \x01(\x0b\x32\x17.scriptpool.v1.ChildJobH\x00\x12+\n\x05reply\x18\x02 \x01(\x0b\x32\x1a.scriptpool.v1.GlobalReplyH\x00\x12\x12\n\njobs_after\x18\x03 \x01(\rB\x06\n\x04\x62odyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bscriptpool/v1/sandbox.proto\x12\rscriptpool.v1\x1a\x1ascriptpool/v1/common.proto\x1a\x18scriptpool/v1/jobs.proto\"\xfc\x01\n\x08\x43hildJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12)\n\x08language\x18\x03 \x01(\x0e\x32\x17.scriptpool.v1.Language\x12\x0e\n\x06source\x18\x04 \x01(\t\x12(\n\x06limits\x18\x05 \x01(\x0b\x32\x18.scriptpool.v1.JobLimits\x12\'\n\x06inputs\x18\x06 \x01(\x0b\x32\x17.scriptpool.v1.ValueMap\x12\x13\n\x0brandom_seed\x18\x07 \x01(\x04\x12\x13\n\x0b\x63lock_start\x18\x08 \x01(\x01\x12\x14\n\x0c\x63lock_replay\x18\t \x03(\x01\"M\n\nGlobalCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\n\n\x02op\x18\x02 \x01(\t\x12\"\n\x04\x61rgs\x18\x03 \x03(\x0b\x32\x14.scriptpool.v1.Value\"*\n\tCallError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"x\n\x0bGlobalReply\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x14.scriptpool.v1.ValueH\x00\x12)\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x18.scriptpool.v1.CallErrorH\x00\x42\x06\n\x04\x62ody\"\xf7\x01\n\x0b\x43hildResult\x12\'\n\x07outcome\x18\x01 \x01(\x0e\x32\x16.scriptpool.v1.Outcome\x12$\n\x06result\x18\x02 \x01(\x0b\x32\x14.scriptpool.v1.Value\x12\x0f\n\x07message\x18\x03 \x01(\t\x12-\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x1e.scriptpool.v1.ScriptErrorInfo\x12\x14\n\x0cglobal_calls\x18\x05 \x01(\x04\x12\x13\n\x0b\x63pu_time_ms\x18\x06 \x01(\x04\x12\x19\n\x11peak_memory_bytes\x18\x07 \x01(\x04\x12\x13\n\x0b\x63lock_reads\x18\x08 \x03(\x01\"\x7f\n\nChildFrame\x12)\n\x04\x63\x61ll\x18\x01 \x01(\x0b\x32\x19.scriptpool.v1.GlobalCallH\x00\x12\x10\n\x06output\x18\x02 \x01(\tH\x00\x12,\n\x06result\x18\x03 \x01(\x0b\x32\x1a.scriptpool.v1.ChildResultH\x00\x42\x06\n\x04\x62ody\"~\n\x0bWorkerFrame\x12&\n\x03job\x18\x01 \x01(\x0b\x32\x17.scriptpool.v1.ChildJobH\x00\x12+\n\x05reply\x18\x02 \x01(\x0b\x32\x1a.scriptpool.v1.GlobalReplyH\x00\x12\x12\n\njobs_after\x18\x03 \x01(\rB\x06\n\x04\x62odyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,17 +34,17 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'scriptpool.v1.sandbox_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CHILDJOB']._serialized_start=101
-  _globals['_CHILDJOB']._serialized_end=331
-  _globals['_GLOBALCALL']._serialized_start=333
-  _globals['_GLOBALCALL']._serialized_end=410
-  _globals['_CALLERROR']._serialized_start=412
-  _globals['_CALLERROR']._serialized_end=454
-  _globals['_GLOBALREPLY']._serialized_start=456
-  _globals['_GLOBALREPLY']._serialized_end=576
-  _globals['_CHILDRESULT']._serialized_start=579
-  _globals['_CHILDRESULT']._serialized_end=805
-  _globals['_CHILDFRAME']._serialized_start=807
-  _globals['_CHILDFRAME']._serialized_end=934
-  _globals['_WORKERFRAME']._serialized_start=936
-  _globals['_WORKERFRAME']._serialized_end=1062
+  _globals['_CHILDJOB']._serialized_end=353
+  _globals['_GLOBALCALL']._serialized_start=355
+  _globals['_GLOBALCALL']._serialized_end=432
+  _globals['_CALLERROR']._serialized_start=434
+  _globals['_CALLERROR']._serialized_end=476
+  _globals['_GLOBALREPLY']._serialized_start=478
+  _globals['_GLOBALREPLY']._serialized_end=598
+  _globals['_CHILDRESULT']._serialized_start=601
+  _globals['_CHILDRESULT']._serialized_end=848
+  _globals['_CHILDFRAME']._serialized_start=850
+  _globals['_CHILDFRAME']._serialized_end=977
+  _globals['_WORKERFRAME']._serialized_start=979
+  _globals['_WORKERFRAME']._serialized_end=1105
 # @@protoc_insertion_point(module_scope)

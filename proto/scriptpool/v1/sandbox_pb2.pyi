@@ -39,6 +39,7 @@ class ChildJob(_message.Message):
     INPUTS_FIELD_NUMBER: _builtins.int
     RANDOM_SEED_FIELD_NUMBER: _builtins.int
     CLOCK_START_FIELD_NUMBER: _builtins.int
+    CLOCK_REPLAY_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     session_id: _builtins.str
     language: _jobs_pb2.Language.ValueType
@@ -55,6 +56,12 @@ class ChildJob(_message.Message):
     def limits(self) -> _jobs_pb2.JobLimits: ...
     @_builtins.property
     def inputs(self) -> _common_pb2.ValueMap: ...
+    @_builtins.property
+    def clock_replay(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """A replay: the clock values the recorded job's script read, in order (ChildResult.clock_reads);
+        the script's clock reads return these first, then the clock shifted by clock_start.
+        """
+
     def __init__(
         self,
         *,
@@ -66,10 +73,11 @@ class ChildJob(_message.Message):
         inputs: _common_pb2.ValueMap | None = ...,
         random_seed: _builtins.int = ...,
         clock_start: _builtins.float = ...,
+        clock_replay: _abc.Iterable[_builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["inputs", b"inputs", "limits", b"limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["clock_start", b"clock_start", "inputs", b"inputs", "job_id", b"job_id", "language", b"language", "limits", b"limits", "random_seed", b"random_seed", "session_id", b"session_id", "source", b"source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clock_replay", b"clock_replay", "clock_start", b"clock_start", "inputs", b"inputs", "job_id", b"job_id", "language", b"language", "limits", b"limits", "random_seed", b"random_seed", "session_id", b"session_id", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -168,6 +176,7 @@ class ChildResult(_message.Message):
     GLOBAL_CALLS_FIELD_NUMBER: _builtins.int
     CPU_TIME_MS_FIELD_NUMBER: _builtins.int
     PEAK_MEMORY_BYTES_FIELD_NUMBER: _builtins.int
+    CLOCK_READS_FIELD_NUMBER: _builtins.int
     outcome: _jobs_pb2.Outcome.ValueType
     message: _builtins.str
     global_calls: _builtins.int
@@ -181,6 +190,12 @@ class ChildResult(_message.Message):
     def result(self) -> _common_pb2.Value: ...
     @_builtins.property
     def error(self) -> _jobs_pb2.ScriptErrorInfo: ...
+    @_builtins.property
+    def clock_reads(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """The clock values the script read (wall clock, CPU clock), in order, at most
+        scriptpool.sandbox.script_clock.MAX_CLOCK_READS: what a replay of this job gives back.
+        """
+
     def __init__(
         self,
         *,
@@ -191,10 +206,11 @@ class ChildResult(_message.Message):
         global_calls: _builtins.int = ...,
         cpu_time_ms: _builtins.int = ...,
         peak_memory_bytes: _builtins.int = ...,
+        clock_reads: _abc.Iterable[_builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_time_ms", b"cpu_time_ms", "error", b"error", "global_calls", b"global_calls", "message", b"message", "outcome", b"outcome", "peak_memory_bytes", b"peak_memory_bytes", "result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clock_reads", b"clock_reads", "cpu_time_ms", b"cpu_time_ms", "error", b"error", "global_calls", b"global_calls", "message", b"message", "outcome", b"outcome", "peak_memory_bytes", b"peak_memory_bytes", "result", b"result"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
