@@ -280,3 +280,31 @@ def test_one_read_is_bounded(scratch: Path) -> None:
     host.call("File.seek", [h, "set", 0])
     assert host.call("File.read", [h, 50]) == b"x" * 50
     host.close_all()
+
+
+def test_a_script_write_past_rlimit_fsize_is_resource_exhausted(scratch: Path) -> None:
+    """The OS backstop for the script's own writes: buffered bytes that pass RLIMIT_FSIZE fail at
+    flush/close with EFBIG, reported as RESOURCE_EXHAUSTED naming artifact_bytes (no raw errno)."""
+
+    def write_past_the_limit() -> object:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4, 4))
+        host = ScratchFileHost(ArtifactHost(), str(scratch), 1024)
+        handle = host.call("File.open", ["/big", "w"])
+        host.call("File.write", [handle, "0123456789"])
+        found = []
+        for op in ("File.flush", "File.close"):
+            try:
+                host.call(op, [handle])
+                found.append("ok")
+            except ResourceExhausted as exc:
+                found.append(exc.message)
+        host.close_all()
+        return found
+
+    outcome = run_in_child(write_past_the_limit)
+    assert isinstance(outcome, dict)
+    flushed, closed = outcome["value"]
+    assert "file size limit" in flushed and "artifact_bytes" in flushed and "Errno" not in flushed
+    assert (scratch / "big").stat().st_size <= 4
+    assert "file size limit" in closed  # close flushes the same bytes again; the file is closed all the same
