@@ -18,6 +18,8 @@ from grpc_health.v1 import health, health_pb2
 from redis import ConnectionPool, Redis
 from redis.exceptions import RedisError
 
+from scriptpool.coordinator.status import REDIS_UNAVAILABLE_LOG
+
 log = logging.getLogger(__name__)
 PROBE_SECONDS = 1.0
 """How often Redis is probed (and so how soon health changes after an outage begins or ends)."""
@@ -71,6 +73,7 @@ class RedisHealth:
             reachable, cause = True, ""
         except (RedisError, OSError) as exc:
             reachable, cause = False, " ".join(str(exc).split()) or type(exc).__name__
+            self._probe.connection_pool.disconnect()  # close the socket now, not when it is collected
         if reachable == self.serving:
             return reachable
         if not reachable:
@@ -78,6 +81,7 @@ class RedisHealth:
             log.warning("Redis is unreachable (%s): gRPC health NOT_SERVING until it answers", cause)
         elif self.serving is False:
             log.warning("Redis answers again after %.1fs: gRPC health SERVING", self._clock() - self._down_since)
+            REDIS_UNAVAILABLE_LOG.over()
         self.serving = reachable
         status = health_pb2.HealthCheckResponse.SERVING if reachable else health_pb2.HealthCheckResponse.NOT_SERVING
         for name in self._services:

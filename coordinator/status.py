@@ -24,9 +24,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from scriptpool.coordinator.request_checks import check_request
+from scriptpool.core.repeated_log import RepeatedProblem
 from scriptpool.errors import InvalidArgument, ScriptpoolError
 
 log = logging.getLogger(__name__)
+REDIS_UNAVAILABLE_LOG = RepeatedProblem(log, "Redis unavailable")
+"""Calls answered UNAVAILABLE while Redis is out of reach: logged once, then counted."""
 
 T = TypeVar("T")
 
@@ -54,7 +57,7 @@ def abort_for(context: grpc.ServicerContext, exc: BaseException) -> None:
         context.abort(grpc.StatusCode[exc.code], exc.message)
     unavailable = redis_unavailable(exc)
     if unavailable is not None:
-        log.warning("Redis unavailable: %s", exc)
+        REDIS_UNAVAILABLE_LOG.happened(exc)
         context.abort(grpc.StatusCode.UNAVAILABLE, unavailable)
     ref = uuid.uuid4().hex[:12]
     log.error("internal error ref=%s", ref, exc_info=exc)

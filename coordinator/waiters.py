@@ -26,6 +26,7 @@ from redis import Redis
 from scriptpool.coordinator.credential_cache import JobCredentialCache
 from scriptpool.core.keys import FINISHED_CHANNEL
 from scriptpool.core.lean_redis import LeanPool, subscribe
+from scriptpool.core.repeated_log import RepeatedProblem
 
 log = logging.getLogger(__name__)
 RECHECK_SECONDS = 1.0
@@ -86,6 +87,7 @@ class JobWaiters:
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._listen, name="job-waiters", daemon=True)
         self._lean = LeanPool(redis)
+        self._lost = RepeatedProblem(log, "job-finished listener lost Redis")
 
     def start(self) -> None:
         self._thread.start()
@@ -101,12 +103,13 @@ class JobWaiters:
                     if self._stopping.is_set():
                         break
                     if data == b"":
+                        self._lost.over()
                         self.credentials.listening(True)
                         self._recheck_all()
                     elif data is not None:
                         self._wake(data.decode())
             except Exception as exc:
-                log.warning("job-finished listener lost Redis (%s); reconnecting", exc)
+                self._lost.happened(f"{exc}; reconnecting")
                 self.credentials.listening(False)
                 self._stopping.wait(0.5)
             finally:

@@ -54,7 +54,7 @@ GLOBAL_OPS: dict[str, tuple[str, ...]] = {
     ),
     "State": ("get", "set", "delete", "list", "increment", "compareAndSet"),
     "Hook": ("register", "unregister", "list"),
-    "Event": ("emit", "on", "subscribe", "receive", "unsubscribe"),
+    "Event": ("emit", "on", "subscribe", "receive", "unsubscribe", "listSubscriptions", "getStats"),
 }
 
 HOOK_POINTS = (
@@ -74,7 +74,61 @@ HOOK_POINTS = (
     "job.started",
     "job.finished",
 )
-"""What `Hook.register` accepts (semantics.md); each fires as the event of the same name."""
+"""scriptpool's lifecycle hook points (semantics.md); each fires as the event of the same name, which
+only the coordinator emits (a script's or client's emit of one of them, or of a name in their
+namespaces, `RESERVED_EVENT_PREFIXES`, is refused)."""
+
+RS_HOOK_POINTS = (
+    "SystemStartup",
+    "SystemShutdown",
+    "BeforeAgentInit",
+    "AfterAgentInit",
+    "BeforeAgentExecution",
+    "AfterAgentExecution",
+    "BeforeAgentShutdown",
+    "AfterAgentShutdown",
+    "AgentError",
+    "BeforeToolDiscovery",
+    "AfterToolDiscovery",
+    "BeforeToolExecution",
+    "AfterToolExecution",
+    "ToolValidation",
+    "ToolError",
+    "BeforeWorkflowStart",
+    "WorkflowStageTransition",
+    "BeforeWorkflowStage",
+    "AfterWorkflowStage",
+    "WorkflowCheckpoint",
+    "WorkflowRollback",
+    "AfterWorkflowComplete",
+    "WorkflowError",
+)
+"""rs-llmspell's hook points (the 23 its Lua binding accepts), accepted by `Hook.register` as custom
+points: each fires when a script or a client emits an event of exactly that name."""
+
+RESERVED_EVENT_PREFIXES = ("session.", "artifact.", "job.")
+"""Event namespaces only the coordinator emits into (with `state.changed` and every HOOK_POINTS name)."""
+
+
+def reserved_event_name(name: str) -> str | None:
+    """The reserved namespace `name` falls in (e.g. "session.*"), or None if a script or client may
+    emit it."""
+    if name in HOOK_POINTS and not name.startswith(RESERVED_EVENT_PREFIXES):
+        return name
+    for prefix in RESERVED_EVENT_PREFIXES:
+        if name.startswith(prefix):
+            return prefix + "*"
+    return None
+
+
+HOOK_PRIORITIES = {
+    "highest": -(2**31),
+    "high": -100,
+    "normal": 0,
+    "low": 100,
+    "lowest": 2**31 - 1,
+}
+"""rs-llmspell's priority levels: lower runs first, so "highest" runs first."""
 
 FILE_OPS = ("open", "read", "write", "seek", "flush", "close", "readAll", "writeAll", "remove", "rename", "exists",
             "list")  # fmt: skip

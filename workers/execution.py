@@ -115,6 +115,7 @@ class JobExecutor:
             artifact_bytes_limit=spec.limits.artifact_bytes,
             content_bytes_limit=spec.limits.memory_bytes,
             use_stream=self.settings.call_stream,
+            language=Language.from_proto(spec.language).value,
         )
 
         self.pool.expect(Language.from_proto(spec.language))

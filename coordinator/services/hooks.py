@@ -1,7 +1,8 @@
 """HookService for clients: register for hook points and poll their firings.
 
 A hook point is an event name (`session.created`, `artifact.stored`, `state.changed`, ...;
-`scriptpool.sandbox.catalog.HOOK_POINTS`), so a registration is an event subscription to that name
+`scriptpool.sandbox.catalog.HOOK_POINTS`, fired by the coordinator; or one of rs-llmspell's,
+`RS_HOOK_POINTS`, fired by any emit of that name), so a registration is an event subscription to that name
 (coordinator/stores/events.py), listed per principal in `sp:hooks:{principal}`. `Poll` drains every
 registration's new firings, at most `max_poll_firings` per call (the rest stay for the next Poll),
 waiting up to `timeout_seconds` for the first (blocked on the principal's stream, not polling it).
@@ -27,7 +28,7 @@ from scriptpool.coordinator.stores.events import EventStore
 from scriptpool.core.job_records import hash_fields
 from scriptpool.core.keys import hooks_key
 from scriptpool.errors import InvalidArgument, NotFound
-from scriptpool.sandbox.catalog import HOOK_POINTS
+from scriptpool.sandbox.catalog import HOOK_POINTS, RS_HOOK_POINTS
 from scriptpool.v1 import common_pb2, events_pb2, events_pb2_grpc
 
 MAX_HOOKS_PER_PRINCIPAL = 100
@@ -63,8 +64,11 @@ class HookServicer(events_pb2_grpc.HookServiceServicer):
         self, request: events_pb2.RegisterHookRequest, context: grpc.ServicerContext
     ) -> events_pb2.HookRegistration:
         caller = self._client(context, "Register")
-        if request.hook_point not in HOOK_POINTS:
-            raise InvalidArgument(f"unknown hook point {request.hook_point[:60]!r}; one of: {', '.join(HOOK_POINTS)}")
+        if request.hook_point not in HOOK_POINTS and request.hook_point not in RS_HOOK_POINTS:
+            raise InvalidArgument(
+                f"unknown hook point {request.hook_point[:60]!r}; one of: {', '.join(HOOK_POINTS)}, "
+                f"or an rs-llmspell point: {', '.join(RS_HOOK_POINTS)}"
+            )
         # counted and added in the subscription's own script: concurrent Registers cannot pass the limit
         subscription = self.events.subscribe(
             caller, request.hook_point, hooks_key(caller.principal), MAX_HOOKS_PER_PRINCIPAL

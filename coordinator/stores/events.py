@@ -33,6 +33,7 @@ from scriptpool.core.keys import (
     subscription_key,
 )
 from scriptpool.errors import InvalidArgument, NotFound, ResourceExhausted
+from scriptpool.sandbox.catalog import reserved_event_name
 from scriptpool.v1 import common_pb2, events_pb2
 
 MAX_NAME = 128
@@ -64,6 +65,20 @@ def check_name(name: str) -> str:
     return name
 
 
+def check_emittable(name: str) -> str:
+    """A name a script or client may emit: a valid name outside the lifecycle hook points and their
+    namespaces (`session.*`, `artifact.*`, `job.*`, `state.changed`), which only the coordinator emits,
+    so a hook on one of them fires only for what really happened."""
+    check_name(name)
+    reserved = reserved_event_name(name)
+    if reserved is not None:
+        raise InvalidArgument(
+            f"event name {name[:60]!r} is in the reserved namespace {reserved!r}: only scriptpool emits "
+            "lifecycle events (session.*, artifact.*, job.*, state.changed)"
+        )
+    return name
+
+
 def check_pattern(pattern: str) -> str:
     if not pattern or len(pattern) > MAX_PATTERN or not _PATTERN.match(pattern):
         raise InvalidArgument(
@@ -90,7 +105,7 @@ class EventStore:
 
     # ---------------------------------------------------------------- publish
     def emit(self, caller: Caller, name: str, data: common_pb2.Value, session_id: str) -> None:
-        check_name(name)
+        check_emittable(name)
         raw = data.SerializeToString()
         if len(raw) > MAX_DATA_BYTES:
             raise InvalidArgument(f"event data is {len(raw)} bytes; at most {MAX_DATA_BYTES} are allowed")
@@ -287,4 +302,4 @@ def _event(entry_id: str, name: str, fields: dict[str, bytes]) -> events_pb2.Eve
     return event
 
 
-__all__ = ["EventStore", "check_name", "check_pattern"]
+__all__ = ["EventStore", "check_emittable", "check_name", "check_pattern"]

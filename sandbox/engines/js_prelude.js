@@ -126,7 +126,9 @@
         return out;
       }
       const proto = getProto(value);
-      if (proto !== ObjectProto && proto !== null && proto !== SessionProto) throw notPlain(value);
+      if (proto !== ObjectProto && proto !== null && proto !== SessionProto && proto !== HookProto) {
+        throw notPlain(value); // (a hook handle crosses as {hook_id}: accepted wherever its id is)
+      }
       const out = {};
       for (const key of ownKeys(value)) {
         const item = value[key];
@@ -210,28 +212,43 @@
   }
 
   // Event.on / Hook.register callbacks: kept here, run after each later global call returns, with
-  // every matching event that has arrived by then (subscription + Event.receive on the wire).
+  // every matching event that has arrived by then (subscription + Event.receive, or Hook.receive for
+  // a hook, on the wire). `handlers` is kept in priority order (lowest value first, then
+  // registration order; Event.on callbacks are "normal", 0). Delivery goes in rounds, each giving
+  // every handler that still has events its next one: an event several hooks receive reaches them
+  // in priority order.
   const handlers = [];
   let delivering = false;
+  function nextEvent(h) {
+    return h.hook ? call("Hook.receive", [h.id]) : call("Event.receive", [h.id, 0]);
+  }
   function deliver() {
     delivering = true;
     try {
-      for (const h of handlers.slice()) {
-        while (h.active) {
-          const e = call("Event.receive", [h.id, 0]);
-          if (e === null || e === undefined) break;
+      let round = handlers.slice();
+      while (round.length > 0) {
+        const again = [];
+        for (const h of round) {
+          if (!h.active) continue;
+          const e = nextEvent(h);
+          if (e === null || e === undefined) continue;
+          again.push(h);
           h.fn(e);
         }
+        round = again;
       }
     } finally {
       delivering = false;
     }
   }
-  function addHandler(kind, what, fn, wrap) {
+  function checkCallback(kind, fn) {
     if (typeof fn !== "function") throw callError("INVALID_ARGUMENT", kind + ": the callback must be a function");
-    const id = call(kind, [what]);
-    handlers.push({ id: id, what: what, fn: wrap ? (e) => fn(wrap(e)) : fn, hook: kind === "Hook.register", active: true });
-    return id;
+  }
+  function addHandler(h) {
+    let at = handlers.findIndex((other) => other.priority > h.priority);
+    if (at < 0) at = handlers.length;
+    handlers.splice(at, 0, h);
+    return h;
   }
   function dropHandler(id) {
     const i = handlers.findIndex((h) => h.id === id);
@@ -240,17 +257,55 @@
       handlers.splice(i, 1);
     }
   }
-  function hookContext(e) {
-    const data = e.data !== null && typeof e.data === "object" ? e.data : {};
-    return { hook_point: e.name, session_id: e.session_id, job_id: e.job_id, timestamp: e.timestamp,
-             artifact_id: data.artifact_id, old_state: data.old_state, new_state: data.new_state, data: e.data };
+  // Hook.register returns a handle (rs-llmspell's): id(), hook_point()/hookPoint() (both throw once
+  // the hook is unregistered) and unregister() (true the first time, false after); its field
+  // hook_id and String(handle) are the id. Hook.unregister takes it or the id string.
+  const hookRecords = new WeakMap();
+  function liveRecord(handle) {
+    const rec = hookRecords.get(handle);
+    if (rec === undefined || !rec.active) throw callError("FAILED_PRECONDITION", "hook already unregistered");
+    return rec;
+  }
+  const HookProto = {
+    id() { return liveRecord(this).id; },
+    hook_point() { return liveRecord(this).what; },
+    hookPoint() { return liveRecord(this).what; },
+    unregister() { return unregisterHook(this); },
+    toString() { return this.hook_id; },
+  };
+  freeze(HookProto);
+  function registerHook(point, fn, priority) {
+    checkCallback("Hook.register", fn);
+    const info = call("Hook.register", priority === undefined ? [point] : [point, priority]);
+    const rec = addHandler({ id: info.hook_id, what: info.hook_point, fn: fn, hook: true,
+                             priority: info.priority_value, active: true });
+    const handle = Object.create(HookProto);
+    defineProperty(handle, "hook_id", { value: info.hook_id, enumerable: true });
+    hookRecords.set(handle, rec);
+    return freeze(handle);
+  }
+  function unregisterHook(hook) {
+    let id;
+    if (typeof hook === "string") id = hook;
+    else if (hook !== null && typeof hook === "object" && hookRecords.has(hook)) id = hookRecords.get(hook).id;
+    else return false;
+    if (handlers.some((h) => h.id === id && h.hook)) dropHandler(id);
+    return call("Hook.unregister", [id]);
   }
   const callbacks = {
-    "Event.on": (pattern, fn) => addHandler("Event.on", pattern, fn),
-    "Event.unsubscribe": (id) => { dropHandler(id); return call("Event.unsubscribe", [id]); },
-    "Hook.register": (point, fn) => addHandler("Hook.register", point, fn, hookContext),
-    "Hook.unregister": (id) => { dropHandler(id); return call("Hook.unregister", [id]); },
-    "Hook.list": () => handlers.filter((h) => h.hook).map((h) => ({ hook_id: h.id, hook_point: h.what })),
+    "Event.on": (pattern, fn) => {
+      checkCallback("Event.on", fn);
+      const id = call("Event.on", [pattern]);
+      addHandler({ id: id, fn: fn, hook: false, priority: 0, active: true });
+      return id;
+    },
+    "Event.unsubscribe": (id) => {
+      if (id !== null && typeof id === "object" && hookRecords.has(id)) id = hookRecords.get(id).id;
+      dropHandler(id);
+      return call("Event.unsubscribe", [id]);
+    },
+    "Hook.register": registerHook,
+    "Hook.unregister": unregisterHook,
   };
 
   function toSession(value) {
@@ -335,9 +390,9 @@
           after = e.id;
           if (e.type === "replay.progress") {
             if (onProgress) onProgress(e.data.progress);
-          } else if (e.type !== "replay.finished" && onHook) {
+          } else if (e.hook && onHook) {
             onHook({ hook_point: e.type, session_id: replayId, job_id: e.job_id, data: e.data,
-                     timestamp: e.timestamp });
+                     timestamp: e.timestamp, timestamp_unix: e.timestamp_unix });
           }
         }
         if (batch.finished) break;

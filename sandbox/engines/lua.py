@@ -17,6 +17,7 @@ import lupa.lua54 as lupa
 
 from scriptpool.errors import ScriptpoolError
 from scriptpool.sandbox.catalog import FILE_OP_PREFIX, GLOBAL_OPS, aliases
+from scriptpool.sandbox.engines.lua_json import JSON_OPS, json_op
 from scriptpool.sandbox.engines.spare_instance import SpareInstance
 from scriptpool.sandbox.errors import LIMIT_ERRORS, LimitExceeded, MemoryExceeded, ScriptError
 from scriptpool.sandbox.host import HOST_FAULT, GlobalHost, OutputSink
@@ -58,7 +59,6 @@ CATALOG_BYTECODE = _bytecode(f"return {_lua_literal(_CATALOG)}, {_lua_literal(_A
 builds them in Lua (~150 table writes through lupa from Python were a fifth of a trivial job's
 set-up)."""
 HOOK_EVERY_INSTRUCTIONS = 10_000
-_FILE_OP_PREFIX = FILE_OP_PREFIX.encode()
 _LINE_PREFIX = re.compile(r"^script:(\d+): ")
 
 
@@ -176,7 +176,10 @@ class _Binding:
         job, host = self.job, self.host
         if job is None or host is None:
             return (b"err", b"INTERNAL", b"no job is running in this sandbox")
-        if not op.startswith(_FILE_OP_PREFIX):  # the job's own files: local, not global calls
+        name = op.decode("utf-8")
+        if name in JSON_OPS:  # the JSON global: handled here, no global call
+            return self._json(name, packed_args)
+        if not name.startswith(FILE_OP_PREFIX):  # the job's own files: local, not global calls
             self.calls += 1
         if self.calls > job.limits.max_global_calls:
             return (b"limit", b"calls")
@@ -200,6 +203,21 @@ class _Binding:
             return (b"limit", b"memory")
         except Exception:  # a host fault: the script sees no Python text, type or object
             return (b"err", b"INTERNAL", HOST_FAULT.encode())
+
+    def _json(self, op: str, packed_args: Any) -> tuple[Any, ...]:
+        try:
+            count = packed_args[b"n"] or 0
+            args = [self.marshal.to_plain(packed_args[i + 1]) for i in range(count)]
+            result = json_op(op, args)
+            if not self.marshal.fits(result):
+                return (b"limit", b"memory")
+            return (b"ok", self.marshal.to_lua(result))
+        except ScriptError as exc:  # a function, a cycle, too deep...
+            return (b"err", b"INVALID_ARGUMENT", f"{op}: {exc.message}".encode("utf-8", "replace"))
+        except ScriptpoolError as exc:
+            return (b"err", exc.code.encode(), exc.message.encode("utf-8", "replace"))
+        except lupa.LuaMemoryError:
+            return (b"limit", b"memory")
 
     def host_print(self, text: bytes) -> bool:
         if self.output is None:

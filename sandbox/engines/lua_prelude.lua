@@ -12,7 +12,7 @@ local raw_pcall, raw_xpcall, raw_error, raw_load = pcall, xpcall, error, load
 local raw_select, raw_type, raw_tostring, raw_setmetatable = select, type, tostring, setmetatable
 local raw_pairs, raw_ipairs, raw_getmetatable = pairs, ipairs, getmetatable
 local co_create, co_resume, co_close = coroutine.create, coroutine.resume, coroutine.close
-local tpack, tunpack, tconcat, tremove = table.pack, table.unpack, table.concat, table.remove
+local tpack, tunpack, tconcat, tremove, tinsert = table.pack, table.unpack, table.concat, table.remove, table.insert
 local clock = os.clock
 local sethook, traceback, true_getmetatable = debug.sethook, debug.traceback, debug.getmetatable
 local str_find, str_sub, str_byte, raw_dump = string.find, string.sub, string.byte, string.dump
@@ -243,19 +243,34 @@ local function finish_call(status, a, b)
 end
 
 -- Event.on / Hook.register callbacks: kept here, run after each later global call returns, with
--- every matching event that has arrived by then (subscription + Event.receive on the wire).
+-- every matching event that has arrived by then (subscription + Event.receive, or Hook.receive for a
+-- hook, on the wire). `handlers` is kept in priority order (lowest value first, then registration
+-- order; Event.on callbacks are "normal", 0). Delivery goes in rounds, each giving every handler
+-- that still has events its next one: an event several hooks receive reaches them in priority order.
 local handlers = {}
 local delivering = false
 
+local function next_event(h)
+  if h.hook then return finish_call(host_call("Hook.receive", tpack(h.id))) end
+  return finish_call(host_call("Event.receive", tpack(h.id, 0)))
+end
+
 local function deliver()
   delivering = true
-  for _, h in raw_ipairs({ tunpack(handlers) }) do
-    while h.active do
-      local e = finish_call(host_call("Event.receive", tpack(h.id, 0)))
-      if e == nil then break end
-      local ok, err = raw_pcall(h.fn, e)
-      if not ok then delivering = false raw_error(err, 0) end
+  local round = { tunpack(handlers) }
+  while round[1] ~= nil do
+    local again = {}
+    for _, h in raw_ipairs(round) do
+      if h.active then
+        local e = next_event(h)
+        if e ~= nil then
+          again[#again + 1] = h
+          local ok, err = raw_pcall(h.fn, e)
+          if not ok then delivering = false raw_error(err, 0) end
+        end
+      end
     end
+    round = again
   end
   delivering = false
 end
@@ -361,13 +376,26 @@ for global_name, ops in raw_pairs(catalog) do
 end
 
 local Session = env.Session
+
+-- JSON.stringify(v) / JSON.parse(s): run by the host in this process (sandbox/engines/lua_json.py),
+-- no global call.
+env.JSON = raw_setmetatable({
+  stringify = function(v) return finish_call(host_call("JSON.stringify", tpack(v))) end,
+  parse = function(s) return finish_call(host_call("JSON.parse", tpack(s))) end,
+}, LOCKED)
 local Event, Hook = env.Event, env.Hook
 
-local function add_handler(kind, wire_op, what, fn)
+local function check_callback(kind, fn)
   if raw_type(fn) ~= "function" then raise_call_error("INVALID_ARGUMENT", kind .. ": the callback must be a function") end
-  local id = call(wire_op, what)
-  handlers[#handlers + 1] = { id = id, what = what, fn = fn, hook = kind == "Hook.register", active = true }
-  return id
+end
+
+local function add_handler(h)
+  local at = #handlers + 1
+  for i, other in raw_ipairs(handlers) do
+    if other.priority > h.priority then at = i break end
+  end
+  tinsert(handlers, at, h)
+  return h
 end
 
 local function drop_handler(id)
@@ -377,32 +405,64 @@ local function drop_handler(id)
   return false
 end
 
-local function hook_context(e)
-  local data = raw_type(e.data) == "table" and e.data or {}
-  return { hook_point = e.name, session_id = e.session_id, job_id = e.job_id, timestamp = e.timestamp,
-           artifact_id = data.artifact_id, old_state = data.old_state, new_state = data.new_state, data = e.data }
+Event.on = function(pattern, fn)
+  check_callback("Event.on", fn)
+  local id = call("Event.on", pattern)
+  add_handler({ id = id, fn = fn, hook = false, priority = 0, active = true })
+  return id
 end
-
-Event.on = function(pattern, fn) return add_handler("Event.on", "Event.on", pattern, fn) end
+local hook_records = raw_setmetatable({}, { __mode = "k", __metatable = false }) -- hook handle -> its handler
 local wire_unsubscribe = Event.unsubscribe
 Event.unsubscribe = function(id)
+  if raw_type(id) == "table" and hook_records[id] ~= nil then id = hook_records[id].id end
   drop_handler(id)
   return wire_unsubscribe(id)
 end
-Hook.register = function(point, fn)
-  return add_handler("Hook.register", "Hook.register", point, function(e) return fn(hook_context(e)) end)
+
+-- Hook.register returns a handle (rs-llmspell's): h:id(), h:hook_point() (both raise once the hook
+-- is unregistered) and h:unregister() (true the first time, false after). It prints and
+-- concatenates as its id and has the field hook_id; Hook.unregister takes it or the id string.
+local HookMethods = {}
+local HookHandle = {
+  __index = HookMethods,
+  __tostring = function(h) return raw_rawget(h, "hook_id") end,
+  __concat = function(a, b) return raw_tostring(a) .. raw_tostring(b) end,
+  __metatable = false,
+}
+local function live_record(handle)
+  local rec = hook_records[handle]
+  if rec == nil or not rec.active then raise_call_error("FAILED_PRECONDITION", "hook already unregistered") end
+  return rec
+end
+function HookMethods:id() return live_record(self).id end
+function HookMethods:hook_point() return live_record(self).what end
+function HookMethods:unregister() return Hook.unregister(self) end
+HookMethods.hookPoint = HookMethods.hook_point
+
+local wire_register = Hook.register
+Hook.register = function(point, fn, priority)
+  check_callback("Hook.register", fn)
+  local info = wire_register(point, priority)
+  local rec = add_handler({ id = info.hook_id, what = info.hook_point, fn = fn, hook = true,
+                            priority = info.priority_value, active = true })
+  local handle = raw_setmetatable({ hook_id = info.hook_id }, HookHandle)
+  hook_records[handle] = rec
+  return handle
 end
 local wire_unregister = Hook.unregister
-Hook.unregister = function(id)
-  drop_handler(id)
-  return wire_unregister(id)
-end
-Hook.list = function()
-  local out = {}
-  for _, h in raw_ipairs(handlers) do
-    if h.hook then out[#out + 1] = { hook_id = h.id, hook_point = h.what } end
+Hook.unregister = function(hook)
+  local id
+  if raw_type(hook) == "string" then
+    id = hook
+  elseif raw_type(hook) == "table" and hook_records[hook] ~= nil then
+    id = hook_records[hook].id
+  else
+    return false
   end
-  return out
+  for _, h in raw_ipairs(handlers) do
+    if h.id == id and h.hook then drop_handler(id) break end
+  end
+  return wire_unregister(id)
 end
 for alias, op in raw_pairs(aliases.Event or {}) do Event[alias] = Event[op] end
 for alias, op in raw_pairs(aliases.Hook or {}) do Hook[alias] = Hook[op] end
@@ -417,9 +477,9 @@ local function follow_replay(replay_id, on_progress, on_hook)
       after = e.id
       if e.type == "replay.progress" then
         if on_progress then on_progress(e.data.progress) end
-      elseif e.type ~= "replay.finished" and on_hook then
+      elseif e.hook and on_hook then
         on_hook({ hook_point = e.type, session_id = replay_id, job_id = e.job_id, data = e.data,
-                  timestamp = e.timestamp })
+                  timestamp = e.timestamp, timestamp_unix = e.timestamp_unix })
       end
     end
     if batch.finished then return end

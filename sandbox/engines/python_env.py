@@ -305,16 +305,53 @@ class Namespace:
 
 
 class _Handler:
-    __slots__ = ("active", "fn", "hook", "id", "what")
+    __slots__ = ("active", "fn", "hook", "id", "priority", "what")
 
-    def __init__(self, handler_id: str, what: str, fn: Callable[[Any], Any], hook: bool) -> None:
+    def __init__(self, handler_id: str, what: str, fn: Callable[[Any], Any], hook: bool, priority: int) -> None:
         self.id, self.what, self.fn, self.hook, self.active = handler_id, what, fn, hook, True
+        self.priority = priority
+
+
+class HookHandle(str):
+    """What `Hook.register` returns (rs-llmspell's handle): the hook id string itself, so it works
+    wherever the id did, with `id()`, `hook_point()` / `hookPoint()` (both raise once the hook is
+    unregistered) and `unregister()` (True the first time, False after)."""
+
+    def __new__(cls, handler: _Handler, callbacks: Callbacks) -> HookHandle:
+        handle = super().__new__(cls, handler.id)
+        handle.__dict__.update(_handler=handler, _callbacks=callbacks)
+        return handle
+
+    def _live(self) -> _Handler:
+        handler: _Handler = self.__dict__["_handler"]
+        if not handler.active:
+            raise guest_error("FAILED_PRECONDITION", "hook already unregistered")
+        return handler
+
+    @property
+    def hook_id(self) -> str:
+        return str.__str__(self)
+
+    def id(self) -> str:
+        return self._live().id
+
+    def hook_point(self) -> str:
+        return self._live().what
+
+    hookPoint = hook_point
+
+    def unregister(self) -> PlainValue:
+        callbacks: Callbacks = self.__dict__["_callbacks"]
+        return callbacks.drop("Hook.unregister", (self,))
 
 
 class Callbacks:
     """One job's `Event.on` / `Hook.register` callbacks, kept in the script's process and run after
     each later global call returns, with every matching event that has arrived by then (a
-    subscription and `Event.receive` on the wire). Calling it makes a global call."""
+    subscription and `Event.receive`, or `Hook.receive` for a hook, on the wire). Handlers are kept
+    in priority order (lowest value first, then registration order; Event.on callbacks are
+    "normal", 0). Delivery goes in rounds, each giving every handler that still has events its next
+    one: an event several hooks receive reaches them in priority order. Calling it makes a global call."""
 
     def __init__(self, call: Callable[[str, list[PlainValue]], PlainValue]) -> None:
         self._wire = call
@@ -327,48 +364,65 @@ class Callbacks:
             self._deliver()
         return result
 
+    def _next_event(self, handler: _Handler) -> PlainValue:
+        if handler.hook:
+            return self._wire("Hook.receive", [handler.id])
+        return self._wire("Event.receive", [handler.id, 0])
+
     def _deliver(self) -> None:
         self._delivering = True
         try:
-            for handler in list(self._handlers):
-                while handler.active:
-                    event = self._wire("Event.receive", [handler.id, 0])
+            round_ = list(self._handlers)
+            while round_:
+                again = []
+                for handler in round_:
+                    if not handler.active:
+                        continue
+                    event = self._next_event(handler)
                     if event is None:
-                        break
+                        continue
+                    again.append(handler)
                     handler.fn(event)
+                round_ = again
         finally:
             self._delivering = False
+
+    def _insert(self, handler: _Handler) -> None:
+        at = next((i for i, h in enumerate(self._handlers) if h.priority > handler.priority), len(self._handlers))
+        self._handlers.insert(at, handler)
 
     def add(self, kind: str, args: tuple[Any, ...]) -> PlainValue:
         what = args[0] if args else None
         fn = args[1] if len(args) > 1 else None
         if not callable(fn):
             raise guest_error("INVALID_ARGUMENT", f"{kind}: the callback must be a function")
+        if kind == "Hook.register":
+            try:
+                plain = [to_plain(what)] + ([to_plain(args[2])] if len(args) > 2 else [])
+            except TypeError as exc:
+                raise guest_error("INVALID_ARGUMENT", f"{kind}: {exc}") from None
+            info: Any = self(kind, plain)
+            handler = _Handler(str(info["hook_id"]), str(info["hook_point"]), fn, True, int(info["priority_value"]))
+            self._insert(handler)
+            return HookHandle(handler, self)
         handler_id = self(kind, [to_plain(what)])
-        hook = kind == "Hook.register"
-        call = (lambda event: fn(_hook_context(event))) if hook else fn
-        self._handlers.append(_Handler(str(handler_id), str(what), call, hook))
+        self._insert(_Handler(str(handler_id), str(what), fn, False, 0))
         return handler_id
 
     def drop(self, op: str, args: tuple[Any, ...]) -> PlainValue:
-        handler_id = to_plain(args[0]) if args else None
+        value = args[0] if args else None
+        if op == "Hook.unregister" and not isinstance(value, str):
+            return False  # not a handle nor an id: nothing to unregister
+        try:
+            handler_id = to_plain(value)
+        except TypeError as exc:
+            raise guest_error("INVALID_ARGUMENT", f"{op}: {exc}") from None
         for handler in self._handlers:
-            if handler.id == handler_id:
+            if handler.id == handler_id and (handler.hook or op != "Hook.unregister"):
                 handler.active = False
                 self._handlers.remove(handler)
                 break
         return self(op, [handler_id])
-
-    def hooks(self) -> list[dict[str, str]]:
-        return [{"hook_id": h.id, "hook_point": h.what} for h in self._handlers if h.hook]
-
-
-def _hook_context(event: Any) -> dict[str, Any]:
-    data = event.get("data") if isinstance(event.get("data"), dict) else {}
-    context = {key: event.get(key) for key in ("session_id", "job_id", "timestamp", "data")}
-    context.update({key: data.get(key) for key in ("artifact_id", "old_state", "new_state")})
-    context["hook_point"] = event.get("name")
-    return context
 
 
 def _callback_operation(self: Namespace, full_name: str, args: tuple[Any, ...]) -> Any:
@@ -377,12 +431,10 @@ def _callback_operation(self: Namespace, full_name: str, args: tuple[Any, ...]) 
         raise guest_error("UNIMPLEMENTED", f"{full_name} needs callbacks, which this environment lacks")
     if full_name in ("Event.on", "Hook.register"):
         return callbacks.add(full_name, args)
-    if full_name == "Hook.list":
-        return callbacks.hooks()
     return callbacks.drop(full_name, args)
 
 
-CALLBACK_OPS = frozenset({"Event.on", "Event.unsubscribe", "Hook.register", "Hook.unregister", "Hook.list"})
+CALLBACK_OPS = frozenset({"Event.on", "Event.unsubscribe", "Hook.register", "Hook.unregister"})
 
 
 def _operation(global_name: str, op: str) -> Callable[..., Any]:
@@ -464,9 +516,10 @@ def _replay(self: Namespace, args: tuple[Any, ...], options: dict[str, Any]) -> 
             if entry["type"] == "replay.progress":
                 if on_progress is not None:
                     on_progress(entry["data"]["progress"])
-            elif entry["type"] != "replay.finished" and on_hook is not None:
+            elif entry["hook"] and on_hook is not None:
                 on_hook({"hook_point": entry["type"], "session_id": replay_id, "job_id": entry["job_id"],
-                         "data": entry["data"], "timestamp": entry["timestamp"]})  # fmt: skip
+                         "data": entry["data"], "timestamp": entry["timestamp"],
+                         "timestamp_unix": entry["timestamp_unix"]})  # fmt: skip
         if batch["finished"]:
             return replay_id
 

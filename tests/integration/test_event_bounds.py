@@ -93,3 +93,22 @@ def test_a_jobs_subscriptions_stop_at_the_bound(client: ScriptpoolClient, redis_
     assert outcome(job).value == "ok", job.result.message
     assert from_value(job.result.result) == [limit, "RESOURCE_EXHAUSTED"]
     assert redis_client.zcard(f"sp:job:{job.id}:eventsubs") == limit
+
+
+def test_a_jobs_hooks_count_against_its_subscriptions(client: ScriptpoolClient, stack: Stack) -> None:
+    """A hook is a subscription: hooks and subscriptions together stop at the per-job bound, and the
+    job's event book (Hook.list, Event.listSubscriptions) holds only what was made."""
+    limit = stack.settings.max_subscriptions_per_job
+    source = f"""
+    Event.subscribe('x.*')
+    local made, code = 0, nil
+    for i = 1, {limit + 50} do
+      local ok, err = pcall(Hook.register, 'BeforeAgentInit', function() end, i % 2 == 0 and 'high' or 'low')
+      if not ok then code = err.code break end
+      made = made + 1
+    end
+    return {{made, code, #Hook.list(), #Event.list_subscriptions()}}
+    """
+    job = run_lua(client, source)
+    assert outcome(job).value == "ok", job.result.message
+    assert from_value(job.result.result) == [limit - 1, "RESOURCE_EXHAUSTED", limit - 1, 1]

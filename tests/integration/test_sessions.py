@@ -21,6 +21,7 @@ from scriptpool.core.keys import events_key
 from scriptpool.core.session_values import session_state_name
 from scriptpool.errors import FailedPrecondition, InvalidArgument, NotFound
 from scriptpool.languages import Language
+from scriptpool.sandbox.catalog import HOOK_POINTS
 from scriptpool.v1 import common_pb2, jobs_pb2, sandbox_pb2, sessions_pb2
 from scriptpool.values import PlainValue, from_value_map, to_value_map
 from tests.conftest import Stack
@@ -427,6 +428,7 @@ rid = Session.replay('{session_id}', {{'speed': 0, 'on_progress': progress.appen
     assert result["progress"] == [0.5, 1.0]
     hooks = result["hooks"]
     assert isinstance(hooks, list) and hooks.count("job.finished") == 2 and "session.created" in hooks
+    assert set(hooks) <= set(HOOK_POINTS), "on_hook reports hook points only (no call records, no replay.*)"
     assert client.get_session(str(result["id"])).parent_session_id == session_id
 
 

@@ -33,7 +33,7 @@ def test_the_interface_is_small_and_public() -> None:
     names = _interface_names()
     assert names == {
         "sessions", "artifacts", "state", "events", "current_session", "content_bytes_limit",
-        "unary", "call_time_left", "charge_artifact_bytes",
+        "unary", "call_time_left", "charge_artifact_bytes", "event_book",
     }  # fmt: skip
     assert not any(name.startswith("_") for name in names)
 

@@ -3,7 +3,8 @@
 A handler turns one script call (`op`, its plain arguments) into coordinator calls and a plain
 answer. It sees the job's bridge only as `BridgeCalls`: the coordinator's stubs, `unary` to make
 one call with the job's credential (on the job's call stream when it has one), the job's current
-session, the time a call may still take, and the job's artifact byte budgets. Nothing else of
+session, the time a call may still take, the job's artifact byte budgets and its event book (its
+hooks, subscriptions and event counts). Nothing else of
 `CoordinatorBridge` (workers/bridge/host.py) is theirs to touch; a test checks that no handler module
 uses a private name of the bridge.
 """
@@ -15,6 +16,7 @@ from typing import Any, Protocol
 
 from scriptpool.v1 import artifacts_pb2_grpc, events_pb2_grpc, sessions_pb2_grpc, state_pb2_grpc
 from scriptpool.values import PlainValue
+from scriptpool.workers.bridge.event_book import EventBook
 
 
 class BridgeCalls(Protocol):
@@ -28,6 +30,8 @@ class BridgeCalls(Protocol):
     """The job's current session id ("" when it has none); `Session.setCurrent` changes it."""
     content_bytes_limit: int | None
     """The most artifact content one read may hand the script (its memory limit), None for no bound."""
+    event_book: EventBook
+    """The job's hooks, event subscriptions and event counts (workers/bridge/event_book.py)."""
 
     def unary(self, method: Callable[..., Any], request: Any) -> Any:
         """One coordinator call (a stub's method and its request, or request iterator for a

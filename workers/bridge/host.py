@@ -22,6 +22,7 @@ from scriptpool.values import PlainValue
 from scriptpool.workers.bridge import artifacts, events, hooks, sessions, state
 from scriptpool.workers.bridge.call_stream import CallStream, CoordinatorStubs, StreamRefused
 from scriptpool.workers.bridge.calls import Handlers
+from scriptpool.workers.bridge.event_book import EventBook
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class CoordinatorBridge:
         artifact_bytes_limit: int | None = None,
         content_bytes_limit: int | None = None,
         use_stream: bool = True,
+        language: str = "",
     ) -> None:
         self._metadata = (("authorization", f"Bearer {credential}"),)
         self.artifact_bytes_limit = artifact_bytes_limit
@@ -57,6 +59,7 @@ class CoordinatorBridge:
         self._deadline = deadline
         self._call_timeout = call_timeout_seconds
         self.current_session = session_id
+        self.event_book = EventBook(language=language)
 
     def charge_artifact_bytes(self, size: int, op: str) -> None:
         """The job's `artifact_bytes` limit: bytes (content and metadata) it may write in total, checked

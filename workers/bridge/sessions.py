@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import time
 
+from scriptpool.core.script_times import with_times
 from scriptpool.core.session_values import session_to_plain
 from scriptpool.errors import InvalidArgument
+from scriptpool.sandbox.catalog import HOOK_POINTS
 from scriptpool.v1 import common_pb2, sessions_pb2
 from scriptpool.values import PlainValue, from_value_map, to_value
 from scriptpool.workers.bridge.args import UINT32_MAX, page_value
@@ -220,8 +222,8 @@ def session_await_replay(bridge: BridgeCalls, op: str, args: list[PlainValue]) -
         time.sleep(0.05)
     return {
         "entries": [
-            {"id": e.id, "timestamp": e.timestamp, "type": e.type, "job_id": e.job_id or None,
-             "data": from_value_map(e.data)}
+            with_times({"id": e.id, "type": e.type, "hook": e.type in HOOK_POINTS, "job_id": e.job_id or None,
+                        "data": from_value_map(e.data)}, timestamp=e.timestamp)
             for e in entries
         ],
         "finished": any(e.type == "replay.finished" for e in entries),
