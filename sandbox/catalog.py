@@ -130,6 +130,14 @@ HOOK_PRIORITIES = {
 }
 """rs-llmspell's priority levels: lower runs first, so "highest" runs first."""
 
+FILE_OPS = ("open", "read", "write", "seek", "flush", "close", "readAll", "writeAll", "remove", "rename", "exists",
+            "list")  # fmt: skip
+"""The job's own files (`File.<op>`, sandbox/scratch_files.py): performed in the sandbox child, inside
+the job's scratch directory; engines build `io`/`open`/`fs` on them. They never reach the worker and
+are not counted as global calls (they are local system calls, bounded by the job's CPU and wall time
+and the scratch bounds)."""
+FILE_OP_PREFIX = "File."
+
 PAGED_OPS = frozenset({"Session.list", "Session.getTimeline", "Artifact.list", "Artifact.query",
                        "Artifact.findByType", "Artifact.findByTag", "Artifact.search"})  # fmt: skip
 """Operations that answer a page, `{items, next_cursor}` across the bridge: each engine gives the

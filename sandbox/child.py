@@ -103,7 +103,7 @@ def run_job(job: ScriptJob, sock: socket.socket, scratch_dir: str | None = None)
     cpu_before = _cpu_seconds()
     result = sandbox_pb2.ChildResult()
     host = SocketHost(sock)
-    files = ScratchFileHost(host, scratch_dir, job.limits.artifact_bytes)
+    files = ScratchFileHost(host, scratch_dir, job.limits.artifact_bytes, max_read_bytes=job.limits.memory_bytes)
     try:
         value = runner_for(job.language).run(job, files, SocketOutput(sock, job.limits.output_bytes))
         try:
@@ -126,6 +126,8 @@ def run_job(job: ScriptJob, sock: socket.socket, scratch_dir: str | None = None)
     except Exception as exc:
         result.outcome = Outcome.INTERNAL_ERROR.to_proto()
         result.message = f"internal sandbox error ({type(exc).__name__})"
+    finally:
+        files.close_all()
     result.global_calls = host.calls
     result.clock_reads.extend(job.clock_reads[:MAX_CLOCK_READS])
     usage = resource.getrusage(resource.RUSAGE_SELF)

@@ -73,15 +73,19 @@ class LimitPolicy:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ScratchBounds:
-    """What one job may put in its scratch directory through `Artifact.saveToFile`
-    (sandbox/scratch_files.py, enforced in the jailed child). Bytes are bounded by the job's
-    `artifact_bytes`, in total over the job's files (each file also by RLIMIT_FSIZE, the OS backstop);
-    the tree's shape by these, so the directory can always be emptied quickly between jobs."""
+    """What one job may put in its scratch directory (its files' root) through `Artifact.saveToFile`
+    and the script's own file operations (sandbox/scratch_files.py, enforced in the jailed child).
+    Bytes are bounded by the job's `artifact_bytes`, in total over the job's files (each file also by
+    RLIMIT_FSIZE, the OS backstop); the tree's shape by these, so the directory can always be emptied
+    quickly between jobs."""
 
     max_depth: int = 16
     """Components a scratch path may have (its directories and the file): deeper is INVALID_ARGUMENT."""
     max_entries: int = 1024
     """Files and directories one job may create: one more is RESOURCE_EXHAUSTED."""
+    max_open_files: int = 16
+    """Files a script may hold open at once (`io.open`, `open()`): one more is RESOURCE_EXHAUSTED
+    (the child's RLIMIT_NOFILE, 32, is the OS backstop)."""
 
 
 SCRATCH_BOUNDS = ScratchBounds()

@@ -61,8 +61,8 @@ class ArtifactServicer(artifacts_pb2_grpc.ArtifactServiceServicer):
 
     @recorded("Artifact.getContent")
     def GetContent(self, caller: Caller, request: A.GetArtifactRequest) -> Iterator[A.ArtifactChunk]:
-        _, chunks = self.store.read(caller, request, "getContent")
-        return _stream(chunks, None)
+        info, chunks = self.store.read(caller, request, "getContent")
+        return _stream(chunks, info)  # the info first, so a reader knows text from bytes
 
     @recorded("Artifact.list")
     def List(self, caller: Caller, request: A.ListArtifactsRequest) -> A.ArtifactList:

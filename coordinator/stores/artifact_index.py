@@ -3,7 +3,9 @@
   sp:artifact:{id}                      hash  id session_id owner name created_at updated_at latest
                                               type tags(JSON) size  (the latest version's fields)
   sp:artifact:{id}:v:{n}                hash  type name description tags(JSON) custom(ValueMap bytes)
-                                              sha size created_at  (version n, immutable)
+                                              sha size created_at [encoding]  (version n, immutable;
+                                              encoding "utf-8"/"binary" when the writer said, since
+                                              issue 16: absent in older versions)
   sp:artifact:{id}:words                set   the words the latest version put in the word index
   sp:session:{sid}:artifact-names       hash  name -> artifact id
   sp:session:{sid}:artifacts            zset  id -> updated_at
@@ -81,6 +83,7 @@ def decode_info(artifact: dict[str, bytes], version: dict[str, bytes], number: i
         created_at=float(artifact["created_at"]),
         updated_at=float(version["created_at"]),
         version=number,
+        content_encoding=version.get("encoding", b"").decode(),
     )
 
 

@@ -94,6 +94,16 @@ def _check_type(kind: str) -> str:
     return kind
 
 
+CONTENT_ENCODINGS = ("", "utf-8", "binary")
+"""How a version's content was given (ArtifactInfo.content_encoding); "" = not said (older data)."""
+
+
+def _check_encoding(encoding: str) -> str:
+    if encoding not in CONTENT_ENCODINGS:
+        raise InvalidArgument(f"invalid content_encoding {encoding!r}; allowed: utf-8, binary (or empty)")
+    return encoding
+
+
 def charged_bytes(
     size: int, kind: str, name: str, description: str, tags: list[str], custom: bytes, words: list[str]
 ) -> int:
@@ -208,6 +218,7 @@ class ArtifactStore:
             name = meta.name or new_id
             if len(name) > MAX_NAME:
                 raise InvalidArgument(f"name is {len(name)} characters; the maximum is {MAX_NAME}")
+        encoding = _check_encoding(header.content_encoding)
         description = check_text(meta.description, "description", MAX_DESCRIPTION)
         tags = check_tags(list(meta.tags))
         custom = check_metadata(meta.custom, "metadata.custom")
@@ -224,7 +235,7 @@ class ArtifactStore:
             head = {
                 "session_id": session_id, "update_id": header.artifact_id, "new_id": new_id, "name": name,
                 "type": kind, "description": description, "tags": tags_json,
-                "words": words, "sha": sha, "size": str(upload.size), "charged": str(charged),
+                "words": words, "sha": sha, "size": str(upload.size), "charged": str(charged), "encoding": encoding,
                 "chunks": str(upload.chunks), "upload": upload.prefix, "now": repr(time.time()),
                 "owner": _text(self.redis.hget(session_key(session_id), "principal")),
                 "max_session": str(self.max_session_bytes), "max_principal": str(self.max_principal_bytes),

@@ -38,7 +38,7 @@ import wasmtime
 
 from scriptpool.errors import ScriptpoolError
 from scriptpool.languages import Language
-from scriptpool.sandbox.catalog import GLOBAL_OPS, aliases
+from scriptpool.sandbox.catalog import FILE_OP_PREFIX, FILE_OPS, GLOBAL_OPS, aliases
 from scriptpool.sandbox.engines import quickjs_internals as qjs
 from scriptpool.sandbox.engines.spare_instance import SpareInstance
 from scriptpool.sandbox.engines.wasmtime_internals import NumericCaller
@@ -293,6 +293,7 @@ _SETUP = {
     "catalog": {name: list(ops) for name, ops in GLOBAL_OPS.items()},
     "aliases": {name: aliases(name) for name in GLOBAL_OPS},
     "maxDepth": MAX_DEPTH,
+    "fileOps": list(FILE_OPS),
 }
 """What the prelude is set up with: the same for every instance, so computed once."""
 
@@ -433,7 +434,8 @@ class _Job:
     def host_call(self, op: str, args: list[PlainValue]) -> list[PlainValue]:
         if self.budget.limit:
             return ["limit", self.budget.limit]
-        self.calls += 1
+        if not op.startswith(FILE_OP_PREFIX):  # the job's own files: local, not global calls
+            self.calls += 1
         if self.calls > self.job.limits.max_global_calls:
             self.budget.limit = "calls"
             return ["limit", "calls"]

@@ -415,6 +415,33 @@
     G[globalName] = freeze(g);
   }
 
+  // ---------------------------------------------------------------- files
+  // `fs`: the job's own files (sandbox/scratch_files.py), its scratch directory seen as "/". Every
+  // method is synchronous and throws the categorised error (code, message) on failure.
+  const textEncoding = (enc) => {
+    const name = enc !== null && typeof enc === "object" ? enc.encoding : enc;
+    if (name === undefined || name === null) return false;
+    if (name === "utf8" || name === "utf-8") return true;
+    throw callError("INVALID_ARGUMENT", "fs: only the utf8 encoding is available (or none, for a Uint8Array)");
+  };
+  const fs = {
+    readFile: (path, encoding) => call("File.readAll", [path, textEncoding(encoding)]),
+    writeFile: (path, data) => { call("File.writeAll", [path, data, false]); },
+    appendFile: (path, data) => { call("File.writeAll", [path, data, true]); },
+    exists: (path) => call("File.exists", [path]),
+    remove: (path) => { call("File.remove", [path]); },
+    rename: (from, to) => { call("File.rename", [from, to]); },
+    list: (dir) => call("File.list", [dir === undefined ? "/" : dir]),
+  };
+  fs.readFileSync = fs.readFile;
+  fs.writeFileSync = fs.writeFile;
+  fs.appendFileSync = fs.appendFile;
+  fs.existsSync = fs.exists;
+  fs.unlink = fs.unlinkSync = fs.remove;
+  fs.renameSync = fs.rename;
+  fs.readdir = fs.readdirSync = fs.list;
+  G.fs = freeze(fs);
+
   const Session = G.Session;
   SessionProto.suspend = function () { return Session.suspend(this.id); };
   SessionProto.resume = function () { return Session.resume(this.id); };

@@ -1,8 +1,9 @@
 """Lua scripts on lupa (Lua 5.4), one fresh runtime per job.
 
 Defence in depth, under the OS jail: no `python` bridge and an attribute filter that denies every
-Python attribute, an allowlisted environment (no io/os/package/require/debug/dofile/loadfile,
-text-only load, no string.dump), `max_memory`, and a CPU budget checked by a count hook that also
+Python attribute, an allowlisted environment (no package/require/debug/dofile/loadfile, text-only
+load, no string.dump; `io` and `os.remove/rename` reach only the job's own files, through
+sandbox/scratch_files.py), `max_memory`, and a CPU budget checked by a count hook that also
 runs inside coroutines, pcall and __gc finalizers. See lua_prelude.lua.
 """
 
@@ -15,7 +16,7 @@ from typing import Any
 import lupa.lua54 as lupa
 
 from scriptpool.errors import ScriptpoolError
-from scriptpool.sandbox.catalog import GLOBAL_OPS, aliases
+from scriptpool.sandbox.catalog import FILE_OP_PREFIX, GLOBAL_OPS, aliases
 from scriptpool.sandbox.engines.lua_json import JSON_OPS, json_op
 from scriptpool.sandbox.engines.spare_instance import SpareInstance
 from scriptpool.sandbox.errors import LIMIT_ERRORS, LimitExceeded, MemoryExceeded, ScriptError
@@ -178,7 +179,8 @@ class _Binding:
         name = op.decode("utf-8")
         if name in JSON_OPS:  # the JSON global: handled here, no global call
             return self._json(name, packed_args)
-        self.calls += 1
+        if not name.startswith(FILE_OP_PREFIX):  # the job's own files: local, not global calls
+            self.calls += 1
         if self.calls > job.limits.max_global_calls:
             return (b"limit", b"calls")
         try:

@@ -529,6 +529,146 @@ SessionMethods.add_tag = SessionMethods.addTag
 SessionMethods.remove_tag = SessionMethods.removeTag
 SessionMethods.has_tag = SessionMethods.hasTag
 
+-- ------------------------------------------------------------------ files
+-- The job's own files (sandbox/scratch_files.py): its scratch directory is its root, seen as "/".
+-- io.open, io.lines, io.type, file:read/write/lines/seek/flush/setvbuf/close, os.remove and os.rename
+-- as in standard Lua. io.open, os.remove and os.rename report a failure as Lua does (nil, message,
+-- code; the message is "CODE: text"); file methods raise the error (a table with code and message).
+-- io.write prints (without a newline). Files left open are closed when the job ends.
+local str_format, math_type = string.format, math.type
+local function written(v, what, i) -- what file:write and io.write write for a value (as Lua does)
+  if raw_type(v) == "number" then return math_type(v) == "integer" and str_format("%d", v) or str_format("%.14g", v) end
+  if raw_type(v) ~= "string" then
+    raise_call_error("INVALID_ARGUMENT", what .. ": argument #" .. i .. " must be a string or a number")
+  end
+  return v
+end
+local function file_call(op, ...)
+  return finish_call(host_call(op, tpack(...)))
+end
+local function try_file_call(op, ...)
+  local status, a, b = host_call(op, tpack(...))
+  if status == "ok" then return a end
+  if status == "limit" then hit(a) end
+  return nil, a .. ": " .. b, a
+end
+
+local handle_of = raw_setmetatable({}, { __mode = "k", __metatable = false })
+local FileMethods = {}
+local FileObject = {
+  __index = FileMethods,
+  __name = "FILE*",
+  __tostring = function(f)
+    local h = handle_of[f]
+    return h and ("file (" .. h.path .. ")") or "file (closed)"
+  end,
+  __metatable = false,
+}
+
+local function open_handle(f, what)
+  local h = raw_type(f) == "table" and handle_of[f] or nil
+  if h == nil or h.id == nil then raise_call_error("INVALID_ARGUMENT", what .. ": attempt to use a closed file") end
+  return h
+end
+
+local function read_formats(h, ...)
+  local n = raw_select("#", ...)
+  if n == 0 then return file_call("File.read", h.id, "l") end
+  local out = {}
+  for i = 1, n do
+    local fmt = raw_select(i, ...)
+    local v = file_call("File.read", h.id, fmt)
+    out[i] = v
+    if v == nil then return tunpack(out, 1, i) end
+  end
+  return tunpack(out, 1, n)
+end
+
+function FileMethods:read(...) return read_formats(open_handle(self, "read"), ...) end
+function FileMethods:write(...)
+  local h = open_handle(self, "write")
+  for i = 1, raw_select("#", ...) do
+    file_call("File.write", h.id, written((raw_select(i, ...)), "write", i))
+  end
+  return self
+end
+function FileMethods:lines(...)
+  local h = open_handle(self, "lines")
+  local formats = tpack(...)
+  return function()
+    if h.id == nil then raise_call_error("INVALID_ARGUMENT", "lines: file is already closed") end
+    return read_formats(h, tunpack(formats, 1, formats.n))
+  end
+end
+function FileMethods:seek(whence, offset)
+  return file_call("File.seek", open_handle(self, "seek").id, whence or "cur", offset or 0)
+end
+function FileMethods:flush()
+  file_call("File.flush", open_handle(self, "flush").id)
+  return self
+end
+function FileMethods:setvbuf() open_handle(self, "setvbuf") return true end
+function FileMethods:close()
+  local h = open_handle(self, "close")
+  local id = h.id
+  h.id = nil
+  handle_of[self] = nil
+  file_call("File.close", id)
+  return true
+end
+
+local function wrap_file(id, path)
+  local f = raw_setmetatable({}, FileObject)
+  handle_of[f] = { id = id, path = raw_tostring(path) }
+  return f
+end
+
+local VALID_MODE = "^[rwax]%+?b?$"
+local io_env = {}
+io_env.open = function(path, mode)
+  mode = mode or "r"
+  if raw_type(mode) ~= "string" or not str_find(mode, VALID_MODE) then
+    raise_call_error("INVALID_ARGUMENT", "io.open: invalid mode " .. raw_tostring(mode) .. " (use r, w, a, r+, w+ or a+)")
+  end
+  local id, message, code = try_file_call("File.open", path, mode)
+  if id == nil then return nil, message, code end
+  return wrap_file(id, path)
+end
+io_env.lines = function(path, ...)
+  if path == nil then raise_call_error("INVALID_ARGUMENT", "io.lines: a file name is required (there is no stdin)") end
+  local f = wrap_file(file_call("File.open", path, "r"), path)
+  local h = handle_of[f]
+  local formats = tpack(...)
+  return function()
+    if h.id == nil then return nil end
+    local v = read_formats(h, tunpack(formats, 1, formats.n))
+    if v == nil then f:close() end
+    return v
+  end
+end
+io_env.type = function(obj)
+  if raw_type(obj) ~= "table" or true_getmetatable(obj) ~= FileObject then return nil end
+  return handle_of[obj] and "file" or "closed file"
+end
+io_env.write = function(...)
+  local n = raw_select("#", ...)
+  local parts = {}
+  for i = 1, n do parts[i] = written((raw_select(i, ...)), "io.write", i) end
+  if not host_print(tconcat(parts)) then hit("output") end
+  return io_env
+end
+env.io = raw_setmetatable(io_env, LOCKED)
+env.os.remove = function(path)
+  local ok, message, code = try_file_call("File.remove", path)
+  if ok == nil then return nil, message, code end
+  return true
+end
+env.os.rename = function(old, new)
+  local ok, message, code = try_file_call("File.rename", old, new)
+  if ok == nil then return nil, message, code end
+  return true
+end
+
 -- ------------------------------------------------------------------ running
 local function script_traceback(e)
   if e == SENTINEL or limit_hit then return e end

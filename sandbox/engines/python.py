@@ -43,6 +43,7 @@ from RestrictedPython.compile import compile_restricted_exec
 from RestrictedPython.transformer import RestrictingNodeTransformer
 
 from scriptpool.errors import ScriptpoolError
+from scriptpool.sandbox.catalog import FILE_OP_PREFIX
 from scriptpool.sandbox.engines import python_env
 from scriptpool.sandbox.engines.python_env import Environment, GuestError, guest_error, to_plain
 from scriptpool.sandbox.errors import LIMIT_ERRORS, LimitExceeded, ScriptError
@@ -229,7 +230,8 @@ class PythonRunner:
 
         def call(op: str, args: list[PlainValue]) -> PlainValue:
             nonlocal calls
-            calls += 1
+            if not op.startswith(FILE_OP_PREFIX):  # the job's own files: local, not global calls
+                calls += 1
             if calls > job.limits.max_global_calls:
                 budget.trip("calls")
             try:

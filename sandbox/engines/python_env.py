@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import bisect
+import codecs
 import collections
 import datetime
 import functools
@@ -19,6 +20,7 @@ import itertools
 import json
 import math
 import operator
+import posixpath
 import random
 import re
 import string
@@ -26,7 +28,7 @@ import time
 import types
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 from RestrictedPython.Guards import (
     guarded_iter_unpack_sequence,
@@ -658,6 +660,151 @@ def _script_datetime(clock: ScriptClock) -> object:
     return types.SimpleNamespace(**names)
 
 
+# ------------------------------------------------------------------ the job's files
+
+_WHENCE_NAMES = {0: "set", 1: "cur", 2: "end"}
+
+
+class ScriptFile:
+    """What `open()` gives a script: a file in the job's root (its scratch directory, seen as `/`),
+    read and written through `File.*` (sandbox/scratch_files.py, which confines and bounds it).
+    Text mode reads and writes UTF-8 (no newline translation); binary mode bytes."""
+
+    __slots__ = ("_call", "_decoder", "_id", "_text", "mode", "name")
+
+    def __init__(self, call: Callable[[str, list[PlainValue]], PlainValue], path: object, mode: object) -> None:
+        if not isinstance(mode, str) or not mode or len(set(mode)) != len(mode) or set(mode) - set("rwaxbt+"):
+            raise guest_error("INVALID_ARGUMENT", f"open: invalid mode {mode!r}")
+        base = "".join(c for c in mode if c in "rwax")
+        if len(base) != 1 or ("b" in mode and "t" in mode):
+            raise guest_error("INVALID_ARGUMENT", f"open: invalid mode {mode!r}")
+        self._call = call
+        self._text = "b" not in mode
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
+        self.name = path
+        self.mode = mode
+        self._id: PlainValue = call("File.open", [to_plain(path), base + ("+" if "+" in mode else "")])
+
+    @property
+    def closed(self) -> bool:
+        return self._id is None
+
+    def _handle(self) -> PlainValue:
+        if self._id is None:
+            raise guest_error("INVALID_ARGUMENT", "I/O operation on a closed file")
+        return self._id
+
+    def _out(self, data: PlainValue) -> Any:
+        raw = data if isinstance(data, bytes) else (b"" if data is None else str(data).encode())
+        return self._decoder.decode(raw) if self._text else raw
+
+    def read(self, size: int | None = -1) -> Any:
+        handle = self._handle()
+        if size is None or size < 0:
+            return self._out(self._call("File.read", [handle, "a"]))
+        if not self._text:
+            return self._out(self._call("File.read", [handle, size]))
+        text = ""
+        while len(text) < size:
+            data = self._call("File.read", [handle, size - len(text)])
+            if data is None:
+                break
+            text += self._out(data)
+        return text
+
+    def readline(self, size: int | None = -1) -> Any:
+        line = self._call("File.read", [self._handle(), "L"])
+        out = self._out(line)
+        if size is not None and size >= 0 and len(out) > size:  # the rest stays for the next read
+            self.seek(-len(out[size:].encode() if self._text else out[size:]), 1)
+            out = out[:size]
+        return out
+
+    def readlines(self, hint: int = -1) -> list[Any]:
+        return list(self)
+
+    def __iter__(self) -> ScriptFile:
+        return self
+
+    def __next__(self) -> Any:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+    def write(self, data: object) -> int:
+        handle = self._handle()
+        if self._text and not isinstance(data, str):
+            raise guest_error("INVALID_ARGUMENT", f"write() argument must be str, not {type(data).__name__}")
+        if not self._text and not isinstance(data, (bytes, bytearray)):
+            raise guest_error("INVALID_ARGUMENT", f"a bytes-like object is required, not {type(data).__name__}")
+        plain = to_plain(data)
+        self._call("File.write", [handle, plain])
+        return len(cast(str | bytes, plain))
+
+    def writelines(self, lines: Iterable[object]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def seek(self, offset: int, whence: int = 0) -> Any:
+        if whence not in _WHENCE_NAMES:
+            raise guest_error("INVALID_ARGUMENT", f"seek: invalid whence ({whence!r}, should be 0, 1 or 2)")
+        self._decoder.reset()
+        return self._call("File.seek", [self._handle(), _WHENCE_NAMES[whence], offset])
+
+    def tell(self) -> Any:
+        return self._call("File.seek", [self._handle(), "cur", 0])
+
+    def flush(self) -> None:
+        self._call("File.flush", [self._handle()])
+
+    def close(self) -> None:
+        if self._id is not None:
+            handle, self._id = self._id, None
+            self._call("File.close", [handle])
+
+    def __enter__(self) -> ScriptFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<file {self.name!r} mode {self.mode!r}{' closed' if self._id is None else ''}>"
+
+
+ScriptFile.__name__ = ScriptFile.__qualname__ = "file"
+OS_PATH_NAMES = ("join", "basename", "dirname", "split", "splitext", "normpath", "isabs", "sep")
+OS_NAMES = ("remove", "unlink", "rename", "replace", "listdir", "path", "sep")
+
+
+def _os_module(call: Callable[[str, list[PlainValue]], PlainValue]) -> tuple[GuestModule, GuestModule]:
+    """`import os` in a script: only removing, renaming and listing the job's own files, and
+    `os.path`'s string functions plus `exists` (no process, environment or host access)."""
+
+    def exists(path: object) -> bool:
+        try:
+            return bool(call("File.exists", [to_plain(path)]))
+        except GuestError as exc:
+            if exc.code == "PERMISSION_DENIED":
+                raise
+            return False
+
+    path_members: dict[str, Any] = {name: getattr(posixpath, name) for name in OS_PATH_NAMES}
+    path_members["exists"] = exists
+    path_module = GuestModule("os.path", path_members)
+    members: dict[str, Any] = {
+        "remove": lambda path: call("File.remove", [to_plain(path)]) and None,
+        "rename": lambda old, new: call("File.rename", [to_plain(old), to_plain(new)]) and None,
+        "listdir": lambda path="/": call("File.list", [to_plain(path)]),
+        "path": path_module,
+        "sep": "/",
+    }
+    members["unlink"] = members["remove"]
+    members["replace"] = members["rename"]
+    return GuestModule("os", members), path_module
+
+
 class Environment:
     """Builds one job's globals. `call` performs a global op (counting, limits and errors are the
     runner's business); `write` prints; `recheck` re-raises a limit the script tried to catch."""
@@ -678,6 +825,7 @@ class Environment:
         self._call = Callbacks(call)
         self._write = write
         self._random: GuestModule | None = None
+        self._os: tuple[GuestModule, GuestModule] | None = None
         self._script_classes: weakref.WeakSet[type] = weakref.WeakSet()
         self.globals = self._build(recheck, inputs)
 
@@ -698,11 +846,18 @@ class Environment:
             _limit_check_=recheck,
             setattr=self._setattr,
             delattr=self._delattr,
+            open=self._open,
         )
         env: dict[str, Any] = {"__builtins__": builtins, "__name__": "script", "INPUT": to_plain(dict(inputs))}
         for name, namespace in NAMESPACES.items():
             env[name] = namespace(self._call)
         return env
+
+    def _open(self, file: object, mode: object = "r", *args: object, **options: object) -> ScriptFile:
+        """open(path, mode="r"): a file in the job's root; encoding utf-8 only, no other options."""
+        if args or set(options) - {"encoding", "newline"} or options.get("encoding", "utf-8") not in ("utf-8", "utf8"):
+            raise guest_error("INVALID_ARGUMENT", "open: only open(path, mode) is available (text is UTF-8)")
+        return ScriptFile(self._call, file, mode)
 
     def _printer(self, _getattr: object = None) -> _Printer:
         return _Printer(self._write)
@@ -710,8 +865,12 @@ class Environment:
     def _import(
         self, name: str, globals: object = None, locals: object = None, fromlist: object = (), level: int = 0
     ) -> GuestModule:
+        if level == 0 and name in ("os", "os.path"):
+            if self._os is None:
+                self._os = _os_module(self._call)
+            return self._os[1] if name == "os.path" and fromlist else self._os[0]
         if level != 0 or name not in MODULE_ALLOWLIST:
-            allowed = ", ".join(sorted(MODULE_ALLOWLIST))
+            allowed = ", ".join(sorted([*MODULE_ALLOWLIST, "os"]))
             raise ImportError(f"module {name!r} is not available in the sandbox (available: {allowed})")
         if name == "random":  # a generator per job, never the process-wide one
             if self._random is None:
@@ -781,7 +940,7 @@ def _safe_builtins() -> dict[str, Any]:
     names.update(RecursionError=RecursionError, StopIteration=StopIteration, ZeroDivisionError=ZeroDivisionError)
     names.update(getattr=guarded_getattr, hasattr=guarded_hasattr, ScriptpoolError=GuestError)
     names.update({cls.__name__: cls for cls in GUEST_ERRORS.values()})
-    for name in ("open", "exec", "eval", "compile", "globals", "locals", "vars", "dir", "input", "breakpoint",
+    for name in ("exec", "eval", "compile", "globals", "locals", "vars", "dir", "input", "breakpoint",
                  "type", "object", "super", "memoryview", "help", "exit", "quit"):  # fmt: skip
         names[name] = _unavailable(name)
     return names

@@ -420,8 +420,9 @@ def test_every_artifact_operation_from_lua(client: ScriptpoolClient, session_id:
     }
     local ok, e = pcall(Artifact.storeFile, sid, "../etc/passwd", {})
     out.escape = e.code
-    ok, e = pcall(Artifact.save_to_file, sid, ref, "/abs")
+    ok, e = pcall(Artifact.save_to_file, sid, ref, "/../abs")
     out.escape_abs = e.code
+    out.saved_in_root = Artifact.save_to_file(sid, ref, "/abs")  -- the job's root, not the host's /
     ok, e = pcall(Artifact.storeFile, sid, "inside.txt", {})
     out.missing_file = e.code
     ok, e = pcall(Artifact.get, sid, "not-an-id")
@@ -454,8 +455,8 @@ def test_every_artifact_operation_from_lua(client: ScriptpoolClient, session_id:
         True, False, True, "read", "admin",
     )  # fmt: skip
     assert isinstance(out["audit"], int) and out["audit"] >= 8
-    assert (out["escape"], out["escape_abs"], out["missing_file"]) == (
-        "PERMISSION_DENIED", "PERMISSION_DENIED", "NOT_FOUND",
+    assert (out["escape"], out["escape_abs"], out["missing_file"], out["saved_in_root"]) == (
+        "PERMISSION_DENIED", "PERMISSION_DENIED", "NOT_FOUND", "abs",
     )  # fmt: skip
     assert (out["bad_id"], out["bad_content"]) == ("INVALID_ARGUMENT", "INVALID_ARGUMENT")
     assert (out["deleted"], out["after_delete"]) == (True, 1)

@@ -42,19 +42,23 @@ ATTACKS: dict[str, Attack] = {
     "string_dump_via_metatable": Attack("return ('').dump(print)", Outcome.SCRIPT_ERROR, "dump"),
     "binary_chunk_load": Attack("local f, e = load('\\27LuaT') assert(f, e)", Outcome.SCRIPT_ERROR, "binary chunk"),
     "load_reaches_real_globals": Attack(
-        "return assert(load('return io.open'))()('/etc/passwd')", Outcome.SCRIPT_ERROR, "io"
-    ),  # fmt: skip
+        "return assert(assert(load('return io.open'))()('/etc/passwd'))", Outcome.SCRIPT_ERROR, "NOT_FOUND"
+    ),  # fmt: skip  (load's io.open is the sandbox's: /etc/passwd of the job's root)
     "load_with_function_reader": Attack(
         "return assert(load(function() return nil end))", Outcome.SCRIPT_ERROR, "source strings"
     ),  # fmt: skip
     "dofile_host_file": Attack("return dofile('/etc/passwd')", Outcome.SCRIPT_ERROR, "dofile"),
     "loadfile_host_file": Attack("return loadfile('/etc/passwd')", Outcome.SCRIPT_ERROR, "loadfile"),
-    "io_open_host_file": Attack("return io.open('/etc/passwd'):read('a')", Outcome.SCRIPT_ERROR, "io"),
+    "io_open_host_file": Attack("return assert(io.open('/etc/passwd')):read('a')", Outcome.SCRIPT_ERROR, "NOT_FOUND"),
+    "io_open_out_of_root": Attack(
+        "return assert(io.open('/../etc/passwd')):read('a')", Outcome.SCRIPT_ERROR, "PERMISSION_DENIED"
+    ),  # fmt: skip
     "os_execute": Attack("return os.execute('id')", Outcome.SCRIPT_ERROR, "execute"),
-    "io_popen": Attack("return io.popen('id')", Outcome.SCRIPT_ERROR, "io"),
+    "io_popen": Attack("return io.popen('id')", Outcome.SCRIPT_ERROR, "popen"),
     "os_exit_kills_worker": Attack("os.exit(1)", Outcome.SCRIPT_ERROR, "exit"),
     "os_getenv_secrets": Attack("return os.getenv('REDIS_URL')", Outcome.SCRIPT_ERROR, "getenv"),
-    "os_remove_file": Attack("return os.remove('/tmp/x')", Outcome.SCRIPT_ERROR, "remove"),
+    "os_remove_file": Attack("return assert(os.remove('/tmp/x'))", Outcome.SCRIPT_ERROR, "NOT_FOUND"),
+    "os_remove_out_of_root": Attack("return assert(os.remove('../x'))", Outcome.SCRIPT_ERROR, "PERMISSION_DENIED"),
     "collectgarbage_stop": Attack("collectgarbage('stop')", Outcome.SCRIPT_ERROR, "only 'collect'"),
     "gc_finalizer_runs_unhooked": Attack(
         "setmetatable({}, {__gc = function() while true do end end})", Outcome.SCRIPT_ERROR, "__gc"

@@ -1,10 +1,11 @@
 """The OS jail under a real job, through the real stack: one named test per ambient capability.
 
-Scripts cannot make system calls (Lua has no io/os), so the per-call attacks (execve, fork, sockets,
-writes outside the scratch directory...) are in tests/unit/test_jail.py, in forked children. Here a
-real job blocks in a global call inside a real worker's sandbox child once it has told the test it
-is ready; the test inspects that process from outside (/proc), releases the job (which must then
-end normally), and checks that the worker then runs a normal job correctly.
+Scripts cannot make system calls (their files go through sandbox/scratch_files.py), so the per-call
+attacks (execve, fork, sockets, writes outside the scratch directory...) are in
+tests/unit/test_jail.py, in forked children. Here a real job blocks in a global call inside a real
+worker's sandbox child once it has told the test it is ready; the test inspects that process from
+outside (/proc), releases the job (which must then end normally), and checks that the worker then
+runs a normal job correctly.
 """
 
 from __future__ import annotations

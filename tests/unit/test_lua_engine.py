@@ -53,8 +53,9 @@ def test_snake_case_aliases_exist() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["io", "os.execute", "os.getenv", "package", "require", "debug", "dofile", "loadfile", "python",
-             "string.dump", "_G.io"],
+    "name", ["io.popen", "io.stdout", "io.input", "io.tmpfile", "os.execute", "os.getenv", "os.exit",
+             "os.tmpname", "package", "require", "debug", "dofile", "loadfile", "python", "string.dump",
+             "_G.io.popen"],
 )  # fmt: skip
 def test_dangerous_globals_are_absent(name: str) -> None:
     result, _ = run(f"return {name} == nil")

@@ -2,15 +2,18 @@
 
 Registered into the bridge's handler table by workers/bridge/host.py. An artifact id may be given as its
 string or as the value `store`/`update` returned (a map with `id`). Content crosses as bytes: a
-script string is stored as UTF-8; content comes back as a string for `text`/`code` artifacts that
-are valid UTF-8 and as bytes otherwise (in Lua both are strings, byte-exact).
+script string is stored as UTF-8 and marked as text (content_encoding "utf-8"), script bytes as
+"binary". Content comes back as the script gave it, whatever the type and the read path (get,
+lazy `.content`, getContent): a string for text, bytes for bytes. Versions that do not say (stored
+before this, or by a client that does not say) come back as a string for `text`/`code` artifacts
+that are valid UTF-8 and as bytes otherwise. In Lua both are strings, byte-exact.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from scriptpool.core.artifact_values import info_to_plain
+from scriptpool.core.artifact_values import content_value, info_to_plain
 from scriptpool.core.defaults import ARTIFACT_CHUNK_BYTES
 from scriptpool.errors import FailedPrecondition, InvalidArgument, PermissionDenied, ResourceExhausted
 from scriptpool.v1 import artifacts_pb2, common_pb2
@@ -33,11 +36,12 @@ LIST_LIMIT = 1000
 coordinator's maximum): a longer answer comes with a `next_cursor` to pass back as `cursor`."""
 
 
-def _content(value: PlainValue, op: str) -> bytes:
+def _content(value: PlainValue, op: str) -> tuple[bytes, str]:
+    """The content's bytes and how it was given (content_encoding)."""
     if isinstance(value, str):
-        return value.encode("utf-8")
+        return value.encode("utf-8"), "utf-8"
     if isinstance(value, bytes):
-        return value
+        return value, "binary"
     raise InvalidArgument(f"{op}: content must be a string or bytes, got {type(value).__name__}")
 
 
@@ -147,9 +151,10 @@ def store(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainValue:
         kind, raw = _arg(args, 1), _arg(args, 3)
         meta = _metadata(_arg(args, 4), op)
         meta.name = _string(_arg(args, 2), f"{op}: name")
-    content = _content(raw, op)
+    content, encoding = _content(raw, op)
     kind = _string(kind, f"{op}: type") or ("text" if isinstance(raw, str) else "binary")
-    return _send(bridge, A.StoreArtifactChunk(session_id=session_id, type=kind, metadata=meta), content)
+    header = A.StoreArtifactChunk(session_id=session_id, type=kind, metadata=meta, content_encoding=encoding)
+    return _send(bridge, header, content)
 
 
 def update(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainValue:
@@ -165,7 +170,8 @@ def update(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainValue:
         raw = third
         if _arg(args, 3) is not None:
             header.metadata.CopyFrom(_metadata(args[3], op))
-    return _send(bridge, header, _content(raw, op))
+    content, header.content_encoding = _content(raw, op)
+    return _send(bridge, header, content)
 
 
 def get(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainValue:
@@ -177,8 +183,10 @@ def get(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainValue:
 
 
 def get_content(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainValue:
-    """The raw bytes (GetContent sends no info, so no type to decide on text)."""
-    return _read(bridge, args, op)[1] or b""
+    """The content, text or bytes as for `get` (GetContent sends the info first; a coordinator
+    older than that sends none, and the content is then bytes)."""
+    info, content = _read(bridge, args, op)
+    return content_value(info, content or b"") if info is not None else content or b""
 
 
 def _listing(answer: A.ArtifactList) -> PlainValue:
@@ -302,12 +310,13 @@ def get_audit_log(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> Plain
 
 
 def check_scratch_path(path: PlainValue, op: str) -> str:
-    """A path relative to the job's scratch directory; anything that could leave it is refused."""
+    """A path inside the job's root (its scratch directory, seen as `/`: a leading `/` is that root);
+    anything that could leave it (`..`, `~`, NUL) is refused, as sandbox/scratch_files.py does."""
     if not isinstance(path, str) or not path:
         raise InvalidArgument(f"{op}: path must be a non-empty string")
     parts = path.replace("\\", "/").split("/")
-    if "\x00" in path or path.startswith("/") or ".." in parts or path.startswith("~"):
-        raise PermissionDenied(f"{op}: path {path!r} leaves the job's scratch directory; use a relative path inside it")
+    if "\x00" in path or ".." in parts or path.startswith("~"):
+        raise PermissionDenied(f"{op}: path {path!r} leaves the job's root (its scratch directory, seen as /)")
     return path
 
 

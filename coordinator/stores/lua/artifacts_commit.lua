@@ -65,6 +65,7 @@ redis.call('HSET', akey, 'type', h.type, 'tags', h.tags, 'updated_at', h.now, 's
 redis.call('HSET', akey .. ':v:' .. version, 'type', h.type, 'name', h.name, 'description', h.description,
            'tags', h.tags, 'custom', ARGV[2], 'sha', h.sha, 'size', h.size, 'created_at', h.now,
            'charged', h.charged)
+if h.encoding ~= '' then redis.call('HSET', akey .. ':v:' .. version, 'encoding', h.encoding) end
 redis.call('ZADD', index, h.now, id)
 redis.call('ZADD', index .. ':size', h.size, id)
 redis.call('SADD', index .. ':type:' .. h.type, id)

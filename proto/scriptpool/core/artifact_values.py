@@ -16,7 +16,8 @@ from scriptpool.v1 import artifacts_pb2
 from scriptpool.values import PlainValue, from_value_map
 
 TEXT_TYPES = ("text", "code")
-"""Artifact types whose content is given back as a string when it is valid UTF-8."""
+"""Artifact types whose content is given back as a string when it is valid UTF-8, for versions that
+do not say how their content was given (content_encoding "": older data, clients that do not say)."""
 
 MIME_TYPES = {
     "text": "text/plain",
@@ -71,12 +72,17 @@ def info_to_plain(info: artifacts_pb2.ArtifactInfo, content: bytes | None = None
     }
     with_times(plain, **times)
     if content is not None:
-        plain["content"] = content_value(info.type, content)
+        plain["content"] = content_value(info, content)
     return plain
 
 
-def content_value(kind: str, content: bytes) -> PlainValue:
-    if kind in TEXT_TYPES:
+def content_value(info: artifacts_pb2.ArtifactInfo, content: bytes) -> PlainValue:
+    """Content as the script gave it: text stored as text is a string, whatever the artifact's type;
+    bytes are bytes. Versions that do not say (content_encoding "") keep the type rule."""
+    encoding = info.content_encoding
+    if encoding == "binary":
+        return content
+    if encoding == "utf-8" or info.type in TEXT_TYPES:
         try:
             return content.decode("utf-8")
         except UnicodeDecodeError:

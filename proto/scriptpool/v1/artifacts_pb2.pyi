@@ -62,6 +62,7 @@ class ArtifactInfo(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    CONTENT_ENCODING_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     session_id: _builtins.str
     type: _builtins.str
@@ -71,6 +72,11 @@ class ArtifactInfo(_message.Message):
     created_at: _builtins.float
     updated_at: _builtins.float
     version: _builtins.int
+    content_encoding: _builtins.str
+    """How the content was given when stored: "utf-8" (text: scripts get a string back), "binary"
+    (bytes: scripts get bytes), or "" (not said: older versions and clients; scripts get a string
+    for text/code artifacts whose content is valid UTF-8, bytes otherwise).
+    """
     @_builtins.property
     def metadata(self) -> Global___ArtifactMetadata: ...
     def __init__(
@@ -85,10 +91,11 @@ class ArtifactInfo(_message.Message):
         created_at: _builtins.float = ...,
         updated_at: _builtins.float = ...,
         version: _builtins.int = ...,
+        content_encoding: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_hash", b"content_hash", "created_at", b"created_at", "id", b"id", "metadata", b"metadata", "session_id", b"session_id", "size", b"size", "type", b"type", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_encoding", b"content_encoding", "content_hash", b"content_hash", "created_at", b"created_at", "id", b"id", "metadata", b"metadata", "session_id", b"session_id", "size", b"size", "type", b"type", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -105,11 +112,14 @@ class StoreArtifactChunk(_message.Message):
     TYPE_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     CONTENT_FIELD_NUMBER: _builtins.int
+    CONTENT_ENCODING_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     artifact_id: _builtins.str
     """Update only"""
     type: _builtins.str
     content: _builtins.bytes
+    content_encoding: _builtins.str
+    """"utf-8", "binary" or "" (see ArtifactInfo.content_encoding)"""
     @_builtins.property
     def metadata(self) -> Global___ArtifactMetadata: ...
     def __init__(
@@ -120,10 +130,11 @@ class StoreArtifactChunk(_message.Message):
         type: _builtins.str = ...,
         metadata: Global___ArtifactMetadata | None = ...,
         content: _builtins.bytes = ...,
+        content_encoding: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact_id", b"artifact_id", "content", b"content", "metadata", b"metadata", "session_id", b"session_id", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact_id", b"artifact_id", "content", b"content", "content_encoding", b"content_encoding", "metadata", b"metadata", "session_id", b"session_id", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
