@@ -22,7 +22,7 @@ from scriptpool.core.job_records import TIMELINE_MAX, hash_fields, text
 from scriptpool.core.keys import timeline_key
 from scriptpool.errors import InvalidArgument
 from scriptpool.v1 import common_pb2, sessions_pb2
-from scriptpool.values import PlainValue, to_value_map
+from scriptpool.values import PlainValue, from_value_map, to_value_map
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
@@ -95,6 +95,22 @@ def emit_event(
     append_event(target, "", session_id, fields)
 
 
+TRANSITION_HOOK_POINTS = {
+    "suspended": "session.suspended",
+    "active": "session.resumed",
+    "completed": "session.completed",
+}
+"""A state transition is recorded as one `session.state_changed` entry; asking for the hook point
+of the transition (`types = {"session.suspended"}`) finds it too."""
+
+
+def _transition_wanted(kind: str, fields: Mapping[str, bytes], wanted: set[str]) -> bool:
+    if kind != "session.state_changed":
+        return False
+    new_state = from_value_map(common_pb2.ValueMap.FromString(fields["data"])).get("new_state")
+    return isinstance(new_state, str) and TRANSITION_HOOK_POINTS.get(new_state, "") in wanted
+
+
 def read(
     redis: Redis, session_id: str, request: sessions_pb2.GetTimelineRequest, max_scan: int = 10_000
 ) -> sessions_pb2.Timeline:
@@ -122,7 +138,7 @@ def read(
             start = f"({last_read}"
             fields = hash_fields(raw)
             kind = fields["type"].decode()
-            if wanted and kind not in wanted:
+            if wanted and kind not in wanted and not _transition_wanted(kind, fields, wanted):
                 continue
             timeline.entries.append(
                 sessions_pb2.TimelineEntry(

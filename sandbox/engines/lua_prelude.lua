@@ -295,19 +295,28 @@ local function to_session_list(list)
   return list
 end
 
--- Artifact.store/update return {id, content_hash, session_id, version}: a value usable as the id
--- string (tostring, .., == between two of them) that also exposes those fields. Every Artifact op
--- accepts it where an id is expected (it crosses the bridge as a map with `id`).
-local ArtifactRef = {
-  __tostring = function(r) return r.id end,
-  __concat = function(a, b) return raw_tostring(a) .. raw_tostring(b) end,
-  __eq = function(a, b) return a.id == b.id end,
-  __metatable = false,
-}
+-- Artifact.store/update/storeFile return the artifact's id, a plain string: #id, id:sub(), ..,
+-- == with the id string, returning it from the job and using it as a table key all act on the id.
+-- It also answers .id, .content_hash, .session_id and .version (as the job's latest store or update
+-- of that artifact left them) through the strings' metatable: any other key of a string is looked
+-- up in the string library as before. Only artifacts this job stored are known here.
+local artifact_refs = {}
+do
+  local string_methods = true_getmetatable("").__index
+  true_getmetatable("").__index = function(s, key)
+    local method = string_methods[key]
+    if method ~= nil then return method end
+    local ref = artifact_refs[s]
+    if ref ~= nil then return ref[key] end
+    return nil
+  end
+end
 
 local function to_artifact_ref(t)
-  if raw_type(t) ~= "table" then return t end
-  return raw_setmetatable(t, ArtifactRef)
+  if raw_type(t) ~= "table" or raw_type(t.id) ~= "string" then return t end
+  if t.sequence == nil then t.sequence = t.version end -- rs-llmspell scripts print .sequence
+  artifact_refs[t.id] = t
+  return t.id
 end
 
 -- Artifact.get leaves large content out; reading `.content` fetches it once (Artifact.getContent).

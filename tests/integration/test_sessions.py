@@ -613,3 +613,40 @@ def test_calls_the_worker_refuses_are_on_the_timeline_too(client: ScriptpoolClie
     """
     assert result_of(run_lua(client, source, session_id=home)) == ["INVALID_ARGUMENT", "INVALID_ARGUMENT"]
     assert _recorded_calls(client, home) == ["Session.get -> INVALID_ARGUMENT", "Event.receive -> INVALID_ARGUMENT"]
+
+
+@pytest.mark.parametrize(
+    ("language", "source"),
+    [
+        (
+            Language.LUA,
+            "local e = Session.getTimeline(INPUT.sid, {types = {INPUT.point}})\n"
+            "return {#e, e[1] and e[1].data.new_state}",
+        ),
+        (
+            Language.JAVASCRIPT,
+            "const e = Session.getTimeline(INPUT.sid, {types: [INPUT.point]}); [e.length, e[0] && e[0].data.new_state]",
+        ),
+        (
+            Language.PYTHON,
+            "e = Session.getTimeline(INPUT['sid'], {'types': [INPUT['point']]})\n"
+            "[len(e), e[0]['data']['new_state'] if e else None]",
+        ),
+    ],
+)
+def test_each_lifecycle_transition_is_found_by_its_hook_point_name(
+    client: ScriptpoolClient, language: Language, source: str
+) -> None:
+    session_id = client.create_session("transitions").id
+    for op in ("Suspend", "Resume", "Suspend", "Resume", "Complete"):
+        call(client, op, S.SessionRef(session_id=session_id))
+    found = {
+        point: result_of(client.run(language, source, inputs={"sid": session_id, "point": point}))
+        for point in ("session.suspended", "session.resumed", "session.completed", "session.state_changed")
+    }
+    assert found == {
+        "session.suspended": [2, "suspended"],
+        "session.resumed": [2, "active"],
+        "session.completed": [1, "completed"],
+        "session.state_changed": [5, "suspended"],
+    }

@@ -18,7 +18,7 @@ from scriptpool.core.defaults import ARTIFACT_CHUNK_BYTES
 from scriptpool.errors import FailedPrecondition, InvalidArgument, PermissionDenied, ResourceExhausted
 from scriptpool.v1 import artifacts_pb2, common_pb2
 from scriptpool.values import PlainValue, to_value, to_value_map
-from scriptpool.workers.bridge.args import UINT32_MAX, page_value
+from scriptpool.workers.bridge.args import UINT32_MAX, in_words, kind, page_value
 from scriptpool.workers.bridge.args import count_arg as _count
 from scriptpool.workers.bridge.args import string_arg as _string
 from scriptpool.workers.bridge.args import strings_arg as _strings
@@ -42,7 +42,10 @@ def _content(value: PlainValue, op: str) -> tuple[bytes, str]:
         return value.encode("utf-8"), "utf-8"
     if isinstance(value, bytes):
         return value, "binary"
-    raise InvalidArgument(f"{op}: content must be a string or bytes, got {type(value).__name__}")
+    accepted = in_words(
+        "a string or bytes", lua="a string", javascript="a string or a Uint8Array", python="a str or bytes"
+    )
+    raise InvalidArgument(f"{op}: content must be {accepted}, got {kind(value)}")
 
 
 def _artifact_id(value: PlainValue, op: str) -> str:

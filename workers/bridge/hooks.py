@@ -17,7 +17,7 @@ from scriptpool.errors import InvalidArgument
 from scriptpool.sandbox.catalog import HOOK_POINTS, HOOK_PRIORITIES, RS_HOOK_POINTS
 from scriptpool.values import PlainValue, from_value
 from scriptpool.workers.bridge import events
-from scriptpool.workers.bridge.args import string_arg
+from scriptpool.workers.bridge.args import kind, string_arg
 from scriptpool.workers.bridge.calls import BridgeCalls, Handlers
 from scriptpool.workers.bridge.event_book import HookEntry
 
@@ -28,17 +28,6 @@ _ALL_POINTS = frozenset(HOOK_POINTS) | frozenset(RS_HOOK_POINTS)
 _FILTER_KEYS = ("hook_point", "priority", "language", "tag")
 
 
-def _kind(value: PlainValue) -> str:
-    """A value's kind in words every script language shares (never a Python type name)."""
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, (list, dict)):
-        return "a table/object"
-    return "a string" if isinstance(value, (str, bytes)) else "nil/null"
-
-
 def priority_value(value: PlainValue, what: str) -> int:
     """A priority as its integer: a level name (any case) or an integer in rs-llmspell's range (i32)."""
     if value is None:
@@ -47,7 +36,7 @@ def priority_value(value: PlainValue, what: str) -> int:
         return HOOK_PRIORITIES[value.lower()]
     if isinstance(value, int) and not isinstance(value, bool) and PRIORITY_MIN <= value <= PRIORITY_MAX:
         return value
-    shown = repr(value)[:40] if isinstance(value, (str, int, float)) and not isinstance(value, bool) else _kind(value)
+    shown = repr(value)[:40] if isinstance(value, (str, int, float)) and not isinstance(value, bool) else kind(value)
     raise InvalidArgument(
         f"{what} must be one of {', '.join(HOOK_PRIORITIES)} or an integer from {PRIORITY_MIN} to {PRIORITY_MAX}"
         f" (got {shown})"
@@ -122,7 +111,7 @@ def _list_hooks(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainVa
     elif isinstance(wanted, str):
         wanted = {"hook_point": wanted}
     elif not isinstance(wanted, dict):
-        raise InvalidArgument(f"{op}: the filter must be a hook point name or a table/object, got {_kind(wanted)}")
+        raise InvalidArgument(f"{op}: the filter must be a hook point name or a table/object, got {kind(wanted)}")
     unknown = sorted(set(wanted) - set(_FILTER_KEYS))
     if unknown:
         raise InvalidArgument(f"{op}: unknown filter {unknown[0][:40]!r}; allowed: {', '.join(_FILTER_KEYS)}")

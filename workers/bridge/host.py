@@ -20,6 +20,7 @@ from scriptpool.sandbox.catalog import SCRIPT_OPS
 from scriptpool.v1 import sessions_pb2
 from scriptpool.values import PlainValue
 from scriptpool.workers.bridge import artifacts, events, hooks, sessions, state
+from scriptpool.workers.bridge.args import SCRIPT_LANGUAGE
 from scriptpool.workers.bridge.call_stream import CallStream, CoordinatorStubs, StreamRefused
 from scriptpool.workers.bridge.calls import Handlers
 from scriptpool.workers.bridge.event_book import EventBook
@@ -60,6 +61,7 @@ class CoordinatorBridge:
         self._call_timeout = call_timeout_seconds
         self.current_session = session_id
         self.event_book = EventBook(language=language)
+        self.language = language
 
     def charge_artifact_bytes(self, size: int, op: str) -> None:
         """The job's `artifact_bytes` limit: bytes (content and metadata) it may write in total, checked
@@ -72,6 +74,7 @@ class CoordinatorBridge:
         self.artifact_bytes_written += size
 
     def call(self, op: str, args: list[PlainValue]) -> PlainValue:
+        language = SCRIPT_LANGUAGE.set(self.language)
         try:
             handler = _HANDLERS.get(op)
             if handler is None:
@@ -89,6 +92,8 @@ class CoordinatorBridge:
             error = InvalidArgument(f"{op}: an argument is out of range or cannot be represented")
             self._record_refusal(op, error.code)
             raise error from None
+        finally:
+            SCRIPT_LANGUAGE.reset(language)
 
     def _record_refusal(self, op: str, code: str) -> None:
         """A call refused here, before reaching the coordinator, still goes on the session timeline

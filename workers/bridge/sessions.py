@@ -14,7 +14,7 @@ from scriptpool.errors import InvalidArgument
 from scriptpool.sandbox.catalog import HOOK_POINTS
 from scriptpool.v1 import common_pb2, sessions_pb2
 from scriptpool.values import PlainValue, from_value_map, to_value
-from scriptpool.workers.bridge.args import UINT32_MAX, page_value
+from scriptpool.workers.bridge.args import UINT32_MAX, kind, page_value
 from scriptpool.workers.bridge.args import count_arg as _count
 from scriptpool.workers.bridge.args import string_arg as _string
 from scriptpool.workers.bridge.args import strings_arg as _strings
@@ -37,7 +37,7 @@ def _options(args: list[PlainValue], op: str, allowed: tuple[str, ...]) -> dict[
     if isinstance(first, list) and not first:
         return {}
     if not isinstance(first, dict):
-        raise InvalidArgument(f"{op}: expected a table of options, got {type(first).__name__}")
+        raise InvalidArgument(f"{op}: expected a table of options, got {kind(first)}")
     unknown = sorted(set(first) - set(allowed))
     if unknown:
         raise InvalidArgument(f"{op}: unknown option {unknown[0]!r}; allowed: {', '.join(allowed)}")

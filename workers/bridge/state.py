@@ -11,7 +11,7 @@ from __future__ import annotations
 from scriptpool.errors import FailedPrecondition, InvalidArgument
 from scriptpool.v1 import state_pb2
 from scriptpool.values import PlainValue, from_value, to_value
-from scriptpool.workers.bridge.args import string_arg
+from scriptpool.workers.bridge.args import kind, string_arg
 from scriptpool.workers.bridge.calls import BridgeCalls, Handlers
 
 CURRENT = "session:current"
@@ -80,7 +80,7 @@ def _increment(bridge: BridgeCalls, op: str, args: list[PlainValue]) -> PlainVal
     else:
         scope, key, by = _scope(bridge, args[0], op), _key(args[1], op), args[2] if len(args) > 2 else None
     if by is not None and (not isinstance(by, (int, float)) or isinstance(by, bool)):
-        raise InvalidArgument(f"{op}: by must be a number, got {type(by).__name__}")
+        raise InvalidArgument(f"{op}: by must be a number, got {kind(by)}")
     request = state_pb2.IncrementStateRequest(scope=scope, key=key)
     if by is not None:
         request.by.CopyFrom(to_value(by))
