@@ -8,7 +8,9 @@ inside RQ (`tests/unit/test_private_api_pins.py` checks all three). RQ is pinned
 an upgrade fails that test until this module has been read against the new version.
 
 - the worker's per-job bookkeeping in two transactions (`workers/rq_compat/lean_rq.py`):
-  `Job._handle_success`, the worker's in-memory state `Worker._state`, `Worker._stop_requested`,
+  `Job._handle_success`, `Job._handle_failure` (a job that ended not `ok`, failed in RQ in the same
+  one transaction), the job a stop command is stopping `Worker._stopped_job_id`, the worker's
+  in-memory state `Worker._state`, `Worker._stop_requested`,
   `Worker._enqueue_dependents_safely`, and the undocumented `Execution`, `release_slot`,
   `WORKERS_SUSPENDED`, `now`;
 - the lean dequeue (`workers/rq_compat/lean_dequeue.py`): `IntermediateQueue`, `get_version`;
@@ -57,6 +59,17 @@ MODULES_THAT_RESOLVE = (rq.job, rq.registry, rq.results)
 def handle_success(job: Job, result_ttl: int, pipeline: Pipeline, **execution: Any) -> None:
     """RQ's success writes for `job` (result, status, registries), queued on `pipeline`."""
     job._handle_success(result_ttl, pipeline=pipeline, **execution)
+
+
+def handle_failure(job: Job, exc_string: str, pipeline: Pipeline, **execution: Any) -> None:
+    """RQ's failure writes for `job` (FailedJobRegistry with `exc_string`, the failure result),
+    queued on `pipeline` (the status is set by the caller, as RQ's worker does)."""
+    job._handle_failure(exc_string, pipeline, **execution)
+
+
+def stopping_job(worker: BaseWorker, job: Job) -> bool:
+    """Whether `job` is the one an RQ stop-job command is stopping (RQ marks it STOPPED, not FAILED)."""
+    return bool(worker._stopped_job_id == job.id)
 
 
 def set_state_in_memory(worker: BaseWorker, state: str) -> None:
@@ -114,6 +127,7 @@ __all__ = [
     "enqueue_dependents",
     "enqueue_in_transaction",
     "get_version",
+    "handle_failure",
     "handle_success",
     "install_date_helpers",
     "install_serializer_resolver",
@@ -123,4 +137,5 @@ __all__ = [
     "set_job_func_name",
     "set_state_in_memory",
     "stop_requested",
+    "stopping_job",
 ]
