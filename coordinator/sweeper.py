@@ -246,15 +246,7 @@ class LeaseSweeper:
             message = REMOVED_FROM_RQ_MESSAGE.format(
                 "its RQ job was deleted" if status is None else f"RQ's status for it: {status}"
             )
-            result = jobs_pb2.JobResult(outcome=Outcome.CANCELLED.to_proto(), message=message)
-            if self.records.finish(
-                job_id,
-                result.SerializeToString(),
-                time.time(),
-                self.result_ttl_seconds,
-                only_if=JobState.QUEUED,
-                outcome=Outcome.CANCELLED.value,
-            ):
+            if self.records.cancel_queued(job_id, message, time.time(), self.result_ttl_seconds):
                 log.warning("job %s: %s; ended cancelled", job_id, message)
                 ended.append(job_id)
         return ended

@@ -139,6 +139,24 @@ def test_a_failing_job_lands_in_rqs_failed_registry(rq_redis: Redis) -> None:
     assert (worker.successful_job_count, worker.failed_job_count) == (1, 1)
 
 
+def test_a_live_worker_that_rq_stopped_listing_lists_itself_again_after_its_job(rq_redis: Redis) -> None:
+    """The coordinator's sweeper unlists the worker of a job whose lease lapsed; one that was only
+    paused is listed again by its next finishing transaction, its counts kept."""
+    queue = Queue("lean-relist", connection=rq_redis)
+    first = queue.enqueue(f"{JOBS}.value", 1)
+    unlisted = queue.enqueue(f"{JOBS}.taken_for_dead")
+    last = queue.enqueue(f"{JOBS}.observe")
+    _run(LeanSimpleWorker, rq_redis, queue, "lean-relist-worker")
+
+    for job in (first, unlisted, last):
+        assert Job.fetch(job.id, connection=rq_redis).get_status() == JobStatus.FINISHED
+    assert Job.fetch(unlisted.id, connection=rq_redis).return_value() is False  # RQ's list dropped it
+    seen = Job.fetch(last.id, connection=rq_redis).return_value()
+    assert seen is not None and seen["listed"] and seen["worker_state"] == "busy"  # listed again
+    worker = _worker(rq_redis, "lean-relist-worker")
+    assert worker.successful_job_count == 3
+
+
 def test_a_dependent_job_is_enqueued_and_run_when_its_parent_finishes(rq_redis: Redis) -> None:
     queue = Queue("lean-deps", connection=rq_redis)
     parent = queue.enqueue(f"{JOBS}.value", "parent")

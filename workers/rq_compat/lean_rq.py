@@ -32,6 +32,9 @@ shared pipeline, never by writing RQ's keys by hand):
   enqueued, so none is lost. Jobs with repeats left go through RQ's method unchanged.
   The worker's `idle` state reaches Redis in that transaction, a few Python statements before
   RQ would have written it; in memory (what signal handlers look at) it stays `busy` until then.
+  The transaction also asks whether RQ still lists the worker (`SISMEMBER rq:workers`): the
+  coordinator's sweeper unlists the worker of a job whose lease lapsed, and a worker that was only
+  paused lists itself again (`_list_again`).
 - `handle_job_failure` does the same for a job that raised: RQ's failure writes (status `failed`,
   FailedJobRegistry with the exception text, the failure result, the failed count) plus the same
   worker writes, in one transaction, so a failed job costs no more round trips than a finished one.
@@ -328,19 +331,35 @@ class LeanSimpleWorker(SimpleWorker):
         self.heartbeat(pipeline=pipeline)
         for command in self.job_finish_commands(job):
             pipeline.execute_command(*command)  # type: ignore[no-untyped-call]
+        pipeline.sismember(self.redis_workers_keys, self.key)
         pipeline.exists(WORKERS_SUSPENDED)
         pipeline.scard(job.dependents_key)
         if self._lean.supported:
             commands = [args for args, _ in pipeline.command_stack]
             pipeline.reset()
-            *_, suspended, dependents = self._deliver_job_end(job, commands)
+            *_, listed, suspended, dependents = self._deliver_job_end(job, commands)
         else:
-            *_, suspended, dependents = pipeline.execute()
+            *_, listed, suspended, dependents = pipeline.execute()
         self._sent_in_transaction(WorkerStatus.IDLE, self.worker_ttl + 60)
         self._not_suspended_checked = not suspended
+        if not listed:
+            self._list_again()
         if dependents:
             rq_internals.enqueue_dependents(self, queue, job)
         release_slot(job)
+
+    def _list_again(self) -> None:
+        """List this worker in RQ again after RQ's worker list dropped it while it lived: the
+        coordinator's sweeper does that to the worker of a job whose lease lapsed (it takes it for
+        dead; it was only paused, e.g. SIGSTOP or a VM pause). RQ's `register_birth` writes, without
+        its refusal of a name whose key is there and the reset of the worker's counts."""
+        self.log.warning("Worker %s: RQ's worker list had dropped it (taken for dead); listed again", self.name)
+        with self.connection.pipeline() as pipeline:
+            pipeline.hdel(self.key, "death")
+            pipeline.hset(self.key, mapping=self.serialize())
+            rq_internals.register_worker(self, pipeline)
+            pipeline.expire(self.key, self.worker_ttl + 60)
+            pipeline.execute()
 
     def _give_up_job_end(self, job: Job) -> NoReturn:
         """Exit without recording the end of `job` (Redis stayed out of reach after a stop request).
@@ -386,4 +405,5 @@ class LeanSimpleWorker(SimpleWorker):
                 continue  # still out of reach (or loading): wait on
             if status != JobStatus.STARTED.encode():
                 self.log.warning("Worker %s: the end of job %s was recorded before the outage", self.name, job.id)
-                return [*[None] * (len(commands) - 2), 1, 1]  # (suspension: check again; dependents: RQ's)
+                # (listed: assumed; suspension: check again; dependents: RQ's)
+                return [*[None] * (len(commands) - 3), 1, 1, 1]

@@ -12,7 +12,8 @@ an upgrade fails that test until this module has been read against the new versi
   one transaction), the job a stop command is stopping `Worker._stopped_job_id`, the worker's
   in-memory state `Worker._state`, `Worker._stop_requested`,
   `Worker._enqueue_dependents_safely`, and the undocumented `Execution`, `release_slot`,
-  `WORKERS_SUSPENDED`, `now`;
+  `WORKERS_SUSPENDED`, `now`, and `worker_registration.register` (a live worker the coordinator's
+  sweeper took for dead lists itself again);
 - the lean dequeue (`workers/rq_compat/lean_dequeue.py`): `IntermediateQueue`, `get_version`;
 - a retry or a `worker_lost` in one transaction (`coordinator/sweeper.py`): `Queue._enqueue_job`,
   `record_job_failure`, `Execution`;
@@ -32,6 +33,7 @@ import rq.registry
 import rq.results
 import rq.serializers
 import rq.utils
+import rq.worker_registration
 from rq.executions import Execution
 from rq.intermediate_queue import IntermediateQueue
 from rq.job_lifecycle import record_job_failure
@@ -87,6 +89,11 @@ def enqueue_dependents(worker: BaseWorker, queue: Queue, job: Job) -> None:
     worker._enqueue_dependents_safely(queue, job)
 
 
+def register_worker(worker: BaseWorker, pipeline: Pipeline) -> None:
+    """RQ's listing of `worker` in its worker sets (what `register_birth` does besides its hash)."""
+    rq.worker_registration.register(worker, pipeline)
+
+
 def set_job_func_name(job: Job, value: str | None) -> None:
     """RQ's own `Job.func_name` setter (for a subclass that overrides the property)."""
     rq.job.Job.__dict__["func_name"].__set__(job, value)
@@ -133,6 +140,7 @@ __all__ = [
     "install_serializer_resolver",
     "now",
     "record_job_failure",
+    "register_worker",
     "release_slot",
     "set_job_func_name",
     "set_state_in_memory",
