@@ -14,7 +14,8 @@
   died before its start transaction claimed it) goes back on RQ's queue while its record is still
   `queued`: nothing ran, so another worker runs it once;
 - a `queued` job whose RQ job is gone or ended in RQ before it ran (`rq empty`, RQ's `Job.cancel()`
-  or `Job.delete()`, its RQ job expired) ends `cancelled`, saying so: no worker would ever run it,
+  or `Job.delete()`, its RQ job expired; `finished`/`failed` in RQ only when it is not on RQ's
+  queue either) ends `cancelled`, saying so: no worker would ever run it,
   and its client would wait for ever. Job records are looked at a bounded slice per sweep
   (`RECONCILE_SCAN_COUNT`, a SCAN cursor kept between sweeps), so every record is seen once per
   cycle through the keyspace.
@@ -74,7 +75,9 @@ RECONCILE_SCAN_COUNT = 1000
 to SCAN: a reply holds about this many; the record and RQ reads that follow are two pipelined round
 trips for those found)."""
 RQ_WILL_RUN = {JobStatus.QUEUED.value, JobStatus.STARTED.value, JobStatus.DEFERRED.value, JobStatus.SCHEDULED.value}
-"""RQ statuses after which a worker may still take the job (any other, or no RQ job, means none will)."""
+"""RQ statuses after which a worker may still take the job."""
+RQ_REMOVED = {JobStatus.CANCELED.value, JobStatus.STOPPED.value}
+"""RQ statuses that only an operator's action gives a job that has not run (RQ's cancel or stop)."""
 REMOVED_FROM_RQ_MESSAGE = "the job was removed from the RQ queue before it started ({})"
 _JOB_KEY_PREFIX = job_key("")
 
@@ -125,8 +128,9 @@ class LeaseSweeper:
         self._observed_since = 0.0
         """Start of the current stretch of replies without a gap (`clock`)."""
         self._first_seen: dict[str, float] = {}
-        self._scan_cursor = 0
-        """Where `reconcile_queued`'s walk through the job records is (a SCAN cursor; 0: start again)."""
+        self.scan_cursor = 0
+        """Where `reconcile_queued`'s walk through the job records is (a SCAN cursor; back to 0 once
+        a walk is complete)."""
         """Ids in RQ's intermediate queue at the last sweep -> when a sweep first saw them (monotonic)."""
         self._recover_stranded = records.redis.register_script(_RECOVER_STRANDED)  # run only when stranded
         self._drop_lease = records.redis.register_script(_DROP_LEASE)
@@ -223,7 +227,7 @@ class LeaseSweeper:
         """End `cancelled` the queued jobs, among the next slice of job records (`RECONCILE_SCAN_COUNT`),
         whose RQ job is gone or ended before it ran (see the module docstring). Returns their ids."""
         redis: Redis = self.records.redis
-        self._scan_cursor, keys = redis.scan(self._scan_cursor, match=_JOB_KEY_PREFIX + "*", count=RECONCILE_SCAN_COUNT)
+        self.scan_cursor, keys = redis.scan(self.scan_cursor, match=_JOB_KEY_PREFIX + "*", count=RECONCILE_SCAN_COUNT)
         ids = [key[len(_JOB_KEY_PREFIX) :] for key in texts(keys)]
         ids = [job_id for job_id in ids if job_id and ":" not in job_id]
         if not ids:
@@ -236,12 +240,17 @@ class LeaseSweeper:
             return []
         with redis.pipeline(transaction=False) as pipe:
             for job_id in queued:
-                pipe.hget(Job.redis_job_namespace_prefix + job_id, "status")
+                pipe.hmget(Job.redis_job_namespace_prefix + job_id, "status", "origin")
             in_rq = pipe.execute()
         ended = []
-        for job_id, rq_status in zip(queued, in_rq, strict=True):
+        for job_id, (rq_status, origin) in zip(queued, in_rq, strict=True):
             status = None if rq_status is None else text(rq_status)
             if status in RQ_WILL_RUN:
+                continue
+            if status not in RQ_REMOVED and origin is not None and self._in_rq_queue(job_id, text(origin)):
+                # `finished`/`failed` while its record is queued, yet on RQ's queue: a worker paused
+                # past its lease recorded its end in RQ after the sweeper had queued the next attempt
+                # (docs/adr/0006); the next attempt runs.
                 continue
             message = REMOVED_FROM_RQ_MESSAGE.format(
                 "its RQ job was deleted" if status is None else f"RQ's status for it: {status}"
@@ -250,6 +259,14 @@ class LeaseSweeper:
                 log.warning("job %s: %s; ended cancelled", job_id, message)
                 ended.append(job_id)
         return ended
+
+    def _in_rq_queue(self, job_id: str, origin: str) -> bool:
+        """Whether `job_id` waits in RQ's queue `origin` or its intermediate queue (rare: see the caller)."""
+        queue = self.queue if origin == self.queue.name else Queue(origin, connection=self.queue.connection)
+        with self.records.redis.pipeline(transaction=True) as pipe:  # both at one instant: a dequeue moves it
+            pipe.lpos(queue.key, job_id)
+            pipe.lpos(queue.intermediate_queue_key, job_id)
+            return any(position is not None for position in pipe.execute())
 
     def _retry(self, job_id: str, now: float) -> int | None:
         """Queue `job_id` again if it asked for retries and has some left. Returns its new attempt, 0

@@ -36,7 +36,7 @@ def rq_redis(stack: Stack) -> Iterator[Redis]:
 
 
 @pytest.fixture
-def idle_queue(stack: Stack) -> Iterator[tuple[ScriptpoolClient, str]]:
+def unserved(stack: Stack) -> Iterator[tuple[ScriptpoolClient, str, RunningCoordinator]]:
     """A coordinator of its own on a queue no worker serves: its jobs stay queued."""
     name = f"scriptpool-unserved-{uuid.uuid4().hex[:8]}"
     running: RunningCoordinator = start_coordinator(
@@ -44,9 +44,14 @@ def idle_queue(stack: Stack) -> Iterator[tuple[ScriptpoolClient, str]]:
     )
     try:
         with ScriptpoolClient(f"127.0.0.1:{running.port}", running.auth.create_api_key("unserved")) as client:
-            yield client, name
+            yield client, name, running
     finally:
         running.stop(grace=0)
+
+
+@pytest.fixture
+def idle_queue(unserved: tuple[ScriptpoolClient, str, RunningCoordinator]) -> tuple[ScriptpoolClient, str]:
+    return unserved[0], unserved[1]
 
 
 def _queued(client: ScriptpoolClient) -> jobs_pb2.Job:
@@ -85,6 +90,27 @@ def test_rqs_cancel_and_delete_of_a_queued_job_end_it_cancelled(
     # a job RQ still holds stays queued, for a worker to run
     assert client.get_job(untouched.id).status == jobs_pb2.JOB_STATUS_QUEUED
     assert untouched.id in Queue(name, connection=rq_redis).job_ids
+
+
+def test_a_job_still_on_rqs_queue_is_left_queued_whatever_its_rq_status(
+    unserved: tuple[ScriptpoolClient, str, RunningCoordinator], rq_redis: Redis
+) -> None:
+    """A worker paused past its lease can mark the RQ job failed after the sweeper queued the next
+    attempt (ADR 0006): the job is on RQ's queue, so it must stay queued for that attempt."""
+    client, name, running = unserved
+    kept, gone = _queued(client), _queued(client)
+    for job_id in (kept.id, gone.id):
+        Job.fetch(job_id, connection=rq_redis).set_status(JobStatus.FAILED)
+    Queue(name, connection=rq_redis).remove(gone.id)
+    sweeper = running.sweeper
+    ended: list[str] = []
+    for _ in range(10_000):  # one whole walk through the keyspace
+        ended += sweeper.reconcile_queued()
+        if sweeper.scan_cursor == 0:
+            break
+    assert kept.id not in ended
+    assert client.get_job(kept.id).status == jobs_pb2.JOB_STATUS_QUEUED
+    _assert_cancelled_by_rq(client, gone.id, "RQ's status for it: failed")
 
 
 def test_a_job_not_ok_is_failed_in_rq_and_rqs_requeue_does_not_run_it_again(
