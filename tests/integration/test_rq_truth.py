@@ -137,6 +137,23 @@ def test_a_job_not_ok_is_failed_in_rq_and_rqs_requeue_does_not_run_it_again(
     assert after == before  # the record, its result and its times untouched
 
 
+def test_a_limit_and_a_cancel_of_a_running_job_are_failed_in_rq_naming_the_outcome(
+    client: ScriptpoolClient, rq_redis: Redis
+) -> None:
+    over = run_lua(client, "while true do end", limits={"cpu_time_ms": 200})
+    assert outcome(over) is Outcome.CPU_TIME_EXCEEDED
+    running = client.submit(Language.LUA, "while true do end", limits={"cpu_time_ms": 60_000, "wall_time_ms": 60_000})
+    assert wait_for(lambda: client.get_job(running.id).status == jobs_pb2.JOB_STATUS_RUNNING, timeout=20)
+    client.cancel(running.id)
+    cancelled = client.wait(running.id, timeout=20)
+    assert outcome(cancelled) is Outcome.CANCELLED
+    registry = FailedJobRegistry(TEST_QUEUE, connection=rq_redis)
+    for job, named in ((over, "cpu_time_exceeded"), (cancelled, "cancelled")):
+        assert wait_for(lambda job=job: job.id in registry.get_job_ids())
+        result = Job.fetch(job.id, connection=rq_redis).latest_result()
+        assert result is not None and result.exc_string == f"JobNotOk: {named}: {job.result.message}"
+
+
 def test_rq_dashboard_shows_the_failed_job_and_the_workers(
     stack: Stack, client: ScriptpoolClient, rq_redis: Redis
 ) -> None:
