@@ -7,9 +7,18 @@
 - any other running job whose lease expired ends as `worker_lost`, and RQ's registries are told the same
   (the job leaves RQ's StartedJobRegistry for its FailedJobRegistry, as RQ's own abandoned-job
   cleanup would do once the execution's much longer heartbeat expired);
+- the RQ worker that held a job whose lease expired leaves RQ's worker list at once (RQ's own
+  `register_death`), if RQ still shows it on that job: `rq info` and `Worker.all()` stop listing a
+  dead worker as busy within one lease, instead of when its RQ key expires minutes later;
 - a job stranded in RQ's intermediate queue (a worker's dequeue moved its id there, and the worker
   died before its start transaction claimed it) goes back on RQ's queue while its record is still
-  `queued`: nothing ran, so another worker runs it once.
+  `queued`: nothing ran, so another worker runs it once;
+- a `queued` job whose RQ job is gone or ended in RQ before it ran (`rq empty`, RQ's `Job.cancel()`
+  or `Job.delete()`, its RQ job expired; `finished`/`failed` in RQ only when it is not on RQ's
+  queue either) ends `cancelled`, saying so: no worker would ever run it,
+  and its client would wait for ever. Job records are looked at a bounded slice per sweep
+  (`RECONCILE_SCAN_COUNT`, a SCAN cursor kept between sweeps), so every record is seen once per
+  cycle through the keyspace.
 
 RQ has a cleanup for its intermediate queue (`IntermediateQueue.cleanup`, run by a worker's
 maintenance every 10 minutes, and only while a worker is not blocked dequeuing): it fails a job
@@ -40,7 +49,7 @@ from collections.abc import Callable
 
 from redis import Redis
 from redis.exceptions import WatchError
-from rq import Queue
+from rq import Queue, Worker
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
@@ -61,6 +70,16 @@ MAX_STRANDED_SCAN = 1000
 """Ids of the intermediate queue one sweep looks at (it holds one per worker dequeuing at most,
 unless workers died there)."""
 WORKER_LOST_MESSAGE = "the worker running this job stopped responding; the job did not finish"
+RECONCILE_SCAN_COUNT = 1000
+"""Keys one sweep asks Redis's SCAN to look at for queued job records whose RQ job is gone (a hint
+to SCAN: a reply holds about this many; the record and RQ reads that follow are two pipelined round
+trips for those found)."""
+RQ_WILL_RUN = {JobStatus.QUEUED.value, JobStatus.STARTED.value, JobStatus.DEFERRED.value, JobStatus.SCHEDULED.value}
+"""RQ statuses after which a worker may still take the job."""
+RQ_REMOVED = {JobStatus.CANCELED.value, JobStatus.STOPPED.value}
+"""RQ statuses that only an operator's action gives a job that has not run (RQ's cancel or stop)."""
+REMOVED_FROM_RQ_MESSAGE = "the job was removed from the RQ queue before it started ({})"
+_JOB_KEY_PREFIX = job_key("")
 
 _RECOVER_STRANDED = lua.script("sweeper_recover_stranded")
 
@@ -109,6 +128,9 @@ class LeaseSweeper:
         self._observed_since = 0.0
         """Start of the current stretch of replies without a gap (`clock`)."""
         self._first_seen: dict[str, float] = {}
+        self.scan_cursor = 0
+        """Where `reconcile_queued`'s walk through the job records is (a SCAN cursor; back to 0 once
+        a walk is complete)."""
         """Ids in RQ's intermediate queue at the last sweep -> when a sweep first saw them (monotonic)."""
         self._recover_stranded = records.redis.register_script(_RECOVER_STRANDED)  # run only when stranded
         self._drop_lease = records.redis.register_script(_DROP_LEASE)
@@ -151,8 +173,12 @@ class LeaseSweeper:
         swept = 0
         now = time.time()
         lapsed = self.records.expired_leases(now)
+        lost_workers: dict[str, str] = {}
         if self._replied():
             for job_id in lapsed:
+                worker = self.records.redis.hget(job_key(job_id), "worker")
+                if worker:
+                    lost_workers.setdefault(text(worker), job_id)
                 attempt = self._retry(job_id, now)
                 if attempt is None:
                     continue  # its record or lease changed while this sweep looked at it: the next sweep decides
@@ -176,8 +202,71 @@ class LeaseSweeper:
                     self._drop_lease(keys=[job_key(job_id), LEASES_KEY], args=[job_id])
                 if not self._replied():
                     break  # a gap in the middle of the sweep: the rest were read before it
+        for worker, job_id in lost_workers.items():
+            self._forget_rq_worker(worker, job_id)
         self.recover_stranded()
+        self.reconcile_queued()
         return swept
+
+    def _forget_rq_worker(self, name: str, job_id: str) -> None:
+        """Drop the worker `name`, whose lease on `job_id` lapsed, from RQ's worker list (RQ's own
+        `register_death`: out of `rq:workers`, its key marked dead and gone in 60 s), if RQ still
+        shows it on that job. A worker that was only paused past its lease and has moved on to
+        another job since is left alone. Best effort."""
+        try:
+            connection = self.queue.connection
+            worker = Worker.find_by_key(Worker.redis_worker_namespace_prefix + name, connection=connection)
+            if worker is None or worker.get_current_job_id() not in (job_id, None):
+                return
+            worker.register_death()  # type: ignore[no-untyped-call]
+            log.warning("worker %s: its lease on job %s lapsed; removed from RQ's worker list", name, job_id)
+        except Exception as exc:
+            log.warning("worker %s: could not remove it from RQ's worker list (%s)", name, exc)
+
+    def reconcile_queued(self) -> list[str]:
+        """End `cancelled` the queued jobs, among the next slice of job records (`RECONCILE_SCAN_COUNT`),
+        whose RQ job is gone or ended before it ran (see the module docstring). Returns their ids."""
+        redis: Redis = self.records.redis
+        self.scan_cursor, keys = redis.scan(self.scan_cursor, match=_JOB_KEY_PREFIX + "*", count=RECONCILE_SCAN_COUNT)
+        ids = [key[len(_JOB_KEY_PREFIX) :] for key in texts(keys)]
+        ids = [job_id for job_id in ids if job_id and ":" not in job_id]
+        if not ids:
+            return []
+        with redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hget(job_key(job_id), "status")
+            queued = [job_id for job_id, status in zip(ids, pipe.execute(), strict=True) if status == b"queued"]
+        if not queued:
+            return []
+        with redis.pipeline(transaction=False) as pipe:
+            for job_id in queued:
+                pipe.hmget(Job.redis_job_namespace_prefix + job_id, "status", "origin")
+            in_rq = pipe.execute()
+        ended = []
+        for job_id, (rq_status, origin) in zip(queued, in_rq, strict=True):
+            status = None if rq_status is None else text(rq_status)
+            if status in RQ_WILL_RUN:
+                continue
+            if status not in RQ_REMOVED and origin is not None and self._in_rq_queue(job_id, text(origin)):
+                # `finished`/`failed` while its record is queued, yet on RQ's queue: a worker paused
+                # past its lease recorded its end in RQ after the sweeper had queued the next attempt
+                # (docs/adr/0006); the next attempt runs.
+                continue
+            message = REMOVED_FROM_RQ_MESSAGE.format(
+                "its RQ job was deleted" if status is None else f"RQ's status for it: {status}"
+            )
+            if self.records.cancel_queued(job_id, message, time.time(), self.result_ttl_seconds):
+                log.warning("job %s: %s; ended cancelled", job_id, message)
+                ended.append(job_id)
+        return ended
+
+    def _in_rq_queue(self, job_id: str, origin: str) -> bool:
+        """Whether `job_id` waits in RQ's queue `origin` or its intermediate queue (rare: see the caller)."""
+        queue = self.queue if origin == self.queue.name else Queue(origin, connection=self.queue.connection)
+        with self.records.redis.pipeline(transaction=True) as pipe:  # both at one instant: a dequeue moves it
+            pipe.lpos(queue.key, job_id)
+            pipe.lpos(queue.intermediate_queue_key, job_id)
+            return any(position is not None for position in pipe.execute())
 
     def _retry(self, job_id: str, now: float) -> int | None:
         """Queue `job_id` again if it asked for retries and has some left. Returns its new attempt, 0

@@ -12,6 +12,7 @@ Redis cannot be reached (`proto/scriptpool/core/redis_connect.py`).
 from __future__ import annotations
 
 import logging
+from types import TracebackType
 from typing import Any
 
 from redis import Redis
@@ -28,6 +29,7 @@ from scriptpool.sandbox.runner import prewarm
 from scriptpool.workers import rq_entry
 from scriptpool.workers.execution import JobExecutor
 from scriptpool.workers.rq_compat.lean_rq import LeanSimpleWorker
+from scriptpool.workers.rq_entry import JobNotOk
 from scriptpool.workers.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,30 @@ class ScriptpoolWorker(LeanSimpleWorker):
     def __init__(self, *args: Any, executor: JobExecutor, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.executor = executor
+        self._not_ok: dict[str, str] = {}
+        """Jobs that ended not `ok` (`JobNotOk`) -> the text RQ records as their failure."""
+
+    def handle_exception(
+        self, job: Job, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """A job that ended not `ok` is an outcome, not a worker error: one INFO line, and RQ records
+        its failure as "JobNotOk: outcome: message" (no traceback). Any other exception is RQ's."""
+        if not isinstance(exc, JobNotOk):
+            super().handle_exception(job, exc_type, exc, tb)
+            return
+        self.log.info("Worker %s: job %s ended %s", self.name, job.id, exc.outcome)
+        self._not_ok[job.id] = f"{JobNotOk.__name__}: {exc}"
+
+    def handle_job_failure(
+        self,
+        job: Job,
+        queue: Queue,
+        started_job_registry: Any = None,
+        exc_string: str = "",
+        execution: Execution | None = None,
+    ) -> None:
+        exc_string = self._not_ok.pop(job.id, exc_string)
+        super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
 
     @staticmethod
     def _scriptpool_job_id(job: Job) -> str | None:

@@ -43,7 +43,6 @@ from scriptpool.core.lean_redis import Arg, LeanPool, read, read_many, transacti
 from scriptpool.core.rq_serializers import pass_default_serializer_as_none
 from scriptpool.errors import InvalidArgument, NotFound, ScriptpoolError, Unavailable
 from scriptpool.languages import Language
-from scriptpool.outcomes import Outcome
 from scriptpool.sandbox.limits import LIMIT_FIELDS, JobLimits, LimitPolicy
 from scriptpool.v1 import jobs_pb2, sandbox_pb2
 
@@ -387,16 +386,8 @@ class JobStore:
         self.get(caller, job_id)
         state = self.records.request_cancel(job_id)
         if state is JobState.QUEUED:
-            result = jobs_pb2.JobResult(
-                outcome=Outcome.CANCELLED.to_proto(), message="the job was cancelled before it started"
-            )
-            applied = self.records.finish(
-                job_id,
-                result.SerializeToString(),
-                time.time(),
-                self.result_ttl_seconds,
-                only_if=JobState.QUEUED,
-                outcome=Outcome.CANCELLED.value,
+            applied = self.records.cancel_queued(
+                job_id, "the job was cancelled before it started", time.time(), self.result_ttl_seconds
             )
             if applied:
                 self._cancel_rq_job(job_id)

@@ -32,6 +32,7 @@ def observe() -> dict[str, Any]:
         "worker_state": worker.get_state(),
         "worker_current_job": worker.get_current_job_id(),
         "job_ttl": job.connection.ttl(job.key),
+        "listed": worker.name in {w.name for w in Worker.all(connection=job.connection)},
     }
 
 
@@ -41,6 +42,18 @@ def suspend_workers() -> str:
     assert job is not None
     suspend(job.connection)
     return "suspended"
+
+
+def taken_for_dead() -> bool:
+    """What the coordinator's sweeper does to a worker whose lease lapsed (it was only paused): RQ's
+    `register_death` on it, while this job runs."""
+    job = get_current_job()
+    assert job is not None
+    stored = type(job).fetch(job.id, connection=job.connection)
+    worker = Worker.find_by_key(Worker.redis_worker_namespace_prefix + str(stored.worker_name), job.connection)
+    assert worker is not None
+    worker.register_death()  # type: ignore[no-untyped-call]
+    return worker.name in {w.name for w in Worker.all(connection=job.connection)}
 
 
 def refuse_success(job: Any, connection: Any, result: Any) -> None:

@@ -22,10 +22,11 @@ from rq.worker import BaseWorker, Worker
 
 from scriptpool.client import ScriptpoolClient
 from scriptpool.coordinator.redis_server import PrivateRedis
+from scriptpool.outcomes import Outcome
 from scriptpool.workers.rq_compat.lean_rq import LeanSimpleWorker
 from tests.conftest import CLI, TEST_QUEUE, Stack, stop_process, wait_for
 
-from .helpers import result_of, run_lua
+from .helpers import outcome, result_of, run_lua
 
 JOBS = "tests.integration.lean_rq_jobs"
 
@@ -138,6 +139,24 @@ def test_a_failing_job_lands_in_rqs_failed_registry(rq_redis: Redis) -> None:
     assert (worker.successful_job_count, worker.failed_job_count) == (1, 1)
 
 
+def test_a_live_worker_that_rq_stopped_listing_lists_itself_again_after_its_job(rq_redis: Redis) -> None:
+    """The coordinator's sweeper unlists the worker of a job whose lease lapsed; one that was only
+    paused is listed again by its next finishing transaction, its counts kept."""
+    queue = Queue("lean-relist", connection=rq_redis)
+    first = queue.enqueue(f"{JOBS}.value", 1)
+    unlisted = queue.enqueue(f"{JOBS}.taken_for_dead")
+    last = queue.enqueue(f"{JOBS}.observe")
+    _run(LeanSimpleWorker, rq_redis, queue, "lean-relist-worker")
+
+    for job in (first, unlisted, last):
+        assert Job.fetch(job.id, connection=rq_redis).get_status() == JobStatus.FINISHED
+    assert Job.fetch(unlisted.id, connection=rq_redis).return_value() is False  # RQ's list dropped it
+    seen = Job.fetch(last.id, connection=rq_redis).return_value()
+    assert seen is not None and seen["listed"] and seen["worker_state"] == "busy"  # listed again
+    worker = _worker(rq_redis, "lean-relist-worker")
+    assert worker.successful_job_count == 3
+
+
 def test_a_dependent_job_is_enqueued_and_run_when_its_parent_finishes(rq_redis: Redis) -> None:
     queue = Queue("lean-deps", connection=rq_redis)
     parent = queue.enqueue(f"{JOBS}.value", "parent")
@@ -238,19 +257,33 @@ def test_a_standalone_heartbeat_after_a_shorter_job_ttl_is_still_sent(rq_redis: 
         worker.teardown()  # its death, and its lean connection closed
 
 
-def test_scriptpool_jobs_are_finished_in_rq_by_the_lean_worker(client: ScriptpoolClient, redis_client: Redis) -> None:
+def test_scriptpool_jobs_end_in_rq_as_they_ended_in_scriptpool(client: ScriptpoolClient, redis_client: Redis) -> None:
     ok = run_lua(client, "return 1")
     script_error = run_lua(client, "error('nope')")
-    for job_id in (ok.id, script_error.id):
-        rq_job = Job.fetch(job_id, connection=redis_client)
-        assert wait_for(lambda rq_job=rq_job: rq_job.get_status(refresh=True) == JobStatus.FINISHED)
-        assert job_id in FinishedJobRegistry(TEST_QUEUE, connection=redis_client).get_job_ids()
-        assert job_id not in StartedJobRegistry(TEST_QUEUE, connection=redis_client).get_job_ids()
-        worker = _worker(redis_client, str(rq_job.worker_name))
-        assert worker.successful_job_count >= 1
-        assert worker.get_state() in ("idle", "busy")
-    reported = Job.fetch(script_error.id, connection=redis_client).return_value()
-    assert reported is not None and reported["outcome"] == "script_error"
+    # ok: finished in RQ, with scriptpool's small return value as its result
+    rq_ok = Job.fetch(ok.id, connection=redis_client)
+    assert wait_for(lambda: rq_ok.get_status(refresh=True) == JobStatus.FINISHED)
+    assert ok.id in FinishedJobRegistry(TEST_QUEUE, connection=redis_client).get_job_ids()
+    assert ok.id not in StartedJobRegistry(TEST_QUEUE, connection=redis_client).get_job_ids()
+    reported = Job.fetch(ok.id, connection=redis_client).return_value()
+    assert reported is not None and reported["outcome"] == "ok"
+    # not ok: failed in RQ (FailedJobRegistry, a failure result naming the outcome and message), not retried
+    rq_failed = Job.fetch(script_error.id, connection=redis_client)
+    assert wait_for(lambda: rq_failed.get_status(refresh=True) == JobStatus.FAILED)
+    assert script_error.id in FailedJobRegistry(TEST_QUEUE, connection=redis_client).get_job_ids()
+    assert script_error.id not in FinishedJobRegistry(TEST_QUEUE, connection=redis_client).get_job_ids()
+    assert script_error.id not in StartedJobRegistry(TEST_QUEUE, connection=redis_client).get_job_ids()
+    failure = rq_failed.latest_result()
+    assert failure is not None and failure.type == failure.Type.FAILED
+    assert failure.exc_string is not None and failure.exc_string.startswith("JobNotOk: script_error: ")
+    assert "nope" in failure.exc_string and "Traceback" not in failure.exc_string
+    assert rq_failed.retries_left is None and script_error.id not in Queue(TEST_QUEUE, connection=redis_client).job_ids
+    worker = _worker(redis_client, str(rq_failed.worker_name))
+    assert worker.failed_job_count >= 1
+    assert worker.get_state() in ("idle", "busy")
+    # scriptpool's own record and result are what they always were
+    again = client.wait(script_error.id, timeout=10)
+    assert outcome(again) is Outcome.SCRIPT_ERROR and again.result.message == script_error.result.message
 
 
 def test_the_worker_stops_on_rqs_shutdown_command(stack: Stack, redis_client: Redis, tmp_path: Path) -> None:
@@ -328,7 +361,9 @@ class _RecordingExecutor:
     def execute(self, job_id: str) -> dict[str, Any]:
         self.calls.append(("execute", job_id))
         self.pending.add(job_id)
-        return {"job_id": job_id}
+        if job_id == "job-not-ok":
+            return {"job_id": job_id, "outcome": "cpu_time_exceeded", "message": "over 5 ms of CPU"}
+        return {"job_id": job_id, "outcome": "ok"}
 
     def finish_commands(self, job_id: str) -> list[tuple[str, ...]]:
         self.calls.append(("finish_commands", job_id))
@@ -342,7 +377,8 @@ class _RecordingExecutor:
 
 def test_the_claim_and_finish_travel_in_rqs_transactions_or_the_finish_is_sent_on_its_own(rq_redis: Redis) -> None:
     """`ScriptpoolWorker`: the claim's reply comes from the start transaction; the finish goes in the
-    finishing transaction on RQ's success path, and on its own when RQ fails the job after it ran."""
+    finishing transaction, whether RQ finishes the job or fails it (an outcome not `ok`, or RQ
+    failing it after it ran): no round trip of its own."""
     from rq import Callback
 
     from scriptpool.core.job_records import RQ_FUNCTION
@@ -354,6 +390,7 @@ def test_the_claim_and_finish_travel_in_rqs_transactions_or_the_finish_is_sent_o
     queue = Queue("lean-fold", connection=rq_redis)
     ok = queue.enqueue(RQ_FUNCTION, "job-ok")
     refused = queue.enqueue(RQ_FUNCTION, "job-refused", on_success=Callback(f"{JOBS}.refuse_success"))
+    not_ok = queue.enqueue(RQ_FUNCTION, "job-not-ok")
     rq_entry.install_executor(recorder)  # type: ignore[arg-type]
     try:
         worker = ScriptpoolWorker([queue], connection=rq_redis, name="lean-fold", executor=cast(JobExecutor, recorder))
@@ -367,10 +404,21 @@ def test_the_claim_and_finish_travel_in_rqs_transactions_or_the_finish_is_sent_o
         ("finish_pending", "job-ok", False),  # nothing left: the transaction carried it
         ("claim_answered", b"claimed job-refused"),
         ("execute", "job-refused"),
-        ("finish_pending", "job-refused", True),  # RQ's failure path: sent on its own
+        ("finish_commands", "job-refused"),  # RQ's failure path carries it too
+        ("finish_pending", "job-refused", False),
+        ("claim_answered", b"claimed job-not-ok"),
+        ("execute", "job-not-ok"),
+        ("finish_commands", "job-not-ok"),
+        ("finish_pending", "job-not-ok", False),
     ]
     assert Job.fetch(ok.id, connection=rq_redis).get_status() == JobStatus.FINISHED
     assert Job.fetch(refused.id, connection=rq_redis).get_status() == JobStatus.FAILED
+    failed = Job.fetch(not_ok.id, connection=rq_redis)
+    assert failed.get_status() == JobStatus.FAILED
+    result = failed.latest_result()
+    assert result is not None and result.exc_string == "JobNotOk: cpu_time_exceeded: over 5 ms of CPU"
+    worker_state = _worker(rq_redis, "lean-fold")
+    assert (worker_state.successful_job_count, worker_state.failed_job_count) == (1, 2)
 
 
 def test_a_job_is_finished_in_rq_by_the_time_its_client_hears_it_finished(

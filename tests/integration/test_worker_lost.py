@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from redis import Redis
+from rq import Queue, Worker
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
@@ -32,7 +33,8 @@ def test_killed_worker_ends_its_job_as_worker_lost(stack: Stack, tmp_path: Path)
     coordinator = start_coordinator(settings)
     address = f"127.0.0.1:{coordinator.port}"
     env = {**os.environ, "REDIS_URL": stack.redis_url, "SCRIPTPOOL_COORDINATOR": address,
-           "SCRIPTPOOL_QUEUE": LOST_QUEUE, "SCRIPTPOOL_LEASE_SECONDS": "1"}  # fmt: skip
+           "SCRIPTPOOL_QUEUE": LOST_QUEUE, "SCRIPTPOOL_LEASE_SECONDS": "1",
+           "SCRIPTPOOL_WORKER_NAME": f"lost-{os.getpid()}"}  # fmt: skip
     with open(tmp_path / "worker.log", "wb") as log:
         worker = subprocess.Popen([*CLI, "worker"], env=env, stdout=log,
                                   stderr=subprocess.STDOUT, process_group=0)  # fmt: skip
@@ -46,6 +48,9 @@ def test_killed_worker_ends_its_job_as_worker_lost(stack: Stack, tmp_path: Path)
             while client.get_job(job.id).status != jobs_pb2.JOB_STATUS_RUNNING:
                 assert time.monotonic() < give_up, "the job never started"
                 time.sleep(0.05)
+            rq_redis = Redis.from_url(stack.redis_url)
+            listed = [w.name for w in Worker.all(queue=Queue(LOST_QUEUE, connection=rq_redis))]
+            assert listed == [f"lost-{os.getpid()}"]
             os.killpg(worker.pid, signal.SIGKILL)  # the worker and its sandbox child, without warning
             worker.wait()
             done = client.wait(job.id, timeout=30)
@@ -57,11 +62,16 @@ def test_killed_worker_ends_its_job_as_worker_lost(stack: Stack, tmp_path: Path)
                 "active -> completed",  # the session made for the job ends with it
             ]
             assert client.get_session(done.session_id).state == sessions_pb2.SESSION_STATE_COMPLETED
-            # RQ's registries agree right after (not when the RQ execution's heartbeat of minutes expires).
-            rq_redis = Redis.from_url(stack.redis_url)
+            # RQ's registries agree right after (not when the RQ execution's heartbeat of minutes expires),
+            # and the dead worker leaves RQ's worker list in the same sweep (not when its key expires).
             assert wait_for(lambda: Job.fetch(job.id, connection=rq_redis).get_status() == JobStatus.FAILED)
             assert job.id in FailedJobRegistry(LOST_QUEUE, connection=rq_redis).get_job_ids()
             assert StartedJobRegistry(LOST_QUEUE, connection=rq_redis).get_job_ids() == []
+            assert wait_for(lambda: Worker.all(queue=Queue(LOST_QUEUE, connection=rq_redis)) == [], timeout=1)
+            assert all(w.name != listed[0] for w in Worker.all(connection=rq_redis))
+            result = Job.fetch(job.id, connection=rq_redis).latest_result()
+            assert result is not None and result.exc_string is not None
+            assert result.exc_string.startswith("worker_lost: ")
             rq_redis.close()
     finally:
         stop_process(worker)

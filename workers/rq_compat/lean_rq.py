@@ -19,9 +19,9 @@ shared pipeline, never by writing RQ's keys by hand):
   `started` with its heartbeat, `PERSIST`, removal from the intermediate queue); the job's separate
   `last_heartbeat` write is dropped because `Job.prepare_for_execution` writes the same field in
   the same transaction. `prepare_job_execution` then only sets the process title for that job.
-- `handle_execution_ended` on the success path only sets `ended_at`/`last_heartbeat` in memory:
-  `Job.save` in the finishing transaction writes both (RQ wrote `last_heartbeat` in a round trip of
-  its own just before). On the failure path it is RQ's.
+- `handle_execution_ended` only sets `ended_at`/`last_heartbeat` in memory: `Job.save` in the
+  finishing transaction writes both (RQ wrote `last_heartbeat` in a round trip of its own just
+  before). For a failure that RQ retries or a job stopped by a stop-job command it is RQ's.
 - `handle_job_success` sends RQ's success writes (counters, working time, `Job._handle_success`:
   status, job hash, result stream, FinishedJobRegistry; `Job.cleanup`; the execution's cleanup)
   plus the worker's `idle` state, its heartbeat and a read of `rq:suspended` in one transaction.
@@ -32,13 +32,20 @@ shared pipeline, never by writing RQ's keys by hand):
   enqueued, so none is lost. Jobs with repeats left go through RQ's method unchanged.
   The worker's `idle` state reaches Redis in that transaction, a few Python statements before
   RQ would have written it; in memory (what signal handlers look at) it stays `busy` until then.
+  The transaction also asks whether RQ still lists the worker (`SISMEMBER rq:workers`): the
+  coordinator's sweeper unlists the worker of a job whose lease lapsed, and a worker that was only
+  paused lists itself again (`_list_again`).
+- `handle_job_failure` does the same for a job that raised: RQ's failure writes (status `failed`,
+  FailedJobRegistry with the exception text, the failure result, the failed count) plus the same
+  worker writes, in one transaction, so a failed job costs no more round trips than a finished one.
+  A job RQ retries (an RQ `Retry`) or stops on a stop-job command goes through RQ's method.
 - `heartbeat`, `set_state` and `check_for_suspension` skip a standalone write or read that repeats
   what the finishing transaction has just done: a heartbeat whose key still has nearly the TTL asked
   for (`HEARTBEAT_SLACK_SECONDS`), a state Redis already holds, a suspension check answered by that
   transaction. While idle, RQ's own heartbeats around the blocking dequeue still run.
 
 The job timeout is RQ's SIGALRM death penalty with its handler installed once per process
-(`workers/rq_compat/death_penalty.py`). Failures, retries, callbacks, worker
+(`workers/rq_compat/death_penalty.py`). RQ retries, callbacks, worker
 registration, signals and pub/sub commands (`send_shutdown_command`, `send_kill_horse_command`,
 `send_stop_job_command`) are RQ's code unchanged.
 """
@@ -128,7 +135,7 @@ class LeanSimpleWorker(SimpleWorker):
         """The replies to `job_start_commands`, once the start transaction has run."""
 
     def job_finish_commands(self, job: Job) -> list[tuple[Arg, ...]]:
-        """Commands a subclass sends inside `job`'s finishing transaction on the success path (after
+        """Commands a subclass sends inside `job`'s finishing transaction, finished or failed (after
         RQ's writes, before the suspension and dependents reads). Their replies are not used."""
         return []
 
@@ -223,7 +230,8 @@ class LeanSimpleWorker(SimpleWorker):
     # --- one transaction to finish a job --------------------------------------------------------
 
     def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
-        if job.get_status(refresh=False) != JobStatus.STARTED:  # the failure path sets FAILED first
+        status = job.get_status(refresh=False)  # the failure path sets FAILED first
+        if status != JobStatus.STARTED and not (status == JobStatus.FAILED and self._lean_failure(job)):
             super().handle_execution_ended(job, queue, heartbeat_ttl)
             return
         job.ended_at = job.last_heartbeat = now()
@@ -264,31 +272,94 @@ class LeanSimpleWorker(SimpleWorker):
                 )
             job.cleanup(result_ttl, pipeline=pipeline, remove_from_queue=False)
             self.cleanup_execution(job, pipeline=pipeline, execution=execution)
-            self.set_state(WorkerStatus.IDLE, pipeline=pipeline)
-            # Only Redis hears `idle` now; in memory the worker stays busy until SimpleWorker's
-            # execute_job says idle (a warm-shutdown signal in between must find it busy: RQ's
-            # `_shutdown` raises StopRequested out of an idle worker, and perform_job would take
-            # that for this job failing).
-            rq_internals.set_state_in_memory(self, WorkerStatus.BUSY)
-            self.heartbeat(pipeline=pipeline)
-            for command in self.job_finish_commands(job):
-                pipeline.execute_command(*command)  # type: ignore[no-untyped-call]
-            pipeline.exists(WORKERS_SUSPENDED)
-            pipeline.scard(job.dependents_key)
-            if self._lean.supported:
-                commands = [args for args, _ in pipeline.command_stack]
-                pipeline.reset()
-                *_, suspended, dependents = self._deliver_job_end(job, commands)
-            else:
-                *_, suspended, dependents = pipeline.execute()
-        self._sent_in_transaction(WorkerStatus.IDLE, self.worker_ttl + 60)
-        self._not_suspended_checked = not suspended
-        if dependents:
-            rq_internals.enqueue_dependents(self, queue, job)
-        release_slot(job)
+            self._end_job_transaction(job, queue, pipeline)
         if self.log.isEnabledFor(logging.INFO):
             done = job.description if self.log_job_description else f"job {job.id}"
             self.log.info("Successfully completed %s in %ss on worker %s", done, working_time, self.name)
+
+    def _lean_failure(self, job: Job) -> bool:
+        """Whether a failed job's end goes in one transaction (`handle_job_failure`): not when RQ
+        retries it (an RQ `Retry`, which scriptpool jobs never have), stops it on a stop-job command,
+        or skips its failure record (`disable_default_exception_handler`)."""
+        return not (job.should_retry or rq_internals.stopping_job(self, job) or self.disable_default_exception_handler)
+
+    def handle_job_failure(
+        self,
+        job: Job,
+        queue: Queue,
+        started_job_registry: StartedJobRegistry | None = None,
+        exc_string: str = "",
+        execution: Execution | None = None,
+    ) -> None:
+        """RQ's failure writes (status `failed`, the execution's cleanup, FailedJobRegistry with
+        `exc_string`, the failure result, the failed count and working time) in one transaction with
+        the worker's `idle` state and heartbeat and what a subclass adds (`job_finish_commands`), as
+        on the success path: a failed job costs the same round trips as a finished one. A retry, a
+        stopped job, or no execution: RQ's own method."""
+        if execution is None or not self._lean_failure(job):
+            self._write_deferred_job_heartbeat(job)
+            super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
+            return
+        self._deferred_job_heartbeat = None  # FailedJobRegistry.add saves the job: last_heartbeat, ended_at
+        with self.connection.pipeline() as pipeline:
+            job.set_status(JobStatus.FAILED, pipeline=pipeline)
+            self.cleanup_execution(job, pipeline=pipeline, execution=execution)
+            rq_internals.handle_failure(
+                job,
+                exc_string,
+                pipeline,
+                worker_name=self.name,
+                execution_id=execution.id,
+                execution_started_at=execution.created_at,
+                execution_ended_at=job.ended_at,
+            )
+            self.increment_failed_job_count(pipeline)
+            if job.started_at and job.ended_at:
+                self.increment_total_working_time(job.ended_at - job.started_at, pipeline)
+            self._end_job_transaction(job, queue, pipeline)
+        job.send_webhooks(JobStatus.FAILED, exc_string=exc_string)
+
+    def _end_job_transaction(self, job: Job, queue: Queue, pipeline: Pipeline) -> None:
+        """Add the worker's side of a job's end to `pipeline` (which holds RQ's writes for the job),
+        send it as one transaction, then enqueue the job's dependents if it has any."""
+        self.set_state(WorkerStatus.IDLE, pipeline=pipeline)
+        # Only Redis hears `idle` now; in memory the worker stays busy until SimpleWorker's
+        # execute_job says idle (a warm-shutdown signal in between must find it busy: RQ's
+        # `_shutdown` raises StopRequested out of an idle worker, and perform_job would take
+        # that for this job failing).
+        rq_internals.set_state_in_memory(self, WorkerStatus.BUSY)
+        self.heartbeat(pipeline=pipeline)
+        for command in self.job_finish_commands(job):
+            pipeline.execute_command(*command)  # type: ignore[no-untyped-call]
+        pipeline.sismember(self.redis_workers_keys, self.key)
+        pipeline.exists(WORKERS_SUSPENDED)
+        pipeline.scard(job.dependents_key)
+        if self._lean.supported:
+            commands = [args for args, _ in pipeline.command_stack]
+            pipeline.reset()
+            *_, listed, suspended, dependents = self._deliver_job_end(job, commands)
+        else:
+            *_, listed, suspended, dependents = pipeline.execute()
+        self._sent_in_transaction(WorkerStatus.IDLE, self.worker_ttl + 60)
+        self._not_suspended_checked = not suspended
+        if not listed:
+            self._list_again()
+        if dependents:
+            rq_internals.enqueue_dependents(self, queue, job)
+        release_slot(job)
+
+    def _list_again(self) -> None:
+        """List this worker in RQ again after RQ's worker list dropped it while it lived: the
+        coordinator's sweeper does that to the worker of a job whose lease lapsed (it takes it for
+        dead; it was only paused, e.g. SIGSTOP or a VM pause). RQ's `register_birth` writes, without
+        its refusal of a name whose key is there and the reset of the worker's counts."""
+        self.log.warning("Worker %s: RQ's worker list had dropped it (taken for dead); listed again", self.name)
+        with self.connection.pipeline() as pipeline:
+            pipeline.hdel(self.key, "death")
+            pipeline.hset(self.key, mapping=self.serialize())
+            rq_internals.register_worker(self, pipeline)
+            pipeline.expire(self.key, self.worker_ttl + 60)
+            pipeline.execute()
 
     def _give_up_job_end(self, job: Job) -> NoReturn:
         """Exit without recording the end of `job` (Redis stayed out of reach after a stop request).
@@ -334,4 +405,5 @@ class LeanSimpleWorker(SimpleWorker):
                 continue  # still out of reach (or loading): wait on
             if status != JobStatus.STARTED.encode():
                 self.log.warning("Worker %s: the end of job %s was recorded before the outage", self.name, job.id)
-                return [*[None] * (len(commands) - 2), 1, 1]  # (suspension: check again; dependents: RQ's)
+                # (listed: assumed; suspension: check again; dependents: RQ's)
+                return [*[None] * (len(commands) - 3), 1, 1, 1]

@@ -34,6 +34,8 @@ from scriptpool.core.defaults import LEASE_SECONDS
 from scriptpool.core.event_streams import LUA_APPEND_EVENT
 from scriptpool.core.keys import EXPIRING_SESSIONS_KEY, FINISHED_CHANNEL, LEASES_KEY, job_key
 from scriptpool.core.lean_redis import Arg, LeanPool, LeanScript, Reply
+from scriptpool.outcomes import Outcome
+from scriptpool.v1 import jobs_pb2
 from scriptpool.values import to_value_map
 
 RQ_FUNCTION = "scriptpool.workers.rq_entry.execute_job"
@@ -180,6 +182,19 @@ class JobRecords:
             args=self._finish_args(job_id, result, now, ttl_seconds, only_if, outcome, attempt, lease_lapsed_by),
         )
         return bool(applied)
+
+    def cancel_queued(self, job_id: str, message: str, now: float, ttl_seconds: int) -> bool:
+        """Finish `job_id` as `cancelled` with `message`, only if it is still queued (a client's
+        cancel, or its RQ job removed in RQ). True if this call finished it."""
+        result = jobs_pb2.JobResult(outcome=Outcome.CANCELLED.to_proto(), message=message)
+        return self.finish(
+            job_id,
+            result.SerializeToString(),
+            now,
+            ttl_seconds,
+            only_if=JobState.QUEUED,
+            outcome=Outcome.CANCELLED.value,
+        )
 
     def finish_command(
         self, job_id: str, result: bytes, now: float, ttl_seconds: int, outcome: str, attempt: int

@@ -8,9 +8,12 @@ inside RQ (`tests/unit/test_private_api_pins.py` checks all three). RQ is pinned
 an upgrade fails that test until this module has been read against the new version.
 
 - the worker's per-job bookkeeping in two transactions (`workers/rq_compat/lean_rq.py`):
-  `Job._handle_success`, the worker's in-memory state `Worker._state`, `Worker._stop_requested`,
+  `Job._handle_success`, `Job._handle_failure` (a job that ended not `ok`, failed in RQ in the same
+  one transaction), the job a stop command is stopping `Worker._stopped_job_id`, the worker's
+  in-memory state `Worker._state`, `Worker._stop_requested`,
   `Worker._enqueue_dependents_safely`, and the undocumented `Execution`, `release_slot`,
-  `WORKERS_SUSPENDED`, `now`;
+  `WORKERS_SUSPENDED`, `now`, and `worker_registration.register` (a live worker the coordinator's
+  sweeper took for dead lists itself again);
 - the lean dequeue (`workers/rq_compat/lean_dequeue.py`): `IntermediateQueue`, `get_version`;
 - a retry or a `worker_lost` in one transaction (`coordinator/sweeper.py`): `Queue._enqueue_job`,
   `record_job_failure`, `Execution`;
@@ -30,6 +33,7 @@ import rq.registry
 import rq.results
 import rq.serializers
 import rq.utils
+import rq.worker_registration
 from rq.executions import Execution
 from rq.intermediate_queue import IntermediateQueue
 from rq.job_lifecycle import record_job_failure
@@ -59,6 +63,17 @@ def handle_success(job: Job, result_ttl: int, pipeline: Pipeline, **execution: A
     job._handle_success(result_ttl, pipeline=pipeline, **execution)
 
 
+def handle_failure(job: Job, exc_string: str, pipeline: Pipeline, **execution: Any) -> None:
+    """RQ's failure writes for `job` (FailedJobRegistry with `exc_string`, the failure result),
+    queued on `pipeline` (the status is set by the caller, as RQ's worker does)."""
+    job._handle_failure(exc_string, pipeline, **execution)
+
+
+def stopping_job(worker: BaseWorker, job: Job) -> bool:
+    """Whether `job` is the one an RQ stop-job command is stopping (RQ marks it STOPPED, not FAILED)."""
+    return bool(worker._stopped_job_id == job.id)
+
+
 def set_state_in_memory(worker: BaseWorker, state: str) -> None:
     """The worker's state as RQ's own code reads it, without writing it to Redis."""
     worker._state = state
@@ -72,6 +87,11 @@ def stop_requested(worker: BaseWorker) -> bool:
 def enqueue_dependents(worker: BaseWorker, queue: Queue, job: Job) -> None:
     """RQ's enqueueing of `job`'s dependents, as its own success path does it."""
     worker._enqueue_dependents_safely(queue, job)
+
+
+def register_worker(worker: BaseWorker, pipeline: Pipeline) -> None:
+    """RQ's listing of `worker` in its worker sets (what `register_birth` does besides its hash)."""
+    rq.worker_registration.register(worker, pipeline)
 
 
 def set_job_func_name(job: Job, value: str | None) -> None:
@@ -114,13 +134,16 @@ __all__ = [
     "enqueue_dependents",
     "enqueue_in_transaction",
     "get_version",
+    "handle_failure",
     "handle_success",
     "install_date_helpers",
     "install_serializer_resolver",
     "now",
     "record_job_failure",
+    "register_worker",
     "release_slot",
     "set_job_func_name",
     "set_state_in_memory",
     "stop_requested",
+    "stopping_job",
 ]
