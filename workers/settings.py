@@ -17,7 +17,10 @@ class WorkerSettings:
     coordinator: str = DEFAULT_COORDINATOR
     """host:port (or unix:PATH) of the coordinator the sandbox's global calls go to."""
     queue: str = DEFAULT_QUEUE
-    """RQ queue name."""
+    """RQ queue name (SCRIPTPOOL_QUEUE): the one the coordinator enqueues on."""
+    queues: tuple[str, ...] = ()
+    """The RQ queues this worker takes jobs from, in priority order (`--queues a,b`); empty means
+    just `queue`."""
     name: str = ""
     """Worker name shown in `rq info`; default host-pid."""
     result_ttl_seconds: int = RESULT_TTL_SECONDS
@@ -55,7 +58,9 @@ class WorkerSettings:
             "queue": env.get("SCRIPTPOOL_QUEUE", DEFAULT_QUEUE),
             "name": env.get("SCRIPTPOOL_WORKER_NAME", ""),
         }
-        values.update({k: v for k, v in overrides.items() if v})
+        values.update({k: v for k, v in overrides.items() if v and k != "queues"})
+        if overrides.get("queues"):
+            values["queues"] = parse_queues(overrides["queues"])
         values["ack_after_fsync"] = flag(ACK_AFTER_FSYNC_VARIABLE, env.get(ACK_AFTER_FSYNC_VARIABLE, ""))
         if env.get("SCRIPTPOOL_LEASE_SECONDS"):
             values["lease_seconds"] = _positive_seconds("SCRIPTPOOL_LEASE_SECONDS", env["SCRIPTPOOL_LEASE_SECONDS"])
@@ -72,6 +77,26 @@ class WorkerSettings:
         if not values["name"]:
             values["name"] = f"{socket.gethostname()}-{os.getpid()}"
         return cls(**values)  # type: ignore[arg-type]
+
+    def listen_queues(self) -> tuple[str, ...]:
+        """The queues to take jobs from, in priority order."""
+        return self.queues or (self.queue,)
+
+
+MAX_QUEUES = 16
+"""Most queues one worker listens on (RQ polls each in turn)."""
+
+
+def parse_queues(raw: str) -> tuple[str, ...]:
+    """`a,b` -> ("a", "b"): names without blanks, none empty, no repeats, at most MAX_QUEUES."""
+    from scriptpool.errors import InvalidArgument
+
+    names = tuple(name.strip() for name in raw.split(","))
+    if not all(names) or any(" " in name for name in names):
+        raise InvalidArgument(f"--queues takes comma-separated queue names without blanks (got {raw!r})")
+    if len(set(names)) != len(names) or len(names) > MAX_QUEUES:
+        raise InvalidArgument(f"--queues takes at most {MAX_QUEUES} different names (got {raw!r})")
+    return names
 
 
 def _positive_int(name: str, raw: str) -> int:

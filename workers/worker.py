@@ -132,7 +132,10 @@ def run_worker(settings: WorkerSettings, *, burst: bool = False, logging_level: 
     rq_redis = Redis.from_url(settings.redis_url, protocol=2)
     try:
         worker = ScriptpoolWorker(
-            [Queue(settings.queue, connection=rq_redis)], connection=rq_redis, name=settings.name, executor=executor
+            [Queue(name, connection=rq_redis) for name in settings.listen_queues()],
+            connection=rq_redis,
+            name=settings.name,
+            executor=executor,
         )
         worker.work(burst=burst, logging_level=logging_level, with_scheduler=False)
     finally:

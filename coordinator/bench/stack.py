@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 from scriptpool.coordinator.auth import Authenticator
-from scriptpool.coordinator.die_with_parent import die_with_parent
 from scriptpool.coordinator.embedded import wait_until_serving
 from scriptpool.coordinator.redis_server import PrivateRedis
 from scriptpool.core import redis_connect
+from scriptpool.core.die_with_parent import die_with_parent
 from scriptpool.errors import Unavailable
 
 BENCH_QUEUE = "scriptpool-bench"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from scriptpool.client import ARTIFACT_CHUNK_BYTES, ScriptpoolClient
 from scriptpool.coordinator.cli.output import to_json
+from scriptpool.coordinator.cli.parsing import non_negative_int
 from scriptpool.core.artifact_values import info_to_plain
 from scriptpool.errors import InvalidArgument
 from scriptpool.v1 import artifacts_pb2
@@ -36,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], with_cl
     sp.add_argument("--session", required=True)
     sp.add_argument("artifact_id")
     sp.add_argument("-o", "--output", required=True, help="file to write ('-' for stdout)")
-    sp.add_argument("--version", type=int, default=0, help="version (default: latest)")
+    sp.add_argument("--version", type=non_negative_int, default=0, help="version (default: latest)")
     sp = asub.add_parser("ls", help="list a session's artifacts, newest first")
     sp.add_argument("--session", required=True)
     sp.add_argument("--cursor", default="", help="go on from where a listing said more remain")

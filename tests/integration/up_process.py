@@ -16,6 +16,8 @@ from pathlib import Path
 from tests.conftest import CLI, stop_process
 
 READY_LINE = "scriptpool is up"
+CLI_MODULE = CLI[-1]
+"""The module every scriptpool process runs (`python -m scriptpool.coordinator.cli.main ...`)."""
 
 
 def free_port() -> int:
@@ -93,12 +95,31 @@ def children_of(pid: int) -> dict[int, str]:
 
 
 def kind_of(cmdline: str) -> str:
-    """What a child of `up` is, from its command line: "redis", "coordinator" or "worker" ("" for a
-    process caught between fork and exec, whose command line is still empty or its parent's)."""
+    """What a process of `up` is, from its command line: "redis", "coordinator", "pool" (`worker
+    --processes N`, a child of `up`) or "worker" (a child of the pool); "" for a process caught
+    between fork and exec, whose command line is still empty or its parent's."""
     if "redis-server" in cmdline:
         return "redis"
     words = cmdline.split()
-    return words[-1] if words and words[-1] in ("coordinator", "worker") else ""
+    if CLI_MODULE not in words:
+        return ""
+    command = [word for word in words[words.index(CLI_MODULE) + 1 :] if not word.startswith("-")][:1]
+    if command == ["worker"] and "--processes" in words:
+        return "pool"
+    return command[0] if command and command[0] in ("coordinator", "worker") else ""
+
+
+def processes_of(pid: int, kind: str) -> dict[int, str]:
+    """The live processes of `kind` under `pid` at any depth (a worker is a child of `up`'s pool)."""
+    found = {}
+    for child in descendants(pid):
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if alive(child) and kind_of(cmdline) == kind:
+            found[child] = cmdline
+    return found
 
 
 def descendants(pid: int) -> set[int]:
