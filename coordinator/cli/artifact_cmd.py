@@ -131,6 +131,8 @@ def _put(client: ScriptpoolClient, args: argparse.Namespace) -> int:
         size = path.stat().st_size
     except OSError as exc:
         raise InvalidArgument(f"cannot read {path}: {exc.strerror}") from None
+    if not path.is_file():
+        raise InvalidArgument(f"cannot read {path}: not a regular file")
     header = A.StoreArtifactChunk(
         session_id=args.session,
         type=args.type,
@@ -159,6 +161,8 @@ def _get(client: ScriptpoolClient, args: argparse.Namespace) -> int:
         progress.finish()
         return 0
     target = Path(args.output)
+    if target.is_dir():
+        raise InvalidArgument(f"cannot write {target}: it is a directory (name the file to write)")
     partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
     try:
         with partial.open("wb") as f:

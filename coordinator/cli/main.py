@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1
-EXIT_USAGE = 2
+EXIT_USAGE = parsing.EXIT_USAGE
 """Bad input: flags, files, a malformed Redis URL, Redis refusing the credentials."""
 EXIT_UNAVAILABLE = 3
 """The coordinator or Redis cannot be reached (or a wait ran out)."""
@@ -398,6 +398,10 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, AlreadyInUse):
             return EXIT_IN_USE
         return EXIT_UNAVAILABLE if exc.code in ("UNAVAILABLE", "DEADLINE_EXCEEDED") else EXIT_USAGE
+    except OSError as exc:  # a file the command was pointed at: one line, never a traceback
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"error: INVALID_ARGUMENT:{where}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
 

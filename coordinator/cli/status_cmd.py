@@ -121,9 +121,20 @@ def render_text(status: PoolStatus) -> str:
     return "\n".join(lines)
 
 
+def summary_line(status: PoolStatus) -> str:
+    """One line that fits any terminal: the live view's first line, so a short terminal still shows it."""
+    failures = ", ".join(f"{kind} {count}" for kind, count in status.failures_by_outcome.items()) or "none"
+    queued = sum(q.queued for q in status.queues)
+    return (
+        f"scriptpool status: {queued} queued, {len(status.running)} running; workers {status.busy()} busy, "
+        f"{len(status.workers) - status.busy()} idle; recent failures: {failures}"
+    )
+
+
 def _rich_view(status: PoolStatus) -> Any:
     from rich.console import Group
     from rich.table import Table
+    from rich.text import Text
 
     queues = Table(title="queues")
     for column in ("queue", "queued", "running", "failed"):
@@ -140,7 +151,7 @@ def _rich_view(status: PoolStatus) -> Any:
     failures.add_column("jobs", justify="right")
     for kind, count in status.failures_by_outcome.items():
         failures.add_row(kind, str(count))
-    return Group(queues, workers, failures)
+    return Group(Text(summary_line(status)), queues, workers, failures)
 
 
 def watch(read: Callable[[], PoolStatus], interval: float) -> int:
