@@ -24,7 +24,9 @@ def steps(names: Sequence[str], *, shown: bool, what: str = "case") -> Iterator[
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+    # The output stays on stdout (rich would otherwise send prints to its console, here stderr).
+    console = Console(stderr=True)
+    with Progress(*columns, console=console, transient=True, redirect_stdout=False, redirect_stderr=False) as progress:
         task = progress.add_task(what, total=len(names))
         for name in names:
             progress.update(task, description=f"{what} {name}")

@@ -233,3 +233,48 @@ def test_a_directory_as_the_download_target_is_one_line(
     assert stored.returncode == 0, stored
     done = cli(["artifact", "get", "--session", session.id, stored.stdout.strip(), "-o", str(tmp_path), *reach], env)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "directory" in done.stderr, done
+
+
+def _bench_stderr_on_a_terminal(env: dict[str, str], *flags: str) -> tuple[int, bytes, str]:
+    """`bench sessions` (a short case) with stderr on a terminal: (exit code, stderr bytes, stdout)."""
+    controller, terminal = pty.openpty()
+    bench = subprocess.Popen(
+        [*CLI, "bench", "sessions", "--jobs", "2", "--repeat", "1", *flags],
+        env={**env, "COLUMNS": "120"},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+        process_group=0,
+    )
+    os.close(terminal)
+    seen = b""
+    try:
+        while True:
+            if select.select([controller], [], [], 1)[0]:
+                try:
+                    chunk = os.read(controller, 65536)
+                except OSError:  # the terminal closed: the command exited
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+            elif bench.poll() is not None:
+                break
+        assert bench.stdout is not None
+        stdout = bench.stdout.read().decode()
+        return bench.wait(timeout=120), seen, stdout
+    finally:
+        stop_process(bench)
+        if bench.stdout is not None:
+            bench.stdout.close()
+        os.close(controller)
+
+
+@pytest.mark.slow
+def test_bench_shows_progress_on_a_terminal_and_none_with_json(env: dict[str, str]) -> None:
+    code, shown, stdout = _bench_stderr_on_a_terminal(env)
+    assert code == 0 and "== sessions" in stdout, (shown[-2000:], stdout)
+    assert b"case sessions" in shown and b"0/1" in shown, shown[-2000:]  # the bar, on stderr
+    code, shown, stdout = _bench_stderr_on_a_terminal(env, "--json")
+    assert code == 0 and json.loads(stdout)["case"] == "sessions"
+    assert b"case sessions" not in shown, shown[-2000:]

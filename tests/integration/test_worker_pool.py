@@ -164,12 +164,15 @@ def test_a_killed_worker_is_started_again_with_its_index(
 
 
 @pytest.mark.slow
-def test_first_sigterm_drains_a_running_job_and_exits_0(own_queue: OwnQueue, pools: list[Pool], tmp_path: Path) -> None:
+@pytest.mark.parametrize("first", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_first_signal_drains_a_running_job_and_exits_0(
+    first: signal.Signals, own_queue: OwnQueue, pools: list[Pool], tmp_path: Path
+) -> None:
     pool = _start(pools, own_queue, tmp_path, "--processes", "2", "--grace", "120")
     pool.wait_ready(2)
     held = submit_held(own_queue.client, "drained")
     held.wait_running()
-    pool.process.send_signal(signal.SIGTERM)
+    pool.process.send_signal(first)
     assert wait_for(lambda: len(pool.workers()) == 1, timeout=60), pool.log.read_text()  # the idle one stopped
     assert pool.process.poll() is None  # ... and the pool waits for the busy one
     held.release()
