@@ -1,13 +1,14 @@
 """`scriptpool status [--watch] [--json] [--redis-url URL]`: what the pool is doing, read from Redis.
 
-It reads RQ's own keys (through RQ's API, never writing: registries are read with `cleanup=False`),
-so it needs no coordinator and no API key (the Redis is --redis-url, else $REDIS_URL, else the
-private Redis of a `scriptpool up` on this host's state directory): the queues and their depth, the
-workers (busy or idle and on which job), the running jobs, and the most recent failures counted by
-outcome (a scriptpool job that did not end `ok` is failed in RQ as "JobNotOk: <outcome>: <message>";
-any other failure counts under its exception's name). Every read is bounded: `MAX_LISTED` workers
-and running jobs, `RECENT_FAILURES` failed jobs per queue. `--watch` renders the same view live with
-`rich` until Ctrl-C.
+It reads RQ's own keys through RQ's API and writes nothing (registries are read with
+`cleanup=False`; only RQ's worker listing drops a worker key that has expired from its set, as `rq
+info` does), so it needs no coordinator and no API key (the Redis is --redis-url, else $REDIS_URL,
+else the private Redis of a `scriptpool up` on this host's state directory): the queues and their
+depth, the workers (busy or idle and on which job), the running jobs, and the most recent failures
+counted by outcome (a scriptpool job that did not end `ok` is failed in RQ as "JobNotOk: <outcome>:
+<message>"; any other failure counts under its exception's name). Every read is bounded:
+`MAX_LISTED` workers and running jobs, `RECENT_FAILURES` failed jobs per queue. `--watch` renders
+the same view live with `rich` until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ def read_status(redis: Redis) -> PoolStatus:
     for queue in sorted(Queue.all(connection=redis), key=lambda q: q.name):
         started = StartedJobRegistry(queue=queue)
         failed = FailedJobRegistry(queue=queue)
-        status.queues.append(QueueStatus(queue.name, queue.count, started.count, failed.count))
+        running, failing = started.get_job_count(cleanup=False), failed.get_job_count(cleanup=False)
+        status.queues.append(QueueStatus(queue.name, queue.count, running, failing))
         if len(status.running) < MAX_LISTED:
             status.running += started.get_job_ids(0, MAX_LISTED - len(status.running) - 1, cleanup=False)
         recent = failed.get_job_ids(0, RECENT_FAILURES - 1, desc=True, cleanup=False)
