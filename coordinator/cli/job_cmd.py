@@ -23,7 +23,7 @@ EXIT_JOB_FAILED = 1
 def add_parser(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], with_client: Callable[[argparse.ArgumentParser], None]
 ) -> None:
-    job = sub.add_parser("job", help="look at a job or wait for it (e.g. after `run` lost its coordinator)")
+    job = sub.add_parser("job", help="look at a job, wait for it, cancel it, or list a session's jobs")
     with_client(job)
     commands = job.add_subparsers(dest="job_command", required=True)
     commands.add_parser("get", help="print a job as JSON (its status, attempt and result when finished)").add_argument(

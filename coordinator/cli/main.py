@@ -323,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--processes",
         type=positive_int,
+        metavar="N",
         help="run a pool of N worker processes that starts dead ones again "
         "(exit 0 clean, 1 workers had to be killed, 2 bad input)",
     )
@@ -332,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--grace",
         type=non_negative_float,
+        metavar="SECONDS",
         help="with --processes: seconds the workers have to finish their jobs after SIGTERM/SIGINT (default 30)",
     )
     p.add_argument(

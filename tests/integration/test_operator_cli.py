@@ -203,6 +203,7 @@ MISTAKES: list[tuple[str, list[str]]] = [
     ("negative session listing", ["session", "list", "--limit", "-3"]),
     ("negative bench jobs", ["bench", "--jobs", "-1"]),
     ("zero watch interval", ["status", "--watch", "--interval", "0"]),
+    ("watch and JSON at once", ["--json", "status", "--watch"]),
     ("a directory as the script", ["run", "{dir}"]),
     ("a missing script", ["run", "{dir}/missing.lua"]),
     ("a directory as the artifact to store", ["artifact", "put", "--session", "s", "{dir}"]),
