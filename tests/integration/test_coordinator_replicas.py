@@ -194,3 +194,18 @@ def test_killing_one_replica_leaves_the_other_serving(replicas: Replicas) -> Non
         replicas.start_worker("worker-2")
         job = b.run(Language.LUA, "return 'still serving'", timeout=60)
         assert result_of(job) == "still serving" and from_value(job.result.result) == "still serving"
+
+
+def test_two_live_sweepers_finish_a_lost_job_once(replicas: Replicas) -> None:
+    """Both coordinators sweep: a job whose worker died is finished by one of them, once."""
+    with replicas.client(replicas.b) as b:
+        lost = submit_held(b, "never")
+        lost.wait_running()
+        worker = replicas.processes["worker"]
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+        done = b.wait(lost.job.id, timeout=60)
+        assert outcome(done) is Outcome.WORKER_LOST
+        timeline = b.sessions.get_timeline(sessions_pb2.GetTimelineRequest(session_id=done.session_id))
+        finished = [e.description for e in timeline.entries if e.description.startswith(f"job {lost.job.id} finished")]
+        assert finished == [f"job {lost.job.id} finished: worker_lost"]
