@@ -9,6 +9,7 @@ import os
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 
 import argparse
+import dataclasses
 import json
 import logging
 import socket
@@ -37,6 +38,7 @@ from scriptpool.languages import Language
 
 if TYPE_CHECKING:
     from scriptpool.client import ScriptpoolClient
+    from scriptpool.sandbox.jail.policy import JailPolicy
     from scriptpool.workers.settings import WorkerSettings
 
 EXIT_OK = 0
@@ -46,7 +48,8 @@ EXIT_USAGE = parsing.EXIT_USAGE
 EXIT_UNAVAILABLE = 3
 """The coordinator or Redis cannot be reached (or a wait ran out)."""
 EXIT_JAIL_INCOMPLETE = 4
-"""`doctor`: at least one sandbox layer is unavailable or not effective on this host."""
+"""`doctor`, `worker`, `up`, `demo`: a required sandbox layer (one not allowed missing) is unavailable
+or not effective on this host."""
 EXIT_IN_USE = 5
 """`up`: another `up` holds the state directory; `coordinator`/`up`: the listen address is taken."""
 
@@ -81,10 +84,31 @@ def _client(args: argparse.Namespace) -> tuple[Settings, object]:
 
 
 # ------------------------------------------------------------------ commands
+def _jail_policy(args: argparse.Namespace) -> JailPolicy:
+    """The layers allowed missing: SCRIPTPOOL_ALLOW_MISSING_LAYERS plus each --allow-missing-layer."""
+    from scriptpool.sandbox.jail import ALLOW_MISSING_VARIABLE, JailPolicy
+
+    policy = JailPolicy.from_variable(os.environ.get(ALLOW_MISSING_VARIABLE, ""))
+    return policy.merged(JailPolicy.allowing(getattr(args, "allow_missing_layer", None) or []))
+
+
+def _require_jail_for_stack(args: argparse.Namespace) -> None:
+    """`up`/`demo`/a worker pool: refuse before starting anything when a required jail layer is missing (the workers
+    would refuse one by one), and let the workers they start allow the same layers."""
+    from scriptpool.sandbox.jail import ALLOW_MISSING_VARIABLE, require_jail
+
+    policy = _jail_policy(args)
+    require_jail(policy)
+    if policy.allowed_missing:
+        os.environ[ALLOW_MISSING_VARIABLE] = ",".join(sorted(policy.allowed_missing))
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from scriptpool.coordinator.embedded import run_up
 
-    return run_up(_settings(args), args.workers)
+    settings = _settings(args)
+    _require_jail_for_stack(args)
+    return run_up(settings, args.workers)
 
 
 def cmd_coordinator(args: argparse.Namespace) -> int:
@@ -104,6 +128,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         name=args.name or "",
         queues=args.queues or "",
     )
+    settings = dataclasses.replace(settings, jail_policy=_jail_policy(args))
     if args.processes is not None:
         return _run_pool(args, settings)
     if args.grace is not None:
@@ -135,6 +160,7 @@ def _run_pool(args: argparse.Namespace, settings: WorkerSettings) -> int:
         grace_seconds=DEFAULT_GRACE_SECONDS if args.grace is None else args.grace,
         burst=args.burst,
     )
+    _require_jail_for_stack(args)  # refuse (exit 4) before any worker starts; the workers allow the same layers
     connect(settings.redis_url).close()  # a bad or unreachable Redis is one line before any worker starts
     env = {k: v for k, v in os.environ.items() if k != "SCRIPTPOOL_WORKER_NAME"}  # each worker names itself host-pid
     env.update(REDIS_URL=settings.redis_url, SCRIPTPOOL_COORDINATOR=settings.coordinator)
@@ -197,6 +223,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from scriptpool.client import ScriptpoolClient
     from scriptpool.coordinator.embedded import EmbeddedStack
 
+    _require_jail_for_stack(args)
     with tempfile.TemporaryDirectory(prefix="scriptpool-demo-") as state:
         address = f"127.0.0.1:{_free_port()}"
         settings = _settings(args).with_overrides(listen=address, coordinator=address, state_dir=Path(state))
@@ -241,17 +268,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
+    """Every layer, applied or not; exit 4 when a required one (not allowed missing) is unavailable,
+    the condition under which a worker on this host refuses to start."""
     from scriptpool.sandbox.jail import probe_host
+    from scriptpool.sandbox.jail.policy import how_to_provide
 
+    policy = _jail_policy(args)
     report = probe_host()
+    required = policy.missing_required(report)
     if args.json:
-        print(json.dumps({"applied": report.applied, "unavailable": report.unavailable, "ok": not report.unavailable}))
-        return EXIT_JAIL_INCOMPLETE if report.unavailable else EXIT_OK
+        print(json.dumps({"applied": report.applied, "unavailable": report.unavailable,
+                          "missing_required": sorted(required), "ok": not required}))  # fmt: skip
+        return EXIT_JAIL_INCOMPLETE if required else EXIT_OK
     for layer in report.applied:
         print(f"ok           {layer}")
-    for layer, why in report.unavailable.items():
-        print(f"UNAVAILABLE  {layer}: {why}")
-    return EXIT_JAIL_INCOMPLETE if report.unavailable else EXIT_OK
+    for layer, why in policy.missing_allowed(report).items():
+        print(f"ALLOWED      {layer}: {why} (missing; allowed by --allow-missing-layer: weaker isolation)")
+    for layer, why in required.items():
+        print(f"UNAVAILABLE  {layer}: {why}; to provide it: {how_to_provide(layer)}")
+    if required:
+        names = " ".join(f"--allow-missing-layer {layer}" for layer in required)
+        print(f"a worker on this host refuses to start; to run it with weaker isolation instead: {names}")
+    return EXIT_JAIL_INCOMPLETE if required else EXIT_OK
 
 
 # ------------------------------------------------------------------ parser
@@ -271,6 +309,15 @@ def build_parser() -> argparse.ArgumentParser:
             "--coordinator", help="coordinator address (default: $SCRIPTPOOL_COORDINATOR or 127.0.0.1:50051)"
         )
         p.add_argument("--api-key", help="API key (default: $SCRIPTPOOL_API_KEY or the one `scriptpool up` wrote)")
+
+    def with_jail(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--allow-missing-layer",
+            action="append",
+            metavar="LAYER",
+            help="run even if this host cannot provide this sandbox layer (weaker isolation; repeatable; "
+            "also $SCRIPTPOOL_ALLOW_MISSING_LAYERS=a,b); LAYER is a name `scriptpool doctor` prints",
+        )
 
     def with_run(p: argparse.ArgumentParser) -> None:
         p.add_argument("file", help="script file: .lua, .js or .py")
@@ -292,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     with_redis(p)
     p.add_argument("--listen", help="coordinator listen address (default 127.0.0.1:50051)")
     p.add_argument("--workers", type=positive_int, default=2, help="worker processes (default 2)")
+    with_jail(p)
     p.add_argument(
         "--appendfsync",
         choices=APPENDFSYNC_CHOICES,
@@ -336,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="with --processes: seconds the workers have to finish their jobs after SIGTERM/SIGINT (default 30)",
     )
+    with_jail(p)
     p.add_argument(
         "--check",
         action="store_true",
@@ -354,6 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     with_redis(p)
     with_run(p)
     p.add_argument("--workers", type=positive_int, default=1, help="worker processes (default 1)")
+    with_jail(p)
     p.set_defaults(func=cmd_demo)
 
     for name, module in (("session", session_cmd), ("artifact", artifact_cmd), ("state", state_cmd),
@@ -371,7 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench_cmd.add_parser(sub).set_defaults(func=cmd_bench)
 
     p = sub.add_parser("doctor", help="report which sandbox layers this host provides (exit 4 when one is missing)")
-    p.add_argument("--json", action="store_true", help="one JSON object: {applied, unavailable, ok}")
+    p.add_argument("--json", action="store_true", help="one JSON object: {applied, unavailable, missing_required, ok}")
+    with_jail(p)
     p.set_defaults(func=cmd_doctor)
 
     status_cmd.add_parser(sub, with_redis).set_defaults(func=status_cmd.run)
@@ -399,6 +450,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
         if isinstance(exc, AlreadyInUse):
             return EXIT_IN_USE
+        from scriptpool.sandbox.jail.policy import JailIncomplete  # here: client commands never load the sandbox
+
+        if isinstance(exc, JailIncomplete):
+            return EXIT_JAIL_INCOMPLETE
         return EXIT_UNAVAILABLE if exc.code in ("UNAVAILABLE", "DEADLINE_EXCEEDED") else EXIT_USAGE
     except OSError as exc:  # a file the command was pointed at: one line, never a traceback
         where = f" {exc.filename}" if exc.filename else ""

@@ -177,8 +177,9 @@ def test_status_watch_renders_live_on_a_terminal_until_ctrl_c(stack: Stack, env:
 def test_doctor_json_and_its_exit_code_agree(env: dict[str, str]) -> None:
     done = cli(["doctor", "--json"], env)
     report = json.loads(done.stdout)
-    assert set(report) == {"applied", "unavailable", "ok"} and report["applied"]
-    assert report["ok"] is (not report["unavailable"])
+    assert set(report) == {"applied", "unavailable", "missing_required", "ok"} and report["applied"]
+    assert set(report["missing_required"]) <= set(report["unavailable"])
+    assert report["ok"] is (not report["missing_required"])
     assert done.returncode == (0 if report["ok"] else 4), done
     plain = cli(["--json", "doctor"], env)  # the global --json, before the subcommand
     assert json.loads(plain.stdout) == report
