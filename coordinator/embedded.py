@@ -41,10 +41,13 @@ from scriptpool.coordinator.settings import Settings
 from scriptpool.coordinator.single_instance import StateDirLock, refuse_address_in_use
 from scriptpool.core import redis_connect
 from scriptpool.core.durability import ACK_AFTER_FSYNC_VARIABLE
+from scriptpool.core.metrics import METRICS_VARIABLE, OFF, WORKER_INDEX_VARIABLE, MetricsAddress, refuse_taken
 from scriptpool.errors import InvalidArgument, Unavailable
 
 log = logging.getLogger(__name__)
 STOP_GRACE_SECONDS = 10.0
+UP_METRICS = MetricsAddress("127.0.0.1", 9464)
+"""`up` serves metrics by default: the coordinator here, worker process N on this port + 1 + N."""
 
 
 def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -146,13 +149,14 @@ class EmbeddedStack:
             "SCRIPTPOOL_COORDINATOR": self.address,
             "SCRIPTPOOL_QUEUE": self.settings.queue,
             ACK_AFTER_FSYNC_VARIABLE: "1" if self.settings.ack_after_fsync else "0",
+            **self._metrics_env(),
         }
         self.api_key = self._ensure_api_key(redis_url)
-        self.coordinator = _spawn(["coordinator"], self.env)
+        self.coordinator = _spawn(["coordinator"], self._coordinator_env())
         wait_until_serving(self.address, process=self.coordinator)
         self.env["SCRIPTPOOL_COORDINATOR"] = self.local_socket  # the workers on this host dial the Unix socket
-        for _ in range(self.workers):
-            self.worker_procs.append(_spawn(["worker"], self.env))
+        for index in range(self.workers):
+            self.worker_procs.append(_spawn(["worker"], self._worker_env(index)))
         now = time.monotonic()
         names = ["redis", "coordinator", *(f"worker {index}" for index in range(self.workers))]
         self.restarts = {name: Restarts(started_at=now) for name in names}
@@ -219,10 +223,26 @@ class EmbeddedStack:
 
     def _start_coordinator(self) -> None:
         self.local_socket_path().unlink(missing_ok=True)  # left by the coordinator that died
-        self.coordinator = _spawn(["coordinator"], {**self.env, "SCRIPTPOOL_COORDINATOR": self.address})
+        self.coordinator = _spawn(["coordinator"], {**self._coordinator_env(), "SCRIPTPOOL_COORDINATOR": self.address})
 
     def _start_worker(self, index: int) -> None:
-        self.worker_procs[index] = _spawn(["worker"], self.env)
+        self.worker_procs[index] = _spawn(["worker"], self._worker_env(index))
+
+    def _metrics_env(self) -> dict[str, str]:
+        """The workers' metrics (their first port: each worker process adds its index), checked free."""
+        metrics = self.settings.metrics
+        if metrics is None:
+            return {METRICS_VARIABLE: OFF}
+        for index in range(self.workers + 1):
+            refuse_taken(metrics.offset(index, "--metrics-port"))
+        return {METRICS_VARIABLE: str(metrics.offset(1, "--metrics-port"))}
+
+    def _coordinator_env(self) -> dict[str, str]:
+        metrics = self.settings.metrics
+        return {**self.env, METRICS_VARIABLE: str(metrics) if metrics is not None else OFF}
+
+    def _worker_env(self, index: int) -> dict[str, str]:
+        return {**self.env, WORKER_INDEX_VARIABLE: str(index)}
 
     def local_socket_path(self) -> Path:
         return Path(self.local_socket.removeprefix("unix:"))

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from scriptpool.core.defaults import DEFAULT_COORDINATOR, DEFAULT_QUEUE, LEASE_SECONDS, RESULT_TTL_SECONDS
 from scriptpool.core.durability import ACK_AFTER_FSYNC_VARIABLE, flag
+from scriptpool.core.metrics import MetricsAddress, metrics_address
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -46,8 +47,13 @@ class WorkerSettings:
     refuses to start against a Redis without `appendonly yes` and `appendfsync always`
     (proto/scriptpool/core/durability.py)."""
 
+    metrics: MetricsAddress | None = None
+    """Where this worker process serves Prometheus metrics (`--metrics-port`, SCRIPTPOOL_METRICS; its
+    port moved up by SCRIPTPOOL_WORKER_INDEX when set); None: no endpoint."""
+
     @classmethod
-    def from_env(cls, **overrides: str) -> WorkerSettings:
+    def from_env(cls, *, metrics_port: str | None = None, **overrides: str) -> WorkerSettings:
+        """`metrics_port`: the `--metrics-port` flag, which wins over SCRIPTPOOL_METRICS."""
         env = os.environ
         values: dict[str, object] = {
             "redis_url": env.get("REDIS_URL", ""),
@@ -65,6 +71,7 @@ class WorkerSettings:
             values["call_stream"] = False
         if env.get("SCRIPTPOOL_JOBS_PER_CHILD"):
             values["jobs_per_child"] = _positive_int("SCRIPTPOOL_JOBS_PER_CHILD", env["SCRIPTPOOL_JOBS_PER_CHILD"])
+        values["metrics"] = metrics_address(metrics_port, env, pool_index=True)
         if not values["redis_url"]:
             from scriptpool.errors import InvalidArgument
 

@@ -14,6 +14,7 @@ import socket
 import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,7 @@ from scriptpool.coordinator.cli import artifact_cmd, bench_cmd, events_cmd, job_
 from scriptpool.coordinator.settings import Settings
 from scriptpool.coordinator.single_instance import AlreadyInUse
 from scriptpool.core.durability import APPENDFSYNC_CHOICES
+from scriptpool.core.metrics import METRICS_VARIABLE, WORKER_INDEX_VARIABLE, MetricsPortInUse, metrics_address
 from scriptpool.errors import InvalidArgument, ScriptpoolError
 from scriptpool.languages import Language
 
@@ -70,15 +72,16 @@ def _client(args: argparse.Namespace) -> tuple[Settings, object]:
 
 # ------------------------------------------------------------------ commands
 def cmd_up(args: argparse.Namespace) -> int:
-    from scriptpool.coordinator.embedded import run_up
+    from scriptpool.coordinator.embedded import UP_METRICS, run_up
 
-    return run_up(_settings(args), args.workers)
+    metrics = metrics_address(args.metrics_port, os.environ, default=UP_METRICS)
+    return run_up(replace(_settings(args), metrics=metrics), args.workers)
 
 
 def cmd_coordinator(args: argparse.Namespace) -> int:
     from scriptpool.coordinator.server import serve_forever
 
-    serve_forever(_settings(args))
+    serve_forever(_settings(args).with_overrides(metrics=metrics_address(args.metrics_port, os.environ)))
     return EXIT_OK
 
 
@@ -87,7 +90,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from scriptpool.workers.worker import run_worker
 
     settings = WorkerSettings.from_env(
-        redis_url=args.redis_url or "", coordinator=args.coordinator or "", name=args.name or ""
+        redis_url=args.redis_url or "",
+        coordinator=args.coordinator or "",
+        name=args.name or "",
+        metrics_port=None if args.check else args.metrics_port,
     )
     if args.check:
         from scriptpool.workers.check import run_checks
@@ -225,6 +231,14 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--api-key", help="API key (default: $SCRIPTPOOL_API_KEY or the one `scriptpool up` wrote)")
 
+    def with_metrics(p: argparse.ArgumentParser, default: str) -> None:
+        p.add_argument(
+            "--metrics-port",
+            metavar="[HOST:]PORT",
+            help=f"serve Prometheus metrics on http://HOST:PORT/metrics (HOST default 127.0.0.1; 'off': none); "
+            f"default ${METRICS_VARIABLE} or {default}",
+        )
+
     def with_run(p: argparse.ArgumentParser) -> None:
         p.add_argument("file", help="script file: .lua, .js or .py")
         p.add_argument("--lang", help="language, when the extension does not say")
@@ -253,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="acknowledge submissions and results only once fsynced (default $SCRIPTPOOL_ACK_AFTER_FSYNC)",
     )
+    with_metrics(p, "127.0.0.1:9464: the coordinator's; worker process N serves on that port + 1 + N")
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("coordinator", help="run the gRPC coordinator")
@@ -263,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="most jobs one SubmitJobs call may submit (default $SCRIPTPOOL_MAX_BATCH_JOBS or 1000)",
     )
+    with_metrics(p, "off")
     p.set_defaults(func=cmd_coordinator)
 
     p = sub.add_parser("worker", help="run one RQ worker process")
@@ -277,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(exit 0 when all pass, 3 otherwise; for liveness/readiness probes)",
     )
     p.add_argument("--no-worker", action="store_true", help="with --check: leave out the registered-worker check")
+    with_metrics(p, f"off; the port moves up by ${WORKER_INDEX_VARIABLE} when set")
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("run", help="submit a script, wait, print its output and result")
@@ -319,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except ScriptpoolError as exc:
         print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
-        if isinstance(exc, AlreadyInUse):
+        if isinstance(exc, (AlreadyInUse, MetricsPortInUse)):
             return EXIT_IN_USE
         return EXIT_UNAVAILABLE if exc.code in ("UNAVAILABLE", "DEADLINE_EXCEEDED") else EXIT_USAGE
     except KeyboardInterrupt:

@@ -26,6 +26,7 @@ from rq.job import Job as RQJob
 from rq.queue import EnqueueData
 
 from scriptpool.coordinator.auth import Caller, new_job_credential
+from scriptpool.coordinator.metrics import JOBS_SUBMITTED
 from scriptpool.coordinator.stores.idempotency import Idempotency, idempotency
 from scriptpool.coordinator.stores.sessions import NewSession, SessionStore
 from scriptpool.coordinator.stores.validation import check_uuid, parse_cursor
@@ -237,6 +238,7 @@ class JobStore:
             pipe.reset()
         else:
             pipe.execute()
+        _count_submitted(batch)
         return jobs
 
     def _write_once(
@@ -249,6 +251,7 @@ class JobStore:
         pipe.reset()
         for _ in range(3):  # (a key claimed, then gone before it is read: it expired; claim it again)
             if self._claimed(once, commands):
+                _count_submitted(batch)
                 return jobs
             ids = once.earlier_jobs(self.redis.hmget(once.redis_key, "fingerprint", "jobs"))
             if ids is not None:
@@ -471,6 +474,11 @@ class JobBatch:
 
 # The fields of a job record that change after it is queued (what `refresh` reads).
 _LIVE_FIELDS = ("status", "started_at", "finished_at", "worker", "result", "attempt")
+
+
+def _count_submitted(batch: JobBatch) -> None:
+    for job in batch.jobs:
+        JOBS_SUBMITTED.labels(job.language.value).inc()
 
 
 def _apply_live(job: jobs_pb2.Job, raw: dict[str, bytes | None]) -> None:

@@ -1,0 +1,237 @@
+"""Prometheus metrics from a real coordinator and a real worker process (each started by the CLI,
+each serving its own /metrics), scraped over HTTP after real jobs: the counters moved, with the
+right labels. And `up` serving them on its default layout (coordinator, then worker N on +1+N)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from redis import Redis
+
+from scriptpool.client import ScriptpoolClient
+from scriptpool.coordinator.auth import Authenticator
+from scriptpool.coordinator.embedded import wait_until_serving
+from scriptpool.coordinator.redis_server import PrivateRedis
+from scriptpool.languages import Language
+from scriptpool.outcomes import Outcome
+from scriptpool.sandbox.jail import probe_host
+from scriptpool.workers.metrics import layer_name
+from tests.conftest import CLI, stop_process, wait_for
+
+from .helpers import outcome, result_of, run_js, run_lua
+from .up_process import start_up, stop_up, up_env
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def free_ports(count: int) -> int:
+    """The first of `count` consecutive loopback ports that are free now."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = int(probe.getsockname()[1])
+        if base + count > 65535:
+            continue
+        try:
+            for port in range(base, base + count):
+                with socket.socket() as taken:
+                    taken.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise AssertionError(f"no {count} consecutive free ports")
+
+
+def scrape(port: int) -> Samples:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float | None:
+    return samples.get((name, frozenset(labels.items())))
+
+
+def answers(port: int) -> bool:
+    try:
+        scrape(port)
+        return True
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@dataclass
+class MetricsStack:
+    address: str
+    coordinator_metrics: int
+    worker_metrics: int
+    queue: str
+    client: ScriptpoolClient
+
+
+@pytest.fixture
+def metrics_stack(redis_server: PrivateRedis, tmp_path: Path) -> Iterator[MetricsStack]:
+    with running_stack(redis_server, tmp_path, with_worker=True) as stack:
+        yield stack
+
+
+@contextlib.contextmanager
+def running_stack(redis_server: PrivateRedis, tmp_path: Path, *, with_worker: bool) -> Iterator[MetricsStack]:
+    """A coordinator and (`with_worker`) one worker on a queue of their own (no other worker takes
+    its jobs), each with metrics on: the coordinator by --metrics-port, the worker by
+    SCRIPTPOOL_METRICS plus its pool index (SCRIPTPOOL_WORKER_INDEX=1 moves it one port up)."""
+    base = free_ports(4)
+    address = f"127.0.0.1:{base}"
+    queue = f"metrics-{uuid.uuid4().hex[:8]}"
+    env = {"REDIS_URL": redis_server.url, "SCRIPTPOOL_QUEUE": queue, "SCRIPTPOOL_COORDINATOR": address}
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def spawn(args: list[str], extra: dict[str, str], log: str) -> subprocess.Popen[bytes]:
+        with open(tmp_path / log, "wb") as out:
+            proc = subprocess.Popen(
+                [*CLI, *args],
+                env={**_base_env(), **env, **extra},
+                cwd=tmp_path,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                process_group=0,
+            )
+        procs.append(proc)
+        return proc
+
+    try:
+        coordinator = spawn(
+            ["coordinator", "--listen", address, "--metrics-port", f"127.0.0.1:{base + 1}"], {}, "coordinator.log"
+        )
+        wait_until_serving(address, process=coordinator)
+        if with_worker:
+            worker_env = {"SCRIPTPOOL_METRICS": f"127.0.0.1:{base + 2}", "SCRIPTPOOL_WORKER_INDEX": "1"}
+            spawn(["worker"], worker_env, "worker.log")
+            assert wait_for(lambda: answers(base + 3), timeout=60), (tmp_path / "worker.log").read_text()
+        redis = Redis.from_url(redis_server.url)
+        try:
+            key = Authenticator(redis).create_api_key(f"m-{uuid.uuid4().hex[:8]}")
+        finally:
+            redis.close()
+        with ScriptpoolClient(address, key) as client:
+            yield MetricsStack(address, base + 1, base + 3, queue, client)
+    finally:
+        for proc in reversed(procs):
+            stop_process(proc)
+
+
+def _base_env() -> dict[str, str]:
+    drop = ("SCRIPTPOOL_METRICS", "SCRIPTPOOL_WORKER_INDEX", "SCRIPTPOOL_API_KEY")
+    return {k: v for k, v in os.environ.items() if k not in drop}
+
+
+STATE_CALLS = "State.set('global', 'k', 1)\nState.get('global', 'k')\nState.get('global', 'k')\nreturn 1"
+
+
+@pytest.mark.slow
+def test_coordinator_and_worker_metrics_move_with_the_jobs(metrics_stack: MetricsStack) -> None:
+    client = metrics_stack.client
+    assert result_of(run_lua(client, "return 1")) == 1
+    assert result_of(run_lua(client, "return 2")) == 2  # same principal, same limits: the child is reused
+    assert outcome(run_lua(client, "error('boom')")) is Outcome.SCRIPT_ERROR
+    assert outcome(run_lua(client, "while true do end", limits={"cpu_time_ms": 300})) is Outcome.CPU_TIME_EXCEEDED
+    assert result_of(run_js(client, "1 + 1")) == 2
+    assert result_of(run_lua(client, STATE_CALLS)) == 1  # three global calls: one unary, then the stream
+    with pytest.raises(Exception, match="NOT_FOUND|not found"):
+        client.get_job(str(uuid.uuid4()))
+    with grpc.insecure_channel(metrics_stack.address) as channel:
+        with pytest.raises(grpc.RpcError) as unknown:
+            channel.unary_unary("/no.such.Service/Method", None, None)(b"", timeout=5)
+        assert unknown.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+    coordinator = scrape(metrics_stack.coordinator_metrics)
+    assert value(coordinator, "scriptpool_jobs_submitted_total", language="lua") == 5
+    assert value(coordinator, "scriptpool_jobs_submitted_total", language="javascript") == 1
+    submit = "/scriptpool.v1.JobService/SubmitJob"
+    submitted_ok = value(coordinator, "scriptpool_calls_total", method=submit, code="OK")
+    assert submitted_ok is not None and submitted_ok >= 6
+    assert value(coordinator, "scriptpool_call_duration_seconds_count", method=submit) == submitted_ok
+    get_job = "/scriptpool.v1.JobService/GetJob"
+    assert value(coordinator, "scriptpool_calls_total", method=get_job, code="NOT_FOUND") == 1
+    assert value(coordinator, "scriptpool_calls_total", method="unknown", code="UNIMPLEMENTED") == 1
+    # the script's three global calls, the first unary and the next two carried by the call stream
+    assert value(coordinator, "scriptpool_calls_total", method="/scriptpool.v1.StateService/Set", code="OK") == 1
+    assert value(coordinator, "scriptpool_calls_total", method="/scriptpool.v1.StateService/Get", code="OK") == 2
+    assert value(coordinator, "scriptpool_queue_depth", queue=metrics_stack.queue) == 0
+    assert value(coordinator, "scriptpool_rq_workers", queue=metrics_stack.queue) == 1
+    assert value(coordinator, "scriptpool_redis_errors_total") == 0
+    assert not [labels for (name, labels) in coordinator if name.startswith("scriptpool_") and _has_id(labels)]
+
+    worker = scrape(metrics_stack.worker_metrics)
+    finished = "scriptpool_jobs_finished_total"
+    assert value(worker, finished, language="lua", outcome="ok") == 3
+    assert value(worker, finished, language="lua", outcome="script_error") == 1
+    assert value(worker, finished, language="lua", outcome="cpu_time_exceeded") == 1
+    assert value(worker, finished, language="javascript", outcome="ok") == 1
+    for histogram in ("scriptpool_job_queue_wait_seconds", "scriptpool_job_run_seconds"):
+        assert value(worker, f"{histogram}_count", language="lua") == 5
+        assert value(worker, f"{histogram}_count", language="javascript") == 1
+    assert value(worker, "scriptpool_sandbox_setup_seconds_count", language="lua") == 5
+    fresh = value(worker, "scriptpool_sandbox_children_total", kind="fresh") or 0
+    reused = value(worker, "scriptpool_sandbox_children_total", kind="reused") or 0
+    assert reused >= 1 and fresh >= 1 and fresh + reused == 6
+    assert value(worker, "scriptpool_worker_processes", state="idle") == 1
+    assert value(worker, "scriptpool_worker_processes", state="busy") == 0
+    report = probe_host()
+    for layer in report.applied:
+        assert value(worker, "scriptpool_jail_layer_applied", layer=layer_name(layer)) == 1
+    for layer in report.unavailable:
+        assert value(worker, "scriptpool_jail_layer_applied", layer=layer) == 0
+    assert value(worker, "scriptpool_redis_errors_total") == 0
+
+
+def _has_id(labels: frozenset[tuple[str, str]]) -> bool:
+    """A label value that looks like a job id (a UUID): it must never be one."""
+    return any(len(v) == 36 and v.count("-") == 4 for _, v in labels)
+
+
+@pytest.mark.slow
+def test_queue_depth_counts_the_jobs_no_worker_took(redis_server: PrivateRedis, tmp_path: Path) -> None:
+    with running_stack(redis_server, tmp_path, with_worker=False) as stack:
+        coordinator = scrape(stack.coordinator_metrics)
+        assert value(coordinator, "scriptpool_queue_depth", queue=stack.queue) == 0
+        assert value(coordinator, "scriptpool_rq_workers", queue=stack.queue) == 0
+        for _ in range(3):
+            stack.client.submit(Language.LUA, "return 1")
+        assert value(scrape(stack.coordinator_metrics), "scriptpool_queue_depth", queue=stack.queue) == 3
+
+
+@pytest.mark.slow
+def test_up_serves_metrics_for_the_coordinator_and_each_worker(tmp_path: Path) -> None:
+    metrics_base = free_ports(3)
+    address = f"127.0.0.1:{free_ports(1)}"
+    state_dir = tmp_path / "state"
+    up = start_up(
+        state_dir, address, tmp_path / "up.log", workers=2, extra=["--metrics-port", f"127.0.0.1:{metrics_base}"]
+    )
+    try:
+        assert wait_for(lambda: answers(metrics_base + 1) and answers(metrics_base + 2), timeout=60)
+        coordinator = scrape(metrics_base)
+        assert any(name == "scriptpool_calls_total" for name, _ in coordinator)
+        for worker_port in (metrics_base + 1, metrics_base + 2):
+            assert value(scrape(worker_port), "scriptpool_worker_processes", state="idle") == 1
+    finally:
+        stop_up(up)
+    assert up_env(state_dir)["SCRIPTPOOL_METRICS"] == "off"  # the other `up` tests bind no fixed port
