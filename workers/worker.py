@@ -125,15 +125,15 @@ def run_worker(settings: WorkerSettings, *, burst: bool = False, logging_level: 
     redis = redis_connect.connect(settings.redis_url)  # one line naming the URL if it is bad or down
     if settings.ack_after_fsync:
         check_ack_after_fsync(redis, settings.redis_url)
-    report = probe_host()
-    log.warning("scriptpool worker %s: sandbox jail %s", settings.name, report.summary())
-    metrics.record_jail(report)
-    metrics.set_busy(False)
-    # Before the sandbox children: a taken metrics port stops the worker before it forks anything.
+    # Before anything else: a taken metrics port stops the worker before it probes or forks anything.
     metrics_server = serve_metrics(settings.metrics, metrics.REGISTRY) if settings.metrics is not None else None
     if metrics_server is not None:
         log.warning("scriptpool worker %s: metrics on http://%s/metrics", settings.name, metrics_server.address)
     try:
+        report = probe_host()
+        log.warning("scriptpool worker %s: sandbox jail %s", settings.name, report.summary())
+        metrics.record_jail(report)
+        metrics.set_busy(False)
         _work(settings, redis, burst=burst, logging_level=logging_level)
     finally:
         if metrics_server is not None:

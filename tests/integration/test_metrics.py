@@ -22,6 +22,7 @@ from redis import Redis
 
 from scriptpool.client import ScriptpoolClient
 from scriptpool.coordinator.auth import Authenticator
+from scriptpool.coordinator.cli.main import EXIT_IN_USE
 from scriptpool.coordinator.embedded import wait_until_serving
 from scriptpool.coordinator.redis_server import PrivateRedis
 from scriptpool.languages import Language
@@ -31,7 +32,7 @@ from scriptpool.workers.metrics import layer_name
 from tests.conftest import CLI, stop_process, wait_for
 
 from .helpers import outcome, result_of, run_js, run_lua
-from .up_process import start_up, stop_up, up_env
+from .up_process import cli, start_up, stop_up, up_env
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -235,3 +236,42 @@ def test_up_serves_metrics_for_the_coordinator_and_each_worker(tmp_path: Path) -
     finally:
         stop_up(up)
     assert up_env(state_dir)["SCRIPTPOOL_METRICS"] == "off"  # the other `up` tests bind no fixed port
+
+
+@pytest.mark.parametrize(
+    ("command", "env", "named"),
+    [
+        (["coordinator", "--metrics-port", "nope"], {}, "--metrics-port"),
+        (["worker", "--metrics-port", "70000"], {}, "--metrics-port"),
+        (["up", "--metrics-port", "host:"], {}, "--metrics-port"),
+        (["coordinator"], {"SCRIPTPOOL_METRICS": "127.0.0.1:x"}, "SCRIPTPOOL_METRICS"),
+        (["worker"], {"SCRIPTPOOL_METRICS": "9000", "SCRIPTPOOL_WORKER_INDEX": "two"}, "SCRIPTPOOL_WORKER_INDEX"),
+    ],
+)
+def test_a_bad_metrics_address_is_one_line_and_exit_2(
+    command: list[str], env: dict[str, str], named: str, redis_server: PrivateRedis, tmp_path: Path
+) -> None:
+    full_env = {**up_env(tmp_path / "state"), "REDIS_URL": redis_server.url, **env}
+    if command[0] == "up":
+        del full_env["REDIS_URL"]
+    ran = cli(command, full_env, timeout=60)
+    assert ran.returncode == 2, ran.stderr
+    assert ran.stderr.count("\n") == 1 and named in ran.stderr, ran.stderr
+
+
+@pytest.mark.parametrize("command", [["coordinator", "--listen", "127.0.0.1:0"], ["worker"], ["up", "--workers", "1"]])
+def test_a_taken_metrics_port_is_one_line_and_exit_5(
+    command: list[str], redis_server: PrivateRedis, tmp_path: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**up_env(tmp_path / "state"), "REDIS_URL": redis_server.url}
+        if command[0] == "up":  # a private Redis, and a free port for the coordinator
+            del env["REDIS_URL"]
+            command = [*command, "--listen", f"127.0.0.1:{free_ports(1)}"]
+        ran = cli([*command, "--metrics-port", f"127.0.0.1:{port}"], env, timeout=60)
+    assert ran.returncode == EXIT_IN_USE, ran.stderr
+    assert ran.stderr.count("\n") == 1, ran.stderr
+    assert f"127.0.0.1:{port}: the port is already in use" in ran.stderr
