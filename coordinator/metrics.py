@@ -8,6 +8,7 @@ counted as `unknown`.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -16,8 +17,10 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
-from redis import Redis
+from redis import ConnectionPool, Redis
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.retry import Retry
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from scriptpool.coordinator.interceptors import WrappingInterceptor
@@ -28,6 +31,8 @@ REGISTRY = CollectorRegistry()
 ProcessCollector(registry=REGISTRY)
 
 UNKNOWN_METHOD = "unknown"
+SCRAPE_TIMEOUT_SECONDS = 2.0
+"""Longest a scrape waits for Redis (connect, then the queue's reply)."""
 CALL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 JOBS_SUBMITTED = Counter(
@@ -53,7 +58,8 @@ CALL_SECONDS = Histogram(
 REDIS_ERRORS = Counter(
     "scriptpool_redis_errors",
     "Redis failures this process met: a call answered UNAVAILABLE because Redis was unreachable, "
-    "loading or busy, or a scrape that could not read the queue.",
+    "loading or busy, a failed health probe (one a second while Redis is down), the job-finished "
+    "listener losing its connection, a scrape that could not read the queue.",
     registry=REGISTRY,
 )
 
@@ -117,12 +123,25 @@ class CallMetrics(WrappingInterceptor):
 class QueueCollector:
     """Read on each scrape, in one round trip: the jobs waiting in the RQ queue and the workers RQ
     has registered for it. When Redis does not answer the scrape leaves them out (and counts a
-    Redis error) rather than report a stale value."""
+    Redis error) rather than report a stale value.
+
+    Bounded: one scrape reads Redis at a time (a concurrent one leaves the gauges out), on a
+    connection of its own made for the scrape with a `SCRAPE_TIMEOUT_SECONDS` timeout, so a
+    hung Redis holds no scrape thread for longer and no connection is kept between scrapes."""
 
     def __init__(self, redis: Redis, queue_name: str, queue_key: str) -> None:
-        self.redis = redis
+        pool = redis.connection_pool
+        self.connection_class = pool.connection_class
+        # the coordinator's connection settings (address, credentials), with a short timeout and no
+        # retries (redis-py 8 retries three times by default: a hung Redis would hold a scrape 4x longer)
+        kwargs = dict(pool.connection_kwargs)
+        for name in ("socket_timeout", "socket_connect_timeout", "orig_socket_timeout", "orig_socket_connect_timeout"):
+            if name in kwargs or not name.startswith("orig_"):
+                kwargs[name] = SCRAPE_TIMEOUT_SECONDS
+        self.connection_kwargs = {**kwargs, "retry": Retry(NoBackoff(), 0)}
         self.queue_name = queue_name
         self.queue_key = queue_key
+        self._reading = threading.Lock()
 
     @staticmethod
     def families() -> list[GaugeMetricFamily]:
@@ -137,14 +156,20 @@ class QueueCollector:
         return self.families()
 
     def collect(self) -> Iterable[Metric]:
+        if not self._reading.acquire(blocking=False):
+            return []
+        pool = ConnectionPool(connection_class=self.connection_class, max_connections=1, **self.connection_kwargs)
         try:
-            pipe = self.redis.pipeline(transaction=False)
+            pipe = Redis(connection_pool=pool).pipeline(transaction=False)
             pipe.llen(self.queue_key)
             pipe.scard(WORKERS_BY_QUEUE_KEY % self.queue_name)
             depth, workers = pipe.execute()
         except RedisError:
             REDIS_ERRORS.inc()
             return []
+        finally:
+            pool.disconnect()
+            self._reading.release()
         families = self.families()
         for family, value in zip(families, (depth, workers), strict=True):
             family.add_metric([self.queue_name], float(value))

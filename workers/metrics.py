@@ -75,7 +75,8 @@ JAIL_LAYERS = Gauge(
 )
 REDIS_ERRORS = Counter(
     "scriptpool_redis_errors",
-    "Redis failures this worker met while claiming or finishing a job.",
+    "Redis failures this worker met while claiming or finishing a job (each failed attempt to "
+    "record a job's end through an outage counts).",
     registry=REGISTRY,
 )
 

@@ -8,6 +8,7 @@ import contextlib
 import os
 import socket
 import subprocess
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -88,19 +89,19 @@ class MetricsStack:
 
 @pytest.fixture
 def metrics_stack(redis_server: PrivateRedis, tmp_path: Path) -> Iterator[MetricsStack]:
-    with running_stack(redis_server, tmp_path, with_worker=True) as stack:
+    with running_stack(redis_server.url, tmp_path, with_worker=True) as stack:
         yield stack
 
 
 @contextlib.contextmanager
-def running_stack(redis_server: PrivateRedis, tmp_path: Path, *, with_worker: bool) -> Iterator[MetricsStack]:
+def running_stack(redis_url: str, tmp_path: Path, *, with_worker: bool) -> Iterator[MetricsStack]:
     """A coordinator and (`with_worker`) one worker on a queue of their own (no other worker takes
     its jobs), each with metrics on: the coordinator by --metrics-port, the worker by
     SCRIPTPOOL_METRICS plus its pool index (SCRIPTPOOL_WORKER_INDEX=1 moves it one port up)."""
     base = free_ports(4)
     address = f"127.0.0.1:{base}"
     queue = f"metrics-{uuid.uuid4().hex[:8]}"
-    env = {"REDIS_URL": redis_server.url, "SCRIPTPOOL_QUEUE": queue, "SCRIPTPOOL_COORDINATOR": address}
+    env = {"REDIS_URL": redis_url, "SCRIPTPOOL_QUEUE": queue, "SCRIPTPOOL_COORDINATOR": address}
     procs: list[subprocess.Popen[bytes]] = []
 
     def spawn(args: list[str], extra: dict[str, str], log: str) -> subprocess.Popen[bytes]:
@@ -126,7 +127,7 @@ def running_stack(redis_server: PrivateRedis, tmp_path: Path, *, with_worker: bo
             worker_env = {"SCRIPTPOOL_METRICS": f"127.0.0.1:{base + 2}", "SCRIPTPOOL_WORKER_INDEX": "1"}
             spawn(["worker"], worker_env, "worker.log")
             assert wait_for(lambda: answers(base + 3), timeout=60), (tmp_path / "worker.log").read_text()
-        redis = Redis.from_url(redis_server.url)
+        redis = Redis.from_url(redis_url)
         try:
             key = Authenticator(redis).create_api_key(f"m-{uuid.uuid4().hex[:8]}")
         finally:
@@ -149,6 +150,7 @@ STATE_CALLS = "State.set('global', 'k', 1)\nState.get('global', 'k')\nState.get(
 @pytest.mark.slow
 def test_coordinator_and_worker_metrics_move_with_the_jobs(metrics_stack: MetricsStack) -> None:
     client = metrics_stack.client
+    began = time.monotonic()
     assert result_of(run_lua(client, "return 1")) == 1
     assert result_of(run_lua(client, "return 2")) == 2  # same principal, same limits: the child is reused
     assert outcome(run_lua(client, "error('boom')")) is Outcome.SCRIPT_ERROR
@@ -186,9 +188,12 @@ def test_coordinator_and_worker_metrics_move_with_the_jobs(metrics_stack: Metric
     assert value(worker, finished, language="lua", outcome="script_error") == 1
     assert value(worker, finished, language="lua", outcome="cpu_time_exceeded") == 1
     assert value(worker, finished, language="javascript", outcome="ok") == 1
+    took = time.monotonic() - began
     for histogram in ("scriptpool_job_queue_wait_seconds", "scriptpool_job_run_seconds"):
         assert value(worker, f"{histogram}_count", language="lua") == 5
         assert value(worker, f"{histogram}_count", language="javascript") == 1
+        # in seconds, and measured from the right moments (a time zone slip would be hours)
+        assert 0 < (value(worker, f"{histogram}_sum", language="lua") or 0) < took
     assert value(worker, "scriptpool_sandbox_setup_seconds_count", language="lua") == 5
     fresh = value(worker, "scriptpool_sandbox_children_total", kind="fresh") or 0
     reused = value(worker, "scriptpool_sandbox_children_total", kind="reused") or 0
@@ -210,13 +215,33 @@ def _has_id(labels: frozenset[tuple[str, str]]) -> bool:
 
 @pytest.mark.slow
 def test_queue_depth_counts_the_jobs_no_worker_took(redis_server: PrivateRedis, tmp_path: Path) -> None:
-    with running_stack(redis_server, tmp_path, with_worker=False) as stack:
+    with running_stack(redis_server.url, tmp_path, with_worker=False) as stack:
         coordinator = scrape(stack.coordinator_metrics)
         assert value(coordinator, "scriptpool_queue_depth", queue=stack.queue) == 0
         assert value(coordinator, "scriptpool_rq_workers", queue=stack.queue) == 0
         for _ in range(3):
             stack.client.submit(Language.LUA, "return 1")
         assert value(scrape(stack.coordinator_metrics), "scriptpool_queue_depth", queue=stack.queue) == 3
+
+
+@pytest.mark.slow
+def test_redis_going_away_counts_errors_and_drops_the_queue_gauges(tmp_path: Path) -> None:
+    """While the coordinator's Redis is down, a scrape still answers (the process's own metrics),
+    the queue gauges are left out rather than stale, and Redis errors are counted; back they come."""
+    own = PrivateRedis(tmp_path / "redis", die_with_parent=True).start()
+    try:
+        with running_stack(own.url, tmp_path, with_worker=False) as stack:
+            port = stack.coordinator_metrics
+            before = scrape(port)
+            assert value(before, "scriptpool_queue_depth", queue=stack.queue) == 0
+            assert value(before, "scriptpool_redis_errors_total") == 0
+            own.stop()
+            assert wait_for(lambda: (value(scrape(port), "scriptpool_redis_errors_total") or 0) > 0, timeout=30)
+            assert value(scrape(port), "scriptpool_queue_depth", queue=stack.queue) is None
+            own.start()
+            assert wait_for(lambda: value(scrape(port), "scriptpool_queue_depth", queue=stack.queue) == 0, timeout=30)
+    finally:
+        own.stop()
 
 
 @pytest.mark.slow
