@@ -32,7 +32,7 @@ from scriptpool.sandbox.jail import probe_host
 from scriptpool.workers.metrics import layer_name
 from tests.conftest import CLI, stop_process, wait_for
 
-from .helpers import outcome, result_of, run_js, run_lua
+from .helpers import outcome, result_of, run_js, run_lua, submit_held
 from .up_process import cli, start_up, stop_up, up_env
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -157,6 +157,10 @@ def test_coordinator_and_worker_metrics_move_with_the_jobs(metrics_stack: Metric
     assert outcome(run_lua(client, "while true do end", limits={"cpu_time_ms": 300})) is Outcome.CPU_TIME_EXCEEDED
     assert result_of(run_js(client, "1 + 1")) == 2
     assert result_of(run_lua(client, STATE_CALLS)) == 1  # three global calls: one unary, then the stream
+    key = uuid.uuid4().hex
+    first = client.submit(Language.JAVASCRIPT, "2 + 2", idempotency_key=key)
+    assert client.submit(Language.JAVASCRIPT, "2 + 2", idempotency_key=key).id == first.id  # queued once
+    assert result_of(client.wait(first.id, timeout=60)) == 4
     with pytest.raises(Exception, match="NOT_FOUND|not found"):
         client.get_job(str(uuid.uuid4()))
     with grpc.insecure_channel(metrics_stack.address) as channel:
@@ -166,10 +170,10 @@ def test_coordinator_and_worker_metrics_move_with_the_jobs(metrics_stack: Metric
 
     coordinator = scrape(metrics_stack.coordinator_metrics)
     assert value(coordinator, "scriptpool_jobs_submitted_total", language="lua") == 5
-    assert value(coordinator, "scriptpool_jobs_submitted_total", language="javascript") == 1
+    assert value(coordinator, "scriptpool_jobs_submitted_total", language="javascript") == 2
     submit = "/scriptpool.v1.JobService/SubmitJob"
     submitted_ok = value(coordinator, "scriptpool_calls_total", method=submit, code="OK")
-    assert submitted_ok is not None and submitted_ok >= 6
+    assert submitted_ok is not None and submitted_ok >= 8
     assert value(coordinator, "scriptpool_call_duration_seconds_count", method=submit) == submitted_ok
     get_job = "/scriptpool.v1.JobService/GetJob"
     assert value(coordinator, "scriptpool_calls_total", method=get_job, code="NOT_FOUND") == 1
@@ -187,17 +191,17 @@ def test_coordinator_and_worker_metrics_move_with_the_jobs(metrics_stack: Metric
     assert value(worker, finished, language="lua", outcome="ok") == 3
     assert value(worker, finished, language="lua", outcome="script_error") == 1
     assert value(worker, finished, language="lua", outcome="cpu_time_exceeded") == 1
-    assert value(worker, finished, language="javascript", outcome="ok") == 1
+    assert value(worker, finished, language="javascript", outcome="ok") == 2
     took = time.monotonic() - began
     for histogram in ("scriptpool_job_queue_wait_seconds", "scriptpool_job_run_seconds"):
         assert value(worker, f"{histogram}_count", language="lua") == 5
-        assert value(worker, f"{histogram}_count", language="javascript") == 1
+        assert value(worker, f"{histogram}_count", language="javascript") == 2
         # in seconds, and measured from the right moments (a time zone slip would be hours)
         assert 0 < (value(worker, f"{histogram}_sum", language="lua") or 0) < took
     assert value(worker, "scriptpool_sandbox_setup_seconds_count", language="lua") == 5
     fresh = value(worker, "scriptpool_sandbox_children_total", kind="fresh") or 0
     reused = value(worker, "scriptpool_sandbox_children_total", kind="reused") or 0
-    assert reused >= 1 and fresh >= 1 and fresh + reused == 6
+    assert reused >= 1 and fresh >= 1 and fresh + reused == 7
     assert value(worker, "scriptpool_worker_processes", state="idle") == 1
     assert value(worker, "scriptpool_worker_processes", state="busy") == 0
     report = probe_host()
@@ -206,6 +210,22 @@ def test_coordinator_and_worker_metrics_move_with_the_jobs(metrics_stack: Metric
     for layer in report.unavailable:
         assert value(worker, "scriptpool_jail_layer_applied", layer=layer) == 0
     assert value(worker, "scriptpool_redis_errors_total") == 0
+
+
+@pytest.mark.slow
+def test_a_worker_running_a_job_is_busy(metrics_stack: MetricsStack) -> None:
+    held = submit_held(metrics_stack.client)
+    held.wait_running()  # the job is in its sandbox child, waiting for the release
+    try:
+        worker = scrape(metrics_stack.worker_metrics)
+        assert value(worker, "scriptpool_worker_processes", state="busy") == 1
+        assert value(worker, "scriptpool_worker_processes", state="idle") == 0
+    finally:
+        held.release()
+    assert result_of(metrics_stack.client.wait(held.job.id, timeout=60)) == "released"
+    assert wait_for(
+        lambda: value(scrape(metrics_stack.worker_metrics), "scriptpool_worker_processes", state="idle") == 1
+    )
 
 
 def _has_id(labels: frozenset[tuple[str, str]]) -> bool:
