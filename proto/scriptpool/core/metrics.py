@@ -130,9 +130,16 @@ def refuse_taken(address: MetricsAddress) -> None:
         with socket.create_server((address.host, address.port), family=_family(address.host)):
             pass
     except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            raise MetricsPortInUse(f"cannot serve metrics on {address}: the port is already in use") from None
-        raise InvalidArgument(f"cannot serve metrics on {address}: {exc.strerror or exc}") from None
+        raise _bind_error(address, exc) from None
+
+
+def _bind_error(address: MetricsAddress, exc: OSError) -> InvalidArgument | MetricsPortInUse:
+    if exc.errno == errno.EADDRINUSE:
+        return MetricsPortInUse(
+            f"cannot serve metrics on {address}: the port is already in use (another scriptpool process? "
+            f"choose another with --metrics-port or {METRICS_VARIABLE}, or 'off')"
+        )
+    return InvalidArgument(f"cannot serve metrics on {address}: {exc.strerror or exc}")
 
 
 def _family(host: str) -> socket.AddressFamily:
@@ -178,12 +185,7 @@ def serve_metrics(address: MetricsAddress, registry: CollectorRegistry) -> Metri
     try:
         server, thread = start_http_server(address.port, address.host, registry)
     except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            raise MetricsPortInUse(
-                f"cannot serve metrics on {address}: the port is already in use "
-                f"(another scriptpool process? choose another with --metrics-port or {METRICS_VARIABLE})"
-            ) from None
-        raise InvalidArgument(f"cannot serve metrics on {address}: {exc.strerror or exc}") from None
+        raise _bind_error(address, exc) from None
     _SERVING.append(server)
     return MetricsServer(address, server, thread)
 
