@@ -149,9 +149,9 @@ class EmbeddedStack:
             "SCRIPTPOOL_COORDINATOR": self.address,
             "SCRIPTPOOL_QUEUE": self.settings.queue,
             ACK_AFTER_FSYNC_VARIABLE: "1" if self.settings.ack_after_fsync else "0",
-            **self._metrics_env(),
         }
         self.api_key = self._ensure_api_key(redis_url)
+        self.env.update(self._metrics_env())  # (after Redis: its errors are the ones to report first)
         self.coordinator = _spawn(["coordinator"], self._coordinator_env())
         wait_until_serving(self.address, process=self.coordinator)
         self.env["SCRIPTPOOL_COORDINATOR"] = self.local_socket  # the workers on this host dial the Unix socket
