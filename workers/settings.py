@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from scriptpool.core.defaults import DEFAULT_COORDINATOR, DEFAULT_QUEUE, LEASE_SECONDS, RESULT_TTL_SECONDS
 from scriptpool.core.durability import ACK_AFTER_FSYNC_VARIABLE, flag
 from scriptpool.core.metrics import MetricsAddress, metrics_address
+from scriptpool.sandbox.jail.policy import ALLOW_MISSING_VARIABLE, JailPolicy
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -50,6 +51,10 @@ class WorkerSettings:
     metrics: MetricsAddress | None = None
     """Where this worker process serves Prometheus metrics (`--metrics-port`, SCRIPTPOOL_METRICS; its
     port moved up by SCRIPTPOOL_WORKER_INDEX when set); None: no endpoint."""
+    jail_policy: JailPolicy = JailPolicy()
+    """The jail layers this worker may run without; every other layer is required and a worker that
+    finds one missing refuses to start (SCRIPTPOOL_ALLOW_MISSING_LAYERS=a,b, `--allow-missing-layer`;
+    proto/scriptpool/sandbox/jail/policy.py)."""
 
     @classmethod
     def from_env(cls, *, metrics_port: str | None = None, **overrides: str) -> WorkerSettings:
@@ -72,6 +77,8 @@ class WorkerSettings:
         if env.get("SCRIPTPOOL_JOBS_PER_CHILD"):
             values["jobs_per_child"] = _positive_int("SCRIPTPOOL_JOBS_PER_CHILD", env["SCRIPTPOOL_JOBS_PER_CHILD"])
         values["metrics"] = metrics_address(metrics_port, env, pool_index=True)
+        if env.get(ALLOW_MISSING_VARIABLE, "").strip():
+            values["jail_policy"] = JailPolicy.from_variable(env[ALLOW_MISSING_VARIABLE])
         if not values["redis_url"]:
             from scriptpool.errors import InvalidArgument
 

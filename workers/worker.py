@@ -6,7 +6,8 @@ the job function itself hands the script to a pre-forked, jailed sandbox child a
 Signals follow RQ: the first SIGINT/SIGTERM finishes the current job then exits (warm), a second
 one kills the running child and exits at once (cold). Exit codes (`scriptpool worker`): 0 after a
 clean stop; at start-up, one line on stderr and 2 for bad settings or a malformed Redis URL, 3 when
-Redis cannot be reached (`proto/scriptpool/core/redis_connect.py`).
+Redis cannot be reached (`proto/scriptpool/core/redis_connect.py`), 4 when a required jail layer is
+missing on this host (`proto/scriptpool/sandbox/jail/policy.py`): the jail is checked first.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from scriptpool.core.job_records import LEGACY_RQ_FUNCTIONS, RQ_FUNCTION
 from scriptpool.core.lean_redis import Arg
 from scriptpool.core.metrics import serve_metrics
 from scriptpool.core.rq_internals import Execution
-from scriptpool.sandbox.jail import probe_host
+from scriptpool.sandbox.jail import require_jail
 from scriptpool.sandbox.runner import prewarm
 from scriptpool.workers import metrics, rq_entry
 from scriptpool.workers.execution import JobExecutor
@@ -122,18 +123,23 @@ class ScriptpoolWorker(LeanSimpleWorker):
 def run_worker(settings: WorkerSettings, *, burst: bool = False, logging_level: str = "WARNING") -> None:
     rq_dates.install()  # RQ's date parsing and formatting, identical and faster
     rq_serializers.install()  # RQ's serializer check, remembered per serializer
-    redis = redis_connect.connect(settings.redis_url)  # one line naming the URL if it is bad or down
-    if settings.ack_after_fsync:
-        check_ack_after_fsync(redis, settings.redis_url)
-    # Before anything else: a taken metrics port stops the worker before it probes or forks anything.
+    # First: a taken metrics port stops the worker before it probes, connects or forks anything.
+    metrics.set_busy(False)
     metrics_server = serve_metrics(settings.metrics, metrics.REGISTRY) if settings.metrics is not None else None
     if metrics_server is not None:
         log.warning("scriptpool worker %s: metrics on http://%s/metrics", settings.name, metrics_server.address)
     try:
-        report = probe_host()
+        # Redis before the jail: a start-up error is then its one line, not after the jail's log line.
+        redis = redis_connect.connect(settings.redis_url)  # one line naming the URL if it is bad or down
+        if settings.ack_after_fsync:
+            check_ack_after_fsync(redis, settings.redis_url)
+        report = require_jail(settings.jail_policy)  # JailIncomplete when a required layer is missing
         log.warning("scriptpool worker %s: sandbox jail %s", settings.name, report.summary())
+        for layer, why in settings.jail_policy.missing_allowed(report).items():
+            log.warning(
+                "scriptpool worker %s: running WITHOUT the %s layer (%s), as allowed", settings.name, layer, why
+            )
         metrics.record_jail(report)
-        metrics.set_busy(False)
         _work(settings, redis, burst=burst, logging_level=logging_level)
     finally:
         if metrics_server is not None:

@@ -273,11 +273,14 @@ def test_up_serves_metrics_for_the_coordinator_and_each_worker(tmp_path: Path) -
         state_dir, address, tmp_path / "up.log", workers=2, extra=["--metrics-port", f"127.0.0.1:{metrics_base}"]
     )
     try:
-        assert wait_for(lambda: answers(metrics_base + 1) and answers(metrics_base + 2), timeout=60)
-        coordinator = scrape(metrics_base)
-        assert any(name == "scriptpool_calls_total" for name, _ in coordinator)
-        for worker_port in (metrics_base + 1, metrics_base + 2):
+        for worker_port in (metrics_base + 1, metrics_base + 2):  # each worker process, on its own port
+            assert wait_for(lambda port=worker_port: answers(port), timeout=60), (tmp_path / "up.log").read_text()
             assert value(scrape(worker_port), "scriptpool_worker_processes", state="idle") == 1
+        with ScriptpoolClient(address, (state_dir / "api-key").read_text().strip()) as client:
+            assert result_of(run_lua(client, "return 7")) == 7
+        assert value(scrape(metrics_base), "scriptpool_jobs_submitted_total", language="lua") == 1
+        ran = [scrape(port) for port in (metrics_base + 1, metrics_base + 2)]
+        assert sum(value(w, "scriptpool_jobs_finished_total", language="lua", outcome="ok") or 0 for w in ran) == 1
     finally:
         stop_up(up)
     assert up_env(state_dir)["SCRIPTPOOL_METRICS"] == "off"  # the other `up` tests bind no fixed port
