@@ -24,6 +24,7 @@ from redis import Redis
 from scriptpool.client import ScriptpoolClient
 from scriptpool.coordinator.auth import Authenticator
 from scriptpool.coordinator.cli.main import EXIT_IN_USE
+from scriptpool.coordinator.die_with_parent import die_with_parent
 from scriptpool.coordinator.embedded import wait_until_serving
 from scriptpool.coordinator.redis_server import PrivateRedis
 from scriptpool.languages import Language
@@ -107,7 +108,7 @@ def running_stack(redis_url: str, tmp_path: Path, *, with_worker: bool) -> Itera
     def spawn(args: list[str], extra: dict[str, str], log: str) -> subprocess.Popen[bytes]:
         with open(tmp_path / log, "wb") as out:
             proc = subprocess.Popen(
-                [*CLI, *args],
+                die_with_parent([*CLI, *args]),  # gone with pytest, even a killed one
                 env={**_base_env(), **env, **extra},
                 cwd=tmp_path,
                 stdout=out,
