@@ -156,7 +156,7 @@ class JobExecutor:
                     return lease.should_stop
 
                 child, jobs_after = self.pool.take_for(reuse, spec.limits)
-                metrics.CHILDREN.labels(metrics.REUSED if self.pool.reused else metrics.FRESH).inc()
+                (metrics.REUSED_CHILDREN if self.pool.reused else metrics.FRESH_CHILDREN).inc()
                 for attempt in (1, 2):
                     run = supervise(
                         child,
@@ -176,7 +176,7 @@ class JobExecutor:
                         "job %s: sandbox child %d was gone before the handover; using a new one", job_id, child.pid
                     )
                     child = self.pool.take()
-                    metrics.CHILDREN.labels(metrics.FRESH).inc()
+                    metrics.FRESH_CHILDREN.inc()
                 return run
         except Exception:
             log.exception("job %s: supervising the sandbox failed", job_id)
