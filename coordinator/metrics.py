@@ -50,7 +50,8 @@ CALLS = Counter(
 )
 CALL_SECONDS = Histogram(
     "scriptpool_call_duration_seconds",
-    "Time from a call's arrival to its answer (for a streaming RPC: to the end of the stream).",
+    "Time from a call's parsed request reaching its handler to its answer (for a streaming RPC: to "
+    "the end of the stream).",
     ["method"],
     buckets=CALL_BUCKETS,
     registry=REGISTRY,
@@ -112,8 +113,8 @@ def _timed_stream(method: str, behavior: Callable[[Any, grpc.ServicerContext], I
 
 
 class CallMetrics(WrappingInterceptor):
-    """Counts and times every call by method and status code (the outermost interceptor, so the
-    time includes the others)."""
+    """Counts and times every call by method and status code: from its handler getting the parsed
+    request to the answer (the request checks and the error mapping of `grpc_service` included)."""
 
     def missing(self, method: str) -> None:
         # gRPC answers UNIMPLEMENTED; the name is the caller's choice, so never a label value
