@@ -18,13 +18,13 @@ from rq import Queue, Worker
 
 from scriptpool.client import ScriptpoolClient
 from scriptpool.coordinator.auth import Authenticator
+from scriptpool.coordinator.bench.netns_hosts import NetnsHost, hosts
 from scriptpool.coordinator.die_with_parent import die_with_parent
 from scriptpool.coordinator.embedded import wait_until_serving
 from scriptpool.core.keys import job_key
 from scriptpool.languages import Language
 from tests.conftest import CLI, stop_process, wait_for
 from tests.integration.helpers import outcome, result_of
-from tests.integration.netns_hosts import NetnsHost, hosts
 from tests.integration.up_process import free_port
 
 JOBS = 40

@@ -1,10 +1,11 @@
-"""Stand-in hosts for multi-host tests: network namespaces (`ip netns`), each joined to this host's
+"""Stand-in hosts for `bench scale` and the multi-host test: network namespaces (`ip netns`), each joined to this host's
 namespace by a veth pair with its own /30 network. A process started in one (`ip netns exec`) sees
 only its own address and the host side's, like a separate machine on a LAN; the host side's address
 is where it reaches Redis and the coordinator.
 
-Creating them needs CAP_SYS_ADMIN and CAP_NET_ADMIN; where the machine cannot, `hosts()` fails with
-the command's own error (a test that needs them fails, never passes silently).
+Creating them needs CAP_SYS_ADMIN and CAP_NET_ADMIN; where the machine cannot, `make_hosts` raises
+`NamespacesUnavailable` with the command's own error (a test that needs them fails with it, and
+`bench scale` reports it instead of the figure).
 """
 
 from __future__ import annotations
@@ -14,6 +15,12 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+
+from scriptpool.errors import Unavailable
+
+
+class NamespacesUnavailable(Unavailable):
+    """This machine cannot make network-namespace hosts (the message is `ip`'s own error)."""
 
 
 @dataclass(frozen=True)
@@ -33,14 +40,14 @@ class NetnsHost:
 def _ip(*args: str) -> None:
     result = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
     if result.returncode != 0:
-        raise AssertionError(
+        raise NamespacesUnavailable(
             f"cannot make a network-namespace host here: `ip {' '.join(args)}` failed: {result.stderr.strip()}"
         )
 
 
-@contextmanager
-def hosts(count: int) -> Iterator[list[NetnsHost]]:
-    """`count` namespace hosts, removed (with their veth pairs) on exit."""
+def make_hosts(count: int) -> list[NetnsHost]:
+    """`count` namespace hosts; `remove_hosts` removes them (with their veth pairs). On failure the
+    ones already made are removed and `NamespacesUnavailable` says why."""
     tag = f"{os.getpid() % 100000}"
     made: list[NetnsHost] = []
     try:
@@ -57,7 +64,22 @@ def hosts(count: int) -> Iterator[list[NetnsHost]]:
             _ip("-n", name, "addr", "add", f"{subnet}.2/30", "dev", inside)
             _ip("-n", name, "link", "set", inside, "up")
             _ip("-n", name, "link", "set", "lo", "up")
+    except BaseException:
+        remove_hosts(made)
+        raise
+    return made
+
+
+def remove_hosts(made: list[NetnsHost]) -> None:
+    for host in made:
+        subprocess.run(["ip", "netns", "del", host.name], capture_output=True, timeout=30)  # takes its veth too
+
+
+@contextmanager
+def hosts(count: int) -> Iterator[list[NetnsHost]]:
+    """`count` namespace hosts, removed on exit."""
+    made = make_hosts(count)
+    try:
         yield made
     finally:
-        for host in made:
-            subprocess.run(["ip", "netns", "del", host.name], capture_output=True, timeout=30)  # takes its veth too
+        remove_hosts(made)
