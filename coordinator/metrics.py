@@ -41,6 +41,14 @@ JOBS_SUBMITTED = Counter(
     ["language"],
     registry=REGISTRY,
 )
+JOBS_ENDED = Counter(
+    "scriptpool_jobs_ended_by_coordinator",
+    "Jobs the coordinator ended itself, by outcome: `worker_lost` (the lease sweeper, once no retry "
+    "is left) and `cancelled` (a cancel of a queued job, or its RQ job removed in RQ). Every other "
+    "end is a worker's (scriptpool_jobs_finished_total).",
+    ["outcome"],
+    registry=REGISTRY,
+)
 CALLS = Counter(
     "scriptpool_calls",
     "Calls the coordinator answered, by full gRPC method name and status code; a job's global calls "
@@ -193,6 +201,7 @@ def coordinator_registry(redis: Redis, queue_name: str, queue_key: str) -> Colle
 __all__ = [
     "CALLS",
     "CALL_SECONDS",
+    "JOBS_ENDED",
     "JOBS_SUBMITTED",
     "REDIS_ERRORS",
     "REGISTRY",

@@ -26,7 +26,7 @@ from rq.job import Job as RQJob
 from rq.queue import EnqueueData
 
 from scriptpool.coordinator.auth import Caller, new_job_credential
-from scriptpool.coordinator.metrics import JOBS_SUBMITTED
+from scriptpool.coordinator.metrics import JOBS_ENDED, JOBS_SUBMITTED
 from scriptpool.coordinator.stores.idempotency import Idempotency, idempotency
 from scriptpool.coordinator.stores.sessions import NewSession, SessionStore
 from scriptpool.coordinator.stores.validation import check_uuid, parse_cursor
@@ -44,6 +44,7 @@ from scriptpool.core.lean_redis import Arg, LeanPool, read, read_many, transacti
 from scriptpool.core.rq_serializers import pass_default_serializer_as_none
 from scriptpool.errors import InvalidArgument, NotFound, ScriptpoolError, Unavailable
 from scriptpool.languages import Language
+from scriptpool.outcomes import Outcome
 from scriptpool.sandbox.limits import LIMIT_FIELDS, JobLimits, LimitPolicy
 from scriptpool.v1 import jobs_pb2, sandbox_pb2
 
@@ -393,6 +394,7 @@ class JobStore:
                 job_id, "the job was cancelled before it started", time.time(), self.result_ttl_seconds
             )
             if applied:
+                JOBS_ENDED.labels(Outcome.CANCELLED.value).inc()
                 self._cancel_rq_job(job_id)
         return self.get(caller, job_id)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -86,6 +87,7 @@ class MetricsStack:
     worker_metrics: int
     queue: str
     client: ScriptpoolClient
+    worker: subprocess.Popen[bytes] | None
 
 
 @pytest.fixture
@@ -95,14 +97,16 @@ def metrics_stack(redis_server: PrivateRedis, tmp_path: Path) -> Iterator[Metric
 
 
 @contextlib.contextmanager
-def running_stack(redis_url: str, tmp_path: Path, *, with_worker: bool) -> Iterator[MetricsStack]:
+def running_stack(
+    redis_url: str, tmp_path: Path, *, with_worker: bool, extra_env: dict[str, str] | None = None
+) -> Iterator[MetricsStack]:
     """A coordinator and (`with_worker`) one worker on a queue of their own (no other worker takes
     its jobs), each with metrics on: the coordinator by --metrics-port, the worker by
     SCRIPTPOOL_METRICS plus its pool index (SCRIPTPOOL_WORKER_INDEX=1 moves it one port up)."""
     base = free_ports(4)
     address = f"127.0.0.1:{base}"
     queue = f"metrics-{uuid.uuid4().hex[:8]}"
-    env = {"REDIS_URL": redis_url, "SCRIPTPOOL_QUEUE": queue, "SCRIPTPOOL_COORDINATOR": address}
+    env = {"REDIS_URL": redis_url, "SCRIPTPOOL_QUEUE": queue, "SCRIPTPOOL_COORDINATOR": address, **(extra_env or {})}
     procs: list[subprocess.Popen[bytes]] = []
 
     def spawn(args: list[str], extra: dict[str, str], log: str) -> subprocess.Popen[bytes]:
@@ -126,7 +130,7 @@ def running_stack(redis_url: str, tmp_path: Path, *, with_worker: bool) -> Itera
         wait_until_serving(address, process=coordinator)
         if with_worker:
             worker_env = {"SCRIPTPOOL_METRICS": f"127.0.0.1:{base + 2}", "SCRIPTPOOL_WORKER_INDEX": "1"}
-            spawn(["worker"], worker_env, "worker.log")
+            worker = spawn(["worker"], worker_env, "worker.log")
             assert wait_for(lambda: answers(base + 3), timeout=60), (tmp_path / "worker.log").read_text()
         redis = Redis.from_url(redis_url)
         try:
@@ -134,7 +138,7 @@ def running_stack(redis_url: str, tmp_path: Path, *, with_worker: bool) -> Itera
         finally:
             redis.close()
         with ScriptpoolClient(address, key) as client:
-            yield MetricsStack(address, base + 1, base + 3, queue, client)
+            yield MetricsStack(address, base + 1, base + 3, queue, client, worker if with_worker else None)
     finally:
         for proc in reversed(procs):
             stop_process(proc)
@@ -240,9 +244,26 @@ def test_queue_depth_counts_the_jobs_no_worker_took(redis_server: PrivateRedis, 
         coordinator = scrape(stack.coordinator_metrics)
         assert value(coordinator, "scriptpool_queue_depth", queue=stack.queue) == 0
         assert value(coordinator, "scriptpool_rq_workers", queue=stack.queue) == 0
-        for _ in range(3):
-            stack.client.submit(Language.LUA, "return 1")
+        jobs = [stack.client.submit(Language.LUA, "return 1") for _ in range(3)]
         assert value(scrape(stack.coordinator_metrics), "scriptpool_queue_depth", queue=stack.queue) == 3
+        assert outcome(stack.client.cancel(jobs[0].id)) is Outcome.CANCELLED  # ended while queued
+        coordinator = scrape(stack.coordinator_metrics)
+        assert value(coordinator, "scriptpool_jobs_ended_by_coordinator_total", outcome="cancelled") == 1
+        assert value(coordinator, "scriptpool_queue_depth", queue=stack.queue) == 2
+
+
+@pytest.mark.slow
+def test_a_job_whose_worker_died_is_counted_worker_lost(redis_server: PrivateRedis, tmp_path: Path) -> None:
+    lease = {"SCRIPTPOOL_LEASE_SECONDS": "1"}
+    with running_stack(redis_server.url, tmp_path, with_worker=True, extra_env=lease) as stack:
+        assert stack.worker is not None
+        held = submit_held(stack.client)
+        held.wait_running()
+        os.killpg(stack.worker.pid, signal.SIGKILL)  # the worker and its sandbox children
+        stack.worker.wait()
+        assert outcome(stack.client.wait(held.job.id, timeout=60)) is Outcome.WORKER_LOST
+        coordinator = scrape(stack.coordinator_metrics)
+        assert value(coordinator, "scriptpool_jobs_ended_by_coordinator_total", outcome="worker_lost") == 1
 
 
 @pytest.mark.slow
