@@ -41,6 +41,7 @@ from scriptpool.coordinator.single_instance import StateDirLock, refuse_address_
 from scriptpool.core import redis_connect
 from scriptpool.core.die_with_parent import die_with_parent
 from scriptpool.core.durability import ACK_AFTER_FSYNC_VARIABLE
+from scriptpool.core.metrics import METRICS_VARIABLE, OFF, MetricsAddress, refuse_taken
 from scriptpool.core.restarts import Restarts
 from scriptpool.errors import InvalidArgument, Unavailable
 
@@ -49,6 +50,8 @@ STOP_GRACE_SECONDS = 10.0
 POOL_GRACE_SECONDS = STOP_GRACE_SECONDS - 2.0
 """The pool's own grace for its workers' jobs: it kills them itself before `up` would kill it (a
 pool killed by `up` could not kill its workers, which would drain on their own after `up` exits)."""
+UP_METRICS = MetricsAddress("127.0.0.1", 9464)
+"""`up` serves metrics by default: the coordinator here, worker process N on this port + 1 + N."""
 
 
 def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -153,7 +156,8 @@ class EmbeddedStack:
             ACK_AFTER_FSYNC_VARIABLE: "1" if self.settings.ack_after_fsync else "0",
         }
         self.api_key = self._ensure_api_key(redis_url)
-        self.coordinator = _spawn(["coordinator"], self.env)
+        self.env.update(self._metrics_env())  # (after Redis: its errors are the ones to report first)
+        self.coordinator = _spawn(["coordinator"], self._coordinator_env())
         wait_until_serving(self.address, process=self.coordinator)
         self.env["SCRIPTPOOL_COORDINATOR"] = self.local_socket  # the workers on this host dial the Unix socket
         self._start_pool()
@@ -222,11 +226,24 @@ class EmbeddedStack:
 
     def _start_coordinator(self) -> None:
         self.local_socket_path().unlink(missing_ok=True)  # left by the coordinator that died
-        self.coordinator = _spawn(["coordinator"], {**self.env, "SCRIPTPOOL_COORDINATOR": self.address})
+        self.coordinator = _spawn(["coordinator"], {**self._coordinator_env(), "SCRIPTPOOL_COORDINATOR": self.address})
 
     def _start_pool(self) -> None:
         grace = f"{POOL_GRACE_SECONDS:g}"
         self.pool = _spawn(["worker", "--processes", str(self.workers), "--grace", grace], self.env)
+
+    def _metrics_env(self) -> dict[str, str]:
+        """The workers' metrics (their first port: each worker process adds its index), checked free."""
+        metrics = self.settings.metrics
+        if metrics is None:
+            return {METRICS_VARIABLE: OFF}
+        for index in range(self.workers + 1):
+            refuse_taken(metrics.offset(index, "--metrics-port"))
+        return {METRICS_VARIABLE: str(metrics.offset(1, "--metrics-port"))}
+
+    def _coordinator_env(self) -> dict[str, str]:
+        metrics = self.settings.metrics
+        return {**self.env, METRICS_VARIABLE: str(metrics) if metrics is not None else OFF}
 
     def local_socket_path(self) -> Path:
         return Path(self.local_socket.removeprefix("unix:"))

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from scriptpool.core.defaults import DEFAULT_COORDINATOR, DEFAULT_QUEUE, LEASE_SECONDS, RESULT_TTL_SECONDS
 from scriptpool.core.durability import ACK_AFTER_FSYNC_VARIABLE, flag
+from scriptpool.core.metrics import MetricsAddress, metrics_address
 from scriptpool.sandbox.jail.policy import ALLOW_MISSING_VARIABLE, JailPolicy
 
 
@@ -50,13 +51,17 @@ class WorkerSettings:
     refuses to start against a Redis without `appendonly yes` and `appendfsync always`
     (proto/scriptpool/core/durability.py)."""
 
+    metrics: MetricsAddress | None = None
+    """Where this worker process serves Prometheus metrics (`--metrics-port`, SCRIPTPOOL_METRICS; its
+    port moved up by SCRIPTPOOL_WORKER_INDEX when set); None: no endpoint."""
     jail_policy: JailPolicy = JailPolicy()
     """The jail layers this worker may run without; every other layer is required and a worker that
     finds one missing refuses to start (SCRIPTPOOL_ALLOW_MISSING_LAYERS=a,b, `--allow-missing-layer`;
     proto/scriptpool/sandbox/jail/policy.py)."""
 
     @classmethod
-    def from_env(cls, **overrides: str) -> WorkerSettings:
+    def from_env(cls, *, metrics_port: str | None = None, **overrides: str) -> WorkerSettings:
+        """`metrics_port`: the `--metrics-port` flag, which wins over SCRIPTPOOL_METRICS."""
         env = os.environ
         values: dict[str, object] = {
             "redis_url": env.get("REDIS_URL", ""),
@@ -76,6 +81,7 @@ class WorkerSettings:
             values["call_stream"] = False
         if env.get("SCRIPTPOOL_JOBS_PER_CHILD"):
             values["jobs_per_child"] = _positive_int("SCRIPTPOOL_JOBS_PER_CHILD", env["SCRIPTPOOL_JOBS_PER_CHILD"])
+        values["metrics"] = metrics_address(metrics_port, env, pool_index=True)
         if env.get(ALLOW_MISSING_VARIABLE, "").strip():
             values["jail_policy"] = JailPolicy.from_variable(env[ALLOW_MISSING_VARIABLE])
         if not values["redis_url"]:

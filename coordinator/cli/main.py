@@ -33,6 +33,7 @@ from scriptpool.coordinator.cli.parsing import non_negative_float, non_negative_
 from scriptpool.coordinator.settings import Settings
 from scriptpool.coordinator.single_instance import AlreadyInUse
 from scriptpool.core.durability import APPENDFSYNC_CHOICES
+from scriptpool.core.metrics import METRICS_VARIABLE, WORKER_INDEX_VARIABLE, MetricsPortInUse, metrics_address
 from scriptpool.errors import InvalidArgument, ScriptpoolError
 from scriptpool.languages import Language
 
@@ -104,9 +105,10 @@ def _require_jail_for_stack(args: argparse.Namespace) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from scriptpool.coordinator.embedded import run_up
+    from scriptpool.coordinator.embedded import UP_METRICS, run_up
 
-    settings = _settings(args)
+    metrics = metrics_address(args.metrics_port, os.environ, default=UP_METRICS)
+    settings = dataclasses.replace(_settings(args), metrics=metrics)
     _require_jail_for_stack(args)
     return run_up(settings, args.workers)
 
@@ -114,7 +116,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_coordinator(args: argparse.Namespace) -> int:
     from scriptpool.coordinator.server import serve_forever
 
-    serve_forever(_settings(args))
+    serve_forever(_settings(args).with_overrides(metrics=metrics_address(args.metrics_port, os.environ)))
     return EXIT_OK
 
 
@@ -127,6 +129,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         coordinator=args.coordinator or "",
         name=args.name or "",
         queues=args.queues or "",
+        metrics_port=None if args.check else args.metrics_port,
     )
     settings = dataclasses.replace(settings, jail_policy=_jail_policy(args))
     if args.processes is not None:
@@ -164,6 +167,8 @@ def _run_pool(args: argparse.Namespace, settings: WorkerSettings) -> int:
     connect(settings.redis_url).close()  # a bad or unreachable Redis is one line before any worker starts
     env = {k: v for k, v in os.environ.items() if k != "SCRIPTPOOL_WORKER_NAME"}  # each worker names itself host-pid
     env.update(REDIS_URL=settings.redis_url, SCRIPTPOOL_COORDINATOR=settings.coordinator)
+    if settings.metrics is not None:  # the pool serves none itself; worker N serves on this port + N
+        env["SCRIPTPOOL_METRICS"] = str(settings.metrics)
     return run_pool(pool, env)
 
 
@@ -310,6 +315,14 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--api-key", help="API key (default: $SCRIPTPOOL_API_KEY or the one `scriptpool up` wrote)")
 
+    def with_metrics(p: argparse.ArgumentParser, default: str) -> None:
+        p.add_argument(
+            "--metrics-port",
+            metavar="[HOST:]PORT",
+            help=f"serve Prometheus metrics on http://HOST:PORT/metrics (HOST default 127.0.0.1; 'off': none); "
+            f"default ${METRICS_VARIABLE} or {default}",
+        )
+
     def with_jail(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--allow-missing-layer",
@@ -351,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="acknowledge submissions and results only once fsynced (default $SCRIPTPOOL_ACK_AFTER_FSYNC)",
     )
+    with_metrics(p, "127.0.0.1:9464: the coordinator's; worker process N serves on that port + 1 + N")
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("coordinator", help="run the gRPC coordinator")
@@ -361,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_int,
         help="most jobs one SubmitJobs call may submit (default $SCRIPTPOOL_MAX_BATCH_JOBS or 1000)",
     )
+    with_metrics(p, "off")
     p.set_defaults(func=cmd_coordinator)
 
     p = sub.add_parser("worker", help="run one RQ worker process, or a pool of them (--processes N)")
@@ -392,6 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(exit 0 when all pass, 3 otherwise; for liveness/readiness probes)",
     )
     p.add_argument("--no-worker", action="store_true", help="with --check: leave out the registered-worker check")
+    with_metrics(p, f"off; the port moves up by ${WORKER_INDEX_VARIABLE} when set")
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("run", help="submit a script, wait, print its output and result")
@@ -448,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except ScriptpoolError as exc:
         print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
-        if isinstance(exc, AlreadyInUse):
+        if isinstance(exc, (AlreadyInUse, MetricsPortInUse)):
             return EXIT_IN_USE
         from scriptpool.sandbox.jail.policy import JailIncomplete  # here: client commands never load the sandbox
 

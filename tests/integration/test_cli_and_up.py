@@ -21,7 +21,12 @@ def test_up_runs_jobs_from_the_cli_and_stops_without_orphans(tmp_path: Path) -> 
     state_dir = tmp_path / "state"
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "SCRIPTPOOL_API_KEY")}
     env.update(
-        {"SCRIPTPOOL_STATE_DIR": str(state_dir), "SCRIPTPOOL_COORDINATOR": address, "SCRIPTPOOL_LISTEN": address}
+        {
+            "SCRIPTPOOL_STATE_DIR": str(state_dir),
+            "SCRIPTPOOL_COORDINATOR": address,
+            "SCRIPTPOOL_LISTEN": address,
+            "SCRIPTPOOL_METRICS": "off",  # not the default fixed ports: tests run side by side
+        }
     )
     with open(tmp_path / "up.log", "wb") as log:
         up = subprocess.Popen(

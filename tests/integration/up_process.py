@@ -28,10 +28,11 @@ def free_port() -> int:
 
 def up_env(state_dir: Path) -> dict[str, str]:
     """No REDIS_URL (a private redis-server), no SCRIPTPOOL_COORDINATOR/LISTEN: `--listen` alone says
-    where the coordinator is."""
+    where the coordinator is. No metrics unless a test asks (`--metrics-port` wins over this)."""
     drop = ("REDIS_URL", "SCRIPTPOOL_API_KEY", "SCRIPTPOOL_COORDINATOR", "SCRIPTPOOL_LISTEN")
     env = {k: v for k, v in os.environ.items() if k not in drop}
     env["SCRIPTPOOL_STATE_DIR"] = str(state_dir)
+    env["SCRIPTPOOL_METRICS"] = "off"  # `up` serves metrics on fixed ports by default; tests run side by side
     return env
 
 
