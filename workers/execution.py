@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 from redis import Redis
 
+from scriptpool.core import tracing
 from scriptpool.core.job_records import ClaimedJob, JobRecords
 from scriptpool.core.lean_redis import Arg, LeanPool, Reply
 from scriptpool.languages import Language
@@ -19,6 +20,7 @@ from scriptpool.outcomes import Outcome
 from scriptpool.v1 import sandbox_pb2
 from scriptpool.workers.bridge.call_stream import CoordinatorStubs
 from scriptpool.workers.bridge.host import CoordinatorBridge
+from scriptpool.workers.job_log import log_finished
 from scriptpool.workers.lease import LeaseKeeper
 from scriptpool.workers.settings import WorkerSettings
 from scriptpool.workers.supervision.child_reuse import ReuseKey
@@ -84,9 +86,22 @@ class JobExecutor:
         )
         if claimed is None:
             return {"job_id": job_id, "outcome": None, "note": "not queued any more (cancelled or already run)"}
+        started = time.time()
         spec = sandbox_pb2.ChildJob.FromString(claimed.spec)
         reuse = ReuseKey.for_job(claimed.principal, spec, self.settings.jobs_per_child)
-        run = self._run(job_id, spec, claimed.credential, reuse, claimed.attempt)
+        language = Language.from_proto(spec.language).value
+        with tracing.job_span(job_id, language, claimed.traceparent) as span:
+            run = self._run(job_id, spec, claimed.credential, reuse, claimed.attempt, span.traceparent)
+            span.set_outcome(run.outcome.value)
+        log_finished(
+            job_id=job_id,
+            principal=claimed.principal,
+            language=language,
+            outcome=run.outcome.value,
+            attempt=claimed.attempt,
+            queue_wait_seconds=max(0.0, started - claimed.created_at) if claimed.created_at else 0.0,
+            run_seconds=time.time() - started,
+        )
         finish = (
             run.to_job_result().SerializeToString(),
             time.time(),
@@ -103,8 +118,15 @@ class JobExecutor:
         return {"job_id": job_id, "outcome": run.outcome.value, "message": run.message}
 
     def _run(
-        self, job_id: str, spec: sandbox_pb2.ChildJob, credential: str, reuse: ReuseKey | None, attempt: int = 1
+        self,
+        job_id: str,
+        spec: sandbox_pb2.ChildJob,
+        credential: str,
+        reuse: ReuseKey | None,
+        attempt: int = 1,
+        traceparent: str = "",
     ) -> ChildRun:
+        """`traceparent`: the job span's, sent with each global call (empty: not traced)."""
         deadline = time.monotonic() + spec.limits.wall_time_ms / 1000.0
         bridge = CoordinatorBridge(
             self.stubs,
@@ -116,6 +138,7 @@ class JobExecutor:
             content_bytes_limit=spec.limits.memory_bytes,
             use_stream=self.settings.call_stream,
             language=Language.from_proto(spec.language).value,
+            traceparent=traceparent,
         )
 
         self.pool.expect(Language.from_proto(spec.language))

@@ -19,10 +19,11 @@ from redis import Redis
 from rq import Queue
 from rq.job import Job
 
-from scriptpool.core import redis_connect, rq_dates, rq_internals, rq_serializers
+from scriptpool.core import redis_connect, rq_dates, rq_internals, rq_serializers, tracing
 from scriptpool.core.durability import check_ack_after_fsync
 from scriptpool.core.job_records import LEGACY_RQ_FUNCTIONS, RQ_FUNCTION
 from scriptpool.core.lean_redis import Arg
+from scriptpool.core.repeated_log import RepeatedRecords
 from scriptpool.core.rq_internals import Execution
 from scriptpool.sandbox.jail import probe_host
 from scriptpool.sandbox.runner import prewarm
@@ -33,6 +34,9 @@ from scriptpool.workers.rq_entry import JobNotOk
 from scriptpool.workers.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
+RQ_REDIS_DOWN = "Worker %s: could not connect to Redis instance: %s retrying in %d seconds..."
+"""What RQ's main loop and its pubsub thread log at each retry while Redis is down (every 2 s):
+logged once, then once a while with a count (`RepeatedRecords`)."""
 
 
 class ScriptpoolJob(Job):
@@ -114,14 +118,32 @@ class ScriptpoolWorker(LeanSimpleWorker):
                 self.executor.finish_pending(job_id)
 
 
-def run_worker(settings: WorkerSettings, *, burst: bool = False, logging_level: str = "WARNING") -> None:
+def run_worker(settings: WorkerSettings, *, burst: bool = False, logging_level: str | None = None) -> None:
+    """`logging_level`: RQ's own loggers' (default: as `scriptpool.core.log_setup.configure` left them)."""
+    rq_logger = logging.getLogger("rq.worker")
+    if not any(isinstance(f, RepeatedRecords) for f in rq_logger.filters):
+        rq_logger.addFilter(RepeatedRecords([RQ_REDIS_DOWN]))
+    level = logging_level or logging.getLevelName(rq_logger.getEffectiveLevel())
+    tracer = tracing.setup_from_env("scriptpool-worker")
+    try:
+        _run_worker(settings, burst=burst, logging_level=level, traced=tracer is not None)
+    finally:
+        if tracer is not None:
+            tracer.shutdown()
+            tracing.install(None)
+
+
+def _run_worker(settings: WorkerSettings, *, burst: bool, logging_level: str, traced: bool) -> None:
     rq_dates.install()  # RQ's date parsing and formatting, identical and faster
     rq_serializers.install()  # RQ's serializer check, remembered per serializer
     redis = redis_connect.connect(settings.redis_url)  # one line naming the URL if it is bad or down
     if settings.ack_after_fsync:
         check_ack_after_fsync(redis, settings.redis_url)
     report = probe_host()
-    log.warning("scriptpool worker %s: sandbox jail %s", settings.name, report.summary())
+    log.info(
+        "scriptpool worker %s: queue %s, sandbox jail %s%s",
+        settings.name, settings.queue, report.summary(), "; tracing on" if traced else "",
+    )  # fmt: skip
     if not settings.zygote:  # otherwise the zygote warms the engines, and the worker never runs them
         log.info("scriptpool worker %s: engines ready: %s", settings.name, ", ".join(prewarm()))
     executor = JobExecutor(settings, redis)
@@ -135,6 +157,7 @@ def run_worker(settings: WorkerSettings, *, burst: bool = False, logging_level: 
             [Queue(settings.queue, connection=rq_redis)], connection=rq_redis, name=settings.name, executor=executor
         )
         worker.work(burst=burst, logging_level=logging_level, with_scheduler=False)
+        log.info("scriptpool worker %s: stopped", settings.name)
     finally:
         rq_entry.install_executor(None)
         executor.close()

@@ -9,7 +9,6 @@ import os
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 
 import argparse
-import logging
 import socket
 import sys
 import tempfile
@@ -17,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from scriptpool.coordinator.cli import artifact_cmd, bench_cmd, events_cmd, job_cmd, session_cmd, state_cmd
+from scriptpool.coordinator.cli import artifact_cmd, bench_cmd, events_cmd, job_cmd, log_flags, session_cmd, state_cmd
 from scriptpool.coordinator.settings import Settings
 from scriptpool.coordinator.single_instance import AlreadyInUse
 from scriptpool.core.durability import APPENDFSYNC_CHOICES
@@ -213,7 +212,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scriptpool", description="Sandboxed script worker pool.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    log_flags.add_flags(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_redis(p: argparse.ArgumentParser) -> None:
@@ -311,10 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
-    )
     try:
+        log_flags.apply(args)
         code: int = args.func(args)
         return code
     except ScriptpoolError as exc:
