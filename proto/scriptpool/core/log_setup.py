@@ -18,6 +18,7 @@ from typing import TextIO
 
 from scriptpool.errors import InvalidArgument
 
+log = logging.getLogger(__name__)
 LEVEL_VARIABLE = "SCRIPTPOOL_LOG_LEVEL"
 FORMAT_VARIABLE = "SCRIPTPOOL_LOG_FORMAT"
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -26,8 +27,10 @@ SERVER_LEVEL = "INFO"
 """The servers' default: the lifecycle (start-up, one line per job) at INFO, problems above it."""
 CLIENT_LEVEL = "WARNING"
 """Client commands' default: their output is the answer, not a log."""
-TEXT_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
-JSON_FIELDS = ("asctime", "name", "levelname", "message")
+TEXT_FORMAT = "%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
+JSON_FIELDS = ("asctime", "process", "name", "levelname", "message")
+"""Each JSON line's keys (as `time`, `process` (the pid), `logger`, `level`, `message`), then the
+record's `extra` fields."""
 QUIET_LOGGERS = ("rq.worker", "rq.queue", "rq.job")
 """RQ logs three INFO lines per job ('Job OK', 'Result is kept ...'); scriptpool's one line per job
 (`scriptpool.jobs`) replaces them: RQ's loggers show WARNING and above unless the level is DEBUG."""
@@ -96,6 +99,7 @@ def configure(settings: LogSettings, stream: TextIO | None = None) -> None:
     root.setLevel(settings.level)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.DEBUG if settings.level == "DEBUG" else logging.WARNING)
+    log.debug("logging at %s in %s format", settings.level, settings.format)
 
 
 __all__ = ["FORMATS", "FORMAT_VARIABLE", "LEVELS", "LEVEL_VARIABLE", "LogSettings", "configure", "formatter"]
