@@ -68,15 +68,19 @@ def root_restored() -> Iterator[None]:
     root.setLevel(level)
 
 
-def test_json_lines_carry_the_job_line_s_fields(root_restored: None) -> None:
+def _one_job_logged(log_format: str, outcome: str, attempt: int) -> str:
     out = io.StringIO()
-    configure(LogSettings(level="INFO", format="json"), stream=out)
+    configure(LogSettings(level="INFO", format=log_format), stream=out)
     log_finished(
-        job_id="j1", principal="alice", language="lua", outcome="ok", attempt=1, queue_wait_seconds=0.25,
+        job_id="j1", principal="alice", language="lua", outcome=outcome, attempt=attempt, queue_wait_seconds=0.25,
         run_seconds=1.5,
     )  # fmt: skip
     logging.getLogger("scriptpool.test").debug("not at INFO")
-    (line,) = out.getvalue().splitlines()
+    return out.getvalue()
+
+
+def test_json_lines_carry_the_job_line_s_fields(root_restored: None) -> None:
+    (line,) = _one_job_logged("json", "ok", 1).splitlines()
     record = json.loads(line)
     assert record["logger"] == "scriptpool.jobs" and record["level"] == "INFO"
     assert {k: record[k] for k in ("job_id", "principal", "language", "outcome", "attempt")} == {
@@ -87,14 +91,8 @@ def test_json_lines_carry_the_job_line_s_fields(root_restored: None) -> None:
 
 
 def test_text_lines_say_the_same_in_words(root_restored: None) -> None:
-    out = io.StringIO()
-    configure(LogSettings(level="INFO", format="text"), stream=out)
-    log_finished(
-        job_id="j1", principal="alice", language="lua", outcome="script_error", attempt=2, queue_wait_seconds=0.25,
-        run_seconds=1.5,
-    )  # fmt: skip
     assert (
-        out.getvalue()
+        _one_job_logged("text", "script_error", 2)
         .rstrip()
         .endswith(
             "scriptpool.jobs INFO job j1 finished script_error: principal='alice' language=lua attempt=2 "
