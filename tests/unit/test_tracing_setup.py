@@ -5,6 +5,8 @@ Asked for wrongly, tracing is one line and exit 2."""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import subprocess
 import sys
@@ -76,3 +78,24 @@ def test_a_worker_with_a_bad_tracing_setting_says_so_in_one_line(tmp_path: Path)
     assert result.stderr.splitlines() == [
         "error: INVALID_ARGUMENT: SCRIPTPOOL_TRACING: 'yes' is neither 1 (trace) nor 0 (off)"
     ]
+
+
+def test_the_trace_file_stops_growing_at_its_bound(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    from scriptpool.core.otel_tracing import JsonLinesFileExporter
+
+    path = tmp_path / "spans.jsonl"
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(JsonLinesFileExporter(str(path), max_bytes=2000)))
+    tracer = provider.get_tracer("test")
+    with caplog.at_level(logging.WARNING, logger="scriptpool.core.otel_tracing"):
+        for index in range(100):
+            with tracer.start_as_current_span(f"span {index}"):
+                pass
+    provider.shutdown()
+    lines = path.read_text().splitlines()
+    assert 0 < len(lines) < 100 and path.stat().st_size <= 2000
+    assert [json.loads(line)["name"] for line in lines] == [f"span {index}" for index in range(len(lines))]
+    assert [r.getMessage() for r in caplog.records] == [f"trace file {path} is full (2000 bytes): dropping spans"]
