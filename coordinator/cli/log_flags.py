@@ -8,7 +8,10 @@ import argparse
 from scriptpool.core.log_setup import FORMATS, LEVELS, LogSettings, configure
 
 SERVER_COMMANDS = frozenset({"up", "coordinator", "worker"})
-"""They log at INFO by default, and hand their settings to the processes they start."""
+"""They log at INFO by default."""
+STARTING_COMMANDS = SERVER_COMMANDS | {"demo", "bench"}
+"""They start scriptpool processes, which log as they do (`demo`'s and `bench`'s stacks stay at
+WARNING unless asked otherwise)."""
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
@@ -26,9 +29,10 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def apply(args: argparse.Namespace) -> LogSettings:
-    """Configure logging for this process; a server also exports the settings to its environment,
-    which the processes it starts (`up`'s coordinator and workers) inherit."""
-    server = getattr(args, "command", None) in SERVER_COMMANDS
+    """Configure logging for this process; a command that starts processes (`up`'s coordinator and
+    workers) also exports the settings to its environment, which they inherit."""
+    command = getattr(args, "command", None)
+    server = command in SERVER_COMMANDS
     settings = LogSettings.resolve(
         level=getattr(args, "log_level", None),
         format=getattr(args, "log_format", None),
@@ -36,6 +40,6 @@ def apply(args: argparse.Namespace) -> LogSettings:
         server=server,
     )
     configure(settings)
-    if server:
+    if command in STARTING_COMMANDS:
         settings.export()
     return settings

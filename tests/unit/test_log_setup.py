@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from scriptpool.core.log_setup import FORMAT_VARIABLE, LEVEL_VARIABLE, LogSettings, configure
+from scriptpool.core.log_setup import FORMAT_VARIABLE, LEVEL_VARIABLE, QUIET_LOGGERS, LogSettings, configure
 from scriptpool.errors import InvalidArgument
 from scriptpool.workers.job_log import log_finished
 from tests.conftest import CLI
@@ -60,7 +60,10 @@ def test_a_bad_flag_is_one_line_and_exit_2(flags: list[str]) -> None:
 def root_restored() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    quiet = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
     yield
+    for name, quiet_level in quiet.items():
+        logging.getLogger(name).setLevel(quiet_level)
     for handler in list(root.handlers):
         root.removeHandler(handler)
     for handler in handlers:

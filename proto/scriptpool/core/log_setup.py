@@ -87,14 +87,19 @@ def formatter(log_format: str) -> logging.Formatter:
     return JsonFormatter(list(JSON_FIELDS), rename_fields={"asctime": "time", "levelname": "level", "name": "logger"})
 
 
+class _OwnHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The handler `configure` installs (and replaces when called again); others are left alone."""
+
+
 def configure(settings: LogSettings, stream: TextIO | None = None) -> None:
-    """Log to `stream` (stderr) at `settings.level` in `settings.format`, replacing any handler the
-    root logger had."""
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    """Log to `stream` (stderr) at `settings.level` in `settings.format`, replacing the handler an
+    earlier call installed (a host's own handlers, e.g. pytest's, stay)."""
+    handler = _OwnHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(formatter(settings.format))
     root = logging.getLogger()
-    for old in list(root.handlers):
+    for old in [h for h in root.handlers if isinstance(h, _OwnHandler)]:
         root.removeHandler(old)
+        old.close()
     root.addHandler(handler)
     root.setLevel(settings.level)
     for name in QUIET_LOGGERS:
@@ -102,4 +107,13 @@ def configure(settings: LogSettings, stream: TextIO | None = None) -> None:
     log.debug("logging at %s in %s format", settings.level, settings.format)
 
 
-__all__ = ["FORMATS", "FORMAT_VARIABLE", "LEVELS", "LEVEL_VARIABLE", "LogSettings", "configure", "formatter"]
+__all__ = [
+    "FORMATS",
+    "FORMAT_VARIABLE",
+    "LEVELS",
+    "LEVEL_VARIABLE",
+    "QUIET_LOGGERS",
+    "LogSettings",
+    "configure",
+    "formatter",
+]
