@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from scriptpool.core.defaults import DEFAULT_COORDINATOR, DEFAULT_QUEUE, LEASE_SECONDS, RESULT_TTL_SECONDS
 from scriptpool.core.durability import ACK_AFTER_FSYNC_VARIABLE, flag
+from scriptpool.sandbox.jail.policy import ALLOW_MISSING_VARIABLE, JailPolicy
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -46,6 +47,11 @@ class WorkerSettings:
     refuses to start against a Redis without `appendonly yes` and `appendfsync always`
     (proto/scriptpool/core/durability.py)."""
 
+    jail_policy: JailPolicy = JailPolicy()
+    """The jail layers this worker may run without; every other layer is required and a worker that
+    finds one missing refuses to start (SCRIPTPOOL_ALLOW_MISSING_LAYERS=a,b, `--allow-missing-layer`;
+    proto/scriptpool/sandbox/jail/policy.py)."""
+
     @classmethod
     def from_env(cls, **overrides: str) -> WorkerSettings:
         env = os.environ
@@ -65,6 +71,8 @@ class WorkerSettings:
             values["call_stream"] = False
         if env.get("SCRIPTPOOL_JOBS_PER_CHILD"):
             values["jobs_per_child"] = _positive_int("SCRIPTPOOL_JOBS_PER_CHILD", env["SCRIPTPOOL_JOBS_PER_CHILD"])
+        if env.get(ALLOW_MISSING_VARIABLE, "").strip():
+            values["jail_policy"] = JailPolicy.from_variable(env[ALLOW_MISSING_VARIABLE])
         if not values["redis_url"]:
             from scriptpool.errors import InvalidArgument
 

@@ -6,7 +6,8 @@ the job function itself hands the script to a pre-forked, jailed sandbox child a
 Signals follow RQ: the first SIGINT/SIGTERM finishes the current job then exits (warm), a second
 one kills the running child and exits at once (cold). Exit codes (`scriptpool worker`): 0 after a
 clean stop; at start-up, one line on stderr and 2 for bad settings or a malformed Redis URL, 3 when
-Redis cannot be reached (`proto/scriptpool/core/redis_connect.py`).
+Redis cannot be reached (`proto/scriptpool/core/redis_connect.py`), 4 when a required jail layer is
+missing on this host (`proto/scriptpool/sandbox/jail/policy.py`): the jail is checked first.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from scriptpool.core.job_records import LEGACY_RQ_FUNCTIONS, RQ_FUNCTION
 from scriptpool.core.lean_redis import Arg
 from scriptpool.core.repeated_log import RepeatedRecords
 from scriptpool.core.rq_internals import Execution
-from scriptpool.sandbox.jail import probe_host
+from scriptpool.sandbox.jail import require_jail
 from scriptpool.sandbox.runner import prewarm
 from scriptpool.workers import rq_entry
 from scriptpool.workers.execution import JobExecutor
@@ -136,14 +137,16 @@ def run_worker(settings: WorkerSettings, *, burst: bool = False, logging_level: 
 def _run_worker(settings: WorkerSettings, *, burst: bool, logging_level: str, traced: bool) -> None:
     rq_dates.install()  # RQ's date parsing and formatting, identical and faster
     rq_serializers.install()  # RQ's serializer check, remembered per serializer
-    redis = redis_connect.connect(settings.redis_url)  # one line naming the URL if it is bad or down
-    if settings.ack_after_fsync:
-        check_ack_after_fsync(redis, settings.redis_url)
-    report = probe_host()
+    report = require_jail(settings.jail_policy)  # JailIncomplete when a required layer is missing
     log.info(
         "scriptpool worker %s: queue %s, sandbox jail %s%s",
         settings.name, settings.queue, report.summary(), "; tracing on" if traced else "",
     )  # fmt: skip
+    for layer, why in settings.jail_policy.missing_allowed(report).items():
+        log.warning("scriptpool worker %s: running WITHOUT the %s layer (%s), as allowed", settings.name, layer, why)
+    redis = redis_connect.connect(settings.redis_url)  # one line naming the URL if it is bad or down
+    if settings.ack_after_fsync:
+        check_ack_after_fsync(redis, settings.redis_url)
     if not settings.zygote:  # otherwise the zygote warms the engines, and the worker never runs them
         log.info("scriptpool worker %s: engines ready: %s", settings.name, ", ".join(prewarm()))
     executor = JobExecutor(settings, redis)

@@ -9,6 +9,7 @@ import os
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 
 import argparse
+import dataclasses
 import socket
 import sys
 import tempfile
@@ -25,6 +26,7 @@ from scriptpool.languages import Language
 
 if TYPE_CHECKING:
     from scriptpool.client import ScriptpoolClient
+    from scriptpool.sandbox.jail.policy import JailPolicy
 
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1
@@ -33,7 +35,8 @@ EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 """The coordinator or Redis cannot be reached (or a wait ran out)."""
 EXIT_JAIL_INCOMPLETE = 4
-"""`doctor`: at least one sandbox layer is unavailable or not effective on this host."""
+"""`doctor`, `worker`, `up`, `demo`: a required sandbox layer (one not allowed missing) is unavailable
+or not effective on this host."""
 EXIT_IN_USE = 5
 """`up`: another `up` holds the state directory; `coordinator`/`up`: the listen address is taken."""
 
@@ -68,10 +71,31 @@ def _client(args: argparse.Namespace) -> tuple[Settings, object]:
 
 
 # ------------------------------------------------------------------ commands
+def _jail_policy(args: argparse.Namespace) -> JailPolicy:
+    """The layers allowed missing: SCRIPTPOOL_ALLOW_MISSING_LAYERS plus each --allow-missing-layer."""
+    from scriptpool.sandbox.jail import ALLOW_MISSING_VARIABLE, JailPolicy
+
+    policy = JailPolicy.from_variable(os.environ.get(ALLOW_MISSING_VARIABLE, ""))
+    return policy.merged(JailPolicy.allowing(getattr(args, "allow_missing_layer", None) or []))
+
+
+def _require_jail_for_stack(args: argparse.Namespace) -> None:
+    """`up`/`demo`: refuse before starting anything when a required jail layer is missing (the workers
+    would refuse one by one), and let the workers they start allow the same layers."""
+    from scriptpool.sandbox.jail import ALLOW_MISSING_VARIABLE, require_jail
+
+    policy = _jail_policy(args)
+    require_jail(policy)
+    if policy.allowed_missing:
+        os.environ[ALLOW_MISSING_VARIABLE] = ",".join(sorted(policy.allowed_missing))
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from scriptpool.coordinator.embedded import run_up
 
-    return run_up(_settings(args), args.workers)
+    settings = _settings(args)
+    _require_jail_for_stack(args)
+    return run_up(settings, args.workers)
 
 
 def cmd_coordinator(args: argparse.Namespace) -> int:
@@ -88,6 +112,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = WorkerSettings.from_env(
         redis_url=args.redis_url or "", coordinator=args.coordinator or "", name=args.name or ""
     )
+    settings = dataclasses.replace(settings, jail_policy=_jail_policy(args))
     if args.check:
         from scriptpool.workers.check import run_checks
 
@@ -155,6 +180,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from scriptpool.client import ScriptpoolClient
     from scriptpool.coordinator.embedded import EmbeddedStack
 
+    _require_jail_for_stack(args)
     with tempfile.TemporaryDirectory(prefix="scriptpool-demo-") as state:
         address = f"127.0.0.1:{_free_port()}"
         settings = _settings(args).with_overrides(listen=address, coordinator=address, state_dir=Path(state))
@@ -199,14 +225,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
+    """Every layer, applied or not; exit 4 when a required one (not allowed missing) is unavailable,
+    the condition under which a worker on this host refuses to start."""
     from scriptpool.sandbox.jail import probe_host
+    from scriptpool.sandbox.jail.policy import how_to_provide
 
+    policy = _jail_policy(args)
     report = probe_host()
     for layer in report.applied:
         print(f"ok           {layer}")
-    for layer, why in report.unavailable.items():
-        print(f"UNAVAILABLE  {layer}: {why}")
-    return EXIT_JAIL_INCOMPLETE if report.unavailable else EXIT_OK
+    for layer, why in policy.missing_allowed(report).items():
+        print(f"ALLOWED      {layer}: {why} (missing; allowed by --allow-missing-layer: weaker isolation)")
+    required = policy.missing_required(report)
+    for layer, why in required.items():
+        print(f"UNAVAILABLE  {layer}: {why}; to provide it: {how_to_provide(layer)}")
+    if required:
+        names = " ".join(f"--allow-missing-layer {layer}" for layer in required)
+        print(f"a worker on this host refuses to start; to run it with weaker isolation instead: {names}")
+    return EXIT_JAIL_INCOMPLETE if required else EXIT_OK
 
 
 # ------------------------------------------------------------------ parser
@@ -225,6 +261,15 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--api-key", help="API key (default: $SCRIPTPOOL_API_KEY or the one `scriptpool up` wrote)")
 
+    def with_jail(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--allow-missing-layer",
+            action="append",
+            metavar="LAYER",
+            help="run even if this host cannot provide this sandbox layer (weaker isolation; repeatable; "
+            "also $SCRIPTPOOL_ALLOW_MISSING_LAYERS=a,b); LAYER is a name `scriptpool doctor` prints",
+        )
+
     def with_run(p: argparse.ArgumentParser) -> None:
         p.add_argument("file", help="script file: .lua, .js or .py")
         p.add_argument("--lang", help="language, when the extension does not say")
@@ -242,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     with_redis(p)
     p.add_argument("--listen", help="coordinator listen address (default 127.0.0.1:50051)")
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    with_jail(p)
     p.add_argument(
         "--appendfsync",
         choices=APPENDFSYNC_CHOICES,
@@ -270,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--coordinator", help="coordinator address for the scripts' global calls")
     p.add_argument("--name", help="worker name (default host-pid)")
     p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    with_jail(p)
     p.add_argument(
         "--check",
         action="store_true",
@@ -288,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     with_redis(p)
     with_run(p)
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    with_jail(p)
     p.set_defaults(func=cmd_demo)
 
     for name, module in (("session", session_cmd), ("artifact", artifact_cmd), ("state", state_cmd),
@@ -305,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_cmd.add_parser(sub).set_defaults(func=cmd_bench)
 
     p = sub.add_parser("doctor", help="report which sandbox layers this host provides")
+    with_jail(p)
     p.set_defaults(func=cmd_doctor)
     return parser
 
@@ -319,6 +368,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
         if isinstance(exc, AlreadyInUse):
             return EXIT_IN_USE
+        from scriptpool.sandbox.jail.policy import JailIncomplete  # here: client commands never load the sandbox
+
+        if isinstance(exc, JailIncomplete):
+            return EXIT_JAIL_INCOMPLETE
         return EXIT_UNAVAILABLE if exc.code in ("UNAVAILABLE", "DEADLINE_EXCEEDED") else EXIT_USAGE
     except KeyboardInterrupt:
         return 130

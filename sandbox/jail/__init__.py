@@ -23,9 +23,14 @@ from scriptpool.sandbox.jail._probe import probe_host
 from scriptpool.sandbox.jail._scratch import DEFAULT_SCRATCH_ROOT
 from scriptpool.sandbox.jail._scratch import base as scratch_base
 from scriptpool.sandbox.jail._scratch import use_base as use_scratch_base
+from scriptpool.sandbox.jail.policy import ALLOW_MISSING_VARIABLE, LAYERS, JailIncomplete, JailPolicy, require_jail
 
 __all__ = [
+    "ALLOW_MISSING_VARIABLE",
     "DEFAULT_SCRATCH_ROOT",
+    "LAYERS",
+    "JailIncomplete",
+    "JailPolicy",
     "JailReport",
     "apply_jail",
     "become_cleaning_parent",
@@ -35,6 +40,7 @@ __all__ = [
     "prepare_forking_process",
     "prepare_spare",
     "probe_host",
+    "require_jail",
     "release_scratch",
     "scratch_base",
     "scratch_dir_of",
