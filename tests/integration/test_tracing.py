@@ -15,18 +15,22 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from scriptpool.client import ScriptpoolClient
+from scriptpool.client import ScriptpoolClient, job_request
 from scriptpool.coordinator.redis_server import PrivateRedis
 from scriptpool.coordinator.server import RunningCoordinator, start_coordinator
 from scriptpool.coordinator.settings import Settings
 from scriptpool.core import tracing
 from scriptpool.core.otel_tracing import OtelTracer
 from scriptpool.core.tracing import TRACE_FILE_VARIABLE
+from scriptpool.languages import Language
+from scriptpool.outcomes import Outcome
+from scriptpool.v1 import jobs_pb2_grpc
 from tests.conftest import WORKER_COMMAND, stop_process, wait_for
 
 from .helpers import result_of, run_lua
@@ -46,6 +50,18 @@ class TracedStack:
         if not self.trace_file.exists():
             return []
         return [json.loads(line) for line in self.trace_file.read_text().splitlines()]
+
+    def job_span(self, job_id: str) -> dict[str, Any]:
+        """The worker's span for `job_id`, once it has written it."""
+        found: list[dict[str, Any]] = []
+
+        def written() -> bool:
+            found[:] = [s for s in self.worker_spans() if s["attributes"].get("scriptpool.job.id") == job_id]
+            return bool(found)
+
+        assert wait_for(written, timeout=20), "the worker wrote no job span"
+        assert len(found) == 1, found
+        return found[0]
 
 
 @pytest.fixture
@@ -95,11 +111,7 @@ def test_submit_job_and_global_calls_share_one_trace(traced_stack: TracedStack) 
     trace_id, submit_id, submit_parent = _ids(submits[0])
     assert submit_parent == ""  # the client sent no trace context: the submit starts the trace
 
-    def job_spans() -> list[dict[str, Any]]:
-        return [s for s in traced_stack.worker_spans() if s["attributes"].get("scriptpool.job.id") == job.id]
-
-    assert wait_for(lambda: job_spans(), timeout=20), "the worker wrote no job span"
-    (job_span,) = job_spans()
+    job_span = traced_stack.job_span(job.id)
     assert job_span["name"] == "scriptpool.job" and job_span["service"] == "scriptpool-worker"
     assert job_span["trace_id"] == trace_id and job_span["parent_span_id"] == submit_id
     assert job_span["attributes"]["scriptpool.job.language"] == "lua"
@@ -112,3 +124,21 @@ def test_submit_job_and_global_calls_share_one_trace(traced_stack: TracedStack) 
     for call in calls:
         assert _ids(call)[0] == trace_id and _ids(call)[2] == job_span["span_id"], call.name
     assert {call.name for call in calls} == {f"{STATE_SERVICE}/Set", f"{STATE_SERVICE}/Get"}
+
+
+def test_a_client_s_traceparent_makes_the_job_part_of_its_trace(traced_stack: TracedStack) -> None:
+    key = traced_stack.coordinator.auth.create_api_key(f"t-{uuid.uuid4().hex[:8]}")
+    client_trace, client_span = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    metadata = (("authorization", f"Bearer {key}"), ("traceparent", f"00-{client_trace}-{client_span}-01"))
+    with grpc.insecure_channel(f"127.0.0.1:{traced_stack.coordinator.port}") as channel:
+        stub = jobs_pb2_grpc.JobServiceStub(channel)
+        request = job_request(Language.LUA, "return 1")
+        request.wait_seconds = 20
+        answer = stub.SubmitJob(request, metadata=metadata, timeout=30)
+    assert answer.finished and answer.job.result.outcome == Outcome.OK.to_proto()
+
+    (submit,) = [s for s in traced_stack.spans.get_finished_spans() if s.name.endswith("JobService/SubmitJob")]
+    assert _ids(submit)[0] == client_trace and _ids(submit)[2] == client_span
+
+    job_span = traced_stack.job_span(answer.job.id)
+    assert job_span["trace_id"] == client_trace and job_span["parent_span_id"] == _ids(submit)[1]
