@@ -21,6 +21,7 @@ from scriptpool.coordinator.stores import timeline
 from scriptpool.coordinator.stores.jobs import JobStore
 from scriptpool.coordinator.stores.sessions import SessionStore
 from scriptpool.coordinator.waiters import RECHECK_SECONDS, FinishedIds, JobWaiters
+from scriptpool.core.repeated_log import RepeatedProblem
 from scriptpool.errors import ResourceExhausted
 from scriptpool.v1 import common_pb2, jobs_pb2, sandbox_pb2
 from scriptpool.values import PlainValue, from_value, to_value_map
@@ -94,6 +95,8 @@ class ReplayRunner:
         self._reserved: dict[str, int] = {}
         self._finished = FinishedIds()
         self._thread: threading.Thread | None = None
+        self._failing = RepeatedProblem(log, "replay runner step failed")
+        """A step fails each RECHECK_SECONDS while Redis is down: logged once, then counted."""
 
     def reserve(self, principal: str) -> None:
         """Count one more running replay for `principal`, or RESOURCE_EXHAUSTED; `release` if the
@@ -133,8 +136,9 @@ class ReplayRunner:
         while True:
             try:
                 recheck_at = self._step(recheck_at)
-            except Exception:  # never let one bad step end every replay
-                log.exception("replay runner step failed")
+                self._failing.over()
+            except Exception as exc:  # never let one bad step end every replay
+                self._failing.happened(exc)
                 time.sleep(RECHECK_SECONDS)
 
     def _step(self, recheck_at: float) -> float:

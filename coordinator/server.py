@@ -37,8 +37,9 @@ from scriptpool.coordinator.stores.sessions import SessionStore
 from scriptpool.coordinator.stores.snapshots import SnapshotStore
 from scriptpool.coordinator.stores.state import StateStore
 from scriptpool.coordinator.sweeper import LeaseSweeper
+from scriptpool.coordinator.tracing_interceptor import TracingInterceptor
 from scriptpool.coordinator.waiters import JobWaiters
-from scriptpool.core import redis_connect, rq_dates, rq_serializers
+from scriptpool.core import redis_connect, rq_dates, rq_serializers, tracing
 from scriptpool.core.durability import check_ack_after_fsync
 from scriptpool.core.keys import EVENT_RETENTION_KEY
 from scriptpool.core.lean_redis import LeanPool
@@ -192,7 +193,12 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
         # No SO_REUSEPORT (gRPC's default sets it): a second coordinator on a port must fail, not share it.
         options=[("grpc.max_receive_message_length", 64 * 1024 * 1024), ("grpc.so_reuseport", 0)],
-        interceptors=[CallMetrics(), LenientRequests()],
+        # (the tracing interceptor only when tracing is on: docs/adr/0014-logs-and-tracing.md)
+        interceptors=[
+            CallMetrics(),
+            LenientRequests(),
+            *([TracingInterceptor()] if tracing.active() is not None else []),
+        ],
     )
     job_servicer = JobServicer(auth, jobs, waiters, settings.max_wait_seconds, waiting)
     jobs_pb2_grpc.add_JobServiceServicer_to_server(job_servicer, server)
@@ -263,12 +269,21 @@ def serve_forever(settings: Settings) -> None:
     """`scriptpool coordinator`: serve until SIGINT/SIGTERM, then drain for a few seconds and exit 0."""
     rq_dates.install()  # RQ's date formatting in the jobs it enqueues, identical and faster
     rq_serializers.install()  # RQ's serializer check, remembered per serializer
+    tracer = tracing.setup_from_env("scriptpool-coordinator")
     running = start_coordinator(settings)
-    log.warning("scriptpool coordinator listening on %s (port %d)", settings.listen, running.port)
+    log.info(
+        "scriptpool coordinator listening on %s (port %d)%s",
+        settings.listen,
+        running.port,
+        "; tracing on" if tracer is not None else "",
+    )
     if running.metrics is not None:
-        log.warning("scriptpool coordinator metrics on http://%s/metrics", running.metrics.address)
+        log.info("scriptpool coordinator metrics on http://%s/metrics", running.metrics.address)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
+    log.info("scriptpool coordinator stopping")
     running.stop()
+    if tracer is not None:
+        tracer.shutdown()

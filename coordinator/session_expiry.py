@@ -20,6 +20,7 @@ from scriptpool.coordinator.auth import Caller
 from scriptpool.coordinator.stores.sessions import SessionStore
 from scriptpool.core.job_records import SESSION_JOB_FIELD, text, texts
 from scriptpool.core.keys import EXPIRING_SESSIONS_KEY, session_key
+from scriptpool.core.repeated_log import RepeatedProblem
 from scriptpool.errors import NotFound, ResourceExhausted
 
 log = logging.getLogger(__name__)
@@ -30,16 +31,20 @@ class SessionExpiry:
         self.sessions = sessions
         self.max_per_sweep = max_per_sweep
         """Due sessions one sweep looks at (settings.max_expired_sessions_per_sweep)."""
+        self._failing = RepeatedProblem(log, "session expiry sweep failed")
+        """It runs every lease sweep: while Redis is down, logged once, then counted."""
 
     def sweep(self, now: float | None = None) -> int:
         """Delete the sessions whose retention ended by `now` (default: the time now), at most
         `max_per_sweep` of them. Returns how many were deleted. Never raises: a failure is logged
         and the entries stay for the next sweep."""
         try:
-            return self._sweep(time.time() if now is None else now)
+            deleted = self._sweep(time.time() if now is None else now)
         except Exception as exc:
-            log.warning("session expiry sweep failed: %s", exc)
+            self._failing.happened(exc)
             return 0
+        self._failing.over()
+        return deleted
 
     def _sweep(self, now: float) -> int:
         redis = self.sessions.redis

@@ -60,6 +60,7 @@ from scriptpool.core import rq_internals
 from scriptpool.core.defaults import LEASE_SECONDS
 from scriptpool.core.job_records import JobRecords, JobState, credential_hash, text, texts
 from scriptpool.core.keys import LEASES_KEY, job_key
+from scriptpool.core.repeated_log import RepeatedProblem
 from scriptpool.core.rq_internals import Execution, record_job_failure
 from scriptpool.outcomes import Outcome
 from scriptpool.v1 import jobs_pb2
@@ -137,6 +138,8 @@ class LeaseSweeper:
         self._drop_lease = records.redis.register_script(_DROP_LEASE)
         self.also: list[Callable[[], object]] = []
         """Other sweeps run after each lease sweep (each catches its own errors)."""
+        self._failing = RepeatedProblem(log, "lease sweep failed")
+        """A sweep that fails each interval while Redis is down: logged once, then counted."""
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lease-sweeper", daemon=True)
 
@@ -368,7 +371,8 @@ class LeaseSweeper:
         while not self._stopping.wait(self.interval):
             try:
                 self.sweep_once()
+                self._failing.over()
             except Exception as exc:
-                log.warning("lease sweep failed: %s", exc)
+                self._failing.happened(exc)
             for sweep in self.also:
                 sweep()

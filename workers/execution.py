@@ -13,6 +13,7 @@ import grpc
 from redis import Redis
 from redis.exceptions import RedisError
 
+from scriptpool.core import tracing
 from scriptpool.core.job_records import ClaimedJob, JobRecords
 from scriptpool.core.lean_redis import Arg, LeanPool, Reply
 from scriptpool.languages import Language
@@ -21,6 +22,7 @@ from scriptpool.v1 import sandbox_pb2
 from scriptpool.workers import metrics
 from scriptpool.workers.bridge.call_stream import CoordinatorStubs
 from scriptpool.workers.bridge.host import CoordinatorBridge
+from scriptpool.workers.job_log import log_finished
 from scriptpool.workers.lease import LeaseKeeper
 from scriptpool.workers.settings import WorkerSettings
 from scriptpool.workers.supervision.child_reuse import ReuseKey
@@ -99,11 +101,24 @@ class JobExecutor:
             raise
         if claimed is None:
             return {"job_id": job_id, "outcome": None, "note": "not queued any more (cancelled or already run)"}
+        started = time.time()
         spec = sandbox_pb2.ChildJob.FromString(claimed.spec)
         reuse = ReuseKey.for_job(claimed.principal, spec, self.settings.jobs_per_child)
-        times = metrics.JobTimes(Language.from_proto(spec.language).value, queue_wait)
-        run = self._run(job_id, spec, claimed.credential, reuse, claimed.attempt, times)
+        language = Language.from_proto(spec.language).value
+        times = metrics.JobTimes(language, queue_wait)
+        with tracing.job_span(job_id, language, claimed.traceparent) as span:
+            run = self._run(job_id, spec, claimed.credential, reuse, claimed.attempt, times, span.traceparent)
+            span.set_outcome(run.outcome.value)
         times.finished(run.outcome)
+        log_finished(
+            job_id=job_id,
+            principal=claimed.principal,
+            language=language,
+            outcome=run.outcome.value,
+            attempt=claimed.attempt,
+            queue_wait_seconds=max(0.0, started - claimed.created_at) if claimed.created_at else 0.0,
+            run_seconds=time.time() - started,
+        )
         finish = (
             run.to_job_result().SerializeToString(),
             time.time(),
@@ -127,7 +142,9 @@ class JobExecutor:
         reuse: ReuseKey | None,
         attempt: int = 1,
         times: metrics.JobTimes | None = None,
+        traceparent: str = "",
     ) -> ChildRun:
+        """`traceparent`: the job span's, sent with each global call (empty: not traced)."""
         deadline = time.monotonic() + spec.limits.wall_time_ms / 1000.0
         bridge = CoordinatorBridge(
             self.stubs,
@@ -139,6 +156,7 @@ class JobExecutor:
             content_bytes_limit=spec.limits.memory_bytes,
             use_stream=self.settings.call_stream,
             language=Language.from_proto(spec.language).value,
+            traceparent=traceparent,
         )
 
         self.pool.expect(Language.from_proto(spec.language))

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from scriptpool.core.job_records import JobRecords
+from scriptpool.core.repeated_log import RepeatedProblem
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,8 @@ class LeaseKeeper:
         self._wake = threading.Event()
         self._closed = False
         self._thread: threading.Thread | None = None
+        self._failing = RepeatedProblem(log, "lease renewal failed; retrying")
+        """Renewals fail every interval while Redis is down: logged once, then counted."""
 
     @contextmanager
     def hold(self, job_id: str, attempt: int = 1) -> Iterator[Lease]:
@@ -81,8 +84,9 @@ class LeaseKeeper:
             try:
                 answer = self.records.heartbeat(lease.job_id, time.time(), lease.attempt)
             except Exception as exc:
-                log.warning("job %s: lease renewal failed (%s); retrying", lease.job_id, exc)
+                self._failing.happened(f"job {lease.job_id}: {exc}")
                 continue
+            self._failing.over()
             if answer is None:
                 lease.not_running = True
             elif answer:

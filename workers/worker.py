@@ -20,11 +20,12 @@ from redis import Redis
 from rq import Queue
 from rq.job import Job
 
-from scriptpool.core import redis_connect, rq_dates, rq_internals, rq_serializers
+from scriptpool.core import redis_connect, rq_dates, rq_internals, rq_serializers, tracing
 from scriptpool.core.durability import check_ack_after_fsync
 from scriptpool.core.job_records import LEGACY_RQ_FUNCTIONS, RQ_FUNCTION
 from scriptpool.core.lean_redis import Arg
 from scriptpool.core.metrics import serve_metrics
+from scriptpool.core.repeated_log import RepeatedRecords
 from scriptpool.core.rq_internals import Execution
 from scriptpool.sandbox.jail import require_jail
 from scriptpool.sandbox.runner import prewarm
@@ -35,6 +36,9 @@ from scriptpool.workers.rq_entry import JobNotOk
 from scriptpool.workers.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
+RQ_REDIS_DOWN = "Worker %s: could not connect to Redis instance: %s retrying in %d seconds..."
+"""What RQ's main loop and its pubsub thread log at each retry while Redis is down (every 2 s):
+logged once, then once a while with a count (`RepeatedRecords`)."""
 
 
 class ScriptpoolJob(Job):
@@ -120,21 +124,39 @@ class ScriptpoolWorker(LeanSimpleWorker):
                 self.executor.finish_pending(job_id)
 
 
-def run_worker(settings: WorkerSettings, *, burst: bool = False, logging_level: str = "WARNING") -> None:
+def run_worker(settings: WorkerSettings, *, burst: bool = False, logging_level: str | None = None) -> None:
+    """`logging_level`: RQ's own loggers' (default: as `scriptpool.core.log_setup.configure` left them)."""
+    rq_logger = logging.getLogger("rq.worker")
+    if not any(isinstance(f, RepeatedRecords) for f in rq_logger.filters):
+        rq_logger.addFilter(RepeatedRecords([RQ_REDIS_DOWN]))
+    level = logging_level or logging.getLevelName(rq_logger.getEffectiveLevel())
+    tracer = tracing.setup_from_env("scriptpool-worker")
+    try:
+        _run_worker(settings, burst=burst, logging_level=level, traced=tracer is not None)
+    finally:
+        if tracer is not None:
+            tracer.shutdown()
+            tracing.install(None)
+
+
+def _run_worker(settings: WorkerSettings, *, burst: bool, logging_level: str, traced: bool) -> None:
     rq_dates.install()  # RQ's date parsing and formatting, identical and faster
     rq_serializers.install()  # RQ's serializer check, remembered per serializer
     # First: a taken metrics port stops the worker before it probes, connects or forks anything.
     metrics.set_busy(False)
     metrics_server = serve_metrics(settings.metrics, metrics.REGISTRY) if settings.metrics is not None else None
     if metrics_server is not None:
-        log.warning("scriptpool worker %s: metrics on http://%s/metrics", settings.name, metrics_server.address)
+        log.info("scriptpool worker %s: metrics on http://%s/metrics", settings.name, metrics_server.address)
     try:
         # Redis before the jail: a start-up error is then its one line, not after the jail's log line.
         redis = redis_connect.connect(settings.redis_url)  # one line naming the URL if it is bad or down
         if settings.ack_after_fsync:
             check_ack_after_fsync(redis, settings.redis_url)
         report = require_jail(settings.jail_policy)  # JailIncomplete when a required layer is missing
-        log.warning("scriptpool worker %s: sandbox jail %s", settings.name, report.summary())
+        log.info(
+            "scriptpool worker %s: queue %s, sandbox jail %s%s",
+            settings.name, settings.queue, report.summary(), "; tracing on" if traced else "",
+        )  # fmt: skip
         for layer, why in settings.jail_policy.missing_allowed(report).items():
             log.warning(
                 "scriptpool worker %s: running WITHOUT the %s layer (%s), as allowed", settings.name, layer, why
@@ -163,6 +185,7 @@ def _work(settings: WorkerSettings, redis: Redis, *, burst: bool, logging_level:
             executor=executor,
         )
         worker.work(burst=burst, logging_level=logging_level, with_scheduler=False)
+        log.info("scriptpool worker %s: stopped", settings.name)
     finally:
         rq_entry.install_executor(None)
         executor.close()

@@ -11,7 +11,6 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 import argparse
 import dataclasses
 import json
-import logging
 import socket
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from scriptpool.coordinator.cli import (
     bench_cmd,
     events_cmd,
     job_cmd,
+    log_flags,
     parsing,
     session_cmd,
     state_cmd,
@@ -456,10 +456,8 @@ def _version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parsing.parse(build_parser(), sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
-    )
     try:
+        log_flags.apply(args)
         code: int = args.func(args)
         return code
     except ScriptpoolError as exc:

@@ -59,7 +59,20 @@ GLOBAL_FLAGS: tuple[GlobalFlag, ...] = (
         takes_value=True,
         help="API key (default: $SCRIPTPOOL_API_KEY or the one `scriptpool up` wrote)",
     ),
-    GlobalFlag(names=("-v", "--verbose"), dest="verbose", takes_value=False, help="log at INFO level"),
+    GlobalFlag(names=("-v", "--verbose"), dest="verbose", takes_value=False, help="log at DEBUG level"),
+    GlobalFlag(
+        names=("--log-level",),
+        dest="log_level",
+        takes_value=True,
+        help="DEBUG, INFO, WARNING, ERROR or CRITICAL (default $SCRIPTPOOL_LOG_LEVEL, else INFO for "
+        "up/coordinator/worker, WARNING otherwise)",
+    ),
+    GlobalFlag(
+        names=("--log-format",),
+        dest="log_format",
+        takes_value=True,
+        help="text or json (default $SCRIPTPOOL_LOG_FORMAT or text)",
+    ),
     GlobalFlag(names=("--json",), dest="json", takes_value=False, help="machine-readable output (JSON)"),
 )
 

@@ -24,6 +24,7 @@ from scriptpool.coordinator.auth import Authenticator
 from scriptpool.coordinator.metrics import UNKNOWN_METHOD, record_call
 from scriptpool.coordinator.services.slots import Slots
 from scriptpool.coordinator.status import grpc_service
+from scriptpool.core import tracing
 from scriptpool.errors import PermissionDenied
 from scriptpool.v1 import calls_pb2, calls_pb2_grpc
 
@@ -131,7 +132,8 @@ class JobCallServicer(calls_pb2_grpc.JobCallServiceServicer):
             return reply
         context = _CallContext(stream, metadata)
         try:
-            reply.response = method(request, context).SerializeToString()
+            with tracing.server_span(call.method, metadata):
+                reply.response = method(request, context).SerializeToString()
         except CallAborted:
             code = context.code() or grpc.StatusCode.INTERNAL
             reply.code = code.value[0]

@@ -30,6 +30,7 @@ from scriptpool.coordinator.metrics import JOBS_ENDED, JOBS_SUBMITTED
 from scriptpool.coordinator.stores.idempotency import Idempotency, idempotency
 from scriptpool.coordinator.stores.sessions import NewSession, SessionStore
 from scriptpool.coordinator.stores.validation import check_uuid, parse_cursor
+from scriptpool.core import tracing
 from scriptpool.core.job_records import (
     RQ_FUNCTION,
     SESSION_JOB_FIELD,
@@ -42,6 +43,7 @@ from scriptpool.core.job_records import (
 from scriptpool.core.keys import credential_key, job_key, session_jobs_key, session_key
 from scriptpool.core.lean_redis import Arg, LeanPool, read, read_many, transaction, watched_transaction
 from scriptpool.core.rq_serializers import pass_default_serializer_as_none
+from scriptpool.core.tracing import TRACEPARENT
 from scriptpool.errors import InvalidArgument, NotFound, ScriptpoolError, Unavailable
 from scriptpool.languages import Language
 from scriptpool.outcomes import Outcome
@@ -332,6 +334,9 @@ class JobStore:
             record[REPLAYED_FIELD] = "1"
         if job.max_retries:
             record[MAX_RETRIES_FIELD] = str(job.max_retries)
+        traceparent = tracing.current_traceparent()  # (the submit's span, when tracing is on)
+        if traceparent:
+            record[TRACEPARENT] = traceparent
         pipe.hset(job_key(job_id), mapping=record)  # type: ignore[arg-type]
         pipe.hset(
             credential_key(cred_hash), mapping={"job_id": job_id, "principal": principal, "session_id": session_id}

@@ -53,11 +53,12 @@ def start_up(
     workers: int = 1,
     env: dict[str, str] | None = None,
     extra: Sequence[str] = (),
+    global_flags: Sequence[str] = (),
 ) -> subprocess.Popen[str]:
-    """`scriptpool up --listen address [extra...]`, returned once it printed its ready line."""
+    """`scriptpool [global_flags...] up --listen address [extra...]`, returned once it printed its ready line."""
     with open(log, "ab") as stderr:
         up = subprocess.Popen(
-            [*CLI, "up", "--listen", address, "--workers", str(workers), *extra],
+            [*CLI, *global_flags, "up", "--listen", address, "--workers", str(workers), *extra],
             env=env if env is not None else up_env(state_dir),
             stdout=subprocess.PIPE,
             stderr=stderr,

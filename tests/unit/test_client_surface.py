@@ -132,7 +132,12 @@ def test_the_base_install_is_the_client_and_extras_add_the_server_side() -> None
     extras = project["optional-dependencies"]
     assert {"lupa", "wasmtime", "quickjs-rs", "RestrictedPython", "rq"} <= {d.split("==")[0] for d in extras["worker"]}
     assert {"rq", "redis", "grpcio-health-checking"} <= {d.split("==")[0] for d in extras["server"]}
-    assert extras["all"] == ["scriptpool[server,worker]"]
+    assert {"opentelemetry-api", "opentelemetry-sdk"} == {d.split("==")[0] for d in extras["tracing"]}
+    assert all("==" in dep for dep in extras["tracing"])  # exact pins, like every other extra
+    assert "python-json-logger" in {d.split("==")[0] for d in extras["server"]} & {
+        d.split("==")[0] for d in extras["worker"]
+    }
+    assert extras["all"] == ["scriptpool[server,worker,tracing]"]
 
 
 class _Denied(grpc.RpcError, grpc.Call):  # type: ignore[misc]

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from scriptpool.core.repeated_log import RepeatedProblem
+from scriptpool.core.repeated_log import RepeatedProblem, RepeatedRecords
 
 
 class Clock:
@@ -41,3 +41,24 @@ def test_over_without_a_problem_says_nothing(caplog: pytest.LogCaptureFixture) -
     with caplog.at_level(logging.WARNING, logger="test.repeated"):
         RepeatedProblem(logging.getLogger("test.repeated"), "x").over()
     assert caplog.records == []
+
+
+RQ_TEMPLATE = "Worker %s: could not connect to Redis instance: %s retrying in %d seconds..."
+
+
+def test_a_library_s_repeated_line_passes_once_per_interval_with_a_count(caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    logger = logging.getLogger("test.repeated.library")
+    logger.addFilter(RepeatedRecords([RQ_TEMPLATE], every_seconds=30, clock=clock))
+    with caplog.at_level(logging.INFO, logger="test.repeated.library"):
+        for _ in range(20):  # RQ retries every 2 s: 40 s of outage
+            logger.error(RQ_TEMPLATE, "w1", "Connection refused", 2)
+            logger.info("another line")  # other lines are not held back
+            clock.now += 2
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages.count("another line") == 20
+    assert [m for m in messages if m != "another line"] == [
+        "Worker w1: could not connect to Redis instance: Connection refused retrying in 2 seconds...",
+        "Worker w1: could not connect to Redis instance: Connection refused retrying in 2 seconds... "
+        "(14 more times in the last 30s)",
+    ]

@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import Error as ProtobufError
 
+from scriptpool.core.tracing import TRACEPARENT
 from scriptpool.errors import InvalidArgument, ResourceExhausted, ScriptpoolError, Unimplemented
 from scriptpool.grpc_errors import from_rpc_error
 from scriptpool.sandbox.catalog import SCRIPT_OPS
@@ -42,8 +43,13 @@ class CoordinatorBridge:
         content_bytes_limit: int | None = None,
         use_stream: bool = True,
         language: str = "",
+        traceparent: str = "",
     ) -> None:
-        self._metadata = (("authorization", f"Bearer {credential}"),)
+        """`traceparent`: the job span's W3C trace context, sent with every call so the coordinator's
+        spans for them join the job's trace ("" when not traced)."""
+        self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {credential}"),)
+        if traceparent:
+            self._metadata += ((TRACEPARENT, traceparent),)
         self.artifact_bytes_limit = artifact_bytes_limit
         # Artifact content handed to the script is bounded by its memory limit: reading stops (and
         # the stream is cancelled) as soon as more arrives, so neither the worker nor the child holds it.

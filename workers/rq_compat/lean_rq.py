@@ -68,6 +68,7 @@ from rq.worker import WorkerStatus
 
 from scriptpool.core import rq_internals
 from scriptpool.core.lean_redis import Arg, LeanPool, is_transient_reply, read, transaction
+from scriptpool.core.repeated_log import RepeatedProblem
 from scriptpool.core.rq_internals import WORKERS_SUSPENDED, Execution, now, release_slot
 from scriptpool.core.rq_serializers import pass_default_serializer_as_none
 from scriptpool.workers import metrics
@@ -112,6 +113,8 @@ class LeanSimpleWorker(SimpleWorker):
         """A job whose `last_heartbeat`/`ended_at` are set in memory, for the finishing transaction."""
         self._lean = LeanPool(self.connection)
         """Where the dequeue and the two per-job transactions are sent (`_execute`)."""
+        self._end_retries = RepeatedProblem(self.log, f"Worker {self.name}: Redis unavailable")
+        """The finishing transaction retried every few seconds through an outage: logged once, then counted."""
         self.queue_class = lean_queue_class(self.queue_class, self.connection, self._lean)
         pass_default_serializer_as_none(self)
 
@@ -386,15 +389,14 @@ class LeanSimpleWorker(SimpleWorker):
         stop_seen: float | None = None
         while True:
             try:
-                return transaction(self._lean, commands)
+                replies = transaction(self._lean, commands)
+                self._end_retries.over()
+                return replies
             except (RedisConnectionError, RedisTimeoutError, ResponseError) as exc:
                 if isinstance(exc, ResponseError) and not is_transient_reply(exc):
                     raise
                 metrics.REDIS_ERRORS.inc()
-                self.log.warning(
-                    "Worker %s: Redis unavailable while recording the end of job %s (%s); retrying in %.1fs",
-                    self.name, job.id, exc, wait,
-                )  # fmt: skip
+                self._end_retries.happened(f"recording the end of job {job.id} ({exc}); retrying")
             if rq_internals.stop_requested(self):
                 stop_seen = time.monotonic() if stop_seen is None else stop_seen
                 if time.monotonic() - stop_seen >= FINISH_GRACE_AFTER_STOP_SECONDS:
@@ -406,6 +408,7 @@ class LeanSimpleWorker(SimpleWorker):
             except (RedisConnectionError, RedisTimeoutError, ResponseError):
                 continue  # still out of reach (or loading): wait on
             if status != JobStatus.STARTED.encode():
+                self._end_retries.over()
                 self.log.warning("Worker %s: the end of job %s was recorded before the outage", self.name, job.id)
                 # (listed: assumed; suspension: check again; dependents: RQ's)
                 return [*[None] * (len(commands) - 3), 1, 1, 1]

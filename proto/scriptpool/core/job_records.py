@@ -5,7 +5,9 @@ Keys (all under the `sp:` prefix):
   sp:job:{id}            hash: spec (ChildJob bytes), principal, session_id, status, credential, cred_hash,
                          created_at, started_at, finished_at, worker, result (JobResult bytes),
                          cancel_requested, max_retries (only when > 0), attempt (only from the
-                         second run on: absent means 1)
+                         second run on: absent means 1), traceparent (only when the coordinator
+                         traced the submit: the W3C trace context the worker's job span continues,
+                         docs/adr/0014-logs-and-tracing.md)
   sp:cred:{sha256}       hash: job_id, principal, session_id -- a job credential, deleted when the job ends
   sp:jobs:leases         zset: running job id -> lease expiry (epoch s); an expired lease = worker lost
   sp:session:{id}:jobs   zset: job id -> created_at
@@ -116,6 +118,10 @@ class ClaimedJob:
     credential: str
     principal: str
     attempt: int = 1
+    created_at: float = 0.0
+    """When it was submitted (epoch s): the worker logs its queue wait."""
+    traceparent: str = ""
+    """The submit's W3C trace context ("" when it was not traced)."""
 
 
 class JobRecords:
@@ -159,9 +165,16 @@ class JobRecords:
         if not reply:
             return None
         assert isinstance(reply, list)
-        spec, credential, principal, attempt = reply
+        spec, credential, principal, attempt, created_at, traceparent = reply
         assert isinstance(spec, bytes) and isinstance(credential, bytes)
-        return ClaimedJob(spec, credential.decode(), text(principal or b""), int(text(attempt or b"1")))
+        return ClaimedJob(
+            spec,
+            credential.decode(),
+            text(principal or b""),
+            int(text(attempt or b"1")),
+            created_at=float(text(created_at or b"0")),
+            traceparent=text(traceparent or b""),
+        )
 
     def finish(
         self,

@@ -4,6 +4,9 @@ While Redis is down, every request the coordinator answers UNAVAILABLE and every
 fails: logged one by one, that is several lines a second, burying everything else. `RepeatedProblem`
 logs the first occurrence at once, then at most one line per `every_seconds` with how many more
 there were, and one line when it is over (how many, for how long). Thread-safe.
+`RepeatedRecords` does the same for a library's own log lines (RQ's "could not connect to Redis
+instance" from its main loop and its pubsub thread, every 2 seconds while Redis is down), as a
+filter on its logger.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 EVERY_SECONDS = 30.0
 
@@ -64,4 +67,38 @@ class RepeatedProblem:
         self._log.warning("%s: over after %d occurrences in %.1fs", self._what, count, lasted)
 
 
-__all__ = ["EVERY_SECONDS", "RepeatedProblem"]
+class RepeatedRecords(logging.Filter):
+    """A filter for a logger: records whose message template is one of `templates` pass once, then
+    at most once per `every_seconds` (per template), saying how many were held back meanwhile."""
+
+    def __init__(
+        self,
+        templates: Collection[str],
+        every_seconds: float = EVERY_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self._templates = frozenset(templates)
+        self._every = every_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._seen: dict[str, tuple[float, int]] = {}
+        """Template -> (when one last passed, how many were held back since)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        template = record.msg
+        if not isinstance(template, str) or template not in self._templates:
+            return True
+        now = self._clock()
+        with self._lock:
+            passed_at, held = self._seen.get(template, (None, 0))
+            if passed_at is not None and now - passed_at < self._every:
+                self._seen[template] = (passed_at, held + 1)
+                return False
+            self._seen[template] = (now, 0)
+        if held and passed_at is not None:
+            record.msg = f"{template} ({held} more times in the last {now - passed_at:.0f}s)"
+        return True
+
+
+__all__ = ["EVERY_SECONDS", "RepeatedProblem", "RepeatedRecords"]
