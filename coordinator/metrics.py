@@ -21,10 +21,10 @@ from redis import ConnectionPool, Redis
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
-from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from scriptpool.coordinator.interceptors import WrappingInterceptor
 from scriptpool.core.metrics import scrape_registry
+from scriptpool.core.rq_internals import WORKERS_BY_QUEUE_KEY
 
 REGISTRY = CollectorRegistry()
 """Every metric this module defines (and the process's own: CPU, memory, open files)."""

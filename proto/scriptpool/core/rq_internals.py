@@ -51,6 +51,8 @@ RQ_RESOLVE_SERIALIZER: Callable[..., Any] = rq.serializers.resolve_serializer
 """RQ's own serializer check, before `install_serializer_resolver` replaces it."""
 RQ_STR_TO_DATE: Callable[[bytes | str], datetime] = rq.utils.str_to_date
 RQ_UTCFORMAT: Callable[[datetime], str] = rq.utils.utcformat
+WORKERS_BY_QUEUE_KEY: str = rq.worker_registration.WORKERS_BY_QUEUE_KEY
+"""RQ's per-queue worker set key pattern (`% queue_name`), read by the coordinator's metrics."""
 MODULES_THAT_RESOLVE = (rq.job, rq.registry, rq.results)
 """The RQ modules whose per-job objects resolve a serializer (each imported the name itself)."""
 
