@@ -16,7 +16,6 @@ import logging
 from types import TracebackType
 from typing import Any
 
-from redis import Redis
 from rq import Queue
 from rq.job import Job
 
@@ -24,6 +23,7 @@ from scriptpool.core import redis_connect, rq_dates, rq_internals, rq_serializer
 from scriptpool.core.durability import check_ack_after_fsync
 from scriptpool.core.job_records import LEGACY_RQ_FUNCTIONS, RQ_FUNCTION
 from scriptpool.core.lean_redis import Arg
+from scriptpool.core.redis_urls import open_client
 from scriptpool.core.rq_internals import Execution
 from scriptpool.sandbox.jail import require_jail
 from scriptpool.sandbox.runner import prewarm
@@ -132,11 +132,12 @@ def run_worker(settings: WorkerSettings, *, burst: bool = False, logging_level: 
     executor.pool.refill()
     # RQ's own connection speaks RESP2: redis-py 8's default, RESP3, has a pure-Python parser that
     # takes about twice as long over the job hash RQ reads for every job.
-    rq_redis = Redis.from_url(settings.redis_url, protocol=2)
+    rq_redis = open_client(settings.redis_url, protocol=2)
     try:
         worker = ScriptpoolWorker(
             [Queue(settings.queue, connection=rq_redis)], connection=rq_redis, name=settings.name, executor=executor
         )
+        worker.acknowledge_with_replicas(settings.ack_replicas)
         worker.work(burst=burst, logging_level=logging_level, with_scheduler=False)
     finally:
         rq_entry.install_executor(None)
