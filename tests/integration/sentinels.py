@@ -51,8 +51,21 @@ def _deadline_poll(what: str, check: object, timeout: float, interval: float = 0
 class SentinelGroup:
     """Start with `start()` (or as a context manager); `stop()` ends every process it started."""
 
-    def __init__(self, base_dir: Path, *, replicas: int = 1, sentinels: int = 3, service: str = SERVICE) -> None:
+    def __init__(
+        self,
+        base_dir: Path,
+        *,
+        replicas: int = 1,
+        sentinels: int = 3,
+        service: str = SERVICE,
+        password: str | None = None,
+        sentinel_password: str | None = None,
+    ) -> None:
+        """`password`: the data nodes' `requirepass` (and the replicas' `masterauth`);
+        `sentinel_password`: the sentinels' own `requirepass`."""
         self.base_dir = base_dir
+        self.password = password
+        self.sentinel_password = sentinel_password
         self.service = service
         self.replica_count = replicas
         self.sentinel_count = sentinels
@@ -64,7 +77,9 @@ class SentinelGroup:
     @property
     def url(self) -> str:
         hosts = ",".join(f"{HOST}:{port}" for port in self.sentinels)
-        return f"redis+sentinel://{hosts}/{self.service}/0"
+        auth = f":{self.password}@" if self.password else ""
+        query = f"?sentinel_password={self.sentinel_password}" if self.sentinel_password else ""
+        return f"redis+sentinel://{auth}{hosts}/{self.service}/0{query}"
 
     def __enter__(self) -> SentinelGroup:
         return self.start()
@@ -96,17 +111,19 @@ class SentinelGroup:
             "--port", str(port), "--bind", HOST, "--dir", str(directory),
             "--save", "", "--appendonly", "no", "--logfile", str(directory / "redis.log"),
         ]  # fmt: skip
+        if self.password:
+            args += ["--requirepass", self.password, "--masterauth", self.password]
         if replica_of is not None:
             args += ["--replicaof", HOST, str(replica_of)]
         self.nodes[port] = subprocess.Popen(die_with_parent(args), stdin=subprocess.DEVNULL, process_group=0)
         if replica_of is None:
-            _deadline_poll(f"node {port} answering", lambda: ask(port, "PING"), 10)
+            _deadline_poll(f"node {port} answering", lambda: self.ask_node(port, "PING"), 10)
         else:
             _deadline_poll(f"replica {port} linked", lambda: self.replica_linked(port), 20)
         return port
 
     def replica_linked(self, port: int) -> bool:
-        info = ask(port, "INFO", "replication")
+        info = self.ask_node(port, "INFO", "replication")
         return isinstance(info, dict) and info.get("master_link_status") == "up"
 
     def _start_sentinel(self) -> None:
@@ -121,6 +138,13 @@ class SentinelGroup:
             f"sentinel failover-timeout {self.service} 3000\n"
             f"sentinel parallel-syncs {self.service} 1\n"
         )
+        if self.password:
+            config.write_text(config.read_text() + f"sentinel auth-pass {self.service} {self.password}\n")
+        if self.sentinel_password:
+            config.write_text(
+                config.read_text() + f"requirepass {self.sentinel_password}\n"
+                f"sentinel sentinel-pass {self.sentinel_password}\n"
+            )
         args = [find_redis_server(), str(config), "--sentinel"]
         self.sentinels[port] = subprocess.Popen(die_with_parent(args), stdin=subprocess.DEVNULL, process_group=0)
 
@@ -130,9 +154,9 @@ class SentinelGroup:
         for port in self.sentinels:
 
             def ready(port: int = port) -> bool:
-                known = ask(port, "SENTINEL", "REPLICAS", self.service)
-                peers = ask(port, "SENTINEL", "SENTINELS", self.service)
-                quorum = ask(port, "SENTINEL", "CKQUORUM", self.service)
+                known = self.ask_sentinel(port, "SENTINEL", "REPLICAS", self.service)
+                peers = self.ask_sentinel(port, "SENTINEL", "SENTINELS", self.service)
+                quorum = self.ask_sentinel(port, "SENTINEL", "CKQUORUM", self.service)
                 return (
                     self.primary_port(port) is not None
                     and len(known) >= self.replica_count
@@ -145,7 +169,7 @@ class SentinelGroup:
     def primary_port(self, sentinel_port: int | None = None) -> int | None:
         """The primary's port as a sentinel (the first unless named) says it is now."""
         port = sentinel_port or next(iter(self.sentinels))
-        answer = ask(port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)
+        answer = self.ask_sentinel(port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)
         return int(answer[1]) if answer else None
 
     def kill_primary(self) -> int:
@@ -167,7 +191,7 @@ class SentinelGroup:
             (port,) = ports
             if port is None or port == old_port:
                 return False
-            role = ask(port, "ROLE")
+            role = self.ask_node(port, "ROLE")
             found[:] = [port]
             return bool(role[0] == b"master")
 
@@ -178,6 +202,12 @@ class SentinelGroup:
         proc = self.nodes.pop(port)
         _end(proc)
 
+    def ask_node(self, port: int, *command: str) -> Any:
+        return ask(port, *command, password=self.password)
+
+    def ask_sentinel(self, port: int, *command: str) -> Any:
+        return ask(port, *command, password=self.sentinel_password)
+
     def stop(self) -> None:
         for proc in [*self.sentinels.values(), *self.nodes.values()]:
             _end(proc)
@@ -185,9 +215,11 @@ class SentinelGroup:
         self.nodes.clear()
 
 
-def ask(port: int, *command: str) -> Any:
+def ask(port: int, *command: str, password: str | None = None) -> Any:
     """One command to the redis-server (or sentinel) on `port`, over a connection of its own."""
-    with Redis(HOST, port, socket_timeout=2, socket_connect_timeout=2, single_connection_client=True) as node:
+    with Redis(
+        HOST, port, password=password, socket_timeout=2, socket_connect_timeout=2, single_connection_client=True
+    ) as node:
         return node.execute_command(*command)
 
 

@@ -23,7 +23,8 @@ from scriptpool.client import ScriptpoolClient
 from scriptpool.coordinator.server import RunningCoordinator, start_coordinator
 from scriptpool.coordinator.settings import Settings
 from scriptpool.core.durability import NO_REPLICA_ACK, ReplicaAck
-from scriptpool.core.lean_redis import LeanPool
+from scriptpool.core.lean_redis import LeanPool, read, transaction
+from scriptpool.core.redis_connect import connect
 from scriptpool.core.redis_urls import open_client
 from scriptpool.errors import InvalidArgument, ScriptpoolError, Unavailable
 from scriptpool.languages import Language
@@ -31,7 +32,7 @@ from scriptpool.outcomes import Outcome
 from tests.conftest import CLI, TEST_QUEUE, WORKER_COMMAND, stop_process, wait_for
 
 from .helpers import outcome, result_of
-from .sentinels import SentinelGroup
+from .sentinels import SentinelGroup, free_port
 
 DOUBLE = "local t = 0 for i = 1, 20000 do t = t + 1 end return INPUT.n * 2"
 """A job that takes a moment (so some are running when the primary dies) and checks its input."""
@@ -234,3 +235,49 @@ def test_ack_replicas_needs_a_lean_connection() -> None:
             LeanPool(redis, ReplicaAck(replicas=1))
     finally:
         redis.close()
+
+
+def test_the_data_nodes_password_and_the_sentinels_password_go_where_the_url_says(tmp_path: Path) -> None:
+    with SentinelGroup(tmp_path, password="datapw", sentinel_password="sentpw") as group:
+        redis = connect(group.url)
+        lean = LeanPool(redis)
+        try:
+            assert transaction(lean, [("SET", "k", "v")]) == [b"OK"]
+            assert read(lean, "GET", "k") == b"v" and redis.get("k") == b"v"
+        finally:
+            lean.close()
+            redis.close()
+        hosts = group.url.split("@", 1)[1].split("?", 1)[0]
+        for url, says in (
+            (f"redis+sentinel://{hosts}?sentinel_password=sentpw", "refused the connection"),  # no data password
+            (f"redis+sentinel://:datapw@{hosts}", "Redis Sentinel at"),  # no sentinel password
+            (f"redis+sentinel://:wrong@{hosts}?sentinel_password=sentpw", "refused the connection"),
+        ):
+            done = subprocess.run(
+                [*CLI, "apikey", "create", "p"],
+                env={**os.environ, "REDIS_URL": url},
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert done.returncode == 2, (url, done.stderr)
+            lines = done.stderr.strip().splitlines()
+            assert len(lines) == 1 and says in lines[0], (url, done.stderr)
+            assert "datapw" not in done.stderr and "sentpw" not in done.stderr and "wrong" not in done.stderr
+
+
+def test_sentinels_out_of_reach_are_one_line_and_exit_3(tmp_path: Path) -> None:
+    url = f"redis+sentinel://:datapw@127.0.0.1:{free_port()},127.0.0.1:{free_port()}/mymaster"
+    done = subprocess.run(
+        [*CLI, "apikey", "create", "p"],
+        env={**os.environ, "REDIS_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 3, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no primary from the sentinels" in lines[0], done.stderr
+    assert lines[0].count("Connection refused") == 2 and "datapw" not in lines[0], done.stderr

@@ -17,9 +17,10 @@ from redis import Redis
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.sentinel import MasterNotFoundError
 
-from scriptpool.core.redis_urls import open_client, redacted
-from scriptpool.errors import FailedPrecondition, InvalidArgument, Unavailable
+from scriptpool.core.redis_urls import open_client, redacted, sentinel_of
+from scriptpool.errors import FailedPrecondition, InvalidArgument, ScriptpoolError, Unavailable
 
 MIN_REDIS_VERSION = (7, 0)
 
@@ -58,6 +59,10 @@ def connect(url: str, *, protocol: int | None = 2) -> Redis:
     except FailedPrecondition:
         redis.close()
         raise
+    except MasterNotFoundError as exc:  # (redis-py's message holds a repr of every sentinel client)
+        problem = _sentinels_problem(redis, url)
+        redis.close()
+        raise problem from exc
     except (AuthenticationError, ResponseError) as exc:  # wrong password, or not allowed to PING
         redis.close()
         raise InvalidArgument(f"Redis at {redacted(url)!r} refused the connection: {_one_line(exc)}") from exc
@@ -68,6 +73,32 @@ def connect(url: str, *, protocol: int | None = 2) -> Redis:
         redis.close()
         raise Unavailable(f"cannot use Redis at {redacted(url)!r}: {_one_line(exc)}") from exc
     return redis
+
+
+def _sentinels_problem(redis: Redis, url: str) -> ScriptpoolError:
+    """Why no sentinel of `redis`'s Sentinel pool named a primary, one clause per sentinel:
+    InvalidArgument if one refused the credentials (`sentinel_password`), else Unavailable."""
+    pool = sentinel_of(redis)
+    assert pool is not None
+    problems, refused = [], False
+    for sentinel in pool.sentinel_manager.sentinels:
+        kwargs = sentinel.connection_pool.connection_kwargs
+        name = f"sentinel {kwargs.get('host')}:{kwargs.get('port')}"
+        try:
+            masters = sentinel.sentinel_masters()
+        except (AuthenticationError, ResponseError) as exc:
+            refused = True
+            problems.append(f"{name} refused the connection ({_one_line(exc)})")
+        except (RedisError, OSError) as exc:
+            problems.append(f"{name}: {_one_line(exc)}")
+        else:
+            known = pool.service_name in masters
+            problems.append(f"{name} {'says the primary is down' if known else 'monitors no'} {pool.service_name!r}")
+        finally:
+            sentinel.close()
+    if refused:
+        return InvalidArgument(f"Redis Sentinel at {redacted(url)!r} refused the connection: {'; '.join(problems)}")
+    return Unavailable(f"cannot reach Redis at {redacted(url)!r}: no primary from the sentinels: {'; '.join(problems)}")
 
 
 __all__ = ["MIN_REDIS_VERSION", "check_version", "connect", "redacted", "version_tuple"]
