@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from scriptpool.client import ScriptpoolClient
 from scriptpool.coordinator.server import RunningCoordinator, start_coordinator
 from scriptpool.coordinator.settings import Settings
 from scriptpool.core.durability import NO_REPLICA_ACK, ReplicaAck
+from scriptpool.core.keys import FINISHED_CHANNEL
 from scriptpool.core.lean_redis import LeanPool, read, transaction
 from scriptpool.core.redis_connect import connect
 from scriptpool.core.redis_urls import open_client
@@ -31,7 +33,7 @@ from scriptpool.languages import Language
 from scriptpool.outcomes import Outcome
 from tests.conftest import CLI, TEST_QUEUE, WORKER_COMMAND, stop_process, wait_for
 
-from .helpers import outcome, result_of
+from .helpers import HeldJob, next_event, outcome, result_of, subscribe
 from .sentinels import SentinelGroup, free_port
 
 DOUBLE = "local t = 0 for i = 1, 20000 do t = t + 1 end return INPUT.n * 2"
@@ -40,13 +42,33 @@ LEASE_SECONDS = 5.0
 """Short leases (and stranded-job delay), so a job lost with its start ends soon."""
 
 
-class SentinelStack:
-    """A Sentinel group, an in-process coordinator and one worker process, all on the group's URL."""
+HELD_THROUGH_OUTAGES = """
+local go = Event.subscribe(INPUT.go)
+Event.emit(INPUT.ready, {})
+repeat local reachable, released = pcall(Event.receive, go, 3000) until reachable and released
+return INPUT.result
+"""
+"""`HELD_LUA`, except that a call failing while Redis fails over is tried again."""
 
-    def __init__(self, tmp_path: Path, ack: ReplicaAck = NO_REPLICA_ACK) -> None:
+
+def submit_held_through_outages(client: ScriptpoolClient) -> HeldJob:
+    tag = uuid.uuid4().hex
+    ready, go = f"held.ready.{tag}", f"held.go.{tag}"
+    subscription = subscribe(client, ready)
+    inputs = {"ready": ready, "go": go, "result": "released"}
+    job = client.submit(Language.LUA, HELD_THROUGH_OUTAGES, inputs=inputs, limits={"wall_time_ms": 180_000})
+    held = HeldJob(client, job, subscription, go)
+    held.wait_running()
+    return held
+
+
+class SentinelStack:
+    """A Sentinel group, an in-process coordinator and worker processes, all on the group's URL."""
+
+    def __init__(self, tmp_path: Path, ack: ReplicaAck = NO_REPLICA_ACK, workers: int = 1) -> None:
         self.group = SentinelGroup(tmp_path / "redis").start()
         self.coordinator: RunningCoordinator | None = None
-        self.worker: subprocess.Popen[bytes] | None = None
+        self.workers: list[subprocess.Popen[bytes]] = []
         try:
             settings = Settings(
                 redis_url=self.group.url,
@@ -59,7 +81,7 @@ class SentinelStack:
             )
             self.coordinator = start_coordinator(settings)
             self.address = f"127.0.0.1:{self.coordinator.port}"
-            self.worker_log = tmp_path / "worker.log"
+            self.worker_logs = [tmp_path / f"worker{i}.log" for i in range(workers)]
             env = {
                 **os.environ,
                 "REDIS_URL": self.group.url,
@@ -69,11 +91,12 @@ class SentinelStack:
                 "SCRIPTPOOL_ACK_REPLICAS_TIMEOUT_MS": str(ack.timeout_ms),
                 "SCRIPTPOOL_LEASE_SECONDS": str(LEASE_SECONDS),
             }
-            with open(self.worker_log, "wb") as log:
-                self.worker = subprocess.Popen(
-                    WORKER_COMMAND, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    process_group=0, cwd=tmp_path,
-                )  # fmt: skip
+            for path in self.worker_logs:
+                with open(path, "wb") as log:
+                    self.workers.append(subprocess.Popen(
+                        WORKER_COMMAND, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                        process_group=0, cwd=tmp_path,
+                    ))  # fmt: skip
             self.key = self.api_key_from_cli("sentinel-test")
         except BaseException:
             self.stop()
@@ -95,9 +118,12 @@ class SentinelStack:
     def client(self, reconnect_seconds: float = 60.0) -> ScriptpoolClient:
         return ScriptpoolClient(self.address, self.key, reconnect_seconds=reconnect_seconds)
 
+    def worker_log_tails(self) -> str:
+        return "\n".join(path.read_text()[-3000:] for path in self.worker_logs)
+
     def stop(self) -> None:
-        if self.worker is not None:
-            stop_process(self.worker)
+        for worker in self.workers:
+            stop_process(worker)
         if self.coordinator is not None:
             self.coordinator.stop(grace=1)
         self.group.stop()
@@ -105,7 +131,7 @@ class SentinelStack:
 
 @pytest.fixture
 def sentinel_stack(tmp_path: Path) -> Iterator[SentinelStack]:
-    stack = SentinelStack(tmp_path)
+    stack = SentinelStack(tmp_path, workers=2)  # one holds a job across the failover, one runs the rest
     yield stack
     stack.stop()
 
@@ -142,6 +168,11 @@ def test_jobs_flow_through_a_failover_and_each_ends_once(sentinel_stack: Sentine
         first = client.run(Language.LUA, DOUBLE, inputs={"n": 21}, timeout=60)
         assert result_of(first) == 42
 
+        # A job blocked in a global call (Event.receive: XREAD BLOCK at the coordinator) across the
+        # failover, and a client subscription made before it.
+        held = submit_held_through_outages(client)
+        after = subscribe(client, "sentinel.after.*")
+
         submitter = Submitter(client)
         submitter.start()
         try:
@@ -150,10 +181,13 @@ def test_jobs_flow_through_a_failover_and_each_ends_once(sentinel_stack: Sentine
             killed_at = submitter.count()
             new = stack.group.wait_for_failover(old)
             assert new != old
+            # The coordinator's job-finished listener subscribed again, on the new primary.
+            assert wait_for(lambda: stack.group.ask_node(new, "PUBSUB", "NUMSUB", FINISHED_CHANNEL)[1] >= 1, 30)
+            held.release()  # the held job's wait went on through the failover
+            assert result_of(client.wait(held.job.id, timeout=60)) == "released"
             # New submissions succeed once the coordinator and the worker found the new primary.
             assert wait_for(lambda: submitter.count() >= killed_at + 30, timeout=120), (
-                f"submissions stopped after the failover; errors: {submitter.errors[-3:]}\n"
-                + stack.worker_log.read_text()[-3000:]
+                f"submissions stopped after the failover; errors: {submitter.errors[-3:]}\n" + stack.worker_log_tails()
             )
         finally:
             submitter.stopping.set()
@@ -168,7 +202,7 @@ def test_jobs_flow_through_a_failover_and_each_ends_once(sentinel_stack: Sentine
             try:
                 job = client.wait(job_id, timeout=60)  # NOT_FOUND here would be an acknowledged job lost
             except ScriptpoolError as exc:
-                raise AssertionError(f"job {n} ({job_id}): {exc}\n{stack.worker_log.read_text()[-3000:]}") from exc
+                raise AssertionError(f"job {n} ({job_id}): {exc}\n{stack.worker_log_tails()}") from exc
             outcomes[job_id] = outcome(job)
             if outcomes[job_id] is Outcome.OK:
                 assert result_of(job) == n * 2
@@ -180,7 +214,10 @@ def test_jobs_flow_through_a_failover_and_each_ends_once(sentinel_stack: Sentine
         after_failover = [job_id for job_id, _ in submitter.accepted[killed_at + 1 :]]
         assert after_failover and all(outcomes[job_id] is Outcome.OK for job_id in after_failover[-20:])
         assert result_of(client.run(Language.LUA, DOUBLE, inputs={"n": 5}, timeout=60)) == 10
-        assert stack.worker is not None and stack.worker.poll() is None, stack.worker_log.read_text()[-3000:]
+        client.run(Language.LUA, 'Event.emit("sentinel.after.1", {n = 1}) return 1', timeout=60)
+        event = next_event(client, after)
+        assert event is not None and event.name == "sentinel.after.1"
+        assert all(worker.poll() is None for worker in stack.workers), stack.worker_log_tails()
 
 
 def test_bad_sentinel_urls_are_one_line_and_exit_2(tmp_path: Path) -> None:
