@@ -49,7 +49,7 @@ class WorkerSettings:
 
     ack_replicas: ReplicaAck = ReplicaAck()
     """Replicas that must confirm each job's finishing transaction (SCRIPTPOOL_ACK_REPLICAS=N,
-    SCRIPTPOOL_ACK_REPLICAS_TIMEOUT_MS): a `WAIT` follows it; a shortfall is logged as an error
+    SCRIPTPOOL_ACK_REPLICAS_TIMEOUT_MS): a `WAIT` follows it; a shortfall is logged as a warning
     (proto/scriptpool/core/durability.py, docs/adr/0016-redis-sentinel.md)."""
 
     jail_policy: JailPolicy = JailPolicy()

@@ -257,9 +257,14 @@ def test_ack_replicas_waits_for_the_replica_and_fails_clearly_without_it(tmp_pat
             message = str(refused.value)
             assert "only 0 of the 1 replicas SCRIPTPOOL_ACK_REPLICAS asks for" in message, message
             assert "may be lost" in message
+            # That job is on the primary all the same, and runs; its result is recorded there and the
+            # worker says the replicas did not confirm it (and goes on).
+            shortfall = "job ends not confirmed by enough replicas: the end of job"
+            assert wait_for(lambda: shortfall in stack.worker_logs[0].read_text(), timeout=60), stack.worker_log_tails()
             # The replica back: acknowledged again.
             stack.group.start_node(replica_of=stack.group.primary_port(), port=replica)
             assert result_of(client.run(Language.LUA, DOUBLE, inputs={"n": 6}, timeout=60)) == 12
+            assert wait_for(lambda: "job ends not confirmed by enough replicas: over" in stack.worker_log_tails(), 30)
     finally:
         stack.stop()
 

@@ -119,7 +119,7 @@ class LeanSimpleWorker(SimpleWorker):
 
     def acknowledge_with_replicas(self, ack: ReplicaAck) -> None:
         """Follow each job's finishing transaction with `WAIT` for `ack.replicas` (SCRIPTPOOL_ACK_REPLICAS):
-        too few confirmations are logged as an error (rate-limited); the result stays recorded."""
+        too few confirmations are logged as a warning (rate-limited); the result stays recorded."""
         self._lean.acknowledge_with(ack)
 
     def _execute(self, pipeline: Pipeline) -> list[Any]:
@@ -428,7 +428,10 @@ class LeanSimpleWorker(SimpleWorker):
         stop_seen: float | None = None
         while True:
             try:
-                return transaction(self._lean, commands, acknowledge=f"the end of job {job.id}")
+                replies = transaction(self._lean, commands, acknowledge=f"the end of job {job.id}")
+                if self._lean.ack.replicas:
+                    self._replicas_behind.over()
+                return replies
             except ReplicasBehind as exc:  # recorded on the primary: never sent twice
                 self._replicas_behind.happened(str(exc))
                 return exc.replies

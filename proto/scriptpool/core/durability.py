@@ -19,8 +19,8 @@ acknowledged. With N > 0 the write that acknowledges a submission (the coordinat
 transaction) or a result (the worker's finishing transaction) is followed, on the same connection
 and in the same round trip, by `WAIT N timeout`: fewer than N replicas confirming within
 `SCRIPTPOOL_ACK_REPLICAS_TIMEOUT_MS` (default 1000) makes the submission fail `UNAVAILABLE`
-(`ReplicasBehind`) instead of answering as if the job were safe; a worker logs the shortfall as an
-error (the result stays recorded on the primary).
+(`ReplicasBehind`) instead of answering as if the job were safe; a worker logs the shortfall as a
+warning (the result stays recorded on the primary).
 """
 
 from __future__ import annotations
