@@ -19,13 +19,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from scriptpool.client import ScriptpoolClient
 from scriptpool.coordinator.server import RunningCoordinator, start_coordinator
 from scriptpool.coordinator.settings import Settings
 from scriptpool.core.durability import NO_REPLICA_ACK, ReplicaAck
 from scriptpool.core.keys import FINISHED_CHANNEL
-from scriptpool.core.lean_redis import LeanPool, read, transaction
+from scriptpool.core.lean_redis import LeanConnection, LeanPool, master_at, read, transaction
 from scriptpool.core.redis_connect import connect
 from scriptpool.core.redis_urls import open_client
 from scriptpool.errors import InvalidArgument, ScriptpoolError, Unavailable
@@ -34,7 +35,7 @@ from scriptpool.outcomes import Outcome
 from tests.conftest import CLI, TEST_QUEUE, WORKER_COMMAND, stop_process, wait_for
 
 from .helpers import HeldJob, next_event, outcome, result_of, subscribe
-from .sentinels import SentinelGroup, free_port
+from .sentinels import HOST, SentinelGroup, free_port
 
 DOUBLE = "local t = 0 for i = 1, 20000 do t = t + 1 end return INPUT.n * 2"
 """A job that takes a moment (so some are running when the primary dies) and checks its input."""
@@ -323,3 +324,40 @@ def test_sentinels_out_of_reach_are_one_line_and_exit_3(tmp_path: Path) -> None:
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "no primary from the sentinels" in lines[0], done.stderr
     assert lines[0].count("Connection refused") == 2 and "datapw" not in lines[0], done.stderr
+
+
+def test_a_demoted_primary_is_left_for_the_new_one(tmp_path: Path) -> None:
+    """`SENTINEL FAILOVER` demotes a live primary: the lean connections find the new primary, and
+    a lean connection to the demoted node is refused by ROLE, and its writes by READONLY."""
+    with SentinelGroup(tmp_path) as group:
+        redis = connect(group.url)
+        lean = LeanPool(redis)
+        try:
+            assert transaction(lean, [("SET", "k", "1")]) == [b"OK"]
+            old = group.primary_port()
+            assert old is not None
+            group.ask_sentinel(next(iter(group.sentinels)), "SENTINEL", "FAILOVER", group.service)
+            new = group.wait_for_failover(old)
+            assert wait_for(lambda: group.ask_node(old, "ROLE")[0] == b"slave", timeout=30)
+
+            def written() -> bool:
+                try:
+                    transaction(lean, [("SET", "k", "2")])
+                    return True
+                except RedisConnectionError:  # (the sentinels closed clients of the demoted node)
+                    return False
+
+            assert wait_for(written, timeout=30)
+            assert group.ask_node(new, "GET", "k") == b"2" and redis.get("k") == b"2"
+            node = {"host": HOST, "port": old}
+            with pytest.raises(RedisConnectionError, match="is a slave"):
+                master_at((HOST, old), {})
+            replica = LeanConnection(node, unix=False)
+            try:
+                with pytest.raises(RedisConnectionError, match="no longer the primary"):
+                    replica.call("SET", "k", "3")
+            finally:
+                replica.close()
+        finally:
+            lean.close()
+            redis.close()

@@ -177,7 +177,7 @@ class SentinelLookup:
                 continue
             self.sentinels.remove(sentinel)  # ask the one that answered first next time
             self.sentinels.insert(0, sentinel)
-            return _master_at(address, node_kwargs)
+            return master_at(address, node_kwargs)
         raise RedisConnectionError(f"no primary for {self.service!r} from the sentinels: {'; '.join(problems)}")
 
     def _ask(self, sentinel: dict[str, Any]) -> tuple[str, int] | None:
@@ -193,7 +193,8 @@ class SentinelLookup:
         return host.decode(), int(port)
 
 
-def _master_at(address: tuple[str, int], node_kwargs: dict[str, Any]) -> LeanConnection:
+def master_at(address: tuple[str, int], node_kwargs: dict[str, Any]) -> LeanConnection:
+    """A connection to the node at `address`, refused (RedisConnectionError) unless it is a master."""
     host, port = address
     try:
         conn = LeanConnection({**node_kwargs, "host": host, "port": port}, unix=False)
