@@ -317,27 +317,49 @@ def sandbox(stack: BenchStack, options: Options) -> dict[str, Any]:
     return out
 
 
+SCALE_COUNTS = (1, 2, 4)
+"""Worker counts `scale` measures on this host (and RQ's SimpleWorker beside them)."""
+
+
 def scale(stack: BenchStack, options: Options) -> dict[str, Any]:
-    """Trivial Lua jobs per second with 1, then 2 scriptpool workers, and, measured in the same run:
-    RQ's own `SimpleWorker` on no-op jobs with 1, then 2 workers (its scaling on this machine), and
-    the machine's busy cores while one scriptpool worker runs. Everything shares this machine's
-    cores, so a second worker can add at most what the first left idle:
-    `ceiling_1_to_2_on_this_machine` = cores / busy cores with one worker."""
+    """Trivial Lua jobs per second with 1, 2 and 4 scriptpool workers on this host, then with one
+    worker on each of two network-namespace hosts (their own addresses, reaching Redis and the
+    coordinator over TCP on veth links); and, measured in the same run: RQ's own `SimpleWorker` on
+    no-op jobs with 1, 2 and 4 workers (its scaling on this machine), and the machine's busy cores
+    while one scriptpool worker runs. Everything shares this machine's cores, so a second worker can
+    add at most what the first left idle: `ceiling_1_to_2_on_this_machine` = cores / busy cores with
+    one worker."""
     figures: dict[int, Summary] = {}
     busy_cores: list[float] = []
     with ScriptpoolClient(stack.address, stack.api_key) as client:
-        for count in (1, 2):
+
+        def measure() -> Summary:
+            options.run(client, Language.LUA, max(20, options.jobs // 5))  # warm-up
+            return summarize([options.run(client, Language.LUA, options.jobs) for _ in range(options.repeat)])
+
+        for count in SCALE_COUNTS:
             stack.scale_workers(count)
-            options.run(client, Language.LUA, max(20, options.jobs // 5))
-            runs = []
-            for _ in range(options.repeat):
-                busy_before, started = system_busy_s(), time.perf_counter()
-                runs.append(options.run(client, Language.LUA, options.jobs))
-                if count == 1:
+            if count == 1:
+                options.run(client, Language.LUA, max(20, options.jobs // 5))
+                runs = []
+                for _ in range(options.repeat):
+                    busy_before, started = system_busy_s(), time.perf_counter()
+                    runs.append(options.run(client, Language.LUA, options.jobs))
                     busy_cores.append((system_busy_s() - busy_before) / (time.perf_counter() - started))
-            figures[count] = summarize(runs)
+                figures[count] = summarize(runs)
+            else:
+                figures[count] = measure()
+        two_hosts: dict[str, Any] = {"two_hosts_unavailable": stack.hosts_unavailable}
+        if stack.hosts:
+            stack.start_host_workers()
+            on_hosts = measure()
+            stack.stop_host_workers()
+            two_hosts = {
+                "lua_jobs_per_s_2_hosts": on_hosts.as_dict(1),
+                "two_hosts_vs_one_host_2_workers": ratio(on_hosts.median, figures[2].median),
+            }
     rq_simple: dict[int, Summary] = {}
-    for count in (1, 2):
+    for count in SCALE_COUNTS:
         stack.start_baseline(count, "rq.SimpleWorker")
         _rq_batch(stack, max(20, options.jobs // 5))
         rq_simple[count] = summarize([_rq_batch(stack, options.jobs) for _ in range(options.repeat)])
@@ -348,15 +370,16 @@ def scale(stack: BenchStack, options: Options) -> dict[str, Any]:
     rq_scaling = ratio(rq_simple[2].median, rq_simple[1].median)
     return {
         "load": options.load,
-        "lua_jobs_per_s_1_worker": figures[1].as_dict(1),
-        "lua_jobs_per_s_2_workers": figures[2].as_dict(1),
+        **{f"lua_jobs_per_s_{n}_worker{'s' if n > 1 else ''}": figures[n].as_dict(1) for n in SCALE_COUNTS},
         "scaling_1_to_2": scaling,
+        "scaling_1_to_4": ratio(figures[4].median, figures[1].median),
+        **two_hosts,
         "cores": cores,
         "busy_cores_1_worker": busy.as_dict(2),
         "ceiling_1_to_2_on_this_machine": ratio(cores, busy.median),
-        "rq_simple_jobs_per_s_1_worker": rq_simple[1].as_dict(1),
-        "rq_simple_jobs_per_s_2_workers": rq_simple[2].as_dict(1),
+        **{f"rq_simple_jobs_per_s_{n}_worker{'s' if n > 1 else ''}": rq_simple[n].as_dict(1) for n in SCALE_COUNTS},
         "rq_simple_scaling_1_to_2": rq_scaling,
+        "rq_simple_scaling_1_to_4": ratio(rq_simple[4].median, rq_simple[1].median),
         "scaling_ratio_vs_rq_simple": ratio(scaling, rq_scaling),
     }
 

@@ -1,5 +1,7 @@
 """A private stack for benchmarks: redis-server, a coordinator process and N worker processes,
-plus plain-RQ worker processes for the baselines. Everything is stopped on exit."""
+plus plain-RQ worker processes for the baselines, and optionally network-namespace "hosts" whose
+workers reach Redis and the coordinator over TCP (`coordinator/bench/netns_hosts.py`). Everything is
+stopped (and every namespace removed) on exit."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import time
 from pathlib import Path
 
 from scriptpool.coordinator.auth import Authenticator
+from scriptpool.coordinator.bench.netns_hosts import NamespacesUnavailable, NetnsHost, make_hosts, remove_hosts
 from scriptpool.coordinator.die_with_parent import die_with_parent
 from scriptpool.coordinator.embedded import wait_until_serving
 from scriptpool.coordinator.redis_server import PrivateRedis
@@ -37,7 +40,15 @@ def rss_bytes(pid: int) -> int:
 
 
 class BenchStack:
-    def __init__(self, redis_url: str = "", coordinator: str = "") -> None:
+    def __init__(self, redis_url: str = "", coordinator: str = "", *, hosts: int = 0) -> None:
+        """`hosts`: network-namespace hosts to make (only with the stack's own Redis and coordinator)."""
+        self._want_hosts = hosts
+        self.hosts: list[NetnsHost] = []
+        self.host_workers: list[subprocess.Popen[bytes]] = []
+        self.hosts_unavailable = ""
+        """Why there are no namespace hosts when some were asked for ("" otherwise)."""
+        self._redis_port = 0
+        self._coordinator_port = 0
         self._redis: PrivateRedis | None = None
         self.redis_url = redis_url
         self.address = coordinator
@@ -56,16 +67,28 @@ class BenchStack:
         return self._redis.process.pid if self._redis is not None and self._redis.process is not None else 0
 
     def start(self) -> BenchStack:
+        try:
+            return self._start()
+        except BaseException:
+            remove_hosts(self.hosts)  # the rest ends with this process (`die_with_parent`)
+            self.hosts = []
+            raise
+
+    def _start(self) -> BenchStack:
         if not self.redis_url:
             self._redis = PrivateRedis(die_with_parent=True).start()
             self.redis_url = self._redis.url
         self.redis = redis_connect.connect(self.redis_url, protocol=None)  # one line if bad or down
         self.env = {**os.environ, "REDIS_URL": self.redis_url, "SCRIPTPOOL_QUEUE": BENCH_QUEUE}
+        if self._want_hosts:
+            self._make_hosts()
         if not self.address:
-            self.address = f"127.0.0.1:{_free_port()}"
+            self._coordinator_port = _free_port()
+            self.address = f"127.0.0.1:{self._coordinator_port}"
             self._socket_dir = tempfile.mkdtemp(prefix="scriptpool-bench-")
             self.local_address = f"unix:{self._socket_dir}/coordinator.sock"
-            listen = f"{self.address},{self.local_address}"
+            listen = ",".join([self.address, *(f"{h.gateway}:{self._coordinator_port}" for h in self.hosts)])
+            listen += f",{self.local_address}"
             self.env.update({"SCRIPTPOOL_LISTEN": listen, "SCRIPTPOOL_COORDINATOR": self.address})
             self.coordinator = self._spawn([sys.executable, "-m", "scriptpool.coordinator.cli.main", "coordinator"])
         self.env["SCRIPTPOOL_COORDINATOR"] = self.address
@@ -75,12 +98,48 @@ class BenchStack:
         self.api_key = Authenticator(self.redis).create_api_key("bench")
         return self
 
-    def _spawn(self, args: list[str]) -> subprocess.Popen[bytes]:
+    def _make_hosts(self) -> None:
+        """Namespace hosts, and a TCP port on the private Redis bound to their host-side addresses."""
+        if self._redis is None or self.address:
+            self.hosts_unavailable = "namespace hosts need the benchmark's own Redis and coordinator"
+            return
+        try:
+            self.hosts = make_hosts(self._want_hosts)
+        except NamespacesUnavailable as exc:
+            self.hosts_unavailable = exc.message
+            return
+        self._redis_port = _free_port()
+        self.redis.config_set("bind", " ".join(host.gateway for host in self.hosts))
+        # Only the namespace hosts' links carry this port; Redis's protected mode would refuse
+        # them (no password on the benchmark's throwaway Redis).
+        self.redis.config_set("protected-mode", "no")
+        self.redis.config_set("port", self._redis_port)
+
+    def _spawn(self, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         """Started from the main thread: the process ends with this one (`die_with_parent`)."""
         quiet = subprocess.DEVNULL
         return subprocess.Popen(
-            die_with_parent(args), env=self.env, stdin=quiet, stdout=quiet, stderr=quiet, process_group=0
+            die_with_parent(args), env=env or self.env, stdin=quiet, stdout=quiet, stderr=quiet, process_group=0
         )
+
+    def start_host_workers(self) -> None:
+        """One scriptpool worker on each namespace host (none on this host), over TCP."""
+        self.scale_workers(0)
+        for host in self.hosts:
+            env = {
+                **self.env,
+                "REDIS_URL": f"redis://{host.gateway}:{self._redis_port}/0",
+                "SCRIPTPOOL_COORDINATOR": f"{host.gateway}:{self._coordinator_port}",
+            }
+            command = host.command([sys.executable, "-m", "scriptpool.coordinator.cli.main", "worker"])
+            self.host_workers.append(self._spawn(command, env))
+        self._wait_registered(BENCH_QUEUE, len(self.hosts))
+        time.sleep(0.3)  # let each worker fork its spare sandbox child
+
+    def stop_host_workers(self) -> None:
+        for proc in self.host_workers:
+            _stop(proc)
+        self.host_workers = []
 
     def _wait_registered(self, queue: str, count: int) -> None:
         from rq import Worker
@@ -130,6 +189,7 @@ class BenchStack:
 
     def stop(self) -> None:
         self.stop_baseline()
+        self.stop_host_workers()
         for proc in self.workers:
             _stop(proc)
         self.workers = []
@@ -140,6 +200,8 @@ class BenchStack:
             self._redis.stop()
         if self._socket_dir:
             shutil.rmtree(self._socket_dir, ignore_errors=True)
+        remove_hosts(self.hosts)
+        self.hosts = []
 
     def __enter__(self) -> BenchStack:
         return self.start()

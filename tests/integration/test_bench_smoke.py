@@ -12,9 +12,15 @@ from tests.conftest import CLI
 from tests.integration.up_process import alive, descendants
 
 
+def _namespaces() -> set[str]:
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True, timeout=30)
+    return {line.split()[0] for line in listed.stdout.splitlines() if line.strip()}
+
+
 @pytest.mark.slow
 def test_bench_all_runs_and_reports_every_figure_with_its_baseline() -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "SCRIPTPOOL_COORDINATOR")}
+    namespaces_before = _namespaces()
     result = subprocess.run(
         [*CLI, "bench", "all", "--jobs", "12", "--repeat", "1",
          "--calls", "20", "--json"],
@@ -22,6 +28,7 @@ def test_bench_all_runs_and_reports_every_figure_with_its_baseline() -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     cases = {c["case"]: c for c in map(json.loads, result.stdout.splitlines())}
+    assert _namespaces() == namespaces_before  # `scale`'s namespace hosts are gone with it
     assert set(cases) == {
         "throughput", "latency", "callbacks", "sessions", "sandbox", "scale", "memory", "artifacts", "worker", "cpu",
         "waits",
@@ -50,6 +57,12 @@ def test_bench_all_runs_and_reports_every_figure_with_its_baseline() -> None:
     assert scale["scaling_1_to_2"] > 0 and scale["rq_simple_scaling_1_to_2"] > 0
     assert scale["scaling_ratio_vs_rq_simple"] == pytest.approx(
         scale["scaling_1_to_2"] / scale["rq_simple_scaling_1_to_2"], rel=0.01
+    )
+    for figure in ("lua_jobs_per_s_4_workers", "rq_simple_jobs_per_s_4_workers", "lua_jobs_per_s_2_hosts"):
+        assert scale[figure]["median"] > 0, figure
+    assert "two_hosts_unavailable" not in scale  # this machine can make network namespaces
+    assert scale["two_hosts_vs_one_host_2_workers"] == pytest.approx(
+        scale["lua_jobs_per_s_2_hosts"]["median"] / scale["lua_jobs_per_s_2_workers"]["median"], rel=0.01
     )
     assert scale["cores"] == len(os.sched_getaffinity(0))
     assert 0 < scale["busy_cores_1_worker"]["median"] <= scale["cores"] + 0.5  # /proc/stat ticks are coarse

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from scriptpool.client import ScriptpoolClient
 from scriptpool.coordinator.cli.main import EXIT_JAIL_INCOMPLETE, EXIT_OK, EXIT_USAGE
@@ -25,7 +26,7 @@ from scriptpool.coordinator.server import RunningCoordinator, start_coordinator
 from scriptpool.coordinator.settings import Settings
 from scriptpool.languages import Language
 from scriptpool.outcomes import Outcome
-from tests.conftest import CLI
+from tests.conftest import CLI, REPO
 from tests.integration.helpers import outcome, result_of
 from tests.integration.up_process import free_port, up_env
 
@@ -156,3 +157,36 @@ def test_up_refuses_before_starting_anything(tmp_path: Path) -> None:
     result = _run(["up", "--listen", f"127.0.0.1:{free_port()}"], up_env(state), timeout=120)
     _assert_refusal(result)
     assert not (state / "redis").exists()  # no private Redis was started
+
+
+def _container_capabilities() -> list[str]:
+    """What docker/compose.yaml and docker/kubernetes/worker.yaml leave the worker (they must agree)."""
+    compose = yaml.safe_load((REPO / "docker" / "compose.yaml").read_text())["services"]["worker"]
+    worker = [d for d in yaml.safe_load_all((REPO / "docker" / "kubernetes" / "worker.yaml").read_text()) if d]
+    (container,) = worker[0]["spec"]["template"]["spec"]["containers"]
+    assert compose["cap_drop"] == container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    kept: list[str] = compose["cap_add"]
+    assert kept == container["securityContext"]["capabilities"]["add"]
+    return kept
+
+
+def test_the_capabilities_the_containers_grant_are_enough_for_every_layer() -> None:
+    bounding = ",".join(["-all", *(f"+{cap.lower()}" for cap in _container_capabilities())])
+    result = subprocess.run(
+        ["setpriv", "--bounding-set", bounding, *CLI, "doctor"], env=_env(), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == EXIT_OK, result.stdout + result.stderr
+    assert "UNAVAILABLE" not in result.stdout and "ALLOWED" not in result.stdout
+
+
+def test_with_no_capability_at_all_only_the_network_namespace_is_missing() -> None:
+    """The documented non-root alternative: everything but the network namespace still holds."""
+    command = ["setpriv", "--bounding-set", "-all", *CLI, "doctor"]
+    result = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == EXIT_JAIL_INCOMPLETE
+    missing = [line.split()[1].rstrip(":") for line in result.stdout.splitlines() if line.startswith("UNAVAILABLE")]
+    assert missing == ["network-namespace"]
+    allowed = subprocess.run(
+        [*command, "--allow-missing-layer", "network-namespace"], env=_env(), capture_output=True, text=True, timeout=60
+    )
+    assert allowed.returncode == EXIT_OK, allowed.stdout
