@@ -15,11 +15,12 @@ import time
 from collections.abc import Callable, Iterable
 
 from grpc_health.v1 import health, health_pb2
-from redis import ConnectionPool, Redis
+from redis import Redis
 from redis.exceptions import RedisError
 
 from scriptpool.coordinator.metrics import REDIS_ERRORS
 from scriptpool.coordinator.status import REDIS_UNAVAILABLE_LOG
+from scriptpool.core.redis_urls import sibling_client
 
 log = logging.getLogger(__name__)
 PROBE_SECONDS = 1.0
@@ -28,10 +29,9 @@ PROBE_TIMEOUT_SECONDS = 1.0
 
 
 def probe_client(redis: Redis, timeout: float = PROBE_TIMEOUT_SECONDS) -> Redis:
-    """A client on the same server as `redis`, with one connection and a short timeout."""
-    pool = redis.connection_pool
-    kwargs = {**pool.connection_kwargs, "socket_timeout": timeout, "socket_connect_timeout": timeout}
-    return Redis(connection_pool=ConnectionPool(connection_class=pool.connection_class, max_connections=1, **kwargs))
+    """A client on the same server as `redis` (the same primary, through Sentinel), with one
+    connection and a short timeout."""
+    return sibling_client(redis, socket_timeout=timeout, socket_connect_timeout=timeout)
 
 
 class RedisHealth:

@@ -16,11 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from redis import Redis
-
 from scriptpool.core.die_with_parent import die_with_parent
 from scriptpool.core.durability import APPENDFSYNC_CHOICES, DEFAULT_APPENDFSYNC
 from scriptpool.core.redis_connect import MIN_REDIS_VERSION, version_tuple
+from scriptpool.core.redis_urls import open_client
 from scriptpool.errors import Unavailable
 
 
@@ -94,7 +93,7 @@ class PrivateRedis:
             if self.process.poll() is not None:
                 raise Unavailable(f"redis-server exited at start-up; see {self.data_dir / 'redis.log'}")
             try:
-                client = Redis.from_url(self.url)
+                client = open_client(self.url, protocol=None)
                 client.ping()
                 client.close()
                 return self

@@ -123,7 +123,7 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
     if settings.ack_after_fsync:
         check_ack_after_fsync(redis, settings.redis_url)
     auth = Authenticator(redis)
-    lean = LeanPool(redis)
+    lean = LeanPool(redis, settings.ack_replicas)  # InvalidArgument if the WAIT cannot be sent
     sessions = SessionStore(
         redis,
         settings.max_sessions_per_principal,

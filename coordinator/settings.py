@@ -11,6 +11,7 @@ from scriptpool.core.durability import (
     ACK_AFTER_FSYNC_VARIABLE,
     APPENDFSYNC_CHOICES,
     DEFAULT_APPENDFSYNC,
+    ReplicaAck,
     appendfsync_choice,
     flag,
 )
@@ -189,6 +190,10 @@ class Settings:
     (SCRIPTPOOL_ACK_AFTER_FSYNC=1, `up --ack-after-fsync`; workers read the same variable): the
     private Redis then runs `appendfsync always`, and a coordinator or worker given another Redis
     refuses to start unless it runs `appendonly yes` and `appendfsync always` (docs/adr/0007-durability.md)."""
+    ack_replicas: ReplicaAck = ReplicaAck()
+    """Replicas that must confirm a submission before it is answered (SCRIPTPOOL_ACK_REPLICAS=N,
+    SCRIPTPOOL_ACK_REPLICAS_TIMEOUT_MS; workers read the same variables for results): a `WAIT` follows
+    the submit transaction, and too few confirmations answer UNAVAILABLE (docs/adr/0016-redis-sentinel.md)."""
 
     def __post_init__(self) -> None:
         if self.redis_appendfsync not in ("", *APPENDFSYNC_CHOICES):
@@ -257,6 +262,7 @@ class Settings:
                 "SCRIPTPOOL_REDIS_APPENDFSYNC", env["SCRIPTPOOL_REDIS_APPENDFSYNC"]
             )
         values["ack_after_fsync"] = flag(ACK_AFTER_FSYNC_VARIABLE, env.get(ACK_AFTER_FSYNC_VARIABLE, ""))
+        values["ack_replicas"] = ReplicaAck.from_env(env)
         if env.get("SCRIPTPOOL_LEASE_SECONDS"):
             values["lease_seconds"] = _number("SCRIPTPOOL_LEASE_SECONDS", env["SCRIPTPOOL_LEASE_SECONDS"])
         return cls(**values)  # type: ignore[arg-type]

@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 from scriptpool.core import tracing
 from scriptpool.core.job_records import ClaimedJob, JobRecords
 from scriptpool.core.lean_redis import Arg, LeanPool, Reply
+from scriptpool.core.redis_urls import open_client
 from scriptpool.languages import Language
 from scriptpool.outcomes import Outcome
 from scriptpool.v1 import sandbox_pb2
@@ -37,7 +38,7 @@ class JobExecutor:
 
     def __init__(self, settings: WorkerSettings, redis: Redis | None = None) -> None:
         self.settings = settings
-        self.redis = redis if redis is not None else Redis.from_url(settings.redis_url, protocol=2)
+        self.redis = redis if redis is not None else open_client(settings.redis_url, protocol=2)
         self.lean = LeanPool(self.redis)
         self._claims: dict[str, ClaimedJob | None] = {}
         """Claims the worker made in RQ's start transaction, by job id, until `execute` takes them."""

@@ -7,7 +7,7 @@ import socket
 from dataclasses import dataclass
 
 from scriptpool.core.defaults import DEFAULT_COORDINATOR, DEFAULT_QUEUE, LEASE_SECONDS, RESULT_TTL_SECONDS
-from scriptpool.core.durability import ACK_AFTER_FSYNC_VARIABLE, flag
+from scriptpool.core.durability import ACK_AFTER_FSYNC_VARIABLE, ReplicaAck, flag
 from scriptpool.core.metrics import MetricsAddress, metrics_address
 from scriptpool.sandbox.jail.policy import ALLOW_MISSING_VARIABLE, JailPolicy
 
@@ -54,6 +54,11 @@ class WorkerSettings:
     metrics: MetricsAddress | None = None
     """Where this worker process serves Prometheus metrics (`--metrics-port`, SCRIPTPOOL_METRICS; its
     port moved up by SCRIPTPOOL_WORKER_INDEX when set); None: no endpoint."""
+    ack_replicas: ReplicaAck = ReplicaAck()
+    """Replicas that must confirm each job's finishing transaction (SCRIPTPOOL_ACK_REPLICAS=N,
+    SCRIPTPOOL_ACK_REPLICAS_TIMEOUT_MS): a `WAIT` follows it; a shortfall is logged as a warning
+    (proto/scriptpool/core/durability.py, docs/adr/0016-redis-sentinel.md)."""
+
     jail_policy: JailPolicy = JailPolicy()
     """The jail layers this worker may run without; every other layer is required and a worker that
     finds one missing refuses to start (SCRIPTPOOL_ALLOW_MISSING_LAYERS=a,b, `--allow-missing-layer`;
@@ -73,6 +78,7 @@ class WorkerSettings:
         if overrides.get("queues"):
             values["queues"] = parse_queues(overrides["queues"])
         values["ack_after_fsync"] = flag(ACK_AFTER_FSYNC_VARIABLE, env.get(ACK_AFTER_FSYNC_VARIABLE, ""))
+        values["ack_replicas"] = ReplicaAck.from_env(env)
         if env.get("SCRIPTPOOL_LEASE_SECONDS"):
             values["lease_seconds"] = _positive_seconds("SCRIPTPOOL_LEASE_SECONDS", env["SCRIPTPOOL_LEASE_SECONDS"])
         if env.get("SCRIPTPOOL_ZYGOTE", "").strip().lower() in ("0", "false", "no", "off"):

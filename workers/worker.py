@@ -25,6 +25,7 @@ from scriptpool.core.durability import check_ack_after_fsync
 from scriptpool.core.job_records import LEGACY_RQ_FUNCTIONS, RQ_FUNCTION
 from scriptpool.core.lean_redis import Arg
 from scriptpool.core.metrics import serve_metrics
+from scriptpool.core.redis_urls import open_client
 from scriptpool.core.repeated_log import RepeatedRecords
 from scriptpool.core.rq_internals import Execution
 from scriptpool.sandbox.jail import require_jail
@@ -176,7 +177,7 @@ def _work(settings: WorkerSettings, redis: Redis, *, burst: bool, logging_level:
     executor.pool.refill()
     # RQ's own connection speaks RESP2: redis-py 8's default, RESP3, has a pure-Python parser that
     # takes about twice as long over the job hash RQ reads for every job.
-    rq_redis = Redis.from_url(settings.redis_url, protocol=2)
+    rq_redis = open_client(settings.redis_url, protocol=2)
     try:
         worker = ScriptpoolWorker(
             [Queue(name, connection=rq_redis) for name in settings.listen_queues()],
@@ -184,6 +185,7 @@ def _work(settings: WorkerSettings, redis: Redis, *, burst: bool, logging_level:
             name=settings.name,
             executor=executor,
         )
+        worker.acknowledge_with_replicas(settings.ack_replicas)
         worker.work(burst=burst, logging_level=logging_level, with_scheduler=False)
         log.info("scriptpool worker %s: stopped", settings.name)
     finally:

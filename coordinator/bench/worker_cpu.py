@@ -20,6 +20,7 @@ from rq import Queue, SimpleWorker
 from scriptpool.client import ScriptpoolClient
 from scriptpool.coordinator.bench.process_cpu import process_cpu_s
 from scriptpool.coordinator.bench.stats import ratio, summarize
+from scriptpool.core.redis_urls import open_client
 from scriptpool.languages import Language
 from scriptpool.workers.rq_compat.lean_rq import LeanSimpleWorker
 
@@ -54,7 +55,7 @@ def _rq_cpu_ms_per_job(redis: Redis, worker_class: type[SimpleWorker], count: in
 
 
 def worker(stack: BenchStack, options: Options) -> dict[str, Any]:
-    redis = Redis.from_url(stack.redis_url, protocol=2)  # what the scriptpool worker gives RQ
+    redis = open_client(stack.redis_url, protocol=2)  # what the scriptpool worker gives RQ
     count = max(50, options.jobs)
     try:
         _rq_cpu_ms_per_job(redis, LeanSimpleWorker, 20, -1)  # warm-up (imports, scripts)

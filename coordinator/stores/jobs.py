@@ -237,7 +237,7 @@ class JobStore:
         if batch.idempotency is not None:
             return self._write_once(batch.idempotency, batch, pipe, jobs)
         if self.lean.supported:
-            transaction(self.lean, [args for args, _ in pipe.command_stack])
+            transaction(self.lean, [args for args, _ in pipe.command_stack], acknowledge="the submission")
             pipe.reset()
         else:
             pipe.execute()
@@ -263,7 +263,10 @@ class JobStore:
 
     def _claimed(self, once: Idempotency, commands: list[tuple[Arg, ...]]) -> bool:
         if self.lean.supported:
-            return watched_transaction(self.lean, once.redis_key, once.touch(), commands) is not None
+            claimed = watched_transaction(
+                self.lean, once.redis_key, once.touch(), commands, acknowledge="the submission"
+            )
+            return claimed is not None
         with self.redis.pipeline() as pipe:
             try:
                 pipe.watch(once.redis_key)  # type: ignore[no-untyped-call]

@@ -67,6 +67,7 @@ from rq.registry import StartedJobRegistry
 from rq.worker import WorkerStatus
 
 from scriptpool.core import rq_internals
+from scriptpool.core.durability import ReplicaAck, ReplicasBehind
 from scriptpool.core.lean_redis import Arg, LeanPool, is_transient_reply, read, transaction
 from scriptpool.core.repeated_log import RepeatedProblem
 from scriptpool.core.rq_internals import WORKERS_SUSPENDED, Execution, now, release_slot
@@ -115,8 +116,14 @@ class LeanSimpleWorker(SimpleWorker):
         """Where the dequeue and the two per-job transactions are sent (`_execute`)."""
         self._end_retries = RepeatedProblem(self.log, f"Worker {self.name}: Redis unavailable")
         """The finishing transaction retried every few seconds through an outage: logged once, then counted."""
+        self._replicas_behind = RepeatedProblem(self.log, "job ends not confirmed by enough replicas")
         self.queue_class = lean_queue_class(self.queue_class, self.connection, self._lean)
         pass_default_serializer_as_none(self)
+
+    def acknowledge_with_replicas(self, ack: ReplicaAck) -> None:
+        """Follow each job's finishing transaction with `WAIT` for `ack.replicas` (SCRIPTPOOL_ACK_REPLICAS):
+        too few confirmations are logged as a warning (rate-limited); the result stays recorded."""
+        self._lean.acknowledge_with(ack)
 
     def _execute(self, pipeline: Pipeline) -> list[Any]:
         """Send a pipeline's transaction: RQ's helpers queue the commands on a redis-py pipeline, and
@@ -197,6 +204,37 @@ class LeanSimpleWorker(SimpleWorker):
 
     # --- one transaction to start a job ---------------------------------------------------------
 
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        """RQ's SimpleWorker.execute_job, except that losing Redis while the job's start transaction
+        is sent (a restart, a Sentinel failover) does not quit the worker: the job is not run here,
+        the worker waits for Redis to answer again and takes the next job. The job ends exactly once
+        all the same: if the start did not run, its id stays in RQ's intermediate queue with its
+        record `queued` and the coordinator's sweeper queues it again (stranded); if it ran, its lease
+        lapses unrenewed and it ends `worker_lost` (or is queued again, with retries left)."""
+        try:
+            execution = self.prepare_execution(job)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            self.log.warning(
+                "Worker %s: lost Redis while starting job %s (%s): not run here; the coordinator queues it "
+                "again or ends it worker_lost", self.name, job.id, exc,
+            )  # fmt: skip
+            self._state_in_redis = None
+            self._wait_for_redis()
+            return
+        self.perform_job(job, queue, execution)
+        self.set_state(WorkerStatus.IDLE)
+
+    def _wait_for_redis(self) -> None:
+        """Back off (`FINISH_RETRY_*`) until Redis answers a PING, or a stop is requested."""
+        wait = FINISH_RETRY_FIRST_SECONDS
+        while not rq_internals.stop_requested(self):
+            try:
+                self.connection.ping()
+                return
+            except (RedisConnectionError, RedisTimeoutError):
+                time.sleep(wait)
+                wait = min(wait * 2, FINISH_RETRY_MAX_SECONDS)
+
     def prepare_execution(self, job: Job) -> Execution:
         with self.connection.pipeline() as pipeline:
             heartbeat_ttl = self.get_heartbeat_ttl(job)
@@ -211,7 +249,11 @@ class LeanSimpleWorker(SimpleWorker):
             extra = self.job_start_commands(job)
             for command in extra:
                 pipeline.execute_command(*command)  # type: ignore[no-untyped-call]
-            replies = self._execute(pipeline)
+            try:
+                replies = self._execute(pipeline)
+            except BaseException:
+                del self.executions[execution.id]
+                raise
         self._sent_in_transaction(WorkerStatus.BUSY, heartbeat_ttl)
         if extra:
             self.job_started(job, replies[len(replies) - len(extra) :])
@@ -389,9 +431,15 @@ class LeanSimpleWorker(SimpleWorker):
         stop_seen: float | None = None
         while True:
             try:
-                replies = transaction(self._lean, commands)
+                replies = transaction(self._lean, commands, acknowledge=f"the end of job {job.id}")
                 self._end_retries.over()
+                if self._lean.ack.replicas:
+                    self._replicas_behind.over()
                 return replies
+            except ReplicasBehind as exc:  # recorded on the primary: never sent twice
+                self._end_retries.over()
+                self._replicas_behind.happened(str(exc))
+                return exc.replies
             except (RedisConnectionError, RedisTimeoutError, ResponseError) as exc:
                 if isinstance(exc, ResponseError) and not is_transient_reply(exc):
                     raise

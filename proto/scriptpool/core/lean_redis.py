@@ -14,7 +14,14 @@ Semantics match redis-py's `Script`: NOSCRIPT is answered by loading the script 
 a Redis error reply raises `redis.exceptions.ResponseError`; a broken connection raises
 `redis.exceptions.ConnectionError` (after one retry on a fresh connection if the command could not
 have been sent). Deployments redis-py connects to in ways this client does not speak (TLS,
-RESP3-only servers, Sentinel/Cluster) run the same scripts through redis-py (`LeanScript.fallback`).
+RESP3-only servers, Cluster) run the same scripts through redis-py (`LeanScript.fallback`).
+
+Behind Sentinel (a client `redis_urls.open_client` built for a `redis+sentinel://` URL) every new
+connection asks the sentinels where the primary is (`SENTINEL get-master-addr-by-name`, the first
+sentinel that answers wins) and checks with `ROLE` that the node it reached is a master; a node
+that turned replica answers writes with READONLY, which drops the connection (the command did not
+run) so the next one finds the new primary. A failover therefore costs the calls in flight a
+`ConnectionError`, as a restart of a single server does, and nothing else.
 """
 
 from __future__ import annotations
@@ -31,6 +38,11 @@ from redis import Redis
 from redis.connection import Connection, UnixDomainSocketConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
+from redis.sentinel import SentinelConnectionPool, SentinelManagedConnection
+
+from scriptpool.core.durability import ACK_REPLICAS_VARIABLE, NO_REPLICA_ACK, ReplicaAck
+from scriptpool.core.redis_urls import sentinel_of
+from scriptpool.errors import InvalidArgument
 
 Reply = bytes | int | None | list["Reply"]
 _RECV_BYTES = 256 * 1024
@@ -133,36 +145,118 @@ class LeanConnection:
             message = str(reply)
             if message.startswith("NOSCRIPT"):
                 reply = NoScriptError(message)
+            elif message.startswith("READONLY"):  # a primary demoted under us: find the new one
+                self.close()
+                raise RedisConnectionError(f"the node is no longer the primary ({message})")
             if not nested:
                 raise reply
         return reply  # type: ignore[no-any-return]
 
 
+class SentinelLookup:
+    """Where a Sentinel-managed primary is now, asked of the sentinels of a redis-py Sentinel pool."""
+
+    def __init__(self, pool: SentinelConnectionPool) -> None:
+        self.service = pool.service_name
+        self.sentinels = [dict(s.connection_pool.connection_kwargs) for s in pool.sentinel_manager.sentinels]
+
+    def primary(self, node_kwargs: dict[str, Any]) -> LeanConnection:
+        """A connection to the primary (AUTH and SELECT done, ROLE checked); RedisConnectionError,
+        naming each sentinel's answer, if none leads to a reachable master."""
+        problems = []
+        for sentinel in list(self.sentinels):
+            try:
+                address = self._ask(sentinel)
+            except (OSError, RedisConnectionError, ResponseError) as exc:
+                problems.append(f"sentinel {sentinel.get('host')}:{sentinel.get('port')}: {exc}")
+                continue
+            if address is None:
+                problems.append(
+                    f"sentinel {sentinel.get('host')}:{sentinel.get('port')} does not know {self.service!r}"
+                )
+                continue
+            self.sentinels.remove(sentinel)  # ask the one that answered first next time
+            self.sentinels.insert(0, sentinel)
+            return master_at(address, node_kwargs)
+        raise RedisConnectionError(f"no primary for {self.service!r} from the sentinels: {'; '.join(problems)}")
+
+    def _ask(self, sentinel: dict[str, Any]) -> tuple[str, int] | None:
+        conn = LeanConnection(sentinel, unix=False)
+        try:
+            reply = conn.call("SENTINEL", "get-master-addr-by-name", self.service)
+        finally:
+            conn.close()
+        if not isinstance(reply, list) or len(reply) != 2:
+            return None
+        host, port = reply
+        assert isinstance(host, bytes) and isinstance(port, bytes)
+        return host.decode(), int(port)
+
+
+def master_at(address: tuple[str, int], node_kwargs: dict[str, Any]) -> LeanConnection:
+    """A connection to the node at `address`, refused (RedisConnectionError) unless it is a master."""
+    host, port = address
+    try:
+        conn = LeanConnection({**node_kwargs, "host": host, "port": port}, unix=False)
+    except OSError as exc:
+        raise RedisConnectionError(f"cannot connect to the primary at {host}:{port}: {exc}") from exc
+    try:
+        role = conn.call("ROLE")
+        if not isinstance(role, list) or not role or role[0] != b"master":
+            kind = role[0].decode() if isinstance(role, list) and role and isinstance(role[0], bytes) else repr(role)
+            raise RedisConnectionError(f"{host}:{port}, named primary by the sentinels, is a {kind} (failing over?)")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 class LeanPool:
     """A LeanConnection per thread, for the Redis a redis-py client points at."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, ack: ReplicaAck = NO_REPLICA_ACK) -> None:
+        """`ack`: the replicas that must confirm the transactions sent with `acknowledge` (the
+        writes that acknowledge a submission or a result)."""
         pool = redis.connection_pool
-        self._kwargs = dict(pool.connection_kwargs)
+        self._kwargs = {k: v for k, v in pool.connection_kwargs.items() if k != "connection_pool"}
         self._unix = pool.connection_class is UnixDomainSocketConnection
-        # Plain TCP or Unix sockets only; anything else (TLS, custom classes) goes through redis-py.
-        self.supported = self._unix or pool.connection_class is Connection
+        sentinel = sentinel_of(redis)
+        self._sentinel = None if sentinel is None else SentinelLookup(sentinel)
+        # Plain TCP, Unix sockets or plain TCP through Sentinel only; anything else (TLS, custom
+        # classes) goes through redis-py.
+        self.supported = self._unix or pool.connection_class in (Connection, SentinelManagedConnection)
         self._local = threading.local()
         self._lock = threading.Lock()
         self._open: set[LeanConnection] = set()
+        self.ack = NO_REPLICA_ACK
+        self.acknowledge_with(ack)
+
+    def acknowledge_with(self, ack: ReplicaAck) -> None:
+        """Send `ack`'s WAIT after the acknowledging transactions; InvalidArgument where this client
+        cannot (TLS: the WAIT must follow the write on the write's own connection)."""
+        if ack.replicas and not self.supported:
+            raise InvalidArgument(
+                f"{ACK_REPLICAS_VARIABLE} needs a redis://, unix:// or redis+sentinel:// URL (not TLS)"
+            )
+        self.ack = ack
+
+    def _new(self) -> LeanConnection:
+        if self._sentinel is not None:
+            return self._sentinel.primary(self._kwargs)
+        return LeanConnection(self._kwargs, self._unix)
 
     def dedicated(self) -> LeanConnection:
         """A connection of the caller's own, outside the per-thread ones (a subscriber's); the caller
         closes it."""
         try:
-            return LeanConnection(self._kwargs, self._unix)
+            return self._new()
         except OSError as exc:
             raise RedisConnectionError(f"cannot connect to Redis: {exc}") from exc
 
     def connection(self) -> LeanConnection:
         conn: LeanConnection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = LeanConnection(self._kwargs, self._unix)
+            conn = self._new()
             self._local.conn = conn
             with self._lock:
                 self._open.add(conn)
@@ -239,14 +333,32 @@ def is_transient_reply(error: ResponseError) -> bool:
     return str(error).startswith(("LOADING", "BUSY "))
 
 
-def transaction(pool: LeanPool, commands: Sequence[Sequence[Arg]]) -> list[Reply]:
+def _wait_command(pool: LeanPool, acknowledge: str) -> tuple[tuple[Arg, ...], ...]:
+    return (pool.ack.command(),) if acknowledge and pool.ack.replicas else ()
+
+
+def _check_wait(pool: LeanPool, acknowledge: str, waited: list[Reply | ResponseError], replies: list[Reply]) -> None:
+    """With `acknowledge`, the WAIT sent after the transaction must have reached `pool.ack.replicas`
+    (ReplicasBehind otherwise, carrying the transaction's `replies`)."""
+    if waited:
+        if isinstance(waited[0], ResponseError):
+            raise waited[0]
+        pool.ack.check(waited[0], list(replies), acknowledge)
+
+
+def transaction(pool: LeanPool, commands: Sequence[Sequence[Arg]], *, acknowledge: str = "") -> list[Reply]:
     """MULTI, `commands`, EXEC in one write on the calling thread's lean connection; the EXEC replies.
-    Any command's error raises (after the whole reply was read). The caller checks `pool.supported`."""
-    payload = b"".join(pack_command(*command) for command in (("MULTI",), *commands, ("EXEC",)))
+    Any command's error raises (after the whole reply was read). The caller checks `pool.supported`.
+    `acknowledge` names what the transaction acknowledges (e.g. "the submission"): with `pool.ack`
+    asking for replicas, a WAIT follows in the same write, and too few confirmations raise
+    `ReplicasBehind` (an Unavailable) after the transaction ran."""
+    wait = _wait_command(pool, acknowledge)
+    payload = b"".join(pack_command(*command) for command in (("MULTI",), *commands, ("EXEC",), *wait))
     conn = pool.send(payload)
     try:
         queued = [conn.read_reply(nested=True) for _ in range(len(commands) + 1)]  # +OK, +QUEUED...
         result = conn.read_reply(nested=True)
+        waited = [conn.read_reply(nested=True) for _ in wait]
     except (OSError, RedisConnectionError) as exc:
         raise pool.lost(exc, "transaction") from exc  # never resend: it may have run
     for reply in (*queued, result):
@@ -257,26 +369,31 @@ def transaction(pool: LeanPool, commands: Sequence[Sequence[Arg]]) -> list[Reply
     for reply in result:
         if isinstance(reply, ResponseError):
             raise reply
+    _check_wait(pool, acknowledge, waited, result)
     return result
 
 
 def watched_transaction(
-    pool: LeanPool, key: Arg, before: Sequence[Arg], commands: Sequence[Sequence[Arg]]
+    pool: LeanPool, key: Arg, before: Sequence[Arg], commands: Sequence[Sequence[Arg]], *, acknowledge: str = ""
 ) -> list[Reply] | None:
     """WATCH `key`, the command `before`, then MULTI, `commands`, EXEC, all in one write on the
     calling thread's lean connection: the EXEC replies, or None if `key` was modified after the
     WATCH (by `before` itself, which is how a script there can veto the transaction, or by another
-    client) and nothing of the transaction ran. Errors as for `transaction`."""
+    client) and nothing of the transaction ran. Errors and `acknowledge` as for `transaction` (the
+    WAIT is checked either way: it also covers what `before` wrote)."""
+    wait = _wait_command(pool, acknowledge)
     sent = (("WATCH", key), before, ("MULTI",), *commands, ("EXEC",))
-    conn = pool.send(b"".join(pack_command(*command) for command in sent))
+    conn = pool.send(b"".join(pack_command(*command) for command in (*sent, *wait)))
     try:
         replies = [conn.read_reply(nested=True) for _ in range(len(sent))]
+        waited = [conn.read_reply(nested=True) for _ in wait]
     except (OSError, RedisConnectionError) as exc:
         raise pool.lost(exc, "transaction") from exc  # never resend: it may have run
     *first, result = replies
     for reply in first:
         if isinstance(reply, ResponseError):
             raise reply
+    _check_wait(pool, acknowledge, waited, result if isinstance(result, list) else [])
     if result is None:
         return None
     assert isinstance(result, list)

@@ -1,6 +1,7 @@
 """Open the Redis a process is told to use, and fail at start-up in one line a person can act on.
 
-`connect(url)` parses the URL, pings the server once and checks its version: scriptpool needs Redis
+`connect(url)` builds the client (`redis_urls.open_client`: a plain server or a primary found through
+Sentinel), pings the server once and checks its version: scriptpool needs Redis
 >= 7.0 (`MIN_REDIS_VERSION`: SINTERCARD in artifact queries, and the Redis 7 behaviour of the record
 scripts); an older server is `FailedPrecondition` naming both versions. A URL redis-py cannot parse,
 or a server that refuses the credentials, raises `InvalidArgument`; a server that cannot be reached
@@ -12,25 +13,16 @@ traceback. Shared by the coordinator and the workers (the workers never import t
 
 from __future__ import annotations
 
-import re
-
 from redis import Redis
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.sentinel import MasterNotFoundError
 
-from scriptpool.errors import FailedPrecondition, InvalidArgument, Unavailable
+from scriptpool.core.redis_urls import open_client, redacted, sentinel_of
+from scriptpool.errors import FailedPrecondition, InvalidArgument, ScriptpoolError, Unavailable
 
 MIN_REDIS_VERSION = (7, 0)
-
-_USERINFO_PASSWORD = re.compile(r"^(?P<scheme>[^:/]*://)(?P<user>[^:@/]*):[^@/]*@")
-_QUERY_PASSWORD = re.compile(r"(?P<key>[?&]password=)[^&]*", re.IGNORECASE)
-
-
-def redacted(url: str) -> str:
-    """`url` with any password (`redis://user:PASSWORD@host`, `?password=`) replaced by `***`."""
-    url = _USERINFO_PASSWORD.sub(r"\g<scheme>\g<user>:***@", url)
-    return _QUERY_PASSWORD.sub(r"\g<key>***", url)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -60,18 +52,17 @@ def check_version(redis: Redis, url: str) -> None:
 def connect(url: str, *, protocol: int | None = 2) -> Redis:
     """A client for `url` whose server answered PING. RESP2 by default: redis-py parses it in half
     the time of RESP3 (None: redis-py's default)."""
-    if not url:
-        raise InvalidArgument("no Redis URL: set REDIS_URL or pass --redis-url")
-    try:
-        redis = Redis.from_url(url, protocol=protocol)
-    except (ValueError, RedisError) as exc:
-        raise InvalidArgument(f"bad Redis URL {redacted(url)!r}: {_one_line(exc)}") from exc
+    redis = open_client(url, protocol=protocol)  # InvalidArgument if it does not parse
     try:
         redis.ping()
         check_version(redis, url)
     except FailedPrecondition:
         redis.close()
         raise
+    except MasterNotFoundError as exc:  # (redis-py's message holds a repr of every sentinel client)
+        problem = _sentinels_problem(redis, url)
+        redis.close()
+        raise problem from exc
     except (AuthenticationError, ResponseError) as exc:  # wrong password, or not allowed to PING
         redis.close()
         raise InvalidArgument(f"Redis at {redacted(url)!r} refused the connection: {_one_line(exc)}") from exc
@@ -82,3 +73,32 @@ def connect(url: str, *, protocol: int | None = 2) -> Redis:
         redis.close()
         raise Unavailable(f"cannot use Redis at {redacted(url)!r}: {_one_line(exc)}") from exc
     return redis
+
+
+def _sentinels_problem(redis: Redis, url: str) -> ScriptpoolError:
+    """Why no sentinel of `redis`'s Sentinel pool named a primary, one clause per sentinel:
+    InvalidArgument if one refused the credentials (`sentinel_password`), else Unavailable."""
+    pool = sentinel_of(redis)
+    assert pool is not None
+    problems, refused = [], False
+    for sentinel in pool.sentinel_manager.sentinels:
+        kwargs = sentinel.connection_pool.connection_kwargs
+        name = f"sentinel {kwargs.get('host')}:{kwargs.get('port')}"
+        try:
+            masters = sentinel.sentinel_masters()
+        except (AuthenticationError, ResponseError) as exc:
+            refused = True
+            problems.append(f"{name} refused the connection ({_one_line(exc)})")
+        except (RedisError, OSError) as exc:
+            problems.append(f"{name}: {_one_line(exc)}")
+        else:
+            known = pool.service_name in masters
+            problems.append(f"{name} {'says the primary is down' if known else 'monitors no'} {pool.service_name!r}")
+        finally:
+            sentinel.close()
+    if refused:
+        return InvalidArgument(f"Redis Sentinel at {redacted(url)!r} refused the connection: {'; '.join(problems)}")
+    return Unavailable(f"cannot reach Redis at {redacted(url)!r}: no primary from the sentinels: {'; '.join(problems)}")
+
+
+__all__ = ["MIN_REDIS_VERSION", "check_version", "connect", "redacted", "version_tuple"]
