@@ -90,9 +90,19 @@ def owned(stack: Stack) -> Iterator[Owned]:
         )
 
 
+@dataclass(frozen=True)
+class Stranger:
+    principal: str
+    key: str
+    session_id: str
+    """A session of its own: the owner's artifact named in it is as unknown as an artifact of nothing."""
+
+
 @pytest.fixture(scope="module")
-def stranger(stack: Stack) -> tuple[str, str]:
-    return stack.new_api_key()
+def stranger(stack: Stack) -> Stranger:
+    principal, key = stack.new_api_key()
+    with ScriptpoolClient(stack.address, key) as client:
+        return Stranger(principal, key, client.create_session("the stranger's own").id)
 
 
 @dataclass(frozen=True)
@@ -382,14 +392,18 @@ def _answer(probe: Probe, stubs: Stubs, ids: Ids, me: str) -> tuple[grpc.StatusC
     return code, details
 
 
-def _variants(owned: Owned, uses: tuple[str, ...]) -> dict[str, Ids]:
+def _variants(owned: Owned, stranger: Stranger, uses: tuple[str, ...]) -> dict[str, Ids]:
     """The owner's ids; every id fresh (nothing); and, where a call takes two, each one fresh alone
-    (an artifact of nothing in the owner's session, the owner's artifact named in a session of nothing)."""
+    (an artifact of nothing in the owner's session, the owner's artifact named in a session of nothing)
+    and the owner's artifact, or one of nothing, named in the caller's own session."""
     real = {kind: owned.ids[kind] for kind in uses}
     found = {"another's": real, "none": {kind: str(uuid.uuid4()) for kind in uses}}
     if len(uses) > 1:
         for kind in uses:
             found[f"{kind} of nothing"] = {**real, kind: str(uuid.uuid4())}
+    if uses == ARTIFACT:
+        found["another's artifact in my session"] = {**real, "session": stranger.session_id}
+        found["nothing in my session"] = {"session": stranger.session_id, "artifact": str(uuid.uuid4())}
     return found
 
 
@@ -422,12 +436,14 @@ def _owner_still_has_everything(stack: Stack, owned: Owned) -> None:
 
 @pytest.mark.parametrize("probe", PROBES, ids=lambda probe: probe.name)
 def test_another_principals_object_is_answered_as_one_that_does_not_exist(
-    stack: Stack, owned: Owned, stranger: tuple[str, str], probe: Probe
+    stack: Stack, owned: Owned, stranger: Stranger, probe: Probe
 ) -> None:
-    principal, key = stranger
     with grpc.insecure_channel(stack.address) as channel:
-        stubs = Stubs(channel, key)
-        answers = {name: _answer(probe, stubs, ids, principal) for name, ids in _variants(owned, probe.uses).items()}
+        stubs = Stubs(channel, stranger.key)
+        answers = {
+            name: _answer(probe, stubs, ids, stranger.principal)
+            for name, ids in _variants(owned, stranger, probe.uses).items()
+        }
     expected = answers["none"]
     assert answers == dict.fromkeys(answers, expected)
     if probe.refused:
@@ -561,13 +577,13 @@ def _script_answers(client: ScriptpoolClient, language: Language, ids: Ids) -> l
 
 @pytest.mark.parametrize("language", [Language.LUA, Language.JAVASCRIPT, Language.PYTHON])
 def test_a_scripts_globals_see_another_principals_objects_as_nothing(
-    stack: Stack, owned: Owned, stranger: tuple[str, str], language: Language
+    stack: Stack, owned: Owned, stranger: Stranger, language: Language
 ) -> None:
     """A job of the stranger (its job credential) reaches the owner's ids through its globals."""
     wanted = ("session", "artifact", "subscription", "hook")
     real = {kind: owned.ids[kind] for kind in wanted}
     none = {kind: str(uuid.uuid4()) for kind in wanted}
-    with ScriptpoolClient(stack.address, stranger[1]) as client:
+    with ScriptpoolClient(stack.address, stranger.key) as client:
         another = _script_answers(client, language, real)
         nothing = _script_answers(client, language, none)
     assert another == nothing
