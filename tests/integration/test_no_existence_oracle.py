@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import grpc
 import pytest
+from redis import Redis
 
 from scriptpool.client import ScriptpoolClient
 from scriptpool.languages import Language
@@ -33,7 +34,7 @@ from scriptpool.v1 import (
 )
 from tests.conftest import Stack
 
-from .helpers import result_of, subscribe
+from .helpers import release_job, result_of, running_job_credential, subscribe
 
 A, J, S, E, ST = artifacts_pb2, jobs_pb2, sessions_pb2, events_pb2, state_pb2
 Ids = dict[str, str]
@@ -450,7 +451,33 @@ def test_another_principals_object_is_answered_as_one_that_does_not_exist(
         assert expected[0] is grpc.StatusCode.NOT_FOUND, answers
         assert "<" in expected[1]  # the message names the id the caller sent (and nothing else)
     else:
-        assert expected[0] is grpc.StatusCode.OK, answers
+        assert expected == (grpc.StatusCode.OK, ""), answers  # an empty answer: nothing of the owner's
+    _owner_still_has_everything(stack, owned)
+
+
+def test_a_job_credential_of_another_principal_gets_the_same_answers(
+    stack: Stack, owned: Owned, stranger: Stranger, redis_client: Redis
+) -> None:
+    """The whole table again with a running job's credential of the stranger, straight over gRPC:
+    what a job may not call at all is refused the same whatever the id (PERMISSION_DENIED before
+    any lookup), everything else is the NOT_FOUND of an id of nothing."""
+    with ScriptpoolClient(stack.address, stranger.key) as client:
+        job_id, credential = running_job_credential(client, redis_client)
+        try:
+            with grpc.insecure_channel(stack.address) as channel:
+                stubs = Stubs(channel, credential)
+                for probe in PROBES:
+                    variants = _variants(owned, stranger, probe.uses)
+                    answers = {name: _answer(probe, stubs, ids, stranger.principal) for name, ids in variants.items()}
+                    expected = answers["none"]
+                    assert answers == dict.fromkeys(answers, expected), probe.name
+                    code, message = expected
+                    if probe.refused and code is not grpc.StatusCode.NOT_FOUND:
+                        assert code is grpc.StatusCode.PERMISSION_DENIED, (probe.name, expected)
+                        assert "job credential" in message and "<" not in message, (probe.name, expected)
+        finally:
+            release_job(job_id)
+            client.wait(job_id, timeout=30)
     _owner_still_has_everything(stack, owned)
 
 
