@@ -48,6 +48,9 @@ class Owned:
     key: str
     ids: Ids
     """session, artifact, job, subscription, hook -> id"""
+    completed: Ids
+    """session, artifact: a completed session of the owner's and an artifact in it (a check of the
+    session's state before its owner would answer FAILED_PRECONDITION here)"""
 
 
 class Stubs:
@@ -77,6 +80,9 @@ def owned(stack: Stack) -> Iterator[Owned]:
         )
         artifact_id = owner.store_artifact(header, [b"hello secret"]).id
         owner.sessions.save(S.SessionRef(session_id=session_id))
+        done = owner.create_session("completed").id
+        in_done = owner.store_artifact(A.StoreArtifactChunk(session_id=done, type="text"), [b"x"]).id
+        owner.sessions.complete(S.SessionRef(session_id=done))
         hook: E.HookRegistration = owner.hooks.register(E.RegisterHookRequest(hook_point="session.created"))
         yield Owned(
             principal,
@@ -88,6 +94,7 @@ def owned(stack: Stack) -> Iterator[Owned]:
                 "subscription": subscribe(owner, "nothing.*"),
                 "hook": hook.hook_id,
             },
+            {"session": done, "artifact": in_done},
         )
 
 
@@ -402,6 +409,8 @@ def _variants(owned: Owned, stranger: Stranger, uses: tuple[str, ...]) -> dict[s
     if len(uses) > 1:
         for kind in uses:
             found[f"{kind} of nothing"] = {**real, kind: str(uuid.uuid4())}
+    if "session" in uses:
+        found["another's completed session"] = {**real, **{k: v for k, v in owned.completed.items() if k in uses}}
     if uses == ARTIFACT:
         found["another's artifact in my session"] = {**real, "session": stranger.session_id}
         found["nothing in my session"] = {"session": stranger.session_id, "artifact": str(uuid.uuid4())}
@@ -433,6 +442,8 @@ def _owner_still_has_everything(stack: Stack, owned: Owned) -> None:
         assert [hook.hook_id for hook in hooks] == [ids["hook"]]
         jobs = owner.jobs.ListJobs(J.ListJobsRequest(session_id=ids["session"]), metadata=owner.metadata).jobs
         assert [j.id for j in jobs] == [ids["job"]]  # (no stranger's job was queued in it)
+        done = owner.sessions.Get(S.SessionRef(session_id=owned.completed["session"]), metadata=owner.metadata)
+        assert done.state == S.SESSION_STATE_COMPLETED
 
 
 @pytest.mark.parametrize("probe", PROBES, ids=lambda probe: probe.name)
