@@ -520,25 +520,47 @@ def test_every_id_taking_rpc_is_in_the_table() -> None:
 # ---------------------------------------------------------------------------- script globals
 SCRIPT_CALLS = [
     ("Session.get", "sid"),
-    ("Session.delete", "sid"),
+    ("Session.suspend", "sid"),
+    ("Session.resume", "sid"),
     ("Session.complete", "sid"),
-    ("Session.updateMetadata", "sid, META"),
+    ("Session.delete", "sid"),
+    ("Session.getMetadata", "sid"),
+    ("Session.updateMetadata", "sid, MAP"),
+    ("Session.getTags", "sid"),
+    ("Session.setTags", "sid, LIST"),
+    ("Session.save", "sid"),
     ("Session.load", "sid"),
-    ("Session.getTimeline", "sid"),
+    ("Session.canReplay", "sid"),
     ("Session.replay", "sid"),
+    ("Session.getTimeline", "sid"),
+    ("Session.getReplayMetadata", "sid"),
     ("Session.setCurrent", "sid"),
+    ("Session.create", "{PARENT}"),
+    ("Artifact.store", "sid, {CONTENT}"),
+    ("Artifact.update", "sid, aid, 'x'"),
     ("Artifact.get", "sid, aid"),
     ("Artifact.getContent", "sid, aid"),
     ("Artifact.delete", "sid, aid"),
     ("Artifact.list", "sid"),
+    ("Artifact.query", "{QUERY}"),
+    ("Artifact.findByType", "sid, 'text'"),
+    ("Artifact.findByTag", "sid, 't'"),
+    ("Artifact.search", "sid, 'hello'"),
     ("Artifact.getPermissions", "sid, aid"),
     ("Artifact.grantPermission", "sid, aid, 'someone', 'read'"),
+    ("Artifact.revokePermission", "sid, aid, 'someone', 'read'"),
+    ("Artifact.checkAccess", "sid, aid, 'someone', 'read'"),
     ("Artifact.getAuditLog", "sid, aid"),
     ("State.get", "scope, 'k'"),
     ("State.set", "scope, 'k', 2"),
+    ("State.delete", "scope, 'k'"),
+    ("State.list", "scope"),
+    ("State.increment", "scope, 'k', 1"),
+    ("State.compareAndSet", "scope, 'k', 1, 2"),
     ("Event.receive", "sub, 0"),
 ]
-"""Each global call that takes an id, with its arguments (`META` is a one-key map in the script's words)."""
+"""Each global call that takes an id, with its arguments (`MAP`, `LIST` and the `{NAMES}` are
+written in the script's own words: `LITERALS`)."""
 
 PRELUDES = {
     Language.LUA: """
@@ -571,10 +593,26 @@ scope = "session:" + sid
 """,
 }
 CALL_LINES = {
-    Language.LUA: ('try("{0}", {0}, {1})', "{x = 1}"),
-    Language.JAVASCRIPT: ('tryIt("{0}", {0}, {1});', "{x: 1}"),
-    Language.PYTHON: ('try_it("{0}", {0}, {1})', '{"x": 1}'),
+    Language.LUA: 'try("{0}", {0}, {1})',
+    Language.JAVASCRIPT: 'tryIt("{0}", {0}, {1});',
+    Language.PYTHON: 'try_it("{0}", {0}, {1})',
 }
+LITERALS = {
+    Language.LUA: {
+        "MAP": "{x = 1}", "LIST": "{'x'}", "{PARENT}": "{name = 'c', parent_session_id = sid}",
+        "{CONTENT}": "{content = 'x', type = 'text'}", "{QUERY}": "{session_id = sid}",
+    },
+    Language.JAVASCRIPT: {
+        "MAP": "{x: 1}", "LIST": "['x']", "{PARENT}": "{name: 'c', parent_session_id: sid}",
+        "{CONTENT}": "{content: 'x', type: 'text'}", "{QUERY}": "{session_id: sid}",
+    },
+    Language.PYTHON: {
+        "MAP": "{'x': 1}", "LIST": "['x']", "{PARENT}": "{'name': 'c', 'parent_session_id': sid}",
+        "{CONTENT}": "{'content': 'x', 'type': 'text'}", "{QUERY}": "{'session_id': sid}",
+    },
+}  # fmt: skip
+
+
 ENDINGS = {
     Language.LUA: """
 out[#out + 1] = {"Event.unsubscribe", tostring(Event.unsubscribe(sub)), ""}
@@ -595,8 +633,11 @@ out
 
 
 def _script(language: Language) -> str:
-    line, meta = CALL_LINES[language]
-    calls = [line.format(name, args.replace("META", meta)) for name, args in SCRIPT_CALLS]
+    calls = []
+    for name, args in SCRIPT_CALLS:
+        for token, literal in LITERALS[language].items():
+            args = args.replace(token, literal)
+        calls.append(CALL_LINES[language].format(name, args))
     return PRELUDES[language] + "\n".join(calls) + ENDINGS[language]
 
 
