@@ -275,8 +275,10 @@ class SessionStore:
         check_uuid(session_id, "session id")
         reply = self._get_recorded([session_key(session_id)], [caller.principal, *record.lua_args(GET_OUTCOMES)])
         record.written = True
-        if not isinstance(reply, list):
-            raise session_not_found(session_id)  # not the caller's, or none: one answer (ADR 0017)
+        if not isinstance(reply, list):  # not the caller's, or none: one answer (ADR 0017)
+            if reply:
+                refused(caller, "session", session_id, text(reply))
+            raise session_not_found(session_id)
         return _decode(dict(zip(reply[::2], reply[1::2], strict=True)))
 
     def exists_for(self, caller: Caller, session_id: str) -> bool:
@@ -293,6 +295,8 @@ class SessionStore:
         )
         verdict, *rest = [a.decode() if isinstance(a, bytes) else a for a in answer]
         if verdict == "missing":
+            if rest[0]:
+                refused(caller, "session", session_id, rest[0])
             raise session_not_found(session_id)
         old = rest[0]
         if verdict == "refused":

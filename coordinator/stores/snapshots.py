@@ -23,7 +23,7 @@ import time
 
 from scriptpool.coordinator.auth import Caller
 from scriptpool.coordinator.stores import lua, timeline
-from scriptpool.coordinator.stores.not_found import session_not_found
+from scriptpool.coordinator.stores.not_found import refused, session_not_found
 from scriptpool.coordinator.stores.sessions import SessionStore
 from scriptpool.coordinator.stores.state import MAX_PRINCIPAL_BYTES
 from scriptpool.core.job_records import SESSION_JOB_FIELD, text, texts
@@ -110,6 +110,8 @@ class SnapshotStore:
         if verdict == "ok":
             return int(reply[1])
         if verdict == "missing":
+            if text(reply[1]):
+                refused(caller, "session", session_id, text(reply[1]))
             raise session_not_found(session_id)
         if verdict == "too_big":
             raise ResourceExhausted(
@@ -151,6 +153,8 @@ class SnapshotStore:
         ]  # fmt: skip
         verdict, *rest = self._load(keys=keys, args=args)
         if verdict == b"missing":
+            if rest[0]:
+                refused(caller, "session", session_id, text(rest[0]))
             raise session_not_found(session_id)
         if verdict == b"gone":
             raise missing

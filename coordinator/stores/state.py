@@ -27,7 +27,7 @@ from redis import Redis
 
 from scriptpool.coordinator.auth import Caller
 from scriptpool.coordinator.stores import lua, state_codec, timeline
-from scriptpool.coordinator.stores.not_found import session_not_found
+from scriptpool.coordinator.stores.not_found import refused, session_not_found
 from scriptpool.coordinator.stores.timeline import LUA_RECORD_CALL, CallRecord
 from scriptpool.coordinator.stores.validation import check_uuid
 from scriptpool.core.event_streams import append_event
@@ -240,6 +240,8 @@ class StateStore:
             record.written = True
         verdict = text(reply[0])
         if verdict == "NOT_FOUND":
+            if reply[1]:
+                refused(caller, "session", scope.session_id, text(reply[1]))
             raise session_not_found(scope.session_id)
         if verdict == "RESOURCE_EXHAUSTED" and reply[1] == b"principal":
             raise ResourceExhausted(

@@ -9,6 +9,7 @@ the refused calls changed the owner's objects, nor wrote into the owner's artifa
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ import pytest
 from redis import Redis
 
 from scriptpool.client import ScriptpoolClient
+from scriptpool.coordinator.stores import not_found
+from scriptpool.core.repeated_log import RepeatedProblem
 from scriptpool.languages import Language
 from scriptpool.v1 import (
     artifacts_pb2,
@@ -490,6 +493,41 @@ def test_a_job_credential_of_another_principal_gets_the_same_answers(
             release_job(job_id)
             client.wait(job_id, timeout=30)
     _owner_still_has_everything(stack, owned)
+
+
+LOGGED = {
+    "Session.Get": "session", "Session.Suspend": "session", "Session.Save": "session",
+    "Session.Load(latest)": "session", "State.Get": "session", "Job.SubmitJob(session)": "session",
+    "Artifact.Get": "artifact", "Artifact.List": "session", "Artifact.Store(session)": "session",
+    "Job.GetJob": "job", "Event.Receive": "subscription",
+}  # fmt: skip
+"""Probes whose refusal of the owner's object is decided where the owner is known (in Python or a
+Lua script that reports it), and the kind the operator's log names."""
+
+
+def test_refusals_of_objects_that_exist_are_logged_for_the_operator_only(
+    stack: Stack,
+    owned: Owned,
+    stranger: Stranger,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each refusal of the owner's object is a line in the coordinator's log naming who asked for
+    what of whose; an id of nothing leaves no line (there is no one to name)."""
+    every_time = RepeatedProblem(not_found.log, "refused", every_seconds=0.0)
+    monkeypatch.setattr(not_found, "REFUSALS_LOG", every_time)
+    probes = {probe.name: probe for probe in PROBES}
+    with grpc.insecure_channel(stack.address) as channel, caplog.at_level(logging.WARNING, not_found.log.name):
+        stubs = Stubs(channel, stranger.key)
+        for name, kind in LOGGED.items():
+            probe = probes[name]
+            caplog.clear()
+            _answer(probe, stubs, _variants(owned, stranger, probe.uses)["none"], stranger.principal)
+            assert [r for r in caplog.records if r.name == not_found.log.name] == [], name
+            _answer(probe, stubs, {k: owned.ids[k] for k in probe.uses}, stranger.principal)
+            lines = [r.getMessage() for r in caplog.records if r.name == not_found.log.name]
+            wanted = f"{stranger.principal!r} asked for {kind} {owned.ids[kind]} of {owned.principal!r}"
+            assert len(lines) == 1 and wanted in lines[0], (name, lines)
 
 
 def test_every_id_taking_rpc_is_in_the_table() -> None:
