@@ -25,6 +25,7 @@ from scriptpool.coordinator.services.wait_budget import wait_budget
 from scriptpool.coordinator.services.waiting_calls import WaitingCalls
 from scriptpool.coordinator.status import grpc_service
 from scriptpool.coordinator.stores.events import EventStore
+from scriptpool.coordinator.stores.not_found import hook_not_found
 from scriptpool.core.job_records import hash_fields
 from scriptpool.core.keys import hooks_key
 from scriptpool.errors import InvalidArgument, NotFound
@@ -78,7 +79,7 @@ class HookServicer(events_pb2_grpc.HookServiceServicer):
     def Unregister(self, request: events_pb2.HookRef, context: grpc.ServicerContext) -> common_pb2.Empty:
         caller = self._client(context, "Unregister")
         if not self.redis.hdel(hooks_key(caller.principal), request.hook_id):
-            raise NotFound(f"hook {request.hook_id[:60]!r} not found")
+            raise hook_not_found(request.hook_id)  # another principal's hook: the same answer (ADR 0017)
         try:
             self.events.unsubscribe(caller, request.hook_id)
         except NotFound:

@@ -47,6 +47,7 @@ from scriptpool.coordinator.stores.artifact_index import (
     sample_text,
     words_of,
 )
+from scriptpool.coordinator.stores.not_found import artifact_not_found, refused, session_not_found
 from scriptpool.coordinator.stores.validation import (
     MAX_DESCRIPTION,
     MAX_NAME,
@@ -150,13 +151,14 @@ class ArtifactStore:
         check_uuid(session_id, "session id")
         owner, state = self.redis.hmget(session_key(session_id), "principal", "state")
         if owner is None or state is None:
-            raise NotFound(f"session {session_id} not found")
+            raise session_not_found(session_id)
         return owner.decode(), state.decode()  # type: ignore[union-attr]
 
     def _own_active_session(self, caller: Caller, session_id: str, action: str) -> None:
         owner, state = self._session(session_id)
         if owner != caller.principal:
-            raise NotFound(f"session {session_id} not found")  # never confirm another principal's session
+            refused(caller, "session", session_id, owner)
+            raise session_not_found(session_id)
         _require_active(session_id, state, action)
 
     def _owner_of(self, session_id: str, artifact_id: str) -> str:
@@ -164,7 +166,7 @@ class ArtifactStore:
         check_uuid(artifact_id, "artifact id")
         stored_session, owner = self.redis.hmget(artifact_key(artifact_id), "session_id", "owner")
         if not isinstance(owner, bytes) or stored_session != session_id.encode():
-            raise _artifact_not_found(session_id, artifact_id)
+            raise artifact_not_found(session_id, artifact_id)
         return owner.decode()
 
     def _level_or_not_found(self, caller: Caller, session_id: str, artifact_id: str) -> tuple[str, int]:
@@ -177,7 +179,8 @@ class ArtifactStore:
         owner = self._owner_of(session_id, artifact_id)
         level = self.access.level(artifact_id, owner, caller.principal)
         if level == 0:
-            raise _artifact_not_found(session_id, artifact_id)
+            refused(caller, "artifact", artifact_id, owner)
+            raise artifact_not_found(session_id, artifact_id)
         return owner, level
 
     def authorize(self, caller: Caller, session_id: str, artifact_id: str, action: str, need: int) -> str:
@@ -321,16 +324,16 @@ class ArtifactStore:
 
     def list(self, caller: Caller, session_id: str, page: common_pb2.PageRequest) -> artifacts_pb2.ArtifactList:
         owner, _ = self._session(session_id)
-        grants = None if owner == caller.principal else self._granted_in(caller, session_id)
+        grants = None if owner == caller.principal else self._granted_in(caller, session_id, owner)
         return self.index.page_of_session(session_id, page, grants)
 
-    def _granted_in(self, caller: Caller, session_id: str) -> str:
-        """The key of the caller's index of another principal's session's artifacts granted to it.
-        None granted: the session is NOT_FOUND, exactly as one that does not exist (its existence
-        is not confirmed)."""
+    def _granted_in(self, caller: Caller, session_id: str, owner: str) -> str:
+        """The key of the caller's index of `owner`'s session's artifacts granted to it. None
+        granted: the session is NOT_FOUND, exactly as one that does not exist (ADR 0017)."""
         key = session_grants_key(session_id, caller.principal)
         if not self.redis.exists(key):
-            raise NotFound(f"session {session_id} not found")
+            refused(caller, "session", session_id, owner)
+            raise session_not_found(session_id)
         return key
 
     def query(self, caller: Caller, q: artifacts_pb2.ArtifactQuery, text: str = "") -> artifacts_pb2.ArtifactList:
@@ -346,7 +349,7 @@ class ArtifactStore:
                 scope = Scope([q.session_id], [])
             else:
                 scope = Scope(
-                    [], _read_grants(self.redis, self._granted_in(caller, q.session_id), cap, in_session=True)
+                    [], _read_grants(self.redis, self._granted_in(caller, q.session_id, owner), cap, in_session=True)
                 )
             return self.index.query(scope, q, words)
         sessions_key = principal_sessions_key(caller.principal)
@@ -371,7 +374,7 @@ class ArtifactStore:
             self.access.audit(self.redis, change.artifact_id, caller, "revoke", False, "the owner cannot be revoked")
             raise FailedPrecondition(f"{user} owns session {change.session_id}: the owner's rights cannot be revoked")
         if user != owner and self.access.change(change.artifact_id, user, level, mode) < 0:
-            raise NotFound(f"artifact {change.artifact_id} not found")
+            raise artifact_not_found(change.session_id, change.artifact_id)  # deleted meanwhile
         return self.access.permissions(change.artifact_id, owner)
 
     def permissions(self, caller: Caller, key: artifacts_pb2.ArtifactKey) -> artifacts_pb2.Permissions:
@@ -412,10 +415,6 @@ def _text(raw: object) -> str:
     return raw.decode() if isinstance(raw, bytes) else ""
 
 
-def _artifact_not_found(session_id: str, artifact_id: str) -> NotFound:
-    return NotFound(f"artifact {artifact_id} not found in session {session_id}")
-
-
 def _require_active(session_id: str, state: str, action: str) -> None:
     if state != "active":
         raise FailedPrecondition(f"cannot {action} artifacts in session {session_id}: it is {state}; that needs active")
@@ -424,7 +423,7 @@ def _require_active(session_id: str, state: str, action: str) -> None:
 def _commit_error(answer: list[object], session_id: str, size: int, store: ArtifactStore) -> Exception:
     verdict = answer[0]
     if verdict == "no_session":
-        return NotFound(f"session {session_id} not found")
+        return session_not_found(session_id)
     if verdict == "inactive":
         return FailedPrecondition(
             f"cannot store artifacts in session {session_id}: it is {answer[1]}; that needs active"

@@ -23,6 +23,7 @@ from redis import Redis
 
 from scriptpool.coordinator.auth import Caller
 from scriptpool.coordinator.stores import lua
+from scriptpool.coordinator.stores.not_found import refused, subscription_not_found
 from scriptpool.coordinator.stores.validation import check_uuid
 from scriptpool.core.event_streams import append_event
 from scriptpool.core.job_records import hash_fields, text
@@ -32,7 +33,7 @@ from scriptpool.core.keys import (
     principal_subscriptions_key,
     subscription_key,
 )
-from scriptpool.errors import InvalidArgument, NotFound, ResourceExhausted
+from scriptpool.errors import InvalidArgument, ResourceExhausted
 from scriptpool.sandbox.catalog import reserved_event_name
 from scriptpool.v1 import common_pb2, events_pb2
 
@@ -226,8 +227,11 @@ class EventStore:
         """(pattern, last id delivered, the job that made it or '') of the caller's subscription."""
         check_uuid(subscription_id, "subscription_id")
         raw = hash_fields(self.redis.hgetall(subscription_key(subscription_id)))
-        if not raw or raw.get("principal", b"").decode() != caller.principal:
-            raise NotFound(f"subscription {subscription_id} not found (it may have expired: an hour unused)")
+        owner = raw.get("principal", b"").decode()
+        if owner != caller.principal:
+            if owner:
+                refused(caller, "subscription", subscription_id, owner)
+            raise subscription_not_found(subscription_id)
         return raw["pattern"].decode(), raw["last"].decode(), raw.get("job_id", b"").decode()
 
     def _last_id(self, principal: str) -> str:

@@ -28,6 +28,7 @@ from rq.queue import EnqueueData
 from scriptpool.coordinator.auth import Caller, new_job_credential
 from scriptpool.coordinator.metrics import JOBS_ENDED, JOBS_SUBMITTED
 from scriptpool.coordinator.stores.idempotency import Idempotency, idempotency
+from scriptpool.coordinator.stores.not_found import job_not_found, refused, session_not_found
 from scriptpool.coordinator.stores.sessions import NewSession, SessionStore
 from scriptpool.coordinator.stores.validation import check_uuid, parse_cursor
 from scriptpool.core import tracing
@@ -178,7 +179,7 @@ class JobStore:
         unknown = self.sessions.unknown(caller, given) if given else set()
         for index, job in enumerate(checked):
             if job.session_id in unknown:  # never confirm another principal's session
-                raise NotFound(f"{where.format(index)}session {job.session_id} not found")
+                raise NotFound(f"{where.format(index)}{session_not_found(job.session_id).message}")
         names = [f"{job.language.value} job" for job in checked if not job.session_id]
         new_sessions = self.sessions.prepare_for_jobs(caller, names) if names else []
         job_ids = [job_id] if job_id else [str(uuid.uuid4()) for _ in checked]
@@ -381,13 +382,15 @@ class JobStore:
         else:
             raw = self.redis.hgetall(job_key(job_id))
         if not raw:
-            raise NotFound(f"job {job_id} not found (unknown, or its record expired)")
+            raise job_not_found(job_id)
         return hash_fields(raw)
 
     def get(self, caller: Caller, job_id: str) -> jobs_pb2.Job:
         raw = self._raw(job_id)
-        if raw["principal"].decode() != caller.principal:
-            raise NotFound(f"job {job_id} not found (unknown, or its record expired)")
+        owner = raw["principal"].decode()
+        if owner != caller.principal:
+            refused(caller, "job", job_id, owner)
+            raise job_not_found(job_id)
         return _to_job(job_id, raw)
 
     def is_finished(self, job_id: str) -> bool:

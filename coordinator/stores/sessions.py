@@ -29,6 +29,7 @@ from redis.exceptions import WatchError
 
 from scriptpool.coordinator.auth import Caller
 from scriptpool.coordinator.stores import lua, timeline
+from scriptpool.coordinator.stores.not_found import refused, session_not_found
 from scriptpool.coordinator.stores.timeline import LUA_RECORD_CALL, CallRecord
 from scriptpool.coordinator.stores.validation import (
     MAX_DESCRIPTION,
@@ -50,7 +51,7 @@ from scriptpool.core.keys import (
     state_bytes_key,
 )
 from scriptpool.core.lean_redis import LeanPool, LeanScript, read, read_many
-from scriptpool.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from scriptpool.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from scriptpool.v1 import common_pb2, sessions_pb2
 from scriptpool.values import PlainValue
 
@@ -231,7 +232,13 @@ class SessionStore:
             self.lean, self.redis, [("HGET", session_key(session_id), "principal") for session_id in ids]
         )
         mine = caller.principal.encode()
-        return {session_id for session_id, owner in zip(ids, owners, strict=True) if owner != mine}
+        unknown = set()
+        for session_id, owner in zip(ids, owners, strict=True):
+            if owner != mine:
+                unknown.add(session_id)
+                if isinstance(owner, bytes):
+                    refused(caller, "session", session_id, owner.decode())
+        return unknown
 
     def write(self, pipe: Pipeline, new: NewSession, job_id: str = "", *, for_job: str = "") -> None:
         """Add the session's writes to `pipe`. `for_job`: the id of the job it is made for (a job
@@ -252,14 +259,15 @@ class SessionStore:
     def _load(self, session_id: str) -> sessions_pb2.Session:
         raw = self.redis.hgetall(session_key(session_id))
         if not raw:
-            raise NotFound(f"session {session_id} not found")
+            raise session_not_found(session_id)
         return _decode(raw)
 
     def get(self, caller: Caller, session_id: str) -> sessions_pb2.Session:
         check_uuid(session_id, "session id")
         session = self._load(session_id)
         if session.principal != caller.principal:
-            raise NotFound(f"session {session_id} not found")  # never confirm another principal's session
+            refused(caller, "session", session_id, session.principal)
+            raise session_not_found(session_id)
         return session
 
     def get_recorded(self, caller: Caller, session_id: str, record: CallRecord) -> sessions_pb2.Session:
@@ -267,8 +275,10 @@ class SessionStore:
         check_uuid(session_id, "session id")
         reply = self._get_recorded([session_key(session_id)], [caller.principal, *record.lua_args(GET_OUTCOMES)])
         record.written = True
-        if not isinstance(reply, list):
-            raise NotFound(f"session {session_id} not found")  # never confirm another principal's session
+        if not isinstance(reply, list):  # not the caller's, or none: one answer (ADR 0017)
+            if reply:
+                refused(caller, "session", session_id, text(reply))
+            raise session_not_found(session_id)
         return _decode(dict(zip(reply[::2], reply[1::2], strict=True)))
 
     def exists_for(self, caller: Caller, session_id: str) -> bool:
@@ -285,7 +295,9 @@ class SessionStore:
         )
         verdict, *rest = [a.decode() if isinstance(a, bytes) else a for a in answer]
         if verdict == "missing":
-            raise NotFound(f"session {session_id} not found")
+            if rest[0]:
+                refused(caller, "session", session_id, rest[0])
+            raise session_not_found(session_id)
         old = rest[0]
         if verdict == "refused":
             raise FailedPrecondition(
@@ -332,7 +344,7 @@ class SessionStore:
                     pipe.watch(key)  # type: ignore[no-untyped-call]
                     raw = pipe.hget(key, "metadata")
                     if raw is None:
-                        raise NotFound(f"session {session_id} not found")
+                        raise session_not_found(session_id)
                     merged = common_pb2.ValueMap.FromString(raw)  # type: ignore[arg-type]
                     for name, value in updates.fields.items():
                         if value.WhichOneof("kind") in (None, "null_value"):

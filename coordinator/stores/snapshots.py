@@ -23,6 +23,7 @@ import time
 
 from scriptpool.coordinator.auth import Caller
 from scriptpool.coordinator.stores import lua, timeline
+from scriptpool.coordinator.stores.not_found import refused, session_not_found
 from scriptpool.coordinator.stores.sessions import SessionStore
 from scriptpool.coordinator.stores.state import MAX_PRINCIPAL_BYTES
 from scriptpool.core.job_records import SESSION_JOB_FIELD, text, texts
@@ -109,7 +110,9 @@ class SnapshotStore:
         if verdict == "ok":
             return int(reply[1])
         if verdict == "missing":
-            raise NotFound(f"session {session_id} not found")
+            if text(reply[1]):
+                refused(caller, "session", session_id, text(reply[1]))
+            raise session_not_found(session_id)
         if verdict == "too_big":
             raise ResourceExhausted(
                 f"session {session_id}: a snapshot would be {int(reply[1])} bytes (session and State), above the "
@@ -150,7 +153,9 @@ class SnapshotStore:
         ]  # fmt: skip
         verdict, *rest = self._load(keys=keys, args=args)
         if verdict == b"missing":
-            raise NotFound(f"session {session_id} not found")
+            if rest[0]:
+                refused(caller, "session", session_id, text(rest[0]))
+            raise session_not_found(session_id)
         if verdict == b"gone":
             raise missing
         if verdict == b"principal_full":

@@ -27,6 +27,7 @@ from redis import Redis
 
 from scriptpool.coordinator.auth import Caller
 from scriptpool.coordinator.stores import lua, state_codec, timeline
+from scriptpool.coordinator.stores.not_found import refused, session_not_found
 from scriptpool.coordinator.stores.timeline import LUA_RECORD_CALL, CallRecord
 from scriptpool.coordinator.stores.validation import check_uuid
 from scriptpool.core.event_streams import append_event
@@ -40,7 +41,7 @@ from scriptpool.core.keys import (
     state_bytes_key,
 )
 from scriptpool.core.lean_redis import LeanPool, LeanScript
-from scriptpool.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from scriptpool.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from scriptpool.v1 import common_pb2, state_pb2
 
 MAX_KEY_CHARS = 256
@@ -239,7 +240,9 @@ class StateStore:
             record.written = True
         verdict = text(reply[0])
         if verdict == "NOT_FOUND":
-            raise NotFound(f"session {scope.session_id} not found")
+            if reply[1]:
+                refused(caller, "session", scope.session_id, text(reply[1]))
+            raise session_not_found(scope.session_id)
         if verdict == "RESOURCE_EXHAUSTED" and reply[1] == b"principal":
             raise ResourceExhausted(
                 f"principal {caller.principal!r} holds {_count(reply[2])} bytes of State (global and session "

@@ -2,7 +2,8 @@
 -- snapshot, 4 the snapshot's State copy, 5 the principal's State bytes, 6 its sessions index. ARGV:
 -- 1 principal, 2 its max State bytes, 3 now, 4 session id, 5 name, 6 description, 7 tags, 8 metadata.
 -- The State copy replaces the session's, and the principal's State bytes change by the difference.
-if redis.call('HGET', KEYS[1], 'principal') ~= ARGV[1] then return {'missing'} end
+local owner = redis.call('HGET', KEYS[1], 'principal')
+if owner ~= ARGV[1] then return {'missing', owner or ''} end  -- (the owner for the operator's log only)
 if redis.call('EXISTS', KEYS[3]) == 0 then return {'gone'} end
 if redis.call('HGET', KEYS[3], 'state') then
   local grow = tonumber(redis.call('HGET', KEYS[4], '') or '0') - tonumber(redis.call('HGET', KEYS[2], '') or '0')

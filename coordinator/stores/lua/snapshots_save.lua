@@ -2,7 +2,8 @@
 -- 5 the calling job's record (or any key when ARGV[10] is ''). ARGV: 1 principal, 2 the Session
 -- message, 3 timeline position, 4 now, 5 snapshots kept per session, 6 max bytes per snapshot,
 -- 7 max bytes per principal, 8 max saves per job, 9 session id, 10 '1' when a job saves.
-if redis.call('HGET', KEYS[1], 'principal') ~= ARGV[1] then return {'missing'} end
+local owner = redis.call('HGET', KEYS[1], 'principal')
+if owner ~= ARGV[1] then return {'missing', owner or ''} end  -- (the owner for the operator's log only)
 local bytes = #ARGV[2] + tonumber(redis.call('HGET', KEYS[2], '') or '0')
 if bytes > tonumber(ARGV[6]) then return {'too_big', bytes} end
 local prefix = 'sp:session:' .. ARGV[9] .. ':snapshot:'

@@ -7,8 +7,11 @@ local function finish(outcome, a, b)
   record_call(9, outcome)
   return {outcome, a, b}
 end
+local function owner()
+  return redis.call('HGET', KEYS[2], 'principal') or ''
+end
 local function owned()
-  return ARGV[1] == '' or redis.call('HGET', KEYS[2], 'principal') == ARGV[1]
+  return ARGV[1] == '' or owner() == ARGV[1]
 end
 local function number(v)
   local tag = string.sub(v, 1, 1)
@@ -63,4 +66,4 @@ end
 local function refused(full)
   return finish('RESOURCE_EXHAUSTED', full[1], full[2])
 end
-if not owned() then return finish('NOT_FOUND') end
+if not owned() then return finish('NOT_FOUND', owner()) end  -- (the owner for the operator's log only)
