@@ -36,6 +36,7 @@ from scriptpool.coordinator.stores.sessions import SessionStore
 from scriptpool.coordinator.stores.snapshots import SnapshotStore
 from scriptpool.coordinator.stores.state import StateStore
 from scriptpool.coordinator.sweeper import LeaseSweeper
+from scriptpool.coordinator.tls import add_port, server_credentials
 from scriptpool.coordinator.waiters import JobWaiters
 from scriptpool.core import redis_connect, rq_dates, rq_serializers
 from scriptpool.core.durability import check_ack_after_fsync
@@ -107,6 +108,7 @@ def listen_addresses(listen: str) -> list[str]:
 
 def start_coordinator(settings: Settings, redis: Redis | None = None) -> RunningCoordinator:
     """Start serving on `settings.listen` (port 0 picks a free port). Returns once listening."""
+    credentials = server_credentials(settings)  # first: a bad certificate file stops nothing half-started
     if redis is None:
         if not settings.redis_url:
             raise InvalidArgument("REDIS_URL is not set: the coordinator needs Redis (or use `scriptpool up`)")
@@ -229,7 +231,7 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
     for address in listen_addresses(settings.listen):
         refuse_address_in_use(address)
         try:
-            bound = server.add_insecure_port(address)
+            bound = add_port(server, address, credentials)
         except RuntimeError:  # gRPC >= 1.5x raises where older versions returned 0
             bound = 0
         if bound == 0:
@@ -251,7 +253,8 @@ def serve_forever(settings: Settings) -> None:
     rq_dates.install()  # RQ's date formatting in the jobs it enqueues, identical and faster
     rq_serializers.install()  # RQ's serializer check, remembered per serializer
     running = start_coordinator(settings)
-    log.warning("scriptpool coordinator listening on %s (port %d)", settings.listen, running.port)
+    tls = " (TLS on TCP addresses)" if settings.tls_cert else ""
+    log.warning("scriptpool coordinator listening on %s (port %d)%s", settings.listen, running.port, tls)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

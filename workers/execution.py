@@ -9,13 +9,13 @@ import logging
 import time
 from typing import Any
 
-import grpc
 from redis import Redis
 
 from scriptpool.core.job_records import ClaimedJob, JobRecords
 from scriptpool.core.lean_redis import Arg, LeanPool, Reply
 from scriptpool.languages import Language
 from scriptpool.outcomes import Outcome
+from scriptpool.tls import open_channel
 from scriptpool.v1 import sandbox_pb2
 from scriptpool.workers.bridge.call_stream import CoordinatorStubs
 from scriptpool.workers.bridge.host import CoordinatorBridge
@@ -40,7 +40,7 @@ class JobExecutor:
         self._pending_finish: dict[str, tuple[bytes, float, int, str, int]] = {}
         """Finishes (result, time, result TTL, outcome, attempt) left to the worker's finishing transaction."""
         self.records = JobRecords(self.redis, settings.lease_seconds, lean=self.lean)
-        self.channel = grpc.insecure_channel(settings.coordinator)
+        self.channel = open_channel(settings.coordinator, settings.tls)
         self.stubs = CoordinatorStubs(self.channel)
         self.leases = LeaseKeeper(self.records)
         self.reaper = Reaper()

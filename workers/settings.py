@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from scriptpool.core.defaults import DEFAULT_COORDINATOR, DEFAULT_QUEUE, LEASE_SECONDS, RESULT_TTL_SECONDS
 from scriptpool.core.durability import ACK_AFTER_FSYNC_VARIABLE, flag
 from scriptpool.sandbox.jail.policy import ALLOW_MISSING_VARIABLE, JailPolicy
+from scriptpool.tls import ClientTls
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -52,6 +53,11 @@ class WorkerSettings:
     finds one missing refuses to start (SCRIPTPOOL_ALLOW_MISSING_LAYERS=a,b, `--allow-missing-layer`;
     proto/scriptpool/sandbox/jail/policy.py)."""
 
+    tls: ClientTls = ClientTls()
+    """How the worker dials the coordinator (job calls and `worker --check`): SCRIPTPOOL_TLS_CA (or
+    SCRIPTPOOL_TLS=1 for the system roots), plus SCRIPTPOOL_TLS_CLIENT_CERT/KEY when the coordinator
+    requires client certificates. A `unix:` coordinator address is always plaintext (proto/scriptpool/tls.py)."""
+
     @classmethod
     def from_env(cls, **overrides: str) -> WorkerSettings:
         env = os.environ
@@ -73,6 +79,7 @@ class WorkerSettings:
             values["jobs_per_child"] = _positive_int("SCRIPTPOOL_JOBS_PER_CHILD", env["SCRIPTPOOL_JOBS_PER_CHILD"])
         if env.get(ALLOW_MISSING_VARIABLE, "").strip():
             values["jail_policy"] = JailPolicy.from_variable(env[ALLOW_MISSING_VARIABLE])
+        values["tls"] = ClientTls.from_env(env)
         if not values["redis_url"]:
             from scriptpool.errors import InvalidArgument
 
