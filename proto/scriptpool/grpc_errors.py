@@ -9,8 +9,8 @@ from scriptpool.errors import ScriptpoolError, TlsFailed, Unavailable, error_for
 from scriptpool.tls import tls_failure_reason
 
 PLAINTEXT_HINT = (
-    "if the coordinator serves TLS, give this client its CA (--tls-ca, SCRIPTPOOL_TLS_CA, "
-    "ScriptpoolClient(tls_ca=...)) and, if it requires client certificates, a client certificate"
+    "if the coordinator serves TLS, dial it with TLS and its CA (--tls-ca, SCRIPTPOOL_TLS_CA), and with a client "
+    "certificate if it requires them"
 )
 
 
