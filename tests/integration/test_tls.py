@@ -21,14 +21,13 @@ import pytest
 
 from scriptpool.client import ScriptpoolClient
 from scriptpool.coordinator.cli.main import EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
-from scriptpool.coordinator.die_with_parent import die_with_parent
 from scriptpool.coordinator.redis_server import PrivateRedis
 from scriptpool.coordinator.server import RunningCoordinator, start_coordinator
 from scriptpool.coordinator.settings import Settings
 from scriptpool.errors import InvalidArgument, NotFound, TlsFailed, Unavailable
 from scriptpool.outcomes import Outcome
 from scriptpool.tls import ClientTls
-from tests.conftest import CLI, stop_process
+from tests.conftest import CLI, start_worker, stop_process
 from tests.integration.helpers import outcome, result_of, run_lua
 from tests.integration.tls_certs import CertificateSet, KeyPair, make_certificates
 
@@ -84,16 +83,7 @@ def _env(redis_url: str, address: str, queue: str, **tls: Path) -> dict[str, str
 
 @contextmanager
 def tls_worker(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            die_with_parent([*CLI, "worker"]),
-            cwd=log.parent,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            process_group=0,
-        )
+    proc = start_worker(env["REDIS_URL"], env["SCRIPTPOOL_COORDINATOR"], log, extra_env=env)
     try:
         yield proc
     finally:
