@@ -11,6 +11,7 @@ the coordinator's client CA cannot reach it, and one with such a certificate can
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ from scriptpool.tls import ClientTls
 from tests.conftest import CLI, start_worker, stop_process
 from tests.integration.helpers import outcome, result_of, run_lua
 from tests.integration.tls_certs import CertificateSet, KeyPair, make_certificates
+from tests.integration.up_process import cli, free_port, start_up, up_env
 
 GLOBAL_CALLS = """
 State.set("global", "tls-probe", 41)
@@ -236,3 +238,28 @@ def test_worker_check_names_the_tls_reason(redis_server: PrivateRedis, certs: Ce
         )
     assert check.returncode == EXIT_UNAVAILABLE
     assert f"FAIL coordinator: {address}: TLS: the coordinator's certificate is not signed by a CA" in check.stdout
+
+
+def test_up_serves_tls_on_its_tcp_address_and_its_workers_use_the_socket(certs: CertificateSet, tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    address = f"127.0.0.1:{free_port()}"
+    env = up_env(state_dir)
+    tls = ["--tls-cert", str(certs.server.cert), "--tls-key", str(certs.server.key)]
+    up = start_up(state_dir, address, tmp_path / "up.log", env=env, extra=tls)
+    try:
+        script = tmp_path / "calls.lua"
+        script.write_text(GLOBAL_CALLS)
+        ran = cli(["run", str(script), "--coordinator", address, "--tls-ca", str(certs.ca.cert)], env)
+        assert ran.returncode == EXIT_OK, ran.stderr
+        assert ran.stdout.strip().splitlines()[-1] == "42"
+        key = (state_dir / "api-key").read_text().strip()
+        with ScriptpoolClient(address, key, reconnect_seconds=0) as plain, pytest.raises(Unavailable):
+            plain.get_job(MISSING_JOB)
+    finally:
+        up.send_signal(signal.SIGTERM)
+        try:
+            assert up.wait(timeout=30) == 0
+        finally:
+            stop_process(up)  # type: ignore[arg-type]
+            if up.stdout is not None:
+                up.stdout.close()
