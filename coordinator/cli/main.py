@@ -7,6 +7,9 @@ import os
 # Before anything imports gRPC: `scriptpool worker` forks sandbox children, and `up` forks+execs its
 # processes; gRPC's fork handlers must be off for both (see workers/__init__.py).
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
+# gRPC's C core logs a refused TLS handshake (and other connection noise) at INFO on stderr, beside
+# the one `error:` line the CLI prints for it; an operator can still ask for more with GRPC_VERBOSITY.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 import argparse
 import dataclasses
