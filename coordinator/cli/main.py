@@ -46,7 +46,8 @@ EXIT_IN_USE = 5
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return Settings.from_env().with_overrides(
+    from_env = Settings.from_env()
+    return from_env.with_overrides(
         redis_url=getattr(args, "redis_url", None),
         coordinator=getattr(args, "coordinator", None),
         listen=getattr(args, "listen", None),
@@ -54,11 +55,11 @@ def _settings(args: argparse.Namespace) -> Settings:
         max_batch_jobs=getattr(args, "max_batch_jobs", None),
         redis_appendfsync=getattr(args, "appendfsync", None),
         ack_after_fsync=getattr(args, "ack_after_fsync", None),
-        **_tls_overrides(args),
+        **_tls_overrides(args, from_env),
     )
 
 
-def _tls_overrides(args: argparse.Namespace) -> dict[str, object]:
+def _tls_overrides(args: argparse.Namespace, from_env: Settings) -> dict[str, object]:
     """--tls-cert/--tls-key/--tls-client-ca (coordinator) and --tls-ca (clients) over the environment."""
     overrides: dict[str, object] = {
         name: Path(getattr(args, name))
@@ -66,8 +67,7 @@ def _tls_overrides(args: argparse.Namespace) -> dict[str, object]:
         if getattr(args, name, None)
     }
     if getattr(args, "tls_ca", None):
-        base = Settings.from_env().client_tls
-        overrides["client_tls"] = dataclasses.replace(base, ca=Path(args.tls_ca), system_roots=False)
+        overrides["client_tls"] = dataclasses.replace(from_env.client_tls, ca=Path(args.tls_ca), system_roots=False)
     return overrides
 
 
