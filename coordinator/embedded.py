@@ -1,11 +1,13 @@
 """`scriptpool up`: everything on one machine, in the foreground.
 
-A private redis-server (unless REDIS_URL is set), the coordinator and N workers, each a child
-process in its own process group (so a terminal's Ctrl-C reaches only this supervisor, which then
-stops the children in order). Stop: SIGTERM to workers (they finish their job), then the
-coordinator, then Redis; anything still alive after the grace period is killed. A child that dies
-unexpectedly (a worker, the coordinator, the private Redis) is logged and started again, after a
-pause that doubles while it keeps dying young (`coordinator/restarts.py`); the private Redis comes
+A private redis-server (unless REDIS_URL is set), the coordinator and a worker pool of N workers
+(`scriptpool worker --processes N`, `workers/pool.py`), each a child process in its own process
+group (so a terminal's Ctrl-C reaches only this supervisor, which then stops the children in
+order). Stop: SIGTERM to the pool (its workers finish their job within `POOL_GRACE_SECONDS`, then
+the pool kills them), then the coordinator, then Redis; anything still alive after the grace period
+is killed. A child that dies unexpectedly (the pool, the coordinator, the private Redis) is logged
+and started again, after a pause that doubles while it keeps dying young
+(`proto/scriptpool/core/restarts.py`); the pool does the same for a worker. The private Redis comes
 back from its append-only file, and the others reconnect to it as they do after any outage.
 
 One stack per state directory: the stack holds `StateDirLock` (an `flock` on STATE_DIR/up.lock)
@@ -16,7 +18,6 @@ its Redis, coordinator and workers (they get SIGTERM and stop as they would on C
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import signal
@@ -33,19 +34,25 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from scriptpool.coordinator.auth import Authenticator
-from scriptpool.coordinator.die_with_parent import die_with_parent
 from scriptpool.coordinator.redis_server import PrivateRedis
-from scriptpool.coordinator.restarts import Restarts
 from scriptpool.coordinator.server import listen_addresses
 from scriptpool.coordinator.settings import Settings
 from scriptpool.coordinator.single_instance import StateDirLock, refuse_address_in_use
 from scriptpool.core import redis_connect
+from scriptpool.core.die_with_parent import die_with_parent
 from scriptpool.core.durability import ACK_AFTER_FSYNC_VARIABLE
+from scriptpool.core.metrics import METRICS_VARIABLE, OFF, MetricsAddress, refuse_taken
+from scriptpool.core.restarts import Restarts
 from scriptpool.errors import InvalidArgument, Unavailable
 from scriptpool.tls import ClientTls, open_channel
 
 log = logging.getLogger(__name__)
 STOP_GRACE_SECONDS = 10.0
+POOL_GRACE_SECONDS = STOP_GRACE_SECONDS - 2.0
+"""The pool's own grace for its workers' jobs: it kills them itself before `up` would kill it (a
+pool killed by `up` could not kill its workers, which would drain on their own after `up` exits)."""
+UP_METRICS = MetricsAddress("127.0.0.1", 9464)
+"""`up` serves metrics by default: the coordinator here, worker process N on this port + 1 + N."""
 
 
 def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -109,7 +116,8 @@ class EmbeddedStack:
     workers: int = 2
     redis: PrivateRedis | None = None
     coordinator: subprocess.Popen[bytes] | None = None
-    worker_procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    pool: subprocess.Popen[bytes] | None = None
+    """`scriptpool worker --processes N`: the workers' supervisor."""
     api_key: str = ""
     env: dict[str, str] = field(default_factory=dict)
     address: str = ""
@@ -118,7 +126,7 @@ class EmbeddedStack:
     local_socket: str = ""
     """The coordinator's Unix socket for the workers on this host."""
     restarts: dict[str, Restarts] = field(default_factory=dict)
-    """Each child's restart schedule, by name: "redis", "coordinator", "worker 0" ..."""
+    """Each child's restart schedule, by name: "redis", "coordinator", "worker pool"."""
 
     def start(self) -> EmbeddedStack:
         try:
@@ -153,16 +161,15 @@ class EmbeddedStack:
             **self.settings.tls_variables(),
         }
         self.api_key = self._ensure_api_key(redis_url)
-        self.coordinator = _spawn(["coordinator"], self.env)
+        self.env.update(self._metrics_env())  # (after Redis: its errors are the ones to report first)
+        self.coordinator = _spawn(["coordinator"], self._coordinator_env())
         # With TLS (SCRIPTPOOL_TLS_CERT/KEY, `up --tls-cert`) the TCP address needs a CA to dial: ask the
         # plaintext Unix socket this host's workers use instead.
         wait_until_serving(self.local_socket if self.settings.tls_cert else self.address, process=self.coordinator)
         self.env["SCRIPTPOOL_COORDINATOR"] = self.local_socket  # the workers on this host dial the Unix socket
-        for _ in range(self.workers):
-            self.worker_procs.append(_spawn(["worker"], self.env))
+        self._start_pool()
         now = time.monotonic()
-        names = ["redis", "coordinator", *(f"worker {index}" for index in range(self.workers))]
-        self.restarts = {name: Restarts(started_at=now) for name in names}
+        self.restarts = {name: Restarts(started_at=now) for name in ("redis", "coordinator", "worker pool")}
 
     def _ensure_api_key(self, redis_url: str) -> str:
         """The local principal's key, kept in state_dir/api-key (mode 0600) for the CLI to find."""
@@ -199,8 +206,8 @@ class EmbeddedStack:
             self._restart_if_dead("redis", self.redis.process, self._start_redis, now)
         if self.coordinator is not None:
             self._restart_if_dead("coordinator", self.coordinator, self._start_coordinator, now)
-        for index, proc in enumerate(self.worker_procs):
-            self._restart_if_dead(f"worker {index}", proc, functools.partial(self._start_worker, index), now)
+        if self.pool is not None:
+            self._restart_if_dead("worker pool", self.pool, self._start_pool, now)
 
     def _restart_if_dead(self, name: str, proc: subprocess.Popen[bytes], start: Callable[[], None], now: float) -> None:
         if proc.poll() is None:
@@ -226,17 +233,32 @@ class EmbeddedStack:
 
     def _start_coordinator(self) -> None:
         self.local_socket_path().unlink(missing_ok=True)  # left by the coordinator that died
-        self.coordinator = _spawn(["coordinator"], {**self.env, "SCRIPTPOOL_COORDINATOR": self.address})
+        self.coordinator = _spawn(["coordinator"], {**self._coordinator_env(), "SCRIPTPOOL_COORDINATOR": self.address})
 
-    def _start_worker(self, index: int) -> None:
-        self.worker_procs[index] = _spawn(["worker"], self.env)
+    def _start_pool(self) -> None:
+        grace = f"{POOL_GRACE_SECONDS:g}"
+        self.pool = _spawn(["worker", "--processes", str(self.workers), "--grace", grace], self.env)
+
+    def _metrics_env(self) -> dict[str, str]:
+        """The workers' metrics (their first port: each worker process adds its index), checked free."""
+        metrics = self.settings.metrics
+        if metrics is None:
+            return {METRICS_VARIABLE: OFF}
+        for index in range(self.workers + 1):
+            refuse_taken(metrics.offset(index, "--metrics-port"))
+        return {METRICS_VARIABLE: str(metrics.offset(1, "--metrics-port"))}
+
+    def _coordinator_env(self) -> dict[str, str]:
+        metrics = self.settings.metrics
+        return {**self.env, METRICS_VARIABLE: str(metrics) if metrics is not None else OFF}
 
     def local_socket_path(self) -> Path:
         return Path(self.local_socket.removeprefix("unix:"))
 
     def stop(self) -> None:
-        _terminate(self.worker_procs)
-        self.worker_procs = []
+        if self.pool is not None:
+            _terminate([self.pool])
+            self.pool = None
         if self.coordinator is not None:
             _terminate([self.coordinator])
             self.coordinator = None

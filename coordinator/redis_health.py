@@ -18,6 +18,7 @@ from grpc_health.v1 import health, health_pb2
 from redis import ConnectionPool, Redis
 from redis.exceptions import RedisError
 
+from scriptpool.coordinator.metrics import REDIS_ERRORS
 from scriptpool.coordinator.status import REDIS_UNAVAILABLE_LOG
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class RedisHealth:
             reachable, cause = True, ""
         except (RedisError, OSError) as exc:
             reachable, cause = False, " ".join(str(exc).split()) or type(exc).__name__
+            REDIS_ERRORS.inc()
             self._probe.connection_pool.disconnect()  # close the socket now, not when it is collected
         if reachable == self.serving:
             return reachable

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from redis import Redis
 
-from scriptpool.coordinator.die_with_parent import die_with_parent
+from scriptpool.core.die_with_parent import die_with_parent
 from scriptpool.core.durability import APPENDFSYNC_CHOICES, DEFAULT_APPENDFSYNC
 from scriptpool.core.redis_connect import MIN_REDIS_VERSION, version_tuple
 from scriptpool.errors import Unavailable
@@ -55,7 +55,7 @@ class PrivateRedis:
     ) -> None:
         """`persistent`: keep an append-only file, fsynced per `appendfsync` (always, everysec, no).
         `die_with_parent`: the server gets SIGTERM when the thread that starts it ends
-        (`coordinator/die_with_parent.py`); for a benchmark's or a test's own server."""
+        (`proto/scriptpool/core/die_with_parent.py`); for a benchmark's or a test's own server."""
         if appendfsync not in APPENDFSYNC_CHOICES:
             raise ValueError(f"appendfsync must be one of {APPENDFSYNC_CHOICES} (got {appendfsync!r})")
         self.appendfsync = appendfsync

@@ -13,6 +13,7 @@ from grpc_health.v1 import health, health_pb2_grpc
 from redis import Redis
 
 from scriptpool.coordinator.auth import Authenticator
+from scriptpool.coordinator.metrics import CallMetrics, coordinator_registry
 from scriptpool.coordinator.redis_health import RedisHealth
 from scriptpool.coordinator.reflection import enable_reflection
 from scriptpool.coordinator.replay_runner import ReplayRunner
@@ -42,6 +43,7 @@ from scriptpool.core import redis_connect, rq_dates, rq_serializers
 from scriptpool.core.durability import check_ack_after_fsync
 from scriptpool.core.keys import EVENT_RETENTION_KEY
 from scriptpool.core.lean_redis import LeanPool
+from scriptpool.core.metrics import MetricsServer, serve_metrics
 from scriptpool.errors import InvalidArgument
 from scriptpool.v1 import (
     artifacts_pb2,
@@ -86,6 +88,8 @@ class RunningCoordinator:
     """Deletes job-created sessions past their retention; the sweeper thread runs it every sweep."""
     redis_health: RedisHealth | None = None
     """Turns the gRPC health NOT_SERVING while Redis does not answer (`coordinator/redis_health.py`)."""
+    metrics: MetricsServer | None = None
+    """Its Prometheus endpoint, when `settings.metrics` names one (`coordinator/metrics.py`)."""
 
     def stop(self, grace: float = 5.0) -> None:
         if self.redis_health is not None:
@@ -95,6 +99,8 @@ class RunningCoordinator:
         self.waiters.stop()
         self.sweeper.stop()
         self.lean.close()
+        if self.metrics is not None:
+            self.metrics.close()
 
 
 def listen_addresses(listen: str) -> list[str]:
@@ -188,7 +194,7 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
         # No SO_REUSEPORT (gRPC's default sets it): a second coordinator on a port must fail, not share it.
         options=[("grpc.max_receive_message_length", 64 * 1024 * 1024), ("grpc.so_reuseport", 0)],
-        interceptors=[LenientRequests()],
+        interceptors=[CallMetrics(), LenientRequests()],
     )
     job_servicer = JobServicer(auth, jobs, waiters, settings.max_wait_seconds, waiting)
     jobs_pb2_grpc.add_JobServiceServicer_to_server(job_servicer, server)
@@ -237,6 +243,13 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
         if bound == 0:
             raise InvalidArgument(f"cannot listen on {address!r} (address in use or invalid)")
         port = port or bound
+    metrics = None
+    if settings.metrics is not None:
+        try:
+            metrics = serve_metrics(settings.metrics, coordinator_registry(redis, settings.queue, jobs.queue.key))
+        except BaseException:
+            server.stop(None)
+            raise
     waiters.start()
     sweeper.start()
     server.start()
@@ -244,7 +257,7 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
     redis_health.start()  # SERVING once Redis answers; NOT_SERVING while it does not
     return RunningCoordinator(
         server, port, waiters, sweeper, health_servicer, auth, lean, waiting=waiting, session_expiry=session_expiry,
-        redis_health=redis_health,
+        redis_health=redis_health, metrics=metrics,
     )  # fmt: skip
 
 
@@ -255,6 +268,8 @@ def serve_forever(settings: Settings) -> None:
     running = start_coordinator(settings)
     tls = " (TLS on TCP addresses)" if settings.tls_cert else ""
     log.warning("scriptpool coordinator listening on %s (port %d)%s", settings.listen, running.port, tls)
+    if running.metrics is not None:
+        log.warning("scriptpool coordinator metrics on http://%s/metrics", running.metrics.address)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -15,6 +15,7 @@ from scriptpool.core.durability import (
     flag,
 )
 from scriptpool.core.event_streams import DEFAULT_EVENT_RETENTION
+from scriptpool.core.metrics import MetricsAddress
 from scriptpool.errors import InvalidArgument
 from scriptpool.sandbox.limits import LimitPolicy
 from scriptpool.tls import ClientTls
@@ -40,6 +41,9 @@ class Settings:
     """RQ queue jobs go to (SCRIPTPOOL_QUEUE)."""
     state_dir: Path = field(default_factory=default_state_dir)
     """Where `scriptpool up` keeps its private Redis data and the local API key (SCRIPTPOOL_STATE_DIR)."""
+    metrics: MetricsAddress | None = None
+    """Where the coordinator serves Prometheus metrics (`--metrics-port`, SCRIPTPOOL_METRICS; None: no
+    endpoint). Read by the CLI (`scriptpool.core.metrics.metrics_address`): `up` turns it on by default."""
     api_key: str = ""
     """Client API key (SCRIPTPOOL_API_KEY); default: the one `scriptpool up` wrote to state_dir."""
     limits: LimitPolicy = field(default_factory=LimitPolicy)

@@ -23,6 +23,8 @@ from redis.exceptions import BusyLoadingError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from scriptpool.coordinator.interceptors import WrappingInterceptor
+from scriptpool.coordinator.metrics import REDIS_ERRORS
 from scriptpool.coordinator.request_checks import check_request
 from scriptpool.core.repeated_log import RepeatedProblem
 from scriptpool.errors import InvalidArgument, ScriptpoolError
@@ -58,6 +60,7 @@ def abort_for(context: grpc.ServicerContext, exc: BaseException) -> None:
     unavailable = redis_unavailable(exc)
     if unavailable is not None:
         REDIS_UNAVAILABLE_LOG.happened(exc)
+        REDIS_ERRORS.inc()
         context.abort(grpc.StatusCode.UNAVAILABLE, unavailable)
     ref = uuid.uuid4().hex[:12]
     log.error("internal error ref=%s", ref, exc_info=exc)
@@ -101,28 +104,15 @@ def _lenient(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
 OWN_METHODS = "/scriptpool.v1."
 
 
-class LenientRequests(grpc.ServerInterceptor):  # type: ignore[type-arg]
+class LenientRequests(WrappingInterceptor):
     """Every method's request parser hands a malformed message to the handler as a `MalformedRequest`."""
 
-    def __init__(self) -> None:
-        self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
-
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        method = handler_call_details.method
-        known = self._handlers.get(method)
-        if known is not None:
-            return known
-        handler = continuation(handler_call_details)
-        if handler is None or handler.request_deserializer is None or not method.startswith(OWN_METHODS):
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
+        if handler.request_deserializer is None or not method.startswith(OWN_METHODS):
             return handler  # (health and reflection: their handlers are not ours to wrap)
         lenient: grpc.RpcMethodHandler[Any, Any] = handler._replace(  # type: ignore[attr-defined]
             request_deserializer=_lenient(handler.request_deserializer)
         )
-        self._handlers[method] = lenient
         return lenient
 
 

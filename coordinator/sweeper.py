@@ -54,6 +54,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
 from scriptpool.coordinator.auth import new_job_credential
+from scriptpool.coordinator.metrics import JOBS_ENDED
 from scriptpool.coordinator.stores import lua
 from scriptpool.core import rq_internals
 from scriptpool.core.defaults import LEASE_SECONDS
@@ -196,6 +197,7 @@ class LeaseSweeper:
                     lease_lapsed_by=now,
                 ):
                     log.warning("job %s: worker lost", job_id)
+                    JOBS_ENDED.labels(Outcome.WORKER_LOST.value).inc()
                     self._fail_in_rq(job_id)
                     swept += 1
                 else:  # finished meanwhile (its lease goes), or renewed since the read (it stays)
@@ -257,6 +259,7 @@ class LeaseSweeper:
             )
             if self.records.cancel_queued(job_id, message, time.time(), self.result_ttl_seconds):
                 log.warning("job %s: %s; ended cancelled", job_id, message)
+                JOBS_ENDED.labels(Outcome.CANCELLED.value).inc()
                 ended.append(job_id)
         return ended
 

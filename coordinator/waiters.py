@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from redis import Redis
 
 from scriptpool.coordinator.credential_cache import JobCredentialCache
+from scriptpool.coordinator.metrics import REDIS_ERRORS
 from scriptpool.core.keys import FINISHED_CHANNEL
 from scriptpool.core.lean_redis import LeanPool, subscribe
 from scriptpool.core.repeated_log import RepeatedProblem
@@ -109,6 +110,7 @@ class JobWaiters:
                     elif data is not None:
                         self._wake(data.decode())
             except Exception as exc:
+                REDIS_ERRORS.inc()
                 self._lost.happened(f"{exc}; reconnecting")
                 self.credentials.listening(False)
                 self._stopping.wait(0.5)

@@ -17,10 +17,10 @@ from hypothesis import settings as hypothesis_settings
 from redis import Redis
 
 from scriptpool.client import ScriptpoolClient
-from scriptpool.coordinator.die_with_parent import die_with_parent
 from scriptpool.coordinator.redis_server import PrivateRedis
 from scriptpool.coordinator.server import RunningCoordinator, start_coordinator
 from scriptpool.coordinator.settings import Settings
+from scriptpool.core.die_with_parent import die_with_parent
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_QUEUE = "scriptpool-test"
@@ -59,7 +59,7 @@ class Stack:
 
 
 # A test's worker gets SIGTERM when pytest goes away without tearing down (killed, or a timeout that
-# exits at once), so no worker outlives the run (`coordinator/die_with_parent.py`).
+# exits at once), so no worker outlives the run (`proto/scriptpool/core/die_with_parent.py`).
 CLI = (sys.executable, "-m", "scriptpool.coordinator.cli.main")
 """The `scriptpool` command, as the code spawns it."""
 WORKER_COMMAND = die_with_parent([*CLI, "worker"])

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import RedisError
 
 from scriptpool.core.job_records import ClaimedJob, JobRecords
 from scriptpool.core.lean_redis import Arg, LeanPool, Reply
@@ -17,6 +18,7 @@ from scriptpool.languages import Language
 from scriptpool.outcomes import Outcome
 from scriptpool.tls import open_channel
 from scriptpool.v1 import sandbox_pb2
+from scriptpool.workers import metrics
 from scriptpool.workers.bridge.call_stream import CoordinatorStubs
 from scriptpool.workers.bridge.host import CoordinatorBridge
 from scriptpool.workers.lease import LeaseKeeper
@@ -39,6 +41,8 @@ class JobExecutor:
         """Claims the worker made in RQ's start transaction, by job id, until `execute` takes them."""
         self._pending_finish: dict[str, tuple[bytes, float, int, str, int]] = {}
         """Finishes (result, time, result TTL, outcome, attempt) left to the worker's finishing transaction."""
+        self.queue_waits: dict[str, float | None] = {}
+        """Seconds each job being started waited in the RQ queue (set by the worker before `execute`)."""
         self.records = JobRecords(self.redis, settings.lease_seconds, lean=self.lean)
         self.channel = open_channel(settings.coordinator, settings.tls)
         self.stubs = CoordinatorStubs(self.channel)
@@ -68,25 +72,38 @@ class JobExecutor:
     def finish_pending(self, job_id: str) -> None:
         """Send a finish the worker's finishing transaction did not carry (RQ took another path)."""
         self._claims.pop(job_id, None)
+        self.queue_waits.pop(job_id, None)
         pending = self._pending_finish.pop(job_id, None)
         if pending is not None:
             self._finish_now(job_id, pending)
 
     def _finish_now(self, job_id: str, finish: tuple[bytes, float, int, str, int]) -> None:
         result, now, ttl, outcome, attempt = finish
-        if not self.records.finish(job_id, result, now, ttl, outcome=outcome, attempt=attempt):
+        try:
+            finished = self.records.finish(job_id, result, now, ttl, outcome=outcome, attempt=attempt)
+        except RedisError:
+            metrics.REDIS_ERRORS.inc()
+            raise
+        if not finished:
             log.info("job %s already finished elsewhere, or queued again (cancelled or lease expired)", job_id)
 
     def execute(self, job_id: str) -> dict[str, Any]:
+        queue_wait = self.queue_waits.pop(job_id, None)
         preclaimed = job_id in self._claims
-        claimed = (
-            self._claims.pop(job_id) if preclaimed else self.records.start(job_id, self.settings.name, time.time())
-        )
+        try:
+            claimed = (
+                self._claims.pop(job_id) if preclaimed else self.records.start(job_id, self.settings.name, time.time())
+            )
+        except RedisError:
+            metrics.REDIS_ERRORS.inc()
+            raise
         if claimed is None:
             return {"job_id": job_id, "outcome": None, "note": "not queued any more (cancelled or already run)"}
         spec = sandbox_pb2.ChildJob.FromString(claimed.spec)
         reuse = ReuseKey.for_job(claimed.principal, spec, self.settings.jobs_per_child)
-        run = self._run(job_id, spec, claimed.credential, reuse, claimed.attempt)
+        times = metrics.JobTimes(Language.from_proto(spec.language).value, queue_wait)
+        run = self._run(job_id, spec, claimed.credential, reuse, claimed.attempt, times)
+        times.finished(run.outcome)
         finish = (
             run.to_job_result().SerializeToString(),
             time.time(),
@@ -103,7 +120,13 @@ class JobExecutor:
         return {"job_id": job_id, "outcome": run.outcome.value, "message": run.message}
 
     def _run(
-        self, job_id: str, spec: sandbox_pb2.ChildJob, credential: str, reuse: ReuseKey | None, attempt: int = 1
+        self,
+        job_id: str,
+        spec: sandbox_pb2.ChildJob,
+        credential: str,
+        reuse: ReuseKey | None,
+        attempt: int = 1,
+        times: metrics.JobTimes | None = None,
     ) -> ChildRun:
         deadline = time.monotonic() + spec.limits.wall_time_ms / 1000.0
         bridge = CoordinatorBridge(
@@ -119,6 +142,12 @@ class JobExecutor:
         )
 
         self.pool.expect(Language.from_proto(spec.language))
+
+        def handed_over() -> None:
+            if times is not None:
+                times.handover()
+            self.pool.refill()
+
         try:
             with self.leases.hold(job_id, attempt) as lease:
 
@@ -127,13 +156,14 @@ class JobExecutor:
                     return lease.should_stop
 
                 child, jobs_after = self.pool.take_for(reuse, spec.limits)
+                (metrics.REUSED_CHILDREN if self.pool.reused else metrics.FRESH_CHILDREN).inc()
                 for attempt in (1, 2):
                     run = supervise(
                         child,
                         spec,
                         bridge,
                         on_tick,
-                        on_handed_over=self.pool.refill,
+                        on_handed_over=handed_over,
                         reaper=self.reaper,
                         jobs_after=jobs_after,
                         keep_child=lambda kept, outcome: self.pool.keep(kept, reuse, jobs_after, outcome),
@@ -146,6 +176,7 @@ class JobExecutor:
                         "job %s: sandbox child %d was gone before the handover; using a new one", job_id, child.pid
                     )
                     child = self.pool.take()
+                    metrics.FRESH_CHILDREN.inc()
                 return run
         except Exception:
             log.exception("job %s: supervising the sandbox failed", job_id)

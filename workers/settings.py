@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from scriptpool.core.defaults import DEFAULT_COORDINATOR, DEFAULT_QUEUE, LEASE_SECONDS, RESULT_TTL_SECONDS
 from scriptpool.core.durability import ACK_AFTER_FSYNC_VARIABLE, flag
+from scriptpool.core.metrics import MetricsAddress, metrics_address
 from scriptpool.sandbox.jail.policy import ALLOW_MISSING_VARIABLE, JailPolicy
 from scriptpool.tls import ClientTls
 
@@ -19,7 +20,10 @@ class WorkerSettings:
     coordinator: str = DEFAULT_COORDINATOR
     """host:port (or unix:PATH) of the coordinator the sandbox's global calls go to."""
     queue: str = DEFAULT_QUEUE
-    """RQ queue name."""
+    """RQ queue name (SCRIPTPOOL_QUEUE): the one the coordinator enqueues on."""
+    queues: tuple[str, ...] = ()
+    """The RQ queues this worker takes jobs from, in priority order (`--queues a,b`); empty means
+    just `queue`."""
     name: str = ""
     """Worker name shown in `rq info`; default host-pid."""
     result_ttl_seconds: int = RESULT_TTL_SECONDS
@@ -48,6 +52,9 @@ class WorkerSettings:
     refuses to start against a Redis without `appendonly yes` and `appendfsync always`
     (proto/scriptpool/core/durability.py)."""
 
+    metrics: MetricsAddress | None = None
+    """Where this worker process serves Prometheus metrics (`--metrics-port`, SCRIPTPOOL_METRICS; its
+    port moved up by SCRIPTPOOL_WORKER_INDEX when set); None: no endpoint."""
     jail_policy: JailPolicy = JailPolicy()
     """The jail layers this worker may run without; every other layer is required and a worker that
     finds one missing refuses to start (SCRIPTPOOL_ALLOW_MISSING_LAYERS=a,b, `--allow-missing-layer`;
@@ -59,7 +66,8 @@ class WorkerSettings:
     requires client certificates. A `unix:` coordinator address is always plaintext (proto/scriptpool/tls.py)."""
 
     @classmethod
-    def from_env(cls, **overrides: str) -> WorkerSettings:
+    def from_env(cls, *, metrics_port: str | None = None, **overrides: str) -> WorkerSettings:
+        """`metrics_port`: the `--metrics-port` flag, which wins over SCRIPTPOOL_METRICS."""
         env = os.environ
         values: dict[str, object] = {
             "redis_url": env.get("REDIS_URL", ""),
@@ -67,7 +75,9 @@ class WorkerSettings:
             "queue": env.get("SCRIPTPOOL_QUEUE", DEFAULT_QUEUE),
             "name": env.get("SCRIPTPOOL_WORKER_NAME", ""),
         }
-        values.update({k: v for k, v in overrides.items() if v})
+        values.update({k: v for k, v in overrides.items() if v and k != "queues"})
+        if overrides.get("queues"):
+            values["queues"] = parse_queues(overrides["queues"])
         values["ack_after_fsync"] = flag(ACK_AFTER_FSYNC_VARIABLE, env.get(ACK_AFTER_FSYNC_VARIABLE, ""))
         if env.get("SCRIPTPOOL_LEASE_SECONDS"):
             values["lease_seconds"] = _positive_seconds("SCRIPTPOOL_LEASE_SECONDS", env["SCRIPTPOOL_LEASE_SECONDS"])
@@ -77,6 +87,7 @@ class WorkerSettings:
             values["call_stream"] = False
         if env.get("SCRIPTPOOL_JOBS_PER_CHILD"):
             values["jobs_per_child"] = _positive_int("SCRIPTPOOL_JOBS_PER_CHILD", env["SCRIPTPOOL_JOBS_PER_CHILD"])
+        values["metrics"] = metrics_address(metrics_port, env, pool_index=True)
         if env.get(ALLOW_MISSING_VARIABLE, "").strip():
             values["jail_policy"] = JailPolicy.from_variable(env[ALLOW_MISSING_VARIABLE])
         values["tls"] = ClientTls.from_env(env)
@@ -87,6 +98,26 @@ class WorkerSettings:
         if not values["name"]:
             values["name"] = f"{socket.gethostname()}-{os.getpid()}"
         return cls(**values)  # type: ignore[arg-type]
+
+    def listen_queues(self) -> tuple[str, ...]:
+        """The queues to take jobs from, in priority order."""
+        return self.queues or (self.queue,)
+
+
+MAX_QUEUES = 16
+"""Most queues one worker listens on (RQ polls each in turn)."""
+
+
+def parse_queues(raw: str) -> tuple[str, ...]:
+    """`a,b` -> ("a", "b"): names without blanks, none empty, no repeats, at most MAX_QUEUES."""
+    from scriptpool.errors import InvalidArgument
+
+    names = tuple(name.strip() for name in raw.split(","))
+    if not all(names) or any(" " in name for name in names):
+        raise InvalidArgument(f"--queues takes comma-separated queue names without blanks (got {raw!r})")
+    if len(set(names)) != len(names) or len(names) > MAX_QUEUES:
+        raise InvalidArgument(f"--queues takes at most {MAX_QUEUES} different names (got {raw!r})")
+    return names
 
 
 def _positive_int(name: str, raw: str) -> int:

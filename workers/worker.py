@@ -24,10 +24,11 @@ from scriptpool.core import redis_connect, rq_dates, rq_internals, rq_serializer
 from scriptpool.core.durability import check_ack_after_fsync
 from scriptpool.core.job_records import LEGACY_RQ_FUNCTIONS, RQ_FUNCTION
 from scriptpool.core.lean_redis import Arg
+from scriptpool.core.metrics import serve_metrics
 from scriptpool.core.rq_internals import Execution
 from scriptpool.sandbox.jail import require_jail
 from scriptpool.sandbox.runner import prewarm
-from scriptpool.workers import rq_entry
+from scriptpool.workers import metrics, rq_entry
 from scriptpool.workers.execution import JobExecutor
 from scriptpool.workers.rq_compat.lean_rq import LeanSimpleWorker
 from scriptpool.workers.rq_entry import JobNotOk
@@ -107,10 +108,14 @@ class ScriptpoolWorker(LeanSimpleWorker):
         return [] if job_id is None else self.executor.finish_commands(job_id)
 
     def perform_job(self, job: Job, queue: Queue, execution: Execution) -> bool:
+        job_id = self._scriptpool_job_id(job)
+        if job_id is not None:
+            self.executor.queue_waits[job_id] = metrics.seconds_since(job.enqueued_at)
+        metrics.set_busy(True)
         try:
             return super().perform_job(job, queue, execution)
         finally:
-            job_id = self._scriptpool_job_id(job)
+            metrics.set_busy(False)
             if job_id is not None:
                 self.executor.finish_pending(job_id)
 
@@ -118,13 +123,30 @@ class ScriptpoolWorker(LeanSimpleWorker):
 def run_worker(settings: WorkerSettings, *, burst: bool = False, logging_level: str = "WARNING") -> None:
     rq_dates.install()  # RQ's date parsing and formatting, identical and faster
     rq_serializers.install()  # RQ's serializer check, remembered per serializer
-    report = require_jail(settings.jail_policy)  # JailIncomplete when a required layer is missing
-    log.warning("scriptpool worker %s: sandbox jail %s", settings.name, report.summary())
-    for layer, why in settings.jail_policy.missing_allowed(report).items():
-        log.warning("scriptpool worker %s: running WITHOUT the %s layer (%s), as allowed", settings.name, layer, why)
-    redis = redis_connect.connect(settings.redis_url)  # one line naming the URL if it is bad or down
-    if settings.ack_after_fsync:
-        check_ack_after_fsync(redis, settings.redis_url)
+    # First: a taken metrics port stops the worker before it probes, connects or forks anything.
+    metrics.set_busy(False)
+    metrics_server = serve_metrics(settings.metrics, metrics.REGISTRY) if settings.metrics is not None else None
+    if metrics_server is not None:
+        log.warning("scriptpool worker %s: metrics on http://%s/metrics", settings.name, metrics_server.address)
+    try:
+        # Redis before the jail: a start-up error is then its one line, not after the jail's log line.
+        redis = redis_connect.connect(settings.redis_url)  # one line naming the URL if it is bad or down
+        if settings.ack_after_fsync:
+            check_ack_after_fsync(redis, settings.redis_url)
+        report = require_jail(settings.jail_policy)  # JailIncomplete when a required layer is missing
+        log.warning("scriptpool worker %s: sandbox jail %s", settings.name, report.summary())
+        for layer, why in settings.jail_policy.missing_allowed(report).items():
+            log.warning(
+                "scriptpool worker %s: running WITHOUT the %s layer (%s), as allowed", settings.name, layer, why
+            )
+        metrics.record_jail(report)
+        _work(settings, redis, burst=burst, logging_level=logging_level)
+    finally:
+        if metrics_server is not None:
+            metrics_server.close()
+
+
+def _work(settings: WorkerSettings, redis: Redis, *, burst: bool, logging_level: str) -> None:
     if not settings.zygote:  # otherwise the zygote warms the engines, and the worker never runs them
         log.info("scriptpool worker %s: engines ready: %s", settings.name, ", ".join(prewarm()))
     executor = JobExecutor(settings, redis)
@@ -135,7 +157,10 @@ def run_worker(settings: WorkerSettings, *, burst: bool = False, logging_level: 
     rq_redis = Redis.from_url(settings.redis_url, protocol=2)
     try:
         worker = ScriptpoolWorker(
-            [Queue(settings.queue, connection=rq_redis)], connection=rq_redis, name=settings.name, executor=executor
+            [Queue(name, connection=rq_redis) for name in settings.listen_queues()],
+            connection=rq_redis,
+            name=settings.name,
+            executor=executor,
         )
         worker.work(burst=burst, logging_level=logging_level, with_scheduler=False)
     finally:

@@ -16,10 +16,10 @@ from pathlib import Path
 
 from scriptpool.coordinator.auth import Authenticator
 from scriptpool.coordinator.bench.netns_hosts import NamespacesUnavailable, NetnsHost, make_hosts, remove_hosts
-from scriptpool.coordinator.die_with_parent import die_with_parent
 from scriptpool.coordinator.embedded import wait_until_serving
 from scriptpool.coordinator.redis_server import PrivateRedis
 from scriptpool.core import redis_connect
+from scriptpool.core.die_with_parent import die_with_parent
 from scriptpool.errors import Unavailable
 
 BENCH_QUEUE = "scriptpool-bench"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from scriptpool.client import ARTIFACT_CHUNK_BYTES, ScriptpoolClient
 from scriptpool.coordinator.cli.output import to_json
+from scriptpool.coordinator.cli.parsing import non_negative_int
 from scriptpool.core.artifact_values import info_to_plain
 from scriptpool.errors import InvalidArgument
 from scriptpool.v1 import artifacts_pb2
@@ -36,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], with_cl
     sp.add_argument("--session", required=True)
     sp.add_argument("artifact_id")
     sp.add_argument("-o", "--output", required=True, help="file to write ('-' for stdout)")
-    sp.add_argument("--version", type=int, default=0, help="version (default: latest)")
+    sp.add_argument("--version", type=non_negative_int, default=0, help="version (default: latest)")
     sp = asub.add_parser("ls", help="list a session's artifacts, newest first")
     sp.add_argument("--session", required=True)
     sp.add_argument("--cursor", default="", help="go on from where a listing said more remain")
@@ -130,6 +131,8 @@ def _put(client: ScriptpoolClient, args: argparse.Namespace) -> int:
         size = path.stat().st_size
     except OSError as exc:
         raise InvalidArgument(f"cannot read {path}: {exc.strerror}") from None
+    if not path.is_file():
+        raise InvalidArgument(f"cannot read {path}: not a regular file")
     header = A.StoreArtifactChunk(
         session_id=args.session,
         type=args.type,
@@ -158,6 +161,8 @@ def _get(client: ScriptpoolClient, args: argparse.Namespace) -> int:
         progress.finish()
         return 0
     target = Path(args.output)
+    if target.is_dir():
+        raise InvalidArgument(f"cannot write {target}: it is a directory (name the file to write)")
     partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
     try:
         with partial.open("wb") as f:

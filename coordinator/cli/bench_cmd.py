@@ -10,6 +10,8 @@ from typing import Any
 
 from scriptpool.coordinator.bench.cases import CASES, Options
 from scriptpool.coordinator.bench.stack import BenchStack
+from scriptpool.coordinator.cli import progress
+from scriptpool.coordinator.cli.parsing import positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
@@ -17,10 +19,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
     p.add_argument("case", choices=[*CASES, "all"], nargs="?", default="all")
     p.add_argument("--redis-url", help="use this Redis instead of a private redis-server")
     p.add_argument("--coordinator", help="use this coordinator instead of starting one")
-    p.add_argument("--jobs", type=int, default=200, help="jobs per measured run (default 200)")
-    p.add_argument("--repeat", type=int, default=3, help="measured runs after the warm-up (default 3)")
-    p.add_argument("--workers", type=int, default=2, help="worker processes for throughput (default 2)")
-    p.add_argument("--calls", type=int, default=200, help="global calls per job in `callbacks` (default 200)")
+    p.add_argument("--jobs", type=positive_int, default=200, help="jobs per measured run (default 200)")
+    p.add_argument("--repeat", type=positive_int, default=3, help="measured runs after the warm-up (default 3)")
+    p.add_argument("--workers", type=positive_int, default=2, help="worker processes for throughput (default 2)")
+    p.add_argument("--calls", type=positive_int, default=200, help="global calls per job in `callbacks` (default 200)")
     p.add_argument(
         "--load",
         choices=["batched", "per-call"],
@@ -43,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     machine = f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}"
     hosts = 2 if "scale" in names else 0  # `scale` also measures workers on two namespace hosts
     with BenchStack(args.redis_url or "", args.coordinator or "", hosts=hosts) as stack:
-        for name in names:
+        for name in progress.steps(names, shown=progress.wanted(as_json=args.json)):
             result: dict[str, Any] = {"case": name, "machine": machine, **CASES[name](stack, options)}
             if args.json:
                 print(json.dumps(result), flush=True)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from scriptpool.client import ScriptpoolClient
 from scriptpool.coordinator.cli.output import to_json
+from scriptpool.coordinator.cli.parsing import non_negative_int
 from scriptpool.errors import InvalidArgument
 from scriptpool.v1 import events_pb2
 from scriptpool.values import from_value, to_value
@@ -23,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], with_cl
     ep.add_argument("data", nargs="?", default="null", help='a JSON value, e.g. {"version": 3}')
     ep = esub.add_parser("tail", help="print your events matching PATTERN as they happen (Ctrl-C stops)")
     ep.add_argument("pattern", nargs="?", default="*", help="a glob over event names, e.g. 'session.*'")
-    ep.add_argument("--count", type=int, default=0, help="stop after this many events (0: never)")
+    ep.add_argument("--count", type=non_negative_int, default=0, help="stop after this many events (0: never)")
     ep.add_argument("--json", action="store_true", help="one JSON object per line")
 
 

@@ -13,28 +13,41 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 import argparse
 import dataclasses
+import json
 import logging
 import socket
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
-from scriptpool.coordinator.cli import artifact_cmd, bench_cmd, events_cmd, job_cmd, session_cmd, state_cmd
+from scriptpool.coordinator.cli import (
+    artifact_cmd,
+    bench_cmd,
+    events_cmd,
+    job_cmd,
+    parsing,
+    session_cmd,
+    state_cmd,
+    status_cmd,
+)
+from scriptpool.coordinator.cli.parsing import non_negative_float, non_negative_int, positive_int
 from scriptpool.coordinator.settings import Settings
 from scriptpool.coordinator.single_instance import AlreadyInUse
 from scriptpool.core.durability import APPENDFSYNC_CHOICES
+from scriptpool.core.metrics import METRICS_VARIABLE, WORKER_INDEX_VARIABLE, MetricsPortInUse, metrics_address
 from scriptpool.errors import InvalidArgument, ScriptpoolError
 from scriptpool.languages import Language
 
 if TYPE_CHECKING:
     from scriptpool.client import ScriptpoolClient
     from scriptpool.sandbox.jail.policy import JailPolicy
+    from scriptpool.workers.settings import WorkerSettings
 
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1
-EXIT_USAGE = 2
+EXIT_USAGE = parsing.EXIT_USAGE
 """Bad input: flags, files, a malformed Redis URL, Redis refusing the credentials."""
 EXIT_UNAVAILABLE = 3
 """The coordinator or Redis cannot be reached (or a wait ran out)."""
@@ -98,7 +111,7 @@ def _jail_policy(args: argparse.Namespace) -> JailPolicy:
 
 
 def _require_jail_for_stack(args: argparse.Namespace) -> None:
-    """`up`/`demo`: refuse before starting anything when a required jail layer is missing (the workers
+    """`up`/`demo`/a worker pool: refuse before starting anything when a required jail layer is missing (the workers
     would refuse one by one), and let the workers they start allow the same layers."""
     from scriptpool.sandbox.jail import ALLOW_MISSING_VARIABLE, require_jail
 
@@ -109,9 +122,10 @@ def _require_jail_for_stack(args: argparse.Namespace) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from scriptpool.coordinator.embedded import run_up
+    from scriptpool.coordinator.embedded import UP_METRICS, run_up
 
-    settings = _settings(args)
+    metrics = metrics_address(args.metrics_port, os.environ, default=UP_METRICS)
+    settings = dataclasses.replace(_settings(args), metrics=metrics)
     _require_jail_for_stack(args)
     return run_up(settings, args.workers)
 
@@ -119,7 +133,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_coordinator(args: argparse.Namespace) -> int:
     from scriptpool.coordinator.server import serve_forever
 
-    serve_forever(_settings(args))
+    serve_forever(_settings(args).with_overrides(metrics=metrics_address(args.metrics_port, os.environ)))
     return EXIT_OK
 
 
@@ -128,9 +142,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from scriptpool.workers.worker import run_worker
 
     settings = WorkerSettings.from_env(
-        redis_url=args.redis_url or "", coordinator=args.coordinator or "", name=args.name or ""
+        redis_url=args.redis_url or "",
+        coordinator=args.coordinator or "",
+        name=args.name or "",
+        queues=args.queues or "",
+        metrics_port=None if args.check else args.metrics_port,
     )
     settings = dataclasses.replace(settings, jail_policy=_jail_policy(args))
+    if args.processes is not None:
+        return _run_pool(args, settings)
+    if args.grace is not None:
+        raise InvalidArgument("--grace is for a pool: add --processes N")
     if args.check:
         from scriptpool.workers.check import run_checks
 
@@ -140,6 +162,31 @@ def cmd_worker(args: argparse.Namespace) -> int:
         return EXIT_OK if all(check.ok for check in checks) else EXIT_UNAVAILABLE
     run_worker(settings, burst=args.burst)
     return EXIT_OK
+
+
+def _run_pool(args: argparse.Namespace, settings: WorkerSettings) -> int:
+    """`scriptpool worker --processes N`: each worker is this command without --processes/--grace."""
+    from scriptpool.core.redis_connect import connect
+    from scriptpool.workers.pool import DEFAULT_GRACE_SECONDS, PoolSettings, run_pool
+
+    if args.check or args.name:
+        raise InvalidArgument("--check and --name are for one worker: leave out --processes")
+    worker = [sys.executable, "-m", "scriptpool.coordinator.cli.main", *(["-v"] if args.verbose else []), "worker"]
+    worker += ["--burst"] if args.burst else []
+    worker += ["--queues", ",".join(settings.listen_queues())] if args.queues else []
+    pool = PoolSettings(
+        processes=args.processes,
+        worker_command=tuple(worker),
+        grace_seconds=DEFAULT_GRACE_SECONDS if args.grace is None else args.grace,
+        burst=args.burst,
+    )
+    _require_jail_for_stack(args)  # refuse (exit 4) before any worker starts; the workers allow the same layers
+    connect(settings.redis_url).close()  # a bad or unreachable Redis is one line before any worker starts
+    env = {k: v for k, v in os.environ.items() if k != "SCRIPTPOOL_WORKER_NAME"}  # each worker names itself host-pid
+    env.update(REDIS_URL=settings.redis_url, SCRIPTPOOL_COORDINATOR=settings.coordinator)
+    if settings.metrics is not None:  # the pool serves none itself; worker N serves on this port + N
+        env["SCRIPTPOOL_METRICS"] = str(settings.metrics)
+    return run_pool(pool, env)
 
 
 def _language_for(path: Path, explicit: str | None) -> Language:
@@ -250,11 +297,15 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     policy = _jail_policy(args)
     report = probe_host()
+    required = policy.missing_required(report)
+    if args.json:
+        print(json.dumps({"applied": report.applied, "unavailable": report.unavailable,
+                          "missing_required": sorted(required), "ok": not required}))  # fmt: skip
+        return EXIT_JAIL_INCOMPLETE if required else EXIT_OK
     for layer in report.applied:
         print(f"ok           {layer}")
     for layer, why in policy.missing_allowed(report).items():
         print(f"ALLOWED      {layer}: {why} (missing; allowed by --allow-missing-layer: weaker isolation)")
-    required = policy.missing_required(report)
     for layer, why in required.items():
         print(f"UNAVAILABLE  {layer}: {why}; to provide it: {how_to_provide(layer)}")
     if required:
@@ -265,9 +316,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="scriptpool", description="Sandboxed script worker pool.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = parsing.OneLineParser(prog="scriptpool", description="Sandboxed script worker pool.")
+    parser.add_argument("--version", action="version", version=f"scriptpool {_version()}")
+    parsing.add_global_flags(parser)
+    sub = cast(
+        "argparse._SubParsersAction[argparse.ArgumentParser]", parser.add_subparsers(dest="command", required=True)
+    )
 
     def with_redis(p: argparse.ArgumentParser) -> None:
         p.add_argument("--redis-url", help="Redis URL (default: $REDIS_URL)")
@@ -298,6 +352,14 @@ def build_parser() -> argparse.ArgumentParser:
             "(default $SCRIPTPOOL_TLS_CLIENT_CA)",
         )
 
+    def with_metrics(p: argparse.ArgumentParser, default: str) -> None:
+        p.add_argument(
+            "--metrics-port",
+            metavar="[HOST:]PORT",
+            help=f"serve Prometheus metrics on http://HOST:PORT/metrics (HOST default 127.0.0.1; 'off': none); "
+            f"default ${METRICS_VARIABLE} or {default}",
+        )
+
     def with_jail(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--allow-missing-layer",
@@ -311,19 +373,22 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("file", help="script file: .lua, .js or .py")
         p.add_argument("--lang", help="language, when the extension does not say")
         p.add_argument("--session", help="run in this session (default: a new one)")
-        p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the result")
-        p.add_argument("--cpu-ms", type=int, help="CPU time limit (ms)")
-        p.add_argument("--wall-ms", type=int, help="wall time limit (ms)")
-        p.add_argument("--memory-bytes", type=int, help="memory limit (bytes)")
+        p.add_argument("--timeout", type=non_negative_float, default=300.0, help="seconds to wait for the result")
+        p.add_argument("--cpu-ms", type=non_negative_int, help="CPU time limit (ms)")
+        p.add_argument("--wall-ms", type=non_negative_int, help="wall time limit (ms)")
+        p.add_argument("--memory-bytes", type=non_negative_int, help="memory limit (bytes)")
         p.add_argument(
-            "--max-retries", type=int, default=0, help="times the job is queued again if its worker is lost (default 0)"
+            "--max-retries",
+            type=non_negative_int,
+            default=0,
+            help="times the job is queued again if its worker is lost (default 0)",
         )
         p.add_argument("--json", action="store_true", help="print the whole job as JSON")
 
     p = sub.add_parser("up", help="start redis (unless REDIS_URL), the coordinator and workers in the foreground")
     with_redis(p)
     p.add_argument("--listen", help="coordinator listen address (default 127.0.0.1:50051)")
-    p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    p.add_argument("--workers", type=positive_int, default=2, help="worker processes (default 2)")
     with_server_tls(p)
     with_jail(p)
     p.add_argument(
@@ -337,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="acknowledge submissions and results only once fsynced (default $SCRIPTPOOL_ACK_AFTER_FSYNC)",
     )
+    with_metrics(p, "127.0.0.1:9464: the coordinator's; worker process N serves on that port + 1 + N")
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("coordinator", help="run the gRPC coordinator")
@@ -344,17 +410,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", help="listen address (default $SCRIPTPOOL_LISTEN or 127.0.0.1:50051)")
     p.add_argument(
         "--max-batch-jobs",
-        type=int,
+        type=positive_int,
         help="most jobs one SubmitJobs call may submit (default $SCRIPTPOOL_MAX_BATCH_JOBS or 1000)",
     )
     with_server_tls(p)
+    with_metrics(p, "off")
     p.set_defaults(func=cmd_coordinator)
 
-    p = sub.add_parser("worker", help="run one RQ worker process")
+    p = sub.add_parser("worker", help="run one RQ worker process, or a pool of them (--processes N)")
     with_redis(p)
     p.add_argument("--coordinator", help="coordinator address for the scripts' global calls")
     p.add_argument("--name", help="worker name (default host-pid)")
-    p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    p.add_argument("--burst", action="store_true", help="exit when the queue is empty (a pool: when all workers did)")
+    p.add_argument(
+        "--processes",
+        type=positive_int,
+        metavar="N",
+        help="run a pool of N worker processes that starts dead ones again "
+        "(exit 0 clean, 1 workers had to be killed, 2 bad input)",
+    )
+    p.add_argument(
+        "--queues", help="comma-separated RQ queues to take jobs from, in priority order (default $SCRIPTPOOL_QUEUE)"
+    )
+    p.add_argument(
+        "--grace",
+        type=non_negative_float,
+        metavar="SECONDS",
+        help="with --processes: seconds the workers have to finish their jobs after SIGTERM/SIGINT (default 30)",
+    )
     with_jail(p)
     p.add_argument(
         "--check",
@@ -363,6 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(exit 0 when all pass, 3 otherwise; for liveness/readiness probes)",
     )
     p.add_argument("--no-worker", action="store_true", help="with --check: leave out the registered-worker check")
+    with_metrics(p, f"off; the port moves up by ${WORKER_INDEX_VARIABLE} when set")
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("run", help="submit a script, wait, print its output and result")
@@ -373,7 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="start a throwaway stack, run one script, stop (used by `make demo`)")
     with_redis(p)
     with_run(p)
-    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--workers", type=positive_int, default=1, help="worker processes (default 1)")
     with_jail(p)
     p.set_defaults(func=cmd_demo)
 
@@ -391,14 +475,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench_cmd.add_parser(sub).set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("doctor", help="report which sandbox layers this host provides")
+    p = sub.add_parser("doctor", help="report which sandbox layers this host provides (exit 4 when one is missing)")
+    p.add_argument("--json", action="store_true", help="one JSON object: {applied, unavailable, missing_required, ok}")
     with_jail(p)
     p.set_defaults(func=cmd_doctor)
+
+    status_cmd.add_parser(sub, with_redis).set_defaults(func=status_cmd.run)
     return parser
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("scriptpool")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parsing.parse(build_parser(), sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
@@ -407,13 +503,17 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except ScriptpoolError as exc:
         print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
-        if isinstance(exc, AlreadyInUse):
+        if isinstance(exc, (AlreadyInUse, MetricsPortInUse)):
             return EXIT_IN_USE
         from scriptpool.sandbox.jail.policy import JailIncomplete  # here: client commands never load the sandbox
 
         if isinstance(exc, JailIncomplete):
             return EXIT_JAIL_INCOMPLETE
         return EXIT_UNAVAILABLE if exc.code in ("UNAVAILABLE", "DEADLINE_EXCEEDED") else EXIT_USAGE
+    except OSError as exc:  # a file the command was pointed at: one line, never a traceback
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"error: INVALID_ARGUMENT:{where}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 from scriptpool.client import ScriptpoolClient
 from scriptpool.coordinator.cli.output import to_json
+from scriptpool.coordinator.cli.parsing import non_negative_float, non_negative_int, positive_int
 from scriptpool.core.session_values import session_to_plain
 from scriptpool.errors import DeadlineExceeded, InvalidArgument
 from scriptpool.v1 import sessions_pb2
@@ -34,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], with_cl
     sp.add_argument("--tag", action="append", help="only sessions with this tag (repeatable: all of)")
     sp.add_argument("--name", help="name contains")
     sp.add_argument("--state", choices=["active", "suspended", "completed", "failed"])
-    sp.add_argument("--limit", type=int, default=100)
+    sp.add_argument("--limit", type=positive_int, default=100)
     sp.add_argument("--cursor", default="", help="go on from where a listing said more remain")
     sp.add_argument("--json", action="store_true")
     for name, text in (("get", "show one session"), ("suspend", "suspend a session"), ("resume", "resume it"),
@@ -45,17 +46,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], with_cl
         sp.add_argument("--json", action="store_true")
     sp = ssub.add_parser("load", help="restore a snapshot (default: the latest) and make the session active")
     sp.add_argument("session_id")
-    sp.add_argument("--snapshot", type=int, default=0)
+    sp.add_argument("--snapshot", type=non_negative_int, default=0)
     sp.add_argument("--json", action="store_true")
     sp = ssub.add_parser("timeline", help="show a session's timeline")
     sp.add_argument("session_id")
     sp.add_argument("--after", default="", help="entry id to continue after")
-    sp.add_argument("--limit", type=int, default=100)
+    sp.add_argument("--limit", type=positive_int, default=100)
     sp.add_argument("--type", action="append", help="only entries of this type (repeatable)")
     sp.add_argument("--json", action="store_true")
     sp = ssub.add_parser("replay", help="re-run a session's jobs in a new replay session")
     sp.add_argument("session_id")
-    sp.add_argument("--speed", type=float, default=0.0, help="scale of the recorded gaps (0 = no waiting)")
+    sp.add_argument("--speed", type=non_negative_float, default=0.0, help="scale of the recorded gaps (0 = no waiting)")
     sp.add_argument("--wait", action="store_true", help="wait for the replay and print its summary")
     sp.add_argument("--json", action="store_true")
 

@@ -11,6 +11,7 @@ open at once (each holds a server thread while its job runs).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -20,12 +21,15 @@ from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
 
 from scriptpool.coordinator.auth import Authenticator
+from scriptpool.coordinator.metrics import UNKNOWN_METHOD, record_call
 from scriptpool.coordinator.services.slots import Slots
 from scriptpool.coordinator.status import grpc_service
 from scriptpool.errors import PermissionDenied
 from scriptpool.v1 import calls_pb2, calls_pb2_grpc
 
 Route = tuple[Callable[[Any, Any], Message], type[Message]]
+_STATUS = {code.value[0]: code for code in grpc.StatusCode}
+"""A reply's numeric status code -> its StatusCode."""
 
 
 class CallAborted(Exception):
@@ -100,6 +104,16 @@ class JobCallServicer(calls_pb2_grpc.JobCallServiceServicer):
                 # the worker cancelled the stream or lost its channel (e.g. it was killed): nobody to answer
 
     def _one(
+        self, call: calls_pb2.JobCall, stream: grpc.ServicerContext, metadata: Sequence[tuple[str, str | bytes]]
+    ) -> calls_pb2.JobCallReply:
+        started = time.perf_counter()
+        reply = self._answer(call, stream, metadata)
+        # counted as the unary call it stands for; a method name no route has is the caller's: `unknown`
+        method = call.method if call.method in self.routes else UNKNOWN_METHOD
+        record_call(method, _STATUS[reply.code], time.perf_counter() - started)
+        return reply
+
+    def _answer(
         self, call: calls_pb2.JobCall, stream: grpc.ServicerContext, metadata: Sequence[tuple[str, str | bytes]]
     ) -> calls_pb2.JobCallReply:
         reply = calls_pb2.JobCallReply(call_id=call.call_id)

@@ -26,6 +26,7 @@ from rq.job import Job as RQJob
 from rq.queue import EnqueueData
 
 from scriptpool.coordinator.auth import Caller, new_job_credential
+from scriptpool.coordinator.metrics import JOBS_ENDED, JOBS_SUBMITTED
 from scriptpool.coordinator.stores.idempotency import Idempotency, idempotency
 from scriptpool.coordinator.stores.sessions import NewSession, SessionStore
 from scriptpool.coordinator.stores.validation import check_uuid, parse_cursor
@@ -43,6 +44,7 @@ from scriptpool.core.lean_redis import Arg, LeanPool, read, read_many, transacti
 from scriptpool.core.rq_serializers import pass_default_serializer_as_none
 from scriptpool.errors import InvalidArgument, NotFound, ScriptpoolError, Unavailable
 from scriptpool.languages import Language
+from scriptpool.outcomes import Outcome
 from scriptpool.sandbox.limits import LIMIT_FIELDS, JobLimits, LimitPolicy
 from scriptpool.v1 import jobs_pb2, sandbox_pb2
 
@@ -237,6 +239,7 @@ class JobStore:
             pipe.reset()
         else:
             pipe.execute()
+        _count_submitted(batch)
         return jobs
 
     def _write_once(
@@ -249,6 +252,7 @@ class JobStore:
         pipe.reset()
         for _ in range(3):  # (a key claimed, then gone before it is read: it expired; claim it again)
             if self._claimed(once, commands):
+                _count_submitted(batch)
                 return jobs
             ids = once.earlier_jobs(self.redis.hmget(once.redis_key, "fingerprint", "jobs"))
             if ids is not None:
@@ -390,6 +394,7 @@ class JobStore:
                 job_id, "the job was cancelled before it started", time.time(), self.result_ttl_seconds
             )
             if applied:
+                JOBS_ENDED.labels(Outcome.CANCELLED.value).inc()
                 self._cancel_rq_job(job_id)
         return self.get(caller, job_id)
 
@@ -471,6 +476,11 @@ class JobBatch:
 
 # The fields of a job record that change after it is queued (what `refresh` reads).
 _LIVE_FIELDS = ("status", "started_at", "finished_at", "worker", "result", "attempt")
+
+
+def _count_submitted(batch: JobBatch) -> None:
+    for job in batch.jobs:
+        JOBS_SUBMITTED.labels(job.language.value).inc()
 
 
 def _apply_live(job: jobs_pb2.Job, raw: dict[str, bytes | None]) -> None:

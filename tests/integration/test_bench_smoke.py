@@ -90,7 +90,7 @@ def test_bench_all_runs_and_reports_every_figure_with_its_baseline() -> None:
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
 def test_a_terminated_bench_stops_the_stack_it_started(how: str) -> None:
     """SIGTERM mid-run: the bench stops its private redis-server, coordinator and workers. SIGKILL:
-    they go anyway (each was started to die with the bench, `coordinator/die_with_parent.py`)."""
+    they go anyway (each was started to die with the bench, `proto/scriptpool/core/die_with_parent.py`)."""
     import signal
     import time
 

@@ -34,7 +34,7 @@ from tests.conftest import wait_for
 from tests.integration.up_process import (
     children_of,
     free_port,
-    kind_of,
+    processes_of,
     processes_with_marker,
     start_up,
     stop_up,
@@ -72,7 +72,7 @@ class Pool:
 
     def child(self, kind: str) -> int:
         assert self.up is not None
-        found = [pid for pid, cmd in children_of(self.up.pid).items() if kind_of(cmd) == kind]
+        found = list(processes_of(self.up.pid, kind))  # a worker is a child of up's pool
         assert found, f"no {kind} under up: {children_of(self.up.pid)}"
         return found[0]
 
@@ -109,7 +109,7 @@ class Pool:
 
 def _replaced(pool: Pool, kind: str, old: int) -> bool:
     assert pool.up is not None
-    return any(kind_of(cmd) == kind and pid != old for pid, cmd in children_of(pool.up.pid).items())
+    return any(pid != old for pid in processes_of(pool.up.pid, kind))
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -20,7 +21,12 @@ def test_up_runs_jobs_from_the_cli_and_stops_without_orphans(tmp_path: Path) -> 
     state_dir = tmp_path / "state"
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "SCRIPTPOOL_API_KEY")}
     env.update(
-        {"SCRIPTPOOL_STATE_DIR": str(state_dir), "SCRIPTPOOL_COORDINATOR": address, "SCRIPTPOOL_LISTEN": address}
+        {
+            "SCRIPTPOOL_STATE_DIR": str(state_dir),
+            "SCRIPTPOOL_COORDINATOR": address,
+            "SCRIPTPOOL_LISTEN": address,
+            "SCRIPTPOOL_METRICS": "off",  # not the default fixed ports: tests run side by side
+        }
     )
     with open(tmp_path / "up.log", "wb") as log:
         up = subprocess.Popen(
@@ -61,6 +67,14 @@ def test_up_runs_jobs_from_the_cli_and_stops_without_orphans(tmp_path: Path) -> 
 
         unknown = cli(["run", str(tmp_path / "x.rb")], env)
         assert unknown.returncode == 2 and "language" in unknown.stderr
+
+        # `status` finds up's private Redis through the state directory: its pool's two workers, and
+        # the two failures above counted by outcome.
+        status = cli(["status", "--json"], env)
+        assert status.returncode == 0, status.stderr
+        seen = json.loads(status.stdout)
+        assert len(seen["workers"]) == 2 and {q["name"] for q in seen["queues"]} == {"scriptpool"}
+        assert seen["failures_by_outcome"] == {"script_error": 1, "cpu_time_exceeded": 1}
         assert processes_with_marker(str(state_dir))  # the stack really is running
     finally:
         up.send_signal(signal.SIGTERM)

@@ -24,9 +24,9 @@ from redis import Redis
 
 from scriptpool.client import ScriptpoolClient
 from scriptpool.coordinator.auth import Authenticator
-from scriptpool.coordinator.die_with_parent import die_with_parent
 from scriptpool.coordinator.embedded import wait_until_serving
 from scriptpool.coordinator.redis_server import PrivateRedis
+from scriptpool.core.die_with_parent import die_with_parent
 from scriptpool.languages import Language
 from scriptpool.outcomes import Outcome
 from scriptpool.v1 import artifacts_pb2, events_pb2, jobs_pb2, sessions_pb2, sessions_pb2_grpc

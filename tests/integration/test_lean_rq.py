@@ -351,6 +351,7 @@ class _RecordingExecutor:
     def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []
         self.pending: set[str] = set()
+        self.queue_waits: dict[str, float | None] = {}  # (the worker notes each job's wait in the queue here)
 
     def claim_command(self, job_id: str) -> tuple[str, ...]:
         return ("ECHO", f"claimed {job_id}")

@@ -19,8 +19,8 @@ from rq import Queue, Worker
 from scriptpool.client import ScriptpoolClient
 from scriptpool.coordinator.auth import Authenticator
 from scriptpool.coordinator.bench.netns_hosts import NetnsHost, hosts
-from scriptpool.coordinator.die_with_parent import die_with_parent
 from scriptpool.coordinator.embedded import wait_until_serving
+from scriptpool.core.die_with_parent import die_with_parent
 from scriptpool.core.keys import job_key
 from scriptpool.languages import Language
 from tests.conftest import CLI, stop_process, wait_for

@@ -20,6 +20,8 @@ from tests.integration.up_process import (
     cli,
     descendants,
     free_port,
+    kind_of,
+    processes_of,
     processes_with_marker,
     start_up,
     stop_up,
@@ -63,9 +65,10 @@ def test_sigkill_of_up_ends_its_redis_coordinator_and_workers(state_dir: Path, t
     up = start_up(state_dir, f"127.0.0.1:{free_port()}", tmp_path / "up.log", workers=2)
     try:
         children = children_of(up.pid)
-        kinds = sorted("redis" if "redis-server" in cmd else cmd.split()[-1] for cmd in children.values())
-        assert kinds == ["coordinator", "redis", "worker", "worker"], children
-        workers = [pid for pid, cmd in children.items() if cmd.split()[-1] == "worker"]
+        kinds = sorted(kind_of(cmd) for cmd in children.values())
+        assert kinds == ["coordinator", "pool", "redis"], children
+        assert wait_for(lambda: len(processes_of(up.pid, "worker")) == 2, timeout=60), descendants(up.pid)
+        workers = list(processes_of(up.pid, "worker"))
         # Each worker has started its sandbox processes (zygote, spare child: environments emptied,
         # so only the process tree finds them).
         assert wait_for(lambda: all(children_of(pid) for pid in workers), timeout=60)

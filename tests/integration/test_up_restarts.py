@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, wait_for
-from tests.integration.up_process import children_of, cli, free_port, kind_of, start_up, stop_up, up_env
+from tests.integration.up_process import cli, free_port, processes_of, start_up, stop_up, up_env
 
 
 def _pids_of(up_pid: int, kind: str) -> set[int]:
-    return {pid for pid, cmd in children_of(up_pid).items() if kind_of(cmd) == kind}
+    return set(processes_of(up_pid, kind))  # a worker is a child of up's pool, which starts it again
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["worker", "coordinator", "redis"])
+@pytest.mark.parametrize("kind", ["worker", "pool", "coordinator", "redis"])
 def test_up_starts_a_dead_child_again_and_serves(kind: str, tmp_path: Path) -> None:
     state_dir = tmp_path / "state"
     address = f"127.0.0.1:{free_port()}"

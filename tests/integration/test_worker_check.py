@@ -8,7 +8,7 @@ import socket
 import subprocess
 
 from scriptpool.coordinator.cli.main import EXIT_OK, EXIT_UNAVAILABLE
-from tests.conftest import CLI, TEST_QUEUE, Stack
+from tests.conftest import CLI, TEST_QUEUE, Stack, wait_for
 
 
 def _check(redis_url: str, coordinator: str, queue: str, *flags: str) -> subprocess.CompletedProcess[str]:
@@ -23,6 +23,8 @@ def _closed_port() -> int:
 
 
 def test_a_healthy_worker_host_passes_every_check(stack: Stack) -> None:
+    # the session's two workers may still be starting (a loaded host): wait until both registered
+    assert wait_for(lambda: "2 registered" in _check(stack.redis_url, stack.address, TEST_QUEUE).stdout, timeout=60)
     result = _check(stack.redis_url, stack.address, TEST_QUEUE)
     assert result.returncode == EXIT_OK, result.stdout + result.stderr
     lines = result.stdout.splitlines()

@@ -16,6 +16,8 @@ from pathlib import Path
 from tests.conftest import CLI, stop_process
 
 READY_LINE = "scriptpool is up"
+CLI_MODULE = CLI[-1]
+"""The module every scriptpool process runs (`python -m scriptpool.coordinator.cli.main ...`)."""
 
 
 def free_port() -> int:
@@ -26,10 +28,11 @@ def free_port() -> int:
 
 def up_env(state_dir: Path) -> dict[str, str]:
     """No REDIS_URL (a private redis-server), no SCRIPTPOOL_COORDINATOR/LISTEN: `--listen` alone says
-    where the coordinator is."""
+    where the coordinator is. No metrics unless a test asks (`--metrics-port` wins over this)."""
     drop = ("REDIS_URL", "SCRIPTPOOL_API_KEY", "SCRIPTPOOL_COORDINATOR", "SCRIPTPOOL_LISTEN")
     env = {k: v for k, v in os.environ.items() if k not in drop}
     env["SCRIPTPOOL_STATE_DIR"] = str(state_dir)
+    env["SCRIPTPOOL_METRICS"] = "off"  # `up` serves metrics on fixed ports by default; tests run side by side
     return env
 
 
@@ -93,12 +96,31 @@ def children_of(pid: int) -> dict[int, str]:
 
 
 def kind_of(cmdline: str) -> str:
-    """What a child of `up` is, from its command line: "redis", "coordinator" or "worker" ("" for a
-    process caught between fork and exec, whose command line is still empty or its parent's)."""
+    """What a process of `up` is, from its command line: "redis", "coordinator", "pool" (`worker
+    --processes N`, a child of `up`) or "worker" (a child of the pool); "" for a process caught
+    between fork and exec, whose command line is still empty or its parent's."""
     if "redis-server" in cmdline:
         return "redis"
     words = cmdline.split()
-    return words[-1] if words and words[-1] in ("coordinator", "worker") else ""
+    if CLI_MODULE not in words:
+        return ""
+    command = [word for word in words[words.index(CLI_MODULE) + 1 :] if not word.startswith("-")][:1]
+    if command == ["worker"] and "--processes" in words:
+        return "pool"
+    return command[0] if command and command[0] in ("coordinator", "worker") else ""
+
+
+def processes_of(pid: int, kind: str) -> dict[int, str]:
+    """The live processes of `kind` under `pid` at any depth (a worker is a child of `up`'s pool)."""
+    found = {}
+    for child in descendants(pid):
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if alive(child) and kind_of(cmdline) == kind:
+            found[child] = cmdline
+    return found
 
 
 def descendants(pid: int) -> set[int]:

@@ -3,7 +3,7 @@ keeps dying young, capped, and back to the first pause after a healthy run."""
 
 from __future__ import annotations
 
-from scriptpool.coordinator.restarts import (
+from scriptpool.core.restarts import (
     FIRST_RESTART_PAUSE_SECONDS,
     HEALTHY_AFTER_SECONDS,
     MAX_RESTART_PAUSE_SECONDS,

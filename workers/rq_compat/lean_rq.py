@@ -70,6 +70,7 @@ from scriptpool.core import rq_internals
 from scriptpool.core.lean_redis import Arg, LeanPool, is_transient_reply, read, transaction
 from scriptpool.core.rq_internals import WORKERS_SUSPENDED, Execution, now, release_slot
 from scriptpool.core.rq_serializers import pass_default_serializer_as_none
+from scriptpool.workers import metrics
 from scriptpool.workers.rq_compat.death_penalty import AlarmDeathPenalty
 from scriptpool.workers.rq_compat.lean_dequeue import lean_queue_class
 
@@ -389,6 +390,7 @@ class LeanSimpleWorker(SimpleWorker):
             except (RedisConnectionError, RedisTimeoutError, ResponseError) as exc:
                 if isinstance(exc, ResponseError) and not is_transient_reply(exc):
                     raise
+                metrics.REDIS_ERRORS.inc()
                 self.log.warning(
                     "Worker %s: Redis unavailable while recording the end of job %s (%s); retrying in %.1fs",
                     self.name, job.id, exc, wait,

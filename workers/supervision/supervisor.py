@@ -393,6 +393,8 @@ class SparePool:
         self.reaper = reaper
         self._recent: deque[Language] = deque(maxlen=recent_jobs)
         self._kept: KeptChild | None = None
+        self.reused = False
+        """Whether `take_for` last gave the kept child (True) or a fresh spare."""
 
     @property
     def warm_languages(self) -> tuple[Language, ...]:
@@ -416,8 +418,10 @@ class SparePool:
         elif kept is not None:
             fits = kept.key == key and kept.jobs_left > 0
             if fits and not kept.child.handle.has_exited() and move_cpu_limit(kept.child, limits):
+                self.reused = True
                 return kept.child, kept.jobs_left - 1
             self._retire(kept.child)
+        self.reused = False
         jobs_after = self.jobs_per_child - 1 if key is not None else 0
         return self.take(), jobs_after
 

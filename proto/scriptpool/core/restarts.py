@@ -1,4 +1,4 @@
-"""When `scriptpool up` may start a dead child again.
+"""When a supervisor (`scriptpool up`, the worker pool) may start a dead child again.
 
 The first restart comes after a short pause; while the child keeps dying soon after each start the
 pause doubles, up to `MAX_RESTART_PAUSE_SECONDS`, so a child that cannot start (a broken config, a
