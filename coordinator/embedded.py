@@ -44,6 +44,7 @@ from scriptpool.core.durability import ACK_AFTER_FSYNC_VARIABLE
 from scriptpool.core.metrics import METRICS_VARIABLE, OFF, MetricsAddress, refuse_taken
 from scriptpool.core.restarts import Restarts
 from scriptpool.errors import InvalidArgument, Unavailable
+from scriptpool.tls import ClientTls, open_channel
 
 log = logging.getLogger(__name__)
 STOP_GRACE_SECONDS = 10.0
@@ -63,11 +64,14 @@ def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
-def wait_until_serving(address: str, timeout: float = 20.0, process: subprocess.Popen[bytes] | None = None) -> None:
-    """Return once the coordinator at `address` answers SERVING. With `process` (the coordinator
-    just started), fail as soon as it exits: the answer could otherwise come from another one."""
+def wait_until_serving(
+    address: str, timeout: float = 20.0, process: subprocess.Popen[bytes] | None = None, tls: ClientTls | None = None
+) -> None:
+    """Return once the coordinator at `address` answers SERVING (dialled with `tls`, if given). With
+    `process` (the coordinator just started), fail as soon as it exits: the answer could otherwise
+    come from another one."""
     give_up = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
+    with open_channel(address, tls) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < give_up:
             if process is not None and process.poll() is not None:
@@ -154,11 +158,14 @@ class EmbeddedStack:
             "SCRIPTPOOL_COORDINATOR": self.address,
             "SCRIPTPOOL_QUEUE": self.settings.queue,
             ACK_AFTER_FSYNC_VARIABLE: "1" if self.settings.ack_after_fsync else "0",
+            **self.settings.tls_variables(),
         }
         self.api_key = self._ensure_api_key(redis_url)
         self.env.update(self._metrics_env())  # (after Redis: its errors are the ones to report first)
         self.coordinator = _spawn(["coordinator"], self._coordinator_env())
-        wait_until_serving(self.address, process=self.coordinator)
+        # With TLS (SCRIPTPOOL_TLS_CERT/KEY, `up --tls-cert`) the TCP address needs a CA to dial: ask the
+        # plaintext Unix socket this host's workers use instead.
+        wait_until_serving(self.local_socket if self.settings.tls_cert else self.address, process=self.coordinator)
         self.env["SCRIPTPOOL_COORDINATOR"] = self.local_socket  # the workers on this host dial the Unix socket
         self._start_pool()
         now = time.monotonic()

@@ -37,6 +37,7 @@ from scriptpool.coordinator.stores.sessions import SessionStore
 from scriptpool.coordinator.stores.snapshots import SnapshotStore
 from scriptpool.coordinator.stores.state import StateStore
 from scriptpool.coordinator.sweeper import LeaseSweeper
+from scriptpool.coordinator.tls import add_port, server_credentials
 from scriptpool.coordinator.tracing_interceptor import TracingInterceptor
 from scriptpool.coordinator.waiters import JobWaiters
 from scriptpool.core import redis_connect, rq_dates, rq_serializers, tracing
@@ -114,6 +115,7 @@ def listen_addresses(listen: str) -> list[str]:
 
 def start_coordinator(settings: Settings, redis: Redis | None = None) -> RunningCoordinator:
     """Start serving on `settings.listen` (port 0 picks a free port). Returns once listening."""
+    credentials = server_credentials(settings)  # first: a bad certificate file stops nothing half-started
     if redis is None:
         if not settings.redis_url:
             raise InvalidArgument("REDIS_URL is not set: the coordinator needs Redis (or use `scriptpool up`)")
@@ -241,7 +243,7 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
     for address in listen_addresses(settings.listen):
         refuse_address_in_use(address)
         try:
-            bound = server.add_insecure_port(address)
+            bound = add_port(server, address, credentials)
         except RuntimeError:  # gRPC >= 1.5x raises where older versions returned 0
             bound = 0
         if bound == 0:
@@ -272,9 +274,10 @@ def serve_forever(settings: Settings) -> None:
     tracer = tracing.setup_from_env("scriptpool-coordinator")
     running = start_coordinator(settings)
     log.info(
-        "scriptpool coordinator listening on %s (port %d)%s",
+        "scriptpool coordinator listening on %s (port %d)%s%s",
         settings.listen,
         running.port,
+        " (TLS on TCP addresses)" if settings.tls_cert else "",
         "; tracing on" if tracer is not None else "",
     )
     if running.metrics is not None:

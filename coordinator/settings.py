@@ -19,6 +19,7 @@ from scriptpool.core.event_streams import DEFAULT_EVENT_RETENTION
 from scriptpool.core.metrics import MetricsAddress
 from scriptpool.errors import InvalidArgument
 from scriptpool.sandbox.limits import LimitPolicy
+from scriptpool.tls import ClientTls
 
 DEFAULT_LISTEN = DEFAULT_COORDINATOR
 
@@ -195,7 +196,22 @@ class Settings:
     SCRIPTPOOL_ACK_REPLICAS_TIMEOUT_MS; workers read the same variables for results): a `WAIT` follows
     the submit transaction, and too few confirmations answer UNAVAILABLE (docs/adr/0016-redis-sentinel.md)."""
 
+    tls_cert: Path | None = None
+    """PEM certificate chain the coordinator serves TLS with (SCRIPTPOOL_TLS_CERT, --tls-cert); with
+    it, every TCP listen address serves TLS only, and `unix:` ones stay plaintext (docs/adr/0018-tls.md).
+    Needs `tls_key`. None: plaintext everywhere."""
+    tls_key: Path | None = None
+    """PEM private key of `tls_cert` (SCRIPTPOOL_TLS_KEY, --tls-key)."""
+    tls_client_ca: Path | None = None
+    """PEM CA(s) client certificates must chain to (SCRIPTPOOL_TLS_CLIENT_CA, --tls-client-ca): mutual
+    TLS. Every client of the TCP listen addresses (workers, CLI, SDK) must then present one; gRPC sets
+    the policy per listening port. Needs `tls_cert`."""
+    client_tls: ClientTls = field(default_factory=ClientTls)
+    """How the CLI (a client) dials `coordinator`: SCRIPTPOOL_TLS_CA / --tls-ca, SCRIPTPOOL_TLS=1,
+    SCRIPTPOOL_TLS_CLIENT_CERT/KEY (proto/scriptpool/tls.py)."""
+
     def __post_init__(self) -> None:
+        _check_tls(self)
         if self.redis_appendfsync not in ("", *APPENDFSYNC_CHOICES):
             raise InvalidArgument(
                 f"redis_appendfsync must be one of {', '.join(APPENDFSYNC_CHOICES)} (got {self.redis_appendfsync!r})"
@@ -255,8 +271,15 @@ class Settings:
         ):
             if env.get(var):
                 values[name] = _integer(var, env[var])
-        if env.get("SCRIPTPOOL_STATE_DIR"):
-            values["state_dir"] = Path(env["SCRIPTPOOL_STATE_DIR"])
+        for name, var in (
+            ("state_dir", "SCRIPTPOOL_STATE_DIR"),
+            ("tls_cert", "SCRIPTPOOL_TLS_CERT"),
+            ("tls_key", "SCRIPTPOOL_TLS_KEY"),
+            ("tls_client_ca", "SCRIPTPOOL_TLS_CLIENT_CA"),
+        ):
+            if env.get(var):
+                values[name] = Path(env[var])
+        values["client_tls"] = ClientTls.from_env(env)
         if env.get("SCRIPTPOOL_REDIS_APPENDFSYNC"):
             values["redis_appendfsync"] = appendfsync_choice(
                 "SCRIPTPOOL_REDIS_APPENDFSYNC", env["SCRIPTPOOL_REDIS_APPENDFSYNC"]
@@ -276,9 +299,26 @@ class Settings:
         """The `appendfsync` `scriptpool up` gives its private Redis."""
         return self.redis_appendfsync or ("always" if self.ack_after_fsync else DEFAULT_APPENDFSYNC)
 
+    def tls_variables(self) -> dict[str, str]:
+        """The coordinator's TLS files as the variables `from_env` reads (for a coordinator `up` starts)."""
+        files = {
+            "SCRIPTPOOL_TLS_CERT": self.tls_cert,
+            "SCRIPTPOOL_TLS_KEY": self.tls_key,
+            "SCRIPTPOOL_TLS_CLIENT_CA": self.tls_client_ca,
+        }
+        return {variable: str(path) for variable, path in files.items() if path is not None}
+
     @property
     def api_key_file(self) -> Path:
         return self.state_dir / "api-key"
+
+
+def _check_tls(settings: Settings) -> None:
+    """The TLS files given together (their contents are checked at start: coordinator/tls.py)."""
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        raise InvalidArgument("TLS needs both a certificate and its key: --tls-cert and --tls-key")
+    if settings.tls_client_ca is not None and settings.tls_cert is None:
+        raise InvalidArgument("--tls-client-ca (mutual TLS) needs TLS: --tls-cert and --tls-key")
 
 
 def _integer(variable: str, text: str) -> int:

@@ -65,10 +65,14 @@ CLI = (sys.executable, "-m", "scriptpool.coordinator.cli.main")
 WORKER_COMMAND = die_with_parent([*CLI, "worker"])
 
 
-def start_worker(redis_url: str, address: str, log_path: Path) -> subprocess.Popen[bytes]:
+def start_worker(
+    redis_url: str, address: str, log_path: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """A worker started outside the repository (in its log's folder), so it imports what an installed
-    `scriptpool` provides and nothing else: no top-level `coordinator`/`workers`/`sandbox` folder."""
+    `scriptpool` provides and nothing else: no top-level `coordinator`/`workers`/`sandbox` folder.
+    `extra_env`: variables set on top (another queue, TLS files)."""
     env = {**os.environ, "REDIS_URL": redis_url, "SCRIPTPOOL_COORDINATOR": address, "SCRIPTPOOL_QUEUE": TEST_QUEUE}
+    env.update(extra_env or {})
     with open(log_path, "ab") as log:
         return subprocess.Popen(
             WORKER_COMMAND,

@@ -19,6 +19,7 @@ from rq import Queue, Worker
 
 from scriptpool.core import redis_connect
 from scriptpool.errors import ScriptpoolError
+from scriptpool.tls import open_channel, tls_failure_reason
 from scriptpool.workers.settings import WorkerSettings
 
 CHECK_TIMEOUT_SECONDS = 5.0
@@ -44,12 +45,16 @@ def check_redis(settings: WorkerSettings) -> Check:
 
 def check_coordinator(settings: WorkerSettings) -> Check:
     try:
-        with grpc.insecure_channel(settings.coordinator) as channel:
+        with open_channel(settings.coordinator, settings.tls) as channel:
             answer = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=CHECK_TIMEOUT_SECONDS
             )
+    except ScriptpoolError as exc:  # a TLS file that cannot be used
+        return Check("coordinator", False, f"{settings.coordinator}: {exc.message}")
     except grpc.RpcError as exc:
-        return Check("coordinator", False, f"{settings.coordinator}: {exc.code().name} {exc.details() or ''}".strip())
+        reason = tls_failure_reason(exc.details() or "")
+        detail = f"TLS: {reason}" if reason else f"{exc.code().name} {exc.details() or ''}".strip()
+        return Check("coordinator", False, f"{settings.coordinator}: {detail}")
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
     return Check(
         "coordinator", answer.status == health_pb2.HealthCheckResponse.SERVING, f"{settings.coordinator} {status}"

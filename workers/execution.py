@@ -9,7 +9,6 @@ import logging
 import time
 from typing import Any
 
-import grpc
 from redis import Redis
 from redis.exceptions import RedisError
 
@@ -19,6 +18,7 @@ from scriptpool.core.lean_redis import Arg, LeanPool, Reply
 from scriptpool.core.redis_urls import open_client
 from scriptpool.languages import Language
 from scriptpool.outcomes import Outcome
+from scriptpool.tls import open_channel
 from scriptpool.v1 import sandbox_pb2
 from scriptpool.workers import metrics
 from scriptpool.workers.bridge.call_stream import CoordinatorStubs
@@ -47,7 +47,7 @@ class JobExecutor:
         self.queue_waits: dict[str, float | None] = {}
         """Seconds each job being started waited in the RQ queue (set by the worker before `execute`)."""
         self.records = JobRecords(self.redis, settings.lease_seconds, lean=self.lean)
-        self.channel = grpc.insecure_channel(settings.coordinator)
+        self.channel = open_channel(settings.coordinator, settings.tls)
         self.stubs = CoordinatorStubs(self.channel)
         self.leases = LeaseKeeper(self.records)
         self.reaper = Reaper()

@@ -10,6 +10,7 @@ from scriptpool.core.defaults import DEFAULT_COORDINATOR, DEFAULT_QUEUE, LEASE_S
 from scriptpool.core.durability import ACK_AFTER_FSYNC_VARIABLE, ReplicaAck, flag
 from scriptpool.core.metrics import MetricsAddress, metrics_address
 from scriptpool.sandbox.jail.policy import ALLOW_MISSING_VARIABLE, JailPolicy
+from scriptpool.tls import ClientTls
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -64,6 +65,11 @@ class WorkerSettings:
     finds one missing refuses to start (SCRIPTPOOL_ALLOW_MISSING_LAYERS=a,b, `--allow-missing-layer`;
     proto/scriptpool/sandbox/jail/policy.py)."""
 
+    tls: ClientTls = ClientTls()
+    """How the worker dials the coordinator (job calls and `worker --check`): SCRIPTPOOL_TLS_CA (or
+    SCRIPTPOOL_TLS=1 for the system roots), plus SCRIPTPOOL_TLS_CLIENT_CERT/KEY when the coordinator
+    requires client certificates. A `unix:` coordinator address is always plaintext (proto/scriptpool/tls.py)."""
+
     @classmethod
     def from_env(cls, *, metrics_port: str | None = None, **overrides: str) -> WorkerSettings:
         """`metrics_port`: the `--metrics-port` flag, which wins over SCRIPTPOOL_METRICS."""
@@ -90,6 +96,7 @@ class WorkerSettings:
         values["metrics"] = metrics_address(metrics_port, env, pool_index=True)
         if env.get(ALLOW_MISSING_VARIABLE, "").strip():
             values["jail_policy"] = JailPolicy.from_variable(env[ALLOW_MISSING_VARIABLE])
+        values["tls"] = ClientTls.from_env(env)
         if not values["redis_url"]:
             from scriptpool.errors import InvalidArgument
 

@@ -7,6 +7,9 @@ import os
 # Before anything imports gRPC: `scriptpool worker` forks sandbox children, and `up` forks+execs its
 # processes; gRPC's fork handlers must be off for both (see workers/__init__.py).
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
+# gRPC's C core logs a refused TLS handshake (and other connection noise) at INFO on stderr, beside
+# the one `error:` line the CLI prints for it; an operator can still ask for more with GRPC_VERBOSITY.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 import argparse
 import dataclasses
@@ -56,7 +59,8 @@ EXIT_IN_USE = 5
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return Settings.from_env().with_overrides(
+    from_env = Settings.from_env()
+    return from_env.with_overrides(
         redis_url=getattr(args, "redis_url", None),
         coordinator=getattr(args, "coordinator", None),
         listen=getattr(args, "listen", None),
@@ -64,7 +68,20 @@ def _settings(args: argparse.Namespace) -> Settings:
         max_batch_jobs=getattr(args, "max_batch_jobs", None),
         redis_appendfsync=getattr(args, "appendfsync", None),
         ack_after_fsync=getattr(args, "ack_after_fsync", None),
+        **_tls_overrides(args, from_env),
     )
+
+
+def _tls_overrides(args: argparse.Namespace, from_env: Settings) -> dict[str, object]:
+    """--tls-cert/--tls-key/--tls-client-ca (coordinator) and --tls-ca (clients) over the environment."""
+    overrides: dict[str, object] = {
+        name: Path(getattr(args, name))
+        for name in ("tls_cert", "tls_key", "tls_client_ca")
+        if getattr(args, name, None)
+    }
+    if getattr(args, "tls_ca", None):
+        overrides["client_tls"] = dataclasses.replace(from_env.client_tls, ca=Path(args.tls_ca), system_roots=False)
+    return overrides
 
 
 def _api_key(settings: Settings) -> str:
@@ -81,7 +98,7 @@ def _client(args: argparse.Namespace) -> tuple[Settings, object]:
     from scriptpool.client import ScriptpoolClient
 
     settings = _settings(args)
-    return settings, ScriptpoolClient(settings.coordinator, _api_key(settings))
+    return settings, ScriptpoolClient(settings.coordinator, _api_key(settings), tls=settings.client_tls)
 
 
 # ------------------------------------------------------------------ commands
@@ -314,6 +331,26 @@ def build_parser() -> argparse.ArgumentParser:
             "--coordinator", help="coordinator address (default: $SCRIPTPOOL_COORDINATOR or 127.0.0.1:50051)"
         )
         p.add_argument("--api-key", help="API key (default: $SCRIPTPOOL_API_KEY or the one `scriptpool up` wrote)")
+        with_client_tls(p)
+
+    def with_client_tls(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--tls-ca",
+            help="dial the coordinator over TLS, verifying its certificate against this PEM CA file (default "
+            "$SCRIPTPOOL_TLS_CA; $SCRIPTPOOL_TLS=1: the system roots; client certificate: "
+            "$SCRIPTPOOL_TLS_CLIENT_CERT/KEY)",
+        )
+
+    def with_server_tls(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--tls-cert", help="serve TLS on TCP addresses with this PEM certificate (default $SCRIPTPOOL_TLS_CERT)"
+        )
+        p.add_argument("--tls-key", help="the PEM key of --tls-cert (default $SCRIPTPOOL_TLS_KEY)")
+        p.add_argument(
+            "--tls-client-ca",
+            help="mutual TLS: every TCP client must present a certificate signed by this PEM CA "
+            "(default $SCRIPTPOOL_TLS_CLIENT_CA)",
+        )
 
     def with_metrics(p: argparse.ArgumentParser, default: str) -> None:
         p.add_argument(
@@ -352,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     with_redis(p)
     p.add_argument("--listen", help="coordinator listen address (default 127.0.0.1:50051)")
     p.add_argument("--workers", type=positive_int, default=2, help="worker processes (default 2)")
+    with_server_tls(p)
     with_jail(p)
     p.add_argument(
         "--appendfsync",
@@ -375,6 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_int,
         help="most jobs one SubmitJobs call may submit (default $SCRIPTPOOL_MAX_BATCH_JOBS or 1000)",
     )
+    with_server_tls(p)
     with_metrics(p, "off")
     p.set_defaults(func=cmd_coordinator)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Generic, TypeVar
 
 import grpc
@@ -29,6 +30,7 @@ from scriptpool.core.defaults import ARTIFACT_CHUNK_BYTES
 from scriptpool.errors import DeadlineExceeded, Internal
 from scriptpool.grpc_errors import from_rpc_error
 from scriptpool.languages import Language
+from scriptpool.tls import ClientTls, open_channel, tls_failure_reason
 from scriptpool.v1 import (
     artifacts_pb2,
     artifacts_pb2_grpc,
@@ -47,6 +49,7 @@ from scriptpool.values import PlainValue, to_value_map
 __all__ = [
     "ARTIFACT_CHUNK_BYTES",
     "Artifacts",
+    "ClientTls",
     "Events",
     "Hooks",
     "ScriptpoolClient",
@@ -80,10 +83,37 @@ def new_idempotency_key() -> str:
 
 
 class ScriptpoolClient:
-    def __init__(self, address: str, api_key: str, *, timeout: float = 30.0, reconnect_seconds: float = 30.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        api_key: str,
+        *,
+        timeout: float = 30.0,
+        reconnect_seconds: float = 30.0,
+        tls_ca: str | Path | None = None,
+        tls: bool | ClientTls = False,
+        tls_client_cert: str | Path | None = None,
+        tls_client_key: str | Path | None = None,
+    ) -> None:
         """`reconnect_seconds`: how long a submit, GetJob or WaitJob keeps being sent again while the
-        coordinator is UNAVAILABLE (0: never sent again)."""
-        self.channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        coordinator is UNAVAILABLE (0: never sent again).
+
+        TLS (off by default; a `unix:` address is always plaintext): `tls_ca` is the PEM file of
+        the CA that signed the coordinator's certificate; `tls=True` verifies against the system
+        roots instead (or pass a whole `ClientTls`). The certificate and its host name are always
+        verified. `tls_client_cert`/`tls_client_key`: a client certificate, for a coordinator that
+        requires them (`--tls-client-ca`). A bad file is `InvalidArgument` here; a refused
+        certificate is `TlsFailed` at the first call."""
+        if isinstance(tls, ClientTls):
+            settings = tls
+        else:
+            settings = ClientTls(
+                ca=Path(tls_ca) if tls_ca else None,
+                system_roots=tls and not tls_ca,
+                client_cert=Path(tls_client_cert) if tls_client_cert else None,
+                client_key=Path(tls_client_key) if tls_client_key else None,
+            )
+        self.channel = open_channel(address, settings, _CHANNEL_OPTIONS)
         self._metadata = (("authorization", f"Bearer {api_key}"),)
         self._timeout = timeout
         self.reconnect_seconds = reconnect_seconds
@@ -597,6 +627,8 @@ class _Resend:
         """True (after a pause) if the call that failed with `exc` is to be sent again."""
         if not isinstance(exc, grpc.Call) or exc.code() != grpc.StatusCode.UNAVAILABLE:
             return False
+        if tls_failure_reason(exc.details() or "") is not None:
+            return False  # a refused certificate stays refused
         if self.until is None:
             self.until = min(time.monotonic() + self.reconnect_seconds, self.give_up)
         pause = min(self.pause, self.until - time.monotonic())

@@ -53,6 +53,12 @@ class Unavailable(ScriptpoolError):
     code = "UNAVAILABLE"
 
 
+class TlsFailed(Unavailable):
+    """The TLS handshake with the coordinator failed: its certificate was refused (expired, signed by
+    a CA the client does not trust, for another host name) or it refused ours. Permanent: sending the
+    call again does not help, so clients do not."""
+
+
 class Unimplemented(ScriptpoolError):
     code = "UNIMPLEMENTED"
 

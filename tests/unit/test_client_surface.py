@@ -53,8 +53,8 @@ SURFACE = {
         "grant_permission", "list", "query", "revoke_permission", "search",
     ],
 }  # fmt: skip
-MODULE_EXPORTS = ["ARTIFACT_CHUNK_BYTES", "Artifacts", "Events", "Hooks", "ScriptpoolClient", "Sessions", "State",
-                  "job_request", "new_idempotency_key"]  # fmt: skip
+MODULE_EXPORTS = ["ARTIFACT_CHUNK_BYTES", "Artifacts", "ClientTls", "Events", "Hooks", "ScriptpoolClient", "Sessions",
+                  "State", "job_request", "new_idempotency_key"]  # fmt: skip
 # RPCs whose method on the client has another name (streams, and jobs on the client itself).
 OTHER_NAMES = {
     "JobService.SubmitJob": "ScriptpoolClient.submit",
