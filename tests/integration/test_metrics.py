@@ -266,8 +266,11 @@ def test_a_job_whose_worker_died_is_counted_worker_lost(tmp_path: Path) -> None:
             stack.worker.wait()
             assert outcome(stack.client.wait(held.job.id, timeout=60)) is Outcome.WORKER_LOST
             port = stack.coordinator_metrics
+
             # the sweeper counts right after the finish it published, which the wait may beat
-            counted = lambda: value(scrape(port), "scriptpool_jobs_ended_by_coordinator_total", outcome="worker_lost")  # noqa: E731
+            def counted() -> float | None:
+                return value(scrape(port), "scriptpool_jobs_ended_by_coordinator_total", outcome="worker_lost")
+
             assert wait_for(lambda: counted() == 1, timeout=10), counted()
     finally:
         own.stop()
