@@ -10,14 +10,16 @@ import os
 import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from redis import Redis
 
 from scriptpool.client import ScriptpoolClient
+from scriptpool.coordinator.embedded import EmbeddedStack
 from scriptpool.coordinator.principals import principal_known
 from scriptpool.coordinator.server import RunningCoordinator, start_coordinator
-from scriptpool.coordinator.stores.api_keys import ALL_SCOPES, ApiKeyStore, digest_of
+from scriptpool.coordinator.stores.api_keys import ALL_SCOPES, ApiKeyStore, Scope, digest_of
 from scriptpool.core.keys import apikey_key
 from scriptpool.errors import (
     FailedPrecondition,
@@ -242,6 +244,26 @@ def test_a_key_of_an_earlier_version_keeps_working_with_submit_and_read(
     assert principal_known(redis_client, principal)
     admin.admin.revoke_key(admin_pb2.KeyRef(id=listed[0].id))
     assert isinstance(_refusal(stack.address, legacy), Unauthenticated)
+
+
+def test_up_makes_its_local_key_an_admin_key_even_one_of_an_earlier_version(
+    stack: Stack, redis_client: Redis, tmp_path: Path
+) -> None:
+    settings = stack.settings.with_overrides(state_dir=tmp_path)
+    legacy = "spk_" + uuid.uuid4().hex
+    redis_client.set(apikey_key(digest_of(legacy)), "local")
+    settings.api_key_file.write_text(legacy + "\n")
+    assert EmbeddedStack(settings)._ensure_api_key(stack.redis_url) == legacy  # kept, and now an admin key
+    with ScriptpoolClient(stack.address, legacy) as client:
+        (key,) = [k for k in client.admin.list_keys(admin_pb2.ListKeysRequest(principal="local")).keys if k.legacy]
+    assert sorted(key.scopes) == ["admin", "read", "submit"]
+    settings.api_key_file.unlink()
+    fresh = EmbeddedStack(settings)._ensure_api_key(stack.redis_url)
+    assert fresh != legacy and stack.coordinator.auth.authenticate([("authorization", f"Bearer {fresh}")]).scopes == {
+        Scope.ADMIN,
+        Scope.READ,
+        Scope.SUBMIT,
+    }
 
 
 def test_principal_known(admin: ScriptpoolClient, redis_client: Redis) -> None:
