@@ -38,7 +38,7 @@ from scriptpool.core.keys import credential_key
 from scriptpool.errors import PermissionDenied, Unauthenticated
 
 JOB_CREDENTIAL_PREFIX = "spj_"
-__all__ = ["API_KEY_PREFIX", "PRINCIPAL_PATTERN", "AuthorizedContext", "Authenticator", "Caller"]
+__all__ = ["API_KEY_PREFIX", "PRINCIPAL_PATTERN", "AuthorizedContext", "Authenticator", "Caller", "KeyStillValid"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +76,38 @@ class AuthorizedContext:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._context, name)
+
+
+KEY_RECHECK_SECONDS = 5.0
+"""How often a long stream (`EventService.Stream`) reads its key's record again."""
+
+
+class KeyStillValid:
+    """For a call that lasts (a live event stream): False once its API key is revoked or has
+    expired, read again at most every `KEY_RECHECK_SECONDS` (always True for a job credential,
+    which its job's end ends)."""
+
+    def __init__(self, auth: Authenticator, caller: Caller) -> None:
+        self.auth = auth
+        self.caller = caller
+        self._next_check = time.monotonic() + KEY_RECHECK_SECONDS
+        self.refusal: Unauthenticated | None = None
+
+    def __call__(self) -> bool:
+        if self.refusal is not None or not self.caller.key_id:
+            return self.refusal is None
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + KEY_RECHECK_SECONDS
+            record = self.auth.keys.record(self.caller.key_id)
+            if record is None or record.revoked or record.expired(time.time()):
+                self.refusal = Unauthenticated(f"API key {self.caller.key_id} was revoked or has expired")
+        return self.refusal is None
+
+    def check(self) -> None:
+        """Unauthenticated if the key no longer holds."""
+        if self.refusal is not None:
+            raise self.refusal
 
 
 def _when(epoch: float) -> str:

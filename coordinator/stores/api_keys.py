@@ -310,6 +310,13 @@ class ApiKeyStore:
             pipe.zrem(principal_apikeys_key(principal), *ids)
         pipe.execute()
 
+    def record(self, key_id: str) -> KeyRecord | None:
+        """The key's record by its id (None once it is gone)."""
+        try:
+            return self._by_id(key_id)[1]
+        except NotFound:
+            return None
+
     def _by_id(self, key_id: str) -> tuple[str, KeyRecord]:
         if not re.fullmatch(r"[0-9a-f]{1,64}", key_id):
             raise InvalidArgument(f"id {key_id[:60]!r}: a key id is hexadecimal (`scriptpool keys list` shows them)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +31,7 @@ from scriptpool.errors import (
     Unauthenticated,
 )
 from scriptpool.languages import Language
-from scriptpool.v1 import admin_pb2, common_pb2, jobs_pb2, sessions_pb2
+from scriptpool.v1 import admin_pb2, common_pb2, events_pb2, jobs_pb2, sessions_pb2
 from tests.conftest import CLI, Stack, wait_for
 
 
@@ -171,6 +172,29 @@ def test_a_revoked_key_is_refused_by_the_next_call_on_another_replica(
         admin.admin.revoke_key(admin_pb2.KeyRef(id=key_id))  # through the first coordinator
         with pytest.raises(Unauthenticated, match="revoked"):
             on_replica.sessions.get_current(common_pb2.Empty())
+
+
+def test_a_revoked_key_ends_its_live_event_stream(admin: ScriptpoolClient, stack: Stack) -> None:
+    created = _create(admin, _principal(), "read", "submit")
+    stop = threading.Event()
+    with ScriptpoolClient(stack.address, created.secret, reconnect_seconds=0) as client:
+
+        def emit() -> None:  # until the stream has seen one (it follows events from its start on)
+            while not stop.wait(0.2):
+                client.events.emit(events_pb2.EmitEventRequest(name="tick"))
+
+        emitter = threading.Thread(target=emit, daemon=True)
+        emitter.start()
+        stream = client.follow_events("tick")
+        try:
+            assert next(stream).name == "tick"  # the stream is live
+        finally:
+            stop.set()
+            emitter.join()
+        admin.admin.revoke_key(admin_pb2.KeyRef(id=created.key.id))
+        with pytest.raises(Unauthenticated, match=created.key.id):
+            for _ in stream:  # (events already emitted may come first)
+                pass
 
 
 def test_bad_input_is_invalid_argument(admin: ScriptpoolClient) -> None:
