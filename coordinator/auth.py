@@ -171,7 +171,7 @@ class Authenticator:
         if record.expired(now):
             raise Unauthenticated(
                 f"API key {record.id} expired at {_when(record.expires)}; ask an admin for a new one "
-                "(`scriptpool keys rotate` or `scriptpool keys create`)"
+                "(`scriptpool keys create`)"
             )
         self.keys.touch(digest, record, now)
         return Caller(principal=record.principal, scopes=record.scopes, key_id=record.id)
