@@ -40,7 +40,7 @@ _BY_SERVICE: dict[str, dict[str, Scope | str]] = {
     "SessionService": {
         "Create": SUBMIT, "SetCurrent": SUBMIT, "Suspend": SUBMIT, "Resume": SUBMIT, "Complete": SUBMIT,
         "Delete": SUBMIT, "UpdateMetadata": SUBMIT, "SetTags": SUBMIT, "Save": SUBMIT, "Load": SUBMIT,
-        "SaveAll": SUBMIT, "RestoreRecent": SUBMIT, "Replay": SUBMIT, "RecordRefusedCall": SUBMIT,
+        "SaveAll": SUBMIT, "RestoreRecent": SUBMIT, "Replay": SUBMIT, "RecordRefusedCall": JOB_ONLY,
         "Get": READ, "List": READ, "GetCurrent": READ, "GetMetadata": READ, "GetTags": READ, "CanReplay": READ,
         "GetTimeline": READ, "GetReplayMetadata": READ,
     },
