@@ -19,6 +19,7 @@ from redis import Redis
 from scriptpool.client import ScriptpoolClient
 from scriptpool.coordinator.embedded import EmbeddedStack
 from scriptpool.coordinator.principals import principal_known
+from scriptpool.coordinator.redis_server import PrivateRedis
 from scriptpool.coordinator.server import RunningCoordinator, start_coordinator
 from scriptpool.coordinator.stores.api_keys import ALL_SCOPES, ApiKeyStore, Scope, digest_of
 from scriptpool.core.keys import apikey_key
@@ -240,6 +241,28 @@ def test_keys_per_principal_are_bounded(redis_client: Redis) -> None:
     store.create(principal)  # a revoked key no longer counts
     rotated = store.rotate(store.list_keys(principal).records[-1].id)  # a rotation swaps one for one
     assert rotated.record.principal == principal
+
+
+def test_concurrent_creates_stop_at_exactly_the_bound(redis_server: PrivateRedis) -> None:
+    principal = _principal()
+    outcomes: list[str] = []
+
+    def create() -> None:
+        connection = Redis.from_url(redis_server.url)
+        try:
+            ApiKeyStore(connection, max_keys_per_principal=3).create(principal)
+            outcomes.append("created")
+        except ResourceExhausted:
+            outcomes.append("refused")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=create) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["created"] * 3 + ["refused"] * 9
 
 
 def test_last_used_is_written_at_most_once_a_minute(admin: ScriptpoolClient, stack: Stack) -> None:
