@@ -19,6 +19,7 @@ import grpc
 from redis import Redis
 
 from scriptpool.coordinator.credential_cache import CachedCredential, JobCredentialCache
+from scriptpool.coordinator.principals import remember_principal
 from scriptpool.core.job_records import credential_hash, text
 from scriptpool.core.keys import apikey_key, credential_key
 from scriptpool.errors import InvalidArgument, PermissionDenied, Unauthenticated
@@ -65,7 +66,10 @@ class Authenticator:
         if not PRINCIPAL_PATTERN.match(principal):
             raise InvalidArgument("principal: 1-128 characters of letters, digits and . _ @ -, starting alphanumeric")
         key = API_KEY_PREFIX + secrets.token_urlsafe(32)
-        self.redis.set(apikey_key(hashlib.sha256(key.encode()).hexdigest()), principal)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(apikey_key(hashlib.sha256(key.encode()).hexdigest()), principal)
+        remember_principal(pipe, principal)
+        pipe.execute()
         return key
 
     def caller(self, context: grpc.ServicerContext) -> Caller:
@@ -94,6 +98,9 @@ class Authenticator:
             principal_raw = self.redis.get(apikey_key(digest))
             if principal_raw is not None:
                 principal = text(principal_raw)
+                # Keys made before `sp:principals` existed: their principal becomes known when used
+                # (once per cache period, so no extra round trip per call).
+                remember_principal(self.redis, principal)
                 if len(self._api_keys) > 10_000:
                     self._api_keys.clear()
                 self._api_keys[digest] = (principal, time.monotonic() + API_KEY_CACHE_SECONDS)

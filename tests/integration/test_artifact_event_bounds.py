@@ -178,7 +178,7 @@ def test_an_idle_hook_poll_blocks_instead_of_polling(counted: Redis, counter: Re
 # ---------------------------------------------------------------- artifacts
 
 
-def _artifacts(redis: Redis, lean: LeanPool, **bounds: int) -> tuple[ArtifactStore, SessionStore]:
+def _artifacts(redis: Redis, lean: LeanPool, **bounds: Any) -> tuple[ArtifactStore, SessionStore]:
     sessions = SessionStore(redis, 1000, lean=lean)
     store = ArtifactStore(
         redis, max_artifact_bytes=1 << 20, max_session_bytes=1 << 30, max_principal_bytes=1 << 30, **bounds

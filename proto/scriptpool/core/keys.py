@@ -17,6 +17,8 @@ FINISHED_CHANNEL = PREFIX + "job-finished"
 """Channel: job ids as they finish."""
 EXPIRING_SESSIONS_KEY = PREFIX + "sessions:expiring"
 """zset: job-created session id -> the time its retention ends."""
+PRINCIPALS_KEY = PREFIX + "principals"
+"""set: every principal an API key was made for (or used by): who a grant may name (coordinator/principals.py)."""
 EVENT_RETENTION_KEY = PREFIX + "config:event-retention"
 """string: entries each event stream keeps (the coordinator writes its setting here at start)."""
 
@@ -89,6 +91,16 @@ def session_grants_key(session_id: str, principal: str) -> str:
     return f"{session_key(session_id)}:artifact-grants:{principal}"
 
 
+def session_access_key(session_id: str) -> str:
+    """hash: principal -> level of the session's grants (coordinator/stores/session_access.py)."""
+    return f"{session_key(session_id)}:grants"
+
+
+def session_audit_key(session_id: str) -> str:
+    """stream: grants, revocations and refused accesses to the session."""
+    return f"{session_key(session_id)}:audit"
+
+
 # Principals.
 def _principal(principal: str) -> str:
     return f"{PREFIX}principal:{principal}"
@@ -124,6 +136,11 @@ def snapshot_bytes_key(principal: str) -> str:
 
 def principal_grants_key(principal: str) -> str:
     return _principal(principal) + ":artifact-grants"
+
+
+def shared_sessions_key(principal: str) -> str:
+    """zset: ids of other principals' sessions shared with `principal` -> when granted."""
+    return _principal(principal) + ":shared-sessions"
 
 
 def principal_subscriptions_key(principal: str) -> str:
@@ -183,6 +200,10 @@ SCHEMA: dict[str, str] = {
     "sp:session:{id}:timeline": "stream",
     "sp:session:{id}:replays": "list",
     "sp:session:{id}:state": "hash",
+    "sp:session:{id}:grants": "hash",
+    "sp:session:{id}:audit": "stream",
+    "sp:principals": "set",
+    "sp:principal:{p}:shared-sessions": "zset",
     "sp:session:{id}:snapshot:{n}": "hash",
     "sp:session:{id}:snapshot:{n}:state": "hash",
     "sp:sessions:expiring": "zset",
