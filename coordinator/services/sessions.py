@@ -66,7 +66,7 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
     def SetCurrent(self, caller: Caller, request: sessions_pb2.SetCurrentSessionRequest) -> sessions_pb2.CurrentSession:
         """Only for the rest of the calling job (kept in its job record), or per principal for clients."""
         if request.session_id:
-            self.sessions.get(caller, request.session_id)  # must exist and be the caller's
+            self.sessions.get(caller, request.session_id, "Session.setCurrent")  # owner only
         redis = self.sessions.redis
         if caller.is_job:
             redis.hset(job_key(caller.job_id), JOB_CURRENT_FIELD, request.session_id)

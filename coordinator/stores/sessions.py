@@ -270,7 +270,7 @@ class SessionStore:
             raise session_not_found(session_id)
         return _decode(raw)
 
-    def get(self, caller: Caller, session_id: str, op: str = "Session.get") -> sessions_pb2.Session:
+    def get(self, caller: Caller, session_id: str, op: str) -> sessions_pb2.Session:
         """The session, when the caller owns it or holds a grant that allows `op`
         (session_access.OPERATIONS); otherwise the refusal is audited and raised."""
         check_uuid(session_id, "session id")

@@ -514,6 +514,18 @@ class Sessions(_Service[sessions_pb2_grpc.SessionServiceStub]):
     def record_refused_call(self, request: sessions_pb2.RefusedCall) -> common_pb2.Empty:
         return self._call(self._stub.RecordRefusedCall, request)
 
+    def grant(self, request: sessions_pb2.SessionGrantChange) -> sessions_pb2.SessionGrants:
+        return self._call(self._stub.Grant, request)
+
+    def revoke(self, request: sessions_pb2.SessionGrantChange) -> sessions_pb2.SessionGrants:
+        return self._call(self._stub.Revoke, request)
+
+    def list_grants(self, request: sessions_pb2.SessionRef) -> sessions_pb2.SessionGrants:
+        return self._call(self._stub.ListGrants, request)
+
+    def get_audit_log(self, request: sessions_pb2.GetSessionAuditLogRequest) -> artifacts_pb2.AuditLog:
+        return self._call(self._stub.GetAuditLog, request)
+
 
 class State(_Service[state_pb2_grpc.StateServiceStub]):
     """StateService."""
