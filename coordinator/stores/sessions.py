@@ -49,6 +49,7 @@ from scriptpool.core.keys import (
     saved_key,
     session_access_key,
     session_key,
+    shared_sessions_key,
     snapshot_bytes_key,
     state_bytes_key,
 )
@@ -393,10 +394,11 @@ class SessionStore:
         return clean
 
     def list(self, caller: Caller, request: sessions_pb2.ListSessionsRequest) -> sessions_pb2.ListSessionsResponse:
-        """A page of the caller's sessions that match the filters. Sorted by `updated_at` (the
-        default), it walks the principal's index in that order from the cursor, reading at most
-        `max_list_scan` sessions: a page may end short, with a `next_cursor` to go on from. Other
-        sorts need every session, so they are refused past `max_list_scan` sessions."""
+        """A page of the caller's sessions, and of the ones shared with it, that match the filters.
+        Sorted by `updated_at` (the default) with nothing shared, it walks the principal's index in
+        that order from the cursor, reading at most `max_list_scan` sessions: a page may end short,
+        with a `next_cursor` to go on from. Other sorts, and any sort once sessions are shared with
+        the caller, need every session, so they are refused past `max_list_scan` sessions."""
         limit = request.page.limit or DEFAULT_PAGE
         if limit > MAX_PAGE:
             raise InvalidArgument(f"page.limit {limit} is above the maximum {MAX_PAGE}")
@@ -409,15 +411,19 @@ class SessionStore:
         if request.parent_session_id:
             check_uuid(request.parent_session_id, "parent_session_id")
         matches = _session_filter(request)
-        if field == "updated_at":
+        shared = self.redis.zcard(shared_sessions_key(caller.principal))
+        if field == "updated_at" and not shared:
             return self._list_by_index(caller, matches, offset, limit, descending)
-        count = self._session_count(caller.principal)
+        count = self._session_count(caller.principal) + shared
         if count > self.max_list_scan:
+            also = f" ({shared} of them shared with it)" if shared else ""
             raise ResourceExhausted(
-                f"sort by {field}: principal {caller.principal!r} has {count} sessions, more than the "
-                f"{self.max_list_scan} one list call reads; sort by updated_at (the default) and page"
+                f"sort by {field}: principal {caller.principal!r} has {count} sessions{also}, more than the "
+                f"{self.max_list_scan} one list call reads"
+                + ("; sort by updated_at (the default) and page" if not shared else "; revoke or delete some")
             )
         ids = texts(self.redis.zrevrange(principal_sessions_key(caller.principal), 0, -1))
+        ids += texts(self.redis.zrange(shared_sessions_key(caller.principal), 0, -1))  # ADR 0021
         matched = [s for s in self._read_sessions(ids) if matches(s)]
         matched.sort(key=lambda s: getattr(s, field), reverse=descending)
         page = matched[offset : offset + limit]

@@ -354,3 +354,18 @@ def test_the_cli_grants_lists_revokes_and_shows_the_audit_log(
     assert cli("revoke", shared.session_id, principal)[1] == f"{shared.owner_principal}\towner\n"
     code, out, _ = cli("audit", shared.session_id)
     assert code == 0 and "Session.grant" in out and "Session.revoke" in out
+
+
+def test_a_grantees_list_holds_its_own_sessions_and_the_shared_ones(stack: Stack, shared: Shared) -> None:
+    principal, key = stack.new_api_key()
+    with ScriptpoolClient(stack.address, key) as grantee:
+        own = grantee.create_session("mine").id
+        assert [s.id for s in grantee.list_sessions().sessions] == [own]
+        _grant(shared, principal, "read")
+        assert [s.id for s in grantee.list_sessions().sessions] == [own, shared.session_id]  # newest update first
+        shared.owner.sessions.set_tags(S.SetTagsRequest(session_id=shared.session_id, tags=["later"]))
+        assert [s.id for s in grantee.list_sessions().sessions] == [shared.session_id, own]
+        by_name = grantee.list_sessions(S.ListSessionsRequest(sort="name")).sessions
+        assert [s.name for s in by_name] == ["mine", "shared"]
+        shared.owner.sessions.revoke(S.SessionGrantChange(session_id=shared.session_id, principal=principal))
+        assert [s.id for s in grantee.list_sessions().sessions] == [own]
