@@ -23,7 +23,7 @@ from scriptpool.coordinator.cli.main import main
 from scriptpool.coordinator.stores import session_access
 from scriptpool.coordinator.stores.session_access import SessionAccess
 from scriptpool.coordinator.stores.sessions import SessionStore
-from scriptpool.core.keys import PRINCIPALS_KEY, shared_sessions_key, state_bytes_key
+from scriptpool.core.keys import PRINCIPALS_KEY, session_audit_key, shared_sessions_key, state_bytes_key
 from scriptpool.core.lean_redis import LeanPool
 from scriptpool.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted, ScriptpoolError
 from scriptpool.v1 import artifacts_pb2, sessions_pb2, state_pb2
@@ -369,3 +369,15 @@ def test_a_grantees_list_holds_its_own_sessions_and_the_shared_ones(stack: Stack
         assert [s.name for s in by_name] == ["mine", "shared"]
         shared.owner.sessions.revoke(S.SessionGrantChange(session_id=shared.session_id, principal=principal))
         assert [s.id for s in grantee.list_sessions().sessions] == [own]
+
+
+def test_a_sessions_audit_log_is_trimmed(redis_client: Redis) -> None:
+    access = SessionAccess(redis_client, max_audit_entries=100)
+    session_id, prober = str(uuid.uuid4()), Caller(principal="prober")
+    pipe = redis_client.pipeline(transaction=False)
+    for _ in range(1000):
+        access.audit(pipe, session_id, prober, "Session.get", False, "no grant")
+    pipe.execute()
+    held = redis_client.xlen(session_audit_key(session_id))
+    assert 100 <= held <= 200  # MAXLEN ~ drops whole stream nodes (up to 100 entries each)
+    redis_client.delete(session_audit_key(session_id))
