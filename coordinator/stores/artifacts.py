@@ -66,6 +66,7 @@ from scriptpool.core.keys import (
     session_grants_key,
     session_index,
     session_key,
+    shared_sessions_key,
     version_key,
 )
 from scriptpool.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
@@ -362,14 +363,15 @@ class ArtifactStore:
             else:
                 scope = Scope([], _read_grants(self.redis, granted_in, cap, in_session=True))
             return self.index.query(scope, q, words)
-        sessions_key = principal_sessions_key(caller.principal)
-        held = int(self.redis.zcard(sessions_key))
+        sessions_key, shared_key = principal_sessions_key(caller.principal), shared_sessions_key(caller.principal)
+        held = int(self.redis.zcard(sessions_key)) + int(self.redis.zcard(shared_key))
         if held > self.max_query_sessions:
             raise ResourceExhausted(
-                f"this principal has {held} sessions; a query without session_id looks at most "
-                f"{self.max_query_sessions} (max_query_sessions): narrow the query with session_id"
+                f"this principal has {held} sessions (its own and the ones shared with it); a query without "
+                f"session_id looks at most {self.max_query_sessions} (max_query_sessions): narrow the query "
+                "with session_id"
             )
-        mine = texts(self.redis.zrange(sessions_key, 0, -1))
+        mine = texts(self.redis.zrange(sessions_key, 0, -1)) + texts(self.redis.zrange(shared_key, 0, -1))
         granted = _read_grants(self.redis, principal_grants_key(caller.principal), cap, in_session=False)
         return self.index.query(Scope(mine, granted), q, words)
 

@@ -356,7 +356,7 @@ def test_the_cli_grants_lists_revokes_and_shows_the_audit_log(
     assert code == 0 and "Session.grant" in out and "Session.revoke" in out
 
 
-def test_a_grantees_list_holds_its_own_sessions_and_the_shared_ones(stack: Stack, shared: Shared) -> None:
+def test_a_grantees_lists_and_queries_hold_its_own_sessions_and_the_shared_ones(stack: Stack, shared: Shared) -> None:
     principal, key = stack.new_api_key()
     with ScriptpoolClient(stack.address, key) as grantee:
         own = grantee.create_session("mine").id
@@ -367,8 +367,10 @@ def test_a_grantees_list_holds_its_own_sessions_and_the_shared_ones(stack: Stack
         assert [s.id for s in grantee.list_sessions().sessions] == [shared.session_id, own]
         by_name = grantee.list_sessions(S.ListSessionsRequest(sort="name")).sessions
         assert [s.name for s in by_name] == ["mine", "shared"]
+        assert [a.id for a in grantee.artifacts.query(A.ArtifactQuery()).artifacts] == [shared.artifact_id]
         shared.owner.sessions.revoke(S.SessionGrantChange(session_id=shared.session_id, principal=principal))
         assert [s.id for s in grantee.list_sessions().sessions] == [own]
+        assert list(grantee.artifacts.query(A.ArtifactQuery()).artifacts) == []
 
 
 def test_a_sessions_audit_log_is_trimmed(redis_client: Redis) -> None:
