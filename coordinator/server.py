@@ -230,6 +230,7 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
         max_subscriptions_per_principal=settings.max_subscriptions_per_principal,
         max_subscriptions_per_job=settings.max_subscriptions_per_job,
         max_scan=settings.max_event_scan,
+        session_access=access,
     )
     event_servicer = EventServicer(auth, event_store, settings.max_wait_seconds, settings.max_event_streams, waiting)
     events_pb2_grpc.add_HookServiceServicer_to_server(

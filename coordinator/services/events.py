@@ -46,7 +46,7 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
 
     @recorded("Event.subscribe")
     def Subscribe(self, caller: Caller, request: events_pb2.SubscribeRequest) -> events_pb2.Subscription:
-        return self.store.subscribe(caller, request.pattern)
+        return self.store.subscribe(caller, request.pattern, session_id=request.session_id)
 
     @recorded("Event.receive", with_context=True)
     def Receive(
@@ -73,7 +73,7 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
         if not request.pattern:
             raise InvalidArgument("pattern is required, e.g. '*' for every event")
         with self.streams.hold(), self.waiting.hold(caller):
-            yield from self.store.follow(caller, request.pattern, context.is_active)
+            yield from self.store.follow(caller, request.pattern, context.is_active, request.session_id)
 
     def _current_session(self, caller: Caller) -> str:
         return job_current_session(self.store.redis, caller) if caller.is_job else ""

@@ -43,6 +43,9 @@ OPERATIONS: dict[str, int] = {
     "Artifact.query": READ,
     "State.get": READ,
     "State.list": READ,
+    "Event.subscribe": READ,
+    "Event.receive": READ,
+    "Event.stream": READ,
     # write: change what it holds
     "Session.updateMetadata": WRITE,
     "Session.setTags": WRITE,

@@ -338,9 +338,11 @@ class ScriptpoolClient:
         )
         return self.sessions.create(request)
 
-    def follow_events(self, pattern: str) -> Iterator[events_pb2.Event]:
-        """Your events matching `pattern` (a glob over names) as they happen, until you stop iterating."""
-        stream = self._events.Stream(events_pb2.SubscribeRequest(pattern=pattern), metadata=self._metadata)
+    def follow_events(self, pattern: str, session_id: str = "") -> Iterator[events_pb2.Event]:
+        """Your events matching `pattern` (a glob over names) as they happen, until you stop iterating.
+        With `session_id`, that session's only: yours, or one shared with you."""
+        request = events_pb2.SubscribeRequest(pattern=pattern, session_id=session_id)
+        stream = self._events.Stream(request, metadata=self._metadata)
         try:
             yield from self._guard(stream)
         finally:

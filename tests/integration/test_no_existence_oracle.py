@@ -194,6 +194,13 @@ PROBES = [
         lambda s, i, _: s.sessions.GetTimeline(S.GetTimelineRequest(session_id=i["session"]), metadata=s.metadata),
     ),
     Probe(
+        "Event.Subscribe(session)",
+        SESSION,
+        lambda s, i, _: s.events.Subscribe(
+            E.SubscribeRequest(pattern="*", session_id=i["session"]), metadata=s.metadata
+        ),
+    ),
+    Probe(
         "Session.Grant",
         SESSION,
         lambda s, i, me: s.sessions.Grant(

@@ -26,13 +26,13 @@ from scriptpool.coordinator.stores.sessions import SessionStore
 from scriptpool.core.keys import PRINCIPALS_KEY, session_audit_key, shared_sessions_key, state_bytes_key
 from scriptpool.core.lean_redis import LeanPool
 from scriptpool.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted, ScriptpoolError
-from scriptpool.v1 import artifacts_pb2, sessions_pb2, state_pb2
+from scriptpool.v1 import artifacts_pb2, events_pb2, sessions_pb2, state_pb2
 from scriptpool.values import to_value, to_value_map
 from tests.conftest import Stack
 
-from .helpers import release_job, result_of, run_lua, running_job_credential
+from .helpers import next_event, release_job, result_of, run_lua, running_job_credential
 
-A, S, ST = artifacts_pb2, sessions_pb2, state_pb2
+A, E, S, ST = artifacts_pb2, events_pb2, sessions_pb2, state_pb2
 
 
 @dataclass
@@ -383,3 +383,26 @@ def test_a_sessions_audit_log_is_trimmed(redis_client: Redis) -> None:
     held = redis_client.xlen(session_audit_key(session_id))
     assert 100 <= held <= 200  # MAXLEN ~ drops whole stream nodes (up to 100 entries each)
     redis_client.delete(session_audit_key(session_id))
+
+
+def test_a_grantee_receives_the_shared_sessions_events_until_revoked(stack: Stack, shared: Shared) -> None:
+    principal, key = stack.new_api_key()
+    other = shared.owner.create_session("not shared").id
+    with ScriptpoolClient(stack.address, key) as grantee:
+        with pytest.raises(NotFound) as before:  # no grant yet: as a session of nothing
+            grantee.events.subscribe(E.SubscribeRequest(pattern="session.*", session_id=shared.session_id))
+        assert before.value.message == f"session {shared.session_id} not found"
+        _grant(shared, principal, "read")
+        sub = grantee.events.subscribe(E.SubscribeRequest(pattern="session.*", session_id=shared.session_id))
+        shared.owner.sessions.suspend(S.SessionRef(session_id=other))  # the owner's other session: not delivered
+        shared.owner.sessions.suspend(_ref(shared))
+        event = next_event(grantee, sub.subscription_id)
+        assert event is not None and (event.name, event.session_id) == ("session.state_changed", shared.session_id)
+        shared.owner.sessions.revoke(S.SessionGrantChange(session_id=shared.session_id, principal=principal))
+        with pytest.raises(NotFound):
+            grantee.events.receive(E.ReceiveRequest(subscription_id=sub.subscription_id))
+    log = shared.owner.sessions.get_audit_log(S.GetSessionAuditLogRequest(session_id=shared.session_id))
+    assert [(e.user, e.action) for e in log.entries if not e.allowed] == [
+        (principal, "Event.subscribe"),
+        (principal, "Event.receive"),
+    ]
