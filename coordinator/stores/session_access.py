@@ -14,6 +14,7 @@ trimmed to `max_audit_entries`, so probing cannot grow it.
 from __future__ import annotations
 
 import time
+from typing import NoReturn
 
 from redis import Redis
 from redis.client import Pipeline
@@ -113,10 +114,10 @@ class SessionAccess:
         need = needed(op)
         if level >= need:
             return level
-        self.refuse(caller, session_id, op, owner, level, f"needs {level_name(need)}; has {level_name(level)}")
-        raise AssertionError("unreachable")
+        reason = f"needs {level_name(need)}; has {level_name(level)}" if level else "no grant"
+        self.refuse(caller, session_id, op, owner, level, reason)
 
-    def refuse(self, caller: Caller, session_id: str, op: str, owner: str, level: int, reason: str) -> None:
+    def refuse(self, caller: Caller, session_id: str, op: str, owner: str, level: int, reason: str) -> NoReturn:
         """Audit a refusal of `owner`'s session and raise it."""
         self.audit(self.redis, session_id, caller, op, False, reason)
         if level == 0:
