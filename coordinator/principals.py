@@ -1,25 +1,22 @@
-"""Which principals exist: the ones a grant may name (issue 18 item 5).
+"""Who is a principal: a name with at least one API key that is not revoked.
 
-A principal exists for the coordinator once an API key was made for it (`scriptpool apikey create`)
-or, for keys made before this set existed, once such a key authenticated: `coordinator/auth.py`
-adds it to `sp:principals` then. The check is one SISMEMBER, never a scan of the key space.
-Revoking keys does not remove a principal (grants it holds stay meaningful to the owner, who may
-revoke them).
+`principal_known` answers it for features that name another principal (sharing grants), so that
+a grant to a typo or to a principal whose keys were all revoked can be refused.
 """
 
 from __future__ import annotations
 
 from redis import Redis
-from redis.client import Pipeline
 
-from scriptpool.core.keys import PRINCIPALS_KEY
+from scriptpool.coordinator.stores.api_keys import ApiKeyStore, check_principal
 
 
 def principal_known(redis: Redis, principal: str) -> bool:
-    """Whether `principal` has (or had) an API key: one a grant may name."""
-    return bool(redis.sismember(PRINCIPALS_KEY, principal))
+    """True when `principal` has at least one key that is not revoked (an expired one counts until
+    its record is gone: the principal still exists; a key of an earlier version counts once it has
+    been used with this version). A malformed name is InvalidArgument."""
+    check_principal(principal)
+    return ApiKeyStore(redis).principal_has_key(principal)
 
 
-def remember_principal(target: Redis | Pipeline, principal: str) -> None:
-    """Record that `principal` exists (an API key was made for it, or authenticated)."""
-    target.sadd(PRINCIPALS_KEY, principal)
+__all__ = ["principal_known"]

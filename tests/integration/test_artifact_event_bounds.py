@@ -14,9 +14,9 @@ import pytest
 from redis import Redis
 
 from scriptpool.coordinator.auth import Authenticator, Caller
-from scriptpool.coordinator.principals import remember_principal
 from scriptpool.coordinator.services.hooks import HookServicer
 from scriptpool.coordinator.services.waiting_calls import WaitingCalls
+from scriptpool.coordinator.stores.api_keys import ApiKeyStore
 from scriptpool.coordinator.stores.artifacts import ArtifactStore
 from scriptpool.coordinator.stores.events import EventStore
 from scriptpool.coordinator.stores.jobs import JobStore
@@ -230,7 +230,7 @@ def test_a_grantee_lists_only_its_page_of_a_big_session(
 ) -> None:
     store, sessions = _artifacts(redis_client, lean)
     owner, grantee = _caller(), _caller()
-    remember_principal(redis_client, grantee.principal)  # a grant names a principal that exists
+    ApiKeyStore(redis_client).create(grantee.principal)  # a grant names a principal that exists
     session_id = _session(sessions, owner)
     first, second = _store(store, owner, session_id, "first"), _store(store, owner, session_id, "second")
     _store(store, owner, session_id, "not granted")

@@ -21,9 +21,10 @@ from scriptpool.coordinator.auth import Caller
 from scriptpool.coordinator.cli import session_cmd
 from scriptpool.coordinator.cli.main import main
 from scriptpool.coordinator.stores import session_access
+from scriptpool.coordinator.stores.api_keys import ApiKeyStore
 from scriptpool.coordinator.stores.session_access import SessionAccess
 from scriptpool.coordinator.stores.sessions import SessionStore
-from scriptpool.core.keys import PRINCIPALS_KEY, session_audit_key, shared_sessions_key, state_bytes_key
+from scriptpool.core.keys import session_audit_key, shared_sessions_key, state_bytes_key
 from scriptpool.core.lean_redis import LeanPool
 from scriptpool.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted, ScriptpoolError
 from scriptpool.v1 import artifacts_pb2, events_pb2, sessions_pb2, state_pb2
@@ -303,7 +304,7 @@ def _bounded_grants(redis_client: Redis, lean: LeanPool) -> None:
     sessions = SessionStore(redis_client, 1000, lean=lean, access=access)
     owner, a, b = Caller(principal="own"), "grantee-a", "grantee-b"
     for principal in (a, b):
-        redis_client.sadd(PRINCIPALS_KEY, principal)
+        ApiKeyStore(redis_client).create(principal)
     first = sessions.create(owner, S.CreateSessionRequest(name="one")).id
     second = sessions.create(owner, S.CreateSessionRequest(name="two")).id
     access.change(owner, first, "own", a, "read", revoke=False)

@@ -17,10 +17,12 @@ FINISHED_CHANNEL = PREFIX + "job-finished"
 """Channel: job ids as they finish."""
 EXPIRING_SESSIONS_KEY = PREFIX + "sessions:expiring"
 """zset: job-created session id -> the time its retention ends."""
-PRINCIPALS_KEY = PREFIX + "principals"
-"""set: every principal an API key was made for (or used by): who a grant may name (coordinator/principals.py)."""
 EVENT_RETENTION_KEY = PREFIX + "config:event-retention"
 """string: entries each event stream keeps (the coordinator writes its setting here at start)."""
+APIKEYS_KEY = PREFIX + "apikeys"
+"""zset (all scores 0, so ordered by id = by creation): every API key's id."""
+APIKEY_IDS_KEY = PREFIX + "apikeys:ids"
+"""hash: API key id -> the sha256 its record is kept under."""
 
 
 # Jobs and credentials.
@@ -43,6 +45,7 @@ def credential_key(cred_hash: str) -> str:
 
 
 def apikey_key(digest: str) -> str:
+    """An API key's record (hash; a string holding the principal for a key of an earlier version)."""
     return f"{PREFIX}apikey:{digest}"
 
 
@@ -143,6 +146,11 @@ def shared_sessions_key(principal: str) -> str:
     return _principal(principal) + ":shared-sessions"
 
 
+def principal_apikeys_key(principal: str) -> str:
+    """zset (all scores 0): the ids of the principal's API keys."""
+    return _principal(principal) + ":apikeys"
+
+
 def principal_subscriptions_key(principal: str) -> str:
     return _principal(principal) + ":eventsubs"
 
@@ -194,7 +202,10 @@ SCHEMA: dict[str, str] = {
     "sp:jobs:leases": "zset",
     "sp:job-finished": "channel",
     "sp:idem:{sha256(principal NUL key)}": "hash",
-    "sp:apikey:{sha256}": "string",
+    "sp:apikey:{sha256}": "hash",
+    "sp:apikeys": "zset",
+    "sp:apikeys:ids": "hash",
+    "sp:principal:{p}:apikeys": "zset",
     "sp:session:{id}": "hash",
     "sp:session:{id}:jobs": "zset",
     "sp:session:{id}:timeline": "stream",
@@ -202,7 +213,6 @@ SCHEMA: dict[str, str] = {
     "sp:session:{id}:state": "hash",
     "sp:session:{id}:grants": "hash",
     "sp:session:{id}:audit": "stream",
-    "sp:principals": "set",
     "sp:principal:{p}:shared-sessions": "zset",
     "sp:session:{id}:snapshot:{n}": "hash",
     "sp:session:{id}:snapshot:{n}:state": "hash",
