@@ -9,6 +9,7 @@ session with the grantee's rights.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -407,3 +408,29 @@ def test_a_grantee_receives_the_shared_sessions_events_until_revoked(stack: Stac
         (principal, "Event.subscribe"),
         (principal, "Event.receive"),
     ]
+
+
+def test_a_grantees_live_stream_of_the_shared_session_ends_when_revoked(stack: Stack, shared: Shared) -> None:
+    principal, key = stack.new_api_key()
+    _grant(shared, principal, "read")
+    stop = threading.Event()
+
+    def churn() -> None:  # the owner keeps changing the session until the test has what it needs
+        while not stop.is_set():
+            shared.owner.sessions.suspend(_ref(shared))
+            shared.owner.sessions.resume(_ref(shared))
+
+    with ScriptpoolClient(stack.address, key) as grantee:
+        events = grantee.follow_events("session.*", session_id=shared.session_id)
+        churner = threading.Thread(target=churn)
+        churner.start()
+        try:
+            first = next(events)
+            assert (first.name, first.session_id) == ("session.state_changed", shared.session_id)
+            shared.owner.sessions.revoke(S.SessionGrantChange(session_id=shared.session_id, principal=principal))
+            with pytest.raises(NotFound, match=f"session {shared.session_id} not found"):
+                for _ in events:  # the events already read, then the refusal at the next wakeup
+                    pass
+        finally:
+            stop.set()
+            churner.join(timeout=30)
