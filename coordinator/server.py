@@ -167,6 +167,7 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
         max_list_bytes=settings.max_list_jobs_bytes,
         max_job_retries=settings.max_job_retries,
         idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
+        fair_queue=settings.fair_queue,
         lean=lean,
     )
     artifacts = ArtifactStore(

@@ -27,6 +27,7 @@ from scriptpool.sandbox.limits import LimitPolicy
 from scriptpool.tls import ClientTls
 
 DEFAULT_LISTEN = DEFAULT_COORDINATOR
+FAIR_QUEUE_VARIABLE = "SCRIPTPOOL_FAIR_QUEUE"
 
 
 def default_state_dir() -> Path:
@@ -186,6 +187,9 @@ class Settings:
     """Most `max_retries` a job may ask for: times it is queued again when its worker is lost
     mid-run instead of ending `worker_lost` (SCRIPTPOOL_MAX_JOB_RETRIES). A job asking for more is
     INVALID_ARGUMENT. Each retry runs the whole script again, under the job's own limits."""
+    fair_queue: bool = True
+    """Queue jobs round-robin across principals (SCRIPTPOOL_FAIR_QUEUE=0 turns it off: plain FIFO,
+    RQ's own order). `coordinator/stores/fair_queue.py`, docs/adr/0022-fair-scheduling.md."""
     idempotency_ttl_seconds: int = 24 * 3600
     """How long a SubmitJob/SubmitJobs idempotency key answers with the job(s) it first queued
     (SCRIPTPOOL_IDEMPOTENCY_TTL_SECONDS); capped at `result_ttl_seconds`, so a key never outlives
@@ -310,6 +314,8 @@ class Settings:
                 "SCRIPTPOOL_REDIS_APPENDFSYNC", env["SCRIPTPOOL_REDIS_APPENDFSYNC"]
             )
         values["ack_after_fsync"] = flag(ACK_AFTER_FSYNC_VARIABLE, env.get(ACK_AFTER_FSYNC_VARIABLE, ""))
+        if env.get(FAIR_QUEUE_VARIABLE):
+            values["fair_queue"] = flag(FAIR_QUEUE_VARIABLE, env[FAIR_QUEUE_VARIABLE])
         values["ack_replicas"] = ReplicaAck.from_env(env)
         if env.get("SCRIPTPOOL_LEASE_SECONDS"):
             values["lease_seconds"] = _number("SCRIPTPOOL_LEASE_SECONDS", env["SCRIPTPOOL_LEASE_SECONDS"])

@@ -27,6 +27,7 @@ from rq.queue import EnqueueData
 
 from scriptpool.coordinator.auth import Caller, new_job_credential
 from scriptpool.coordinator.metrics import JOBS_ENDED, JOBS_SUBMITTED
+from scriptpool.coordinator.stores.fair_queue import reorder_command
 from scriptpool.coordinator.stores.idempotency import Idempotency, idempotency
 from scriptpool.coordinator.stores.not_found import job_not_found, refused, session_not_found
 from scriptpool.coordinator.stores.sessions import NewSession, SessionStore
@@ -92,6 +93,7 @@ class JobStore:
         max_list_bytes: int = 4 * 1024 * 1024,
         max_job_retries: int = 10,
         idempotency_ttl_seconds: int = 24 * 3600,
+        fair_queue: bool = True,
         lean: LeanPool | None = None,
     ) -> None:
         self.redis = redis
@@ -112,6 +114,8 @@ class JobStore:
         self.max_job_retries = max_job_retries
         self.idempotency_ttl_seconds = min(idempotency_ttl_seconds, result_ttl_seconds)
         """Capped at the result TTL: a key never names jobs whose records have expired."""
+        self.fair_queue = fair_queue
+        """Round-robin order across principals on RQ's queue (coordinator/stores/fair_queue.py)."""
 
     def _check(self, request: jobs_pb2.SubmitJobRequest) -> CheckedJob:
         """Every check of one job that needs no Redis; its session is checked with the batch's."""
@@ -235,6 +239,12 @@ class JobStore:
         # RQ's own enqueue, so `rq info` and RQ's API see the jobs; for many jobs at once it costs
         # a quarter less than one `enqueue_call` each.
         self.queue.enqueue_many(rq_jobs, pipeline=pipe)
+        if self.fair_queue:
+            pipe.execute_command(  # type: ignore[no-untyped-call]
+                *reorder_command(
+                    self.queue.name, self.queue.key, batch.principal, batch.job_ids, self.queue_ttl_seconds
+                )
+            )
         if batch.idempotency is not None:
             return self._write_once(batch.idempotency, batch, pipe, jobs)
         if self.lean.supported:
