@@ -162,6 +162,13 @@ class Settings:
     max_query_sessions: int = 1000
     """Sessions an artifact query/search without session_id looks at; a principal holding more gets
     RESOURCE_EXHAUSTED (narrow the query with session_id)."""
+    max_grants_per_session: int = 100
+    """Principals one session may be shared with (`Session.grant`); past it, RESOURCE_EXHAUSTED."""
+    max_sessions_shared_to_principal: int = 10_000
+    """Other principals' sessions one principal may be granted; past it, RESOURCE_EXHAUSTED (so
+    grants cannot grow one principal's index without bound)."""
+    max_session_audit_entries: int = 10_000
+    """Entries a session's audit log keeps (grants, revocations, refusals), the oldest trimmed first."""
     max_query_candidates: int = 10_000
     """Artifacts one query/search may load to filter and sort: each session's candidates are counted
     in its narrowest index first (no ids read), and past this the query is RESOURCE_EXHAUSTED."""
@@ -252,6 +259,7 @@ class Settings:
             "max_event_scan", "max_query_sessions", "max_query_candidates", "max_session_delete_versions",
             "max_restore_bytes", "max_principal_state_bytes", "max_expired_sessions_per_sweep",
             "grpc_threads", "max_waiting_calls", "max_waiting_calls_per_principal", "max_event_waits",
+            "max_grants_per_session", "max_sessions_shared_to_principal", "max_session_audit_entries",
             "max_keys_per_principal", "max_list_keys", "revoked_key_retention_seconds",
         ):  # fmt: skip
             if getattr(self, name) < 1:

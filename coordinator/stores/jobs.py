@@ -438,7 +438,7 @@ class JobStore:
         if limit > MAX_JOB_PAGE:
             raise InvalidArgument(f"page.limit {limit} is above the maximum {MAX_JOB_PAGE}")
         offset = parse_cursor(request.page.cursor)
-        self.sessions.get(caller, request.session_id)
+        self.sessions.get(caller, request.session_id, "Job.list")
         ids = texts(self.redis.zrevrange(session_jobs_key(request.session_id), offset, offset + limit))
         more = len(ids) > limit
         ids = ids[:limit]

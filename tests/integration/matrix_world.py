@@ -8,7 +8,7 @@ import enum
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 
 import grpc
@@ -17,7 +17,7 @@ from redis import Redis
 from scriptpool.client import ScriptpoolClient
 from scriptpool.coordinator.stores.api_keys import ALL_SCOPES, Scope, digest_of
 from scriptpool.core.keys import apikey_key, snapshot_key
-from scriptpool.errors import Unauthenticated
+from scriptpool.errors import NotFound, Unauthenticated
 from scriptpool.languages import Language
 from scriptpool.v1 import common_pb2
 from tests.conftest import Stack
@@ -41,13 +41,21 @@ class World:
     ids: Ids
     key_secret: str
     client: ScriptpoolClient
+    revoke_key: Callable[[str], object]
     held: HeldJob | None = None
     """The job, when the world's job must still be running (to be cancelled)."""
 
     def close(self) -> None:
+        """Release the held job, and give back what counts against the owner's bounds (keys, hooks)."""
         if self.held is not None:
             self.held.release()
-        self.client.close()
+        with self.client:  # (what the row itself deleted is NotFound)
+            with suppress(NotFound):
+                self.client.hooks.unregister(E.HookRef(hook_id=self.ids["hook"]))
+            with suppress(NotFound):
+                self.client.sessions.delete(S.SessionRef(session_id=self.ids["session"]))
+        with suppress(NotFound):
+            self.revoke_key(self.ids["key"])
 
 
 @dataclass(frozen=True)
@@ -64,10 +72,15 @@ class Shape:
     """the job was just submitted into the world's session (it may be queued, running or done)"""
 
 
-def build_world(stack: Stack, owner_key: str, owner: str, job_id: str, shape: Shape = Shape()) -> World:
-    """A fresh world; its job is `job_id` (a finished job of the owner's) unless `shape` says otherwise."""
-    client = ScriptpoolClient(stack.address, owner_key)
+def build_world(stack: Stack, who: Callers, job_id: str, shape: Shape = Shape()) -> World:
+    """A fresh world; its job is `job_id` (a finished job of the owner's) unless `shape` says
+    otherwise. The session is shared with each grantee column at its level, and with READER (read)."""
+    client = ScriptpoolClient(stack.address, who.tokens[Column.OWNER])
     session_id = client.create_session("matrix", tags=["t"]).id
+    for column, level in GRANTED.items():
+        change = S.SessionGrantChange(session_id=session_id, principal=who.principals[column], level=level)
+        client.sessions.grant(change)
+    client.sessions.grant(S.SessionGrantChange(session_id=session_id, principal=READER, level="read"))
     client.state.set(ST.SetStateRequest(scope=f"session:{session_id}", key="k", value=ONE))
     header = A.StoreArtifactChunk(
         session_id=session_id, type="text", metadata=A.ArtifactMetadata(name="hello", tags=["t"])
@@ -90,7 +103,7 @@ def build_world(stack: Stack, owner_key: str, owner: str, job_id: str, shape: Sh
     if shape.suspended:
         client.sessions.suspend(S.SessionRef(session_id=session_id))
     hook: E.HookRegistration = client.hooks.register(E.RegisterHookRequest(hook_point="session.created"))
-    key = stack.coordinator.auth.keys.create(owner, name="matrix")
+    key = stack.coordinator.auth.keys.create(who.owner, name="matrix")
     ids = {
         "session": session_id,
         "artifact": artifact_id,
@@ -99,7 +112,7 @@ def build_world(stack: Stack, owner_key: str, owner: str, job_id: str, shape: Sh
         "hook": hook.hook_id,
         "key": key.record.id,
     }
-    return World(ids, key.secret, client, held)
+    return World(ids, key.secret, client, stack.coordinator.auth.keys.revoke, held)
 
 
 def _or_code(read: Callable[[], object]) -> object:
@@ -151,6 +164,7 @@ def fingerprint(stack: Stack, owner_key: str, world: World) -> dict[str, object]
                     for a in owner.artifacts.List(A.ListArtifactsRequest(session_id=session_id), metadata=md).artifacts
                 )
             ),
+            "grants": _or_code(lambda: str(owner.sessions.ListGrants(ref, metadata=md))),
             "permissions": _or_code(lambda: dict(owner.artifacts.GetPermissions(key, metadata=md).grants)),
             "state": _or_code(lambda: str(owner.state.List(ST.StateScope(scope=scope), metadata=md))),
             "k": _or_code(lambda: str(owner.state.Get(ST.StateKey(scope=scope, key="k"), metadata=md))),
@@ -174,6 +188,9 @@ class Column(enum.Enum):
     """Who calls: the matrix's columns."""
 
     OWNER = "owner"
+    GRANTEE_READ = "grantee with read"
+    GRANTEE_WRITE = "grantee with write"
+    GRANTEE_ADMIN = "grantee with admin"
     READ_ONLY = "owner's key with only 'read'"
     SUBMIT_ONLY = "owner's key with only 'submit'"
     STRANGER = "unrelated principal"
@@ -193,8 +210,12 @@ UNAUTHENTICATED_BY = {
 }
 """What each unauthenticated column's refusal says."""
 
+GRANTED = {Column.GRANTEE_READ: "read", Column.GRANTEE_WRITE: "write", Column.GRANTEE_ADMIN: "admin"}
+"""Each grantee column's level on the world's session."""
+
 SCOPES = {
     Column.OWNER: frozenset({Scope.SUBMIT, Scope.READ}),
+    **dict.fromkeys(GRANTED, frozenset({Scope.SUBMIT, Scope.READ})),
     Column.READ_ONLY: frozenset({Scope.READ}),
     Column.SUBMIT_ONLY: frozenset({Scope.SUBMIT}),
     Column.STRANGER: frozenset({Scope.SUBMIT, Scope.READ}),
@@ -219,6 +240,7 @@ def callers(stack: Stack, redis: Redis) -> Iterator[Callers]:
     keys = stack.coordinator.auth.keys
     owner, owner_key = stack.new_api_key()
     stranger, stranger_key = stack.new_api_key()
+    grantees = {column: stack.new_api_key() for column in GRANTED}
     admin = f"t-admin-{uuid.uuid4().hex[:8]}"
     expiring = keys.create(owner, name="expiring", expires_in=3600)
     redis.hset(apikey_key(digest_of(expiring.secret)), "expires", repr(time.time() - 60))
@@ -232,6 +254,7 @@ def callers(stack: Stack, redis: Redis) -> Iterator[Callers]:
             Column.READ_ONLY: keys.create(owner, scopes=SCOPES[Column.READ_ONLY]).secret,
             Column.SUBMIT_ONLY: keys.create(owner, scopes=SCOPES[Column.SUBMIT_ONLY]).secret,
             Column.STRANGER: stranger_key,
+            **{column: grantees[column][1] for column in GRANTED},
             Column.ADMIN_OTHER: keys.create(admin, scopes=ALL_SCOPES).secret,
             Column.JOB_OTHER: credential,
             Column.EXPIRED: expiring.secret,
@@ -240,6 +263,7 @@ def callers(stack: Stack, redis: Redis) -> Iterator[Callers]:
             Column.GARBAGE: "not-a-key",
         }
         principals = {column: owner for column in OWNERS}
+        principals.update({column: grantees[column][0] for column in GRANTED})
         principals.update({Column.STRANGER: stranger, Column.ADMIN_OTHER: admin, Column.JOB_OTHER: stranger})
         try:
             yield Callers(owner, tokens, principals)

@@ -27,6 +27,7 @@ from scriptpool.v1 import admin_pb2, calls_pb2, common_pb2
 from tests.conftest import Stack
 
 from .matrix_world import (
+    GRANTED,
     OWNERS,
     READER,
     SCOPES,
@@ -140,6 +141,20 @@ OWN_PROBES = {
             lambda s, i, _: s.artifacts.GrantPermission(_change(i, "write"), metadata=s.metadata),
         ),
         Probe(
+            "Session.Grant",
+            ("session",),
+            lambda s, i, _: s.sessions.Grant(
+                S.SessionGrantChange(session_id=i["session"], principal=READER, level="write"), metadata=s.metadata
+            ),
+        ),
+        Probe(
+            "Session.Revoke",
+            ("session",),
+            lambda s, i, _: s.sessions.Revoke(
+                S.SessionGrantChange(session_id=i["session"], principal=READER), metadata=s.metadata
+            ),
+        ),
+        Probe(
             "State.Set",
             ("session",),
             lambda s, i, _: s.state.Set(
@@ -173,20 +188,20 @@ CHANGES = {
     "Session.Create(parent)", "Job.CancelJob", "Job.SubmitJob(session)", "Job.SubmitJobs(session)",
     "Artifact.Store(session)", "Artifact.Update", "Artifact.Delete", "Artifact.GrantPermission",
     "Artifact.RevokePermission", "State.Set", "State.Delete", "State.Increment", "State.CompareAndSet",
-    "Event.Unsubscribe", "Hook.Unregister", "Admin.RevokeKey", "Admin.RotateKey",
+    "Event.Unsubscribe", "Hook.Unregister", "Admin.RevokeKey", "Admin.RotateKey", "Session.Grant", "Session.Revoke",
 }  # fmt: skip
 """Rows whose call changes the object it names: each is made against a fresh world, and where it is
 refused the owner reads the world back unchanged; where it is allowed, against a world of its own."""
 
 JOB_REFUSED = {
     "Job.SubmitJob(session)", "Job.SubmitJobs(session)", "Job.CancelJob", "Event.Stream",
-    "Hook.Register", "Hook.Unregister", "Hook.List", "Hook.Poll",
+    "Hook.Register", "Hook.Unregister", "Hook.List", "Hook.Poll", "Session.Grant", "Session.Revoke",
 }  # fmt: skip
 """What a job credential may not call at all (PERMISSION_DENIED before any lookup, whatever the id)."""
 
 ALLOWED_AS: dict[tuple[str, Column], Verdict] = {
     ("Artifact.Get(version 2)", column): (grpc.StatusCode.NOT_FOUND, "has no version 2 (latest is 1)")
-    for column in (Column.OWNER, Column.READ_ONLY)
+    for column in (Column.OWNER, Column.READ_ONLY, *GRANTED)
 }
 """Cells an allowed caller reaches but the object's own state answers (not an access decision)."""
 
@@ -200,6 +215,50 @@ SHAPES = {
 call to have something to change (a running job to cancel)."""
 ALLOWED_SHAPES = {**SHAPES, "Job.CancelJob": Shape(queued=True)}
 """The worlds of allowed cells (a held job per cell would wait for a free worker: both are busy)."""
+
+
+SHARED_NEEDS = {
+    **dict.fromkeys(
+        ["Session.Get", "Session.GetMetadata", "Session.GetTags", "Session.GetTimeline", "Event.Subscribe(session)",
+         "Artifact.List", "Artifact.Query(session)", "Artifact.FindByType", "Artifact.FindByTag", "Artifact.Search",
+         "Artifact.Get", "Artifact.Get(version 2)", "Artifact.GetContent", "Artifact.CheckAccess",
+         "Artifact.GetPermissions", "State.Get",
+         "State.List"],
+        "read",
+    ),
+    **dict.fromkeys(
+        ["Session.UpdateMetadata", "Session.SetTags", "Artifact.Store(session)", "Artifact.Update", "State.Set",
+         "State.Delete", "State.Increment", "State.CompareAndSet"],
+        "write",
+    ),
+    **dict.fromkeys(
+        ["Session.Suspend", "Session.Resume", "Session.Complete", "Session.Grant", "Session.Revoke",
+         "Session.ListGrants", "Session.GetAuditLog", "Artifact.Delete"],
+        "admin",
+    ),
+}  # fmt: skip
+"""What a grantee needs on the shared session for each row on it (ADR 0021). Every other row naming
+the session (or an artifact in it) is the owner's alone: PERMISSION_DENIED naming what the grantee
+holds; a row naming another kind of object (a job, subscription, hook) is NOT_FOUND as for nothing:
+grants share the session and what it holds, nothing else."""
+LEVELS = ("read", "write", "admin")
+ON_ARTIFACTS = {"read": "read", "write": "write", "admin": "delete"}
+"""The level a session grant gives on the session's artifacts (an artifact's own admin stays its owner's)."""
+NOT_SHARED = {"Job.SubmitJob(session)", "Job.SubmitJobs(session)"}
+"""Owner-only rows answered to a grantee as for a session of nothing (a job submitted into a shared
+session would run as the grantee inside the owner's session: ADR 0021 refuses it)."""
+
+
+def for_grantee(probe: Probe, column: Column) -> Verdict:
+    held = GRANTED[column]
+    need = SHARED_NEEDS.get(probe.name)
+    if need is not None and LEVELS.index(held) >= LEVELS.index(need):
+        return ALLOWED_AS.get((probe.name, column), ALLOW)
+    if "session" not in probe.uses or probe.name in NOT_SHARED:
+        return AS_NOTHING
+    if "artifact" in probe.uses:
+        return grpc.StatusCode.PERMISSION_DENIED, f"has {ON_ARTIFACTS[held]}"
+    return grpc.StatusCode.PERMISSION_DENIED, f"needs {need or 'owner'}; has {held}"
 
 
 def method_of(probe: Probe) -> str:
@@ -225,6 +284,8 @@ def expected(probe: Probe, column: Column) -> Verdict:
     scopes = SCOPES[column]
     if needed not in scopes:
         return denied, f"needs an API key with the '{needed}' scope; this key has: {', '.join(sorted(scopes))}"
+    if guarded and column in GRANTED:
+        return for_grantee(probe, column)
     if guarded and column not in OWNERS:
         return AS_NOTHING
     return ALLOWED_AS.get((probe.name, column), ALLOW)
@@ -244,7 +305,7 @@ def done_job(stack: Stack, who: Callers) -> str:
 @pytest.fixture(scope="module")
 def shared_world(stack: Stack, who: Callers, done_job: str) -> Iterator[World]:
     """The world of the rows that change nothing."""
-    world = build_world(stack, who.tokens[Column.OWNER], who.owner, done_job)
+    world = build_world(stack, who, done_job)
     yield world
     world.close()
 
@@ -275,7 +336,7 @@ def test_the_matrix_row(stack: Stack, who: Callers, done_job: str, shared_world:
 
     def new_world(allowed: bool = False) -> World:
         shapes = ALLOWED_SHAPES if allowed else SHAPES
-        return build_world(stack, owner_key, who.owner, done_job, shapes.get(probe.name, Shape()))
+        return build_world(stack, who, done_job, shapes.get(probe.name, Shape()))
 
     refused_world = new_world() if changes else shared_world
     before = fingerprint(stack, owner_key, refused_world)
