@@ -6,7 +6,7 @@ and the access matrix (test_access_matrix*.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -492,17 +492,31 @@ out
 }
 
 
-def script_source(language: Language) -> str:
-    calls = []
-    for name, args in SCRIPT_CALLS:
+RETURNS = {Language.LUA: "\nreturn out\n", Language.JAVASCRIPT: "\nout\n", Language.PYTHON: "\nout\n"}
+"""A script's last line without `ENDINGS`."""
+
+
+def script_source(language: Language, calls: Sequence[tuple[str, str]] = SCRIPT_CALLS, ending: bool = True) -> str:
+    """One script making each of `calls` (each answer a row: name, code, message), then, with
+    `ending`, Event.unsubscribe and Hook.unregister (each answering whether it removed something)."""
+    lines = []
+    for name, args in calls:
         for token, literal in LITERALS[language].items():
             args = args.replace(token, literal)
-        calls.append(CALL_LINES[language].format(name, args))
-    return PRELUDES[language] + "\n".join(calls) + ENDINGS[language]
+        lines.append(CALL_LINES[language].format(name, args))
+    return PRELUDES[language] + "\n".join(lines) + (ENDINGS[language] if ending else RETURNS[language])
 
 
-def script_answers(client: ScriptpoolClient, language: Language, ids: Ids) -> list[list[str]]:
-    answers = result_of(client.run(language, script_source(language), inputs=ids, timeout=60))
+def script_answers(
+    client: ScriptpoolClient,
+    language: Language,
+    ids: Ids,
+    calls: Sequence[tuple[str, str]] = SCRIPT_CALLS,
+    ending: bool = True,
+) -> list[list[str]]:
+    """The answers of `script_source` run as a job of `client`'s, each id in a message replaced by `<its kind>`."""
+    source = script_source(language, calls, ending)
+    answers = result_of(client.run(language, source, inputs=ids, timeout=60))
     assert isinstance(answers, list)
     normalized = []
     for row in answers:
