@@ -16,11 +16,12 @@ from redis import Redis
 
 from scriptpool.client import ScriptpoolClient
 from scriptpool.coordinator.stores.api_keys import ALL_SCOPES, Scope, digest_of
+from scriptpool.core.job_records import credential_hash
 from scriptpool.core.keys import apikey_key, snapshot_key
 from scriptpool.errors import NotFound, Unauthenticated
 from scriptpool.languages import Language
 from scriptpool.v1 import common_pb2
-from tests.conftest import Stack
+from tests.conftest import Stack, wait_for
 
 from .helpers import HeldJob, release_job, result_of, running_job_credential, submit_held, subscribe
 from .probes import ONE, ST, A, E, Ids, J, S, Stubs
@@ -196,6 +197,7 @@ class Column(enum.Enum):
     STRANGER = "unrelated principal"
     ADMIN_OTHER = "admin key of another principal"
     JOB_OTHER = "job credential of another principal's job"
+    ENDED_JOB = "job credential of the owner's ended job"
     EXPIRED = "owner's expired key"
     REVOKED = "owner's revoked key"
     NO_KEY = "no key"
@@ -203,6 +205,7 @@ class Column(enum.Enum):
 
 
 UNAUTHENTICATED_BY = {
+    Column.ENDED_JOB: "job credential is not valid (unknown, forged, or its job has ended)",
     Column.EXPIRED: "expired at",
     Column.REVOKED: "was revoked at",
     Column.NO_KEY: "missing credentials",
@@ -234,6 +237,21 @@ class Callers:
     principals: dict[Column, str] = field(default_factory=dict)
 
 
+def _ended_job_credential(stack: Stack, redis: Redis, key: str) -> str:
+    """The credential of a job that has ended, used while it ran (so it was in the coordinator's cache)."""
+    with ScriptpoolClient(stack.address, key) as client:
+        ended_job, ended_credential = running_job_credential(client, redis)
+        with grpc.insecure_channel(stack.address) as channel:
+            ended = Stubs(channel, ended_credential)
+            ended.sessions.GetCurrent(common_pb2.Empty(), metadata=ended.metadata)
+        release_job(ended_job)
+        client.wait(ended_job, timeout=30)
+    # (the cache forgets it on the job-finished message, which may come a moment after the record)
+    cache, digest = stack.coordinator.auth.job_credentials, credential_hash(ended_credential)
+    assert wait_for(lambda: cache.get(digest) is None)
+    return ended_credential
+
+
 @contextmanager
 def callers(stack: Stack, redis: Redis) -> Iterator[Callers]:
     """Every column's credential; the job credential's job runs until the context ends."""
@@ -245,8 +263,9 @@ def callers(stack: Stack, redis: Redis) -> Iterator[Callers]:
     expiring = keys.create(owner, name="expiring", expires_in=3600)
     redis.hset(apikey_key(digest_of(expiring.secret)), "expires", repr(time.time() - 60))
     revoked = keys.create(owner, name="revoked")
-    stack.new_api_key(READER)
     keys.revoke(revoked.record.id)
+    stack.new_api_key(READER)
+    ended_credential = _ended_job_credential(stack, redis, owner_key)
     with ScriptpoolClient(stack.address, stranger_key) as client:
         job_id, credential = running_job_credential(client, redis, wall_time_ms=600_000)
         tokens = {
@@ -257,6 +276,7 @@ def callers(stack: Stack, redis: Redis) -> Iterator[Callers]:
             **{column: grantees[column][1] for column in GRANTED},
             Column.ADMIN_OTHER: keys.create(admin, scopes=ALL_SCOPES).secret,
             Column.JOB_OTHER: credential,
+            Column.ENDED_JOB: ended_credential,
             Column.EXPIRED: expiring.secret,
             Column.REVOKED: revoked.secret,
             Column.NO_KEY: "",
