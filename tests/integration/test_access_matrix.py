@@ -65,6 +65,16 @@ MORE_PROBES = [
         "Session.Create", (), lambda s, i, _: s.sessions.Create(S.CreateSessionRequest(name="m"), metadata=s.metadata)
     ),
     Probe("Session.List", (), lambda s, i, _: s.sessions.List(S.ListSessionsRequest(), metadata=s.metadata)),
+    Probe(
+        "Artifact.Query(all)",
+        (),
+        lambda s, i, _: s.artifacts.Query(A.ArtifactQuery(tags=["t"]), metadata=s.metadata),
+    ),
+    Probe(
+        "Artifact.Search(all)",
+        (),
+        lambda s, i, _: s.artifacts.Search(A.SearchArtifactsRequest(text="hello"), metadata=s.metadata),
+    ),
     Probe("Session.GetCurrent", (), lambda s, i, _: s.sessions.GetCurrent(_EMPTY, metadata=s.metadata)),
     Probe("Session.SaveAll", (), lambda s, i, _: s.sessions.SaveAll(_EMPTY, metadata=s.metadata)),
     Probe(
@@ -331,6 +341,17 @@ def shared_world(stack: Stack, who: Callers, done_job: str) -> Iterator[World]:
     world.close()
 
 
+FINDS_THE_WORLD = {"Artifact.Query(all)", "Artifact.Search(all)"}
+"""Searches across the caller's sessions: the owner's finds the world's artifact (so another's not
+finding it means something)."""
+
+
+def _sees_the_world(column: Column, probe: Probe) -> bool:
+    """Whether the column's answers may name the owner's objects (`answer` writes each as `<its
+    kind>`): the owner's keys, the grantees, and an admin managing keys (any principal's)."""
+    return column in (*OWNERS, *GRANTED) or (column is Column.ADMIN_OTHER and probe.name.startswith("Admin."))
+
+
 def _observe(stack: Stack, probe: Probe, token: str, ids: Ids, me: str, wanted: Verdict) -> tuple[Verdict, str]:
     """The cell's answer (code, message) and, when it should be refused as nothing, the answer
     for ids of nothing to compare with."""
@@ -379,6 +400,10 @@ def test_the_matrix_row(stack: Stack, who: Callers, done_job: str, shared_world:
                     world.close()
             if not _matches(got, nothing, wanted):
                 wrong[column.value] = {"wanted": wanted, "got": got, "nothing": nothing}
+            elif got[0] is grpc.StatusCode.OK and not _sees_the_world(column, probe) and "<" in got[1]:
+                wrong[column.value] = {"served another's object": got}
+            elif column is Column.OWNER and probe.name in FINDS_THE_WORLD and "<artifact>" not in got[1]:
+                wrong[column.value] = {"the owner's search missed the world's artifact": got}
         if changes:
             assert fingerprint(stack, owner_key, refused_world) == before, "a refused call changed the owner's objects"
     finally:
