@@ -19,6 +19,7 @@ from scriptpool.client import ScriptpoolClient
 from scriptpool.languages import Language
 from tests.conftest import Stack
 
+from .helpers import result_of
 from .matrix_world import (
     GRANTED,
     READER,
@@ -137,3 +138,32 @@ def test_a_job_reaches_the_owners_objects_through_its_globals(
                 assert served == codes, [row for row in answers if row[1] != codes.get(row[0])]
             finally:
                 world.close()
+
+
+SEARCHES = {
+    Language.LUA: """return {Session.list{tags = {"t"}}, Artifact.query{tags = {"t"}}, Artifact.search("", "hello"),
+                             Hook.list()}""",
+    Language.JAVASCRIPT: """[Session.list({tags: ["t"]}), Artifact.query({tags: ["t"]}), Artifact.search("", "hello"),
+                            Hook.list()]""",
+    Language.PYTHON: """[Session.list(tags=["t"]), Artifact.query({"tags": ["t"]}), Artifact.search("", "hello"),
+                        Hook.list()]""",
+}
+"""The globals that search across the caller's sessions (and its hooks), with no id to refuse."""
+
+
+@pytest.mark.parametrize("language", LANGUAGES, ids=lambda language: language.value)
+def test_a_jobs_searches_find_its_principals_objects_and_no_one_elses(
+    stack: Stack, who: Callers, done_job: str, language: Language
+) -> None:
+    world = build_world(stack, who, done_job)
+    try:
+        found = {}
+        for column in (Column.OWNER, Column.STRANGER):
+            with ScriptpoolClient(stack.address, who.tokens[column]) as client:
+                job = client.run(language, SEARCHES[language], timeout=60)
+                found[column] = str(result_of(job))
+        mine = (world.ids["session"], world.ids["artifact"])
+        assert all(object_id in found[Column.OWNER] for object_id in mine), found[Column.OWNER]
+        assert not any(object_id in found[Column.STRANGER] for object_id in world.ids.values())
+    finally:
+        world.close()
