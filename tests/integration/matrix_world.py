@@ -26,11 +26,9 @@ from tests.conftest import Stack, wait_for
 from .helpers import HeldJob, release_job, result_of, running_job_credential, submit_held, subscribe
 from .probes import ONE, ST, A, E, Ids, J, S, Stubs
 
-FINISHED = "finished job"
-
-
 READER = "t-matrix-reader"
-"""A third principal the owner granted read on the world's artifact (what RevokePermission takes away)."""
+"""A third principal the owner granted read on the world's session and on its artifact (what the
+revoke rows take away and the grant rows raise)."""
 
 
 @dataclass
@@ -47,12 +45,15 @@ class World:
     """The job, when the world's job must still be running (to be cancelled)."""
 
     def close(self) -> None:
-        """Release the held job, and give back what counts against the owner's bounds (keys, hooks)."""
+        """Release the held job, and give back what counts against the owner's bounds (keys, hooks,
+        subscriptions, sessions)."""
         if self.held is not None:
             self.held.release()
         with self.client:  # (what the row itself deleted is NotFound)
             with suppress(NotFound):
                 self.client.hooks.unregister(E.HookRef(hook_id=self.ids["hook"]))
+            with suppress(NotFound):
+                self.client.events.unsubscribe(E.Subscription(subscription_id=self.ids["subscription"]))
             with suppress(NotFound):
                 self.client.sessions.delete(S.SessionRef(session_id=self.ids["session"]))
         with suppress(NotFound):
