@@ -49,11 +49,6 @@ def unserved(stack: Stack) -> Iterator[tuple[ScriptpoolClient, str, RunningCoord
         running.stop(grace=0)
 
 
-@pytest.fixture
-def idle_queue(unserved: tuple[ScriptpoolClient, str, RunningCoordinator]) -> tuple[ScriptpoolClient, str]:
-    return unserved[0], unserved[1]
-
-
 def _queued(client: ScriptpoolClient) -> jobs_pb2.Job:
     return client.submit(Language.LUA, "return 1")
 
@@ -65,26 +60,42 @@ def _assert_cancelled_by_rq(client: ScriptpoolClient, job_id: str, because: str)
     assert "removed from the RQ queue" in done.result.message and because in done.result.message
 
 
-def test_rq_empty_ends_the_queued_jobs_cancelled(idle_queue: tuple[ScriptpoolClient, str], rq_redis: Redis) -> None:
-    client, name = idle_queue
+def _walk_the_keyspace(running: RunningCoordinator) -> list[str]:
+    """One whole walk of the sweeper's reconciliation through the job records, at once: the sweeper
+    thread reads 1000 keys a sweep, so on the suite's shared Redis (every earlier test's records) its
+    own walk can take longer than a test should wait. The ids of the jobs it ended."""
+    ended: list[str] = []
+    for _ in range(10_000):
+        ended += running.sweeper.reconcile_queued()
+        if running.sweeper.scan_cursor == 0:
+            break
+    return ended
+
+
+def test_rq_empty_ends_the_queued_jobs_cancelled(
+    unserved: tuple[ScriptpoolClient, str, RunningCoordinator], rq_redis: Redis
+) -> None:
+    client, name, running = unserved
     jobs = [_queued(client) for _ in range(3)]
     queue = Queue(name, connection=rq_redis)
     assert set(queue.job_ids) == {job.id for job in jobs}
     queue.empty()  # type: ignore[no-untyped-call]  # what `rq empty <queue>` does
     assert queue.count == 0
+    _walk_the_keyspace(running)
     for job in jobs:
         _assert_cancelled_by_rq(client, job.id, "its RQ job was deleted")
     assert client.get_job(jobs[0].id).result.outcome == jobs_pb2.OUTCOME_CANCELLED
 
 
 def test_rqs_cancel_and_delete_of_a_queued_job_end_it_cancelled(
-    idle_queue: tuple[ScriptpoolClient, str], rq_redis: Redis
+    unserved: tuple[ScriptpoolClient, str, RunningCoordinator], rq_redis: Redis
 ) -> None:
-    client, name = idle_queue
+    client, name, running = unserved
     cancelled, deleted, untouched = _queued(client), _queued(client), _queued(client)
     Job.fetch(cancelled.id, connection=rq_redis).cancel()
     Job.fetch(deleted.id, connection=rq_redis).delete()
     assert cancelled.id in CanceledJobRegistry(name, connection=rq_redis).get_job_ids()
+    _walk_the_keyspace(running)
     _assert_cancelled_by_rq(client, cancelled.id, "RQ's status for it: canceled")
     _assert_cancelled_by_rq(client, deleted.id, "its RQ job was deleted")
     # a job RQ still holds stays queued, for a worker to run
@@ -102,12 +113,7 @@ def test_a_job_still_on_rqs_queue_is_left_queued_whatever_its_rq_status(
     for job_id in (kept.id, gone.id):
         Job.fetch(job_id, connection=rq_redis).set_status(JobStatus.FAILED)
     Queue(name, connection=rq_redis).remove(gone.id)
-    sweeper = running.sweeper
-    ended: list[str] = []
-    for _ in range(10_000):  # one whole walk through the keyspace
-        ended += sweeper.reconcile_queued()
-        if sweeper.scan_cursor == 0:
-            break
+    ended = _walk_the_keyspace(running)
     assert kept.id not in ended
     assert client.get_job(kept.id).status == jobs_pb2.JOB_STATUS_QUEUED
     _assert_cancelled_by_rq(client, gone.id, "RQ's status for it: failed")
