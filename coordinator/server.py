@@ -29,6 +29,7 @@ from scriptpool.coordinator.session_expiry import SessionExpiry
 from scriptpool.coordinator.settings import Settings
 from scriptpool.coordinator.single_instance import refuse_address_in_use
 from scriptpool.coordinator.status import LenientRequests
+from scriptpool.coordinator.stores.admission import Admission
 from scriptpool.coordinator.stores.artifacts import ArtifactStore
 from scriptpool.coordinator.stores.events import EventStore
 from scriptpool.coordinator.stores.jobs import JobStore
@@ -148,6 +149,12 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
         max_job_retries=settings.max_job_retries,
         idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
         lean=lean,
+        admission=Admission(
+            redis,
+            settings.max_queued_jobs_per_principal,
+            settings.max_submissions_per_second,
+            settings.max_submission_burst,
+        ),
     )
     artifacts = ArtifactStore(
         redis,

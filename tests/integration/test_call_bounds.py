@@ -87,7 +87,7 @@ def _caller() -> Caller:
     return Caller(principal=f"c-{uuid.uuid4().hex[:12]}")
 
 
-def _job_store(redis: Redis, lean: LeanPool, **bounds: int) -> JobStore:
+def _job_store(redis: Redis, lean: LeanPool, **bounds: Any) -> JobStore:
     """A job store on its own queue (no worker takes its jobs)."""
     sessions = SessionStore(redis, 1000, lean=lean)
     return JobStore(
