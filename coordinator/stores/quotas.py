@@ -72,9 +72,10 @@ def number(value: float) -> str:
 
 def exceeded(principal: str, name: str, limit: float, used: float, asked: float, hint: str) -> ResourceExhausted:
     """The refusal of `asked` more of quota `name`: `used` held, `limit` allowed."""
+    quota = BY_NAME[name]
     return ResourceExhausted(
-        f"quota {name} of principal {principal!r}: {number(used)} in use of its limit {number(limit)} "
-        f"{BY_NAME[name].unit}; {number(asked)} more would pass it; {hint}"
+        f"quota {name} of principal {principal!r}: {number(used)} {quota.unit} in use, limit {number(limit)} "
+        f"(`scriptpool quota`, at most the server's {quota.setting}); {number(asked)} more would pass it; {hint}"
     )
 
 
