@@ -206,7 +206,8 @@ def test_a_snapshot_load_past_the_bound_is_refused(stores: Stores, redis_client:
     stores.state.delete(caller, f"session:{session_id}", "s")
     _set(stores, caller, "global", "g", _of(100))  # 101 bytes: the snapshot's 100 no longer fit
     session_before = redis_client.hgetall(f"sp:session:{session_id}")
-    with pytest.raises(ResourceExhausted, match="quota state_bytes .*: 101 bytes in use, limit 200 .*100 more would pass it; .loading snapshot"):
+    refusal = "quota state_bytes .*: 101 bytes in use, limit 200 .*100 more would pass it; .loading snapshot"
+    with pytest.raises(ResourceExhausted, match=refusal):
         stores.snapshots.load(caller, session_id)
     assert not redis_client.exists(session_state_key(session_id))
     assert redis_client.hgetall(f"sp:session:{session_id}") == session_before
