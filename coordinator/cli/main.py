@@ -28,6 +28,7 @@ from scriptpool.coordinator.cli import (
     job_cmd,
     log_flags,
     parsing,
+    quota_cmd,
     session_cmd,
     state_cmd,
     status_cmd,
@@ -472,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = asub.add_parser("create", help="create a key for PRINCIPAL and print it")
     ap.add_argument("principal")
     p.set_defaults(func=cmd_apikey)
+    quota_cmd.add_parser(sub, with_redis).set_defaults(func=quota_cmd.run)
 
     bench_cmd.add_parser(sub).set_defaults(func=cmd_bench)
 

@@ -79,6 +79,24 @@ def exceeded(principal: str, name: str, limit: float, used: float, asked: float,
     )
 
 
+def check_override(server_maxima: Mapping[str, float], name: str, value: float) -> float:
+    """InvalidArgument unless `value` may be an override of quota `name` (0 to its server maximum)."""
+    quota = BY_NAME.get(name)
+    if quota is None:
+        raise InvalidArgument(f"unknown quota {name!r}; the quotas are {', '.join(BY_NAME)}")
+    if not math.isfinite(value) or value < 0:
+        raise InvalidArgument(f"{name}: {value:g} is not a limit; give a number from 0 up")
+    if quota.whole and not float(value).is_integer():
+        raise InvalidArgument(f"{name}: {value} is not a whole number of {quota.unit}")
+    maximum = server_maxima[name]
+    if value > maximum:
+        raise InvalidArgument(
+            f"{name}: {number(value)} is above the server maximum of {number(maximum)} {quota.unit} "
+            f"({quota.setting}); raise that setting first"
+        )
+    return value
+
+
 class QuotaStore:
     """Reads and writes the overrides; `usage` reads what each quota counts."""
 
@@ -106,21 +124,7 @@ class QuotaStore:
         return maximum if raw is None else min(float(raw), maximum)
 
     def check(self, name: str, value: float) -> float:
-        """InvalidArgument unless `value` may be an override of quota `name` (0 to its server maximum)."""
-        quota = BY_NAME.get(name)
-        if quota is None:
-            raise InvalidArgument(f"unknown quota {name!r}; the quotas are {', '.join(BY_NAME)}")
-        if not math.isfinite(value) or value < 0:
-            raise InvalidArgument(f"{name}: {value} is not a limit; give a number from 0 up")
-        if quota.whole and not float(value).is_integer():
-            raise InvalidArgument(f"{name}: {value} is not a whole number of {quota.unit}")
-        maximum = self.maxima[name]
-        if value > maximum:
-            raise InvalidArgument(
-                f"{name}: {number(value)} is above the server maximum of {number(maximum)} {quota.unit} "
-                f"({quota.setting}); raise that setting first"
-            )
-        return value
+        return check_override(self.maxima, name, value)
 
     def set(self, principal: str, values: Mapping[str, float]) -> None:
         """Set overrides, all checked before any is written."""
