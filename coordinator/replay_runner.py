@@ -183,9 +183,12 @@ class ReplayRunner:
                 run.owner, request, random_seed=spec.random_seed, clock_start=spec.clock_start,
                 clock_replay=spec.clock_replay, job_id=job_id, replayed=True,
             )  # fmt: skip
-        except Exception:
+        except Exception as exc:
             self.waiters.discard(job_id, self._finished)
-            log.exception("replay %s could not submit its job %d", run.replay_id, run.index + 1)
+            if isinstance(exc, ResourceExhausted):  # the owner's quota (docs/adr/0020-quotas.md): no traceback
+                log.warning("replay %s could not submit its job %d: %s", run.replay_id, run.index + 1, exc)
+            else:
+                log.exception("replay %s could not submit its job %d", run.replay_id, run.index + 1)
             self._end(run, "failed")
             return
         run.current = job_id
