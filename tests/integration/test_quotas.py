@@ -18,9 +18,13 @@ from redis import Redis
 from rq import Queue
 
 from scriptpool.client import ScriptpoolClient, job_request
+from scriptpool.coordinator.auth import Caller
 from scriptpool.coordinator.server import start_coordinator
 from scriptpool.coordinator.settings import Settings
+from scriptpool.coordinator.stores.admission import Admission
+from scriptpool.coordinator.stores.jobs import JobStore
 from scriptpool.coordinator.stores.quotas import QuotaStore, maxima
+from scriptpool.coordinator.stores.sessions import SessionStore
 from scriptpool.core.keys import (
     job_key,
     principal_sessions_key,
@@ -30,9 +34,11 @@ from scriptpool.core.keys import (
     state_bytes_key,
     submit_bucket_key,
 )
+from scriptpool.core.lean_redis import LeanPool
 from scriptpool.errors import InvalidArgument, ResourceExhausted
 from scriptpool.languages import Language
 from scriptpool.outcomes import Outcome
+from scriptpool.sandbox.limits import LimitPolicy
 from scriptpool.v1 import events_pb2, jobs_pb2, sessions_pb2, state_pb2
 from scriptpool.values import to_value
 from tests.conftest import CLI, Stack, wait_for
@@ -248,3 +254,27 @@ def test_a_refused_submission_costs_no_tokens(quoted: Quoted) -> None:
     with pytest.raises(ResourceExhausted, match="quota queued_jobs"):
         _submit_unkeyed(quoted.client)
     assert float(quoted.redis.hget(submit_bucket_key(quoted.principal), "tokens") or 0) == tokens
+
+
+def test_admission_works_the_same_through_redis_py(redis_client: Redis) -> None:
+    """Where the lean connection does not apply (a TLS Redis), the admission script goes through
+    redis-py, keyed or not, and loads itself again after a SCRIPT FLUSH."""
+    lean = LeanPool(redis_client)
+    lean.supported = False
+    sessions = SessionStore(redis_client, 1000, lean=lean)
+    store = JobStore(
+        redis_client, sessions, queue=f"quota-py-{uuid.uuid4().hex[:8]}", policy=LimitPolicy(),
+        max_source_bytes=1024, queue_ttl_seconds=600, result_ttl_seconds=600, lean=lean,
+        admission=Admission(redis_client, max_queued_jobs=1, max_rate=100.0, max_burst=100),
+    )  # fmt: skip
+    caller = Caller(principal=f"q-{uuid.uuid4().hex[:12]}")
+    redis_client.script_flush()
+    first = store.submit(caller, jobs_pb2.SubmitJobRequest(language=Language.LUA.to_proto(), source="return 1"))
+    keyed = jobs_pb2.SubmitJobRequest(language=Language.LUA.to_proto(), source="return 1", idempotency_key="k")
+    for request in (jobs_pb2.SubmitJobRequest(language=Language.LUA.to_proto(), source="return 1"), keyed):
+        with pytest.raises(ResourceExhausted, match=r"quota queued_jobs .*: 1 jobs in use, limit 1 "):
+            store.submit(caller, request)
+    store.cancel(caller, first.id)
+    second = store.submit(caller, keyed)
+    assert store.submit(caller, keyed).id == second.id  # the key answers with its job
+    assert redis_client.zrange(queued_jobs_key(caller.principal), 0, -1) == [second.id.encode()]
