@@ -105,7 +105,8 @@ class ReplayRunner:
             running = self._reserved.get(principal, 0)
             if running >= self.max_per_principal:
                 raise ResourceExhausted(
-                    f"principal {principal!r} already runs {running} replays, the most at once; wait for one to finish"
+                    f"principal {principal!r} already runs {running} replays, its limit at once "
+                    f"(max_running_replays_per_principal {self.max_per_principal}); wait for one to finish"
                 )
             self._reserved[principal] = running + 1
 

@@ -19,6 +19,7 @@ from typing import TypeVar
 from redis import Redis
 from redis.exceptions import NoScriptError, ResponseError
 
+from scriptpool.coordinator.metrics import QUOTA_REFUSALS
 from scriptpool.coordinator.stores import lua
 from scriptpool.coordinator.stores.quotas import LUA_QUOTA_LIMIT, exceeded, number
 from scriptpool.core.event_streams import APPEND_SCRIPT, LUA_APPEND_EVENT
@@ -77,6 +78,7 @@ class Admission:
                 principal, "queued_jobs", limit, held, jobs, "wait for some of its queued jobs to start or cancel them"
             )
         rate, burst, tokens, wait = (float(value) for value in verdict[1:5])
+        QUOTA_REFUSALS.labels("submissions_per_second").inc()
         if wait < 0:
             why = f"a batch of {jobs} jobs is over its burst of {number(burst)}" if rate > 0 else "its rate is 0"
             raise ResourceExhausted(

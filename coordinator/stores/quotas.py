@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from redis import Redis
 
+from scriptpool.coordinator.metrics import QUOTA_REFUSALS
 from scriptpool.coordinator.stores import lua
 from scriptpool.core.keys import (
     principal_artifact_bytes_key,
@@ -71,8 +72,10 @@ def number(value: float) -> str:
 
 
 def exceeded(principal: str, name: str, limit: float, used: float, asked: float, hint: str) -> ResourceExhausted:
-    """The refusal of `asked` more of quota `name`: `used` held, `limit` allowed."""
+    """The refusal of `asked` more of quota `name`: `used` held, `limit` allowed (and counted in
+    `scriptpool_quota_refusals_total`)."""
     quota = BY_NAME[name]
+    QUOTA_REFUSALS.labels(name).inc()
     return ResourceExhausted(
         f"quota {name} of principal {principal!r}: {number(used)} {quota.unit} in use, limit {number(limit)} "
         f"(`scriptpool quota`, at most the server's {quota.setting}); {number(asked)} more would pass it; {hint}"

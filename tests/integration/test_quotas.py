@@ -19,6 +19,7 @@ from rq import Queue
 
 from scriptpool.client import ScriptpoolClient, job_request
 from scriptpool.coordinator.auth import Caller
+from scriptpool.coordinator.metrics import REGISTRY
 from scriptpool.coordinator.server import start_coordinator
 from scriptpool.coordinator.settings import Settings
 from scriptpool.coordinator.stores.admission import Admission
@@ -104,9 +105,14 @@ def test_queued_jobs_at_the_limit_pass_one_more_is_refused_naming_quota_limit_an
     assert quoted.queued() == 3
 
 
+def _refusals(quota: str) -> float:
+    return REGISTRY.get_sample_value("scriptpool_quota_refusals_total", {"quota": quota}) or 0.0
+
+
 def test_a_batch_over_the_queued_jobs_quota_is_refused_whole_with_nothing_written(quoted: Quoted) -> None:
     quoted.quotas.set(quoted.principal, {"queued_jobs": 3})
     list(quoted.client.submit_many(_lua(2)))
+    refusals = _refusals("queued_jobs")
     sessions_before = quoted.redis.zcard(principal_sessions_key(quoted.principal))
     keys_before = quoted.redis.dbsize()
     with pytest.raises(ResourceExhausted, match=r"quota queued_jobs .*: 2 jobs in use, limit 3 .*2 more would pass"):
@@ -115,6 +121,7 @@ def test_a_batch_over_the_queued_jobs_quota_is_refused_whole_with_nothing_writte
     assert quoted.redis.zcard(principal_sessions_key(quoted.principal)) == sessions_before  # no session made
     assert quoted.redis.dbsize() == keys_before  # no job record, credential, RQ job or idempotency key
     assert [a.job.status for a in quoted.client.submit_many(_lua(1))] == [jobs_pb2.JOB_STATUS_QUEUED]
+    assert _refusals("queued_jobs") == refusals + 1  # (the coordinator runs in this process)
 
 
 def test_rq_empty_gives_the_queued_jobs_quota_back(quoted: Quoted) -> None:
@@ -153,6 +160,7 @@ def test_the_token_bucket_refuses_past_the_burst_with_a_retry_hint_and_refills(q
     assert "quota submissions_per_second" in message and "limit 4 jobs per second, burst 3" in message
     assert "0 tokens left, 1 needed; retry after 0." in message
     assert quoted.queued() == 3  # nothing written
+    assert _refusals("submissions_per_second") >= 1
 
     def one_more() -> bool:
         try:
