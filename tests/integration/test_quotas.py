@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -286,3 +287,25 @@ def test_admission_works_the_same_through_redis_py(redis_client: Redis) -> None:
     second = store.submit(caller, keyed)
     assert store.submit(caller, keyed).id == second.id  # the key answers with its job
     assert redis_client.zrange(queued_jobs_key(caller.principal), 0, -1) == [second.id.encode()]
+
+
+def test_concurrent_submissions_stop_at_exactly_the_queued_jobs_limit(quoted: Quoted) -> None:
+    """Admission and writes are one script: racing submitters cannot pass the limit together."""
+    quoted.quotas.set(quoted.principal, {"queued_jobs": 10})
+    outcomes: list[str] = []
+
+    def submitter() -> None:
+        for _ in range(5):
+            try:
+                _submit_unkeyed(quoted.client)
+                outcomes.append("queued")
+            except ResourceExhausted:
+                outcomes.append("refused")
+
+    threads = [threading.Thread(target=submitter) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes.count("queued") == 10 and outcomes.count("refused") == 30
+    assert quoted.queued() == 10 and quoted.rq_count() == 10
