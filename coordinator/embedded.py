@@ -38,6 +38,7 @@ from scriptpool.coordinator.redis_server import PrivateRedis
 from scriptpool.coordinator.server import listen_addresses
 from scriptpool.coordinator.settings import Settings
 from scriptpool.coordinator.single_instance import StateDirLock, refuse_address_in_use
+from scriptpool.coordinator.stores.api_keys import ALL_SCOPES, digest_of
 from scriptpool.core import redis_connect
 from scriptpool.core.die_with_parent import die_with_parent
 from scriptpool.core.durability import ACK_AFTER_FSYNC_VARIABLE
@@ -172,7 +173,8 @@ class EmbeddedStack:
         self.restarts = {name: Restarts(started_at=now) for name in ("redis", "coordinator", "worker pool")}
 
     def _ensure_api_key(self, redis_url: str) -> str:
-        """The local principal's key, kept in state_dir/api-key (mode 0600) for the CLI to find."""
+        """The local principal's key, kept in state_dir/api-key (mode 0600) for the CLI to find: an
+        admin key (scopes submit, read, admin), so `scriptpool keys ...` works against `up` at once."""
         path = self.settings.api_key_file
         redis = redis_connect.connect(redis_url)
         try:
@@ -180,11 +182,14 @@ class EmbeddedStack:
             if path.exists():
                 key = path.read_text().strip()
                 try:
-                    auth.authenticate([("authorization", f"Bearer {key}")])
-                    return key
+                    caller = auth.authenticate([("authorization", f"Bearer {key}")])
                 except Exception:
                     pass
-            key = auth.create_api_key("local")
+                else:
+                    if caller.scopes != ALL_SCOPES:  # (a key of an earlier version: it becomes an admin key)
+                        auth.keys.set_scopes(digest_of(key), ALL_SCOPES)
+                    return key
+            key = auth.create_api_key("local", name="up", scopes=ALL_SCOPES)
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as handle:

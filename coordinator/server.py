@@ -17,6 +17,8 @@ from scriptpool.coordinator.metrics import CallMetrics, coordinator_registry
 from scriptpool.coordinator.redis_health import RedisHealth
 from scriptpool.coordinator.reflection import enable_reflection
 from scriptpool.coordinator.replay_runner import ReplayRunner
+from scriptpool.coordinator.scopes import ScopeCheck
+from scriptpool.coordinator.services.admin import AdminServicer
 from scriptpool.coordinator.services.artifacts import ArtifactServicer
 from scriptpool.coordinator.services.events import EventServicer
 from scriptpool.coordinator.services.hooks import HookServicer
@@ -30,6 +32,7 @@ from scriptpool.coordinator.settings import Settings
 from scriptpool.coordinator.single_instance import refuse_address_in_use
 from scriptpool.coordinator.status import LenientRequests
 from scriptpool.coordinator.stores.admission import Admission
+from scriptpool.coordinator.stores.api_keys import ApiKeyStore
 from scriptpool.coordinator.stores.artifacts import ArtifactStore
 from scriptpool.coordinator.stores.events import EventStore
 from scriptpool.coordinator.stores.jobs import JobStore
@@ -48,6 +51,8 @@ from scriptpool.core.lean_redis import LeanPool
 from scriptpool.core.metrics import MetricsServer, serve_metrics
 from scriptpool.errors import InvalidArgument
 from scriptpool.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
     artifacts_pb2,
     artifacts_pb2_grpc,
     calls_pb2,
@@ -72,6 +77,7 @@ SERVICE_NAMES = (
     calls_pb2.DESCRIPTOR.services_by_name["JobCallService"].full_name,
     events_pb2.DESCRIPTOR.services_by_name["HookService"].full_name,
     events_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,
+    admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
 )
 
 
@@ -125,7 +131,13 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
         redis.ping()
     if settings.ack_after_fsync:
         check_ack_after_fsync(redis, settings.redis_url)
-    auth = Authenticator(redis)
+    keys = ApiKeyStore(
+        redis,
+        max_keys_per_principal=settings.max_keys_per_principal,
+        max_list_keys=settings.max_list_keys,
+        revoked_retention_seconds=settings.revoked_key_retention_seconds,
+    )
+    auth = Authenticator(redis, keys=keys)
     lean = LeanPool(redis, settings.ack_replicas)  # InvalidArgument if the WAIT cannot be sent
     sessions = SessionStore(
         redis,
@@ -202,11 +214,13 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
         # No SO_REUSEPORT (gRPC's default sets it): a second coordinator on a port must fail, not share it.
         options=[("grpc.max_receive_message_length", 64 * 1024 * 1024), ("grpc.so_reuseport", 0)],
-        # (the tracing interceptor only when tracing is on: docs/adr/0014-logs-and-tracing.md)
+        # (the tracing interceptor only when tracing is on: docs/adr/0014-logs-and-tracing.md; the scope
+        # check innermost, so that its refusals are counted and traced like any answer)
         interceptors=[
             CallMetrics(),
             LenientRequests(),
             *([TracingInterceptor()] if tracing.active() is not None else []),
+            ScopeCheck(auth),
         ],
     )
     job_servicer = JobServicer(auth, jobs, waiters, settings.max_wait_seconds, waiting)
@@ -243,6 +257,7 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
     calls_pb2_grpc.add_JobCallServiceServicer_to_server(
         JobCallServicer(auth, streamed, settings.max_call_streams), server
     )
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(auth), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     enable_reflection((*SERVICE_NAMES, health.SERVICE_NAME), server)

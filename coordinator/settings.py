@@ -6,6 +6,11 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from scriptpool.coordinator.stores.api_keys import (
+    DEFAULT_MAX_KEYS_PER_PRINCIPAL,
+    DEFAULT_MAX_LIST_KEYS,
+    DEFAULT_REVOKED_RETENTION_SECONDS,
+)
 from scriptpool.core.defaults import DEFAULT_COORDINATOR, DEFAULT_QUEUE, LEASE_SECONDS, RESULT_TTL_SECONDS
 from scriptpool.core.durability import (
     ACK_AFTER_FSYNC_VARIABLE,
@@ -175,6 +180,16 @@ class Settings:
     """Artifacts one query/search may load to filter and sort: each session's candidates are counted
     in its narrowest index first (no ids read), and past this the query is RESOURCE_EXHAUSTED."""
 
+    max_keys_per_principal: int = DEFAULT_MAX_KEYS_PER_PRINCIPAL
+    """Active API keys (neither revoked nor expired) one principal may hold
+    (SCRIPTPOOL_MAX_KEYS_PER_PRINCIPAL); creating one more is RESOURCE_EXHAUSTED."""
+    max_list_keys: int = DEFAULT_MAX_LIST_KEYS
+    """Keys one AdminService.ListKeys call answers (a larger page_size is cut to it); the rest come
+    page by page."""
+    revoked_key_retention_seconds: int = DEFAULT_REVOKED_RETENTION_SECONDS
+    """How long a revoked key's record stays listed (as revoked), and an expired key's past its
+    expiry; then it is deleted."""
+
     max_job_retries: int = 10
     """Most `max_retries` a job may ask for: times it is queued again when its worker is lost
     mid-run instead of ending `worker_lost` (SCRIPTPOOL_MAX_JOB_RETRIES). A job asking for more is
@@ -250,6 +265,7 @@ class Settings:
             "grpc_threads", "max_waiting_calls", "max_waiting_calls_per_principal", "max_event_waits",
             "max_sessions_per_principal", "max_principal_artifact_bytes", "max_queued_jobs_per_principal",
             "max_running_jobs_per_principal", "max_submission_burst",
+            "max_keys_per_principal", "max_list_keys", "revoked_key_retention_seconds",
         ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise InvalidArgument(f"{name} must be at least 1 (got {getattr(self, name)})")
@@ -296,6 +312,7 @@ class Settings:
             ("max_principal_artifact_bytes", "SCRIPTPOOL_MAX_PRINCIPAL_ARTIFACT_BYTES"),
             ("max_principal_state_bytes", "SCRIPTPOOL_MAX_PRINCIPAL_STATE_BYTES"),
             ("max_subscriptions_per_principal", "SCRIPTPOOL_MAX_SUBSCRIPTIONS_PER_PRINCIPAL"),
+            ("max_keys_per_principal", "SCRIPTPOOL_MAX_KEYS_PER_PRINCIPAL"),
         ):
             if env.get(var):
                 values[name] = _integer(var, env[var])

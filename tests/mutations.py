@@ -40,6 +40,8 @@ RLIMITS_TEST = f"{OS_JAIL}::test_job_rlimits_equal_the_jobs_limits_in_the_runnin
 LUA_ENGINE = "tests/unit/test_lua_engine.py"
 JS_ENGINE = "tests/unit/test_js_engine.py"
 CHILD_REUSE = "tests/unit/test_child_reuse.py"
+SCOPES = "tests/unit/test_scopes.py"
+API_KEYS = "tests/integration/test_api_keys.py"
 
 
 @dataclass(frozen=True)
@@ -277,6 +279,26 @@ MUTATIONS: tuple[Mutation, ...] = (
         original="if not scratch_is_empty(child.pid):",
         replacement="if False:",
         must_fail=(f"{CHILD_REUSE}::test_a_process_whose_scratch_is_not_empty_after_a_job_is_not_reused",),
+    ),
+    Mutation(
+        name="api-key-scopes",
+        layer="a client key is refused an RPC whose scope it does not hold",
+        path="coordinator/scopes.py",
+        original="if needed not in caller.scopes:",
+        replacement="if False:",
+        must_fail=(
+            f"{SCOPES}::test_a_key_without_the_scope_is_refused_naming_it[/scriptpool.v1.JobService/SubmitJob-scopes0-submit]",
+            f"{API_KEYS}::test_scopes_are_enforced[scopes0-submit-submit]",
+            f"{API_KEYS}::test_scopes_are_enforced[scopes2-admin-admin]",
+        ),
+    ),
+    Mutation(
+        name="api-key-revocation",
+        layer="a revoked API key is refused",
+        path="coordinator/auth.py",
+        original="        if record.revoked:\n",
+        replacement="        if False:\n",
+        must_fail=(f"{API_KEYS}::test_a_revoked_key_is_refused_by_the_next_call_on_another_replica",),
     ),
 )
 

@@ -26,6 +26,7 @@ from scriptpool.coordinator.cli import (
     bench_cmd,
     events_cmd,
     job_cmd,
+    keys_cmd,
     log_flags,
     parsing,
     quota_cmd,
@@ -276,13 +277,19 @@ def client_command(run: Callable[[ScriptpoolClient, argparse.Namespace], int]) -
 
 
 def cmd_apikey(args: argparse.Namespace) -> int:
-    from scriptpool.coordinator.auth import Authenticator
+    """Create a key straight in Redis: how the first admin key is made (`scriptpool keys` needs one)."""
+    from scriptpool.coordinator.services.admin import created_key
+    from scriptpool.coordinator.stores.api_keys import ApiKeyStore, parse_scopes
     from scriptpool.core.redis_connect import connect
 
     settings = _settings(args)
     if not settings.redis_url:
         raise InvalidArgument("REDIS_URL (or --redis-url) must name the coordinator's Redis")
-    print(Authenticator(connect(settings.redis_url)).create_api_key(args.principal))
+    store = ApiKeyStore(connect(settings.redis_url), max_keys_per_principal=settings.max_keys_per_principal)
+    created = store.create(
+        args.principal, name=args.name, scopes=parse_scopes([args.scopes]), expires_in=args.expires_in
+    )
+    keys_cmd.print_created(created_key(created), as_json=args.json)
     return EXIT_OK
 
 
@@ -467,12 +474,12 @@ def build_parser() -> argparse.ArgumentParser:
         module.add_parser(sub, with_client)
         sub.choices[name].set_defaults(func=client_command(module.run))
 
-    p = sub.add_parser("apikey", help="create client API keys (talks to Redis directly)")
+    p = sub.add_parser("apikey", help="create client API keys (talks to Redis directly: the first admin key)")
     with_redis(p)
     asub = p.add_subparsers(dest="apikey_command", required=True)
-    ap = asub.add_parser("create", help="create a key for PRINCIPAL and print it")
-    ap.add_argument("principal")
+    keys_cmd.add_key_flags(asub.add_parser("create", help="create a key for PRINCIPAL and print it"))
     p.set_defaults(func=cmd_apikey)
+    keys_cmd.add_parser(sub, with_client).set_defaults(func=client_command(keys_cmd.run))
     quota_cmd.add_parser(sub, with_redis).set_defaults(func=quota_cmd.run)
 
     bench_cmd.add_parser(sub).set_defaults(func=cmd_bench)

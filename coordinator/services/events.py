@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import grpc
 from redis import Redis
 
-from scriptpool.coordinator.auth import Authenticator, Caller
+from scriptpool.coordinator.auth import Authenticator, Caller, KeyStillValid
 from scriptpool.coordinator.services.recording import recorded
 from scriptpool.coordinator.services.slots import Slots
 from scriptpool.coordinator.services.wait_budget import wait_budget
@@ -72,8 +72,10 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
         caller.require_client("EventService.Stream")
         if not request.pattern:
             raise InvalidArgument("pattern is required, e.g. '*' for every event")
+        key_holds = KeyStillValid(self.auth, caller)  # a revoked or expired key ends the stream within seconds
         with self.streams.hold(), self.waiting.hold(caller):
-            yield from self.store.follow(caller, request.pattern, context.is_active)
+            yield from self.store.follow(caller, request.pattern, lambda: context.is_active() and key_holds())
+        key_holds.check()
 
     def _current_session(self, caller: Caller) -> str:
         return job_current_session(self.store.redis, caller) if caller.is_job else ""

@@ -5,9 +5,9 @@ Light by design: it imports the wire contract (`scriptpool.v1`), grpc and the sh
 workers or the sandbox; importing it starts no thread and sets no environment variable. Every RPC
 a client may call has a typed method: jobs on the client itself (`submit`, `run`, `wait` ...), the
 rest on one attribute per service (`client.sessions.suspend(SessionRef(...))`, `client.state`,
-`client.events`, `client.hooks`, `client.artifacts`), each taking the RPC's request message and
-returning its response message. It raises ScriptpoolError subclasses, never grpc.RpcError (the
-gRPC error stays the `__cause__`).
+`client.events`, `client.hooks`, `client.artifacts`, and `client.admin` for keys with the admin
+scope), each taking the RPC's request message and returning its response message. It raises
+ScriptpoolError subclasses, never grpc.RpcError (the gRPC error stays the `__cause__`).
 
 Submissions carry an idempotency key (a new random one unless the caller gives its own), so a
 submission whose answer was lost can be sent again without queuing its jobs twice. Submits, GetJob
@@ -32,6 +32,8 @@ from scriptpool.grpc_errors import from_rpc_error
 from scriptpool.languages import Language
 from scriptpool.tls import ClientTls, open_channel, tls_failure_reason
 from scriptpool.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
     artifacts_pb2,
     artifacts_pb2_grpc,
     common_pb2,
@@ -48,6 +50,7 @@ from scriptpool.values import PlainValue, to_value_map
 
 __all__ = [
     "ARTIFACT_CHUNK_BYTES",
+    "Admin",
     "Artifacts",
     "ClientTls",
     "Events",
@@ -131,6 +134,8 @@ class ScriptpoolClient:
         """HookService: one typed method per RPC."""
         self.artifacts = Artifacts(self._artifacts, calls)
         """ArtifactService's unary RPCs (`store_artifact` and `read_artifact` stream content)."""
+        self.admin = Admin(admin_pb2_grpc.AdminServiceStub(self.channel), calls)
+        """AdminService (API keys; needs a key with the `admin` scope): one typed method per RPC."""
         self._call = calls
 
     def close(self) -> None:
@@ -567,6 +572,22 @@ class Hooks(_Service[events_pb2_grpc.HookServiceStub]):
 
     def poll(self, request: events_pb2.PollHooksRequest) -> events_pb2.HookFirings:
         return self._call(self._stub.Poll, request)
+
+
+class Admin(_Service[admin_pb2_grpc.AdminServiceStub]):
+    """AdminService: API keys of every principal (a key with the `admin` scope)."""
+
+    def create_key(self, request: admin_pb2.CreateKeyRequest) -> admin_pb2.CreatedKey:
+        return self._call(self._stub.CreateKey, request)
+
+    def list_keys(self, request: admin_pb2.ListKeysRequest) -> admin_pb2.ListKeysResponse:
+        return self._call(self._stub.ListKeys, request)
+
+    def revoke_key(self, request: admin_pb2.KeyRef) -> admin_pb2.KeyInfo:
+        return self._call(self._stub.RevokeKey, request)
+
+    def rotate_key(self, request: admin_pb2.KeyRef) -> admin_pb2.CreatedKey:
+        return self._call(self._stub.RotateKey, request)
 
 
 class Artifacts(_Service[artifacts_pb2_grpc.ArtifactServiceStub]):

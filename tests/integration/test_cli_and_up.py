@@ -65,6 +65,10 @@ def test_up_runs_jobs_from_the_cli_and_stops_without_orphans(tmp_path: Path) -> 
         current = cli(["run", str(in_session), "--session", session_id], env)
         assert current.stdout.strip() == f'"{session_id}"'
 
+        keys = cli(["keys", "list", "--principal", "local", "--json"], env)  # up's key is an admin key
+        assert keys.returncode == 0, keys.stderr
+        assert [key["scopes"] for key in json.loads(keys.stdout)] == [["admin", "read", "submit"]]
+
         unknown = cli(["run", str(tmp_path / "x.rb")], env)
         assert unknown.returncode == 2 and "language" in unknown.stderr
 

@@ -28,7 +28,9 @@ from hypothesis import strategies as st
 from scriptpool.coordinator.redis_server import PrivateRedis
 from scriptpool.coordinator.server import RunningCoordinator, start_coordinator
 from scriptpool.coordinator.settings import Settings
+from scriptpool.coordinator.stores.api_keys import ALL_SCOPES
 from scriptpool.v1 import (
+    admin_pb2,
     artifacts_pb2,
     calls_pb2,
     common_pb2,
@@ -50,7 +52,7 @@ STREAMS_UNTIL_CANCELLED = {"/scriptpool.v1.EventService/Stream"}  # (ends at its
 
 METHODS: list[tuple[str, MethodDescriptor]] = [
     (f"/{service.full_name}/{method.name}", method)
-    for module in (jobs_pb2, sessions_pb2, artifacts_pb2, state_pb2, events_pb2, calls_pb2)
+    for module in (jobs_pb2, sessions_pb2, artifacts_pb2, state_pb2, events_pb2, calls_pb2, admin_pb2)
     for service in module.DESCRIPTOR.services_by_name.values()
     for method in service.methods
 ]
@@ -205,7 +207,7 @@ def fuzzed(redis_server: PrivateRedis) -> Iterator[tuple[RunningCoordinator, grp
         redis_url=redis_server.url, listen="127.0.0.1:0", queue=f"fuzz-{uuid.uuid4().hex[:8]}", max_wait_seconds=1
     )
     running = start_coordinator(settings_)
-    key = running.auth.create_api_key(f"fuzz-{uuid.uuid4().hex[:8]}")
+    key = running.auth.create_api_key(f"fuzz-{uuid.uuid4().hex[:8]}", scopes=ALL_SCOPES)  # (AdminService too)
     channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
     try:
         yield running, channel, key
@@ -237,7 +239,7 @@ def calls(draw: st.DrawFn) -> tuple[str, MethodDescriptor, list[bytes]]:
 
 
 def test_every_method_is_fuzzed() -> None:
-    assert len(METHODS) >= 55  # every RPC of the six services
+    assert len(METHODS) >= 59  # every RPC of the seven services
 
 
 @FUZZ

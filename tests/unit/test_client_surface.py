@@ -18,7 +18,7 @@ import pytest
 
 from scriptpool import client as sdk
 from scriptpool.errors import PermissionDenied
-from scriptpool.v1 import artifacts_pb2, events_pb2, jobs_pb2, sessions_pb2, state_pb2
+from scriptpool.v1 import admin_pb2, artifacts_pb2, events_pb2, jobs_pb2, sessions_pb2, state_pb2
 from tests.conftest import REPO
 
 HEAVY = {"coordinator", "workers", "sandbox", "rq", "redis", "lupa", "wasmtime", "quickjs",
@@ -35,7 +35,7 @@ print(json.dumps({
 
 SURFACE = {
     "ScriptpoolClient": [
-        "artifacts", "cancel", "channel", "close", "create_session", "events", "follow_events", "get_job",
+        "admin", "artifacts", "cancel", "channel", "close", "create_session", "events", "follow_events", "get_job",
         "get_session", "hooks", "list_jobs", "list_sessions", "read_artifact", "read_artifact_content",
         "reconnect_seconds", "run", "run_many", "sessions", "state", "store_artifact", "submit", "submit_many",
         "wait",
@@ -45,6 +45,7 @@ SURFACE = {
         "get_tags", "get_timeline", "list", "load", "record_refused_call", "replay", "restore_recent", "resume",
         "save", "save_all", "set_current", "set_tags", "suspend", "update_metadata",
     ],
+    "Admin": ["create_key", "list_keys", "revoke_key", "rotate_key"],
     "State": ["compare_and_set", "delete", "get", "increment", "list", "set"],
     "Events": ["emit", "receive", "subscribe", "unsubscribe"],
     "Hooks": ["list", "poll", "register", "unregister"],
@@ -53,8 +54,8 @@ SURFACE = {
         "grant_permission", "list", "query", "revoke_permission", "search",
     ],
 }  # fmt: skip
-MODULE_EXPORTS = ["ARTIFACT_CHUNK_BYTES", "Artifacts", "ClientTls", "Events", "Hooks", "ScriptpoolClient", "Sessions",
-                  "State", "job_request", "new_idempotency_key"]  # fmt: skip
+MODULE_EXPORTS = ["ARTIFACT_CHUNK_BYTES", "Admin", "Artifacts", "ClientTls", "Events", "Hooks", "ScriptpoolClient",
+                  "Sessions", "State", "job_request", "new_idempotency_key"]  # fmt: skip
 # RPCs whose method on the client has another name (streams, and jobs on the client itself).
 OTHER_NAMES = {
     "JobService.SubmitJob": "ScriptpoolClient.submit",
@@ -76,6 +77,7 @@ SERVICES = {
     "HookService": (events_pb2, "Hooks"),
     "ArtifactService": (artifacts_pb2, "Artifacts"),
     "JobService": (jobs_pb2, ""),
+    "AdminService": (admin_pb2, "Admin"),
 }
 
 

@@ -19,6 +19,10 @@ EXPIRING_SESSIONS_KEY = PREFIX + "sessions:expiring"
 """zset: job-created session id -> the time its retention ends."""
 EVENT_RETENTION_KEY = PREFIX + "config:event-retention"
 """string: entries each event stream keeps (the coordinator writes its setting here at start)."""
+APIKEYS_KEY = PREFIX + "apikeys"
+"""zset (all scores 0, so ordered by id = by creation): every API key's id."""
+APIKEY_IDS_KEY = PREFIX + "apikeys:ids"
+"""hash: API key id -> the sha256 its record is kept under."""
 
 
 # Jobs and credentials.
@@ -41,6 +45,7 @@ def credential_key(cred_hash: str) -> str:
 
 
 def apikey_key(digest: str) -> str:
+    """An API key's record (hash; a string holding the principal for a key of an earlier version)."""
     return f"{PREFIX}apikey:{digest}"
 
 
@@ -126,6 +131,11 @@ def principal_grants_key(principal: str) -> str:
     return _principal(principal) + ":artifact-grants"
 
 
+def principal_apikeys_key(principal: str) -> str:
+    """zset (all scores 0): the ids of the principal's API keys."""
+    return _principal(principal) + ":apikeys"
+
+
 def principal_subscriptions_key(principal: str) -> str:
     return _principal(principal) + ":eventsubs"
 
@@ -202,7 +212,10 @@ SCHEMA: dict[str, str] = {
     "sp:jobs:leases": "zset",
     "sp:job-finished": "channel",
     "sp:idem:{sha256(principal NUL key)}": "hash",
-    "sp:apikey:{sha256}": "string",
+    "sp:apikey:{sha256}": "hash",
+    "sp:apikeys": "zset",
+    "sp:apikeys:ids": "hash",
+    "sp:principal:{p}:apikeys": "zset",
     "sp:session:{id}": "hash",
     "sp:session:{id}:jobs": "zset",
     "sp:session:{id}:timeline": "stream",
