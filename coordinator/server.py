@@ -161,12 +161,7 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
         max_job_retries=settings.max_job_retries,
         idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
         lean=lean,
-        admission=Admission(
-            redis,
-            settings.max_queued_jobs_per_principal,
-            settings.max_submissions_per_second,
-            settings.max_submission_burst,
-        ),
+        admission=Admission.from_settings(redis, settings),
     )
     artifacts = ArtifactStore(
         redis,

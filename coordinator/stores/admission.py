@@ -20,6 +20,7 @@ from redis import Redis
 from redis.exceptions import NoScriptError, ResponseError
 
 from scriptpool.coordinator.metrics import QUOTA_REFUSALS
+from scriptpool.coordinator.settings import Settings
 from scriptpool.coordinator.stores import lua
 from scriptpool.coordinator.stores.quotas import LUA_QUOTA_LIMIT, exceeded, number
 from scriptpool.core.event_streams import APPEND_SCRIPT, LUA_APPEND_EVENT
@@ -41,6 +42,16 @@ class Admission:
     max_queued_jobs: int
     max_rate: float
     max_burst: int
+
+    @classmethod
+    def from_settings(cls, redis: Redis, settings: Settings) -> Admission:
+        """The server maximums of `settings` (every principal's limits without an override)."""
+        return cls(
+            redis,
+            settings.max_queued_jobs_per_principal,
+            settings.max_submissions_per_second,
+            settings.max_submission_burst,
+        )
 
     def command(self, principal: str, jobs: int, writes: Sequence[Sequence[Arg]]) -> tuple[Arg, ...]:
         """The EVALSHA that admits `jobs` jobs of `principal` and then runs `writes` (or refuses)."""

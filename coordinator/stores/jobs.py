@@ -27,6 +27,7 @@ from rq.queue import EnqueueData
 
 from scriptpool.coordinator.auth import Caller, new_job_credential
 from scriptpool.coordinator.metrics import JOBS_ENDED, JOBS_SUBMITTED
+from scriptpool.coordinator.settings import Settings
 from scriptpool.coordinator.stores.admission import Admission
 from scriptpool.coordinator.stores.idempotency import Idempotency, idempotency
 from scriptpool.coordinator.stores.not_found import job_not_found, refused, session_not_found
@@ -114,7 +115,7 @@ class JobStore:
         self.max_job_retries = max_job_retries
         self.idempotency_ttl_seconds = min(idempotency_ttl_seconds, result_ttl_seconds)
         """Capped at the result TTL: a key never names jobs whose records have expired."""
-        self.admission = admission if admission is not None else Admission(redis, 100_000, 10_000.0, 20_000)
+        self.admission = admission if admission is not None else Admission.from_settings(redis, Settings())
         """The queued-jobs quota and submission rate (`stores/admission.py`), with their server maxima."""
 
     def _check(self, request: jobs_pb2.SubmitJobRequest) -> CheckedJob:
