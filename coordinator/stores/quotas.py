@@ -71,6 +71,15 @@ def number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:.3g}"
 
 
+def capped(override: bytes | str | float | None, maximum: float) -> float:
+    """A principal's limit: its override (as stored, or None) capped by the server maximum, or that maximum."""
+    return maximum if override is None else min(float(override), maximum)
+
+
+def _stored(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))  # (exact, unlike `number`)
+
+
 def exceeded(principal: str, name: str, limit: float, used: float, asked: float, hint: str) -> ResourceExhausted:
     """The refusal of `asked` more of quota `name`: `used` held, `limit` allowed (and counted in
     `scriptpool_quota_refusals_total`)."""
@@ -117,21 +126,16 @@ class QuotaStore:
         return found
 
     def limits(self, principal: str) -> dict[str, float]:
-        """Every quota's limit for `principal`: its override capped by the server maximum, or that maximum."""
+        """Every quota's limit for `principal` (`capped`)."""
         mine = self.overrides(principal)
-        return {name: min(mine.get(name, maximum), maximum) for name, maximum in self.maxima.items()}
-
-    def limit(self, principal: str, name: str) -> float:
-        raw = self.redis.hget(quota_key(principal), name)
-        maximum = self.maxima[name]
-        return maximum if raw is None else min(float(raw), maximum)
+        return {name: capped(mine.get(name), maximum) for name, maximum in self.maxima.items()}
 
     def check(self, name: str, value: float) -> float:
         return check_override(self.maxima, name, value)
 
     def set(self, principal: str, values: Mapping[str, float]) -> None:
         """Set overrides, all checked before any is written."""
-        checked = {name: number(self.check(name, value)) for name, value in values.items()}
+        checked = {name: _stored(self.check(name, value)) for name, value in values.items()}
         if checked:
             self.redis.hset(quota_key(principal), mapping=checked)  # type: ignore[arg-type]
 

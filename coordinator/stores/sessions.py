@@ -30,7 +30,7 @@ from redis.exceptions import WatchError
 from scriptpool.coordinator.auth import Caller
 from scriptpool.coordinator.stores import lua, timeline
 from scriptpool.coordinator.stores.not_found import refused, session_not_found
-from scriptpool.coordinator.stores.quotas import exceeded
+from scriptpool.coordinator.stores.quotas import capped, exceeded
 from scriptpool.coordinator.stores.timeline import LUA_RECORD_CALL, CallRecord
 from scriptpool.coordinator.stores.validation import (
     MAX_DESCRIPTION,
@@ -225,7 +225,8 @@ class SessionStore:
             [("ZCARD", principal_sessions_key(principal)), ("HGET", quota_key(principal), "sessions")],
         )
         assert isinstance(count, int)
-        limit = self.max_sessions if override is None else min(float(text(override)), self.max_sessions)
+        assert override is None or isinstance(override, bytes)
+        limit = capped(override, self.max_sessions)
         if count + wanted > limit:
             raise exceeded(principal, "sessions", limit, count, wanted, "delete some first")
 

@@ -228,7 +228,7 @@ def _cli(args: list[str], redis_url: str) -> subprocess.CompletedProcess[str]:
 
 def test_the_quota_cli_sets_shows_limits_and_use_and_refuses_bad_values(quoted: Quoted, stack: Stack) -> None:
     who = quoted.principal
-    done = _cli(["set", who, "--queued-jobs", "5", "--submissions-per-second", "2.5", "--submission-burst", "7"],
+    done = _cli(["set", who, "--queued-jobs", "5", "--submissions-per-second", "1234.5", "--submission-burst", "7"],
                 stack.redis_url)  # fmt: skip
     assert done.returncode == 0, done.stderr
     _submit_unkeyed(quoted.client)
@@ -237,7 +237,7 @@ def test_the_quota_cli_sets_shows_limits_and_use_and_refuses_bad_values(quoted: 
     report = json.loads(shown.stdout)["quotas"]
     assert report["queued_jobs"] == {"limit": 5, "override": 5, "server_maximum": 100_000, "in_use": 1,
                                      "enforced": True}  # fmt: skip
-    assert report["submissions_per_second"]["limit"] == 2.5
+    assert report["submissions_per_second"]["limit"] == 1234.5  # (stored exactly)
     assert 6 <= report["submission_burst"]["in_use"] <= 7  # tokens left after one
     assert report["running_jobs"]["enforced"] is False
     text = _cli(["get", who], stack.redis_url).stdout
@@ -253,7 +253,7 @@ def test_the_quota_cli_sets_shows_limits_and_use_and_refuses_bad_values(quoted: 
         assert refused.returncode == 2 and refused.stdout == ""
         assert refused.stderr.count("\n") == 1 and says in refused.stderr, refused.stderr
     assert _cli(["reset", who, "--quota", "queued_jobs"], stack.redis_url).returncode == 0
-    assert quoted.quotas.overrides(who) == {"submissions_per_second": 2.5, "submission_burst": 7}
+    assert quoted.quotas.overrides(who) == {"submissions_per_second": 1234.5, "submission_burst": 7}
 
 
 def test_a_refused_submission_costs_no_tokens(quoted: Quoted) -> None:
