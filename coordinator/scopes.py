@@ -43,6 +43,7 @@ _BY_SERVICE: dict[str, dict[str, Scope | str]] = {
         "SaveAll": SUBMIT, "RestoreRecent": SUBMIT, "Replay": SUBMIT, "RecordRefusedCall": JOB_ONLY,
         "Get": READ, "List": READ, "GetCurrent": READ, "GetMetadata": READ, "GetTags": READ, "CanReplay": READ,
         "GetTimeline": READ, "GetReplayMetadata": READ,
+        "Grant": SUBMIT, "Revoke": SUBMIT, "ListGrants": READ, "GetAuditLog": READ,
     },
     "ArtifactService": {
         "Store": SUBMIT, "Update": SUBMIT, "Delete": SUBMIT, "GrantPermission": SUBMIT, "RevokePermission": SUBMIT,

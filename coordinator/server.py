@@ -37,6 +37,7 @@ from scriptpool.coordinator.stores.artifacts import ArtifactStore
 from scriptpool.coordinator.stores.events import EventStore
 from scriptpool.coordinator.stores.jobs import JobStore
 from scriptpool.coordinator.stores.replay import ReplayStore
+from scriptpool.coordinator.stores.session_access import SessionAccess
 from scriptpool.coordinator.stores.sessions import SessionStore
 from scriptpool.coordinator.stores.snapshots import SnapshotStore
 from scriptpool.coordinator.stores.state import StateStore
@@ -139,6 +140,12 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
     )
     auth = Authenticator(redis, keys=keys)
     lean = LeanPool(redis, settings.ack_replicas)  # InvalidArgument if the WAIT cannot be sent
+    access = SessionAccess(
+        redis,
+        max_grants=settings.max_grants_per_session,
+        max_shared=settings.max_sessions_shared_to_principal,
+        max_audit_entries=settings.max_session_audit_entries,
+    )
     sessions = SessionStore(
         redis,
         settings.max_sessions_per_principal,
@@ -147,6 +154,7 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
         max_timeline_scan=settings.max_timeline_scan,
         max_snapshots=settings.max_snapshots_per_session,
         job_session_retention_seconds=settings.job_session_retention_seconds,
+        access=access,
     )
     jobs = JobStore(
         redis,
@@ -160,6 +168,7 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
         max_list_bytes=settings.max_list_jobs_bytes,
         max_job_retries=settings.max_job_retries,
         idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
+        fair_queue=settings.fair_queue,
         lean=lean,
         admission=Admission.from_settings(redis, settings),
     )
@@ -174,6 +183,7 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
         max_query_sessions=settings.max_query_sessions,
         max_query_candidates=settings.max_query_candidates,
         max_delete_versions=settings.max_session_delete_versions,
+        session_access=access,
     )
     sessions.delete_hooks.append(artifacts.delete_session_artifacts)
     snapshots = SnapshotStore(
@@ -224,7 +234,9 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
     # which mypy cannot see: hence the abstract-class ignores.
     session_servicer = SessionServicer(auth, sessions, snapshots, replays)
     artifact_servicer = ArtifactServicer(auth, artifacts)
-    state_store = StateStore(redis, max_principal_bytes=settings.max_principal_state_bytes, lean=lean)
+    state_store = StateStore(
+        redis, max_principal_bytes=settings.max_principal_state_bytes, lean=lean, session_access=access
+    )
     state_servicer = StateServicer(auth, state_store)
     sessions_pb2_grpc.add_SessionServiceServicer_to_server(session_servicer, server)
     artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server(artifact_servicer, server)
@@ -235,6 +247,7 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
         max_subscriptions_per_principal=settings.max_subscriptions_per_principal,
         max_subscriptions_per_job=settings.max_subscriptions_per_job,
         max_scan=settings.max_event_scan,
+        session_access=access,
     )
     event_servicer = EventServicer(auth, event_store, settings.max_wait_seconds, settings.max_event_streams, waiting)
     events_pb2_grpc.add_HookServiceServicer_to_server(

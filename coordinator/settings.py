@@ -27,6 +27,7 @@ from scriptpool.sandbox.limits import LimitPolicy
 from scriptpool.tls import ClientTls
 
 DEFAULT_LISTEN = DEFAULT_COORDINATOR
+FAIR_QUEUE_VARIABLE = "SCRIPTPOOL_FAIR_QUEUE"
 
 
 def default_state_dir() -> Path:
@@ -176,6 +177,13 @@ class Settings:
     max_query_sessions: int = 1000
     """Sessions an artifact query/search without session_id looks at; a principal holding more gets
     RESOURCE_EXHAUSTED (narrow the query with session_id)."""
+    max_grants_per_session: int = 100
+    """Principals one session may be shared with (`Session.grant`); past it, RESOURCE_EXHAUSTED."""
+    max_sessions_shared_to_principal: int = 10_000
+    """Other principals' sessions one principal may be granted; past it, RESOURCE_EXHAUSTED (so
+    grants cannot grow one principal's index without bound)."""
+    max_session_audit_entries: int = 10_000
+    """Entries a session's audit log keeps (grants, revocations, refusals), the oldest trimmed first."""
     max_query_candidates: int = 10_000
     """Artifacts one query/search may load to filter and sort: each session's candidates are counted
     in its narrowest index first (no ids read), and past this the query is RESOURCE_EXHAUSTED."""
@@ -194,6 +202,9 @@ class Settings:
     """Most `max_retries` a job may ask for: times it is queued again when its worker is lost
     mid-run instead of ending `worker_lost` (SCRIPTPOOL_MAX_JOB_RETRIES). A job asking for more is
     INVALID_ARGUMENT. Each retry runs the whole script again, under the job's own limits."""
+    fair_queue: bool = True
+    """Queue jobs round-robin across principals (SCRIPTPOOL_FAIR_QUEUE=0 turns it off: plain FIFO,
+    RQ's own order). `coordinator/stores/fair_queue.py`, docs/adr/0022-fair-scheduling.md."""
     idempotency_ttl_seconds: int = 24 * 3600
     """How long a SubmitJob/SubmitJobs idempotency key answers with the job(s) it first queued
     (SCRIPTPOOL_IDEMPOTENCY_TTL_SECONDS); capped at `result_ttl_seconds`, so a key never outlives
@@ -265,6 +276,7 @@ class Settings:
             "grpc_threads", "max_waiting_calls", "max_waiting_calls_per_principal", "max_event_waits",
             "max_sessions_per_principal", "max_principal_artifact_bytes", "max_queued_jobs_per_principal",
             "max_running_jobs_per_principal", "max_submission_burst",
+            "max_grants_per_session", "max_sessions_shared_to_principal", "max_session_audit_entries",
             "max_keys_per_principal", "max_list_keys", "revoked_key_retention_seconds",
         ):  # fmt: skip
             if getattr(self, name) < 1:
@@ -330,6 +342,8 @@ class Settings:
                 "SCRIPTPOOL_REDIS_APPENDFSYNC", env["SCRIPTPOOL_REDIS_APPENDFSYNC"]
             )
         values["ack_after_fsync"] = flag(ACK_AFTER_FSYNC_VARIABLE, env.get(ACK_AFTER_FSYNC_VARIABLE, ""))
+        if env.get(FAIR_QUEUE_VARIABLE):
+            values["fair_queue"] = flag(FAIR_QUEUE_VARIABLE, env[FAIR_QUEUE_VARIABLE])
         values["ack_replicas"] = ReplicaAck.from_env(env)
         if env.get("SCRIPTPOOL_MAX_SUBMISSIONS_PER_SECOND"):
             values["max_submissions_per_second"] = _number(

@@ -42,6 +42,7 @@ JS_ENGINE = "tests/unit/test_js_engine.py"
 CHILD_REUSE = "tests/unit/test_child_reuse.py"
 SCOPES = "tests/unit/test_scopes.py"
 API_KEYS = "tests/integration/test_api_keys.py"
+SHARING = "tests/integration/test_session_sharing.py"
 
 
 @dataclass(frozen=True)
@@ -299,6 +300,25 @@ MUTATIONS: tuple[Mutation, ...] = (
         original="        if record.revoked:\n",
         replacement="        if False:\n",
         must_fail=(f"{API_KEYS}::test_a_revoked_key_is_refused_by_the_next_call_on_another_replica",),
+    ),
+    Mutation(
+        name="session-grant-levels",
+        layer="a session grantee may do only what its level allows",
+        path="coordinator/stores/session_access.py",
+        original="        if level >= need:\n",
+        replacement="        if level >= 1:\n",
+        must_fail=(
+            f"{SHARING}::test_each_level_allows_exactly_its_operations[read]",
+            f"{SHARING}::test_each_level_allows_exactly_its_operations[write]",
+        ),
+    ),
+    Mutation(
+        name="grants-name-known-principals",
+        layer="a session grant names a principal that exists",
+        path="coordinator/stores/session_access.py",
+        original="        if not revoke and not principal_known(self.redis, principal):\n",
+        replacement="        if False:\n",
+        must_fail=(f"{SHARING}::test_a_grant_names_a_principal_that_exists",),
     ),
 )
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from scriptpool.client import ARTIFACT_CHUNK_BYTES, ScriptpoolClient
+from scriptpool.coordinator.cli.audit_output import print_audit_log
 from scriptpool.coordinator.cli.output import to_json
 from scriptpool.coordinator.cli.parsing import non_negative_int
 from scriptpool.core.artifact_values import info_to_plain
@@ -179,19 +180,4 @@ def _get(client: ScriptpoolClient, args: argparse.Namespace) -> int:
 def _audit(client: ScriptpoolClient, args: argparse.Namespace) -> None:
     request = A.GetAuditLogRequest(session_id=args.session, artifact_id=args.artifact_id)
     request.page.limit = 1000
-    log = client.artifacts.get_audit_log(request)
-    if args.json:
-        entries: list[PlainValue] = [
-            {"timestamp": e.timestamp, "user": e.user, "job_id": e.job_id or None, "action": e.action,
-             "allowed": e.allowed, "reason": e.reason}
-            for e in log.entries
-        ]  # fmt: skip
-        print(to_json(entries, indent=2))
-        return
-    from scriptpool.coordinator.cli.session_cmd import _when
-
-    print(f"{'TIME':19}  {'USER':20}  {'ACTION':14}  {'OK':3}  REASON")
-    for e in log.entries:
-        print(
-            f"{_when(e.timestamp)}  {e.user[:20]:20}  {e.action[:14]:14}  {'yes' if e.allowed else 'NO':3}  {e.reason}"
-        )
+    print_audit_log(client.artifacts.get_audit_log(request), args.json)

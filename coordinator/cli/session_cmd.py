@@ -6,9 +6,9 @@ import argparse
 import json
 import sys
 import time
-from datetime import UTC, datetime
 
 from scriptpool.client import ScriptpoolClient
+from scriptpool.coordinator.cli.audit_output import print_audit_log, when
 from scriptpool.coordinator.cli.output import to_json
 from scriptpool.coordinator.cli.parsing import non_negative_float, non_negative_int, positive_int
 from scriptpool.core.session_values import session_to_plain
@@ -17,6 +17,9 @@ from scriptpool.v1 import sessions_pb2
 from scriptpool.values import PlainValue, from_value_map
 
 S = sessions_pb2
+SHARE_LEVELS = ("read", "write", "admin")
+"""As coordinator/stores/session_access.py LEVELS (the client commands import no store; a test
+checks the two agree)."""
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], with_client: object) -> None:
@@ -54,6 +57,20 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], with_cl
     sp.add_argument("--limit", type=positive_int, default=100)
     sp.add_argument("--type", action="append", help="only entries of this type (repeatable)")
     sp.add_argument("--json", action="store_true")
+    sp = ssub.add_parser("grant", help="share a session: give a principal read, write or admin on it")
+    sp.add_argument("session_id")
+    sp.add_argument("principal", help="a principal with an API key")
+    sp.add_argument("level", choices=list(SHARE_LEVELS))
+    sp.add_argument("--json", action="store_true")
+    sp = ssub.add_parser("revoke", help="take a principal's grant on a session away")
+    sp.add_argument("session_id")
+    sp.add_argument("principal")
+    sp.add_argument("--json", action="store_true")
+    for name, text in (("grants", "show who a session is shared with"),
+                       ("audit", "show a session's audit log: grants, revocations, refused accesses")):  # fmt: skip
+        sp = ssub.add_parser(name, help=text)
+        sp.add_argument("session_id")
+        sp.add_argument("--json", action="store_true")
     sp = ssub.add_parser("replay", help="re-run a session's jobs in a new replay session")
     sp.add_argument("session_id")
     sp.add_argument("--speed", type=non_negative_float, default=0.0, help="scale of the recorded gaps (0 = no waiting)")
@@ -61,8 +78,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], with_cl
     sp.add_argument("--json", action="store_true")
 
 
-def _when(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S")
+_when = when
 
 
 def _print_session(session: S.Session, as_json: bool) -> None:
@@ -107,6 +123,8 @@ def run(client: ScriptpoolClient, args: argparse.Namespace) -> int:
         _print_session(client.sessions.load(request), args.json)
     elif command == "timeline":
         _timeline(client, args)
+    elif command in ("grant", "revoke", "grants", "audit"):
+        _sharing(client, args)
     else:
         return _replay(client, args)
     return 0
@@ -150,6 +168,28 @@ def _timeline(client: ScriptpoolClient, args: argparse.Namespace) -> None:
         print(f"{_when(e.timestamp)}  {e.type[:22]:22}  {e.job_id[:8]:8}  {e.description}")
     if timeline.next_after:
         print(f"(more: --after {timeline.next_after})")
+
+
+def _sharing(client: ScriptpoolClient, args: argparse.Namespace) -> None:
+    command = args.session_command
+    if command == "audit":
+        request = S.GetSessionAuditLogRequest(session_id=args.session_id)
+        request.page.limit = 1000
+        print_audit_log(client.sessions.get_audit_log(request), args.json)
+        return
+    if command == "grants":
+        grants = client.sessions.list_grants(S.SessionRef(session_id=args.session_id))
+    else:
+        change = S.SessionGrantChange(
+            session_id=args.session_id, principal=args.principal, level=getattr(args, "level", "")
+        )
+        grants = (client.sessions.grant if command == "grant" else client.sessions.revoke)(change)
+    if args.json:
+        print(to_json({"owner": grants.owner, "grants": {**grants.grants}}, indent=2))
+        return
+    print(f"{grants.owner}\towner")
+    for principal, level in sorted(grants.grants.items()):
+        print(f"{principal}\t{level}")
 
 
 def _replay(client: ScriptpoolClient, args: argparse.Namespace) -> int:

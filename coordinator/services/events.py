@@ -46,7 +46,7 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
 
     @recorded("Event.subscribe")
     def Subscribe(self, caller: Caller, request: events_pb2.SubscribeRequest) -> events_pb2.Subscription:
-        return self.store.subscribe(caller, request.pattern)
+        return self.store.subscribe(caller, request.pattern, session_id=request.session_id)
 
     @recorded("Event.receive", with_context=True)
     def Receive(
@@ -74,7 +74,9 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
             raise InvalidArgument("pattern is required, e.g. '*' for every event")
         key_holds = KeyStillValid(self.auth, caller)  # a revoked or expired key ends the stream within seconds
         with self.streams.hold(), self.waiting.hold(caller):
-            yield from self.store.follow(caller, request.pattern, lambda: context.is_active() and key_holds())
+            yield from self.store.follow(
+                caller, request.pattern, lambda: context.is_active() and key_holds(), request.session_id
+            )
         key_holds.check()
 
     def _current_session(self, caller: Caller) -> str:

@@ -19,7 +19,7 @@ from scriptpool.coordinator.stores.timeline import CallRecord
 from scriptpool.core.keys import current_session_key, job_key
 from scriptpool.errors import InvalidArgument, PermissionDenied
 from scriptpool.sandbox.catalog import SCRIPT_OPS
-from scriptpool.v1 import common_pb2, sessions_pb2, sessions_pb2_grpc
+from scriptpool.v1 import artifacts_pb2, common_pb2, sessions_pb2, sessions_pb2_grpc
 
 """Field of a job's record holding the session it chose with setCurrent ("" = none)."""
 
@@ -66,7 +66,7 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
     def SetCurrent(self, caller: Caller, request: sessions_pb2.SetCurrentSessionRequest) -> sessions_pb2.CurrentSession:
         """Only for the rest of the calling job (kept in its job record), or per principal for clients."""
         if request.session_id:
-            self.sessions.get(caller, request.session_id)  # must exist and be the caller's
+            self.sessions.get(caller, request.session_id, "Session.setCurrent")  # owner only
         redis = self.sessions.redis
         if caller.is_job:
             redis.hset(job_key(caller.job_id), JOB_CURRENT_FIELD, request.session_id)
@@ -139,12 +139,41 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
 
     @recorded("Session.getTimeline")
     def GetTimeline(self, caller: Caller, request: sessions_pb2.GetTimelineRequest) -> sessions_pb2.Timeline:
-        self.sessions.get(caller, request.session_id)
+        self.sessions.get(caller, request.session_id, "Session.getTimeline")
         return timeline.read(self.sessions.redis, request.session_id, request, self.sessions.max_timeline_scan)
 
     @recorded("Session.getReplayMetadata")
     def GetReplayMetadata(self, caller: Caller, request: sessions_pb2.SessionRef) -> sessions_pb2.ReplayMetadata:
         return self.replays.metadata(caller, request.session_id)
+
+    @recorded("Session.grant")
+    def Grant(self, caller: Caller, request: sessions_pb2.SessionGrantChange) -> sessions_pb2.SessionGrants:
+        return self._change_grant(caller, request, revoke=False)
+
+    @recorded("Session.revoke")
+    def Revoke(self, caller: Caller, request: sessions_pb2.SessionGrantChange) -> sessions_pb2.SessionGrants:
+        return self._change_grant(caller, request, revoke=True)
+
+    def _change_grant(
+        self, caller: Caller, request: sessions_pb2.SessionGrantChange, *, revoke: bool
+    ) -> sessions_pb2.SessionGrants:
+        op = "Session.revoke" if revoke else "Session.grant"
+        # Sharing is a person's decision: a script (or a leaked job credential) cannot share data out.
+        caller.require_client(op)
+        owner = self.sessions.get(caller, request.session_id, op).principal
+        return self.sessions.access.change(
+            caller, request.session_id, owner, request.principal, request.level, revoke=revoke
+        )
+
+    @recorded("Session.listGrants")
+    def ListGrants(self, caller: Caller, request: sessions_pb2.SessionRef) -> sessions_pb2.SessionGrants:
+        owner = self.sessions.get(caller, request.session_id, "Session.listGrants").principal
+        return self.sessions.access.grants(request.session_id, owner)
+
+    @recorded("Session.getAuditLog")
+    def GetAuditLog(self, caller: Caller, request: sessions_pb2.GetSessionAuditLogRequest) -> artifacts_pb2.AuditLog:
+        self.sessions.get(caller, request.session_id, "Session.getAuditLog")
+        return self.sessions.access.read_audit(request.session_id, request.page)
 
     def RecordRefusedCall(self, request: sessions_pb2.RefusedCall, context: grpc.ServicerContext) -> common_pb2.Empty:
         """A job's call its worker refused before any RPC: on the job's session timeline like the rest."""

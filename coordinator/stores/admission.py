@@ -22,7 +22,9 @@ from redis.exceptions import NoScriptError, ResponseError
 from scriptpool.coordinator.metrics import QUOTA_REFUSALS
 from scriptpool.coordinator.settings import Settings
 from scriptpool.coordinator.stores import lua
+from scriptpool.coordinator.stores.fair_queue import REORDER_SCRIPT
 from scriptpool.coordinator.stores.quotas import LUA_QUOTA_LIMIT, exceeded, number
+from scriptpool.core import lua as core_lua
 from scriptpool.core.event_streams import APPEND_SCRIPT, LUA_APPEND_EVENT
 from scriptpool.core.keys import queued_jobs_key, quota_key, submit_bucket_key
 from scriptpool.core.lean_redis import Arg, Reply
@@ -30,7 +32,15 @@ from scriptpool.errors import ResourceExhausted
 
 REPAIR_SCAN = 100
 """Oldest ids of a principal's queued-jobs index a refusal checks against their records (ADR 0020)."""
-_ADMIT = LUA_QUOTA_LIMIT + LUA_APPEND_EVENT + lua.script("jobs_admit", REPAIR_SCAN=REPAIR_SCAN)
+_INLINE = {APPEND_SCRIPT: core_lua.load("append"), REORDER_SCRIPT: REORDER_SCRIPT}
+"""The scripts a submission's writes EVAL, each with the body the admission script runs in its place
+(Lua cannot EVAL): as a function `inline['N'](KEYS, ARGV)`, whose parameters shadow the globals its
+body reads."""
+_INLINE_NUMBERS = {source: str(number) for number, source in enumerate(_INLINE, 1)}
+_INLINE_LUA = "local inline = {}\n" + "".join(
+    f"inline['{_INLINE_NUMBERS[source]}'] = function(KEYS, ARGV)\n{body}\nend\n" for source, body in _INLINE.items()
+)
+_ADMIT = LUA_QUOTA_LIMIT + LUA_APPEND_EVENT + _INLINE_LUA + lua.script("jobs_admit", REPAIR_SCAN=REPAIR_SCAN)
 _SHA = hashlib.sha1(_ADMIT.encode()).hexdigest()
 
 T = TypeVar("T")
@@ -57,9 +67,9 @@ class Admission:
         """The EVALSHA that admits `jobs` jobs of `principal` and then runs `writes` (or refuses)."""
         args: list[Arg] = [jobs, self.max_queued_jobs, repr(float(self.max_rate)), self.max_burst]
         for write in writes:
-            if write[0] == "EVAL":  # (an event: `append_event`'s script, whose arguments follow its 0 keys)
-                assert write[1] == APPEND_SCRIPT and write[2] == 0, "the admission script runs no other script"
-                write = ("append_event", *write[3:])
+            if write[0] == "EVAL":  # (a script of `_INLINE`: its number, then its key count, keys and arguments)
+                assert write[1] in _INLINE_NUMBERS, "the admission script runs only the scripts of _INLINE"
+                write = ("@inline", _INLINE_NUMBERS[str(write[1])], *write[2:])
             args.append(len(write))
             args.extend(write)
         keys = (quota_key(principal), queued_jobs_key(principal), submit_bucket_key(principal))

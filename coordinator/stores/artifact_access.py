@@ -20,12 +20,15 @@ from redis.client import Pipeline
 from scriptpool.coordinator.auth import PRINCIPAL_PATTERN, Caller
 from scriptpool.coordinator.stores import lua
 from scriptpool.core.job_records import hash_fields, text
-from scriptpool.core.keys import artifact_key, audit_key, grants_key, principal_grants_key
+from scriptpool.core.keys import artifact_key, audit_key, grants_key, principal_grants_key, session_access_key
 from scriptpool.errors import InvalidArgument
 from scriptpool.v1 import artifacts_pb2, common_pb2
 
 LEVELS = ("read", "write", "delete", "admin")
 READ, WRITE, DELETE, ADMIN = 1, 2, 3, 4
+SESSION_TO_ARTIFACT = {1: READ, 2: WRITE, 3: DELETE}
+"""A session grant (session_access.LEVELS: read, write, admin) -> the level it gives on the session's
+artifacts. session_access.OPERATIONS documents it with the rest of the session levels."""
 AUDIT_MAX = 100_000
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
@@ -50,11 +53,17 @@ class AccessControl:
         self.redis = redis
         self._change = redis.register_script(_CHANGE)
 
-    def level(self, artifact_id: str, owner: str, principal: str) -> int:
+    def level(self, artifact_id: str, owner: str, principal: str, session_id: str) -> int:
+        """The artifact's own grant or what a grant on its session gives (session_access.ARTIFACT_LEVEL),
+        whichever is higher."""
         if principal == owner:
             return ADMIN
-        raw = self.redis.hget(grants_key(artifact_id), principal)
-        return int(raw) if raw is not None else 0
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hget(grants_key(artifact_id), principal)
+        pipe.hget(session_access_key(session_id), principal)
+        own, through_session = pipe.execute()
+        from_session = SESSION_TO_ARTIFACT[int(through_session)] if through_session is not None else 0
+        return max(int(own) if own is not None else 0, from_session)
 
     def audit(
         self,
@@ -81,25 +90,30 @@ class AccessControl:
         return artifacts_pb2.Permissions(grants=grants, owner=owner)
 
     def read_audit(self, artifact_id: str, page: common_pb2.PageRequest) -> artifacts_pb2.AuditLog:
-        limit = page.limit or DEFAULT_PAGE
-        if limit > MAX_PAGE:
-            raise InvalidArgument(f"page.limit {limit} is above the maximum {MAX_PAGE}")
-        start = f"({page.cursor}" if page.cursor else "-"
-        try:
-            batch = self.redis.xrange(audit_key(artifact_id), min=start, max="+", count=limit) or []
-        except Exception as exc:  # a malformed cursor
-            raise InvalidArgument(f"invalid cursor {page.cursor!r}: pass back the previous next_cursor") from exc
-        log = artifacts_pb2.AuditLog()
-        for entry_id, raw_fields in batch:
-            fields = hash_fields(raw_fields)
-            log.entries.append(
-                artifacts_pb2.AuditEntry(
-                    timestamp=float(fields["ts"]), user=fields["user"].decode(), job_id=fields["job_id"].decode(),
-                    action=fields["action"].decode(), allowed=fields["allowed"] == b"1",
-                    reason=fields["reason"].decode(),
-                )
-            )  # fmt: skip
-            last = text(entry_id)
-        if len(batch) == limit:
-            log.next_cursor = last
-        return log
+        return read_audit_stream(self.redis, audit_key(artifact_id), page)
+
+
+def read_audit_stream(redis: Redis, key: str, page: common_pb2.PageRequest) -> artifacts_pb2.AuditLog:
+    """A page of an audit stream (an artifact's, or a session's: stores/session_access.py)."""
+    limit = page.limit or DEFAULT_PAGE
+    if limit > MAX_PAGE:
+        raise InvalidArgument(f"page.limit {limit} is above the maximum {MAX_PAGE}")
+    start = f"({page.cursor}" if page.cursor else "-"
+    try:
+        batch = redis.xrange(key, min=start, max="+", count=limit) or []
+    except Exception as exc:  # a malformed cursor
+        raise InvalidArgument(f"invalid cursor {page.cursor!r}: pass back the previous next_cursor") from exc
+    log = artifacts_pb2.AuditLog()
+    for entry_id, raw_fields in batch:
+        fields = hash_fields(raw_fields)
+        log.entries.append(
+            artifacts_pb2.AuditEntry(
+                timestamp=float(fields["ts"]), user=fields["user"].decode(), job_id=fields["job_id"].decode(),
+                action=fields["action"].decode(), allowed=fields["allowed"] == b"1",
+                reason=fields["reason"].decode(),
+            )
+        )  # fmt: skip
+        last = text(entry_id)
+    if len(batch) == limit:
+        log.next_cursor = last
+    return log

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Iterator
 from redis import Redis
 
 from scriptpool.coordinator.auth import Caller
+from scriptpool.coordinator.principals import principal_known
 from scriptpool.coordinator.stores import lua, timeline
 from scriptpool.coordinator.stores.artifact_access import (
     ADMIN,
@@ -49,6 +50,7 @@ from scriptpool.coordinator.stores.artifact_index import (
 )
 from scriptpool.coordinator.stores.not_found import artifact_not_found, refused, session_not_found
 from scriptpool.coordinator.stores.quotas import LUA_QUOTA_LIMIT, exceeded
+from scriptpool.coordinator.stores.session_access import SessionAccess
 from scriptpool.coordinator.stores.validation import (
     MAX_DESCRIPTION,
     MAX_NAME,
@@ -65,6 +67,7 @@ from scriptpool.core.keys import (
     session_grants_key,
     session_index,
     session_key,
+    shared_sessions_key,
     version_key,
 )
 from scriptpool.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
@@ -129,8 +132,11 @@ class ArtifactStore:
         max_query_sessions: int = 1000,
         max_query_candidates: int = 10_000,
         max_delete_versions: int = 10_000,
+        session_access: SessionAccess | None = None,
     ) -> None:
         self.redis = redis
+        self.session_access = session_access if session_access is not None else SessionAccess(redis)
+        """Grants on the sessions (ADR 0021): a session grant gives a level on each of its artifacts."""
         self.max_artifact_bytes = max_artifact_bytes
         self.max_session_bytes = max_session_bytes
         self.max_principal_bytes = max_principal_bytes
@@ -156,10 +162,10 @@ class ArtifactStore:
         return owner.decode(), state.decode()  # type: ignore[union-attr]
 
     def _own_active_session(self, caller: Caller, session_id: str, action: str) -> None:
+        """The caller owns the session or holds a grant on it that allows storing (ADR 0021)."""
         owner, state = self._session(session_id)
         if owner != caller.principal:
-            refused(caller, "session", session_id, owner)
-            raise session_not_found(session_id)
+            self.session_access.check(caller, session_id, "Artifact.store", owner)
         _require_active(session_id, state, action)
 
     def _owner_of(self, session_id: str, artifact_id: str) -> str:
@@ -170,23 +176,26 @@ class ArtifactStore:
             raise artifact_not_found(session_id, artifact_id)
         return owner.decode()
 
-    def _level_or_not_found(self, caller: Caller, session_id: str, artifact_id: str) -> tuple[str, int]:
+    def _level_or_not_found(self, caller: Caller, session_id: str, artifact_id: str, action: str) -> tuple[str, int]:
         """(owner, the caller's level) of an artifact the caller may at least read.
 
         A caller with no permission at all gets the answer an artifact that does not exist gets, and
-        nothing is written to the owner's audit log: a stranger cannot learn that the artifact exists,
-        nor fill its owner's log (its own job's timeline records the call).
+        nothing is written to the artifact's audit log: a stranger cannot learn that the artifact
+        exists, nor fill that log. The refusal goes to the session's audit log (bounded, ADR 0021).
         """
         owner = self._owner_of(session_id, artifact_id)
-        level = self.access.level(artifact_id, owner, caller.principal)
+        level = self.access.level(artifact_id, owner, caller.principal, session_id)
         if level == 0:
             refused(caller, "artifact", artifact_id, owner)
+            self.session_access.audit(
+                self.redis, session_id, caller, f"Artifact.{action}", False, f"artifact {artifact_id}: no grant"
+            )
             raise artifact_not_found(session_id, artifact_id)
         return owner, level
 
     def authorize(self, caller: Caller, session_id: str, artifact_id: str, action: str, need: int) -> str:
         """Check `caller` may do `action` (needs level `need`) and audit the answer. Returns the owner."""
-        owner_name, level = self._level_or_not_found(caller, session_id, artifact_id)
+        owner_name, level = self._level_or_not_found(caller, session_id, artifact_id, action)
         allowed = level >= need
         reason = "owner" if caller.principal == owner_name else f"granted {LEVELS[level - 1]}"
         if not allowed:
@@ -256,7 +265,8 @@ class ArtifactStore:
         artifact_id, version = str(answer[1]), int(answer[2])
         action = "update" if header.artifact_id else "store"
         if not header.artifact_id:
-            self.access.audit(self.redis, artifact_id, caller, action, True, "owner")
+            reason = "owner" if caller.principal == head["owner"] else "session grant"
+            self.access.audit(self.redis, artifact_id, caller, action, True, reason)
         hook = "artifact.updated" if version > 1 else "artifact.stored"
         self._log(caller, session_id, hook, f"{name} v{version} ({upload.size} bytes)", artifact_id, version)
         return artifacts_pb2.ArtifactRef(id=artifact_id, session_id=session_id, content_hash=sha, version=version)
@@ -325,16 +335,18 @@ class ArtifactStore:
 
     def list(self, caller: Caller, session_id: str, page: common_pb2.PageRequest) -> artifacts_pb2.ArtifactList:
         owner, _ = self._session(session_id)
-        grants = None if owner == caller.principal else self._granted_in(caller, session_id, owner)
+        grants = self._granted_in(caller, session_id, owner, "Artifact.list")
         return self.index.page_of_session(session_id, page, grants)
 
-    def _granted_in(self, caller: Caller, session_id: str, owner: str) -> str:
-        """The key of the caller's index of `owner`'s session's artifacts granted to it. None
-        granted: the session is NOT_FOUND, exactly as one that does not exist (ADR 0017)."""
+    def _granted_in(self, caller: Caller, session_id: str, owner: str, op: str) -> str | None:
+        """What of `owner`'s session the caller may list: None for all of it (its owner, or a grantee
+        of the session), else the key of its index of the artifacts granted to it one by one. Neither:
+        the session is NOT_FOUND, exactly as one that does not exist (ADR 0017), and audited."""
+        if owner == caller.principal or self.session_access.level(session_id, caller.principal):
+            return None
         key = session_grants_key(session_id, caller.principal)
         if not self.redis.exists(key):
-            refused(caller, "session", session_id, owner)
-            raise session_not_found(session_id)
+            self.session_access.refuse(caller, session_id, op, owner, 0, "no grant")
         return key
 
     def query(self, caller: Caller, q: artifacts_pb2.ArtifactQuery, text: str = "") -> artifacts_pb2.ArtifactList:
@@ -346,21 +358,21 @@ class ArtifactStore:
         cap = self.index.max_candidates
         if q.session_id:
             owner, _ = self._session(q.session_id)
-            if owner == caller.principal:
+            granted_in = self._granted_in(caller, q.session_id, owner, "Artifact.query")
+            if granted_in is None:
                 scope = Scope([q.session_id], [])
             else:
-                scope = Scope(
-                    [], _read_grants(self.redis, self._granted_in(caller, q.session_id, owner), cap, in_session=True)
-                )
+                scope = Scope([], _read_grants(self.redis, granted_in, cap, in_session=True))
             return self.index.query(scope, q, words)
-        sessions_key = principal_sessions_key(caller.principal)
-        held = int(self.redis.zcard(sessions_key))
+        sessions_key, shared_key = principal_sessions_key(caller.principal), shared_sessions_key(caller.principal)
+        held = int(self.redis.zcard(sessions_key)) + int(self.redis.zcard(shared_key))
         if held > self.max_query_sessions:
             raise ResourceExhausted(
-                f"this principal has {held} sessions; a query without session_id looks at most "
-                f"{self.max_query_sessions} (max_query_sessions): narrow the query with session_id"
+                f"this principal has {held} sessions (its own and the ones shared with it); a query without "
+                f"session_id looks at most {self.max_query_sessions} (max_query_sessions): narrow the query "
+                "with session_id"
             )
-        mine = texts(self.redis.zrange(sessions_key, 0, -1))
+        mine = texts(self.redis.zrange(sessions_key, 0, -1)) + texts(self.redis.zrange(shared_key, 0, -1))
         granted = _read_grants(self.redis, principal_grants_key(caller.principal), cap, in_session=False)
         return self.index.query(Scope(mine, granted), q, words)
 
@@ -371,6 +383,8 @@ class ArtifactStore:
         level = parse_level(change.permission)
         user = check_principal(change.user)
         owner = self.authorize(caller, change.session_id, change.artifact_id, mode, ADMIN)
+        if mode == "grant" and user != owner and not principal_known(self.redis, user):
+            raise InvalidArgument(f"unknown principal {user!r}: a grant names a principal with an API key")
         if user == owner and mode == "revoke":
             self.access.audit(self.redis, change.artifact_id, caller, "revoke", False, "the owner cannot be revoked")
             raise FailedPrecondition(f"{user} owns session {change.session_id}: the owner's rights cannot be revoked")
@@ -387,9 +401,9 @@ class ArtifactStore:
         A caller with no access gets NOT_FOUND, as for an artifact that does not exist. One audit entry."""
         need = parse_level(request.permission)
         user = check_principal(request.user or caller.principal)
-        owner, _ = self._level_or_not_found(caller, request.session_id, request.artifact_id)
+        owner, _ = self._level_or_not_found(caller, request.session_id, request.artifact_id, "checkAccess")
         asked = f"asked whether {user} has {request.permission}"
-        allowed = self.access.level(request.artifact_id, owner, user) >= need
+        allowed = self.access.level(request.artifact_id, owner, user, request.session_id) >= need
         self.access.audit(self.redis, request.artifact_id, caller, "checkAccess", True, f"{asked}: {allowed}")
         return allowed
 

@@ -18,13 +18,15 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from redis import Redis
 
 from scriptpool.coordinator.auth import Caller
 from scriptpool.coordinator.stores import lua
-from scriptpool.coordinator.stores.not_found import refused, subscription_not_found
+from scriptpool.coordinator.stores.not_found import refused, session_not_found, subscription_not_found
 from scriptpool.coordinator.stores.quotas import LUA_QUOTA_LIMIT, exceeded
+from scriptpool.coordinator.stores.session_access import SessionAccess
 from scriptpool.coordinator.stores.validation import check_uuid
 from scriptpool.core.event_streams import append_event
 from scriptpool.core.job_records import hash_fields, text
@@ -33,6 +35,7 @@ from scriptpool.core.keys import (
     job_subscriptions_key,
     principal_subscriptions_key,
     quota_key,
+    session_key,
     subscription_key,
 )
 from scriptpool.errors import InvalidArgument, ResourceExhausted
@@ -98,8 +101,11 @@ class EventStore:
         max_subscriptions_per_principal: int = 1000,
         max_subscriptions_per_job: int = 100,
         max_scan: int = 1000,
+        session_access: SessionAccess | None = None,
     ) -> None:
         self.redis = redis
+        self.access = session_access if session_access is not None else SessionAccess(redis)
+        """Grants on sessions (ADR 0021): a grantee subscribes to a shared session's events."""
         self.max_scan = max_scan
         """Stream entries one receive (one Stream wakeup, one HookService.Poll) reads at most."""
         self.max_subscriptions_per_principal = max_subscriptions_per_principal
@@ -125,11 +131,13 @@ class EventStore:
 
     # ---------------------------------------------------------------- subscriptions
     def subscribe(
-        self, caller: Caller, pattern: str, hooks_key: str = "", max_hooks: int = 0
+        self, caller: Caller, pattern: str, hooks_key: str = "", max_hooks: int = 0, session_id: str = ""
     ) -> events_pb2.Subscription:
         """A new subscription; with `hooks_key`, also a client's hook (that hash: hook id -> point),
-        refused when it already holds `max_hooks` live ones."""
+        refused when it already holds `max_hooks` live ones. With `session_id`, only that session's
+        events, read from its owner's stream (the caller's own session, or one shared with it)."""
         check_pattern(pattern)
+        stream = self.session_stream(caller, session_id, "Event.subscribe") if session_id else caller.principal
         subscription_id = str(uuid.uuid4())
         keys = [
             subscription_key(subscription_id),
@@ -139,7 +147,7 @@ class EventStore:
             quota_key(caller.principal),
         ]
         limits = [SUBSCRIPTION_TTL_SECONDS, self.max_subscriptions_per_principal, self.max_subscriptions_per_job]
-        args: list[str | float] = [caller.principal, pattern, self._last_id(caller.principal), caller.job_id]
+        args: list[str | float] = [caller.principal, pattern, self._last_id(stream), caller.job_id]
         args += [time.time(), *limits, max_hooks, subscription_id]
         verdict, held, *limit = self._subscribe(keys=keys, args=args)
         if verdict == b"hooks":
@@ -157,14 +165,26 @@ class EventStore:
                 f"this job has {held} live subscriptions, its limit ({self.max_subscriptions_per_job}); "
                 "unsubscribe some first"
             )
+        if session_id:  # (before the id is handed out: no receive can come first)
+            self.redis.hset(subscription_key(subscription_id), mapping={"stream": stream, "session_id": session_id})
         return events_pb2.Subscription(subscription_id=subscription_id, pattern=pattern)
+
+    def session_stream(self, caller: Caller, session_id: str, op: str) -> str:
+        """The principal whose stream holds `session_id`'s events, when the caller owns the session or
+        holds a grant on it (ADR 0021); otherwise refused as `SessionAccess.check` does, audited."""
+        check_uuid(session_id, "session_id")
+        owner = self.redis.hget(session_key(session_id), "principal")
+        if owner is None:
+            raise session_not_found(session_id)
+        self.access.check(caller, session_id, op, text(owner))
+        return text(owner)
 
     def exists(self, subscription_id: str) -> bool:
         """Whether the subscription is still there (it expires an hour after its last use)."""
         return bool(self.redis.exists(subscription_key(subscription_id)))
 
     def unsubscribe(self, caller: Caller, subscription_id: str) -> None:
-        _, _, job_id = self._subscription(caller, subscription_id)
+        job_id = self._subscription(caller, subscription_id).job_id
         key = subscription_key(subscription_id)
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(key)
@@ -183,12 +203,15 @@ class EventStore:
         """The subscription's next event, waiting up to `timeout_seconds` for one; None if none came
         (or the call read `max_scan` entries without a match: the next call continues after them).
         Waits in slices of at most `WAIT_SLICE_SECONDS` and stops once `still_wanted()` is false."""
-        pattern, last, _ = self._subscription(caller, subscription_id)
+        sub = self._subscription(caller, subscription_id)
+        if sub.session_id:  # a grant revoked since: refused at once
+            self.session_stream(caller, sub.session_id, "Event.receive")
+        last = sub.last
         give_up = time.monotonic() + timeout_seconds
         budget = self.max_scan
         while True:
             found, last, scanned = self._scan(
-                caller.principal, pattern, last, _slice_end(give_up), want=1, budget=budget
+                sub.stream, sub.pattern, last, _slice_end(give_up), want=1, budget=budget, session_id=sub.session_id
             )
             budget -= scanned
             if found or budget <= 0 or time.monotonic() >= give_up or not still_wanted():
@@ -201,8 +224,10 @@ class EventStore:
     ) -> tuple[list[events_pb2.Event], int]:
         """Up to `limit` of the subscription's waiting events, without waiting, reading at most
         `budget` entries: (events, entries read). HookService.Poll shares its budget out this way."""
-        pattern, last, _ = self._subscription(caller, subscription_id)
-        found, last, scanned = self._scan(caller.principal, pattern, last, 0.0, want=limit, budget=budget)
+        sub = self._subscription(caller, subscription_id)
+        found, last, scanned = self._scan(
+            sub.stream, sub.pattern, sub.last, 0.0, want=limit, budget=budget, session_id=sub.session_id
+        )
         self._advance(caller, subscription_id, last)
         return found, scanned
 
@@ -215,19 +240,27 @@ class EventStore:
         pipe.zadd(principal_subscriptions_key(caller.principal), {key: time.time() + SUBSCRIPTION_TTL_SECONDS}, xx=True)
         pipe.execute()
 
-    def follow(self, caller: Caller, pattern: str, still_wanted: Callable[[], bool]) -> Iterator[events_pb2.Event]:
+    def follow(
+        self, caller: Caller, pattern: str, still_wanted: Callable[[], bool], session_id: str = ""
+    ) -> Iterator[events_pb2.Event]:
         """Every event for the caller matching `pattern` from now on, for as long as `still_wanted()`
-        (asked at least once a second). Each wakeup reads at most `max_scan` entries."""
+        (asked at least once a second). Each wakeup reads at most `max_scan` entries. With
+        `session_id`, that session's events only, its access checked again at every wakeup."""
         check_pattern(pattern)
-        last = self._last_id(caller.principal)
+        stream = self.session_stream(caller, session_id, "Event.stream") if session_id else caller.principal
+        last = self._last_id(stream)
         while still_wanted():
+            if session_id:
+                self.session_stream(caller, session_id, "Event.stream")
             give_up = time.monotonic() + 1.0
-            found, last, _ = self._scan(caller.principal, pattern, last, give_up, want=1, budget=self.max_scan)
+            found, last, _ = self._scan(
+                stream, pattern, last, give_up, want=1, budget=self.max_scan, session_id=session_id
+            )
             yield from found
 
     # ---------------------------------------------------------------- reading
-    def _subscription(self, caller: Caller, subscription_id: str) -> tuple[str, str, str]:
-        """(pattern, last id delivered, the job that made it or '') of the caller's subscription."""
+    def _subscription(self, caller: Caller, subscription_id: str) -> _Subscribed:
+        """The caller's subscription, as stored."""
         check_uuid(subscription_id, "subscription_id")
         raw = hash_fields(self.redis.hgetall(subscription_key(subscription_id)))
         owner = raw.get("principal", b"").decode()
@@ -235,7 +268,13 @@ class EventStore:
             if owner:
                 refused(caller, "subscription", subscription_id, owner)
             raise subscription_not_found(subscription_id)
-        return raw["pattern"].decode(), raw["last"].decode(), raw.get("job_id", b"").decode()
+        return _Subscribed(
+            pattern=raw["pattern"].decode(),
+            last=raw["last"].decode(),
+            job_id=raw.get("job_id", b"").decode(),
+            stream=raw.get("stream", owner.encode()).decode(),
+            session_id=raw.get("session_id", b"").decode(),
+        )
 
     def _last_id(self, principal: str) -> str:
         newest = self.redis.xrevrange(events_key(principal), count=1)
@@ -260,7 +299,7 @@ class EventStore:
         return 0
 
     def _scan(
-        self, principal: str, pattern: str, last: str, give_up: float, *, want: int, budget: int
+        self, principal: str, pattern: str, last: str, give_up: float, *, want: int, budget: int, session_id: str = ""
     ) -> tuple[list[events_pb2.Event], str, int]:
         """Up to `want` events after `last` matching `pattern`, reading at most `budget` entries of the
         stream: (events, the id to continue after, entries read). Blocks (XREAD BLOCK) while nothing
@@ -287,11 +326,26 @@ class EventStore:
                 last = text(entry_id)
                 fields = hash_fields(raw_fields)
                 name = fields.get("type", b"").decode()
-                if fnmatch.fnmatchcase(name, pattern):
+                if fnmatch.fnmatchcase(name, pattern) and (
+                    not session_id or fields.get("session_id") == session_id.encode()
+                ):
                     found.append(_event(last, name, fields))
                     if len(found) >= want:
                         return found, last, scanned
         return found, last, scanned
+
+
+@dataclass(frozen=True, slots=True)
+class _Subscribed:
+    pattern: str
+    last: str
+    """The stream id last delivered."""
+    job_id: str
+    """The job that made it, or ''."""
+    stream: str
+    """The principal whose stream it reads: the subscriber's, or a shared session's owner's."""
+    session_id: str
+    """'' for every event of the stream; else that session's only."""
 
 
 def _event(entry_id: str, name: str, fields: dict[str, bytes]) -> events_pb2.Event:

@@ -29,6 +29,7 @@ from scriptpool.coordinator.auth import Caller, new_job_credential
 from scriptpool.coordinator.metrics import JOBS_ENDED, JOBS_SUBMITTED
 from scriptpool.coordinator.settings import Settings
 from scriptpool.coordinator.stores.admission import Admission
+from scriptpool.coordinator.stores.fair_queue import reorder_command
 from scriptpool.coordinator.stores.idempotency import Idempotency, idempotency
 from scriptpool.coordinator.stores.not_found import job_not_found, refused, session_not_found
 from scriptpool.coordinator.stores.sessions import NewSession, SessionStore
@@ -94,6 +95,7 @@ class JobStore:
         max_list_bytes: int = 4 * 1024 * 1024,
         max_job_retries: int = 10,
         idempotency_ttl_seconds: int = 24 * 3600,
+        fair_queue: bool = True,
         lean: LeanPool | None = None,
         admission: Admission | None = None,
     ) -> None:
@@ -117,6 +119,8 @@ class JobStore:
         """Capped at the result TTL: a key never names jobs whose records have expired."""
         self.admission = admission if admission is not None else Admission.from_settings(redis, Settings())
         """The queued-jobs quota and submission rate (`stores/admission.py`), with their server maxima."""
+        self.fair_queue = fair_queue
+        """Round-robin order across principals on RQ's queue (coordinator/stores/fair_queue.py)."""
 
     def _check(self, request: jobs_pb2.SubmitJobRequest) -> CheckedJob:
         """Every check of one job that needs no Redis; its session is checked with the batch's."""
@@ -243,6 +247,10 @@ class JobStore:
         self.queue.enqueue_many(rq_jobs, pipeline=pipe)
         writes: list[tuple[Arg, ...]] = [args for args, _ in pipe.command_stack]
         pipe.reset()
+        if self.fair_queue:  # (run by the admission script as a function of its own: Lua cannot EVAL)
+            writes.append(
+                reorder_command(self.queue.name, self.queue.key, batch.principal, batch.job_ids, self.queue_ttl_seconds)
+            )
         writes.append(("ZADD", queued_jobs_key(batch.principal), *(v for i in batch.job_ids for v in (now, i))))
         if batch.idempotency is not None:
             return self._write_once(batch.idempotency, batch, writes, jobs)
@@ -440,7 +448,7 @@ class JobStore:
         if limit > MAX_JOB_PAGE:
             raise InvalidArgument(f"page.limit {limit} is above the maximum {MAX_JOB_PAGE}")
         offset = parse_cursor(request.page.cursor)
-        self.sessions.get(caller, request.session_id)
+        self.sessions.get(caller, request.session_id, "Job.list")
         ids = texts(self.redis.zrevrange(session_jobs_key(request.session_id), offset, offset + limit))
         more = len(ids) > limit
         ids = ids[:limit]

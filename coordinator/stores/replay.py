@@ -84,11 +84,11 @@ class ReplayStore:
         return any(pipe.execute()) if ids else False
 
     def can_replay(self, caller: Caller, session_id: str) -> bool:
-        self.sessions.get(caller, session_id)
+        self.sessions.get(caller, session_id, "Session.canReplay")
         return self._replayable(session_id)
 
     def metadata(self, caller: Caller, session_id: str) -> sessions_pb2.ReplayMetadata:
-        self.sessions.get(caller, session_id)
+        self.sessions.get(caller, session_id, "Session.getReplayMetadata")
         replayable = self._replayable(session_id)
         key = timeline_key(session_id)
         first = self.redis.xrange(key, count=1)
@@ -108,7 +108,7 @@ class ReplayStore:
     def start(self, caller: Caller, session_id: str, speed: float) -> str:
         if speed < 0:
             raise InvalidArgument("speed must be 0 (no waiting) or positive")
-        original = self.sessions.get(caller, session_id)
+        original = self.sessions.get(caller, session_id, "Session.replay")
         recorded = int(self.redis.zcard(session_jobs_key(session_id)))
         if recorded > self.max_jobs:
             raise ResourceExhausted(

@@ -31,6 +31,7 @@ from scriptpool.coordinator.auth import Caller
 from scriptpool.coordinator.stores import lua, timeline
 from scriptpool.coordinator.stores.not_found import refused, session_not_found
 from scriptpool.coordinator.stores.quotas import capped, exceeded
+from scriptpool.coordinator.stores.session_access import SessionAccess
 from scriptpool.coordinator.stores.timeline import LUA_RECORD_CALL, CallRecord
 from scriptpool.coordinator.stores.validation import (
     MAX_DESCRIPTION,
@@ -48,7 +49,9 @@ from scriptpool.core.keys import (
     principal_sessions_key,
     quota_key,
     saved_key,
+    session_access_key,
     session_key,
+    shared_sessions_key,
     snapshot_bytes_key,
     state_bytes_key,
 )
@@ -81,6 +84,8 @@ _SESSION_KEY_SUFFIXES = (
     ":artifacts",
     ":artifacts:created",
     ":artifacts:size",
+    ":grants",  # coordinator/stores/session_access.py (each grantee's index entry goes in `delete`)
+    ":audit",
 )
 
 
@@ -165,8 +170,11 @@ class SessionStore:
         max_timeline_scan: int = 10_000,
         max_snapshots: int = 20,
         job_session_retention_seconds: int = 0,
+        access: SessionAccess | None = None,
     ) -> None:
         self.redis = redis
+        self.access = access if access is not None else SessionAccess(redis)
+        """Grants on sessions (ADR 0021): who besides the owner may do what."""
         self.job_session_retention_seconds = job_session_retention_seconds
         """How long a session made for a job stays after that job ended (0 = for good), as
         settings.job_session_retention_seconds."""
@@ -206,7 +214,7 @@ class SessionStore:
         metadata = check_metadata(request.metadata)
         parent = request.parent_session_id
         if parent:
-            self.get(caller, parent)  # must exist and be the caller's
+            self.get(caller, parent, "Session.create")  # must exist and be the caller's (owner only)
         self.check_room(caller.principal, 1)
         return _build(caller.principal, name, description, tags, metadata, parent)
 
@@ -240,10 +248,11 @@ class SessionStore:
         mine = caller.principal.encode()
         unknown = set()
         for session_id, owner in zip(ids, owners, strict=True):
-            if owner != mine:
+            if owner != mine:  # jobs run only in their owner's sessions, whatever was granted (ADR 0021)
                 unknown.add(session_id)
                 if isinstance(owner, bytes):
                     refused(caller, "session", session_id, owner.decode())
+                    self.access.audit(self.redis, session_id, caller, "Job.submit", False, "owner only")
         return unknown
 
     def write(self, pipe: Pipeline, new: NewSession, job_id: str = "", *, for_job: str = "") -> None:
@@ -268,22 +277,26 @@ class SessionStore:
             raise session_not_found(session_id)
         return _decode(raw)
 
-    def get(self, caller: Caller, session_id: str) -> sessions_pb2.Session:
+    def get(self, caller: Caller, session_id: str, op: str) -> sessions_pb2.Session:
+        """The session, when the caller owns it or holds a grant that allows `op`
+        (session_access.OPERATIONS); otherwise the refusal is audited and raised."""
         check_uuid(session_id, "session id")
         session = self._load(session_id)
         if session.principal != caller.principal:
-            refused(caller, "session", session_id, session.principal)
-            raise session_not_found(session_id)
+            self.access.check(caller, session_id, op, session.principal)
         return session
 
     def get_recorded(self, caller: Caller, session_id: str, record: CallRecord) -> sessions_pb2.Session:
         """`get`, with a job's timeline record written in the same round trip (see `@recorded`)."""
         check_uuid(session_id, "session id")
-        reply = self._get_recorded([session_key(session_id)], [caller.principal, *record.lua_args(GET_OUTCOMES)])
+        reply = self._get_recorded(
+            [session_key(session_id), session_access_key(session_id)],
+            [caller.principal, *record.lua_args(GET_OUTCOMES)],
+        )
         record.written = True
-        if not isinstance(reply, list):  # not the caller's, or none: one answer (ADR 0017)
+        if not isinstance(reply, list):  # not the caller's (nor granted to it), or none: one answer (ADR 0017)
             if reply:
-                refused(caller, "session", session_id, text(reply))
+                self.access.refuse(caller, session_id, record.op, text(reply), 0, "no grant")
             raise session_not_found(session_id)
         return _decode(dict(zip(reply[::2], reply[1::2], strict=True)))
 
@@ -294,15 +307,11 @@ class SessionStore:
         """suspend / resume / complete, atomically; FAILED_PRECONDITION names both states."""
         allowed, target, hook_point = TRANSITIONS[name]
         check_uuid(session_id, "session id")
-        now = time.time()
-        answer = self._transition(
-            keys=[session_key(session_id), principal_sessions_key(caller.principal), session_id],
-            args=[caller.principal, target, repr(now), *allowed],
-        )
-        verdict, *rest = [a.decode() if isinstance(a, bytes) else a for a in answer]
+        verdict, *rest = self._run_transition(session_id, caller.principal, target, allowed)
+        if verdict == "missing" and rest[0]:  # someone else's: a grantee with admin acts for the owner
+            self.access.check(caller, session_id, f"Session.{name}", rest[0])
+            verdict, *rest = self._run_transition(session_id, rest[0], target, allowed)
         if verdict == "missing":
-            if rest[0]:
-                refused(caller, "session", session_id, rest[0])
             raise session_not_found(session_id)
         old = rest[0]
         if verdict == "refused":
@@ -319,11 +328,18 @@ class SessionStore:
         pipe.execute()
         return self._load(session_id)
 
+    def _run_transition(self, session_id: str, owner: str, target: str, allowed: tuple[str, ...]) -> list[str]:
+        answer = self._transition(
+            keys=[session_key(session_id), principal_sessions_key(owner), session_id],
+            args=[owner, target, repr(time.time()), *allowed],
+        )
+        return [a.decode() if isinstance(a, bytes) else a for a in answer]
+
     def delete(self, caller: Caller, session_id: str) -> None:
         """Delete in any state, with its timeline, snapshots, State, job index and artifacts. It
         names the session's keys (`session_keys`) rather than scanning for them: the work grows with
         what the session holds, never with the rest of the database."""
-        session = self.get(caller, session_id)
+        session = self.get(caller, session_id, "Session.delete")
         for hook in self.delete_hooks:
             hook(session_id)
         record, state = session_key(session_id), session_key(session_id) + ":state"
@@ -335,6 +351,7 @@ class SessionStore:
             args=[session_id, self.max_snapshots],
             client=pipe,
         )
+        self.access.forget(pipe, session_id)
         pipe.zrem(principal_sessions_key(session.principal), session_id)
         pipe.zrem(saved_key(session.principal), session_id)
         pipe.zrem(EXPIRING_SESSIONS_KEY, session_id)
@@ -342,7 +359,7 @@ class SessionStore:
 
     def update_metadata(self, caller: Caller, session_id: str, updates: common_pb2.ValueMap) -> common_pb2.ValueMap:
         """Merge top-level keys; a null value removes its key. Optimistic (WATCH) so merges never lose."""
-        self.get(caller, session_id)
+        owner = self.get(caller, session_id, "Session.updateMetadata").principal
         key = session_key(session_id)
         while True:
             with self.redis.pipeline(transaction=True) as pipe:
@@ -361,7 +378,7 @@ class SessionStore:
                     now = time.time()
                     pipe.multi()
                     pipe.hset(key, mapping={"metadata": data, "updated_at": repr(now)})
-                    pipe.zadd(principal_sessions_key(caller.principal), {session_id: now})
+                    pipe.zadd(principal_sessions_key(owner), {session_id: now})
                     timeline.append(
                         pipe, session_id, "session.metadata_updated", "metadata updated", job_id=caller.job_id,
                         data={"keys": list[PlainValue](sorted(updates.fields))},
@@ -372,21 +389,22 @@ class SessionStore:
                     continue
 
     def set_tags(self, caller: Caller, session_id: str, tags: list[str]) -> list[str]:
-        self.get(caller, session_id)
+        owner = self.get(caller, session_id, "Session.setTags").principal
         clean = check_tags(tags)
         now = time.time()
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(session_key(session_id), mapping={"tags": json.dumps(clean), "updated_at": repr(now)})
-        pipe.zadd(principal_sessions_key(caller.principal), {session_id: now})
+        pipe.zadd(principal_sessions_key(owner), {session_id: now})
         timeline.append(pipe, session_id, "session.tags_set", ",".join(clean), job_id=caller.job_id)
         pipe.execute()
         return clean
 
     def list(self, caller: Caller, request: sessions_pb2.ListSessionsRequest) -> sessions_pb2.ListSessionsResponse:
-        """A page of the caller's sessions that match the filters. Sorted by `updated_at` (the
-        default), it walks the principal's index in that order from the cursor, reading at most
-        `max_list_scan` sessions: a page may end short, with a `next_cursor` to go on from. Other
-        sorts need every session, so they are refused past `max_list_scan` sessions."""
+        """A page of the caller's sessions, and of the ones shared with it, that match the filters.
+        Sorted by `updated_at` (the default) with nothing shared, it walks the principal's index in
+        that order from the cursor, reading at most `max_list_scan` sessions: a page may end short,
+        with a `next_cursor` to go on from. Other sorts, and any sort once sessions are shared with
+        the caller, need every session, so they are refused past `max_list_scan` sessions."""
         limit = request.page.limit or DEFAULT_PAGE
         if limit > MAX_PAGE:
             raise InvalidArgument(f"page.limit {limit} is above the maximum {MAX_PAGE}")
@@ -399,15 +417,19 @@ class SessionStore:
         if request.parent_session_id:
             check_uuid(request.parent_session_id, "parent_session_id")
         matches = _session_filter(request)
-        if field == "updated_at":
+        shared = self.redis.zcard(shared_sessions_key(caller.principal))
+        if field == "updated_at" and not shared:
             return self._list_by_index(caller, matches, offset, limit, descending)
-        count = self._session_count(caller.principal)
+        count = self._session_count(caller.principal) + shared
         if count > self.max_list_scan:
+            also = f" ({shared} of them shared with it)" if shared else ""
             raise ResourceExhausted(
-                f"sort by {field}: principal {caller.principal!r} has {count} sessions, more than the "
-                f"{self.max_list_scan} one list call reads; sort by updated_at (the default) and page"
+                f"sort by {field}: principal {caller.principal!r} has {count} sessions{also}, more than the "
+                f"{self.max_list_scan} one list call reads"
+                + ("; sort by updated_at (the default) and page" if not shared else "; revoke or delete some")
             )
         ids = texts(self.redis.zrevrange(principal_sessions_key(caller.principal), 0, -1))
+        ids += texts(self.redis.zrange(shared_sessions_key(caller.principal), 0, -1))  # ADR 0021
         matched = [s for s in self._read_sessions(ids) if matches(s)]
         matched.sort(key=lambda s: getattr(s, field), reverse=descending)
         page = matched[offset : offset + limit]

@@ -82,7 +82,7 @@ class SnapshotStore:
         self._load = self.redis.register_script(_LOAD)
 
     def save(self, caller: Caller, session_id: str) -> int:
-        session = self.sessions.get(caller, session_id)
+        session = self.sessions.get(caller, session_id, "Session.save")
         last = self.redis.xrevrange(timeline_key(session_id), count=1)
         position = text(last[0][0]) if last else ""
         now = time.time()
@@ -130,7 +130,7 @@ class SnapshotStore:
         )
 
     def load(self, caller: Caller, session_id: str, number: int = 0) -> sessions_pb2.Session:
-        self.sessions.get(caller, session_id)
+        self.sessions.get(caller, session_id, "Session.load")
         if number == 0:
             latest = self.redis.hget(session_key(session_id), "snapshots")
             number = int(latest or 0)
@@ -170,7 +170,7 @@ class SnapshotStore:
                         data={"snapshot": number})  # fmt: skip
         timeline.emit_event(pipe, "session.loaded", session_id, caller.job_id, {"snapshot": number})
         pipe.execute()
-        return self.sessions.get(caller, session_id)
+        return self.sessions.get(caller, session_id, "Session.load")
 
     def save_all(self, caller: Caller) -> dict[str, int]:
         """Snapshot every active session among the caller's `max_save_all` most recently updated."""

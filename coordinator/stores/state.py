@@ -27,8 +27,9 @@ from redis import Redis
 
 from scriptpool.coordinator.auth import Caller
 from scriptpool.coordinator.stores import lua, state_codec, timeline
-from scriptpool.coordinator.stores.not_found import refused, session_not_found
+from scriptpool.coordinator.stores.not_found import session_not_found
 from scriptpool.coordinator.stores.quotas import LUA_QUOTA_LIMIT, exceeded
+from scriptpool.coordinator.stores.session_access import SessionAccess
 from scriptpool.coordinator.stores.timeline import LUA_RECORD_CALL, CallRecord
 from scriptpool.coordinator.stores.validation import check_uuid
 from scriptpool.core.event_streams import append_event
@@ -38,6 +39,7 @@ from scriptpool.core.keys import (
     global_state_key,
     job_state_key,
     quota_key,
+    session_access_key,
     session_key,
     session_state_key,
     state_bytes_key,
@@ -96,8 +98,11 @@ class StateStore:
         max_scope_bytes: int = MAX_SCOPE_BYTES,
         max_principal_bytes: int = MAX_PRINCIPAL_BYTES,
         lean: LeanPool | None = None,
+        session_access: SessionAccess | None = None,
     ) -> None:
         self.redis = redis
+        self.access = session_access if session_access is not None else SessionAccess(redis)
+        """Grants on sessions (ADR 0021): a grantee reads or writes a shared session's scope."""
         # Every State op is one EVALSHA on the gRPC thread's own connection: the per-call hot path.
         self.lean = lean if lean is not None else LeanPool(redis)
         self.max_value_bytes = max_value_bytes
@@ -146,7 +151,7 @@ class StateStore:
     # ------------------------------------------------------------------ operations
     def get(self, caller: Caller, scope: str, key: str, record: CallRecord | None = None) -> state_pb2.StateValue:
         where = self.scope(caller, scope)
-        (raw, _) = self._run(self._get, _READ_OUTCOMES, caller, where, record, self.check_key(key))
+        (raw, _) = self._run("State.get", self._get, _READ_OUTCOMES, caller, where, record, self.check_key(key))
         return _state_value(raw)
 
     def set(self, caller: Caller, request: state_pb2.SetStateRequest, record: CallRecord | None = None) -> None:
@@ -154,20 +159,20 @@ class StateStore:
         where = self.scope(caller, request.scope)
         key = self.check_key(request.key)
         value = b"" if state_codec.is_null(request.value) else self._encode(request.value, "value")
-        self._run(self._set, _WRITE_OUTCOMES, caller, where, record, key, value)
+        self._run("State.set", self._set, _WRITE_OUTCOMES, caller, where, record, key, value)
         self._changed(caller, where, key, "delete" if not value else "set")
 
     def delete(self, caller: Caller, scope: str, key: str, record: CallRecord | None = None) -> state_pb2.StateValue:
         """Returns the value the key had (found = whether it existed)."""
         where = self.scope(caller, scope)
-        (old, _) = self._run(self._delete, _READ_OUTCOMES, caller, where, record, self.check_key(key))
+        (old, _) = self._run("State.delete", self._delete, _READ_OUTCOMES, caller, where, record, self.check_key(key))
         if old is not None:
             self._changed(caller, where, key, "delete")
         return _state_value(old)
 
     def list(self, caller: Caller, scope: str, record: CallRecord | None = None) -> state_pb2.StateKeys:
         where = self.scope(caller, scope)
-        (keys, _) = self._run(self._list, _READ_OUTCOMES, caller, where, record)
+        (keys, _) = self._run("State.list", self._list, _READ_OUTCOMES, caller, where, record)
         return state_pb2.StateKeys(keys=sorted(k for k in texts(keys) if k))
 
     def increment(
@@ -176,7 +181,9 @@ class StateStore:
         where = self.scope(caller, request.scope)
         key = self.check_key(request.key)
         by = state_codec.encode_number(request.by, "by")
-        new, current = self._run(self._increment, _INCREMENT_OUTCOMES, caller, where, record, key, by)
+        new, current = self._run(
+            "State.increment", self._increment, _INCREMENT_OUTCOMES, caller, where, record, key, by
+        )
         if new == b"not_a_number":
             raise FailedPrecondition(
                 f"key {_shown(key)} in scope {where.name} holds {state_codec.kind_name(_raw(current))}, "
@@ -197,7 +204,9 @@ class StateStore:
         key = self.check_key(request.key)
         expected = b"" if state_codec.is_null(request.expected) else self._encode(request.expected, "expected")
         new = b"" if state_codec.is_null(request.new_value) else self._encode(request.new_value, "new_value")
-        swapped, current = self._run(self._compare_and_set, _WRITE_OUTCOMES, caller, where, record, key, expected, new)
+        swapped, current = self._run(
+            "State.compareAndSet", self._compare_and_set, _WRITE_OUTCOMES, caller, where, record, key, expected, new
+        )
         if swapped:
             self._changed(caller, where, key, "compareAndSet")
         response = state_pb2.CompareAndSetResponse(swapped=bool(swapped))
@@ -219,6 +228,7 @@ class StateStore:
     # ------------------------------------------------------------------ the scripts
     def _run(
         self,
+        op: str,
         script: LeanScript,
         outcomes: tuple[str, ...],
         caller: Caller,
@@ -228,27 +238,46 @@ class StateStore:
         a: bytes = b"",
         b: bytes = b"",
     ) -> tuple[object, object]:
-        """Run one operation's script; returns the script's two results after the verdict."""
-        owner = caller.principal if scope.session_id else ""
+        """Run one operation's script; returns the script's two results after the verdict. A session
+        scope of another principal that the caller holds a grant on: the script answers GRANTEE, the
+        level is checked (session_access.OPERATIONS) and the script runs again as the owner's, so the
+        bytes count against the owner's quota as the session's other State does."""
+        principal = caller.principal
         owner_key = session_key(scope.session_id) if scope.session_id else scope.key
+        grants = session_access_key(scope.session_id) if scope.session_id else scope.key
         job_scope = scope.name == "job"
         ttl = str(JOB_STATE_TTL_SECONDS) if job_scope else ""
         counted = "" if job_scope else self.max_principal_bytes  # a job scope is not counted: see the module doc
-        args: list[bytes | str | int] = [owner, field, a, b, self.max_scope_keys, self.max_scope_bytes, ttl, counted]
-        args += record.lua_args(outcomes) if record else [""]
-        reply = script([scope.key, owner_key, state_bytes_key(caller.principal), quota_key(caller.principal)], args)
-        assert isinstance(reply, list)
+        while True:
+            owner = principal if scope.session_id else ""
+            args: list[bytes | str | int] = [
+                owner,
+                field,
+                a,
+                b,
+                self.max_scope_keys,
+                self.max_scope_bytes,
+                ttl,
+                counted,
+            ]
+            args += record.lua_args(outcomes) if record else [""]
+            reply = script([scope.key, owner_key, state_bytes_key(principal), grants, quota_key(principal)], args)
+            assert isinstance(reply, list)
+            verdict = text(reply[0])
+            if verdict != "GRANTEE" or principal != caller.principal:
+                break
+            principal = text(reply[1])
+            self.access.check(caller, scope.session_id, op, principal, _count(reply[2]))
         if record:
             record.written = True
-        verdict = text(reply[0])
         if verdict == "NOT_FOUND":
             if reply[1]:
-                refused(caller, "session", scope.session_id, text(reply[1]))
+                self.access.refuse(caller, scope.session_id, op, text(reply[1]), 0, "no grant")
             raise session_not_found(scope.session_id)
         if verdict == "RESOURCE_EXHAUSTED" and reply[1] == b"principal":
             limit, grow = text(reply[3]).split()
             raise exceeded(
-                caller.principal, "state_bytes", float(limit), _count(reply[2]), float(grow),
+                principal, "state_bytes", float(limit), _count(reply[2]), float(grow),
                 "State bytes (keys + values) of its global and session scopes; delete keys or sessions first",
             )  # fmt: skip
         if verdict == "RESOURCE_EXHAUSTED":

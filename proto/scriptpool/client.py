@@ -343,9 +343,11 @@ class ScriptpoolClient:
         )
         return self.sessions.create(request)
 
-    def follow_events(self, pattern: str) -> Iterator[events_pb2.Event]:
-        """Your events matching `pattern` (a glob over names) as they happen, until you stop iterating."""
-        stream = self._events.Stream(events_pb2.SubscribeRequest(pattern=pattern), metadata=self._metadata)
+    def follow_events(self, pattern: str, session_id: str = "") -> Iterator[events_pb2.Event]:
+        """Your events matching `pattern` (a glob over names) as they happen, until you stop iterating.
+        With `session_id`, that session's only: yours, or one shared with you."""
+        request = events_pb2.SubscribeRequest(pattern=pattern, session_id=session_id)
+        stream = self._events.Stream(request, metadata=self._metadata)
         try:
             yield from self._guard(stream)
         finally:
@@ -518,6 +520,18 @@ class Sessions(_Service[sessions_pb2_grpc.SessionServiceStub]):
 
     def record_refused_call(self, request: sessions_pb2.RefusedCall) -> common_pb2.Empty:
         return self._call(self._stub.RecordRefusedCall, request)
+
+    def grant(self, request: sessions_pb2.SessionGrantChange) -> sessions_pb2.SessionGrants:
+        return self._call(self._stub.Grant, request)
+
+    def revoke(self, request: sessions_pb2.SessionGrantChange) -> sessions_pb2.SessionGrants:
+        return self._call(self._stub.Revoke, request)
+
+    def list_grants(self, request: sessions_pb2.SessionRef) -> sessions_pb2.SessionGrants:
+        return self._call(self._stub.ListGrants, request)
+
+    def get_audit_log(self, request: sessions_pb2.GetSessionAuditLogRequest) -> artifacts_pb2.AuditLog:
+        return self._call(self._stub.GetAuditLog, request)
 
 
 class State(_Service[state_pb2_grpc.StateServiceStub]):

@@ -16,6 +16,7 @@ from redis import Redis
 from scriptpool.coordinator.auth import Authenticator, Caller
 from scriptpool.coordinator.services.hooks import HookServicer
 from scriptpool.coordinator.services.waiting_calls import WaitingCalls
+from scriptpool.coordinator.stores.api_keys import ApiKeyStore
 from scriptpool.coordinator.stores.artifacts import ArtifactStore
 from scriptpool.coordinator.stores.events import EventStore
 from scriptpool.coordinator.stores.jobs import JobStore
@@ -178,7 +179,7 @@ def test_an_idle_hook_poll_blocks_instead_of_polling(counted: Redis, counter: Re
 # ---------------------------------------------------------------- artifacts
 
 
-def _artifacts(redis: Redis, lean: LeanPool, **bounds: int) -> tuple[ArtifactStore, SessionStore]:
+def _artifacts(redis: Redis, lean: LeanPool, **bounds: Any) -> tuple[ArtifactStore, SessionStore]:
     sessions = SessionStore(redis, 1000, lean=lean)
     store = ArtifactStore(
         redis, max_artifact_bytes=1 << 20, max_session_bytes=1 << 30, max_principal_bytes=1 << 30, **bounds
@@ -229,6 +230,7 @@ def test_a_grantee_lists_only_its_page_of_a_big_session(
 ) -> None:
     store, sessions = _artifacts(redis_client, lean)
     owner, grantee = _caller(), _caller()
+    ApiKeyStore(redis_client).create(grantee.principal)  # a grant names a principal that exists
     session_id = _session(sessions, owner)
     first, second = _store(store, owner, session_id, "first"), _store(store, owner, session_id, "second")
     _store(store, owner, session_id, "not granted")

@@ -7,6 +7,7 @@ import pytest
 
 from scriptpool.client import ScriptpoolClient
 from scriptpool.languages import Language
+from tests.conftest import Stack
 
 from .helpers import result_of
 
@@ -113,7 +114,8 @@ EXPECTED = {
 
 
 @pytest.mark.parametrize(("language", "source"), [(Language.JAVASCRIPT, JS), (Language.PYTHON, PY)])
-def test_every_artifact_operation(client: ScriptpoolClient, language: Language, source: str) -> None:
+def test_every_artifact_operation(client: ScriptpoolClient, language: Language, source: str, stack: Stack) -> None:
+    stack.new_api_key("bob")  # a grant names a principal that exists
     assert result_of(client.run(language, source, timeout=60)) == EXPECTED
 
 

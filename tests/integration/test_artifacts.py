@@ -387,7 +387,8 @@ def test_content_and_metadata_round_trip_exactly(
 
 
 # ---------------------------------------------------------------------------- Lua, through a worker
-def test_every_artifact_operation_from_lua(client: ScriptpoolClient, session_id: str) -> None:
+def test_every_artifact_operation_from_lua(client: ScriptpoolClient, session_id: str, stack: Stack) -> None:
+    stack.new_api_key("someone")  # a grant names a principal that exists
     source = """
     local sid = INPUT.sid
     local bin = {}

@@ -87,12 +87,13 @@ def _caller() -> Caller:
     return Caller(principal=f"c-{uuid.uuid4().hex[:12]}")
 
 
-def _job_store(redis: Redis, lean: LeanPool, **bounds: Any) -> JobStore:
+def _job_store(redis: Redis, lean: LeanPool, max_list_bytes: int = 4 * 1024 * 1024) -> JobStore:
     """A job store on its own queue (no worker takes its jobs)."""
     sessions = SessionStore(redis, 1000, lean=lean)
     return JobStore(
         redis, sessions, queue=f"call-bounds-{uuid.uuid4().hex[:8]}", policy=LimitPolicy(),
-        max_source_bytes=1024 * 1024, queue_ttl_seconds=600, result_ttl_seconds=600, lean=lean, **bounds,
+        max_source_bytes=1024 * 1024, queue_ttl_seconds=600, result_ttl_seconds=600, lean=lean,
+        max_list_bytes=max_list_bytes,
     )  # fmt: skip
 
 

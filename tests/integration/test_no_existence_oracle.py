@@ -194,6 +194,35 @@ PROBES = [
         lambda s, i, _: s.sessions.GetTimeline(S.GetTimelineRequest(session_id=i["session"]), metadata=s.metadata),
     ),
     Probe(
+        "Event.Subscribe(session)",
+        SESSION,
+        lambda s, i, _: s.events.Subscribe(
+            E.SubscribeRequest(pattern="*", session_id=i["session"]), metadata=s.metadata
+        ),
+    ),
+    Probe(
+        "Session.Grant",
+        SESSION,
+        lambda s, i, me: s.sessions.Grant(
+            S.SessionGrantChange(session_id=i["session"], principal=me, level="read"), metadata=s.metadata
+        ),
+    ),
+    Probe(
+        "Session.Revoke",
+        SESSION,
+        lambda s, i, me: s.sessions.Revoke(
+            S.SessionGrantChange(session_id=i["session"], principal=me), metadata=s.metadata
+        ),
+    ),
+    Probe("Session.ListGrants", SESSION, lambda s, i, _: s.sessions.ListGrants(_ref(i), metadata=s.metadata)),
+    Probe(
+        "Session.GetAuditLog",
+        SESSION,
+        lambda s, i, _: s.sessions.GetAuditLog(
+            S.GetSessionAuditLogRequest(session_id=i["session"]), metadata=s.metadata
+        ),
+    ),
+    Probe(
         "Session.GetReplayMetadata", SESSION, lambda s, i, _: s.sessions.GetReplayMetadata(_ref(i), metadata=s.metadata)
     ),
     Probe(

@@ -41,9 +41,10 @@ SURFACE = {
         "wait",
     ],
     "Sessions": [
-        "can_replay", "complete", "create", "delete", "get", "get_current", "get_metadata", "get_replay_metadata",
-        "get_tags", "get_timeline", "list", "load", "record_refused_call", "replay", "restore_recent", "resume",
-        "save", "save_all", "set_current", "set_tags", "suspend", "update_metadata",
+        "can_replay", "complete", "create", "delete", "get", "get_audit_log", "get_current", "get_metadata",
+        "get_replay_metadata", "get_tags", "get_timeline", "grant", "list", "list_grants", "load",
+        "record_refused_call", "replay", "restore_recent", "resume", "revoke", "save", "save_all", "set_current",
+        "set_tags", "suspend", "update_metadata",
     ],
     "Admin": ["create_key", "list_keys", "revoke_key", "rotate_key"],
     "State": ["compare_and_set", "delete", "get", "increment", "list", "set"],

@@ -1,11 +1,12 @@
--- After quota_limit.lua and append_event.lua. A submission's admission and its writes in one step (stores/jobs.py,
+-- After quota_limit.lua, append_event.lua and the `inline` table of functions (admission.py).
+-- A submission's admission and its writes in one step (stores/jobs.py,
 -- docs/adr/0020-quotas.md): the principal's queued-jobs quota and its submission token bucket are
 -- checked, and only if both admit the whole batch are the bucket's tokens taken and the batch's
 -- writes (job records, RQ's enqueue, the queued-jobs index, the idempotency claim) run.
 -- KEYS: the principal's quota overrides, its queued jobs (zset), its token bucket. ARGV[1] the
 -- batch's job count, [2] the server's max queued jobs, [3] max rate, [4] max burst, then the writes:
--- each its argument count followed by the command and its arguments ('append_event' for an event:
--- Lua cannot EVAL the script a pipeline would send for it).
+-- each its argument count followed by the command and its arguments; '@inline' N stands for an EVAL
+-- of the script `inline[N]` runs (Lua cannot EVAL): its key count, keys and arguments follow.
 -- Returns {'ok'}, {'queued_jobs', limit, held} or {'submissions_per_second', rate, burst, tokens,
 -- seconds until enough tokens ('-1': never: the batch is over the burst, or the rate is 0)}.
 local n = tonumber(ARGV[1])
@@ -44,8 +45,9 @@ if rate > 0 then redis.call('PEXPIRE', KEYS[3], math.ceil((burst / rate) * 1000)
 local i = 5
 while i <= #ARGV do
   local count = tonumber(ARGV[i])
-  if ARGV[i + 1] == 'append_event' then
-    append_event(ARGV[i + 2], ARGV[i + 3], {unpack(ARGV, i + 4, i + count)})
+  if ARGV[i + 1] == '@inline' then
+    local keys = tonumber(ARGV[i + 3])
+    inline[ARGV[i + 2]]({unpack(ARGV, i + 4, i + 3 + keys)}, {unpack(ARGV, i + 4 + keys, i + count)})
   else
     redis.call(unpack(ARGV, i + 1, i + count))
   end

@@ -1,5 +1,5 @@
 -- After timeline_record_call.lua and quota_limit.lua. KEYS[1] the scope's hash, KEYS[2] the session record whose owner must be ARGV[1] ('' = no check),
--- KEYS[3] the principal's State bytes, KEYS[4] its quota overrides. ARGV[2] field, [3] and [4] the operation's values, [5] max
+-- KEYS[3] the principal's State bytes, KEYS[4] the session's grants, KEYS[5] the principal's quota overrides. ARGV[2] field, [3] and [4] the operation's values, [5] max
 -- keys, [6] max bytes, [7] TTL ('' = none), [8] the principal's max bytes ('' = scope not counted),
 -- [9...] the timeline record (`record_call`). `put` returns nil, or why it refused: {'scope'} or
 -- {'principal', bytes the principal holds, its limit}.
@@ -27,7 +27,7 @@ local function room(grow, used)
   if used + grow > tonumber(ARGV[6]) then return {'scope'} end
   if ARGV[8] ~= '' then
     local held = tonumber(redis.call('GET', KEYS[3]) or '0')
-    local limit = quota_limit(KEYS[4], 'state_bytes', ARGV[8])
+    local limit = quota_limit(KEYS[5], 'state_bytes', ARGV[8])
     if held + grow > limit then return {'principal', held, limit, grow} end
   end
   return nil
@@ -67,4 +67,10 @@ end
 local function refused(full)
   return finish('RESOURCE_EXHAUSTED', full[1], full[2], full[3] and (full[3] .. ' ' .. full[4]))
 end
-if not owned() then return finish('NOT_FOUND', owner()) end  -- (the owner for the operator's log only)
+if not owned() then
+  -- KEYS[4]: the session's grants. A grantee gets its level and the owner, nothing recorded or done:
+  -- the coordinator checks the level and runs the operation again for the owner (ADR 0021).
+  local level = redis.call('HGET', KEYS[4], ARGV[1])
+  if level and owner() ~= '' then return {'GRANTEE', owner(), tonumber(level)} end
+  return finish('NOT_FOUND', owner())  -- (the owner for the audit and the operator's log only)
+end

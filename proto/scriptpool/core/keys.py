@@ -94,6 +94,16 @@ def session_grants_key(session_id: str, principal: str) -> str:
     return f"{session_key(session_id)}:artifact-grants:{principal}"
 
 
+def session_access_key(session_id: str) -> str:
+    """hash: principal -> level of the session's grants (coordinator/stores/session_access.py)."""
+    return f"{session_key(session_id)}:grants"
+
+
+def session_audit_key(session_id: str) -> str:
+    """stream: grants, revocations and refused accesses to the session."""
+    return f"{session_key(session_id)}:audit"
+
+
 # Principals.
 def _principal(principal: str) -> str:
     return f"{PREFIX}principal:{principal}"
@@ -129,6 +139,11 @@ def snapshot_bytes_key(principal: str) -> str:
 
 def principal_grants_key(principal: str) -> str:
     return _principal(principal) + ":artifact-grants"
+
+
+def shared_sessions_key(principal: str) -> str:
+    """zset: ids of other principals' sessions shared with `principal` -> when granted."""
+    return _principal(principal) + ":shared-sessions"
 
 
 def principal_apikeys_key(principal: str) -> str:
@@ -221,6 +236,9 @@ SCHEMA: dict[str, str] = {
     "sp:session:{id}:timeline": "stream",
     "sp:session:{id}:replays": "list",
     "sp:session:{id}:state": "hash",
+    "sp:session:{id}:grants": "hash",
+    "sp:session:{id}:audit": "stream",
+    "sp:principal:{p}:shared-sessions": "zset",
     "sp:session:{id}:snapshot:{n}": "hash",
     "sp:session:{id}:snapshot:{n}:state": "hash",
     "sp:sessions:expiring": "zset",

@@ -22,68 +22,79 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from scriptpool.v1 import artifacts_pb2 as scriptpool_dot_v1_dot_artifacts__pb2
 from scriptpool.v1 import common_pb2 as scriptpool_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cscriptpool/v1/sessions.proto\x12\rscriptpool.v1\x1a\x1ascriptpool/v1/common.proto\"\'\n\x0bRefusedCall\x12\n\n\x02op\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\"\xf3\x01\n\x07Session\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12*\n\x05state\x18\x04 \x01(\x0e\x32\x1b.scriptpool.v1.SessionState\x12\x0c\n\x04tags\x18\x05 \x03(\t\x12)\n\x08metadata\x18\x06 \x01(\x0b\x32\x17.scriptpool.v1.ValueMap\x12\x19\n\x11parent_session_id\x18\x07 \x01(\t\x12\x11\n\tprincipal\x18\x08 \x01(\t\x12\x12\n\ncreated_at\x18\t \x01(\x01\x12\x12\n\nupdated_at\x18\n \x01(\x01\" \n\nSessionRef\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x8d\x01\n\x14\x43reateSessionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0c\n\x04tags\x18\x03 \x03(\t\x12)\n\x08metadata\x18\x04 \x01(\x0b\x32\x17.scriptpool.v1.ValueMap\x12\x19\n\x11parent_session_id\x18\x05 \x01(\t\"\x91\x03\n\x13ListSessionsRequest\x12*\n\x05state\x18\x01 \x01(\x0e\x32\x1b.scriptpool.v1.SessionState\x12\x0c\n\x04tags\x18\x02 \x03(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12)\n\x08metadata\x18\x04 \x01(\x0b\x32\x17.scriptpool.v1.ValueMap\x12+\n\rcreated_after\x18\x05 \x01(\x0b\x32\x14.scriptpool.v1.Value\x12,\n\x0e\x63reated_before\x18\x06 \x01(\x0b\x32\x14.scriptpool.v1.Value\x12+\n\rupdated_after\x18\x07 \x01(\x0b\x32\x14.scriptpool.v1.Value\x12,\n\x0eupdated_before\x18\x08 \x01(\x0b\x32\x14.scriptpool.v1.Value\x12\x19\n\x11parent_session_id\x18\t \x01(\t\x12(\n\x04page\x18\n \x01(\x0b\x32\x1a.scriptpool.v1.PageRequest\x12\x0c\n\x04sort\x18\x0b \x01(\t\"U\n\x14ListSessionsResponse\x12(\n\x08sessions\x18\x01 \x03(\x0b\x32\x16.scriptpool.v1.Session\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"$\n\x0e\x43urrentSession\x12\x12\n\nsession_id\x18\x01 \x01(\t\".\n\x18SetCurrentSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"U\n\x15UpdateMetadataRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12(\n\x07updates\x18\x02 \x01(\x0b\x32\x17.scriptpool.v1.ValueMap\"\x14\n\x04Tags\x12\x0c\n\x04tags\x18\x01 \x03(\t\"2\n\x0eSetTagsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04tags\x18\x02 \x03(\t\"\'\n\x13SaveSessionResponse\x12\x10\n\x08snapshot\x18\x01 \x01(\x04\":\n\x12LoadSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08snapshot\x18\x02 \x01(\x04\"\x85\x01\n\x0fSaveAllResponse\x12@\n\tsnapshots\x18\x01 \x03(\x0b\x32-.scriptpool.v1.SaveAllResponse.SnapshotsEntry\x1a\x30\n\x0eSnapshotsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"%\n\x14RestoreRecentRequest\x12\r\n\x05\x63ount\x18\x01 \x01(\r\",\n\x15RestoreRecentResponse\x12\x13\n\x0bsession_ids\x18\x01 \x03(\t\"\'\n\x11\x43\x61nReplayResponse\x12\x12\n\nreplayable\x18\x01 \x01(\x08\"2\n\rReplayRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05speed\x18\x02 \x01(\x01\"+\n\x0eReplayResponse\x12\x19\n\x11replay_session_id\x18\x01 \x01(\t\"U\n\x12GetTimelineRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\x12\r\n\x05types\x18\x04 \x03(\t\"\x88\x01\n\rTimelineEntry\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttimestamp\x18\x02 \x01(\x01\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x0e\n\x06job_id\x18\x05 \x01(\t\x12%\n\x04\x64\x61ta\x18\x06 \x01(\x0b\x32\x17.scriptpool.v1.ValueMap\"M\n\x08Timeline\x12-\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1c.scriptpool.v1.TimelineEntry\x12\x12\n\nnext_after\x18\x02 \x01(\t\"\x98\x01\n\x0eReplayMetadata\x12\x12\n\nreplayable\x18\x01 \x01(\x08\x12\x11\n\tjob_count\x18\x02 \x01(\x04\x12\x13\n\x0b\x65vent_count\x18\x03 \x01(\x04\x12\x13\n\x0b\x66irst_event\x18\x04 \x01(\x01\x12\x12\n\nlast_event\x18\x05 \x01(\x01\x12\x10\n\x08\x64uration\x18\x06 \x01(\x01\x12\x0f\n\x07replays\x18\x07 \x03(\t*\x9b\x01\n\x0cSessionState\x12\x1d\n\x19SESSION_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14SESSION_STATE_ACTIVE\x10\x01\x12\x1b\n\x17SESSION_STATE_SUSPENDED\x10\x02\x12\x1b\n\x17SESSION_STATE_COMPLETED\x10\x03\x12\x18\n\x14SESSION_STATE_FAILED\x10\x04\x32\x97\x0c\n\x0eSessionService\x12\x45\n\x06\x43reate\x12#.scriptpool.v1.CreateSessionRequest\x1a\x16.scriptpool.v1.Session\x12\x38\n\x03Get\x12\x19.scriptpool.v1.SessionRef\x1a\x16.scriptpool.v1.Session\x12O\n\x04List\x12\".scriptpool.v1.ListSessionsRequest\x1a#.scriptpool.v1.ListSessionsResponse\x12\x41\n\nGetCurrent\x12\x14.scriptpool.v1.Empty\x1a\x1d.scriptpool.v1.CurrentSession\x12T\n\nSetCurrent\x12\'.scriptpool.v1.SetCurrentSessionRequest\x1a\x1d.scriptpool.v1.CurrentSession\x12<\n\x07Suspend\x12\x19.scriptpool.v1.SessionRef\x1a\x16.scriptpool.v1.Session\x12;\n\x06Resume\x12\x19.scriptpool.v1.SessionRef\x1a\x16.scriptpool.v1.Session\x12=\n\x08\x43omplete\x12\x19.scriptpool.v1.SessionRef\x1a\x16.scriptpool.v1.Session\x12\x39\n\x06\x44\x65lete\x12\x19.scriptpool.v1.SessionRef\x1a\x14.scriptpool.v1.Empty\x12\x41\n\x0bGetMetadata\x12\x19.scriptpool.v1.SessionRef\x1a\x17.scriptpool.v1.ValueMap\x12O\n\x0eUpdateMetadata\x12$.scriptpool.v1.UpdateMetadataRequest\x1a\x17.scriptpool.v1.ValueMap\x12\x39\n\x07GetTags\x12\x19.scriptpool.v1.SessionRef\x1a\x13.scriptpool.v1.Tags\x12=\n\x07SetTags\x12\x1d.scriptpool.v1.SetTagsRequest\x1a\x13.scriptpool.v1.Tags\x12\x45\n\x04Save\x12\x19.scriptpool.v1.SessionRef\x1a\".scriptpool.v1.SaveSessionResponse\x12\x41\n\x04Load\x12!.scriptpool.v1.LoadSessionRequest\x1a\x16.scriptpool.v1.Session\x12?\n\x07SaveAll\x12\x14.scriptpool.v1.Empty\x1a\x1e.scriptpool.v1.SaveAllResponse\x12Z\n\rRestoreRecent\x12#.scriptpool.v1.RestoreRecentRequest\x1a$.scriptpool.v1.RestoreRecentResponse\x12H\n\tCanReplay\x12\x19.scriptpool.v1.SessionRef\x1a .scriptpool.v1.CanReplayResponse\x12\x45\n\x06Replay\x12\x1c.scriptpool.v1.ReplayRequest\x1a\x1d.scriptpool.v1.ReplayResponse\x12I\n\x0bGetTimeline\x12!.scriptpool.v1.GetTimelineRequest\x1a\x17.scriptpool.v1.Timeline\x12M\n\x11GetReplayMetadata\x12\x19.scriptpool.v1.SessionRef\x1a\x1d.scriptpool.v1.ReplayMetadata\x12\x45\n\x11RecordRefusedCall\x12\x1a.scriptpool.v1.RefusedCall\x1a\x14.scriptpool.v1.Emptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cscriptpool/v1/sessions.proto\x12\rscriptpool.v1\x1a\x1dscriptpool/v1/artifacts.proto\x1a\x1ascriptpool/v1/common.proto\"J\n\x12SessionGrantChange\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tprincipal\x18\x02 \x01(\t\x12\r\n\x05level\x18\x03 \x01(\t\"\x87\x01\n\rSessionGrants\x12\r\n\x05owner\x18\x01 \x01(\t\x12\x38\n\x06grants\x18\x02 \x03(\x0b\x32(.scriptpool.v1.SessionGrants.GrantsEntry\x1a-\n\x0bGrantsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Y\n\x19GetSessionAuditLogRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12(\n\x04page\x18\x02 \x01(\x0b\x32\x1a.scriptpool.v1.PageRequest\"\'\n\x0bRefusedCall\x12\n\n\x02op\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\"\xf3\x01\n\x07Session\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12*\n\x05state\x18\x04 \x01(\x0e\x32\x1b.scriptpool.v1.SessionState\x12\x0c\n\x04tags\x18\x05 \x03(\t\x12)\n\x08metadata\x18\x06 \x01(\x0b\x32\x17.scriptpool.v1.ValueMap\x12\x19\n\x11parent_session_id\x18\x07 \x01(\t\x12\x11\n\tprincipal\x18\x08 \x01(\t\x12\x12\n\ncreated_at\x18\t \x01(\x01\x12\x12\n\nupdated_at\x18\n \x01(\x01\" \n\nSessionRef\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x8d\x01\n\x14\x43reateSessionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0c\n\x04tags\x18\x03 \x03(\t\x12)\n\x08metadata\x18\x04 \x01(\x0b\x32\x17.scriptpool.v1.ValueMap\x12\x19\n\x11parent_session_id\x18\x05 \x01(\t\"\x91\x03\n\x13ListSessionsRequest\x12*\n\x05state\x18\x01 \x01(\x0e\x32\x1b.scriptpool.v1.SessionState\x12\x0c\n\x04tags\x18\x02 \x03(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12)\n\x08metadata\x18\x04 \x01(\x0b\x32\x17.scriptpool.v1.ValueMap\x12+\n\rcreated_after\x18\x05 \x01(\x0b\x32\x14.scriptpool.v1.Value\x12,\n\x0e\x63reated_before\x18\x06 \x01(\x0b\x32\x14.scriptpool.v1.Value\x12+\n\rupdated_after\x18\x07 \x01(\x0b\x32\x14.scriptpool.v1.Value\x12,\n\x0eupdated_before\x18\x08 \x01(\x0b\x32\x14.scriptpool.v1.Value\x12\x19\n\x11parent_session_id\x18\t \x01(\t\x12(\n\x04page\x18\n \x01(\x0b\x32\x1a.scriptpool.v1.PageRequest\x12\x0c\n\x04sort\x18\x0b \x01(\t\"U\n\x14ListSessionsResponse\x12(\n\x08sessions\x18\x01 \x03(\x0b\x32\x16.scriptpool.v1.Session\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"$\n\x0e\x43urrentSession\x12\x12\n\nsession_id\x18\x01 \x01(\t\".\n\x18SetCurrentSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"U\n\x15UpdateMetadataRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12(\n\x07updates\x18\x02 \x01(\x0b\x32\x17.scriptpool.v1.ValueMap\"\x14\n\x04Tags\x12\x0c\n\x04tags\x18\x01 \x03(\t\"2\n\x0eSetTagsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04tags\x18\x02 \x03(\t\"\'\n\x13SaveSessionResponse\x12\x10\n\x08snapshot\x18\x01 \x01(\x04\":\n\x12LoadSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08snapshot\x18\x02 \x01(\x04\"\x85\x01\n\x0fSaveAllResponse\x12@\n\tsnapshots\x18\x01 \x03(\x0b\x32-.scriptpool.v1.SaveAllResponse.SnapshotsEntry\x1a\x30\n\x0eSnapshotsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"%\n\x14RestoreRecentRequest\x12\r\n\x05\x63ount\x18\x01 \x01(\r\",\n\x15RestoreRecentResponse\x12\x13\n\x0bsession_ids\x18\x01 \x03(\t\"\'\n\x11\x43\x61nReplayResponse\x12\x12\n\nreplayable\x18\x01 \x01(\x08\"2\n\rReplayRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05speed\x18\x02 \x01(\x01\"+\n\x0eReplayResponse\x12\x19\n\x11replay_session_id\x18\x01 \x01(\t\"U\n\x12GetTimelineRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\x12\r\n\x05types\x18\x04 \x03(\t\"\x88\x01\n\rTimelineEntry\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttimestamp\x18\x02 \x01(\x01\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x0e\n\x06job_id\x18\x05 \x01(\t\x12%\n\x04\x64\x61ta\x18\x06 \x01(\x0b\x32\x17.scriptpool.v1.ValueMap\"M\n\x08Timeline\x12-\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1c.scriptpool.v1.TimelineEntry\x12\x12\n\nnext_after\x18\x02 \x01(\t\"\x98\x01\n\x0eReplayMetadata\x12\x12\n\nreplayable\x18\x01 \x01(\x08\x12\x11\n\tjob_count\x18\x02 \x01(\x04\x12\x13\n\x0b\x65vent_count\x18\x03 \x01(\x04\x12\x13\n\x0b\x66irst_event\x18\x04 \x01(\x01\x12\x12\n\nlast_event\x18\x05 \x01(\x01\x12\x10\n\x08\x64uration\x18\x06 \x01(\x01\x12\x0f\n\x07replays\x18\x07 \x03(\t*\x9b\x01\n\x0cSessionState\x12\x1d\n\x19SESSION_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14SESSION_STATE_ACTIVE\x10\x01\x12\x1b\n\x17SESSION_STATE_SUSPENDED\x10\x02\x12\x1b\n\x17SESSION_STATE_COMPLETED\x10\x03\x12\x18\n\x14SESSION_STATE_FAILED\x10\x04\x32\xc5\x0e\n\x0eSessionService\x12\x45\n\x06\x43reate\x12#.scriptpool.v1.CreateSessionRequest\x1a\x16.scriptpool.v1.Session\x12\x38\n\x03Get\x12\x19.scriptpool.v1.SessionRef\x1a\x16.scriptpool.v1.Session\x12O\n\x04List\x12\".scriptpool.v1.ListSessionsRequest\x1a#.scriptpool.v1.ListSessionsResponse\x12\x41\n\nGetCurrent\x12\x14.scriptpool.v1.Empty\x1a\x1d.scriptpool.v1.CurrentSession\x12T\n\nSetCurrent\x12\'.scriptpool.v1.SetCurrentSessionRequest\x1a\x1d.scriptpool.v1.CurrentSession\x12<\n\x07Suspend\x12\x19.scriptpool.v1.SessionRef\x1a\x16.scriptpool.v1.Session\x12;\n\x06Resume\x12\x19.scriptpool.v1.SessionRef\x1a\x16.scriptpool.v1.Session\x12=\n\x08\x43omplete\x12\x19.scriptpool.v1.SessionRef\x1a\x16.scriptpool.v1.Session\x12\x39\n\x06\x44\x65lete\x12\x19.scriptpool.v1.SessionRef\x1a\x14.scriptpool.v1.Empty\x12\x41\n\x0bGetMetadata\x12\x19.scriptpool.v1.SessionRef\x1a\x17.scriptpool.v1.ValueMap\x12O\n\x0eUpdateMetadata\x12$.scriptpool.v1.UpdateMetadataRequest\x1a\x17.scriptpool.v1.ValueMap\x12\x39\n\x07GetTags\x12\x19.scriptpool.v1.SessionRef\x1a\x13.scriptpool.v1.Tags\x12=\n\x07SetTags\x12\x1d.scriptpool.v1.SetTagsRequest\x1a\x13.scriptpool.v1.Tags\x12\x45\n\x04Save\x12\x19.scriptpool.v1.SessionRef\x1a\".scriptpool.v1.SaveSessionResponse\x12\x41\n\x04Load\x12!.scriptpool.v1.LoadSessionRequest\x1a\x16.scriptpool.v1.Session\x12?\n\x07SaveAll\x12\x14.scriptpool.v1.Empty\x1a\x1e.scriptpool.v1.SaveAllResponse\x12Z\n\rRestoreRecent\x12#.scriptpool.v1.RestoreRecentRequest\x1a$.scriptpool.v1.RestoreRecentResponse\x12H\n\tCanReplay\x12\x19.scriptpool.v1.SessionRef\x1a .scriptpool.v1.CanReplayResponse\x12\x45\n\x06Replay\x12\x1c.scriptpool.v1.ReplayRequest\x1a\x1d.scriptpool.v1.ReplayResponse\x12I\n\x0bGetTimeline\x12!.scriptpool.v1.GetTimelineRequest\x1a\x17.scriptpool.v1.Timeline\x12M\n\x11GetReplayMetadata\x12\x19.scriptpool.v1.SessionRef\x1a\x1d.scriptpool.v1.ReplayMetadata\x12\x45\n\x11RecordRefusedCall\x12\x1a.scriptpool.v1.RefusedCall\x1a\x14.scriptpool.v1.Empty\x12H\n\x05Grant\x12!.scriptpool.v1.SessionGrantChange\x1a\x1c.scriptpool.v1.SessionGrants\x12I\n\x06Revoke\x12!.scriptpool.v1.SessionGrantChange\x1a\x1c.scriptpool.v1.SessionGrants\x12\x45\n\nListGrants\x12\x19.scriptpool.v1.SessionRef\x1a\x1c.scriptpool.v1.SessionGrants\x12P\n\x0bGetAuditLog\x12(.scriptpool.v1.GetSessionAuditLogRequest\x1a\x17.scriptpool.v1.AuditLogb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'scriptpool.v1.sessions_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_SESSIONGRANTS_GRANTSENTRY']._loaded_options = None
+  _globals['_SESSIONGRANTS_GRANTSENTRY']._serialized_options = b'8\001'
   _globals['_SAVEALLRESPONSE_SNAPSHOTSENTRY']._loaded_options = None
   _globals['_SAVEALLRESPONSE_SNAPSHOTSENTRY']._serialized_options = b'8\001'
-  _globals['_SESSIONSTATE']._serialized_start=2199
-  _globals['_SESSIONSTATE']._serialized_end=2354
-  _globals['_REFUSEDCALL']._serialized_start=75
-  _globals['_REFUSEDCALL']._serialized_end=114
-  _globals['_SESSION']._serialized_start=117
-  _globals['_SESSION']._serialized_end=360
-  _globals['_SESSIONREF']._serialized_start=362
-  _globals['_SESSIONREF']._serialized_end=394
-  _globals['_CREATESESSIONREQUEST']._serialized_start=397
-  _globals['_CREATESESSIONREQUEST']._serialized_end=538
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=541
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=942
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=944
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1029
-  _globals['_CURRENTSESSION']._serialized_start=1031
-  _globals['_CURRENTSESSION']._serialized_end=1067
-  _globals['_SETCURRENTSESSIONREQUEST']._serialized_start=1069
-  _globals['_SETCURRENTSESSIONREQUEST']._serialized_end=1115
-  _globals['_UPDATEMETADATAREQUEST']._serialized_start=1117
-  _globals['_UPDATEMETADATAREQUEST']._serialized_end=1202
-  _globals['_TAGS']._serialized_start=1204
-  _globals['_TAGS']._serialized_end=1224
-  _globals['_SETTAGSREQUEST']._serialized_start=1226
-  _globals['_SETTAGSREQUEST']._serialized_end=1276
-  _globals['_SAVESESSIONRESPONSE']._serialized_start=1278
-  _globals['_SAVESESSIONRESPONSE']._serialized_end=1317
-  _globals['_LOADSESSIONREQUEST']._serialized_start=1319
-  _globals['_LOADSESSIONREQUEST']._serialized_end=1377
-  _globals['_SAVEALLRESPONSE']._serialized_start=1380
-  _globals['_SAVEALLRESPONSE']._serialized_end=1513
-  _globals['_SAVEALLRESPONSE_SNAPSHOTSENTRY']._serialized_start=1465
-  _globals['_SAVEALLRESPONSE_SNAPSHOTSENTRY']._serialized_end=1513
-  _globals['_RESTORERECENTREQUEST']._serialized_start=1515
-  _globals['_RESTORERECENTREQUEST']._serialized_end=1552
-  _globals['_RESTORERECENTRESPONSE']._serialized_start=1554
-  _globals['_RESTORERECENTRESPONSE']._serialized_end=1598
-  _globals['_CANREPLAYRESPONSE']._serialized_start=1600
-  _globals['_CANREPLAYRESPONSE']._serialized_end=1639
-  _globals['_REPLAYREQUEST']._serialized_start=1641
-  _globals['_REPLAYREQUEST']._serialized_end=1691
-  _globals['_REPLAYRESPONSE']._serialized_start=1693
-  _globals['_REPLAYRESPONSE']._serialized_end=1736
-  _globals['_GETTIMELINEREQUEST']._serialized_start=1738
-  _globals['_GETTIMELINEREQUEST']._serialized_end=1823
-  _globals['_TIMELINEENTRY']._serialized_start=1826
-  _globals['_TIMELINEENTRY']._serialized_end=1962
-  _globals['_TIMELINE']._serialized_start=1964
-  _globals['_TIMELINE']._serialized_end=2041
-  _globals['_REPLAYMETADATA']._serialized_start=2044
-  _globals['_REPLAYMETADATA']._serialized_end=2196
-  _globals['_SESSIONSERVICE']._serialized_start=2357
-  _globals['_SESSIONSERVICE']._serialized_end=3916
+  _globals['_SESSIONSTATE']._serialized_start=2535
+  _globals['_SESSIONSTATE']._serialized_end=2690
+  _globals['_SESSIONGRANTCHANGE']._serialized_start=106
+  _globals['_SESSIONGRANTCHANGE']._serialized_end=180
+  _globals['_SESSIONGRANTS']._serialized_start=183
+  _globals['_SESSIONGRANTS']._serialized_end=318
+  _globals['_SESSIONGRANTS_GRANTSENTRY']._serialized_start=273
+  _globals['_SESSIONGRANTS_GRANTSENTRY']._serialized_end=318
+  _globals['_GETSESSIONAUDITLOGREQUEST']._serialized_start=320
+  _globals['_GETSESSIONAUDITLOGREQUEST']._serialized_end=409
+  _globals['_REFUSEDCALL']._serialized_start=411
+  _globals['_REFUSEDCALL']._serialized_end=450
+  _globals['_SESSION']._serialized_start=453
+  _globals['_SESSION']._serialized_end=696
+  _globals['_SESSIONREF']._serialized_start=698
+  _globals['_SESSIONREF']._serialized_end=730
+  _globals['_CREATESESSIONREQUEST']._serialized_start=733
+  _globals['_CREATESESSIONREQUEST']._serialized_end=874
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=877
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=1278
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1280
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1365
+  _globals['_CURRENTSESSION']._serialized_start=1367
+  _globals['_CURRENTSESSION']._serialized_end=1403
+  _globals['_SETCURRENTSESSIONREQUEST']._serialized_start=1405
+  _globals['_SETCURRENTSESSIONREQUEST']._serialized_end=1451
+  _globals['_UPDATEMETADATAREQUEST']._serialized_start=1453
+  _globals['_UPDATEMETADATAREQUEST']._serialized_end=1538
+  _globals['_TAGS']._serialized_start=1540
+  _globals['_TAGS']._serialized_end=1560
+  _globals['_SETTAGSREQUEST']._serialized_start=1562
+  _globals['_SETTAGSREQUEST']._serialized_end=1612
+  _globals['_SAVESESSIONRESPONSE']._serialized_start=1614
+  _globals['_SAVESESSIONRESPONSE']._serialized_end=1653
+  _globals['_LOADSESSIONREQUEST']._serialized_start=1655
+  _globals['_LOADSESSIONREQUEST']._serialized_end=1713
+  _globals['_SAVEALLRESPONSE']._serialized_start=1716
+  _globals['_SAVEALLRESPONSE']._serialized_end=1849
+  _globals['_SAVEALLRESPONSE_SNAPSHOTSENTRY']._serialized_start=1801
+  _globals['_SAVEALLRESPONSE_SNAPSHOTSENTRY']._serialized_end=1849
+  _globals['_RESTORERECENTREQUEST']._serialized_start=1851
+  _globals['_RESTORERECENTREQUEST']._serialized_end=1888
+  _globals['_RESTORERECENTRESPONSE']._serialized_start=1890
+  _globals['_RESTORERECENTRESPONSE']._serialized_end=1934
+  _globals['_CANREPLAYRESPONSE']._serialized_start=1936
+  _globals['_CANREPLAYRESPONSE']._serialized_end=1975
+  _globals['_REPLAYREQUEST']._serialized_start=1977
+  _globals['_REPLAYREQUEST']._serialized_end=2027
+  _globals['_REPLAYRESPONSE']._serialized_start=2029
+  _globals['_REPLAYRESPONSE']._serialized_end=2072
+  _globals['_GETTIMELINEREQUEST']._serialized_start=2074
+  _globals['_GETTIMELINEREQUEST']._serialized_end=2159
+  _globals['_TIMELINEENTRY']._serialized_start=2162
+  _globals['_TIMELINEENTRY']._serialized_end=2298
+  _globals['_TIMELINE']._serialized_start=2300
+  _globals['_TIMELINE']._serialized_end=2377
+  _globals['_REPLAYMETADATA']._serialized_start=2380
+  _globals['_REPLAYMETADATA']._serialized_end=2532
+  _globals['_SESSIONSERVICE']._serialized_start=2693
+  _globals['_SESSIONSERVICE']._serialized_end=4554
 # @@protoc_insertion_point(module_scope)

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from scriptpool.v1 import artifacts_pb2 as scriptpool_dot_v1_dot_artifacts__pb2
 from scriptpool.v1 import common_pb2 as scriptpool_dot_v1_dot_common__pb2
 from scriptpool.v1 import sessions_pb2 as scriptpool_dot_v1_dot_sessions__pb2
 
@@ -146,6 +147,26 @@ class SessionServiceStub:
                 request_serializer=scriptpool_dot_v1_dot_sessions__pb2.RefusedCall.SerializeToString,
                 response_deserializer=scriptpool_dot_v1_dot_common__pb2.Empty.FromString,
                 _registered_method=True)
+        self.Grant = channel.unary_unary(
+                '/scriptpool.v1.SessionService/Grant',
+                request_serializer=scriptpool_dot_v1_dot_sessions__pb2.SessionGrantChange.SerializeToString,
+                response_deserializer=scriptpool_dot_v1_dot_sessions__pb2.SessionGrants.FromString,
+                _registered_method=True)
+        self.Revoke = channel.unary_unary(
+                '/scriptpool.v1.SessionService/Revoke',
+                request_serializer=scriptpool_dot_v1_dot_sessions__pb2.SessionGrantChange.SerializeToString,
+                response_deserializer=scriptpool_dot_v1_dot_sessions__pb2.SessionGrants.FromString,
+                _registered_method=True)
+        self.ListGrants = channel.unary_unary(
+                '/scriptpool.v1.SessionService/ListGrants',
+                request_serializer=scriptpool_dot_v1_dot_sessions__pb2.SessionRef.SerializeToString,
+                response_deserializer=scriptpool_dot_v1_dot_sessions__pb2.SessionGrants.FromString,
+                _registered_method=True)
+        self.GetAuditLog = channel.unary_unary(
+                '/scriptpool.v1.SessionService/GetAuditLog',
+                request_serializer=scriptpool_dot_v1_dot_sessions__pb2.GetSessionAuditLogRequest.SerializeToString,
+                response_deserializer=scriptpool_dot_v1_dot_artifacts__pb2.AuditLog.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
@@ -286,6 +307,32 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Grant(self, request, context):
+        """Sharing (docs/adr/0021-session-sharing.md): the owner, or an `admin` grantee for read and write.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Revoke(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListGrants(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAuditLog(self, request, context):
+        """Grants, revocations and refused accesses to the session (owner or `admin` grantee).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -398,6 +445,26 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.RecordRefusedCall,
                     request_deserializer=scriptpool_dot_v1_dot_sessions__pb2.RefusedCall.FromString,
                     response_serializer=scriptpool_dot_v1_dot_common__pb2.Empty.SerializeToString,
+            ),
+            'Grant': grpc.unary_unary_rpc_method_handler(
+                    servicer.Grant,
+                    request_deserializer=scriptpool_dot_v1_dot_sessions__pb2.SessionGrantChange.FromString,
+                    response_serializer=scriptpool_dot_v1_dot_sessions__pb2.SessionGrants.SerializeToString,
+            ),
+            'Revoke': grpc.unary_unary_rpc_method_handler(
+                    servicer.Revoke,
+                    request_deserializer=scriptpool_dot_v1_dot_sessions__pb2.SessionGrantChange.FromString,
+                    response_serializer=scriptpool_dot_v1_dot_sessions__pb2.SessionGrants.SerializeToString,
+            ),
+            'ListGrants': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListGrants,
+                    request_deserializer=scriptpool_dot_v1_dot_sessions__pb2.SessionRef.FromString,
+                    response_serializer=scriptpool_dot_v1_dot_sessions__pb2.SessionGrants.SerializeToString,
+            ),
+            'GetAuditLog': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAuditLog,
+                    request_deserializer=scriptpool_dot_v1_dot_sessions__pb2.GetSessionAuditLogRequest.FromString,
+                    response_serializer=scriptpool_dot_v1_dot_artifacts__pb2.AuditLog.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -995,6 +1062,114 @@ class SessionService:
             '/scriptpool.v1.SessionService/RecordRefusedCall',
             scriptpool_dot_v1_dot_sessions__pb2.RefusedCall.SerializeToString,
             scriptpool_dot_v1_dot_common__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Grant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scriptpool.v1.SessionService/Grant',
+            scriptpool_dot_v1_dot_sessions__pb2.SessionGrantChange.SerializeToString,
+            scriptpool_dot_v1_dot_sessions__pb2.SessionGrants.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Revoke(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scriptpool.v1.SessionService/Revoke',
+            scriptpool_dot_v1_dot_sessions__pb2.SessionGrantChange.SerializeToString,
+            scriptpool_dot_v1_dot_sessions__pb2.SessionGrants.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListGrants(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scriptpool.v1.SessionService/ListGrants',
+            scriptpool_dot_v1_dot_sessions__pb2.SessionRef.SerializeToString,
+            scriptpool_dot_v1_dot_sessions__pb2.SessionGrants.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAuditLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scriptpool.v1.SessionService/GetAuditLog',
+            scriptpool_dot_v1_dot_sessions__pb2.GetSessionAuditLogRequest.SerializeToString,
+            scriptpool_dot_v1_dot_artifacts__pb2.AuditLog.FromString,
             options,
             channel_credentials,
             insecure,

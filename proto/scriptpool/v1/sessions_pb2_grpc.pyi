@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from scriptpool.v1 import artifacts_pb2 as _artifacts_pb2
 from scriptpool.v1 import common_pb2 as _common_pb2
 from scriptpool.v1 import sessions_pb2 as _sessions_pb2
 import abc as _abc_1
@@ -59,6 +60,12 @@ class SessionServiceStub:
     """Job credentials only: a global call the job's worker refused before any other RPC (bad
     arguments, an operation this version lacks), so the session's timeline holds every call.
     """
+    Grant: _grpc.UnaryUnaryMultiCallable[_sessions_pb2.SessionGrantChange, _sessions_pb2.SessionGrants]
+    """Sharing (docs/adr/0021-session-sharing.md): the owner, or an `admin` grantee for read and write."""
+    Revoke: _grpc.UnaryUnaryMultiCallable[_sessions_pb2.SessionGrantChange, _sessions_pb2.SessionGrants]
+    ListGrants: _grpc.UnaryUnaryMultiCallable[_sessions_pb2.SessionRef, _sessions_pb2.SessionGrants]
+    GetAuditLog: _grpc.UnaryUnaryMultiCallable[_sessions_pb2.GetSessionAuditLogRequest, _artifacts_pb2.AuditLog]
+    """Grants, revocations and refused accesses to the session (owner or `admin` grantee)."""
 
 @_typing.type_check_only
 class SessionServiceAsyncStub(SessionServiceStub):
@@ -90,6 +97,12 @@ class SessionServiceAsyncStub(SessionServiceStub):
     """Job credentials only: a global call the job's worker refused before any other RPC (bad
     arguments, an operation this version lacks), so the session's timeline holds every call.
     """
+    Grant: _aio.UnaryUnaryMultiCallable[_sessions_pb2.SessionGrantChange, _sessions_pb2.SessionGrants]  # type: ignore[assignment]
+    """Sharing (docs/adr/0021-session-sharing.md): the owner, or an `admin` grantee for read and write."""
+    Revoke: _aio.UnaryUnaryMultiCallable[_sessions_pb2.SessionGrantChange, _sessions_pb2.SessionGrants]  # type: ignore[assignment]
+    ListGrants: _aio.UnaryUnaryMultiCallable[_sessions_pb2.SessionRef, _sessions_pb2.SessionGrants]  # type: ignore[assignment]
+    GetAuditLog: _aio.UnaryUnaryMultiCallable[_sessions_pb2.GetSessionAuditLogRequest, _artifacts_pb2.AuditLog]  # type: ignore[assignment]
+    """Grants, revocations and refused accesses to the session (owner or `admin` grantee)."""
 
 class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
     """Session.* of the script API. Every RPC is also what a script's global call becomes."""
@@ -250,5 +263,35 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         """Job credentials only: a global call the job's worker refused before any other RPC (bad
         arguments, an operation this version lacks), so the session's timeline holds every call.
         """
+
+    @_abc_1.abstractmethod
+    def Grant(
+        self,
+        request: _sessions_pb2.SessionGrantChange,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sessions_pb2.SessionGrants, _abc.Awaitable[_sessions_pb2.SessionGrants]]:
+        """Sharing (docs/adr/0021-session-sharing.md): the owner, or an `admin` grantee for read and write."""
+
+    @_abc_1.abstractmethod
+    def Revoke(
+        self,
+        request: _sessions_pb2.SessionGrantChange,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sessions_pb2.SessionGrants, _abc.Awaitable[_sessions_pb2.SessionGrants]]: ...
+
+    @_abc_1.abstractmethod
+    def ListGrants(
+        self,
+        request: _sessions_pb2.SessionRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sessions_pb2.SessionGrants, _abc.Awaitable[_sessions_pb2.SessionGrants]]: ...
+
+    @_abc_1.abstractmethod
+    def GetAuditLog(
+        self,
+        request: _sessions_pb2.GetSessionAuditLogRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_artifacts_pb2.AuditLog, _abc.Awaitable[_artifacts_pb2.AuditLog]]:
+        """Grants, revocations and refused accesses to the session (owner or `admin` grantee)."""
 
 def add_SessionServiceServicer_to_server(servicer: SessionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
