@@ -43,6 +43,8 @@ CHILD_REUSE = "tests/unit/test_child_reuse.py"
 SCOPES = "tests/unit/test_scopes.py"
 API_KEYS = "tests/integration/test_api_keys.py"
 SHARING = "tests/integration/test_session_sharing.py"
+MATRIX = "tests/integration/test_access_matrix.py"
+MATRIX_SCRIPTS = "tests/integration/test_access_matrix_scripts.py"
 
 
 @dataclass(frozen=True)
@@ -291,6 +293,8 @@ MUTATIONS: tuple[Mutation, ...] = (
             f"{SCOPES}::test_a_key_without_the_scope_is_refused_naming_it[/scriptpool.v1.JobService/SubmitJob-scopes0-submit]",
             f"{API_KEYS}::test_scopes_are_enforced[scopes0-submit-submit]",
             f"{API_KEYS}::test_scopes_are_enforced[scopes2-admin-admin]",
+            f"{MATRIX}::test_the_matrix_row[Session.Delete]",
+            f"{MATRIX}::test_the_matrix_row[Admin.CreateKey]",
         ),
     ),
     Mutation(
@@ -299,7 +303,10 @@ MUTATIONS: tuple[Mutation, ...] = (
         path="coordinator/auth.py",
         original="        if record.revoked:\n",
         replacement="        if False:\n",
-        must_fail=(f"{API_KEYS}::test_a_revoked_key_is_refused_by_the_next_call_on_another_replica",),
+        must_fail=(
+            f"{API_KEYS}::test_a_revoked_key_is_refused_by_the_next_call_on_another_replica",
+            f"{MATRIX}::test_the_matrix_row[Session.Get]",
+        ),
     ),
     Mutation(
         name="session-grant-levels",
@@ -310,6 +317,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         must_fail=(
             f"{SHARING}::test_each_level_allows_exactly_its_operations[read]",
             f"{SHARING}::test_each_level_allows_exactly_its_operations[write]",
+            f"{MATRIX}::test_the_matrix_row[Session.Suspend]",
+            f"{MATRIX_SCRIPTS}::test_a_job_reaches_the_owners_objects_through_its_globals[lua-grantee_read]",
         ),
     ),
     Mutation(

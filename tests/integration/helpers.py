@@ -40,10 +40,11 @@ def assert_worker_healthy(client: ScriptpoolClient) -> None:
     assert result_of(job) == 244
 
 
-def running_job_credential(client: ScriptpoolClient, redis: Redis) -> tuple[str, str]:
-    """Start a held job (it runs until `release_job`, or its 30 s wall time); once it says it is
-    running, its id and its job credential (read from Redis)."""
-    held = submit_held(client, 1, limits={"cpu_time_ms": 10000})
+def running_job_credential(client: ScriptpoolClient, redis: Redis, wall_time_ms: int = 0) -> tuple[str, str]:
+    """Start a held job (it runs until `release_job`, or its wall time: 30 s unless given); once it
+    says it is running, its id and its job credential (read from Redis)."""
+    limits = {"cpu_time_ms": 10000} | ({"wall_time_ms": wall_time_ms} if wall_time_ms else {})
+    held = submit_held(client, 1, limits=limits)
     held.wait_running()
     _HELD[held.job.id] = held
     credential = redis.hget(f"sp:job:{held.job.id}", "credential")
