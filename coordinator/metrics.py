@@ -49,6 +49,13 @@ JOBS_ENDED = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+QUOTA_REFUSALS = Counter(
+    "scriptpool_quota_refusals",
+    "Calls refused RESOURCE_EXHAUSTED by a per-principal quota (docs/adr/0020-quotas.md), by quota: "
+    "queued_jobs, submissions_per_second, sessions, artifact_bytes, state_bytes, subscriptions.",
+    ["quota"],
+    registry=REGISTRY,
+)
 CALLS = Counter(
     "scriptpool_calls",
     "Calls the coordinator answered, by full gRPC method name and status code; a job's global calls "

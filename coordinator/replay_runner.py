@@ -105,7 +105,8 @@ class ReplayRunner:
             running = self._reserved.get(principal, 0)
             if running >= self.max_per_principal:
                 raise ResourceExhausted(
-                    f"principal {principal!r} already runs {running} replays, the most at once; wait for one to finish"
+                    f"principal {principal!r} already runs {running} replays, its limit at once "
+                    f"(max_running_replays_per_principal {self.max_per_principal}); wait for one to finish"
                 )
             self._reserved[principal] = running + 1
 
@@ -183,9 +184,12 @@ class ReplayRunner:
                 run.owner, request, random_seed=spec.random_seed, clock_start=spec.clock_start,
                 clock_replay=spec.clock_replay, job_id=job_id, replayed=True,
             )  # fmt: skip
-        except Exception:
+        except Exception as exc:
             self.waiters.discard(job_id, self._finished)
-            log.exception("replay %s could not submit its job %d", run.replay_id, run.index + 1)
+            if isinstance(exc, ResourceExhausted):  # the owner's quota (docs/adr/0020-quotas.md): no traceback
+                log.warning("replay %s could not submit its job %d: %s", run.replay_id, run.index + 1, exc)
+            else:
+                log.exception("replay %s could not submit its job %d", run.replay_id, run.index + 1)
             self._end(run, "failed")
             return
         run.current = job_id

@@ -31,6 +31,7 @@ from scriptpool.coordinator.session_expiry import SessionExpiry
 from scriptpool.coordinator.settings import Settings
 from scriptpool.coordinator.single_instance import refuse_address_in_use
 from scriptpool.coordinator.status import LenientRequests
+from scriptpool.coordinator.stores.admission import Admission
 from scriptpool.coordinator.stores.api_keys import ApiKeyStore
 from scriptpool.coordinator.stores.artifacts import ArtifactStore
 from scriptpool.coordinator.stores.events import EventStore
@@ -169,6 +170,7 @@ def start_coordinator(settings: Settings, redis: Redis | None = None) -> Running
         idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
         fair_queue=settings.fair_queue,
         lean=lean,
+        admission=Admission.from_settings(redis, settings),
     )
     artifacts = ArtifactStore(
         redis,

@@ -83,7 +83,22 @@ class Settings:
     max_poll_firings: int = 1000
     """Hook firings one `HookService.Poll` returns; the rest stay queued for the next Poll."""
     max_sessions_per_principal: int = 100_000
-    """Live sessions one principal may hold."""
+    """Live sessions one principal may hold (SCRIPTPOOL_MAX_SESSIONS_PER_PRINCIPAL): the `sessions`
+    quota's server maximum and default (docs/adr/0020-quotas.md; `scriptpool quota set` lowers it
+    per principal). Every quota below named `max_*_per_principal`/`max_principal_*` works the same way."""
+    max_queued_jobs_per_principal: int = 100_000
+    """Jobs one principal may have queued and not started (SCRIPTPOOL_MAX_QUEUED_JOBS_PER_PRINCIPAL):
+    the `queued_jobs` quota. A submission past it is RESOURCE_EXHAUSTED, nothing written."""
+    max_running_jobs_per_principal: int = 10_000
+    """The `running_jobs` quota's server maximum (SCRIPTPOOL_MAX_RUNNING_JOBS_PER_PRINCIPAL). Recorded
+    and shown by `scriptpool quota get`, NOT enforced yet (docs/adr/0020-quotas.md: that needs the
+    scheduler)."""
+    max_submissions_per_second: float = 10_000.0
+    """Jobs one principal may submit per second, sustained (SCRIPTPOOL_MAX_SUBMISSIONS_PER_SECOND): the
+    refill rate of its token bucket (`submissions_per_second` quota); a batch takes one token per job."""
+    max_submission_burst: int = 20_000
+    """Jobs one principal may submit at once after a pause (SCRIPTPOOL_MAX_SUBMISSION_BURST): its
+    token bucket's size (`submission_burst` quota). A SubmitJobs batch larger than it is always refused."""
     max_replays_per_job: int = 1
     """`Session.replay` calls one job's script may make (docs/adr/0004); a replayed job makes none."""
     max_replay_jobs: int = 100
@@ -259,11 +274,17 @@ class Settings:
             "max_event_scan", "max_query_sessions", "max_query_candidates", "max_session_delete_versions",
             "max_restore_bytes", "max_principal_state_bytes", "max_expired_sessions_per_sweep",
             "grpc_threads", "max_waiting_calls", "max_waiting_calls_per_principal", "max_event_waits",
+            "max_sessions_per_principal", "max_principal_artifact_bytes", "max_queued_jobs_per_principal",
+            "max_running_jobs_per_principal", "max_submission_burst",
             "max_grants_per_session", "max_sessions_shared_to_principal", "max_session_audit_entries",
             "max_keys_per_principal", "max_list_keys", "revoked_key_retention_seconds",
         ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise InvalidArgument(f"{name} must be at least 1 (got {getattr(self, name)})")
+        if not 0 < self.max_submissions_per_second < float("inf"):
+            raise InvalidArgument(
+                f"max_submissions_per_second must be positive (got {self.max_submissions_per_second})"
+            )
         if self.max_job_retries < 0:
             raise InvalidArgument(f"max_job_retries must be 0 or more (got {self.max_job_retries})")
         if self.idempotency_ttl_seconds < 1:
@@ -296,6 +317,13 @@ class Settings:
             ("max_event_waits", "SCRIPTPOOL_MAX_EVENT_WAITS"),
             ("max_job_retries", "SCRIPTPOOL_MAX_JOB_RETRIES"),
             ("idempotency_ttl_seconds", "SCRIPTPOOL_IDEMPOTENCY_TTL_SECONDS"),
+            ("max_sessions_per_principal", "SCRIPTPOOL_MAX_SESSIONS_PER_PRINCIPAL"),
+            ("max_queued_jobs_per_principal", "SCRIPTPOOL_MAX_QUEUED_JOBS_PER_PRINCIPAL"),
+            ("max_running_jobs_per_principal", "SCRIPTPOOL_MAX_RUNNING_JOBS_PER_PRINCIPAL"),
+            ("max_submission_burst", "SCRIPTPOOL_MAX_SUBMISSION_BURST"),
+            ("max_principal_artifact_bytes", "SCRIPTPOOL_MAX_PRINCIPAL_ARTIFACT_BYTES"),
+            ("max_principal_state_bytes", "SCRIPTPOOL_MAX_PRINCIPAL_STATE_BYTES"),
+            ("max_subscriptions_per_principal", "SCRIPTPOOL_MAX_SUBSCRIPTIONS_PER_PRINCIPAL"),
             ("max_keys_per_principal", "SCRIPTPOOL_MAX_KEYS_PER_PRINCIPAL"),
         ):
             if env.get(var):
@@ -317,6 +345,10 @@ class Settings:
         if env.get(FAIR_QUEUE_VARIABLE):
             values["fair_queue"] = flag(FAIR_QUEUE_VARIABLE, env[FAIR_QUEUE_VARIABLE])
         values["ack_replicas"] = ReplicaAck.from_env(env)
+        if env.get("SCRIPTPOOL_MAX_SUBMISSIONS_PER_SECOND"):
+            values["max_submissions_per_second"] = _number(
+                "SCRIPTPOOL_MAX_SUBMISSIONS_PER_SECOND", env["SCRIPTPOOL_MAX_SUBMISSIONS_PER_SECOND"], "jobs per second"
+            )
         if env.get("SCRIPTPOOL_LEASE_SECONDS"):
             values["lease_seconds"] = _number("SCRIPTPOOL_LEASE_SECONDS", env["SCRIPTPOOL_LEASE_SECONDS"])
         return cls(**values)  # type: ignore[arg-type]
@@ -359,8 +391,8 @@ def _integer(variable: str, text: str) -> int:
         raise InvalidArgument(f"{variable} must be a whole number (got {text!r})") from None
 
 
-def _number(variable: str, text: str) -> float:
+def _number(variable: str, text: str, unit: str = "seconds") -> float:
     try:
         return float(text)
     except ValueError:
-        raise InvalidArgument(f"{variable} must be a number of seconds (got {text!r})") from None
+        raise InvalidArgument(f"{variable} must be a number of {unit} (got {text!r})") from None

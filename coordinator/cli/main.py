@@ -29,6 +29,7 @@ from scriptpool.coordinator.cli import (
     keys_cmd,
     log_flags,
     parsing,
+    quota_cmd,
     session_cmd,
     state_cmd,
     status_cmd,
@@ -479,6 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys_cmd.add_key_flags(asub.add_parser("create", help="create a key for PRINCIPAL and print it"))
     p.set_defaults(func=cmd_apikey)
     keys_cmd.add_parser(sub, with_client).set_defaults(func=client_command(keys_cmd.run))
+    quota_cmd.add_parser(sub, with_redis).set_defaults(func=quota_cmd.run)
 
     bench_cmd.add_parser(sub).set_defaults(func=cmd_bench)
 

@@ -180,7 +180,7 @@ def add_parser(
     return p
 
 
-def _up_redis_url(state_dir: Path) -> str:
+def up_redis_url(state_dir: Path) -> str:
     """The private Redis of a `scriptpool up` using `state_dir`, if one is running ("" otherwise)."""
     socket = state_dir / "redis" / "redis.sock"
     return f"unix://{socket}" if socket.is_socket() else ""
@@ -194,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
     if args.watch and args.json:
         raise InvalidArgument("--watch renders for a person; --json is for a program: pick one")
     settings = Settings.from_env()
-    url = args.redis_url or settings.redis_url or _up_redis_url(settings.state_dir)
+    url = args.redis_url or settings.redis_url or up_redis_url(settings.state_dir)
     redis = connect(url)
     try:
         if args.watch:

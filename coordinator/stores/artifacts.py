@@ -49,6 +49,7 @@ from scriptpool.coordinator.stores.artifact_index import (
     words_of,
 )
 from scriptpool.coordinator.stores.not_found import artifact_not_found, refused, session_not_found
+from scriptpool.coordinator.stores.quotas import LUA_QUOTA_LIMIT, exceeded
 from scriptpool.coordinator.stores.session_access import SessionAccess
 from scriptpool.coordinator.stores.validation import (
     MAX_DESCRIPTION,
@@ -84,7 +85,7 @@ DELETE_BATCH = 100
 
 TYPE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/+-]{0,63}$")
 
-_COMMIT = lua.script("artifacts_commit")
+_COMMIT = LUA_QUOTA_LIMIT + lua.script("artifacts_commit")
 
 _DELETE = lua.script("artifacts_delete")
 
@@ -450,10 +451,10 @@ def _commit_error(answer: list[object], session_id: str, size: int, store: Artif
             f"would pass its limit of {store.max_session_bytes}; delete artifacts to make room"
         )
     if verdict == "principal_quota":
-        return ResourceExhausted(
-            f"this principal holds {answer[1]} bytes of artifacts (content, metadata and index); {size} more "
-            f"would pass its quota of {store.max_principal_bytes}; delete artifacts to make room"
-        )
+        return exceeded(
+            str(answer[3]), "artifact_bytes", float(str(answer[2])), float(str(answer[1])), size,
+            "bytes of artifacts (content, metadata and index), all versions counted; delete artifacts to make room",
+        )  # fmt: skip
     if verdict == "versions":
         return ResourceExhausted(
             f"the artifact has {answer[1]} versions, the most one artifact may have ({store.max_versions}); "

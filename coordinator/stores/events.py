@@ -25,6 +25,7 @@ from redis import Redis
 from scriptpool.coordinator.auth import Caller
 from scriptpool.coordinator.stores import lua
 from scriptpool.coordinator.stores.not_found import refused, session_not_found, subscription_not_found
+from scriptpool.coordinator.stores.quotas import LUA_QUOTA_LIMIT, exceeded
 from scriptpool.coordinator.stores.session_access import SessionAccess
 from scriptpool.coordinator.stores.validation import check_uuid
 from scriptpool.core.event_streams import append_event
@@ -33,6 +34,7 @@ from scriptpool.core.keys import (
     events_key,
     job_subscriptions_key,
     principal_subscriptions_key,
+    quota_key,
     session_key,
     subscription_key,
 )
@@ -58,7 +60,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]*$")
 _PATTERN = re.compile(r"^[A-Za-z0-9_.:*?\[\]!-]+$")
 
 
-_SUBSCRIBE = lua.script("events_subscribe")
+_SUBSCRIBE = LUA_QUOTA_LIMIT + lua.script("events_subscribe")
 
 
 def check_name(name: str) -> str:
@@ -142,21 +144,22 @@ class EventStore:
             principal_subscriptions_key(caller.principal),
             job_subscriptions_key(caller.job_id) if caller.job_id else "",
             hooks_key,
+            quota_key(caller.principal),
         ]
         limits = [SUBSCRIPTION_TTL_SECONDS, self.max_subscriptions_per_principal, self.max_subscriptions_per_job]
         args: list[str | float] = [caller.principal, pattern, self._last_id(stream), caller.job_id]
         args += [time.time(), *limits, max_hooks, subscription_id]
-        verdict, held = self._subscribe(keys=keys, args=args)
+        verdict, held, *limit = self._subscribe(keys=keys, args=args)
         if verdict == b"hooks":
             raise ResourceExhausted(
                 f"at most {max_hooks} hooks per principal (this one holds {held}); "
                 "unregister some (HookService.Unregister) first"
             )
         if verdict == b"principal":
-            raise ResourceExhausted(
-                f"this principal has {held} live subscriptions, its limit ({self.max_subscriptions_per_principal});"
-                " unsubscribe some (unused ones expire an hour after their last receive)"
-            )
+            raise exceeded(
+                caller.principal, "subscriptions", float(limit[0]), held, 1,
+                "unsubscribe some (unused ones expire an hour after their last receive)",
+            )  # fmt: skip
         if verdict == b"job":
             raise ResourceExhausted(
                 f"this job has {held} live subscriptions, its limit ({self.max_subscriptions_per_job}); "

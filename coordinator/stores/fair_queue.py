@@ -67,6 +67,10 @@ redis.call('SET', mine, round, 'EX', ttl)
 return round
 """
 
+REORDER_SCRIPT = _REORDER
+"""The reorder script `reorder_command` EVALs (the admission script runs it as a function of its
+own: coordinator/stores/admission.py)."""
+
 
 def _fair_key(queue_name: str) -> str:
     return f"{PREFIX}fair:{queue_name}"

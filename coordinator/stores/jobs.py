@@ -27,6 +27,8 @@ from rq.queue import EnqueueData
 
 from scriptpool.coordinator.auth import Caller, new_job_credential
 from scriptpool.coordinator.metrics import JOBS_ENDED, JOBS_SUBMITTED
+from scriptpool.coordinator.settings import Settings
+from scriptpool.coordinator.stores.admission import Admission
 from scriptpool.coordinator.stores.fair_queue import reorder_command
 from scriptpool.coordinator.stores.idempotency import Idempotency, idempotency
 from scriptpool.coordinator.stores.not_found import job_not_found, refused, session_not_found
@@ -42,8 +44,8 @@ from scriptpool.core.job_records import (
     hash_fields,
     texts,
 )
-from scriptpool.core.keys import credential_key, job_key, session_jobs_key, session_key
-from scriptpool.core.lean_redis import Arg, LeanPool, read, read_many, transaction, watched_transaction
+from scriptpool.core.keys import credential_key, job_key, queued_jobs_key, session_jobs_key, session_key
+from scriptpool.core.lean_redis import Arg, LeanPool, Reply, read, read_many, transaction, watched_transaction
 from scriptpool.core.rq_serializers import pass_default_serializer_as_none
 from scriptpool.core.tracing import TRACEPARENT
 from scriptpool.errors import InvalidArgument, NotFound, ScriptpoolError, Unavailable
@@ -95,6 +97,7 @@ class JobStore:
         idempotency_ttl_seconds: int = 24 * 3600,
         fair_queue: bool = True,
         lean: LeanPool | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.redis = redis
         # The submit transaction (RQ's enqueue plus our records, ~15 commands) is packed and sent on
@@ -114,6 +117,8 @@ class JobStore:
         self.max_job_retries = max_job_retries
         self.idempotency_ttl_seconds = min(idempotency_ttl_seconds, result_ttl_seconds)
         """Capped at the result TTL: a key never names jobs whose records have expired."""
+        self.admission = admission if admission is not None else Admission.from_settings(redis, Settings())
+        """The queued-jobs quota and submission rate (`stores/admission.py`), with their server maxima."""
         self.fair_queue = fair_queue
         """Round-robin order across principals on RQ's queue (coordinator/stores/fair_queue.py)."""
 
@@ -218,9 +223,10 @@ class JobStore:
         return self.write(self._batch(caller, [checked], "", job_id, once))[0]
 
     def write(self, batch: JobBatch) -> list[jobs_pb2.Job]:
-        """Enqueue a checked batch in one Redis transaction: every job or none. The jobs as queued,
-        in the batch's order; with an idempotency key another request already used, the jobs that
-        request queued instead, as they are now (nothing is written)."""
+        """Enqueue a checked batch in one Redis transaction: every job or none, and none past the
+        principal's queued-jobs quota or submission rate (`stores/admission.py`: RESOURCE_EXHAUSTED,
+        nothing written). The jobs as queued, in the batch's order; with an idempotency key another
+        request already used, the jobs that request queued instead, as they are now (nothing is written)."""
         pipe = self.redis.pipeline(transaction=True)
         pipe.multi()
         rq_jobs: list[EnqueueData] = []
@@ -239,32 +245,36 @@ class JobStore:
         # RQ's own enqueue, so `rq info` and RQ's API see the jobs; for many jobs at once it costs
         # a quarter less than one `enqueue_call` each.
         self.queue.enqueue_many(rq_jobs, pipeline=pipe)
-        if self.fair_queue:
-            pipe.execute_command(  # type: ignore[no-untyped-call]
-                *reorder_command(
-                    self.queue.name, self.queue.key, batch.principal, batch.job_ids, self.queue_ttl_seconds
-                )
+        writes: list[tuple[Arg, ...]] = [args for args, _ in pipe.command_stack]
+        pipe.reset()
+        if self.fair_queue:  # (run by the admission script as a function of its own: Lua cannot EVAL)
+            writes.append(
+                reorder_command(self.queue.name, self.queue.key, batch.principal, batch.job_ids, self.queue_ttl_seconds)
             )
+        writes.append(("ZADD", queued_jobs_key(batch.principal), *(v for i in batch.job_ids for v in (now, i))))
         if batch.idempotency is not None:
-            return self._write_once(batch.idempotency, batch, pipe, jobs)
+            return self._write_once(batch.idempotency, batch, writes, jobs)
+        admit = self.admission.command(batch.principal, len(jobs), writes)
         if self.lean.supported:
-            transaction(self.lean, [args for args, _ in pipe.command_stack], acknowledge="the submission")
-            pipe.reset()
+            reply = self.admission.run(lambda: transaction(self.lean, [admit], acknowledge="the submission")[0])
         else:
-            pipe.execute()
+            reply = self.admission.run(lambda: self.redis.execute_command(*admit))  # type: ignore[no-untyped-call]
+        self.admission.check(batch.principal, len(jobs), reply)
         _count_submitted(batch)
         return jobs
 
     def _write_once(
-        self, once: Idempotency, batch: JobBatch, pipe: Pipeline, jobs: list[jobs_pb2.Job]
+        self, once: Idempotency, batch: JobBatch, writes: list[tuple[Arg, ...]], jobs: list[jobs_pb2.Job]
     ) -> list[jobs_pb2.Job]:
-        """The writes queued on `pipe`, sent in a transaction that claims the idempotency key (one
-        round trip, like an unkeyed submit) and is dropped if the key was there: the jobs, or the
-        earlier request's (read in a second round trip)."""
-        commands = [*once.claim(self.idempotency_ttl_seconds, batch.job_ids), *(args for args, _ in pipe.command_stack)]
-        pipe.reset()
+        """`writes`, with the claim of the idempotency key, sent in a transaction (one round trip,
+        like an unkeyed submit) that is dropped if the key was there: the jobs, or the earlier
+        request's (read in a second round trip)."""
+        claim = once.claim(self.idempotency_ttl_seconds, batch.job_ids)
+        admit = self.admission.command(batch.principal, len(jobs), [*claim, *writes])
         for _ in range(3):  # (a key claimed, then gone before it is read: it expired; claim it again)
-            if self._claimed(once, commands):
+            reply = self.admission.run(lambda: self._claimed(once, admit))
+            if reply is not None:
+                self.admission.check(batch.principal, len(jobs), reply)
                 _count_submitted(batch)
                 return jobs
             ids = once.earlier_jobs(self.redis.hmget(once.redis_key, "fingerprint", "jobs"))
@@ -272,23 +282,23 @@ class JobStore:
                 return self._earlier(once, batch.principal, ids)
         raise Unavailable(f"idempotency_key {once.key!r}: could not claim it; send the request again")
 
-    def _claimed(self, once: Idempotency, commands: list[tuple[Arg, ...]]) -> bool:
+    def _claimed(self, once: Idempotency, admit: tuple[Arg, ...]) -> Reply | None:
+        """The admission script's reply, or None if the key was claimed already (nothing ran)."""
         if self.lean.supported:
             claimed = watched_transaction(
-                self.lean, once.redis_key, once.touch(), commands, acknowledge="the submission"
+                self.lean, once.redis_key, once.touch(), [admit], acknowledge="the submission"
             )
-            return claimed is not None
+            return None if claimed is None else claimed[0]
         with self.redis.pipeline() as pipe:
             try:
                 pipe.watch(once.redis_key)  # type: ignore[no-untyped-call]
                 pipe.execute_command(*once.touch())  # type: ignore[no-untyped-call]
                 pipe.multi()
-                for command in commands:
-                    pipe.execute_command(*command)  # type: ignore[no-untyped-call]
-                pipe.execute()
-                return True
+                pipe.execute_command(*admit)  # type: ignore[no-untyped-call]
+                reply: Reply = pipe.execute()[0]
+                return reply
             except WatchError:
-                return False
+                return None
 
     def _earlier(self, once: Idempotency, principal: str, ids: list[str]) -> list[jobs_pb2.Job]:
         records = self.redis.pipeline(transaction=False)

@@ -30,6 +30,7 @@ from redis.exceptions import WatchError
 from scriptpool.coordinator.auth import Caller
 from scriptpool.coordinator.stores import lua, timeline
 from scriptpool.coordinator.stores.not_found import refused, session_not_found
+from scriptpool.coordinator.stores.quotas import capped, exceeded
 from scriptpool.coordinator.stores.session_access import SessionAccess
 from scriptpool.coordinator.stores.timeline import LUA_RECORD_CALL, CallRecord
 from scriptpool.coordinator.stores.validation import (
@@ -46,6 +47,7 @@ from scriptpool.core.keys import (
     EXPIRING_SESSIONS_KEY,
     job_key,
     principal_sessions_key,
+    quota_key,
     saved_key,
     session_access_key,
     session_key,
@@ -223,14 +225,18 @@ class SessionStore:
         return [_build(caller.principal, name, "", [], b"", "") for name in names]
 
     def check_room(self, principal: str, wanted: int) -> None:
-        """RESOURCE_EXHAUSTED unless `principal` may hold `wanted` more sessions."""
-        count = self._session_count(principal)
-        if count + wanted > self.max_sessions:
-            asked = f"; {wanted} more were asked for" if wanted > 1 else ""
-            raise ResourceExhausted(
-                f"principal {principal!r} already has {count} of its {self.max_sessions} sessions{asked}; "
-                "delete some first"
-            )
+        """RESOURCE_EXHAUSTED unless `principal` may hold `wanted` more sessions (its `sessions` quota:
+        its override capped by `max_sessions`), read in one round trip."""
+        count, override = read_many(
+            self.lean,
+            self.redis,
+            [("ZCARD", principal_sessions_key(principal)), ("HGET", quota_key(principal), "sessions")],
+        )
+        assert isinstance(count, int)
+        assert override is None or isinstance(override, bytes)
+        limit = capped(override, self.max_sessions)
+        if count + wanted > limit:
+            raise exceeded(principal, "sessions", limit, count, wanted, "delete some first")
 
     def unknown(self, caller: Caller, session_ids: Collection[str]) -> set[str]:
         """The ids among `session_ids` that are not sessions of the caller, read in one round trip

@@ -24,12 +24,14 @@ import time
 from scriptpool.coordinator.auth import Caller
 from scriptpool.coordinator.stores import lua, timeline
 from scriptpool.coordinator.stores.not_found import refused, session_not_found
+from scriptpool.coordinator.stores.quotas import LUA_QUOTA_LIMIT, exceeded
 from scriptpool.coordinator.stores.sessions import SessionStore
 from scriptpool.coordinator.stores.state import MAX_PRINCIPAL_BYTES
 from scriptpool.core.job_records import SESSION_JOB_FIELD, text, texts
 from scriptpool.core.keys import (
     job_key,
     principal_sessions_key,
+    quota_key,
     saved_key,
     session_key,
     session_state_key,
@@ -49,7 +51,7 @@ SAVES_FIELD = "saves"
 _SAVE = lua.script("snapshots_save", SAVES_FIELD=SAVES_FIELD)
 
 
-_LOAD = lua.script("snapshots_load", SESSION_JOB_FIELD=SESSION_JOB_FIELD)
+_LOAD = LUA_QUOTA_LIMIT + lua.script("snapshots_load", SESSION_JOB_FIELD=SESSION_JOB_FIELD)
 
 
 class SnapshotStore:
@@ -145,7 +147,7 @@ class SnapshotStore:
         keys = [
             session_key(session_id), session_state_key(session_id), snapshot_key(session_id, number),
             snapshot_state_key(session_id, number), state_bytes_key(caller.principal),
-            principal_sessions_key(caller.principal),
+            principal_sessions_key(caller.principal), quota_key(caller.principal),
         ]  # fmt: skip
         args: list[str | bytes | int] = [
             caller.principal, self.max_principal_state_bytes, repr(now), session_id, saved.name, saved.description,
@@ -159,11 +161,10 @@ class SnapshotStore:
         if verdict == b"gone":
             raise missing
         if verdict == b"principal_full":
-            raise ResourceExhausted(
-                f"loading snapshot {number} of session {session_id} would add {int(rest[1])} bytes of State to the "
-                f"{int(rest[0])} principal {caller.principal!r} holds, past its maximum of "
-                f"{self.max_principal_state_bytes} (max_principal_state_bytes); delete keys or sessions first"
-            )
+            raise exceeded(
+                caller.principal, "state_bytes", float(rest[2]), int(rest[0]), int(rest[1]),
+                f"(loading snapshot {number} of session {session_id}); delete keys or sessions first",
+            )  # fmt: skip
         pipe = self.redis.pipeline(transaction=True)
         timeline.append(pipe, session_id, "session.loaded", f"snapshot {number}", job_id=caller.job_id,
                         data={"snapshot": number})  # fmt: skip

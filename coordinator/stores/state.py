@@ -28,6 +28,7 @@ from redis import Redis
 from scriptpool.coordinator.auth import Caller
 from scriptpool.coordinator.stores import lua, state_codec, timeline
 from scriptpool.coordinator.stores.not_found import session_not_found
+from scriptpool.coordinator.stores.quotas import LUA_QUOTA_LIMIT, exceeded
 from scriptpool.coordinator.stores.session_access import SessionAccess
 from scriptpool.coordinator.stores.timeline import LUA_RECORD_CALL, CallRecord
 from scriptpool.coordinator.stores.validation import check_uuid
@@ -37,6 +38,7 @@ from scriptpool.core.keys import (
     current_session_key,
     global_state_key,
     job_state_key,
+    quota_key,
     session_access_key,
     session_key,
     session_state_key,
@@ -54,7 +56,7 @@ MAX_PRINCIPAL_BYTES = 1024**3
 JOB_STATE_TTL_SECONDS = 3600
 SCOPES = "global, session:current, session:<id> or job"
 
-_PRELUDE = LUA_RECORD_CALL + lua.script("state_prelude")
+_PRELUDE = LUA_RECORD_CALL + LUA_QUOTA_LIMIT + lua.script("state_prelude")
 
 _GET = lua.script("state_get")
 
@@ -259,7 +261,7 @@ class StateStore:
                 counted,
             ]
             args += record.lua_args(outcomes) if record else [""]
-            reply = script([scope.key, owner_key, state_bytes_key(principal), grants], args)
+            reply = script([scope.key, owner_key, state_bytes_key(principal), grants, quota_key(principal)], args)
             assert isinstance(reply, list)
             verdict = text(reply[0])
             if verdict != "GRANTEE" or principal != caller.principal:
@@ -273,11 +275,11 @@ class StateStore:
                 self.access.refuse(caller, scope.session_id, op, text(reply[1]), 0, "no grant")
             raise session_not_found(scope.session_id)
         if verdict == "RESOURCE_EXHAUSTED" and reply[1] == b"principal":
-            raise ResourceExhausted(
-                f"principal {principal!r} holds {_count(reply[2])} bytes of State (global and session "
-                f"scopes), and this write would pass its maximum of {self.max_principal_bytes} "
-                "(max_principal_state_bytes); delete keys or sessions first"
-            )
+            limit, grow = text(reply[3]).split()
+            raise exceeded(
+                principal, "state_bytes", float(limit), _count(reply[2]), float(grow),
+                "State bytes (keys + values) of its global and session scopes; delete keys or sessions first",
+            )  # fmt: skip
         if verdict == "RESOURCE_EXHAUSTED":
             raise ResourceExhausted(
                 f"scope {scope.name} is full: at most {self.max_scope_keys} keys and {self.max_scope_bytes} bytes "

@@ -23,8 +23,8 @@ from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegist
 from scriptpool.client import ScriptpoolClient
 from scriptpool.coordinator.server import RunningCoordinator, start_coordinator
 from scriptpool.coordinator.settings import Settings
-from scriptpool.core.job_records import JobRecords, text
-from scriptpool.core.keys import credential_key, job_key
+from scriptpool.core.job_records import JobRecords, text, texts
+from scriptpool.core.keys import credential_key, job_key, queued_jobs_key, running_jobs_key
 from scriptpool.languages import Language
 from scriptpool.outcomes import Outcome
 from scriptpool.v1 import jobs_pb2, jobs_pb2_grpc, sessions_pb2
@@ -153,6 +153,32 @@ def test_a_lost_job_without_retries_left_ends_worker_lost(retry: RetryStack, max
         assert done.attempt == max_retries + 1
         assert wait_for(lambda: Job.fetch(job.id, connection=retry.redis).get_status() == JobStatus.FAILED)
         assert Queue(RETRY_QUEUE, connection=retry.redis).get_job_ids() == []
+    finally:
+        stop_process(worker)
+
+
+def test_the_principals_queued_and_running_counts_follow_a_lost_job(retry: RetryStack) -> None:
+    """The queued-jobs quota's count (docs/adr/0020-quotas.md) through start, requeue after a lost
+    worker, start again, and the sweeper's final worker_lost."""
+    worker = retry.start_worker()
+    try:
+        job, _, ready = retry.submit_spinning(SPIN_FOREVER, max_retries=1)
+        queued, running = queued_jobs_key(job.principal), running_jobs_key(job.principal)
+
+        def counts() -> tuple[list[str], list[str]]:
+            return texts(retry.redis.zrange(queued, 0, -1)), texts(list(retry.redis.smembers(running)))
+
+        assert retry.run_number(ready) == 1
+        assert counts() == ([], [job.id])
+        _kill(worker)
+        assert wait_for(lambda: _record(retry.redis, job.id, "status") == "queued", timeout=30)
+        assert counts() == ([job.id], [])
+        worker = retry.start_worker()
+        assert retry.run_number(ready) == 2
+        assert counts() == ([], [job.id])
+        _kill(worker)
+        assert outcome(retry.client.wait(job.id, timeout=60)) is Outcome.WORKER_LOST
+        assert counts() == ([], [])
     finally:
         stop_process(worker)
 

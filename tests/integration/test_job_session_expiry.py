@@ -191,7 +191,7 @@ def test_many_jobs_do_not_lock_out_a_principal_once_their_sessions_are_swept(sta
             jobs = client.run_many(Language.LUA, ["return 1"] * 50, timeout=120)
             assert [outcome(job).value for job in jobs] == ["ok"] * 50
             assert redis_client.zcard(principal_sessions_key(principal)) == 50
-            with pytest.raises(ResourceExhausted, match="already has 50 of its 50 sessions"):
+            with pytest.raises(ResourceExhausted, match="quota sessions .*: 50 sessions in use, limit 50 "):
                 client.submit(Language.LUA, "return 1")
             latest = max(_after_retention(redis_client, job.session_id) for job in jobs)
             assert _expiry(running).sweep(now=latest) == 50

@@ -59,16 +59,16 @@ def test_sessions_per_principal_stop_at_the_bound(
         client.create_session("two")
         client.submit(Language.LUA, "return 1")  # its new session is the third: at the bound
         assert redis_client.zcard(owned) == 3 and redis_client.llen(f"rq:queue:{queue}") == 1
-        with pytest.raises(ResourceExhausted, match=r"already has 3 of its 3 sessions"):
+        with pytest.raises(ResourceExhausted, match=r"quota sessions .*: 3 sessions in use, limit 3 "):
             client.create_session("four")
-        with pytest.raises(ResourceExhausted, match=r"already has 3 of its 3 sessions"):
+        with pytest.raises(ResourceExhausted, match=r"quota sessions .*: 3 sessions in use, limit 3 "):
             client.submit(Language.LUA, "return 1")
         assert redis_client.zcard(owned) == 3 and redis_client.llen(f"rq:queue:{queue}") == 1
         client.submit(Language.LUA, "return 1", session_id=first)  # no new session: accepted
         assert redis_client.llen(f"rq:queue:{queue}") == 2
         client.sessions.delete(S.SessionRef(session_id=first))
         batch = [job_request(Language.LUA, "return 1") for _ in range(2)]
-        with pytest.raises(ResourceExhausted, match=r"2 of its 3 sessions; 2 more were asked for"):
+        with pytest.raises(ResourceExhausted, match=r"2 sessions in use, limit 3 .*; 2 more would pass it"):
             list(client.submit_many(batch))  # refused whole: room for one of the two
         assert redis_client.zcard(owned) == 2 and redis_client.llen(f"rq:queue:{queue}") == 2
         assert [answer.index for answer in client.submit_many(batch[:1])] == [0]

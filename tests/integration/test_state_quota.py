@@ -95,7 +95,7 @@ def test_at_the_bound_ok_one_byte_past_refused_and_nothing_written(stores: Store
     before = {
         key: redis_client.hgetall(key) for key in (global_state_key(caller.principal), session_state_key(session_id))
     }
-    with pytest.raises(ResourceExhausted, match=f"holds {BOUND} bytes of State.*maximum of {BOUND}"):
+    with pytest.raises(ResourceExhausted, match=f"quota state_bytes .*: {BOUND} bytes in use, limit {BOUND} "):
         _set(stores, caller, f"session:{session_id}", "s", _of(100))  # one byte past
     with pytest.raises(ResourceExhausted, match="max_principal_state_bytes"):
         _set(stores, caller, "global", "x", 1)
@@ -206,7 +206,8 @@ def test_a_snapshot_load_past_the_bound_is_refused(stores: Stores, redis_client:
     stores.state.delete(caller, f"session:{session_id}", "s")
     _set(stores, caller, "global", "g", _of(100))  # 101 bytes: the snapshot's 100 no longer fit
     session_before = redis_client.hgetall(f"sp:session:{session_id}")
-    with pytest.raises(ResourceExhausted, match="would add 100 bytes of State to the 101.*maximum of 200"):
+    refusal = "quota state_bytes .*: 101 bytes in use, limit 200 .*100 more would pass it; .loading snapshot"
+    with pytest.raises(ResourceExhausted, match=refusal):
         stores.snapshots.load(caller, session_id)
     assert not redis_client.exists(session_state_key(session_id))
     assert redis_client.hgetall(f"sp:session:{session_id}") == session_before
@@ -269,7 +270,7 @@ def test_a_coordinator_applies_the_setting_over_grpc(
 
             put("a", 99)
             put("b", 99)  # 200: the bound
-            with pytest.raises(ResourceExhausted, match=f"holds {BOUND} bytes of State.*maximum of {BOUND}"):
+            with pytest.raises(ResourceExhausted, match=f"quota state_bytes .*: {BOUND} bytes in use, limit {BOUND} "):
                 put("c", 3)
             assert redis_client.hlen(global_state_key(principal)) == 3  # a, b and the byte count: no c
     finally:

@@ -1,4 +1,4 @@
--- ArtifactStore's store/update in one step (stores/artifacts.py): checks the session and the quotas,
+-- After quota_limit.lua. ArtifactStore's store/update in one step (stores/artifacts.py): checks the session and the quotas,
 -- moves the upload's chunks to the blob (or adds a reference to an existing one), writes the
 -- version, the record and every index. ARGV[1]: the version as JSON.
 local h = cjson.decode(ARGV[1])
@@ -27,7 +27,8 @@ local used = tonumber(redis.call('GET', sess .. ':artifact-bytes') or '0')
 if used + size > tonumber(h.max_session) then return {'session_quota', tostring(used)} end
 local owner_bytes = 'sp:principal:' .. h.owner .. ':artifact-bytes'
 used = tonumber(redis.call('GET', owner_bytes) or '0')
-if used + size > tonumber(h.max_principal) then return {'principal_quota', tostring(used)} end
+local limit = quota_limit('sp:principal:' .. h.owner .. ':quota', 'artifact_bytes', h.max_principal)
+if used + size > limit then return {'principal_quota', tostring(used), tostring(limit), h.owner} end
 local chunks = tonumber(h.chunks)
 local blob = 'sp:blob:' .. h.sha
 if redis.call('EXISTS', blob) == 1 then

@@ -1,12 +1,14 @@
--- KEYS: the subscription, the principal's index, the job's index ('' for a client), the principal's
--- hooks ('' unless a client registers a hook: coordinator/services/hooks.py); ARGV: principal,
+-- After quota_limit.lua. KEYS: the subscription, the principal's index, the job's index ('' for a
+-- client), the principal's hooks ('' unless a client registers a hook: coordinator/services/hooks.py),
+-- the principal's quota overrides; ARGV: principal,
 -- pattern, last id, job id, now, ttl, per-principal max, per-job max, max hooks, subscription id.
 -- Forgets expired ids (and hooks whose subscription expired) first; a hook is counted and added here,
 -- in the same step, so concurrent registrations cannot pass the hooks' limit.
 local now, ttl = tonumber(ARGV[5]), tonumber(ARGV[6])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 local held = redis.call('ZCARD', KEYS[2])
-if held >= tonumber(ARGV[7]) then return {'principal', held} end
+local limit = quota_limit(KEYS[5], 'subscriptions', ARGV[7])
+if held >= limit then return {'principal', held, tostring(limit)} end
 if KEYS[4] ~= '' then
   local hooks = 0
   for _, id in ipairs(redis.call('HKEYS', KEYS[4])) do

@@ -1,11 +1,11 @@
--- After timeline_record_call.lua. KEYS[1] the scope's hash, KEYS[2] the session record whose owner must be ARGV[1] ('' = no check),
--- KEYS[3] the principal's State bytes, KEYS[4] the session's grants. ARGV[2] field, [3] and [4] the operation's values, [5] max
+-- After timeline_record_call.lua and quota_limit.lua. KEYS[1] the scope's hash, KEYS[2] the session record whose owner must be ARGV[1] ('' = no check),
+-- KEYS[3] the principal's State bytes, KEYS[4] the session's grants, KEYS[5] the principal's quota overrides. ARGV[2] field, [3] and [4] the operation's values, [5] max
 -- keys, [6] max bytes, [7] TTL ('' = none), [8] the principal's max bytes ('' = scope not counted),
 -- [9...] the timeline record (`record_call`). `put` returns nil, or why it refused: {'scope'} or
--- {'principal', bytes the principal holds}.
-local function finish(outcome, a, b)
+-- {'principal', bytes the principal holds, its limit}.
+local function finish(outcome, a, b, c)
   record_call(9, outcome)
-  return {outcome, a, b}
+  return {outcome, a, b, c}
 end
 local function owner()
   return redis.call('HGET', KEYS[2], 'principal') or ''
@@ -27,7 +27,8 @@ local function room(grow, used)
   if used + grow > tonumber(ARGV[6]) then return {'scope'} end
   if ARGV[8] ~= '' then
     local held = tonumber(redis.call('GET', KEYS[3]) or '0')
-    if held + grow > tonumber(ARGV[8]) then return {'principal', held} end
+    local limit = quota_limit(KEYS[5], 'state_bytes', ARGV[8])
+    if held + grow > limit then return {'principal', held, limit, grow} end
   end
   return nil
 end
@@ -64,7 +65,7 @@ local function remove(field)
   return true
 end
 local function refused(full)
-  return finish('RESOURCE_EXHAUSTED', full[1], full[2])
+  return finish('RESOURCE_EXHAUSTED', full[1], full[2], full[3] and (full[3] .. ' ' .. full[4]))
 end
 if not owned() then
   -- KEYS[4]: the session's grants. A grantee gets its level and the owner, nothing recorded or done:

@@ -27,6 +27,9 @@ LUA_APPEND_EVENT = lua.load(
 )
 """The Lua function `append_event(principal, session_id, fields)`, for the scripts that append events."""
 _APPEND = LUA_APPEND_EVENT + lua.load("append")
+APPEND_SCRIPT = _APPEND
+"""The script `append_event` sends (an EVAL in a pipeline): a script that runs a pipeline's commands
+itself (coordinator/stores/admission.py) calls `append_event` for it instead, as Lua cannot EVAL."""
 
 
 def append_event(target: Redis | Pipeline, principal: str, session_id: str, fields: Mapping[str, str | bytes]) -> None:

@@ -10,6 +10,9 @@ Keys (all under the `sp:` prefix):
                          docs/adr/0014-logs-and-tracing.md)
   sp:cred:{sha256}       hash: job_id, principal, session_id -- a job credential, deleted when the job ends
   sp:jobs:leases         zset: running job id -> lease expiry (epoch s); an expired lease = worker lost
+  sp:principal:{p}:queued   zset: the principal's queued job ids -> when queued (the coordinator adds
+                         them at submission; the scripts here move them: count_job.lua)
+  sp:principal:{p}:running  set: the principal's running job ids
   sp:session:{id}:jobs   zset: job id -> created_at
   sp:session:{id}        fields `created_by_job` and `retention_seconds` on a session the coordinator made
                          for a job submitted without one (coordinator/stores/sessions.py)
@@ -102,11 +105,12 @@ _END_JOB_SESSION = lua.load(
     TIMELINE_MAX=TIMELINE_MAX,
     EXPIRING_SESSIONS_KEY=EXPIRING_SESSIONS_KEY,
 )
-_START = _LOG_JOB + lua.load("job_start")
-_FINISH = _LOG_JOB + _END_JOB_SESSION + lua.load("job_finish")
+_COUNT_JOB = lua.load("count_job")
+_START = _LOG_JOB + _COUNT_JOB + lua.load("job_start")
+_FINISH = _LOG_JOB + _END_JOB_SESSION + _COUNT_JOB + lua.load("job_finish")
 _REQUEST_CANCEL = lua.load("job_request_cancel")
 _HEARTBEAT = lua.load("job_heartbeat")
-_REQUEUE = _LOG_JOB + lua.load("job_requeue")
+_REQUEUE = _LOG_JOB + _COUNT_JOB + lua.load("job_requeue")
 
 
 @dataclass(frozen=True, slots=True)

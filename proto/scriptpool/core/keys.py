@@ -155,6 +155,31 @@ def principal_subscriptions_key(principal: str) -> str:
     return _principal(principal) + ":eventsubs"
 
 
+def principal_artifact_bytes_key(principal: str) -> str:
+    """string: bytes charged for the principal's artifacts (coordinator/stores/lua/artifacts_commit.lua keeps it)."""
+    return _principal(principal) + ":artifact-bytes"
+
+
+def quota_key(principal: str) -> str:
+    """hash: the principal's quota overrides, quota name -> limit (`scriptpool quota set`)."""
+    return _principal(principal) + ":quota"
+
+
+def queued_jobs_key(principal: str) -> str:
+    """zset: the principal's queued job ids -> created_at (the queued-jobs quota counts it)."""
+    return _principal(principal) + ":queued"
+
+
+def running_jobs_key(principal: str) -> str:
+    """set: the principal's running job ids."""
+    return _principal(principal) + ":running"
+
+
+def submit_bucket_key(principal: str) -> str:
+    """hash: the principal's submission token bucket: tokens, at (epoch s of the last take)."""
+    return _principal(principal) + ":submit-bucket"
+
+
 # Events and hooks.
 def events_key(principal: str) -> str:
     return f"{PREFIX}events:{principal}"
@@ -227,6 +252,10 @@ SCHEMA: dict[str, str] = {
     "sp:config:event-retention": "string",
     "sp:eventsub:{id}": "hash",
     "sp:principal:{p}:eventsubs": "zset",
+    "sp:principal:{p}:quota": "hash",
+    "sp:principal:{p}:queued": "zset",
+    "sp:principal:{p}:running": "set",
+    "sp:principal:{p}:submit-bucket": "hash",
     "sp:hooks:{principal}": "hash",
     "sp:upload:{uuid}:{i}": "string",
     "sp:blob:{sha256}": "hash",

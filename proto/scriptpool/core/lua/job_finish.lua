@@ -1,4 +1,4 @@
--- After log_job.lua and end_job_session.lua. Records a job's end (`JobRecords.finish_command`).
+-- After log_job.lua, end_job_session.lua and count_job.lua. Records a job's end (`JobRecords.finish_command`).
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status or status == 'finished' then return 0 end
 if ARGV[6] ~= '' and status ~= ARGV[6] then return 0 end
@@ -9,6 +9,7 @@ if ARGV[11] ~= '' then
   local lease = redis.call('ZSCORE', KEYS[2], ARGV[4])
   if lease and tonumber(lease) > tonumber(ARGV[11]) then return 0 end
 end
+count_job(KEYS[1], ARGV[4], 'finished')
 local cred_hash = redis.call('HGET', KEYS[1], 'cred_hash')
 if cred_hash then redis.call('DEL', 'sp:cred:' .. cred_hash) end
 redis.call('HSET', KEYS[1], 'status', 'finished', 'result', ARGV[1], 'finished_at', ARGV[2])
