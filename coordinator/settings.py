@@ -28,6 +28,9 @@ from scriptpool.tls import ClientTls
 
 DEFAULT_LISTEN = DEFAULT_COORDINATOR
 FAIR_QUEUE_VARIABLE = "SCRIPTPOOL_FAIR_QUEUE"
+MAX_BATCH_JOBS_CEILING = 2000
+"""Most jobs one SubmitJobs may carry, whatever the settings: the queued-jobs index write of a batch
+is one ZADD of 2 values a job inside the admission script (Lua unpacks at most ~8000 values)."""
 
 
 def default_state_dir() -> Path:
@@ -264,8 +267,11 @@ class Settings:
             )
         if not 0 < self.lease_seconds < float("inf"):
             raise InvalidArgument(f"lease_seconds must be positive (got {self.lease_seconds})")
-        if self.max_batch_jobs < 1:
-            raise InvalidArgument(f"max_batch_jobs must be at least 1 (got {self.max_batch_jobs})")
+        if not 1 <= self.max_batch_jobs <= MAX_BATCH_JOBS_CEILING:
+            raise InvalidArgument(
+                f"max_batch_jobs must be from 1 to {MAX_BATCH_JOBS_CEILING} (got {self.max_batch_jobs}): a batch's "
+                "writes are one Lua call each, and Lua 5.1 passes at most ~8000 values to one"
+            )
         if not 0 < self.stranded_after_seconds < float("inf"):
             raise InvalidArgument(f"stranded_after_seconds must be positive (got {self.stranded_after_seconds})")
         for name in (

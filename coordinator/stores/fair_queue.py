@@ -16,8 +16,9 @@ is an append). Its state, kept beside the queue:
   sp:fair:{queue}:lasts        zset: round -> the last job id queued in it (score = round)
   sp:fair:{queue}:meta         hash: `max` (highest round given), `floor` (the head's round)
   sp:fair:{queue}:p:{principal} the principal's last round (expires with the queue TTL)
-A job's round is also kept in its record (`fair_round`), so the head's round can be read.
-When the queue is empty the state starts again. A pivot gone from the list (its job cancelled or
+A job's round is also kept in its record (`fair_round`), so the head's round can be read; the
+round being served only moves forward (a job put back at the head keeps its old round). When the
+queue is empty the state starts again. A pivot gone from the list (its job cancelled or
 taken meanwhile) falls back to the round before it, then to the tail: order may then be less fair,
 never lost.
 """
@@ -40,8 +41,11 @@ if redis.call('LLEN', queue) == 0 then
   floor = tonumber(redis.call('HGET', meta, 'max') or '0')
   redis.call('DEL', lasts)
 else
+  -- the round being served; never back: a job put back at the head (a lost worker's retry, a
+  -- stranded job, RQ's requeue) keeps the old round of its first placing
   local head = redis.call('LINDEX', queue, 0)
-  floor = tonumber(redis.call('HGET', prefix .. head, 'fair_round') or redis.call('HGET', meta, 'floor') or '0')
+  floor = math.max(tonumber(redis.call('HGET', prefix .. head, 'fair_round') or '0'),
+                   tonumber(redis.call('HGET', meta, 'floor') or '0'))
   redis.call('ZREMRANGEBYSCORE', lasts, '-inf', '(' .. floor)
 end
 local highest = tonumber(redis.call('HGET', meta, 'max') or '0')

@@ -324,5 +324,8 @@ def test_max_batch_jobs_comes_from_the_environment_or_the_flag_and_must_be_posit
     monkeypatch.setenv("SCRIPTPOOL_MAX_BATCH_JOBS", "250")
     assert Settings.from_env().max_batch_jobs == 250
     assert _settings(build_parser().parse_args(["coordinator", "--max-batch-jobs", "7"])).max_batch_jobs == 7
-    with pytest.raises(InvalidArgument, match="max_batch_jobs must be at least 1"):
+    with pytest.raises(InvalidArgument, match="max_batch_jobs must be from 1 to 2000"):
         Settings(max_batch_jobs=0)
+    assert Settings(max_batch_jobs=2000).max_batch_jobs == 2000
+    with pytest.raises(InvalidArgument, match="max_batch_jobs must be from 1 to 2000"):
+        Settings(max_batch_jobs=2001)

@@ -122,6 +122,22 @@ def test_a_cancelled_pivot_does_not_lose_the_next_job(fleet: Fleet) -> None:
     assert queued.index(c_job) <= 2
 
 
+def test_a_job_put_back_at_the_head_does_not_turn_the_rounds_back(fleet: Fleet) -> None:
+    """A lost worker's retry, a stranded job or RQ's requeue puts a job back at the head with the
+    round of its first placing: the round being served must not go back to it, or a newcomer would
+    find no round to join and go to the tail."""
+    a_jobs = fleet.submit("tenant-a", 10)  # rounds 1..10
+    queue_key = Queue(fleet.queue_name, connection=fleet.redis).key
+    taken = [fleet.redis.lpop(queue_key) for _ in range(5)]  # workers took A's rounds 1..5
+    (x_job,) = fleet.submit("tenant-x", 1)  # round 7: the head is A's round 6
+    fleet.redis.lpush(queue_key, a_jobs[2])  # A's round-3 job back at the head (e.g. its worker was lost)
+    (b_job,) = fleet.submit("tenant-b", 1)
+    queued = fleet.queued_ids()
+    assert taken[2] == a_jobs[2].encode() and len(queued) == 8
+    # behind the put-back job, A's round-6 and round-7 jobs and X's: not at the tail
+    assert queued.index(b_job) == queued.index(x_job) + 1 == 4
+
+
 def test_without_fair_queueing_the_order_is_rqs_fifo(own_redis: PrivateRedis) -> None:
     """The layer's own check: with it off, B's job waits behind A's whole backlog."""
     plain = Fleet(own_redis.url, fair=False)

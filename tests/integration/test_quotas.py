@@ -155,6 +155,17 @@ def test_a_stale_queued_id_is_forgotten_when_it_would_refuse(quoted: Quoted) -> 
     assert quoted.redis.zrange(queued_jobs_key(quoted.principal), 0, -1) == [again.id.encode()]
 
 
+def test_an_id_whose_rq_job_is_gone_is_forgotten_when_it_would_refuse(quoted: Quoted) -> None:
+    """After `rq empty` the quota is given back at the next submission that needs it, before the
+    sweeper's walk of the job records reaches the emptied ones."""
+    quoted.quotas.set(quoted.principal, {"queued_jobs": 1})
+    emptied = _submit_unkeyed(quoted.client)
+    Queue(quoted.queue, connection=quoted.redis).empty()  # type: ignore[no-untyped-call]  # `rq empty`
+    assert quoted.redis.hget(job_key(emptied.id), "status") == b"queued"  # (not reconciled yet)
+    again = _submit_unkeyed(quoted.client)
+    assert quoted.redis.zrange(queued_jobs_key(quoted.principal), 0, -1) == [again.id.encode()]
+
+
 def test_finished_jobs_leave_the_queued_and_running_counts(client: ScriptpoolClient, redis_client: Redis) -> None:
     job = run_lua(client, "return 1")
     assert outcome(job) is Outcome.OK

@@ -14,10 +14,13 @@ local max_queued = quota_limit(KEYS[1], 'queued_jobs', ARGV[2])
 local held = redis.call('ZCARD', KEYS[2])
 if held + n > max_queued then
   -- before refusing, forget ids whose record left `queued` some way the record scripts did not see
-  -- (a record deleted by hand): the oldest ${REPAIR_SCAN} are looked at, so a refusal stays cheap
+  -- (a record deleted by hand), or whose RQ job is gone (`rq empty`, RQ's delete, an expired RQ job:
+  -- the sweeper ends such records later): the oldest ${REPAIR_SCAN} are looked at, so a refusal stays cheap
   local stale = {}
   for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, ${REPAIR_SCAN} - 1)) do
-    if redis.call('HGET', 'sp:job:' .. id, 'status') ~= 'queued' then stale[#stale + 1] = id end
+    if redis.call('HGET', 'sp:job:' .. id, 'status') ~= 'queued' or redis.call('EXISTS', 'rq:job:' .. id) == 0 then
+      stale[#stale + 1] = id
+    end
   end
   if #stale > 0 then
     redis.call('ZREM', KEYS[2], unpack(stale))
