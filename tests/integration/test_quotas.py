@@ -196,6 +196,13 @@ def test_the_token_bucket_refuses_past_the_burst_with_a_retry_hint_and_refills(q
     assert quoted.queued() == 4
 
 
+def test_a_rate_of_0_admits_nothing(quoted: Quoted) -> None:
+    quoted.quotas.set(quoted.principal, {"submissions_per_second": 0})
+    with pytest.raises(ResourceExhausted, match="its rate is 0"):
+        _submit_unkeyed(quoted.client)  # (a fresh bucket would otherwise start full)
+    assert quoted.queued() == 0
+
+
 def test_a_batch_over_the_burst_can_never_pass_and_says_so(quoted: Quoted) -> None:
     quoted.quotas.set(quoted.principal, {"submission_burst": 2})
     with pytest.raises(ResourceExhausted, match=r"a batch of 3 jobs is over its burst of 2: this submission can never"):

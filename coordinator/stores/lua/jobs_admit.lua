@@ -34,7 +34,9 @@ local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local bucket = redis.call('HMGET', KEYS[3], 'tokens', 'at')
 local tokens = burst
-if bucket[1] then
+if rate <= 0 then
+  tokens = 0  -- a rate of 0 admits nothing, not even a first burst
+elseif bucket[1] then
   tokens = math.min(burst, tonumber(bucket[1]) + math.max(0, now - tonumber(bucket[2])) * rate)
 end
 if tokens < n then
